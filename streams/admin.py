@@ -1,0 +1,74 @@
+"""Topic administration with confluent-kafka's AdminClient (no faust, no app)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.settings import Settings
+from streams.topics import TopicSpec, contract_topics
+
+
+@dataclass
+class TopicOutcome:
+    name: str
+    status: str  # created | exists | mismatch
+    detail: str = ""
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.bootstrap_servers, "socket.timeout.ms": 10000})
+
+
+def create_topics(settings: Settings, specs: list[TopicSpec] | None = None, timeout: float = 30.0) -> list[TopicOutcome]:
+    """Create every contract topic (with the settings' prefix); existing topics are left as they are."""
+    specs = contract_topics() if specs is None else specs
+    admin = admin_client(settings)
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise RuntimeError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from None
+    outcomes: list[TopicOutcome] = []
+    wanted: list[NewTopic] = []
+    for spec in specs:
+        name = settings.topic_prefix + spec.name
+        if name in existing:
+            partitions = len(existing[name].partitions)
+            if partitions != settings.topic_partitions:
+                outcomes.append(TopicOutcome(name, "mismatch",
+                                             f"has {partitions} partitions, settings say {settings.topic_partitions}"))
+            else:
+                outcomes.append(TopicOutcome(name, "exists"))
+            continue
+        wanted.append(NewTopic(name, num_partitions=settings.topic_partitions,
+                               replication_factor=settings.topic_replication_factor, config=spec.kafka_config()))
+    if wanted:
+        for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+            try:
+                future.result(timeout=timeout)
+                outcomes.append(TopicOutcome(name, "created"))
+            except KafkaException as exc:
+                error = exc.args[0]
+                if getattr(error, "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
+                    outcomes.append(TopicOutcome(name, "exists"))
+                else:
+                    raise RuntimeError(f"creating topic {name} failed: {error}") from None
+    order = {settings.topic_prefix + s.name: i for i, s in enumerate(specs)}
+    return sorted(outcomes, key=lambda o: order.get(o.name, 0))
+
+
+def delete_topics_with_prefix(settings: Settings, prefix: str, timeout: float = 30.0) -> list[str]:
+    """Delete every topic whose name starts with ``prefix`` (test clean-up). Refuses an empty prefix."""
+    if not prefix:
+        raise ValueError("refusing to delete topics without a prefix")
+    admin = admin_client(settings)
+    names = [n for n in admin.list_topics(timeout=timeout).topics if n.startswith(prefix)]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=timeout).values():
+            try:
+                future.result(timeout=timeout)
+            except KafkaException:
+                pass
+    return names

@@ -1,0 +1,126 @@
+"""The faust application: ``create_app(settings)`` builds it; nothing happens at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import orjson
+
+from streams.agents.cdc import register_cdc_agent
+from streams.core.contract import System
+from streams.core.rules import RuleBook, load_rules
+from streams.settings import Settings
+from streams.tables import TableState, Tables, define_tables
+from streams.topics import AUDIT, DLQ_CDC, TENANT_CONFIG, cdc_topics, commands_topic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Lienthong:
+    """The app and what it is made of, for the CLI and for tests."""
+
+    app: faust.App
+    settings: Settings
+    rules: RuleBook
+    tables: Tables
+    state: TableState
+    topics: dict[str, Any]
+    agents: dict[str, Any]
+
+
+def create_app(settings: Settings | None = None) -> Lienthong:
+    settings = settings or Settings()
+    rules = load_rules()  # a bad rule table stops here, naming the rule
+    prefix = settings.topic_prefix
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        # exactly_once is unreliable in faust-streaming; at-least-once + deterministic command ids.
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        # Declared topics are created by `lienthong topics create`; faust creates only its own
+        # internal ones (changelogs, leader topic).
+        topic_allow_declare=True,
+    )
+
+    def raw_topic(name: str) -> Any:
+        return app.topic(prefix + name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw", partitions=settings.topic_partitions)
+
+    topics: dict[str, Any] = {
+        "cdc": app.topic(*[prefix + spec.name for spec in cdc_topics()], key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions),
+        DLQ_CDC: raw_topic(DLQ_CDC),
+        AUDIT: raw_topic(AUDIT),
+    }
+    commands = {system: raw_topic(commands_topic(system.value)) for system in System}
+    tables = define_tables(app, settings)
+    tenant_settings: dict[str, dict[str, Any]] = {}
+    state = TableState(tables, tenant_settings, settings.default_order_target)
+
+    agents = {
+        "cdc": register_cdc_agent(
+            app, source=topics["cdc"], commands=commands, audit=topics[AUDIT], dead_letters=topics[DLQ_CDC],
+            tables=tables, state=state, rules=rules, topic_prefix=prefix,
+        )
+    }
+
+    @app.task
+    async def read_tenant_settings() -> None:
+        """Every worker reads all of ``config.tenants`` (compacted) into memory and follows it."""
+        from aiokafka import AIOKafkaConsumer
+
+        topic = prefix + TENANT_CONFIG
+        # No group: aiokafka assigns every partition of the topic to this consumer, from the start.
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000)
+                for records in batches.values():
+                    for record in records:
+                        tenant = (record.key or b"").decode()
+                        if record.value is None:
+                            tenant_settings.pop(tenant, None)
+                            continue
+                        try:
+                            value = orjson.loads(record.value)
+                            if value.get("order_target") not in (None, "sale_order", "contract"):
+                                raise ValueError(f"order_target {value.get('order_target')!r}")
+                        except (orjson.JSONDecodeError, ValueError, AttributeError) as exc:
+                            log.error("ignored tenant settings for %r at %s@%s:%s: %s", tenant, topic,
+                                      record.partition, record.offset, exc)
+                            continue
+                        tenant_settings[tenant] = value
+                        log.info("tenant %s settings: %s", tenant, value)
+        except asyncio.CancelledError:
+            raise
+        finally:
+            await consumer.stop()
+
+    return Lienthong(app=app, settings=settings, rules=rules, tables=tables, state=state,
+                     topics={**topics, **{commands_topic(s.value): t for s, t in commands.items()}}, agents=agents)
+
+
+def run_worker(settings: Settings | None = None) -> None:
+    """Start a faust worker for the app (blocks until SIGTERM/SIGINT)."""
+    settings = settings or Settings()
+    built = create_app(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    worker = faust.Worker(built.app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,343 @@
+"""The wire contract as code: change events in, commands, results and audit records out.
+
+Mirrors ``../shared/spec/contract.md``. Pure: no faust, no Kafka client. JSON goes through
+orjson; ``decode_change_event`` turns raw bytes (plain or Debezium envelope) into a validated
+``ChangeEvent`` or raises ``BadInput`` naming what was wrong and where.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Any, Literal, Mapping
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = 1
+
+
+class System(StrEnum):
+    CRM = "crm"
+    ACCT = "acct"
+
+
+ENTITIES: dict[System, frozenset[str]] = {
+    System.CRM: frozenset(
+        {"customer", "product_category", "product", "quote", "sale_order", "invoice", "price_policy"}
+    ),
+    # "quote" is not in the contract's list of acct entities, but QUO-1 writes acct quotes and QUO-3
+    # reads their changes: see docs/decisions.md.
+    System.ACCT: frozenset(
+        {
+            "customer",
+            "quote",
+            "product_category",
+            "product",
+            "price_policy",
+            "sale_order",
+            "contract",
+            "sales_voucher",
+            "receipt",
+            "invoice",
+        }
+    ),
+}
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    IMPORT = "import"
+    CLONE = "clone"
+    UPDATE = "update"
+    DELETE = "delete"
+    MERGE = "merge"
+    PULL = "pull"
+    PROPOSE_REVENUE = "propose_revenue"
+    WITHDRAW_REVENUE = "withdraw_revenue"
+    RECORD_REVENUE = "record_revenue"
+    REJECT_REVENUE = "reject_revenue"
+    PROPOSE_REVENUE_CANCEL = "propose_revenue_cancel"
+    APPROVE = "approve"
+    REJECT = "reject"
+    ISSUE = "issue"
+    REFUSE_ISSUE = "refuse_issue"
+    CANCEL = "cancel"
+    WITHDRAW_ISSUE = "withdraw_issue"
+    ASSIGN_INVOICE_NO = "assign_invoice_no"
+    PUBLISH_EINVOICE = "publish_einvoice"
+
+
+class Op(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    UPSERT = "upsert"
+    DELETE = "delete"
+
+
+class BadInput(Exception):
+    """An input that cannot be processed; it goes to a dead-letter topic with ``kind`` and ``message``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+class ChangeEvent(BaseModel):
+    """One change of one record in one system (contract: "Change event (CDC)")."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    schema_version: int
+    event_id: str = Field(min_length=1)
+    tenant: str = Field(min_length=1)
+    system: System
+    entity: str
+    op: Literal["c", "u", "d", "r"]
+    action: Action | None = None
+    origin: Literal["user", "sync"] = "user"
+    ts_ms: int
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    merged_ids: list[str] | None = None
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The record as it is now (``after``), or as it was when deleted (``before``)."""
+        return self.after if self.after is not None else (self.before or {})
+
+    @property
+    def record_id(self) -> str:
+        return str(self.record.get("id", ""))
+
+
+class CommandKey(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str | None = None
+    code: str | None = None
+
+    def as_text(self) -> str:
+        """The target record key of the command topic's message key (X-3: id when linked, else code)."""
+        if self.id:
+            return self.id
+        return f"code={self.code}" if self.code else ""
+
+
+class CommandSource(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    system: System
+    entity: str
+    id: str
+    event_id: str
+
+
+class Command(BaseModel):
+    """What the processor asks a connector to write (contract: "Command")."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    command_id: str
+    tenant: str
+    target: System
+    entity: str
+    op: Op
+    key: CommandKey
+    source: CommandSource
+    fields: dict[str, Any] = Field(default_factory=dict)
+    read_only: bool = False
+    rule: str
+    depends_on: list[str] = Field(default_factory=list)
+    ts_ms: int
+
+    @property
+    def message_key(self) -> str:
+        """``<tenant>:<entity>:<target record key>``."""
+        return f"{self.tenant}:{self.entity}:{self.key.as_text()}"
+
+
+class ResultError(BaseModel):
+    kind: str
+    message: str
+
+
+class Result(BaseModel):
+    """A connector's report of one command (contract: "Result")."""
+
+    command_id: str
+    tenant: str
+    target: System
+    entity: str
+    status: Literal["applied", "duplicate", "rejected", "failed"]
+    target_id: str | None = None
+    code: str | None = None
+    error: ResultError | None = None
+    attempts: int = 1
+    ts_ms: int = 0
+
+
+class AuditCommand(BaseModel):
+    command_id: str
+    rule: str
+    target: System
+    entity: str
+    op: Op
+    key: str
+
+
+class AuditRecord(BaseModel):
+    """One decision per change: the rules matched, the commands emitted, or the reason for none."""
+
+    schema_version: int = SCHEMA_VERSION
+    tenant: str
+    system: System
+    entity: str
+    record_id: str
+    event_id: str
+    action: str
+    origin: str
+    rules: list[str] = Field(default_factory=list)
+    commands: list[AuditCommand] = Field(default_factory=list)
+    reason: str | None = None
+    ts_ms: int
+
+    @property
+    def message_key(self) -> str:
+        return f"{self.tenant}:{self.entity}:{self.record_id}"
+
+
+def dumps(model: BaseModel) -> bytes:
+    return orjson.dumps(model.model_dump(mode="json"))
+
+
+def command_id(*, tenant: str, event_id: str, rule: str, target: str, entity: str, op: str, key: str) -> str:
+    """Deterministic id: the same cause (event, rule, target record) always gives the same id."""
+    cause = orjson.dumps([tenant, event_id, rule, target, entity, op, key])
+    return hashlib.sha256(cause).hexdigest()
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+def _header(headers: Mapping[str, bytes | str | None] | None, name: str) -> str | None:
+    if not headers:
+        return None
+    value = headers.get(name)
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "(event)"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def _from_debezium(
+    payload: dict[str, Any],
+    *,
+    headers: Mapping[str, Any] | None,
+    topic_system: str,
+    topic_entity: str,
+    topic: str,
+    partition: int,
+    offset: int,
+) -> dict[str, Any]:
+    source = payload.get("source") or {}
+    tenant = _header(headers, "tenant")
+    if not tenant:
+        raise BadInput("schema", f"Debezium event on {topic}@{partition}:{offset} has no 'tenant' header")
+    ts_ms = source.get("ts_ms", payload.get("ts_ms"))
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": _header(headers, "event_id") or f"{topic}:{partition}:{offset}",
+        "tenant": tenant,
+        "system": topic_system,
+        "entity": topic_entity,
+        "op": payload.get("op"),
+        "action": _header(headers, "action"),
+        "origin": _header(headers, "origin") or "user",
+        "ts_ms": ts_ms,
+        "before": payload.get("before"),
+        "after": payload.get("after"),
+    }
+
+
+def decode_change_event(
+    raw: bytes | None,
+    *,
+    topic_system: str,
+    topic_entity: str,
+    topic: str = "",
+    partition: int = -1,
+    offset: int = -1,
+    headers: Mapping[str, Any] | None = None,
+) -> ChangeEvent:
+    """Bytes from ``cdc.<system>.<entity>`` -> a validated ChangeEvent, or BadInput saying why not."""
+    where = f"{topic or f'cdc.{topic_system}.{topic_entity}'}@{partition}:{offset}"
+    if topic_system not in {s.value for s in System}:
+        raise BadInput("unknown_system", f"topic {where} names system {topic_system!r}; known: crm, acct")
+    if topic_entity not in ENTITIES[System(topic_system)]:
+        raise BadInput(
+            "unknown_entity",
+            f"topic {where} names entity {topic_entity!r}, not an entity of {topic_system} "
+            f"(known: {', '.join(sorted(ENTITIES[System(topic_system)]))})",
+        )
+    if not raw:
+        raise BadInput("decode", f"empty message on {where}")
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput("decode", f"not JSON on {where}: {exc}") from None
+    if not isinstance(document, dict):
+        raise BadInput("decode", f"expected a JSON object on {where}, got {type(document).__name__}")
+
+    if "schema_version" not in document and isinstance(document.get("payload"), dict):
+        document = _from_debezium(
+            document["payload"], headers=headers, topic_system=topic_system, topic_entity=topic_entity,
+            topic=topic, partition=partition, offset=offset,
+        )
+    elif "schema_version" not in document and "op" in document and "source" in document:
+        document = _from_debezium(
+            document, headers=headers, topic_system=topic_system, topic_entity=topic_entity,
+            topic=topic, partition=partition, offset=offset,
+        )
+
+    version = document.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BadInput(
+            "schema_version",
+            f"event on {where} has schema_version {version!r}; this processor reads version {SCHEMA_VERSION}",
+        )
+    action = document.get("action")
+    if action is not None and action not in {a.value for a in Action}:
+        raise BadInput(
+            "unknown_action",
+            f"event {document.get('event_id')!r} on {where} has action {action!r}; known: "
+            + ", ".join(a.value for a in Action),
+        )
+    entity = document.get("entity")
+    if entity is not None and entity != topic_entity:
+        kind = "unknown_entity" if entity not in ENTITIES[System(topic_system)] else "topic_mismatch"
+        raise BadInput(kind, f"event on {where} says entity {entity!r} but the topic is for {topic_entity!r}")
+    if document.get("system") not in (None, topic_system):
+        raise BadInput(
+            "topic_mismatch", f"event on {where} says system {document.get('system')!r} but the topic is for {topic_system!r}"
+        )
+    try:
+        event = ChangeEvent.model_validate(document)
+    except ValidationError as exc:
+        raise BadInput("schema", f"event on {where} does not fit the change-event schema: {_describe(exc)}") from None
+    if event.op in ("c", "r", "u") and event.after is None:
+        raise BadInput("schema", f"event {event.event_id!r} on {where}: op {event.op!r} needs 'after'")
+    if event.op == "d" and event.before is None:
+        raise BadInput("schema", f"event {event.event_id!r} on {where}: op 'd' needs 'before'")
+    if not event.record_id:
+        raise BadInput("schema", f"event {event.event_id!r} on {where}: the record has no 'id'")
+    return event

@@ -1,0 +1,489 @@
+"""The one interpreter of the rule table: ``decide(event, state) -> Decision``.
+
+Pure: it reads the processor's current state through the ``State`` protocol (faust tables in the
+worker, a plain in-memory fake in tests) and returns the commands to send, the audit record and the
+state updates the agent must apply. It sends nothing and writes nothing itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol
+
+from streams.core.contract import (
+    Action,
+    AuditCommand,
+    AuditRecord,
+    ChangeEvent,
+    Command,
+    CommandKey,
+    CommandSource,
+    Op,
+    System,
+    command_id,
+)
+from streams.core.rules import Effect, Rule, RuleBook
+
+# Fields that name a record in its own system; never copied to the other system.
+LOCAL_FIELDS = frozenset({"id", "crm_id"})
+# Documents synced from CRM to acct, whose customer and products must exist in acct first (X-4).
+DOCUMENTS_WITH_DEPENDENCIES = frozenset({"quote", "sale_order", "invoice"})
+# acct entities that carry ``crm_id``: the CRM record they came from (X-3).
+CRM_ID_CARRIERS = frozenset({"sale_order", "contract", "invoice"})
+
+# Status values differ between the systems (spec "Status vocabularies"): a whole-record copy maps them.
+VALUE_MAPS: dict[tuple[System, str], dict[str, str]] = {
+    (System.ACCT, "revenue_status"): {"draft": "not_recorded", "rejected": "not_recorded"},
+    (System.CRM, "revenue_status"): {"not_recorded": "rejected"},
+    # CRM orders have no "fully delivered" status; their delivery_status says it (CT-9, CT-11).
+    (System.CRM, "status"): {"fully_delivered": "in_progress"},
+}
+
+
+def link_family(system: System, entity: str) -> str:
+    """Records linked across systems share a family: an acct contract is the CRM order's counterpart."""
+    if system is System.ACCT and entity == "contract":
+        return "sale_order"
+    return entity
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a command last wrote to one target record (X-2), and the event that caused it."""
+
+    fields: dict[str, Any]
+    event_id: str
+    command_id: str
+
+
+class State(Protocol):
+    """What ``decide`` may read. Implemented over faust tables (streams/tables) and by test fakes."""
+
+    def order_target(self, tenant: str) -> str: ...
+
+    def linked_id(self, tenant: str, system: System, family: str, *, code: str | None, other_id: str | None) -> str | None:
+        """The id in ``system`` of the record linked to ``code`` / the counterpart ``other_id``, if known."""
+
+    def last_written(self, key: str) -> Written | None: ...
+
+    def crm_record(self, tenant: str, entity: str, code: str) -> dict[str, Any] | None:
+        """The last seen CRM record with this code (customers for CUS-10, products for X-4)."""
+
+    def crm_customers(self, tenant: str) -> Iterable[dict[str, Any]]:
+        """Every CRM customer the processor has seen for this tenant (CUS-10 without codes)."""
+
+
+@dataclass(frozen=True)
+class LinkUpdate:
+    tenant: str
+    family: str
+    code: str | None
+    ids: dict[str, str]  # system -> id
+
+
+@dataclass(frozen=True)
+class RecordUpdate:
+    tenant: str
+    entity: str
+    code: str
+    record: dict[str, Any] | None  # None: deleted
+
+
+@dataclass
+class Decision:
+    commands: list[Command]
+    audit: AuditRecord
+    written: dict[str, Written] = field(default_factory=dict)  # command key -> what it wrote (X-2)
+    links: list[LinkUpdate] = field(default_factory=list)
+    crm_records: list[RecordUpdate] = field(default_factory=list)
+
+
+# --- action ------------------------------------------------------------------------------------
+
+_REVENUE_TRANSITIONS = {
+    "proposed": Action.PROPOSE_REVENUE,
+    "recorded": Action.RECORD_REVENUE,
+    "rejected": Action.REJECT_REVENUE,
+    "not_recorded": Action.REJECT_REVENUE,
+    "draft": Action.WITHDRAW_REVENUE,
+}
+_ACCT_INVOICE_TRANSITIONS = {
+    "approved": Action.APPROVE,
+    "rejected": Action.REJECT,
+    "issued": Action.ISSUE,
+    "issue_refused": Action.REFUSE_ISSUE,
+    "cancelled": Action.CANCEL,
+}
+
+
+def derive_action(event: ChangeEvent) -> Action:
+    """The event's business action: its ``action``, else derived from ``op`` and before/after."""
+    if event.action is not None:
+        return event.action
+    if event.op in ("c", "r"):
+        return Action.CREATE
+    if event.op == "d":
+        return Action.DELETE
+    before, after = event.before, event.after or {}
+    if before is None:
+        return Action.UPDATE
+    changed = lambda name: before.get(name) != after.get(name)  # noqa: E731
+    if event.entity in ("sale_order", "contract") and changed("revenue_status"):
+        new, old = after.get("revenue_status"), before.get("revenue_status")
+        if new == "draft" and old != "proposed":
+            return Action.UPDATE
+        if new == "not_recorded" and old not in ("proposed", "recorded"):
+            return Action.UPDATE
+        if new in _REVENUE_TRANSITIONS:
+            return _REVENUE_TRANSITIONS[new]
+    if event.entity == "invoice" and changed("status"):
+        new, old = after.get("status"), before.get("status")
+        if event.system is System.CRM and old == "proposed" and new == "draft":
+            return Action.WITHDRAW_ISSUE
+        if event.system is System.ACCT and new in _ACCT_INVOICE_TRANSITIONS:
+            return _ACCT_INVOICE_TRANSITIONS[new]
+    if event.system is System.ACCT and event.entity == "sales_voucher":
+        if after.get("einvoice_published") and not before.get("einvoice_published"):
+            return Action.PUBLISH_EINVOICE
+        if after.get("invoice_no") and not before.get("invoice_no"):
+            return Action.ASSIGN_INVOICE_NO
+    return Action.UPDATE
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _map_values(target: System, fields: dict[str, Any]) -> dict[str, Any]:
+    mapped = dict(fields)
+    for name, value in fields.items():
+        table = VALUE_MAPS.get((target, name))
+        if table and isinstance(value, str) and value in table:
+            mapped[name] = table[value]
+    return mapped
+
+
+def command_key_text(tenant: str, target: System, entity: str, key: CommandKey) -> str:
+    return f"{tenant}:{target.value}:{entity}:{key.code or key.id or ''}"
+
+
+class _Builder:
+    """Collects the commands and state updates of one decision."""
+
+    def __init__(self, event: ChangeEvent, action: Action, state: State, rules: RuleBook, now_ms: int) -> None:
+        self.event = event
+        self.rule_book = rules
+        self.action = action
+        self.state = state
+        self.now_ms = now_ms
+        self.commands: list[Command] = []
+        self.written: dict[str, Written] = {}
+        self.notes: list[str] = []
+        self.rules: list[str] = []
+
+    def target_key(self, rule: Rule, record: dict[str, Any], code: str | None) -> CommandKey:
+        assert rule.target is not None and rule.target_entity is not None
+        tenant = self.event.tenant
+        target_id: str | None = None
+        if rule.target is System.CRM and self.event.system is System.ACCT and record.get("crm_id"):
+            target_id = str(record["crm_id"])
+        elif rule.target is not self.event.system:
+            target_id = self.state.linked_id(
+                tenant, rule.target, link_family(rule.target, rule.target_entity),
+                code=code, other_id=str(record.get("id") or "") or None,
+            )
+        return CommandKey(id=target_id, code=code)
+
+    def emit(
+        self,
+        rule: Rule,
+        *,
+        fields: dict[str, Any],
+        key: CommandKey,
+        op: Op | None = None,
+        source_id: str | None = None,
+        depends_on: list[str] | None = None,
+        cause: str | None = None,
+        check_noop: bool = True,
+    ) -> Command | None:
+        """Build one command, unless X-2 finds it writes nothing new. Returns the command or None."""
+        assert rule.target is not None and rule.target_entity is not None
+        op = op or rule.op
+        assert op is not None
+        event = self.event
+        store_key = command_key_text(event.tenant, rule.target, rule.target_entity, key)
+        previous = self.state.last_written(store_key) if check_noop else None
+        cid = command_id(
+            tenant=event.tenant, event_id=cause or event.event_id, rule=rule.id, target=rule.target.value,
+            entity=rule.target_entity, op=op.value, key=store_key,
+        )
+        if (
+            previous is not None
+            and op is not Op.DELETE
+            and previous.event_id != event.event_id  # a replay of the same event re-sends (same id)
+            and all(previous.fields.get(k) == v for k, v in fields.items())
+        ):
+            self.notes.append(f"X-2: {rule.id} would write nothing new to {rule.target.value} {rule.target_entity} "
+                              f"{key.code or key.id}")
+            return None
+        command = Command(
+            command_id=cid,
+            tenant=event.tenant,
+            target=rule.target,
+            entity=rule.target_entity,
+            op=op,
+            key=key,
+            source=CommandSource(
+                system=event.system, entity=event.entity, id=source_id or event.record_id, event_id=event.event_id
+            ),
+            fields=fields,
+            read_only=rule.read_only,
+            rule=rule.id,
+            depends_on=depends_on or [],
+            ts_ms=self.now_ms,
+        )
+        merged = dict(previous.fields) if previous and op is not Op.DELETE else {}
+        merged.update(fields)
+        self.written[store_key] = Written(fields=merged, event_id=event.event_id, command_id=cid)
+        self.commands.append(command)
+        return command
+
+
+def mapped_fields(rule: Rule, action: Action, record: dict[str, Any], source: System) -> dict[str, Any]:
+    """The fields a rule writes, in the target's canonical names."""
+    assert rule.target is not None
+    if rule.only_fields is None:
+        fields = {k: v for k, v in record.items() if k not in LOCAL_FIELDS}
+        fields = _map_values(rule.target, fields)
+        if source is System.CRM and rule.target is System.ACCT and rule.target_entity in CRM_ID_CARRIERS | {"quote"}:
+            fields["crm_id"] = record.get("id")
+    else:
+        fields = {k: record[k] for k in rule.only_fields if k in record}
+        if rule.id == "CT-9":
+            fields = _map_values(rule.target, fields)
+    for old, new in rule.rename.items():
+        if old in fields:
+            fields[new] = fields.pop(old)
+    fields.update(rule.set_fields.get(action, {}))
+    return fields
+
+
+# --- the interpreter ---------------------------------------------------------------------------
+
+
+def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) -> Decision:
+    action = derive_action(event)
+    order_target = state.order_target(event.tenant)
+    builder = _Builder(event, action, state, rules, now_ms)
+    links, crm_records = _state_updates(event)
+    rule = rules.match(event.system, event.entity, action, order_target)
+    reason: str | None = None
+
+    if rule is None:
+        reason = (f"no rule of the matrix for {event.system.value} {event.entity} {action.value}"
+                  + (f" (order_target={order_target})" if event.entity == "sale_order" else "")
+                  + ": none")
+    else:
+        builder.rules.append(rule.id)
+        if event.origin == "sync":
+            reason = (f"X-1: written by this integration (origin = sync); {rule.id} sends nothing back")
+            builder.rules.append("X-1")
+        elif rule.effect is Effect.NONE:
+            reason = f"{rule.id}: {rule.label_en}"
+        elif rule.effect is Effect.DERIVED:
+            reason = f"{rule.id}: derived from aggregate tables"
+        elif rule.when is not None and not rule.when.holds(event.record):
+            reason = (f"{rule.id}: condition {rule.when.describe()} does not hold "
+                      f"({rule.when.field} = {event.record.get(rule.when.field)!r}): none")
+        else:
+            reason = _apply(rule, builder)
+
+    if not builder.commands and builder.notes and reason is None:
+        reason = "; ".join(builder.notes)
+    elif builder.notes:
+        reason = "; ".join(([reason] if reason else []) + builder.notes)
+    if any(note.startswith("X-2") for note in builder.notes):
+        builder.rules.append("X-2")
+    if any(c.depends_on for c in builder.commands):
+        builder.rules.append("X-4")
+
+    audit = AuditRecord(
+        tenant=event.tenant,
+        system=event.system,
+        entity=event.entity,
+        record_id=event.record_id,
+        event_id=event.event_id,
+        action=action.value,
+        origin=event.origin,
+        rules=list(dict.fromkeys(builder.rules)),
+        commands=[
+            AuditCommand(command_id=c.command_id, rule=c.rule, target=c.target, entity=c.entity, op=c.op,
+                         key=c.key.as_text())
+            for c in builder.commands
+        ],
+        reason=reason if not builder.commands or reason else None,
+        ts_ms=now_ms,
+    )
+    return Decision(commands=builder.commands, audit=audit, written=builder.written, links=links,
+                    crm_records=crm_records)
+
+
+def _state_updates(event: ChangeEvent) -> tuple[list[LinkUpdate], list[RecordUpdate]]:
+    """What every event teaches the processor, whatever its rule: links (X-3) and CRM records."""
+    record = event.record
+    code = record.get("code")
+    links: list[LinkUpdate] = []
+    if event.action is not Action.PULL and event.op != "d" and record.get("id"):
+        family = link_family(event.system, event.entity)
+        ids = {event.system.value: str(record["id"])}
+        if event.system is System.ACCT and record.get("crm_id"):
+            ids[System.CRM.value] = str(record["crm_id"])
+        links.append(LinkUpdate(tenant=event.tenant, family=family, code=str(code) if code else None, ids=ids))
+    crm_records: list[RecordUpdate] = []
+    if event.system is System.CRM and event.entity in ("customer", "product") and code:
+        crm_records.append(RecordUpdate(event.tenant, event.entity, str(code),
+                                        None if event.op == "d" else dict(record)))
+    return links, crm_records
+
+
+def _apply(rule: Rule, b: _Builder) -> str | None:
+    """Run a rule whose condition holds; returns the reason when it emits nothing."""
+    event, record = b.event, b.event.record
+    code = str(record["code"]) if record.get("code") is not None else None
+
+    if rule.effect is Effect.PULL:
+        return _pull(rule, b)
+    if rule.effect is Effect.SPLIT_POLICY:
+        return _split_policy(rule, b)
+    if rule.effect is Effect.REVERT_POLICY:
+        return _revert_policy(rule, b)
+
+    key = b.target_key(rule, record, code)
+    if rule.requires_link and not key.id:
+        return f"{rule.id}: {event.entity} {code or event.record_id} is not linked to {rule.target.value}: none"
+    if not key.id and not key.code:
+        return (f"{rule.id}: cannot address the {rule.target.value} {rule.target_entity}: the record has "
+                f"neither a code nor a link: none")
+
+    if rule.effect is Effect.CANCEL_REVENUE:
+        total = record.get("total_amount")
+        amount = f"-{total}" if total is not None and not str(total).startswith("-") else str(total).lstrip("-")
+        fields = {"revenue_entry": {"id": f"cancel:{event.event_id}", "amount": amount, "status": "proposed",
+                                    "kind": "cancellation"}}
+        b.emit(rule, fields=fields, key=key)
+        return None
+
+    fields = mapped_fields(rule, b.action, record, event.system)
+    if rule.effect is Effect.MERGE and event.merged_ids:
+        b.notes.append(f"{rule.id}: absorbed records {', '.join(event.merged_ids)} are not deleted in acct")
+    depends_on = _dependencies(rule, b) if event.entity in DOCUMENTS_WITH_DEPENDENCIES and event.system is System.CRM else []
+    if rule.op is Op.DELETE:
+        fields = {}
+    b.emit(rule, fields=fields, key=key, depends_on=depends_on)
+    return None
+
+
+def _dependencies(rule: Rule, b: _Builder) -> list[str]:
+    """X-4: the customer and products a CRM document names, sent to acct first when not linked there."""
+    if rule.target is not System.ACCT or rule.op is Op.DELETE:
+        return []
+    event, record, tenant = b.event, b.event.record, b.event.tenant
+    rules_by_entity = {"customer": "CUS-10", "product": "PRD-1"}
+    wanted: list[tuple[str, str]] = []
+    if record.get("customer_code"):
+        wanted.append(("customer", str(record["customer_code"])))
+    for line in record.get("lines") or []:
+        if isinstance(line, dict) and line.get("product_code"):
+            pair = ("product", str(line["product_code"]))
+            if pair not in wanted:
+                wanted.append(pair)
+    ids: list[str] = []
+    for entity, code in wanted:
+        if b.state.linked_id(tenant, System.ACCT, entity, code=code, other_id=None):
+            continue
+        dep_rule = b.rule_book.by_id(rules_by_entity[entity])
+        known = b.state.crm_record(tenant, entity, code)
+        fields = {k: v for k, v in (known or {"code": code}).items() if k not in LOCAL_FIELDS}
+        command = b.emit(dep_rule, fields=fields, key=CommandKey(id=None, code=code),
+                         source_id=str(known["id"]) if known and known.get("id") else code,
+                         cause=f"{event.event_id}/depends/{entity}/{code}")
+        if command is not None:
+            ids.append(command.command_id)
+        else:
+            previous = b.state.last_written(command_key_text(tenant, System.ACCT, entity, CommandKey(code=code)))
+            if previous is not None:
+                ids.append(previous.command_id)  # already sent, not yet confirmed by a result: still a dependency
+    return ids
+
+
+def _pull(rule: Rule, b: _Builder) -> str | None:
+    """CUS-10: upsert the requested CRM customers (by codes, or every one not yet linked) into acct."""
+    event, tenant = b.event, b.event.tenant
+    codes = event.record.get("codes")
+    if codes:
+        customers = []
+        missing = []
+        for code in codes:
+            known = b.state.crm_record(tenant, "customer", str(code))
+            (customers.append(known) if known else missing.append(str(code)))
+        if missing:
+            b.notes.append(f"CUS-10: CRM customers not known to the processor: {', '.join(missing)}")
+    else:
+        customers = [
+            c for c in b.state.crm_customers(tenant)
+            if c.get("code") and not b.state.linked_id(tenant, System.ACCT, "customer", code=str(c["code"]),
+                                                      other_id=None)
+        ]
+    for customer in sorted(customers, key=lambda c: str(c.get("code"))):
+        code = str(customer["code"])
+        acct_id = b.state.linked_id(tenant, System.ACCT, "customer", code=code, other_id=str(customer.get("id") or ""))
+        fields = {k: v for k, v in customer.items() if k not in LOCAL_FIELDS}
+        b.emit(rule, fields=fields, key=CommandKey(id=acct_id, code=code), source_id=str(customer.get("id") or code),
+               cause=f"{event.event_id}/pull/{code}")
+    if not b.commands:
+        return "CUS-10: no CRM customer to pull" + (" (all linked already)" if not codes else "")
+    return None
+
+
+def _policy_copy_key(policy_code: str, category: str) -> str:
+    return f"{policy_code}/{category}"
+
+
+def _split_policy(rule: Rule, b: _Builder) -> str | None:
+    """PP-1: one read-only CRM policy per category, keyed ``<policy code>/<category code>``."""
+    event, record = b.event, b.event.record
+    policy_code = str(record.get("code") or record.get("id"))
+    categories = [str(c) for c in record.get("category_codes") or []]
+    prices = [p for p in record.get("prices") or [] if isinstance(p, dict)]
+    for category in categories:
+        copy_code = _policy_copy_key(policy_code, category)
+        fields = {k: v for k, v in record.items() if k not in LOCAL_FIELDS | {"category_codes", "prices"}}
+        fields.update(
+            code=copy_code,
+            name=f"{record.get('name', policy_code)} / {category}",
+            category_code=category,
+            source_policy_code=policy_code,
+            prices=[p for p in prices if str(p.get("category_code")) == category],
+        )
+        b.emit(rule, fields=fields, key=CommandKey(id=None, code=copy_code))
+    before_categories = {str(c) for c in (event.before or {}).get("category_codes") or []}
+    for dropped in sorted(before_categories - set(categories)):
+        copy_code = _policy_copy_key(policy_code, dropped)
+        b.emit(rule, fields={}, key=CommandKey(id=None, code=copy_code), op=Op.DELETE)
+    if not b.commands:
+        return "PP-1: the policy selects no category and dropped none: none"
+    return None
+
+
+def _revert_policy(rule: Rule, b: _Builder) -> str | None:
+    """PP-2: a CRM edit of a copy PP-1 wrote is answered by re-sending what acct says (a conflict)."""
+    event, record = b.event, b.event.record
+    code = str(record.get("code") or "")
+    key = CommandKey(id=str(record.get("id") or "") or None, code=code)
+    previous = b.state.last_written(command_key_text(event.tenant, System.CRM, "price_policy", CommandKey(code=code)))
+    if previous is None:
+        return f"PP-2: CRM price policy {code or event.record_id} is not a copy from acct: none"
+    b.notes.append(f"PP-2 conflict: CRM edited read-only copy {code}; the acct version is re-sent")
+    b.emit(rule, fields=previous.fields, key=key, check_noop=False)
+    # The copy still holds what acct says; keep remembering it under its code.
+    b.written[command_key_text(event.tenant, System.CRM, "price_policy", CommandKey(code=code))] = previous
+    return None

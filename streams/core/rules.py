@@ -1,0 +1,378 @@
+"""The sync matrix as data: one ``Rule`` per row of ``../shared/spec/sync-matrix.md``.
+
+A rule says: when *source system* reports *action* on *entity* (and the condition holds), do
+*effect* on the *target* system's *target entity* with these fields. ``decide()`` in
+``streams.core.decide`` is the one interpreter. ``load_rules()`` validates the table at start-up
+and refuses to start with a message naming the faulty rule.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from streams.core.contract import ENTITIES, Action, Op, System
+
+OrderTarget = Literal["sale_order", "contract"]
+
+A = Action  # short alias for the table below
+
+
+class Effect(StrEnum):
+    NONE = "none"  # no command; the decision is audited
+    WRITE = "write"  # one command to the target with the mapped fields
+    PULL = "pull"  # CUS-10: upsert requested CRM customers into acct
+    MERGE = "merge"  # CUS-5: the survivor's fields to its linked acct customer
+    SPLIT_POLICY = "split_policy"  # PP-1: one CRM policy per category, stale copies deleted
+    REVERT_POLICY = "revert_policy"  # PP-2: a CRM edit of a read-only copy is answered by the acct version
+    CANCEL_REVENUE = "cancel_revenue"  # CT-7: a proposed negative line in the revenue-recognition table
+    DERIVED = "derived"  # SO-9..SO-14, CT-11, CT-12: from aggregate tables (streams/tables)
+
+
+class Condition(BaseModel):
+    """``record[field]`` must be one of ``values``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    field: str
+    values: frozenset[str]
+
+    def holds(self, record: dict[str, Any]) -> bool:
+        return record.get(self.field) in self.values
+
+    def describe(self) -> str:
+        return f"{self.field} ∈ {{{', '.join(sorted(self.values))}}}"
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^(CUS|CAT|PRD|PP|QUO|SO|CT|INV|X)-[0-9]+$")
+    source: System
+    entity: str
+    actions: frozenset[Action]
+    effect: Effect
+    target: System | None = None
+    target_entity: str | None = None
+    op: Op | None = None
+    order_target: OrderTarget | None = None  # SO-* only for sale_order tenants, CT-* for contract tenants
+    when: Condition | None = None
+    requires_link: bool = False  # CUS-3: only records already synced to the target
+    only_fields: tuple[str, ...] | None = None  # CT-9 whitelist; None = every mapped field
+    set_fields: dict[Action, dict[str, Any]] = Field(default_factory=dict)  # constants per action
+    rename: dict[str, str] = Field(default_factory=dict)  # source field -> target field
+    read_only: bool = False
+    label_vi: str
+    label_en: str
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Rule":
+        if self.entity not in ENTITIES[self.source]:
+            raise ValueError(f"entity {self.entity!r} is not an entity of {self.source.value}")
+        writes = self.effect not in (Effect.NONE, Effect.DERIVED)
+        if writes:
+            if self.target is None or self.target_entity is None or self.op is None:
+                raise ValueError(f"effect {self.effect.value} needs target, target_entity and op")
+            if self.target_entity not in ENTITIES[self.target]:
+                raise ValueError(f"target_entity {self.target_entity!r} is not an entity of {self.target.value}")
+        elif self.effect is Effect.NONE and (self.target or self.op or self.set_fields or self.only_fields):
+            raise ValueError("a rule with effect none writes nothing: no target, op, set_fields or only_fields")
+        unknown = set(self.set_fields) - set(self.actions)
+        if unknown:
+            raise ValueError(f"set_fields for actions the rule does not take: {sorted(unknown)}")
+        if not self.actions and self.effect is not Effect.DERIVED:
+            raise ValueError("a rule needs at least one action")
+        return self
+
+
+def _rule(**kwargs: Any) -> dict[str, Any]:
+    return kwargs
+
+
+CRM, ACCT = System.CRM, System.ACCT
+
+# The rows of the matrix, in the order of ../shared/spec/sync-matrix.md.
+RULE_TABLE: list[dict[str, Any]] = [
+    # --- Customer (Khách hàng) ---------------------------------------------------------------
+    _rule(id="CUS-1", source=CRM, entity="customer", actions={A.CREATE}, effect=Effect.NONE,
+          label_vi="Thêm mới: không đồng bộ mà sử dụng chức năng lấy về trên Kế toán",
+          label_en="create: not synced; available to accounting's pull (CUS-10)"),
+    _rule(id="CUS-2", source=CRM, entity="customer", actions={A.IMPORT}, effect=Effect.NONE,
+          label_vi="Nhập khẩu: không đồng bộ mà sử dụng chức năng lấy về trên Kế toán",
+          label_en="import: not synced; available to accounting's pull (CUS-10)"),
+    _rule(id="CUS-3", source=CRM, entity="customer", actions={A.UPDATE}, effect=Effect.WRITE,
+          target=ACCT, target_entity="customer", op=Op.UPDATE, requires_link=True,
+          label_vi="Sửa: đồng bộ tự động đối với khách hàng đã được đồng bộ sang Kế toán",
+          label_en="update: update the linked acct customer, only if already linked"),
+    _rule(id="CUS-4", source=CRM, entity="customer", actions={A.DELETE}, effect=Effect.NONE,
+          label_vi="Xóa: không đồng bộ", label_en="delete: none"),
+    _rule(id="CUS-5", source=CRM, entity="customer", actions={A.MERGE}, effect=Effect.MERGE,
+          target=ACCT, target_entity="customer", op=Op.UPDATE, requires_link=True,
+          label_vi="Gộp: cập nhật các trường tương ứng sang Kế toán",
+          label_en="merge: the survivor's fields to its linked acct customer; absorbed records stay"),
+    _rule(id="CUS-6", source=ACCT, entity="customer", actions={A.CREATE}, effect=Effect.WRITE,
+          target=CRM, target_entity="customer", op=Op.UPSERT,
+          label_vi="Thêm mới: tự động đồng bộ sang CRM", label_en="create: create in CRM, link the two"),
+    _rule(id="CUS-7", source=ACCT, entity="customer", actions={A.IMPORT}, effect=Effect.WRITE,
+          target=CRM, target_entity="customer", op=Op.UPSERT,
+          label_vi="Nhập khẩu: tự động đồng bộ sang CRM", label_en="import: as CUS-6"),
+    _rule(id="CUS-8", source=ACCT, entity="customer", actions={A.UPDATE}, effect=Effect.WRITE,
+          target=CRM, target_entity="customer", op=Op.UPSERT,
+          label_vi="Sửa: tự động đồng bộ sang CRM", label_en="update: update the linked CRM customer"),
+    _rule(id="CUS-9", source=ACCT, entity="customer", actions={A.DELETE}, effect=Effect.NONE,
+          label_vi="Xóa: không đồng bộ", label_en="delete: none"),
+    _rule(id="CUS-10", source=ACCT, entity="customer", actions={A.PULL}, effect=Effect.PULL,
+          target=ACCT, target_entity="customer", op=Op.UPSERT,
+          label_vi="Lấy về: Kế toán lấy khách hàng từ CRM",
+          label_en="pull: upsert the requested (or all unlinked) CRM customers into acct, link them"),
+    # --- Product category and product -------------------------------------------------------
+    _rule(id="CAT-1", source=CRM, entity="product_category", actions={A.CREATE, A.UPDATE}, effect=Effect.WRITE,
+          target=ACCT, target_entity="product_category", op=Op.UPSERT,
+          label_vi="Loại hàng hóa – Thêm mới, Sửa: tự động đồng bộ", label_en="create, update: upsert in acct"),
+    _rule(id="CAT-2", source=ACCT, entity="product_category", actions={A.CREATE, A.UPDATE}, effect=Effect.WRITE,
+          target=CRM, target_entity="product_category", op=Op.UPSERT,
+          label_vi="Loại hàng hóa – Thêm mới, Sửa (Kế toán): tự động đồng bộ", label_en="create, update: upsert in CRM"),
+    _rule(id="PRD-1", source=CRM, entity="product", actions={A.CREATE, A.IMPORT, A.UPDATE}, effect=Effect.WRITE,
+          target=ACCT, target_entity="product", op=Op.UPSERT,
+          label_vi="Hàng hóa – Thêm mới, Nhập khẩu, Sửa: tự động đồng bộ",
+          label_en="create, import, update: upsert in acct"),
+    _rule(id="PRD-2", source=CRM, entity="product", actions={A.DELETE, A.MERGE}, effect=Effect.NONE,
+          label_vi="Hàng hóa – Xóa, Gộp: không đồng bộ", label_en="delete, merge: none"),
+    _rule(id="PRD-3", source=ACCT, entity="product", actions={A.CREATE, A.IMPORT, A.UPDATE}, effect=Effect.WRITE,
+          target=CRM, target_entity="product", op=Op.UPSERT,
+          label_vi="Hàng hóa – Thêm mới, Nhập khẩu, Sửa (Kế toán): tự động đồng bộ",
+          label_en="create, import, update: upsert in CRM"),
+    _rule(id="PRD-4", source=ACCT, entity="product", actions={A.DELETE, A.MERGE}, effect=Effect.NONE,
+          label_vi="Hàng hóa – Xóa, Gộp (Kế toán): không đồng bộ", label_en="delete, merge: none"),
+    # --- Price policy --------------------------------------------------------------------------
+    _rule(id="PP-1", source=ACCT, entity="price_policy", actions={A.CREATE, A.UPDATE}, effect=Effect.SPLIT_POLICY,
+          target=CRM, target_entity="price_policy", op=Op.UPSERT, read_only=True,
+          label_vi="Chính sách giá – Thêm mới, Sửa: tự động đồng bộ sang CRM; nhiều phân loại hàng hóa thì tách "
+                   "nhiều chính sách giá",
+          label_en="create, update: one read-only CRM policy per category (<policy code>/<category code>); "
+                   "dropped categories deleted"),
+    _rule(id="PP-2", source=CRM, entity="price_policy", actions={A.UPDATE}, effect=Effect.REVERT_POLICY,
+          target=CRM, target_entity="price_policy", op=Op.UPSERT, read_only=True,
+          label_vi="Chính sách giá đồng bộ từ Kế toán không được phép Sửa, Sửa nhanh",
+          label_en="update of a copy from acct: re-send the acct version (conflict audited)"),
+    # --- Quote (Báo giá) -----------------------------------------------------------------------
+    _rule(id="QUO-1", source=CRM, entity="quote", actions={A.CREATE, A.IMPORT, A.UPDATE}, effect=Effect.WRITE,
+          target=ACCT, target_entity="quote", op=Op.UPSERT,
+          label_vi="Báo giá – Thêm mới, Nhập khẩu, Sửa: tự động đồng bộ",
+          label_en="create, import, update: upsert in acct"),
+    _rule(id="QUO-2", source=CRM, entity="quote", actions={A.DELETE}, effect=Effect.NONE,
+          label_vi="Báo giá – Xóa: không đồng bộ", label_en="delete: none"),
+    _rule(id="QUO-3", source=ACCT, entity="quote", actions={A.CREATE, A.UPDATE, A.DELETE}, effect=Effect.NONE,
+          label_vi="Báo giá – Thêm mới, Sửa, Xóa (Kế toán): không ảnh hưởng đến CRM",
+          label_en="create, update, delete: none (does not affect CRM)"),
+    # --- Order as an acct sales order (Đơn hàng – Đơn đặt hàng) ------------------------------
+    _rule(id="SO-1", source=CRM, entity="sale_order", order_target="sale_order",
+          actions={A.CREATE, A.CLONE, A.IMPORT}, effect=Effect.WRITE,
+          target=ACCT, target_entity="sale_order", op=Op.CREATE,
+          when=Condition(field="revenue_status", values=frozenset({"proposed"})),
+          label_vi="Thêm mới, Nhân bản, Nhập khẩu: tự động đồng bộ nếu tình trạng ghi doanh số = Đề nghị ghi",
+          label_en="create, clone, import: create in acct if revenue_status = proposed"),
+    _rule(id="SO-2", source=CRM, entity="sale_order", order_target="sale_order",
+          actions={A.UPDATE}, effect=Effect.WRITE, target=ACCT, target_entity="sale_order", op=Op.UPDATE,
+          when=Condition(field="revenue_status", values=frozenset({"proposed", "recorded"})),
+          label_vi="Sửa: tự động đồng bộ nếu tình trạng ghi doanh số = Đề nghị ghi, Đã ghi",
+          label_en="update: update in acct if revenue_status ∈ {proposed, recorded}"),
+    _rule(id="SO-3", source=CRM, entity="sale_order", order_target="sale_order", actions={A.DELETE},
+          effect=Effect.NONE, label_vi="Xóa: không đồng bộ", label_en="delete: none"),
+    _rule(id="SO-4", source=CRM, entity="sale_order", order_target="sale_order", actions={A.PROPOSE_REVENUE},
+          effect=Effect.WRITE, target=ACCT, target_entity="sale_order", op=Op.UPSERT,
+          label_vi="Đề nghị ghi doanh số: tự động đồng bộ", label_en="propose_revenue: upsert in acct"),
+    _rule(id="SO-5", source=CRM, entity="sale_order", order_target="sale_order", actions={A.WITHDRAW_REVENUE},
+          effect=Effect.NONE, label_vi="Thu hồi đề nghị doanh số: không xóa",
+          label_en="withdraw_revenue: none (the acct sales order is not deleted)"),
+    _rule(id="SO-6", source=CRM, entity="sale_order", order_target="sale_order",
+          actions={A.RECORD_REVENUE, A.REJECT_REVENUE}, effect=Effect.WRITE,
+          target=ACCT, target_entity="sale_order", op=Op.UPDATE, only_fields=(),
+          set_fields={A.RECORD_REVENUE: {"revenue_status": "recorded"},
+                      A.REJECT_REVENUE: {"revenue_status": "not_recorded"}},
+          label_vi="Ghi doanh số/Từ chối ghi doanh số: Kế toán là Đã ghi doanh số / Chưa ghi doanh số",
+          label_en="record/reject_revenue: acct revenue_status := recorded / not_recorded"),
+    _rule(id="SO-7", source=ACCT, entity="sale_order", actions={A.CREATE, A.UPDATE, A.DELETE},
+          effect=Effect.NONE, label_vi="Thêm mới, Xóa, Sửa (Kế toán): không đồng bộ", label_en="create, update, delete: none"),
+    _rule(id="SO-8", source=ACCT, entity="sale_order", actions={A.RECORD_REVENUE, A.REJECT_REVENUE},
+          effect=Effect.WRITE, target=CRM, target_entity="sale_order", op=Op.UPDATE, only_fields=(),
+          set_fields={A.RECORD_REVENUE: {"revenue_status": "recorded"},
+                      A.REJECT_REVENUE: {"revenue_status": "rejected"}},
+          label_vi="Ghi doanh số/Từ chối ghi doanh số (Kế toán): đồng bộ về tình trạng ghi doanh số của CRM",
+          label_en="record/reject_revenue: CRM revenue_status := recorded / rejected"),
+    _rule(id="SO-9", source=ACCT, entity="sales_voucher", actions=set(), effect=Effect.DERIVED,
+          label_vi="Cập nhật số lượng giao: tự động cập nhật về CRM",
+          label_en="delivered quantities: CRM delivered quantity per line := sum over live vouchers"),
+    _rule(id="SO-10", source=ACCT, entity="receipt", actions=set(), effect=Effect.DERIVED,
+          label_vi="Thông tin thanh toán: tự động cập nhật số còn phải thu",
+          label_en="receipts: CRM receipted_amount, remaining_receivable := total − receipts"),
+    _rule(id="SO-11", source=ACCT, entity="sale_order", actions=set(), effect=Effect.DERIVED,
+          label_vi="Tình trạng: Hoàn thành khi tổng giá trị xuất hóa đơn = tổng thanh toán; xóa chứng từ bán hàng "
+                   "thì Chưa thực hiện và số lượng đã giao = 0",
+          label_en="status: completed when invoiced total = order total; not_started and 0 delivered when "
+                   "vouchers are deleted"),
+    _rule(id="SO-12", source=ACCT, entity="sales_voucher", actions=set(), effect=Effect.DERIVED,
+          label_vi="Tình trạng xuất hóa đơn: khi cấp số hóa đơn hoặc phát hành hóa đơn điện tử",
+          label_en="invoicing status: invoiced with amount and date"),
+    _rule(id="SO-13", source=ACCT, entity="sales_voucher", actions=set(), effect=Effect.DERIVED,
+          label_vi="Tình trạng giao hàng: Đã giao hàng khi tổng số lượng giao = tổng số lượng",
+          label_en="delivery_status: delivered / delivering / not_delivered"),
+    _rule(id="SO-14", source=ACCT, entity="receipt", actions=set(), effect=Effect.DERIVED,
+          label_vi="Tình trạng thanh toán: Đã thanh toán khi còn phải thu = 0",
+          label_en="pay_status: paid / partially_paid / unpaid"),
+    # --- Order as an acct contract (Đơn hàng – Hợp đồng) -------------------------------------
+    _rule(id="CT-1", source=CRM, entity="sale_order", order_target="contract",
+          actions={A.CREATE, A.CLONE, A.IMPORT}, effect=Effect.WRITE,
+          target=ACCT, target_entity="contract", op=Op.CREATE,
+          when=Condition(field="revenue_status", values=frozenset({"proposed"})),
+          label_vi="Thêm mới: tự động đồng bộ nếu tình trạng ghi DS = Đề nghị ghi",
+          label_en="create: create an acct contract if revenue_status = proposed"),
+    _rule(id="CT-2", source=CRM, entity="sale_order", order_target="contract", actions={A.UPDATE},
+          effect=Effect.WRITE, target=ACCT, target_entity="contract", op=Op.UPDATE,
+          when=Condition(field="revenue_status", values=frozenset({"proposed", "recorded"})),
+          label_vi="Sửa: tự động đồng bộ nếu tình trạng ghi DS = Đề nghị ghi, Đã ghi",
+          label_en="update: update the acct contract if revenue_status ∈ {proposed, recorded}"),
+    _rule(id="CT-3", source=CRM, entity="sale_order", order_target="contract", actions={A.DELETE},
+          effect=Effect.NONE, label_vi="Xóa: không đồng bộ", label_en="delete: none"),
+    _rule(id="CT-4", source=CRM, entity="sale_order", order_target="contract", actions={A.PROPOSE_REVENUE},
+          effect=Effect.WRITE, target=ACCT, target_entity="contract", op=Op.UPSERT,
+          label_vi="Đề nghị ghi doanh số: tự động đồng bộ", label_en="propose_revenue: upsert the acct contract"),
+    _rule(id="CT-5", source=CRM, entity="sale_order", order_target="contract", actions={A.WITHDRAW_REVENUE},
+          effect=Effect.WRITE, target=ACCT, target_entity="contract", op=Op.DELETE, only_fields=(),
+          label_vi="Thu hồi đề nghị ghi doanh số: xóa hợp đồng trên Kế toán",
+          label_en="withdraw_revenue: delete the acct contract"),
+    _rule(id="CT-6", source=CRM, entity="sale_order", order_target="contract",
+          actions={A.RECORD_REVENUE, A.REJECT_REVENUE}, effect=Effect.WRITE,
+          target=ACCT, target_entity="contract", op=Op.UPDATE, only_fields=("revenue_entries",),
+          set_fields={A.RECORD_REVENUE: {"revenue_status": "recorded"},
+                      A.REJECT_REVENUE: {"revenue_status": "not_recorded"}},
+          label_vi="Ghi doanh số/Từ chối ghi doanh số: tình trạng trên Kế toán và bảng ghi nhận DS",
+          label_en="record/reject_revenue: acct revenue_status := recorded / not_recorded, and the "
+                   "revenue-recognition table"),
+    _rule(id="CT-7", source=CRM, entity="sale_order", order_target="contract", actions={A.PROPOSE_REVENUE_CANCEL},
+          effect=Effect.CANCEL_REVENUE, target=ACCT, target_entity="contract", op=Op.UPDATE,
+          label_vi="Đề nghị hủy doanh số: đồng bộ DS đề nghị lên Kế toán",
+          label_en="propose_revenue_cancel: a proposed negative line in the acct revenue-recognition table"),
+    _rule(id="CT-8", source=ACCT, entity="contract", actions={A.CREATE, A.DELETE}, effect=Effect.NONE,
+          label_vi="Thêm mới, Xóa (Kế toán): không đồng bộ", label_en="create, delete: none"),
+    _rule(id="CT-9", source=ACCT, entity="contract", actions={A.UPDATE}, effect=Effect.WRITE,
+          target=CRM, target_entity="sale_order", op=Op.UPDATE,
+          only_fields=("status", "delivery_deadline", "payment_deadline", "is_invoiced", "delivery_status"),
+          label_vi="Sửa: chỉ cập nhật Tình trạng hợp đồng, Hạn giao hàng, Hạn thanh toán, Đã xuất hóa đơn, "
+                   "Tình trạng giao hàng",
+          label_en="update: CRM gets only status, delivery_deadline, payment_deadline, is_invoiced, delivery_status"),
+    _rule(id="CT-10", source=ACCT, entity="contract", actions={A.RECORD_REVENUE, A.REJECT_REVENUE},
+          effect=Effect.WRITE, target=CRM, target_entity="sale_order", op=Op.UPDATE,
+          only_fields=("revenue_entries",),
+          set_fields={A.RECORD_REVENUE: {"revenue_status": "recorded"},
+                      A.REJECT_REVENUE: {"revenue_status": "rejected"}},
+          label_vi="Ghi doanh số/Từ chối ghi doanh số (Kế toán): tình trạng ghi doanh số và bảng ghi nhận DS của CRM",
+          label_en="record/reject_revenue: CRM revenue_status and revenue-recognition table := acct's"),
+    _rule(id="CT-11", source=ACCT, entity="contract", actions=set(), effect=Effect.DERIVED,
+          label_vi="Cập nhật Tình trạng giao hàng, Số lượng đã giao: Đã giao đủ hàng thì Đã giao hàng",
+          label_en="delivery: CRM delivered when acct status is fully_delivered, else not_delivered"),
+    _rule(id="CT-12", source=ACCT, entity="contract", actions=set(), effect=Effect.DERIVED,
+          label_vi="Cập nhật Thực thu, Số còn phải thu, Tình trạng thanh toán: còn phải thu = 0 thì Đã thanh toán",
+          label_en="receipts: CRM receipted_amount, remaining_receivable; paid when remaining = 0"),
+    # --- Invoice (Hóa đơn) -----------------------------------------------------------------------
+    _rule(id="INV-1", source=CRM, entity="invoice", actions={A.CREATE, A.UPDATE}, effect=Effect.WRITE,
+          target=ACCT, target_entity="invoice", op=Op.UPSERT,
+          when=Condition(field="status", values=frozenset({"proposed"})),
+          label_vi="Thêm mới, Sửa: tự động đồng bộ nếu tình trạng = Đề nghị xuất",
+          label_en="create, update: create/update the acct issuance proposal if status = proposed"),
+    _rule(id="INV-2", source=CRM, entity="invoice", actions={A.DELETE}, effect=Effect.NONE,
+          label_vi="Xóa: không đồng bộ", label_en="delete: none"),
+    _rule(id="INV-3", source=CRM, entity="invoice", actions={A.WITHDRAW_ISSUE}, effect=Effect.WRITE,
+          target=ACCT, target_entity="invoice", op=Op.DELETE, only_fields=(),
+          label_vi="Thu hồi đề nghị xuất: xóa đề nghị xuất trên Kế toán",
+          label_en="withdraw_issue: delete the acct issuance proposal"),
+    _rule(id="INV-4", source=ACCT, entity="invoice", actions={A.APPROVE}, effect=Effect.WRITE,
+          target=CRM, target_entity="invoice", op=Op.UPDATE, only_fields=(),
+          set_fields={A.APPROVE: {"status": "approved"}},
+          label_vi="Duyệt đề nghị: tình trạng trên CRM thành Duyệt đề nghị", label_en="approve: CRM status := approved"),
+    _rule(id="INV-5", source=ACCT, entity="invoice", actions={A.REJECT}, effect=Effect.WRITE,
+          target=CRM, target_entity="invoice", op=Op.UPDATE, only_fields=("reason",), rename={"reason": "description"},
+          set_fields={A.REJECT: {"status": "rejected"}},
+          label_vi="Từ chối đề nghị: tình trạng Từ chối; lý do vào Mô tả chi tiết",
+          label_en="reject: CRM status := rejected, reason to description"),
+    _rule(id="INV-6", source=ACCT, entity="invoice", actions={A.ISSUE}, effect=Effect.WRITE,
+          target=CRM, target_entity="invoice", op=Op.UPDATE,
+          only_fields=("invoice_date", "invoice_no", "lookup_code", "send_status", "customer_received"),
+          set_fields={A.ISSUE: {"status": "issued"}},
+          label_vi="Xuất hóa đơn: tình trạng Đã xuất; Ngày hóa đơn, Số hóa đơn, Mã tra cứu, TT gửi hóa đơn, "
+                   "KH đã nhận hóa đơn",
+          label_en="issue: CRM status := issued with invoice_date, invoice_no, lookup_code, send_status, "
+                   "customer_received"),
+    _rule(id="INV-7", source=ACCT, entity="invoice", actions={A.REFUSE_ISSUE}, effect=Effect.WRITE,
+          target=CRM, target_entity="invoice", op=Op.UPDATE, only_fields=("reason",), rename={"reason": "description"},
+          set_fields={A.REFUSE_ISSUE: {"status": "issue_refused"}},
+          label_vi="Từ chối xuất hóa đơn: tình trạng Từ chối xuất hóa đơn; lý do vào Mô tả chi tiết",
+          label_en="refuse_issue: CRM status := issue_refused, reason to description"),
+    _rule(id="INV-8", source=ACCT, entity="invoice", actions={A.CANCEL}, effect=Effect.WRITE,
+          target=CRM, target_entity="invoice", op=Op.UPDATE, only_fields=("reason",), rename={"reason": "description"},
+          set_fields={A.CANCEL: {"status": "cancelled"}},
+          label_vi="Hủy hóa đơn: tình trạng Hủy bỏ; lý do vào Mô tả chi tiết",
+          label_en="cancel: CRM status := cancelled, reason to description"),
+]
+
+
+class RuleTableError(ValueError):
+    """The rule table is inconsistent; the message names the rule."""
+
+
+class RuleBook(BaseModel):
+    """The validated rule table, indexed for lookup by (source, entity, action, order target)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rules: tuple[Rule, ...]
+
+    def by_id(self, rule_id: str) -> Rule:
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(rule_id)
+
+    def match(self, source: System, entity: str, action: Action, order_target: str) -> Rule | None:
+        for rule in self.rules:
+            if (
+                rule.source == source
+                and rule.entity == entity
+                and action in rule.actions
+                and rule.order_target in (None, order_target)
+            ):
+                return rule
+        return None
+
+
+def load_rules(table: list[dict[str, Any]] | None = None) -> RuleBook:
+    """Validate the rule table; raise RuleTableError naming the first faulty rule."""
+    rules: list[Rule] = []
+    seen: dict[str, int] = {}
+    for index, row in enumerate(RULE_TABLE if table is None else table):
+        name = row.get("id", f"#{index + 1}")
+        try:
+            rule = Rule.model_validate(row)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(rule)"
+            raise RuleTableError(f"rule {name}: {where}: {first['msg']}") from None
+        if rule.id in seen:
+            raise RuleTableError(f"rule {rule.id}: defined twice (rows {seen[rule.id] + 1} and {index + 1})")
+        seen[rule.id] = index
+        for other in rules:
+            overlap = rule.actions & other.actions
+            same_scope = (
+                other.source == rule.source
+                and other.entity == rule.entity
+                and (other.order_target is None or rule.order_target is None or other.order_target == rule.order_target)
+            )
+            if overlap and same_scope:
+                raise RuleTableError(
+                    f"rule {rule.id}: action(s) {sorted(a.value for a in overlap)} on {rule.source.value} "
+                    f"{rule.entity} already belong to rule {other.id}"
+                )
+        rules.append(rule)
+    return RuleBook(rules=tuple(rules))

@@ -1,0 +1,53 @@
+"""All run-time settings of lienthong: one pydantic-settings object, env prefix ``LIENTHONG_``.
+
+Read once, in ``create_app()`` or a CLI command, never at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+OrderTarget = Literal["sale_order", "contract"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIENTHONG_", extra="ignore")
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        description="Kafka bootstrap servers, host:port[,host:port]; loopback by default.",
+    )
+    app_id: str = Field("lienthong", description="Faust app id: consumer group and table changelog prefix.")
+    topic_prefix: str = Field(
+        "",
+        description="Prepended to every contract topic name (e.g. 'test-1a2b.'); empty in production. "
+        "Tests use a fresh prefix per test so that each one has fresh topics.",
+    )
+    topic_partitions: int = Field(6, ge=1, description="Partitions of every topic the project creates.")
+    topic_replication_factor: int = Field(1, ge=1, description="Replication factor of every topic the project creates.")
+    store: str = Field("rocksdb://", description="Faust table store: rocksdb:// (durable) or memory:// (tests).")
+    data_dir: Path = Field(Path("var/lienthong"), description="Where the worker keeps its RocksDB tables.")
+    web_enabled: bool = Field(True, description="Serve faust's web endpoints (health, metrics).")
+    web_port: int = Field(6066, ge=0, le=65535)
+    web_host: str = "127.0.0.1"
+    log_level: str = "info"
+    default_order_target: OrderTarget = Field(
+        "sale_order", description="What a CRM order becomes in accounting when the tenant has no setting."
+    )
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_is_a_topic_name_part(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not set(value) <= allowed:
+            raise ValueError(f"LIENTHONG_TOPIC_PREFIX={value!r}: only letters, digits, '.', '_' and '-' are allowed")
+        return value
+
+    @property
+    def broker_url(self) -> str:
+        """The bootstrap servers as faust wants them (aiokafka driver)."""
+        return ";".join(f"kafka://{server.strip()}" for server in self.bootstrap_servers.split(","))
