@@ -1,0 +1,190 @@
+"""Integration tier: the real Apache Kafka broker (deploy/kafka/kafka.sh), fresh topics per module.
+
+Each test module gets its own topic prefix (fresh topic names) and app id; each test gets its own
+tenant. A worker is a real ``lienthong worker`` subprocess configured through LIENTHONG_* env.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streams.admin import admin_client, create_topics, delete_topics_with_prefix
+from streams.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> str:
+    servers = os.environ.get("LIENTHONG_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    host = servers.split(",")[0].rsplit(":", 1)[0]
+    assert host in ("127.0.0.1", "localhost", "[::1]"), f"tests only talk to a broker on loopback, not {servers}"
+    try:
+        admin_client(Settings(bootstrap_servers=servers)).list_topics(timeout=10)
+    except Exception as exc:  # noqa: BLE001 - any failure means the same thing here
+        pytest.fail(f"no Kafka broker answers at {servers} ({exc}); start one with `lienthong kafka start`")
+    return servers
+
+
+class Kafka:
+    """Produce to and read from the topics of one test module (names with its prefix)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 0})
+
+    def name(self, topic: str) -> str:
+        return self.settings.topic_prefix + topic
+
+    def produce(self, topic: str, value: bytes | dict, key: str | bytes, headers: dict | None = None) -> None:
+        raw = orjson.dumps(value) if isinstance(value, dict) else value
+        self.producer.produce(self.name(topic), key=key.encode() if isinstance(key, str) else key, value=raw,
+                              headers=headers)
+        self.producer.flush(10)
+
+    def read(
+        self,
+        topics: list[str],
+        until: Callable[[list[dict]], bool],
+        timeout: float = 30.0,
+        settle: float = 0.0,
+    ) -> list[dict]:
+        """Read every message of ``topics`` from the beginning until ``until(messages)`` holds.
+
+        With ``settle``, keep reading that many seconds more once it holds (to see that nothing
+        unwanted follows). Each message: topic (without prefix), key, value (decoded JSON when it is
+        JSON, else bytes), headers (dict).
+        """
+        consumer = Consumer({"bootstrap.servers": self.settings.bootstrap_servers, "group.id": f"reader-{uuid.uuid4()}",
+                             "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        metadata = consumer.list_topics(timeout=10).topics
+        assignment = [TopicPartition(self.name(t), p, 0) for t in topics for p in metadata[self.name(t)].partitions]
+        consumer.assign(assignment)
+        messages: list[dict] = []
+        deadline = time.monotonic() + timeout
+        held_since: float | None = None
+        try:
+            while time.monotonic() < deadline:
+                message = consumer.poll(0.2)
+                if message is not None and not message.error():
+                    try:
+                        value = orjson.loads(message.value())
+                    except orjson.JSONDecodeError:
+                        value = message.value()
+                    messages.append({
+                        "topic": message.topic()[len(self.settings.topic_prefix):],
+                        "key": message.key().decode() if message.key() else None,
+                        "value": value,
+                        "headers": {k: v.decode() for k, v in (message.headers() or [])},
+                    })
+                if until(messages):
+                    held_since = held_since or time.monotonic()
+                    if time.monotonic() - held_since >= settle:
+                        return messages
+                else:
+                    held_since = None
+            raise AssertionError(f"timed out after {timeout}s waiting on {topics}; read {len(messages)}: "
+                                 f"{[(m['topic'], m['key']) for m in messages][:20]}")
+        finally:
+            consumer.close()
+
+
+class Worker:
+    """A ``lienthong worker`` subprocess."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        env = dict(os.environ)
+        env.update({
+            "LIENTHONG_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "LIENTHONG_APP_ID": settings.app_id,
+            "LIENTHONG_TOPIC_PREFIX": settings.topic_prefix,
+            "LIENTHONG_TOPIC_PARTITIONS": str(settings.topic_partitions),
+            "LIENTHONG_STORE": settings.store,
+            "LIENTHONG_DATA_DIR": str(settings.data_dir),
+            "LIENTHONG_WEB_ENABLED": "false",
+            "LIENTHONG_LOG_LEVEL": "info",
+        })
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=REPO_ROOT, env=env,
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.tail()}")
+            if b"Worker ready" in self.log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.log.close()
+        return self.process.returncode
+
+
+@pytest.fixture(scope="module")
+def module_settings(bootstrap: str, tmp_path_factory) -> Iterator[Settings]:
+    prefix = f"it-{uuid.uuid4().hex[:10]}."
+    settings = Settings(bootstrap_servers=bootstrap, topic_prefix=prefix, app_id=f"{prefix}lienthong",
+                        data_dir=tmp_path_factory.mktemp("worker-data"), web_enabled=False)
+    create_topics(settings)
+    yield settings
+    delete_topics_with_prefix(settings, prefix)
+
+
+@pytest.fixture(scope="module")
+def kafka(module_settings: Settings) -> Kafka:
+    return Kafka(module_settings)
+
+
+@pytest.fixture(scope="module")
+def worker(module_settings: Settings, tmp_path_factory) -> Iterator[Worker]:
+    log_path = tmp_path_factory.mktemp("worker-log") / "worker.log"
+    process = Worker(module_settings, log_path)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        code = process.stop()
+        if code not in (0, -signal.SIGTERM):
+            print(f"worker exited with {code}:\n{process.tail()}")
+
+
+@pytest.fixture()
+def tenant() -> str:
+    return f"tenant-{uuid.uuid4().hex[:8]}"
+
+
+def change_event(tenant: str, system: str, entity: str, after: dict | None, *, op: str = "c",
+                 before: dict | None = None, action: str | None = None, origin: str = "user",
+                 event_id: str | None = None) -> dict:
+    event = {"schema_version": 1, "event_id": event_id or f"ev-{uuid.uuid4().hex}", "tenant": tenant,
+             "system": system, "entity": entity, "op": op, "origin": origin, "ts_ms": int(time.time() * 1000),
+             "before": before, "after": after}
+    if action:
+        event["action"] = action
+    return event

@@ -1,0 +1,74 @@
+"""The walking skeleton on the real broker: a first rule, an audited none, dead letters."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.conftest import change_event
+
+pytestmark = pytest.mark.broker
+
+
+def for_tenant(messages, topic, tenant):
+    return [m for m in messages if m["topic"] == topic and m["key"] and m["key"].startswith(tenant + ":")]
+
+
+def test_acct_customer_create_becomes_a_crm_upsert_named_cus6(kafka, worker, tenant):
+    event = change_event(tenant, "acct", "customer", {"id": "A1", "code": "KH0001", "name": "Công ty ABC",
+                                                       "tax_code": "0101234567"})
+    kafka.produce("cdc.acct.customer", event, key=f"{tenant}:A1")
+    # the same change delivered twice (at-least-once producers): the same command id
+    kafka.produce("cdc.acct.customer", event, key=f"{tenant}:A1")
+    messages = kafka.read(["commands.crm"], until=lambda ms: len(for_tenant(ms, "commands.crm", tenant)) >= 2)
+    first, second = (m["value"] for m in for_tenant(messages, "commands.crm", tenant))
+    assert first["rule"] == "CUS-6"
+    assert first["op"] in ("create", "upsert")
+    assert first["target"] == "crm" and first["entity"] == "customer"
+    assert first["key"] == {"id": None, "code": "KH0001"}
+    assert first["fields"]["name"] == "Công ty ABC"
+    assert first["source"] == {"system": "acct", "entity": "customer", "id": "A1", "event_id": event["event_id"]}
+    assert len(first["command_id"]) == 64
+    assert second["command_id"] == first["command_id"]
+
+
+def test_crm_customer_create_sends_nothing_and_audits_cus1(kafka, worker, tenant):
+    event = change_event(tenant, "crm", "customer", {"id": "C1", "code": "KH0002", "name": "Cửa hàng B"})
+    kafka.produce("cdc.crm.customer", event, key=f"{tenant}:C1")
+    messages = kafka.read(
+        ["audit.sync", "commands.acct", "commands.crm"],
+        until=lambda ms: bool(for_tenant(ms, "audit.sync", tenant)),
+        settle=3.0,
+    )
+    (audit,) = [m["value"] for m in for_tenant(messages, "audit.sync", tenant)]
+    assert audit["rules"] == ["CUS-1"]
+    assert audit["commands"] == []
+    assert "CUS-1" in audit["reason"] and "pull" in audit["reason"]
+    assert audit["event_id"] == event["event_id"]
+    assert not for_tenant(messages, "commands.acct", tenant)
+    assert not for_tenant(messages, "commands.crm", tenant)
+
+
+def test_bad_input_is_dead_lettered_with_reason_and_the_worker_goes_on(kafka, worker, tenant):
+    kafka.produce("cdc.acct.customer", b"\xff not json", key=f"{tenant}:BAD1")
+    invalid = change_event(tenant, "acct", "customer", {"id": "BAD2", "code": "X"})
+    del invalid["ts_ms"]
+    kafka.produce("cdc.acct.customer", invalid, key=f"{tenant}:BAD2")
+    good = change_event(tenant, "acct", "customer", {"id": "A7", "code": "KH0007", "name": "Sau lỗi"})
+    kafka.produce("cdc.acct.customer", good, key=f"{tenant}:A7")
+
+    messages = kafka.read(
+        ["dlq.cdc", "commands.crm"],
+        until=lambda ms: len(for_tenant(ms, "dlq.cdc", tenant)) >= 2 and bool(for_tenant(ms, "commands.crm", tenant)),
+    )
+    letters = {m["key"]: m for m in for_tenant(messages, "dlq.cdc", tenant)}
+    undecodable = letters[f"{tenant}:BAD1"]
+    assert undecodable["value"] == b"\xff not json"  # the original bytes, untouched
+    assert undecodable["headers"]["error.kind"] == "decode"
+    assert undecodable["headers"]["origin.topic"] == kafka.name("cdc.acct.customer")
+    assert undecodable["headers"]["origin.offset"].isdigit()
+    assert int(undecodable["headers"]["failed.at_ms"]) > 0
+    schema = letters[f"{tenant}:BAD2"]
+    assert schema["headers"]["error.kind"] == "schema"
+    assert "ts_ms" in schema["headers"]["error.message"]
+    (command,) = [m["value"] for m in for_tenant(messages, "commands.crm", tenant)]
+    assert command["rule"] == "CUS-6" and command["key"]["code"] == "KH0007"
