@@ -11,11 +11,12 @@ import faust
 import orjson
 
 from streams.agents.cdc import register_cdc_agent
+from streams.agents.results import register_results_agent
 from streams.core.contract import System
 from streams.core.rules import RuleBook, load_rules
 from streams.settings import Settings
 from streams.tables import TableState, Tables, define_tables
-from streams.topics import AUDIT, DLQ_CDC, TENANT_CONFIG, cdc_topics, commands_topic
+from streams.topics import AUDIT, DLQ_CDC, TENANT_CONFIG, cdc_topics, commands_topic, results_topic
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ def create_app(settings: Settings | None = None) -> Lienthong:
     topics: dict[str, Any] = {
         "cdc": app.topic(*[prefix + spec.name for spec in cdc_topics()], key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions),
+        "results": app.topic(*[prefix + results_topic(s.value) for s in System], key_type=bytes, value_type=bytes,
+                             key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions),
         DLQ_CDC: raw_topic(DLQ_CDC),
         AUDIT: raw_topic(AUDIT),
     }
@@ -76,7 +79,10 @@ def create_app(settings: Settings | None = None) -> Lienthong:
         "cdc": register_cdc_agent(
             app, source=topics["cdc"], commands=commands, audit=topics[AUDIT], dead_letters=topics[DLQ_CDC],
             tables=tables, state=state, rules=rules, topic_prefix=prefix,
-        )
+        ),
+        "results": register_results_agent(
+            app, source=topics["results"], dead_letters=topics[DLQ_CDC], tables=tables,
+        ),
     }
 
     @app.task

@@ -4,6 +4,10 @@
     lienthong kafka start|stop|status     the local Apache Kafka broker (deploy/kafka/kafka.sh)
     lienthong topics create               create every topic of the contract, idempotently
     lienthong topics list                 the contract's topics with their settings
+    lienthong matrix [--markdown]         the rule table (docs/matrix.md is its markdown)
+    lienthong explain TENANT ENTITY ID    the audit trail of one record
+    lienthong tenant set TENANT --order-target sale_order|contract
+    lienthong dlq replay [--topic dlq.cdc] [--kind KIND] [--dry-run]
 """
 
 from __future__ import annotations
@@ -71,6 +75,52 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _matrix(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.core.matrix_doc import render_markdown
+    from streams.core.rules import load_rules
+
+    book = load_rules()
+    if args.markdown:
+        sys.stdout.write(render_markdown(book))
+    else:
+        for rule in book.rules:
+            print(f"{rule.id:7} {rule.source.value:4} {rule.entity:16} {rule.effect.value:14} {rule.label_en}")
+    return 0
+
+
+def _explain(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.inspect import audit_trail, format_trail
+
+    try:
+        trail = audit_trail(settings, args.tenant, args.entity, args.id)
+    except RuntimeError as exc:
+        print(f"lienthong explain: {exc}", file=sys.stderr)
+        return 1
+    if not trail:
+        print(f"no audit record for {args.tenant}:{args.entity}:{args.id} on {settings.topic_prefix}audit.sync")
+        return 1
+    print(format_trail(trail))
+    return 0
+
+
+def _tenant(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.inspect import set_tenant
+
+    value = set_tenant(settings, args.tenant, args.order_target)
+    print(f"tenant {args.tenant}: {value}")
+    return 0
+
+
+def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.inspect import replay_dead_letters
+
+    replayed = replay_dead_letters(settings, args.topic, kind=args.kind, dry_run=args.dry_run)
+    for origin, kind in replayed:
+        print(f"{'would replay' if args.dry_run else 'replayed'} {kind} -> {origin}")
+    print(f"{len(replayed)} dead letter(s) {'to replay' if args.dry_run else 'replayed'} from {args.topic}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lienthong", description="Keep AMIS CRM and AMIS Kế toán in sync.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +135,29 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="contract topics")
     topics.add_argument("action", choices=["create", "list"])
     topics.set_defaults(func=_topics)
+
+    matrix = sub.add_parser("matrix", help="the rule table")
+    matrix.add_argument("--markdown", action="store_true", help="as docs/matrix.md")
+    matrix.set_defaults(func=_matrix)
+
+    explain = sub.add_parser("explain", help="the audit trail of one record")
+    explain.add_argument("tenant")
+    explain.add_argument("entity")
+    explain.add_argument("id")
+    explain.set_defaults(func=_explain)
+
+    tenant = sub.add_parser("tenant", help="tenant settings on config.tenants")
+    tenant.add_argument("action", choices=["set"])
+    tenant.add_argument("tenant")
+    tenant.add_argument("--order-target", choices=["sale_order", "contract"], required=True)
+    tenant.set_defaults(func=_tenant)
+
+    dlq = sub.add_parser("dlq", help="dead letters")
+    dlq.add_argument("action", choices=["replay"])
+    dlq.add_argument("--topic", default="dlq.cdc", choices=["dlq.cdc", "dlq.commands"])
+    dlq.add_argument("--kind", help="only letters with this error.kind")
+    dlq.add_argument("--dry-run", action="store_true")
+    dlq.set_defaults(func=_dlq)
     return parser
 
 

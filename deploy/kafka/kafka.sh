@@ -55,9 +55,11 @@ fetch() {
   echo "kafka.sh: resolving Apache Kafka $version jars from Maven Central into $libs (first run only)"
   rm -rf "$libs"
   mkdir -p "$libs"
-  mvn -B -q -Dstyle.color=never -f "$here/pom.xml" -Dkafka.version="$version" \
-      dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs" \
-    || die "mvn could not resolve org.apache.kafka:kafka_2.13:$version (is Maven Central reachable?)"
+  if ! mvn -B -q -Dstyle.color=never -f "$here/pom.xml" -Dkafka.version="$version" \
+      dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs" >"$libs.mvn.log" 2>&1; then
+    tail -n 30 "$libs.mvn.log" >&2
+    die "mvn could not resolve org.apache.kafka:kafka_2.13:$version (is Maven Central reachable?); log: $libs.mvn.log"
+  fi
   ls "$libs"/kafka_2.13-"$version".jar >/dev/null 2>&1 || die "kafka_2.13-$version.jar missing from $libs after mvn"
   touch "$libs/.complete"
 }

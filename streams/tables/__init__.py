@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import faust
 
 from streams.core.contract import System
-from streams.core.decide import Decision, Written
+from streams.core.decide import Decision, LinkUpdate, Written
 from streams.settings import Settings
 
 
@@ -102,9 +102,9 @@ class TableState:
         return [v for k, v in self.tables.crm_records.items() if k.startswith(prefix) and v]
 
 
-def apply_decision(tables: Tables, decision: Decision) -> None:
-    """Remember what the decision taught: links, CRM records, what was written."""
-    for link in decision.links:
+def apply_links(tables: Tables, links: Iterable[LinkUpdate]) -> None:
+    """Merge what each update says of one record's ids into every key the link is found by."""
+    for link in links:
         merged: dict[str, Any] = {}
         keys = _link_keys(link.tenant, link.family, link.code, link.ids)
         for key in keys:
@@ -115,6 +115,11 @@ def apply_decision(tables: Tables, decision: Decision) -> None:
         for key in _link_keys(link.tenant, link.family, merged.get("code"), {k: v for k, v in merged.items() if k != "code"}):
             if tables.links.get(key) != merged:
                 tables.links[key] = merged
+
+
+def apply_decision(tables: Tables, decision: Decision) -> None:
+    """Remember what the decision taught: links, CRM records, what was written."""
+    apply_links(tables, decision.links)
     for record in decision.crm_records:
         key = f"{record.tenant}:{record.entity}:{record.code}"
         if record.record is None:

@@ -1,0 +1,49 @@
+"""The results agent: connectors' reports complete the cross-system links (X-3)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+import orjson
+from pydantic import ValidationError
+
+from streams.agents.cdc import dead_letter_headers
+from streams.core.contract import Result
+from streams.core.decide import LinkUpdate, link_family
+from streams.tables import Tables, apply_links
+
+log = logging.getLogger(__name__)
+
+
+def link_from_result(result: Result) -> LinkUpdate | None:
+    """An applied (or already applied) write tells the target's id for the record's business code."""
+    if result.status not in ("applied", "duplicate") or not result.target_id:
+        return None
+    return LinkUpdate(tenant=result.tenant, family=link_family(result.target, result.entity), code=result.code,
+                      ids={result.target.value: result.target_id})
+
+
+def register_results_agent(app: faust.App, *, source: Any, dead_letters: Any, tables: Tables) -> Any:
+    @app.agent(source, name="lienthong.results", concurrency=1)
+    async def results(stream: Any) -> None:
+        """Learn links from connector results.
+
+        Input topics: ``results.crm``, ``results.acct`` (raw JSON; key as the command's).
+        Tables: ``links`` (written). Output topics: ``dlq.cdc`` for a result that cannot be read.
+        """
+        async for event in stream.events():
+            message = event.message
+            try:
+                result = Result.model_validate(orjson.loads(event.value))
+            except (orjson.JSONDecodeError, ValidationError, TypeError) as exc:
+                log.warning("unreadable result on %s@%s:%s: %s", message.topic, message.partition, message.offset, exc)
+                await dead_letters.send(key=message.key, value=event.value, headers=dead_letter_headers(
+                    "schema", f"not a result: {exc}", message.topic, message.partition, message.offset))
+                continue
+            link = link_from_result(result)
+            if link is not None:
+                apply_links(tables, [link])
+
+    return results

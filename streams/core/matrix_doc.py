@@ -1,0 +1,60 @@
+"""``lienthong matrix --markdown``: the rule table rendered as docs/matrix.md (bilingual)."""
+
+from __future__ import annotations
+
+from streams.core.rules import Effect, Rule, RuleBook
+
+HEADER = """# The sync matrix as the processor runs it
+
+Generated from `streams/core/rules.py` by `lienthong matrix --markdown > docs/matrix.md`; a test
+fails when this file and the rule table differ. The English reading with the decisions taken is
+`../shared/spec/sync-matrix.md`; the original table is `../shared/seed/`.
+
+| rule | from | entity | actions | only for | condition | effect | writes | fields | Tiếng Việt | English |
+|---|---|---|---|---|---|---|---|---|---|---|
+"""
+
+CROSS_CUTTING = """
+## Cross-cutting rules
+
+| rule | where in the code |
+|---|---|
+| X-1 echo | `decide()`: an event with `origin = sync` produces no command; the audit names X-1. |
+| X-2 no-op | `_Builder.emit`: a command whose fields equal what was last written to that record is dropped (table `written`). |
+| X-3 link | `_state_updates` and table `links`: ids by business code and by counterpart id; acct `crm_id`; connector results. |
+| X-4 dependencies | `_dependencies`: a CRM document's unlinked customer (CUS-10) and products (PRD-1) are sent first; the document's `depends_on` names them. |
+| X-5 order | one agent (concurrency 1) per partition, commands keyed by target record: one record's commands stay in order. |
+| X-6 bad input | `decode_change_event` raises `BadInput`; the agent dead-letters to `dlq.cdc` with the reason in headers. |
+"""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _row(rule: Rule) -> str:
+    actions = ", ".join(sorted(a.value for a in rule.actions)) or "(aggregates)"
+    writes = f"{rule.target.value} {rule.target_entity} {rule.op.value}" if rule.target and rule.op else "—"
+    if rule.read_only:
+        writes += " (read-only)"
+    fields = "—"
+    if rule.effect not in (Effect.NONE, Effect.DERIVED):
+        fields = "all mapped" if rule.only_fields is None else ", ".join(rule.only_fields) or "—"
+        if rule.set_fields:
+            fields += "; " + "; ".join(
+                f"{action.value}: " + ", ".join(f"{k} := {v}" for k, v in values.items())
+                for action, values in sorted(rule.set_fields.items())
+            )
+        if rule.rename:
+            fields += "; " + ", ".join(f"{a} → {b}" for a, b in rule.rename.items())
+        if rule.requires_link:
+            fields += "; linked records only"
+    cells = [
+        rule.id, rule.source.value, rule.entity, actions, rule.order_target or "", rule.when.describe() if rule.when else "",
+        rule.effect.value, writes, fields, rule.label_vi, rule.label_en,
+    ]
+    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def render_markdown(book: RuleBook) -> str:
+    return HEADER + "\n".join(_row(rule) for rule in book.rules) + "\n" + CROSS_CUTTING

@@ -1,0 +1,111 @@
+"""Operator views over the topics: the audit trail of one record, dead-letter replay, tenant settings.
+
+confluent-kafka only; no faust app is started.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Iterator
+
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streams.settings import Settings
+from streams.topics import AUDIT, TENANT_CONFIG
+
+
+def _read_all(settings: Settings, topic: str, timeout: float = 10.0) -> Iterator[tuple[bytes | None, bytes | None, list]]:
+    """Every message of ``topic`` now on the broker, partition by partition (no consumer group)."""
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"inspect-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            raise RuntimeError(f"topic {topic} not found on {settings.bootstrap_servers}")
+        ends = {}
+        for partition in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            if high > low:
+                ends[partition] = high
+        if not ends:
+            return
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        deadline = time.monotonic() + max(timeout, 30.0)
+        while ends and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            yield message.key(), message.value(), message.headers() or []
+            if message.offset() + 1 >= ends.get(message.partition(), 0):
+                ends.pop(message.partition(), None)
+    finally:
+        consumer.close()
+
+
+def audit_trail(settings: Settings, tenant: str, entity: str, record_id: str) -> list[dict]:
+    key = f"{tenant}:{entity}:{record_id}".encode()
+    trail = [orjson.loads(value) for k, value, _ in _read_all(settings, settings.topic_prefix + AUDIT) if k == key and value]
+    return sorted(trail, key=lambda a: a.get("ts_ms", 0))
+
+
+def format_trail(trail: list[dict]) -> str:
+    lines = []
+    for audit in trail:
+        when = datetime.fromtimestamp(audit["ts_ms"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        rules = ", ".join(audit.get("rules") or []) or "no rule"
+        lines.append(f"{when}  {audit['system']} {audit['action']} (event {audit['event_id']}, origin {audit['origin']})"
+                     f"  rules: {rules}")
+        for command in audit.get("commands") or []:
+            lines.append(f"    -> {command['rule']}: {command['op']} {command['target']} {command['entity']} "
+                         f"{command['key']}  [{command['command_id'][:12]}]")
+        if audit.get("reason"):
+            lines.append(f"    {audit['reason']}")
+    return "\n".join(lines)
+
+
+def set_tenant(settings: Settings, tenant: str, order_target: str) -> dict:
+    value = {"schema_version": 1, "tenant": tenant, "order_target": order_target}
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
+    producer.produce(settings.topic_prefix + TENANT_CONFIG, key=tenant.encode(), value=orjson.dumps(value))
+    if producer.flush(30):
+        raise RuntimeError(f"could not write tenant settings to {settings.topic_prefix + TENANT_CONFIG}")
+    return value
+
+
+def replay_dead_letters(settings: Settings, dlq_topic: str, *, kind: str | None = None, dry_run: bool = False,
+                        timeout: float = 10.0) -> list[tuple[str, str]]:
+    """Write dead letters back to their ``origin.topic`` (contract: "Dead-letter headers").
+
+    Progress is kept in consumer group ``<app id>-replay-<dlq topic>``, so a letter is replayed
+    once; with ``kind`` only letters of that ``error.kind`` are replayed (others are skipped).
+    """
+    topic = settings.topic_prefix + dlq_topic
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers,
+                         "group.id": f"{settings.app_id}-replay-{dlq_topic}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
+    replayed: list[tuple[str, str]] = []
+    try:
+        consumer.subscribe([topic])
+        idle_until = time.monotonic() + timeout
+        while time.monotonic() < idle_until:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            idle_until = time.monotonic() + 2.0
+            headers = {k: v.decode() for k, v in message.headers() or []}
+            origin = headers.get("origin.topic")
+            if origin and (kind is None or headers.get("error.kind") == kind):
+                replayed.append((origin, headers.get("error.kind", "")))
+                if not dry_run:
+                    producer.produce(origin, key=message.key(), value=message.value(),
+                                     headers=[("replayed.from", f"{topic}:{message.partition()}:{message.offset()}".encode())])
+            if not dry_run:
+                producer.flush(30)
+                consumer.commit(message=message, asynchronous=False)
+    finally:
+        consumer.close()
+    return replayed
