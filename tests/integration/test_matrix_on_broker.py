@@ -1,0 +1,135 @@
+"""The matrix on the real broker: a document walked through its statuses, state across workers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import re
+from tests.integration.conftest import Worker, change_event
+
+pytestmark = pytest.mark.broker
+
+
+def keyed(messages, topic, tenant):
+    return [m["value"] for m in messages if m["topic"] == topic and m["key"] and m["key"].startswith(tenant + ":")]
+
+
+def last_assignment(log: str, topic: str) -> str:
+    """The partition set faust last logged as assigned for ``topic`` ("" when none)."""
+    blocks = log.split("Setting newly assigned partitions")
+    if len(blocks) < 2:
+        return ""
+    found = re.search(rf"\|\s*{re.escape(topic)}\s*\|\s*(\{{[^}}]*\}})", blocks[-1])
+    return found.group(1) if found else ""
+
+
+def audits_for(messages, tenant):
+    return keyed(messages, "audit.sync", tenant)
+
+
+def test_crm_order_draft_proposed_recorded(kafka, worker, tenant):
+    order = {"id": "O1", "code": "DH0001", "customer_code": "KH0100", "revenue_status": "draft",
+             "lines": [{"line_id": "L1", "product_code": "SP01", "quantity": 2, "unit_price": "100000",
+                        "amount": "200000"}], "total_amount": "200000", "status": "not_started"}
+    customer = {"id": "C100", "code": "KH0100", "name": "Khách lẻ"}
+    product = {"id": "P1", "code": "SP01", "name": "Bút", "unit": "cái", "unit_price": "100000"}
+    kafka.produce("cdc.crm.customer", change_event(tenant, "crm", "customer", customer), key=f"{tenant}:C100")
+    kafka.produce("cdc.crm.product", change_event(tenant, "crm", "product", product), key=f"{tenant}:P1")
+    kafka.read(["audit.sync"], until=lambda ms: len(audits_for(ms, tenant)) >= 2)
+
+    kafka.produce("cdc.crm.sale_order", change_event(tenant, "crm", "sale_order", order), key=f"{tenant}:O1")
+    proposed = dict(order, revenue_status="proposed")
+    kafka.produce("cdc.crm.sale_order", change_event(tenant, "crm", "sale_order", proposed, op="u", before=order),
+                  key=f"{tenant}:O1")
+    recorded = dict(proposed, revenue_status="recorded")
+    kafka.produce("cdc.crm.sale_order", change_event(tenant, "crm", "sale_order", recorded, op="u", before=proposed),
+                  key=f"{tenant}:O1")
+
+    messages = kafka.read(["audit.sync", "commands.acct"], until=lambda ms: len(audits_for(ms, tenant)) >= 5,
+                          settle=2.0)
+    order_audits = [a for a in audits_for(messages, tenant) if a["entity"] == "sale_order"]
+    assert [a["action"] for a in order_audits] == ["create", "propose_revenue", "record_revenue"]
+    assert order_audits[0]["rules"] == ["SO-1"] and order_audits[0]["commands"] == []
+    assert "revenue_status" in order_audits[0]["reason"]
+
+    commands = keyed(messages, "commands.acct", tenant)
+    by_rule = {}
+    for command in commands:
+        by_rule.setdefault(command["rule"], []).append(command)
+    # X-4: the customer and the product go first, the order names them in depends_on
+    (customer_cmd,) = by_rule["CUS-10"]
+    (product_cmd,) = by_rule["PRD-1"]
+    (upsert,) = by_rule["SO-4"]
+    assert [c["rule"] for c in commands] == ["CUS-10", "PRD-1", "SO-4", "SO-6"]
+    assert customer_cmd["key"]["code"] == "KH0100" and customer_cmd["fields"]["name"] == "Khách lẻ"
+    assert product_cmd["key"]["code"] == "SP01"
+    assert upsert["entity"] == "sale_order" and upsert["op"] == "upsert"
+    assert set(upsert["depends_on"]) == {customer_cmd["command_id"], product_cmd["command_id"]}
+    assert upsert["fields"]["crm_id"] == "O1" and upsert["fields"]["revenue_status"] == "proposed"
+    (record,) = by_rule["SO-6"]
+    assert record["op"] == "update" and record["fields"] == {"revenue_status": "recorded"}
+    assert record["key"]["code"] == "DH0001"
+
+
+def test_invoice_request_proposed_approved_issued_cancelled(kafka, worker, tenant):
+    request = {"id": "HD1", "code": "YC0001", "order_code": "DH0001", "status": "proposed", "amount": "200000",
+               "description": ""}
+    kafka.produce("cdc.crm.invoice", change_event(tenant, "crm", "invoice", request), key=f"{tenant}:HD1")
+    acct = {"id": "AI1", "crm_id": "HD1", "status": "proposed"}
+    steps = [
+        dict(acct, status="approved"),
+        dict(acct, status="issued", invoice_date="2026-11-27", invoice_no="0000123", lookup_code="ABC123",
+             send_status="sent", customer_received=True),
+        dict(acct, status="cancelled", reason="Sai thông tin người mua", invoice_no="0000123"),
+    ]
+    before = acct
+    kafka.produce("cdc.acct.invoice", change_event(tenant, "acct", "invoice", acct), key=f"{tenant}:AI1")
+    for after in steps:
+        kafka.produce("cdc.acct.invoice", change_event(tenant, "acct", "invoice", after, op="u", before=before),
+                      key=f"{tenant}:AI1")
+        before = after
+
+    messages = kafka.read(["audit.sync", "commands.acct", "commands.crm"],
+                          until=lambda ms: len(audits_for(ms, tenant)) >= 5, settle=2.0)
+    (proposal,) = keyed(messages, "commands.acct", tenant)
+    assert proposal["rule"] == "INV-1" and proposal["entity"] == "invoice" and proposal["fields"]["crm_id"] == "HD1"
+    crm = keyed(messages, "commands.crm", tenant)
+    assert [c["rule"] for c in crm] == ["INV-4", "INV-6", "INV-8"]
+    assert all(c["key"]["id"] == "HD1" and c["entity"] == "invoice" for c in crm)
+    assert crm[0]["fields"] == {"status": "approved"}
+    assert crm[1]["fields"]["status"] == "issued" and crm[1]["fields"]["invoice_no"] == "0000123"
+    assert crm[1]["fields"]["lookup_code"] == "ABC123" and crm[1]["fields"]["customer_received"] is True
+    assert crm[2]["fields"] == {"status": "cancelled", "description": "Sai thông tin người mua"}
+
+
+def test_links_learnt_on_one_worker_are_read_on_another(kafka, module_settings, worker, tmp_path, tenant):
+    """Six partitions, two workers: a CRM customer update (CUS-3) reads the link that the acct
+    customer's event taught, wherever either was processed."""
+    second = Worker(module_settings.model_copy(update={"data_dir": tmp_path / "second"}), tmp_path / "second.log")
+    try:
+        second.wait_ready()
+        time.sleep(3)  # let the group rebalance settle, so both workers own partitions
+        codes = [f"KH{n:04d}" for n in range(24)]
+        for n, code in enumerate(codes):
+            kafka.produce("cdc.acct.customer", change_event(tenant, "acct", "customer",
+                                                            {"id": f"A{n}", "code": code, "name": f"Khách {n}"}),
+                          key=f"{tenant}:A{n}")
+        kafka.read(["audit.sync"], until=lambda ms: len(audits_for(ms, tenant)) >= len(codes))
+        time.sleep(1)  # global tables are eventually consistent across workers
+        for n, code in enumerate(codes):
+            crm = {"id": f"C{n}", "code": code, "name": f"Khách {n}"}
+            kafka.produce("cdc.crm.customer", change_event(tenant, "crm", "customer", dict(crm, name=f"Khách {n} mới"),
+                                                           op="u", before=crm), key=f"{tenant}:C{n}")
+        messages = kafka.read(["commands.acct", "audit.sync"],
+                              until=lambda ms: len(audits_for(ms, tenant)) >= 2 * len(codes), settle=2.0)
+        updates = keyed(messages, "commands.acct", tenant)
+        assert sorted(c["key"]["code"] for c in updates) == codes, [
+            a["reason"] for a in audits_for(messages, tenant) if a["system"] == "crm" and not a["commands"]]
+        assert all(c["rule"] == "CUS-3" and c["key"]["id"] == f"A{codes.index(c['key']['code'])}" for c in updates)
+        # both workers owned CDC partitions while this ran (faust logs each assignment as a table)
+        owned = [last_assignment(w.log_path.read_text(), kafka.name("cdc.crm.customer")) for w in (worker, second)]
+        assert all(owned), owned
+    finally:
+        second.stop()
