@@ -119,10 +119,12 @@ class CommandKey(BaseModel):
     code: str | None = None
 
     def as_text(self) -> str:
-        """The target record key of the command topic's message key (X-3: id when linked, else code)."""
-        if self.id:
-            return self.id
-        return f"code={self.code}" if self.code else ""
+        """The target record key of the command topic's message key.
+
+        The code when there is one, else the id: a record's commands keep one message key before and
+        after it is linked (X-3), so they stay on one partition, in order (X-5).
+        """
+        return self.code or self.id or ""
 
 
 class CommandSource(BaseModel):

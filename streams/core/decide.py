@@ -280,7 +280,7 @@ def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) ->
 
     if rule is None:
         reason = (f"no rule of the matrix for {event.system.value} {event.entity} {action.value}"
-                  + (f" (order_target={order_target})" if event.entity == "sale_order" else "")
+                  + (f" (order_target={order_target})" if event.entity in ("sale_order", "contract") else "")
                   + ": none")
     else:
         builder.rules.append(rule.id)
@@ -366,13 +366,21 @@ def _apply(rule: Rule, b: _Builder) -> str | None:
 
     if rule.effect is Effect.CANCEL_REVENUE:
         total = record.get("total_amount")
-        amount = f"-{total}" if total is not None and not str(total).startswith("-") else str(total).lstrip("-")
+        if total is None:
+            return f"{rule.id}: the order has no total_amount to cancel: none"
+        amount = f"-{total}" if not str(total).startswith("-") else str(total).lstrip("-")
         fields = {"revenue_entry": {"id": f"cancel:{event.event_id}", "amount": amount, "status": "proposed",
                                     "kind": "cancellation"}}
         b.emit(rule, fields=fields, key=key)
         return None
 
     fields = mapped_fields(rule, b.action, record, event.system)
+    if (b.action in (Action.UPDATE, Action.MERGE) and event.before is not None
+            and mapped_fields(rule, b.action, event.before, event.system) == fields):
+        # X-2 (and CT-9's "any other changed field: none"): the change touched nothing this rule writes.
+        # Status actions are left out: for them the action itself is the change.
+        b.notes.append(f"X-2: {rule.id}: none of the fields it writes changed: none")
+        return None
     if rule.effect is Effect.MERGE and event.merged_ids:
         b.notes.append(f"{rule.id}: absorbed records {', '.join(event.merged_ids)} are not deleted in acct")
     depends_on = _dependencies(rule, b) if event.entity in DOCUMENTS_WITH_DEPENDENCIES and event.system is System.CRM else []

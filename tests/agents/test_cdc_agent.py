@@ -75,7 +75,7 @@ async def test_acct_customer_create_becomes_a_cus6_command(built):
     commands = sent(built.sends["commands.crm"])
     assert len(commands) == 1
     key, command = commands[0]
-    assert key == b"t1:customer:code=KH0001"
+    assert key == b"t1:customer:KH0001"
     assert command["rule"] == "CUS-6"
     assert command["op"] == "upsert"
     assert command["fields"]["name"] == "Công ty ABC"

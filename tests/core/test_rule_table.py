@@ -1,0 +1,120 @@
+"""The rule table against the spec it encodes, and ``load_rules`` refusing a broken table."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from streams.core import contract, decide
+from streams.core.contract import Action, Op, System
+from streams.core.rules import RULE_TABLE, Effect, RuleTableError, load_rules
+
+REPO = Path(__file__).parents[2]
+SPEC = REPO.parent / "shared/spec/sync-matrix.md"
+SPEC_ROW = re.compile(r"^\| ((CUS|CAT|PRD|PP|QUO|SO|CT|INV|X)-\d+) ", re.MULTILINE)
+X_IDS = {"X-1", "X-2", "X-3", "X-4", "X-5", "X-6"}
+
+
+def spec_ids() -> list[str]:
+    return [m.group(1) for m in SPEC_ROW.finditer(SPEC.read_text(encoding="utf-8"))]
+
+
+def test_the_spec_is_where_the_tests_expect_it() -> None:
+    assert SPEC.is_file(), f"{SPEC} is missing"
+    ids = spec_ids()
+    assert len(ids) == len(set(ids)), "a rule ID is used twice in the spec"
+    assert {"CUS-1", "PP-1", "SO-14", "CT-12", "INV-8", "X-6"} <= set(ids)
+
+
+def test_every_matrix_rule_has_a_row_in_the_rule_table_and_no_more() -> None:
+    in_spec = {i for i in spec_ids() if not i.startswith("X-")}
+    in_table = [row["id"] for row in RULE_TABLE]
+    missing = sorted(in_spec - set(in_table))
+    extra = sorted(set(in_table) - in_spec)
+    assert not missing, f"rules of {SPEC.name} with no row in RULE_TABLE: {', '.join(missing)}"
+    assert not extra, f"rules in RULE_TABLE that {SPEC.name} does not define: {', '.join(extra)}"
+
+
+def test_the_rule_table_keeps_the_order_of_the_spec() -> None:
+    in_spec = [i for i in spec_ids() if not i.startswith("X-")]
+    assert [row["id"] for row in RULE_TABLE] == in_spec
+
+
+def test_cross_cutting_rules_are_named_by_the_code_or_by_a_test() -> None:
+    assert {i for i in spec_ids() if i.startswith("X-")} == X_IDS
+    code = Path(decide.__file__).read_text(encoding="utf-8") + Path(contract.__file__).read_text(encoding="utf-8")
+    tests = "".join(p.read_text(encoding="utf-8") for p in Path(__file__).parent.glob("test_*.py"))
+    unnamed = sorted(x for x in X_IDS if x not in code and f'"{x}' not in tests)
+    assert not unnamed, f"cross-cutting rules neither the code nor a test names: {', '.join(unnamed)}"
+    # the ones decide() implements say so in the audit record, so the code names them
+    for handled in ("X-1", "X-2", "X-4"):
+        assert f'"{handled}"' in code, handled
+
+
+def test_the_shipped_table_loads() -> None:
+    book = load_rules()
+    assert len(book.rules) == len(RULE_TABLE)
+    assert book.by_id("SO-1").when is not None
+
+
+def test_none_rules_write_nothing_and_write_rules_say_where() -> None:
+    for rule in load_rules().rules:
+        if rule.effect is Effect.NONE:
+            assert (rule.target, rule.op, rule.set_fields, rule.only_fields) == (None, None, {}, None), rule.id
+        elif rule.effect is not Effect.DERIVED:
+            assert rule.target and rule.target_entity and rule.op, rule.id
+            assert rule.target is not rule.source or rule.id in ("CUS-10", "PP-2"), rule.id
+
+
+# --- load_rules refuses a broken table, naming the rule ----------------------------------------
+
+
+def broken(rule_id: str, change: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
+    table = copy.deepcopy(RULE_TABLE)
+    row = next(r for r in table if r["id"] == rule_id)
+    change(row)
+    return table
+
+
+def _drop_target(row: dict[str, Any]) -> None:
+    row.pop("target")
+
+
+@pytest.mark.parametrize(
+    ("table", "names", "says"),
+    [
+        pytest.param(broken("CUS-3", lambda r: r.update(entity="widget")), "CUS-3", "widget", id="unknown entity"),
+        pytest.param(broken("CAT-1", lambda r: r.update(target_entity="warehouse")), "CAT-1", "warehouse",
+                     id="unknown target entity"),
+        pytest.param(broken("CUS-4", lambda r: r.update(actions={Action.DELETE, Action.UPDATE})), "CUS-4", "CUS-3",
+                     id="overlapping actions"),
+        pytest.param(broken("SO-5", lambda r: r.update(order_target=None)), "CT-5", "SO-5",
+                     id="overlap across order targets"),
+        pytest.param(broken("PRD-1", _drop_target), "PRD-1", "target", id="write rule without target"),
+        pytest.param(broken("QUO-2", lambda r: r.update(target=System.ACCT, op=Op.UPSERT)), "QUO-2", "writes nothing",
+                     id="none rule with a target"),
+        pytest.param(broken("INV-4", lambda r: r.update(set_fields={Action.REJECT: {"status": "rejected"}})), "INV-4",
+                     "reject", id="set_fields for an action not taken"),
+        pytest.param(broken("INV-2", lambda r: r.update(actions=set())), "INV-2", "action", id="no action"),
+        pytest.param(broken("SO-3", lambda r: r.update(id="SO-1")), "SO-1", "twice", id="duplicate id"),
+        pytest.param(broken("CT-3", lambda r: r.update(id="CT3")), "CT3", "id", id="malformed id"),
+        pytest.param(broken("CT-4", lambda r: r.update(colour="red")), "CT-4", "colour", id="unknown key"),
+    ],
+)
+def test_load_rules_names_the_faulty_rule(table: list[dict[str, Any]], names: str, says: str) -> None:
+    with pytest.raises(RuleTableError) as caught:
+        load_rules(table)
+    message = str(caught.value)
+    assert f"rule {names}:" in message, message
+    assert says in message, message
+
+
+def test_load_rules_does_not_change_the_shipped_table() -> None:
+    before = copy.deepcopy(RULE_TABLE)
+    with pytest.raises(RuleTableError):
+        load_rules(broken("CUS-3", lambda r: r.update(entity="widget")))
+    assert RULE_TABLE == before
