@@ -48,7 +48,8 @@ def register_cdc_agent(
         Input topics: ``cdc.crm.<entity>``, ``cdc.acct.<entity>`` (raw bytes; decoded here so that a
         bad message can be dead-lettered whole). Key: ``<tenant>:<record id>``.
         Tables: ``links``, ``written``, ``crm_records`` (read through ``TableState``, updated from the
-        decision); tenant settings from ``config.tenants``.
+        decision), ``seen_events`` (duplicates of an ``event_id`` are dropped); tenant settings from
+        ``config.tenants``.
         Output topics: ``commands.crm`` / ``commands.acct`` (key ``<tenant>:<entity>:<target key>``),
         ``audit.sync`` (one record per change), ``dlq.cdc`` (bad input, reason in headers).
         """
@@ -79,9 +80,20 @@ def register_cdc_agent(
                                                 message.partition, message.offset),
                 )
                 continue
-            for command in decision.commands:
+            record_key = f"{change.tenant}:{change.system.value}:{change.entity}:{change.record_id}"
+            if tables.is_duplicate(record_key, change.event_id):
+                log.info("dropped duplicate event %s of %s", change.event_id, record_key)
+                continue
+            deliveries = [
                 await commands[command.target].send(key=command.message_key.encode(), value=dumps(command))
+                for command in decision.commands
+            ]
+            # The event is marked seen only once its commands are on the broker: a crash in between
+            # replays the event, which re-sends the same command ids instead of losing them.
+            for delivery in deliveries:
+                await delivery
             await audit.send(key=decision.audit.message_key.encode(), value=dumps(decision.audit))
             apply_decision(tables, decision)
+            tables.mark_seen(record_key, change.event_id)
 
     return cdc

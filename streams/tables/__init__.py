@@ -5,6 +5,7 @@
 | ``links`` (global) | ``<tenant>:<family>:code=<code>`` and ``<tenant>:<family>:<system>=<id>`` | ``{"crm": id, "acct": id, "code": code}`` | every CDC event (own id, acct ``crm_id``) | X-3 target keys, CUS-3 |
 | ``written`` (global) | ``<tenant>:<target>:<entity>:<code or id>`` | ``{"fields", "event_id", "command_id"}`` | every command sent | X-2 no-op, PP-2 revert |
 | ``crm_records`` (global) | ``<tenant>:<entity>:<code>`` | the last seen CRM customer / product | CDC of CRM customers, products | CUS-10 pull, X-4 dependencies |
+| ``seen_events`` (partitioned like ``cdc.*``) | ``<tenant>:<system>:<entity>:<record id>`` | the record's last 32 ``event_id``s | every processed CDC event | the contract's "duplicates are dropped" |
 
 Global tables are used because one record's rule reads state that another record (on another
 partition, maybe another worker) wrote: an order reads its customer's link. They live in memory
@@ -25,11 +26,22 @@ from streams.core.decide import Decision, LinkUpdate, Written
 from streams.settings import Settings
 
 
+SEEN_EVENTS_PER_RECORD = 32
+
+
 @dataclass
 class Tables:
     links: Any
     written: Any
     crm_records: Any
+    seen_events: Any
+
+    def is_duplicate(self, record_key: str, event_id: str) -> bool:
+        return event_id in (self.seen_events.get(record_key) or ())
+
+    def mark_seen(self, record_key: str, event_id: str) -> None:
+        recent = list(self.seen_events.get(record_key) or ())
+        self.seen_events[record_key] = (recent + [event_id])[-SEEN_EVENTS_PER_RECORD:]
 
 
 def define_tables(app: faust.App, settings: Settings) -> Tables:
@@ -53,6 +65,10 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
         links=global_table("links", "X-3 cross-system links by code and by id"),
         written=global_table("written", "X-2 what each target record was last written"),
         crm_records=global_table("crm_records", "last seen CRM customers and products by code"),
+        # Keyed by the record, written while processing that record's event: co-partitioned with
+        # the CDC topics (same key on the same partition), so each worker holds its own records'.
+        seen_events=app.Table("seen_events", default=None, key_type=str, value_type=None,
+                              partitions=settings.topic_partitions, help="recent event ids per record"),
     )
 
 

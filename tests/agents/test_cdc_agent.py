@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from unittest.mock import AsyncMock
 
 import orjson
@@ -24,11 +26,18 @@ def built(tmp_path, monkeypatch):
     monkeypatch.setattr(app.producer, "key_partition", lambda topic, key: TP(topic, 0))
     sends = {}
     for name in ("commands.crm", "commands.acct", "audit.sync", "dlq.cdc"):
-        mock = AsyncMock()
+        mock = AsyncMock(side_effect=_delivered)
         monkeypatch.setattr(built.topics[name], "send", mock)
         sends[name] = mock
     built.sends = sends
     return built
+
+
+def _delivered(*args, **kwargs) -> asyncio.Future:
+    """What ``topic.send`` returns: a future that resolves when the broker has the message."""
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
 
 
 class OnTopic:
@@ -132,3 +141,16 @@ async def test_tables_remember_links_for_the_next_event(built):
     assert command["rule"] == "CUS-3"
     assert command["key"] == {"id": "A1", "code": "KH0001"}
     assert command["fields"]["name"] == "ABC mới"
+
+
+async def test_a_duplicate_event_id_is_dropped(built):
+    """Contract: event ids are unique per change; a redelivered change is processed once."""
+    async with built.agents["cdc"].test_context() as wrapper:
+        agent = OnTopic(wrapper)
+        await agent.put("cdc.acct.customer", change(event_id="e-dup"), key=b"t1:A1")
+        await agent.put("cdc.acct.customer", change(event_id="e-dup"), key=b"t1:A1")
+        renamed = change(event_id="e-next", op="u", before={"id": "A1", "code": "KH0001", "name": "Công ty ABC"},
+                         after={"id": "A1", "code": "KH0001", "name": "Công ty ABC mới"})
+        await agent.put("cdc.acct.customer", renamed, key=b"t1:A1")
+    assert [c["rule"] for _, c in sent(built.sends["commands.crm"])] == ["CUS-6", "CUS-8"]
+    assert len(built.sends["audit.sync"].await_args_list) == 2
