@@ -12,6 +12,7 @@ from typing import Any, Iterable, Protocol
 
 from streams.core.contract import (
     Action,
+    BadInput,
     AuditCommand,
     AuditRecord,
     ChangeEvent,
@@ -30,6 +31,13 @@ LOCAL_FIELDS = frozenset({"id", "crm_id"})
 DOCUMENTS_WITH_DEPENDENCIES = frozenset({"quote", "sale_order", "invoice"})
 # acct entities that carry ``crm_id``: the CRM record they came from (X-3).
 CRM_ID_CARRIERS = frozenset({"sale_order", "contract", "invoice"})
+
+# Actions every record has; one without a rule is audited as "none" (e.g. a category delete).
+LIFECYCLE_ACTIONS = frozenset({Action.CREATE, Action.IMPORT, Action.CLONE, Action.UPDATE, Action.DELETE, Action.MERGE})
+# Actions that feed the aggregate tables (SO-9..SO-14) rather than a rule of their own.
+DERIVED_TRIGGERS: dict[tuple[System, str], frozenset[Action]] = {
+    (System.ACCT, "sales_voucher"): frozenset({Action.ASSIGN_INVOICE_NO, Action.PUBLISH_EINVOICE}),
+}
 
 # Status values differ between the systems (spec "Status vocabularies"): a whole-record copy maps them.
 VALUE_MAPS: dict[tuple[System, str], dict[str, str]] = {
@@ -271,6 +279,11 @@ def mapped_fields(rule: Rule, action: Action, record: dict[str, Any], source: Sy
 
 
 def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) -> Decision:
+    """What one change event leads to: commands, the audit record, and what to remember.
+
+    Raises ``BadInput`` (kind ``unknown_action``) for an action that no rule takes on this entity
+    and that is not one of a record's lifecycle actions; the caller dead-letters the event.
+    """
     action = derive_action(event)
     order_target = state.order_target(event.tenant)
     builder = _Builder(event, action, state, rules, now_ms)
@@ -278,6 +291,13 @@ def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) ->
     rule = rules.match(event.system, event.entity, action, order_target)
     reason: str | None = None
 
+    if rule is None and action not in LIFECYCLE_ACTIONS | rules.actions_for(event.system, event.entity) | \
+            DERIVED_TRIGGERS.get((event.system, event.entity), frozenset()):
+        raise BadInput(
+            "unknown_action",
+            f"event {event.event_id!r}: action {action.value!r} does not apply to {event.system.value} "
+            f"{event.entity} (no rule of the matrix takes it)",
+        )
     if rule is None:
         reason = (f"no rule of the matrix for {event.system.value} {event.entity} {action.value}"
                   + (f" (order_target={order_target})" if event.entity in ("sale_order", "contract") else "")
@@ -383,7 +403,10 @@ def _apply(rule: Rule, b: _Builder) -> str | None:
         return None
     if rule.effect is Effect.MERGE and event.merged_ids:
         b.notes.append(f"{rule.id}: absorbed records {', '.join(event.merged_ids)} are not deleted in acct")
-    depends_on = _dependencies(rule, b) if event.entity in DOCUMENTS_WITH_DEPENDENCIES and event.system is System.CRM else []
+    # X-4 for a document written whole (its customer and lines); a status-only write needs nothing first.
+    writes_whole_document = (rule.only_fields is None and event.entity in DOCUMENTS_WITH_DEPENDENCIES
+                             and event.system is System.CRM)
+    depends_on = _dependencies(rule, b) if writes_whole_document else []
     if rule.op is Op.DELETE:
         fields = {}
     b.emit(rule, fields=fields, key=key, depends_on=depends_on)
@@ -473,8 +496,14 @@ def _split_policy(rule: Rule, b: _Builder) -> str | None:
             prices=[p for p in prices if str(p.get("category_code")) == category],
         )
         b.emit(rule, fields=fields, key=CommandKey(id=None, code=copy_code))
-    before_categories = {str(c) for c in (event.before or {}).get("category_codes") or []}
-    for dropped in sorted(before_categories - set(categories)):
+    # The categories last split, remembered under the policy itself: a later update without
+    # ``before`` (a snapshot, a replay) still deletes the copies of categories it no longer selects.
+    index_key = f"{event.tenant}:{System.CRM.value}:price_policy_split:{policy_code}"
+    remembered = b.state.last_written(index_key)
+    earlier = {str(c) for c in (event.before or {}).get("category_codes") or []}
+    earlier |= {str(c) for c in (remembered.fields.get("category_codes") if remembered else None) or []}
+    b.written[index_key] = Written(fields={"category_codes": categories}, event_id=event.event_id, command_id="")
+    for dropped in sorted(earlier - set(categories)):
         copy_code = _policy_copy_key(policy_code, dropped)
         b.emit(rule, fields={}, key=CommandKey(id=None, code=copy_code), op=Op.DELETE)
     if not b.commands:

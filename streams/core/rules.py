@@ -335,6 +335,14 @@ class RuleBook(BaseModel):
                 return rule
         raise KeyError(rule_id)
 
+    def actions_for(self, source: System, entity: str) -> frozenset[Action]:
+        """Every action some rule takes on this entity, whatever the tenant's order target."""
+        taken: set[Action] = set()
+        for rule in self.rules:
+            if rule.source == source and rule.entity == entity:
+                taken |= rule.actions
+        return frozenset(taken)
+
     def match(self, source: System, entity: str, action: Action, order_target: str) -> Rule | None:
         for rule in self.rules:
             if (

@@ -978,3 +978,42 @@ def test_audit_record_describes_the_change(rules: RuleBook) -> None:
     assert audit.message_key == "t1:sale_order:o-1"
     assert audit.ts_ms == NOW
     assert [c.key for c in audit.commands] == [decision.commands[0].key.as_text()]
+
+
+def test_pp1_drops_copies_of_categories_it_no_longer_selects_even_without_before(rules: RuleBook) -> None:
+    """A snapshot or an update without ``before``: the processor remembers the categories it split."""
+    rule = "PP-1"
+    state = FakeState()
+    state.apply(run(event("acct", "price_policy", after=POLICY), state, rules))
+    narrowed = {**POLICY, "category_codes": ["LH2"], "prices": POLICY["prices"][1:]}
+    decision = run(event("acct", "price_policy", "r", after=narrowed), state, rules)
+    # LH2's copy is unchanged (X-2); LH1's copy is deleted
+    assert [(c.rule, c.op, c.key.code) for c in decision.commands] == [(rule, Op.DELETE, "CSG1/LH1")]
+    assert "X-2" in decision.audit.rules
+
+
+@pytest.mark.parametrize("action", ["approve", "pull", "issue"])
+def test_x6_an_action_no_rule_takes_on_the_entity_is_bad_input(action: str, rules: RuleBook) -> None:
+    """A known action on an entity it does not apply to (``approve`` on a customer): dead letter."""
+    rule = "X-6"
+    ev = event("crm", "customer", "u", action=action, before=CUSTOMER, after=CUSTOMER)
+    with pytest.raises(BadInput) as raised:
+        run(ev, base_state(), rules)
+    assert raised.value.kind == "unknown_action", rule
+    assert action in raised.value.message and "crm customer" in raised.value.message
+
+
+def test_a_lifecycle_action_without_a_rule_is_audited_none(rules: RuleBook) -> None:
+    """Category deletes are not in the original: none, audited, not a dead letter."""
+    decision = run(event("crm", "product_category", "d", before=CATEGORY, after=None), base_state(), rules)
+    assert decision.commands == []
+    assert "no rule" in decision.audit.reason and "product_category delete" in decision.audit.reason
+
+
+def test_x4_a_status_only_write_sends_no_dependencies(rules: RuleBook) -> None:
+    """SO-6 writes revenue_status only: an unlinked customer is not pulled for it."""
+    rule = "SO-6"
+    state = FakeState()  # nothing linked
+    decision = run(event("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")), state, rules)
+    (command,) = decision.commands
+    assert command.rule == rule and command.depends_on == []
