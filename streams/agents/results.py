@@ -10,8 +10,8 @@ import orjson
 from pydantic import ValidationError
 
 from streams.agents.cdc import dead_letter_headers
-from streams.core.contract import Result
-from streams.core.decide import LinkUpdate, link_family
+from streams.core.contract import CommandKey, Result
+from streams.core.decide import LinkUpdate, command_key_text, link_family
 from streams.tables import Tables, apply_links
 
 log = logging.getLogger(__name__)
@@ -25,13 +25,27 @@ def link_from_result(result: Result) -> LinkUpdate | None:
                       ids={result.target.value: result.target_id})
 
 
+def forget_unwritten(tables: Tables, result: Result) -> None:
+    """A command the target refused or never got did not write its fields: X-2 must not count them.
+
+    Only when the memory still holds that very command (a later write may have replaced it).
+    """
+    if result.status not in ("rejected", "failed") or not result.code:
+        return
+    key = command_key_text(result.tenant, result.target, result.entity, CommandKey(code=result.code))
+    remembered = tables.written.get(key)
+    if remembered and remembered.get("command_id") == result.command_id:
+        del tables.written[key]
+
+
 def register_results_agent(app: faust.App, *, source: Any, dead_letters: Any, tables: Tables) -> Any:
     @app.agent(source, name="lienthong.results", concurrency=1)
     async def results(stream: Any) -> None:
         """Learn links from connector results.
 
         Input topics: ``results.crm``, ``results.acct`` (raw JSON; key as the command's).
-        Tables: ``links`` (written). Output topics: ``dlq.cdc`` for a result that cannot be read.
+        Tables: ``links`` (completed by applied writes), ``written`` (a rejected or failed command's
+        fields are forgotten, so the same change can be sent again). Output topics: ``dlq.cdc`` for a result that cannot be read.
         """
         async for event in stream.events():
             message = event.message
@@ -45,5 +59,6 @@ def register_results_agent(app: faust.App, *, source: Any, dead_letters: Any, ta
             link = link_from_result(result)
             if link is not None:
                 apply_links(tables, [link])
+            forget_unwritten(tables, result)
 
     return results
