@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 import faust
-import orjson
 
 from streams.agents.cdc import register_cdc_agent
 from streams.agents.results import register_results_agent
@@ -16,6 +14,7 @@ from streams.core.contract import System
 from streams.core.rules import RuleBook, load_rules
 from streams.settings import Settings
 from streams.tables import TableState, Tables, define_tables
+from streams.tables.tenants import TenantSettings
 from streams.topics import AUDIT, DLQ_CDC, TENANT_CONFIG, cdc_topics, commands_topic, results_topic
 
 log = logging.getLogger(__name__)
@@ -30,6 +29,7 @@ class Lienthong:
     rules: RuleBook
     tables: Tables
     state: TableState
+    tenants: TenantSettings
     topics: dict[str, Any]
     agents: dict[str, Any]
 
@@ -72,13 +72,13 @@ def create_app(settings: Settings | None = None) -> Lienthong:
     }
     commands = {system: raw_topic(commands_topic(system.value)) for system in System}
     tables = define_tables(app, settings)
-    tenant_settings: dict[str, dict[str, Any]] = {}
-    state = TableState(tables, tenant_settings, settings.default_order_target)
+    tenants = TenantSettings(settings.bootstrap_servers, prefix + TENANT_CONFIG)
+    state = TableState(tables, tenants, settings.default_order_target)
 
     agents = {
         "cdc": register_cdc_agent(
             app, source=topics["cdc"], commands=commands, audit=topics[AUDIT], dead_letters=topics[DLQ_CDC],
-            tables=tables, state=state, rules=rules, topic_prefix=prefix,
+            tables=tables, state=state, tenants=tenants, rules=rules, topic_prefix=prefix,
         ),
         "results": register_results_agent(
             app, source=topics["results"], dead_letters=topics[DLQ_CDC], tables=tables,
@@ -86,40 +86,11 @@ def create_app(settings: Settings | None = None) -> Lienthong:
     }
 
     @app.task
-    async def read_tenant_settings() -> None:
-        """Every worker reads all of ``config.tenants`` (compacted) into memory and follows it."""
-        from aiokafka import AIOKafkaConsumer
+    async def follow_tenant_settings() -> None:
+        """Every worker reads all of ``config.tenants`` (compacted) and follows it."""
+        await tenants.run()
 
-        topic = prefix + TENANT_CONFIG
-        # No group: aiokafka assigns every partition of the topic to this consumer, from the start.
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
-        await consumer.start()
-        try:
-            while True:
-                batches = await consumer.getmany(timeout_ms=1000)
-                for records in batches.values():
-                    for record in records:
-                        tenant = (record.key or b"").decode()
-                        if record.value is None:
-                            tenant_settings.pop(tenant, None)
-                            continue
-                        try:
-                            value = orjson.loads(record.value)
-                            if value.get("order_target") not in (None, "sale_order", "contract"):
-                                raise ValueError(f"order_target {value.get('order_target')!r}")
-                        except (orjson.JSONDecodeError, ValueError, AttributeError) as exc:
-                            log.error("ignored tenant settings for %r at %s@%s:%s: %s", tenant, topic,
-                                      record.partition, record.offset, exc)
-                            continue
-                        tenant_settings[tenant] = value
-                        log.info("tenant %s settings: %s", tenant, value)
-        except asyncio.CancelledError:
-            raise
-        finally:
-            await consumer.stop()
-
-    return Lienthong(app=app, settings=settings, rules=rules, tables=tables, state=state,
+    return Lienthong(app=app, settings=settings, rules=rules, tables=tables, state=state, tenants=tenants,
                      topics={**topics, **{commands_topic(s.value): t for s, t in commands.items()}}, agents=agents)
 
 

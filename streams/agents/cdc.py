@@ -12,6 +12,7 @@ from streams.core.contract import BadInput, System, decode_change_event, dumps
 from streams.core.decide import decide
 from streams.core.rules import RuleBook
 from streams.tables import TableState, Tables, apply_decision
+from streams.tables.tenants import TenantSettings
 from streams.topics import parse_cdc_topic
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def register_cdc_agent(
     dead_letters: Any,
     tables: Tables,
     state: TableState,
+    tenants: TenantSettings,
     rules: RuleBook,
     topic_prefix: str,
 ) -> Any:
@@ -64,6 +66,8 @@ def register_cdc_agent(
                     raw, topic_system=names[0], topic_entity=names[1], topic=message.topic,
                     partition=message.partition, offset=message.offset, headers=event.headers,
                 )
+                # Tenant settings written before this event reached the broker apply to it.
+                await tenants.wait_until_current(int(message.timestamp * 1000))
                 decision = decide(change, state, rules, now_ms=int(time.time() * 1000))
             except BadInput as bad:
                 log.warning("dead-lettered %s@%s:%s: %s", message.topic, message.partition, message.offset, bad)

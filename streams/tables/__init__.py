@@ -24,6 +24,7 @@ import faust
 from streams.core.contract import System
 from streams.core.decide import Decision, LinkUpdate, Written
 from streams.settings import Settings
+from streams.tables.tenants import TenantSettings
 
 
 SEEN_EVENTS_PER_RECORD = 32
@@ -82,13 +83,13 @@ def _link_keys(tenant: str, family: str, code: str | None, ids: dict[str, str]) 
 class TableState:
     """``streams.core.decide.State`` over the faust tables, plus tenant settings."""
 
-    def __init__(self, tables: Tables, tenant_settings: dict[str, dict[str, Any]], default_order_target: str) -> None:
+    def __init__(self, tables: Tables, tenants: TenantSettings, default_order_target: str) -> None:
         self.tables = tables
-        self.tenant_settings = tenant_settings
+        self.tenants = tenants
         self.default_order_target = default_order_target
 
     def order_target(self, tenant: str) -> str:
-        return (self.tenant_settings.get(tenant) or {}).get("order_target") or self.default_order_target
+        return self.tenants.get(tenant).get("order_target") or self.default_order_target
 
     def linked_id(self, tenant: str, system: System, family: str, *, code: str | None, other_id: str | None) -> str | None:
         links = self.tables.links

@@ -23,6 +23,8 @@ def built(tmp_path, monkeypatch):
     # Table writes go to changelog topics through the producer; with no broker, the producer only
     # has to pick a partition (global tables have one) and buffer the message.
     monkeypatch.setattr(app.producer, "key_partition", lambda topic, key: TP(topic, 0))
+    # No config.tenants reader runs here: tenant settings are set directly in tenants.by_tenant.
+    built.tenants.current_as_of_ms = 2**62
     sends = {}
     for name in ("commands.crm", "commands.acct", "audit.sync", "dlq.cdc"):
         mock = AsyncMock(side_effect=_delivered)

@@ -82,3 +82,19 @@ async def test_a_duplicate_event_id_is_dropped(built):
         await agent.put("cdc.acct.customer", renamed, key=b"t1:A1")
     assert [c["rule"] for _, c in sent(built.sends["commands.crm"])] == ["CUS-6", "CUS-8"]
     assert len(built.sends["audit.sync"].await_args_list) == 2
+
+
+async def test_a_contract_tenant_gets_contract_commands(built):
+    """order_target from tenant settings: the same CRM proposal is CT-4 for a contract tenant."""
+    built.tenants.by_tenant["t2"] = {"schema_version": 1, "tenant": "t2", "order_target": "contract"}
+    order = {"id": "O1", "code": "DH1", "customer_code": "KH1", "revenue_status": "proposed", "lines": []}
+    async with built.agents["cdc"].test_context() as wrapper:
+        agent = OnTopic(wrapper)
+        for tenant in ("t1", "t2"):
+            await agent.put("cdc.crm.sale_order", change(tenant=tenant, system="crm", entity="sale_order",
+                                                         event_id=f"e-{tenant}", action="propose_revenue",
+                                                         op="u", before=dict(order, revenue_status="draft"),
+                                                         after=order), key=f"{tenant}:O1".encode())
+    documents = [(c["tenant"], c["rule"], c["entity"]) for _, c in sent(built.sends["commands.acct"])
+                 if c["rule"] in ("SO-4", "CT-4")]
+    assert documents == [("t1", "SO-4", "sale_order"), ("t2", "CT-4", "contract")]

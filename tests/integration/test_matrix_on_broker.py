@@ -136,3 +136,55 @@ def test_links_learnt_on_one_worker_are_read_on_another(kafka, module_settings, 
         assert all(owned), owned
     finally:
         second.stop()
+
+
+def test_tenant_settings_apply_to_the_events_that_follow(kafka, module_settings, worker, tenant, capsys):
+    """`lienthong tenant set` writes config.tenants; the very next order of that tenant follows it."""
+    from streams.cli import main as cli
+
+    order = {"id": "O9", "code": "DH0009", "customer_code": "KH9", "revenue_status": "proposed", "lines": [],
+             "total_amount": "0"}
+    env = {"LIENTHONG_BOOTSTRAP_SERVERS": module_settings.bootstrap_servers,
+           "LIENTHONG_TOPIC_PREFIX": module_settings.topic_prefix}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        assert cli(["tenant", "set", tenant, "--order-target", "contract"]) == 0
+    # produced right after the setting, with no pause
+    kafka.produce("cdc.crm.sale_order", change_event(tenant, "crm", "sale_order", order), key=f"{tenant}:O9")
+    messages = kafka.read(["commands.acct"], until=lambda ms: any(
+        c["rule"] in ("CT-1", "SO-1") for c in keyed(ms, "commands.acct", tenant)))
+    documents = [c for c in keyed(messages, "commands.acct", tenant) if c["rule"] in ("CT-1", "SO-1")]
+    assert [(c["rule"], c["entity"], c["op"]) for c in documents] == [("CT-1", "contract", "create")]
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        assert cli(["tenant", "set", tenant, "--order-target", "sale_order"]) == 0
+    second = dict(order, id="O10", code="DH0010")
+    kafka.produce("cdc.crm.sale_order", change_event(tenant, "crm", "sale_order", second), key=f"{tenant}:O10")
+    messages = kafka.read(["commands.acct"], until=lambda ms: any(
+        c["key"]["code"] == "DH0010" for c in keyed(ms, "commands.acct", tenant)))
+    (again,) = [c for c in keyed(messages, "commands.acct", tenant) if c["key"]["code"] == "DH0010"]
+    assert (again["rule"], again["entity"]) == ("SO-1", "sale_order")
+
+
+def test_explain_prints_the_audit_trail_of_a_record(kafka, module_settings, worker, tenant, capsys):
+    from streams.cli import main as cli
+
+    customer = {"id": "C5", "code": "KH0005", "name": "Khách 5"}
+    kafka.produce("cdc.crm.customer", change_event(tenant, "crm", "customer", customer), key=f"{tenant}:C5")
+    kafka.produce("cdc.crm.customer", change_event(tenant, "crm", "customer", dict(customer, name="Khách 5b"),
+                                                   op="u", before=customer), key=f"{tenant}:C5")
+    kafka.read(["audit.sync"], until=lambda ms: len(audits_for(ms, tenant)) >= 2)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.bootstrap_servers)
+        patch.setenv("LIENTHONG_TOPIC_PREFIX", module_settings.topic_prefix)
+        capsys.readouterr()
+        assert cli(["explain", tenant, "customer", "C5"]) == 0
+        out = capsys.readouterr().out
+        assert cli(["explain", tenant, "customer", "nobody"]) == 1
+    lines = out.splitlines()
+    assert "crm create" in lines[0] and "rules: CUS-1" in lines[0]
+    assert any("crm update" in line and "rules: CUS-3" in line for line in lines)
+    assert any("not linked" in line for line in lines)
