@@ -68,10 +68,15 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import run_worker
+    from streams.core.rules import RuleTableError
 
     # faust's Worker reads sys.argv for its own options; give it none of ours.
     sys.argv = [sys.argv[0]]
-    run_worker(settings)
+    try:
+        run_worker(settings)
+    except RuleTableError as exc:
+        print(f"lienthong worker: the rule table is invalid, not starting: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -162,8 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"lienthong: invalid settings (LIENTHONG_* environment):\n{exc}", file=sys.stderr)
+        return 2
     return args.func(args, settings)
 
 
