@@ -8,7 +8,8 @@ from typing import Any
 
 import faust
 
-from streams.agents.cdc import register_cdc_agent
+from streams.agents.aggregates import register_aggregates_agent
+from streams.agents.cdc import Outputs, register_cdc_agent
 from streams.agents.results import register_results_agent
 from streams.core.contract import System
 from streams.core.rules import RuleBook, load_rules
@@ -75,10 +76,23 @@ def create_app(settings: Settings | None = None) -> Lienthong:
     tenants = TenantSettings(settings.bootstrap_servers, prefix + TENANT_CONFIG)
     state = TableState(tables, tenants, settings.default_order_target)
 
+    # Acct documents re-keyed by their order: the aggregates agent and the ``orders`` table read
+    # one topic, so each order's aggregate lives on the partition its documents arrive on.
+    topics["aggregate_inputs"] = app.topic(
+        f"{settings.app_id}-aggregate-inputs", internal=True, key_type=bytes, value_type=bytes,
+        key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions,
+        replicas=settings.topic_replication_factor,
+    )
+    outputs = Outputs(commands=commands, audit=topics[AUDIT], dead_letters=topics[DLQ_CDC])
+
     agents = {
         "cdc": register_cdc_agent(
-            app, source=topics["cdc"], commands=commands, audit=topics[AUDIT], dead_letters=topics[DLQ_CDC],
+            app, source=topics["cdc"], outputs=outputs, aggregate_inputs=topics["aggregate_inputs"],
             tables=tables, state=state, tenants=tenants, rules=rules, topic_prefix=prefix,
+        ),
+        "aggregates": register_aggregates_agent(
+            app, source=topics["aggregate_inputs"], outputs=outputs, orders=tables.orders, tables=tables,
+            state=state, tenants=tenants, rules=rules,
         ),
         "results": register_results_agent(
             app, source=topics["results"], dead_letters=topics[DLQ_CDC], tables=tables,

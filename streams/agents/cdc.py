@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Mapping
 
 import faust
 
-from streams.core.contract import BadInput, System, decode_change_event, dumps
-from streams.core.decide import decide
+from streams.core.aggregates import order_key_of
+from streams.core.contract import BadInput, ChangeEvent, System, decode_change_event, dumps
+from streams.core.decide import Decision, decide
 from streams.core.rules import RuleBook
 from streams.tables import TableState, Tables, apply_decision
 from streams.tables.tenants import TenantSettings
@@ -30,13 +31,41 @@ def dead_letter_headers(kind: str, message: str, topic: str, partition: int, off
     }
 
 
+class Outputs:
+    """The topics an agent writes: commands per target system, the audit trail, dead letters."""
+
+    def __init__(self, commands: Mapping[System, Any], audit: Any, dead_letters: Any) -> None:
+        self.commands = commands
+        self.audit = audit
+        self.dead_letters = dead_letters
+
+    async def publish(self, decision: Decision) -> None:
+        """Send the decision's commands and wait until the broker has every one, then its audit record.
+
+        Callers update their tables only after this returns: a crash in between replays the event,
+        which re-sends the same command ids instead of losing them.
+        """
+        deliveries = [
+            await self.commands[command.target].send(key=command.message_key.encode(), value=dumps(command))
+            for command in decision.commands
+        ]
+        for delivery in deliveries:
+            await delivery
+        await self.audit.send(key=decision.audit.message_key.encode(), value=dumps(decision.audit))
+
+    async def dead_letter(self, key: bytes | None, raw: bytes | None, kind: str, message: str, *, topic: str,
+                          partition: int, offset: int) -> None:
+        log.warning("dead-lettered %s@%s:%s: %s: %s", topic, partition, offset, kind, message)
+        await self.dead_letters.send(key=key, value=raw,
+                                     headers=dead_letter_headers(kind, message, topic, partition, offset))
+
+
 def register_cdc_agent(
     app: faust.App,
     *,
     source: Any,
-    commands: dict[System, Any],
-    audit: Any,
-    dead_letters: Any,
+    outputs: Outputs,
+    aggregate_inputs: Any,
     tables: Tables,
     state: TableState,
     tenants: TenantSettings,
@@ -53,51 +82,54 @@ def register_cdc_agent(
         decision), ``seen_events`` (duplicates of an ``event_id`` are dropped); tenant settings from
         ``config.tenants``.
         Output topics: ``commands.crm`` / ``commands.acct`` (key ``<tenant>:<entity>:<target key>``),
-        ``audit.sync`` (one record per change), ``dlq.cdc`` (bad input, reason in headers).
+        ``audit.sync`` (one record per change), ``dlq.cdc`` (bad input, reason in headers), and the
+        internal ``<app id>-aggregate-inputs`` topic: acct orders, contracts, sales vouchers and
+        receipts re-keyed by ``<tenant>:<acct order id>`` for the aggregates agent, which decides them.
         """
         async for event in stream.events():
             message = event.message
-            raw = event.value
+            where = {"topic": message.topic, "partition": message.partition, "offset": message.offset}
             names = parse_cdc_topic(message.topic, topic_prefix)
             try:
                 if names is None:
                     raise BadInput("unknown_topic", f"{message.topic} is not a cdc.<system>.<entity> topic")
-                change = decode_change_event(
-                    raw, topic_system=names[0], topic_entity=names[1], topic=message.topic,
-                    partition=message.partition, offset=message.offset, headers=event.headers,
-                )
+                change = decode_change_event(event.value, topic_system=names[0], topic_entity=names[1],
+                                             headers=event.headers, **where)
+                order_key = order_key_of(change)
+                if order_key is not None:
+                    await forward_to_aggregates(aggregate_inputs, change, order_key, where)
+                    continue
+                record_key = f"{change.tenant}:{change.system.value}:{change.entity}:{change.record_id}"
+                if tables.is_duplicate(record_key, change.event_id):
+                    log.info("dropped duplicate event %s of %s", change.event_id, record_key)
+                    continue
                 # Tenant settings written before this event reached the broker apply to it.
                 await tenants.wait_until_current(int(message.timestamp * 1000))
                 decision = decide(change, state, rules, now_ms=int(time.time() * 1000))
             except BadInput as bad:
-                log.warning("dead-lettered %s@%s:%s: %s", message.topic, message.partition, message.offset, bad)
-                await dead_letters.send(
-                    key=message.key, value=raw,
-                    headers=dead_letter_headers(bad.kind, bad.message, message.topic, message.partition, message.offset),
-                )
+                await outputs.dead_letter(message.key, event.value, bad.kind, bad.message, **where)
                 continue
             except Exception as exc:  # a bug must not stop the stream: the input is kept with the reason
                 log.exception("failed on %s@%s:%s", message.topic, message.partition, message.offset)
-                await dead_letters.send(
-                    key=message.key, value=raw,
-                    headers=dead_letter_headers("internal", f"{type(exc).__name__}: {exc}", message.topic,
-                                                message.partition, message.offset),
-                )
+                await outputs.dead_letter(message.key, event.value, "internal", f"{type(exc).__name__}: {exc}", **where)
                 continue
-            record_key = f"{change.tenant}:{change.system.value}:{change.entity}:{change.record_id}"
-            if tables.is_duplicate(record_key, change.event_id):
-                log.info("dropped duplicate event %s of %s", change.event_id, record_key)
-                continue
-            deliveries = [
-                await commands[command.target].send(key=command.message_key.encode(), value=dumps(command))
-                for command in decision.commands
-            ]
-            # The event is marked seen only once its commands are on the broker: a crash in between
-            # replays the event, which re-sends the same command ids instead of losing them.
-            for delivery in deliveries:
-                await delivery
-            await audit.send(key=decision.audit.message_key.encode(), value=dumps(decision.audit))
+            await outputs.publish(decision)
             apply_decision(tables, decision)
             tables.mark_seen(record_key, change.event_id)
 
     return cdc
+
+
+async def forward_to_aggregates(topic: Any, change: ChangeEvent, order_key: str, where: dict[str, Any]) -> None:
+    """Re-key an acct document event by its order, so that one worker holds each order's aggregate.
+
+    A voucher or receipt moved to another order also removes its contribution from the old one.
+    """
+    headers = {f"origin.{name}": str(value).encode() for name, value in where.items()}
+    before_order = (change.before or {}).get("order_id")
+    if change.entity in ("sales_voucher", "receipt") and change.op == "u" and before_order and \
+            before_order != (change.after or {}).get("order_id"):
+        removal = change.model_copy(update={"op": "d", "after": None, "action": None,
+                                            "event_id": f"{change.event_id}:moved-from:{before_order}"})
+        await topic.send(key=f"{change.tenant}:{before_order}".encode(), value=dumps(removal), headers=headers)
+    await topic.send(key=order_key.encode(), value=dumps(change), headers=headers)

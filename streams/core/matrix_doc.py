@@ -38,7 +38,9 @@ def _row(rule: Rule) -> str:
     if rule.read_only:
         writes += " (read-only)"
     fields = "—"
-    if rule.effect not in (Effect.NONE, Effect.DERIVED):
+    if rule.effect is Effect.DERIVED:
+        fields = "derived: " + ", ".join(rule.derives)
+    elif rule.effect is not Effect.NONE:
         fields = "all mapped" if rule.only_fields is None else ", ".join(rule.only_fields) or "—"
         if rule.set_fields:
             fields += "; " + "; ".join(

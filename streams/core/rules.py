@@ -31,6 +31,13 @@ class Effect(StrEnum):
     DERIVED = "derived"  # SO-9..SO-14, CT-11, CT-12: from aggregate tables (streams/tables)
 
 
+# The values streams.core.aggregates.derive() computes for an order or contract.
+DERIVED_VALUES = frozenset({
+    "lines", "delivery_status", "receipted_amount", "remaining_receivable", "pay_status", "status",
+    "invoicing_status", "invoiced_amount", "invoiced_date", "receipts",
+})
+
+
 class Condition(BaseModel):
     """``record[field]`` must be one of ``values``."""
 
@@ -64,6 +71,7 @@ class Rule(BaseModel):
     set_fields: dict[Action, dict[str, Any]] = Field(default_factory=dict)  # constants per action
     rename: dict[str, str] = Field(default_factory=dict)  # source field -> target field
     read_only: bool = False
+    derives: tuple[str, ...] = ()  # DERIVED rules: the derived values (streams.core.aggregates) they write
     label_vi: str
     label_en: str
 
@@ -71,7 +79,14 @@ class Rule(BaseModel):
     def _consistent(self) -> "Rule":
         if self.entity not in ENTITIES[self.source]:
             raise ValueError(f"entity {self.entity!r} is not an entity of {self.source.value}")
-        writes = self.effect not in (Effect.NONE, Effect.DERIVED)
+        writes = self.effect is not Effect.NONE
+        if self.effect is Effect.DERIVED:
+            unknown_values = set(self.derives) - DERIVED_VALUES
+            if not self.derives or unknown_values:
+                raise ValueError(f"a derived rule names the values it writes, from {sorted(DERIVED_VALUES)}; "
+                                 f"got {list(self.derives)}")
+        elif self.derives:
+            raise ValueError("only a derived rule has derives")
         if writes:
             if self.target is None or self.target_entity is None or self.op is None:
                 raise ValueError(f"effect {self.effect.value} needs target, target_entity and op")
@@ -203,23 +218,29 @@ RULE_TABLE: list[dict[str, Any]] = [
           label_vi="Ghi doanh số/Từ chối ghi doanh số (Kế toán): đồng bộ về tình trạng ghi doanh số của CRM",
           label_en="record/reject_revenue: CRM revenue_status := recorded / rejected"),
     _rule(id="SO-9", source=ACCT, entity="sales_voucher", order_target="sale_order", actions=set(), effect=Effect.DERIVED,
+          target=CRM, target_entity="sale_order", op=Op.UPDATE, derives=("lines",),
           label_vi="Cập nhật số lượng giao: tự động cập nhật về CRM",
           label_en="delivered quantities: CRM delivered quantity per line := sum over live vouchers"),
     _rule(id="SO-10", source=ACCT, entity="receipt", order_target="sale_order", actions=set(), effect=Effect.DERIVED,
+          target=CRM, target_entity="sale_order", op=Op.UPDATE, derives=("receipted_amount", "remaining_receivable"),
           label_vi="Thông tin thanh toán: tự động cập nhật số còn phải thu",
           label_en="receipts: CRM receipted_amount, remaining_receivable := total − receipts"),
     _rule(id="SO-11", source=ACCT, entity="sale_order", order_target="sale_order", actions=set(), effect=Effect.DERIVED,
+          target=CRM, target_entity="sale_order", op=Op.UPDATE, derives=("status",),
           label_vi="Tình trạng: Hoàn thành khi tổng giá trị xuất hóa đơn = tổng thanh toán; xóa chứng từ bán hàng "
                    "thì Chưa thực hiện và số lượng đã giao = 0",
           label_en="status: completed when invoiced total = order total; not_started and 0 delivered when "
                    "vouchers are deleted"),
     _rule(id="SO-12", source=ACCT, entity="sales_voucher", order_target="sale_order", actions=set(), effect=Effect.DERIVED,
+          target=CRM, target_entity="sale_order", op=Op.UPDATE, derives=("invoicing_status", "invoiced_amount", "invoiced_date"),
           label_vi="Tình trạng xuất hóa đơn: khi cấp số hóa đơn hoặc phát hành hóa đơn điện tử",
           label_en="invoicing status: invoiced with amount and date"),
     _rule(id="SO-13", source=ACCT, entity="sales_voucher", order_target="sale_order", actions=set(), effect=Effect.DERIVED,
+          target=CRM, target_entity="sale_order", op=Op.UPDATE, derives=("delivery_status",),
           label_vi="Tình trạng giao hàng: Đã giao hàng khi tổng số lượng giao = tổng số lượng",
           label_en="delivery_status: delivered / delivering / not_delivered"),
     _rule(id="SO-14", source=ACCT, entity="receipt", order_target="sale_order", actions=set(), effect=Effect.DERIVED,
+          target=CRM, target_entity="sale_order", op=Op.UPDATE, derives=("pay_status",),
           label_vi="Tình trạng thanh toán: Đã thanh toán khi còn phải thu = 0",
           label_en="pay_status: paid / partially_paid / unpaid"),
     # --- Order as an acct contract (Đơn hàng – Hợp đồng) -------------------------------------
@@ -271,9 +292,11 @@ RULE_TABLE: list[dict[str, Any]] = [
           label_vi="Ghi doanh số/Từ chối ghi doanh số (Kế toán): tình trạng ghi doanh số và bảng ghi nhận DS của CRM",
           label_en="record/reject_revenue: CRM revenue_status and revenue-recognition table := acct's"),
     _rule(id="CT-11", source=ACCT, entity="contract", order_target="contract", actions=set(), effect=Effect.DERIVED,
+          target=CRM, target_entity="sale_order", op=Op.UPDATE, derives=("delivery_status", "lines"),
           label_vi="Cập nhật Tình trạng giao hàng, Số lượng đã giao: Đã giao đủ hàng thì Đã giao hàng",
           label_en="delivery: CRM delivered when acct status is fully_delivered, else not_delivered"),
     _rule(id="CT-12", source=ACCT, entity="contract", order_target="contract", actions=set(), effect=Effect.DERIVED,
+          target=CRM, target_entity="sale_order", op=Op.UPDATE, derives=("receipted_amount", "remaining_receivable", "pay_status", "receipts"),
           label_vi="Cập nhật Thực thu, Số còn phải thu, Tình trạng thanh toán: còn phải thu = 0 thì Đã thanh toán",
           label_en="receipts: CRM receipted_amount, remaining_receivable; paid when remaining = 0"),
     # --- Invoice (Hóa đơn) -----------------------------------------------------------------------
@@ -328,6 +351,9 @@ class RuleBook(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     rules: tuple[Rule, ...]
+
+    def __repr__(self) -> str:
+        return f"RuleBook({len(self.rules)} rules: {self.rules[0].id} … {self.rules[-1].id})"
 
     def by_id(self, rule_id: str) -> Rule:
         for rule in self.rules:

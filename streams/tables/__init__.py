@@ -5,6 +5,7 @@
 | ``links`` (global) | ``<tenant>:<family>:code=<code>`` and ``<tenant>:<family>:<system>=<id>`` | ``{"crm": id, "acct": id, "code": code}`` | every CDC event (own id, acct ``crm_id``) | X-3 target keys, CUS-3 |
 | ``written`` (global) | ``<tenant>:<target>:<entity>:<code or id>`` | ``{"fields", "event_id", "command_id"}`` | every command sent | X-2 no-op, PP-2 revert |
 | ``crm_records`` (global) | ``<tenant>:<entity>:<code>`` | the last seen CRM customer / product | CDC of CRM customers, products | CUS-10 pull, X-4 dependencies |
+| ``orders`` (partitioned like ``<app id>-aggregate-inputs``) | ``<tenant>:<acct order id>`` | ``OrderAggregate.to_json()`` | acct orders, contracts, vouchers, receipts | SO-9..SO-14, CT-11, CT-12 |
 | ``seen_events`` (partitioned like ``cdc.*``) | ``<tenant>:<system>:<entity>:<record id>`` | the record's last 32 ``event_id``s | every processed CDC event | the contract's "duplicates are dropped" |
 
 Global tables are used because one record's rule reads state that another record (on another
@@ -36,6 +37,7 @@ class Tables:
     written: Any
     crm_records: Any
     seen_events: Any
+    orders: Any
 
     def is_duplicate(self, record_key: str, event_id: str) -> bool:
         return event_id in (self.seen_events.get(record_key) or ())
@@ -70,6 +72,11 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
         # the CDC topics (same key on the same partition), so each worker holds its own records'.
         seen_events=app.Table("seen_events", default=None, key_type=str, value_type=None,
                               partitions=settings.topic_partitions, help="recent event ids per record"),
+        # Keyed <tenant>:<acct order or contract id>, written only by the aggregates agent while it
+        # processes that key's message of <app id>-aggregate-inputs: co-partitioned by construction.
+        orders=app.Table("orders", default=None, key_type=str, value_type=None,
+                         partitions=settings.topic_partitions,
+                         help="per accounting order: contributions of its vouchers and receipts, what was sent"),
     )
 
 

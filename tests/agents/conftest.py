@@ -26,7 +26,7 @@ def built(tmp_path, monkeypatch):
     # No config.tenants reader runs here: tenant settings are set directly in tenants.by_tenant.
     built.tenants.current_as_of_ms = 2**62
     sends = {}
-    for name in ("commands.crm", "commands.acct", "audit.sync", "dlq.cdc"):
+    for name in ("commands.crm", "commands.acct", "audit.sync", "dlq.cdc", "aggregate_inputs"):
         mock = AsyncMock(side_effect=_delivered)
         monkeypatch.setattr(built.topics[name], "send", mock)
         sends[name] = mock
