@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=0, le=65535)
     web_host: str = "127.0.0.1"
     log_level: str = "info"
+    session_timeout: float = Field(
+        30.0, gt=0, description="Seconds without a heartbeat before the group drops a worker and gives its "
+        "partitions to the others (a killed worker's partitions wait this long).",
+    )
     default_order_target: OrderTarget = Field(
         "sale_order", description="What a CRM order becomes in accounting when the tenant has no setting."
     )

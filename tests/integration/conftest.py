@@ -116,6 +116,7 @@ class Worker:
             "LIENTHONG_DATA_DIR": str(settings.data_dir),
             "LIENTHONG_WEB_ENABLED": "false",
             "LIENTHONG_LOG_LEVEL": "info",
+            "LIENTHONG_SESSION_TIMEOUT": str(settings.session_timeout),
         })
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=REPO_ROOT, env=env,
