@@ -11,6 +11,7 @@ import faust
 from streams.agents.aggregates import register_aggregates_agent
 from streams.agents.cdc import Outputs, register_cdc_agent
 from streams.agents.results import register_results_agent
+from streams import kafka_driver
 from streams.core.contract import System
 from streams.core.rules import RuleBook, load_rules
 from streams.settings import Settings
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Lienthong:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_session_timeout=settings.session_timeout,
+        broker_commit_interval=settings.commit_interval,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
@@ -60,6 +62,8 @@ def create_app(settings: Settings | None = None) -> Lienthong:
         # internal ones (changelogs, leader topic).
         topic_allow_declare=True,
     )
+
+    kafka_driver.install(app)
 
     def raw_topic(name: str) -> Any:
         return app.topic(prefix + name, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -116,4 +120,30 @@ def run_worker(settings: Settings | None = None) -> None:
     built = create_app(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     worker = faust.Worker(built.app, loglevel=settings.log_level, quiet=True)
+
+    @built.app.task
+    async def dump_tasks_on_sigusr2() -> None:
+        """`kill -USR2 <pid>` logs every asyncio task's stack: where a stuck worker waits."""
+        import asyncio
+        import io
+        import signal
+
+        def dump() -> None:
+            out = io.StringIO()
+            for task in asyncio.all_tasks():
+                task.print_stack(limit=8, file=out)
+            log.warning("asyncio tasks:\n%s", out.getvalue())
+            try:  # the consumer's own view of its partitions (it runs in faust's consumer thread)
+                kafka = built.app.consumer._thread._ensure_consumer()
+                assignment = kafka._subscription.subscription.assignment
+                for tp in sorted(assignment.tps):
+                    state = assignment.state_value(tp)
+                    log.warning("partition %s:%s paused=%s valid=%s position=%s", tp.topic, tp.partition,
+                                state.paused, state.has_valid_position,
+                                state._position if state.has_valid_position else None)
+            except Exception:
+                log.exception("could not read the consumer's partition states")
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, dump)
+
     worker.execute_from_commandline()

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=0, le=65535)
     web_host: str = "127.0.0.1"
     log_level: str = "info"
+    commit_interval: float = Field(
+        1.0, gt=0, description="Seconds between offset commits (work since the last commit is redone after a crash).",
+    )
     session_timeout: float = Field(
         30.0, gt=0, description="Seconds without a heartbeat before the group drops a worker and gives its "
         "partitions to the others (a killed worker's partitions wait this long).",

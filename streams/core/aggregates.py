@@ -255,7 +255,8 @@ def derived_commands(agg: OrderAggregate, event: ChangeEvent, rules: RuleBook, *
     """
     if agg.kind is None:
         return []
-    values, base = derive(agg), baseline(agg)
+    values = derive(agg)
+    base: dict[str, Any] | None = None  # computed only for a rule that has sent nothing yet
     key = CommandKey(id=crm_id, code=agg.code)
     commands: list[Command] = []
     for rule in rules.rules:
@@ -269,6 +270,8 @@ def derived_commands(agg: OrderAggregate, event: ChangeEvent, rules: RuleBook, *
             if fields["status"] == "not_started":
                 fields["lines"] = values["lines"]  # "delivered quantities := 0" with the reset
         previous = agg.sent.get(rule.id)
+        if previous is None and base is None:
+            base = baseline(agg)
         reference = previous["values"] if previous else {name: base[name] for name in fields}
         replay = previous is not None and previous.get("event_id") == event.event_id
         if fields == reference and not replay:

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class TenantSettings:
         self.by_tenant: dict[str, dict[str, Any]] = {}
         self.current_as_of_ms = 0  # every record written before this moment has been read
         self._consumer: AIOKafkaConsumer | None = None
-        self._progress = asyncio.Condition()
+        self._next_offset: dict[int, int] = {}  # partition -> offset after the last record read
         self._check_lock = asyncio.Lock()
 
     def get(self, tenant: str) -> dict[str, Any]:
@@ -81,46 +81,47 @@ class TenantSettings:
                 for tp, records in batches.items():
                     for record in records:
                         self._apply(record.key, record.value, f"{tp.topic}@{tp.partition}:{record.offset}")
-                async with self._progress:
-                    self._progress.notify_all()
+                        self._next_offset[tp.partition] = record.offset + 1
+                # The fetch position also moves past offsets compaction removed; ask for it, briefly.
+                for tp in consumer.assignment():
+                    try:
+                        position = await asyncio.wait_for(consumer.position(tp), timeout=0.2)
+                    except asyncio.TimeoutError:
+                        continue
+                    if position > self._next_offset.get(tp.partition, 0):
+                        self._next_offset[tp.partition] = position
         finally:
             self._consumer = None
             await consumer.stop()
 
-    async def _positions_reached(self, ends: dict[TopicPartition, int]) -> bool:
-        consumer = self._consumer
-        if consumer is None:
-            return False
-        for tp, end in ends.items():
-            if await consumer.position(tp) < end:
-                return False
-        return True
-
     async def wait_until_current(self, as_of_ms: int) -> None:
-        """Return once every settings record written before ``as_of_ms`` has been read (or after max_wait)."""
+        """Return once every settings record written before ``as_of_ms`` has been read.
+
+        At most ``max_wait`` seconds; past that the decision goes ahead with what is known, with a
+        warning, and the moment counts as checked (one slow check, not one per event).
+        """
         if as_of_ms <= self.current_as_of_ms:
             return
         async with self._check_lock:
             if as_of_ms <= self.current_as_of_ms:
                 return  # another event's check covered this moment
-            deadline = time.monotonic() + self.max_wait
-            while self._consumer is None or not self._consumer.assignment():
-                if time.monotonic() > deadline:
-                    log.warning("tenant settings reader not started after %.1fs; deciding with what is known",
-                                self.max_wait)
-                    return
-                await asyncio.sleep(0.05)
             checked_at_ms = int(time.time() * 1000)
-            partitions = sorted(self._consumer.assignment())
-            ends = await self._consumer.end_offsets(partitions)
-            async with self._progress:
-                while not await self._positions_reached(ends):
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        log.warning("tenant settings reader is behind %s; deciding with what is known", self.topic)
-                        return
-                    try:
-                        await asyncio.wait_for(self._progress.wait(), timeout=remaining)
-                    except asyncio.TimeoutError:
-                        pass
+            try:
+                await asyncio.wait_for(self._read_up_to_now(), timeout=self.max_wait)
+            except asyncio.TimeoutError:
+                log.warning("tenant settings from %s not read up to now within %.1fs; deciding with what is known",
+                            self.topic, self.max_wait)
+            except Exception:  # the broker could not be asked: decide with what is known
+                log.exception("could not check that tenant settings are current")
             self.current_as_of_ms = checked_at_ms
+
+    async def _read_up_to_now(self) -> None:
+        while self._consumer is None or not self._consumer.assignment():
+            await asyncio.sleep(0.05)
+        consumer = self._consumer
+        ends = await consumer.end_offsets(sorted(consumer.assignment()))
+        starts = await consumer.beginning_offsets(sorted(ends))
+        # Offsets this reader has passed, by its own count: a partition is read up to its end
+        # offset when the record before it was seen (or the partition holds nothing).
+        while any(end > starts[tp] and self._next_offset.get(tp.partition, 0) < end for tp, end in ends.items()):
+            await asyncio.sleep(0.02)

@@ -115,8 +115,9 @@ class Worker:
             "LIENTHONG_STORE": settings.store,
             "LIENTHONG_DATA_DIR": str(settings.data_dir),
             "LIENTHONG_WEB_ENABLED": "false",
-            "LIENTHONG_LOG_LEVEL": "info",
+            "LIENTHONG_LOG_LEVEL": settings.log_level,
             "LIENTHONG_SESSION_TIMEOUT": str(settings.session_timeout),
+            "LIENTHONG_COMMIT_INTERVAL": str(settings.commit_interval),
         })
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=REPO_ROOT, env=env,
