@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -17,8 +17,16 @@ from streams.settings import Settings
 from streams.topics import AUDIT, TENANT_CONFIG
 
 
-def _read_all(settings: Settings, topic: str, timeout: float = 10.0) -> Iterator[tuple[bytes | None, bytes | None, list]]:
-    """Every message of ``topic`` now on the broker, partition by partition (no consumer group)."""
+class Record(NamedTuple):
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list
+
+
+def read_topic(settings: Settings, topic: str, timeout: float = 10.0) -> Iterator[Record]:
+    """Every message of ``topic`` now on the broker (up to its end offsets when called); no group."""
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"inspect-{uuid.uuid4()}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     try:
@@ -38,7 +46,8 @@ def _read_all(settings: Settings, topic: str, timeout: float = 10.0) -> Iterator
             message = consumer.poll(0.5)
             if message is None or message.error():
                 continue
-            yield message.key(), message.value(), message.headers() or []
+            yield Record(message.partition(), message.offset(), message.key(), message.value(),
+                         message.headers() or [])
             if message.offset() + 1 >= ends.get(message.partition(), 0):
                 ends.pop(message.partition(), None)
     finally:
@@ -47,7 +56,8 @@ def _read_all(settings: Settings, topic: str, timeout: float = 10.0) -> Iterator
 
 def audit_trail(settings: Settings, tenant: str, entity: str, record_id: str) -> list[dict]:
     key = f"{tenant}:{entity}:{record_id}".encode()
-    trail = [orjson.loads(value) for k, value, _ in _read_all(settings, settings.topic_prefix + AUDIT) if k == key and value]
+    trail = [orjson.loads(record.value) for record in read_topic(settings, settings.topic_prefix + AUDIT)
+             if record.key == key and record.value]
     return sorted(trail, key=lambda a: a.get("ts_ms", 0))
 
 

@@ -17,12 +17,12 @@ from decimal import Decimal
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from streams.admin import create_topics, delete_topics_with_prefix
 from streams.core.aggregates import OrderAggregate, baseline, derive
 from streams.core.contract import ChangeEvent
 from streams.core.rules import Effect, load_rules
+from streams.inspect import read_topic
 from streams.settings import Settings
 from tests.integration.conftest import Kafka, Worker, change_event
 
@@ -99,28 +99,7 @@ def truth(tenant: str, docs: dict[str, list[dict]]) -> dict[str, OrderAggregate]
 
 
 def read_all(settings: Settings, topic: str) -> list[tuple[int, bytes, bytes | None]]:
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"check-{uuid.uuid4()}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {}
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        out = []
-        deadline = time.monotonic() + 60
-        while ends and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            out.append((message.partition(), message.key(), message.value()))
-            if message.offset() + 1 >= ends.get(message.partition(), 0):
-                ends.pop(message.partition(), None)
-        return out
-    finally:
-        consumer.close()
+    return [(r.partition, r.key, r.value) for r in read_topic(settings, topic)]
 
 
 @pytest.fixture()
