@@ -1,0 +1,66 @@
+"""Fault injection for the sandboxes: latency, 5xx, 429 with Retry-After, timeouts, dropped connections.
+
+Configured per run (``FaultConfig``, or ``LIENTHONG_SANDBOX_FAULTS`` as JSON for the CLI); a seeded
+random generator makes a run repeatable. Only API calls (``/api/...``) are disturbed, never the
+login or the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+
+@dataclass
+class FaultConfig:
+    latency_ms: int = 0  # added to every API call
+    error_rate: float = 0.0  # answered 503
+    throttle_rate: float = 0.0  # answered 429 with Retry-After
+    retry_after_s: float = 0.2
+    timeout_rate: float = 0.0  # held for timeout_s before answering 504 (the client should have given up)
+    timeout_s: float = 5.0
+    drop_rate: float = 0.0  # the connection is closed without an answer
+    seed: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)  # what was injected, for tests and the demo
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+
+    def draw(self) -> str | None:
+        roll = self._random.random()
+        for kind, rate in (("drop", self.drop_rate), ("timeout", self.timeout_rate), ("error", self.error_rate),
+                           ("throttle", self.throttle_rate)):
+            if roll < rate:
+                self.counts[kind] = self.counts.get(kind, 0) + 1
+                return kind
+            roll -= rate
+        return None
+
+
+def fault_middleware(config: FaultConfig) -> Callable:
+    @web.middleware
+    async def faults(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        if not request.path.startswith("/api/"):
+            return await handler(request)
+        if config.latency_ms:
+            await asyncio.sleep(config.latency_ms / 1000)
+        kind = config.draw()
+        if kind == "drop":
+            if request.transport is not None:
+                request.transport.close()
+            raise web.HTTPServiceUnavailable()  # never reaches the client: the connection is gone
+        if kind == "timeout":
+            await asyncio.sleep(config.timeout_s)
+            return web.json_response({"Success": False, "ErrorMessage": "injected timeout"}, status=504)
+        if kind == "error":
+            return web.json_response({"Success": False, "ErrorMessage": "injected 503"}, status=503)
+        if kind == "throttle":
+            return web.json_response({"Success": False, "ErrorMessage": "injected 429"}, status=429,
+                                     headers={"Retry-After": f"{config.retry_after_s:g}"})
+        return await handler(request)
+
+    return faults
