@@ -98,6 +98,8 @@ class FakeState:
                 self.crm_records.pop(key, None)
             else:
                 self.crm_records[key] = record.record
+        for key in decision.forget_written:
+            self.written.pop(key, None)
         self.written.update(decision.written)
 
 

@@ -8,9 +8,9 @@ from typing import Any, Mapping
 
 import faust
 
-from streams.core.aggregates import order_key_of
+from streams.core.aggregates import AGGREGATE_ENTITIES, check_document, order_key_of
 from streams.core.contract import BadInput, ChangeEvent, System, decode_change_event, dumps
-from streams.core.decide import Decision, decide
+from streams.core.decide import Decision, decide, resolve_action
 from streams.core.rules import RuleBook
 from streams.tables import TableState, Tables, apply_decision
 from streams.tables.tenants import TenantSettings
@@ -90,12 +90,19 @@ def register_cdc_agent(
             message = event.message
             where = {"topic": message.topic, "partition": message.partition, "offset": message.offset}
             names = parse_cdc_topic(message.topic, topic_prefix)
+            if event.value is None:
+                # A tombstone (Debezium writes one after each delete for log compaction): not a change.
+                log.debug("skipped tombstone at %s@%s:%s", message.topic, message.partition, message.offset)
+                continue
             try:
                 if names is None:
                     raise BadInput("unknown_topic", f"{message.topic} is not a cdc.<system>.<entity> topic")
                 change = decode_change_event(event.value, topic_system=names[0], topic_entity=names[1],
                                              headers=event.headers, **where)
                 order_key = order_key_of(change)
+                if change.system is System.ACCT and change.entity in AGGREGATE_ENTITIES:
+                    resolve_action(change, rules)
+                    check_document(change)
                 if order_key is not None:
                     await forward_to_aggregates(aggregate_inputs, change, order_key, where)
                     continue

@@ -45,6 +45,16 @@ def text(value: Decimal) -> str:
     return format(normal if normal != 0 else ZERO, "f")
 
 
+def check_document(event: ChangeEvent) -> None:
+    """Raise ``BadInput`` for an accounting document that cannot be counted (checked before it is
+    re-keyed, so that its dead letter carries the original key and bytes)."""
+    if event.system is System.ACCT and event.entity in ("sales_voucher", "receipt") \
+            and not event.record.get("order_id"):
+        raise BadInput("schema", f"event {event.event_id!r}: {event.entity} {event.record_id} has no order_id; "
+                                 f"it cannot be counted for an order (SO-9..SO-14)")
+    OrderAggregate(tenant=event.tenant, order_id="check").apply(event)
+
+
 def order_key_of(event: ChangeEvent) -> str | None:
     """``<tenant>:<acct order or contract id>`` of the aggregate an acct event belongs to."""
     if event.system is not System.ACCT or event.entity not in AGGREGATE_ENTITIES:
@@ -304,6 +314,7 @@ def decide_for_order(event: ChangeEvent, agg: OrderAggregate, state: State, rule
     if derived:
         decision.commands.extend(derived)
         audit.rules.extend(c.rule for c in derived if c.rule not in audit.rules)
+        audit.rule = audit.rule or audit.rules[0]
         audit.commands.extend(AuditCommand(command_id=c.command_id, rule=c.rule, target=c.target, entity=c.entity,
                                            op=c.op, key=c.key.as_text()) for c in derived)
         if audit.reason and audit.reason.startswith("no rule"):

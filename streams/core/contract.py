@@ -109,7 +109,8 @@ class ChangeEvent(BaseModel):
 
     @property
     def record_id(self) -> str:
-        return str(self.record.get("id", ""))
+        record_id = self.record.get("id")
+        return "" if record_id is None else str(record_id)
 
 
 class CommandKey(BaseModel):
@@ -201,6 +202,7 @@ class AuditRecord(BaseModel):
     event_id: str
     action: str
     origin: str
+    rule: str | None = None  # the matrix rule the change matched (first of ``rules``), if any
     rules: list[str] = Field(default_factory=list)
     commands: list[AuditCommand] = Field(default_factory=list)
     reason: str | None = None
@@ -305,14 +307,17 @@ def decode_change_event(
             document["payload"], headers=headers, topic_system=topic_system, topic_entity=topic_entity,
             topic=topic, partition=partition, offset=offset,
         )
-    elif "schema_version" not in document and "op" in document and "source" in document:
+    elif ("schema_version" not in document and "op" in document and ("before" in document or "after" in document)
+          and ("source" in document or "tenant" not in document)):
+        # a bare Debezium payload (no envelope, no schema block); a contract event that only lacks
+        # schema_version still carries its tenant and is reported as such below
         document = _from_debezium(
             document, headers=headers, topic_system=topic_system, topic_entity=topic_entity,
             topic=topic, partition=partition, offset=offset,
         )
 
     version = document.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise BadInput(
             "schema_version",
             f"event on {where} has schema_version {version!r}; this processor reads version {SCHEMA_VERSION}",

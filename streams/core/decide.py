@@ -37,6 +37,8 @@ LIFECYCLE_ACTIONS = frozenset({Action.CREATE, Action.IMPORT, Action.CLONE, Actio
 # Actions that feed the aggregate tables (SO-9..SO-14) rather than a rule of their own.
 DERIVED_TRIGGERS: dict[tuple[System, str], frozenset[Action]] = {
     (System.ACCT, "sales_voucher"): frozenset({Action.ASSIGN_INVOICE_NO, Action.PUBLISH_EINVOICE}),
+    # An issued e-invoice reports these too; its CRM request follows INV-6 (issue), not them.
+    (System.ACCT, "invoice"): frozenset({Action.ASSIGN_INVOICE_NO, Action.PUBLISH_EINVOICE}),
 }
 
 # Status values differ between the systems (spec "Status vocabularies"): a whole-record copy maps them.
@@ -104,6 +106,9 @@ class Decision:
     written: dict[str, Written] = field(default_factory=dict)  # command key -> what it wrote (X-2)
     links: list[LinkUpdate] = field(default_factory=list)
     crm_records: list[RecordUpdate] = field(default_factory=list)
+    # X-2 memory to drop: a user changed the record in its own system, so what this processor last
+    # wrote there is no longer what it holds, and the next write must not be suppressed.
+    forget_written: list[str] = field(default_factory=list)
 
 
 # --- action ------------------------------------------------------------------------------------
@@ -144,6 +149,16 @@ def derive_action(event: ChangeEvent) -> Action:
             return Action.UPDATE
         if new in _REVENUE_TRANSITIONS:
             return _REVENUE_TRANSITIONS[new]
+    if event.system is System.ACCT and event.entity == "contract" and changed("revenue_entries"):
+        # A line of the revenue-recognition table recorded or rejected (a cancellation line, CT-7)
+        # while the contract's own revenue_status stays: CT-10 carries the table back.
+        old_status = {e.get("id"): e.get("status") for e in before.get("revenue_entries") or [] if isinstance(e, dict)}
+        for entry in after.get("revenue_entries") or []:
+            if isinstance(entry, dict) and entry.get("status") != old_status.get(entry.get("id")):
+                if entry.get("status") == "recorded":
+                    return Action.RECORD_REVENUE
+                if entry.get("status") in ("rejected", "not_recorded"):
+                    return Action.REJECT_REVENUE
     if event.entity == "invoice" and changed("status"):
         new, old = after.get("status"), before.get("status")
         if event.system is System.CRM and old == "proposed" and new == "draft":
@@ -278,26 +293,41 @@ def mapped_fields(rule: Rule, action: Action, record: dict[str, Any], source: Sy
 # --- the interpreter ---------------------------------------------------------------------------
 
 
+def resolve_action(event: ChangeEvent, rules: RuleBook) -> Action:
+    """The action a rule is looked up by.
+
+    An explicit ``action`` that no rule takes on this entity, and that is not a record's lifecycle
+    action, is bad input (X-6): ``BadInput`` with kind ``unknown_action``. A transition *derived*
+    from before/after that no rule of this system takes (acct ``not_recorded → proposed``, the
+    connector's echo of a re-proposal) is an ordinary ``update``.
+    """
+    action = derive_action(event)
+    accepted = LIFECYCLE_ACTIONS | rules.actions_for(event.system, event.entity) | \
+        DERIVED_TRIGGERS.get((event.system, event.entity), frozenset())
+    if action in accepted:
+        return action
+    if event.action is None:
+        return Action.UPDATE
+    raise BadInput(
+        "unknown_action",
+        f"event {event.event_id!r}: action {action.value!r} does not apply to {event.system.value} "
+        f"{event.entity} (no rule of the matrix takes it)",
+    )
+
+
 def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) -> Decision:
     """What one change event leads to: commands, the audit record, and what to remember.
 
-    Raises ``BadInput`` (kind ``unknown_action``) for an action that no rule takes on this entity
-    and that is not one of a record's lifecycle actions; the caller dead-letters the event.
+    Raises ``BadInput`` for an action that does not apply (see ``resolve_action``); the caller
+    dead-letters the event.
     """
-    action = derive_action(event)
+    action = resolve_action(event, rules)
     order_target = state.order_target(event.tenant)
     builder = _Builder(event, action, state, rules, now_ms)
     links, crm_records = _state_updates(event)
     rule = rules.match(event.system, event.entity, action, order_target)
     reason: str | None = None
 
-    if rule is None and action not in LIFECYCLE_ACTIONS | rules.actions_for(event.system, event.entity) | \
-            DERIVED_TRIGGERS.get((event.system, event.entity), frozenset()):
-        raise BadInput(
-            "unknown_action",
-            f"event {event.event_id!r}: action {action.value!r} does not apply to {event.system.value} "
-            f"{event.entity} (no rule of the matrix takes it)",
-        )
     if rule is None:
         reason = (f"no rule of the matrix for {event.system.value} {event.entity} {action.value}"
                   + (f" (order_target={order_target})" if event.entity in ("sale_order", "contract") else "")
@@ -334,6 +364,7 @@ def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) ->
         event_id=event.event_id,
         action=action.value,
         origin=event.origin,
+        rule=builder.rules[0] if builder.rules else None,
         rules=list(dict.fromkeys(builder.rules)),
         commands=[
             AuditCommand(command_id=c.command_id, rule=c.rule, target=c.target, entity=c.entity, op=c.op,
@@ -343,8 +374,15 @@ def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) ->
         reason=reason if not builder.commands or reason else None,
         ts_ms=now_ms,
     )
+    forget = []
+    if event.origin == "user":
+        record = event.record
+        for key in (CommandKey(code=str(record["code"])) if record.get("code") else None,
+                    CommandKey(id=event.record_id)):
+            if key is not None:
+                forget.append(command_key_text(event.tenant, event.system, event.entity, key))
     return Decision(commands=builder.commands, audit=audit, written=builder.written, links=links,
-                    crm_records=crm_records)
+                    crm_records=crm_records, forget_written=[k for k in forget if k not in builder.written])
 
 
 def _state_updates(event: ChangeEvent) -> tuple[list[LinkUpdate], list[RecordUpdate]]:
@@ -389,8 +427,7 @@ def _apply(rule: Rule, b: _Builder) -> str | None:
         if total is None:
             return f"{rule.id}: the order has no total_amount to cancel: none"
         amount = f"-{total}" if not str(total).startswith("-") else str(total).lstrip("-")
-        fields = {"revenue_entry": {"id": f"cancel:{event.event_id}", "amount": amount, "status": "proposed",
-                                    "kind": "cancellation"}}
+        fields = {"revenue_entries": [{"id": f"cancel:{event.event_id}", "amount": amount, "status": "proposed"}]}
         b.emit(rule, fields=fields, key=key)
         return None
 

@@ -144,6 +144,9 @@ def apply_links(tables: Tables, links: Iterable[LinkUpdate]) -> None:
 def apply_decision(tables: Tables, decision: Decision) -> None:
     """Remember what the decision taught: links, CRM records, what was written."""
     apply_links(tables, decision.links)
+    for key in decision.forget_written:
+        if tables.written.get(key) is not None:
+            del tables.written[key]
     for record in decision.crm_records:
         key = f"{record.tenant}:{record.entity}:{record.code}"
         if record.record is None:

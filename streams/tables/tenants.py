@@ -66,7 +66,9 @@ class TenantSettings:
             self.by_tenant[tenant] = parse_tenant_settings(tenant, value)
             log.info("tenant %s settings: %s", tenant, self.by_tenant[tenant])
         except ValueError as exc:
-            log.error("ignored tenant settings for %r at %s: %s", tenant, where, exc)
+            # Not the previous settings, not a guess: the defaults, as for a tenant without settings.
+            self.by_tenant.pop(tenant, None)
+            log.error("invalid tenant settings for %r at %s (%s): the tenant uses the defaults", tenant, where, exc)
 
     async def run(self) -> None:
         """Follow the topic from its beginning, forever (a faust app task)."""

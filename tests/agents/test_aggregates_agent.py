@@ -75,3 +75,19 @@ async def test_a_document_that_cannot_be_counted_is_dead_lettered_with_its_origi
     assert headers["error.kind"] == b"schema" and b"float" in headers["error.message"]
     assert (headers["origin.topic"], headers["origin.partition"], headers["origin.offset"]) == (
         b"cdc.acct.receipt", b"3", b"41")
+
+
+async def test_documents_that_cannot_be_counted_are_dead_lettered_whole_before_rekeying(built):
+    no_order = change(entity="sales_voucher", event_id="e-1", after={"id": "V9", "lines": []})
+    float_amount = change(entity="receipt", event_id="e-2", after={"id": "R9", "order_id": "AO1", "amount": 12.5})
+    async with built.agents["cdc"].test_context() as wrapper:
+        agent = OnTopic(wrapper)
+        await agent.put("cdc.acct.sales_voucher", no_order, key=b"t1:V9")
+        await agent.put("cdc.acct.receipt", float_amount, key=b"t1:R9")
+        await agent.put("cdc.acct.receipt", None, key=b"t1:R9")  # a Debezium tombstone: not a change
+    letters = built.sends["dlq.cdc"].await_args_list
+    assert [(c.kwargs["key"], c.kwargs["value"], c.kwargs["headers"]["error.kind"]) for c in letters] == [
+        (b"t1:V9", no_order, b"schema"), (b"t1:R9", float_amount, b"schema")]
+    assert b"order_id" in letters[0].kwargs["headers"]["error.message"]
+    assert not built.sends["aggregate_inputs"].await_args_list
+    assert not built.sends["audit.sync"].await_args_list

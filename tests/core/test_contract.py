@@ -192,3 +192,24 @@ def test_the_core_imports_neither_faust_nor_a_kafka_client() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_bare_debezium_payload_without_source_is_decoded() -> None:
+    payload = {k: v for k, v in DEBEZIUM_PAYLOAD.items() if k != "source"}
+    event = decode_change_event(orjson.dumps(payload), topic_system="crm", topic_entity="sale_order",
+                                topic="cdc.crm.sale_order", partition=1, offset=5, headers={"tenant": b"t1"})
+    assert event.tenant == "t1" and event.event_id == "cdc.crm.sale_order:1:5"
+
+
+@pytest.mark.parametrize("version", [True, 1.0, "1"])
+def test_schema_version_must_be_the_integer_1(version) -> None:
+    with pytest.raises(BadInput) as raised:
+        decode_change_event(orjson.dumps(plain(schema_version=version)), topic_system="crm", topic_entity="sale_order")
+    assert raised.value.kind == "schema_version"
+
+
+def test_a_null_record_id_is_no_id() -> None:
+    with pytest.raises(BadInput) as raised:
+        decode_change_event(orjson.dumps(plain(after={**ORDER, "id": None})), topic_system="crm",
+                            topic_entity="sale_order")
+    assert raised.value.kind == "schema" and "no 'id'" in raised.value.message

@@ -610,7 +610,8 @@ def test_ct7_propose_revenue_cancel_adds_a_proposed_negative_line(rules: RuleBoo
     assert command.rule == rule
     assert (command.target, command.entity, command.op) == (System.ACCT, "contract", Op.UPDATE)
     assert command.key == CommandKey(id="ao-1", code="DH1")
-    entry = command.fields["revenue_entry"]
+    (entry,) = command.fields["revenue_entries"]  # the contract's canonical field
+    assert set(entry) == {"id", "amount", "status"}
     assert entry["status"] == "proposed"
     assert entry["amount"] == "-200000"
 
@@ -1029,3 +1030,62 @@ def test_x4_a_status_only_write_sends_no_dependencies(rules: RuleBook) -> None:
     decision = run(event("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")), state, rules)
     (command,) = decision.commands
     assert command.rule == rule and command.depends_on == []
+
+
+def test_a_derived_transition_no_rule_of_that_system_takes_is_an_update(rules: RuleBook) -> None:
+    """acct not_recorded -> proposed (the connector's echo of a re-proposal) is not bad input."""
+    ev = event("acct", "sale_order", "u", before={"id": "ao-1", "code": "DH1", "revenue_status": "not_recorded"},
+               after={"id": "ao-1", "code": "DH1", "revenue_status": "proposed"}, origin="sync")
+    decision = run(ev, base_state(), rules)
+    assert decision.audit.action == "update" and decision.commands == []
+    assert "SO-7" in decision.audit.rules
+
+
+def test_an_explicit_action_no_rule_takes_is_still_bad_input(rules: RuleBook) -> None:
+    ev = event("acct", "sale_order", "u", action="propose_revenue", before={"id": "ao-1"}, after={"id": "ao-1"})
+    with pytest.raises(BadInput) as raised:
+        run(ev, base_state(), rules)
+    assert raised.value.kind == "unknown_action"
+
+
+def test_ct10_a_revenue_line_recorded_in_accounting_goes_back_to_crm(rules: RuleBook) -> None:
+    rule = "CT-10"
+    proposed = [*ENTRIES, {"id": "cancel:1", "amount": "-200000", "status": "proposed"}]
+    recorded = [*ENTRIES, {"id": "cancel:1", "amount": "-200000", "status": "recorded"}]
+    ev = event("acct", "contract", "u", before=acct_order("recorded", revenue_entries=proposed),
+               after=acct_order("recorded", revenue_entries=recorded))
+    command = only_command(run(ev, base_state("contract", (ORDER_LINK,)), rules))
+    assert command.rule == rule and command.fields["revenue_entries"] == recorded
+
+
+@pytest.mark.parametrize("action", ["assign_invoice_no", "publish_einvoice"])
+def test_invoice_number_actions_on_an_acct_invoice_are_audited_not_dead_lettered(action, rules: RuleBook) -> None:
+    ev = event("acct", "invoice", "u", action=action, before=acct_invoice("approved"),
+               after=acct_invoice("approved", invoice_no="0000123"))
+    decision = run(ev, base_state(), rules)
+    assert decision.commands == [] and "no rule" in decision.audit.reason
+
+
+def test_x2_a_user_change_in_the_target_system_is_not_masked_by_what_was_last_written(rules: RuleBook) -> None:
+    """SO-6 records revenue in acct; an accountant un-records it; CRM records again: SO-6 goes again."""
+    rule = "SO-6"
+    state = base_state("sale_order", (ORDER_LINK,))
+    first = run(event("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")), state, rules)
+    state.apply(first)
+    assert only_command(first).rule == rule
+    unrecorded = run(event("acct", "sale_order", "u", action="reject_revenue", before=acct_order("recorded"),
+                           after=acct_order("not_recorded")), state, rules)
+    state.apply(unrecorded)
+    again = run(event("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")), state, rules)
+    assert only_command(again).fields == {"revenue_status": "recorded"}
+
+
+def test_x2_the_integrations_own_echo_keeps_the_memory(rules: RuleBook) -> None:
+    rule = "X-2"
+    state = base_state("sale_order", (ORDER_LINK,))
+    state.apply(run(event("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")), state, rules))
+    echo = run(event("acct", "sale_order", "u", origin="sync", before=acct_order("proposed"),
+                     after=acct_order("recorded")), state, rules)
+    state.apply(echo)
+    repeat = run(event("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")), state, rules)
+    assert repeat.commands == [] and rule in repeat.audit.rules

@@ -1,0 +1,295 @@
+"""A connector service: ``commands.<system>`` -> the system's API -> ``results.<system>``.
+
+* **Idempotent by command id**: a durable SQLite ledger of applied ids; a repeat gets a
+  ``duplicate`` result and nothing is written again. Writes are upserts by code or id, so a crash
+  between the API call and the ledger entry repeats a write with the same effect.
+* **Retries** of passing faults (connection errors, timeouts, 408, 429, 5xx) with exponential
+  backoff and full jitter, honouring ``Retry-After``; ``failed`` when they run out, ``rejected`` for
+  any other 4xx. Both are copied to ``dlq.commands`` with the reason in headers.
+* **Order and parallelism**: commands with one message key run one after another, in offset
+  order; different keys run concurrently, at most ``concurrency`` per tenant, at most ``rate``
+  requests a second per tenant. ``depends_on`` waits until those commands are in the ledger.
+* **At least once**: an offset is committed only once its result is on the broker and every
+  earlier offset of its partition is done. SIGTERM stops consuming, finishes what is in flight
+  and commits it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sqlite3
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from pydantic import ValidationError
+
+from connectors.api import Refused, SystemApi, TenantCredentials, Transient
+from streams.core.contract import Command, Result, ResultError
+from streams.topics import DLQ_COMMANDS, commands_topic, results_topic
+
+log = logging.getLogger(__name__)
+
+
+class Ledger:
+    """Applied command ids, durable (SQLite)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS applied (command_id TEXT PRIMARY KEY, status TEXT NOT NULL, "
+                         "target_id TEXT, ts_ms INTEGER NOT NULL)")
+
+    def get(self, command_id: str) -> tuple[str, str | None] | None:
+        row = self._db.execute("SELECT status, target_id FROM applied WHERE command_id=?", (command_id,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def record(self, command_id: str, status: str, target_id: str | None) -> None:
+        self._db.execute("INSERT OR REPLACE INTO applied VALUES (?, ?, ?, ?)",
+                         (command_id, status, target_id, int(time.time() * 1000)))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.capacity = rate, burst
+        self.tokens, self.updated = burst, time.monotonic()
+
+    async def take(self) -> None:
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return
+            await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+@dataclass
+class ConnectorSettings:
+    system: str
+    base_url: str
+    credentials: dict[str, TenantCredentials]
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = ""
+    group_id: str | None = None
+    ledger_path: Path = Path("var/connector-ledger.sqlite")
+    max_attempts: int = 8
+    backoff_base: float = 0.1
+    backoff_cap: float = 5.0
+    concurrency: int = 8  # per tenant
+    rate: float = 50.0  # requests per second per tenant
+    dependency_timeout: float = 60.0
+    request_timeout: float = 10.0
+    extra_consumer_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    status: str
+    target_id: str | None = None
+    code: str | None = None
+    error: ResultError | None = None
+    attempts: int = 0
+
+
+class Connector:
+    def __init__(self, settings: ConnectorSettings) -> None:
+        self.settings = settings
+        self.prefix = settings.topic_prefix
+        self.ledger = Ledger(settings.ledger_path)
+        self.consumer = Consumer({
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": settings.group_id or f"{self.prefix}lienthong-connector-{settings.system}",
+            "enable.auto.commit": False, "auto.offset.reset": "earliest", **settings.extra_consumer_config,
+        })
+        self.producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all",
+                                  "enable.idempotence": True, "linger.ms": 2})
+        self._stopping = asyncio.Event()
+        self._tails: dict[bytes, asyncio.Task] = {}
+        self._in_flight: dict[tuple[str, int], set[int]] = defaultdict(set)
+        self._done_up_to: dict[tuple[str, int], int] = {}
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._applied = asyncio.Condition()
+        self.stats: dict[str, int] = defaultdict(int)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        topic = self.prefix + commands_topic(self.settings.system)
+        await asyncio.to_thread(self.consumer.subscribe, [topic])
+        async with aiohttp.ClientSession() as session:
+            self.api = SystemApi(self.settings.system, self.settings.base_url, self.settings.credentials, session,
+                                 timeout=self.settings.request_timeout)
+            try:
+                while not self._stopping.is_set():
+                    messages = await asyncio.to_thread(self.consumer.consume, 200, 0.2)
+                    for message in messages:
+                        if message.error():
+                            if message.error().code() != KafkaError._PARTITION_EOF:
+                                log.warning("consumer: %s", message.error())
+                            continue
+                        self._schedule(message)
+                    await self._commit()
+                # graceful stop: finish what was taken, then commit it
+                if self._tails:
+                    await asyncio.gather(*self._tails.values(), return_exceptions=True)
+                await self._commit()
+            finally:
+                await asyncio.to_thread(self.producer.flush, 30)
+                await asyncio.to_thread(self.consumer.close)
+                self.ledger.close()
+
+    def _schedule(self, message: Message) -> None:
+        tp = (message.topic(), message.partition())
+        self._in_flight[tp].add(message.offset())
+        key = message.key() or b""
+        previous = self._tails.get(key)
+        task = asyncio.create_task(self._after(previous, message))
+        self._tails[key] = task
+        task.add_done_callback(lambda t, key=key: self._tails.pop(key, None) if self._tails.get(key) is t else None)
+
+    async def _after(self, previous: asyncio.Task | None, message: Message) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)  # one key: one after another
+        try:
+            await self._handle(message)
+        except Exception:  # never lose the offset's place: report and move on
+            log.exception("connector failed on %s@%s:%s", message.topic(), message.partition(), message.offset())
+            await self._dead_letter(message, "internal", "unexpected error in the connector")
+        finally:
+            tp = (message.topic(), message.partition())
+            self._in_flight[tp].discard(message.offset())
+            self._done_up_to[tp] = max(self._done_up_to.get(tp, -1), message.offset())
+
+    async def _commit(self) -> None:
+        offsets = []
+        for tp, done in self._done_up_to.items():
+            pending = self._in_flight[tp]
+            next_offset = min(pending) if pending else done + 1
+            offsets.append(TopicPartition(tp[0], tp[1], next_offset))
+        if offsets:
+            try:
+                await asyncio.to_thread(self.consumer.commit, offsets=offsets, asynchronous=False)
+            except Exception as exc:  # a rebalance in progress: the next commit carries it
+                log.info("commit deferred: %s", exc)
+
+    # --- one command -----------------------------------------------------------------------------
+
+    async def _handle(self, message: Message) -> None:
+        try:
+            command = Command.model_validate_json(message.value() or b"")
+        except ValidationError as exc:
+            await self._dead_letter(message, "schema", f"not a command: {exc.errors()[0]['msg']}")
+            return
+        if command.target.value != self.settings.system:
+            await self._dead_letter(message, "wrong_target", f"command for {command.target.value} on "
+                                    f"{message.topic()}")
+            return
+        seen = self.ledger.get(command.command_id)
+        if seen is not None:
+            self.stats["duplicate"] += 1
+            await self._report(message, command, Outcome("duplicate", target_id=seen[1], code=command.key.code))
+            return
+        if command.depends_on and not await self._dependencies_applied(command):
+            outcome = Outcome("failed", code=command.key.code, error=ResultError(
+                kind="dependency", message=f"depends_on {command.depends_on} not applied within "
+                                           f"{self.settings.dependency_timeout:g}s"))
+            await self._report(message, command, outcome)
+            return
+        outcome = await self._apply(command)
+        if outcome.status == "applied":
+            self.ledger.record(command.command_id, "applied", outcome.target_id)
+            async with self._applied:
+                self._applied.notify_all()
+        self.stats[outcome.status] += 1
+        await self._report(message, command, outcome)
+
+    async def _dependencies_applied(self, command: Command) -> bool:
+        deadline = time.monotonic() + self.settings.dependency_timeout
+        async with self._applied:
+            while not all(self.ledger.get(d) for d in command.depends_on):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(self._applied.wait(), timeout=min(remaining, 0.5))
+                except asyncio.TimeoutError:
+                    pass
+        return True
+
+    async def _apply(self, command: Command) -> Outcome:
+        tenant = command.tenant
+        semaphore = self._semaphores.setdefault(tenant, asyncio.Semaphore(self.settings.concurrency))
+        bucket = self._buckets.setdefault(tenant, TokenBucket(self.settings.rate, max(1.0, self.settings.rate)))
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with semaphore:
+                    await bucket.take()
+                    written = await self.api.write(tenant, command.entity, command.op.value,
+                                                   command.key.model_dump(), command.fields)
+                return Outcome("applied", target_id=(written or {}).get("id") or command.key.id,
+                               code=(written or {}).get("code") or command.key.code, attempts=attempt)
+            except Refused as exc:
+                return Outcome("rejected", code=command.key.code, attempts=attempt,
+                               error=ResultError(kind=f"http_{exc.status}", message=str(exc)))
+            except Transient as exc:
+                self.stats["retries"] += 1
+                if attempt >= self.settings.max_attempts:
+                    return Outcome("failed", code=command.key.code, attempts=attempt,
+                                   error=ResultError(kind="retries_exhausted", message=str(exc)))
+                delay = random.uniform(0, min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** attempt))
+                if exc.retry_after is not None:
+                    delay = max(delay, exc.retry_after)
+                await asyncio.sleep(delay)
+
+    # --- output ----------------------------------------------------------------------------------
+
+    async def _report(self, message: Message, command: Command, outcome: Outcome) -> None:
+        result = Result(command_id=command.command_id, tenant=command.tenant, target=command.target,
+                        entity=command.entity, status=outcome.status, target_id=outcome.target_id,
+                        code=outcome.code or command.key.code, error=outcome.error, attempts=outcome.attempts,
+                        ts_ms=int(time.time() * 1000))
+        await self._produce(self.prefix + results_topic(self.settings.system), message.key(),
+                            orjson.dumps(result.model_dump(mode="json")))
+        if outcome.status in ("rejected", "failed"):
+            await self._dead_letter(message, outcome.error.kind if outcome.error else outcome.status,
+                                    outcome.error.message if outcome.error else outcome.status)
+
+    async def _dead_letter(self, message: Message, kind: str, text: str) -> None:
+        headers = [("error.kind", kind.encode()), ("error.message", text.encode()),
+                   ("origin.topic", message.topic().encode()), ("origin.partition", str(message.partition()).encode()),
+                   ("origin.offset", str(message.offset()).encode()),
+                   ("failed.at_ms", str(int(time.time() * 1000)).encode())]
+        await self._produce(self.prefix + DLQ_COMMANDS, message.key(), message.value(), headers)
+
+    async def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list | None = None) -> None:
+        """Produce and wait until the broker has it (the offset is committed only after)."""
+        loop = asyncio.get_running_loop()
+        delivered: asyncio.Future = loop.create_future()
+
+        def on_delivery(err, _msg) -> None:
+            loop.call_soon_threadsafe(
+                lambda: delivered.done() or (delivered.set_exception(RuntimeError(str(err))) if err
+                                             else delivered.set_result(None)))
+
+        self.producer.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
+        while not delivered.done():
+            await asyncio.to_thread(self.producer.poll, 0.05)
+        await delivered
