@@ -1,0 +1,122 @@
+"""Connectors on the real broker against the sandboxes: applied once, retried, ordered, refused."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestServer
+
+from connectors.api import TenantCredentials
+from connectors.runner import Connector, ConnectorSettings
+from connectors.sandbox.app import create_sandbox
+from connectors.sandbox.faults import FaultConfig
+from connectors.sandbox.store import SandboxStore
+from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id, dumps
+
+pytestmark = pytest.mark.broker
+
+
+def command(tenant: str, entity: str, code: str, fields: dict, *, op: Op = Op.UPSERT, rule: str = "CUS-10",
+            depends_on: list[str] | None = None, event_id: str | None = None) -> Command:
+    event_id = event_id or uuid.uuid4().hex
+    key = CommandKey(code=code)
+    return Command(
+        command_id=command_id(tenant=tenant, event_id=event_id, rule=rule, target="acct", entity=entity,
+                              op=op.value, key=code),
+        tenant=tenant, target=System.ACCT, entity=entity, op=op, key=key,
+        source=CommandSource(system=System.CRM, entity=entity, id=f"crm-{code}", event_id=event_id),
+        fields=fields, rule=rule, depends_on=depends_on or [], ts_ms=int(time.time() * 1000))
+
+
+async def run_connector(module_settings, tmp_path, tenant, faults=None, *, until, timeout=60.0, **overrides):
+    store = SandboxStore(tmp_path / f"acct-{uuid.uuid4().hex[:6]}.sqlite", "acct")
+    server = TestServer(create_sandbox("acct", store, credentials={"app-1": tenant, "app-1:code": "c0de"},
+                                       faults=faults))
+    await server.start_server()
+    settings = ConnectorSettings(
+        system="acct", base_url=str(server.make_url("")), bootstrap_servers=module_settings.bootstrap_servers,
+        topic_prefix=module_settings.topic_prefix, group_id=f"{module_settings.topic_prefix}conn-{uuid.uuid4().hex[:6]}",
+        credentials={tenant: TenantCredentials(app_id="app-1", connection_code="c0de")},
+        ledger_path=tmp_path / f"ledger-{uuid.uuid4().hex[:6]}.sqlite", backoff_base=0.02, backoff_cap=0.3,
+        request_timeout=2.0, **overrides)
+    connector = Connector(settings)
+    task = asyncio.create_task(connector.run())
+    try:
+        deadline = time.monotonic() + timeout
+        while not until(store) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
+    finally:
+        connector.stop()
+        await asyncio.wait_for(task, 30)
+        await server.close()
+    return store, connector
+
+
+def results_for(kafka, tenant, count, topic="results.acct"):
+    return [m["value"] for m in kafka.read([topic], until=lambda ms: len(
+        [m for m in ms if m["key"] and m["key"].startswith(tenant)]) >= count)
+        if m["key"] and m["key"].startswith(tenant)]
+
+
+async def test_commands_are_applied_once_and_repeats_are_duplicates(kafka, module_settings, tmp_path, tenant):
+    first = command(tenant, "customer", "KH0001", {"name": "Công ty ABC", "tax_code": "0101"})
+    second = command(tenant, "product", "SP01", {"name": "Bút", "unit": "cái"}, rule="PRD-1")
+    for c in (first, second, first):  # the first one delivered twice
+        kafka.produce("commands.acct", dumps(c), key=c.message_key)
+    store, connector = await run_connector(module_settings, tmp_path, tenant,
+                                           until=lambda s: s.by_code(tenant, "product", "SP01") is not None)
+    results = results_for(kafka, tenant, 3)
+    assert sorted(r["status"] for r in results) == ["applied", "applied", "duplicate"]
+    applied = {r["command_id"]: r for r in results if r["status"] == "applied"}
+    assert applied[first.command_id]["target_id"] == store.by_code(tenant, "customer", "KH0001")["id"]
+    assert store.by_code(tenant, "customer", "KH0001")["name"] == "Công ty ABC"
+    events = [orjson.loads(v) for _, _, _, v in store.pending()]
+    assert [(e["entity"], e["op"], e["origin"]) for e in events] == [("customer", "c", "sync"), ("product", "c", "sync")]
+
+
+async def test_faults_are_retried_until_every_record_is_written_exactly_once(kafka, module_settings, tmp_path, tenant):
+    commands = [command(tenant, "customer", f"KH{n:03d}", {"name": f"Khách {n}"}) for n in range(30)]
+    for c in commands:
+        kafka.produce("commands.acct", dumps(c), key=c.message_key)
+    faults = FaultConfig(error_rate=0.2, throttle_rate=0.1, retry_after_s=0.05, seed=7)
+    store, connector = await run_connector(
+        module_settings, tmp_path, tenant, faults,
+        until=lambda s: s.list(tenant, "customer", page_size=100)[1] >= 30)
+    results = results_for(kafka, tenant, 30)
+    assert all(r["status"] == "applied" for r in results) and len(results) == 30
+    assert faults.counts.get("error", 0) + faults.counts.get("throttle", 0) > 0
+    assert max(r["attempts"] for r in results) > 1
+    assert store.list(tenant, "customer", page_size=100)[1] == 30
+    creations = [orjson.loads(v) for _, _, _, v in store.pending()]
+    assert len(creations) == 30 and all(e["op"] == "c" for e in creations)  # each record written once
+
+
+async def test_a_refused_command_is_rejected_and_dead_lettered(kafka, module_settings, tmp_path, tenant):
+    refused = command(tenant, "customer", "KH404", {"name": "x"}, op=Op.UPDATE, rule="CUS-3")  # nothing to update
+    kafka.produce("commands.acct", dumps(refused), key=refused.message_key)
+    await run_connector(module_settings, tmp_path, tenant, until=lambda s: False, timeout=3.0)
+    (result,) = results_for(kafka, tenant, 1)
+    assert result["status"] == "rejected" and result["error"]["kind"] == "http_404"
+    letters = kafka.read(["dlq.commands"], until=lambda ms: any(m["key"] == refused.message_key for m in ms))
+    (letter,) = [m for m in letters if m["key"] == refused.message_key]
+    assert letter["value"]["command_id"] == refused.command_id
+    assert letter["headers"]["error.kind"] == "http_404" and letter["headers"]["origin.topic"] == kafka.name(
+        "commands.acct")
+
+
+async def test_depends_on_holds_a_document_until_its_customer_is_written(kafka, module_settings, tmp_path, tenant):
+    customer = command(tenant, "customer", "KH777", {"name": "Khách"})
+    order = command(tenant, "sale_order", "DH777", {"customer_code": "KH777", "total_amount": "100"}, rule="SO-4",
+                    depends_on=[customer.command_id])
+    kafka.produce("commands.acct", dumps(order), key=order.message_key)  # the order first ...
+    await asyncio.sleep(0.5)
+    kafka.produce("commands.acct", dumps(customer), key=customer.message_key)  # ... its customer later
+    store, _ = await run_connector(module_settings, tmp_path, tenant,
+                                   until=lambda s: s.by_code(tenant, "sale_order", "DH777") is not None)
+    events = [orjson.loads(v) for _, _, _, v in store.pending()]
+    assert [e["entity"] for e in events] == ["customer", "sale_order"]
