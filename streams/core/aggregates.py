@@ -235,7 +235,7 @@ def derive(agg: OrderAggregate) -> dict[str, Any]:
 
     invoiced_dates = sorted(v.invoiced_date for v in agg.vouchers.values() if v.invoiced and v.invoiced_date)
     return {
-        "lines": [{"line_id": line_id, "delivered_quantity": text(quantity)}
+        "delivered_quantities": [{"line_id": line_id, "delivered_quantity": text(quantity)}
                   for line_id, quantity in sorted(delivered.items())],
         "delivery_status": delivery_status,
         "receipted_amount": text(receipted),
@@ -278,7 +278,7 @@ def derived_commands(agg: OrderAggregate, event: ChangeEvent, rules: RuleBook, *
             if fields["status"] is None:
                 continue
             if fields["status"] == "not_started":
-                fields["lines"] = values["lines"]  # "delivered quantities := 0" with the reset
+                fields["delivered_quantities"] = values["delivered_quantities"]  # := 0 with the reset
         previous = agg.sent.get(rule.id)
         if previous is None and base is None:
             base = baseline(agg)

@@ -33,7 +33,7 @@ class Effect(StrEnum):
 
 # The values streams.core.aggregates.derive() computes for an order or contract.
 DERIVED_VALUES = frozenset({
-    "lines", "delivery_status", "receipted_amount", "remaining_receivable", "pay_status", "status",
+    "delivered_quantities", "delivery_status", "receipted_amount", "remaining_receivable", "pay_status", "status",
     "invoicing_status", "invoiced_amount", "invoiced_date", "receipts",
 })
 
@@ -218,7 +218,7 @@ RULE_TABLE: list[dict[str, Any]] = [
           label_vi="Ghi doanh số/Từ chối ghi doanh số (Kế toán): đồng bộ về tình trạng ghi doanh số của CRM",
           label_en="record/reject_revenue: CRM revenue_status := recorded / rejected"),
     _rule(id="SO-9", source=ACCT, entity="sales_voucher", order_target="sale_order", actions=set(), effect=Effect.DERIVED,
-          target=CRM, target_entity="sale_order", op=Op.UPDATE, derives=("lines",),
+          target=CRM, target_entity="sale_order", op=Op.UPDATE, derives=("delivered_quantities",),
           label_vi="Cập nhật số lượng giao: tự động cập nhật về CRM",
           label_en="delivered quantities: CRM delivered quantity per line := sum over live vouchers"),
     _rule(id="SO-10", source=ACCT, entity="receipt", order_target="sale_order", actions=set(), effect=Effect.DERIVED,
@@ -292,7 +292,7 @@ RULE_TABLE: list[dict[str, Any]] = [
           label_vi="Ghi doanh số/Từ chối ghi doanh số (Kế toán): tình trạng ghi doanh số và bảng ghi nhận DS của CRM",
           label_en="record/reject_revenue: CRM revenue_status and revenue-recognition table := acct's"),
     _rule(id="CT-11", source=ACCT, entity="contract", order_target="contract", actions=set(), effect=Effect.DERIVED,
-          target=CRM, target_entity="sale_order", op=Op.UPDATE, derives=("delivery_status", "lines"),
+          target=CRM, target_entity="sale_order", op=Op.UPDATE, derives=("delivery_status", "delivered_quantities"),
           label_vi="Cập nhật Tình trạng giao hàng, Số lượng đã giao: Đã giao đủ hàng thì Đã giao hàng",
           label_en="delivery: CRM delivered when acct status is fully_delivered, else not_delivered"),
     _rule(id="CT-12", source=ACCT, entity="contract", order_target="contract", actions=set(), effect=Effect.DERIVED,

@@ -55,7 +55,7 @@ async def test_the_aggregates_agent_derives_statuses_once_the_order_is_known(bui
     commands = [c for _, c in sent(built.sends["commands.crm"])]
     assert [c["rule"] for c in commands] == ["SO-9", "SO-11", "SO-13", "SO-10", "SO-14"]
     assert all(c["key"] == {"id": "O1", "code": "DH1"} and c["entity"] == "sale_order" for c in commands)
-    assert commands[0]["fields"] == {"lines": [{"line_id": "L1", "delivered_quantity": "2"}]}
+    assert commands[0]["fields"] == {"delivered_quantities": [{"line_id": "L1", "delivered_quantity": "2"}]}
     assert commands[3]["fields"] == {"receipted_amount": "500", "remaining_receivable": "0"}
     assert commands[4]["fields"] == {"pay_status": "paid"}
     audits = [a for _, a in sent(built.sends["audit.sync"])]

@@ -70,11 +70,11 @@ def test_so9_so13_delivered_quantities_and_delivery_status(rules: RuleBook) -> N
     order = Order(rules)
     assert order.rules_sent(event("acct", "sale_order", after=acct_order())) == {}  # nothing delivered yet
     sent = order.rules_sent(event("acct", "sales_voucher", after=voucher(l1=2)))
-    assert sent["SO-9"] == {"lines": [{"line_id": "l1", "delivered_quantity": "2"},
+    assert sent["SO-9"] == {"delivered_quantities": [{"line_id": "l1", "delivered_quantity": "2"},
                                       {"line_id": "l2", "delivered_quantity": "0"}]}
     assert sent["SO-13"] == {"delivery_status": "delivering"}
     sent = order.rules_sent(event("acct", "sales_voucher", after=voucher("v-2", l1=1, l2=2)))
-    assert sent["SO-9"]["lines"] == [{"line_id": "l1", "delivered_quantity": "3"},
+    assert sent["SO-9"]["delivered_quantities"] == [{"line_id": "l1", "delivered_quantity": "3"},
                                      {"line_id": "l2", "delivered_quantity": "2"}]
     assert sent["SO-13"] == {"delivery_status": "delivered"}
 
@@ -84,7 +84,7 @@ def test_so9_an_edited_voucher_replaces_its_contribution(rules: RuleBook) -> Non
     order.send(event("acct", "sale_order", after=acct_order()))
     order.send(event("acct", "sales_voucher", after=voucher(l1=2)))
     sent = order.rules_sent(event("acct", "sales_voucher", "u", before=voucher(l1=2), after=voucher(l1=1)))
-    assert sent["SO-9"]["lines"][0] == {"line_id": "l1", "delivered_quantity": "1"}
+    assert sent["SO-9"]["delivered_quantities"][0] == {"line_id": "l1", "delivered_quantity": "1"}
     assert "SO-13" not in sent  # still delivering: X-2
 
 
@@ -93,7 +93,7 @@ def test_so11_deleting_the_vouchers_resets_status_and_delivered_quantities(rules
     order.send(event("acct", "sale_order", after=acct_order()))
     order.send(event("acct", "sales_voucher", after=voucher(l1=2)))
     sent = order.rules_sent(event("acct", "sales_voucher", "d", before=voucher(l1=2), after=None))
-    assert sent["SO-11"] == {"status": "not_started", "lines": [{"line_id": "l1", "delivered_quantity": "0"},
+    assert sent["SO-11"] == {"status": "not_started", "delivered_quantities": [{"line_id": "l1", "delivered_quantity": "0"},
                                                                 {"line_id": "l2", "delivered_quantity": "0"}]}
     assert sent["SO-13"] == {"delivery_status": "not_delivered"}
 
@@ -162,7 +162,7 @@ def test_a_voucher_before_its_order_is_held_then_counted(rules: RuleBook) -> Non
     decision = order.send(event("acct", "sales_voucher", after=voucher(l1=2)))
     assert decision.commands == [] and "held" in decision.audit.reason
     sent = order.rules_sent(event("acct", "sale_order", after=acct_order()))
-    assert sent["SO-9"]["lines"][0] == {"line_id": "l1", "delivered_quantity": "2"}
+    assert sent["SO-9"]["delivered_quantities"][0] == {"line_id": "l1", "delivered_quantity": "2"}
     assert sent["SO-13"] == {"delivery_status": "delivering"}
 
 
