@@ -16,6 +16,7 @@ class OutboxPublisher:
     def __init__(self, store: SandboxStore, bootstrap_servers: str, *, idle_sleep: float = 0.05) -> None:
         self.store = store
         self.idle_sleep = idle_sleep
+        self._stopping = asyncio.Event()
         # Idempotent producer: retries inside the client never duplicate or reorder a partition's events.
         self.producer = Producer({"bootstrap.servers": bootstrap_servers, "acks": "all",
                                   "enable.idempotence": True, "linger.ms": 5})
@@ -45,8 +46,12 @@ class OutboxPublisher:
         self.store.mark_published(seq for seq, *_rest in rows[:first_gap])
         return first_gap
 
+    def stop(self) -> None:
+        self._stopping.set()
+
     async def run(self) -> None:
-        while True:
+        """Publish until ``stop()``; what is pending then is published by the next run."""
+        while not self._stopping.is_set():
             try:
                 sent = await asyncio.to_thread(self.publish_pending)
             except KafkaException as exc:
