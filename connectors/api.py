@@ -14,7 +14,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from connectors.sandbox.app import ACCT_RESOURCES, CRM_RESOURCES, convert, to_pascal, to_snake
+from connectors.crm_fields import from_crm, to_crm
+from connectors.sandbox.app import ACCT_RESOURCES, CRM_RESOURCES
 
 CRM_PATHS = {entity: "/api/v2/" + resource for resource, entity in CRM_RESOURCES.items()}
 ACCT_PATHS = {entity: "/api/" + resource for resource, entity in ACCT_RESOURCES.items()}
@@ -56,11 +57,11 @@ class SystemApi:
 
     # --- wire names ------------------------------------------------------------------------------
 
-    def to_api(self, record: dict[str, Any]) -> dict[str, Any]:
-        return convert(record, to_pascal) if self.system == "crm" else record
+    def to_api(self, entity: str, record: dict[str, Any]) -> dict[str, Any]:
+        return to_crm(entity, record) if self.system == "crm" else record
 
-    def from_api(self, record: dict[str, Any]) -> dict[str, Any]:
-        return convert(record, to_snake) if self.system == "crm" else record
+    def from_api(self, entity: str, record: dict[str, Any]) -> dict[str, Any]:
+        return from_crm(entity, record) if self.system == "crm" else record
 
     # --- calls -----------------------------------------------------------------------------------
 
@@ -110,9 +111,9 @@ class SystemApi:
         return body
 
     async def find_by_code(self, tenant: str, entity: str, code: str) -> dict[str, Any] | None:
-        body = await self._call("GET", self.paths[entity], tenant=tenant, params={"code": code})
+        body = await self._call("GET", self.paths[entity], tenant=tenant, params={"code": code})  # by business code
         found = body.get("Data") or []
-        return self.from_api(found[0]) if found else None
+        return self.from_api(entity, found[0]) if found else None
 
     async def write(self, tenant: str, entity: str, op: str, key: dict[str, Any],
                     fields: dict[str, Any]) -> dict[str, Any] | None:
@@ -140,6 +141,6 @@ class SystemApi:
             record["id"] = record_id
         if code and "code" not in record:
             record["code"] = code
-        body = await self._call("PUT" if record_id else "POST", path, tenant=tenant, json_body=[self.to_api(record)])
+        body = await self._call("PUT" if record_id else "POST", path, tenant=tenant, json_body=[self.to_api(entity, record)])
         written = (body.get("Data") or [None])[0]
-        return self.from_api(written) if written else None
+        return self.from_api(entity, written) if written else None

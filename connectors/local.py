@@ -79,9 +79,9 @@ class User:
 
     async def save(self, entity: str, record: dict[str, Any], *, action: str | None = None) -> dict[str, Any]:
         """Create or update (by id or code); retries the sandbox's injected faults like a patient person."""
-        from connectors.sandbox.app import convert, to_pascal, to_snake
+        from connectors.crm_fields import from_crm, to_crm
 
-        body = convert(record, to_pascal) if self.system == "crm" else record
+        body = to_crm(entity, record) if self.system == "crm" else record
         headers = dict(await self.headers())
         if action:
             headers["X-Action"] = action
@@ -91,7 +91,7 @@ class User:
                                              timeout=aiohttp.ClientTimeout(total=3)) as r:
                     if r.status == 200:
                         data = (await r.json())["Data"][0]
-                        return convert(data, to_snake) if self.system == "crm" else data
+                        return from_crm(entity, data) if self.system == "crm" else data
                     if r.status < 500 and r.status != 429:
                         raise RuntimeError(f"{self.system} refused {entity}: {r.status} {await r.text()}")
             except (aiohttp.ClientError, asyncio.TimeoutError):

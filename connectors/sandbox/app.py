@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-import re
 import secrets
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -30,6 +29,7 @@ from typing import Any, Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from connectors.crm_fields import from_crm, to_crm
 from connectors.sandbox.faults import FaultConfig, fault_middleware
 from connectors.sandbox.store import NotFound, SandboxStore
 
@@ -50,22 +50,6 @@ STORE = web.AppKey("store", SandboxStore)
 CREDENTIALS = web.AppKey("credentials", dict)
 TOKENS = web.AppKey("tokens", dict)
 SYSTEM = web.AppKey("system", str)
-
-
-def to_pascal(name: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
-
-
-def to_snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
-def convert(value: Any, key_fn: Callable[[str], str]) -> Any:
-    if isinstance(value, dict):
-        return {key_fn(k): convert(v, key_fn) for k, v in value.items()}
-    if isinstance(value, list):
-        return [convert(v, key_fn) for v in value]
-    return value
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -122,8 +106,8 @@ async def crm_login(request: web.Request) -> web.Response:
 
 
 def resource_handlers(entity: str, tenant_of: Callable[[web.Request], str | None], pascal: bool):
-    out = (lambda r: convert(r, to_pascal)) if pascal else (lambda r: r)
-    inp = (lambda r: convert(r, to_snake)) if pascal else (lambda r: r)
+    out = (lambda r: to_crm(entity, r)) if pascal else (lambda r: r)
+    inp = (lambda r: from_crm(entity, r)) if pascal else (lambda r: r)
 
     def authenticated(handler: Callable[[web.Request, str], Awaitable[web.Response]]):
         async def wrapped(request: web.Request) -> web.Response:

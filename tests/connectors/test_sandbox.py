@@ -56,6 +56,7 @@ async def test_crm_login_then_customers_by_id_code_and_page(crm_store):
         assert by_id["Data"]["TaxCode"] == "0101"
         by_code = await (await client.get("/api/v2/Customers?code=KH0002", headers=auth)).json()
         assert by_code["Data"][0]["AccountName"] == "Cửa hàng B"
+        assert crm_store.by_code("cty-abc", "customer", "KH0002")["name"] == "Cửa hàng B"  # stored canonical
         page = await (await client.get("/api/v2/Customers?page=2&pageSize=1", headers=auth)).json()
         assert page["Total"] == 2 and [r["Code"] for r in page["Data"]] == ["KH0002"]
         assert (await client.get("/api/v2/Customers/nope", headers=auth)).status == 404

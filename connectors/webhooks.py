@@ -1,0 +1,112 @@
+"""Inbound webhooks: a system's change notification becomes a change event on ``cdc.<system>.<entity>``.
+
+``POST /webhooks/<system>/<tenant>`` with a JSON body::
+
+    {"event_id": "…", "entity": "customer", "op": "c" | "u" | "d", "action": "…"?,
+     "ts_ms": 1764201600000, "before": {…} | null, "after": {…} | null}
+
+(CRM sends records with its API's PascalCase field names; they are turned into canonical names.)
+Headers: ``X-Timestamp`` (unix seconds) and ``X-Signature: sha256=<hex>``, an HMAC-SHA256 with the
+tenant's secret over ``<timestamp>.<body>``. A wrong signature, an unknown tenant, or a timestamp
+outside the tolerance (a replay) is answered 401 and nothing is produced. A good one is produced
+with an idempotent producer under the webhook's ``event_id``, so a redelivered webhook is a
+duplicate the processor drops; the answer (202) comes once the broker has it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+from confluent_kafka import Producer
+
+from connectors.crm_fields import from_crm
+from streams.core.contract import ENTITIES, System
+from streams.topics import cdc_topic
+
+SECRETS = web.AppKey("secrets", dict)
+PRODUCER = web.AppKey("producer", Producer)
+SETTINGS = web.AppKey("settings", dict)
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def receive(request: web.Request) -> web.Response:
+    system, tenant = request.match_info["system"], request.match_info["tenant"]
+    if system not in {s.value for s in System}:
+        return error(404, f"unknown system {system!r}")
+    body = await request.read()
+    secret = request.app[SECRETS].get((system, tenant))
+    timestamp = request.headers.get("X-Timestamp", "")
+    signature = request.headers.get("X-Signature", "")
+    if secret is None or not hmac.compare_digest(sign(secret, timestamp, body), signature):
+        return error(401, "bad signature")
+    try:
+        age = abs(time.time() - float(timestamp))
+    except ValueError:
+        return error(401, "bad timestamp")
+    if age > request.app[SETTINGS]["tolerance_s"]:
+        return error(401, f"timestamp {timestamp} is {age:.0f}s away from now; refused as a possible replay")
+    try:
+        payload = orjson.loads(body)
+        entity = payload["entity"]
+        event_id = str(payload["event_id"])
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        return error(400, f"not a webhook payload: {exc}")
+    if entity not in ENTITIES[System(system)]:
+        return error(400, f"{system} has no entity {entity!r}")
+    records = {name: payload.get(name) for name in ("before", "after")}
+    if system == "crm":
+        records = {name: from_crm(entity, r) if isinstance(r, dict) else r for name, r in records.items()}
+    record = records["after"] or records["before"] or {}
+    event: dict[str, Any] = {
+        "schema_version": 1, "event_id": event_id, "tenant": tenant, "system": system, "entity": entity,
+        "op": payload.get("op", "u"), "origin": payload.get("origin", "user"),
+        "ts_ms": int(payload.get("ts_ms") or time.time() * 1000), **records,
+    }
+    if payload.get("action"):
+        event["action"] = payload["action"]
+    topic = request.app[SETTINGS]["topic_prefix"] + cdc_topic(system, entity)
+    loop = asyncio.get_running_loop()
+    delivered: asyncio.Future = loop.create_future()
+
+    def on_delivery(err, _msg) -> None:
+        loop.call_soon_threadsafe(lambda: delivered.done() or (
+            delivered.set_exception(RuntimeError(str(err))) if err else delivered.set_result(None)))
+
+    producer = request.app[PRODUCER]
+    producer.produce(topic, key=f"{tenant}:{record.get('id')}".encode(), value=orjson.dumps(event),
+                     on_delivery=on_delivery)
+    deadline = time.monotonic() + 30
+    while not delivered.done() and time.monotonic() < deadline:
+        await asyncio.to_thread(producer.poll, 0.05)
+    if not delivered.done():
+        return error(503, "the broker did not acknowledge the event in time; send the webhook again")
+    try:
+        await delivered
+    except RuntimeError as exc:
+        return error(503, f"could not produce the event: {exc}")
+    return web.json_response({"accepted": event_id, "topic": topic}, status=202)
+
+
+def create_webhooks(*, secrets: dict[tuple[str, str], str], bootstrap_servers: str, topic_prefix: str = "",
+                    tolerance_s: float = 300.0) -> web.Application:
+    """``secrets``: (system, tenant) -> HMAC secret."""
+    app = web.Application()
+    app[SECRETS] = dict(secrets)
+    app[PRODUCER] = Producer({"bootstrap.servers": bootstrap_servers, "acks": "all", "enable.idempotence": True})
+    app[SETTINGS] = {"topic_prefix": topic_prefix, "tolerance_s": tolerance_s}
+    app.router.add_post("/webhooks/{system}/{tenant}", receive)
+    return app
