@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Set up and run the main job on this machine: install into .venv, start the local Kafka broker,
-# create the contract's topics, run the stream processor in the foreground (Ctrl-C stops it;
-# `.venv/bin/lienthong kafka stop` stops the broker).
+# Set up and run the whole thing on this machine: install into .venv, then `lienthong demo`, which
+# starts the local Kafka broker, creates the contract's topics, runs the stream processor, both
+# sandboxes and both connectors, works a scripted business day across the two systems, prints what
+# synced and where to look, and keeps running (Ctrl-C stops it; `.venv/bin/lienthong kafka stop`
+# stops the broker). Extra arguments go to `lienthong demo` (--exit, --crm-port, --acct-port).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash deploy/setup.sh
-.venv/bin/lienthong kafka start
-.venv/bin/lienthong topics create
-exec .venv/bin/lienthong worker
+exec .venv/bin/lienthong demo "$@"

@@ -8,6 +8,7 @@
     lienthong explain TENANT ENTITY ID    the audit trail of one record
     lienthong tenant set TENANT --order-target sale_order|contract
     lienthong dlq replay [--topic dlq.cdc] [--kind KIND] [--dry-run]
+    lienthong demo [--exit]               everything locally, and a scripted business day
 """
 
 from __future__ import annotations
@@ -126,6 +127,18 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from connectors.demo import run_demo
+
+    try:
+        return asyncio.run(run_demo(settings, tenant=args.tenant, crm_port=args.crm_port, acct_port=args.acct_port,
+                                    keep_running=not args.exit))
+    except KeyboardInterrupt:
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lienthong", description="Keep AMIS CRM and AMIS Kế toán in sync.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--kind", help="only letters with this error.kind")
     dlq.add_argument("--dry-run", action="store_true")
     dlq.set_defaults(func=_dlq)
+
+    demo = sub.add_parser("demo", help="broker, worker, sandboxes, connectors and a scripted business day")
+    demo.add_argument("--tenant", default="cty-demo")
+    demo.add_argument("--crm-port", type=int, default=8081)
+    demo.add_argument("--acct-port", type=int, default=8082)
+    demo.add_argument("--exit", action="store_true", help="stop after the business day instead of running on")
+    demo.set_defaults(func=_demo)
     return parser
 
 

@@ -1,0 +1,34 @@
+"""`lienthong demo --exit`: the README's main command runs the whole loop and says what synced."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from streams.admin import delete_topics_with_prefix
+from streams.settings import Settings
+
+pytestmark = pytest.mark.broker
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_demo_runs_a_business_day_and_exits(bootstrap, tmp_path):
+    prefix = f"demo-{uuid.uuid4().hex[:8]}."
+    env = {**os.environ, "LIENTHONG_BOOTSTRAP_SERVERS": bootstrap, "LIENTHONG_TOPIC_PREFIX": prefix,
+           "LIENTHONG_APP_ID": f"{prefix}lienthong", "LIENTHONG_DATA_DIR": str(tmp_path),
+           "LIENTHONG_WEB_ENABLED": "false"}
+    try:
+        result = subprocess.run([sys.executable, "-m", "streams.cli", "demo", "--exit", "--crm-port", "0",
+                                 "--acct-port", "0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    finally:
+        delete_topics_with_prefix(Settings(bootstrap_servers=bootstrap), prefix)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "CRM order DH0001: delivery delivering, pay partially_paid, remaining 30000" in out
+    assert "crm: 4 records created" in out and "acct: 6 records created" in out
+    assert "http://127.0.0.1:" in out
