@@ -88,6 +88,7 @@ class ConnectorSettings:
     backoff_base: float = 0.1
     backoff_cap: float = 5.0
     concurrency: int = 8  # per tenant
+    max_in_flight: int | None = None  # commands taken but not finished; default 4 × concurrency
     rate: float = 50.0  # requests per second per tenant
     dependency_timeout: float = 60.0
     request_timeout: float = 10.0
@@ -119,6 +120,7 @@ class Connector:
         self._tails: dict[bytes, asyncio.Task] = {}
         self._in_flight: dict[tuple[str, int], set[int]] = defaultdict(set)
         self._done_up_to: dict[tuple[str, int], int] = {}
+        self._committed: dict[tuple[str, int], int] = {}
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._applied = asyncio.Condition()
@@ -136,8 +138,14 @@ class Connector:
             self.api = SystemApi(self.settings.system, self.settings.base_url, self.settings.credentials, session,
                                  timeout=self.settings.request_timeout)
             try:
+                limit = self.settings.max_in_flight or 4 * self.settings.concurrency
                 while not self._stopping.is_set():
-                    messages = await asyncio.to_thread(self.consumer.consume, 200, 0.2)
+                    # Take no more than can be finished soon: what is taken is what a stop must finish.
+                    room = limit - sum(len(offsets) for offsets in self._in_flight.values())
+                    if room <= 0:
+                        await asyncio.sleep(0.05)
+                        continue
+                    messages = await asyncio.to_thread(self.consumer.consume, room, 0.2)
                     for message in messages:
                         if message.error():
                             if message.error().code() != KafkaError._PARTITION_EOF:
@@ -182,9 +190,11 @@ class Connector:
             pending = self._in_flight[tp]
             next_offset = min(pending) if pending else done + 1
             offsets.append(TopicPartition(tp[0], tp[1], next_offset))
-        if offsets:
+        wanted = {(o.topic, o.partition): o.offset for o in offsets}
+        if offsets and wanted != self._committed:
             try:
                 await asyncio.to_thread(self.consumer.commit, offsets=offsets, asynchronous=False)
+                self._committed = wanted
             except Exception as exc:  # a rebalance in progress: the next commit carries it
                 log.info("commit deferred: %s", exc)
 

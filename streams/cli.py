@@ -9,6 +9,9 @@
     lienthong tenant set TENANT --order-target sale_order|contract
     lienthong dlq replay [--topic dlq.cdc] [--kind KIND] [--dry-run]
     lienthong demo [--exit]               everything locally, and a scripted business day
+    lienthong connector crm|acct          a connector service (LIENTHONG_CONNECTOR_CREDENTIALS, _CRM_URL, _ACCT_URL)
+    lienthong sandbox crm|acct [--port]   a sandbox of one system (LIENTHONG_SANDBOX_CREDENTIALS, _SANDBOX_FAULTS)
+    lienthong webhooks [--port]           the webhook receiver (LIENTHONG_WEBHOOK_SECRETS)
 """
 
 from __future__ import annotations
@@ -139,6 +142,83 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
 
+def _serve_until_signal(main) -> int:
+    """Run ``main(stop_event)`` until SIGTERM or SIGINT sets the event."""
+    import asyncio
+    import signal
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+    return 0
+
+
+def _connector(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import logging
+
+    from connectors.api import TenantCredentials
+    from connectors.runner import Connector, ConnectorSettings
+
+    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    ledger_dir = settings.data_dir / "connectors"
+    ledger_dir.mkdir(parents=True, exist_ok=True)
+    connector = Connector(ConnectorSettings(
+        system=args.system, base_url=settings.crm_url if args.system == "crm" else settings.acct_url,
+        credentials={tenant: TenantCredentials(**values) for tenant, values in settings.connector_credentials.items()},
+        bootstrap_servers=settings.bootstrap_servers, topic_prefix=settings.topic_prefix,
+        ledger_path=ledger_dir / f"{args.system}-ledger.sqlite", concurrency=settings.connector_concurrency,
+        rate=settings.connector_rate))
+
+    async def main(stop: asyncio.Event) -> None:
+        task = asyncio.create_task(connector.run())
+        await stop.wait()
+        # SIGTERM: take no new command, finish and report the ones in flight, commit, exit
+        connector.stop()
+        await task
+
+    return _serve_until_signal(main)
+
+
+def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import logging
+
+    from connectors.sandbox.app import run_sandbox
+    from connectors.sandbox.faults import FaultConfig
+
+    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    port = args.port or (8081 if args.system == "crm" else 8082)
+
+    async def main(stop: asyncio.Event) -> None:
+        task = asyncio.create_task(run_sandbox(
+            args.system, db=settings.data_dir / f"{args.system}-sandbox.sqlite", port=port,
+            bootstrap_servers=settings.bootstrap_servers, topic_prefix=settings.topic_prefix,
+            credentials=settings.sandbox_credentials, faults=FaultConfig(**settings.sandbox_faults)))
+        await stop.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    return _serve_until_signal(main)
+
+
+def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    from aiohttp import web
+
+    from connectors.webhooks import create_webhooks
+
+    secrets = {tuple(key.split(":", 1)): value for key, value in settings.webhook_secrets.items()}
+    web.run_app(create_webhooks(secrets=secrets, bootstrap_servers=settings.bootstrap_servers,
+                                topic_prefix=settings.topic_prefix), host="127.0.0.1", port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lienthong", description="Keep AMIS CRM and AMIS Kế toán in sync.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -176,6 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--kind", help="only letters with this error.kind")
     dlq.add_argument("--dry-run", action="store_true")
     dlq.set_defaults(func=_dlq)
+
+    connector = sub.add_parser("connector", help="apply commands.<system> to the system's API")
+    connector.add_argument("system", choices=["crm", "acct"])
+    connector.set_defaults(func=_connector)
+
+    sandbox = sub.add_parser("sandbox", help="serve a sandbox of a system and publish its changes")
+    sandbox.add_argument("system", choices=["crm", "acct"])
+    sandbox.add_argument("--port", type=int, default=0, help="default 8081 (crm) / 8082 (acct)")
+    sandbox.set_defaults(func=_sandbox)
+
+    webhooks = sub.add_parser("webhooks", help="receive signed webhooks and produce change events")
+    webhooks.add_argument("--port", type=int, default=8090)
+    webhooks.set_defaults(func=_webhooks)
 
     demo = sub.add_parser("demo", help="broker, worker, sandboxes, connectors and a scripted business day")
     demo.add_argument("--tenant", default="cty-demo")
