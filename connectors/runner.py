@@ -39,7 +39,11 @@ log = logging.getLogger(__name__)
 
 
 class Ledger:
-    """Applied command ids, durable (SQLite)."""
+    """Command ids and how they ended (applied / rejected / failed), durable (SQLite).
+
+    Only ``applied`` makes a repeat a ``duplicate``: a failed or rejected command replayed from
+    ``dlq.commands`` is tried again. A command depending on a rejected or failed one fails at once.
+    """
 
     def __init__(self, path: Path | str) -> None:
         self._db = sqlite3.connect(str(path), isolation_level=None)
@@ -211,36 +215,42 @@ class Connector:
                                     f"{message.topic()}")
             return
         seen = self.ledger.get(command.command_id)
-        if seen is not None:
+        if seen is not None and seen[0] == "applied":
             self.stats["duplicate"] += 1
             await self._report(message, command, Outcome("duplicate", target_id=seen[1], code=command.key.code))
             return
-        if command.depends_on and not await self._dependencies_applied(command):
-            outcome = Outcome("failed", code=command.key.code, error=ResultError(
-                kind="dependency", message=f"depends_on {command.depends_on} not applied within "
-                                           f"{self.settings.dependency_timeout:g}s"))
-            await self._report(message, command, outcome)
-            return
+        if command.depends_on:
+            problem = await self._dependencies_problem(command)
+            if problem:
+                await self._report(message, command, Outcome("failed", code=command.key.code,
+                                                             error=ResultError(kind="dependency", message=problem)))
+                return
         outcome = await self._apply(command)
-        if outcome.status == "applied":
-            self.ledger.record(command.command_id, "applied", outcome.target_id)
-            async with self._applied:
-                self._applied.notify_all()
+        self.ledger.record(command.command_id, outcome.status, outcome.target_id)
+        async with self._applied:
+            self._applied.notify_all()
         self.stats[outcome.status] += 1
         await self._report(message, command, outcome)
 
-    async def _dependencies_applied(self, command: Command) -> bool:
+    async def _dependencies_problem(self, command: Command) -> str | None:
+        """None once every ``depends_on`` command is applied; else why this command cannot go."""
         deadline = time.monotonic() + self.settings.dependency_timeout
         async with self._applied:
-            while not all(self.ledger.get(d) for d in command.depends_on):
+            while True:
+                states = {d: self.ledger.get(d) for d in command.depends_on}
+                refused = [d for d, state in states.items() if state and state[0] in ("rejected", "failed")]
+                if refused:
+                    return f"depends_on {refused} was {states[refused[0]][0]}: this command is not applied"
+                if all(state and state[0] == "applied" for state in states.values()):
+                    return None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return False
+                    return (f"depends_on {[d for d, s in states.items() if not s]} not applied within "
+                            f"{self.settings.dependency_timeout:g}s")
                 try:
                     await asyncio.wait_for(self._applied.wait(), timeout=min(remaining, 0.5))
                 except asyncio.TimeoutError:
                     pass
-        return True
 
     async def _apply(self, command: Command) -> Outcome:
         tenant = command.tenant
