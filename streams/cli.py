@@ -200,7 +200,8 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
         task = asyncio.create_task(run_sandbox(
             args.system, db=settings.data_dir / f"{args.system}-sandbox.sqlite", port=port,
             bootstrap_servers=settings.bootstrap_servers, topic_prefix=settings.topic_prefix,
-            credentials=settings.sandbox_credentials, faults=FaultConfig(**settings.sandbox_faults)))
+            credentials=settings.sandbox_credentials, faults=FaultConfig(**settings.sandbox_faults),
+            host=settings.web_host))
         await stop.wait()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -215,7 +216,7 @@ def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
 
     secrets = {tuple(key.split(":", 1)): value for key, value in settings.webhook_secrets.items()}
     web.run_app(create_webhooks(secrets=secrets, bootstrap_servers=settings.bootstrap_servers,
-                                topic_prefix=settings.topic_prefix), host="127.0.0.1", port=args.port)
+                                topic_prefix=settings.topic_prefix), host=settings.web_host, port=args.port)
     return 0
 
 

@@ -218,14 +218,14 @@ def create_sandbox(system: str, store: SandboxStore, *, credentials: dict[str, s
 
 
 async def run_sandbox(system: str, *, db: Path, port: int, bootstrap_servers: str, topic_prefix: str,
-                      credentials: dict[str, str], faults: FaultConfig | None = None) -> None:
-    """Serve a sandbox on 127.0.0.1:port and publish its outbox until cancelled."""
+                      credentials: dict[str, str], faults: FaultConfig | None = None, host: str = "127.0.0.1") -> None:
+    """Serve a sandbox on host:port (loopback unless told) and publish its outbox until cancelled."""
     from connectors.sandbox.publisher import OutboxPublisher
 
     store = SandboxStore(db, system, topic_prefix=topic_prefix)
     runner = web.AppRunner(create_sandbox(system, store, credentials=credentials, faults=faults))
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, host, port).start()
     publisher = OutboxPublisher(store, bootstrap_servers)
     log.info("%s sandbox on http://127.0.0.1:%s (db %s)", system, port, db)
     try:
