@@ -112,7 +112,7 @@ def _ensure_broker_and_topics(settings) -> None:
 
 
 async def run_demo(settings, *, tenant: str = "cty-demo", crm_port: int = 8081, acct_port: int = 8082,
-                   keep_running: bool = True) -> int:
+                   dashboard_port: int = 8080, keep_running: bool = True) -> int:
     """The whole loop on this machine; returns a process exit code."""
     data = Path(settings.data_dir) / "demo"
     data.mkdir(parents=True, exist_ok=True)
@@ -135,6 +135,15 @@ async def run_demo(settings, *, tenant: str = "cty-demo", crm_port: int = 8081, 
         async with local_systems(bootstrap_servers=settings.bootstrap_servers, topic_prefix=settings.topic_prefix,
                                  data_dir=data / "systems", tenants=[tenant],
                                  ports={"crm": crm_port, "acct": acct_port}) as systems:
+            from aiohttp import web
+
+            from connectors.dashboard import create_dashboard
+
+            dashboard = web.AppRunner(create_dashboard(settings, systems))
+            await dashboard.setup()
+            site = web.TCPSite(dashboard, "127.0.0.1", dashboard_port)
+            await site.start()
+            dashboard_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
             print(f"CRM sandbox:        {systems.crm.url}/   (login: client-{tenant} / secret-{tenant})")
             print(f"accounting sandbox: {systems.acct.url}/   (X-App-Id app-{tenant}, X-Connection-Code code-{tenant})")
             async with aiohttp.ClientSession() as session:
@@ -147,10 +156,18 @@ async def run_demo(settings, *, tenant: str = "cty-demo", crm_port: int = 8081, 
                 print(f"  {local.system}: {len(counts)} records created "
                       f"({', '.join(sorted({entity for entity, _ in counts}))}); connector {stats}")
             print(f"\naudit trail of a record:  .venv/bin/lienthong explain {tenant} customer <id>")
-            print(f"pages: {systems.crm.url}/  {systems.acct.url}/   worker: http://127.0.0.1:{settings.web_port}/")
+            from connectors.dashboard import broker_numbers, watched_groups
+
+            await asyncio.sleep(1.5)  # the last commits
+            numbers = await asyncio.to_thread(broker_numbers, settings, watched_groups(settings))
+            print(f"sync health: lag {numbers['lag']}; commands crm {numbers['messages'].get('commands.crm', 0)}, "
+                  f"acct {numbers['messages'].get('commands.acct', 0)}; dead letters "
+                  f"{numbers['messages'].get('dlq.cdc', 0) + numbers['messages'].get('dlq.commands', 0)}")
+            print(f"pages: {systems.crm.url}/  {systems.acct.url}/   sync health: {dashboard_url}/")
             if keep_running:
                 print("\nrunning; Ctrl-C stops the sandboxes, connectors and worker (the broker keeps running)")
                 await asyncio.Event().wait()
+            await dashboard.cleanup()
         return 0
     finally:
         worker.terminate()

@@ -137,7 +137,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         return asyncio.run(run_demo(settings, tenant=args.tenant, crm_port=args.crm_port, acct_port=args.acct_port,
-                                    keep_running=not args.exit))
+                                    dashboard_port=args.dashboard_port, keep_running=not args.exit))
     except KeyboardInterrupt:
         return 0
 
@@ -275,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tenant", default="cty-demo")
     demo.add_argument("--crm-port", type=int, default=8081)
     demo.add_argument("--acct-port", type=int, default=8082)
+    demo.add_argument("--dashboard-port", type=int, default=8080)
     demo.add_argument("--exit", action="store_true", help="stop after the business day instead of running on")
     demo.set_defaults(func=_demo)
     return parser

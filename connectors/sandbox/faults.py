@@ -26,6 +26,8 @@ class FaultConfig:
     drop_rate: float = 0.0  # the connection is closed without an answer
     seed: int | None = None
     counts: dict[str, int] = field(default_factory=dict)  # what was injected, for tests and the demo
+    in_flight: int = 0  # API calls being answered now, and the most seen at once
+    max_in_flight: int = 0
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -46,6 +48,14 @@ def fault_middleware(config: FaultConfig) -> Callable:
     async def faults(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
         if not request.path.startswith("/api/"):
             return await handler(request)
+        config.in_flight += 1
+        config.max_in_flight = max(config.max_in_flight, config.in_flight)
+        try:
+            return await disturbed(request, handler)
+        finally:
+            config.in_flight -= 1
+
+    async def disturbed(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
         if config.latency_ms:
             await asyncio.sleep(config.latency_ms / 1000)
         kind = config.draw()

@@ -24,7 +24,7 @@ def test_demo_runs_a_business_day_and_exits(bootstrap, tmp_path):
            "LIENTHONG_WEB_ENABLED": "false"}
     try:
         result = subprocess.run([sys.executable, "-m", "streams.cli", "demo", "--exit", "--crm-port", "0",
-                                 "--acct-port", "0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+                                 "--acct-port", "0", "--dashboard-port", "0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     finally:
         delete_topics_with_prefix(Settings(bootstrap_servers=bootstrap), prefix)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -32,3 +32,5 @@ def test_demo_runs_a_business_day_and_exits(bootstrap, tmp_path):
     assert "CRM order DH0001: delivery delivering, pay partially_paid, remaining 30000" in out
     assert "crm: 4 records created" in out and "acct: 6 records created" in out
     assert "http://127.0.0.1:" in out
+    health = next(line for line in out.splitlines() if line.startswith("sync health: lag"))
+    assert "dead letters 0" in health

@@ -37,3 +37,18 @@ async def test_a_business_day_across_both_systems(kafka, module_settings, worker
             injected = sum(systems.crm.faults.counts.values()) + sum(systems.acct.faults.counts.values())
             assert injected > 0 and systems.acct.connector.stats["retries"] + systems.crm.connector.stats["retries"] > 0
         assert systems.crm.connector.stats["rejected"] == 0 and systems.acct.connector.stats["rejected"] == 0
+        # the sync-health page says the same
+        from aiohttp.test_utils import TestClient, TestServer
+
+        from connectors.dashboard import create_dashboard
+
+        client = TestClient(TestServer(create_dashboard(module_settings, systems)))
+        await client.start_server()
+        try:
+            health = await (await client.get("/health.json")).json()
+            page = await (await client.get("/")).text()
+        finally:
+            await client.close()
+        assert health["connectors"]["acct"]["applied"] >= 4 and health["connectors"]["crm"]["applied"] >= 4
+        assert set(health["lag"]) >= {module_settings.app_id} and health["messages"]["commands.acct"] >= 4
+        assert "sync health" in page
