@@ -32,6 +32,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from pydantic import ValidationError
 
 from connectors.api import Refused, SystemApi, TenantCredentials, Transient
+from connectors.delivery import produce_acknowledged
 from streams.core.contract import Command, Result, ResultError
 from streams.topics import DLQ_COMMANDS, commands_topic, results_topic
 
@@ -301,15 +302,4 @@ class Connector:
 
     async def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list | None = None) -> None:
         """Produce and wait until the broker has it (the offset is committed only after)."""
-        loop = asyncio.get_running_loop()
-        delivered: asyncio.Future = loop.create_future()
-
-        def on_delivery(err, _msg) -> None:
-            loop.call_soon_threadsafe(
-                lambda: delivered.done() or (delivered.set_exception(RuntimeError(str(err))) if err
-                                             else delivered.set_result(None)))
-
-        self.producer.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
-        while not delivered.done():
-            await asyncio.to_thread(self.producer.poll, 0.05)
-        await delivered
+        await produce_acknowledged(self.producer, topic, key, value, headers)

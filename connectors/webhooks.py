@@ -15,7 +15,6 @@ duplicate the processor drops; the answer (202) comes once the broker has it.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import time
@@ -26,6 +25,7 @@ from aiohttp import web
 from confluent_kafka import Producer
 
 from connectors.crm_fields import from_crm
+from connectors.delivery import produce_acknowledged
 from streams.core.contract import ENTITIES, System
 from streams.topics import cdc_topic
 
@@ -79,25 +79,11 @@ async def receive(request: web.Request) -> web.Response:
     if payload.get("action"):
         event["action"] = payload["action"]
     topic = request.app[SETTINGS]["topic_prefix"] + cdc_topic(system, entity)
-    loop = asyncio.get_running_loop()
-    delivered: asyncio.Future = loop.create_future()
-
-    def on_delivery(err, _msg) -> None:
-        loop.call_soon_threadsafe(lambda: delivered.done() or (
-            delivered.set_exception(RuntimeError(str(err))) if err else delivered.set_result(None)))
-
-    producer = request.app[PRODUCER]
-    producer.produce(topic, key=f"{tenant}:{record.get('id')}".encode(), value=orjson.dumps(event),
-                     on_delivery=on_delivery)
-    deadline = time.monotonic() + 30
-    while not delivered.done() and time.monotonic() < deadline:
-        await asyncio.to_thread(producer.poll, 0.05)
-    if not delivered.done():
-        return error(503, "the broker did not acknowledge the event in time; send the webhook again")
     try:
-        await delivered
-    except RuntimeError as exc:
-        return error(503, f"could not produce the event: {exc}")
+        await produce_acknowledged(request.app[PRODUCER], topic, f"{tenant}:{record.get('id')}".encode(),
+                                   orjson.dumps(event))
+    except (RuntimeError, TimeoutError) as exc:
+        return error(503, f"could not produce the event ({exc}); send the webhook again")
     return web.json_response({"accepted": event_id, "topic": topic}, status=202)
 
 
