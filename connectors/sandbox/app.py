@@ -153,8 +153,8 @@ def resource_handlers(entity: str, tenant_of: Callable[[web.Request], str | None
             record = inp(record)
             if request.method == "PUT" and not record.get("id") and not record.get("code"):
                 return error(400, "an update names the record by id or code")
-            if request.method == "PUT" and record.get("id") and request.app[STORE]._row(tenant, entity,
-                                                                                         str(record["id"])) is None:
+            if request.method == "PUT" and record.get("id") and not request.app[STORE].exists(tenant, entity,
+                                                                                               str(record["id"])):
                 return error(404, f"{entity} {record['id']} not found")
             change = request.app[STORE].upsert(tenant, entity, record, origin=origin, action=action)
             written.append(out(change.after))

@@ -81,6 +81,9 @@ class SandboxStore:
             raise NotFound(f"{entity} {record_id}")
         return orjson.loads(row[0])
 
+    def exists(self, tenant: str, entity: str, record_id: str) -> bool:
+        return self._row(tenant, entity, record_id) is not None
+
     def by_code(self, tenant: str, entity: str, code: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT data FROM records WHERE tenant=? AND entity=? AND code=? AND deleted=0",
                                (tenant, entity, code)).fetchone()
