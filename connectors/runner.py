@@ -89,7 +89,7 @@ class ConnectorSettings:
     topic_prefix: str = ""
     group_id: str | None = None
     ledger_path: Path = Path("var/connector-ledger.sqlite")
-    max_attempts: int = 8
+    max_attempts: int = 20  # API attempts of one command; with the backoff cap, about a minute of passing faults
     backoff_base: float = 0.1
     backoff_cap: float = 5.0
     concurrency: int = 8  # per tenant
