@@ -64,6 +64,10 @@ class Ledger:
         self._db.close()
 
 
+class Stopping(Exception):
+    """The connector is stopping before this command could finish: leave it for the next run."""
+
+
 class TokenBucket:
     def __init__(self, rate: float, burst: float) -> None:
         self.rate, self.capacity = rate, burst
@@ -179,15 +183,19 @@ class Connector:
     async def _after(self, previous: asyncio.Task | None, message: Message) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # one key: one after another
+        tp = (message.topic(), message.partition())
         try:
             await self._handle(message)
+        except Stopping:
+            # Not done: its offset stays in flight, so nothing at or after it is committed, and the
+            # next run takes it again (the ledger makes that safe).
+            log.info("left %s@%s:%s for the next run", message.topic(), message.partition(), message.offset())
+            return
         except Exception:  # never lose the offset's place: report and move on
             log.exception("connector failed on %s@%s:%s", message.topic(), message.partition(), message.offset())
             await self._dead_letter(message, "internal", "unexpected error in the connector")
-        finally:
-            tp = (message.topic(), message.partition())
-            self._in_flight[tp].discard(message.offset())
-            self._done_up_to[tp] = max(self._done_up_to.get(tp, -1), message.offset())
+        self._in_flight[tp].discard(message.offset())
+        self._done_up_to[tp] = max(self._done_up_to.get(tp, -1), message.offset())
 
     async def _commit(self) -> None:
         offsets = []
@@ -244,6 +252,8 @@ class Connector:
                     return f"depends_on {refused} was {states[refused[0]][0]}: this command is not applied"
                 if all(state and state[0] == "applied" for state in states.values()):
                     return None
+                if self._stopping.is_set():
+                    raise Stopping()  # the dependency may be among what this run no longer takes
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return (f"depends_on {[d for d, s in states.items() if not s]} not applied within "
@@ -271,6 +281,8 @@ class Connector:
                 return Outcome("rejected", code=command.key.code, attempts=attempt,
                                error=ResultError(kind=f"http_{exc.status}", message=str(exc)))
             except Transient as exc:
+                if self._stopping.is_set():
+                    raise Stopping() from None  # not written: the next run tries again
                 self.stats["retries"] += 1
                 if attempt >= self.settings.max_attempts:
                     return Outcome("failed", code=command.key.code, attempts=attempt,
