@@ -296,7 +296,8 @@ class Connector:
 
     async def _report(self, message: Message, command: Command, outcome: Outcome) -> None:
         result = Result(command_id=command.command_id, tenant=command.tenant, target=command.target,
-                        entity=command.entity, status=outcome.status, target_id=outcome.target_id,
+                        entity=command.entity, status=outcome.status,
+                        target_id=outcome.target_id or command.key.id,
                         code=outcome.code or command.key.code, error=outcome.error, attempts=outcome.attempts,
                         ts_ms=int(time.time() * 1000))
         await self._produce(self.prefix + results_topic(self.settings.system), message.key(),

@@ -30,9 +30,11 @@ def forget_unwritten(tables: Tables, result: Result) -> None:
 
     Only when the memory still holds that very command (a later write may have replaced it).
     """
-    if result.status not in ("rejected", "failed") or not result.code:
+    if result.status not in ("rejected", "failed") or not (result.code or result.target_id):
         return
-    key = command_key_text(result.tenant, result.target, result.entity, CommandKey(code=result.code))
+    # The command's record, named as the command named it: by code, else by id (X-3).
+    key = command_key_text(result.tenant, result.target, result.entity,
+                           CommandKey(code=result.code, id=result.target_id))
     remembered = tables.written.get(key)
     if remembered and remembered.get("command_id") == result.command_id:
         del tables.written[key]

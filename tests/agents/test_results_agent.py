@@ -49,3 +49,21 @@ async def test_an_unreadable_result_is_dead_lettered(built):
         await results.put(result(status="maybe"), key=b"t1:y")
     kinds = [call.kwargs["headers"]["error.kind"] for call in built.sends["dlq.cdc"].await_args_list]
     assert kinds == [b"schema", b"schema"]
+
+
+async def test_a_rejected_write_keyed_by_id_is_forgotten_too(built):
+    """INV-4 commands name the CRM request by id only (acct crm_id): their refusal is forgotten as well."""
+    approved = change(entity="invoice", event_id="e-1", op="u", before={"id": "AI1", "crm_id": "HD1", "status": "proposed"},
+                      after={"id": "AI1", "crm_id": "HD1", "status": "approved"})
+    async with built.agents["cdc"].test_context() as cdc, built.agents["results"].test_context() as results:
+        agent = OnTopic(cdc)
+        await agent.put("cdc.acct.invoice", approved, key=b"t1:AI1")
+        (_, first), = sent(built.sends["commands.crm"])
+        assert first["rule"] == "INV-4" and first["key"] == {"id": "HD1", "code": None}
+        await results.put(result(command_id=first["command_id"], target="crm", entity="invoice", status="rejected",
+                                 target_id="HD1", code=None, error={"kind": "http_409", "message": "locked"}),
+                          key=b"t1:invoice:HD1")
+        again = change(entity="invoice", event_id="e-2", op="u", before={"id": "AI1", "crm_id": "HD1", "status": "proposed"},
+                       after={"id": "AI1", "crm_id": "HD1", "status": "approved"})
+        await agent.put("cdc.acct.invoice", again, key=b"t1:AI1")
+    assert [c["rule"] for _, c in sent(built.sends["commands.crm"])] == ["INV-4", "INV-4"]
