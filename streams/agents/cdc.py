@@ -40,18 +40,19 @@ class Outputs:
         self.dead_letters = dead_letters
 
     async def publish(self, decision: Decision) -> None:
-        """Send the decision's commands and wait until the broker has every one, then its audit record.
+        """Send the decision's commands and its audit record; return once the broker has all of them.
 
-        Callers update their tables only after this returns: a crash in between replays the event,
-        which re-sends the same command ids instead of losing them.
+        Callers update their tables (which remember the event as processed) only after this
+        returns: a crash in between replays the event, which re-sends the same command ids and the
+        audit record instead of losing them.
         """
         deliveries = [
             await self.commands[command.target].send(key=command.message_key.encode(), value=dumps(command))
             for command in decision.commands
         ]
+        deliveries.append(await self.audit.send(key=decision.audit.message_key.encode(), value=dumps(decision.audit)))
         for delivery in deliveries:
             await delivery
-        await self.audit.send(key=decision.audit.message_key.encode(), value=dumps(decision.audit))
 
     async def dead_letter(self, key: bytes | None, raw: bytes | None, kind: str, message: str, *, topic: str,
                           partition: int, offset: int) -> None:
