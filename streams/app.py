@@ -65,15 +65,14 @@ def create_app(settings: Settings | None = None) -> Lienthong:
 
     kafka_driver.install(app)
 
-    def raw_topic(name: str) -> Any:
-        return app.topic(prefix + name, key_type=bytes, value_type=bytes, key_serializer="raw",
+    def raw_topic(*names: str) -> Any:
+        """Contract topics as bytes in and out: agents decode themselves, to dead-letter bad input whole."""
+        return app.topic(*[prefix + name for name in names], key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw", partitions=settings.topic_partitions)
 
     topics: dict[str, Any] = {
-        "cdc": app.topic(*[prefix + spec.name for spec in cdc_topics()], key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions),
-        "results": app.topic(*[prefix + results_topic(s.value) for s in System], key_type=bytes, value_type=bytes,
-                             key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions),
+        "cdc": raw_topic(*[spec.name for spec in cdc_topics()]),
+        "results": raw_topic(*[results_topic(s.value) for s in System]),
         DLQ_CDC: raw_topic(DLQ_CDC),
         AUDIT: raw_topic(AUDIT),
     }
