@@ -90,10 +90,11 @@ class SandboxStore:
         return orjson.loads(row[0]) if row else None
 
     def list(self, tenant: str, entity: str, *, page: int = 1, page_size: int = 50) -> tuple[list[dict], int]:
+        """One page of live records in creation order (stable while records are updated), and the total."""
         total = self._db.execute("SELECT COUNT(*) FROM records WHERE tenant=? AND entity=? AND deleted=0",
                                  (tenant, entity)).fetchone()[0]
         rows = self._db.execute(
-            "SELECT data FROM records WHERE tenant=? AND entity=? AND deleted=0 ORDER BY updated_ms, id "
+            "SELECT data FROM records WHERE tenant=? AND entity=? AND deleted=0 ORDER BY rowid "
             "LIMIT ? OFFSET ?", (tenant, entity, page_size, (page - 1) * page_size)).fetchall()
         return [orjson.loads(r[0]) for r in rows], total
 
