@@ -26,32 +26,30 @@ def path_without(tmp_path: Path, *missing: str) -> str:
     return str(bin_dir)
 
 
+def script_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A fresh cache and an unused port, so nothing of a real broker is touched."""
+    return {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LIENTHONG_CACHE_DIR": str(tmp_path / "c"),
+            "LIENTHONG_KAFKA_PORT": "19992", **extra}
+
+
 def test_start_without_java_says_how_to_get_it(tmp_path):
-    env = {"PATH": path_without(tmp_path, "java"), "HOME": str(tmp_path), "LIENTHONG_CACHE_DIR": str(tmp_path / "c"),
-           "LIENTHONG_KAFKA_PORT": "19992"}
-    result = run(env, "start")
+    result = run(script_env(tmp_path, PATH=path_without(tmp_path, "java")), "start")
     assert result.returncode != 0
     assert "java not found" in result.stderr and "JAVA_HOME" in result.stderr
 
 
 def test_start_with_a_wrong_java_home_names_it(tmp_path):
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "JAVA_HOME": str(tmp_path / "no-jdk"),
-           "LIENTHONG_CACHE_DIR": str(tmp_path / "c"), "LIENTHONG_KAFKA_PORT": "19992"}
-    result = run(env, "start")
+    result = run(script_env(tmp_path, JAVA_HOME=str(tmp_path / "no-jdk")), "start")
     assert result.returncode != 0
     assert str(tmp_path / "no-jdk") in result.stderr and "bin/java" in result.stderr
 
 
 def test_first_start_without_maven_says_why_it_is_needed(tmp_path):
-    env = {"PATH": path_without(tmp_path, "mvn"), "HOME": str(tmp_path), "LIENTHONG_CACHE_DIR": str(tmp_path / "c"),
-           "LIENTHONG_KAFKA_PORT": "19992"}
-    result = run(env, "start")
+    result = run(script_env(tmp_path, PATH=path_without(tmp_path, "mvn")), "start")
     assert result.returncode != 0
     assert "mvn not found" in result.stderr and "Maven Central" in result.stderr
 
 
 def test_status_of_a_broker_that_is_not_running(tmp_path):
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LIENTHONG_CACHE_DIR": str(tmp_path / "c"),
-           "LIENTHONG_KAFKA_PORT": "19992"}
-    result = run(env, "status")
+    result = run(script_env(tmp_path), "status")
     assert result.returncode == 1 and "not running on 127.0.0.1:19992" in result.stdout

@@ -100,12 +100,10 @@ def register_cdc_agent(
                     raise BadInput("unknown_topic", f"{message.topic} is not a cdc.<system>.<entity> topic")
                 change = decode_change_event(event.value, topic_system=names[0], topic_entity=names[1],
                                              headers=event.headers, **where)
-                order_key = order_key_of(change)
                 if change.system is System.ACCT and change.entity in AGGREGATE_ENTITIES:
                     resolve_action(change, rules)
-                    check_document(change)
-                if order_key is not None:
-                    await forward_to_aggregates(aggregate_inputs, change, order_key, where)
+                    check_document(change)  # past it, the document names its order
+                    await forward_to_aggregates(aggregate_inputs, change, order_key_of(change), where)
                     continue
                 record_key = f"{change.tenant}:{change.system.value}:{change.entity}:{change.record_id}"
                 if tables.is_duplicate(record_key, change.event_id):
