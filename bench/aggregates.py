@@ -23,18 +23,19 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import orjson
 from rocksdict import Options, Rdict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streams.core.aggregates import OrderAggregate, decide_for_order  # noqa: E402
-from streams.core.contract import ChangeEvent, System  # noqa: E402
-from streams.core.decide import Written  # noqa: E402
-from streams.core.rules import load_rules  # noqa: E402
+from streams.core.aggregates import OrderAggregate, decide_for_order
+from streams.core.contract import ChangeEvent, System
+from streams.core.decide import Written
+from streams.core.rules import load_rules
 
 
 class BenchState:
@@ -62,24 +63,53 @@ def events(orders: int, tenants: int, lines: int) -> Iterator[tuple[bytes, bytes
     for n in range(orders):
         tenant = f"tenant-{n % tenants:02d}"
         order_id = f"AO{n}"
-        order_lines = [{"line_id": f"L{i}", "product_code": f"SP{i}", "quantity": 4, "amount": "250000"}
-                       for i in range(lines)]
-        order = {"id": order_id, "code": f"DH{n:06d}", "crm_id": f"O{n}", "revenue_status": "recorded",
-                 "status": "in_progress", "total_amount": str(250000 * lines), "lines": order_lines}
-        voucher = {"id": f"V{n}", "code": f"XK{n:06d}", "order_id": order_id, "invoice_no": None,
-                   "einvoice_published": False,
-                   "lines": [{"line_id": f"L{i}", "product_code": f"SP{i}", "quantity": 2, "amount": "125000"}
-                             for i in range(lines)]}
+        order_lines = [
+            {"line_id": f"L{i}", "product_code": f"SP{i}", "quantity": 4, "amount": "250000"} for i in range(lines)
+        ]
+        order = {
+            "id": order_id,
+            "code": f"DH{n:06d}",
+            "crm_id": f"O{n}",
+            "revenue_status": "recorded",
+            "status": "in_progress",
+            "total_amount": str(250000 * lines),
+            "lines": order_lines,
+        }
+        voucher = {
+            "id": f"V{n}",
+            "code": f"XK{n:06d}",
+            "order_id": order_id,
+            "invoice_no": None,
+            "einvoice_published": False,
+            "lines": [
+                {"line_id": f"L{i}", "product_code": f"SP{i}", "quantity": 2, "amount": "125000"} for i in range(lines)
+            ],
+        }
         receipt = {"id": f"R{n}", "code": f"PT{n:06d}", "order_id": order_id, "amount": str(100000 * lines)}
         key = f"{tenant}:{order_id}".encode()
         for i, (entity, record) in enumerate((("sale_order", order), ("sales_voucher", voucher), ("receipt", receipt))):
-            yield key, orjson.dumps({"schema_version": 1, "event_id": f"{tenant}-{entity}-{n}", "tenant": tenant,
-                                     "system": "acct", "entity": entity, "op": "c", "origin": "user",
-                                     "ts_ms": ts + n * 3 + i, "before": None, "after": record})
+            yield (
+                key,
+                orjson.dumps(
+                    {
+                        "schema_version": 1,
+                        "event_id": f"{tenant}-{entity}-{n}",
+                        "tenant": tenant,
+                        "system": "acct",
+                        "entity": entity,
+                        "op": "c",
+                        "origin": "user",
+                        "ts_ms": ts + n * 3 + i,
+                        "before": None,
+                        "after": record,
+                    }
+                ),
+            )
 
 
-def run(name: str, process: Callable[[Rdict, bytes, bytes], int], stream: Iterable[tuple[bytes, bytes]],
-        directory: Path) -> dict[str, Any]:
+def run(
+    name: str, process: Callable[[Rdict, bytes, bytes], int], stream: Iterable[tuple[bytes, bytes]], directory: Path
+) -> dict[str, Any]:
     options = Options(raw_mode=True)
     store = Rdict(str(directory), options)
     samples: list[float] = []
@@ -97,9 +127,17 @@ def run(name: str, process: Callable[[Rdict, bytes, bytes], int], stream: Iterab
     store.close()
     size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
     quantiles = statistics.quantiles(samples, n=100)
-    return {"name": name, "events": count, "seconds": elapsed, "rate": count / elapsed, "p50": quantiles[49],
-            "p99": quantiles[98], "commands": commands, "disk_mb": size / 2**20,
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "name": name,
+        "events": count,
+        "seconds": elapsed,
+        "rate": count / elapsed,
+        "p50": quantiles[49],
+        "p99": quantiles[98],
+        "commands": commands,
+        "disk_mb": size / 2**20,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def baseline(store: Rdict, key: bytes, raw: bytes) -> int:
@@ -139,24 +177,40 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="lienthong-bench-"))
     try:
-        print(f"{args.orders} orders × {args.lines} lines across {args.tenants} tenants; "
-              f"3 events per order; python {sys.version.split()[0]}, {os.cpu_count()} cpu")
+        print(
+            f"{args.orders} orders × {args.lines} lines across {args.tenants} tenants; "
+            f"3 events per order; python {sys.version.split()[0]}, {os.cpu_count()} cpu"
+        )
         results = [
-            run("baseline (decode + store get/put)", baseline, events(args.orders, args.tenants, args.lines),
-                root / "baseline"),
-            run("lienthong aggregates", make_lienthong(), events(args.orders, args.tenants, args.lines),
-                root / "lienthong"),
+            run(
+                "baseline (decode + store get/put)",
+                baseline,
+                events(args.orders, args.tenants, args.lines),
+                root / "baseline",
+            ),
+            run(
+                "lienthong aggregates",
+                make_lienthong(),
+                events(args.orders, args.tenants, args.lines),
+                root / "lienthong",
+            ),
         ]
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"{'':36} {'events':>9} {'seconds':>8} {'events/s':>9} {'p50 µs':>8} {'p99 µs':>8} "
-          f"{'commands':>9} {'disk MB':>8} {'peak RSS MB':>12}")
+    print(
+        f"{'':36} {'events':>9} {'seconds':>8} {'events/s':>9} {'p50 µs':>8} {'p99 µs':>8} "
+        f"{'commands':>9} {'disk MB':>8} {'peak RSS MB':>12}"
+    )
     for r in results:
-        print(f"{r['name']:36} {r['events']:>9} {r['seconds']:>8.1f} {r['rate']:>9.0f} {r['p50']:>8.0f} "
-              f"{r['p99']:>8.0f} {r['commands']:>9} {r['disk_mb']:>8.1f} {r['rss_mb']:>12.0f}")
+        print(
+            f"{r['name']:36} {r['events']:>9} {r['seconds']:>8.1f} {r['rate']:>9.0f} {r['p50']:>8.0f} "
+            f"{r['p99']:>8.0f} {r['commands']:>9} {r['disk_mb']:>8.1f} {r['rss_mb']:>12.0f}"
+        )
     base, ours = results
-    print(f"lienthong runs at {ours['rate'] / base['rate']:.0%} of the baseline's rate "
-          f"({ours['commands']} derived commands; peak RSS is the process's, cumulative)")
+    print(
+        f"lienthong runs at {ours['rate'] / base['rate']:.0%} of the baseline's rate "
+        f"({ours['commands']} derived commands; peak RSS is the process's, cumulative)"
+    )
 
 
 if __name__ == "__main__":

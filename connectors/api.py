@@ -15,10 +15,7 @@ import aiohttp
 import orjson
 
 from connectors.crm_fields import from_crm, to_crm
-from connectors.sandbox.app import ACCT_RESOURCES, CRM_RESOURCES
-
-CRM_PATHS = {entity: "/api/v2/" + resource for resource, entity in CRM_RESOURCES.items()}
-ACCT_PATHS = {entity: "/api/" + resource for resource, entity in ACCT_RESOURCES.items()}
+from connectors.resources import ACCT_PATHS, CRM_PATHS
 
 
 class Transient(Exception):
@@ -45,8 +42,15 @@ class TenantCredentials:
 
 
 class SystemApi:
-    def __init__(self, system: str, base_url: str, credentials: dict[str, TenantCredentials],
-                 session: aiohttp.ClientSession, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        system: str,
+        base_url: str,
+        credentials: dict[str, TenantCredentials],
+        session: aiohttp.ClientSession,
+        *,
+        timeout: float = 10.0,
+    ) -> None:
         self.system = system
         self.base_url = base_url.rstrip("/")
         self.credentials = credentials
@@ -80,17 +84,28 @@ class SystemApi:
         return headers
 
     async def _login(self, tenant: str, creds: TenantCredentials) -> str:
-        body = await self._call("POST", "/Account", tenant=None,
-                                json_body={"client_id": creds.client_id, "client_secret": creds.client_secret})
+        body = await self._call(
+            "POST",
+            "/Account",
+            tenant=None,
+            json_body={"client_id": creds.client_id, "client_secret": creds.client_secret},
+        )
         return body["Data"]["access_token"]
 
-    async def _call(self, method: str, path: str, *, tenant: str | None, json_body: Any = None,
-                    params: dict[str, str] | None = None) -> Any:
+    async def _call(
+        self, method: str, path: str, *, tenant: str | None, json_body: Any = None, params: dict[str, str] | None = None
+    ) -> Any:
         headers = await self._headers(tenant) if tenant is not None else {"Content-Type": "application/json"}
         url = self.base_url + path
         try:
-            async with self.session.request(method, url, headers=headers, params=params, timeout=self.timeout,
-                                            data=orjson.dumps(json_body) if json_body is not None else None) as r:
+            async with self.session.request(
+                method,
+                url,
+                headers=headers,
+                params=params,
+                timeout=self.timeout,
+                data=orjson.dumps(json_body) if json_body is not None else None,
+            ) as r:
                 raw = await r.read()
                 status = r.status
                 retry_after = r.headers.get("Retry-After")
@@ -115,8 +130,9 @@ class SystemApi:
         found = body.get("Data") or []
         return self.from_api(entity, found[0]) if found else None
 
-    async def write(self, tenant: str, entity: str, op: str, key: dict[str, Any],
-                    fields: dict[str, Any]) -> dict[str, Any] | None:
+    async def write(
+        self, tenant: str, entity: str, op: str, key: dict[str, Any], fields: dict[str, Any]
+    ) -> dict[str, Any] | None:
         """Apply one command; returns the written record (None for a delete). Idempotent by code or id."""
         if entity not in self.paths:
             raise Refused(f"{self.system} has no {entity} resource", status=404)
@@ -141,6 +157,8 @@ class SystemApi:
             record["id"] = record_id
         if code and "code" not in record:
             record["code"] = code
-        body = await self._call("PUT" if record_id else "POST", path, tenant=tenant, json_body=[self.to_api(entity, record)])
+        body = await self._call(
+            "PUT" if record_id else "POST", path, tenant=tenant, json_body=[self.to_api(entity, record)]
+        )
         written = (body.get("Data") or [None])[0]
         return self.from_api(entity, written) if written else None

@@ -8,7 +8,8 @@ webhook receiver, so all three agree.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # canonical name -> CRM API name, where CRM does not simply PascalCase it
 CRM_NAMES: dict[str, dict[str, str]] = {

@@ -8,8 +8,14 @@ import time
 from confluent_kafka import Producer
 
 
-async def produce_acknowledged(producer: Producer, topic: str, key: bytes | None, value: bytes | None,
-                               headers: list | None = None, timeout: float = 30.0) -> None:
+async def produce_acknowledged(
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list | None = None,
+    timeout: float = 30.0,
+) -> None:
     """Produce one message; return once the broker has it. Raises RuntimeError on a delivery error
     and TimeoutError when no acknowledgement came within ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
@@ -19,6 +25,7 @@ async def produce_acknowledged(producer: Producer, topic: str, key: bytes | None
         def settle() -> None:
             if not delivered.done():
                 delivered.set_exception(RuntimeError(str(err))) if err else delivered.set_result(None)
+
         loop.call_soon_threadsafe(settle)
 
     producer.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import sqlite3
@@ -28,7 +29,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
 from connectors.api import Refused, SystemApi, TenantCredentials, Transient
@@ -49,16 +50,20 @@ class Ledger:
     def __init__(self, path: Path | str) -> None:
         self._db = sqlite3.connect(str(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS applied (command_id TEXT PRIMARY KEY, status TEXT NOT NULL, "
-                         "target_id TEXT, ts_ms INTEGER NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS applied (command_id TEXT PRIMARY KEY, status TEXT NOT NULL, "
+            "target_id TEXT, ts_ms INTEGER NOT NULL)"
+        )
 
     def get(self, command_id: str) -> tuple[str, str | None] | None:
         row = self._db.execute("SELECT status, target_id FROM applied WHERE command_id=?", (command_id,)).fetchone()
         return (row[0], row[1]) if row else None
 
     def record(self, command_id: str, status: str, target_id: str | None) -> None:
-        self._db.execute("INSERT OR REPLACE INTO applied VALUES (?, ?, ?, ?)",
-                         (command_id, status, target_id, int(time.time() * 1000)))
+        self._db.execute(
+            "INSERT OR REPLACE INTO applied VALUES (?, ?, ?, ?)",
+            (command_id, status, target_id, int(time.time() * 1000)),
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -118,13 +123,18 @@ class Connector:
         self.settings = settings
         self.prefix = settings.topic_prefix
         self.ledger = Ledger(settings.ledger_path)
-        self.consumer = Consumer({
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": settings.group_id or f"{self.prefix}lienthong-connector-{settings.system}",
-            "enable.auto.commit": False, "auto.offset.reset": "earliest", **settings.extra_consumer_config,
-        })
-        self.producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all",
-                                  "enable.idempotence": True, "linger.ms": 2})
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "group.id": settings.group_id or f"{self.prefix}lienthong-connector-{settings.system}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                **settings.extra_consumer_config,
+            }
+        )
+        self.producer = Producer(
+            {"bootstrap.servers": settings.bootstrap_servers, "acks": "all", "enable.idempotence": True, "linger.ms": 2}
+        )
         self._stopping = asyncio.Event()
         self._tails: dict[bytes, asyncio.Task] = {}
         self._in_flight: dict[tuple[str, int], set[int]] = defaultdict(set)
@@ -144,8 +154,13 @@ class Connector:
         topic = self.prefix + commands_topic(self.settings.system)
         await asyncio.to_thread(self.consumer.subscribe, [topic])
         async with aiohttp.ClientSession() as session:
-            self.api = SystemApi(self.settings.system, self.settings.base_url, self.settings.credentials, session,
-                                 timeout=self.settings.request_timeout)
+            self.api = SystemApi(
+                self.settings.system,
+                self.settings.base_url,
+                self.settings.credentials,
+                session,
+                timeout=self.settings.request_timeout,
+            )
             try:
                 limit = self.settings.max_in_flight or 4 * self.settings.concurrency
                 while not self._stopping.is_set():
@@ -208,7 +223,7 @@ class Connector:
             try:
                 await asyncio.to_thread(self.consumer.commit, offsets=offsets, asynchronous=False)
                 self._committed = wanted
-            except Exception as exc:  # a rebalance in progress: the next commit carries it
+            except KafkaException as exc:  # a rebalance in progress: the next commit carries it
                 log.info("commit deferred: %s", exc)
 
     # --- one command -----------------------------------------------------------------------------
@@ -220,8 +235,7 @@ class Connector:
             await self._dead_letter(message, "schema", f"not a command: {exc.errors()[0]['msg']}")
             return
         if command.target.value != self.settings.system:
-            await self._dead_letter(message, "wrong_target", f"command for {command.target.value} on "
-                                    f"{message.topic()}")
+            await self._dead_letter(message, "wrong_target", f"command for {command.target.value} on {message.topic()}")
             return
         seen = self.ledger.get(command.command_id)
         if seen is not None and seen[0] == "applied":
@@ -231,8 +245,11 @@ class Connector:
         if command.depends_on:
             problem = await self._dependencies_problem(command)
             if problem:
-                await self._report(message, command, Outcome("failed", code=command.key.code,
-                                                             error=ResultError(kind="dependency", message=problem)))
+                await self._report(
+                    message,
+                    command,
+                    Outcome("failed", code=command.key.code, error=ResultError(kind="dependency", message=problem)),
+                )
                 return
         outcome = await self._apply(command)
         self.ledger.record(command.command_id, outcome.status, outcome.target_id)
@@ -256,12 +273,12 @@ class Connector:
                     raise Stopping()  # the dependency may be among what this run no longer takes
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return (f"depends_on {[d for d, s in states.items() if not s]} not applied within "
-                            f"{self.settings.dependency_timeout:g}s")
-                try:
+                    return (
+                        f"depends_on {[d for d, s in states.items() if not s]} not applied within "
+                        f"{self.settings.dependency_timeout:g}s"
+                    )
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._applied.wait(), timeout=min(remaining, 0.5))
-                except asyncio.TimeoutError:
-                    pass
 
     async def _apply(self, command: Command) -> Outcome:
         tenant = command.tenant
@@ -273,21 +290,34 @@ class Connector:
             try:
                 async with semaphore:
                     await bucket.take()
-                    written = await self.api.write(tenant, command.entity, command.op.value,
-                                                   command.key.model_dump(), command.fields)
-                return Outcome("applied", target_id=(written or {}).get("id") or command.key.id,
-                               code=(written or {}).get("code") or command.key.code, attempts=attempt)
+                    written = await self.api.write(
+                        tenant, command.entity, command.op.value, command.key.model_dump(), command.fields
+                    )
+                return Outcome(
+                    "applied",
+                    target_id=(written or {}).get("id") or command.key.id,
+                    code=(written or {}).get("code") or command.key.code,
+                    attempts=attempt,
+                )
             except Refused as exc:
-                return Outcome("rejected", code=command.key.code, attempts=attempt,
-                               error=ResultError(kind=f"http_{exc.status}", message=str(exc)))
+                return Outcome(
+                    "rejected",
+                    code=command.key.code,
+                    attempts=attempt,
+                    error=ResultError(kind=f"http_{exc.status}", message=str(exc)),
+                )
             except Transient as exc:
                 if self._stopping.is_set():
                     raise Stopping() from None  # not written: the next run tries again
                 self.stats["retries"] += 1
                 if attempt >= self.settings.max_attempts:
-                    return Outcome("failed", code=command.key.code, attempts=attempt,
-                                   error=ResultError(kind="retries_exhausted", message=str(exc)))
-                delay = random.uniform(0, min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** attempt))
+                    return Outcome(
+                        "failed",
+                        code=command.key.code,
+                        attempts=attempt,
+                        error=ResultError(kind="retries_exhausted", message=str(exc)),
+                    )
+                delay = random.uniform(0, min(self.settings.backoff_cap, self.settings.backoff_base * 2**attempt))
                 if exc.retry_after is not None:
                     delay = max(delay, exc.retry_after)
                 await asyncio.sleep(delay)
@@ -295,22 +325,39 @@ class Connector:
     # --- output ----------------------------------------------------------------------------------
 
     async def _report(self, message: Message, command: Command, outcome: Outcome) -> None:
-        result = Result(command_id=command.command_id, tenant=command.tenant, target=command.target,
-                        entity=command.entity, status=outcome.status,
-                        target_id=outcome.target_id or command.key.id,
-                        code=outcome.code or command.key.code, error=outcome.error, attempts=outcome.attempts,
-                        ts_ms=int(time.time() * 1000))
-        await self._produce(self.prefix + results_topic(self.settings.system), message.key(),
-                            orjson.dumps(result.model_dump(mode="json")))
+        result = Result(
+            command_id=command.command_id,
+            tenant=command.tenant,
+            target=command.target,
+            entity=command.entity,
+            status=outcome.status,
+            target_id=outcome.target_id or command.key.id,
+            code=outcome.code or command.key.code,
+            error=outcome.error,
+            attempts=outcome.attempts,
+            ts_ms=int(time.time() * 1000),
+        )
+        await self._produce(
+            self.prefix + results_topic(self.settings.system),
+            message.key(),
+            orjson.dumps(result.model_dump(mode="json")),
+        )
         if outcome.status in ("rejected", "failed"):
-            await self._dead_letter(message, outcome.error.kind if outcome.error else outcome.status,
-                                    outcome.error.message if outcome.error else outcome.status)
+            await self._dead_letter(
+                message,
+                outcome.error.kind if outcome.error else outcome.status,
+                outcome.error.message if outcome.error else outcome.status,
+            )
 
     async def _dead_letter(self, message: Message, kind: str, text: str) -> None:
-        headers = [("error.kind", kind.encode()), ("error.message", text.encode()),
-                   ("origin.topic", message.topic().encode()), ("origin.partition", str(message.partition()).encode()),
-                   ("origin.offset", str(message.offset()).encode()),
-                   ("failed.at_ms", str(int(time.time() * 1000)).encode())]
+        headers = [
+            ("error.kind", kind.encode()),
+            ("error.message", text.encode()),
+            ("origin.topic", message.topic().encode()),
+            ("origin.partition", str(message.partition()).encode()),
+            ("origin.offset", str(message.offset()).encode()),
+            ("failed.at_ms", str(int(time.time() * 1000)).encode()),
+        ]
         await self._produce(self.prefix + DLQ_COMMANDS, message.key(), message.value(), headers)
 
     async def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -22,7 +23,9 @@ def admin_client(settings: Settings) -> AdminClient:
     return AdminClient({"bootstrap.servers": settings.bootstrap_servers, "socket.timeout.ms": 10000})
 
 
-def create_topics(settings: Settings, specs: list[TopicSpec] | None = None, timeout: float = 30.0) -> list[TopicOutcome]:
+def create_topics(
+    settings: Settings, specs: list[TopicSpec] | None = None, timeout: float = 30.0
+) -> list[TopicOutcome]:
     """Create every contract topic (with the settings' prefix); existing topics are left as they are."""
     specs = contract_topics() if specs is None else specs
     admin = admin_client(settings)
@@ -37,13 +40,22 @@ def create_topics(settings: Settings, specs: list[TopicSpec] | None = None, time
         if name in existing:
             partitions = len(existing[name].partitions)
             if partitions != settings.topic_partitions:
-                outcomes.append(TopicOutcome(name, "mismatch",
-                                             f"has {partitions} partitions, settings say {settings.topic_partitions}"))
+                outcomes.append(
+                    TopicOutcome(
+                        name, "mismatch", f"has {partitions} partitions, settings say {settings.topic_partitions}"
+                    )
+                )
             else:
                 outcomes.append(TopicOutcome(name, "exists"))
             continue
-        wanted.append(NewTopic(name, num_partitions=settings.topic_partitions,
-                               replication_factor=settings.topic_replication_factor, config=spec.kafka_config()))
+        wanted.append(
+            NewTopic(
+                name,
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
+                config=spec.kafka_config(),
+            )
+        )
     if wanted:
         for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
             try:
@@ -67,8 +79,6 @@ def delete_topics_with_prefix(settings: Settings, prefix: str, timeout: float = 
     names = [n for n in admin.list_topics(timeout=timeout).topics if n.startswith(prefix)]
     if names:
         for future in admin.delete_topics(names, operation_timeout=timeout).values():
-            try:
+            with contextlib.suppress(KafkaException):
                 future.result(timeout=timeout)
-            except KafkaException:
-                pass
     return names

@@ -8,14 +8,14 @@ from typing import Any
 
 import faust
 
+from streams import kafka_driver
 from streams.agents.aggregates import register_aggregates_agent
 from streams.agents.cdc import Outputs, register_cdc_agent
 from streams.agents.results import register_results_agent
-from streams import kafka_driver
 from streams.core.contract import System
 from streams.core.rules import RuleBook, load_rules
 from streams.settings import Settings
-from streams.tables import TableState, Tables, define_tables
+from streams.tables import Tables, TableState, define_tables
 from streams.tables.tenants import TenantSettings
 from streams.topics import AUDIT, DLQ_CDC, TENANT_CONFIG, cdc_topics, commands_topic, results_topic
 
@@ -67,8 +67,14 @@ def create_app(settings: Settings | None = None) -> Lienthong:
 
     def raw_topic(*names: str) -> Any:
         """Contract topics as bytes in and out: agents decode themselves, to dead-letter bad input whole."""
-        return app.topic(*[prefix + name for name in names], key_type=bytes, value_type=bytes, key_serializer="raw",
-                         value_serializer="raw", partitions=settings.topic_partitions)
+        return app.topic(
+            *[prefix + name for name in names],
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+        )
 
     topics: dict[str, Any] = {
         "cdc": raw_topic(*[spec.name for spec in cdc_topics()]),
@@ -84,23 +90,44 @@ def create_app(settings: Settings | None = None) -> Lienthong:
     # Acct documents re-keyed by their order: the aggregates agent and the ``orders`` table read
     # one topic, so each order's aggregate lives on the partition its documents arrive on.
     topics["aggregate_inputs"] = app.topic(
-        f"{settings.app_id}-aggregate-inputs", internal=True, key_type=bytes, value_type=bytes,
-        key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions,
+        f"{settings.app_id}-aggregate-inputs",
+        internal=True,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
         replicas=settings.topic_replication_factor,
     )
     outputs = Outputs(commands=commands, audit=topics[AUDIT], dead_letters=topics[DLQ_CDC])
 
     agents = {
         "cdc": register_cdc_agent(
-            app, source=topics["cdc"], outputs=outputs, aggregate_inputs=topics["aggregate_inputs"],
-            tables=tables, state=state, tenants=tenants, rules=rules, topic_prefix=prefix,
+            app,
+            source=topics["cdc"],
+            outputs=outputs,
+            aggregate_inputs=topics["aggregate_inputs"],
+            tables=tables,
+            state=state,
+            tenants=tenants,
+            rules=rules,
+            topic_prefix=prefix,
         ),
         "aggregates": register_aggregates_agent(
-            app, source=topics["aggregate_inputs"], outputs=outputs, orders=tables.orders, tables=tables,
-            state=state, tenants=tenants, rules=rules,
+            app,
+            source=topics["aggregate_inputs"],
+            outputs=outputs,
+            orders=tables.orders,
+            tables=tables,
+            state=state,
+            tenants=tenants,
+            rules=rules,
         ),
         "results": register_results_agent(
-            app, source=topics["results"], dead_letters=topics[DLQ_CDC], tables=tables,
+            app,
+            source=topics["results"],
+            dead_letters=topics[DLQ_CDC],
+            tables=tables,
         ),
     }
 
@@ -109,8 +136,16 @@ def create_app(settings: Settings | None = None) -> Lienthong:
         """Every worker reads all of ``config.tenants`` (compacted) and follows it."""
         await tenants.run()
 
-    return Lienthong(app=app, settings=settings, rules=rules, tables=tables, state=state, tenants=tenants,
-                     topics={**topics, **{commands_topic(s.value): t for s, t in commands.items()}}, agents=agents)
+    return Lienthong(
+        app=app,
+        settings=settings,
+        rules=rules,
+        tables=tables,
+        state=state,
+        tenants=tenants,
+        topics={**topics, **{commands_topic(s.value): t for s, t in commands.items()}},
+        agents=agents,
+    )
 
 
 def run_worker(settings: Settings | None = None) -> None:
@@ -137,9 +172,14 @@ def run_worker(settings: Settings | None = None) -> None:
                 assignment = kafka._subscription.subscription.assignment
                 for tp in sorted(assignment.tps):
                     state = assignment.state_value(tp)
-                    log.warning("partition %s:%s paused=%s valid=%s position=%s", tp.topic, tp.partition,
-                                state.paused, state.has_valid_position,
-                                state._position if state.has_valid_position else None)
+                    log.warning(
+                        "partition %s:%s paused=%s valid=%s position=%s",
+                        tp.topic,
+                        tp.partition,
+                        state.paused,
+                        state.has_valid_position,
+                        state._position if state.has_valid_position else None,
+                    )
             except Exception:
                 log.exception("could not read the consumer's partition states")
 

@@ -1,47 +1,35 @@
 """The ``lienthong`` command line.
 
-    lienthong worker                      run the stream processor (a faust worker)
-    lienthong kafka start|stop|status     the local Apache Kafka broker (deploy/kafka/kafka.sh)
-    lienthong topics create               create every topic of the contract, idempotently
-    lienthong topics list                 the contract's topics with their settings
-    lienthong matrix [--markdown]         the rule table (docs/matrix.md is its markdown)
-    lienthong explain TENANT ENTITY ID    the audit trail of one record
-    lienthong tenant set TENANT --order-target sale_order|contract
-    lienthong dlq replay [--topic dlq.cdc] [--kind KIND] [--dry-run]
-    lienthong demo [--exit]               everything locally, and a scripted business day
-    lienthong connector crm|acct          a connector service (LIENTHONG_CONNECTOR_CREDENTIALS, _CRM_URL, _ACCT_URL)
-    lienthong sandbox crm|acct [--port]   a sandbox of one system (LIENTHONG_SANDBOX_CREDENTIALS, _SANDBOX_FAULTS)
-    lienthong webhooks [--port]           the webhook receiver (LIENTHONG_WEBHOOK_SECRETS)
+lienthong worker                      run the stream processor (a faust worker)
+lienthong kafka start|stop|status     the local Apache Kafka broker (deploy/kafka/kafka.sh)
+lienthong topics create               create every topic of the contract, idempotently
+lienthong topics list                 the contract's topics with their settings
+lienthong matrix [--markdown]         the rule table (docs/matrix.md is its markdown)
+lienthong explain TENANT ENTITY ID    the audit trail of one record
+lienthong tenant set TENANT --order-target sale_order|contract
+lienthong dlq replay [--topic dlq.cdc] [--kind KIND] [--dry-run]
+lienthong demo [--exit]               everything locally, and a scripted business day
+lienthong connector crm|acct          a connector service (LIENTHONG_CONNECTOR_CREDENTIALS, _CRM_URL, _ACCT_URL)
+lienthong sandbox crm|acct [--port]   a sandbox of one system (LIENTHONG_SANDBOX_CREDENTIALS, _SANDBOX_FAULTS)
+lienthong webhooks [--port]           the webhook receiver (LIENTHONG_WEBHOOK_SECRETS)
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 from streams.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-KAFKA_SCRIPT = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
-
 
 def _kafka(args: argparse.Namespace, settings: Settings) -> int:
-    if not KAFKA_SCRIPT.exists():
-        print(f"lienthong: {KAFKA_SCRIPT} not found; run from a checkout of the project "
-              "(pip install -e .)", file=sys.stderr)
+    from streams.local_broker import LocalBrokerError, run_kafka_script
+
+    try:
+        return run_kafka_script(args.action, settings)
+    except LocalBrokerError as exc:
+        print(f"lienthong: {exc}", file=sys.stderr)
         return 2
-    env = dict(os.environ)
-    first = settings.bootstrap_servers.split(",")[0].strip()
-    host, _, port = first.rpartition(":")
-    if host not in ("127.0.0.1", "localhost", "[::1]"):
-        print(f"lienthong: the local broker runs on loopback only; LIENTHONG_BOOTSTRAP_SERVERS={first}",
-              file=sys.stderr)
-        return 2
-    env.setdefault("LIENTHONG_KAFKA_PORT", port or "9092")
-    return subprocess.call(["bash", str(KAFKA_SCRIPT), args.action], env=env)
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
@@ -63,10 +51,12 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
     for outcome in outcomes:
         print(f"{outcome.status:8} {outcome.name} {outcome.detail}".rstrip())
         failed |= outcome.status == "mismatch"
-    print(f"{sum(o.status == 'created' for o in outcomes)} created, "
-          f"{sum(o.status == 'exists' for o in outcomes)} already there, "
-          f"{sum(o.status == 'mismatch' for o in outcomes)} with other settings "
-          f"({settings.topic_partitions} partitions, replication {settings.topic_replication_factor})")
+    print(
+        f"{sum(o.status == 'created' for o in outcomes)} created, "
+        f"{sum(o.status == 'exists' for o in outcomes)} already there, "
+        f"{sum(o.status == 'mismatch' for o in outcomes)} with other settings "
+        f"({settings.topic_partitions} partitions, replication {settings.topic_replication_factor})"
+    )
     return 1 if failed else 0
 
 
@@ -98,7 +88,7 @@ def _matrix(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _explain(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.inspect import audit_trail, format_trail
+    from streams.operations import audit_trail, format_trail
 
     try:
         trail = audit_trail(settings, args.tenant, args.entity, args.id)
@@ -113,7 +103,7 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _tenant(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.inspect import set_tenant
+    from streams.operations import set_tenant
 
     value = set_tenant(settings, args.tenant, args.order_target)
     print(f"tenant {args.tenant}: {value}")
@@ -121,7 +111,7 @@ def _tenant(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _dlq(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.inspect import replay_dead_letters
+    from streams.operations import replay_dead_letters
 
     replayed = replay_dead_letters(settings, args.topic, kind=args.kind, dry_run=args.dry_run)
     for origin, kind in replayed:
@@ -133,11 +123,19 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from connectors.demo import run_demo
+    from demo.run import run_demo
 
     try:
-        return asyncio.run(run_demo(settings, tenant=args.tenant, crm_port=args.crm_port, acct_port=args.acct_port,
-                                    dashboard_port=args.dashboard_port, keep_running=not args.exit))
+        return asyncio.run(
+            run_demo(
+                settings,
+                tenant=args.tenant,
+                crm_port=args.crm_port,
+                acct_port=args.acct_port,
+                dashboard_port=args.dashboard_port,
+                keep_running=not args.exit,
+            )
+        )
     except KeyboardInterrupt:
         return 0
 
@@ -168,12 +166,20 @@ def _connector(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     ledger_dir = settings.data_dir / "connectors"
     ledger_dir.mkdir(parents=True, exist_ok=True)
-    connector = Connector(ConnectorSettings(
-        system=args.system, base_url=settings.crm_url if args.system == "crm" else settings.acct_url,
-        credentials={tenant: TenantCredentials(**values) for tenant, values in settings.connector_credentials.items()},
-        bootstrap_servers=settings.bootstrap_servers, topic_prefix=settings.topic_prefix,
-        ledger_path=ledger_dir / f"{args.system}-ledger.sqlite", concurrency=settings.connector_concurrency,
-        rate=settings.connector_rate))
+    connector = Connector(
+        ConnectorSettings(
+            system=args.system,
+            base_url=settings.crm_url if args.system == "crm" else settings.acct_url,
+            credentials={
+                tenant: TenantCredentials(**values) for tenant, values in settings.connector_credentials.items()
+            },
+            bootstrap_servers=settings.bootstrap_servers,
+            topic_prefix=settings.topic_prefix,
+            ledger_path=ledger_dir / f"{args.system}-ledger.sqlite",
+            concurrency=settings.connector_concurrency,
+            rate=settings.connector_rate,
+        )
+    )
 
     async def main(stop: asyncio.Event) -> None:
         task = asyncio.create_task(connector.run())
@@ -189,19 +195,26 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
     import logging
 
-    from connectors.sandbox.app import run_sandbox
-    from connectors.sandbox.faults import FaultConfig
+    from sandboxes.app import run_sandbox
+    from sandboxes.faults import FaultConfig
 
     logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     port = args.port or (8081 if args.system == "crm" else 8082)
 
     async def main(stop: asyncio.Event) -> None:
-        task = asyncio.create_task(run_sandbox(
-            args.system, db=settings.data_dir / f"{args.system}-sandbox.sqlite", port=port,
-            bootstrap_servers=settings.bootstrap_servers, topic_prefix=settings.topic_prefix,
-            credentials=settings.sandbox_credentials, faults=FaultConfig(**settings.sandbox_faults),
-            host=settings.web_host))
+        task = asyncio.create_task(
+            run_sandbox(
+                args.system,
+                db=settings.data_dir / f"{args.system}-sandbox.sqlite",
+                port=port,
+                bootstrap_servers=settings.bootstrap_servers,
+                topic_prefix=settings.topic_prefix,
+                credentials=settings.sandbox_credentials,
+                faults=FaultConfig(**settings.sandbox_faults),
+                host=settings.web_host,
+            )
+        )
         await stop.wait()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -212,11 +225,16 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
 def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
-    from connectors.webhooks import create_webhooks
+    from capture.webhooks import create_webhooks
 
     secrets = {tuple(key.split(":", 1)): value for key, value in settings.webhook_secrets.items()}
-    web.run_app(create_webhooks(secrets=secrets, bootstrap_servers=settings.bootstrap_servers,
-                                topic_prefix=settings.topic_prefix), host=settings.web_host, port=args.port)
+    web.run_app(
+        create_webhooks(
+            secrets=secrets, bootstrap_servers=settings.bootstrap_servers, topic_prefix=settings.topic_prefix
+        ),
+        host=settings.web_host,
+        port=args.port,
+    )
     return 0
 
 

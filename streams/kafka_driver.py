@@ -14,7 +14,8 @@ the processor deduplicates.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 

@@ -36,27 +36,34 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     log_level: str = "info"
     commit_interval: float = Field(
-        1.0, gt=0, description="Seconds between offset commits (work since the last commit is redone after a crash).",
+        1.0,
+        gt=0,
+        description="Seconds between offset commits (work since the last commit is redone after a crash).",
     )
     session_timeout: float = Field(
-        30.0, gt=0, description="Seconds without a heartbeat before the group drops a worker and gives its "
+        30.0,
+        gt=0,
+        description="Seconds without a heartbeat before the group drops a worker and gives its "
         "partitions to the others (a killed worker's partitions wait this long).",
     )
     # --- connectors, sandboxes, webhooks (JSON in the environment for the dict settings) ---------
     crm_url: str = Field("http://127.0.0.1:8081", description="Base URL of the CRM API (or its sandbox).")
     acct_url: str = Field("http://127.0.0.1:8082", description="Base URL of the accounting API (or its sandbox).")
     connector_credentials: dict[str, dict[str, str]] = Field(
-        default_factory=dict, description='tenant -> {"client_id", "client_secret"} (CRM) or '
+        default_factory=dict,
+        description='tenant -> {"client_id", "client_secret"} (CRM) or '
         '{"app_id", "connection_code"} (accounting), e.g. LIENTHONG_CONNECTOR_CREDENTIALS=\'{"cty-abc": {...}}\'',
     )
     connector_concurrency: int = Field(8, ge=1, description="Commands in flight per tenant.")
     connector_rate: float = Field(50.0, gt=0, description="API requests per second per tenant.")
     sandbox_credentials: dict[str, str] = Field(
-        default_factory=dict, description="A sandbox's accepted credentials: CRM {client_id: tenant, "
+        default_factory=dict,
+        description="A sandbox's accepted credentials: CRM {client_id: tenant, "
         "'<client_id>:secret': secret}; accounting {app_id: tenant, '<app_id>:code': connection code}.",
     )
     sandbox_faults: dict[str, float | int | None] = Field(
-        default_factory=dict, description="Fault injection of a sandbox (connectors.sandbox.faults.FaultConfig fields).",
+        default_factory=dict,
+        description="Fault injection of a sandbox (sandboxes.faults.FaultConfig fields).",
     )
     webhook_secrets: dict[str, str] = Field(default_factory=dict, description="'<system>:<tenant>' -> HMAC secret.")
     default_order_target: OrderTarget = Field(

@@ -74,7 +74,7 @@ def parse_cdc_topic(name: str, prefix: str = "") -> tuple[str, str] | None:
     if prefix:
         if not name.startswith(prefix):
             return None
-        name = name[len(prefix):]
+        name = name[len(prefix) :]
     parts = name.split(".")
     if len(parts) != 3 or parts[0] != "cdc":
         return None

@@ -8,8 +8,9 @@ records, what was written), so multi-step scenarios can be run event by event.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from streams.core.contract import SCHEMA_VERSION, ChangeEvent, System
 from streams.core.decide import Decision, Written
@@ -44,7 +45,9 @@ class FakeState:
     def order_target(self, tenant: str) -> str:
         return self.order_targets.get(tenant) or self.default_order_target
 
-    def linked_id(self, tenant: str, system: System, family: str, *, code: str | None, other_id: str | None) -> str | None:
+    def linked_id(
+        self, tenant: str, system: System, family: str, *, code: str | None, other_id: str | None
+    ) -> str | None:
         candidates = []
         if code:
             candidates.append(self.links.get((tenant, family, code)))

@@ -28,8 +28,13 @@ def path_without(tmp_path: Path, *missing: str) -> str:
 
 def script_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A fresh cache and an unused port, so nothing of a real broker is touched."""
-    return {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LIENTHONG_CACHE_DIR": str(tmp_path / "c"),
-            "LIENTHONG_KAFKA_PORT": "19992", **extra}
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "LIENTHONG_CACHE_DIR": str(tmp_path / "c"),
+        "LIENTHONG_KAFKA_PORT": "19992",
+        **extra,
+    }
 
 
 def test_start_without_java_says_how_to_get_it(tmp_path):

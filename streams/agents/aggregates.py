@@ -13,7 +13,7 @@ from streams.agents.cdc import Outputs
 from streams.core.aggregates import OrderAggregate, decide_for_order
 from streams.core.contract import BadInput, ChangeEvent
 from streams.core.rules import RuleBook
-from streams.tables import TableState, Tables, apply_decision
+from streams.tables import Tables, TableState, apply_decision
 from streams.tables.tenants import TenantSettings
 
 log = logging.getLogger(__name__)
@@ -44,18 +44,23 @@ def register_aggregates_agent(
         """
         async for event in stream.events():
             message = event.message
-            origin = {name: (event.headers or {}).get(f"origin.{name}", b"").decode() for name in
-                      ("topic", "partition", "offset")}
-            where = {"topic": origin["topic"] or message.topic,
-                     "partition": int(origin["partition"] or message.partition),
-                     "offset": int(origin["offset"] or message.offset)}
+            origin = {
+                name: (event.headers or {}).get(f"origin.{name}", b"").decode()
+                for name in ("topic", "partition", "offset")
+            }
+            where = {
+                "topic": origin["topic"] or message.topic,
+                "partition": int(origin["partition"] or message.partition),
+                "offset": int(origin["offset"] or message.offset),
+            }
             key = message.key.decode()
             try:
                 change = ChangeEvent.model_validate_json(event.value)
                 stored = orders.get(key)
                 tenant, _, order_id = key.partition(":")
-                aggregate = OrderAggregate.from_json(stored) if stored else OrderAggregate(tenant=tenant,
-                                                                                           order_id=order_id)
+                aggregate = (
+                    OrderAggregate.from_json(stored) if stored else OrderAggregate(tenant=tenant, order_id=order_id)
+                )
                 if change.event_id in aggregate.seen:
                     log.info("dropped duplicate event %s of order %s", change.event_id, key)
                     continue
@@ -67,8 +72,7 @@ def register_aggregates_agent(
                 continue
             except Exception as exc:  # a bug must not stop the stream: the input is kept with the reason
                 log.exception("failed on %s (order %s)", where, key)
-                await outputs.dead_letter(message.key, event.value, "internal", f"{type(exc).__name__}: {exc}",
-                                          **where)
+                await outputs.dead_letter(message.key, event.value, "internal", f"{type(exc).__name__}: {exc}", **where)
                 continue
             await outputs.publish(decision)
             apply_decision(tables, decision)

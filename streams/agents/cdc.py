@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import faust
 
@@ -12,7 +13,7 @@ from streams.core.aggregates import AGGREGATE_ENTITIES, check_document, order_ke
 from streams.core.contract import BadInput, ChangeEvent, System, decode_change_event, dumps
 from streams.core.decide import Decision, decide, resolve_action
 from streams.core.rules import RuleBook
-from streams.tables import TableState, Tables, apply_decision
+from streams.tables import Tables, TableState, apply_decision
 from streams.tables.tenants import TenantSettings
 from streams.topics import parse_cdc_topic
 
@@ -54,11 +55,13 @@ class Outputs:
         for delivery in deliveries:
             await delivery
 
-    async def dead_letter(self, key: bytes | None, raw: bytes | None, kind: str, message: str, *, topic: str,
-                          partition: int, offset: int) -> None:
+    async def dead_letter(
+        self, key: bytes | None, raw: bytes | None, kind: str, message: str, *, topic: str, partition: int, offset: int
+    ) -> None:
         log.warning("dead-lettered %s@%s:%s: %s: %s", topic, partition, offset, kind, message)
-        await self.dead_letters.send(key=key, value=raw,
-                                     headers=dead_letter_headers(kind, message, topic, partition, offset))
+        await self.dead_letters.send(
+            key=key, value=raw, headers=dead_letter_headers(kind, message, topic, partition, offset)
+        )
 
 
 def register_cdc_agent(
@@ -98,8 +101,9 @@ def register_cdc_agent(
             try:
                 if names is None:
                     raise BadInput("unknown_topic", f"{message.topic} is not a cdc.<system>.<entity> topic")
-                change = decode_change_event(event.value, topic_system=names[0], topic_entity=names[1],
-                                             headers=event.headers, **where)
+                change = decode_change_event(
+                    event.value, topic_system=names[0], topic_entity=names[1], headers=event.headers, **where
+                )
                 if change.system is System.ACCT and change.entity in AGGREGATE_ENTITIES:
                     resolve_action(change, rules)
                     check_document(change)  # past it, the document names its order
@@ -133,9 +137,19 @@ async def forward_to_aggregates(topic: Any, change: ChangeEvent, order_key: str,
     """
     headers = {f"origin.{name}": str(value).encode() for name, value in where.items()}
     before_order = (change.before or {}).get("order_id")
-    if change.entity in ("sales_voucher", "receipt") and change.op == "u" and before_order and \
-            before_order != (change.after or {}).get("order_id"):
-        removal = change.model_copy(update={"op": "d", "after": None, "action": None,
-                                            "event_id": f"{change.event_id}:moved-from:{before_order}"})
+    if (
+        change.entity in ("sales_voucher", "receipt")
+        and change.op == "u"
+        and before_order
+        and before_order != (change.after or {}).get("order_id")
+    ):
+        removal = change.model_copy(
+            update={
+                "op": "d",
+                "after": None,
+                "action": None,
+                "event_id": f"{change.event_id}:moved-from:{before_order}",
+            }
+        )
         await topic.send(key=f"{change.tenant}:{before_order}".encode(), value=dumps(removal), headers=headers)
     await topic.send(key=order_key.encode(), value=dumps(change), headers=headers)

@@ -21,8 +21,12 @@ def link_from_result(result: Result) -> LinkUpdate | None:
     """An applied (or already applied) write tells the target's id for the record's business code."""
     if result.status not in ("applied", "duplicate") or not result.target_id:
         return None
-    return LinkUpdate(tenant=result.tenant, family=link_family(result.target, result.entity), code=result.code,
-                      ids={result.target.value: result.target_id})
+    return LinkUpdate(
+        tenant=result.tenant,
+        family=link_family(result.target, result.entity),
+        code=result.code,
+        ids={result.target.value: result.target_id},
+    )
 
 
 def forget_unwritten(tables: Tables, result: Result) -> None:
@@ -33,8 +37,9 @@ def forget_unwritten(tables: Tables, result: Result) -> None:
     if result.status not in ("rejected", "failed") or not (result.code or result.target_id):
         return
     # The command's record, named as the command named it: by code, else by id (X-3).
-    key = command_key_text(result.tenant, result.target, result.entity,
-                           CommandKey(code=result.code, id=result.target_id))
+    key = command_key_text(
+        result.tenant, result.target, result.entity, CommandKey(code=result.code, id=result.target_id)
+    )
     remembered = tables.written.get(key)
     if remembered and remembered.get("command_id") == result.command_id:
         del tables.written[key]
@@ -47,7 +52,8 @@ def register_results_agent(app: faust.App, *, source: Any, dead_letters: Any, ta
 
         Input topics: ``results.crm``, ``results.acct`` (raw JSON; key as the command's).
         Tables: ``links`` (completed by applied writes), ``written`` (a rejected or failed command's
-        fields are forgotten, so the same change can be sent again). Output topics: ``dlq.cdc`` for a result that cannot be read.
+        fields are forgotten, so the same change can be sent again).
+        Output topics: ``dlq.cdc`` for a result that cannot be read.
         """
         async for event in stream.events():
             message = event.message
@@ -55,8 +61,13 @@ def register_results_agent(app: faust.App, *, source: Any, dead_letters: Any, ta
                 result = Result.model_validate(orjson.loads(event.value))
             except (orjson.JSONDecodeError, ValidationError, TypeError) as exc:
                 log.warning("unreadable result on %s@%s:%s: %s", message.topic, message.partition, message.offset, exc)
-                await dead_letters.send(key=message.key, value=event.value, headers=dead_letter_headers(
-                    "schema", f"not a result: {exc}", message.topic, message.partition, message.offset))
+                await dead_letters.send(
+                    key=message.key,
+                    value=event.value,
+                    headers=dead_letter_headers(
+                        "schema", f"not a result: {exc}", message.topic, message.partition, message.offset
+                    ),
+                )
                 continue
             link = link_from_result(result)
             if link is not None:

@@ -13,11 +13,20 @@ they were last sent (X-2). Money and quantities are ``Decimal`` here and decimal
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from streams.core.contract import AuditCommand, BadInput, ChangeEvent, Command, CommandKey, CommandSource, System, command_id
+from streams.core.contract import (
+    AuditCommand,
+    BadInput,
+    ChangeEvent,
+    Command,
+    CommandKey,
+    CommandSource,
+    System,
+    command_id,
+)
 from streams.core.decide import Decision, State, decide
 from streams.core.rules import Effect, RuleBook
 
@@ -48,10 +57,16 @@ def text(value: Decimal) -> str:
 def check_document(event: ChangeEvent) -> None:
     """Raise ``BadInput`` for an accounting document that cannot be counted (checked before it is
     re-keyed, so that its dead letter carries the original key and bytes)."""
-    if event.system is System.ACCT and event.entity in ("sales_voucher", "receipt") \
-            and not event.record.get("order_id"):
-        raise BadInput("schema", f"event {event.event_id!r}: {event.entity} {event.record_id} has no order_id; "
-                                 f"it cannot be counted for an order (SO-9..SO-14)")
+    if (
+        event.system is System.ACCT
+        and event.entity in ("sales_voucher", "receipt")
+        and not event.record.get("order_id")
+    ):
+        raise BadInput(
+            "schema",
+            f"event {event.event_id!r}: {event.entity} {event.record_id} has no order_id; "
+            f"it cannot be counted for an order (SO-9..SO-14)",
+        )
     OrderAggregate(tenant=event.tenant, order_id="check").apply(event)
 
 
@@ -106,8 +121,11 @@ class OrderAggregate:
             self.code = record.get("code") or self.code
             self.crm_id = record.get("crm_id") or self.crm_id
             self.ordered = {
-                str(line.get("line_id")): money(line.get("quantity"), f"{where} line {line.get('line_id')}", quantity=True)
-                for line in record.get("lines") or [] if isinstance(line, dict)
+                str(line.get("line_id")): money(
+                    line.get("quantity"), f"{where} line {line.get('line_id')}", quantity=True
+                )
+                for line in record.get("lines") or []
+                if isinstance(line, dict)
             }
             self.total = money(record.get("total_amount"), f"{where} total_amount")
             self.status = record.get("status")
@@ -122,17 +140,21 @@ class OrderAggregate:
                 if not isinstance(line, dict):
                     continue
                 line_id = str(line.get("line_id"))
-                lines[line_id] = lines.get(line_id, ZERO) + money(line.get("quantity"), f"{where} line {line_id}", quantity=True)
+                lines[line_id] = lines.get(line_id, ZERO) + money(
+                    line.get("quantity"), f"{where} line {line_id}", quantity=True
+                )
                 amount += money(line.get("amount"), f"{where} line {line_id} amount")
             invoiced = bool(record.get("invoice_no")) or bool(record.get("einvoice_published"))
             previous = self.vouchers.get(voucher_id)
             invoiced_date = record.get("invoice_date")
             if invoiced and not invoiced_date:
                 # Keep the date it was first invoiced; else the date of this change at the source.
-                invoiced_date = (previous.invoiced_date if previous and previous.invoiced else None) or \
-                    datetime.fromtimestamp(event.ts_ms / 1000, tz=timezone.utc).date().isoformat()
-            self.vouchers[voucher_id] = Voucher(lines=lines, amount=amount, invoiced=invoiced,
-                                                invoiced_date=invoiced_date if invoiced else None)
+                invoiced_date = (
+                    previous.invoiced_date if previous and previous.invoiced else None
+                ) or datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC).date().isoformat()
+            self.vouchers[voucher_id] = Voucher(
+                lines=lines, amount=amount, invoiced=invoiced, invoiced_date=invoiced_date if invoiced else None
+            )
             self.had_vouchers = True
         elif event.entity == "receipt":
             receipt_id = event.record_id
@@ -145,13 +167,13 @@ class OrderAggregate:
                 self.receipt_codes[receipt_id] = str(record["code"])
 
     def remember_seen(self, event_id: str) -> None:
-        self.seen = (self.seen + [event_id])[-SEEN_PER_AGGREGATE:]
+        self.seen = ([*self.seen, event_id])[-SEEN_PER_AGGREGATE:]
 
     # --- totals ------------------------------------------------------------------------------
 
     def delivered(self) -> dict[str, Decimal]:
         """Per ordered line (and any line a voucher names): the sum over live vouchers."""
-        sums = {line_id: ZERO for line_id in self.ordered}
+        sums = dict.fromkeys(self.ordered, ZERO)
         for voucher in self.vouchers.values():
             for line_id, quantity in voucher.lines.items():
                 sums[line_id] = sums.get(line_id, ZERO) + quantity
@@ -167,28 +189,55 @@ class OrderAggregate:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "tenant": self.tenant, "order_id": self.order_id, "kind": self.kind, "code": self.code,
-            "crm_id": self.crm_id, "ordered": {k: str(v) for k, v in self.ordered.items()}, "total": str(self.total),
+            "tenant": self.tenant,
+            "order_id": self.order_id,
+            "kind": self.kind,
+            "code": self.code,
+            "crm_id": self.crm_id,
+            "ordered": {k: str(v) for k, v in self.ordered.items()},
+            "total": str(self.total),
             "status": self.status,
-            "vouchers": {k: {"lines": {lk: str(lv) for lk, lv in v.lines.items()}, "amount": str(v.amount),
-                             "invoiced": v.invoiced, "invoiced_date": v.invoiced_date}
-                         for k, v in self.vouchers.items()},
-            "receipts": {k: str(v) for k, v in self.receipts.items()}, "receipt_codes": self.receipt_codes,
-            "had_vouchers": self.had_vouchers, "sent": self.sent, "seen": self.seen,
+            "vouchers": {
+                k: {
+                    "lines": {lk: str(lv) for lk, lv in v.lines.items()},
+                    "amount": str(v.amount),
+                    "invoiced": v.invoiced,
+                    "invoiced_date": v.invoiced_date,
+                }
+                for k, v in self.vouchers.items()
+            },
+            "receipts": {k: str(v) for k, v in self.receipts.items()},
+            "receipt_codes": self.receipt_codes,
+            "had_vouchers": self.had_vouchers,
+            "sent": self.sent,
+            "seen": self.seen,
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "OrderAggregate":
+    def from_json(cls, data: dict[str, Any]) -> OrderAggregate:
         return cls(
-            tenant=data["tenant"], order_id=data["order_id"], kind=data.get("kind"), code=data.get("code"),
-            crm_id=data.get("crm_id"), ordered={k: Decimal(v) for k, v in (data.get("ordered") or {}).items()},
-            total=Decimal(data.get("total") or 0), status=data.get("status"),
-            vouchers={k: Voucher(lines={lk: Decimal(lv) for lk, lv in v["lines"].items()}, amount=Decimal(v["amount"]),
-                                 invoiced=v["invoiced"], invoiced_date=v.get("invoiced_date"))
-                      for k, v in (data.get("vouchers") or {}).items()},
+            tenant=data["tenant"],
+            order_id=data["order_id"],
+            kind=data.get("kind"),
+            code=data.get("code"),
+            crm_id=data.get("crm_id"),
+            ordered={k: Decimal(v) for k, v in (data.get("ordered") or {}).items()},
+            total=Decimal(data.get("total") or 0),
+            status=data.get("status"),
+            vouchers={
+                k: Voucher(
+                    lines={lk: Decimal(lv) for lk, lv in v["lines"].items()},
+                    amount=Decimal(v["amount"]),
+                    invoiced=v["invoiced"],
+                    invoiced_date=v.get("invoiced_date"),
+                )
+                for k, v in (data.get("vouchers") or {}).items()
+            },
             receipts={k: Decimal(v) for k, v in (data.get("receipts") or {}).items()},
-            receipt_codes=dict(data.get("receipt_codes") or {}), had_vouchers=bool(data.get("had_vouchers")),
-            sent=dict(data.get("sent") or {}), seen=list(data.get("seen") or []),
+            receipt_codes=dict(data.get("receipt_codes") or {}),
+            had_vouchers=bool(data.get("had_vouchers")),
+            sent=dict(data.get("sent") or {}),
+            seen=list(data.get("seen") or []),
         )
 
 
@@ -235,8 +284,10 @@ def derive(agg: OrderAggregate) -> dict[str, Any]:
 
     invoiced_dates = sorted(v.invoiced_date for v in agg.vouchers.values() if v.invoiced and v.invoiced_date)
     return {
-        "delivered_quantities": [{"line_id": line_id, "delivered_quantity": text(quantity)}
-                  for line_id, quantity in sorted(delivered.items())],
+        "delivered_quantities": [
+            {"line_id": line_id, "delivered_quantity": text(quantity)}
+            for line_id, quantity in sorted(delivered.items())
+        ],
         "delivery_status": delivery_status,
         "receipted_amount": text(receipted),
         "remaining_receivable": text(remaining),
@@ -245,19 +296,23 @@ def derive(agg: OrderAggregate) -> dict[str, Any]:
         "invoicing_status": "invoiced" if invoiced > 0 else "not_invoiced",
         "invoiced_amount": text(invoiced),
         "invoiced_date": invoiced_dates[-1] if invoiced_dates else None,
-        "receipts": [{"id": receipt_id, "code": agg.receipt_codes.get(receipt_id), "amount": text(amount)}
-                     for receipt_id, amount in sorted(agg.receipts.items())],
+        "receipts": [
+            {"id": receipt_id, "code": agg.receipt_codes.get(receipt_id), "amount": text(amount)}
+            for receipt_id, amount in sorted(agg.receipts.items())
+        ],
     }
 
 
 def baseline(agg: OrderAggregate) -> dict[str, Any]:
     """What CRM shows for an order nothing has happened to yet: no command is needed to say it."""
-    return derive(OrderAggregate(tenant=agg.tenant, order_id=agg.order_id, kind=agg.kind, ordered=agg.ordered,
-                                 total=agg.total))
+    return derive(
+        OrderAggregate(tenant=agg.tenant, order_id=agg.order_id, kind=agg.kind, ordered=agg.ordered, total=agg.total)
+    )
 
 
-def derived_commands(agg: OrderAggregate, event: ChangeEvent, rules: RuleBook, *, order_target: str,
-                     crm_id: str | None, now_ms: int) -> list[Command]:
+def derived_commands(
+    agg: OrderAggregate, event: ChangeEvent, rules: RuleBook, *, order_target: str, crm_id: str | None, now_ms: int
+) -> list[Command]:
     """One command per derived rule whose values changed since last sent (X-2); remembers them in ``agg``.
 
     Nothing while the order itself has not arrived (its documents are held). ``crm_id``: the CRM
@@ -286,41 +341,65 @@ def derived_commands(agg: OrderAggregate, event: ChangeEvent, rules: RuleBook, *
         replay = previous is not None and previous.get("event_id") == event.event_id
         if fields == reference and not replay:
             continue
-        cid = command_id(tenant=agg.tenant, event_id=event.event_id, rule=rule.id, target=rule.target.value,
-                         entity=rule.target_entity, op=rule.op.value,
-                         key=f"{agg.tenant}:{rule.target.value}:{rule.target_entity}:{agg.code or agg.order_id}")
-        commands.append(Command(
-            command_id=cid, tenant=agg.tenant, target=rule.target, entity=rule.target_entity, op=rule.op, key=key,
-            source=CommandSource(system=event.system, entity=event.entity, id=event.record_id, event_id=event.event_id),
-            fields=fields, rule=rule.id, ts_ms=now_ms,
-        ))
+        cid = command_id(
+            tenant=agg.tenant,
+            event_id=event.event_id,
+            rule=rule.id,
+            target=rule.target.value,
+            entity=rule.target_entity,
+            op=rule.op.value,
+            key=f"{agg.tenant}:{rule.target.value}:{rule.target_entity}:{agg.code or agg.order_id}",
+        )
+        commands.append(
+            Command(
+                command_id=cid,
+                tenant=agg.tenant,
+                target=rule.target,
+                entity=rule.target_entity,
+                op=rule.op,
+                key=key,
+                source=CommandSource(
+                    system=event.system, entity=event.entity, id=event.record_id, event_id=event.event_id
+                ),
+                fields=fields,
+                rule=rule.id,
+                ts_ms=now_ms,
+            )
+        )
         agg.sent[rule.id] = {"values": fields, "event_id": event.event_id, "command_id": cid}
     return commands
 
 
-def decide_for_order(event: ChangeEvent, agg: OrderAggregate, state: State, rules: RuleBook, *,
-                     now_ms: int) -> Decision:
+def decide_for_order(
+    event: ChangeEvent, agg: OrderAggregate, state: State, rules: RuleBook, *, now_ms: int
+) -> Decision:
     """An acct order, contract, sales voucher or receipt event: the matrix rules (``decide``) plus
     the derived statuses of the order it belongs to. Updates ``agg`` in place; the caller stores it
     only once the commands are on the broker."""
     decision = decide(event, state, rules, now_ms=now_ms)
     agg.apply(event)
-    crm_id = agg.crm_id or state.linked_id(agg.tenant, System.CRM, "sale_order", code=agg.code,
-                                           other_id=agg.order_id)
-    derived = derived_commands(agg, event, rules, order_target=state.order_target(agg.tenant), crm_id=crm_id,
-                               now_ms=now_ms)
+    crm_id = agg.crm_id or state.linked_id(agg.tenant, System.CRM, "sale_order", code=agg.code, other_id=agg.order_id)
+    derived = derived_commands(
+        agg, event, rules, order_target=state.order_target(agg.tenant), crm_id=crm_id, now_ms=now_ms
+    )
     agg.remember_seen(event.event_id)
     audit = decision.audit
     if derived:
         decision.commands.extend(derived)
         audit.rules.extend(c.rule for c in derived if c.rule not in audit.rules)
         audit.rule = audit.rule or audit.rules[0]
-        audit.commands.extend(AuditCommand(command_id=c.command_id, rule=c.rule, target=c.target, entity=c.entity,
-                                           op=c.op, key=c.key.as_text()) for c in derived)
+        audit.commands.extend(
+            AuditCommand(
+                command_id=c.command_id, rule=c.rule, target=c.target, entity=c.entity, op=c.op, key=c.key.as_text()
+            )
+            for c in derived
+        )
         if audit.reason and audit.reason.startswith("no rule"):
             audit.reason = None
     elif event.entity in ("sales_voucher", "receipt"):
-        audit.reason = (f"held: {event.entity} {event.record_id} counts once order {agg.order_id} arrives"
-                        if agg.kind is None else
-                        f"aggregates of order {agg.code or agg.order_id} updated; no derived value changed (X-2)")
+        audit.reason = (
+            f"held: {event.entity} {event.record_id} counts once order {agg.order_id} arrives"
+            if agg.kind is None
+            else f"aggregates of order {agg.code or agg.order_id} updated; no derived value changed (X-2)"
+        )
     return decision

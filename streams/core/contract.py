@@ -8,8 +8,9 @@ orjson; ``decode_change_event`` turns raw bytes (plain or Debezium envelope) int
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -304,16 +305,30 @@ def decode_change_event(
 
     if "schema_version" not in document and isinstance(document.get("payload"), dict):
         document = _from_debezium(
-            document["payload"], headers=headers, topic_system=topic_system, topic_entity=topic_entity,
-            topic=topic, partition=partition, offset=offset,
+            document["payload"],
+            headers=headers,
+            topic_system=topic_system,
+            topic_entity=topic_entity,
+            topic=topic,
+            partition=partition,
+            offset=offset,
         )
-    elif ("schema_version" not in document and "op" in document and ("before" in document or "after" in document)
-          and ("source" in document or "tenant" not in document)):
+    elif (
+        "schema_version" not in document
+        and "op" in document
+        and ("before" in document or "after" in document)
+        and ("source" in document or "tenant" not in document)
+    ):
         # a bare Debezium payload (no envelope, no schema block); a contract event that only lacks
         # schema_version still carries its tenant and is reported as such below
         document = _from_debezium(
-            document, headers=headers, topic_system=topic_system, topic_entity=topic_entity,
-            topic=topic, partition=partition, offset=offset,
+            document,
+            headers=headers,
+            topic_system=topic_system,
+            topic_entity=topic_entity,
+            topic=topic,
+            partition=partition,
+            offset=offset,
         )
 
     version = document.get("schema_version")
@@ -335,7 +350,8 @@ def decode_change_event(
         raise BadInput(kind, f"event on {where} says entity {entity!r} but the topic is for {topic_entity!r}")
     if document.get("system") not in (None, topic_system):
         raise BadInput(
-            "topic_mismatch", f"event on {where} says system {document.get('system')!r} but the topic is for {topic_system!r}"
+            "topic_mismatch",
+            f"event on {where} says system {document.get('system')!r} but the topic is for {topic_system!r}",
         )
     try:
         event = ChangeEvent.model_validate(document)

@@ -7,14 +7,15 @@ state updates the agent must apply. It sends nothing and writes nothing itself.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from streams.core.contract import (
     Action,
-    BadInput,
     AuditCommand,
     AuditRecord,
+    BadInput,
     ChangeEvent,
     Command,
     CommandKey,
@@ -71,7 +72,9 @@ class State(Protocol):
 
     def order_target(self, tenant: str) -> str: ...
 
-    def linked_id(self, tenant: str, system: System, family: str, *, code: str | None, other_id: str | None) -> str | None:
+    def linked_id(
+        self, tenant: str, system: System, family: str, *, code: str | None, other_id: str | None
+    ) -> str | None:
         """The id in ``system`` of the record linked to ``code`` / the counterpart ``other_id``, if known."""
 
     def last_written(self, key: str) -> Written | None: ...
@@ -211,8 +214,11 @@ class _Builder:
             target_id = str(record["crm_id"])
         elif rule.target is not self.event.system:
             target_id = self.state.linked_id(
-                tenant, rule.target, link_family(rule.target, rule.target_entity),
-                code=code, other_id=str(record.get("id") or "") or None,
+                tenant,
+                rule.target,
+                link_family(rule.target, rule.target_entity),
+                code=code,
+                other_id=str(record.get("id") or "") or None,
             )
         return CommandKey(id=target_id, code=code)
 
@@ -236,8 +242,13 @@ class _Builder:
         store_key = command_key_text(event.tenant, rule.target, rule.target_entity, key)
         previous = self.state.last_written(store_key) if check_noop else None
         cid = command_id(
-            tenant=event.tenant, event_id=cause or event.event_id, rule=rule.id, target=rule.target.value,
-            entity=rule.target_entity, op=op.value, key=store_key,
+            tenant=event.tenant,
+            event_id=cause or event.event_id,
+            rule=rule.id,
+            target=rule.target.value,
+            entity=rule.target_entity,
+            op=op.value,
+            key=store_key,
         )
         if (
             previous is not None
@@ -245,8 +256,10 @@ class _Builder:
             and previous.event_id != event.event_id  # a replay of the same event re-sends (same id)
             and all(previous.fields.get(k) == v for k, v in fields.items())
         ):
-            self.notes.append(f"X-2: {rule.id} would write nothing new to {rule.target.value} {rule.target_entity} "
-                              f"{key.code or key.id}")
+            self.notes.append(
+                f"X-2: {rule.id} would write nothing new to {rule.target.value} {rule.target_entity} "
+                f"{key.code or key.id}"
+            )
             return None
         command = Command(
             command_id=cid,
@@ -302,8 +315,11 @@ def resolve_action(event: ChangeEvent, rules: RuleBook) -> Action:
     connector's echo of a re-proposal) is an ordinary ``update``.
     """
     action = derive_action(event)
-    accepted = LIFECYCLE_ACTIONS | rules.actions_for(event.system, event.entity) | \
-        DERIVED_TRIGGERS.get((event.system, event.entity), frozenset())
+    accepted = (
+        LIFECYCLE_ACTIONS
+        | rules.actions_for(event.system, event.entity)
+        | DERIVED_TRIGGERS.get((event.system, event.entity), frozenset())
+    )
     if action in accepted:
         return action
     if event.action is None:
@@ -329,21 +345,25 @@ def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) ->
     reason: str | None = None
 
     if rule is None:
-        reason = (f"no rule of the matrix for {event.system.value} {event.entity} {action.value}"
-                  + (f" (order_target={order_target})" if event.entity in ("sale_order", "contract") else "")
-                  + ": none")
+        reason = (
+            f"no rule of the matrix for {event.system.value} {event.entity} {action.value}"
+            + (f" (order_target={order_target})" if event.entity in ("sale_order", "contract") else "")
+            + ": none"
+        )
     else:
         builder.rules.append(rule.id)
         if event.origin == "sync":
-            reason = (f"X-1: written by this integration (origin = sync); {rule.id} sends nothing back")
+            reason = f"X-1: written by this integration (origin = sync); {rule.id} sends nothing back"
             builder.rules.append("X-1")
         elif rule.effect is Effect.NONE:
             reason = f"{rule.id}: {rule.label_en}"
         elif rule.effect is Effect.DERIVED:
             reason = f"{rule.id}: derived from aggregate tables"
         elif rule.when is not None and not rule.when.holds(event.record):
-            reason = (f"{rule.id}: condition {rule.when.describe()} does not hold "
-                      f"({rule.when.field} = {event.record.get(rule.when.field)!r}): none")
+            reason = (
+                f"{rule.id}: condition {rule.when.describe()} does not hold "
+                f"({rule.when.field} = {event.record.get(rule.when.field)!r}): none"
+            )
         else:
             reason = _apply(rule, builder)
 
@@ -367,8 +387,9 @@ def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) ->
         rule=builder.rules[0] if builder.rules else None,
         rules=list(dict.fromkeys(builder.rules)),
         commands=[
-            AuditCommand(command_id=c.command_id, rule=c.rule, target=c.target, entity=c.entity, op=c.op,
-                         key=c.key.as_text())
+            AuditCommand(
+                command_id=c.command_id, rule=c.rule, target=c.target, entity=c.entity, op=c.op, key=c.key.as_text()
+            )
             for c in builder.commands
         ],
         reason=reason if not builder.commands or reason else None,
@@ -377,12 +398,20 @@ def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) ->
     forget = []
     if event.origin == "user":
         record = event.record
-        for key in (CommandKey(code=str(record["code"])) if record.get("code") else None,
-                    CommandKey(id=event.record_id)):
+        for key in (
+            CommandKey(code=str(record["code"])) if record.get("code") else None,
+            CommandKey(id=event.record_id),
+        ):
             if key is not None:
                 forget.append(command_key_text(event.tenant, event.system, event.entity, key))
-    return Decision(commands=builder.commands, audit=audit, written=builder.written, links=links,
-                    crm_records=crm_records, forget_written=[k for k in forget if k not in builder.written])
+    return Decision(
+        commands=builder.commands,
+        audit=audit,
+        written=builder.written,
+        links=links,
+        crm_records=crm_records,
+        forget_written=[k for k in forget if k not in builder.written],
+    )
 
 
 def _state_updates(event: ChangeEvent) -> tuple[list[LinkUpdate], list[RecordUpdate]]:
@@ -398,8 +427,9 @@ def _state_updates(event: ChangeEvent) -> tuple[list[LinkUpdate], list[RecordUpd
         links.append(LinkUpdate(tenant=event.tenant, family=family, code=str(code) if code else None, ids=ids))
     crm_records: list[RecordUpdate] = []
     if event.system is System.CRM and event.entity in ("customer", "product") and code:
-        crm_records.append(RecordUpdate(event.tenant, event.entity, str(code),
-                                        None if event.op == "d" else dict(record)))
+        crm_records.append(
+            RecordUpdate(event.tenant, event.entity, str(code), None if event.op == "d" else dict(record))
+        )
     return links, crm_records
 
 
@@ -419,8 +449,10 @@ def _apply(rule: Rule, b: _Builder) -> str | None:
     if rule.requires_link and not key.id:
         return f"{rule.id}: {event.entity} {code or event.record_id} is not linked to {rule.target.value}: none"
     if not key.id and not key.code:
-        return (f"{rule.id}: cannot address the {rule.target.value} {rule.target_entity}: the record has "
-                f"neither a code nor a link: none")
+        return (
+            f"{rule.id}: cannot address the {rule.target.value} {rule.target_entity}: the record has "
+            f"neither a code nor a link: none"
+        )
 
     if rule.effect is Effect.CANCEL_REVENUE:
         total = record.get("total_amount")
@@ -432,8 +464,11 @@ def _apply(rule: Rule, b: _Builder) -> str | None:
         return None
 
     fields = mapped_fields(rule, b.action, record, event.system)
-    if (b.action in (Action.UPDATE, Action.MERGE) and event.before is not None
-            and mapped_fields(rule, b.action, event.before, event.system) == fields):
+    if (
+        b.action in (Action.UPDATE, Action.MERGE)
+        and event.before is not None
+        and mapped_fields(rule, b.action, event.before, event.system) == fields
+    ):
         # X-2 (and CT-9's "any other changed field: none"): the change touched nothing this rule writes.
         # Status actions are left out: for them the action itself is the change.
         b.notes.append(f"X-2: {rule.id}: none of the fields it writes changed: none")
@@ -441,8 +476,9 @@ def _apply(rule: Rule, b: _Builder) -> str | None:
     if rule.effect is Effect.MERGE and event.merged_ids:
         b.notes.append(f"{rule.id}: absorbed records {', '.join(event.merged_ids)} are not deleted in acct")
     # X-4 for a document written whole (its customer and lines); a status-only write needs nothing first.
-    writes_whole_document = (rule.only_fields is None and event.entity in DOCUMENTS_WITH_DEPENDENCIES
-                             and event.system is System.CRM)
+    writes_whole_document = (
+        rule.only_fields is None and event.entity in DOCUMENTS_WITH_DEPENDENCIES and event.system is System.CRM
+    )
     depends_on = _dependencies(rule, b) if writes_whole_document else []
     if rule.op is Op.DELETE:
         fields = {}
@@ -471,9 +507,13 @@ def _dependencies(rule: Rule, b: _Builder) -> list[str]:
         dep_rule = b.rule_book.by_id(rules_by_entity[entity])
         known = b.state.crm_record(tenant, entity, code)
         fields = {k: v for k, v in (known or {"code": code}).items() if k not in LOCAL_FIELDS}
-        command = b.emit(dep_rule, fields=fields, key=CommandKey(id=None, code=code),
-                         source_id=str(known["id"]) if known and known.get("id") else code,
-                         cause=f"{event.event_id}/depends/{entity}/{code}")
+        command = b.emit(
+            dep_rule,
+            fields=fields,
+            key=CommandKey(id=None, code=code),
+            source_id=str(known["id"]) if known and known.get("id") else code,
+            cause=f"{event.event_id}/depends/{entity}/{code}",
+        )
         if command is not None:
             ids.append(command.command_id)
         else:
@@ -497,16 +537,22 @@ def _pull(rule: Rule, b: _Builder) -> str | None:
             b.notes.append(f"CUS-10: CRM customers not known to the processor: {', '.join(missing)}")
     else:
         customers = [
-            c for c in b.state.crm_customers(tenant)
-            if c.get("code") and not b.state.linked_id(tenant, System.ACCT, "customer", code=str(c["code"]),
-                                                      other_id=None)
+            c
+            for c in b.state.crm_customers(tenant)
+            if c.get("code")
+            and not b.state.linked_id(tenant, System.ACCT, "customer", code=str(c["code"]), other_id=None)
         ]
     for customer in sorted(customers, key=lambda c: str(c.get("code"))):
         code = str(customer["code"])
         acct_id = b.state.linked_id(tenant, System.ACCT, "customer", code=code, other_id=str(customer.get("id") or ""))
         fields = {k: v for k, v in customer.items() if k not in LOCAL_FIELDS}
-        b.emit(rule, fields=fields, key=CommandKey(id=acct_id, code=code), source_id=str(customer.get("id") or code),
-               cause=f"{event.event_id}/pull/{code}")
+        b.emit(
+            rule,
+            fields=fields,
+            key=CommandKey(id=acct_id, code=code),
+            source_id=str(customer.get("id") or code),
+            cause=f"{event.event_id}/pull/{code}",
+        )
     if not b.commands:
         return "CUS-10: no CRM customer to pull" + (" (all linked already)" if not codes else "")
     return None

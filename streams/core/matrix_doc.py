@@ -14,18 +14,36 @@ fails when this file and the rule table differ. The English reading with the dec
 |---|---|---|---|---|---|---|---|---|---|---|
 """
 
-CROSS_CUTTING = """
-## Cross-cutting rules
-
-| rule | where in the code |
-|---|---|
-| X-1 echo | `decide()`: an event with `origin = sync` produces no command; the audit names X-1. |
-| X-2 no-op | `_Builder.emit`: a command whose fields equal what was last written to that record is dropped (table `written`). |
-| X-3 link | `_state_updates` and table `links`: ids by business code and by counterpart id; acct `crm_id`; connector results. |
-| X-4 dependencies | `_dependencies`: a CRM document's unlinked customer (CUS-10) and products (PRD-1) are sent first; the document's `depends_on` names them. |
-| X-5 order | one agent (concurrency 1) per partition, commands keyed by target record: one record's commands stay in order. |
-| X-6 bad input | `decode_change_event` raises `BadInput`; the agent dead-letters to `dlq.cdc` with the reason in headers. |
-"""
+CROSS_CUTTING_RULES = (
+    ("X-1 echo", "`decide()`: an event with `origin = sync` produces no command; the audit names X-1."),
+    (
+        "X-2 no-op",
+        "`_Builder.emit`: a command whose fields equal what was last written to that record is dropped "
+        "(table `written`).",
+    ),
+    (
+        "X-3 link",
+        "`_state_updates` and table `links`: ids by business code and by counterpart id; acct `crm_id`; "
+        "connector results.",
+    ),
+    (
+        "X-4 dependencies",
+        "`_dependencies`: a CRM document's unlinked customer (CUS-10) and products (PRD-1) are sent first; "
+        "the document's `depends_on` names them.",
+    ),
+    (
+        "X-5 order",
+        "one agent (concurrency 1) per partition, commands keyed by target record: one record's commands stay "
+        "in order.",
+    ),
+    (
+        "X-6 bad input",
+        "`decode_change_event` raises `BadInput`; the agent dead-letters to `dlq.cdc` with the reason in headers.",
+    ),
+)
+CROSS_CUTTING = "\n## Cross-cutting rules\n\n| rule | where in the code |\n|---|---|\n" + "".join(
+    f"| {rule} | {text} |\n" for rule, text in CROSS_CUTTING_RULES
+)
 
 
 def _cell(text: str) -> str:
@@ -52,8 +70,17 @@ def _row(rule: Rule) -> str:
         if rule.requires_link:
             fields += "; linked records only"
     cells = [
-        rule.id, rule.source.value, rule.entity, actions, rule.order_target or "", rule.when.describe() if rule.when else "",
-        rule.effect.value, writes, fields, rule.label_vi, rule.label_en,
+        rule.id,
+        rule.source.value,
+        rule.entity,
+        actions,
+        rule.order_target or "",
+        rule.when.describe() if rule.when else "",
+        rule.effect.value,
+        writes,
+        fields,
+        rule.label_vi,
+        rule.label_en,
     ]
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
 

@@ -1,12 +1,8 @@
 """Faust tables of the processor and the ``State`` the rule interpreter reads through them.
 
-| table | key | value | fed by | read by |
-|---|---|---|---|---|
-| ``links`` (global) | ``<tenant>:<family>:code=<code>`` and ``<tenant>:<family>:<system>=<id>`` | ``{"crm": id, "acct": id, "code": code}`` | every CDC event (own id, acct ``crm_id``) | X-3 target keys, CUS-3 |
-| ``written`` (global) | ``<tenant>:<target>:<entity>:<code or id>`` | ``{"fields", "event_id", "command_id"}`` | every command sent | X-2 no-op, PP-2 revert |
-| ``crm_records`` (global) | ``<tenant>:<entity>:<code>`` | the last seen CRM customer / product | CDC of CRM customers, products | CUS-10 pull, X-4 dependencies |
-| ``orders`` (partitioned like ``<app id>-aggregate-inputs``) | ``<tenant>:<acct order id>`` | ``OrderAggregate.to_json()`` | acct orders, contracts, vouchers, receipts | SO-9..SO-14, CT-11, CT-12 |
-| ``seen_events`` (partitioned like ``cdc.*``) | ``<tenant>:<system>:<entity>:<record id>`` | the record's last 32 ``event_id``s | every processed CDC event | the contract's "duplicates are dropped" |
+Each table's key, value, writers and readers are in ``docs/state.md``: ``links`` (X-3),
+``written`` (X-2), ``crm_records`` (CUS-10, X-4), ``orders`` (the aggregates) and ``seen_events``
+(duplicate event ids).
 
 Global tables are used because one record's rule reads state that another record (on another
 partition, maybe another worker) wrote: an order reads its customer's link. They live in memory
@@ -17,8 +13,9 @@ changed, which the memory store cannot.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import faust
 
@@ -26,7 +23,6 @@ from streams.core.contract import System
 from streams.core.decide import Decision, LinkUpdate, Written
 from streams.settings import Settings
 from streams.tables.tenants import TenantSettings
-
 
 SEEN_EVENTS_PER_RECORD = 32
 
@@ -44,7 +40,7 @@ class Tables:
 
     def mark_seen(self, record_key: str, event_id: str) -> None:
         recent = list(self.seen_events.get(record_key) or ())
-        self.seen_events[record_key] = (recent + [event_id])[-SEEN_EVENTS_PER_RECORD:]
+        self.seen_events[record_key] = ([*recent, event_id])[-SEEN_EVENTS_PER_RECORD:]
 
 
 def define_tables(app: faust.App, settings: Settings) -> Tables:
@@ -70,13 +66,24 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
         crm_records=global_table("crm_records", "last seen CRM customers and products by code"),
         # Keyed by the record, written while processing that record's event: co-partitioned with
         # the CDC topics (same key on the same partition), so each worker holds its own records'.
-        seen_events=app.Table("seen_events", default=None, key_type=str, value_type=None,
-                              partitions=settings.topic_partitions, help="recent event ids per record"),
+        seen_events=app.Table(
+            "seen_events",
+            default=None,
+            key_type=str,
+            value_type=None,
+            partitions=settings.topic_partitions,
+            help="recent event ids per record",
+        ),
         # Keyed <tenant>:<acct order or contract id>, written only by the aggregates agent while it
         # processes that key's message of <app id>-aggregate-inputs: co-partitioned by construction.
-        orders=app.Table("orders", default=None, key_type=str, value_type=None,
-                         partitions=settings.topic_partitions,
-                         help="per accounting order: contributions of its vouchers and receipts, what was sent"),
+        orders=app.Table(
+            "orders",
+            default=None,
+            key_type=str,
+            value_type=None,
+            partitions=settings.topic_partitions,
+            help="per accounting order: contributions of its vouchers and receipts, what was sent",
+        ),
     )
 
 
@@ -98,7 +105,9 @@ class TableState:
     def order_target(self, tenant: str) -> str:
         return self.tenants.get(tenant).get("order_target") or self.default_order_target
 
-    def linked_id(self, tenant: str, system: System, family: str, *, code: str | None, other_id: str | None) -> str | None:
+    def linked_id(
+        self, tenant: str, system: System, family: str, *, code: str | None, other_id: str | None
+    ) -> str | None:
         links = self.tables.links
         candidates = []
         if code:
@@ -136,7 +145,9 @@ def apply_links(tables: Tables, links: Iterable[LinkUpdate]) -> None:
         merged.update(link.ids)
         if link.code:
             merged["code"] = link.code
-        for key in _link_keys(link.tenant, link.family, merged.get("code"), {k: v for k, v in merged.items() if k != "code"}):
+        for key in _link_keys(
+            link.tenant, link.family, merged.get("code"), {k: v for k, v in merged.items() if k != "code"}
+        ):
             if tables.links.get(key) != merged:
                 tables.links[key] = merged
 

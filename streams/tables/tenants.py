@@ -73,8 +73,14 @@ class TenantSettings:
     async def run(self) -> None:
         """Follow the topic from its beginning, forever (a faust app task)."""
         # No group: aiokafka assigns every partition of the topic to this consumer.
-        consumer = AIOKafkaConsumer(self.topic, bootstrap_servers=self.bootstrap_servers, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=100)
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=100,
+        )
         await consumer.start()
         self._consumer = consumer
         try:
@@ -88,7 +94,7 @@ class TenantSettings:
                 for tp in consumer.assignment():
                     try:
                         position = await asyncio.wait_for(consumer.position(tp), timeout=0.2)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         continue
                     if position > self._next_offset.get(tp.partition, 0):
                         self._next_offset[tp.partition] = position
@@ -110,9 +116,12 @@ class TenantSettings:
             checked_at_ms = int(time.time() * 1000)
             try:
                 await asyncio.wait_for(self._read_up_to_now(), timeout=self.max_wait)
-            except asyncio.TimeoutError:
-                log.warning("tenant settings from %s not read up to now within %.1fs; deciding with what is known",
-                            self.topic, self.max_wait)
+            except TimeoutError:
+                log.warning(
+                    "tenant settings from %s not read up to now within %.1fs; deciding with what is known",
+                    self.topic,
+                    self.max_wait,
+                )
             except Exception:  # the broker could not be asked: decide with what is known
                 log.exception("could not check that tenant settings are current")
             self.current_as_of_ms = checked_at_ms

@@ -70,8 +70,15 @@ def sent(mock: AsyncMock) -> list[tuple[bytes, dict]]:
 
 def change(**overrides):
     event = {
-        "schema_version": 1, "event_id": "e-1", "tenant": "t1", "system": "acct", "entity": "customer",
-        "op": "c", "origin": "user", "ts_ms": 1, "before": None,
+        "schema_version": 1,
+        "event_id": "e-1",
+        "tenant": "t1",
+        "system": "acct",
+        "entity": "customer",
+        "op": "c",
+        "origin": "user",
+        "ts_ms": 1,
+        "before": None,
         "after": {"id": "A1", "code": "KH0001", "name": "Công ty ABC"},
     }
     event.update(overrides)

@@ -8,25 +8,37 @@ from tests.agents.conftest import OnTopic, change, sent
 
 
 def voucher(voucher_id="V1", order_id="AO1", quantity=2, **more):
-    return {"id": voucher_id, "code": voucher_id, "order_id": order_id,
-            "lines": [{"line_id": "L1", "product_code": "SP1", "quantity": quantity, "amount": str(100 * quantity)}],
-            **more}
+    return {
+        "id": voucher_id,
+        "code": voucher_id,
+        "order_id": order_id,
+        "lines": [{"line_id": "L1", "product_code": "SP1", "quantity": quantity, "amount": str(100 * quantity)}],
+        **more,
+    }
 
 
-ORDER = {"id": "AO1", "code": "DH1", "crm_id": "O1", "revenue_status": "recorded", "status": "in_progress",
-         "total_amount": "500", "lines": [{"line_id": "L1", "product_code": "SP1", "quantity": 5, "amount": "500"}]}
+ORDER = {
+    "id": "AO1",
+    "code": "DH1",
+    "crm_id": "O1",
+    "revenue_status": "recorded",
+    "status": "in_progress",
+    "total_amount": "500",
+    "lines": [{"line_id": "L1", "product_code": "SP1", "quantity": 5, "amount": "500"}],
+}
 
 
 async def test_the_cdc_agent_rekeys_acct_documents_by_their_order(built):
-    moved = change(entity="sales_voucher", event_id="e-2", op="u", before=voucher(order_id="AO1"),
-                   after=voucher(order_id="AO2"))
+    moved = change(
+        entity="sales_voucher", event_id="e-2", op="u", before=voucher(order_id="AO1"), after=voucher(order_id="AO2")
+    )
     async with built.agents["cdc"].test_context() as wrapper:
         agent = OnTopic(wrapper)
-        await agent.put("cdc.acct.sales_voucher", change(entity="sales_voucher", event_id="e-1", after=voucher()),
-                        key=b"t1:V1")
+        await agent.put(
+            "cdc.acct.sales_voucher", change(entity="sales_voucher", event_id="e-1", after=voucher()), key=b"t1:V1"
+        )
         await agent.put("cdc.acct.sales_voucher", moved, key=b"t1:V1")
-        await agent.put("cdc.acct.sale_order", change(entity="sale_order", event_id="e-3", after=ORDER),
-                        key=b"t1:AO1")
+        await agent.put("cdc.acct.sale_order", change(entity="sale_order", event_id="e-3", after=ORDER), key=b"t1:AO1")
     forwarded = [(key, value["event_id"], value["op"]) for key, value in sent(built.sends["aggregate_inputs"])]
     assert forwarded == [
         (b"t1:AO1", "e-1", "c"),
@@ -48,10 +60,12 @@ async def test_the_aggregates_agent_derives_statuses_once_the_order_is_known(bui
     async with built.agents["aggregates"].test_context() as agent:
         await agent.put(forwarded("sales_voucher", "e-1", after=voucher()), key=b"t1:AO1")
         await agent.put(forwarded("sale_order", "e-2", after=ORDER), key=b"t1:AO1")
-        await agent.put(forwarded("receipt", "e-3", after={"id": "R1", "order_id": "AO1", "amount": "500"}),
-                        key=b"t1:AO1")
-        await agent.put(forwarded("receipt", "e-3", after={"id": "R1", "order_id": "AO1", "amount": "500"}),
-                        key=b"t1:AO1")  # a duplicate
+        await agent.put(
+            forwarded("receipt", "e-3", after={"id": "R1", "order_id": "AO1", "amount": "500"}), key=b"t1:AO1"
+        )
+        await agent.put(
+            forwarded("receipt", "e-3", after={"id": "R1", "order_id": "AO1", "amount": "500"}), key=b"t1:AO1"
+        )  # a duplicate
     commands = [c for _, c in sent(built.sends["commands.crm"])]
     assert [c["rule"] for c in commands] == ["SO-9", "SO-11", "SO-13", "SO-10", "SO-14"]
     assert all(c["key"] == {"id": "O1", "code": "DH1"} and c["entity"] == "sale_order" for c in commands)
@@ -68,13 +82,19 @@ async def test_the_aggregates_agent_derives_statuses_once_the_order_is_known(bui
 async def test_a_document_that_cannot_be_counted_is_dead_lettered_with_its_origin(built):
     bad = forwarded("receipt", "e-9", after={"id": "R9", "order_id": "AO1", "amount": 12.5})
     async with built.agents["aggregates"].test_context() as agent:
-        await agent.put(bad, key=b"t1:AO1", headers={"origin.topic": b"cdc.acct.receipt", "origin.partition": b"3",
-                                                     "origin.offset": b"41"})
+        await agent.put(
+            bad,
+            key=b"t1:AO1",
+            headers={"origin.topic": b"cdc.acct.receipt", "origin.partition": b"3", "origin.offset": b"41"},
+        )
     (letter,) = built.sends["dlq.cdc"].await_args_list
     headers = letter.kwargs["headers"]
     assert headers["error.kind"] == b"schema" and b"float" in headers["error.message"]
     assert (headers["origin.topic"], headers["origin.partition"], headers["origin.offset"]) == (
-        b"cdc.acct.receipt", b"3", b"41")
+        b"cdc.acct.receipt",
+        b"3",
+        b"41",
+    )
 
 
 async def test_documents_that_cannot_be_counted_are_dead_lettered_whole_before_rekeying(built):
@@ -87,7 +107,9 @@ async def test_documents_that_cannot_be_counted_are_dead_lettered_whole_before_r
         await agent.put("cdc.acct.receipt", None, key=b"t1:R9")  # a Debezium tombstone: not a change
     letters = built.sends["dlq.cdc"].await_args_list
     assert [(c.kwargs["key"], c.kwargs["value"], c.kwargs["headers"]["error.kind"]) for c in letters] == [
-        (b"t1:V9", no_order, b"schema"), (b"t1:R9", float_amount, b"schema")]
+        (b"t1:V9", no_order, b"schema"),
+        (b"t1:R9", float_amount, b"schema"),
+    ]
     assert b"order_id" in letters[0].kwargs["headers"]["error.message"]
     assert not built.sends["aggregate_inputs"].await_args_list
     assert not built.sends["audit.sync"].await_args_list

@@ -18,7 +18,7 @@ async def test_acct_customer_create_becomes_a_cus6_command(built):
     assert command["fields"]["name"] == "Công ty ABC"
     assert "id" not in command["fields"]
     assert not built.sends["commands.acct"].await_args_list
-    (_, audit), = sent(built.sends["audit.sync"])
+    ((_, audit),) = sent(built.sends["audit.sync"])
     assert audit["rules"] == ["CUS-6"]
     assert audit["commands"][0]["command_id"] == command["command_id"]
 
@@ -30,7 +30,7 @@ async def test_crm_customer_create_is_audited_without_command(built):
         await agent.put("cdc.crm.customer", raw, key=b"t1:C1")
     assert not built.sends["commands.acct"].await_args_list
     assert not built.sends["commands.crm"].await_args_list
-    (key, audit), = sent(built.sends["audit.sync"])
+    ((key, audit),) = sent(built.sends["audit.sync"])
     assert key == b"t1:customer:C1"
     assert audit["rules"] == ["CUS-1"]
     assert audit["commands"] == []
@@ -45,11 +45,21 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_agent_goes_on(bui
         await agent.put("cdc.acct.customer", change(action="fly", event_id="e-4"), key=b"t1:A1")
         await agent.put("cdc.acct.customer", change(event_id="e-5"), key=b"t1:A1")
     letters = built.sends["dlq.cdc"].await_args_list
-    assert [call.kwargs["headers"]["error.kind"] for call in letters] == [b"decode", b"schema_version", b"unknown_action"]
+    assert [call.kwargs["headers"]["error.kind"] for call in letters] == [
+        b"decode",
+        b"schema_version",
+        b"unknown_action",
+    ]
     first = letters[0].kwargs
     assert first["value"] == b"{not json" and first["key"] == b"t1:A9"
-    assert set(first["headers"]) == {"error.kind", "error.message", "origin.topic", "origin.partition",
-                                     "origin.offset", "failed.at_ms"}
+    assert set(first["headers"]) == {
+        "error.kind",
+        "error.message",
+        "origin.topic",
+        "origin.partition",
+        "origin.offset",
+        "failed.at_ms",
+    }
     # the good event after the bad ones still produced its command
     assert [c["rule"] for _, c in sent(built.sends["commands.crm"])] == ["CUS-6"]
 
@@ -61,11 +71,15 @@ async def test_tables_remember_links_for_the_next_event(built):
         await agent.put("cdc.acct.customer", change(), key=b"t1:A1")
         crm_created = change(system="crm", event_id="e-6", after={"id": "C1", "code": "KH0001", "name": "ABC"})
         await agent.put("cdc.crm.customer", crm_created, key=b"t1:C1")
-        crm_updated = change(system="crm", event_id="e-7", op="u",
-                             before={"id": "C1", "code": "KH0001", "name": "ABC"},
-                             after={"id": "C1", "code": "KH0001", "name": "ABC mới"})
+        crm_updated = change(
+            system="crm",
+            event_id="e-7",
+            op="u",
+            before={"id": "C1", "code": "KH0001", "name": "ABC"},
+            after={"id": "C1", "code": "KH0001", "name": "ABC mới"},
+        )
         await agent.put("cdc.crm.customer", crm_updated, key=b"t1:C1")
-    (key, command), = sent(built.sends["commands.acct"])
+    ((_key, command),) = sent(built.sends["commands.acct"])
     assert command["rule"] == "CUS-3"
     assert command["key"] == {"id": "A1", "code": "KH0001"}
     assert command["fields"]["name"] == "ABC mới"
@@ -77,8 +91,12 @@ async def test_a_duplicate_event_id_is_dropped(built):
         agent = OnTopic(wrapper)
         await agent.put("cdc.acct.customer", change(event_id="e-dup"), key=b"t1:A1")
         await agent.put("cdc.acct.customer", change(event_id="e-dup"), key=b"t1:A1")
-        renamed = change(event_id="e-next", op="u", before={"id": "A1", "code": "KH0001", "name": "Công ty ABC"},
-                         after={"id": "A1", "code": "KH0001", "name": "Công ty ABC mới"})
+        renamed = change(
+            event_id="e-next",
+            op="u",
+            before={"id": "A1", "code": "KH0001", "name": "Công ty ABC"},
+            after={"id": "A1", "code": "KH0001", "name": "Công ty ABC mới"},
+        )
         await agent.put("cdc.acct.customer", renamed, key=b"t1:A1")
     assert [c["rule"] for _, c in sent(built.sends["commands.crm"])] == ["CUS-6", "CUS-8"]
     assert len(built.sends["audit.sync"].await_args_list) == 2
@@ -91,10 +109,23 @@ async def test_a_contract_tenant_gets_contract_commands(built):
     async with built.agents["cdc"].test_context() as wrapper:
         agent = OnTopic(wrapper)
         for tenant in ("t1", "t2"):
-            await agent.put("cdc.crm.sale_order", change(tenant=tenant, system="crm", entity="sale_order",
-                                                         event_id=f"e-{tenant}", action="propose_revenue",
-                                                         op="u", before=dict(order, revenue_status="draft"),
-                                                         after=order), key=f"{tenant}:O1".encode())
-    documents = [(c["tenant"], c["rule"], c["entity"]) for _, c in sent(built.sends["commands.acct"])
-                 if c["rule"] in ("SO-4", "CT-4")]
+            await agent.put(
+                "cdc.crm.sale_order",
+                change(
+                    tenant=tenant,
+                    system="crm",
+                    entity="sale_order",
+                    event_id=f"e-{tenant}",
+                    action="propose_revenue",
+                    op="u",
+                    before=dict(order, revenue_status="draft"),
+                    after=order,
+                ),
+                key=f"{tenant}:O1".encode(),
+            )
+    documents = [
+        (c["tenant"], c["rule"], c["entity"])
+        for _, c in sent(built.sends["commands.acct"])
+        if c["rule"] in ("SO-4", "CT-4")
+    ]
     assert documents == [("t1", "SO-4", "sale_order"), ("t2", "CT-4", "contract")]

@@ -8,8 +8,18 @@ from tests.agents.conftest import OnTopic, change, sent
 
 
 def result(**overrides) -> bytes:
-    value = {"command_id": "c" * 64, "tenant": "t1", "target": "acct", "entity": "customer", "status": "applied",
-             "target_id": "A77", "code": "KH0077", "error": None, "attempts": 1, "ts_ms": 1}
+    value = {
+        "command_id": "c" * 64,
+        "tenant": "t1",
+        "target": "acct",
+        "entity": "customer",
+        "status": "applied",
+        "target_id": "A77",
+        "code": "KH0077",
+        "error": None,
+        "attempts": 1,
+        "ts_ms": 1,
+    }
     value.update(overrides)
     return orjson.dumps(value)
 
@@ -23,7 +33,7 @@ async def test_an_applied_result_links_the_crm_record_to_the_new_acct_id(built):
         await results.put(result(), key=b"t1:customer:KH0077")
         updated = change(system="crm", event_id="e-2", op="u", before=crm, after=dict(crm, name="Khách mới 2"))
         await agent.put("cdc.crm.customer", updated, key=b"t1:C77")
-    (_, command), = sent(built.sends["commands.acct"])
+    ((_, command),) = sent(built.sends["commands.acct"])
     assert command["rule"] == "CUS-3"
     assert command["key"] == {"id": "A77", "code": "KH0077"}
 
@@ -33,12 +43,24 @@ async def test_a_rejected_write_is_forgotten_so_the_same_change_is_sent_again(bu
     async with built.agents["cdc"].test_context() as cdc, built.agents["results"].test_context() as results:
         agent = OnTopic(cdc)
         await agent.put("cdc.acct.customer", change(event_id="e-1"), key=b"t1:A1")
-        (_, first), = sent(built.sends["commands.crm"])
-        await results.put(result(command_id=first["command_id"], target="crm", status="rejected", target_id=None,
-                                 code="KH0001", error={"kind": "validation", "message": "tax_code invalid"}),
-                          key=b"t1:customer:KH0001")
-        same = change(event_id="e-2", op="u", before={"id": "A1", "code": "KH0001", "name": "old"},
-                      after={"id": "A1", "code": "KH0001", "name": "Công ty ABC"})
+        ((_, first),) = sent(built.sends["commands.crm"])
+        await results.put(
+            result(
+                command_id=first["command_id"],
+                target="crm",
+                status="rejected",
+                target_id=None,
+                code="KH0001",
+                error={"kind": "validation", "message": "tax_code invalid"},
+            ),
+            key=b"t1:customer:KH0001",
+        )
+        same = change(
+            event_id="e-2",
+            op="u",
+            before={"id": "A1", "code": "KH0001", "name": "old"},
+            after={"id": "A1", "code": "KH0001", "name": "Công ty ABC"},
+        )
         await agent.put("cdc.acct.customer", same, key=b"t1:A1")
     assert [c["rule"] for _, c in sent(built.sends["commands.crm"])] == ["CUS-6", "CUS-8"]
 
@@ -53,17 +75,36 @@ async def test_an_unreadable_result_is_dead_lettered(built):
 
 async def test_a_rejected_write_keyed_by_id_is_forgotten_too(built):
     """INV-4 commands name the CRM request by id only (acct crm_id): their refusal is forgotten as well."""
-    approved = change(entity="invoice", event_id="e-1", op="u", before={"id": "AI1", "crm_id": "HD1", "status": "proposed"},
-                      after={"id": "AI1", "crm_id": "HD1", "status": "approved"})
+    approved = change(
+        entity="invoice",
+        event_id="e-1",
+        op="u",
+        before={"id": "AI1", "crm_id": "HD1", "status": "proposed"},
+        after={"id": "AI1", "crm_id": "HD1", "status": "approved"},
+    )
     async with built.agents["cdc"].test_context() as cdc, built.agents["results"].test_context() as results:
         agent = OnTopic(cdc)
         await agent.put("cdc.acct.invoice", approved, key=b"t1:AI1")
-        (_, first), = sent(built.sends["commands.crm"])
+        ((_, first),) = sent(built.sends["commands.crm"])
         assert first["rule"] == "INV-4" and first["key"] == {"id": "HD1", "code": None}
-        await results.put(result(command_id=first["command_id"], target="crm", entity="invoice", status="rejected",
-                                 target_id="HD1", code=None, error={"kind": "http_409", "message": "locked"}),
-                          key=b"t1:invoice:HD1")
-        again = change(entity="invoice", event_id="e-2", op="u", before={"id": "AI1", "crm_id": "HD1", "status": "proposed"},
-                       after={"id": "AI1", "crm_id": "HD1", "status": "approved"})
+        await results.put(
+            result(
+                command_id=first["command_id"],
+                target="crm",
+                entity="invoice",
+                status="rejected",
+                target_id="HD1",
+                code=None,
+                error={"kind": "http_409", "message": "locked"},
+            ),
+            key=b"t1:invoice:HD1",
+        )
+        again = change(
+            entity="invoice",
+            event_id="e-2",
+            op="u",
+            before={"id": "AI1", "crm_id": "HD1", "status": "proposed"},
+            after={"id": "AI1", "crm_id": "HD1", "status": "approved"},
+        )
         await agent.put("cdc.acct.invoice", again, key=b"t1:AI1")
     assert [c["rule"] for _, c in sent(built.sends["commands.crm"])] == ["INV-4", "INV-4"]

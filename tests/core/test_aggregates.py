@@ -25,10 +25,19 @@ NOW = 1_764_201_700_000
 
 
 def acct_order(kind: str = "sale_order", **changes: Any) -> dict[str, Any]:
-    return {"id": "ao-1", "code": "DH1", "crm_id": "o-1", "revenue_status": "recorded", "status": "in_progress",
-            "total_amount": "1000", "lines": [{"line_id": "l1", "product_code": "SP1", "quantity": 3, "amount": "600"},
-                                              {"line_id": "l2", "product_code": "SP2", "quantity": 2, "amount": "400"}],
-            **changes}
+    return {
+        "id": "ao-1",
+        "code": "DH1",
+        "crm_id": "o-1",
+        "revenue_status": "recorded",
+        "status": "in_progress",
+        "total_amount": "1000",
+        "lines": [
+            {"line_id": "l1", "product_code": "SP1", "quantity": 3, "amount": "600"},
+            {"line_id": "l2", "product_code": "SP2", "quantity": 2, "amount": "400"},
+        ],
+        **changes,
+    }
 
 
 def voucher(voucher_id: str = "v-1", l1: Any = 1, l2: Any = 0, **changes: Any) -> dict[str, Any]:
@@ -37,8 +46,15 @@ def voucher(voucher_id: str = "v-1", l1: Any = 1, l2: Any = 0, **changes: Any) -
         lines.append({"line_id": "l1", "product_code": "SP1", "quantity": l1, "amount": str(200 * Decimal(str(l1)))})
     if l2:
         lines.append({"line_id": "l2", "product_code": "SP2", "quantity": l2, "amount": str(200 * Decimal(str(l2)))})
-    return {"id": voucher_id, "code": voucher_id.upper(), "order_id": "ao-1", "lines": lines, "invoice_no": None,
-            "einvoice_published": False, **changes}
+    return {
+        "id": voucher_id,
+        "code": voucher_id.upper(),
+        "order_id": "ao-1",
+        "lines": lines,
+        "invoice_no": None,
+        "einvoice_published": False,
+        **changes,
+    }
 
 
 def receipt(receipt_id: str = "r-1", amount: str = "400") -> dict[str, Any]:
@@ -70,12 +86,18 @@ def test_so9_so13_delivered_quantities_and_delivery_status(rules: RuleBook) -> N
     order = Order(rules)
     assert order.rules_sent(event("acct", "sale_order", after=acct_order())) == {}  # nothing delivered yet
     sent = order.rules_sent(event("acct", "sales_voucher", after=voucher(l1=2)))
-    assert sent["SO-9"] == {"delivered_quantities": [{"line_id": "l1", "delivered_quantity": "2"},
-                                      {"line_id": "l2", "delivered_quantity": "0"}]}
+    assert sent["SO-9"] == {
+        "delivered_quantities": [
+            {"line_id": "l1", "delivered_quantity": "2"},
+            {"line_id": "l2", "delivered_quantity": "0"},
+        ]
+    }
     assert sent["SO-13"] == {"delivery_status": "delivering"}
     sent = order.rules_sent(event("acct", "sales_voucher", after=voucher("v-2", l1=1, l2=2)))
-    assert sent["SO-9"]["delivered_quantities"] == [{"line_id": "l1", "delivered_quantity": "3"},
-                                     {"line_id": "l2", "delivered_quantity": "2"}]
+    assert sent["SO-9"]["delivered_quantities"] == [
+        {"line_id": "l1", "delivered_quantity": "3"},
+        {"line_id": "l2", "delivered_quantity": "2"},
+    ]
     assert sent["SO-13"] == {"delivery_status": "delivered"}
 
 
@@ -93,8 +115,13 @@ def test_so11_deleting_the_vouchers_resets_status_and_delivered_quantities(rules
     order.send(event("acct", "sale_order", after=acct_order()))
     order.send(event("acct", "sales_voucher", after=voucher(l1=2)))
     sent = order.rules_sent(event("acct", "sales_voucher", "d", before=voucher(l1=2), after=None))
-    assert sent["SO-11"] == {"status": "not_started", "delivered_quantities": [{"line_id": "l1", "delivered_quantity": "0"},
-                                                                {"line_id": "l2", "delivered_quantity": "0"}]}
+    assert sent["SO-11"] == {
+        "status": "not_started",
+        "delivered_quantities": [
+            {"line_id": "l1", "delivered_quantity": "0"},
+            {"line_id": "l2", "delivered_quantity": "0"},
+        ],
+    }
     assert sent["SO-13"] == {"delivery_status": "not_delivered"}
 
 
@@ -103,12 +130,26 @@ def test_so11_so12_completed_when_the_invoiced_total_equals_the_order_total(rule
     order.send(event("acct", "sale_order", after=acct_order()))
     order.send(event("acct", "sales_voucher", after=voucher("v-1", l1=3)))
     order.send(event("acct", "sales_voucher", after=voucher("v-2", l1=0, l2=2)))
-    sent = order.rules_sent(event("acct", "sales_voucher", "u", before=voucher("v-1", l1=3),
-                                  after=voucher("v-1", l1=3, invoice_no="0000001", invoice_date="2026-11-20")))
+    sent = order.rules_sent(
+        event(
+            "acct",
+            "sales_voucher",
+            "u",
+            before=voucher("v-1", l1=3),
+            after=voucher("v-1", l1=3, invoice_no="0000001", invoice_date="2026-11-20"),
+        )
+    )
     assert sent["SO-12"] == {"invoicing_status": "invoiced", "invoiced_amount": "600", "invoiced_date": "2026-11-20"}
     assert "SO-11" not in sent  # 600 of 1000 invoiced
-    sent = order.rules_sent(event("acct", "sales_voucher", "u", before=voucher("v-2", l1=0, l2=2),
-                                  after=voucher("v-2", l1=0, l2=2, einvoice_published=True, invoice_date="2026-11-21")))
+    sent = order.rules_sent(
+        event(
+            "acct",
+            "sales_voucher",
+            "u",
+            before=voucher("v-2", l1=0, l2=2),
+            after=voucher("v-2", l1=0, l2=2, einvoice_published=True, invoice_date="2026-11-21"),
+        )
+    )
     assert sent["SO-11"] == {"status": "completed"}
     assert sent["SO-12"] == {"invoicing_status": "invoiced", "invoiced_amount": "1000", "invoiced_date": "2026-11-21"}
 
@@ -148,12 +189,23 @@ def test_ct11_ct12_contract_delivery_from_acct_status_and_receipts(rules: RuleBo
     order.send(event("acct", "contract", after=acct_order("contract")))
     sent = order.rules_sent(event("acct", "sales_voucher", after=voucher(l1=3, l2=2)))
     assert "CT-11" in sent and sent["CT-11"]["delivery_status"] == "not_delivered"  # status not fully_delivered
-    sent = order.rules_sent(event("acct", "contract", "u", before=acct_order("contract"),
-                                  after=acct_order("contract", status="fully_delivered")))
+    sent = order.rules_sent(
+        event(
+            "acct",
+            "contract",
+            "u",
+            before=acct_order("contract"),
+            after=acct_order("contract", status="fully_delivered"),
+        )
+    )
     assert sent["CT-11"]["delivery_status"] == "delivered"
     sent = order.rules_sent(event("acct", "receipt", after=receipt("r-1", "1000")))
-    assert sent["CT-12"] == {"receipted_amount": "1000", "remaining_receivable": "0", "pay_status": "paid",
-                             "receipts": [{"id": "r-1", "code": "R-1", "amount": "1000"}]}
+    assert sent["CT-12"] == {
+        "receipted_amount": "1000",
+        "remaining_receivable": "0",
+        "pay_status": "paid",
+        "receipts": [{"id": "r-1", "code": "R-1", "amount": "1000"}],
+    }
     assert not [r for r in sent if r.startswith("SO-")]
 
 
@@ -210,30 +262,52 @@ amounts = st.sampled_from(["0", "100", "250.50", "400", "1000"])
 def histories(draw):
     docs: dict[str, list[dict[str, Any]]] = {}
     order_versions = draw(st.lists(st.sampled_from(["900", "1000", "1250.25"]), min_size=1, max_size=3))
-    docs["order"] = [event("acct", "sale_order", "c" if i == 0 else "u", after=acct_order(total_amount=total),
-                           event_id=f"order-{i}") for i, total in enumerate(order_versions)]
+    docs["order"] = [
+        event("acct", "sale_order", "c" if i == 0 else "u", after=acct_order(total_amount=total), event_id=f"order-{i}")
+        for i, total in enumerate(order_versions)
+    ]
     for n in range(draw(st.integers(0, 4))):
         versions = []
         for i in range(draw(st.integers(1, 3))):
             if i > 0 and draw(st.booleans()) and draw(st.booleans()):
-                versions.append(event("acct", "sales_voucher", "d", before=voucher(f"v-{n}"), after=None,
-                                      event_id=f"v-{n}-{i}"))
+                versions.append(
+                    event("acct", "sales_voucher", "d", before=voucher(f"v-{n}"), after=None, event_id=f"v-{n}-{i}")
+                )
                 break
             invoiced = draw(st.booleans())
-            versions.append(event("acct", "sales_voucher", "c" if i == 0 else "u",
-                                  after=voucher(f"v-{n}", l1=draw(quantities), l2=draw(quantities),
-                                                invoice_no="HD" if invoiced else None, invoice_date="2026-11-27"),
-                                  event_id=f"v-{n}-{i}"))
+            versions.append(
+                event(
+                    "acct",
+                    "sales_voucher",
+                    "c" if i == 0 else "u",
+                    after=voucher(
+                        f"v-{n}",
+                        l1=draw(quantities),
+                        l2=draw(quantities),
+                        invoice_no="HD" if invoiced else None,
+                        invoice_date="2026-11-27",
+                    ),
+                    event_id=f"v-{n}-{i}",
+                )
+            )
         docs[f"v-{n}"] = versions
     for n in range(draw(st.integers(0, 3))):
         versions = []
         for i in range(draw(st.integers(1, 2))):
             if i > 0 and draw(st.booleans()):
-                versions.append(event("acct", "receipt", "d", before=receipt(f"r-{n}"), after=None,
-                                      event_id=f"r-{n}-{i}"))
+                versions.append(
+                    event("acct", "receipt", "d", before=receipt(f"r-{n}"), after=None, event_id=f"r-{n}-{i}")
+                )
                 break
-            versions.append(event("acct", "receipt", "c" if i == 0 else "u",
-                                  after=receipt(f"r-{n}", draw(amounts)), event_id=f"r-{n}-{i}"))
+            versions.append(
+                event(
+                    "acct",
+                    "receipt",
+                    "c" if i == 0 else "u",
+                    after=receipt(f"r-{n}", draw(amounts)),
+                    event_id=f"r-{n}-{i}",
+                )
+            )
         docs[f"r-{n}"] = versions
     # interleave, keeping each document's own order (Kafka keeps one key's order)
     queues = {name: list(versions) for name, versions in docs.items()}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -88,17 +89,34 @@ def _drop_target(row: dict[str, Any]) -> None:
     ("table", "names", "says"),
     [
         pytest.param(broken("CUS-3", lambda r: r.update(entity="widget")), "CUS-3", "widget", id="unknown entity"),
-        pytest.param(broken("CAT-1", lambda r: r.update(target_entity="warehouse")), "CAT-1", "warehouse",
-                     id="unknown target entity"),
-        pytest.param(broken("CUS-4", lambda r: r.update(actions={Action.DELETE, Action.UPDATE})), "CUS-4", "CUS-3",
-                     id="overlapping actions"),
-        pytest.param(broken("SO-5", lambda r: r.update(order_target=None)), "CT-5", "SO-5",
-                     id="overlap across order targets"),
+        pytest.param(
+            broken("CAT-1", lambda r: r.update(target_entity="warehouse")),
+            "CAT-1",
+            "warehouse",
+            id="unknown target entity",
+        ),
+        pytest.param(
+            broken("CUS-4", lambda r: r.update(actions={Action.DELETE, Action.UPDATE})),
+            "CUS-4",
+            "CUS-3",
+            id="overlapping actions",
+        ),
+        pytest.param(
+            broken("SO-5", lambda r: r.update(order_target=None)), "CT-5", "SO-5", id="overlap across order targets"
+        ),
         pytest.param(broken("PRD-1", _drop_target), "PRD-1", "target", id="write rule without target"),
-        pytest.param(broken("QUO-2", lambda r: r.update(target=System.ACCT, op=Op.UPSERT)), "QUO-2", "writes nothing",
-                     id="none rule with a target"),
-        pytest.param(broken("INV-4", lambda r: r.update(set_fields={Action.REJECT: {"status": "rejected"}})), "INV-4",
-                     "reject", id="set_fields for an action not taken"),
+        pytest.param(
+            broken("QUO-2", lambda r: r.update(target=System.ACCT, op=Op.UPSERT)),
+            "QUO-2",
+            "writes nothing",
+            id="none rule with a target",
+        ),
+        pytest.param(
+            broken("INV-4", lambda r: r.update(set_fields={Action.REJECT: {"status": "rejected"}})),
+            "INV-4",
+            "reject",
+            id="set_fields for an action not taken",
+        ),
         pytest.param(broken("INV-2", lambda r: r.update(actions=set())), "INV-2", "action", id="no action"),
         pytest.param(broken("SO-3", lambda r: r.update(id="SO-1")), "SO-1", "twice", id="duplicate id"),
         pytest.param(broken("CT-3", lambda r: r.update(id="CT3")), "CT3", "id", id="malformed id"),
@@ -117,4 +135,4 @@ def test_load_rules_does_not_change_the_shipped_table() -> None:
     before = copy.deepcopy(RULE_TABLE)
     with pytest.raises(RuleTableError):
         load_rules(broken("CUS-3", lambda r: r.update(entity="widget")))
-    assert RULE_TABLE == before
+    assert before == RULE_TABLE

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from streams.core.contract import Action, BadInput, Command, CommandKey, Op, System, decode_change_event
 from streams.core.aggregates import OrderAggregate, decide_for_order
+from streams.core.contract import Action, BadInput, Command, CommandKey, Op, System, decode_change_event
 from streams.core.decide import Decision, decide, derive_action
 from streams.core.rules import Effect, RuleBook
 from tests.fakes import FakeState, event
@@ -22,14 +22,29 @@ NOW = 1_764_201_700_000
 
 # --- records -----------------------------------------------------------------------------------
 
-CUSTOMER = {"id": "c-1", "code": "KH1", "name": "Công ty A", "tax_code": "0101234567", "address": "Hà Nội",
-            "phone": "0901000001", "email": "a@example.vn", "is_personal": False}
+CUSTOMER = {
+    "id": "c-1",
+    "code": "KH1",
+    "name": "Công ty A",
+    "tax_code": "0101234567",
+    "address": "Hà Nội",
+    "phone": "0901000001",
+    "email": "a@example.vn",
+    "is_personal": False,
+}
 ACCT_CUSTOMER = {**CUSTOMER, "id": "a-1"}
 NEW_ACCT_CUSTOMER = {**CUSTOMER, "id": "a-2", "code": "KH2", "name": "Công ty B"}
 CATEGORY = {"id": "cat-1", "code": "LH1", "name": "Đồ uống", "parent_code": None}
 ACCT_CATEGORY = {**CATEGORY, "id": "acat-1"}
-PRODUCT = {"id": "p-1", "code": "SP1", "name": "Trà xanh", "category_code": "LH1", "unit": "hộp",
-           "unit_price": "100000", "vat_rate": "10"}
+PRODUCT = {
+    "id": "p-1",
+    "code": "SP1",
+    "name": "Trà xanh",
+    "category_code": "LH1",
+    "unit": "hộp",
+    "unit_price": "100000",
+    "vat_rate": "10",
+}
 ACCT_PRODUCT = {**PRODUCT, "id": "ap-1"}
 LINES = [{"line_id": "l1", "product_code": "SP1", "quantity": 2, "unit_price": "100000", "amount": "200000"}]
 QUOTE = {"id": "q-1", "code": "BG1", "customer_code": "KH1", "lines": LINES, "total_amount": "200000"}
@@ -38,35 +53,76 @@ ENTRIES = [{"id": "re-1", "amount": "200000", "status": "recorded"}]
 
 def order(revenue_status: str = "proposed", **changes: Any) -> dict[str, Any]:
     """A CRM order (sale_order on the CRM side)."""
-    return {"id": "o-1", "code": "DH1", "customer_code": "KH1", "lines": LINES, "total_amount": "200000",
-            "revenue_status": revenue_status, "status": "not_started", "delivery_deadline": "2025-12-31",
-            "payment_deadline": "2026-01-31", "revenue_entries": ENTRIES, **changes}
+    return {
+        "id": "o-1",
+        "code": "DH1",
+        "customer_code": "KH1",
+        "lines": LINES,
+        "total_amount": "200000",
+        "revenue_status": revenue_status,
+        "status": "not_started",
+        "delivery_deadline": "2025-12-31",
+        "payment_deadline": "2026-01-31",
+        "revenue_entries": ENTRIES,
+        **changes,
+    }
 
 
 def acct_order(revenue_status: str = "proposed", **changes: Any) -> dict[str, Any]:
     """An acct sales order or contract that came from CRM order o-1."""
-    return {"id": "ao-1", "code": "DH1", "crm_id": "o-1", "lines": LINES, "revenue_status": revenue_status,
-            "status": "in_progress", "total_amount": "200000", "delivery_deadline": "2025-12-31",
-            "payment_deadline": "2026-01-31", "is_invoiced": False, "delivery_status": "not_delivered",
-            "revenue_entries": ENTRIES, **changes}
+    return {
+        "id": "ao-1",
+        "code": "DH1",
+        "crm_id": "o-1",
+        "lines": LINES,
+        "revenue_status": revenue_status,
+        "status": "in_progress",
+        "total_amount": "200000",
+        "delivery_deadline": "2025-12-31",
+        "payment_deadline": "2026-01-31",
+        "is_invoiced": False,
+        "delivery_status": "not_delivered",
+        "revenue_entries": ENTRIES,
+        **changes,
+    }
 
 
 def crm_invoice(status: str = "proposed", **changes: Any) -> dict[str, Any]:
-    return {"id": "i-1", "code": "HD1", "order_code": "DH1", "status": status, "amount": "200000",
-            "description": "Xuất hóa đơn đợt 1", **changes}
+    return {
+        "id": "i-1",
+        "code": "HD1",
+        "order_code": "DH1",
+        "status": status,
+        "amount": "200000",
+        "description": "Xuất hóa đơn đợt 1",
+        **changes,
+    }
 
 
 def acct_invoice(status: str, **changes: Any) -> dict[str, Any]:
     return {"id": "ai-1", "crm_id": "i-1", "status": status, **changes}
 
 
-ISSUED = {"invoice_date": "2025-12-01", "invoice_no": "0000123", "lookup_code": "TRACUU123",
-          "send_status": "sent", "customer_received": True}
+ISSUED = {
+    "invoice_date": "2025-12-01",
+    "invoice_no": "0000123",
+    "lookup_code": "TRACUU123",
+    "send_status": "sent",
+    "customer_received": True,
+}
 
-POLICY = {"id": "pp-1", "code": "CSG1", "name": "Giá đại lý", "category_codes": ["LH1", "LH2"],
-          "prices": [{"product_code": "SP1", "category_code": "LH1", "price": "90000"},
-                     {"product_code": "SP2", "category_code": "LH2", "price": "50000"}],
-          "valid_from": "2025-01-01", "valid_to": None}
+POLICY = {
+    "id": "pp-1",
+    "code": "CSG1",
+    "name": "Giá đại lý",
+    "category_codes": ["LH1", "LH2"],
+    "prices": [
+        {"product_code": "SP1", "category_code": "LH1", "price": "90000"},
+        {"product_code": "SP2", "category_code": "LH2", "price": "50000"},
+    ],
+    "valid_from": "2025-01-01",
+    "valid_to": None,
+}
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -123,7 +179,9 @@ def assert_command(command: Command, decision: Decision, rule_id: str, expect: d
         assert name not in command.fields, name
     # the audit record lists the command under its rule
     assert rule_id in decision.audit.rules
-    assert [(a.command_id, a.rule) for a in decision.audit.commands] == [(c.command_id, c.rule) for c in decision.commands]
+    assert [(a.command_id, a.rule) for a in decision.audit.commands] == [
+        (c.command_id, c.rule) for c in decision.commands
+    ]
 
 
 def ev_kwargs(system: str, entity: str, op: str = "c", **kw: Any) -> dict[str, Any]:
@@ -142,304 +200,869 @@ def none(because: str | None = None) -> dict[str, Any]:
 WRITE_AND_NONE_CASES = [
     # Customer
     pytest.param("CUS-1", ev_kwargs("crm", "customer", after=CUSTOMER), (), "sale_order", none(), id="CUS-1"),
-    pytest.param("CUS-2", ev_kwargs("crm", "customer", action="import", after=CUSTOMER), (), "sale_order", none(),
-                 id="CUS-2"),
-    pytest.param("CUS-3", ev_kwargs("crm", "customer", "u", before=CUSTOMER, after={**CUSTOMER, "name": "Công ty A mới"}),
-                 (), "sale_order",
-                 {"target": "acct", "entity": "customer", "op": "update", "key": {"id": "a-1", "code": "KH1"},
-                  "has": {"name": "Công ty A mới", "tax_code": "0101234567", "code": "KH1"}, "lacks": ("id",)},
-                 id="CUS-3"),
-    pytest.param("CUS-3", ev_kwargs("crm", "customer", "u", before={**CUSTOMER, "id": "c-9", "code": "KH9"},
-                                    after={**CUSTOMER, "id": "c-9", "code": "KH9", "name": "Chưa đồng bộ"}),
-                 (), "sale_order", none(because="not linked"), id="CUS-3/unlinked-none"),
+    pytest.param(
+        "CUS-2", ev_kwargs("crm", "customer", action="import", after=CUSTOMER), (), "sale_order", none(), id="CUS-2"
+    ),
+    pytest.param(
+        "CUS-3",
+        ev_kwargs("crm", "customer", "u", before=CUSTOMER, after={**CUSTOMER, "name": "Công ty A mới"}),
+        (),
+        "sale_order",
+        {
+            "target": "acct",
+            "entity": "customer",
+            "op": "update",
+            "key": {"id": "a-1", "code": "KH1"},
+            "has": {"name": "Công ty A mới", "tax_code": "0101234567", "code": "KH1"},
+            "lacks": ("id",),
+        },
+        id="CUS-3",
+    ),
+    pytest.param(
+        "CUS-3",
+        ev_kwargs(
+            "crm",
+            "customer",
+            "u",
+            before={**CUSTOMER, "id": "c-9", "code": "KH9"},
+            after={**CUSTOMER, "id": "c-9", "code": "KH9", "name": "Chưa đồng bộ"},
+        ),
+        (),
+        "sale_order",
+        none(because="not linked"),
+        id="CUS-3/unlinked-none",
+    ),
     pytest.param("CUS-4", ev_kwargs("crm", "customer", "d", before=CUSTOMER), (), "sale_order", none(), id="CUS-4"),
-    pytest.param("CUS-6", ev_kwargs("acct", "customer", after=NEW_ACCT_CUSTOMER), (), "sale_order",
-                 {"target": "crm", "entity": "customer", "op": "upsert", "key": {"id": None, "code": "KH2"},
-                  "has": {"name": "Công ty B", "code": "KH2", "tax_code": "0101234567"}, "lacks": ("id",)},
-                 id="CUS-6"),
-    pytest.param("CUS-7", ev_kwargs("acct", "customer", action="import", after=NEW_ACCT_CUSTOMER), (), "sale_order",
-                 {"target": "crm", "entity": "customer", "op": "upsert", "key": {"id": None, "code": "KH2"},
-                  "has": {"name": "Công ty B"}, "lacks": ("id",)},
-                 id="CUS-7"),
-    pytest.param("CUS-8", ev_kwargs("acct", "customer", "u", before=ACCT_CUSTOMER,
-                                    after={**ACCT_CUSTOMER, "phone": "0909999999"}), (), "sale_order",
-                 {"target": "crm", "entity": "customer", "op": "upsert", "key": {"id": "c-1", "code": "KH1"},
-                  "has": {"phone": "0909999999"}, "lacks": ("id",)},
-                 id="CUS-8"),
-    pytest.param("CUS-9", ev_kwargs("acct", "customer", "d", before=ACCT_CUSTOMER), (), "sale_order", none(),
-                 id="CUS-9"),
+    pytest.param(
+        "CUS-6",
+        ev_kwargs("acct", "customer", after=NEW_ACCT_CUSTOMER),
+        (),
+        "sale_order",
+        {
+            "target": "crm",
+            "entity": "customer",
+            "op": "upsert",
+            "key": {"id": None, "code": "KH2"},
+            "has": {"name": "Công ty B", "code": "KH2", "tax_code": "0101234567"},
+            "lacks": ("id",),
+        },
+        id="CUS-6",
+    ),
+    pytest.param(
+        "CUS-7",
+        ev_kwargs("acct", "customer", action="import", after=NEW_ACCT_CUSTOMER),
+        (),
+        "sale_order",
+        {
+            "target": "crm",
+            "entity": "customer",
+            "op": "upsert",
+            "key": {"id": None, "code": "KH2"},
+            "has": {"name": "Công ty B"},
+            "lacks": ("id",),
+        },
+        id="CUS-7",
+    ),
+    pytest.param(
+        "CUS-8",
+        ev_kwargs("acct", "customer", "u", before=ACCT_CUSTOMER, after={**ACCT_CUSTOMER, "phone": "0909999999"}),
+        (),
+        "sale_order",
+        {
+            "target": "crm",
+            "entity": "customer",
+            "op": "upsert",
+            "key": {"id": "c-1", "code": "KH1"},
+            "has": {"phone": "0909999999"},
+            "lacks": ("id",),
+        },
+        id="CUS-8",
+    ),
+    pytest.param(
+        "CUS-9", ev_kwargs("acct", "customer", "d", before=ACCT_CUSTOMER), (), "sale_order", none(), id="CUS-9"
+    ),
     # Category and product
-    pytest.param("CAT-1", ev_kwargs("crm", "product_category", after={**CATEGORY, "code": "LH2", "id": "cat-2"}),
-                 (), "sale_order",
-                 {"target": "acct", "entity": "product_category", "op": "upsert", "key": {"id": None, "code": "LH2"},
-                  "has": {"name": "Đồ uống", "code": "LH2"}, "lacks": ("id",)},
-                 id="CAT-1"),
-    pytest.param("CAT-1", ev_kwargs("crm", "product_category", "u", before=CATEGORY,
-                                    after={**CATEGORY, "name": "Nước giải khát"}),
-                 (("product_category", "LH1", "cat-1", "acat-1"),), "sale_order",
-                 {"target": "acct", "entity": "product_category", "op": "upsert", "key": {"id": "acat-1", "code": "LH1"},
-                  "has": {"name": "Nước giải khát"}},
-                 id="CAT-1/update"),
-    pytest.param("CAT-2", ev_kwargs("acct", "product_category", after=ACCT_CATEGORY), (), "sale_order",
-                 {"target": "crm", "entity": "product_category", "op": "upsert", "key": {"id": None, "code": "LH1"},
-                  "has": {"name": "Đồ uống"}, "lacks": ("id",)},
-                 id="CAT-2"),
-    pytest.param("CAT-2", ev_kwargs("acct", "product_category", "u", before=ACCT_CATEGORY,
-                                    after={**ACCT_CATEGORY, "name": "Nước"}), (), "sale_order",
-                 {"target": "crm", "entity": "product_category", "op": "upsert", "key": {"id": None, "code": "LH1"},
-                  "has": {"name": "Nước"}},
-                 id="CAT-2/update"),
-    pytest.param("PRD-1", ev_kwargs("crm", "product", after={**PRODUCT, "id": "p-2", "code": "SP2"}), (), "sale_order",
-                 {"target": "acct", "entity": "product", "op": "upsert", "key": {"id": None, "code": "SP2"},
-                  "has": {"unit_price": "100000", "vat_rate": "10", "category_code": "LH1"}, "lacks": ("id",)},
-                 id="PRD-1"),
-    pytest.param("PRD-1", ev_kwargs("crm", "product", action="import", after={**PRODUCT, "id": "p-2", "code": "SP2"}),
-                 (), "sale_order",
-                 {"target": "acct", "entity": "product", "op": "upsert", "key": {"id": None, "code": "SP2"}},
-                 id="PRD-1/import"),
-    pytest.param("PRD-1", ev_kwargs("crm", "product", "u", before=PRODUCT, after={**PRODUCT, "unit_price": "110000"}),
-                 (), "sale_order",
-                 {"target": "acct", "entity": "product", "op": "upsert", "key": {"id": "ap-1", "code": "SP1"},
-                  "has": {"unit_price": "110000"}},
-                 id="PRD-1/update"),
+    pytest.param(
+        "CAT-1",
+        ev_kwargs("crm", "product_category", after={**CATEGORY, "code": "LH2", "id": "cat-2"}),
+        (),
+        "sale_order",
+        {
+            "target": "acct",
+            "entity": "product_category",
+            "op": "upsert",
+            "key": {"id": None, "code": "LH2"},
+            "has": {"name": "Đồ uống", "code": "LH2"},
+            "lacks": ("id",),
+        },
+        id="CAT-1",
+    ),
+    pytest.param(
+        "CAT-1",
+        ev_kwargs("crm", "product_category", "u", before=CATEGORY, after={**CATEGORY, "name": "Nước giải khát"}),
+        (("product_category", "LH1", "cat-1", "acat-1"),),
+        "sale_order",
+        {
+            "target": "acct",
+            "entity": "product_category",
+            "op": "upsert",
+            "key": {"id": "acat-1", "code": "LH1"},
+            "has": {"name": "Nước giải khát"},
+        },
+        id="CAT-1/update",
+    ),
+    pytest.param(
+        "CAT-2",
+        ev_kwargs("acct", "product_category", after=ACCT_CATEGORY),
+        (),
+        "sale_order",
+        {
+            "target": "crm",
+            "entity": "product_category",
+            "op": "upsert",
+            "key": {"id": None, "code": "LH1"},
+            "has": {"name": "Đồ uống"},
+            "lacks": ("id",),
+        },
+        id="CAT-2",
+    ),
+    pytest.param(
+        "CAT-2",
+        ev_kwargs("acct", "product_category", "u", before=ACCT_CATEGORY, after={**ACCT_CATEGORY, "name": "Nước"}),
+        (),
+        "sale_order",
+        {
+            "target": "crm",
+            "entity": "product_category",
+            "op": "upsert",
+            "key": {"id": None, "code": "LH1"},
+            "has": {"name": "Nước"},
+        },
+        id="CAT-2/update",
+    ),
+    pytest.param(
+        "PRD-1",
+        ev_kwargs("crm", "product", after={**PRODUCT, "id": "p-2", "code": "SP2"}),
+        (),
+        "sale_order",
+        {
+            "target": "acct",
+            "entity": "product",
+            "op": "upsert",
+            "key": {"id": None, "code": "SP2"},
+            "has": {"unit_price": "100000", "vat_rate": "10", "category_code": "LH1"},
+            "lacks": ("id",),
+        },
+        id="PRD-1",
+    ),
+    pytest.param(
+        "PRD-1",
+        ev_kwargs("crm", "product", action="import", after={**PRODUCT, "id": "p-2", "code": "SP2"}),
+        (),
+        "sale_order",
+        {"target": "acct", "entity": "product", "op": "upsert", "key": {"id": None, "code": "SP2"}},
+        id="PRD-1/import",
+    ),
+    pytest.param(
+        "PRD-1",
+        ev_kwargs("crm", "product", "u", before=PRODUCT, after={**PRODUCT, "unit_price": "110000"}),
+        (),
+        "sale_order",
+        {
+            "target": "acct",
+            "entity": "product",
+            "op": "upsert",
+            "key": {"id": "ap-1", "code": "SP1"},
+            "has": {"unit_price": "110000"},
+        },
+        id="PRD-1/update",
+    ),
     pytest.param("PRD-2", ev_kwargs("crm", "product", "d", before=PRODUCT), (), "sale_order", none(), id="PRD-2"),
-    pytest.param("PRD-2", ev_kwargs("crm", "product", "u", action="merge", before=PRODUCT, after=PRODUCT,
-                                    merged_ids=["p-9"]), (), "sale_order", none(), id="PRD-2/merge"),
-    pytest.param("PRD-3", ev_kwargs("acct", "product", after={**ACCT_PRODUCT, "id": "ap-2", "code": "SP2"}), (),
-                 "sale_order",
-                 {"target": "crm", "entity": "product", "op": "upsert", "key": {"id": None, "code": "SP2"},
-                  "has": {"name": "Trà xanh"}, "lacks": ("id",)},
-                 id="PRD-3"),
-    pytest.param("PRD-3", ev_kwargs("acct", "product", action="import", after={**ACCT_PRODUCT, "id": "ap-2", "code": "SP2"}),
-                 (), "sale_order",
-                 {"target": "crm", "entity": "product", "op": "upsert", "key": {"id": None, "code": "SP2"}},
-                 id="PRD-3/import"),
-    pytest.param("PRD-3", ev_kwargs("acct", "product", "u", before=ACCT_PRODUCT, after={**ACCT_PRODUCT, "unit": "thùng"}),
-                 (), "sale_order",
-                 {"target": "crm", "entity": "product", "op": "upsert", "key": {"id": "p-1", "code": "SP1"},
-                  "has": {"unit": "thùng"}},
-                 id="PRD-3/update"),
+    pytest.param(
+        "PRD-2",
+        ev_kwargs("crm", "product", "u", action="merge", before=PRODUCT, after=PRODUCT, merged_ids=["p-9"]),
+        (),
+        "sale_order",
+        none(),
+        id="PRD-2/merge",
+    ),
+    pytest.param(
+        "PRD-3",
+        ev_kwargs("acct", "product", after={**ACCT_PRODUCT, "id": "ap-2", "code": "SP2"}),
+        (),
+        "sale_order",
+        {
+            "target": "crm",
+            "entity": "product",
+            "op": "upsert",
+            "key": {"id": None, "code": "SP2"},
+            "has": {"name": "Trà xanh"},
+            "lacks": ("id",),
+        },
+        id="PRD-3",
+    ),
+    pytest.param(
+        "PRD-3",
+        ev_kwargs("acct", "product", action="import", after={**ACCT_PRODUCT, "id": "ap-2", "code": "SP2"}),
+        (),
+        "sale_order",
+        {"target": "crm", "entity": "product", "op": "upsert", "key": {"id": None, "code": "SP2"}},
+        id="PRD-3/import",
+    ),
+    pytest.param(
+        "PRD-3",
+        ev_kwargs("acct", "product", "u", before=ACCT_PRODUCT, after={**ACCT_PRODUCT, "unit": "thùng"}),
+        (),
+        "sale_order",
+        {
+            "target": "crm",
+            "entity": "product",
+            "op": "upsert",
+            "key": {"id": "p-1", "code": "SP1"},
+            "has": {"unit": "thùng"},
+        },
+        id="PRD-3/update",
+    ),
     pytest.param("PRD-4", ev_kwargs("acct", "product", "d", before=ACCT_PRODUCT), (), "sale_order", none(), id="PRD-4"),
-    pytest.param("PRD-4", ev_kwargs("acct", "product", "u", action="merge", before=ACCT_PRODUCT, after=ACCT_PRODUCT),
-                 (), "sale_order", none(), id="PRD-4/merge"),
+    pytest.param(
+        "PRD-4",
+        ev_kwargs("acct", "product", "u", action="merge", before=ACCT_PRODUCT, after=ACCT_PRODUCT),
+        (),
+        "sale_order",
+        none(),
+        id="PRD-4/merge",
+    ),
     # Quote
-    pytest.param("QUO-1", ev_kwargs("crm", "quote", after=QUOTE), (), "sale_order",
-                 {"target": "acct", "entity": "quote", "op": "upsert", "key": {"id": None, "code": "BG1"},
-                  "has": {"crm_id": "q-1", "customer_code": "KH1", "lines": LINES, "total_amount": "200000"},
-                  "lacks": ("id",)},
-                 id="QUO-1"),
-    pytest.param("QUO-1", ev_kwargs("crm", "quote", action="import", after=QUOTE), (), "sale_order",
-                 {"target": "acct", "entity": "quote", "op": "upsert", "key": {"id": None, "code": "BG1"}},
-                 id="QUO-1/import"),
-    pytest.param("QUO-1", ev_kwargs("crm", "quote", "u", before=QUOTE, after={**QUOTE, "total_amount": "180000"}),
-                 (("quote", "BG1", "q-1", "aq-1"),), "sale_order",
-                 {"target": "acct", "entity": "quote", "op": "upsert", "key": {"id": "aq-1", "code": "BG1"},
-                  "has": {"total_amount": "180000"}},
-                 id="QUO-1/update"),
+    pytest.param(
+        "QUO-1",
+        ev_kwargs("crm", "quote", after=QUOTE),
+        (),
+        "sale_order",
+        {
+            "target": "acct",
+            "entity": "quote",
+            "op": "upsert",
+            "key": {"id": None, "code": "BG1"},
+            "has": {"crm_id": "q-1", "customer_code": "KH1", "lines": LINES, "total_amount": "200000"},
+            "lacks": ("id",),
+        },
+        id="QUO-1",
+    ),
+    pytest.param(
+        "QUO-1",
+        ev_kwargs("crm", "quote", action="import", after=QUOTE),
+        (),
+        "sale_order",
+        {"target": "acct", "entity": "quote", "op": "upsert", "key": {"id": None, "code": "BG1"}},
+        id="QUO-1/import",
+    ),
+    pytest.param(
+        "QUO-1",
+        ev_kwargs("crm", "quote", "u", before=QUOTE, after={**QUOTE, "total_amount": "180000"}),
+        (("quote", "BG1", "q-1", "aq-1"),),
+        "sale_order",
+        {
+            "target": "acct",
+            "entity": "quote",
+            "op": "upsert",
+            "key": {"id": "aq-1", "code": "BG1"},
+            "has": {"total_amount": "180000"},
+        },
+        id="QUO-1/update",
+    ),
     pytest.param("QUO-2", ev_kwargs("crm", "quote", "d", before=QUOTE), (), "sale_order", none(), id="QUO-2"),
-    pytest.param("QUO-3", ev_kwargs("acct", "quote", after={**QUOTE, "id": "aq-1"}), (), "sale_order", none(),
-                 id="QUO-3"),
-    pytest.param("QUO-3", ev_kwargs("acct", "quote", "u", before={**QUOTE, "id": "aq-1"},
-                                    after={**QUOTE, "id": "aq-1", "total_amount": "1"}), (), "sale_order", none(),
-                 id="QUO-3/update"),
-    pytest.param("QUO-3", ev_kwargs("acct", "quote", "d", before={**QUOTE, "id": "aq-1"}), (), "sale_order", none(),
-                 id="QUO-3/delete"),
+    pytest.param(
+        "QUO-3", ev_kwargs("acct", "quote", after={**QUOTE, "id": "aq-1"}), (), "sale_order", none(), id="QUO-3"
+    ),
+    pytest.param(
+        "QUO-3",
+        ev_kwargs(
+            "acct", "quote", "u", before={**QUOTE, "id": "aq-1"}, after={**QUOTE, "id": "aq-1", "total_amount": "1"}
+        ),
+        (),
+        "sale_order",
+        none(),
+        id="QUO-3/update",
+    ),
+    pytest.param(
+        "QUO-3",
+        ev_kwargs("acct", "quote", "d", before={**QUOTE, "id": "aq-1"}),
+        (),
+        "sale_order",
+        none(),
+        id="QUO-3/delete",
+    ),
     # Order as an acct sales order
     *[
-        pytest.param("SO-1", ev_kwargs("crm", "sale_order", action=action, after=order("proposed")), (), "sale_order",
-                     {"target": "acct", "entity": "sale_order", "op": "create", "key": {"id": None, "code": "DH1"},
-                      "has": {"crm_id": "o-1", "code": "DH1", "revenue_status": "proposed", "lines": LINES,
-                              "customer_code": "KH1"},
-                      "lacks": ("id",)},
-                     id=f"SO-1/{action}")
+        pytest.param(
+            "SO-1",
+            ev_kwargs("crm", "sale_order", action=action, after=order("proposed")),
+            (),
+            "sale_order",
+            {
+                "target": "acct",
+                "entity": "sale_order",
+                "op": "create",
+                "key": {"id": None, "code": "DH1"},
+                "has": {
+                    "crm_id": "o-1",
+                    "code": "DH1",
+                    "revenue_status": "proposed",
+                    "lines": LINES,
+                    "customer_code": "KH1",
+                },
+                "lacks": ("id",),
+            },
+            id=f"SO-1/{action}",
+        )
         for action in ("create", "clone", "import")
     ],
-    pytest.param("SO-1", ev_kwargs("crm", "sale_order", after=order("draft")), (), "sale_order",
-                 none(because="revenue_status"), id="SO-1/draft-none"),
-    pytest.param("SO-1", ev_kwargs("crm", "sale_order", action="clone", after=order("recorded")), (), "sale_order",
-                 none(because="'recorded'"), id="SO-1/recorded-none"),
-    pytest.param("SO-2", ev_kwargs("crm", "sale_order", "u", before=order("proposed"),
-                                   after=order("proposed", total_amount="300000")), (ORDER_LINK,), "sale_order",
-                 {"target": "acct", "entity": "sale_order", "op": "update", "key": {"id": "ao-1", "code": "DH1"},
-                  "has": {"total_amount": "300000", "crm_id": "o-1"}, "lacks": ("id",)},
-                 id="SO-2"),
-    pytest.param("SO-2", ev_kwargs("crm", "sale_order", "u", before=order("recorded"),
-                                   after=order("recorded", payment_deadline="2026-02-28")), (ORDER_LINK,), "sale_order",
-                 {"target": "acct", "entity": "sale_order", "op": "update", "key": {"id": "ao-1", "code": "DH1"},
-                  "has": {"payment_deadline": "2026-02-28", "revenue_status": "recorded"}},
-                 id="SO-2/recorded"),
-    pytest.param("SO-2", ev_kwargs("crm", "sale_order", "u", before=order("draft"),
-                                   after=order("draft", total_amount="300000")), (ORDER_LINK,), "sale_order",
-                 none(because="revenue_status"), id="SO-2/draft-none"),
-    pytest.param("SO-3", ev_kwargs("crm", "sale_order", "d", before=order()), (ORDER_LINK,), "sale_order", none(),
-                 id="SO-3"),
-    pytest.param("SO-4", ev_kwargs("crm", "sale_order", "u", before=order("draft"), after=order("proposed")), (),
-                 "sale_order",
-                 {"target": "acct", "entity": "sale_order", "op": "upsert", "key": {"id": None, "code": "DH1"},
-                  "has": {"revenue_status": "proposed", "crm_id": "o-1", "lines": LINES}},
-                 id="SO-4"),
-    pytest.param("SO-5", ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("draft")),
-                 (ORDER_LINK,), "sale_order", none(because="not deleted"), id="SO-5"),
-    pytest.param("SO-6", ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")),
-                 (ORDER_LINK,), "sale_order",
-                 {"target": "acct", "entity": "sale_order", "op": "update", "key": {"id": "ao-1", "code": "DH1"},
-                  "fields": {"revenue_status": "recorded"}},
-                 id="SO-6"),
-    pytest.param("SO-6", ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("rejected")),
-                 (ORDER_LINK,), "sale_order",
-                 {"target": "acct", "entity": "sale_order", "op": "update", "key": {"id": "ao-1", "code": "DH1"},
-                  "fields": {"revenue_status": "not_recorded"}},
-                 id="SO-6/reject"),
+    pytest.param(
+        "SO-1",
+        ev_kwargs("crm", "sale_order", after=order("draft")),
+        (),
+        "sale_order",
+        none(because="revenue_status"),
+        id="SO-1/draft-none",
+    ),
+    pytest.param(
+        "SO-1",
+        ev_kwargs("crm", "sale_order", action="clone", after=order("recorded")),
+        (),
+        "sale_order",
+        none(because="'recorded'"),
+        id="SO-1/recorded-none",
+    ),
+    pytest.param(
+        "SO-2",
+        ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("proposed", total_amount="300000")),
+        (ORDER_LINK,),
+        "sale_order",
+        {
+            "target": "acct",
+            "entity": "sale_order",
+            "op": "update",
+            "key": {"id": "ao-1", "code": "DH1"},
+            "has": {"total_amount": "300000", "crm_id": "o-1"},
+            "lacks": ("id",),
+        },
+        id="SO-2",
+    ),
+    pytest.param(
+        "SO-2",
+        ev_kwargs(
+            "crm", "sale_order", "u", before=order("recorded"), after=order("recorded", payment_deadline="2026-02-28")
+        ),
+        (ORDER_LINK,),
+        "sale_order",
+        {
+            "target": "acct",
+            "entity": "sale_order",
+            "op": "update",
+            "key": {"id": "ao-1", "code": "DH1"},
+            "has": {"payment_deadline": "2026-02-28", "revenue_status": "recorded"},
+        },
+        id="SO-2/recorded",
+    ),
+    pytest.param(
+        "SO-2",
+        ev_kwargs("crm", "sale_order", "u", before=order("draft"), after=order("draft", total_amount="300000")),
+        (ORDER_LINK,),
+        "sale_order",
+        none(because="revenue_status"),
+        id="SO-2/draft-none",
+    ),
+    pytest.param(
+        "SO-3", ev_kwargs("crm", "sale_order", "d", before=order()), (ORDER_LINK,), "sale_order", none(), id="SO-3"
+    ),
+    pytest.param(
+        "SO-4",
+        ev_kwargs("crm", "sale_order", "u", before=order("draft"), after=order("proposed")),
+        (),
+        "sale_order",
+        {
+            "target": "acct",
+            "entity": "sale_order",
+            "op": "upsert",
+            "key": {"id": None, "code": "DH1"},
+            "has": {"revenue_status": "proposed", "crm_id": "o-1", "lines": LINES},
+        },
+        id="SO-4",
+    ),
+    pytest.param(
+        "SO-5",
+        ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("draft")),
+        (ORDER_LINK,),
+        "sale_order",
+        none(because="not deleted"),
+        id="SO-5",
+    ),
+    pytest.param(
+        "SO-6",
+        ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")),
+        (ORDER_LINK,),
+        "sale_order",
+        {
+            "target": "acct",
+            "entity": "sale_order",
+            "op": "update",
+            "key": {"id": "ao-1", "code": "DH1"},
+            "fields": {"revenue_status": "recorded"},
+        },
+        id="SO-6",
+    ),
+    pytest.param(
+        "SO-6",
+        ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("rejected")),
+        (ORDER_LINK,),
+        "sale_order",
+        {
+            "target": "acct",
+            "entity": "sale_order",
+            "op": "update",
+            "key": {"id": "ao-1", "code": "DH1"},
+            "fields": {"revenue_status": "not_recorded"},
+        },
+        id="SO-6/reject",
+    ),
     pytest.param("SO-7", ev_kwargs("acct", "sale_order", after=acct_order()), (), "sale_order", none(), id="SO-7"),
-    pytest.param("SO-7", ev_kwargs("acct", "sale_order", "u", before=acct_order(),
-                                   after=acct_order(total_amount="1")), (), "sale_order", none(), id="SO-7/update"),
-    pytest.param("SO-7", ev_kwargs("acct", "sale_order", "d", before=acct_order()), (), "sale_order", none(),
-                 id="SO-7/delete"),
-    pytest.param("SO-8", ev_kwargs("acct", "sale_order", "u", before=acct_order("proposed"),
-                                   after=acct_order("recorded")), (ORDER_LINK,), "sale_order",
-                 {"target": "crm", "entity": "sale_order", "op": "update", "key": {"id": "o-1", "code": "DH1"},
-                  "fields": {"revenue_status": "recorded"}},
-                 id="SO-8"),
-    pytest.param("SO-8", ev_kwargs("acct", "sale_order", "u", before=acct_order("proposed"),
-                                   after=acct_order("not_recorded")), (ORDER_LINK,), "sale_order",
-                 {"target": "crm", "entity": "sale_order", "op": "update", "key": {"id": "o-1", "code": "DH1"},
-                  "fields": {"revenue_status": "rejected"}},
-                 id="SO-8/reject"),
+    pytest.param(
+        "SO-7",
+        ev_kwargs("acct", "sale_order", "u", before=acct_order(), after=acct_order(total_amount="1")),
+        (),
+        "sale_order",
+        none(),
+        id="SO-7/update",
+    ),
+    pytest.param(
+        "SO-7", ev_kwargs("acct", "sale_order", "d", before=acct_order()), (), "sale_order", none(), id="SO-7/delete"
+    ),
+    pytest.param(
+        "SO-8",
+        ev_kwargs("acct", "sale_order", "u", before=acct_order("proposed"), after=acct_order("recorded")),
+        (ORDER_LINK,),
+        "sale_order",
+        {
+            "target": "crm",
+            "entity": "sale_order",
+            "op": "update",
+            "key": {"id": "o-1", "code": "DH1"},
+            "fields": {"revenue_status": "recorded"},
+        },
+        id="SO-8",
+    ),
+    pytest.param(
+        "SO-8",
+        ev_kwargs("acct", "sale_order", "u", before=acct_order("proposed"), after=acct_order("not_recorded")),
+        (ORDER_LINK,),
+        "sale_order",
+        {
+            "target": "crm",
+            "entity": "sale_order",
+            "op": "update",
+            "key": {"id": "o-1", "code": "DH1"},
+            "fields": {"revenue_status": "rejected"},
+        },
+        id="SO-8/reject",
+    ),
     # Order as an acct contract
     *[
-        pytest.param("CT-1", ev_kwargs("crm", "sale_order", action=action, after=order("proposed")), (), "contract",
-                     {"target": "acct", "entity": "contract", "op": "create", "key": {"id": None, "code": "DH1"},
-                      "has": {"crm_id": "o-1", "code": "DH1", "revenue_status": "proposed", "lines": LINES},
-                      "lacks": ("id",)},
-                     id=f"CT-1/{action}")
+        pytest.param(
+            "CT-1",
+            ev_kwargs("crm", "sale_order", action=action, after=order("proposed")),
+            (),
+            "contract",
+            {
+                "target": "acct",
+                "entity": "contract",
+                "op": "create",
+                "key": {"id": None, "code": "DH1"},
+                "has": {"crm_id": "o-1", "code": "DH1", "revenue_status": "proposed", "lines": LINES},
+                "lacks": ("id",),
+            },
+            id=f"CT-1/{action}",
+        )
         for action in ("create", "clone", "import")
     ],
-    pytest.param("CT-1", ev_kwargs("crm", "sale_order", after=order("draft")), (), "contract",
-                 none(because="revenue_status"), id="CT-1/draft-none"),
-    pytest.param("CT-2", ev_kwargs("crm", "sale_order", "u", before=order("proposed"),
-                                   after=order("proposed", delivery_deadline="2026-01-15")), (ORDER_LINK,), "contract",
-                 {"target": "acct", "entity": "contract", "op": "update", "key": {"id": "ao-1", "code": "DH1"},
-                  "has": {"delivery_deadline": "2026-01-15", "crm_id": "o-1"}, "lacks": ("id",)},
-                 id="CT-2"),
-    pytest.param("CT-2", ev_kwargs("crm", "sale_order", "u", before=order("recorded"),
-                                   after=order("recorded", total_amount="250000")), (ORDER_LINK,), "contract",
-                 {"target": "acct", "entity": "contract", "op": "update", "key": {"id": "ao-1", "code": "DH1"},
-                  "has": {"total_amount": "250000"}},
-                 id="CT-2/recorded"),
-    pytest.param("CT-2", ev_kwargs("crm", "sale_order", "u", before=order("draft"),
-                                   after=order("draft", total_amount="250000")), (ORDER_LINK,), "contract",
-                 none(because="revenue_status"), id="CT-2/draft-none"),
-    pytest.param("CT-3", ev_kwargs("crm", "sale_order", "d", before=order()), (ORDER_LINK,), "contract", none(),
-                 id="CT-3"),
-    pytest.param("CT-4", ev_kwargs("crm", "sale_order", "u", before=order("draft"), after=order("proposed")), (),
-                 "contract",
-                 {"target": "acct", "entity": "contract", "op": "upsert", "key": {"id": None, "code": "DH1"},
-                  "has": {"revenue_status": "proposed", "crm_id": "o-1"}},
-                 id="CT-4"),
-    pytest.param("CT-5", ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("draft")),
-                 (ORDER_LINK,), "contract",
-                 {"target": "acct", "entity": "contract", "op": "delete", "key": {"id": "ao-1", "code": "DH1"},
-                  "fields": {}},
-                 id="CT-5"),
-    pytest.param("CT-6", ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")),
-                 (ORDER_LINK,), "contract",
-                 {"target": "acct", "entity": "contract", "op": "update", "key": {"id": "ao-1", "code": "DH1"},
-                  "fields": {"revenue_status": "recorded", "revenue_entries": ENTRIES}},
-                 id="CT-6"),
-    pytest.param("CT-6", ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("rejected")),
-                 (ORDER_LINK,), "contract",
-                 {"target": "acct", "entity": "contract", "op": "update", "key": {"id": "ao-1", "code": "DH1"},
-                  "fields": {"revenue_status": "not_recorded", "revenue_entries": ENTRIES}},
-                 id="CT-6/reject"),
+    pytest.param(
+        "CT-1",
+        ev_kwargs("crm", "sale_order", after=order("draft")),
+        (),
+        "contract",
+        none(because="revenue_status"),
+        id="CT-1/draft-none",
+    ),
+    pytest.param(
+        "CT-2",
+        ev_kwargs(
+            "crm", "sale_order", "u", before=order("proposed"), after=order("proposed", delivery_deadline="2026-01-15")
+        ),
+        (ORDER_LINK,),
+        "contract",
+        {
+            "target": "acct",
+            "entity": "contract",
+            "op": "update",
+            "key": {"id": "ao-1", "code": "DH1"},
+            "has": {"delivery_deadline": "2026-01-15", "crm_id": "o-1"},
+            "lacks": ("id",),
+        },
+        id="CT-2",
+    ),
+    pytest.param(
+        "CT-2",
+        ev_kwargs("crm", "sale_order", "u", before=order("recorded"), after=order("recorded", total_amount="250000")),
+        (ORDER_LINK,),
+        "contract",
+        {
+            "target": "acct",
+            "entity": "contract",
+            "op": "update",
+            "key": {"id": "ao-1", "code": "DH1"},
+            "has": {"total_amount": "250000"},
+        },
+        id="CT-2/recorded",
+    ),
+    pytest.param(
+        "CT-2",
+        ev_kwargs("crm", "sale_order", "u", before=order("draft"), after=order("draft", total_amount="250000")),
+        (ORDER_LINK,),
+        "contract",
+        none(because="revenue_status"),
+        id="CT-2/draft-none",
+    ),
+    pytest.param(
+        "CT-3", ev_kwargs("crm", "sale_order", "d", before=order()), (ORDER_LINK,), "contract", none(), id="CT-3"
+    ),
+    pytest.param(
+        "CT-4",
+        ev_kwargs("crm", "sale_order", "u", before=order("draft"), after=order("proposed")),
+        (),
+        "contract",
+        {
+            "target": "acct",
+            "entity": "contract",
+            "op": "upsert",
+            "key": {"id": None, "code": "DH1"},
+            "has": {"revenue_status": "proposed", "crm_id": "o-1"},
+        },
+        id="CT-4",
+    ),
+    pytest.param(
+        "CT-5",
+        ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("draft")),
+        (ORDER_LINK,),
+        "contract",
+        {"target": "acct", "entity": "contract", "op": "delete", "key": {"id": "ao-1", "code": "DH1"}, "fields": {}},
+        id="CT-5",
+    ),
+    pytest.param(
+        "CT-6",
+        ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")),
+        (ORDER_LINK,),
+        "contract",
+        {
+            "target": "acct",
+            "entity": "contract",
+            "op": "update",
+            "key": {"id": "ao-1", "code": "DH1"},
+            "fields": {"revenue_status": "recorded", "revenue_entries": ENTRIES},
+        },
+        id="CT-6",
+    ),
+    pytest.param(
+        "CT-6",
+        ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("rejected")),
+        (ORDER_LINK,),
+        "contract",
+        {
+            "target": "acct",
+            "entity": "contract",
+            "op": "update",
+            "key": {"id": "ao-1", "code": "DH1"},
+            "fields": {"revenue_status": "not_recorded", "revenue_entries": ENTRIES},
+        },
+        id="CT-6/reject",
+    ),
     pytest.param("CT-8", ev_kwargs("acct", "contract", after=acct_order()), (), "contract", none(), id="CT-8"),
-    pytest.param("CT-8", ev_kwargs("acct", "contract", "d", before=acct_order()), (), "contract", none(),
-                 id="CT-8/delete"),
-    pytest.param("CT-9", ev_kwargs("acct", "contract", "u", before=acct_order("recorded"),
-                                   after=acct_order("recorded", status="completed", payment_deadline="2026-03-01",
-                                                    is_invoiced=True, total_amount="999", lines=[])),
-                 (ORDER_LINK,), "contract",
-                 {"target": "crm", "entity": "sale_order", "op": "update", "key": {"id": "o-1", "code": "DH1"},
-                  "fields": {"status": "completed", "delivery_deadline": "2025-12-31",
-                             "payment_deadline": "2026-03-01", "is_invoiced": True,
-                             "delivery_status": "not_delivered"}},
-                 id="CT-9"),
-    pytest.param("CT-9", ev_kwargs("acct", "contract", "u", before=acct_order("recorded", status="not_started"),
-                                   after=acct_order("recorded", status="fully_delivered")), (ORDER_LINK,), "contract",
-                 # CRM orders have no fully_delivered status: it stays in progress (delivery is CT-11's)
-                 {"target": "crm", "entity": "sale_order", "op": "update", "key": {"id": "o-1", "code": "DH1"},
-                  "has": {"status": "in_progress"}},
-                 id="CT-9/fully_delivered"),
-    pytest.param("CT-9", ev_kwargs("acct", "contract", "u", before=acct_order("recorded", status="in_progress"),
-                                   after=acct_order("recorded", status="fully_delivered")), (ORDER_LINK,), "contract",
-                 none(because="X-2"), id="CT-9/in_progress-to-fully_delivered-none"),
-    pytest.param("CT-9", ev_kwargs("acct", "contract", "u", before=acct_order("recorded"),
-                                   after=acct_order("recorded", total_amount="999", lines=[])),
-                 (ORDER_LINK,), "contract", none(because="X-2"), id="CT-9/other-fields-none"),
-    pytest.param("CT-10", ev_kwargs("acct", "contract", "u", before=acct_order("proposed"),
-                                    after=acct_order("recorded")), (ORDER_LINK,), "contract",
-                 {"target": "crm", "entity": "sale_order", "op": "update", "key": {"id": "o-1", "code": "DH1"},
-                  "fields": {"revenue_status": "recorded", "revenue_entries": ENTRIES}},
-                 id="CT-10"),
-    pytest.param("CT-10", ev_kwargs("acct", "contract", "u", before=acct_order("proposed"),
-                                    after=acct_order("not_recorded", revenue_entries=[])), (ORDER_LINK,), "contract",
-                 {"target": "crm", "entity": "sale_order", "op": "update", "key": {"id": "o-1", "code": "DH1"},
-                  "fields": {"revenue_status": "rejected", "revenue_entries": []}},
-                 id="CT-10/reject"),
+    pytest.param(
+        "CT-8", ev_kwargs("acct", "contract", "d", before=acct_order()), (), "contract", none(), id="CT-8/delete"
+    ),
+    pytest.param(
+        "CT-9",
+        ev_kwargs(
+            "acct",
+            "contract",
+            "u",
+            before=acct_order("recorded"),
+            after=acct_order(
+                "recorded",
+                status="completed",
+                payment_deadline="2026-03-01",
+                is_invoiced=True,
+                total_amount="999",
+                lines=[],
+            ),
+        ),
+        (ORDER_LINK,),
+        "contract",
+        {
+            "target": "crm",
+            "entity": "sale_order",
+            "op": "update",
+            "key": {"id": "o-1", "code": "DH1"},
+            "fields": {
+                "status": "completed",
+                "delivery_deadline": "2025-12-31",
+                "payment_deadline": "2026-03-01",
+                "is_invoiced": True,
+                "delivery_status": "not_delivered",
+            },
+        },
+        id="CT-9",
+    ),
+    pytest.param(
+        "CT-9",
+        ev_kwargs(
+            "acct",
+            "contract",
+            "u",
+            before=acct_order("recorded", status="not_started"),
+            after=acct_order("recorded", status="fully_delivered"),
+        ),
+        (ORDER_LINK,),
+        "contract",
+        # CRM orders have no fully_delivered status: it stays in progress (delivery is CT-11's)
+        {
+            "target": "crm",
+            "entity": "sale_order",
+            "op": "update",
+            "key": {"id": "o-1", "code": "DH1"},
+            "has": {"status": "in_progress"},
+        },
+        id="CT-9/fully_delivered",
+    ),
+    pytest.param(
+        "CT-9",
+        ev_kwargs(
+            "acct",
+            "contract",
+            "u",
+            before=acct_order("recorded", status="in_progress"),
+            after=acct_order("recorded", status="fully_delivered"),
+        ),
+        (ORDER_LINK,),
+        "contract",
+        none(because="X-2"),
+        id="CT-9/in_progress-to-fully_delivered-none",
+    ),
+    pytest.param(
+        "CT-9",
+        ev_kwargs(
+            "acct",
+            "contract",
+            "u",
+            before=acct_order("recorded"),
+            after=acct_order("recorded", total_amount="999", lines=[]),
+        ),
+        (ORDER_LINK,),
+        "contract",
+        none(because="X-2"),
+        id="CT-9/other-fields-none",
+    ),
+    pytest.param(
+        "CT-10",
+        ev_kwargs("acct", "contract", "u", before=acct_order("proposed"), after=acct_order("recorded")),
+        (ORDER_LINK,),
+        "contract",
+        {
+            "target": "crm",
+            "entity": "sale_order",
+            "op": "update",
+            "key": {"id": "o-1", "code": "DH1"},
+            "fields": {"revenue_status": "recorded", "revenue_entries": ENTRIES},
+        },
+        id="CT-10",
+    ),
+    pytest.param(
+        "CT-10",
+        ev_kwargs(
+            "acct", "contract", "u", before=acct_order("proposed"), after=acct_order("not_recorded", revenue_entries=[])
+        ),
+        (ORDER_LINK,),
+        "contract",
+        {
+            "target": "crm",
+            "entity": "sale_order",
+            "op": "update",
+            "key": {"id": "o-1", "code": "DH1"},
+            "fields": {"revenue_status": "rejected", "revenue_entries": []},
+        },
+        id="CT-10/reject",
+    ),
     # Invoice
-    pytest.param("INV-1", ev_kwargs("crm", "invoice", after=crm_invoice("proposed")), (), "sale_order",
-                 {"target": "acct", "entity": "invoice", "op": "upsert", "key": {"id": None, "code": "HD1"},
-                  "has": {"crm_id": "i-1", "status": "proposed", "amount": "200000", "order_code": "DH1"},
-                  "lacks": ("id",)},
-                 id="INV-1"),
-    pytest.param("INV-1", ev_kwargs("crm", "invoice", "u", before=crm_invoice("draft"), after=crm_invoice("proposed")),
-                 (INVOICE_LINK,), "sale_order",
-                 {"target": "acct", "entity": "invoice", "op": "upsert", "key": {"id": "ai-1", "code": "HD1"},
-                  "has": {"status": "proposed"}},
-                 id="INV-1/update"),
-    pytest.param("INV-1", ev_kwargs("crm", "invoice", after=crm_invoice("draft")), (), "sale_order",
-                 none(because="status"), id="INV-1/draft-none"),
-    pytest.param("INV-1", ev_kwargs("crm", "invoice", "u", before=crm_invoice("draft"),
-                                    after=crm_invoice("draft", amount="1")), (), "sale_order",
-                 none(because="status"), id="INV-1/update-draft-none"),
-    pytest.param("INV-2", ev_kwargs("crm", "invoice", "d", before=crm_invoice()), (INVOICE_LINK,), "sale_order", none(),
-                 id="INV-2"),
-    pytest.param("INV-3", ev_kwargs("crm", "invoice", "u", before=crm_invoice("proposed"), after=crm_invoice("draft")),
-                 (INVOICE_LINK,), "sale_order",
-                 {"target": "acct", "entity": "invoice", "op": "delete", "key": {"id": "ai-1", "code": "HD1"},
-                  "fields": {}},
-                 id="INV-3"),
-    pytest.param("INV-4", ev_kwargs("acct", "invoice", "u", before=acct_invoice("proposed"),
-                                    after=acct_invoice("approved")), (), "sale_order",
-                 {"target": "crm", "entity": "invoice", "op": "update", "key": {"id": "i-1", "code": None},
-                  "fields": {"status": "approved"}},
-                 id="INV-4"),
-    pytest.param("INV-5", ev_kwargs("acct", "invoice", "u", before=acct_invoice("proposed"),
-                                    after=acct_invoice("rejected", reason="Sai mã số thuế")), (), "sale_order",
-                 {"target": "crm", "entity": "invoice", "op": "update", "key": {"id": "i-1", "code": None},
-                  "fields": {"status": "rejected", "description": "Sai mã số thuế"}},
-                 id="INV-5"),
-    pytest.param("INV-6", ev_kwargs("acct", "invoice", "u", before=acct_invoice("approved"),
-                                    after=acct_invoice("issued", reason="(cũ)", **ISSUED)), (), "sale_order",
-                 {"target": "crm", "entity": "invoice", "op": "update", "key": {"id": "i-1", "code": None},
-                  "fields": {"status": "issued", **ISSUED}},
-                 id="INV-6"),
-    pytest.param("INV-7", ev_kwargs("acct", "invoice", "u", before=acct_invoice("approved"),
-                                    after=acct_invoice("issue_refused", reason="Thiếu hợp đồng")), (), "sale_order",
-                 {"target": "crm", "entity": "invoice", "op": "update", "key": {"id": "i-1", "code": None},
-                  "fields": {"status": "issue_refused", "description": "Thiếu hợp đồng"}},
-                 id="INV-7"),
-    pytest.param("INV-8", ev_kwargs("acct", "invoice", "u", before=acct_invoice("issued", **ISSUED),
-                                    after=acct_invoice("cancelled", reason="Khách trả hàng", **ISSUED)), (),
-                 "sale_order",
-                 {"target": "crm", "entity": "invoice", "op": "update", "key": {"id": "i-1", "code": None},
-                  "fields": {"status": "cancelled", "description": "Khách trả hàng"}},
-                 id="INV-8"),
+    pytest.param(
+        "INV-1",
+        ev_kwargs("crm", "invoice", after=crm_invoice("proposed")),
+        (),
+        "sale_order",
+        {
+            "target": "acct",
+            "entity": "invoice",
+            "op": "upsert",
+            "key": {"id": None, "code": "HD1"},
+            "has": {"crm_id": "i-1", "status": "proposed", "amount": "200000", "order_code": "DH1"},
+            "lacks": ("id",),
+        },
+        id="INV-1",
+    ),
+    pytest.param(
+        "INV-1",
+        ev_kwargs("crm", "invoice", "u", before=crm_invoice("draft"), after=crm_invoice("proposed")),
+        (INVOICE_LINK,),
+        "sale_order",
+        {
+            "target": "acct",
+            "entity": "invoice",
+            "op": "upsert",
+            "key": {"id": "ai-1", "code": "HD1"},
+            "has": {"status": "proposed"},
+        },
+        id="INV-1/update",
+    ),
+    pytest.param(
+        "INV-1",
+        ev_kwargs("crm", "invoice", after=crm_invoice("draft")),
+        (),
+        "sale_order",
+        none(because="status"),
+        id="INV-1/draft-none",
+    ),
+    pytest.param(
+        "INV-1",
+        ev_kwargs("crm", "invoice", "u", before=crm_invoice("draft"), after=crm_invoice("draft", amount="1")),
+        (),
+        "sale_order",
+        none(because="status"),
+        id="INV-1/update-draft-none",
+    ),
+    pytest.param(
+        "INV-2",
+        ev_kwargs("crm", "invoice", "d", before=crm_invoice()),
+        (INVOICE_LINK,),
+        "sale_order",
+        none(),
+        id="INV-2",
+    ),
+    pytest.param(
+        "INV-3",
+        ev_kwargs("crm", "invoice", "u", before=crm_invoice("proposed"), after=crm_invoice("draft")),
+        (INVOICE_LINK,),
+        "sale_order",
+        {"target": "acct", "entity": "invoice", "op": "delete", "key": {"id": "ai-1", "code": "HD1"}, "fields": {}},
+        id="INV-3",
+    ),
+    pytest.param(
+        "INV-4",
+        ev_kwargs("acct", "invoice", "u", before=acct_invoice("proposed"), after=acct_invoice("approved")),
+        (),
+        "sale_order",
+        {
+            "target": "crm",
+            "entity": "invoice",
+            "op": "update",
+            "key": {"id": "i-1", "code": None},
+            "fields": {"status": "approved"},
+        },
+        id="INV-4",
+    ),
+    pytest.param(
+        "INV-5",
+        ev_kwargs(
+            "acct",
+            "invoice",
+            "u",
+            before=acct_invoice("proposed"),
+            after=acct_invoice("rejected", reason="Sai mã số thuế"),
+        ),
+        (),
+        "sale_order",
+        {
+            "target": "crm",
+            "entity": "invoice",
+            "op": "update",
+            "key": {"id": "i-1", "code": None},
+            "fields": {"status": "rejected", "description": "Sai mã số thuế"},
+        },
+        id="INV-5",
+    ),
+    pytest.param(
+        "INV-6",
+        ev_kwargs(
+            "acct",
+            "invoice",
+            "u",
+            before=acct_invoice("approved"),
+            after=acct_invoice("issued", reason="(cũ)", **ISSUED),
+        ),
+        (),
+        "sale_order",
+        {
+            "target": "crm",
+            "entity": "invoice",
+            "op": "update",
+            "key": {"id": "i-1", "code": None},
+            "fields": {"status": "issued", **ISSUED},
+        },
+        id="INV-6",
+    ),
+    pytest.param(
+        "INV-7",
+        ev_kwargs(
+            "acct",
+            "invoice",
+            "u",
+            before=acct_invoice("approved"),
+            after=acct_invoice("issue_refused", reason="Thiếu hợp đồng"),
+        ),
+        (),
+        "sale_order",
+        {
+            "target": "crm",
+            "entity": "invoice",
+            "op": "update",
+            "key": {"id": "i-1", "code": None},
+            "fields": {"status": "issue_refused", "description": "Thiếu hợp đồng"},
+        },
+        id="INV-7",
+    ),
+    pytest.param(
+        "INV-8",
+        ev_kwargs(
+            "acct",
+            "invoice",
+            "u",
+            before=acct_invoice("issued", **ISSUED),
+            after=acct_invoice("cancelled", reason="Khách trả hàng", **ISSUED),
+        ),
+        (),
+        "sale_order",
+        {
+            "target": "crm",
+            "entity": "invoice",
+            "op": "update",
+            "key": {"id": "i-1", "code": None},
+            "fields": {"status": "cancelled", "description": "Khách trả hàng"},
+        },
+        id="INV-8",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("rule_id", "kwargs", "links", "order_target", "expect"), WRITE_AND_NONE_CASES)
-def test_rule(rule_id: str, kwargs: dict[str, Any], links: tuple, order_target: str, expect: dict[str, Any],
-              rules: RuleBook) -> None:
+def test_rule(
+    rule_id: str, kwargs: dict[str, Any], links: tuple, order_target: str, expect: dict[str, Any], rules: RuleBook
+) -> None:
     state = base_state(order_target, links)
     decision = run(event(**kwargs), state, rules)
     if expect.get(NONE):
@@ -464,20 +1087,37 @@ def test_cus5_merge_updates_the_survivors_linked_acct_customer_and_deletes_nothi
     rule = "CUS-5"
     state = base_state()
     survivor = {**CUSTOMER, "phone": "0902000002", "email": "ketoan@example.vn"}
-    decision = run(event("crm", "customer", "u", action="merge", before=CUSTOMER, after=survivor,
-                         merged_ids=["c-7", "c-8"]), state, rules)
-    assert_command(only_command(decision), decision, rule,
-                   {"target": "acct", "entity": "customer", "op": "update", "key": {"id": "a-1", "code": "KH1"},
-                    "has": {"phone": "0902000002", "email": "ketoan@example.vn", "name": CUSTOMER["name"]},
-                    "lacks": ("id", "merged_ids")})
+    decision = run(
+        event("crm", "customer", "u", action="merge", before=CUSTOMER, after=survivor, merged_ids=["c-7", "c-8"]),
+        state,
+        rules,
+    )
+    assert_command(
+        only_command(decision),
+        decision,
+        rule,
+        {
+            "target": "acct",
+            "entity": "customer",
+            "op": "update",
+            "key": {"id": "a-1", "code": "KH1"},
+            "has": {"phone": "0902000002", "email": "ketoan@example.vn", "name": CUSTOMER["name"]},
+            "lacks": ("id", "merged_ids"),
+        },
+    )
     assert all(c.op is not Op.DELETE for c in decision.commands)
     assert "c-7" in decision.audit.reason and "not deleted" in decision.audit.reason
 
 
 def test_cus5_merge_of_an_unlinked_survivor_is_none(rules: RuleBook) -> None:
     survivor = {**CUSTOMER, "id": "c-5", "code": "KH5"}
-    decision = run(event("crm", "customer", "u", action="merge", before=survivor, after={**survivor, "name": "X"},
-                         merged_ids=["c-6"]), base_state(), rules)
+    decision = run(
+        event(
+            "crm", "customer", "u", action="merge", before=survivor, after={**survivor, "name": "X"}, merged_ids=["c-6"]
+        ),
+        base_state(),
+        rules,
+    )
     assert_none(decision, "CUS-5", because="not linked")
 
 
@@ -487,16 +1127,21 @@ def test_cus5_merge_of_an_unlinked_survivor_is_none(rules: RuleBook) -> None:
 def pull_state(rules: RuleBook) -> FakeState:
     """KH1 is linked to acct a-1; CRM customers KH2 and KH3 were created in CRM (CUS-1) and not synced."""
     state = base_state()
-    for record in ({**CUSTOMER, "id": "c-2", "code": "KH2", "name": "B"},
-                   {**CUSTOMER, "id": "c-3", "code": "KH3", "name": "C"}):
+    for record in (
+        {**CUSTOMER, "id": "c-2", "code": "KH2", "name": "B"},
+        {**CUSTOMER, "id": "c-3", "code": "KH3", "name": "C"},
+    ):
         state.apply(run(event("crm", "customer", after=record), state, rules))
     return state
 
 
 def test_cus10_pull_by_codes_upserts_each_requested_crm_customer(rules: RuleBook) -> None:
     rule = "CUS-10"
-    decision = run(event("acct", "customer", action="pull", after={"id": "req-1", "codes": ["KH2", "KH1", "KH404"]}),
-                   pull_state(rules), rules)
+    decision = run(
+        event("acct", "customer", action="pull", after={"id": "req-1", "codes": ["KH2", "KH1", "KH404"]}),
+        pull_state(rules),
+        rules,
+    )
     assert [c.rule for c in decision.commands] == [rule, rule]
     kh1, kh2 = decision.commands
     assert (kh1.target, kh1.entity, kh1.op) == (System.ACCT, "customer", Op.UPSERT)
@@ -517,8 +1162,9 @@ def test_cus10_pulled_customers_are_linked_and_not_pulled_again(rules: RuleBook)
     state = pull_state(rules)
     state.apply(run(event("acct", "customer", action="pull", after={"id": "req-3", "codes": ["KH2"]}), state, rules))
     # the acct connector created KH2; its CDC (origin sync) links it to the CRM customer by code
-    state.apply(run(event("acct", "customer", after={**CUSTOMER, "id": "a-2", "code": "KH2"}, origin="sync"),
-                    state, rules))
+    state.apply(
+        run(event("acct", "customer", after={**CUSTOMER, "id": "a-2", "code": "KH2"}, origin="sync"), state, rules)
+    )
     assert state.linked_id(T, System.ACCT, "customer", code="KH2", other_id=None) == "a-2"
     assert state.linked_id(T, System.CRM, "customer", code=None, other_id="a-2") == "c-2"
     decision = run(event("acct", "customer", action="pull", after={"id": "req-4"}), state, rules)
@@ -535,11 +1181,14 @@ def test_cus10_pull_with_nothing_unlinked_is_none(rules: RuleBook) -> None:
 
 def test_pp1_splits_a_policy_into_one_read_only_crm_copy_per_category(rules: RuleBook) -> None:
     rule = "PP-1"
-    policy = {**POLICY, "category_codes": ["LH1", "LH2", "LH3"],
-              "prices": POLICY["prices"] + [{"product_code": "SP3", "category_code": "LH3", "price": "1"}]}
+    policy = {
+        **POLICY,
+        "category_codes": ["LH1", "LH2", "LH3"],
+        "prices": POLICY["prices"] + [{"product_code": "SP3", "category_code": "LH3", "price": "1"}],
+    }
     decision = run(event("acct", "price_policy", after=policy), FakeState(), rules)
     assert [c.key for c in decision.commands] == [CommandKey(code=f"CSG1/{c}") for c in ("LH1", "LH2", "LH3")]
-    for command, category in zip(decision.commands, ("LH1", "LH2", "LH3")):
+    for command, category in zip(decision.commands, ("LH1", "LH2", "LH3"), strict=False):
         assert command.rule == rule
         assert (command.target, command.entity, command.op) == (System.CRM, "price_policy", Op.UPSERT)
         assert command.read_only is True
@@ -555,8 +1204,11 @@ def test_pp1_update_rewrites_the_same_copies_and_deletes_a_dropped_category(rule
     state = FakeState()
     first = run(event("acct", "price_policy", after=POLICY), state, rules)
     state.apply(first)
-    changed = {**POLICY, "category_codes": ["LH1"],
-               "prices": [{"product_code": "SP1", "category_code": "LH1", "price": "85000"}]}
+    changed = {
+        **POLICY,
+        "category_codes": ["LH1"],
+        "prices": [{"product_code": "SP1", "category_code": "LH1", "price": "85000"}],
+    }
     decision = run(event("acct", "price_policy", "u", before=POLICY, after=changed), state, rules)
     upsert, delete = decision.commands
     assert (upsert.rule, upsert.op, upsert.key) == ("PP-1", Op.UPSERT, CommandKey(code="CSG1/LH1"))
@@ -593,8 +1245,9 @@ def test_pp2_a_crm_edit_of_a_copy_is_answered_by_the_acct_version(rules: RuleBoo
 
 def test_pp2_a_crm_policy_that_is_not_a_copy_is_none(rules: RuleBook) -> None:
     own = {"id": "crm-pp-9", "code": "CSG-CRM", "name": "Giá riêng"}
-    decision = run(event("crm", "price_policy", "u", before=own, after={**own, "name": "Giá riêng 2"}), FakeState(),
-                   rules)
+    decision = run(
+        event("crm", "price_policy", "u", before=own, after={**own, "name": "Giá riêng 2"}), FakeState(), rules
+    )
     assert_none(decision, "PP-2", because="not a copy")
 
 
@@ -604,8 +1257,13 @@ def test_pp2_a_crm_policy_that_is_not_a_copy_is_none(rules: RuleBook) -> None:
 def test_ct7_propose_revenue_cancel_adds_a_proposed_negative_line(rules: RuleBook) -> None:
     rule = "CT-7"
     state = base_state("contract", (ORDER_LINK,))
-    decision = run(event("crm", "sale_order", "u", action="propose_revenue_cancel", before=order("recorded"),
-                         after=order("recorded")), state, rules)
+    decision = run(
+        event(
+            "crm", "sale_order", "u", action="propose_revenue_cancel", before=order("recorded"), after=order("recorded")
+        ),
+        state,
+        rules,
+    )
     command = only_command(decision)
     assert command.rule == rule
     assert (command.target, command.entity, command.op) == (System.ACCT, "contract", Op.UPDATE)
@@ -618,35 +1276,58 @@ def test_ct7_propose_revenue_cancel_adds_a_proposed_negative_line(rules: RuleBoo
 
 def test_ct7_without_a_total_to_cancel_is_none(rules: RuleBook) -> None:
     without_total = {k: v for k, v in order("recorded").items() if k != "total_amount"}
-    decision = run(event("crm", "sale_order", "u", action="propose_revenue_cancel", before=without_total,
-                         after=without_total), base_state("contract", (ORDER_LINK,)), rules)
+    decision = run(
+        event("crm", "sale_order", "u", action="propose_revenue_cancel", before=without_total, after=without_total),
+        base_state("contract", (ORDER_LINK,)),
+        rules,
+    )
     assert_none(decision, "CT-7", because="total_amount")
 
 
 def test_ct7_is_not_a_rule_for_sale_order_tenants(rules: RuleBook) -> None:
-    decision = run(event("crm", "sale_order", "u", action="propose_revenue_cancel", before=order("recorded"),
-                         after=order("recorded")), base_state("sale_order", (ORDER_LINK,)), rules)
+    decision = run(
+        event(
+            "crm", "sale_order", "u", action="propose_revenue_cancel", before=order("recorded"), after=order("recorded")
+        ),
+        base_state("sale_order", (ORDER_LINK,)),
+        rules,
+    )
     assert decision.commands == [] and decision.audit.rules == []
     assert "no rule" in decision.audit.reason
 
 
 # --- derived rules (aggregates over vouchers and receipts) -------------------------------------
 
-VOUCHER = {"id": "v-1", "code": "CT1", "order_id": "ao-1",
-           "lines": [{"line_id": "l1", "product_code": "SP1", "quantity": 2, "amount": "200000"}],
-           "invoice_no": None, "einvoice_published": False}
+VOUCHER = {
+    "id": "v-1",
+    "code": "CT1",
+    "order_id": "ao-1",
+    "lines": [{"line_id": "l1", "product_code": "SP1", "quantity": 2, "amount": "200000"}],
+    "invoice_no": None,
+    "einvoice_published": False,
+}
 RECEIPT = {"id": "r-1", "code": "PT1", "order_id": "ao-1", "amount": "200000"}
 
 DERIVED_RULES = {
     "SO-9": ("sale_order", ev_kwargs("acct", "sales_voucher", after=VOUCHER)),
     "SO-10": ("sale_order", ev_kwargs("acct", "receipt", after=RECEIPT)),
     "SO-11": ("sale_order", ev_kwargs("acct", "sales_voucher", "d", before=VOUCHER)),
-    "SO-12": ("sale_order", ev_kwargs("acct", "sales_voucher", "u", before=VOUCHER,
-                                      after={**VOUCHER, "invoice_no": "0000123"})),
+    "SO-12": (
+        "sale_order",
+        ev_kwargs("acct", "sales_voucher", "u", before=VOUCHER, after={**VOUCHER, "invoice_no": "0000123"}),
+    ),
     "SO-13": ("sale_order", ev_kwargs("acct", "sales_voucher", after=VOUCHER)),
     "SO-14": ("sale_order", ev_kwargs("acct", "receipt", after=RECEIPT)),
-    "CT-11": ("contract", ev_kwargs("acct", "contract", "u", before=acct_order("recorded"),
-                                    after=acct_order("recorded", status="fully_delivered"))),
+    "CT-11": (
+        "contract",
+        ev_kwargs(
+            "acct",
+            "contract",
+            "u",
+            before=acct_order("recorded"),
+            after=acct_order("recorded", status="fully_delivered"),
+        ),
+    ),
     "CT-12": ("contract", ev_kwargs("acct", "receipt", after=RECEIPT)),
 }
 
@@ -689,8 +1370,9 @@ ORDER_EVENTS = [
     ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("draft")),
     ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")),
     ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("rejected")),
-    ev_kwargs("crm", "sale_order", "u", action="propose_revenue_cancel", before=order("recorded"),
-              after=order("recorded")),
+    ev_kwargs(
+        "crm", "sale_order", "u", action="propose_revenue_cancel", before=order("recorded"), after=order("recorded")
+    ),
     ev_kwargs("crm", "sale_order", "d", before=order()),
     ev_kwargs("acct", "contract", "u", before=acct_order(), after=acct_order(status="completed")),
     ev_kwargs("acct", "contract", "u", before=acct_order("proposed"), after=acct_order("recorded")),
@@ -723,23 +1405,48 @@ def test_order_target_defaults_to_sale_order(rules: RuleBook) -> None:
 @pytest.mark.parametrize(
     ("rule_id", "kwargs", "order_target"),
     [
-        pytest.param("CUS-6", ev_kwargs("acct", "customer", after=NEW_ACCT_CUSTOMER, origin="sync"), "sale_order",
-                     id="X-1/CUS-6"),
-        pytest.param("CUS-3", ev_kwargs("crm", "customer", "u", before=CUSTOMER, after={**CUSTOMER, "name": "Z"},
-                                        origin="sync"), "sale_order", id="X-1/CUS-3"),
-        pytest.param("SO-8", ev_kwargs("acct", "sale_order", "u", before=acct_order("proposed"),
-                                       after=acct_order("recorded"), origin="sync"), "sale_order", id="X-1/SO-8"),
-        pytest.param("SO-6", ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("recorded"),
-                                       origin="sync"), "sale_order", id="X-1/SO-6"),
-        pytest.param("CT-9", ev_kwargs("acct", "contract", "u", before=acct_order(),
-                                       after=acct_order(status="completed"), origin="sync"), "contract",
-                     id="X-1/CT-9"),
-        pytest.param("INV-1", ev_kwargs("crm", "invoice", after=crm_invoice("proposed"), origin="sync"), "sale_order",
-                     id="X-1/INV-1"),
+        pytest.param(
+            "CUS-6", ev_kwargs("acct", "customer", after=NEW_ACCT_CUSTOMER, origin="sync"), "sale_order", id="X-1/CUS-6"
+        ),
+        pytest.param(
+            "CUS-3",
+            ev_kwargs("crm", "customer", "u", before=CUSTOMER, after={**CUSTOMER, "name": "Z"}, origin="sync"),
+            "sale_order",
+            id="X-1/CUS-3",
+        ),
+        pytest.param(
+            "SO-8",
+            ev_kwargs(
+                "acct", "sale_order", "u", before=acct_order("proposed"), after=acct_order("recorded"), origin="sync"
+            ),
+            "sale_order",
+            id="X-1/SO-8",
+        ),
+        pytest.param(
+            "SO-6",
+            ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("recorded"), origin="sync"),
+            "sale_order",
+            id="X-1/SO-6",
+        ),
+        pytest.param(
+            "CT-9",
+            ev_kwargs(
+                "acct", "contract", "u", before=acct_order(), after=acct_order(status="completed"), origin="sync"
+            ),
+            "contract",
+            id="X-1/CT-9",
+        ),
+        pytest.param(
+            "INV-1",
+            ev_kwargs("crm", "invoice", after=crm_invoice("proposed"), origin="sync"),
+            "sale_order",
+            id="X-1/INV-1",
+        ),
     ],
 )
-def test_x1_a_change_written_by_the_integration_sends_nothing_back(rule_id: str, kwargs: dict[str, Any],
-                                                                   order_target: str, rules: RuleBook) -> None:
+def test_x1_a_change_written_by_the_integration_sends_nothing_back(
+    rule_id: str, kwargs: dict[str, Any], order_target: str, rules: RuleBook
+) -> None:
     decision = run(event(**kwargs), base_state(order_target, (ORDER_LINK,)), rules)
     assert decision.commands == []
     assert decision.audit.rules == [rule_id, "X-1"]
@@ -794,8 +1501,11 @@ def test_x3_unlinked_target_by_code_then_linked_by_id(rules: RuleBook) -> None:
     state.apply(created)
     # the CRM connector's write comes back through CRM CDC: the two records are now linked by code
     state.apply(run(event("crm", "customer", after={**NEW_ACCT_CUSTOMER, "id": "c-2"}, origin="sync"), state, rules))
-    updated = run(event("acct", "customer", "u", before=NEW_ACCT_CUSTOMER,
-                        after={**NEW_ACCT_CUSTOMER, "name": "Công ty B mới"}), state, rules)
+    updated = run(
+        event("acct", "customer", "u", before=NEW_ACCT_CUSTOMER, after={**NEW_ACCT_CUSTOMER, "name": "Công ty B mới"}),
+        state,
+        rules,
+    )
     command = only_command(updated)
     assert (command.rule, command.key) == ("CUS-8", CommandKey(id="c-2", code="KH2")), rule
 
@@ -816,11 +1526,15 @@ def test_x3_acct_crm_id_links_records_whose_codes_differ(rules: RuleBook) -> Non
 def test_x4_unlinked_customer_and_products_are_sent_first(rules: RuleBook) -> None:
     state = base_state()
     state.remember(T, "customer", {**CUSTOMER, "id": "c-5", "code": "KH5", "name": "Khách mới"})
-    lines = LINES + [{"line_id": "l2", "product_code": "SP7", "quantity": 1, "unit_price": "5", "amount": "5"}]
+    lines = [*LINES, {"line_id": "l2", "product_code": "SP7", "quantity": 1, "unit_price": "5", "amount": "5"}]
     decision = run(event("crm", "sale_order", after=order("proposed", customer_code="KH5", lines=lines)), state, rules)
     customer, product, document = decision.commands
     assert (customer.rule, customer.target, customer.entity, customer.key) == (
-        "CUS-10", System.ACCT, "customer", CommandKey(code="KH5"))
+        "CUS-10",
+        System.ACCT,
+        "customer",
+        CommandKey(code="KH5"),
+    )
     assert customer.fields["name"] == "Khách mới" and "id" not in customer.fields
     assert (product.rule, product.entity, product.key) == ("PRD-1", "product", CommandKey(code="SP7"))
     assert document.rule == "SO-1"
@@ -864,10 +1578,20 @@ def test_x5_commands_for_one_order_keep_one_message_key_across_linking(rules: Ru
         ev_kwargs("crm", "sale_order", after=order("proposed")),  # SO-1, acct order not linked yet
         ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("proposed", total_amount="1")),
         ev_kwargs("acct", "sale_order", after=acct_order(), origin="sync"),  # the link arrives
-        ev_kwargs("crm", "sale_order", "u", before=order("proposed", total_amount="1"),
-                  after=order("proposed", total_amount="2")),  # SO-2, now linked
-        ev_kwargs("crm", "sale_order", "u", before=order("proposed", total_amount="2"),
-                  after=order("recorded", total_amount="2")),  # SO-6
+        ev_kwargs(
+            "crm",
+            "sale_order",
+            "u",
+            before=order("proposed", total_amount="1"),
+            after=order("proposed", total_amount="2"),
+        ),  # SO-2, now linked
+        ev_kwargs(
+            "crm",
+            "sale_order",
+            "u",
+            before=order("proposed", total_amount="2"),
+            after=order("recorded", total_amount="2"),
+        ),  # SO-6
     ]
     keys = _keys_over_time(steps, base_state(), rules)
     assert [rule for rule, _ in keys] == ["SO-1", "SO-2", "SO-2", "SO-6"]
@@ -904,19 +1628,29 @@ def test_x5_commands_of_one_decision_keep_the_dependency_order(rules: RuleBook) 
     ("raw", "entity", "kind"),
     [
         pytest.param(b"\x00\xffnot json", "customer", "decode", id="X-6/decode"),
-        pytest.param(b'{"schema_version": 1, "event_id": "e", "tenant": "t1", "system": "crm", "entity": "customer",'
-                     b' "op": "c", "ts_ms": 1, "after": {"id": "1"}, "action": "teleport"}', "customer",
-                     "unknown_action", id="X-6/unknown_action"),
+        pytest.param(
+            b'{"schema_version": 1, "event_id": "e", "tenant": "t1", "system": "crm", "entity": "customer",'
+            b' "op": "c", "ts_ms": 1, "after": {"id": "1"}, "action": "teleport"}',
+            "customer",
+            "unknown_action",
+            id="X-6/unknown_action",
+        ),
         pytest.param(b'{"schema_version": 1}', "widget", "unknown_entity", id="X-6/unknown_entity"),
-        pytest.param(b'{"schema_version": 1, "event_id": "e", "tenant": "t1", "system": "crm", "entity": "customer",'
-                     b' "op": "c", "ts_ms": 1}', "customer", "schema", id="X-6/schema"),
+        pytest.param(
+            b'{"schema_version": 1, "event_id": "e", "tenant": "t1", "system": "crm", "entity": "customer",'
+            b' "op": "c", "ts_ms": 1}',
+            "customer",
+            "schema",
+            id="X-6/schema",
+        ),
     ],
 )
 def test_x6_bad_input_raises_bad_input_with_a_kind(raw: bytes, entity: str, kind: str) -> None:
     rule = "X-6"
     with pytest.raises(BadInput) as caught:
-        decode_change_event(raw, topic_system="crm", topic_entity=entity, topic=f"cdc.crm.{entity}", partition=3,
-                            offset=42)
+        decode_change_event(
+            raw, topic_system="crm", topic_entity=entity, topic=f"cdc.crm.{entity}", partition=3, offset=42
+        )
     assert caught.value.kind == kind, rule
     assert "@3:42" in caught.value.message
 
@@ -953,8 +1687,14 @@ def test_x6_bad_input_raises_bad_input_with_a_kind(raw: bytes, entity: str, kind
         ("acct", "invoice", "u", acct_invoice("issued"), acct_invoice("issued", send_status="sent"), Action.UPDATE),
         ("acct", "sales_voucher", "u", VOUCHER, {**VOUCHER, "invoice_no": "0000123"}, Action.ASSIGN_INVOICE_NO),
         ("acct", "sales_voucher", "u", VOUCHER, {**VOUCHER, "einvoice_published": True}, Action.PUBLISH_EINVOICE),
-        ("acct", "sales_voucher", "u", {**VOUCHER, "invoice_no": "1"}, {**VOUCHER, "invoice_no": "1", "code": "X"},
-         Action.UPDATE),
+        (
+            "acct",
+            "sales_voucher",
+            "u",
+            {**VOUCHER, "invoice_no": "1"},
+            {**VOUCHER, "invoice_no": "1", "code": "X"},
+            Action.UPDATE,
+        ),
         ("crm", "customer", "u", CUSTOMER, {**CUSTOMER, "name": "N"}, Action.UPDATE),
     ],
 )
@@ -987,7 +1727,13 @@ def test_audit_record_describes_the_change(rules: RuleBook) -> None:
     decision = run(ev, base_state(), rules)
     audit = decision.audit
     assert (audit.tenant, audit.system, audit.entity, audit.record_id, audit.event_id, audit.action) == (
-        T, System.CRM, "sale_order", "o-1", ev.event_id, "create")
+        T,
+        System.CRM,
+        "sale_order",
+        "o-1",
+        ev.event_id,
+        "create",
+    )
     assert audit.message_key == "t1:sale_order:o-1"
     assert audit.ts_ms == NOW
     assert [c.key for c in audit.commands] == [decision.commands[0].key.as_text()]
@@ -1034,8 +1780,14 @@ def test_x4_a_status_only_write_sends_no_dependencies(rules: RuleBook) -> None:
 
 def test_a_derived_transition_no_rule_of_that_system_takes_is_an_update(rules: RuleBook) -> None:
     """acct not_recorded -> proposed (the connector's echo of a re-proposal) is not bad input."""
-    ev = event("acct", "sale_order", "u", before={"id": "ao-1", "code": "DH1", "revenue_status": "not_recorded"},
-               after={"id": "ao-1", "code": "DH1", "revenue_status": "proposed"}, origin="sync")
+    ev = event(
+        "acct",
+        "sale_order",
+        "u",
+        before={"id": "ao-1", "code": "DH1", "revenue_status": "not_recorded"},
+        after={"id": "ao-1", "code": "DH1", "revenue_status": "proposed"},
+        origin="sync",
+    )
     decision = run(ev, base_state(), rules)
     assert decision.audit.action == "update" and decision.commands == []
     assert "SO-7" in decision.audit.rules
@@ -1052,16 +1804,27 @@ def test_ct10_a_revenue_line_recorded_in_accounting_goes_back_to_crm(rules: Rule
     rule = "CT-10"
     proposed = [*ENTRIES, {"id": "cancel:1", "amount": "-200000", "status": "proposed"}]
     recorded = [*ENTRIES, {"id": "cancel:1", "amount": "-200000", "status": "recorded"}]
-    ev = event("acct", "contract", "u", before=acct_order("recorded", revenue_entries=proposed),
-               after=acct_order("recorded", revenue_entries=recorded))
+    ev = event(
+        "acct",
+        "contract",
+        "u",
+        before=acct_order("recorded", revenue_entries=proposed),
+        after=acct_order("recorded", revenue_entries=recorded),
+    )
     command = only_command(run(ev, base_state("contract", (ORDER_LINK,)), rules))
     assert command.rule == rule and command.fields["revenue_entries"] == recorded
 
 
 @pytest.mark.parametrize("action", ["assign_invoice_no", "publish_einvoice"])
 def test_invoice_number_actions_on_an_acct_invoice_are_audited_not_dead_lettered(action, rules: RuleBook) -> None:
-    ev = event("acct", "invoice", "u", action=action, before=acct_invoice("approved"),
-               after=acct_invoice("approved", invoice_no="0000123"))
+    ev = event(
+        "acct",
+        "invoice",
+        "u",
+        action=action,
+        before=acct_invoice("approved"),
+        after=acct_invoice("approved", invoice_no="0000123"),
+    )
     decision = run(ev, base_state(), rules)
     assert decision.commands == [] and "no rule" in decision.audit.reason
 
@@ -1073,8 +1836,18 @@ def test_x2_a_user_change_in_the_target_system_is_not_masked_by_what_was_last_wr
     first = run(event("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")), state, rules)
     state.apply(first)
     assert only_command(first).rule == rule
-    unrecorded = run(event("acct", "sale_order", "u", action="reject_revenue", before=acct_order("recorded"),
-                           after=acct_order("not_recorded")), state, rules)
+    unrecorded = run(
+        event(
+            "acct",
+            "sale_order",
+            "u",
+            action="reject_revenue",
+            before=acct_order("recorded"),
+            after=acct_order("not_recorded"),
+        ),
+        state,
+        rules,
+    )
     state.apply(unrecorded)
     again = run(event("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")), state, rules)
     assert only_command(again).fields == {"revenue_status": "recorded"}
@@ -1084,8 +1857,11 @@ def test_x2_the_integrations_own_echo_keeps_the_memory(rules: RuleBook) -> None:
     rule = "X-2"
     state = base_state("sale_order", (ORDER_LINK,))
     state.apply(run(event("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")), state, rules))
-    echo = run(event("acct", "sale_order", "u", origin="sync", before=acct_order("proposed"),
-                     after=acct_order("recorded")), state, rules)
+    echo = run(
+        event("acct", "sale_order", "u", origin="sync", before=acct_order("proposed"), after=acct_order("recorded")),
+        state,
+        rules,
+    )
     state.apply(echo)
     repeat = run(event("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")), state, rules)
     assert repeat.commands == [] and rule in repeat.audit.rules

@@ -12,8 +12,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import orjson
 import pytest
@@ -49,8 +49,9 @@ class Kafka:
 
     def produce(self, topic: str, value: bytes | dict, key: str | bytes, headers: dict | None = None) -> None:
         raw = orjson.dumps(value) if isinstance(value, dict) else value
-        self.producer.produce(self.name(topic), key=key.encode() if isinstance(key, str) else key, value=raw,
-                              headers=headers)
+        self.producer.produce(
+            self.name(topic), key=key.encode() if isinstance(key, str) else key, value=raw, headers=headers
+        )
         self.producer.flush(10)
 
     def read(
@@ -66,8 +67,14 @@ class Kafka:
         unwanted follows). Each message: topic (without prefix), key, value (decoded JSON when it is
         JSON, else bytes), headers (dict).
         """
-        consumer = Consumer({"bootstrap.servers": self.settings.bootstrap_servers, "group.id": f"reader-{uuid.uuid4()}",
-                             "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.settings.bootstrap_servers,
+                "group.id": f"reader-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
         metadata = consumer.list_topics(timeout=10).topics
         assignment = [TopicPartition(self.name(t), p, 0) for t in topics for p in metadata[self.name(t)].partitions]
         consumer.assign(assignment)
@@ -82,20 +89,24 @@ class Kafka:
                         value = orjson.loads(message.value())
                     except orjson.JSONDecodeError:
                         value = message.value()
-                    messages.append({
-                        "topic": message.topic()[len(self.settings.topic_prefix):],
-                        "key": message.key().decode() if message.key() else None,
-                        "value": value,
-                        "headers": {k: v.decode() for k, v in (message.headers() or [])},
-                    })
+                    messages.append(
+                        {
+                            "topic": message.topic()[len(self.settings.topic_prefix) :],
+                            "key": message.key().decode() if message.key() else None,
+                            "value": value,
+                            "headers": {k: v.decode() for k, v in (message.headers() or [])},
+                        }
+                    )
                 if until(messages):
                     held_since = held_since or time.monotonic()
                     if time.monotonic() - held_since >= settle:
                         return messages
                 else:
                     held_since = None
-            raise AssertionError(f"timed out after {timeout}s waiting on {topics}; read {len(messages)}: "
-                                 f"{[(m['topic'], m['key']) for m in messages][:20]}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting on {topics}; read {len(messages)}: "
+                f"{[(m['topic'], m['key']) for m in messages][:20]}"
+            )
         finally:
             consumer.close()
 
@@ -107,21 +118,28 @@ class Worker:
         self.settings = settings
         self.log_path = log_path
         env = dict(os.environ)
-        env.update({
-            "LIENTHONG_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-            "LIENTHONG_APP_ID": settings.app_id,
-            "LIENTHONG_TOPIC_PREFIX": settings.topic_prefix,
-            "LIENTHONG_TOPIC_PARTITIONS": str(settings.topic_partitions),
-            "LIENTHONG_STORE": settings.store,
-            "LIENTHONG_DATA_DIR": str(settings.data_dir),
-            "LIENTHONG_WEB_ENABLED": "false",
-            "LIENTHONG_LOG_LEVEL": settings.log_level,
-            "LIENTHONG_SESSION_TIMEOUT": str(settings.session_timeout),
-            "LIENTHONG_COMMIT_INTERVAL": str(settings.commit_interval),
-        })
-        self.log = open(log_path, "wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=REPO_ROOT, env=env,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
+        env.update(
+            {
+                "LIENTHONG_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+                "LIENTHONG_APP_ID": settings.app_id,
+                "LIENTHONG_TOPIC_PREFIX": settings.topic_prefix,
+                "LIENTHONG_TOPIC_PARTITIONS": str(settings.topic_partitions),
+                "LIENTHONG_STORE": settings.store,
+                "LIENTHONG_DATA_DIR": str(settings.data_dir),
+                "LIENTHONG_WEB_ENABLED": "false",
+                "LIENTHONG_LOG_LEVEL": settings.log_level,
+                "LIENTHONG_SESSION_TIMEOUT": str(settings.session_timeout),
+                "LIENTHONG_COMMIT_INTERVAL": str(settings.commit_interval),
+            }
+        )
+        self.log = open(log_path, "wb")  # noqa: SIM115 - open as long as the worker runs; closed by stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -151,8 +169,13 @@ class Worker:
 @pytest.fixture(scope="module")
 def module_settings(bootstrap: str, tmp_path_factory) -> Iterator[Settings]:
     prefix = f"it-{uuid.uuid4().hex[:10]}."
-    settings = Settings(bootstrap_servers=bootstrap, topic_prefix=prefix, app_id=f"{prefix}lienthong",
-                        data_dir=tmp_path_factory.mktemp("worker-data"), web_enabled=False)
+    settings = Settings(
+        bootstrap_servers=bootstrap,
+        topic_prefix=prefix,
+        app_id=f"{prefix}lienthong",
+        data_dir=tmp_path_factory.mktemp("worker-data"),
+        web_enabled=False,
+    )
     create_topics(settings)
     yield settings
     delete_topics_with_prefix(settings, prefix)
@@ -181,12 +204,30 @@ def tenant() -> str:
     return f"tenant-{uuid.uuid4().hex[:8]}"
 
 
-def change_event(tenant: str, system: str, entity: str, after: dict | None, *, op: str = "c",
-                 before: dict | None = None, action: str | None = None, origin: str = "user",
-                 event_id: str | None = None) -> dict:
-    event = {"schema_version": 1, "event_id": event_id or f"ev-{uuid.uuid4().hex}", "tenant": tenant,
-             "system": system, "entity": entity, "op": op, "origin": origin, "ts_ms": int(time.time() * 1000),
-             "before": before, "after": after}
+def change_event(
+    tenant: str,
+    system: str,
+    entity: str,
+    after: dict | None,
+    *,
+    op: str = "c",
+    before: dict | None = None,
+    action: str | None = None,
+    origin: str = "user",
+    event_id: str | None = None,
+) -> dict:
+    event = {
+        "schema_version": 1,
+        "event_id": event_id or f"ev-{uuid.uuid4().hex}",
+        "tenant": tenant,
+        "system": system,
+        "entity": entity,
+        "op": op,
+        "origin": origin,
+        "ts_ms": int(time.time() * 1000),
+        "before": before,
+        "after": after,
+    }
     if action:
         event["action"] = action
     return event

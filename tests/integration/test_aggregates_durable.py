@@ -22,7 +22,7 @@ from streams.admin import create_topics, delete_topics_with_prefix
 from streams.core.aggregates import OrderAggregate, baseline, derive
 from streams.core.contract import ChangeEvent
 from streams.core.rules import Effect, load_rules
-from streams.inspect import read_topic
+from streams.operations import read_topic
 from streams.settings import Settings
 from tests.integration.conftest import Kafka, Worker, change_event
 
@@ -38,37 +38,62 @@ def history(tenant: str, seed: int = 7) -> tuple[list[dict], dict[str, list[dict
     per_order: list[list[dict]] = []
     for n in range(ORDERS):
         order_id = f"AO{n}"
-        lines = [{"line_id": f"L{i}", "product_code": f"SP{i}", "quantity": rng.randint(1, 5),
-                  "amount": str(100 * (i + 1))} for i in range(3)]
+        lines = [
+            {"line_id": f"L{i}", "product_code": f"SP{i}", "quantity": rng.randint(1, 5), "amount": str(100 * (i + 1))}
+            for i in range(3)
+        ]
         total = str(sum(Decimal(line["amount"]) for line in lines))
-        order = {"id": order_id, "code": f"DH{n:04d}", "crm_id": f"O{n}", "revenue_status": "recorded",
-                 "status": "in_progress", "total_amount": total, "lines": lines}
+        order = {
+            "id": order_id,
+            "code": f"DH{n:04d}",
+            "crm_id": f"O{n}",
+            "revenue_status": "recorded",
+            "status": "in_progress",
+            "total_amount": total,
+            "lines": lines,
+        }
         events = [change_event(tenant, "acct", "sale_order", order)]
         docs[f"order/{order_id}"] = [events[0]]
         for v in range(rng.randint(1, 4)):
             voucher_id = f"V{n}-{v}"
             previous = None
-            for version in range(rng.randint(1, 3)):
+            for _version in range(rng.randint(1, 3)):
                 if previous and rng.random() < 0.25:
                     ev = change_event(tenant, "acct", "sales_voucher", None, op="d", before=previous)
                     events.append(ev)
                     docs.setdefault(voucher_id, []).append(ev)
                     break
                 chosen = rng.sample(lines, rng.randint(1, 3))
-                voucher = {"id": voucher_id, "code": voucher_id, "order_id": order_id,
-                           "lines": [{"line_id": line["line_id"], "product_code": line["product_code"],
-                                      "quantity": rng.randint(0, line["quantity"]), "amount": line["amount"]}
-                                     for line in chosen],
-                           "invoice_no": f"HD{voucher_id}" if rng.random() < 0.4 else None,
-                           "einvoice_published": False, "invoice_date": "2026-11-27"}
-                ev = change_event(tenant, "acct", "sales_voucher", voucher, op="c" if previous is None else "u",
-                                  before=previous)
+                voucher = {
+                    "id": voucher_id,
+                    "code": voucher_id,
+                    "order_id": order_id,
+                    "lines": [
+                        {
+                            "line_id": line["line_id"],
+                            "product_code": line["product_code"],
+                            "quantity": rng.randint(0, line["quantity"]),
+                            "amount": line["amount"],
+                        }
+                        for line in chosen
+                    ],
+                    "invoice_no": f"HD{voucher_id}" if rng.random() < 0.4 else None,
+                    "einvoice_published": False,
+                    "invoice_date": "2026-11-27",
+                }
+                ev = change_event(
+                    tenant, "acct", "sales_voucher", voucher, op="c" if previous is None else "u", before=previous
+                )
                 events.append(ev)
                 docs.setdefault(voucher_id, []).append(ev)
                 previous = voucher
         for r in range(rng.randint(0, 2)):
-            receipt = {"id": f"R{n}-{r}", "code": f"PT{n}-{r}", "order_id": order_id,
-                       "amount": str(rng.choice([100, 250, 600]))}
+            receipt = {
+                "id": f"R{n}-{r}",
+                "code": f"PT{n}-{r}",
+                "order_id": order_id,
+                "amount": str(rng.choice([100, 250, 600])),
+            }
             ev = change_event(tenant, "acct", "receipt", receipt)
             events.append(ev)
             docs[receipt["id"]] = [ev]
@@ -88,7 +113,7 @@ def history(tenant: str, seed: int = 7) -> tuple[list[dict], dict[str, list[dict
 
 def truth(tenant: str, docs: dict[str, list[dict]]) -> dict[str, OrderAggregate]:
     aggregates: dict[str, OrderAggregate] = {}
-    for name, versions in docs.items():
+    for versions in docs.values():
         event = ChangeEvent.model_validate(versions[-1])
         order_id = event.record_id if event.entity == "sale_order" else (event.before or event.after)["order_id"]
         aggregate = aggregates.setdefault(order_id, OrderAggregate(tenant=tenant, order_id=order_id))
@@ -105,13 +130,19 @@ def read_all(settings: Settings, topic: str) -> list[tuple[int, bytes, bytes | N
 @pytest.fixture()
 def fresh(bootstrap, tmp_path):
     prefix = f"dur-{uuid.uuid4().hex[:10]}."
-    settings = Settings(bootstrap_servers=bootstrap, topic_prefix=prefix, app_id=f"{prefix}lienthong",
-                        data_dir=tmp_path / "data", web_enabled=False, store="rocksdb://",
-                        # the killed worker's partitions go to the new one after this many seconds
-                        session_timeout=10.0,
-                        # no commit before the kill: the restart must find every partition without one
-                        # (the case streams/kafka_driver.py fixes in faust-streaming)
-                        commit_interval=60.0)
+    settings = Settings(
+        bootstrap_servers=bootstrap,
+        topic_prefix=prefix,
+        app_id=f"{prefix}lienthong",
+        data_dir=tmp_path / "data",
+        web_enabled=False,
+        store="rocksdb://",
+        # the killed worker's partitions go to the new one after this many seconds
+        session_timeout=10.0,
+        # no commit before the kill: the restart must find every partition without one
+        # (the case streams/kafka_driver.py fixes in faust-streaming)
+        commit_interval=60.0,
+    )
     create_topics(settings)
     yield settings
     delete_topics_with_prefix(settings, prefix)
@@ -138,8 +169,11 @@ def test_kill_9_mid_stream_loses_no_aggregate_and_no_derived_command(fresh, tmp_
     second = Worker(fresh, tmp_path / "second.log")
     try:
         second.wait_ready()
-        kafka.read(["audit.sync"], timeout=120,
-                   until=lambda ms: event_ids <= {m["value"]["event_id"] for m in ms if isinstance(m["value"], dict)})
+        kafka.read(
+            ["audit.sync"],
+            timeout=120,
+            until=lambda ms: event_ids <= {m["value"]["event_id"] for m in ms if isinstance(m["value"], dict)},
+        )
         time.sleep(2)  # the last table writes reach the changelog
     finally:
         second.stop()
@@ -170,8 +204,11 @@ def test_kill_9_mid_stream_loses_no_aggregate_and_no_derived_command(fresh, tmp_
         assert partitions == input_partition[orjson.loads(key)], key
 
     # 3. the last derived command of every order and rule says what the truth says; ids are stable
-    commands = [orjson.loads(value) for _, key, value in read_all(fresh, kafka.name("commands.crm"))
-                if key and key.decode().startswith(tenant + ":")]
+    commands = [
+        orjson.loads(value)
+        for _, key, value in read_all(fresh, kafka.name("commands.crm"))
+        if key and key.decode().startswith(tenant + ":")
+    ]
     derived_rules = {r.id: r for r in rules.rules if r.effect is Effect.DERIVED and r.order_target == "sale_order"}
     last: dict[tuple[str, str], dict] = {}
     by_cause: dict[tuple[str, str, str], set[str]] = defaultdict(set)
@@ -187,9 +224,9 @@ def test_kill_9_mid_stream_loses_no_aggregate_and_no_derived_command(fresh, tmp_
                 want["delivered_quantities"] = values["delivered_quantities"]
             got = last.get((aggregate.crm_id, rule_id))
             if got is None:
-                assert want == {name: base[name] for name in rule.derives} or (rule_id == "SO-11" and
-                                                                               want["status"] is None), \
-                    (order_id, rule_id, want)
+                assert want == {name: base[name] for name in rule.derives} or (
+                    rule_id == "SO-11" and want["status"] is None
+                ), (order_id, rule_id, want)
             else:
                 assert got == want, (order_id, rule_id)
     assert all(len(ids) == 1 for ids in by_cause.values()), "a derived command re-sent with another id"

@@ -19,12 +19,35 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_demo_runs_a_business_day_and_exits(bootstrap, tmp_path):
     prefix = f"demo-{uuid.uuid4().hex[:8]}."
-    env = {**os.environ, "LIENTHONG_BOOTSTRAP_SERVERS": bootstrap, "LIENTHONG_TOPIC_PREFIX": prefix,
-           "LIENTHONG_APP_ID": f"{prefix}lienthong", "LIENTHONG_DATA_DIR": str(tmp_path),
-           "LIENTHONG_WEB_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "LIENTHONG_BOOTSTRAP_SERVERS": bootstrap,
+        "LIENTHONG_TOPIC_PREFIX": prefix,
+        "LIENTHONG_APP_ID": f"{prefix}lienthong",
+        "LIENTHONG_DATA_DIR": str(tmp_path),
+        "LIENTHONG_WEB_ENABLED": "false",
+    }
     try:
-        result = subprocess.run([sys.executable, "-m", "streams.cli", "demo", "--exit", "--crm-port", "0",
-                                 "--acct-port", "0", "--dashboard-port", "0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "demo",
+                "--exit",
+                "--crm-port",
+                "0",
+                "--acct-port",
+                "0",
+                "--dashboard-port",
+                "0",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
     finally:
         delete_topics_with_prefix(Settings(bootstrap_servers=bootstrap), prefix)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -9,24 +9,35 @@ and 10% 429 injected on both sides: every record written exactly once.
 from __future__ import annotations
 
 import asyncio
+
 import aiohttp
 import pytest
 
-from connectors.demo import business_day, creations
-from connectors.local import local_systems
-from connectors.sandbox.faults import FaultConfig
+from demo.local import local_systems
+from demo.run import business_day, creations
+from sandboxes.faults import FaultConfig
 
 pytestmark = pytest.mark.broker
 
 
 @pytest.mark.parametrize("faulty", [False, True], ids=["clean", "20% 5xx + 10% 429"])
 async def test_a_business_day_across_both_systems(kafka, module_settings, worker, tmp_path, tenant, faulty):
-    faults = {system: FaultConfig(error_rate=0.2, throttle_rate=0.1, retry_after_s=0.05, seed=n)
-              for n, system in enumerate(("crm", "acct"))} if faulty else None
-    async with local_systems(bootstrap_servers=module_settings.bootstrap_servers,
-                             topic_prefix=module_settings.topic_prefix, data_dir=tmp_path / "systems",
-                             tenants=[tenant], faults=faults,
-                             connector_overrides={"backoff_base": 0.02, "backoff_cap": 0.3}) as systems:
+    faults = (
+        {
+            system: FaultConfig(error_rate=0.2, throttle_rate=0.1, retry_after_s=0.05, seed=n)
+            for n, system in enumerate(("crm", "acct"))
+        }
+        if faulty
+        else None
+    )
+    async with local_systems(
+        bootstrap_servers=module_settings.bootstrap_servers,
+        topic_prefix=module_settings.topic_prefix,
+        data_dir=tmp_path / "systems",
+        tenants=[tenant],
+        faults=faults,
+        connector_overrides={"backoff_base": 0.02, "backoff_cap": 0.3},
+    ) as systems:
         async with aiohttp.ClientSession() as session:
             await business_day(systems, tenant, session)
         await asyncio.sleep(2)  # let late retries and echoes settle before counting
@@ -40,7 +51,7 @@ async def test_a_business_day_across_both_systems(kafka, module_settings, worker
         # the sync-health page says the same
         from aiohttp.test_utils import TestClient, TestServer
 
-        from connectors.dashboard import create_dashboard
+        from demo.dashboard import create_dashboard
 
         client = TestClient(TestServer(create_dashboard(module_settings, systems)))
         await client.start_server()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 
-import re
 from tests.integration.conftest import Worker, change_event
 
 pytestmark = pytest.mark.broker
@@ -30,9 +30,15 @@ def audits_for(messages, tenant):
 
 
 def test_crm_order_draft_proposed_recorded(kafka, worker, tenant):
-    order = {"id": "O1", "code": "DH0001", "customer_code": "KH0100", "revenue_status": "draft",
-             "lines": [{"line_id": "L1", "product_code": "SP01", "quantity": 2, "unit_price": "100000",
-                        "amount": "200000"}], "total_amount": "200000", "status": "not_started"}
+    order = {
+        "id": "O1",
+        "code": "DH0001",
+        "customer_code": "KH0100",
+        "revenue_status": "draft",
+        "lines": [{"line_id": "L1", "product_code": "SP01", "quantity": 2, "unit_price": "100000", "amount": "200000"}],
+        "total_amount": "200000",
+        "status": "not_started",
+    }
     customer = {"id": "C100", "code": "KH0100", "name": "Khách lẻ"}
     product = {"id": "P1", "code": "SP01", "name": "Bút", "unit": "cái", "unit_price": "100000"}
     kafka.produce("cdc.crm.customer", change_event(tenant, "crm", "customer", customer), key=f"{tenant}:C100")
@@ -41,14 +47,21 @@ def test_crm_order_draft_proposed_recorded(kafka, worker, tenant):
 
     kafka.produce("cdc.crm.sale_order", change_event(tenant, "crm", "sale_order", order), key=f"{tenant}:O1")
     proposed = dict(order, revenue_status="proposed")
-    kafka.produce("cdc.crm.sale_order", change_event(tenant, "crm", "sale_order", proposed, op="u", before=order),
-                  key=f"{tenant}:O1")
+    kafka.produce(
+        "cdc.crm.sale_order",
+        change_event(tenant, "crm", "sale_order", proposed, op="u", before=order),
+        key=f"{tenant}:O1",
+    )
     recorded = dict(proposed, revenue_status="recorded")
-    kafka.produce("cdc.crm.sale_order", change_event(tenant, "crm", "sale_order", recorded, op="u", before=proposed),
-                  key=f"{tenant}:O1")
+    kafka.produce(
+        "cdc.crm.sale_order",
+        change_event(tenant, "crm", "sale_order", recorded, op="u", before=proposed),
+        key=f"{tenant}:O1",
+    )
 
-    messages = kafka.read(["audit.sync", "commands.acct"], until=lambda ms: len(audits_for(ms, tenant)) >= 5,
-                          settle=2.0)
+    messages = kafka.read(
+        ["audit.sync", "commands.acct"], until=lambda ms: len(audits_for(ms, tenant)) >= 5, settle=2.0
+    )
     order_audits = [a for a in audits_for(messages, tenant) if a["entity"] == "sale_order"]
     assert [a["action"] for a in order_audits] == ["create", "propose_revenue", "record_revenue"]
     assert order_audits[0]["rules"] == ["SO-1"] and order_audits[0]["commands"] == []
@@ -77,25 +90,42 @@ def test_crm_order_draft_proposed_recorded(kafka, worker, tenant):
 
 
 def test_invoice_request_proposed_approved_issued_cancelled(kafka, worker, tenant):
-    request = {"id": "HD1", "code": "YC0001", "order_code": "DH0001", "status": "proposed", "amount": "200000",
-               "description": ""}
+    request = {
+        "id": "HD1",
+        "code": "YC0001",
+        "order_code": "DH0001",
+        "status": "proposed",
+        "amount": "200000",
+        "description": "",
+    }
     kafka.produce("cdc.crm.invoice", change_event(tenant, "crm", "invoice", request), key=f"{tenant}:HD1")
     acct = {"id": "AI1", "crm_id": "HD1", "status": "proposed"}
     steps = [
         dict(acct, status="approved"),
-        dict(acct, status="issued", invoice_date="2026-11-27", invoice_no="0000123", lookup_code="ABC123",
-             send_status="sent", customer_received=True),
+        dict(
+            acct,
+            status="issued",
+            invoice_date="2026-11-27",
+            invoice_no="0000123",
+            lookup_code="ABC123",
+            send_status="sent",
+            customer_received=True,
+        ),
         dict(acct, status="cancelled", reason="Sai thông tin người mua", invoice_no="0000123"),
     ]
     before = acct
     kafka.produce("cdc.acct.invoice", change_event(tenant, "acct", "invoice", acct), key=f"{tenant}:AI1")
     for after in steps:
-        kafka.produce("cdc.acct.invoice", change_event(tenant, "acct", "invoice", after, op="u", before=before),
-                      key=f"{tenant}:AI1")
+        kafka.produce(
+            "cdc.acct.invoice",
+            change_event(tenant, "acct", "invoice", after, op="u", before=before),
+            key=f"{tenant}:AI1",
+        )
         before = after
 
-    messages = kafka.read(["audit.sync", "commands.acct", "commands.crm"],
-                          until=lambda ms: len(audits_for(ms, tenant)) >= 5, settle=2.0)
+    messages = kafka.read(
+        ["audit.sync", "commands.acct", "commands.crm"], until=lambda ms: len(audits_for(ms, tenant)) >= 5, settle=2.0
+    )
     (proposal,) = keyed(messages, "commands.acct", tenant)
     assert proposal["rule"] == "INV-1" and proposal["entity"] == "invoice" and proposal["fields"]["crm_id"] == "HD1"
     crm = keyed(messages, "commands.crm", tenant)
@@ -116,20 +146,27 @@ def test_links_learnt_on_one_worker_are_read_on_another(kafka, module_settings, 
         time.sleep(3)  # let the group rebalance settle, so both workers own partitions
         codes = [f"KH{n:04d}" for n in range(24)]
         for n, code in enumerate(codes):
-            kafka.produce("cdc.acct.customer", change_event(tenant, "acct", "customer",
-                                                            {"id": f"A{n}", "code": code, "name": f"Khách {n}"}),
-                          key=f"{tenant}:A{n}")
+            kafka.produce(
+                "cdc.acct.customer",
+                change_event(tenant, "acct", "customer", {"id": f"A{n}", "code": code, "name": f"Khách {n}"}),
+                key=f"{tenant}:A{n}",
+            )
         kafka.read(["audit.sync"], until=lambda ms: len(audits_for(ms, tenant)) >= len(codes))
         time.sleep(1)  # global tables are eventually consistent across workers
         for n, code in enumerate(codes):
             crm = {"id": f"C{n}", "code": code, "name": f"Khách {n}"}
-            kafka.produce("cdc.crm.customer", change_event(tenant, "crm", "customer", dict(crm, name=f"Khách {n} mới"),
-                                                           op="u", before=crm), key=f"{tenant}:C{n}")
-        messages = kafka.read(["commands.acct", "audit.sync"],
-                              until=lambda ms: len(audits_for(ms, tenant)) >= 2 * len(codes), settle=2.0)
+            kafka.produce(
+                "cdc.crm.customer",
+                change_event(tenant, "crm", "customer", dict(crm, name=f"Khách {n} mới"), op="u", before=crm),
+                key=f"{tenant}:C{n}",
+            )
+        messages = kafka.read(
+            ["commands.acct", "audit.sync"], until=lambda ms: len(audits_for(ms, tenant)) >= 2 * len(codes), settle=2.0
+        )
         updates = keyed(messages, "commands.acct", tenant)
         assert sorted(c["key"]["code"] for c in updates) == codes, [
-            a["reason"] for a in audits_for(messages, tenant) if a["system"] == "crm" and not a["commands"]]
+            a["reason"] for a in audits_for(messages, tenant) if a["system"] == "crm" and not a["commands"]
+        ]
         assert all(c["rule"] == "CUS-3" and c["key"]["id"] == f"A{codes.index(c['key']['code'])}" for c in updates)
         # both workers owned CDC partitions while this ran (faust logs each assignment as a table)
         owned = [last_assignment(w.log_path.read_text(), kafka.name("cdc.crm.customer")) for w in (worker, second)]
@@ -142,18 +179,28 @@ def test_tenant_settings_apply_to_the_events_that_follow(kafka, module_settings,
     """`lienthong tenant set` writes config.tenants; the very next order of that tenant follows it."""
     from streams.cli import main as cli
 
-    order = {"id": "O9", "code": "DH0009", "customer_code": "KH9", "revenue_status": "proposed", "lines": [],
-             "total_amount": "0"}
-    env = {"LIENTHONG_BOOTSTRAP_SERVERS": module_settings.bootstrap_servers,
-           "LIENTHONG_TOPIC_PREFIX": module_settings.topic_prefix}
+    order = {
+        "id": "O9",
+        "code": "DH0009",
+        "customer_code": "KH9",
+        "revenue_status": "proposed",
+        "lines": [],
+        "total_amount": "0",
+    }
+    env = {
+        "LIENTHONG_BOOTSTRAP_SERVERS": module_settings.bootstrap_servers,
+        "LIENTHONG_TOPIC_PREFIX": module_settings.topic_prefix,
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
         assert cli(["tenant", "set", tenant, "--order-target", "contract"]) == 0
     # produced right after the setting, with no pause
     kafka.produce("cdc.crm.sale_order", change_event(tenant, "crm", "sale_order", order), key=f"{tenant}:O9")
-    messages = kafka.read(["commands.acct"], until=lambda ms: any(
-        c["rule"] in ("CT-1", "SO-1") for c in keyed(ms, "commands.acct", tenant)))
+    messages = kafka.read(
+        ["commands.acct"],
+        until=lambda ms: any(c["rule"] in ("CT-1", "SO-1") for c in keyed(ms, "commands.acct", tenant)),
+    )
     documents = [c for c in keyed(messages, "commands.acct", tenant) if c["rule"] in ("CT-1", "SO-1")]
     assert [(c["rule"], c["entity"], c["op"]) for c in documents] == [("CT-1", "contract", "create")]
 
@@ -163,8 +210,10 @@ def test_tenant_settings_apply_to_the_events_that_follow(kafka, module_settings,
         assert cli(["tenant", "set", tenant, "--order-target", "sale_order"]) == 0
     second = dict(order, id="O10", code="DH0010")
     kafka.produce("cdc.crm.sale_order", change_event(tenant, "crm", "sale_order", second), key=f"{tenant}:O10")
-    messages = kafka.read(["commands.acct"], until=lambda ms: any(
-        c["key"]["code"] == "DH0010" for c in keyed(ms, "commands.acct", tenant)))
+    messages = kafka.read(
+        ["commands.acct"],
+        until=lambda ms: any(c["key"]["code"] == "DH0010" for c in keyed(ms, "commands.acct", tenant)),
+    )
     (again,) = [c for c in keyed(messages, "commands.acct", tenant) if c["key"]["code"] == "DH0010"]
     assert (again["rule"], again["entity"]) == ("SO-1", "sale_order")
 
@@ -174,8 +223,11 @@ def test_explain_prints_the_audit_trail_of_a_record(kafka, module_settings, work
 
     customer = {"id": "C5", "code": "KH0005", "name": "Khách 5"}
     kafka.produce("cdc.crm.customer", change_event(tenant, "crm", "customer", customer), key=f"{tenant}:C5")
-    kafka.produce("cdc.crm.customer", change_event(tenant, "crm", "customer", dict(customer, name="Khách 5b"),
-                                                   op="u", before=customer), key=f"{tenant}:C5")
+    kafka.produce(
+        "cdc.crm.customer",
+        change_event(tenant, "crm", "customer", dict(customer, name="Khách 5b"), op="u", before=customer),
+        key=f"{tenant}:C5",
+    )
     kafka.read(["audit.sync"], until=lambda ms: len(audits_for(ms, tenant)) >= 2)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.bootstrap_servers)

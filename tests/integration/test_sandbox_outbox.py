@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.sandbox.publisher import OutboxPublisher
-from connectors.sandbox.store import SandboxStore
+from sandboxes.publisher import OutboxPublisher
+from sandboxes.store import SandboxStore
 
 pytestmark = pytest.mark.broker
 
@@ -26,7 +26,9 @@ def test_outbox_events_reach_their_cdc_topics_once(kafka, module_settings, tmp_p
     customer = [m["value"] for m in mine(messages) if m["topic"] == "cdc.acct.customer"]
     assert [(e["op"], e["after"]["name"]) for e in customer] == [("c", "ABC"), ("u", "ABC mới")]
     (receipt,) = [m for m in mine(messages) if m["topic"] == "cdc.acct.receipt"]
-    assert receipt["value"]["after"]["amount"] == "100" and receipt["key"] == f"{tenant}:{receipt['value']['after']['id']}"
+    assert (
+        receipt["value"]["after"]["amount"] == "100" and receipt["key"] == f"{tenant}:{receipt['value']['after']['id']}"
+    )
     store.close()
 
 

@@ -18,13 +18,15 @@ def for_tenant(messages, topic, tenant):
 
 
 def test_acct_customer_create_becomes_a_crm_upsert_named_cus6(kafka, worker, tenant):
-    event = change_event(tenant, "acct", "customer", {"id": "A1", "code": "KH0001", "name": "Công ty ABC",
-                                                       "tax_code": "0101234567"})
+    event = change_event(
+        tenant, "acct", "customer", {"id": "A1", "code": "KH0001", "name": "Công ty ABC", "tax_code": "0101234567"}
+    )
     kafka.produce("cdc.acct.customer", event, key=f"{tenant}:A1")
     # the same change delivered again (at-least-once producers): dropped, not a second command
     kafka.produce("cdc.acct.customer", event, key=f"{tenant}:A1")
-    messages = kafka.read(["commands.crm", "audit.sync"],
-                          until=lambda ms: bool(for_tenant(ms, "audit.sync", tenant)), settle=3.0)
+    messages = kafka.read(
+        ["commands.crm", "audit.sync"], until=lambda ms: bool(for_tenant(ms, "audit.sync", tenant)), settle=3.0
+    )
     (command,) = [m["value"] for m in for_tenant(messages, "commands.crm", tenant)]
     assert len(for_tenant(messages, "audit.sync", tenant)) == 1
     assert command["rule"] == "CUS-6"

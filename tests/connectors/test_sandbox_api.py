@@ -6,9 +6,9 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from connectors.sandbox.app import create_sandbox
-from connectors.sandbox.faults import FaultConfig
-from connectors.sandbox.store import SandboxStore
+from sandboxes.app import create_sandbox
+from sandboxes.faults import FaultConfig
+from sandboxes.store import SandboxStore
 
 CRM_CREDENTIALS = {"client-1": "cty-abc", "client-1:secret": "s3cret"}
 ACCT_CREDENTIALS = {"app-1": "cty-abc", "app-1:code": "conn-1"}
@@ -46,9 +46,14 @@ async def test_crm_login_then_customers_by_id_code_and_page(crm_store):
         assert denied.status == 401
         login = await (await client.post("/Account", json={"client_id": "client-1", "client_secret": "s3cret"})).json()
         auth = {"Authorization": f"Bearer {login['Data']['access_token']}"}
-        created = await client.post("/api/v2/Customers", headers=auth,
-                                    json=[{"Code": "KH0001", "AccountName": "Công ty ABC", "TaxCode": "0101"},
-                                          {"Code": "KH0002", "AccountName": "Cửa hàng B"}])
+        created = await client.post(
+            "/api/v2/Customers",
+            headers=auth,
+            json=[
+                {"Code": "KH0001", "AccountName": "Công ty ABC", "TaxCode": "0101"},
+                {"Code": "KH0002", "AccountName": "Cửa hàng B"},
+            ],
+        )
         assert created.status == 200
         first, _ = (await created.json())["Data"]
         assert first["Code"] == "KH0001" and first["Id"]
@@ -69,23 +74,33 @@ async def test_every_change_is_one_change_event_in_the_outbox(acct_store):
     auth = {"X-App-Id": "app-1", "X-Connection-Code": "conn-1"}
     try:
         assert (await client.get("/api/dictionary/customers", headers={"X-App-Id": "app-1"})).status == 401
-        created = await (await client.post("/api/dictionary/customers", headers=auth,
-                                           json={"code": "KH0001", "name": "ABC"})).json()
+        created = await (
+            await client.post("/api/dictionary/customers", headers=auth, json={"code": "KH0001", "name": "ABC"})
+        ).json()
         record_id = created["Data"][0]["id"]
         await client.put("/api/dictionary/customers", headers=auth, json={"id": record_id, "name": "ABC mới"})
         await client.put("/api/dictionary/customers", headers=auth, json={"id": record_id, "name": "ABC mới"})  # no-op
-        await client.post("/api/dictionary/customers", headers={**auth, "X-Lienthong-Origin": "sync"},
-                          json={"code": "KH0002", "name": "from CRM"})
+        await client.post(
+            "/api/dictionary/customers",
+            headers={**auth, "X-Lienthong-Origin": "sync"},
+            json={"code": "KH0002", "name": "from CRM"},
+        )
         assert (await client.delete(f"/api/dictionary/customers/{record_id}", headers=auth)).status == 200
     finally:
         await client.close()
     events = outbox(acct_store)
     assert [(e["op"], e["origin"], (e["after"] or e["before"])["code"]) for e in events] == [
-        ("c", "user", "KH0001"), ("u", "user", "KH0001"), ("c", "sync", "KH0002"), ("d", "user", "KH0001")]
+        ("c", "user", "KH0001"),
+        ("u", "user", "KH0001"),
+        ("c", "sync", "KH0002"),
+        ("d", "user", "KH0001"),
+    ]
     update = events[1]
     assert update["before"]["name"] == "ABC" and update["after"]["name"] == "ABC mới"
-    assert all(e["schema_version"] == 1 and e["tenant"] == "cty-abc" and e["system"] == "acct"
-               and e["entity"] == "customer" for e in events)
+    assert all(
+        e["schema_version"] == 1 and e["tenant"] == "cty-abc" and e["system"] == "acct" and e["entity"] == "customer"
+        for e in events
+    )
     assert len({e["event_id"] for e in events}) == 4
     topics_keys = [(topic, key) for _, topic, key, _ in acct_store.pending()]
     assert topics_keys[0] == ("cdc.acct.customer", f"cty-abc:{record_id}".encode())
@@ -93,6 +108,7 @@ async def test_every_change_is_one_change_event_in_the_outbox(acct_store):
 
 def test_a_failed_write_leaves_neither_record_nor_event(acct_store, monkeypatch):
     """The record and its event are one transaction: a crash between them keeps neither."""
+
     def crash(*args, **kwargs):
         raise RuntimeError("disk full")
 

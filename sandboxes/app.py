@@ -23,28 +23,19 @@ import asyncio
 import html
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from connectors.crm_fields import from_crm, to_crm
-from connectors.sandbox.faults import FaultConfig, fault_middleware
-from connectors.sandbox.store import NotFound, SandboxStore
+from connectors.resources import ACCT_BASE, ACCT_RESOURCES, CRM_BASE, CRM_RESOURCES
+from sandboxes.faults import FaultConfig, fault_middleware
+from sandboxes.store import NotFound, SandboxStore
 
 log = logging.getLogger(__name__)
-
-CRM_RESOURCES = {
-    "Customers": "customer", "Products": "product", "ProductCategories": "product_category", "Quotes": "quote",
-    "SaleOrders": "sale_order", "Invoices": "invoice", "PricePolicies": "price_policy",
-}
-ACCT_RESOURCES = {
-    "dictionary/customers": "customer", "dictionary/products": "product",
-    "dictionary/product_categories": "product_category", "dictionary/price_policies": "price_policy",
-    "voucher/quotes": "quote", "voucher/sale_orders": "sale_order", "voucher/contracts": "contract",
-    "voucher/sales_vouchers": "sales_voucher", "voucher/receipts": "receipt", "voucher/invoices": "invoice",
-}
 
 STORE = web.AppKey("store", SandboxStore)
 CREDENTIALS = web.AppKey("credentials", dict)
@@ -136,8 +127,9 @@ def resource_handlers(entity: str, tenant_of: Callable[[web.Request], str | None
     @authenticated
     async def get_one(request: web.Request, tenant: str) -> web.Response:
         try:
-            return json_response({"Success": True, "Data": out(request.app[STORE].get(tenant, entity,
-                                                                                    request.match_info["id"]))})
+            return json_response(
+                {"Success": True, "Data": out(request.app[STORE].get(tenant, entity, request.match_info["id"]))}
+            )
         except NotFound:
             return error(404, f"{entity} {request.match_info['id']} not found")
 
@@ -153,8 +145,11 @@ def resource_handlers(entity: str, tenant_of: Callable[[web.Request], str | None
             record = inp(record)
             if request.method == "PUT" and not record.get("id") and not record.get("code"):
                 return error(400, "an update names the record by id or code")
-            if request.method == "PUT" and record.get("id") and not request.app[STORE].exists(tenant, entity,
-                                                                                               str(record["id"])):
+            if (
+                request.method == "PUT"
+                and record.get("id")
+                and not request.app[STORE].exists(tenant, entity, str(record["id"]))
+            ):
                 return error(404, f"{entity} {record['id']} not found")
             change = request.app[STORE].upsert(tenant, entity, record, origin=origin, action=action)
             written.append(out(change.after))
@@ -176,27 +171,34 @@ async def index(request: web.Request) -> web.Response:
     """The records of every tenant, entity by entity: a page to watch the sync happen."""
     store, system = request.app[STORE], request.app[SYSTEM]
     entities = sorted(set((CRM_RESOURCES if system == "crm" else ACCT_RESOURCES).values()))
-    parts = [f"<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=5>"
-             f"<title>{system} sandbox</title><h1>{'AMIS CRM' if system == 'crm' else 'AMIS Kế toán'} sandbox</h1>"]
+    parts = [
+        f"<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=5>"
+        f"<title>{system} sandbox</title><h1>{'AMIS CRM' if system == 'crm' else 'AMIS Kế toán'} sandbox</h1>"
+    ]
     for tenant in store.tenants():
         parts.append(f"<h2>{html.escape(tenant)}</h2>")
         for entity in entities:
             records, total = store.list(tenant, entity, page_size=200)
             if not total:
                 continue
-            parts.append(f"<h3>{entity} ({total})</h3><table border=1 cellpadding=3><tr><th>id</th><th>code</th>"
-                         f"<th>record</th></tr>")
+            parts.append(
+                f"<h3>{entity} ({total})</h3><table border=1 cellpadding=3><tr><th>id</th><th>code</th>"
+                f"<th>record</th></tr>"
+            )
             for record in records:
                 rest = {k: v for k, v in record.items() if k not in ("id", "code")}
-                parts.append(f"<tr><td>{html.escape(str(record.get('id')))}</td>"
-                             f"<td>{html.escape(str(record.get('code', '')))}</td>"
-                             f"<td><code>{html.escape(orjson.dumps(rest).decode())}</code></td></tr>")
+                parts.append(
+                    f"<tr><td>{html.escape(str(record.get('id')))}</td>"
+                    f"<td>{html.escape(str(record.get('code', '')))}</td>"
+                    f"<td><code>{html.escape(orjson.dumps(rest).decode())}</code></td></tr>"
+                )
             parts.append("</table>")
     return web.Response(text="".join(parts), content_type="text/html")
 
 
-def create_sandbox(system: str, store: SandboxStore, *, credentials: dict[str, str],
-                   faults: FaultConfig | None = None) -> web.Application:
+def create_sandbox(
+    system: str, store: SandboxStore, *, credentials: dict[str, str], faults: FaultConfig | None = None
+) -> web.Application:
     """``credentials``: CRM ``{client_id: tenant, f"{client_id}:secret": secret}``; accounting
     ``{app_id: tenant, f"{app_id}:code": connection code}``."""
     app = web.Application(middlewares=[fault_middleware(faults or FaultConfig())])
@@ -204,9 +206,9 @@ def create_sandbox(system: str, store: SandboxStore, *, credentials: dict[str, s
     app.router.add_get("/", index)
     if system == "crm":
         app.router.add_post("/Account", crm_login)
-        resources, tenant_of, pascal, base = CRM_RESOURCES, crm_tenant, True, "/api/v2/"
+        resources, tenant_of, pascal, base = CRM_RESOURCES, crm_tenant, True, CRM_BASE
     else:
-        resources, tenant_of, pascal, base = ACCT_RESOURCES, acct_tenant, False, "/api/"
+        resources, tenant_of, pascal, base = ACCT_RESOURCES, acct_tenant, False, ACCT_BASE
     for path, entity in resources.items():
         list_or_find, get_one, write, delete = resource_handlers(entity, tenant_of, pascal)
         app.router.add_get(base + path, list_or_find)
@@ -217,10 +219,19 @@ def create_sandbox(system: str, store: SandboxStore, *, credentials: dict[str, s
     return app
 
 
-async def run_sandbox(system: str, *, db: Path, port: int, bootstrap_servers: str, topic_prefix: str,
-                      credentials: dict[str, str], faults: FaultConfig | None = None, host: str = "127.0.0.1") -> None:
+async def run_sandbox(
+    system: str,
+    *,
+    db: Path,
+    port: int,
+    bootstrap_servers: str,
+    topic_prefix: str,
+    credentials: dict[str, str],
+    faults: FaultConfig | None = None,
+    host: str = "127.0.0.1",
+) -> None:
     """Serve a sandbox on host:port (loopback unless told) and publish its outbox until cancelled."""
-    from connectors.sandbox.publisher import OutboxPublisher
+    from sandboxes.publisher import OutboxPublisher
 
     store = SandboxStore(db, system, topic_prefix=topic_prefix)
     runner = web.AppRunner(create_sandbox(system, store, credentials=credentials, faults=faults))

@@ -7,7 +7,7 @@ import logging
 
 from confluent_kafka import KafkaException, Producer
 
-from connectors.sandbox.store import SandboxStore
+from sandboxes.store import SandboxStore
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +18,9 @@ class OutboxPublisher:
         self.idle_sleep = idle_sleep
         self._stopping = asyncio.Event()
         # Idempotent producer: retries inside the client never duplicate or reorder a partition's events.
-        self.producer = Producer({"bootstrap.servers": bootstrap_servers, "acks": "all",
-                                  "enable.idempotence": True, "linger.ms": 5})
+        self.producer = Producer(
+            {"bootstrap.servers": bootstrap_servers, "acks": "all", "enable.idempotence": True, "linger.ms": 5}
+        )
 
     def publish_pending(self, timeout: float = 30.0) -> int:
         """Send every unpublished outbox row; mark those the broker acknowledged. Returns how many."""
@@ -32,14 +33,20 @@ class OutboxPublisher:
         def on_delivery(seq: int):
             def callback(err, _msg) -> None:
                 (failed.append(str(err)) if err else delivered.append(seq))
+
             return callback
 
         for seq, topic, key, value in rows:
             self.producer.produce(topic, key=key, value=value, on_delivery=on_delivery(seq))
         remaining = self.producer.flush(timeout)
         if failed or remaining:
-            log.warning("outbox: %d delivered, %d failed (%s), %d undelivered; they are retried",
-                        len(delivered), len(failed), failed[:1], remaining)
+            log.warning(
+                "outbox: %d delivered, %d failed (%s), %d undelivered; they are retried",
+                len(delivered),
+                len(failed),
+                failed[:1],
+                remaining,
+            )
         # Marked as published only up to the first failure: the outbox keeps its order.
         published = sorted(delivered)
         first_gap = next((i for i, (seq, *_rest) in enumerate(rows) if seq not in set(published)), len(rows))

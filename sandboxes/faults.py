@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 from aiohttp import web
 
@@ -34,8 +34,12 @@ class FaultConfig:
 
     def draw(self) -> str | None:
         roll = self._random.random()
-        for kind, rate in (("drop", self.drop_rate), ("timeout", self.timeout_rate), ("error", self.error_rate),
-                           ("throttle", self.throttle_rate)):
+        for kind, rate in (
+            ("drop", self.drop_rate),
+            ("timeout", self.timeout_rate),
+            ("error", self.error_rate),
+            ("throttle", self.throttle_rate),
+        ):
             if roll < rate:
                 self.counts[kind] = self.counts.get(kind, 0) + 1
                 return kind
@@ -69,8 +73,11 @@ def fault_middleware(config: FaultConfig) -> Callable:
         if kind == "error":
             return web.json_response({"Success": False, "ErrorMessage": "injected 503"}, status=503)
         if kind == "throttle":
-            return web.json_response({"Success": False, "ErrorMessage": "injected 429"}, status=429,
-                                     headers={"Retry-After": f"{config.retry_after_s:g}"})
+            return web.json_response(
+                {"Success": False, "ErrorMessage": "injected 429"},
+                status=429,
+                headers={"Retry-After": f"{config.retry_after_s:g}"},
+            )
         return await handler(request)
 
     return faults

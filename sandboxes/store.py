@@ -13,9 +13,10 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
@@ -75,8 +76,9 @@ class SandboxStore:
     # --- reads ---------------------------------------------------------------------------------
 
     def get(self, tenant: str, entity: str, record_id: str) -> dict[str, Any]:
-        row = self._db.execute("SELECT data FROM records WHERE tenant=? AND entity=? AND id=? AND deleted=0",
-                               (tenant, entity, record_id)).fetchone()
+        row = self._db.execute(
+            "SELECT data FROM records WHERE tenant=? AND entity=? AND id=? AND deleted=0", (tenant, entity, record_id)
+        ).fetchone()
         if row is None:
             raise NotFound(f"{entity} {record_id}")
         return orjson.loads(row[0])
@@ -85,17 +87,20 @@ class SandboxStore:
         return self._row(tenant, entity, record_id) is not None
 
     def by_code(self, tenant: str, entity: str, code: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT data FROM records WHERE tenant=? AND entity=? AND code=? AND deleted=0",
-                               (tenant, entity, code)).fetchone()
+        row = self._db.execute(
+            "SELECT data FROM records WHERE tenant=? AND entity=? AND code=? AND deleted=0", (tenant, entity, code)
+        ).fetchone()
         return orjson.loads(row[0]) if row else None
 
     def list(self, tenant: str, entity: str, *, page: int = 1, page_size: int = 50) -> tuple[list[dict], int]:
         """One page of live records in creation order (stable while records are updated), and the total."""
-        total = self._db.execute("SELECT COUNT(*) FROM records WHERE tenant=? AND entity=? AND deleted=0",
-                                 (tenant, entity)).fetchone()[0]
+        total = self._db.execute(
+            "SELECT COUNT(*) FROM records WHERE tenant=? AND entity=? AND deleted=0", (tenant, entity)
+        ).fetchone()[0]
         rows = self._db.execute(
-            "SELECT data FROM records WHERE tenant=? AND entity=? AND deleted=0 ORDER BY rowid "
-            "LIMIT ? OFFSET ?", (tenant, entity, page_size, (page - 1) * page_size)).fetchall()
+            "SELECT data FROM records WHERE tenant=? AND entity=? AND deleted=0 ORDER BY rowid LIMIT ? OFFSET ?",
+            (tenant, entity, page_size, (page - 1) * page_size),
+        ).fetchall()
         return [orjson.loads(r[0]) for r in rows], total
 
     def tenants(self) -> list[str]:
@@ -103,8 +108,9 @@ class SandboxStore:
 
     # --- writes --------------------------------------------------------------------------------
 
-    def upsert(self, tenant: str, entity: str, record: dict[str, Any], *, origin: str = "user",
-               action: str | None = None) -> Change:
+    def upsert(
+        self, tenant: str, entity: str, record: dict[str, Any], *, origin: str = "user", action: str | None = None
+    ) -> Change:
         """Create the record (new id or code) or update it; queue its change event in the same transaction."""
         record = dict(record)
         now = int(time.time() * 1000)
@@ -117,7 +123,8 @@ class SandboxStore:
                 if existing is None and record.get("code"):
                     row = self._db.execute(
                         "SELECT data FROM records WHERE tenant=? AND entity=? AND code=? AND deleted=0",
-                        (tenant, entity, str(record["code"]))).fetchone()
+                        (tenant, entity, str(record["code"])),
+                    ).fetchone()
                     existing = orjson.loads(row[0]) if row else None
                 if existing is None:
                     record.setdefault("id", f"{self.system}-{entity}-{uuid.uuid4().hex[:12]}")
@@ -125,7 +132,8 @@ class SandboxStore:
                     self._db.execute(
                         "INSERT OR REPLACE INTO records (tenant, entity, id, code, data, deleted, version, updated_ms)"
                         " VALUES (?, ?, ?, ?, ?, 0, 1, ?)",
-                        (tenant, entity, str(after["id"]), after.get("code"), orjson.dumps(after), now))
+                        (tenant, entity, str(after["id"]), after.get("code"), orjson.dumps(after), now),
+                    )
                     op = "c"
                 else:
                     after = {**existing, **record, "id": existing["id"]}
@@ -135,7 +143,8 @@ class SandboxStore:
                     self._db.execute(
                         "UPDATE records SET code=?, data=?, version=version+1, updated_ms=? "
                         "WHERE tenant=? AND entity=? AND id=?",
-                        (after.get("code"), orjson.dumps(after), now, tenant, entity, str(after["id"])))
+                        (after.get("code"), orjson.dumps(after), now, tenant, entity, str(after["id"])),
+                    )
                     op = "u"
                 event = self._queue(tenant, entity, op, existing, after, origin=origin, action=action, ts_ms=now)
                 self._db.execute("COMMIT")
@@ -152,8 +161,11 @@ class SandboxStore:
                 existing = self._row(tenant, entity, record_id)
                 if existing is None:
                     raise NotFound(f"{entity} {record_id}")
-                self._db.execute("UPDATE records SET deleted=1, version=version+1, updated_ms=? "
-                                 "WHERE tenant=? AND entity=? AND id=?", (now, tenant, entity, record_id))
+                self._db.execute(
+                    "UPDATE records SET deleted=1, version=version+1, updated_ms=? "
+                    "WHERE tenant=? AND entity=? AND id=?",
+                    (now, tenant, entity, record_id),
+                )
                 event = self._queue(tenant, entity, "d", existing, None, origin=origin, action=None, ts_ms=now)
                 self._db.execute("COMMIT")
             except BaseException:
@@ -162,22 +174,42 @@ class SandboxStore:
         return Change(before=existing, after=None, event=event)
 
     def _row(self, tenant: str, entity: str, record_id: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT data FROM records WHERE tenant=? AND entity=? AND id=? AND deleted=0",
-                               (tenant, entity, record_id)).fetchone()
+        row = self._db.execute(
+            "SELECT data FROM records WHERE tenant=? AND entity=? AND id=? AND deleted=0", (tenant, entity, record_id)
+        ).fetchone()
         return orjson.loads(row[0]) if row else None
 
-    def _queue(self, tenant: str, entity: str, op: str, before: dict | None, after: dict | None, *, origin: str,
-               action: str | None, ts_ms: int) -> dict[str, Any]:
+    def _queue(
+        self,
+        tenant: str,
+        entity: str,
+        op: str,
+        before: dict | None,
+        after: dict | None,
+        *,
+        origin: str,
+        action: str | None,
+        ts_ms: int,
+    ) -> dict[str, Any]:
         event: dict[str, Any] = {
-            "schema_version": 1, "event_id": str(uuid.uuid4()), "tenant": tenant, "system": self.system,
-            "entity": entity, "op": op, "origin": origin, "ts_ms": ts_ms, "before": before, "after": after,
+            "schema_version": 1,
+            "event_id": str(uuid.uuid4()),
+            "tenant": tenant,
+            "system": self.system,
+            "entity": entity,
+            "op": op,
+            "origin": origin,
+            "ts_ms": ts_ms,
+            "before": before,
+            "after": after,
         }
         if action:
             event["action"] = action
         record_id = (after or before or {})["id"]
-        self._db.execute("INSERT INTO outbox (topic, key, value) VALUES (?, ?, ?)",
-                         (f"{self.topic_prefix}cdc.{self.system}.{entity}", f"{tenant}:{record_id}".encode(),
-                          orjson.dumps(event)))
+        self._db.execute(
+            "INSERT INTO outbox (topic, key, value) VALUES (?, ?, ?)",
+            (f"{self.topic_prefix}cdc.{self.system}.{entity}", f"{tenant}:{record_id}".encode(), orjson.dumps(event)),
+        )
         return event
 
     # --- outbox --------------------------------------------------------------------------------
@@ -186,8 +218,9 @@ class SandboxStore:
         # Under the lock: the connection is shared, and a read inside another thread's open
         # transaction would see (and publish) rows that may still be rolled back.
         with self._lock:
-            return self._db.execute("SELECT seq, topic, key, value FROM outbox WHERE published=0 ORDER BY seq LIMIT ?",
-                                    (limit,)).fetchall()
+            return self._db.execute(
+                "SELECT seq, topic, key, value FROM outbox WHERE published=0 ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
 
     def mark_published(self, seqs: Iterable[int]) -> None:
         seqs = list(seqs)

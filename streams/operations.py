@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -27,8 +28,14 @@ class Record(NamedTuple):
 
 def read_topic(settings: Settings, topic: str, timeout: float = 10.0) -> Iterator[Record]:
     """Every message of ``topic`` now on the broker (up to its end offsets when called); no group."""
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"inspect-{uuid.uuid4()}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"inspect-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if metadata is None or metadata.error is not None:
@@ -46,8 +53,7 @@ def read_topic(settings: Settings, topic: str, timeout: float = 10.0) -> Iterato
             message = consumer.poll(0.5)
             if message is None or message.error():
                 continue
-            yield Record(message.partition(), message.offset(), message.key(), message.value(),
-                         message.headers() or [])
+            yield Record(message.partition(), message.offset(), message.key(), message.value(), message.headers() or [])
             if message.offset() + 1 >= ends.get(message.partition(), 0):
                 ends.pop(message.partition(), None)
     finally:
@@ -56,21 +62,28 @@ def read_topic(settings: Settings, topic: str, timeout: float = 10.0) -> Iterato
 
 def audit_trail(settings: Settings, tenant: str, entity: str, record_id: str) -> list[dict]:
     key = f"{tenant}:{entity}:{record_id}".encode()
-    trail = [orjson.loads(record.value) for record in read_topic(settings, settings.topic_prefix + AUDIT)
-             if record.key == key and record.value]
+    trail = [
+        orjson.loads(record.value)
+        for record in read_topic(settings, settings.topic_prefix + AUDIT)
+        if record.key == key and record.value
+    ]
     return sorted(trail, key=lambda a: a.get("ts_ms", 0))
 
 
 def format_trail(trail: list[dict]) -> str:
     lines = []
     for audit in trail:
-        when = datetime.fromtimestamp(audit["ts_ms"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        when = datetime.fromtimestamp(audit["ts_ms"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
         rules = ", ".join(audit.get("rules") or []) or "no rule"
-        lines.append(f"{when}  {audit['system']} {audit['action']} (event {audit['event_id']}, origin {audit['origin']})"
-                     f"  rules: {rules}")
+        lines.append(
+            f"{when}  {audit['system']} {audit['action']} (event {audit['event_id']}, origin {audit['origin']})"
+            f"  rules: {rules}"
+        )
         for command in audit.get("commands") or []:
-            lines.append(f"    -> {command['rule']}: {command['op']} {command['target']} {command['entity']} "
-                         f"{command['key']}  [{command['command_id'][:12]}]")
+            lines.append(
+                f"    -> {command['rule']}: {command['op']} {command['target']} {command['entity']} "
+                f"{command['key']}  [{command['command_id'][:12]}]"
+            )
         if audit.get("reason"):
             lines.append(f"    {audit['reason']}")
     return "\n".join(lines)
@@ -85,17 +98,23 @@ def set_tenant(settings: Settings, tenant: str, order_target: str) -> dict:
     return value
 
 
-def replay_dead_letters(settings: Settings, dlq_topic: str, *, kind: str | None = None, dry_run: bool = False,
-                        timeout: float = 10.0) -> list[tuple[str, str]]:
+def replay_dead_letters(
+    settings: Settings, dlq_topic: str, *, kind: str | None = None, dry_run: bool = False, timeout: float = 10.0
+) -> list[tuple[str, str]]:
     """Write dead letters back to their ``origin.topic`` (contract: "Dead-letter headers").
 
     Progress is kept in consumer group ``<app id>-replay-<dlq topic>``, so a letter is replayed
     once; with ``kind`` only letters of that ``error.kind`` are replayed (others are skipped).
     """
     topic = settings.topic_prefix + dlq_topic
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers,
-                         "group.id": f"{settings.app_id}-replay-{dlq_topic}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"{settings.app_id}-replay-{dlq_topic}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
     replayed: list[tuple[str, str]] = []
     try:
@@ -111,8 +130,12 @@ def replay_dead_letters(settings: Settings, dlq_topic: str, *, kind: str | None 
             if origin and (kind is None or headers.get("error.kind") == kind):
                 replayed.append((origin, headers.get("error.kind", "")))
                 if not dry_run:
-                    producer.produce(origin, key=message.key(), value=message.value(),
-                                     headers=[("replayed.from", f"{topic}:{message.partition()}:{message.offset()}".encode())])
+                    producer.produce(
+                        origin,
+                        key=message.key(),
+                        value=message.value(),
+                        headers=[("replayed.from", f"{topic}:{message.partition()}:{message.offset()}".encode())],
+                    )
             if not dry_run:
                 producer.flush(30)
                 consumer.commit(message=message, asynchronous=False)

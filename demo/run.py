@@ -13,13 +13,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 import orjson
 
-from connectors.local import LocalSystems, User, local_systems
+from demo.local import LocalSystems, User, local_systems
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
@@ -43,36 +44,45 @@ def creations(store, tenant: str) -> dict[tuple[str, str], int]:
     return counts
 
 
-async def business_day(systems: LocalSystems, tenant: str, session: aiohttp.ClientSession,
-                       say: Callable[[str], None] = lambda line: None) -> None:
+async def business_day(
+    systems: LocalSystems, tenant: str, session: aiohttp.ClientSession, say: Callable[[str], None] = lambda line: None
+) -> None:
     crm, acct = User(systems, "crm", tenant, session), User(systems, "acct", tenant, session)
 
     # 1. CUS-6: an accountant creates a customer; it appears in CRM and the two are linked
     say("accounting: new customer KH0001 'Công ty ABC' (CUS-6 creates it in CRM)")
     await acct.save("customer", {"code": "KH0001", "name": "Công ty ABC", "tax_code": "0101234567"})
-    crm_customer = await eventually(lambda: systems.crm.store.by_code(tenant, "customer", "KH0001"),
-                                    what="KH0001 in CRM")
+    crm_customer = await eventually(
+        lambda: systems.crm.store.by_code(tenant, "customer", "KH0001"), what="KH0001 in CRM"
+    )
     assert crm_customer["name"] == "Công ty ABC"
     say(f"  -> in CRM as {crm_customer['id']}")
     # ... linked: a CRM edit of it (CUS-3, only for linked customers) reaches the acct record
     say("CRM: sales adds a phone number to KH0001 (CUS-3: linked customers only)")
     await crm.save("customer", {"id": crm_customer["id"], "phone": "0901000001"})
-    await eventually(lambda: (systems.acct.store.by_code(tenant, "customer", "KH0001") or {}).get("phone")
-                     == "0901000001", what="CUS-3 in acct")
+    await eventually(
+        lambda: (systems.acct.store.by_code(tenant, "customer", "KH0001") or {}).get("phone") == "0901000001",
+        what="CUS-3 in acct",
+    )
 
     say("  -> accounting has the phone number")
     # 2. a CRM-only customer and product; an order proposed for revenue (SO-4 with X-4 dependencies)
     say("CRM: customer KH0002 and product SP01 (PRD-1), order DH0001 drafted, then proposed for revenue (SO-4)")
     await crm.save("customer", {"code": "KH0002", "name": "Cửa hàng B"})
     await crm.save("product", {"code": "SP01", "name": "Bút bi", "unit": "cái", "unit_price": "5000"})
-    order = {"code": "DH0001", "customer_code": "KH0002", "revenue_status": "draft", "status": "not_started",
-             "total_amount": "50000",
-             "lines": [{"line_id": "L1", "product_code": "SP01", "quantity": 10, "unit_price": "5000",
-                        "amount": "50000"}]}
+    order = {
+        "code": "DH0001",
+        "customer_code": "KH0002",
+        "revenue_status": "draft",
+        "status": "not_started",
+        "total_amount": "50000",
+        "lines": [{"line_id": "L1", "product_code": "SP01", "quantity": 10, "unit_price": "5000", "amount": "50000"}],
+    }
     saved = await crm.save("sale_order", order)
     await crm.save("sale_order", {"id": saved["id"], "revenue_status": "proposed"})
-    acct_order = await eventually(lambda: systems.acct.store.by_code(tenant, "sale_order", "DH0001"),
-                                  what="DH0001 in acct")
+    acct_order = await eventually(
+        lambda: systems.acct.store.by_code(tenant, "sale_order", "DH0001"), what="DH0001 in acct"
+    )
     assert acct_order["crm_id"] == saved["id"] and acct_order["customer_code"] == "KH0002"
     assert systems.acct.store.by_code(tenant, "customer", "KH0002") is not None  # sent first
     assert systems.acct.store.by_code(tenant, "product", "SP01") is not None
@@ -80,9 +90,14 @@ async def business_day(systems: LocalSystems, tenant: str, session: aiohttp.Clie
     say(f"  -> accounting has sales order {acct_order['id']} after customer KH0002 and product SP01 (X-4)")
     # 3. a delivery and a receipt in accounting come back as CRM statuses (SO-9, SO-13, SO-10, SO-14)
     say("accounting: delivery XK0001 of 4 pens and receipt PT0001 of 20 000 for DH0001")
-    await acct.save("sales_voucher", {"code": "XK0001", "order_id": acct_order["id"],
-                                      "lines": [{"line_id": "L1", "product_code": "SP01", "quantity": 4,
-                                                 "amount": "20000"}]})
+    await acct.save(
+        "sales_voucher",
+        {
+            "code": "XK0001",
+            "order_id": acct_order["id"],
+            "lines": [{"line_id": "L1", "product_code": "SP01", "quantity": 4, "amount": "20000"}],
+        },
+    )
     await acct.save("receipt", {"code": "PT0001", "order_id": acct_order["id"], "amount": "20000"})
 
     def crm_order_statuses():
@@ -94,36 +109,50 @@ async def business_day(systems: LocalSystems, tenant: str, session: aiohttp.Clie
     assert crm_order["delivered_quantities"] == [{"line_id": "L1", "delivered_quantity": "4"}]
     assert crm_order["receipted_amount"] == "20000" and crm_order["remaining_receivable"] == "30000"
     assert crm_order["lines"][0]["product_code"] == "SP01"  # the order's own lines are untouched
-    say(f"  -> CRM order DH0001: delivery {crm_order['delivery_status']}, pay {crm_order['pay_status']}, "
-        f"remaining {crm_order['remaining_receivable']}")
+    say(
+        f"  -> CRM order DH0001: delivery {crm_order['delivery_status']}, pay {crm_order['pay_status']}, "
+        f"remaining {crm_order['remaining_receivable']}"
+    )
 
 
 def _ensure_broker_and_topics(settings) -> None:
     from streams.admin import create_topics
-    from streams.cli import KAFKA_SCRIPT
+    from streams.local_broker import run_kafka_script
 
-    first = settings.bootstrap_servers.split(",")[0].strip()
-    env = {**os.environ, "LIENTHONG_KAFKA_PORT": first.rpartition(":")[2] or "9092"}
-    if subprocess.call(["bash", str(KAFKA_SCRIPT), "start"], env=env) != 0:
+    if run_kafka_script("start", settings) != 0:
         raise RuntimeError("the local Kafka broker did not start; see the message above")
     outcomes = create_topics(settings)
-    print(f"topics: {sum(o.status == 'created' for o in outcomes)} created, "
-          f"{sum(o.status == 'exists' for o in outcomes)} already there")
+    print(
+        f"topics: {sum(o.status == 'created' for o in outcomes)} created, "
+        f"{sum(o.status == 'exists' for o in outcomes)} already there"
+    )
 
 
-async def run_demo(settings, *, tenant: str = "cty-demo", crm_port: int = 8081, acct_port: int = 8082,
-                   dashboard_port: int = 8080, keep_running: bool = True) -> int:
+async def run_demo(
+    settings,
+    *,
+    tenant: str = "cty-demo",
+    crm_port: int = 8081,
+    acct_port: int = 8082,
+    dashboard_port: int = 8080,
+    keep_running: bool = True,
+) -> int:
     """The whole loop on this machine; returns a process exit code."""
     data = Path(settings.data_dir) / "demo"
     data.mkdir(parents=True, exist_ok=True)
     _ensure_broker_and_topics(settings)
-    worker_env = {**os.environ, "LIENTHONG_DATA_DIR": str(data / "worker"),
-                  "LIENTHONG_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-                  "LIENTHONG_TOPIC_PREFIX": settings.topic_prefix, "LIENTHONG_APP_ID": settings.app_id}
+    worker_env = {
+        **os.environ,
+        "LIENTHONG_DATA_DIR": str(data / "worker"),
+        "LIENTHONG_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "LIENTHONG_TOPIC_PREFIX": settings.topic_prefix,
+        "LIENTHONG_APP_ID": settings.app_id,
+    }
     log_path = data / "worker.log"
     with open(log_path, "ab") as worker_log:
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=worker_env,
-                                  stdout=worker_log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"], env=worker_env, stdout=worker_log, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 90
         while b"Worker ready" not in log_path.read_bytes()[-200_000:]:
@@ -132,12 +161,16 @@ async def run_demo(settings, *, tenant: str = "cty-demo", crm_port: int = 8081, 
                 return 1
             await asyncio.sleep(0.3)
         print(f"worker ready (log {log_path})")
-        async with local_systems(bootstrap_servers=settings.bootstrap_servers, topic_prefix=settings.topic_prefix,
-                                 data_dir=data / "systems", tenants=[tenant],
-                                 ports={"crm": crm_port, "acct": acct_port}) as systems:
+        async with local_systems(
+            bootstrap_servers=settings.bootstrap_servers,
+            topic_prefix=settings.topic_prefix,
+            data_dir=data / "systems",
+            tenants=[tenant],
+            ports={"crm": crm_port, "acct": acct_port},
+        ) as systems:
             from aiohttp import web
 
-            from connectors.dashboard import create_dashboard
+            from demo.dashboard import create_dashboard
 
             dashboard = web.AppRunner(create_dashboard(settings, systems))
             await dashboard.setup()
@@ -153,16 +186,20 @@ async def run_demo(settings, *, tenant: str = "cty-demo", crm_port: int = 8081, 
             for local in (systems.crm, systems.acct):
                 counts = creations(local.store, tenant)
                 stats = dict(local.connector.stats)
-                print(f"  {local.system}: {len(counts)} records created "
-                      f"({', '.join(sorted({entity for entity, _ in counts}))}); connector {stats}")
+                print(
+                    f"  {local.system}: {len(counts)} records created "
+                    f"({', '.join(sorted({entity for entity, _ in counts}))}); connector {stats}"
+                )
             print(f"\naudit trail of a record:  .venv/bin/lienthong explain {tenant} customer <id>")
-            from connectors.dashboard import broker_numbers, watched_groups
+            from demo.dashboard import broker_numbers, watched_groups
 
             await asyncio.sleep(1.5)  # the last commits
             numbers = await asyncio.to_thread(broker_numbers, settings, watched_groups(settings))
-            print(f"sync health: lag {numbers['lag']}; commands crm {numbers['messages'].get('commands.crm', 0)}, "
-                  f"acct {numbers['messages'].get('commands.acct', 0)}; dead letters "
-                  f"{numbers['messages'].get('dlq.cdc', 0) + numbers['messages'].get('dlq.commands', 0)}")
+            print(
+                f"sync health: lag {numbers['lag']}; commands crm {numbers['messages'].get('commands.crm', 0)}, "
+                f"acct {numbers['messages'].get('commands.acct', 0)}; dead letters "
+                f"{numbers['messages'].get('dlq.cdc', 0) + numbers['messages'].get('dlq.commands', 0)}"
+            )
             print(f"pages: {systems.crm.url}/  {systems.acct.url}/   sync health: {dashboard_url}/")
             if keep_running:
                 print("\nrunning; Ctrl-C stops the sandboxes, connectors and worker (the broker keeps running)")

@@ -9,19 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from connectors.api import TenantCredentials
 from connectors.runner import Connector, ConnectorSettings
-from connectors.sandbox.app import create_sandbox
-from connectors.sandbox.faults import FaultConfig
-from connectors.sandbox.publisher import OutboxPublisher
-from connectors.sandbox.store import SandboxStore
+from sandboxes.app import create_sandbox
+from sandboxes.faults import FaultConfig
+from sandboxes.publisher import OutboxPublisher
+from sandboxes.store import SandboxStore
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +67,15 @@ class User:
             if self.system == "acct":
                 self._headers = self.systems.credentials_for("acct", self.tenant)
             else:
-                async with self.session.post(self.local.url + "/Account",
-                                             json=self.systems.credentials_for("crm", self.tenant)) as r:
+                async with self.session.post(
+                    self.local.url + "/Account", json=self.systems.credentials_for("crm", self.tenant)
+                ) as r:
                     token = (await r.json())["Data"]["access_token"]
                 self._headers = {"Authorization": f"Bearer {token}"}
         return self._headers
 
     def path(self, entity: str) -> str:
-        from connectors.api import ACCT_PATHS, CRM_PATHS
+        from connectors.resources import ACCT_PATHS, CRM_PATHS
 
         return (CRM_PATHS if self.system == "crm" else ACCT_PATHS)[entity]
 
@@ -87,23 +89,34 @@ class User:
             headers["X-Action"] = action
         for _ in range(50):
             try:
-                async with self.session.post(self.local.url + self.path(entity), json=[body], headers=headers,
-                                             timeout=aiohttp.ClientTimeout(total=3)) as r:
+                async with self.session.post(
+                    self.local.url + self.path(entity),
+                    json=[body],
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=3),
+                ) as r:
                     if r.status == 200:
                         data = (await r.json())["Data"][0]
                         return from_crm(entity, data) if self.system == "crm" else data
                     if r.status < 500 and r.status != 429:
                         raise RuntimeError(f"{self.system} refused {entity}: {r.status} {await r.text()}")
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             await asyncio.sleep(0.05)
         raise RuntimeError(f"{self.system} sandbox kept failing to save {entity}")
 
 
 @contextlib.asynccontextmanager
-async def local_systems(*, bootstrap_servers: str, topic_prefix: str, data_dir: Path, tenants: list[str],
-                        faults: dict[str, FaultConfig] | None = None, ports: dict[str, int] | None = None,
-                        connector_overrides: dict[str, Any] | None = None) -> AsyncIterator[LocalSystems]:
+async def local_systems(
+    *,
+    bootstrap_servers: str,
+    topic_prefix: str,
+    data_dir: Path,
+    tenants: list[str],
+    faults: dict[str, FaultConfig] | None = None,
+    ports: dict[str, int] | None = None,
+    connector_overrides: dict[str, Any] | None = None,
+) -> AsyncIterator[LocalSystems]:
     data_dir.mkdir(parents=True, exist_ok=True)
     faults = faults or {}
     ports = ports or {}
@@ -114,14 +127,18 @@ async def local_systems(*, bootstrap_servers: str, topic_prefix: str, data_dir: 
         for system in ("crm", "acct"):
             store = SandboxStore(data_dir / f"{system}.sqlite", system, topic_prefix=topic_prefix)
             if system == "crm":
-                credentials = {**{f"client-{t}": t for t in tenants}, **{f"client-{t}:secret": f"secret-{t}"
-                                                                        for t in tenants}}
-                connector_credentials = {t: TenantCredentials(client_id=f"client-{t}", client_secret=f"secret-{t}")
-                                         for t in tenants}
+                credentials = {
+                    **{f"client-{t}": t for t in tenants},
+                    **{f"client-{t}:secret": f"secret-{t}" for t in tenants},
+                }
+                connector_credentials = {
+                    t: TenantCredentials(client_id=f"client-{t}", client_secret=f"secret-{t}") for t in tenants
+                }
             else:
                 credentials = {**{f"app-{t}": t for t in tenants}, **{f"app-{t}:code": f"code-{t}" for t in tenants}}
-                connector_credentials = {t: TenantCredentials(app_id=f"app-{t}", connection_code=f"code-{t}")
-                                         for t in tenants}
+                connector_credentials = {
+                    t: TenantCredentials(app_id=f"app-{t}", connection_code=f"code-{t}") for t in tenants
+                }
             fault = faults.get(system) or FaultConfig()
             runner = web.AppRunner(create_sandbox(system, store, credentials=credentials, faults=fault))
             await runner.setup()
@@ -130,10 +147,17 @@ async def local_systems(*, bootstrap_servers: str, topic_prefix: str, data_dir: 
             runners.append(runner)
             port = site._server.sockets[0].getsockname()[1]  # the OS-chosen port
             url = f"http://127.0.0.1:{port}"
-            connector = Connector(ConnectorSettings(
-                system=system, base_url=url, credentials=connector_credentials, bootstrap_servers=bootstrap_servers,
-                topic_prefix=topic_prefix, ledger_path=data_dir / f"{system}-ledger.sqlite",
-                **(connector_overrides or {})))
+            connector = Connector(
+                ConnectorSettings(
+                    system=system,
+                    base_url=url,
+                    credentials=connector_credentials,
+                    bootstrap_servers=bootstrap_servers,
+                    topic_prefix=topic_prefix,
+                    ledger_path=data_dir / f"{system}-ledger.sqlite",
+                    **(connector_overrides or {}),
+                )
+            )
             publisher = OutboxPublisher(store, bootstrap_servers)
             built[system] = LocalSystem(system, store, url, fault, connector, publisher)
             tasks.append(asyncio.create_task(publisher.run(), name=f"{system}-outbox"))

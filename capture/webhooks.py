@@ -72,23 +72,31 @@ async def receive(request: web.Request) -> web.Response:
         records = {name: from_crm(entity, r) if isinstance(r, dict) else r for name, r in records.items()}
     record = records["after"] or records["before"] or {}
     event: dict[str, Any] = {
-        "schema_version": 1, "event_id": event_id, "tenant": tenant, "system": system, "entity": entity,
-        "op": payload.get("op", "u"), "origin": payload.get("origin", "user"),
-        "ts_ms": int(payload.get("ts_ms") or time.time() * 1000), **records,
+        "schema_version": 1,
+        "event_id": event_id,
+        "tenant": tenant,
+        "system": system,
+        "entity": entity,
+        "op": payload.get("op", "u"),
+        "origin": payload.get("origin", "user"),
+        "ts_ms": int(payload.get("ts_ms") or time.time() * 1000),
+        **records,
     }
     if payload.get("action"):
         event["action"] = payload["action"]
     topic = request.app[SETTINGS]["topic_prefix"] + cdc_topic(system, entity)
     try:
-        await produce_acknowledged(request.app[PRODUCER], topic, f"{tenant}:{record.get('id')}".encode(),
-                                   orjson.dumps(event))
+        await produce_acknowledged(
+            request.app[PRODUCER], topic, f"{tenant}:{record.get('id')}".encode(), orjson.dumps(event)
+        )
     except (RuntimeError, TimeoutError) as exc:
         return error(503, f"could not produce the event ({exc}); send the webhook again")
     return web.json_response({"accepted": event_id, "topic": topic}, status=202)
 
 
-def create_webhooks(*, secrets: dict[tuple[str, str], str], bootstrap_servers: str, topic_prefix: str = "",
-                    tolerance_s: float = 300.0) -> web.Application:
+def create_webhooks(
+    *, secrets: dict[tuple[str, str], str], bootstrap_servers: str, topic_prefix: str = "", tolerance_s: float = 300.0
+) -> web.Application:
     """``secrets``: (system, tenant) -> HMAC secret."""
     app = web.Application()
     app[SECRETS] = dict(secrets)
