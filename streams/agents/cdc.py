@@ -9,8 +9,8 @@ from typing import Any
 
 import faust
 
-from streams.core.aggregates import AGGREGATE_ENTITIES, check_document, order_key_of
-from streams.core.contract import BadInput, ChangeEvent, System, decode_change_event, dumps
+from streams.core.aggregates import AGGREGATE_ENTITIES, aggregate_inputs, check_document
+from streams.core.contract import BadInput, ChangeEvent, System, dead_letter_headers, decode_change_event, dumps
 from streams.core.decide import Decision, decide, resolve_action
 from streams.core.rules import RuleBook
 from streams.tables import Tables, TableState, apply_decision
@@ -18,18 +18,6 @@ from streams.tables.tenants import TenantSettings
 from streams.topics import parse_cdc_topic
 
 log = logging.getLogger(__name__)
-
-
-def dead_letter_headers(kind: str, message: str, topic: str, partition: int, offset: int) -> dict[str, bytes]:
-    """The contract's dead-letter headers."""
-    return {
-        "error.kind": kind.encode(),
-        "error.message": message.encode(),
-        "origin.topic": topic.encode(),
-        "origin.partition": str(partition).encode(),
-        "origin.offset": str(offset).encode(),
-        "failed.at_ms": str(int(time.time() * 1000)).encode(),
-    }
 
 
 class Outputs:
@@ -60,7 +48,9 @@ class Outputs:
     ) -> None:
         log.warning("dead-lettered %s@%s:%s: %s: %s", topic, partition, offset, kind, message)
         await self.dead_letters.send(
-            key=key, value=raw, headers=dead_letter_headers(kind, message, topic, partition, offset)
+            key=key,
+            value=raw,
+            headers=dead_letter_headers(kind, message, topic=topic, partition=partition, offset=offset),
         )
 
 
@@ -107,7 +97,7 @@ def register_cdc_agent(
                 if change.system is System.ACCT and change.entity in AGGREGATE_ENTITIES:
                     resolve_action(change, rules)
                     check_document(change)  # past it, the document names its order
-                    await forward_to_aggregates(aggregate_inputs, change, order_key_of(change), where)
+                    await forward_to_aggregates(aggregate_inputs, change, where)
                     continue
                 record_key = f"{change.tenant}:{change.system.value}:{change.entity}:{change.record_id}"
                 if tables.is_duplicate(record_key, change.event_id):
@@ -130,26 +120,9 @@ def register_cdc_agent(
     return cdc
 
 
-async def forward_to_aggregates(topic: Any, change: ChangeEvent, order_key: str, where: dict[str, Any]) -> None:
-    """Re-key an acct document event by its order, so that one worker holds each order's aggregate.
-
-    A voucher or receipt moved to another order also removes its contribution from the old one.
-    """
+async def forward_to_aggregates(topic: Any, change: ChangeEvent, where: dict[str, Any]) -> None:
+    """Re-key an acct document event by its order (``aggregate_inputs``), so that one worker holds
+    each order's aggregate."""
     headers = {f"origin.{name}": str(value).encode() for name, value in where.items()}
-    before_order = (change.before or {}).get("order_id")
-    if (
-        change.entity in ("sales_voucher", "receipt")
-        and change.op == "u"
-        and before_order
-        and before_order != (change.after or {}).get("order_id")
-    ):
-        removal = change.model_copy(
-            update={
-                "op": "d",
-                "after": None,
-                "action": None,
-                "event_id": f"{change.event_id}:moved-from:{before_order}",
-            }
-        )
-        await topic.send(key=f"{change.tenant}:{before_order}".encode(), value=dumps(removal), headers=headers)
-    await topic.send(key=order_key.encode(), value=dumps(change), headers=headers)
+    for order_key, event in aggregate_inputs(change):
+        await topic.send(key=order_key.encode(), value=dumps(event), headers=headers)

@@ -9,8 +9,7 @@ import faust
 import orjson
 from pydantic import ValidationError
 
-from streams.agents.cdc import dead_letter_headers
-from streams.core.contract import CommandKey, Result
+from streams.core.contract import CommandKey, Result, dead_letter_headers
 from streams.core.decide import LinkUpdate, command_key_text, link_family
 from streams.tables import Tables, apply_links
 
@@ -65,7 +64,11 @@ def register_results_agent(app: faust.App, *, source: Any, dead_letters: Any, ta
                     key=message.key,
                     value=event.value,
                     headers=dead_letter_headers(
-                        "schema", f"not a result: {exc}", message.topic, message.partition, message.offset
+                        "schema",
+                        f"not a result: {exc}",
+                        topic=message.topic,
+                        partition=message.partition,
+                        offset=message.offset,
                     ),
                 )
                 continue

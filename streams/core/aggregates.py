@@ -17,18 +17,9 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from streams.core.contract import (
-    AuditCommand,
-    BadInput,
-    ChangeEvent,
-    Command,
-    CommandKey,
-    CommandSource,
-    System,
-    command_id,
-)
-from streams.core.decide import Decision, State, decide
-from streams.core.rules import Effect, RuleBook
+from streams.core.contract import Action, AuditNote, BadInput, ChangeEvent, Command, CommandKey, Note, System
+from streams.core.decide import Decision, State, audit_record, build_command, decide
+from streams.core.rules import RuleBook
 
 ZERO = Decimal(0)
 AGGREGATE_ENTITIES = frozenset({"sale_order", "contract", "sales_voucher", "receipt"})
@@ -316,7 +307,9 @@ def derived_commands(
     """One command per derived rule whose values changed since last sent (X-2); remembers them in ``agg``.
 
     Nothing while the order itself has not arrived (its documents are held). ``crm_id``: the CRM
-    order's id when known (the acct record's ``crm_id`` or a link, X-3).
+    order's id when known (the acct record's ``crm_id`` or a link, X-3). A rule's ``when`` reads the
+    derived values (SO-11 sends nothing while the order never had a voucher); ``derives_also`` adds
+    values when one says so (SO-11's reset also writes the delivered quantities).
     """
     if agg.kind is None:
         return []
@@ -324,49 +317,33 @@ def derived_commands(
     base: dict[str, Any] | None = None  # computed only for a rule that has sent nothing yet
     key = CommandKey(id=crm_id, code=agg.code)
     commands: list[Command] = []
-    for rule in rules.rules:
-        if rule.effect is not Effect.DERIVED or rule.order_target != order_target:
+    for rule in rules.derived.get(order_target, ()):
+        if rule.when is not None and not rule.when.holds(values):
             continue
-        assert rule.target is not None and rule.target_entity is not None and rule.op is not None
+        write = rule.write_target()
         fields = {name: values[name] for name in rule.derives}
-        if rule.id == "SO-11":
-            if fields["status"] is None:
-                continue
-            if fields["status"] == "not_started":
-                fields["delivered_quantities"] = values["delivered_quantities"]  # := 0 with the reset
+        for extra in rule.derives_also:
+            if extra.when.holds(values):
+                fields.update((name, values[name]) for name in extra.fields)
         previous = agg.sent.get(rule.id)
         if previous is None and base is None:
             base = baseline(agg)
-        reference = previous["values"] if previous else {name: base[name] for name in fields}
+        reference = previous["values"] if previous else {name: (base or {})[name] for name in fields}
         replay = previous is not None and previous.get("event_id") == event.event_id
         if fields == reference and not replay:
             continue
-        cid = command_id(
-            tenant=agg.tenant,
-            event_id=event.event_id,
-            rule=rule.id,
-            target=rule.target.value,
-            entity=rule.target_entity,
-            op=rule.op.value,
-            key=f"{agg.tenant}:{rule.target.value}:{rule.target_entity}:{agg.code or agg.order_id}",
+        command = build_command(
+            rule,
+            write,
+            event=event,
+            key=key,
+            fields=fields,
+            now_ms=now_ms,
+            # the order as the command id names it: stable before and after the CRM id is known
+            record_key=f"{agg.tenant}:{write.system.value}:{write.entity}:{agg.code or agg.order_id}",
         )
-        commands.append(
-            Command(
-                command_id=cid,
-                tenant=agg.tenant,
-                target=rule.target,
-                entity=rule.target_entity,
-                op=rule.op,
-                key=key,
-                source=CommandSource(
-                    system=event.system, entity=event.entity, id=event.record_id, event_id=event.event_id
-                ),
-                fields=fields,
-                rule=rule.id,
-                ts_ms=now_ms,
-            )
-        )
-        agg.sent[rule.id] = {"values": fields, "event_id": event.event_id, "command_id": cid}
+        commands.append(command)
+        agg.sent[rule.id] = {"values": fields, "event_id": event.event_id, "command_id": command.command_id}
     return commands
 
 
@@ -384,22 +361,55 @@ def decide_for_order(
     )
     agg.remember_seen(event.event_id)
     audit = decision.audit
+    notes = audit.notes
     if derived:
         decision.commands.extend(derived)
-        audit.rules.extend(c.rule for c in derived if c.rule not in audit.rules)
-        audit.rule = audit.rule or audit.rules[0]
-        audit.commands.extend(
-            AuditCommand(
-                command_id=c.command_id, rule=c.rule, target=c.target, entity=c.entity, op=c.op, key=c.key.as_text()
-            )
-            for c in derived
-        )
-        if audit.reason and audit.reason.startswith("no rule"):
-            audit.reason = None
+        # the change did lead somewhere: "no rule of the matrix" is no longer why nothing happened
+        notes = [note for note in notes if note.tag is not Note.NO_RULE]
     elif event.entity in ("sales_voucher", "receipt"):
-        audit.reason = (
-            f"held: {event.entity} {event.record_id} counts once order {agg.order_id} arrives"
-            if agg.kind is None
-            else f"aggregates of order {agg.code or agg.order_id} updated; no derived value changed (X-2)"
-        )
+        if agg.kind is None:
+            held = f"held: {event.entity} {event.record_id} counts once order {agg.order_id} arrives"
+            notes = [AuditNote(tag=Note.HELD, rule=None, text=held)]
+        else:
+            unchanged = f"aggregates of order {agg.code or agg.order_id} updated; no derived value changed (X-2)"
+            notes = [AuditNote(tag=Note.AGGREGATES_UNCHANGED, rule=None, text=unchanged)]
+    decision.audit = audit_record(
+        event,
+        Action(audit.action),
+        rules=[*audit.rules, *(command.rule for command in derived)],
+        commands=decision.commands,
+        notes=notes,
+        now_ms=now_ms,
+    )
     return decision
+
+
+def aggregate_inputs(event: ChangeEvent) -> list[tuple[str, ChangeEvent]]:
+    """What an acct document event contributes to, as (``<tenant>:<order id>``, event) pairs: the
+    order it names now and, for a voucher or receipt moved to another order, a removal from the old
+    one. The aggregates of one order are kept where its key is, so each pair goes there."""
+    order_key = order_key_of(event)
+    if order_key is None:
+        raise BadInput(
+            "schema", f"event {event.event_id!r}: {event.entity} {event.record_id} names no order it belongs to"
+        )
+    pairs: list[tuple[str, ChangeEvent]] = []
+    before_order = (event.before or {}).get("order_id")
+    moved = (
+        event.entity in ("sales_voucher", "receipt")
+        and event.op == "u"
+        and before_order
+        and before_order != (event.after or {}).get("order_id")
+    )
+    if moved:
+        removal = event.model_copy(
+            update={
+                "op": "d",
+                "after": None,
+                "action": None,
+                "event_id": f"{event.event_id}:moved-from:{before_order}",
+            }
+        )
+        pairs.append((f"{event.tenant}:{before_order}", removal))
+    pairs.append((order_key, event))
+    return pairs

@@ -1,6 +1,6 @@
 """The wire contract as code: change events in, commands, results and audit records out.
 
-Mirrors ``../shared/spec/contract.md``. Pure: no faust, no Kafka client. JSON goes through
+Documented in ``docs/contract.md``. Pure: no faust, no Kafka client. JSON goes through
 orjson; ``decode_change_event`` turns raw bytes (plain or Debezium envelope) into a validated
 ``ChangeEvent`` or raises ``BadInput`` naming what was wrong and where.
 """
@@ -8,12 +8,14 @@ orjson; ``decode_change_event`` turns raw bytes (plain or Debezium envelope) int
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 SCHEMA_VERSION = 1
 
@@ -114,9 +116,13 @@ class ChangeEvent(BaseModel):
         return "" if record_id is None else str(record_id)
 
 
-class CommandKey(BaseModel):
-    model_config = ConfigDict(frozen=True)
+# Commands and audit records are built on every event: plain slotted dataclasses, which orjson
+# writes directly (no per-event validation of what the processor itself built). Pydantic validates
+# them where they are read from the wire: ``parse_command``.
 
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandKey:
     id: str | None = None
     code: str | None = None
 
@@ -129,19 +135,17 @@ class CommandKey(BaseModel):
         return self.code or self.id or ""
 
 
-class CommandSource(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandSource:
     system: System
     entity: str
     id: str
     event_id: str
 
 
-class Command(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Command:
     """What the processor asks a connector to write (contract: "Command")."""
-
-    model_config = ConfigDict(frozen=True)
 
     schema_version: int = SCHEMA_VERSION
     command_id: str
@@ -151,10 +155,10 @@ class Command(BaseModel):
     op: Op
     key: CommandKey
     source: CommandSource
-    fields: dict[str, Any] = Field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
     read_only: bool = False
     rule: str
-    depends_on: list[str] = Field(default_factory=list)
+    depends_on: list[str] = field(default_factory=list)
     ts_ms: int
 
     @property
@@ -183,7 +187,8 @@ class Result(BaseModel):
     ts_ms: int = 0
 
 
-class AuditCommand(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditCommand:
     command_id: str
     rule: str
     target: System
@@ -191,9 +196,53 @@ class AuditCommand(BaseModel):
     op: Op
     key: str
 
+    @classmethod
+    def of(cls, command: Command) -> AuditCommand:
+        return cls(
+            command_id=command.command_id,
+            rule=command.rule,
+            target=command.target,
+            entity=command.entity,
+            op=command.op,
+            key=command.key.as_text(),
+        )
 
-class AuditRecord(BaseModel):
-    """One decision per change: the rules matched, the commands emitted, or the reason for none."""
+
+class Note(StrEnum):
+    """Why a change produced what it did, as a machine-readable tag of the audit record."""
+
+    NO_RULE = "no_rule"  # no rule of the matrix takes this action on this entity (for this order target)
+    RULE_NONE = "rule_none"  # the matched rule's effect is none
+    ECHO = "echo"  # X-1: written by this integration (origin = sync)
+    CONDITION = "condition"  # the rule's condition does not hold
+    NOT_LINKED = "not_linked"  # the rule needs a linked record and there is none
+    UNADDRESSABLE = "unaddressable"  # the target record has neither a code nor a link
+    UNCHANGED = "unchanged"  # X-2: nothing the rule writes is new
+    DERIVED = "derived"  # the rule is computed from the order's aggregates
+    HELD = "held"  # a document counts once its order arrives
+    AGGREGATES_UNCHANGED = "aggregates_unchanged"  # aggregates updated, no derived value changed (X-2)
+    MERGE_ABSORBED = "merge_absorbed"  # CUS-5: absorbed records stay in acct
+    PULL_UNKNOWN = "pull_unknown"  # CUS-10: some requested CRM customers are not known
+    NOTHING_TO_PULL = "nothing_to_pull"  # CUS-10: no CRM customer to pull
+    NO_CATEGORY = "no_category"  # PP-1: the policy selects no category and dropped none
+    NOT_A_COPY = "not_a_copy"  # PP-2: the edited CRM policy is not a copy from acct
+    POLICY_CONFLICT = "policy_conflict"  # PP-2: a read-only copy was edited; the acct version is re-sent
+    NO_TOTAL = "no_total"  # CT-7: the order has no total to cancel
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditNote:
+    tag: Note
+    rule: str | None
+    text: str
+
+
+@dataclass(slots=True, kw_only=True)
+class AuditRecord:
+    """One decision per change: the rules matched, the commands emitted, or the reason for none.
+
+    ``notes`` say the same as ``reason`` as tags a program can read; ``reason`` is for people.
+    """
 
     schema_version: int = SCHEMA_VERSION
     tenant: str
@@ -204,18 +253,45 @@ class AuditRecord(BaseModel):
     action: str
     origin: str
     rule: str | None = None  # the matrix rule the change matched (first of ``rules``), if any
-    rules: list[str] = Field(default_factory=list)
-    commands: list[AuditCommand] = Field(default_factory=list)
+    rules: list[str] = field(default_factory=list)
+    commands: list[AuditCommand] = field(default_factory=list)
     reason: str | None = None
+    notes: list[AuditNote] = field(default_factory=list)
     ts_ms: int
 
     @property
     def message_key(self) -> str:
         return f"{self.tenant}:{self.entity}:{self.record_id}"
 
+    def has(self, tag: Note) -> bool:
+        return any(note.tag is tag for note in self.notes)
 
-def dumps(model: BaseModel) -> bytes:
-    return orjson.dumps(model.model_dump(mode="json"))
+
+def dumps(value: BaseModel | Command | AuditRecord) -> bytes:
+    """A contract value as JSON bytes (pydantic models and the core's dataclasses alike)."""
+    if isinstance(value, BaseModel):
+        return orjson.dumps(value.model_dump(mode="json"))
+    return orjson.dumps(value)
+
+
+_COMMAND = TypeAdapter(Command)
+
+
+def parse_command(raw: bytes | str) -> Command:
+    """A command from the wire, validated (pydantic's ``ValidationError`` says what is wrong)."""
+    return _COMMAND.validate_json(raw)
+
+
+def dead_letter_headers(kind: str, message: str, *, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    """The contract's dead-letter headers, for every producer of dead letters (agents and connectors)."""
+    return [
+        ("error.kind", kind.encode()),
+        ("error.message", message.encode("utf-8", "replace")),
+        ("origin.topic", topic.encode()),
+        ("origin.partition", str(partition).encode()),
+        ("origin.offset", str(offset).encode()),
+        ("failed.at_ms", str(int(time.time() * 1000)).encode()),
+    ]
 
 
 def command_id(*, tenant: str, event_id: str, rule: str, target: str, entity: str, op: str, key: str) -> str:

@@ -3,6 +3,11 @@
 Pure: it reads the processor's current state through the ``State`` protocol (faust tables in the
 worker, a plain in-memory fake in tests) and returns the commands to send, the audit record and the
 state updates the agent must apply. It sends nothing and writes nothing itself.
+
+What makes a rule special is a field of the rule (``streams.core.rules``): its effect, condition,
+``requires_link``, ``only_fields``, ``set_fields``, ``rename``, ``dependencies`` (X-4). Commands are
+built by ``build_command`` and audit records by ``audit_record``, here and for the derived rules
+(``streams.core.aggregates``) alike.
 """
 
 from __future__ import annotations
@@ -14,35 +19,26 @@ from typing import Any, Protocol
 from streams.core.contract import (
     Action,
     AuditCommand,
+    AuditNote,
     AuditRecord,
     BadInput,
     ChangeEvent,
     Command,
     CommandKey,
     CommandSource,
+    Note,
     Op,
     System,
     command_id,
 )
-from streams.core.rules import Effect, Rule, RuleBook
+from streams.core.rules import Effect, Rule, RuleBook, WriteTarget
 
 # Fields that name a record in its own system; never copied to the other system.
 LOCAL_FIELDS = frozenset({"id", "crm_id"})
-# Documents synced from CRM to acct, whose customer and products must exist in acct first (X-4).
-DOCUMENTS_WITH_DEPENDENCIES = frozenset({"quote", "sale_order", "invoice"})
 # acct entities that carry ``crm_id``: the CRM record they came from (X-3).
-CRM_ID_CARRIERS = frozenset({"sale_order", "contract", "invoice"})
+CRM_ID_CARRIERS = frozenset({"sale_order", "contract", "invoice", "quote"})
 
-# Actions every record has; one without a rule is audited as "none" (e.g. a category delete).
-LIFECYCLE_ACTIONS = frozenset({Action.CREATE, Action.IMPORT, Action.CLONE, Action.UPDATE, Action.DELETE, Action.MERGE})
-# Actions that feed the aggregate tables (SO-9..SO-14) rather than a rule of their own.
-DERIVED_TRIGGERS: dict[tuple[System, str], frozenset[Action]] = {
-    (System.ACCT, "sales_voucher"): frozenset({Action.ASSIGN_INVOICE_NO, Action.PUBLISH_EINVOICE}),
-    # An issued e-invoice reports these too; its CRM request follows INV-6 (issue), not them.
-    (System.ACCT, "invoice"): frozenset({Action.ASSIGN_INVOICE_NO, Action.PUBLISH_EINVOICE}),
-}
-
-# Status values differ between the systems (spec "Status vocabularies"): a whole-record copy maps them.
+# Status values differ between the systems (spec "Status vocabularies"): a copy maps them.
 VALUE_MAPS: dict[tuple[System, str], dict[str, str]] = {
     (System.ACCT, "revenue_status"): {"draft": "not_recorded", "rejected": "not_recorded"},
     (System.CRM, "revenue_status"): {"not_recorded": "rejected"},
@@ -58,7 +54,7 @@ def link_family(system: System, entity: str) -> str:
     return entity
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Written:
     """What a command last wrote to one target record (X-2), and the event that caused it."""
 
@@ -86,7 +82,7 @@ class State(Protocol):
         """Every CRM customer the processor has seen for this tenant (CUS-10 without codes)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LinkUpdate:
     tenant: str
     family: str
@@ -94,7 +90,7 @@ class LinkUpdate:
     ids: dict[str, str]  # system -> id
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordUpdate:
     tenant: str
     entity: str
@@ -102,7 +98,7 @@ class RecordUpdate:
     record: dict[str, Any] | None  # None: deleted
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     commands: list[Command]
     audit: AuditRecord
@@ -143,7 +139,10 @@ def derive_action(event: ChangeEvent) -> Action:
     before, after = event.before, event.after or {}
     if before is None:
         return Action.UPDATE
-    changed = lambda name: before.get(name) != after.get(name)  # noqa: E731
+
+    def changed(name: str) -> bool:
+        return bool(before.get(name) != after.get(name))
+
     if event.entity in ("sale_order", "contract") and changed("revenue_status"):
         new, old = after.get("revenue_status"), before.get("revenue_status")
         if new == "draft" and old != "proposed":
@@ -176,24 +175,141 @@ def derive_action(event: ChangeEvent) -> Action:
     return Action.UPDATE
 
 
-# --- helpers -----------------------------------------------------------------------------------
+def resolve_action(event: ChangeEvent, rules: RuleBook) -> Action:
+    """The action a rule is looked up by.
+
+    An explicit ``action`` that no rule takes on this entity, and that is not a record's lifecycle
+    action, is bad input (X-6): ``BadInput`` with kind ``unknown_action``. A transition *derived*
+    from before/after that no rule of this system takes (acct ``not_recorded → proposed``, the
+    connector's echo of a re-proposal) is an ordinary ``update``.
+    """
+    action = derive_action(event)
+    if rules.accepts(event.system, event.entity, action):
+        return action
+    if event.action is None:
+        return Action.UPDATE
+    raise BadInput(
+        "unknown_action",
+        f"event {event.event_id!r}: action {action.value!r} does not apply to {event.system.value} "
+        f"{event.entity} (no rule of the matrix takes it)",
+    )
+
+
+# --- building commands and audit records (one place for both) -----------------------------------
+
+
+def command_key_text(tenant: str, target: System, entity: str, key: CommandKey) -> str:
+    """The key of the target record in the processor's memory (table ``written``)."""
+    return f"{tenant}:{target.value}:{entity}:{key.code or key.id or ''}"
+
+
+def build_command(
+    rule: Rule,
+    write: WriteTarget,
+    *,
+    event: ChangeEvent,
+    key: CommandKey,
+    fields: dict[str, Any],
+    now_ms: int,
+    op: Op | None = None,
+    source_id: str | None = None,
+    cause: str | None = None,
+    depends_on: list[str] | None = None,
+    record_key: str | None = None,
+) -> Command:
+    """The command a rule sends for an event. Its id is deterministic: the same cause (event, rule,
+    target record, op) gives the same id, so a replay is recognised downstream. ``record_key`` names
+    the target record in that id when the command key would not name it steadily."""
+    op = op or write.op
+    tenant = event.tenant
+    return Command(
+        command_id=command_id(
+            tenant=tenant,
+            event_id=cause or event.event_id,
+            rule=rule.id,
+            target=write.system.value,
+            entity=write.entity,
+            op=op.value,
+            key=record_key or command_key_text(tenant, write.system, write.entity, key),
+        ),
+        tenant=tenant,
+        target=write.system,
+        entity=write.entity,
+        op=op,
+        key=key,
+        source=CommandSource(
+            system=event.system, entity=event.entity, id=source_id or event.record_id, event_id=event.event_id
+        ),
+        fields=fields,
+        read_only=rule.read_only,
+        rule=rule.id,
+        depends_on=depends_on or [],
+        ts_ms=now_ms,
+    )
+
+
+def audit_record(
+    event: ChangeEvent,
+    action: Action,
+    *,
+    rules: list[str],
+    commands: list[Command],
+    notes: list[AuditNote],
+    now_ms: int,
+) -> AuditRecord:
+    """The audit record of one decision: the rules involved, the commands, and why (``notes``)."""
+    return AuditRecord(
+        tenant=event.tenant,
+        system=event.system,
+        entity=event.entity,
+        record_id=event.record_id,
+        event_id=event.event_id,
+        action=action.value,
+        origin=event.origin,
+        rule=rules[0] if rules else None,
+        rules=list(dict.fromkeys(rules)),
+        commands=[AuditCommand.of(command) for command in commands],
+        reason="; ".join(note.text for note in notes) or None,
+        notes=notes,
+        ts_ms=now_ms,
+    )
 
 
 def _map_values(target: System, fields: dict[str, Any]) -> dict[str, Any]:
-    mapped = dict(fields)
+    mapped = fields
     for name, value in fields.items():
         table = VALUE_MAPS.get((target, name))
         if table and isinstance(value, str) and value in table:
+            if mapped is fields:
+                mapped = dict(fields)
             mapped[name] = table[value]
     return mapped
 
 
-def command_key_text(tenant: str, target: System, entity: str, key: CommandKey) -> str:
-    return f"{tenant}:{target.value}:{entity}:{key.code or key.id or ''}"
+def mapped_fields(
+    rule: Rule, write: WriteTarget, action: Action, record: dict[str, Any], source: System
+) -> dict[str, Any]:
+    """The fields a rule writes, in the target's canonical names and status vocabulary."""
+    if rule.only_fields is None:
+        fields = {k: v for k, v in record.items() if k not in LOCAL_FIELDS}
+        if source is System.CRM and write.system is System.ACCT and write.entity in CRM_ID_CARRIERS:
+            fields["crm_id"] = record.get("id")
+    else:
+        fields = {k: record[k] for k in rule.only_fields if k in record}
+    fields = _map_values(write.system, fields)
+    for old, new in rule.rename.items():
+        if old in fields:
+            fields[new] = fields.pop(old)
+    extra = rule.set_fields.get(action)
+    if extra:
+        fields.update(extra)
+    return fields
 
 
 class _Builder:
-    """Collects the commands and state updates of one decision."""
+    """Collects the commands, notes and state updates of one decision."""
+
+    __slots__ = ("action", "commands", "event", "notes", "now_ms", "rule_book", "rules", "state", "written")
 
     def __init__(self, event: ChangeEvent, action: Action, state: State, rules: RuleBook, now_ms: int) -> None:
         self.event = event
@@ -203,20 +319,23 @@ class _Builder:
         self.now_ms = now_ms
         self.commands: list[Command] = []
         self.written: dict[str, Written] = {}
-        self.notes: list[str] = []
+        self.notes: list[AuditNote] = []
         self.rules: list[str] = []
 
-    def target_key(self, rule: Rule, record: dict[str, Any], code: str | None) -> CommandKey:
-        assert rule.target is not None and rule.target_entity is not None
-        tenant = self.event.tenant
+    def note(self, tag: Note, rule: str | None, text: str, *, first: bool = False) -> None:
+        """Say why; ``first`` for the main reason of an outcome decided after other notes were made."""
+        self.notes.insert(0 if first else len(self.notes), AuditNote(tag=tag, rule=rule, text=text))
+
+    def target_key(self, write: WriteTarget, record: dict[str, Any], code: str | None) -> CommandKey:
+        event = self.event
         target_id: str | None = None
-        if rule.target is System.CRM and self.event.system is System.ACCT and record.get("crm_id"):
+        if write.system is System.CRM and event.system is System.ACCT and record.get("crm_id"):
             target_id = str(record["crm_id"])
-        elif rule.target is not self.event.system:
+        elif write.system is not event.system:
             target_id = self.state.linked_id(
-                tenant,
-                rule.target,
-                link_family(rule.target, rule.target_entity),
+                event.tenant,
+                write.system,
+                link_family(write.system, write.entity),
                 code=code,
                 other_id=str(record.get("id") or "") or None,
             )
@@ -235,100 +354,43 @@ class _Builder:
         check_noop: bool = True,
     ) -> Command | None:
         """Build one command, unless X-2 finds it writes nothing new. Returns the command or None."""
-        assert rule.target is not None and rule.target_entity is not None
-        op = op or rule.op
-        assert op is not None
+        write = rule.write_target()
+        op = op or write.op
         event = self.event
-        store_key = command_key_text(event.tenant, rule.target, rule.target_entity, key)
+        store_key = command_key_text(event.tenant, write.system, write.entity, key)
         previous = self.state.last_written(store_key) if check_noop else None
-        cid = command_id(
-            tenant=event.tenant,
-            event_id=cause or event.event_id,
-            rule=rule.id,
-            target=rule.target.value,
-            entity=rule.target_entity,
-            op=op.value,
-            key=store_key,
-        )
         if (
             previous is not None
             and op is not Op.DELETE
             and previous.event_id != event.event_id  # a replay of the same event re-sends (same id)
             and all(previous.fields.get(k) == v for k, v in fields.items())
         ):
-            self.notes.append(
-                f"X-2: {rule.id} would write nothing new to {rule.target.value} {rule.target_entity} "
-                f"{key.code or key.id}"
+            self.note(
+                Note.UNCHANGED,
+                rule.id,
+                f"X-2: {rule.id} would write nothing new to {write.system.value} {write.entity} {key.code or key.id}",
             )
             return None
-        command = Command(
-            command_id=cid,
-            tenant=event.tenant,
-            target=rule.target,
-            entity=rule.target_entity,
-            op=op,
+        command = build_command(
+            rule,
+            write,
+            event=event,
             key=key,
-            source=CommandSource(
-                system=event.system, entity=event.entity, id=source_id or event.record_id, event_id=event.event_id
-            ),
             fields=fields,
-            read_only=rule.read_only,
-            rule=rule.id,
-            depends_on=depends_on or [],
-            ts_ms=self.now_ms,
+            now_ms=self.now_ms,
+            op=op,
+            source_id=source_id,
+            cause=cause,
+            depends_on=depends_on,
         )
         merged = dict(previous.fields) if previous and op is not Op.DELETE else {}
         merged.update(fields)
-        self.written[store_key] = Written(fields=merged, event_id=event.event_id, command_id=cid)
+        self.written[store_key] = Written(fields=merged, event_id=event.event_id, command_id=command.command_id)
         self.commands.append(command)
         return command
 
 
-def mapped_fields(rule: Rule, action: Action, record: dict[str, Any], source: System) -> dict[str, Any]:
-    """The fields a rule writes, in the target's canonical names."""
-    assert rule.target is not None
-    if rule.only_fields is None:
-        fields = {k: v for k, v in record.items() if k not in LOCAL_FIELDS}
-        fields = _map_values(rule.target, fields)
-        if source is System.CRM and rule.target is System.ACCT and rule.target_entity in CRM_ID_CARRIERS | {"quote"}:
-            fields["crm_id"] = record.get("id")
-    else:
-        fields = {k: record[k] for k in rule.only_fields if k in record}
-        if rule.id == "CT-9":
-            fields = _map_values(rule.target, fields)
-    for old, new in rule.rename.items():
-        if old in fields:
-            fields[new] = fields.pop(old)
-    fields.update(rule.set_fields.get(action, {}))
-    return fields
-
-
 # --- the interpreter ---------------------------------------------------------------------------
-
-
-def resolve_action(event: ChangeEvent, rules: RuleBook) -> Action:
-    """The action a rule is looked up by.
-
-    An explicit ``action`` that no rule takes on this entity, and that is not a record's lifecycle
-    action, is bad input (X-6): ``BadInput`` with kind ``unknown_action``. A transition *derived*
-    from before/after that no rule of this system takes (acct ``not_recorded → proposed``, the
-    connector's echo of a re-proposal) is an ordinary ``update``.
-    """
-    action = derive_action(event)
-    accepted = (
-        LIFECYCLE_ACTIONS
-        | rules.actions_for(event.system, event.entity)
-        | DERIVED_TRIGGERS.get((event.system, event.entity), frozenset())
-    )
-    if action in accepted:
-        return action
-    if event.action is None:
-        return Action.UPDATE
-    raise BadInput(
-        "unknown_action",
-        f"event {event.event_id!r}: action {action.value!r} does not apply to {event.system.value} "
-        f"{event.entity} (no rule of the matrix takes it)",
-    )
 
 
 def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) -> Decision:
@@ -342,68 +404,50 @@ def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) ->
     builder = _Builder(event, action, state, rules, now_ms)
     links, crm_records = _state_updates(event)
     rule = rules.match(event.system, event.entity, action, order_target)
-    reason: str | None = None
 
     if rule is None:
-        reason = (
-            f"no rule of the matrix for {event.system.value} {event.entity} {action.value}"
-            + (f" (order_target={order_target})" if event.entity in ("sale_order", "contract") else "")
-            + ": none"
+        scope = f" (order_target={order_target})" if event.entity in ("sale_order", "contract") else ""
+        builder.note(
+            Note.NO_RULE,
+            None,
+            f"no rule of the matrix for {event.system.value} {event.entity} {action.value}{scope}: none",
         )
     else:
         builder.rules.append(rule.id)
         if event.origin == "sync":
-            reason = f"X-1: written by this integration (origin = sync); {rule.id} sends nothing back"
             builder.rules.append("X-1")
+            builder.note(
+                Note.ECHO, rule.id, f"X-1: written by this integration (origin = sync); {rule.id} sends nothing back"
+            )
         elif rule.effect is Effect.NONE:
-            reason = f"{rule.id}: {rule.label_en}"
+            builder.note(Note.RULE_NONE, rule.id, f"{rule.id}: {rule.label_en}")
         elif rule.effect is Effect.DERIVED:
-            reason = f"{rule.id}: derived from aggregate tables"
+            builder.note(Note.DERIVED, rule.id, f"{rule.id}: derived from aggregate tables")
         elif rule.when is not None and not rule.when.holds(event.record):
-            reason = (
+            builder.note(
+                Note.CONDITION,
+                rule.id,
                 f"{rule.id}: condition {rule.when.describe()} does not hold "
-                f"({rule.when.field} = {event.record.get(rule.when.field)!r}): none"
+                f"({rule.when.field} = {event.record.get(rule.when.field)!r}): none",
             )
         else:
-            reason = _apply(rule, builder)
+            _apply(rule, builder)
 
-    if not builder.commands and builder.notes and reason is None:
-        reason = "; ".join(builder.notes)
-    elif builder.notes:
-        reason = "; ".join(([reason] if reason else []) + builder.notes)
-    if any(note.startswith("X-2") for note in builder.notes):
+    if any(note.tag is Note.UNCHANGED for note in builder.notes):
         builder.rules.append("X-2")
-    if any(c.depends_on for c in builder.commands):
+    if any(command.depends_on for command in builder.commands):
         builder.rules.append("X-4")
-
-    audit = AuditRecord(
-        tenant=event.tenant,
-        system=event.system,
-        entity=event.entity,
-        record_id=event.record_id,
-        event_id=event.event_id,
-        action=action.value,
-        origin=event.origin,
-        rule=builder.rules[0] if builder.rules else None,
-        rules=list(dict.fromkeys(builder.rules)),
-        commands=[
-            AuditCommand(
-                command_id=c.command_id, rule=c.rule, target=c.target, entity=c.entity, op=c.op, key=c.key.as_text()
-            )
-            for c in builder.commands
-        ],
-        reason=reason if not builder.commands or reason else None,
-        ts_ms=now_ms,
+    audit = audit_record(
+        event, action, rules=builder.rules, commands=builder.commands, notes=builder.notes, now_ms=now_ms
     )
     forget = []
     if event.origin == "user":
         record = event.record
-        for key in (
-            CommandKey(code=str(record["code"])) if record.get("code") else None,
-            CommandKey(id=event.record_id),
-        ):
-            if key is not None:
-                forget.append(command_key_text(event.tenant, event.system, event.entity, key))
+        if record.get("code"):
+            forget.append(
+                command_key_text(event.tenant, event.system, event.entity, CommandKey(code=str(record["code"])))
+            )
+        forget.append(command_key_text(event.tenant, event.system, event.entity, CommandKey(id=event.record_id)))
     return Decision(
         commands=builder.commands,
         audit=audit,
@@ -433,138 +477,156 @@ def _state_updates(event: ChangeEvent) -> tuple[list[LinkUpdate], list[RecordUpd
     return links, crm_records
 
 
-def _apply(rule: Rule, b: _Builder) -> str | None:
-    """Run a rule whose condition holds; returns the reason when it emits nothing."""
-    event, record = b.event, b.event.record
-    code = str(record["code"]) if record.get("code") is not None else None
-
+def _apply(rule: Rule, builder: _Builder) -> None:
+    """Run a rule whose condition holds."""
     if rule.effect is Effect.PULL:
-        return _pull(rule, b)
+        _pull(rule, builder)
+        return
     if rule.effect is Effect.SPLIT_POLICY:
-        return _split_policy(rule, b)
+        _split_policy(rule, builder)
+        return
     if rule.effect is Effect.REVERT_POLICY:
-        return _revert_policy(rule, b)
+        _revert_policy(rule, builder)
+        return
 
-    key = b.target_key(rule, record, code)
+    event, record = builder.event, builder.event.record
+    write = rule.write_target()
+    code = str(record["code"]) if record.get("code") is not None else None
+    key = builder.target_key(write, record, code)
     if rule.requires_link and not key.id:
-        return f"{rule.id}: {event.entity} {code or event.record_id} is not linked to {rule.target.value}: none"
-    if not key.id and not key.code:
-        return (
-            f"{rule.id}: cannot address the {rule.target.value} {rule.target_entity}: the record has "
-            f"neither a code nor a link: none"
+        builder.note(
+            Note.NOT_LINKED,
+            rule.id,
+            f"{rule.id}: {event.entity} {code or event.record_id} is not linked to {write.system.value}: none",
         )
+        return
+    if not key.id and not key.code:
+        builder.note(
+            Note.UNADDRESSABLE,
+            rule.id,
+            f"{rule.id}: cannot address the {write.system.value} {write.entity}: the record has "
+            f"neither a code nor a link: none",
+        )
+        return
 
     if rule.effect is Effect.CANCEL_REVENUE:
         total = record.get("total_amount")
         if total is None:
-            return f"{rule.id}: the order has no total_amount to cancel: none"
+            builder.note(Note.NO_TOTAL, rule.id, f"{rule.id}: the order has no total_amount to cancel: none")
+            return
         amount = f"-{total}" if not str(total).startswith("-") else str(total).lstrip("-")
-        fields = {"revenue_entries": [{"id": f"cancel:{event.event_id}", "amount": amount, "status": "proposed"}]}
-        b.emit(rule, fields=fields, key=key)
-        return None
+        fields: dict[str, Any] = {
+            "revenue_entries": [{"id": f"cancel:{event.event_id}", "amount": amount, "status": "proposed"}]
+        }
+        builder.emit(rule, fields=fields, key=key)
+        return
 
-    fields = mapped_fields(rule, b.action, record, event.system)
+    fields = mapped_fields(rule, write, builder.action, record, event.system)
     if (
-        b.action in (Action.UPDATE, Action.MERGE)
+        builder.action in (Action.UPDATE, Action.MERGE)
         and event.before is not None
-        and mapped_fields(rule, b.action, event.before, event.system) == fields
+        and mapped_fields(rule, write, builder.action, event.before, event.system) == fields
     ):
         # X-2 (and CT-9's "any other changed field: none"): the change touched nothing this rule writes.
         # Status actions are left out: for them the action itself is the change.
-        b.notes.append(f"X-2: {rule.id}: none of the fields it writes changed: none")
-        return None
+        builder.note(Note.UNCHANGED, rule.id, f"X-2: {rule.id}: none of the fields it writes changed: none")
+        return
     if rule.effect is Effect.MERGE and event.merged_ids:
-        b.notes.append(f"{rule.id}: absorbed records {', '.join(event.merged_ids)} are not deleted in acct")
-    # X-4 for a document written whole (its customer and lines); a status-only write needs nothing first.
-    writes_whole_document = (
-        rule.only_fields is None and event.entity in DOCUMENTS_WITH_DEPENDENCIES and event.system is System.CRM
-    )
-    depends_on = _dependencies(rule, b) if writes_whole_document else []
-    if rule.op is Op.DELETE:
-        fields = {}
-    b.emit(rule, fields=fields, key=key, depends_on=depends_on)
-    return None
-
-
-def _dependencies(rule: Rule, b: _Builder) -> list[str]:
-    """X-4: the customer and products a CRM document names, sent to acct first when not linked there."""
-    if rule.target is not System.ACCT or rule.op is Op.DELETE:
-        return []
-    event, record, tenant = b.event, b.event.record, b.event.tenant
-    rules_by_entity = {"customer": "CUS-10", "product": "PRD-1"}
-    wanted: list[tuple[str, str]] = []
-    if record.get("customer_code"):
-        wanted.append(("customer", str(record["customer_code"])))
-    for line in record.get("lines") or []:
-        if isinstance(line, dict) and line.get("product_code"):
-            pair = ("product", str(line["product_code"]))
-            if pair not in wanted:
-                wanted.append(pair)
-    ids: list[str] = []
-    for entity, code in wanted:
-        if b.state.linked_id(tenant, System.ACCT, entity, code=code, other_id=None):
-            continue
-        dep_rule = b.rule_book.by_id(rules_by_entity[entity])
-        known = b.state.crm_record(tenant, entity, code)
-        fields = {k: v for k, v in (known or {"code": code}).items() if k not in LOCAL_FIELDS}
-        command = b.emit(
-            dep_rule,
-            fields=fields,
-            key=CommandKey(id=None, code=code),
-            source_id=str(known["id"]) if known and known.get("id") else code,
-            cause=f"{event.event_id}/depends/{entity}/{code}",
+        builder.note(
+            Note.MERGE_ABSORBED,
+            rule.id,
+            f"{rule.id}: absorbed records {', '.join(event.merged_ids)} are not deleted in acct",
         )
-        if command is not None:
-            ids.append(command.command_id)
-        else:
-            previous = b.state.last_written(command_key_text(tenant, System.ACCT, entity, CommandKey(code=code)))
+    depends_on = _dependencies(rule, builder) if rule.dependencies else []
+    if write.op is Op.DELETE:
+        fields = {}
+    builder.emit(rule, fields=fields, key=key, depends_on=depends_on)
+
+
+def _dependencies(rule: Rule, builder: _Builder) -> list[str]:
+    """X-4: the records a document names (``rule.dependencies``) that the target does not have yet are
+    sent first, by the rule each dependency names; returns the ids the document's command waits for."""
+    event, record, tenant = builder.event, builder.event.record, builder.event.tenant
+    ids: list[str] = []
+    for dependency in rule.dependencies:
+        sender = builder.rule_book.by_id(dependency.rule)
+        write = sender.write_target()
+        for code in dependency.codes(record):
+            if builder.state.linked_id(tenant, write.system, dependency.entity, code=code, other_id=None):
+                continue
+            known = builder.state.crm_record(tenant, dependency.entity, code)
+            fields = {k: v for k, v in (known or {"code": code}).items() if k not in LOCAL_FIELDS}
+            command = builder.emit(
+                sender,
+                fields=fields,
+                key=CommandKey(id=None, code=code),
+                source_id=str(known["id"]) if known and known.get("id") else code,
+                cause=f"{event.event_id}/depends/{dependency.entity}/{code}",
+            )
+            if command is not None:
+                ids.append(command.command_id)
+                continue
+            previous = builder.state.last_written(
+                command_key_text(tenant, write.system, dependency.entity, CommandKey(code=code))
+            )
             if previous is not None:
                 ids.append(previous.command_id)  # already sent, not yet confirmed by a result: still a dependency
     return ids
 
 
-def _pull(rule: Rule, b: _Builder) -> str | None:
+def _pull(rule: Rule, builder: _Builder) -> None:
     """CUS-10: upsert the requested CRM customers (by codes, or every one not yet linked) into acct."""
-    event, tenant = b.event, b.event.tenant
+    event, tenant, state = builder.event, builder.event.tenant, builder.state
+    write = rule.write_target()
     codes = event.record.get("codes")
+    customers: list[dict[str, Any]] = []
     if codes:
-        customers = []
         missing = []
         for code in codes:
-            known = b.state.crm_record(tenant, "customer", str(code))
-            (customers.append(known) if known else missing.append(str(code)))
+            known = state.crm_record(tenant, "customer", str(code))
+            if known:
+                customers.append(known)
+            else:
+                missing.append(str(code))
         if missing:
-            b.notes.append(f"CUS-10: CRM customers not known to the processor: {', '.join(missing)}")
+            builder.note(
+                Note.PULL_UNKNOWN, rule.id, f"CUS-10: CRM customers not known to the processor: {', '.join(missing)}"
+            )
     else:
         customers = [
             c
-            for c in b.state.crm_customers(tenant)
+            for c in state.crm_customers(tenant)
             if c.get("code")
-            and not b.state.linked_id(tenant, System.ACCT, "customer", code=str(c["code"]), other_id=None)
+            and not state.linked_id(tenant, write.system, "customer", code=str(c["code"]), other_id=None)
         ]
     for customer in sorted(customers, key=lambda c: str(c.get("code"))):
         code = str(customer["code"])
-        acct_id = b.state.linked_id(tenant, System.ACCT, "customer", code=code, other_id=str(customer.get("id") or ""))
+        acct_id = state.linked_id(tenant, write.system, "customer", code=code, other_id=str(customer.get("id") or ""))
         fields = {k: v for k, v in customer.items() if k not in LOCAL_FIELDS}
-        b.emit(
+        builder.emit(
             rule,
             fields=fields,
             key=CommandKey(id=acct_id, code=code),
             source_id=str(customer.get("id") or code),
             cause=f"{event.event_id}/pull/{code}",
         )
-    if not b.commands:
-        return "CUS-10: no CRM customer to pull" + (" (all linked already)" if not codes else "")
-    return None
+    if not builder.commands:
+        builder.note(
+            Note.NOTHING_TO_PULL,
+            rule.id,
+            "CUS-10: no CRM customer to pull" + (" (all linked already)" if not codes else ""),
+            first=True,
+        )
 
 
 def _policy_copy_key(policy_code: str, category: str) -> str:
     return f"{policy_code}/{category}"
 
 
-def _split_policy(rule: Rule, b: _Builder) -> str | None:
+def _split_policy(rule: Rule, builder: _Builder) -> None:
     """PP-1: one read-only CRM policy per category, keyed ``<policy code>/<category code>``."""
-    event, record = b.event, b.event.record
+    event, record = builder.event, builder.event.record
+    write = rule.write_target()
     policy_code = str(record.get("code") or record.get("id"))
     categories = [str(c) for c in record.get("category_codes") or []]
     prices = [p for p in record.get("prices") or [] if isinstance(p, dict)]
@@ -578,32 +640,39 @@ def _split_policy(rule: Rule, b: _Builder) -> str | None:
             source_policy_code=policy_code,
             prices=[p for p in prices if str(p.get("category_code")) == category],
         )
-        b.emit(rule, fields=fields, key=CommandKey(id=None, code=copy_code))
+        builder.emit(rule, fields=fields, key=CommandKey(id=None, code=copy_code))
     # The categories last split, remembered under the policy itself: a later update without
     # ``before`` (a snapshot, a replay) still deletes the copies of categories it no longer selects.
-    index_key = f"{event.tenant}:{System.CRM.value}:price_policy_split:{policy_code}"
-    remembered = b.state.last_written(index_key)
+    index_key = f"{event.tenant}:{write.system.value}:price_policy_split:{policy_code}"
+    remembered = builder.state.last_written(index_key)
     earlier = {str(c) for c in (event.before or {}).get("category_codes") or []}
     earlier |= {str(c) for c in (remembered.fields.get("category_codes") if remembered else None) or []}
-    b.written[index_key] = Written(fields={"category_codes": categories}, event_id=event.event_id, command_id="")
+    builder.written[index_key] = Written(fields={"category_codes": categories}, event_id=event.event_id, command_id="")
     for dropped in sorted(earlier - set(categories)):
         copy_code = _policy_copy_key(policy_code, dropped)
-        b.emit(rule, fields={}, key=CommandKey(id=None, code=copy_code), op=Op.DELETE)
-    if not b.commands:
-        return "PP-1: the policy selects no category and dropped none: none"
-    return None
+        builder.emit(rule, fields={}, key=CommandKey(id=None, code=copy_code), op=Op.DELETE)
+    if not builder.commands:
+        builder.note(
+            Note.NO_CATEGORY, rule.id, "PP-1: the policy selects no category and dropped none: none", first=True
+        )
 
 
-def _revert_policy(rule: Rule, b: _Builder) -> str | None:
+def _revert_policy(rule: Rule, builder: _Builder) -> None:
     """PP-2: a CRM edit of a copy PP-1 wrote is answered by re-sending what acct says (a conflict)."""
-    event, record = b.event, b.event.record
+    event, record = builder.event, builder.event.record
+    write = rule.write_target()
     code = str(record.get("code") or "")
     key = CommandKey(id=str(record.get("id") or "") or None, code=code)
-    previous = b.state.last_written(command_key_text(event.tenant, System.CRM, "price_policy", CommandKey(code=code)))
+    memory_key = command_key_text(event.tenant, write.system, write.entity, CommandKey(code=code))
+    previous = builder.state.last_written(memory_key)
     if previous is None:
-        return f"PP-2: CRM price policy {code or event.record_id} is not a copy from acct: none"
-    b.notes.append(f"PP-2 conflict: CRM edited read-only copy {code}; the acct version is re-sent")
-    b.emit(rule, fields=previous.fields, key=key, check_noop=False)
+        builder.note(
+            Note.NOT_A_COPY, rule.id, f"PP-2: CRM price policy {code or event.record_id} is not a copy from acct: none"
+        )
+        return
+    builder.note(
+        Note.POLICY_CONFLICT, rule.id, f"PP-2 conflict: CRM edited read-only copy {code}; the acct version is re-sent"
+    )
+    builder.emit(rule, fields=previous.fields, key=key, check_noop=False)
     # The copy still holds what acct says; keep remembering it under its code.
-    b.written[command_key_text(event.tenant, System.CRM, "price_policy", CommandKey(code=code))] = previous
-    return None
+    builder.written[memory_key] = previous

@@ -7,19 +7,24 @@ from streams.core.rules import Effect, Rule, RuleBook
 HEADER = """# The sync matrix as the processor runs it
 
 Generated from `streams/core/rules.py` by `lienthong matrix --markdown > docs/matrix.md`; a test
-fails when this file and the rule table differ. The English reading with the decisions taken is
-`../shared/spec/sync-matrix.md`; the original table is `../shared/seed/`.
+fails when this file and the rule table differ. Each row is one rule as data; `decide()` in
+`streams/core/decide.py` is its one interpreter. Rule IDs are the product's interface: every
+command names the rule that sent it, and every audit record the rules it involved. The labels are
+the original table's (Tiếng Việt) and their English reading; the wire format is `docs/contract.md`.
 
 | rule | from | entity | actions | only for | condition | effect | writes | fields | Tiếng Việt | English |
 |---|---|---|---|---|---|---|---|---|---|---|
 """
 
 CROSS_CUTTING_RULES = (
-    ("X-1 echo", "`decide()`: an event with `origin = sync` produces no command; the audit names X-1."),
+    (
+        "X-1 echo",
+        "`decide()`: an event with `origin = sync` produces no command; the audit names X-1 (note `echo`).",
+    ),
     (
         "X-2 no-op",
-        "`_Builder.emit`: a command whose fields equal what was last written to that record is dropped "
-        "(table `written`).",
+        "a command whose fields equal what was last written to that record (table `written`), or a change "
+        "that touched none of the fields a rule writes, sends nothing; the audit names X-2 (note `unchanged`).",
     ),
     (
         "X-3 link",
@@ -28,8 +33,8 @@ CROSS_CUTTING_RULES = (
     ),
     (
         "X-4 dependencies",
-        "`_dependencies`: a CRM document's unlinked customer (CUS-10) and products (PRD-1) are sent first; "
-        "the document's `depends_on` names them.",
+        "a rule's `dependencies` (the `fields` column says which): the records the document names that the "
+        "target has not linked yet are sent first, by the rule named; the document's `depends_on` names them.",
     ),
     (
         "X-5 order",
@@ -58,6 +63,8 @@ def _row(rule: Rule) -> str:
     fields = "—"
     if rule.effect is Effect.DERIVED:
         fields = "derived: " + ", ".join(rule.derives)
+        for extra in rule.derives_also:
+            fields += f"; with {extra.when.describe()} also " + ", ".join(extra.fields)
     elif rule.effect is not Effect.NONE:
         fields = "all mapped" if rule.only_fields is None else ", ".join(rule.only_fields) or "—"
         if rule.set_fields:
@@ -69,6 +76,11 @@ def _row(rule: Rule) -> str:
             fields += "; " + ", ".join(f"{a} → {b}" for a, b in rule.rename.items())
         if rule.requires_link:
             fields += "; linked records only"
+        if rule.dependencies:
+            fields += "; X-4 first: " + ", ".join(
+                f"{dependency.entity} by `{dependency.code_field}` ({dependency.rule})"
+                for dependency in rule.dependencies
+            )
     cells = [
         rule.id,
         rule.source.value,

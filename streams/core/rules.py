@@ -1,4 +1,4 @@
-"""The sync matrix as data: one ``Rule`` per row of ``../shared/spec/sync-matrix.md``.
+"""The sync matrix as data: one ``Rule`` per row of the matrix (``docs/matrix.md`` renders it).
 
 A rule says: when *source system* reports *action* on *entity* (and the condition holds), do
 *effect* on the *target* system's *target entity* with these fields. ``decide()`` in
@@ -9,6 +9,7 @@ and refuses to start with a message naming the faulty rule.
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -16,8 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from streams.core.contract import ENTITIES, Action, Op, System
 
 OrderTarget = Literal["sale_order", "contract"]
-
-A = Action  # short alias for the table below
+ORDER_TARGETS: tuple[OrderTarget, ...] = ("sale_order", "contract")
 
 
 class Effect(StrEnum):
@@ -30,6 +30,15 @@ class Effect(StrEnum):
     CANCEL_REVENUE = "cancel_revenue"  # CT-7: a proposed negative line in the revenue-recognition table
     DERIVED = "derived"  # SO-9..SO-14, CT-11, CT-12: from aggregate tables (streams/tables)
 
+
+# Actions every record has; one without a rule is audited as "none" (e.g. a category delete).
+LIFECYCLE_ACTIONS = frozenset({Action.CREATE, Action.IMPORT, Action.CLONE, Action.UPDATE, Action.DELETE, Action.MERGE})
+# Actions that feed the aggregates (SO-9..SO-14) rather than a rule of their own.
+DERIVED_TRIGGERS: dict[tuple[System, str], frozenset[Action]] = {
+    (System.ACCT, "sales_voucher"): frozenset({Action.ASSIGN_INVOICE_NO, Action.PUBLISH_EINVOICE}),
+    # An issued e-invoice reports these too; its CRM request follows INV-6 (issue), not them.
+    (System.ACCT, "invoice"): frozenset({Action.ASSIGN_INVOICE_NO, Action.PUBLISH_EINVOICE}),
+}
 
 # The values streams.core.aggregates.derive() computes for an order or contract.
 DERIVED_VALUES = frozenset(
@@ -63,6 +72,50 @@ class Condition(BaseModel):
         return f"{self.field} ∈ {{{', '.join(sorted(self.values))}}}"
 
 
+class Dependency(BaseModel):
+    """X-4: a record a document names that must exist in the target first, and the rule that sends it.
+
+    ``code_field`` names the record by its business code: ``customer_code`` on the document, or
+    ``lines[].product_code`` on each of its lines.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entity: str
+    code_field: str = Field(pattern=r"^([a-z_]+\[\]\.)?[a-z_]+$")
+    rule: str
+
+    def codes(self, record: dict[str, Any]) -> list[str]:
+        """The codes this dependency names in ``record``, in order, without repeats."""
+        list_name, _, field = self.code_field.rpartition("[].")
+        items = record.get(list_name) if list_name else [record]
+        codes: list[str] = []
+        for item in items if isinstance(items, list) else ():
+            code = item.get(field) if isinstance(item, dict) else None
+            if code and str(code) not in codes:
+                codes.append(str(code))
+        return codes
+
+
+class DerivedExtra(BaseModel):
+    """Values a derived rule writes besides its own when a derived value says so (SO-11's reset)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    when: Condition
+    fields: tuple[str, ...]
+
+
+class WriteTarget(BaseModel):
+    """Where a writing rule's commands go: the validated (target, target entity, op) of a rule."""
+
+    model_config = ConfigDict(frozen=True)
+
+    system: System
+    entity: str
+    op: Op
+
+
 class Rule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -82,8 +135,26 @@ class Rule(BaseModel):
     rename: dict[str, str] = Field(default_factory=dict)  # source field -> target field
     read_only: bool = False
     derives: tuple[str, ...] = ()  # DERIVED rules: the derived values (streams.core.aggregates) they write
+    # DERIVED rules: more values written when a derived value says so (SO-11: the reset to 0 delivered)
+    derives_also: tuple[DerivedExtra, ...] = ()
+    # X-4: records of the document that must exist in the target first, sent by the named rules
+    dependencies: tuple[Dependency, ...] = ()
     label_vi: str
     label_en: str
+
+    @cached_property
+    def writes(self) -> WriteTarget | None:
+        """Where the rule writes; None for a rule with effect none. Validated by ``load_rules``."""
+        if self.target is None or self.target_entity is None or self.op is None:
+            return None
+        return WriteTarget(system=self.target, entity=self.target_entity, op=self.op)
+
+    def write_target(self) -> WriteTarget:
+        """``writes`` of a rule that must write; a rule table that got here without one is a bug."""
+        target = self.writes
+        if target is None:
+            raise RuleTableError(f"rule {self.id}: effect {self.effect.value} needs target, target_entity and op")
+        return target
 
     @model_validator(mode="after")
     def _consistent(self) -> Rule:
@@ -97,8 +168,24 @@ class Rule(BaseModel):
                     f"a derived rule names the values it writes, from {sorted(DERIVED_VALUES)}; "
                     f"got {list(self.derives)}"
                 )
-        elif self.derives:
+        elif self.derives or self.derives_also:
             raise ValueError("only a derived rule has derives")
+        for extra in self.derives_also:
+            unknown_values = {extra.when.field, *extra.fields} - DERIVED_VALUES
+            if unknown_values:
+                raise ValueError(f"derives_also names values no rule derives: {sorted(unknown_values)}")
+        if self.effect is Effect.DERIVED and self.when is not None and self.when.field not in self.derives:
+            raise ValueError(
+                f"a derived rule's condition reads one of its own values {list(self.derives)}, not {self.when.field!r}"
+            )
+        if self.dependencies:
+            if self.effect is not Effect.WRITE or self.only_fields is not None or self.op is Op.DELETE:
+                raise ValueError(
+                    "only a rule that writes a whole document (effect write, every field) has dependencies"
+                )
+            for dependency in self.dependencies:
+                if self.target is None or dependency.entity not in ENTITIES[self.target]:
+                    raise ValueError(f"dependency {dependency.entity!r} is not an entity of the rule's target")
         if writes:
             if self.target is None or self.target_entity is None or self.op is None:
                 raise ValueError(f"effect {self.effect.value} needs target, target_entity and op")
@@ -120,6 +207,13 @@ def _rule(**kwargs: Any) -> dict[str, Any]:
 
 CRM, ACCT = System.CRM, System.ACCT
 
+# X-4: a CRM document written whole into accounting sends its customer (as CUS-10 would) and its
+# products (as PRD-1 would) first when accounting does not have them yet.
+DOCUMENT_DEPENDENCIES = (
+    Dependency(entity="customer", code_field="customer_code", rule="CUS-10"),
+    Dependency(entity="product", code_field="lines[].product_code", rule="PRD-1"),
+)
+
 # The rows of the matrix, in the order of ../shared/spec/sync-matrix.md.
 RULE_TABLE: list[dict[str, Any]] = [
     # --- Customer (Khách hàng) ---------------------------------------------------------------
@@ -127,7 +221,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="CUS-1",
         source=CRM,
         entity="customer",
-        actions={A.CREATE},
+        actions={Action.CREATE},
         effect=Effect.NONE,
         label_vi="Thêm mới: không đồng bộ mà sử dụng chức năng lấy về trên Kế toán",
         label_en="create: not synced; available to accounting's pull (CUS-10)",
@@ -136,7 +230,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="CUS-2",
         source=CRM,
         entity="customer",
-        actions={A.IMPORT},
+        actions={Action.IMPORT},
         effect=Effect.NONE,
         label_vi="Nhập khẩu: không đồng bộ mà sử dụng chức năng lấy về trên Kế toán",
         label_en="import: not synced; available to accounting's pull (CUS-10)",
@@ -145,7 +239,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="CUS-3",
         source=CRM,
         entity="customer",
-        actions={A.UPDATE},
+        actions={Action.UPDATE},
         effect=Effect.WRITE,
         target=ACCT,
         target_entity="customer",
@@ -158,7 +252,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="CUS-4",
         source=CRM,
         entity="customer",
-        actions={A.DELETE},
+        actions={Action.DELETE},
         effect=Effect.NONE,
         label_vi="Xóa: không đồng bộ",
         label_en="delete: none",
@@ -167,7 +261,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="CUS-5",
         source=CRM,
         entity="customer",
-        actions={A.MERGE},
+        actions={Action.MERGE},
         effect=Effect.MERGE,
         target=ACCT,
         target_entity="customer",
@@ -180,7 +274,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="CUS-6",
         source=ACCT,
         entity="customer",
-        actions={A.CREATE},
+        actions={Action.CREATE},
         effect=Effect.WRITE,
         target=CRM,
         target_entity="customer",
@@ -192,7 +286,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="CUS-7",
         source=ACCT,
         entity="customer",
-        actions={A.IMPORT},
+        actions={Action.IMPORT},
         effect=Effect.WRITE,
         target=CRM,
         target_entity="customer",
@@ -204,7 +298,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="CUS-8",
         source=ACCT,
         entity="customer",
-        actions={A.UPDATE},
+        actions={Action.UPDATE},
         effect=Effect.WRITE,
         target=CRM,
         target_entity="customer",
@@ -216,7 +310,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="CUS-9",
         source=ACCT,
         entity="customer",
-        actions={A.DELETE},
+        actions={Action.DELETE},
         effect=Effect.NONE,
         label_vi="Xóa: không đồng bộ",
         label_en="delete: none",
@@ -225,7 +319,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="CUS-10",
         source=ACCT,
         entity="customer",
-        actions={A.PULL},
+        actions={Action.PULL},
         effect=Effect.PULL,
         target=ACCT,
         target_entity="customer",
@@ -238,7 +332,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="CAT-1",
         source=CRM,
         entity="product_category",
-        actions={A.CREATE, A.UPDATE},
+        actions={Action.CREATE, Action.UPDATE},
         effect=Effect.WRITE,
         target=ACCT,
         target_entity="product_category",
@@ -250,7 +344,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="CAT-2",
         source=ACCT,
         entity="product_category",
-        actions={A.CREATE, A.UPDATE},
+        actions={Action.CREATE, Action.UPDATE},
         effect=Effect.WRITE,
         target=CRM,
         target_entity="product_category",
@@ -262,7 +356,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="PRD-1",
         source=CRM,
         entity="product",
-        actions={A.CREATE, A.IMPORT, A.UPDATE},
+        actions={Action.CREATE, Action.IMPORT, Action.UPDATE},
         effect=Effect.WRITE,
         target=ACCT,
         target_entity="product",
@@ -274,7 +368,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="PRD-2",
         source=CRM,
         entity="product",
-        actions={A.DELETE, A.MERGE},
+        actions={Action.DELETE, Action.MERGE},
         effect=Effect.NONE,
         label_vi="Hàng hóa – Xóa, Gộp: không đồng bộ",
         label_en="delete, merge: none",
@@ -283,7 +377,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="PRD-3",
         source=ACCT,
         entity="product",
-        actions={A.CREATE, A.IMPORT, A.UPDATE},
+        actions={Action.CREATE, Action.IMPORT, Action.UPDATE},
         effect=Effect.WRITE,
         target=CRM,
         target_entity="product",
@@ -295,7 +389,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="PRD-4",
         source=ACCT,
         entity="product",
-        actions={A.DELETE, A.MERGE},
+        actions={Action.DELETE, Action.MERGE},
         effect=Effect.NONE,
         label_vi="Hàng hóa – Xóa, Gộp (Kế toán): không đồng bộ",
         label_en="delete, merge: none",
@@ -305,7 +399,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="PP-1",
         source=ACCT,
         entity="price_policy",
-        actions={A.CREATE, A.UPDATE},
+        actions={Action.CREATE, Action.UPDATE},
         effect=Effect.SPLIT_POLICY,
         target=CRM,
         target_entity="price_policy",
@@ -320,7 +414,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="PP-2",
         source=CRM,
         entity="price_policy",
-        actions={A.UPDATE},
+        actions={Action.UPDATE},
         effect=Effect.REVERT_POLICY,
         target=CRM,
         target_entity="price_policy",
@@ -334,11 +428,12 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="QUO-1",
         source=CRM,
         entity="quote",
-        actions={A.CREATE, A.IMPORT, A.UPDATE},
+        actions={Action.CREATE, Action.IMPORT, Action.UPDATE},
         effect=Effect.WRITE,
         target=ACCT,
         target_entity="quote",
         op=Op.UPSERT,
+        dependencies=DOCUMENT_DEPENDENCIES,
         label_vi="Báo giá – Thêm mới, Nhập khẩu, Sửa: tự động đồng bộ",
         label_en="create, import, update: upsert in acct",
     ),
@@ -346,7 +441,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="QUO-2",
         source=CRM,
         entity="quote",
-        actions={A.DELETE},
+        actions={Action.DELETE},
         effect=Effect.NONE,
         label_vi="Báo giá – Xóa: không đồng bộ",
         label_en="delete: none",
@@ -355,7 +450,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="QUO-3",
         source=ACCT,
         entity="quote",
-        actions={A.CREATE, A.UPDATE, A.DELETE},
+        actions={Action.CREATE, Action.UPDATE, Action.DELETE},
         effect=Effect.NONE,
         label_vi="Báo giá – Thêm mới, Sửa, Xóa (Kế toán): không ảnh hưởng đến CRM",
         label_en="create, update, delete: none (does not affect CRM)",
@@ -366,12 +461,13 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=CRM,
         entity="sale_order",
         order_target="sale_order",
-        actions={A.CREATE, A.CLONE, A.IMPORT},
+        actions={Action.CREATE, Action.CLONE, Action.IMPORT},
         effect=Effect.WRITE,
         target=ACCT,
         target_entity="sale_order",
         op=Op.CREATE,
         when=Condition(field="revenue_status", values=frozenset({"proposed"})),
+        dependencies=DOCUMENT_DEPENDENCIES,
         label_vi="Thêm mới, Nhân bản, Nhập khẩu: tự động đồng bộ nếu tình trạng ghi doanh số = Đề nghị ghi",
         label_en="create, clone, import: create in acct if revenue_status = proposed",
     ),
@@ -380,12 +476,13 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=CRM,
         entity="sale_order",
         order_target="sale_order",
-        actions={A.UPDATE},
+        actions={Action.UPDATE},
         effect=Effect.WRITE,
         target=ACCT,
         target_entity="sale_order",
         op=Op.UPDATE,
         when=Condition(field="revenue_status", values=frozenset({"proposed", "recorded"})),
+        dependencies=DOCUMENT_DEPENDENCIES,
         label_vi="Sửa: tự động đồng bộ nếu tình trạng ghi doanh số = Đề nghị ghi, Đã ghi",
         label_en="update: update in acct if revenue_status ∈ {proposed, recorded}",
     ),
@@ -394,7 +491,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=CRM,
         entity="sale_order",
         order_target="sale_order",
-        actions={A.DELETE},
+        actions={Action.DELETE},
         effect=Effect.NONE,
         label_vi="Xóa: không đồng bộ",
         label_en="delete: none",
@@ -404,11 +501,12 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=CRM,
         entity="sale_order",
         order_target="sale_order",
-        actions={A.PROPOSE_REVENUE},
+        actions={Action.PROPOSE_REVENUE},
         effect=Effect.WRITE,
         target=ACCT,
         target_entity="sale_order",
         op=Op.UPSERT,
+        dependencies=DOCUMENT_DEPENDENCIES,
         label_vi="Đề nghị ghi doanh số: tự động đồng bộ",
         label_en="propose_revenue: upsert in acct",
     ),
@@ -417,7 +515,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=CRM,
         entity="sale_order",
         order_target="sale_order",
-        actions={A.WITHDRAW_REVENUE},
+        actions={Action.WITHDRAW_REVENUE},
         effect=Effect.NONE,
         label_vi="Thu hồi đề nghị doanh số: không xóa",
         label_en="withdraw_revenue: none (the acct sales order is not deleted)",
@@ -427,15 +525,15 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=CRM,
         entity="sale_order",
         order_target="sale_order",
-        actions={A.RECORD_REVENUE, A.REJECT_REVENUE},
+        actions={Action.RECORD_REVENUE, Action.REJECT_REVENUE},
         effect=Effect.WRITE,
         target=ACCT,
         target_entity="sale_order",
         op=Op.UPDATE,
         only_fields=(),
         set_fields={
-            A.RECORD_REVENUE: {"revenue_status": "recorded"},
-            A.REJECT_REVENUE: {"revenue_status": "not_recorded"},
+            Action.RECORD_REVENUE: {"revenue_status": "recorded"},
+            Action.REJECT_REVENUE: {"revenue_status": "not_recorded"},
         },
         label_vi="Ghi doanh số/Từ chối ghi doanh số: Kế toán là Đã ghi doanh số / Chưa ghi doanh số",
         label_en="record/reject_revenue: acct revenue_status := recorded / not_recorded",
@@ -445,7 +543,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=ACCT,
         entity="sale_order",
         order_target="sale_order",
-        actions={A.CREATE, A.UPDATE, A.DELETE},
+        actions={Action.CREATE, Action.UPDATE, Action.DELETE},
         effect=Effect.NONE,
         label_vi="Thêm mới, Xóa, Sửa (Kế toán): không đồng bộ",
         label_en="create, update, delete: none",
@@ -455,13 +553,16 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=ACCT,
         entity="sale_order",
         order_target="sale_order",
-        actions={A.RECORD_REVENUE, A.REJECT_REVENUE},
+        actions={Action.RECORD_REVENUE, Action.REJECT_REVENUE},
         effect=Effect.WRITE,
         target=CRM,
         target_entity="sale_order",
         op=Op.UPDATE,
         only_fields=(),
-        set_fields={A.RECORD_REVENUE: {"revenue_status": "recorded"}, A.REJECT_REVENUE: {"revenue_status": "rejected"}},
+        set_fields={
+            Action.RECORD_REVENUE: {"revenue_status": "recorded"},
+            Action.REJECT_REVENUE: {"revenue_status": "rejected"},
+        },
         label_vi="Ghi doanh số/Từ chối ghi doanh số (Kế toán): đồng bộ về tình trạng ghi doanh số của CRM",
         label_en="record/reject_revenue: CRM revenue_status := recorded / rejected",
     ),
@@ -504,6 +605,14 @@ RULE_TABLE: list[dict[str, Any]] = [
         target_entity="sale_order",
         op=Op.UPDATE,
         derives=("status",),
+        # CRM keeps its own status for an order that never had a sales voucher (status unset)
+        when=Condition(field="status", values=frozenset({"completed", "in_progress", "not_started"})),
+        derives_also=(
+            DerivedExtra(
+                when=Condition(field="status", values=frozenset({"not_started"})),
+                fields=("delivered_quantities",),
+            ),
+        ),
         label_vi="Tình trạng: Hoàn thành khi tổng giá trị xuất hóa đơn = tổng thanh toán; xóa chứng từ bán hàng "
         "thì Chưa thực hiện và số lượng đã giao = 0",
         label_en="status: completed when invoiced total = order total; not_started and 0 delivered when "
@@ -557,12 +666,13 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=CRM,
         entity="sale_order",
         order_target="contract",
-        actions={A.CREATE, A.CLONE, A.IMPORT},
+        actions={Action.CREATE, Action.CLONE, Action.IMPORT},
         effect=Effect.WRITE,
         target=ACCT,
         target_entity="contract",
         op=Op.CREATE,
         when=Condition(field="revenue_status", values=frozenset({"proposed"})),
+        dependencies=DOCUMENT_DEPENDENCIES,
         label_vi="Thêm mới: tự động đồng bộ nếu tình trạng ghi DS = Đề nghị ghi",
         label_en="create: create an acct contract if revenue_status = proposed",
     ),
@@ -571,12 +681,13 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=CRM,
         entity="sale_order",
         order_target="contract",
-        actions={A.UPDATE},
+        actions={Action.UPDATE},
         effect=Effect.WRITE,
         target=ACCT,
         target_entity="contract",
         op=Op.UPDATE,
         when=Condition(field="revenue_status", values=frozenset({"proposed", "recorded"})),
+        dependencies=DOCUMENT_DEPENDENCIES,
         label_vi="Sửa: tự động đồng bộ nếu tình trạng ghi DS = Đề nghị ghi, Đã ghi",
         label_en="update: update the acct contract if revenue_status ∈ {proposed, recorded}",
     ),
@@ -585,7 +696,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=CRM,
         entity="sale_order",
         order_target="contract",
-        actions={A.DELETE},
+        actions={Action.DELETE},
         effect=Effect.NONE,
         label_vi="Xóa: không đồng bộ",
         label_en="delete: none",
@@ -595,11 +706,12 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=CRM,
         entity="sale_order",
         order_target="contract",
-        actions={A.PROPOSE_REVENUE},
+        actions={Action.PROPOSE_REVENUE},
         effect=Effect.WRITE,
         target=ACCT,
         target_entity="contract",
         op=Op.UPSERT,
+        dependencies=DOCUMENT_DEPENDENCIES,
         label_vi="Đề nghị ghi doanh số: tự động đồng bộ",
         label_en="propose_revenue: upsert the acct contract",
     ),
@@ -608,7 +720,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=CRM,
         entity="sale_order",
         order_target="contract",
-        actions={A.WITHDRAW_REVENUE},
+        actions={Action.WITHDRAW_REVENUE},
         effect=Effect.WRITE,
         target=ACCT,
         target_entity="contract",
@@ -622,15 +734,15 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=CRM,
         entity="sale_order",
         order_target="contract",
-        actions={A.RECORD_REVENUE, A.REJECT_REVENUE},
+        actions={Action.RECORD_REVENUE, Action.REJECT_REVENUE},
         effect=Effect.WRITE,
         target=ACCT,
         target_entity="contract",
         op=Op.UPDATE,
         only_fields=("revenue_entries",),
         set_fields={
-            A.RECORD_REVENUE: {"revenue_status": "recorded"},
-            A.REJECT_REVENUE: {"revenue_status": "not_recorded"},
+            Action.RECORD_REVENUE: {"revenue_status": "recorded"},
+            Action.REJECT_REVENUE: {"revenue_status": "not_recorded"},
         },
         label_vi="Ghi doanh số/Từ chối ghi doanh số: tình trạng trên Kế toán và bảng ghi nhận DS",
         label_en="record/reject_revenue: acct revenue_status := recorded / not_recorded, and the "
@@ -641,7 +753,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=CRM,
         entity="sale_order",
         order_target="contract",
-        actions={A.PROPOSE_REVENUE_CANCEL},
+        actions={Action.PROPOSE_REVENUE_CANCEL},
         effect=Effect.CANCEL_REVENUE,
         target=ACCT,
         target_entity="contract",
@@ -654,7 +766,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=ACCT,
         entity="contract",
         order_target="contract",
-        actions={A.CREATE, A.DELETE},
+        actions={Action.CREATE, Action.DELETE},
         effect=Effect.NONE,
         label_vi="Thêm mới, Xóa (Kế toán): không đồng bộ",
         label_en="create, delete: none",
@@ -664,7 +776,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=ACCT,
         entity="contract",
         order_target="contract",
-        actions={A.UPDATE},
+        actions={Action.UPDATE},
         effect=Effect.WRITE,
         target=CRM,
         target_entity="sale_order",
@@ -679,13 +791,16 @@ RULE_TABLE: list[dict[str, Any]] = [
         source=ACCT,
         entity="contract",
         order_target="contract",
-        actions={A.RECORD_REVENUE, A.REJECT_REVENUE},
+        actions={Action.RECORD_REVENUE, Action.REJECT_REVENUE},
         effect=Effect.WRITE,
         target=CRM,
         target_entity="sale_order",
         op=Op.UPDATE,
         only_fields=("revenue_entries",),
-        set_fields={A.RECORD_REVENUE: {"revenue_status": "recorded"}, A.REJECT_REVENUE: {"revenue_status": "rejected"}},
+        set_fields={
+            Action.RECORD_REVENUE: {"revenue_status": "recorded"},
+            Action.REJECT_REVENUE: {"revenue_status": "rejected"},
+        },
         label_vi="Ghi doanh số/Từ chối ghi doanh số (Kế toán): tình trạng ghi doanh số và bảng ghi nhận DS của CRM",
         label_en="record/reject_revenue: CRM revenue_status and revenue-recognition table := acct's",
     ),
@@ -722,12 +837,13 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="INV-1",
         source=CRM,
         entity="invoice",
-        actions={A.CREATE, A.UPDATE},
+        actions={Action.CREATE, Action.UPDATE},
         effect=Effect.WRITE,
         target=ACCT,
         target_entity="invoice",
         op=Op.UPSERT,
         when=Condition(field="status", values=frozenset({"proposed"})),
+        dependencies=DOCUMENT_DEPENDENCIES,
         label_vi="Thêm mới, Sửa: tự động đồng bộ nếu tình trạng = Đề nghị xuất",
         label_en="create, update: create/update the acct issuance proposal if status = proposed",
     ),
@@ -735,7 +851,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="INV-2",
         source=CRM,
         entity="invoice",
-        actions={A.DELETE},
+        actions={Action.DELETE},
         effect=Effect.NONE,
         label_vi="Xóa: không đồng bộ",
         label_en="delete: none",
@@ -744,7 +860,7 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="INV-3",
         source=CRM,
         entity="invoice",
-        actions={A.WITHDRAW_ISSUE},
+        actions={Action.WITHDRAW_ISSUE},
         effect=Effect.WRITE,
         target=ACCT,
         target_entity="invoice",
@@ -757,13 +873,13 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="INV-4",
         source=ACCT,
         entity="invoice",
-        actions={A.APPROVE},
+        actions={Action.APPROVE},
         effect=Effect.WRITE,
         target=CRM,
         target_entity="invoice",
         op=Op.UPDATE,
         only_fields=(),
-        set_fields={A.APPROVE: {"status": "approved"}},
+        set_fields={Action.APPROVE: {"status": "approved"}},
         label_vi="Duyệt đề nghị: tình trạng trên CRM thành Duyệt đề nghị",
         label_en="approve: CRM status := approved",
     ),
@@ -771,14 +887,14 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="INV-5",
         source=ACCT,
         entity="invoice",
-        actions={A.REJECT},
+        actions={Action.REJECT},
         effect=Effect.WRITE,
         target=CRM,
         target_entity="invoice",
         op=Op.UPDATE,
         only_fields=("reason",),
         rename={"reason": "description"},
-        set_fields={A.REJECT: {"status": "rejected"}},
+        set_fields={Action.REJECT: {"status": "rejected"}},
         label_vi="Từ chối đề nghị: tình trạng Từ chối; lý do vào Mô tả chi tiết",
         label_en="reject: CRM status := rejected, reason to description",
     ),
@@ -786,13 +902,13 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="INV-6",
         source=ACCT,
         entity="invoice",
-        actions={A.ISSUE},
+        actions={Action.ISSUE},
         effect=Effect.WRITE,
         target=CRM,
         target_entity="invoice",
         op=Op.UPDATE,
         only_fields=("invoice_date", "invoice_no", "lookup_code", "send_status", "customer_received"),
-        set_fields={A.ISSUE: {"status": "issued"}},
+        set_fields={Action.ISSUE: {"status": "issued"}},
         label_vi="Xuất hóa đơn: tình trạng Đã xuất; Ngày hóa đơn, Số hóa đơn, Mã tra cứu, TT gửi hóa đơn, "
         "KH đã nhận hóa đơn",
         label_en="issue: CRM status := issued with invoice_date, invoice_no, lookup_code, send_status, "
@@ -802,14 +918,14 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="INV-7",
         source=ACCT,
         entity="invoice",
-        actions={A.REFUSE_ISSUE},
+        actions={Action.REFUSE_ISSUE},
         effect=Effect.WRITE,
         target=CRM,
         target_entity="invoice",
         op=Op.UPDATE,
         only_fields=("reason",),
         rename={"reason": "description"},
-        set_fields={A.REFUSE_ISSUE: {"status": "issue_refused"}},
+        set_fields={Action.REFUSE_ISSUE: {"status": "issue_refused"}},
         label_vi="Từ chối xuất hóa đơn: tình trạng Từ chối xuất hóa đơn; lý do vào Mô tả chi tiết",
         label_en="refuse_issue: CRM status := issue_refused, reason to description",
     ),
@@ -817,14 +933,14 @@ RULE_TABLE: list[dict[str, Any]] = [
         id="INV-8",
         source=ACCT,
         entity="invoice",
-        actions={A.CANCEL},
+        actions={Action.CANCEL},
         effect=Effect.WRITE,
         target=CRM,
         target_entity="invoice",
         op=Op.UPDATE,
         only_fields=("reason",),
         rename={"reason": "description"},
-        set_fields={A.CANCEL: {"status": "cancelled"}},
+        set_fields={Action.CANCEL: {"status": "cancelled"}},
         label_vi="Hủy hóa đơn: tình trạng Hủy bỏ; lý do vào Mô tả chi tiết",
         label_en="cancel: CRM status := cancelled, reason to description",
     ),
@@ -835,40 +951,48 @@ class RuleTableError(ValueError):
     """The rule table is inconsistent; the message names the rule."""
 
 
-class RuleBook(BaseModel):
-    """The validated rule table, indexed for lookup by (source, entity, action, order target)."""
+class RuleBook:
+    """The validated rule table, indexed once for lookup by (source, entity, action, order target)."""
 
-    model_config = ConfigDict(frozen=True)
-
-    rules: tuple[Rule, ...]
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        self.rules = rules
+        self._by_id = {rule.id: rule for rule in rules}
+        self._actions: dict[tuple[System, str], frozenset[Action]] = {}
+        self._match: dict[tuple[System, str, Action, str], Rule] = {}
+        for rule in rules:
+            scope = (rule.source, rule.entity)
+            self._actions[scope] = self._actions.get(scope, frozenset()) | rule.actions
+            for action in rule.actions:
+                for order_target in ORDER_TARGETS if rule.order_target is None else (rule.order_target,):
+                    self._match.setdefault((rule.source, rule.entity, action, order_target), rule)
+        self.derived: dict[str, tuple[Rule, ...]] = {
+            order_target: tuple(
+                rule for rule in rules if rule.effect is Effect.DERIVED and rule.order_target in (None, order_target)
+            )
+            for order_target in ORDER_TARGETS
+        }
 
     def __repr__(self) -> str:
         return f"RuleBook({len(self.rules)} rules: {self.rules[0].id} … {self.rules[-1].id})"
 
     def by_id(self, rule_id: str) -> Rule:
-        for rule in self.rules:
-            if rule.id == rule_id:
-                return rule
-        raise KeyError(rule_id)
+        return self._by_id[rule_id]
 
     def actions_for(self, source: System, entity: str) -> frozenset[Action]:
         """Every action some rule takes on this entity, whatever the tenant's order target."""
-        taken: set[Action] = set()
-        for rule in self.rules:
-            if rule.source == source and rule.entity == entity:
-                taken |= rule.actions
-        return frozenset(taken)
+        return self._actions.get((source, entity), frozenset())
+
+    def accepts(self, source: System, entity: str, action: Action) -> bool:
+        """Whether ``action`` means something on this entity: a lifecycle action, one a rule takes, or
+        one that feeds the aggregates."""
+        return (
+            action in LIFECYCLE_ACTIONS
+            or action in self.actions_for(source, entity)
+            or action in DERIVED_TRIGGERS.get((source, entity), ())
+        )
 
     def match(self, source: System, entity: str, action: Action, order_target: str) -> Rule | None:
-        for rule in self.rules:
-            if (
-                rule.source == source
-                and rule.entity == entity
-                and action in rule.actions
-                and rule.order_target in (None, order_target)
-            ):
-                return rule
-        return None
+        return self._match.get((source, entity, action, order_target))
 
 
 def load_rules(table: list[dict[str, Any]] | None = None) -> RuleBook:
@@ -899,4 +1023,14 @@ def load_rules(table: list[dict[str, Any]] | None = None) -> RuleBook:
                     f"{rule.entity} already belong to rule {other.id}"
                 )
         rules.append(rule)
-    return RuleBook(rules=tuple(rules))
+    by_id = {rule.id: rule for rule in rules}
+    for rule in rules:
+        for dependency in rule.dependencies:
+            sender = by_id.get(dependency.rule)
+            sends = sender.writes if sender is not None else None
+            if sends is None or sends.system is not rule.target or sends.entity != dependency.entity:
+                raise RuleTableError(
+                    f"rule {rule.id}: dependency {dependency.entity} is sent by rule {dependency.rule}, which must "
+                    f"write {dependency.entity} to {rule.target.value if rule.target else '?'}"
+                )
+    return RuleBook(tuple(rules))

@@ -69,7 +69,7 @@ async def test_an_unreadable_result_is_dead_lettered(built):
     async with built.agents["results"].test_context() as results:
         await results.put(b"[]", key=b"t1:x")
         await results.put(result(status="maybe"), key=b"t1:y")
-    kinds = [call.kwargs["headers"]["error.kind"] for call in built.sends["dlq.cdc"].await_args_list]
+    kinds = [dict(call.kwargs["headers"])["error.kind"] for call in built.sends["dlq.cdc"].await_args_list]
     assert kinds == [b"schema", b"schema"]
 
 
