@@ -1,25 +1,57 @@
-"""The faust application: ``create_app(settings)`` builds it; nothing happens at import time."""
+"""The faust application: ``create_app(settings)`` builds it; nothing happens at import time.
+
+``create_app`` is the one place where the processor is put together: it reads the settings once,
+validates the rule table, declares the topics and tables, builds the output producer and hands
+the agents one ``AgentDeps``. Tests inject their own producer (``producer=``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
+import signal
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+from confluent_kafka import Producer
+from faust.sensors import Monitor
 
 from streams import kafka_driver
 from streams.agents.aggregates import register_aggregates_agent
-from streams.agents.cdc import Outputs, register_cdc_agent
+from streams.agents.batching import BatchingStream
+from streams.agents.cdc import register_cdc_agent
+from streams.agents.pipeline import AgentDeps, OutputTopics
 from streams.agents.results import register_results_agent
 from streams.core.contract import System
 from streams.core.rules import RuleBook, load_rules
+from streams.outputs import Outputs, ProducerLike
 from streams.settings import Settings
-from streams.tables import Tables, TableState, define_tables
+from streams.tables import Tables, define_tables
 from streams.tables.tenants import TenantSettings
 from streams.topics import AUDIT, DLQ_CDC, TENANT_CONFIG, cdc_topics, commands_topic, results_topic
 
 log = logging.getLogger(__name__)
+
+
+class QuietMonitor(Monitor):
+    """faust's monitor without its per-message bookkeeping (a third of a no-op agent's time; see
+    docs/performance.md). The processor counts what it does itself (``AgentDeps.counts``)."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> dict[str, Any] | None:
+        return None
+
+    def on_stream_event_out(
+        self, tp: Any, offset: int, stream: Any, event: Any, state: dict[str, Any] | None = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None
 
 
 @dataclass
@@ -30,13 +62,32 @@ class Lienthong:
     settings: Settings
     rules: RuleBook
     tables: Tables
-    state: TableState
     tenants: TenantSettings
+    deps: AgentDeps
     topics: dict[str, Any]
     agents: dict[str, Any]
 
 
-def create_app(settings: Settings | None = None) -> Lienthong:
+def output_producer(settings: Settings) -> Producer:
+    """The librdkafka producer of commands, audit records, dead letters and re-keyed documents."""
+    return Producer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "acks": "all",
+            # retries never reorder or duplicate a partition's messages
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            # the Java client's partitioner, as faust's producer had: keys land where they did
+            "partitioner": "murmur2_random",
+            "message.max.bytes": settings.max_message_bytes + 65536,
+            "queue.buffering.max.messages": 1_000_000,
+            "message.timeout.ms": int(settings.delivery_timeout * 1000),
+        }
+    )
+
+
+def create_app(settings: Settings | None = None, *, producer: ProducerLike | None = None) -> Lienthong:
     settings = settings or Settings()
     rules = load_rules()  # a bad rule table stops here, naming the rule
     prefix = settings.topic_prefix
@@ -61,6 +112,8 @@ def create_app(settings: Settings | None = None) -> Lienthong:
         # Declared topics are created by `lienthong topics create`; faust creates only its own
         # internal ones (changelogs, leader topic).
         topic_allow_declare=True,
+        Stream=BatchingStream,
+        monitor=QuietMonitor(),
     )
 
     kafka_driver.install(app)
@@ -76,59 +129,50 @@ def create_app(settings: Settings | None = None) -> Lienthong:
             partitions=settings.topic_partitions,
         )
 
+    aggregate_inputs_name = f"{settings.app_id}-aggregate-inputs"
     topics: dict[str, Any] = {
         "cdc": raw_topic(*[spec.name for spec in cdc_topics()]),
         "results": raw_topic(*[results_topic(s.value) for s in System]),
-        DLQ_CDC: raw_topic(DLQ_CDC),
-        AUDIT: raw_topic(AUDIT),
+        # Acct documents re-keyed by their order: the aggregates agent and the ``orders`` table read
+        # one topic, so each order's aggregate lives on the partition its documents arrive on.
+        "aggregate_inputs": app.topic(
+            aggregate_inputs_name,
+            internal=True,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+            replicas=settings.topic_replication_factor,
+        ),
     }
-    commands = {system: raw_topic(commands_topic(system.value)) for system in System}
     tables = define_tables(app, settings)
     tenants = TenantSettings(settings.bootstrap_servers, prefix + TENANT_CONFIG)
-    state = TableState(tables, tenants, settings.default_order_target)
-
-    # Acct documents re-keyed by their order: the aggregates agent and the ``orders`` table read
-    # one topic, so each order's aggregate lives on the partition its documents arrive on.
-    topics["aggregate_inputs"] = app.topic(
-        f"{settings.app_id}-aggregate-inputs",
-        internal=True,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.topic_partitions,
-        replicas=settings.topic_replication_factor,
+    deps = AgentDeps(
+        app=app,
+        rules=rules,
+        tables=tables,
+        tenants=tenants,
+        outputs=Outputs(
+            producer if producer is not None else output_producer(settings),
+            max_message_bytes=settings.max_message_bytes,
+            delivery_timeout=settings.delivery_timeout + 30,
+        ),
+        topics=OutputTopics(
+            commands={system: prefix + commands_topic(system.value) for system in System},
+            audit=prefix + AUDIT,
+            dead_letters=prefix + DLQ_CDC,
+            aggregate_inputs=aggregate_inputs_name,
+        ),
+        topic_prefix=prefix,
+        default_order_target=settings.default_order_target,
+        batch_size=settings.batch_size,
+        batch_wait=settings.batch_wait,
     )
-    outputs = Outputs(commands=commands, audit=topics[AUDIT], dead_letters=topics[DLQ_CDC])
-
     agents = {
-        "cdc": register_cdc_agent(
-            app,
-            source=topics["cdc"],
-            outputs=outputs,
-            aggregate_inputs=topics["aggregate_inputs"],
-            tables=tables,
-            state=state,
-            tenants=tenants,
-            rules=rules,
-            topic_prefix=prefix,
-        ),
-        "aggregates": register_aggregates_agent(
-            app,
-            source=topics["aggregate_inputs"],
-            outputs=outputs,
-            orders=tables.orders,
-            tables=tables,
-            state=state,
-            tenants=tenants,
-            rules=rules,
-        ),
-        "results": register_results_agent(
-            app,
-            source=topics["results"],
-            dead_letters=topics[DLQ_CDC],
-            tables=tables,
-        ),
+        "cdc": register_cdc_agent(app, topics["cdc"], deps),
+        "aggregates": register_aggregates_agent(app, topics["aggregate_inputs"], deps),
+        "results": register_results_agent(app, topics["results"], deps),
     }
 
     @app.task
@@ -141,9 +185,9 @@ def create_app(settings: Settings | None = None) -> Lienthong:
         settings=settings,
         rules=rules,
         tables=tables,
-        state=state,
         tenants=tenants,
-        topics={**topics, **{commands_topic(s.value): t for s, t in commands.items()}},
+        deps=deps,
+        topics=topics,
         agents=agents,
     )
 
@@ -158,30 +202,12 @@ def run_worker(settings: Settings | None = None) -> None:
     @built.app.task
     async def dump_tasks_on_sigusr2() -> None:
         """`kill -USR2 <pid>` logs every asyncio task's stack: where a stuck worker waits."""
-        import asyncio
-        import io
-        import signal
 
         def dump() -> None:
             out = io.StringIO()
             for task in asyncio.all_tasks():
                 task.print_stack(limit=8, file=out)
             log.warning("asyncio tasks:\n%s", out.getvalue())
-            try:  # the consumer's own view of its partitions (it runs in faust's consumer thread)
-                kafka = built.app.consumer._thread._ensure_consumer()
-                assignment = kafka._subscription.subscription.assignment
-                for tp in sorted(assignment.tps):
-                    state = assignment.state_value(tp)
-                    log.warning(
-                        "partition %s:%s paused=%s valid=%s position=%s",
-                        tp.topic,
-                        tp.partition,
-                        state.paused,
-                        state.has_valid_position,
-                        state._position if state.has_valid_position else None,
-                    )
-            except Exception:
-                log.exception("could not read the consumer's partition states")
 
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, dump)
 

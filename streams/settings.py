@@ -46,6 +46,21 @@ class Settings(BaseSettings):
         description="Seconds without a heartbeat before the group drops a worker and gives its "
         "partitions to the others (a killed worker's partitions wait this long).",
     )
+    batch_size: int = Field(
+        1000, ge=1, le=4096, description="Most events an agent decides at once (their outputs are awaited together)."
+    )
+    batch_wait: float = Field(
+        0.02, ge=0, description="Seconds an agent waits for a batch to fill before deciding what arrived."
+    )
+    max_message_bytes: int = Field(
+        1_000_000,
+        ge=10_000,
+        description="Largest message the processor writes (the broker's max.message.bytes or less); an event "
+        "whose outputs or state would be larger is dead-lettered (error.kind too_large).",
+    )
+    delivery_timeout: float = Field(
+        300.0, gt=0, description="Seconds the producer keeps retrying a message before the worker gives up and stops."
+    )
     # --- connectors, sandboxes, webhooks (JSON in the environment for the dict settings) ---------
     crm_url: str = Field("http://127.0.0.1:8081", description="Base URL of the CRM API (or its sandbox).")
     acct_url: str = Field("http://127.0.0.1:8082", description="Base URL of the accounting API (or its sandbox).")

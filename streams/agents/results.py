@@ -7,11 +7,13 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import EventT
 from pydantic import ValidationError
 
-from streams.core.contract import CommandKey, Result, dead_letter_headers
+from streams.agents.pipeline import AgentDeps, Batch, run_batches, where_of
+from streams.core.contract import CommandKey, Result
 from streams.core.decide import LinkUpdate, command_key_text, link_family
-from streams.tables import Tables, apply_links
+from streams.tables import BatchState
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ def link_from_result(result: Result) -> LinkUpdate | None:
     )
 
 
-def forget_unwritten(tables: Tables, result: Result) -> None:
+def forget_unwritten(state: BatchState, result: Result) -> None:
     """A command the target refused or never got did not write its fields: X-2 must not count them.
 
     Only when the memory still holds that very command (a later write may have replaced it).
@@ -39,42 +41,33 @@ def forget_unwritten(tables: Tables, result: Result) -> None:
     key = command_key_text(
         result.tenant, result.target, result.entity, CommandKey(code=result.code, id=result.target_id)
     )
-    remembered = tables.written.get(key)
+    remembered = state.get("written", key)
     if remembered and remembered.get("command_id") == result.command_id:
-        del tables.written[key]
+        state.delete("written", key, None)
 
 
-def register_results_agent(app: faust.App, *, source: Any, dead_letters: Any, tables: Tables) -> Any:
+def register_results_agent(app: faust.App, source: Any, deps: AgentDeps) -> Any:
     @app.agent(source, name="lienthong.results", concurrency=1)
     async def results(stream: Any) -> None:
-        """Learn links from connector results.
+        """Learn links from connector results, a batch at a time.
 
         Input topics: ``results.crm``, ``results.acct`` (raw JSON; key as the command's).
         Tables: ``links`` (completed by applied writes), ``written`` (a rejected or failed command's
         fields are forgotten, so the same change can be sent again).
         Output topics: ``dlq.cdc`` for a result that cannot be read.
         """
-        async for event in stream.events():
-            message = event.message
-            try:
-                result = Result.model_validate(orjson.loads(event.value))
-            except (orjson.JSONDecodeError, ValidationError, TypeError) as exc:
-                log.warning("unreadable result on %s@%s:%s: %s", message.topic, message.partition, message.offset, exc)
-                await dead_letters.send(
-                    key=message.key,
-                    value=event.value,
-                    headers=dead_letter_headers(
-                        "schema",
-                        f"not a result: {exc}",
-                        topic=message.topic,
-                        partition=message.partition,
-                        offset=message.offset,
-                    ),
-                )
-                continue
-            link = link_from_result(result)
-            if link is not None:
-                apply_links(tables, [link])
-            forget_unwritten(tables, result)
+        await run_batches(stream, deps, "results", learn_from_result, follow_settings=False)
 
     return results
+
+
+def learn_from_result(batch: Batch, event: EventT) -> None:
+    try:
+        result = Result.model_validate(orjson.loads(event.value))
+    except (orjson.JSONDecodeError, ValidationError, TypeError) as exc:
+        batch.dead_letter(event.message.key, event.value, "schema", f"not a result: {exc}", where_of(event))
+        return
+    link = link_from_result(result)
+    if link is not None:
+        batch.state.apply_links([link])
+    forget_unwritten(batch.state, result)

@@ -1,9 +1,16 @@
-"""Shared pieces of the agent tier: the app under test with captured sends, and event builders."""
+"""Shared pieces of the agent tier: the app under test with its outputs captured, and event builders.
+
+The app is the real one (``create_app``) with a fake producer at its edge: what the agents send is
+recorded per topic instead of reaching a broker. Events are fed through ``agent.test_context()``
+and each ``put`` waits until the agent has finished the batch holding it.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from unittest.mock import AsyncMock
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import pytest
@@ -13,46 +20,104 @@ from streams.app import create_app
 from streams.settings import Settings
 
 
+@dataclass
+class Produced:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+class FakeProducer:
+    """``confluent_kafka.Producer`` as the outputs use it; every message is acknowledged."""
+
+    def __init__(self) -> None:
+        self.messages: list[Produced] = []
+        self._callbacks: list[Callable[[Any, Any], None]] = []
+
+    def produce(self, topic, value=None, key=None, *, headers=None, on_delivery=None) -> None:
+        self.messages.append(Produced(topic, key, value, dict(headers or [])))
+        if on_delivery is not None:
+            self._callbacks.append(on_delivery)
+
+    def poll(self, timeout: float = 0) -> int:
+        return self.flush(timeout)
+
+    def flush(self, timeout: float = 0) -> int:
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(None, None)
+        return 0
+
+
 @pytest.fixture()
 def built(tmp_path, monkeypatch):
-    built = create_app(Settings(store="memory://", web_enabled=False, data_dir=tmp_path, app_id="agent-test"))
+    producer = FakeProducer()
+    built = create_app(
+        Settings(store="memory://", web_enabled=False, data_dir=tmp_path, app_id="agent-test"), producer=producer
+    )
     app = built.app
     app.finalize()
     app.conf.store = "memory://"
     app.flow_control.resume()
-    # Table writes go to changelog topics through the producer; with no broker, the producer only
-    # has to pick a partition (global tables have one) and buffer the message.
+    # Table writes go to changelog topics through faust's producer; with no broker, it only has to
+    # pick a partition (global tables have one) and buffer the message, and flushing has nothing to wait for.
     monkeypatch.setattr(app.producer, "key_partition", lambda topic, key: TP(topic, 0))
+
+    async def flushed() -> None:
+        return None
+
+    monkeypatch.setattr(app.producer, "flush", flushed)
     # No config.tenants reader runs here: tenant settings are set directly in tenants.by_tenant.
     built.tenants.current_as_of_ms = 2**62
-    sends = {}
-    for name in ("commands.crm", "commands.acct", "audit.sync", "dlq.cdc", "aggregate_inputs"):
-        mock = AsyncMock(side_effect=_delivered)
-        monkeypatch.setattr(built.topics[name], "send", mock)
-        sends[name] = mock
-    built.sends = sends
+    built.producer = producer
     return built
 
 
-def _delivered(*args, **kwargs) -> asyncio.Future:
-    """What ``topic.send`` returns: a future that resolves when the broker has the message."""
-    future = asyncio.get_running_loop().create_future()
-    future.set_result(None)
-    return future
+def produced(built, topic: str) -> list[Produced]:
+    """What the agents sent to ``topic`` (``aggregate_inputs``: the internal re-keyed topic)."""
+    name = built.deps.topics.aggregate_inputs if topic == "aggregate_inputs" else topic
+    return [message for message in built.producer.messages if message.topic == name]
 
 
-class OnTopic:
-    """``agent.put`` as if the message came from one named topic of the agent's multi-topic source.
+def sent(built, topic: str) -> list[tuple[bytes | None, Any]]:
+    """(key, JSON value) of every message sent to ``topic``."""
+    return [(message.key, orjson.loads(message.value)) for message in produced(built, topic)]
 
-    faust's test wrapper names the message's topic only for single-topic agents ("<internal>"
-    otherwise); the CDC agent reads system and entity from the topic name.
+
+class Feed:
+    """Puts messages into an agent under ``test_context()`` and waits until each batch is done.
+
+    ``topic`` names the source topic of a multi-topic agent: faust's test wrapper names the
+    message's topic only for single-topic agents ("<internal>" otherwise), and the CDC agent reads
+    system and entity from the topic name.
     """
 
-    def __init__(self, agent) -> None:
-        self.agent = agent
+    def __init__(self, built, wrapper, name: str) -> None:
+        self.built = built
+        self.wrapper = wrapper
+        self.name = name
+        self.sent = 0
 
-    async def put(self, topic: str, value: bytes, key: bytes, headers=None):
-        original = type(self.agent).to_message
+    async def put(self, *args: Any, key: bytes, headers=None):
+        """``put(value, key=…)``, or ``put(topic, value, key=…)`` for the CDC agent."""
+        if len(args) == 2:
+            topic, value = args
+            self._name_topic(topic)
+        else:
+            (value,) = args
+        event = await self.wrapper.put(value, key=key, headers=headers)
+        self.sent += 1
+        counts = self.built.deps.counts
+        for _ in range(500):
+            if counts[f"{self.name}.events"] >= self.sent:
+                return event
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"the {self.name} agent did not finish its batch within 5 s")
+
+    def _name_topic(self, topic: str) -> None:
+        wrapper = self.wrapper
+        original = type(wrapper).to_message
 
         def to_message(agent_self, *args, **kwargs):
             message = original(agent_self, *args, **kwargs)
@@ -60,12 +125,7 @@ class OnTopic:
             message.tp = TP(topic, message.partition)
             return message
 
-        self.agent.to_message = to_message.__get__(self.agent)
-        return await self.agent.put(value, key=key, headers=headers)
-
-
-def sent(mock: AsyncMock) -> list[tuple[bytes, dict]]:
-    return [(call.kwargs["key"], orjson.loads(call.kwargs["value"])) for call in mock.await_args_list]
+        wrapper.to_message = to_message.__get__(wrapper)
 
 
 def change(**overrides):

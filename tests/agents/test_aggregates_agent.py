@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from tests.agents.conftest import OnTopic, change, sent
+from tests.agents.conftest import Feed, change, produced, sent
 
 
 def voucher(voucher_id="V1", order_id="AO1", quantity=2, **more):
@@ -33,23 +33,23 @@ async def test_the_cdc_agent_rekeys_acct_documents_by_their_order(built):
         entity="sales_voucher", event_id="e-2", op="u", before=voucher(order_id="AO1"), after=voucher(order_id="AO2")
     )
     async with built.agents["cdc"].test_context() as wrapper:
-        agent = OnTopic(wrapper)
+        agent = Feed(built, wrapper, "cdc")
         await agent.put(
             "cdc.acct.sales_voucher", change(entity="sales_voucher", event_id="e-1", after=voucher()), key=b"t1:V1"
         )
         await agent.put("cdc.acct.sales_voucher", moved, key=b"t1:V1")
         await agent.put("cdc.acct.sale_order", change(entity="sale_order", event_id="e-3", after=ORDER), key=b"t1:AO1")
-    forwarded = [(key, value["event_id"], value["op"]) for key, value in sent(built.sends["aggregate_inputs"])]
+    forwarded = [(key, value["event_id"], value["op"]) for key, value in sent(built, "aggregate_inputs")]
     assert forwarded == [
         (b"t1:AO1", "e-1", "c"),
         (b"t1:AO1", "e-2:moved-from:AO1", "d"),  # the voucher leaves its old order ...
         (b"t1:AO2", "e-2", "u"),  # ... and counts for the new one
         (b"t1:AO1", "e-3", "c"),
     ]
-    headers = built.sends["aggregate_inputs"].await_args_list[0].kwargs["headers"]
+    headers = produced(built, "aggregate_inputs")[0].headers
     assert headers["origin.topic"] == b"cdc.acct.sales_voucher"
     # decided by the aggregates agent, not here: no audit yet
-    assert not built.sends["audit.sync"].await_args_list
+    assert not produced(built, "audit.sync")
 
 
 def forwarded(entity, event_id, **kwargs):
@@ -57,7 +57,8 @@ def forwarded(entity, event_id, **kwargs):
 
 
 async def test_the_aggregates_agent_derives_statuses_once_the_order_is_known(built):
-    async with built.agents["aggregates"].test_context() as agent:
+    async with built.agents["aggregates"].test_context() as wrapper:
+        agent = Feed(built, wrapper, "aggregates")
         await agent.put(forwarded("sales_voucher", "e-1", after=voucher()), key=b"t1:AO1")
         await agent.put(forwarded("sale_order", "e-2", after=ORDER), key=b"t1:AO1")
         await agent.put(
@@ -66,13 +67,13 @@ async def test_the_aggregates_agent_derives_statuses_once_the_order_is_known(bui
         await agent.put(
             forwarded("receipt", "e-3", after={"id": "R1", "order_id": "AO1", "amount": "500"}), key=b"t1:AO1"
         )  # a duplicate
-    commands = [c for _, c in sent(built.sends["commands.crm"])]
+    commands = [c for _, c in sent(built, "commands.crm")]
     assert [c["rule"] for c in commands] == ["SO-9", "SO-11", "SO-13", "SO-10", "SO-14"]
     assert all(c["key"] == {"id": "O1", "code": "DH1"} and c["entity"] == "sale_order" for c in commands)
     assert commands[0]["fields"] == {"delivered_quantities": [{"line_id": "L1", "delivered_quantity": "2"}]}
     assert commands[3]["fields"] == {"receipted_amount": "500", "remaining_receivable": "0"}
     assert commands[4]["fields"] == {"pay_status": "paid"}
-    audits = [a for _, a in sent(built.sends["audit.sync"])]
+    audits = [a for _, a in sent(built, "audit.sync")]
     assert [a["event_id"] for a in audits] == ["e-1", "e-2", "e-3"]
     assert "held" in audits[0]["reason"]
     stored = built.tables.orders["t1:AO1"]
@@ -81,14 +82,15 @@ async def test_the_aggregates_agent_derives_statuses_once_the_order_is_known(bui
 
 async def test_a_document_that_cannot_be_counted_is_dead_lettered_with_its_origin(built):
     bad = forwarded("receipt", "e-9", after={"id": "R9", "order_id": "AO1", "amount": 12.5})
-    async with built.agents["aggregates"].test_context() as agent:
+    async with built.agents["aggregates"].test_context() as wrapper:
+        agent = Feed(built, wrapper, "aggregates")
         await agent.put(
             bad,
             key=b"t1:AO1",
             headers={"origin.topic": b"cdc.acct.receipt", "origin.partition": b"3", "origin.offset": b"41"},
         )
-    (letter,) = built.sends["dlq.cdc"].await_args_list
-    headers = dict(letter.kwargs["headers"])
+    (letter,) = produced(built, "dlq.cdc")
+    headers = letter.headers
     assert headers["error.kind"] == b"schema" and b"float" in headers["error.message"]
     assert (headers["origin.topic"], headers["origin.partition"], headers["origin.offset"]) == (
         b"cdc.acct.receipt",
@@ -101,15 +103,15 @@ async def test_documents_that_cannot_be_counted_are_dead_lettered_whole_before_r
     no_order = change(entity="sales_voucher", event_id="e-1", after={"id": "V9", "lines": []})
     float_amount = change(entity="receipt", event_id="e-2", after={"id": "R9", "order_id": "AO1", "amount": 12.5})
     async with built.agents["cdc"].test_context() as wrapper:
-        agent = OnTopic(wrapper)
+        agent = Feed(built, wrapper, "cdc")
         await agent.put("cdc.acct.sales_voucher", no_order, key=b"t1:V9")
         await agent.put("cdc.acct.receipt", float_amount, key=b"t1:R9")
         await agent.put("cdc.acct.receipt", None, key=b"t1:R9")  # a Debezium tombstone: not a change
-    letters = built.sends["dlq.cdc"].await_args_list
-    assert [(c.kwargs["key"], c.kwargs["value"], dict(c.kwargs["headers"])["error.kind"]) for c in letters] == [
+    letters = produced(built, "dlq.cdc")
+    assert [(c.key, c.value, c.headers["error.kind"]) for c in letters] == [
         (b"t1:V9", no_order, b"schema"),
         (b"t1:R9", float_amount, b"schema"),
     ]
-    assert b"order_id" in dict(letters[0].kwargs["headers"])["error.message"]
-    assert not built.sends["aggregate_inputs"].await_args_list
-    assert not built.sends["audit.sync"].await_args_list
+    assert b"order_id" in letters[0].headers["error.message"]
+    assert not produced(built, "aggregate_inputs")
+    assert not produced(built, "audit.sync")

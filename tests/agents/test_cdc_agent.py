@@ -1,15 +1,15 @@
-"""Agent tier: the CDC agent under ``agent.test_context()`` (no broker; sends captured)."""
+"""Agent tier: the CDC agent under ``agent.test_context()`` (no broker; outputs captured)."""
 
 from __future__ import annotations
 
-from tests.agents.conftest import OnTopic, change, sent
+from tests.agents.conftest import Feed, change, produced, sent
 
 
 async def test_acct_customer_create_becomes_a_cus6_command(built):
     async with built.agents["cdc"].test_context() as wrapper:
-        agent = OnTopic(wrapper)
+        agent = Feed(built, wrapper, "cdc")
         await agent.put("cdc.acct.customer", change(), key=b"t1:A1")
-    commands = sent(built.sends["commands.crm"])
+    commands = sent(built, "commands.crm")
     assert len(commands) == 1
     key, command = commands[0]
     assert key == b"t1:customer:KH0001"
@@ -17,8 +17,8 @@ async def test_acct_customer_create_becomes_a_cus6_command(built):
     assert command["op"] == "upsert"
     assert command["fields"]["name"] == "Công ty ABC"
     assert "id" not in command["fields"]
-    assert not built.sends["commands.acct"].await_args_list
-    ((_, audit),) = sent(built.sends["audit.sync"])
+    assert not produced(built, "commands.acct")
+    ((_, audit),) = sent(built, "audit.sync")
     assert audit["rules"] == ["CUS-6"]
     assert audit["commands"][0]["command_id"] == command["command_id"]
 
@@ -26,11 +26,11 @@ async def test_acct_customer_create_becomes_a_cus6_command(built):
 async def test_crm_customer_create_is_audited_without_command(built):
     raw = change(system="crm", event_id="e-2", after={"id": "C1", "code": "KH0002", "name": "X"})
     async with built.agents["cdc"].test_context() as wrapper:
-        agent = OnTopic(wrapper)
+        agent = Feed(built, wrapper, "cdc")
         await agent.put("cdc.crm.customer", raw, key=b"t1:C1")
-    assert not built.sends["commands.acct"].await_args_list
-    assert not built.sends["commands.crm"].await_args_list
-    ((key, audit),) = sent(built.sends["audit.sync"])
+    assert not produced(built, "commands.acct")
+    assert not produced(built, "commands.crm")
+    ((key, audit),) = sent(built, "audit.sync")
     assert key == b"t1:customer:C1"
     assert audit["rules"] == ["CUS-1"]
     assert audit["commands"] == []
@@ -39,20 +39,20 @@ async def test_crm_customer_create_is_audited_without_command(built):
 
 async def test_bad_input_goes_to_the_dead_letter_topic_and_the_agent_goes_on(built):
     async with built.agents["cdc"].test_context() as wrapper:
-        agent = OnTopic(wrapper)
+        agent = Feed(built, wrapper, "cdc")
         await agent.put("cdc.acct.customer", b"{not json", key=b"t1:A9")
         await agent.put("cdc.acct.customer", change(schema_version=2, event_id="e-3"), key=b"t1:A1")
         await agent.put("cdc.acct.customer", change(action="fly", event_id="e-4"), key=b"t1:A1")
         await agent.put("cdc.acct.customer", change(event_id="e-5"), key=b"t1:A1")
-    letters = built.sends["dlq.cdc"].await_args_list
-    assert [dict(call.kwargs["headers"])["error.kind"] for call in letters] == [
+    letters = produced(built, "dlq.cdc")
+    assert [call.headers["error.kind"] for call in letters] == [
         b"decode",
         b"schema_version",
         b"unknown_action",
     ]
-    first = letters[0].kwargs
-    assert first["value"] == b"{not json" and first["key"] == b"t1:A9"
-    assert set(dict(first["headers"])) == {
+    first = letters[0]
+    assert first.value == b"{not json" and first.key == b"t1:A9"
+    assert set(first.headers) == {
         "error.kind",
         "error.message",
         "origin.topic",
@@ -61,13 +61,13 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_agent_goes_on(bui
         "failed.at_ms",
     }
     # the good event after the bad ones still produced its command
-    assert [c["rule"] for _, c in sent(built.sends["commands.crm"])] == ["CUS-6"]
+    assert [c["rule"] for _, c in sent(built, "commands.crm")] == ["CUS-6"]
 
 
 async def test_tables_remember_links_for_the_next_event(built):
     """An acct customer teaches the link by code, so a CRM update of that code is CUS-3, not none."""
     async with built.agents["cdc"].test_context() as wrapper:
-        agent = OnTopic(wrapper)
+        agent = Feed(built, wrapper, "cdc")
         await agent.put("cdc.acct.customer", change(), key=b"t1:A1")
         crm_created = change(system="crm", event_id="e-6", after={"id": "C1", "code": "KH0001", "name": "ABC"})
         await agent.put("cdc.crm.customer", crm_created, key=b"t1:C1")
@@ -79,7 +79,7 @@ async def test_tables_remember_links_for_the_next_event(built):
             after={"id": "C1", "code": "KH0001", "name": "ABC mới"},
         )
         await agent.put("cdc.crm.customer", crm_updated, key=b"t1:C1")
-    ((_key, command),) = sent(built.sends["commands.acct"])
+    ((_key, command),) = sent(built, "commands.acct")
     assert command["rule"] == "CUS-3"
     assert command["key"] == {"id": "A1", "code": "KH0001"}
     assert command["fields"]["name"] == "ABC mới"
@@ -88,7 +88,7 @@ async def test_tables_remember_links_for_the_next_event(built):
 async def test_a_duplicate_event_id_is_dropped(built):
     """Contract: event ids are unique per change; a redelivered change is processed once."""
     async with built.agents["cdc"].test_context() as wrapper:
-        agent = OnTopic(wrapper)
+        agent = Feed(built, wrapper, "cdc")
         await agent.put("cdc.acct.customer", change(event_id="e-dup"), key=b"t1:A1")
         await agent.put("cdc.acct.customer", change(event_id="e-dup"), key=b"t1:A1")
         renamed = change(
@@ -98,8 +98,8 @@ async def test_a_duplicate_event_id_is_dropped(built):
             after={"id": "A1", "code": "KH0001", "name": "Công ty ABC mới"},
         )
         await agent.put("cdc.acct.customer", renamed, key=b"t1:A1")
-    assert [c["rule"] for _, c in sent(built.sends["commands.crm"])] == ["CUS-6", "CUS-8"]
-    assert len(built.sends["audit.sync"].await_args_list) == 2
+    assert [c["rule"] for _, c in sent(built, "commands.crm")] == ["CUS-6", "CUS-8"]
+    assert len(produced(built, "audit.sync")) == 2
 
 
 async def test_a_contract_tenant_gets_contract_commands(built):
@@ -107,7 +107,7 @@ async def test_a_contract_tenant_gets_contract_commands(built):
     built.tenants.by_tenant["t2"] = {"schema_version": 1, "tenant": "t2", "order_target": "contract"}
     order = {"id": "O1", "code": "DH1", "customer_code": "KH1", "revenue_status": "proposed", "lines": []}
     async with built.agents["cdc"].test_context() as wrapper:
-        agent = OnTopic(wrapper)
+        agent = Feed(built, wrapper, "cdc")
         for tenant in ("t1", "t2"):
             await agent.put(
                 "cdc.crm.sale_order",
@@ -124,8 +124,6 @@ async def test_a_contract_tenant_gets_contract_commands(built):
                 key=f"{tenant}:O1".encode(),
             )
     documents = [
-        (c["tenant"], c["rule"], c["entity"])
-        for _, c in sent(built.sends["commands.acct"])
-        if c["rule"] in ("SO-4", "CT-4")
+        (c["tenant"], c["rule"], c["entity"]) for _, c in sent(built, "commands.acct") if c["rule"] in ("SO-4", "CT-4")
     ]
     assert documents == [("t1", "SO-4", "sale_order"), ("t2", "CT-4", "contract")]

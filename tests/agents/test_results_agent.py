@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from tests.agents.conftest import OnTopic, change, sent
+from tests.agents.conftest import Feed, change, produced, sent
 
 
 def result(**overrides) -> bytes:
@@ -27,23 +27,25 @@ def result(**overrides) -> bytes:
 async def test_an_applied_result_links_the_crm_record_to_the_new_acct_id(built):
     """X-3: once the connector reports the acct id, a CRM update of that customer is CUS-3."""
     crm = {"id": "C77", "code": "KH0077", "name": "Khách mới"}
-    async with built.agents["cdc"].test_context() as cdc, built.agents["results"].test_context() as results:
-        agent = OnTopic(cdc)
+    async with built.agents["cdc"].test_context() as cdc, built.agents["results"].test_context() as results_wrapper:
+        results = Feed(built, results_wrapper, "results")
+        agent = Feed(built, cdc, "cdc")
         await agent.put("cdc.crm.customer", change(system="crm", event_id="e-1", after=crm), key=b"t1:C77")
         await results.put(result(), key=b"t1:customer:KH0077")
         updated = change(system="crm", event_id="e-2", op="u", before=crm, after=dict(crm, name="Khách mới 2"))
         await agent.put("cdc.crm.customer", updated, key=b"t1:C77")
-    ((_, command),) = sent(built.sends["commands.acct"])
+    ((_, command),) = sent(built, "commands.acct")
     assert command["rule"] == "CUS-3"
     assert command["key"] == {"id": "A77", "code": "KH0077"}
 
 
 async def test_a_rejected_write_is_forgotten_so_the_same_change_is_sent_again(built):
     """X-2 compares with what was written; a command the target refused wrote nothing."""
-    async with built.agents["cdc"].test_context() as cdc, built.agents["results"].test_context() as results:
-        agent = OnTopic(cdc)
+    async with built.agents["cdc"].test_context() as cdc, built.agents["results"].test_context() as results_wrapper:
+        results = Feed(built, results_wrapper, "results")
+        agent = Feed(built, cdc, "cdc")
         await agent.put("cdc.acct.customer", change(event_id="e-1"), key=b"t1:A1")
-        ((_, first),) = sent(built.sends["commands.crm"])
+        ((_, first),) = sent(built, "commands.crm")
         await results.put(
             result(
                 command_id=first["command_id"],
@@ -62,14 +64,15 @@ async def test_a_rejected_write_is_forgotten_so_the_same_change_is_sent_again(bu
             after={"id": "A1", "code": "KH0001", "name": "Công ty ABC"},
         )
         await agent.put("cdc.acct.customer", same, key=b"t1:A1")
-    assert [c["rule"] for _, c in sent(built.sends["commands.crm"])] == ["CUS-6", "CUS-8"]
+    assert [c["rule"] for _, c in sent(built, "commands.crm")] == ["CUS-6", "CUS-8"]
 
 
 async def test_an_unreadable_result_is_dead_lettered(built):
-    async with built.agents["results"].test_context() as results:
+    async with built.agents["results"].test_context() as results_wrapper:
+        results = Feed(built, results_wrapper, "results")
         await results.put(b"[]", key=b"t1:x")
         await results.put(result(status="maybe"), key=b"t1:y")
-    kinds = [dict(call.kwargs["headers"])["error.kind"] for call in built.sends["dlq.cdc"].await_args_list]
+    kinds = [call.headers["error.kind"] for call in produced(built, "dlq.cdc")]
     assert kinds == [b"schema", b"schema"]
 
 
@@ -82,10 +85,11 @@ async def test_a_rejected_write_keyed_by_id_is_forgotten_too(built):
         before={"id": "AI1", "crm_id": "HD1", "status": "proposed"},
         after={"id": "AI1", "crm_id": "HD1", "status": "approved"},
     )
-    async with built.agents["cdc"].test_context() as cdc, built.agents["results"].test_context() as results:
-        agent = OnTopic(cdc)
+    async with built.agents["cdc"].test_context() as cdc, built.agents["results"].test_context() as results_wrapper:
+        results = Feed(built, results_wrapper, "results")
+        agent = Feed(built, cdc, "cdc")
         await agent.put("cdc.acct.invoice", approved, key=b"t1:AI1")
-        ((_, first),) = sent(built.sends["commands.crm"])
+        ((_, first),) = sent(built, "commands.crm")
         assert first["rule"] == "INV-4" and first["key"] == {"id": "HD1", "code": None}
         await results.put(
             result(
@@ -107,4 +111,4 @@ async def test_a_rejected_write_keyed_by_id_is_forgotten_too(built):
             after={"id": "AI1", "crm_id": "HD1", "status": "approved"},
         )
         await agent.put("cdc.acct.invoice", again, key=b"t1:AI1")
-    assert [c["rule"] for _, c in sent(built.sends["commands.crm"])] == ["INV-4", "INV-4"]
+    assert [c["rule"] for _, c in sent(built, "commands.crm")] == ["INV-4", "INV-4"]

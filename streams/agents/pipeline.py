@@ -1,0 +1,204 @@
+"""What every agent does with a batch: stage each event's outputs and state, then make them durable.
+
+An agent takes a batch (``BatchingStream.take_batches``) and, event by event, decides with the core
+and *stages* the result in a ``Batch``: the outputs (commands, audit record, dead letters,
+re-keyed documents) and the state changes (through ``BatchState``, so the next event of the batch
+sees them). An event whose outputs or state would be too large for the broker, cannot be written
+as JSON, or hits a bug is dead-lettered whole instead: staging is all or nothing per event.
+
+``Batch.finish`` then makes the batch durable in the order that keeps it at least once:
+
+1. every output is sent and acknowledged by the broker (one wait for the batch);
+2. the state changes are written to the tables, one write per key;
+3. the table changelogs are flushed to the broker;
+
+and only then does the agent ack the batch, which lets faust commit its offsets. A crash before
+that replays the batch from the last commit: the same decisions, the same command ids (the
+connectors skip what they applied), the same audit records again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+from faust.types import EventT
+
+from streams.core.contract import Command, System, dead_letter_headers, dumps
+from streams.core.decide import Decision
+from streams.core.rules import RuleBook
+from streams.outputs import OutputMessage, Outputs
+from streams.tables import BatchState, Tables
+from streams.tables.tenants import TenantSettings
+
+log = logging.getLogger(__name__)
+
+# Header names of a dead letter whose original was too large to keep whole.
+TRUNCATED = "dlq.truncated"
+ORIGINAL_BYTES = "dlq.original_bytes"
+
+
+@dataclass(frozen=True)
+class OutputTopics:
+    """The names (with the deployment's prefix) of the topics the agents write."""
+
+    commands: dict[System, str]
+    audit: str
+    dead_letters: str
+    aggregate_inputs: str
+
+
+@dataclass
+class AgentDeps:
+    """Everything the agents need, built once by ``create_app``: one object instead of parameter lists."""
+
+    app: faust.App
+    rules: RuleBook
+    tables: Tables
+    tenants: TenantSettings
+    outputs: Outputs
+    topics: OutputTopics
+    topic_prefix: str
+    default_order_target: str
+    batch_size: int
+    batch_wait: float
+    counts: Counter[str] = field(default_factory=Counter)  # what the agents did, for logs and metrics
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Where an input came from: what a dead letter's ``origin.*`` headers say."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class Unstageable(Exception):
+    """An event's outputs or state cannot be sent or kept; ``kind`` is the dead letter's ``error.kind``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+def _json(value: Any, what: str) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        raise Unstageable("unserializable", f"{what} cannot be written as JSON: {exc}") from None
+
+
+class Batch:
+    """One batch on its way through an agent: staged outputs and the batch's view of the tables."""
+
+    def __init__(self, deps: AgentDeps) -> None:
+        self.deps = deps
+        self.state = BatchState(deps.tables, deps.tenants, deps.default_order_target)
+        self.messages: list[OutputMessage] = []
+        self.now_ms = int(time.time() * 1000)
+
+    # --- staging ------------------------------------------------------------------------------
+
+    def decision_messages(self, decision: Decision) -> list[OutputMessage]:
+        """A decision's commands and audit record as messages (raises ``Unstageable``)."""
+        topics = self.deps.topics
+        messages = [self.command_message(command) for command in decision.commands]
+        audit = decision.audit
+        try:
+            value = dumps(audit)
+        except (orjson.JSONEncodeError, TypeError) as exc:
+            raise Unstageable("unserializable", f"the audit record cannot be written as JSON: {exc}") from None
+        messages.append(OutputMessage(topics.audit, audit.message_key.encode(), value))
+        return messages
+
+    def command_message(self, command: Command) -> OutputMessage:
+        try:
+            value = dumps(command)
+        except (orjson.JSONEncodeError, TypeError) as exc:
+            raise Unstageable("unserializable", f"{command.rule} command cannot be written as JSON: {exc}") from None
+        return OutputMessage(self.deps.topics.commands[command.target], command.message_key.encode(), value)
+
+    def stage(self, messages: list[OutputMessage], remember: Callable[[], None], *, state_values: list[Any]) -> None:
+        """Accept one event: its outputs and (through ``remember``) its state changes, or neither.
+
+        ``state_values`` are the table values the event writes that could grow past what a
+        changelog message holds (a CRM record, an order's aggregate).
+        """
+        outputs = self.deps.outputs
+        too_large = outputs.fits(messages)
+        if too_large is not None:
+            raise Unstageable(
+                "too_large",
+                f"an output for {too_large.topic} would be {too_large.size} bytes; the limit is "
+                f"{outputs.max_message_bytes} (LIENTHONG_MAX_MESSAGE_BYTES)",
+            )
+        for value in state_values:
+            size = len(_json(value, "a table value"))
+            if size > outputs.max_message_bytes:
+                raise Unstageable(
+                    "too_large",
+                    f"the state this change leaves would be {size} bytes; the limit is {outputs.max_message_bytes}",
+                )
+        remember()
+        self.messages.extend(messages)
+
+    def dead_letter(self, key: bytes | None, raw: bytes | None, kind: str, text: str, where: Where) -> None:
+        """The original key and bytes, with the reason in headers; truncated (and said so) when the
+        original itself is larger than a message may be."""
+        log.warning("dead-lettered %s@%s:%s: %s: %s", where.topic, where.partition, where.offset, kind, text[:500])
+        self.deps.counts[f"dead_letter.{kind}"] += 1
+        headers = dead_letter_headers(
+            kind, text[:4000], topic=where.topic, partition=where.partition, offset=where.offset
+        )
+        message = OutputMessage(self.deps.topics.dead_letters, key, raw, headers)
+        limit = self.deps.outputs.max_message_bytes
+        if message.size > limit and raw is not None:
+            room = max(0, limit - (message.size - len(raw)) - 256)
+            headers = [*headers, (TRUNCATED, b"true"), (ORIGINAL_BYTES, str(len(raw)).encode())]
+            message = OutputMessage(self.deps.topics.dead_letters, (key or b"")[:1024] or None, raw[:room], headers)
+        self.messages.append(message)
+
+    # --- durability ------------------------------------------------------------------------------
+
+    async def finish(self) -> None:
+        """Send and await the outputs, then write the state and flush the changelogs."""
+        outputs = self.deps.outputs
+        for message in self.messages:
+            outputs.send(message)
+        await outputs.delivered()
+        self.state.write_to_tables()
+        await self.deps.app.producer.flush()
+
+
+async def run_batches(
+    stream: Any, deps: AgentDeps, name: str, process: Callable[[Batch, EventT], None], *, follow_settings: bool = True
+) -> None:
+    """An agent's loop: take a batch, stage each event (``process``), make the batch durable, ack it."""
+    async for events in stream.take_batches(deps.batch_size, deps.batch_wait):
+        batch = Batch(deps)
+        if follow_settings:
+            # Tenant settings written before the newest event of the batch reached the broker apply to it.
+            await deps.tenants.wait_until_current(max(int(event.message.timestamp * 1000) for event in events))
+        for event in events:
+            process(batch, event)
+        await batch.finish()
+        await stream.ack_batch(events)
+        deps.counts[f"{name}.events"] += len(events)
+        deps.counts[f"{name}.batches"] += 1
+
+
+def where_of(event: EventT) -> Where:
+    message = event.message
+    return Where(message.topic, message.partition, message.offset)
+
+
+def remember(state: BatchState, decision: Decision) -> Callable[[], None]:
+    return lambda: state.apply_decision(decision)

@@ -1,0 +1,104 @@
+"""What the processor writes besides its tables: commands, audit records, dead letters, re-keyed
+documents. Sent per batch through one confluent-kafka (librdkafka) producer, and awaited once.
+
+librdkafka batches and compresses in its own threads; ``produce()`` only queues a message, so a
+batch of a thousand events costs a thousand cheap calls and one wait for the broker's
+acknowledgements (``delivered``). Messages a batch could not send raise ``OutputsNotDelivered``:
+the agent then stops without acking the batch, which is read again after a restart.
+
+Sizes are checked before anything of an event is sent (``fits``): an event whose outputs would be
+too large for the broker is dead-lettered instead, never half-sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# What a message costs besides its key, value and headers, for the size check (record overhead).
+RECORD_OVERHEAD = 128
+
+
+class ProducerLike(Protocol):
+    """The part of ``confluent_kafka.Producer`` the outputs use (a fake in the agent tests)."""
+
+    def produce(
+        self,
+        topic: str,
+        value: str | bytes | None = None,
+        key: str | bytes | None = None,
+        partition: int = -1,
+        callback: Any = None,
+        on_delivery: Any = None,
+        timestamp: int = 0,
+        headers: Any = None,
+    ) -> None: ...
+
+    def poll(self, timeout: float = ...) -> int: ...
+
+    def flush(self, timeout: float = ...) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutputMessage:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
+
+    @property
+    def size(self) -> int:
+        headers = sum(len(name) + len(value) for name, value in self.headers or ())
+        return len(self.key or b"") + len(self.value or b"") + headers + RECORD_OVERHEAD
+
+
+class OutputsNotDelivered(RuntimeError):
+    """The broker did not take every message of a batch; the batch must not be acked."""
+
+
+class Outputs:
+    def __init__(self, producer: ProducerLike, *, max_message_bytes: int, delivery_timeout: float = 120.0) -> None:
+        self.producer = producer
+        self.max_message_bytes = max_message_bytes
+        self.delivery_timeout = delivery_timeout
+        self._pending = 0
+        self._errors: list[str] = []
+        self._lock = threading.Lock()
+
+    def fits(self, messages: Sequence[OutputMessage]) -> OutputMessage | None:
+        """The first message too large to send, if any."""
+        for message in messages:
+            if message.size > self.max_message_bytes:
+                return message
+        return None
+
+    def send(self, message: OutputMessage) -> None:
+        """Queue one message (it goes out with the batch; ``delivered`` waits for it)."""
+        with self._lock:
+            self._pending += 1
+        self.producer.produce(
+            message.topic, message.value, message.key, headers=message.headers, on_delivery=self._on_delivery
+        )
+
+    def _on_delivery(self, error: Any, message: Any) -> None:
+        with self._lock:
+            self._pending -= 1
+            if error is not None:
+                where = message.topic() if message is not None else "?"
+                self._errors.append(f"{where}: {error}")
+
+    async def delivered(self) -> None:
+        """Return once the broker acknowledged every message queued so far; else raise."""
+        if self._pending:
+            remaining = await asyncio.to_thread(self.producer.flush, self.delivery_timeout)
+            if remaining:
+                raise OutputsNotDelivered(
+                    f"{remaining} message(s) not acknowledged by the broker within {self.delivery_timeout:g}s"
+                )
+        with self._lock:
+            errors, self._errors = self._errors, []
+        if errors:
+            raise OutputsNotDelivered(f"{len(errors)} message(s) refused by the broker, first: {errors[0]}")
