@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -92,6 +93,18 @@ async def receive(request: web.Request) -> web.Response:
     except (RuntimeError, TimeoutError) as exc:
         return error(503, f"could not produce the event ({exc}); send the webhook again")
     return web.json_response({"accepted": event_id, "topic": topic}, status=202)
+
+
+def secrets_by_tenant(secrets: Mapping[str, str]) -> dict[tuple[str, str], str]:
+    """``{"<system>:<tenant>": secret}`` (``LIENTHONG_WEBHOOK_SECRETS``) as ``create_webhooks`` takes it.
+    Raises ``ValueError`` for a key that is not ``<system>:<tenant>``."""
+    by_tenant: dict[tuple[str, str], str] = {}
+    for key, secret in secrets.items():
+        system, colon, tenant = key.partition(":")
+        if not colon:
+            raise ValueError(f"webhook secret key {key!r} is not '<system>:<tenant>'")
+        by_tenant[(system, tenant)] = secret
+    return by_tenant
 
 
 def create_webhooks(

@@ -23,9 +23,9 @@ import random
 import sqlite3
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import orjson
@@ -34,10 +34,24 @@ from pydantic import ValidationError
 
 from connectors.api import Refused, SystemApi, TenantCredentials, Transient
 from connectors.delivery import produce_acknowledged
-from streams.core.contract import Command, Result, ResultError
+from streams.core.contract import Command, Result, ResultError, parse_command
 from streams.topics import DLQ_COMMANDS, commands_topic, results_topic
 
 log = logging.getLogger(__name__)
+
+# How a command ended: the values of the contract's ``Result.status`` (mypy checks each is one of them).
+Status = Literal["applied", "duplicate", "rejected", "failed"]
+
+
+def position(message: Message) -> tuple[str, int, int]:
+    """Topic, partition and offset of a consumed message (the client types them optional: only a
+    message it produced itself, or an error event, lacks them)."""
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError(
+            f"a consumed message without a position: topic {topic}, partition {partition}, offset {offset}"
+        )
+    return topic, partition, offset
 
 
 class Ledger:
@@ -111,7 +125,7 @@ class ConnectorSettings:
 
 @dataclass
 class Outcome:
-    status: str
+    status: Status
     target_id: str | None = None
     code: str | None = None
     error: ResultError | None = None
@@ -136,7 +150,7 @@ class Connector:
             {"bootstrap.servers": settings.bootstrap_servers, "acks": "all", "enable.idempotence": True, "linger.ms": 2}
         )
         self._stopping = asyncio.Event()
-        self._tails: dict[bytes, asyncio.Task] = {}
+        self._tails: dict[bytes, asyncio.Task[None]] = {}
         self._in_flight: dict[tuple[str, int], set[int]] = defaultdict(set)
         self._done_up_to: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, int], int] = {}
@@ -171,9 +185,10 @@ class Connector:
                         continue
                     messages = await asyncio.to_thread(self.consumer.consume, room, 0.2)
                     for message in messages:
-                        if message.error():
-                            if message.error().code() != KafkaError._PARTITION_EOF:
-                                log.warning("consumer: %s", message.error())
+                        error = message.error()
+                        if error is not None:
+                            if error.code() != KafkaError._PARTITION_EOF:
+                                log.warning("consumer: %s", error)
                             continue
                         self._schedule(message)
                     await self._commit()
@@ -187,30 +202,36 @@ class Connector:
                 self.ledger.close()
 
     def _schedule(self, message: Message) -> None:
-        tp = (message.topic(), message.partition())
-        self._in_flight[tp].add(message.offset())
+        topic, partition, offset = position(message)
+        self._in_flight[(topic, partition)].add(offset)
         key = message.key() or b""
         previous = self._tails.get(key)
         task = asyncio.create_task(self._after(previous, message))
         self._tails[key] = task
-        task.add_done_callback(lambda t, key=key: self._tails.pop(key, None) if self._tails.get(key) is t else None)
 
-    async def _after(self, previous: asyncio.Task | None, message: Message) -> None:
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._tails.get(key) is done:
+                self._tails.pop(key, None)
+
+        task.add_done_callback(forget)
+
+    async def _after(self, previous: asyncio.Task[None] | None, message: Message) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # one key: one after another
-        tp = (message.topic(), message.partition())
+        topic, partition, offset = position(message)
+        tp = (topic, partition)
         try:
             await self._handle(message)
         except Stopping:
             # Not done: its offset stays in flight, so nothing at or after it is committed, and the
             # next run takes it again (the ledger makes that safe).
-            log.info("left %s@%s:%s for the next run", message.topic(), message.partition(), message.offset())
+            log.info("left %s@%s:%s for the next run", topic, partition, offset)
             return
         except Exception:  # never lose the offset's place: report and move on
-            log.exception("connector failed on %s@%s:%s", message.topic(), message.partition(), message.offset())
+            log.exception("connector failed on %s@%s:%s", topic, partition, offset)
             await self._dead_letter(message, "internal", "unexpected error in the connector")
-        self._in_flight[tp].discard(message.offset())
-        self._done_up_to[tp] = max(self._done_up_to.get(tp, -1), message.offset())
+        self._in_flight[tp].discard(offset)
+        self._done_up_to[tp] = max(self._done_up_to.get(tp, -1), offset)
 
     async def _commit(self) -> None:
         offsets = []
@@ -230,7 +251,7 @@ class Connector:
 
     async def _handle(self, message: Message) -> None:
         try:
-            command = Command.model_validate_json(message.value() or b"")
+            command = parse_command(message.value() or b"")
         except ValidationError as exc:
             await self._dead_letter(message, "schema", f"not a command: {exc.errors()[0]['msg']}")
             return
@@ -264,9 +285,9 @@ class Connector:
         async with self._applied:
             while True:
                 states = {d: self.ledger.get(d) for d in command.depends_on}
-                refused = [d for d, state in states.items() if state and state[0] in ("rejected", "failed")]
+                refused = [(d, state[0]) for d, state in states.items() if state and state[0] in ("rejected", "failed")]
                 if refused:
-                    return f"depends_on {refused} was {states[refused[0]][0]}: this command is not applied"
+                    return f"depends_on {[d for d, _ in refused]} was {refused[0][1]}: this command is not applied"
                 if all(state and state[0] == "applied" for state in states.values()):
                     return None
                 if self._stopping.is_set():
@@ -291,7 +312,7 @@ class Connector:
                 async with semaphore:
                     await bucket.take()
                     written = await self.api.write(
-                        tenant, command.entity, command.op.value, command.key.model_dump(), command.fields
+                        tenant, command.entity, command.op.value, asdict(command.key), command.fields
                     )
                 return Outcome(
                     "applied",
@@ -350,12 +371,13 @@ class Connector:
             )
 
     async def _dead_letter(self, message: Message, kind: str, text: str) -> None:
+        topic, partition, offset = position(message)
         headers = [
             ("error.kind", kind.encode()),
             ("error.message", text.encode()),
-            ("origin.topic", message.topic().encode()),
-            ("origin.partition", str(message.partition()).encode()),
-            ("origin.offset", str(message.offset()).encode()),
+            ("origin.topic", topic.encode()),
+            ("origin.partition", str(partition).encode()),
+            ("origin.offset", str(offset).encode()),
             ("failed.at_ms", str(int(time.time() * 1000)).encode()),
         ]
         await self._produce(self.prefix + DLQ_COMMANDS, message.key(), message.value(), headers)

@@ -42,13 +42,24 @@ class LocalSystems:
     crm: LocalSystem
     acct: LocalSystem
     tenants: list[str]
-    tasks: list[asyncio.Task] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def credentials_for(self, system: str, tenant: str) -> dict[str, str]:
         """Headers / login body a *user* of that sandbox sends (not the connector)."""
         if system == "acct":
             return {"X-App-Id": f"app-{tenant}", "X-Connection-Code": f"code-{tenant}"}
         return {"client_id": f"client-{tenant}", "client_secret": f"secret-{tenant}"}
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The TCP port a started runner's site listens on (the OS-chosen one when port 0 was asked for)."""
+    addresses = runner.addresses  # one getsockname() per listening socket: (host, port, ...)
+    if not addresses:
+        raise RuntimeError("the web runner listens on no socket: was its site started?")
+    port = addresses[0][1]
+    if not isinstance(port, int):
+        raise RuntimeError(f"the web runner listens on {addresses[0]!r}, not a TCP port")
+    return port
 
 
 class User:
@@ -122,7 +133,7 @@ async def local_systems(
     ports = ports or {}
     runners: list[web.AppRunner] = []
     built: dict[str, LocalSystem] = {}
-    tasks: list[asyncio.Task] = []
+    tasks: list[asyncio.Task[None]] = []
     try:
         for system in ("crm", "acct"):
             store = SandboxStore(data_dir / f"{system}.sqlite", system, topic_prefix=topic_prefix)
@@ -145,8 +156,7 @@ async def local_systems(
             site = web.TCPSite(runner, "127.0.0.1", ports.get(system, 0))
             await site.start()
             runners.append(runner)
-            port = site._server.sockets[0].getsockname()[1]  # the OS-chosen port
-            url = f"http://127.0.0.1:{port}"
+            url = f"http://127.0.0.1:{bound_port(runner)}"
             connector = Connector(
                 ConnectorSettings(
                     system=system,

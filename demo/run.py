@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from demo.local import LocalSystems, User, local_systems
+from demo.local import LocalSystems, User, bound_port, local_systems
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
@@ -176,7 +176,7 @@ async def run_demo(
             await dashboard.setup()
             site = web.TCPSite(dashboard, "127.0.0.1", dashboard_port)
             await site.start()
-            dashboard_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+            dashboard_url = f"http://127.0.0.1:{bound_port(dashboard)}"
             print(f"CRM sandbox:        {systems.crm.url}/   (login: client-{tenant} / secret-{tenant})")
             print(f"accounting sandbox: {systems.acct.url}/   (X-App-Id app-{tenant}, X-Connection-Code code-{tenant})")
             async with aiohttp.ClientSession() as session:

@@ -121,7 +121,7 @@ def resource_handlers(entity: str, tenant_of: Callable[[web.Request], str | None
             size = min(500, max(1, int(request.query.get("pageSize", "50"))))
         except ValueError:
             return error(400, "page and pageSize must be integers")
-        records, total = store.list(tenant, entity, page=page, page_size=size)
+        records, total = store.list_records(tenant, entity, page=page, page_size=size)
         return json_response({"Success": True, "Data": [out(r) for r in records], "Total": total, "Page": page})
 
     @authenticated
@@ -178,7 +178,7 @@ async def index(request: web.Request) -> web.Response:
     for tenant in store.tenants():
         parts.append(f"<h2>{html.escape(tenant)}</h2>")
         for entity in entities:
-            records, total = store.list(tenant, entity, page_size=200)
+            records, total = store.list_records(tenant, entity, page_size=200)
             if not total:
                 continue
             parts.append(

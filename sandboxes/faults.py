@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from pydantic import TypeAdapter
 
 
 @dataclass
@@ -45,6 +46,30 @@ class FaultConfig:
                 return kind
             roll -= rate
         return None
+
+
+# What a run configures; the other fields are what the sandbox counts while it runs.
+SETTABLE = (
+    "latency_ms",
+    "error_rate",
+    "throttle_rate",
+    "retry_after_s",
+    "timeout_rate",
+    "timeout_s",
+    "drop_rate",
+    "seed",
+)
+_FAULT_CONFIG = TypeAdapter(FaultConfig)
+
+
+def fault_config(values: Mapping[str, object]) -> FaultConfig:
+    """A ``FaultConfig`` from settings (``LIENTHONG_SANDBOX_FAULTS``), each value checked against its
+    field's type. Raises ``ValueError`` (pydantic's ``ValidationError`` is one) naming an unknown key
+    or a wrong value."""
+    unknown = sorted(set(values) - set(SETTABLE))
+    if unknown:
+        raise ValueError(f"unknown fault setting(s) {', '.join(unknown)}; known: {', '.join(SETTABLE)}")
+    return _FAULT_CONFIG.validate_python(dict(values))
 
 
 def fault_middleware(config: FaultConfig) -> Callable:

@@ -92,7 +92,9 @@ class SandboxStore:
         ).fetchone()
         return orjson.loads(row[0]) if row else None
 
-    def list(self, tenant: str, entity: str, *, page: int = 1, page_size: int = 50) -> tuple[list[dict], int]:
+    def list_records(
+        self, tenant: str, entity: str, *, page: int = 1, page_size: int = 50
+    ) -> tuple[list[dict[str, Any]], int]:
         """One page of live records in creation order (stable while records are updated), and the total."""
         total = self._db.execute(
             "SELECT COUNT(*) FROM records WHERE tenant=? AND entity=? AND deleted=0", (tenant, entity)

@@ -6,7 +6,10 @@ import contextlib
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+
+# confluent-kafka documents NewTopic as confluent_kafka.admin.NewTopic, but that module imports it from
+# cimpl without re-exporting it (no `as NewTopic`, no __all__): mypy's no_implicit_reexport refuses it.
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streams.settings import Settings
 from streams.topics import TopicSpec, contract_topics

@@ -196,8 +196,13 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     import logging
 
     from sandboxes.app import run_sandbox
-    from sandboxes.faults import FaultConfig
+    from sandboxes.faults import fault_config
 
+    try:
+        faults = fault_config(settings.sandbox_faults)
+    except ValueError as exc:
+        print(f"lienthong sandbox: invalid LIENTHONG_SANDBOX_FAULTS: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     port = args.port or (8081 if args.system == "crm" else 8082)
@@ -211,7 +216,7 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
                 bootstrap_servers=settings.bootstrap_servers,
                 topic_prefix=settings.topic_prefix,
                 credentials=settings.sandbox_credentials,
-                faults=FaultConfig(**settings.sandbox_faults),
+                faults=faults,
                 host=settings.web_host,
             )
         )
@@ -225,9 +230,13 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
 def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
-    from capture.webhooks import create_webhooks
+    from capture.webhooks import create_webhooks, secrets_by_tenant
 
-    secrets = {tuple(key.split(":", 1)): value for key, value in settings.webhook_secrets.items()}
+    try:
+        secrets = secrets_by_tenant(settings.webhook_secrets)
+    except ValueError as exc:
+        print(f"lienthong webhooks: invalid LIENTHONG_WEBHOOK_SECRETS: {exc}", file=sys.stderr)
+        return 2
     web.run_app(
         create_webhooks(
             secrets=secrets, bootstrap_servers=settings.bootstrap_servers, topic_prefix=settings.topic_prefix

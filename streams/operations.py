@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from streams.settings import Settings
 from streams.topics import AUDIT, TENANT_CONFIG
+
+Header = tuple[str, str | bytes | None]
 
 
 class Record(NamedTuple):
@@ -23,7 +25,17 @@ class Record(NamedTuple):
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: list
+    headers: list[Header]
+
+
+def _headers(message: Message) -> list[Header]:
+    """A consumed message's headers; the client hands them over as a list of (name, value) pairs."""
+    headers = message.headers()
+    if headers is None:
+        return []
+    if not isinstance(headers, list):
+        raise TypeError(f"headers of a consumed message are a {type(headers).__name__}, not a list of pairs")
+    return headers
 
 
 def read_topic(settings: Settings, topic: str, timeout: float = 10.0) -> Iterator[Record]:
@@ -53,9 +65,12 @@ def read_topic(settings: Settings, topic: str, timeout: float = 10.0) -> Iterato
             message = consumer.poll(0.5)
             if message is None or message.error():
                 continue
-            yield Record(message.partition(), message.offset(), message.key(), message.value(), message.headers() or [])
-            if message.offset() + 1 >= ends.get(message.partition(), 0):
-                ends.pop(message.partition(), None)
+            partition, offset = message.partition(), message.offset()
+            if partition is None or offset is None:
+                raise RuntimeError(f"a message of {topic} came without its partition or offset")
+            yield Record(partition, offset, message.key(), message.value(), _headers(message))
+            if offset + 1 >= ends.get(partition, 0):
+                ends.pop(partition, None)
     finally:
         consumer.close()
 
@@ -125,7 +140,7 @@ def replay_dead_letters(
             if message is None or message.error():
                 continue
             idle_until = time.monotonic() + 2.0
-            headers = {k: v.decode() for k, v in message.headers() or []}
+            headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in _headers(message) if v is not None}
             origin = headers.get("origin.topic")
             if origin and (kind is None or headers.get("error.kind") == kind):
                 replayed.append((origin, headers.get("error.kind", "")))

@@ -122,14 +122,18 @@ async def test_faults_are_retried_until_every_record_is_written_exactly_once(kaf
         error_rate=0.2, throttle_rate=0.1, retry_after_s=0.05, timeout_rate=0.03, timeout_s=3.0, seed=7
     )
     store, connector = await run_connector(
-        module_settings, tmp_path, tenant, faults, until=lambda s: s.list(tenant, "customer", page_size=100)[1] >= 30
+        module_settings,
+        tmp_path,
+        tenant,
+        faults,
+        until=lambda s: s.list_records(tenant, "customer", page_size=100)[1] >= 30,
     )
     results = results_for(kafka, tenant, 30)
     not_applied = [(r["status"], r["attempts"], r["error"]) for r in results if r["status"] != "applied"]
     assert not_applied == [] and len(results) == 30, (not_applied, dict(connector.stats), faults.counts)
     assert faults.counts.get("error", 0) + faults.counts.get("throttle", 0) > 0 and faults.counts.get("timeout", 0) > 0
     assert max(r["attempts"] for r in results) > 1
-    assert store.list(tenant, "customer", page_size=100)[1] == 30
+    assert store.list_records(tenant, "customer", page_size=100)[1] == 30
     creations = [orjson.loads(v) for _, _, _, v in store.pending()]
     assert len(creations) == 30 and all(e["op"] == "c" for e in creations)  # each record written once
 
@@ -209,7 +213,7 @@ async def test_sigterm_finishes_in_flight_commands_and_loses_none(kafka, module_
         )
 
     def written():
-        return store.list(tenant, "customer", page_size=100)[1]
+        return store.list_records(tenant, "customer", page_size=100)[1]
 
     try:
         first = await start()
@@ -268,7 +272,7 @@ async def test_one_key_in_order_many_keys_in_parallel_under_the_tenant_cap(kafka
         faults,
         concurrency=4,
         until=lambda s: (
-            s.list(tenant, "customer", page_size=100)[1] >= 11
+            s.list_records(tenant, "customer", page_size=100)[1] >= 11
             and (s.by_code(tenant, "customer", "KH-ONE") or {}).get("name") == "version 2"
         ),
     )
