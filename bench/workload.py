@@ -10,13 +10,14 @@ in the order the events of one unit happen (each record's events stay in causal 
 | 1 | accounting changes the customer's address | CUS-8 |
 | 1 | CRM product created | PRD-1 |
 | 2 | CRM order drafted, then proposed for revenue | SO-1 none (condition), SO-4 (+ X-4 deps) |
-| 4 | acct sales order (the SO-4 echo, origin = sync), a sales voucher, a receipt | aggregates: SO-9, SO-13, SO-10, SO-14 |
+| 3 | acct sales order (SO-4's echo, origin sync), a sales voucher, a receipt | SO-9, SO-13, SO-10, SO-14 |
 | 1 | CRM invoice request proposed | INV-1 |
 | 1 | acct price policy over two categories | PP-1 (two CRM copies) |
 
-That is 12 events per unit and 12 commands (CUS-10 and PRD-1 X-4 dependencies included). Amounts are decimal strings; record ids are unique
-per tenant; every event has a unique ``event_id``. ``events(n, tenants)`` yields them round-robin
-over tenants, as ``Event(topic, key, value)`` with the topic name without the deployment prefix.
+That is 12 events per unit and about 13 commands (X-4's CUS-10 and PRD-1 dependencies included).
+Amounts are decimal strings; record ids are unique per tenant; every event has a unique
+``event_id``. ``events(n, tenants)`` yields them unit by unit, round-robin over tenants, as
+``Event(topic, key, value)`` with the topic name without the deployment prefix.
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ def business_unit(tenant: str, n: int, rng: random.Random) -> list[Event]:
     }
     quantity = rng.randrange(1, 20)
     total = str(int(price) * quantity)
-    lines = [{"line_id": "L1", "product_code": product_code, "quantity": quantity, "unit_price": price, "amount": total}]
+    lines = [
+        {"line_id": "L1", "product_code": product_code, "quantity": quantity, "unit_price": price, "amount": total}
+    ]
     order = {
         "id": f"CO{u}",
         "code": f"DH{u}",
@@ -125,7 +128,12 @@ def business_unit(tenant: str, n: int, rng: random.Random) -> list[Event]:
         "code": f"XK{u}",
         "order_id": acct_order["id"],
         "lines": [
-            {"line_id": "L1", "product_code": product_code, "quantity": delivered, "amount": str(int(price) * delivered)}
+            {
+                "line_id": "L1",
+                "product_code": product_code,
+                "quantity": delivered,
+                "amount": str(int(price) * delivered),
+            }
         ],
         "invoice_no": None,
         "einvoice_published": False,
@@ -156,7 +164,9 @@ def business_unit(tenant: str, n: int, rng: random.Random) -> list[Event]:
         _change(tenant, "acct", "receipt", f"{ev}-9", receipt),
         _change(tenant, "crm", "invoice", f"{ev}-10", invoice),
         _change(tenant, "acct", "price_policy", f"{ev}-11", policy),
-        _change(tenant, "acct", "customer", f"{ev}-12", {**customer, "address": "Hồ Chí Minh"}, op="u", before=customer),
+        _change(
+            tenant, "acct", "customer", f"{ev}-12", {**customer, "address": "Hồ Chí Minh"}, op="u", before=customer
+        ),
     ]
 
 

@@ -28,7 +28,7 @@ from streams.core.contract import System
 from streams.core.rules import RuleBook, load_rules
 from streams.outputs import Outputs, ProducerLike
 from streams.settings import Settings
-from streams.tables import Tables, define_tables
+from streams.tables import OwnWritesGlobalTable, Tables, define_tables
 from streams.tables.tenants import TenantSettings
 from streams.topics import AUDIT, DLQ_CDC, TENANT_CONFIG, cdc_topics, commands_topic, results_topic
 
@@ -113,6 +113,7 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
         # internal ones (changelogs, leader topic).
         topic_allow_declare=True,
         Stream=BatchingStream,
+        GlobalTable=OwnWritesGlobalTable,
         monitor=QuietMonitor(),
     )
 

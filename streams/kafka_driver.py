@@ -1,29 +1,31 @@
-"""faust-streaming's aiokafka transport, with three fixes to how messages reach the agents.
+"""faust-streaming's aiokafka transport, with what it takes for no offset to be committed unread.
 
-1. **No message is skipped for good at start-up.** While a worker recovers its tables, faust drops
-   the messages the consumer already fetched for partitions that are not active yet, and later
-   "seeks back to committed offsets" to read them again. aiokafka's ``seek_to_committed`` only
-   moves partitions that *have* a committed offset above 0, so a partition whose group never
-   committed stayed where the dropped fetch left it. A partition without a committed offset is
-   now sought to its beginning, which is what ``auto_offset_reset = earliest`` promises.
+faust-streaming 0.15 commits offsets its agents never saw in three ways, all reproduced here
+(docs/decisions.md, "Skipped offsets after kill -9"):
 
-2. **No stale message after a seek.** faust delivers a fetched batch message by message, awaiting
-   each; a rebalance or the end of a recovery can seek the partitions back in the middle of it.
-   faust then went on delivering the rest of the *old* batch, and its gap logic (meant for offsets
-   that compaction or transaction markers removed) took the jump from the sought offset to the
-   stale message as a gap and counted every offset in between as processed: the committed offset
-   moved past messages no agent ever saw. Seen after ``kill -9`` and restart as a run of skipped
-   offsets with commits at the end of every partition (docs/decisions.md). Every seek now starts
-   a new *epoch*; what was fetched in an earlier epoch is dropped, and the consumer fetches again
-   from where the seek put it.
+1. **A partition never committed was not re-read at start-up.** While tables recover, faust drops
+   the records it fetched for input partitions and relies on "seek to committed" to read them
+   again; aiokafka seeks only partitions that have a committed offset. Such partitions are now
+   sought to their beginning (input partitions only: changelogs are read by the recovery itself).
+2. **Records delivered around a seek were lost, then committed past.** At the end of a recovery
+   faust seeks the input partitions back to their committed offsets *while its fetch loop keeps
+   delivering*, then clears the agents' queues. Records fetched in that window moved the
+   consumer's position past what was cleared, and faust's gap logic (meant for offsets the broker
+   does not return: compaction, transaction markers) counted the jump as processed. Now the fetch
+   loop is *parked* from the seek until faust resumes the flow (after the clear); before fetching
+   again it seeks to the committed offsets itself, in the same task that fetches, so no fetch can
+   overlap it, and every batch fetched before that is dropped unread.
+3. **The commit check was off by one and skipped unknown starts.** faust refused to commit past a
+   hole only when the first acked offset was two or more past the committed one, and not at all
+   when the committed offset was 0 or unknown. A hole is now bridged only where the broker
+   itself returned no record (between two records delivered in one fetch epoch, or between the
+   position after a seek and the first record), and nothing is committed unless the acked run
+   starts exactly at the committed offset.
 
-3. **One race per fetched batch, not per message.** faust raced every message's delivery against
-   "flow suspended" with four new futures per message, which cost more than delivering the
-   message (profile in docs/performance.md). The race now covers the delivery of a whole batch;
-   a suspension still stops it, and the rest of the batch is fetched again after the seek that
-   follows every suspension.
+And one change for speed: faust raced every message's delivery against "flow suspended" with four
+new futures per message, more than delivering it cost; the race now covers a fetched batch.
 
-Work redone because of 1 or 2 is ordinary at-least-once redelivery, which the processor
+Work redone because of these is ordinary at-least-once redelivery, which the processor
 deduplicates by event id.
 """
 
@@ -35,6 +37,7 @@ from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
+from faust.utils.functional import consecutive_numbers
 
 YIELD_EVERY = 100  # messages delivered between two returns to the event loop (health checks, timers)
 
@@ -47,57 +50,96 @@ class AIOKafkaConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     async def _seek_to_committed_or_beginning(self) -> Mapping[Any, int]:
         consumer = self._ensure_consumer()
         committed: Mapping[Any, int] = await consumer.seek_to_committed()
-        never_committed = [tp for tp, offset in committed.items() if offset is None or offset <= 0]
+        changelogs = self.app.tables.changelog_topics
+        never_committed = [
+            tp for tp, offset in committed.items() if (offset is None or offset <= 0) and tp.topic not in changelogs
+        ]
         if never_committed:
             await consumer.seek_to_beginning(*never_committed)
         return committed
 
 
 class Consumer(faust_aiokafka.Consumer):
-    # Bumped by every seek (before and after it), and by every rebalance: a batch fetched in an
-    # earlier epoch may hold messages from before the seek.
+    # Bumped whenever the consumer is parked: a batch fetched in an earlier epoch may hold records
+    # from before a seek and is dropped.
     _seek_epoch = 0
+    # From a rebalance or seek until faust resumes the flow: deliver no input record (changelog
+    # records, which the table recovery reads, still go).
+    _parked = False
+    # Set when the flow resumes: the fetch loop seeks to the committed offsets before it fetches.
+    _seek_before_fetch = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # per input partition: the offset of the last record delivered in this epoch, and where
+        # the consumer stood after its last seek (the offsets before the first record it returns
+        # are ones the broker does not have)
+        self._last_delivered: dict[TP, int] = {}
+        self._sought_position: dict[TP, int] = {}
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return AIOKafkaConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-    def _new_epoch(self) -> None:
+    def _park(self) -> None:
+        self._parked = True
         self._seek_epoch += 1
+        self._last_delivered.clear()
+        self._sought_position.clear()
 
     async def perform_seek(self) -> None:
-        self._new_epoch()
-        try:
-            await super().perform_seek()
-        finally:
-            self._new_epoch()
+        self._park()
+        await super().perform_seek()
 
     async def seek(self, partition: TP, offset: int) -> None:
-        self._new_epoch()
-        try:
-            await super().seek(partition, offset)
-        finally:
-            self._new_epoch()
+        self._park()
+        await super().seek(partition, offset)
+
+    def resume_flow(self) -> None:
+        super().resume_flow()
+        self._seek_before_fetch = True
+        self._parked = False
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        self._new_epoch()
+        self._park()
         await super().on_partitions_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
-        self._new_epoch()
+        self._park()
         await super().on_partitions_assigned(assigned, generation_id)
 
+    async def _seek_here(self) -> bool:
+        """Seek the input partitions to their committed offsets from the fetch loop; False when a
+        park happened meanwhile (another rebalance)."""
+        epoch = self._seek_epoch
+        await super().perform_seek()
+        changelogs = self.app.tables.changelog_topics
+        positions: dict[TP, int] = {}
+        for tp in self.assignment():
+            if tp.topic not in changelogs:
+                position = await self.position(tp)
+                if position is not None:
+                    positions[tp] = position
+        if epoch != self._seek_epoch or self._parked:
+            return False
+        self._sought_position = positions
+        self._last_delivered.clear()
+        return True
+
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - driven by the worker
-        """The fetch loop (faust's, with fixes 2 and 3 of the module docstring)."""
+        """The fetch loop (faust's, parked around seeks and racing suspension once per batch)."""
         consumer_stopped = self._stopped.is_set
         fetcher_stopped = fetcher._stopped.is_set
         try:
             while not (consumer_stopped() or fetcher_stopped()):
+                if self._seek_before_fetch and not self._parked:
+                    self._seek_before_fetch = False
+                    if not await self._seek_here():
+                        continue
                 epoch = self._seek_epoch
                 batch = [(tp, message) async for tp, message in self.getmany(timeout=1.0)]
                 await self.sleep(0)
-                if not batch or self.should_stop or epoch != self._seek_epoch:
-                    continue  # nothing, stopping, or fetched across a seek: fetch again from the new position
-                await self.wait_first(self._deliver(batch, epoch), self.suspend_flow.wait())
+                if batch and not self.should_stop:
+                    await self.wait_first(self._deliver(batch, epoch), self.suspend_flow.wait())
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 self.log.info("Broker stopped consumer, shutting down...")
@@ -115,24 +157,53 @@ class Consumer(faust_aiokafka.Consumer):
     async def _deliver(self, batch: list[tuple[TP, Message]], epoch: int) -> None:
         callback = self.callback
         read_offset = self._read_offset
+        last_delivered = self._last_delivered
         acks_enabled_for = self.app.topics.acks_enabled_for
+        changelogs = self.app.tables.changelog_topics
         for delivered, (tp, message) in enumerate(batch, start=1):
-            if epoch != self._seek_epoch:
-                return  # a seek moved the partitions: the rest of this batch may be stale
+            if (self._parked or epoch != self._seek_epoch) and tp.topic not in changelogs:
+                # fetched before (or around) a seek: the input partition is read again from where
+                # the seek puts it; changelogs, read by the table recovery itself, go on
+                continue
             if delivered % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
             offset = message.offset
-            last = read_offset[tp]
-            if last is not None and offset < last:
-                continue  # already delivered (faust drops these too)
-            if last and offset - last > 1 and acks_enabled_for(message.topic):
-                # offsets the broker did not return (compaction, transaction markers): not lost work
-                await self._add_gap(tp, last + 1, offset)
+            last = last_delivered.get(tp)
+            if last is not None and offset <= last:
+                continue  # delivered already in this epoch
+            expected = last + 1 if last is not None else self._sought_position.get(tp)
+            if expected is not None and offset > expected and acks_enabled_for(message.topic):
+                # offsets the broker returned no record for (compaction, transaction markers)
+                self._gap[tp].addi(expected, offset)
+                self._gap[tp].merge_overlaps()
             if self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
                 await self.commit()
             await callback(message)
+            last_delivered[tp] = offset
             read_offset[tp] = offset
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """faust's, with the check that the acked run starts exactly at the committed offset."""
+        acked = self._acked[tp]
+        if not acked:
+            return None
+        gap = self._gap[tp]
+        if gap:
+            top = max(acked)
+            bridged = sorted(gap.overlap(0, top), key=lambda interval: interval.begin)
+            if bridged:
+                offsets = [offset for interval in bridged for offset in range(interval.begin, interval.end)]
+                acked.extend(offsets)
+                gap.chop(0, max(offsets[-1], top + 1))
+        acked.sort()
+        committed = self._committed_offset[tp]
+        if committed is not None and acked[0] > committed:
+            return None  # a hole at the head: not all of it was processed yet (or was lost: a stall, not a skip)
+        run = next(consecutive_numbers(acked))
+        acked[: len(run)] = []
+        self._acked_index[tp].difference_update(run)
+        return int(run[-1]) + 1
 
 
 class Transport(faust_aiokafka.Transport):

@@ -48,6 +48,7 @@ class OutputMessage:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
+    partition: int = -1  # -1: the producer's partitioner picks it from the key
 
     @property
     def size(self) -> int:
@@ -66,6 +67,7 @@ class Outputs:
         self.delivery_timeout = delivery_timeout
         self._pending = 0
         self._errors: list[str] = []
+        self._offsets: dict[tuple[str, int], int] = {}  # highest acknowledged offset per partition
         self._lock = threading.Lock()
 
     def fits(self, messages: Sequence[OutputMessage]) -> OutputMessage | None:
@@ -80,7 +82,12 @@ class Outputs:
         with self._lock:
             self._pending += 1
         self.producer.produce(
-            message.topic, message.value, message.key, headers=message.headers, on_delivery=self._on_delivery
+            message.topic,
+            message.value,
+            message.key,
+            partition=message.partition,
+            headers=message.headers,
+            on_delivery=self._on_delivery,
         )
 
     def _on_delivery(self, error: Any, message: Any) -> None:
@@ -89,9 +96,15 @@ class Outputs:
             if error is not None:
                 where = message.topic() if message is not None else "?"
                 self._errors.append(f"{where}: {error}")
+            elif message is not None and message.offset() is not None:
+                where = (message.topic(), message.partition())
+                self._offsets[where] = max(self._offsets.get(where, -1), message.offset())
 
-    async def delivered(self) -> None:
-        """Return once the broker acknowledged every message queued so far; else raise."""
+    async def delivered(self) -> dict[tuple[str, int], int]:
+        """Wait until the broker acknowledged every message queued so far; else raise.
+
+        Returns the highest offset acknowledged per (topic, partition) since the last call.
+        """
         if self._pending:
             remaining = await asyncio.to_thread(self.producer.flush, self.delivery_timeout)
             if remaining:
@@ -100,5 +113,7 @@ class Outputs:
                 )
         with self._lock:
             errors, self._errors = self._errors, []
+            offsets, self._offsets = self._offsets, {}
         if errors:
             raise OutputsNotDelivered(f"{len(errors)} message(s) refused by the broker, first: {errors[0]}")
+        return offsets

@@ -32,7 +32,6 @@ class BatchingStream(faust.Stream):
         buffer_full = Event()
         buffer_consumed = Event()
         buffer_consuming: Any = None
-        stream_enable_acks: bool = self.enable_acks
         channel_it = aiter(self.channel)
 
         async def add_to_buffer(value: Any) -> Any:
@@ -52,7 +51,9 @@ class BatchingStream(faust.Stream):
                 await self.wait(buffer_consumed)
             return value
 
-        self.enable_acks = False  # the agent acks (ack_batch), once the batch is durable
+        # The agent acks (ack_batch) once a batch is durable. Never turned back on: faust restarts a
+        # crashed agent on the same stream, which would then ack every event as it is buffered.
+        self.enable_acks = False
         self.add_processor(add_to_buffer)
         self._enable_passive(cast(ChannelT, channel_it))
         try:
@@ -68,7 +69,6 @@ class BatchingStream(faust.Stream):
                         buffer_full.clear()
                         buffer_consumed.set()
         finally:
-            self.enable_acks = stream_enable_acks
             self._processors.remove(add_to_buffer)
 
     async def ack_batch(self, events: Sequence[EventT]) -> None:

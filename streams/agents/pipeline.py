@@ -19,7 +19,9 @@ connectors skip what they applied), the same audit records again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,10 +36,13 @@ from streams.core.contract import Command, System, dead_letter_headers, dumps
 from streams.core.decide import Decision
 from streams.core.rules import RuleBook
 from streams.outputs import OutputMessage, Outputs
-from streams.tables import BatchState, Tables
+from streams.tables import LESSONS, PROCESSED_MARKERS, BatchState, Tables, as_current_event
 from streams.tables.tenants import TenantSettings
 
 log = logging.getLogger(__name__)
+
+# The worker's exit status when a batch cannot be made durable (EX_SOFTWARE).
+EXIT_BATCH_NOT_DURABLE = 70
 
 # Header names of a dead letter whose original was too large to keep whole.
 TRUNCATED = "dlq.truncated"
@@ -69,6 +74,8 @@ class AgentDeps:
     batch_size: int
     batch_wait: float
     counts: Counter[str] = field(default_factory=Counter)  # what the agents did, for logs and metrics
+    # What a batch that cannot be made durable does to the worker (run_batches): stop it at once.
+    stop_worker: Callable[[], None] = field(default=lambda: _exit_now())
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,11 @@ class Where:
     topic: str
     partition: int
     offset: int
+
+
+def _exit_now() -> None:
+    logging.shutdown()
+    os._exit(EXIT_BATCH_NOT_DURABLE)
 
 
 class Unstageable(Exception):
@@ -169,30 +181,69 @@ class Batch:
     # --- durability ------------------------------------------------------------------------------
 
     async def finish(self) -> None:
-        """Send and await the outputs, then write the state and flush the changelogs."""
+        """Make the batch durable: its outputs, then what it taught, then that it was processed,
+        each acknowledged by the broker before the next; then apply the state to the tables."""
         outputs = self.deps.outputs
-        for message in self.messages:
-            outputs.send(message)
-        await outputs.delivered()
-        self.state.write_to_tables()
-        await self.deps.app.producer.flush()
+        persisted: dict[tuple[str, int], int] = {}
+        for messages in (
+            self.messages,
+            self.state.changelog(LESSONS),
+            self.state.changelog(PROCESSED_MARKERS),
+        ):
+            for message in messages:
+                outputs.send(message)
+            persisted.update(await outputs.delivered())
+        self.state.write_to_stores(persisted)
 
 
 async def run_batches(
     stream: Any, deps: AgentDeps, name: str, process: Callable[[Batch, EventT], None], *, follow_settings: bool = True
 ) -> None:
-    """An agent's loop: take a batch, stage each event (``process``), make the batch durable, ack it."""
+    """An agent's loop: take a batch, stage each event (``process``), make the batch durable, ack it.
+
+    A batch that cannot be made durable (the broker refuses its messages or stays away longer than
+    ``LIENTHONG_DELIVERY_TIMEOUT``) stops the worker process at once: faust would restart the agent
+    on the events after it, and later acks would let its offsets be committed unprocessed. Run
+    again, the worker reads the batch again.
+    """
+    try:
+        await _run_batches(stream, deps, name, process, follow_settings=follow_settings)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.critical(
+            "%s: a batch could not be made durable; the worker stops and reads it again when restarted",
+            name,
+            exc_info=True,
+        )
+        deps.stop_worker()
+        raise
+
+
+async def _run_batches(
+    stream: Any, deps: AgentDeps, name: str, process: Callable[[Batch, EventT], None], *, follow_settings: bool
+) -> None:
     async for events in stream.take_batches(deps.batch_size, deps.batch_wait):
+        started = time.perf_counter()
         batch = Batch(deps)
         if follow_settings:
             # Tenant settings written before the newest event of the batch reached the broker apply to it.
             await deps.tenants.wait_until_current(max(int(event.message.timestamp * 1000) for event in events))
         for event in events:
-            process(batch, event)
+            with as_current_event(event):  # its partition's store, for the tables it reads
+                process(batch, event)
+        decided = time.perf_counter()
         await batch.finish()
         await stream.ack_batch(events)
         deps.counts[f"{name}.events"] += len(events)
         deps.counts[f"{name}.batches"] += 1
+        log.debug(
+            "%s: batch of %d decided in %.1f ms, durable in %.1f ms",
+            name,
+            len(events),
+            (decided - started) * 1000,
+            (time.perf_counter() - decided) * 1000,
+        )
 
 
 def where_of(event: EventT) -> Where:

@@ -9,22 +9,34 @@ partition, maybe another worker) wrote: an order reads its customer's link. They
 (``memory://``) and are rebuilt from their changelog topics at start-up; faust's RocksDB store
 with ``use_partitioner`` can serve a worker its own stale copy of a key that another worker
 changed, which the memory store cannot.
+
+A batch's changes reach the tables through ``BatchState`` in three steps, each acknowledged by the
+broker before the next (``streams.agents.pipeline.Batch.finish``): the batch's outputs; then the
+changelogs of what it taught (``links``, ``written``, ``crm_records``); then the changelogs that
+say an event was processed (``seen_events``, and ``orders``, whose aggregates keep their own
+recent event ids). A crash in between replays the batch against state that is at most ahead by
+what the replay teaches again, never remembered-as-processed without its outputs and lessons.
+The changelog messages are produced with the outputs' producer (faust's buffered changelog
+producer sends them one at a time), in faust's own encoding, so faust recovers the tables as usual.
 """
 
 from __future__ import annotations
 
 import contextlib
+import uuid
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import faust
+from faust.stores.memory import Store as MemoryStore
 from faust.streams import _current_event  # the context variable behind faust.current_event()
-from faust.types import EventT, TableT
+from faust.types import TP, EventT, TableT
 
 from streams.core.contract import System
 from streams.core.decide import Decision, LinkUpdate, Written
+from streams.outputs import OutputMessage
 from streams.settings import Settings
 from streams.tables.tenants import TenantSettings
 
@@ -32,17 +44,51 @@ SEEN_EVENTS_PER_RECORD = 32
 
 TableName = Literal["links", "written", "crm_records", "seen_events", "orders"]
 TABLE_NAMES: tuple[TableName, ...] = ("links", "written", "crm_records", "seen_events", "orders")
+GLOBAL_TABLES: frozenset[TableName] = frozenset({"links", "written", "crm_records"})
+# The order in which a batch's changelogs are made durable (module docstring).
+LESSONS: tuple[TableName, ...] = ("links", "written", "crm_records")
+PROCESSED_MARKERS: tuple[TableName, ...] = ("seen_events", "orders")
+
+# The header naming the worker process that wrote a changelog message.
+WRITER_HEADER = "lienthong.writer"
+
+
+class OwnWritesGlobalTable(faust.GlobalTable):
+    """A global table that does not re-apply its own worker's changelog messages.
+
+    Every worker follows a global table's changelog to learn what the others wrote, its own writes
+    included; those it already applied when it wrote them, and applying them again when they come
+    back would set a key back to an older value the worker has since replaced.
+    """
+
+    writer: bytes = b""
+
+    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+        super().apply_changelog_batch(event for event in batch if _writer_of(event) != self.writer)
+
+
+def _writer_of(event: EventT) -> bytes | None:
+    headers = event.headers or {}
+    if isinstance(headers, dict):
+        value = headers.get(WRITER_HEADER)
+    else:
+        value = next((v for k, v in headers if k == WRITER_HEADER), None)
+    return value.encode() if isinstance(value, str) else value
 
 
 @dataclass
 class Tables:
-    """The processor's faust tables (``faust.Table`` / ``faust.GlobalTable``: str keys, JSON values)."""
+    """The processor's faust tables (``faust.Table`` / ``faust.GlobalTable``: str keys, JSON values).
+
+    ``writer`` names this worker process in the changelog messages it writes.
+    """
 
     links: TableT[str, Any]
     written: TableT[str, Any]
     crm_records: TableT[str, Any]
     seen_events: TableT[str, Any]
     orders: TableT[str, Any]
+    writer: bytes = b""
 
     def table(self, name: TableName) -> Any:
         return getattr(self, name)
@@ -65,7 +111,9 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
             help=help,
         )
 
-    return Tables(
+    writer = uuid.uuid4().hex.encode()
+    tables = Tables(
+        writer=writer,
         links=global_table("links", "X-3 cross-system links by code and by id"),
         written=global_table("written", "X-2 what each target record was last written"),
         crm_records=global_table("crm_records", "last seen CRM customers and products by code"),
@@ -90,6 +138,9 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
             help="per accounting order: contributions of its vouchers and receipts, what was sent",
         ),
     )
+    for name in GLOBAL_TABLES:
+        tables.table(name).writer = writer
+    return tables
 
 
 def _link_keys(tenant: str, family: str, code: str | None, ids: dict[str, str]) -> list[str]:
@@ -106,8 +157,9 @@ class BatchState:
     """The tables as one batch sees them: what earlier events of the batch changed, over the tables.
 
     ``streams.core.decide.State`` for the core, so each event of a batch sees the state changes of
-    the events before it. Nothing reaches the tables until ``write_to_tables`` (after the batch's
-    outputs are on the broker): an event is never remembered as processed before its outputs are.
+    the events before it. Nothing reaches the tables before the batch's outputs are on the broker
+    (``changelog``, then ``write_to_stores``): an event is never remembered as processed before
+    its outputs are.
     """
 
     def __init__(self, tables: Tables, tenants: TenantSettings, default_order_target: str) -> None:
@@ -124,7 +176,7 @@ class BatchState:
         if change is not None:
             value = change[0]
             return None if value is _DELETED else value
-        return self.tables.table(table).get(key)
+        return read_store(self.tables.table(table).data, key)
 
     def set(self, table: TableName, key: str, value: Any, event: EventT | None) -> None:
         self._changes[table][key] = (value, event)
@@ -137,18 +189,61 @@ class BatchState:
     def changed_keys(self) -> int:
         return sum(len(changes) for changes in self._changes.values())
 
-    def write_to_tables(self) -> None:
-        """Write the batch's changes, one write per key (each under its event: its partition)."""
+    def changes(self) -> Iterator[tuple[TableName, str, Any | None]]:
+        """(table, key, new value or None for a delete) of every change the batch made."""
+        for name, changes in self._changes.items():
+            for key, (value, _event) in changes.items():
+                yield name, key, None if value is _DELETED else value
+
+    def forget_changes(self) -> None:
+        for changes in self._changes.values():
+            changes.clear()
+
+    def changelog(self, names: Iterable[TableName]) -> list[OutputMessage]:
+        """The changelog messages of the batch's changes to ``names``, encoded as faust encodes them."""
+        messages = []
+        headers = [(WRITER_HEADER, self.tables.writer)]
+        for name in names:
+            table = self.tables.table(name)
+            topic = table.changelog_topic.get_topic_name()
+            serializers = table.app.serializers
+            for key, (value, event) in self._changes[name].items():
+                # a global table has one changelog partition; a partitioned one the event's
+                partition = 0 if name in GLOBAL_TABLES or event is None else event.message.partition
+                messages.append(
+                    OutputMessage(
+                        topic,
+                        serializers.dumps_key(table.key_type, key, serializer=table.key_serializer),
+                        None
+                        if value is _DELETED
+                        else serializers.dumps_value(table.value_type, value, serializer=table.value_serializer),
+                        headers,
+                        partition,
+                    )
+                )
+        return messages
+
+    def write_to_stores(self, persisted: dict[tuple[str, int], int]) -> None:
+        """Apply the batch's changes to the tables' stores, once their changelogs are durable.
+
+        ``persisted``: the highest changelog offset written per partition, which a RocksDB store
+        keeps so that recovery reads only what it does not have yet.
+        """
         for name, changes in self._changes.items():
             table = self.tables.table(name)
+            store = table.data
             for key, (value, event) in changes.items():
                 with as_current_event(event):
                     if value is _DELETED:
-                        if key in table:
-                            del table[key]
+                        if key in store:
+                            del store[key]
                     else:
-                        table[key] = value
+                        store[key] = value
             changes.clear()
+            topic = table.changelog_topic.get_topic_name()
+            for (written_topic, partition), offset in persisted.items():
+                if written_topic == topic:
+                    store.set_persisted_offset(TP(topic, partition), offset)
 
     # --- streams.core.decide.State -------------------------------------------------------------
 
@@ -181,7 +276,7 @@ class BatchState:
 
     def crm_customers(self, tenant: str) -> Iterable[dict[str, Any]]:
         prefix = f"{tenant}:customer:"
-        keys = {k for k in self.tables.crm_records if k.startswith(prefix)}
+        keys = {k for k in self.tables.crm_records.data if k.startswith(prefix)}
         keys |= {k for k in self._changes["crm_records"] if k.startswith(prefix)}
         return [record for key in sorted(keys) if (record := self.get("crm_records", key))]
 
@@ -226,6 +321,18 @@ class BatchState:
                 {"fields": written.fields, "event_id": written.event_id, "command_id": written.command_id},
                 None,
             )
+
+
+def read_store(store: Any, key: str) -> Any:
+    """A table's value for ``key`` read from its store, or None.
+
+    Past faust's table layer (which calls its sensors and raises KeyError for a missing key, a
+    third of the agents' time): a memory store is a dict; a RocksDB store reads the partition of
+    the current event (the agents set it, ``as_current_event``).
+    """
+    if isinstance(store, MemoryStore):
+        return store.data.get(key)
+    return store.get(key)
 
 
 @contextlib.contextmanager

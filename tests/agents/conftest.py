@@ -26,6 +26,22 @@ class Produced:
     key: bytes | None
     value: bytes | None
     headers: dict[str, bytes]
+    partition: int = 0
+    offset: int = 0
+
+
+class DeliveryReport:
+    def __init__(self, produced: Produced) -> None:
+        self._produced = produced
+
+    def topic(self) -> str:
+        return self._produced.topic
+
+    def partition(self) -> int:
+        return self._produced.partition
+
+    def offset(self) -> int:
+        return self._produced.offset
 
 
 class FakeProducer:
@@ -33,20 +49,25 @@ class FakeProducer:
 
     def __init__(self) -> None:
         self.messages: list[Produced] = []
-        self._callbacks: list[Callable[[Any, Any], None]] = []
+        self._next_offset: dict[tuple[str, int], int] = {}
+        self._callbacks: list[tuple[Callable[[Any, Any], None], Produced]] = []
 
-    def produce(self, topic, value=None, key=None, *, headers=None, on_delivery=None) -> None:
-        self.messages.append(Produced(topic, key, value, dict(headers or [])))
+    def produce(self, topic, value=None, key=None, partition=-1, *, headers=None, on_delivery=None) -> None:
+        partition = max(partition, 0)
+        offset = self._next_offset.get((topic, partition), 0)
+        self._next_offset[(topic, partition)] = offset + 1
+        produced = Produced(topic, key, value, dict(headers or []), partition, offset)
+        self.messages.append(produced)
         if on_delivery is not None:
-            self._callbacks.append(on_delivery)
+            self._callbacks.append((on_delivery, produced))
 
     def poll(self, timeout: float = 0) -> int:
         return self.flush(timeout)
 
     def flush(self, timeout: float = 0) -> int:
         callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            callback(None, None)
+        for callback, produced in callbacks:
+            callback(None, DeliveryReport(produced))
         return 0
 
 
@@ -71,6 +92,7 @@ def built(tmp_path, monkeypatch):
     # No config.tenants reader runs here: tenant settings are set directly in tenants.by_tenant.
     built.tenants.current_as_of_ms = 2**62
     built.producer = producer
+    built.deps.stop_worker = lambda: None  # a failed batch fails the test instead of ending pytest
     return built
 
 

@@ -17,8 +17,8 @@ from streams.core.contract import (
     Op,
     System,
     decode_change_event,
-    parse_command,
     dumps,
+    parse_command,
 )
 
 TOPIC = "cdc.crm.sale_order"

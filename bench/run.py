@@ -1,0 +1,421 @@
+"""The processing loop measured on the real local broker, beside a baseline measured in the same run.
+
+    .venv/bin/python -m bench.run                     # 100k events, 50 tenants, every measurement
+    .venv/bin/python -m bench.run --events 20000 --rss-events 0 --json bench/results.json
+
+Needs the local broker (``lienthong kafka start``); every topic it makes has a fresh prefix and is
+deleted afterwards. What it reports, side by side:
+
+* **worker drain**: ``--events`` change events of the workload in ``bench/workload.py`` (its mix is
+  stated there) preloaded into ``cdc.*``; one ``lienthong worker`` from offset zero until its
+  consumer group has committed the end of every input partition. events/s and commands/s over the
+  processing time (first to last audit record), and the wall time with start-up;
+* **baseline**: the same events through a bare confluent-kafka consume -> orjson decode -> produce
+  loop on the same broker, and the ratio worker / baseline;
+* **latency** at a fixed offered rate (``--rate``, default half the measured drain rate) for
+  ``--latency-seconds``: from an event's produce time to its audit record's, p50/p95/p99;
+* **decide()** in-process: decode + the core's decision + the state update, events/s;
+* **RSS** of the worker sampled every half second over a ``--rss-events`` run (0 skips it).
+
+Not a test: it asserts nothing about speed. ``tests/test_bench.py`` runs a small one to see that it
+completes and that its output is well-formed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from bench.workload import Event, events
+from streams.admin import create_topics, delete_topics_with_prefix
+from streams.settings import Settings
+from streams.topics import AUDIT, cdc_topics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Report:
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    worker: dict[str, Any] = field(default_factory=dict)
+    baseline: dict[str, Any] = field(default_factory=dict)
+    ratio: float | None = None
+    latency: dict[str, Any] = field(default_factory=dict)
+    decide: dict[str, Any] = field(default_factory=dict)
+    rss: dict[str, Any] = field(default_factory=dict)
+
+
+# --- the broker ------------------------------------------------------------------------------------
+
+
+def preload(bootstrap: str, prefix: str, workload: list[Event]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10000})
+    for n, event in enumerate(workload):
+        producer.produce(prefix + event.topic, event.value, event.key)
+        if n % 10000 == 0:
+            producer.poll(0)
+    if producer.flush(120):
+        raise RuntimeError("the workload did not reach the broker")
+
+
+def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-probe-{uuid.uuid4()}"})
+    try:
+        metadata = probe.list_topics(timeout=10).topics
+        ends = {}
+        for topic in topics:
+            for partition in metadata[topic].partitions:
+                ends[(topic, partition)] = probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+        return ends
+    finally:
+        probe.close()
+
+
+def committed(bootstrap: str, group: str, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        found = reader.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
+        return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in found}
+    finally:
+        reader.close()
+
+
+def read_timestamps(bootstrap: str, topic: str, want: int, timeout: float = 120.0) -> list[tuple[int, bytes]]:
+    """(broker timestamp ms, value) of the first ``want`` messages of ``topic``."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    found: list[tuple[int, bytes]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(found) < want and time.monotonic() < deadline:
+            for message in consumer.consume(10000, 0.5):
+                if not message.error():
+                    found.append((message.timestamp()[1], message.value() or b""))
+    finally:
+        consumer.close()
+    return found
+
+
+# --- the worker --------------------------------------------------------------------------------------
+
+
+class WorkerProcess:
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        env = {
+            **os.environ,
+            "LIENTHONG_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "LIENTHONG_APP_ID": settings.app_id,
+            "LIENTHONG_TOPIC_PREFIX": settings.topic_prefix,
+            "LIENTHONG_DATA_DIR": str(settings.data_dir),
+            "LIENTHONG_WEB_ENABLED": "false",
+            "LIENTHONG_LOG_LEVEL": "warn",
+        }
+        self.log = open(log_path, "wb")  # noqa: SIM115 - open as long as the worker runs
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.peak_rss_mb = 0.0
+        self.rss_samples: list[float] = []
+
+    def sample_rss(self) -> float:
+        try:
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    mb = int(line.split()[1]) / 1024
+                    self.peak_rss_mb = max(self.peak_rss_mb, mb)
+                    self.rss_samples.append(mb)
+                    return mb
+        except FileNotFoundError:
+            pass
+        return 0.0
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.log.close()
+
+
+@contextlib.contextmanager
+def fresh_topics(bootstrap: str, data: Path) -> Iterator[Settings]:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    settings = Settings(
+        bootstrap_servers=bootstrap,
+        topic_prefix=prefix,
+        app_id=f"{prefix}lienthong",
+        data_dir=data / prefix,
+        web_enabled=False,
+    )
+    create_topics(settings)
+    try:
+        yield settings
+    finally:
+        delete_topics_with_prefix(settings, prefix)
+
+
+def drain(settings: Settings, workload: list[Event], log_dir: Path, timeout: float) -> dict[str, Any]:
+    """Preload the workload, run one worker until it committed the end of its inputs."""
+    bootstrap = settings.bootstrap_servers
+    preload(bootstrap, settings.topic_prefix, workload)
+    inputs = [settings.topic_prefix + spec.name for spec in cdc_topics()]
+    ends = {tp: end for tp, end in end_offsets(bootstrap, inputs).items() if end > 0}
+    worker = WorkerProcess(settings, log_dir / f"worker-{len(workload)}.log")
+    started = time.monotonic()
+    try:
+        deadline = started + timeout
+        done = False
+        while time.monotonic() < deadline and worker.process.poll() is None:
+            worker.sample_rss()
+            time.sleep(0.5)
+            group = committed(bootstrap, settings.app_id, list(ends))
+            if all(group.get(tp, 0) >= end for tp, end in ends.items()):
+                # the aggregates agent's input too: everything re-keyed has been decided
+                internal = f"{settings.app_id}-aggregate-inputs"
+                internal_ends = {tp: e for tp, e in end_offsets(bootstrap, [internal]).items() if e > 0}
+                inner = committed(bootstrap, settings.app_id, list(internal_ends))
+                if all(inner.get(tp, 0) >= end for tp, end in internal_ends.items()):
+                    done = True
+                    break
+        wall = time.monotonic() - started
+        if not done:
+            raise RuntimeError(
+                f"the worker did not drain {len(workload)} events within {timeout:g}s (log in {log_dir})"
+            )
+    finally:
+        worker.stop()
+    audits = read_timestamps(bootstrap, settings.topic_prefix + AUDIT, len(workload))
+    times = sorted(ts for ts, _ in audits)
+    commands = sum(len(orjson.loads(value).get("commands") or []) for _, value in audits)
+    processing = max((times[-1] - times[0]) / 1000, 1e-3) if times else wall
+    return {
+        "events": len(workload),
+        "audit_records": len(audits),
+        "commands": commands,
+        "processing_s": round(processing, 2),
+        "wall_s_with_startup": round(wall, 2),
+        "events_per_s": round(len(workload) / processing),
+        "commands_per_s": round(commands / processing),
+        "peak_rss_mb": round(worker.peak_rss_mb, 1),
+        "rss_samples_mb": [round(s, 1) for s in worker.rss_samples],
+    }
+
+
+def baseline(settings: Settings, workload: list[Event]) -> dict[str, Any]:
+    """The same events: consume -> orjson decode -> produce, nothing else (librdkafka both ways)."""
+    bootstrap = settings.bootstrap_servers
+    sink = settings.topic_prefix + "bench.passthrough"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(sink, 6, 1)])[sink].result(30)
+    inputs = [settings.topic_prefix + spec.name for spec in cdc_topics()]
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-baseline-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+    consumer.subscribe(inputs)
+    seen = 0
+    first = None
+    deadline = time.monotonic() + 300
+    try:
+        while seen < len(workload) and time.monotonic() < deadline:
+            batch = consumer.consume(10000, 0.5)
+            if batch and first is None:
+                first = time.monotonic()
+            for message in batch:
+                if message.error():
+                    continue
+                value = orjson.loads(message.value() or b"null")
+                producer.produce(sink, orjson.dumps(value), message.key())
+                seen += 1
+            producer.poll(0)
+        producer.flush(60)
+        elapsed = time.monotonic() - (first or time.monotonic())
+    finally:
+        consumer.close()
+    return {"events": seen, "seconds": round(elapsed, 3), "events_per_s": round(seen / max(elapsed, 1e-3))}
+
+
+def latency(settings: Settings, workload: list[Event], rate: float, seconds: float, log_dir: Path) -> dict[str, Any]:
+    """A caught-up worker; events offered at ``rate``/s; produce time -> audit record time."""
+    bootstrap = settings.bootstrap_servers
+    worker = WorkerProcess(settings, log_dir / "worker-latency.log")
+    try:
+        # wait until the worker is up: one event through
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+        warm = workload[0]
+        producer.produce(settings.topic_prefix + warm.topic, warm.value, warm.key)
+        producer.flush(10)
+        if not read_timestamps(bootstrap, settings.topic_prefix + AUDIT, 1, timeout=120):
+            raise RuntimeError(f"the worker did not start (log in {log_dir})")
+        offered = workload[1 : 1 + int(rate * seconds)]
+        sent_at: dict[str, int] = {}
+        started = time.monotonic()
+        for n, event in enumerate(offered):
+            due = started + n / rate
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            sent_at[orjson.loads(event.value)["event_id"]] = int(time.time() * 1000)
+            producer.produce(settings.topic_prefix + event.topic, event.value, event.key)
+            producer.poll(0)
+        producer.flush(30)
+        offer_s = time.monotonic() - started
+        audits = read_timestamps(bootstrap, settings.topic_prefix + AUDIT, len(offered) + 1, timeout=120)
+    finally:
+        worker.stop()
+    delays = sorted(
+        ts - sent_at[event_id] for ts, value in audits if (event_id := orjson.loads(value)["event_id"]) in sent_at
+    )
+    if not delays:
+        raise RuntimeError("no audit record came back for the offered events")
+
+    def pct(q: float) -> int:
+        return delays[min(len(delays) - 1, int(q * len(delays)))]
+
+    return {
+        "offered_per_s": round(len(offered) / offer_s),
+        "events": len(delays),
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+        "max_ms": delays[-1],
+    }
+
+
+# --- in process ---------------------------------------------------------------------------------------
+
+
+def decide_in_process(workload: list[Event]) -> dict[str, Any]:
+    """Decode, decide and remember each event as the agents do, without Kafka or faust's machinery."""
+    from bench.inprocess import run_core
+
+    started = time.perf_counter()
+    decided, commands = run_core(workload)
+    elapsed = time.perf_counter() - started
+    return {"events": decided, "commands": commands, "events_per_s": round(decided / elapsed)}
+
+
+# --- main -----------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def table(report: Report) -> str:
+    w, b, lat, d, rss = report.worker, report.baseline, report.latency, report.decide, report.rss
+    rows = [
+        ("worker drain (events/s)", w.get("events_per_s")),
+        ("worker drain (commands/s)", w.get("commands_per_s")),
+        ("worker wall time incl. start-up (s)", w.get("wall_s_with_startup")),
+        ("worker peak RSS (MB)", w.get("peak_rss_mb")),
+        ("baseline passthrough (events/s)", b.get("events_per_s")),
+        ("ratio worker / baseline", report.ratio),
+        ("latency offered (events/s)", lat.get("offered_per_s")),
+        (
+            "latency p50 / p95 / p99 (ms)",
+            f"{lat.get('p50_ms')} / {lat.get('p95_ms')} / {lat.get('p99_ms')}" if lat else None,
+        ),
+        ("decide() in process (events/s)", d.get("events_per_s")),
+        (
+            f"RSS over {rss.get('events')} events: first / peak / last (MB)",
+            f"{rss.get('first_mb')} / {rss.get('peak_mb')} / {rss.get('last_mb')}" if rss else None,
+        ),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name:<{width}}  {'-' if value is None else value}" for name, value in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--tenants", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=0, help="offered events/s for latency (0: half the drain rate)")
+    parser.add_argument("--latency-seconds", type=float, default=20)
+    parser.add_argument("--rss-events", type=int, default=1_000_000, help="events of the RSS run (0: skip)")
+    parser.add_argument("--skip", action="append", default=[], choices=["latency", "decide", "baseline"])
+    parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "latest.json")
+    parser.add_argument("--bootstrap", default=Settings().bootstrap_servers)
+    parser.add_argument("--timeout", type=float, default=1800)
+    args = parser.parse_args(argv)
+
+    report = Report(machine=machine(), settings={k: v for k, v in vars(args).items() if k != "json"})
+    report.settings["json"] = str(args.json)
+    workload = list(events(args.events, args.tenants))
+    with tempfile.TemporaryDirectory(prefix="lienthong-bench-") as tmp:
+        data = Path(tmp)
+        with fresh_topics(args.bootstrap, data) as settings:
+            print(f"worker: draining {len(workload)} events ...", flush=True)
+            report.worker = drain(settings, workload, data, args.timeout)
+            report.worker.pop("rss_samples_mb")
+            if "baseline" not in args.skip:
+                print("baseline: the same events through consume -> decode -> produce ...", flush=True)
+                report.baseline = baseline(settings, workload)
+                report.ratio = round(report.worker["events_per_s"] / report.baseline["events_per_s"], 4)
+        if "latency" not in args.skip:
+            rate = args.rate or max(1.0, report.worker["events_per_s"] / 2)
+            print(f"latency: {rate:.0f} events/s offered for {args.latency_seconds:g}s ...", flush=True)
+            with fresh_topics(args.bootstrap, data) as settings:
+                report.latency = latency(settings, workload, rate, args.latency_seconds, data)
+        if "decide" not in args.skip:
+            print("decide(): in process ...", flush=True)
+            report.decide = decide_in_process(workload)
+        if args.rss_events:
+            print(f"RSS: draining {args.rss_events} events ...", flush=True)
+            with fresh_topics(args.bootstrap, data) as settings:
+                big = drain(settings, list(events(args.rss_events, args.tenants, seed=2)), data, args.timeout)
+            samples = big["rss_samples_mb"]
+            report.rss = {
+                "events": args.rss_events,
+                "events_per_s": big["events_per_s"],
+                "first_mb": samples[0] if samples else None,
+                "peak_mb": big["peak_rss_mb"],
+                "last_mb": samples[-1] if samples else None,
+                "samples_mb": samples[:: max(1, len(samples) // 60)],
+            }
+    print()
+    print(table(report))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_bytes(orjson.dumps(asdict(report), option=orjson.OPT_INDENT_2))
+    print(f"\n(JSON: {args.json})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
