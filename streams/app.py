@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_session_timeout=settings.session_timeout,
+        consumer_group_instance_id=settings.group_instance_id,
         broker_commit_interval=settings.commit_interval,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
         web_enabled=settings.web_enabled,

@@ -35,6 +35,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 from faust.utils.functional import consecutive_numbers
@@ -57,6 +58,16 @@ class AIOKafkaConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         if never_committed:
             await consumer.seek_to_beginning(*never_committed)
         return committed
+
+    def verify_event_path(self, now: float, tp: TP) -> None:
+        # faust's livelock check reads the partition's position, which aiokafka asserts is known; a
+        # changelog partition awaiting its offset reset (none committed, none sought) has none yet.
+        state = self._ensure_consumer()._fetcher._subscriptions.subscription.assignment.state_value(
+            TopicPartition(tp.topic, tp.partition)
+        )
+        if state is None or not state.has_valid_position:
+            return None
+        return super().verify_event_path(now, tp)
 
 
 class Consumer(faust_aiokafka.Consumer):

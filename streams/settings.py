@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds between offset commits (work since the last commit is redone after a crash).",
     )
+    group_instance_id: str | None = Field(
+        None,
+        description="A stable name of this worker in its consumer group (static membership, e.g. the pod name of "
+        "a StatefulSet): a worker restarted under the same name gets its partitions back at once instead of "
+        "after the session timeout. Unset: a new member each start.",
+    )
     session_timeout: float = Field(
         30.0,
         gt=0,

@@ -132,6 +132,8 @@ class Worker:
                 "LIENTHONG_COMMIT_INTERVAL": str(settings.commit_interval),
             }
         )
+        if settings.group_instance_id:
+            env["LIENTHONG_GROUP_INSTANCE_ID"] = settings.group_instance_id
         self.log = open(log_path, "wb")  # noqa: SIM115 - open as long as the worker runs; closed by stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
