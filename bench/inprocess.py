@@ -19,6 +19,14 @@ from streams.tables import BatchState, Tables
 from streams.tables.tenants import TenantSettings
 
 
+class DictTable(dict[str, Any]):
+    """A table as ``BatchState`` reads it: its ``data`` (the store) is itself."""
+
+    @property
+    def data(self) -> DictTable:
+        return self
+
+
 class NoTenantSettings:
     def get(self, tenant: str) -> dict[str, Any]:
         return {}
@@ -27,7 +35,9 @@ class NoTenantSettings:
 def run_core(workload: list[Event], batch: int = 1000) -> tuple[int, int]:
     """Returns (events decided, commands)."""
     rules = load_rules()
-    tables = Tables(links={}, written={}, crm_records={}, seen_events={}, orders={})  # type: ignore[arg-type]
+    tables = Tables(
+        links=DictTable(), written=DictTable(), crm_records=DictTable(), seen_events=DictTable(), orders=DictTable()
+    )  # type: ignore[arg-type]
     state = BatchState(tables, cast(TenantSettings, NoTenantSettings()), "sale_order")
     commands = 0
     for n, event in enumerate(workload, start=1):

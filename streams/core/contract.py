@@ -78,6 +78,23 @@ class Op(StrEnum):
     DELETE = "delete"
 
 
+# By name, for decoding: looking up an enum by value costs more than a dict.
+ENTITY_NAMES: dict[str, frozenset[str]] = {system.value: entities for system, entities in ENTITIES.items()}
+ACTION_NAMES = frozenset(action.value for action in Action)
+
+
+class _Where:
+    """Where a message came from, said only if something is wrong with it (formatting it costs)."""
+
+    __slots__ = ("offset", "partition", "topic")
+
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self.topic, self.partition, self.offset = topic, partition, offset
+
+    def __str__(self) -> str:
+        return f"{self.topic}@{self.partition}:{self.offset}"
+
+
 class BadInput(Exception):
     """An input that cannot be processed; it goes to a dead-letter topic with ``kind`` and ``message``."""
 
@@ -361,14 +378,15 @@ def decode_change_event(
     headers: Mapping[str, Any] | None = None,
 ) -> ChangeEvent:
     """Bytes from ``cdc.<system>.<entity>`` -> a validated ChangeEvent, or BadInput saying why not."""
-    where = f"{topic or f'cdc.{topic_system}.{topic_entity}'}@{partition}:{offset}"
-    if topic_system not in {s.value for s in System}:
+    where = _Where(topic or f"cdc.{topic_system}.{topic_entity}", partition, offset)
+    entities = ENTITY_NAMES.get(topic_system)
+    if entities is None:
         raise BadInput("unknown_system", f"topic {where} names system {topic_system!r}; known: crm, acct")
-    if topic_entity not in ENTITIES[System(topic_system)]:
+    if topic_entity not in entities:
         raise BadInput(
             "unknown_entity",
             f"topic {where} names entity {topic_entity!r}, not an entity of {topic_system} "
-            f"(known: {', '.join(sorted(ENTITIES[System(topic_system)]))})",
+            f"(known: {', '.join(sorted(entities))})",
         )
     if not raw:
         raise BadInput("decode", f"empty message on {where}")
@@ -414,7 +432,7 @@ def decode_change_event(
             f"event on {where} has schema_version {version!r}; this processor reads version {SCHEMA_VERSION}",
         )
     action = document.get("action")
-    if action is not None and action not in {a.value for a in Action}:
+    if action is not None and action not in ACTION_NAMES:
         raise BadInput(
             "unknown_action",
             f"event {document.get('event_id')!r} on {where} has action {action!r}; known: "
@@ -422,7 +440,7 @@ def decode_change_event(
         )
     entity = document.get("entity")
     if entity is not None and entity != topic_entity:
-        kind = "unknown_entity" if entity not in ENTITIES[System(topic_system)] else "topic_mismatch"
+        kind = "unknown_entity" if entity not in entities else "topic_mismatch"
         raise BadInput(kind, f"event on {where} says entity {entity!r} but the topic is for {topic_entity!r}")
     if document.get("system") not in (None, topic_system):
         raise BadInput(

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import faust
+import orjson
 from faust.stores.memory import Store as MemoryStore
 from faust.streams import _current_event  # the context variable behind faust.current_event()
 from faust.types import TP, EventT, TableT
@@ -140,6 +141,14 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
     )
     for name in GLOBAL_TABLES:
         tables.table(name).writer = writer
+    for name in TABLE_NAMES:
+        table = tables.table(name)
+        if (table.key_serializer, table.value_serializer) != ("json", "json"):
+            # BatchState.changelog writes the changelogs as JSON (orjson), as faust would for these
+            raise RuntimeError(
+                f"table {name}: key/value serializers {table.key_serializer}/{table.value_serializer}; the "
+                "changelog writer needs json/json"
+            )
     return tables
 
 
@@ -200,27 +209,22 @@ class BatchState:
             changes.clear()
 
     def changelog(self, names: Iterable[TableName]) -> list[OutputMessage]:
-        """The changelog messages of the batch's changes to ``names``, encoded as faust encodes them."""
+        """The changelog messages of the batch's changes to ``names``.
+
+        The tables' keys and values are JSON (faust's "json" serializer, ``define_tables``): orjson
+        writes the same bytes faust's serializers would, for a fraction of the cost.
+        """
         messages = []
         headers = [(WRITER_HEADER, self.tables.writer)]
+        dumps = orjson.dumps
         for name in names:
-            table = self.tables.table(name)
-            topic = table.changelog_topic.get_topic_name()
-            serializers = table.app.serializers
+            topic = self.tables.table(name).changelog_topic.get_topic_name()
+            is_global = name in GLOBAL_TABLES
             for key, (value, event) in self._changes[name].items():
                 # a global table has one changelog partition; a partitioned one the event's
-                partition = 0 if name in GLOBAL_TABLES or event is None else event.message.partition
-                messages.append(
-                    OutputMessage(
-                        topic,
-                        serializers.dumps_key(table.key_type, key, serializer=table.key_serializer),
-                        None
-                        if value is _DELETED
-                        else serializers.dumps_value(table.value_type, value, serializer=table.value_serializer),
-                        headers,
-                        partition,
-                    )
-                )
+                partition = 0 if is_global or event is None else event.message.partition
+                encoded = None if value is _DELETED else dumps(value)
+                messages.append(OutputMessage(topic, dumps(key), encoded, headers, partition))
         return messages
 
     def write_to_stores(self, persisted: dict[tuple[str, int], int]) -> None:
