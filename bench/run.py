@@ -126,7 +126,7 @@ class WorkerProcess:
             "LIENTHONG_TOPIC_PREFIX": settings.topic_prefix,
             "LIENTHONG_DATA_DIR": str(settings.data_dir),
             "LIENTHONG_WEB_ENABLED": "false",
-            "LIENTHONG_LOG_LEVEL": "warn",
+            "LIENTHONG_LOG_LEVEL": os.environ.get("BENCH_WORKER_LOG_LEVEL", "warn"),
         }
         self.log = open(log_path, "wb")  # noqa: SIM115 - open as long as the worker runs
         self.process = subprocess.Popen(
@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=0, help="offered events/s for latency (0: half the drain rate)")
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--rss-events", type=int, default=1_000_000, help="events of the RSS run (0: skip)")
-    parser.add_argument("--skip", action="append", default=[], choices=["latency", "decide", "baseline"])
+    parser.add_argument("--skip", action="append", default=[], choices=["drain", "latency", "decide", "baseline"])
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "latest.json")
     parser.add_argument("--bootstrap", default=Settings().bootstrap_servers)
     parser.add_argument("--timeout", type=float, default=1800)
@@ -380,14 +380,17 @@ def main(argv: list[str] | None = None) -> int:
     workload = list(events(args.events, args.tenants))
     with tempfile.TemporaryDirectory(prefix="lienthong-bench-") as tmp:
         data = Path(tmp)
-        with fresh_topics(args.bootstrap, data) as settings:
-            print(f"worker: draining {len(workload)} events ...", flush=True)
-            report.worker = drain(settings, workload, data, args.timeout)
-            report.worker.pop("rss_samples_mb")
-            if "baseline" not in args.skip:
-                print("baseline: the same events through consume -> decode -> produce ...", flush=True)
-                report.baseline = baseline(settings, workload)
-                report.ratio = round(report.worker["events_per_s"] / report.baseline["events_per_s"], 4)
+        if "drain" in args.skip and not args.rate and "latency" not in args.skip:
+            parser.error("--skip drain needs --rate for the latency run (its default is half the drain rate)")
+        if "drain" not in args.skip:
+            with fresh_topics(args.bootstrap, data) as settings:
+                print(f"worker: draining {len(workload)} events ...", flush=True)
+                report.worker = drain(settings, workload, data, args.timeout)
+                report.worker.pop("rss_samples_mb")
+                if "baseline" not in args.skip:
+                    print("baseline: the same events through consume -> decode -> produce ...", flush=True)
+                    report.baseline = baseline(settings, workload)
+                    report.ratio = round(report.worker["events_per_s"] / report.baseline["events_per_s"], 4)
         if "latency" not in args.skip:
             rate = args.rate or max(1.0, report.worker["events_per_s"] / 2)
             print(f"latency: {rate:.0f} events/s offered for {args.latency_seconds:g}s ...", flush=True)

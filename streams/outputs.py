@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -106,11 +107,19 @@ class Outputs:
         Returns the highest offset acknowledged per (topic, partition) since the last call.
         """
         if self._pending:
-            remaining = await asyncio.to_thread(self.producer.flush, self.delivery_timeout)
-            if remaining:
-                raise OutputsNotDelivered(
-                    f"{remaining} message(s) not acknowledged by the broker within {self.delivery_timeout:g}s"
-                )
+            # flush(0) sends what is queued at once (linger.ms does not hold it back) without
+            # blocking; then the delivery reports are served from this loop, not from a thread.
+            self.producer.flush(0)
+            deadline = time.monotonic() + self.delivery_timeout
+            pause = 0.0002
+            while self._pending:
+                if time.monotonic() > deadline:
+                    raise OutputsNotDelivered(
+                        f"{self._pending} message(s) not acknowledged by the broker within {self.delivery_timeout:g}s"
+                    )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.01)
+                self.producer.poll(0)
         with self._lock:
             errors, self._errors = self._errors, []
             offsets, self._offsets = self._offsets, {}

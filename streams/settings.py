@@ -56,7 +56,10 @@ class Settings(BaseSettings):
         1000, ge=1, le=4096, description="Most events an agent decides at once (their outputs are awaited together)."
     )
     batch_wait: float = Field(
-        0.02, ge=0, description="Seconds an agent waits for a batch to fill before deciding what arrived."
+        0.1,
+        gt=0,
+        description="Seconds an idle agent waits for events before checking whether it should stop "
+        "(a batch is whatever arrived while the previous one was decided; an event at an idle agent goes at once).",
     )
     max_message_bytes: int = Field(
         1_000_000,

@@ -15,7 +15,6 @@ from typing import Any, cast
 import faust
 from faust.types import ChannelT, EventT
 from mode.utils.aiter import aiter
-from mode.utils.futures import notify
 from mode.utils.locks import Event
 
 
@@ -23,51 +22,50 @@ class BatchingStream(faust.Stream):
     """A faust stream that can hand out batches without acking them (``App(Stream=...)``)."""
 
     async def take_batches(self, max_: int, within: float) -> AsyncIterator[Sequence[EventT]]:
-        """Up to ``max_`` events at a time, or what arrived within ``within`` seconds; never acked here.
+        """Batches of at most ``max_`` events, never acked here.
 
-        Adapted from faust-streaming's ``Stream.take_events`` (same buffering, same back-pressure:
-        the buffer stops filling while the agent works on a full batch), minus its acks.
+        The stream keeps buffering while the agent works on a batch (up to ``max_`` events, then it
+        waits), and the next batch is whatever arrived meanwhile: batches grow with the load and an
+        event arriving at an idle agent is taken at once. ``within`` is how often an idle agent
+        wakes to see whether it should stop.
+
+        Built on the same stream machinery as faust-streaming's ``Stream.take_events``, minus its
+        acks (module docstring).
         """
-        events: list[EventT] = []
-        buffer_full = Event()
-        buffer_consumed = Event()
-        buffer_consuming: Any = None
-        channel_it = aiter(self.channel)
+        pending: list[EventT] = []
+        arrived = Event()
+        room = Event()
+        room.set()
 
         async def add_to_buffer(value: Any) -> Any:
-            nonlocal buffer_consuming
-            if buffer_consuming is not None:
-                try:
-                    await buffer_consuming
-                finally:
-                    buffer_consuming = None
             event = self.current_event
             if event is None:
                 raise RuntimeError("take_batches found no current event")
-            events.append(event)
-            if len(events) >= max_:
-                buffer_full.set()
-                buffer_consumed.clear()
-                await self.wait(buffer_consumed)
+            pending.append(event)
+            arrived.set()
+            if len(pending) >= max_:
+                room.clear()
+                await self.wait(room)
             return value
 
         # The agent acks (ack_batch) once a batch is durable. Never turned back on: faust restarts a
         # crashed agent on the same stream, which would then ack every event as it is buffered.
         self.enable_acks = False
         self.add_processor(add_to_buffer)
-        self._enable_passive(cast(ChannelT, channel_it))
+        self._enable_passive(cast(ChannelT, aiter(self.channel)))
         try:
             while not self.should_stop:
-                await self.wait_for_stopped(buffer_full, timeout=within)
-                if events:
-                    buffer_consuming = self.loop.create_future()
-                    try:
-                        yield list(events)
-                    finally:
-                        events.clear()
-                        notify(buffer_consuming)
-                        buffer_full.clear()
-                        buffer_consumed.set()
+                if not pending:
+                    await self.wait_for_stopped(arrived, timeout=within)
+                    if not pending:
+                        arrived.clear()
+                        continue
+                batch = pending[:max_]
+                del pending[:max_]
+                if not pending:
+                    arrived.clear()
+                room.set()
+                yield batch
         finally:
             self._processors.remove(add_to_buffer)
 

@@ -225,6 +225,7 @@ async def _run_batches(
 ) -> None:
     async for events in stream.take_batches(deps.batch_size, deps.batch_wait):
         started = time.perf_counter()
+        waited_ms = time.time() * 1000 - min(event.message.timestamp for event in events) * 1000
         batch = Batch(deps)
         if follow_settings:
             # Tenant settings written before the newest event of the batch reached the broker apply to it.
@@ -238,9 +239,10 @@ async def _run_batches(
         deps.counts[f"{name}.events"] += len(events)
         deps.counts[f"{name}.batches"] += 1
         log.debug(
-            "%s: batch of %d decided in %.1f ms, durable in %.1f ms",
+            "%s: batch of %d (the oldest waited %.0f ms to be taken) decided in %.1f ms, durable in %.1f ms",
             name,
             len(events),
+            waited_ms,
             (decided - started) * 1000,
             (time.perf_counter() - decided) * 1000,
         )

@@ -1,9 +1,11 @@
 """Tenant settings from the compacted ``config.tenants`` topic, read whole by every worker.
 
 Contract: "a change applies to the events that follow it". The reader follows the topic in the
-background; before an event is decided, ``wait_until_current(t)`` makes sure every settings record
-written before time ``t`` (the event's broker timestamp) has been read: it asks the broker for the
-topic's end offsets once per such moment and waits until the reader has passed them.
+background with a short long-poll, and knows from its own fetch responses how current it is:
+when every partition's last fetch answered at time *t* and the reader had read up to that
+partition's end, every settings record written before *t* has been read. Before a batch is
+decided, ``wait_until_current(t)`` waits (usually a poll interval or less, never a round trip of
+its own) until that is so for the batch's newest event.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ def parse_tenant_settings(tenant: str, raw: bytes) -> dict[str, Any]:
     return value
 
 
+# How long the reader's fetch waits for new settings before answering "nothing new": the delay a
+# batch may wait for the reader to confirm it is current.
+POLL_MS = 10
+
+
 class TenantSettings:
     """Every tenant's settings in memory, kept current by ``run()``."""
 
@@ -49,7 +56,6 @@ class TenantSettings:
         self.current_as_of_ms = 0  # every record written before this moment has been read
         self._consumer: AIOKafkaConsumer | None = None
         self._next_offset: dict[int, int] = {}  # partition -> offset after the last record read
-        self._check_lock = asyncio.Lock()
 
     def get(self, tenant: str) -> dict[str, Any]:
         return self.by_tenant.get(tenant) or {}
@@ -79,60 +85,64 @@ class TenantSettings:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=POLL_MS,
         )
         await consumer.start()
         self._consumer = consumer
         try:
             while True:
-                batches = await consumer.getmany(timeout_ms=200)
+                batches = await consumer.getmany(timeout_ms=POLL_MS * 20)
                 for tp, records in batches.items():
                     for record in records:
                         self._apply(record.key, record.value, f"{tp.topic}@{tp.partition}:{record.offset}")
                         self._next_offset[tp.partition] = record.offset + 1
-                # The fetch position also moves past offsets compaction removed; ask for it, briefly.
+                # The fetch position also moves past offsets compaction removed.
                 for tp in consumer.assignment():
-                    try:
-                        position = await asyncio.wait_for(consumer.position(tp), timeout=0.2)
-                    except TimeoutError:
-                        continue
+                    position = await consumer.position(tp)
                     if position > self._next_offset.get(tp.partition, 0):
                         self._next_offset[tp.partition] = position
+                self._advance(consumer)
         finally:
             self._consumer = None
             await consumer.stop()
+
+    def _advance(self, consumer: AIOKafkaConsumer) -> None:
+        """Move ``current_as_of_ms`` to the oldest "last fetch answered" over the partitions, when
+        the reader had read each of them up to the end that answer reported."""
+        partitions = consumer.assignment()
+        if not partitions:
+            return
+        as_of = None
+        for tp in partitions:
+            highwater = consumer.highwater(tp)
+            answered_ms = consumer.last_poll_timestamp(tp)
+            if highwater is None or answered_ms is None or self._next_offset.get(tp.partition, 0) < highwater:
+                return  # not read to the end of what the broker has: not current as of anything newer
+            as_of = answered_ms if as_of is None else min(as_of, answered_ms)
+        if as_of is not None and as_of > self.current_as_of_ms:
+            self.current_as_of_ms = as_of
 
     async def wait_until_current(self, as_of_ms: int) -> None:
         """Return once every settings record written before ``as_of_ms`` has been read.
 
         At most ``max_wait`` seconds; past that the decision goes ahead with what is known, with a
-        warning, and the moment counts as checked (one slow check, not one per event).
+        warning (the reader cannot reach the broker, or lags).
         """
         if as_of_ms <= self.current_as_of_ms:
             return
-        async with self._check_lock:
+        deadline = time.monotonic() + self.max_wait
+        while True:
+            if self._consumer is not None:
+                self._advance(self._consumer)  # the fetcher's latest answers, without waiting for the loop
             if as_of_ms <= self.current_as_of_ms:
-                return  # another event's check covered this moment
-            checked_at_ms = int(time.time() * 1000)
-            try:
-                await asyncio.wait_for(self._read_up_to_now(), timeout=self.max_wait)
-            except TimeoutError:
+                return
+            if time.monotonic() > deadline:
                 log.warning(
-                    "tenant settings from %s not read up to now within %.1fs; deciding with what is known",
+                    "tenant settings from %s not confirmed current within %.1fs; deciding with what is known",
                     self.topic,
                     self.max_wait,
                 )
-            except Exception:  # the broker could not be asked: decide with what is known
-                log.exception("could not check that tenant settings are current")
-            self.current_as_of_ms = checked_at_ms
-
-    async def _read_up_to_now(self) -> None:
-        while self._consumer is None or not self._consumer.assignment():
-            await asyncio.sleep(0.05)
-        consumer = self._consumer
-        ends = await consumer.end_offsets(sorted(consumer.assignment()))
-        starts = await consumer.beginning_offsets(sorted(ends))
-        # Offsets this reader has passed, by its own count: a partition is read up to its end
-        # offset when the record before it was seen (or the partition holds nothing).
-        while any(end > starts[tp] and self._next_offset.get(tp.partition, 0) < end for tp, end in ends.items()):
-            await asyncio.sleep(0.02)
+                # one warning per stall, not one per batch: count this moment as checked
+                self.current_as_of_ms = max(self.current_as_of_ms, as_of_ms)
+                return
+            await asyncio.sleep(POLL_MS / 2000)
