@@ -30,8 +30,6 @@ from typing import Any
 import orjson
 from rocksdict import Options, Rdict
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from streams.core.aggregates import OrderAggregate, decide_for_order
 from streams.core.contract import ChangeEvent, System
 from streams.core.decide import Written

@@ -214,7 +214,7 @@ DOCUMENT_DEPENDENCIES = (
     Dependency(entity="product", code_field="lines[].product_code", rule="PRD-1"),
 )
 
-# The rows of the matrix, in the order of ../shared/spec/sync-matrix.md.
+# The rows of the matrix, in the order of the original sync table (docs/matrix.md renders them).
 RULE_TABLE: list[dict[str, Any]] = [
     # --- Customer (Khách hàng) ---------------------------------------------------------------
     _rule(

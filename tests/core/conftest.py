@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # so ``tests.fakes`` imports however pytest was started
-    sys.path.insert(0, str(REPO))
-
-from streams.core.rules import RuleBook, load_rules  # noqa: E402
+from streams.core.rules import RuleBook, load_rules
 
 
 @pytest.fixture(scope="session")

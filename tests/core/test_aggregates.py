@@ -237,8 +237,8 @@ def test_a_replay_before_the_table_was_stored_repeats_the_same_command_ids(rules
     ev = event("acct", "receipt", after=receipt())
     first = decide_for_order(ev, OrderAggregate.from_json(stored), order.state, rules, now_ms=NOW)
     again = decide_for_order(ev, OrderAggregate.from_json(stored), order.state, rules, now_ms=NOW + 5)
-    assert [c.command_id for c in first.commands] == [c.command_id for c in again.commands]
     assert len(first.commands) == 2
+    assert [c.command_id for c in first.commands] == [c.command_id for c in again.commands]
 
 
 def test_aggregate_survives_its_storage_form(rules: RuleBook) -> None:

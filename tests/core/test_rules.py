@@ -1,4 +1,4 @@
-"""Every rule of ../shared/spec/sync-matrix.md through ``decide``, with the in-memory FakeState.
+"""Every rule of the sync matrix (``docs/matrix.md``) through ``decide``, with the in-memory FakeState.
 
 What is asserted is what a user of the command and audit topics would check: the rule a command
 names, its target system, entity, op and key, the fields it writes; for a "none" rule, that no
@@ -1194,6 +1194,7 @@ def test_pp1_splits_a_policy_into_one_read_only_crm_copy_per_category(rules: Rul
         assert command.read_only is True
         assert command.fields["code"] == f"CSG1/{category}"
         assert command.fields["category_code"] == category
+        assert command.fields["prices"], "each copy carries its category's prices"
         assert command.fields["prices"] == [p for p in policy["prices"] if p["category_code"] == category]
         assert command.fields["valid_from"] == "2025-01-01"
         assert "category_codes" not in command.fields and "id" not in command.fields
@@ -1349,7 +1350,9 @@ def test_derived_rule_writes_crm(rule_id: str, rules: RuleBook) -> None:
     (command,) = mine
     assert (command.target, command.entity, command.op) == (System.CRM, "sale_order", Op.UPDATE)
     assert command.key == CommandKey(id="o-1", code="DH1")
-    assert set(command.fields) >= set(rules.by_id(rule_id).derives)
+    derives = set(rules.by_id(rule_id).derives)
+    assert derives, f"{rule_id} derives no value"
+    assert set(command.fields) >= derives
     assert rule_id in decision.audit.rules
 
 
@@ -1481,6 +1484,7 @@ def test_x2_a_replayed_event_is_sent_again_with_the_same_command_id(rules: RuleB
     first = run(ev, state, rules)
     state.apply(first)
     replay = run(ev, state, rules)
+    assert first.commands, "the event sent nothing: nothing was replayed"
     assert [c.command_id for c in replay.commands] == [c.command_id for c in first.commands]
 
 
@@ -1494,7 +1498,6 @@ def test_x2_an_update_that_changes_none_of_the_written_fields_is_none(rules: Rul
 
 
 def test_x3_unlinked_target_by_code_then_linked_by_id(rules: RuleBook) -> None:
-    rule = "X-3"
     state = base_state()
     created = run(event("acct", "customer", after=NEW_ACCT_CUSTOMER), state, rules)
     assert only_command(created).key == CommandKey(id=None, code="KH2")
@@ -1507,7 +1510,7 @@ def test_x3_unlinked_target_by_code_then_linked_by_id(rules: RuleBook) -> None:
         rules,
     )
     command = only_command(updated)
-    assert (command.rule, command.key) == ("CUS-8", CommandKey(id="c-2", code="KH2")), rule
+    assert (command.rule, command.key) == ("CUS-8", CommandKey(id="c-2", code="KH2"))
 
 
 def test_x3_acct_crm_id_links_records_whose_codes_differ(rules: RuleBook) -> None:
@@ -1573,7 +1576,6 @@ def _keys_over_time(steps: list[dict[str, Any]], state: FakeState, rules: RuleBo
 
 
 def test_x5_commands_for_one_order_keep_one_message_key_across_linking(rules: RuleBook) -> None:
-    rule = "X-5"
     steps = [
         ev_kwargs("crm", "sale_order", after=order("proposed")),  # SO-1, acct order not linked yet
         ev_kwargs("crm", "sale_order", "u", before=order("proposed"), after=order("proposed", total_amount="1")),
@@ -1596,7 +1598,7 @@ def test_x5_commands_for_one_order_keep_one_message_key_across_linking(rules: Ru
     keys = _keys_over_time(steps, base_state(), rules)
     assert [rule for rule, _ in keys] == ["SO-1", "SO-2", "SO-2", "SO-6"]
     # one key: one partition, so the connector sees them in the order of the changes
-    assert len({key for _, key in keys}) == 1, (rule, keys)
+    assert len({key for _, key in keys}) == 1, keys
 
 
 def test_x5_an_acct_customer_keeps_one_message_key_from_dependency_to_update(rules: RuleBook) -> None:
@@ -1646,12 +1648,11 @@ def test_x5_commands_of_one_decision_keep_the_dependency_order(rules: RuleBook) 
     ],
 )
 def test_x6_bad_input_raises_bad_input_with_a_kind(raw: bytes, entity: str, kind: str) -> None:
-    rule = "X-6"
     with pytest.raises(BadInput) as caught:
         decode_change_event(
             raw, topic_system="crm", topic_entity=entity, topic=f"cdc.crm.{entity}", partition=3, offset=42
         )
-    assert caught.value.kind == kind, rule
+    assert caught.value.kind == kind
     assert "@3:42" in caught.value.message
 
 
@@ -1715,6 +1716,7 @@ def test_command_ids_are_deterministic(rules: RuleBook) -> None:
     ev = event(**kwargs, event_id="ev-fixed")
     first = decide(ev, FakeState(), rules, now_ms=NOW)
     second = decide(ev, FakeState(), rules, now_ms=NOW + 5_000)
+    assert len(first.commands) >= 2, "the policy should split into copies"
     assert [c.command_id for c in first.commands] == [c.command_id for c in second.commands]
     assert len({c.command_id for c in first.commands}) == len(first.commands)  # one id per target record
     other = decide(event(**kwargs, event_id="ev-other"), FakeState(), rules, now_ms=NOW)
@@ -1754,11 +1756,10 @@ def test_pp1_drops_copies_of_categories_it_no_longer_selects_even_without_before
 @pytest.mark.parametrize("action", ["approve", "pull", "issue"])
 def test_x6_an_action_no_rule_takes_on_the_entity_is_bad_input(action: str, rules: RuleBook) -> None:
     """A known action on an entity it does not apply to (``approve`` on a customer): dead letter."""
-    rule = "X-6"
     ev = event("crm", "customer", "u", action=action, before=CUSTOMER, after=CUSTOMER)
     with pytest.raises(BadInput) as raised:
         run(ev, base_state(), rules)
-    assert raised.value.kind == "unknown_action", rule
+    assert raised.value.kind == "unknown_action"
     assert action in raised.value.message and "crm customer" in raised.value.message
 
 
@@ -1854,7 +1855,6 @@ def test_x2_a_user_change_in_the_target_system_is_not_masked_by_what_was_last_wr
 
 
 def test_x2_the_integrations_own_echo_keeps_the_memory(rules: RuleBook) -> None:
-    rule = "X-2"
     state = base_state("sale_order", (ORDER_LINK,))
     state.apply(run(event("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")), state, rules))
     echo = run(
@@ -1864,4 +1864,4 @@ def test_x2_the_integrations_own_echo_keeps_the_memory(rules: RuleBook) -> None:
     )
     state.apply(echo)
     repeat = run(event("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")), state, rules)
-    assert repeat.commands == [] and rule in repeat.audit.rules
+    assert repeat.commands == [] and "X-2" in repeat.audit.rules
