@@ -65,11 +65,22 @@ class Report:
 
 
 def preload(bootstrap: str, prefix: str, workload: list[Event]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10000})
-    for n, event in enumerate(workload):
-        producer.produce(prefix + event.topic, event.value, event.key)
-        if n % 10000 == 0:
-            producer.poll(0)
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 500_000,
+        }
+    )
+    for event in workload:
+        while True:
+            try:
+                producer.produce(prefix + event.topic, event.value, event.key)
+                break
+            except BufferError:  # the local queue is full: let the broker take some
+                producer.poll(0.1)
+        producer.poll(0)
     if producer.flush(120):
         raise RuntimeError("the workload did not reach the broker")
 
@@ -402,7 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.rss_events:
             print(f"RSS: draining {args.rss_events} events ...", flush=True)
             with fresh_topics(args.bootstrap, data) as settings:
-                big = drain(settings, list(events(args.rss_events, args.tenants, seed=2)), data, args.timeout)
+                # a million events take longer than the default timeout at a few hundred per second
+                timeout = max(args.timeout, args.rss_events / 200)
+                big = drain(settings, list(events(args.rss_events, args.tenants, seed=2)), data, timeout)
             samples = big["rss_samples_mb"]
             report.rss = {
                 "events": args.rss_events,

@@ -77,7 +77,8 @@ def output_producer(settings: Settings) -> Producer:
             # retries never reorder or duplicate a partition's messages
             "enable.idempotence": True,
             "linger.ms": 5,
-            "compression.type": "lz4",
+            # Not compressed: the worker reads its own changelogs and re-keyed documents back, and
+            # should not need a codec library to do so (a topic can still compress on the broker).
             # the Java client's partitioner, as faust's producer had: keys land where they did
             "partitioner": "murmur2_random",
             "message.max.bytes": settings.max_message_bytes + 65536,

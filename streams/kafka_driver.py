@@ -35,12 +35,21 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from aiokafka import errors as aiokafka_errors
 from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 from faust.utils.functional import consecutive_numbers
 
-YIELD_EVERY = 100  # messages delivered between two returns to the event loop (health checks, timers)
+YIELD_EVERY = 100
+
+# What a fetched batch that cannot be read raises: a codec missing here, a corrupt batch, a
+# decompression library refusing its input.
+UNREADABLE = (
+    aiokafka_errors.UnsupportedCodecError,
+    aiokafka_errors.CorruptRecordException,
+    ValueError,
+)  # messages delivered between two returns to the event loop (health checks, timers)
 
 
 class AIOKafkaConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -59,6 +68,50 @@ class AIOKafkaConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             await consumer.seek_to_beginning(*never_committed)
         return committed
 
+    async def _fetch_records(
+        self,
+        consumer: Any,
+        active_partitions: set[TP],
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Mapping[Any, Any]:
+        # Where each partition stood: a batch that raises loses the records aiokafka had already
+        # taken from the partitions before it in the same call, which are then read again.
+        positions = _positions(consumer)
+        try:
+            records: Mapping[Any, Any] = await super()._fetch_records(
+                consumer, active_partitions, timeout=timeout, max_records=max_records
+            )
+            return records
+        except UNREADABLE as exc:
+            self._skip_unreadable(consumer, exc, positions)
+            return {}
+
+    def _skip_unreadable(self, consumer: Any, error: BaseException, positions: dict[Any, int]) -> None:
+        """A fetched batch could not be read (a compression codec this worker lacks, a corrupt
+        batch): stop reading the partition it came from, say so, and put the others back where
+        they stood, to be read again."""
+        tp = _partition_of(error)
+        if tp is None:
+            raise error  # not a partition's batch: nothing to skip
+        fetcher = consumer._fetcher
+        consumer.pause(tp)
+        fetcher._records.pop(tp, None)  # the unreadable batch: left there, every fetch would raise again
+        now = _positions(consumer)
+        for other, position in positions.items():
+            if other != tp and now.get(other) != position:
+                consumer.seek(other, position)
+        self.log.error(
+            "cannot read %s partition %s at offset %s: %s: %s. The partition is paused and the worker goes on "
+            "with the others; install what is missing (the codecs come with aiokafka[lz4,snappy,zstd]) or repair "
+            "the partition, then restart the worker to read it from where it stopped.",
+            tp.topic,
+            tp.partition,
+            positions.get(tp),
+            type(error).__name__,
+            error,
+        )
+
     def verify_event_path(self, now: float, tp: TP) -> None:
         # faust's livelock check reads the partition's position, which aiokafka asserts is known; a
         # changelog partition awaiting its offset reset (none committed, none sought) has none yet.
@@ -68,6 +121,32 @@ class AIOKafkaConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         if state is None or not state.has_valid_position:
             return None
         return super().verify_event_path(now, tp)
+
+
+def _positions(consumer: Any) -> dict[Any, int]:
+    """Each assigned partition's position (the next offset it will return), where it has one."""
+    subscription = consumer._fetcher._subscriptions.subscription
+    if subscription is None or subscription.assignment is None:
+        return {}
+    assignment = subscription.assignment
+    positions = {}
+    for tp in assignment.tps:
+        state = assignment.state_value(tp)
+        if state is not None and state.has_valid_position:
+            positions[tp] = state.position
+    return positions
+
+
+def _partition_of(error: BaseException) -> Any:
+    """The partition whose fetched batch raised ``error``: aiokafka unpacks a partition's records in
+    ``PartitionRecords._unpack_records``, whose ``tp`` names it (its errors do not)."""
+    trace = error.__traceback__
+    while trace is not None:
+        frame = trace.tb_frame
+        if frame.f_code.co_name == "_unpack_records" and "tp" in frame.f_locals:
+            return frame.f_locals["tp"]
+        trace = trace.tb_next
+    return None
 
 
 class Consumer(faust_aiokafka.Consumer):
