@@ -54,7 +54,8 @@ def _change(
     ts_ms: int = TS_MS,
 ) -> Event:
     record = after if after is not None else before
-    assert record is not None
+    if record is None:
+        raise ValueError("a change event needs after, or before for a delete")
     value = {
         "schema_version": 1,
         "event_id": event_id,

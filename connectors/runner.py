@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from connectors.api import Refused, SystemApi, TenantCredentials, Transient
 from connectors.delivery import produce_acknowledged
-from streams.core.contract import Command, Result, ResultError, parse_command
+from streams.core.contract import Command, Result, ResultError, dead_letter_headers, parse_command
 from streams.topics import DLQ_COMMANDS, commands_topic, results_topic
 
 log = logging.getLogger(__name__)
@@ -372,14 +372,7 @@ class Connector:
 
     async def _dead_letter(self, message: Message, kind: str, text: str) -> None:
         topic, partition, offset = position(message)
-        headers = [
-            ("error.kind", kind.encode()),
-            ("error.message", text.encode()),
-            ("origin.topic", topic.encode()),
-            ("origin.partition", str(partition).encode()),
-            ("origin.offset", str(offset).encode()),
-            ("failed.at_ms", str(int(time.time() * 1000)).encode()),
-        ]
+        headers = dead_letter_headers(kind, text, topic=topic, partition=partition, offset=offset)
         await self._produce(self.prefix + DLQ_COMMANDS, message.key(), message.value(), headers)
 
     async def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list | None = None) -> None:

@@ -23,6 +23,15 @@ import orjson
 from demo.local import LocalSystems, User, bound_port, local_systems
 
 
+class DemoFailed(RuntimeError):
+    """A step of the business day did not end as it should: the message says what CRM or accounting showed."""
+
+
+def expect(holds: bool, otherwise: str) -> None:
+    if not holds:
+        raise DemoFailed(otherwise)
+
+
 async def eventually(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -30,7 +39,7 @@ async def eventually(check: Callable[[], Any], timeout: float = 60.0, what: str 
         if value:
             return value
         await asyncio.sleep(0.2)
-    raise AssertionError(f"not within {timeout}s: {what}")
+    raise DemoFailed(f"not within {timeout}s: {what}")
 
 
 def creations(store, tenant: str) -> dict[tuple[str, str], int]:
@@ -55,7 +64,7 @@ async def business_day(
     crm_customer = await eventually(
         lambda: systems.crm.store.by_code(tenant, "customer", "KH0001"), what="KH0001 in CRM"
     )
-    assert crm_customer["name"] == "Công ty ABC"
+    expect(crm_customer["name"] == "Công ty ABC", f"KH0001 reached CRM with another name: {crm_customer}")
     say(f"  -> in CRM as {crm_customer['id']}")
     # ... linked: a CRM edit of it (CUS-3, only for linked customers) reaches the acct record
     say("CRM: sales adds a phone number to KH0001 (CUS-3: linked customers only)")
@@ -83,9 +92,12 @@ async def business_day(
     acct_order = await eventually(
         lambda: systems.acct.store.by_code(tenant, "sale_order", "DH0001"), what="DH0001 in acct"
     )
-    assert acct_order["crm_id"] == saved["id"] and acct_order["customer_code"] == "KH0002"
-    assert systems.acct.store.by_code(tenant, "customer", "KH0002") is not None  # sent first
-    assert systems.acct.store.by_code(tenant, "product", "SP01") is not None
+    expect(
+        acct_order["crm_id"] == saved["id"] and acct_order["customer_code"] == "KH0002",
+        f"DH0001 reached accounting without its CRM id or customer: {acct_order}",
+    )
+    expect(systems.acct.store.by_code(tenant, "customer", "KH0002") is not None, "KH0002 was not sent first (X-4)")
+    expect(systems.acct.store.by_code(tenant, "product", "SP01") is not None, "SP01 was not sent first (X-4)")
 
     say(f"  -> accounting has sales order {acct_order['id']} after customer KH0002 and product SP01 (X-4)")
     # 3. a delivery and a receipt in accounting come back as CRM statuses (SO-9, SO-13, SO-10, SO-14)
@@ -106,9 +118,15 @@ async def business_day(
         return record if ready else None
 
     crm_order = await eventually(crm_order_statuses, what="derived statuses in CRM")
-    assert crm_order["delivered_quantities"] == [{"line_id": "L1", "delivered_quantity": "4"}]
-    assert crm_order["receipted_amount"] == "20000" and crm_order["remaining_receivable"] == "30000"
-    assert crm_order["lines"][0]["product_code"] == "SP01"  # the order's own lines are untouched
+    expect(
+        crm_order["delivered_quantities"] == [{"line_id": "L1", "delivered_quantity": "4"}],
+        f"CRM shows other delivered quantities: {crm_order.get('delivered_quantities')}",
+    )
+    expect(
+        crm_order["receipted_amount"] == "20000" and crm_order["remaining_receivable"] == "30000",
+        f"CRM shows other payment figures: {crm_order}",
+    )
+    expect(crm_order["lines"][0]["product_code"] == "SP01", "the order's own lines changed")
     say(
         f"  -> CRM order DH0001: delivery {crm_order['delivery_status']}, pay {crm_order['pay_status']}, "
         f"remaining {crm_order['remaining_receivable']}"

@@ -1,4 +1,4 @@
-"""Every topic of the wire contract (``../shared/spec/contract.md``), declared in one place.
+"""Every topic of the wire contract (``docs/contract.md``), declared in one place.
 
 The CLI (``lienthong topics create``) creates these with the admin client and the faust app
 declares the same names; both read ``contract_topics()``. No faust import here, so the CLI and
