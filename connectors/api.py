@@ -15,20 +15,8 @@ import aiohttp
 import orjson
 
 from connectors.crm_fields import from_crm, to_crm
+from connectors.errors import Refused, Transient
 from connectors.resources import ACCT_PATHS, CRM_PATHS
-
-
-class Transient(Exception):
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
-
-
-class Refused(Exception):
-    def __init__(self, message: str, *, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass

@@ -32,8 +32,13 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
-from connectors.api import Refused, SystemApi, TenantCredentials, Transient
+from connectors.acct_client import ActClient, ActCredentials
+from connectors.api import SystemApi, TenantCredentials
+from connectors.crm_client import CrmClient, CrmCredentials
 from connectors.delivery import produce_acknowledged
+from connectors.errors import Refused, Transient
+from connectors.ledger import CallbackOutcome, WriteLedger
+from connectors.writers import ActWriter, CrmWriter, Pending, Writer, Written, no_callback
 from streams.core.contract import Command, Result, ResultError, dead_letter_headers, parse_command
 from streams.topics import DLQ_COMMANDS, commands_topic, results_topic
 
@@ -107,7 +112,7 @@ class TokenBucket:
 class ConnectorSettings:
     system: str
     base_url: str
-    credentials: dict[str, TenantCredentials]
+    credentials: dict[str, TenantCredentials] = field(default_factory=dict)  # the legacy API's only
     bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = ""
     group_id: str | None = None
@@ -121,6 +126,15 @@ class ConnectorSettings:
     dependency_timeout: float = 60.0
     request_timeout: float = 10.0
     extra_consumer_config: dict[str, Any] = field(default_factory=dict)
+    # The AMIS APIs (amis-apis.md); "legacy" is the invented API of the old sandboxes, kept until the
+    # demo runs through capture.
+    api: Literal["amis", "legacy"] = "legacy"
+    crm_credentials: dict[str, CrmCredentials] = field(default_factory=dict)
+    acct_app_id: str = ""
+    acct_credentials: dict[str, ActCredentials] = field(default_factory=dict)
+    shared_ledger_path: Path = Path("var/connectors/acct-shared.sqlite")  # recent writes and callbacks, with capture
+    callback_timeout: float = 30.0  # seconds a proposal waits for its callback before pulling undelivered ones
+    token_renew_before: float = 300.0  # a token is fetched again this many seconds before it ends
 
 
 @dataclass
@@ -175,6 +189,8 @@ class Connector:
                 session,
                 timeout=self.settings.request_timeout,
             )
+            self.shared = WriteLedger(self.settings.shared_ledger_path)
+            self.writer = self._writer(session)
             try:
                 limit = self.settings.max_in_flight or 4 * self.settings.concurrency
                 while not self._stopping.is_set():
@@ -200,6 +216,28 @@ class Connector:
                 await asyncio.to_thread(self.producer.flush, 30)
                 await asyncio.to_thread(self.consumer.close)
                 self.ledger.close()
+                self.shared.close()
+
+    def _writer(self, session: aiohttp.ClientSession) -> Writer:
+        settings = self.settings
+        if settings.system == "crm":
+            crm = CrmClient(
+                settings.base_url,
+                session,
+                settings.crm_credentials,
+                timeout=settings.request_timeout,
+                renew_before=settings.token_renew_before,
+            )
+            return CrmWriter(crm, self.shared)
+        acct = ActClient(
+            settings.base_url,
+            session,
+            settings.acct_app_id,
+            settings.acct_credentials,
+            timeout=settings.request_timeout,
+            renew_before=settings.token_renew_before,
+        )
+        return ActWriter(acct, self.shared)
 
     def _schedule(self, message: Message) -> None:
         topic, partition, offset = position(message)
@@ -309,15 +347,22 @@ class Connector:
         while True:
             attempt += 1
             try:
-                async with semaphore:
-                    await bucket.take()
-                    written = await self.api.write(
-                        tenant, command.entity, command.op.value, asdict(command.key), command.fields
-                    )
+                if self.settings.api == "legacy":
+                    async with semaphore:
+                        await bucket.take()
+                        legacy = await self.api.write(
+                            tenant, command.entity, command.op.value, asdict(command.key), command.fields
+                        )
+                    written = Written((legacy or {}).get("id"), (legacy or {}).get("code"))
+                else:
+                    async with semaphore:
+                        await bucket.take()
+                        answer = await self.writer.apply(command)
+                    written = await self._settled(answer, bucket) if isinstance(answer, Pending) else answer
                 return Outcome(
                     "applied",
-                    target_id=(written or {}).get("id") or command.key.id,
-                    code=(written or {}).get("code") or command.key.code,
+                    target_id=written.target_id or command.key.id,
+                    code=written.code or command.key.code,
                     attempts=attempt,
                 )
             except Refused as exc:
@@ -342,6 +387,27 @@ class Connector:
                 if exc.retry_after is not None:
                     delay = max(delay, exc.retry_after)
                 await asyncio.sleep(delay)
+
+    async def _settled(self, pending: Pending, bucket: TokenBucket) -> Written:
+        """A proposal ACT queued: wait for its callback (filed in the shared ledger by the accounting
+        capture service); when none comes in time, pull the callbacks ACT could not deliver."""
+        writer = self.writer
+        if not isinstance(writer, ActWriter):
+            raise TypeError("only the accounting API answers by callback")
+        deadline = time.monotonic() + self.settings.callback_timeout
+        outcome: CallbackOutcome | None = None
+        while outcome is None and time.monotonic() < deadline:
+            if self._stopping.is_set():
+                raise Stopping()  # not known to be applied: the next run saves it again (same org_refid)
+            await asyncio.sleep(0.05)
+            outcome = writer.outcome(pending)
+        if outcome is None:
+            await bucket.take()
+            outcome = await writer.recover(pending)
+            self.stats["callbacks_recovered" if outcome else "callbacks_missing"] += 1
+        if outcome is None:
+            raise no_callback(pending, self.settings.callback_timeout)
+        return writer.settle(pending, outcome)
 
     # --- output ----------------------------------------------------------------------------------
 

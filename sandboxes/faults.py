@@ -25,6 +25,7 @@ class FaultConfig:
     timeout_rate: float = 0.0  # held for timeout_s before answering 504 (the client should have given up)
     timeout_s: float = 5.0
     drop_rate: float = 0.0  # the connection is closed without an answer
+    callback_drop_rate: float = 0.0  # accounting: a callback is not delivered (kept for get_call_back_detail_error)
     seed: int | None = None
     counts: dict[str, int] = field(default_factory=dict)  # what was injected, for tests and the demo
     in_flight: int = 0  # API calls being answered now, and the most seen at once
@@ -32,6 +33,12 @@ class FaultConfig:
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
+
+    def drop_callback(self) -> bool:
+        if self.callback_drop_rate and self._random.random() < self.callback_drop_rate:
+            self.counts["callback_drop"] = self.counts.get("callback_drop", 0) + 1
+            return True
+        return False
 
     def draw(self) -> str | None:
         roll = self._random.random()
@@ -57,6 +64,7 @@ SETTABLE = (
     "timeout_rate",
     "timeout_s",
     "drop_rate",
+    "callback_drop_rate",
     "seed",
 )
 _FAULT_CONFIG = TypeAdapter(FaultConfig)
@@ -72,10 +80,13 @@ def fault_config(values: Mapping[str, object]) -> FaultConfig:
     return _FAULT_CONFIG.validate_python(dict(values))
 
 
-def fault_middleware(config: FaultConfig) -> Callable:
+def fault_middleware(config: FaultConfig, applies: Callable[[str], bool] | None = None) -> Callable:
+    """Disturb the requests whose path ``applies`` (default: ``/api/...``); never the page or sandbox controls."""
+    disturb = applies or (lambda path: path.startswith("/api/"))
+
     @web.middleware
     async def faults(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
-        if not request.path.startswith("/api/"):
+        if not disturb(request.path):
             return await handler(request)
         config.in_flight += 1
         config.max_in_flight = max(config.max_in_flight, config.in_flight)

@@ -1,0 +1,269 @@
+"""AMIS Kế toán ACT Open API <-> the contract: dictionaries and vouchers, as data.
+
+Master data travels through ``save_dictionary`` (each item carries its ``dictionary_type``, the
+*write* enum) and ``get_dictionary`` / ``get_dictionary_delete`` (``data_type``, the *read* enum:
+the two enums differ, ``amis-apis.md`` §2.5). Documents are *proposals* pushed with ``save`` (one
+``voucher_type`` each, identified by the partner's ``org_refid``) and come back only through
+callbacks (data_type 18: generated, 22: changed by the accountant). Names are snake_case; money is
+a number with an ``_oc`` twin in the original currency (VND here, so both are equal).
+
+Entities or fields marked ``EXT`` / ``extension`` have no public counterpart (sales contracts,
+quotes and price policies as documents or dictionaries, reading categories back, issuance-proposal
+statuses): only the sandbox keeps them, and ``docs/amis-gaps.md`` says what a live deployment needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from connectors.mapping import FieldMap, RecordMap
+
+# --- dictionaries ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActDictionary:
+    entity: str
+    dictionary_type: int  # save_dictionary's enum (doc §3.2)
+    data_type: int  # get_dictionary's enum (doc §3.3)
+    id_field: str
+    code_field: str
+    record: RecordMap
+    extension: str | None = None
+
+
+DICTIONARIES: dict[str, ActDictionary] = {
+    "customer": ActDictionary(
+        "customer",
+        dictionary_type=1,
+        data_type=1,
+        id_field="account_object_id",
+        code_field="account_object_code",
+        record=RecordMap(
+            fields=(
+                FieldMap("id", "account_object_id", "text"),
+                FieldMap("code", "account_object_code"),
+                FieldMap("name", "account_object_name"),
+                FieldMap("tax_code", "company_tax_code"),
+                FieldMap("address", "address"),
+                FieldMap("phone", "tel", source="OBS"),
+                FieldMap("email", "email_address", source="OBS"),
+                FieldMap("is_personal", "account_object_type", values={False: 0, True: 1}, source="CODE"),
+                FieldMap("crm_id", "crm_id", "text", source="OBS"),
+            ),
+            constants={"is_customer": True, "is_vendor": False, "is_employee": False},
+        ),
+    ),
+    "product": ActDictionary(
+        "product",
+        dictionary_type=3,
+        data_type=2,
+        id_field="inventory_item_id",
+        code_field="inventory_item_code",
+        record=RecordMap(
+            fields=(
+                FieldMap("id", "inventory_item_id", "text"),
+                FieldMap("code", "inventory_item_code"),
+                FieldMap("name", "inventory_item_name"),
+                FieldMap("unit", "unit_name"),
+                FieldMap("unit_price", "unit_price", "money"),
+                FieldMap("category_code", "inventory_item_category_code", source="INF"),
+                FieldMap("vat_rate", "tax_rate", "money", source="INF"),
+            ),
+            constants={"inventory_item_type": 0},
+        ),
+    ),
+    "product_category": ActDictionary(
+        "product_category",
+        dictionary_type=4,
+        data_type=902,
+        id_field="inventory_item_category_id",
+        code_field="inventory_item_category_code",
+        record=RecordMap(
+            fields=(
+                FieldMap("id", "inventory_item_category_id", "text", source="INF"),
+                FieldMap("code", "inventory_item_category_code", source="INF"),
+                FieldMap("name", "inventory_item_category_name", source="INF"),
+                FieldMap("parent_code", "parent_code", source="INF"),
+            )
+        ),
+        extension="item groups can be written (dictionary_type 4) but have no get_dictionary data_type; "
+        "the sandbox serves them as data_type 902",
+    ),
+    "price_policy": ActDictionary(
+        "price_policy",
+        dictionary_type=901,
+        data_type=901,
+        id_field="price_policy_id",
+        code_field="price_policy_code",
+        record=RecordMap(
+            fields=(
+                FieldMap("id", "price_policy_id", "text", source="EXT"),
+                FieldMap("code", "price_policy_code", source="EXT"),
+                FieldMap("name", "price_policy_name", source="EXT"),
+            ),
+            passthrough=True,
+        ),
+        extension="price policies are neither read nor written by the public API; the sandbox serves them as "
+        "dictionary/data type 901",
+    ),
+}
+
+# --- vouchers -------------------------------------------------------------------------------------
+
+REVENUE_STATUS = {"not_recorded": 0, "recorded": 1}
+ORDER_STATUS = {"not_started": 0, "in_progress": 1, "completed": 2, "cancelled": 3}
+CONTRACT_STATUS = {**ORDER_STATUS, "fully_delivered": 4}
+DELIVERED_STATUS = {"not_delivered": 0, "delivering": 1, "delivered": 2}
+
+ORDER_DETAIL = RecordMap(
+    fields=(
+        FieldMap("line_id", "ref_detail_id", "text", source="CODE", note="the partner's line id (is_get_new_id false)"),
+        FieldMap("product_code", "inventory_item_code"),
+        FieldMap("quantity", "quantity", "number"),
+        FieldMap("unit_price", "unit_price", "money"),
+        FieldMap("amount", "amount", "money"),
+    )
+)
+DELIVERY_DETAIL = RecordMap(
+    fields=(
+        FieldMap("line_id", "sa_order_ref_detail_id", "text", source="INF", note="the order line it delivers"),
+        FieldMap("product_code", "inventory_item_code"),
+        FieldMap("quantity", "quantity", "number"),
+        FieldMap("amount", "amount", "money"),
+    )
+)
+
+
+@dataclass(frozen=True)
+class ActVoucher:
+    entity: str
+    voucher_type: int
+    reftype: int
+    record: RecordMap
+    extension: str | None = None
+
+
+def _order_fields(status: dict[str, int]) -> tuple[FieldMap, ...]:
+    return (
+        FieldMap("id", "refid", "text", note="= org_refid: proposals are saved with is_get_new_id false"),
+        FieldMap("code", "refno"),
+        FieldMap("crm_id", "crm_id", "text", source="CODE"),
+        FieldMap("customer_code", "account_object_code"),
+        FieldMap("lines", "detail", "lines", lines=ORDER_DETAIL),
+        FieldMap("total_amount", "total_amount", "money"),
+        # A proposal is the "proposed" state itself: written as 0 (not recorded), never read back as proposed.
+        FieldMap(
+            "revenue_status", "revenue_status", values=REVENUE_STATUS, write_values={"proposed": 0}, source="CODE"
+        ),
+        FieldMap("status", "status", values=status, source="CODE"),
+        FieldMap("delivery_status", "delivered_status", values=DELIVERED_STATUS, source="CODE"),
+        FieldMap("is_invoiced", "is_invoiced", source="CODE"),
+        FieldMap("delivery_deadline", "delivery_date", source="CODE"),
+        FieldMap("payment_deadline", "due_date", source="INF"),
+    )
+
+
+VOUCHERS: dict[str, ActVoucher] = {
+    "sale_order": ActVoucher("sale_order", 20, 3520, RecordMap(fields=_order_fields(ORDER_STATUS))),
+    "contract": ActVoucher(
+        "contract",
+        9001,
+        9001,
+        RecordMap(
+            fields=(
+                *_order_fields(CONTRACT_STATUS),
+                FieldMap("revenue_entries", "revenue_entries", source="EXT"),
+            ),
+            passthrough=True,
+        ),
+        extension="no sales-contract voucher_type is public; the sandbox takes contracts as voucher_type 9001",
+    ),
+    "quote": ActVoucher(
+        "quote",
+        9002,
+        9002,
+        RecordMap(
+            fields=(
+                FieldMap("id", "refid", "text"),
+                FieldMap("code", "refno"),
+                FieldMap("crm_id", "crm_id", "text", source="EXT"),
+                FieldMap("customer_code", "account_object_code"),
+                FieldMap("lines", "detail", "lines", lines=ORDER_DETAIL),
+                FieldMap("total_amount", "total_amount", "money"),
+            ),
+            passthrough=True,
+        ),
+        extension="no quote voucher_type is public (sa_order only has quote_refid); the sandbox takes quotes as "
+        "voucher_type 9002",
+    ),
+    "sales_voucher": ActVoucher(
+        "sales_voucher",
+        13,
+        3530,
+        RecordMap(
+            fields=(
+                FieldMap("id", "refid", "text"),
+                FieldMap("code", "refno"),
+                FieldMap("order_id", "sa_order_refid", "text", source="INF", note="the order the lines deliver"),
+                FieldMap("lines", "detail", "lines", lines=DELIVERY_DETAIL),
+                FieldMap("invoice_no", "inv_no", source="INF"),
+                FieldMap("invoice_date", "inv_date", source="INF"),
+                FieldMap("einvoice_published", "is_einvoice_published", source="EXT"),
+            )
+        ),
+    ),
+    "receipt": ActVoucher(
+        "receipt",
+        5,
+        1010,
+        RecordMap(
+            fields=(
+                FieldMap("id", "refid", "text"),
+                FieldMap("code", "refno"),
+                FieldMap("order_id", "sa_order_refid", "text", source="INF", note="the order the money is for"),
+                FieldMap("amount", "total_amount", "money"),
+            )
+        ),
+    ),
+    "invoice": ActVoucher(
+        "invoice",
+        11,
+        3560,
+        RecordMap(
+            fields=(
+                FieldMap("id", "refid", "text"),
+                FieldMap("crm_id", "crm_id", "text", source="EXT"),
+                FieldMap("status", "issue_status", source="EXT"),
+                FieldMap("reason", "issue_reason", source="EXT"),
+                FieldMap("invoice_date", "inv_date", source="INF"),
+                FieldMap("invoice_no", "inv_no", source="INF"),
+                FieldMap("lookup_code", "transaction_id", source="EXT"),
+                FieldMap("send_status", "send_status", source="EXT"),
+                FieldMap("customer_received", "customer_received", source="EXT"),
+            ),
+            passthrough=True,
+        ),
+        extension="sa_invoice (voucher_type 11) can be proposed, but no callback reports an issuance proposal's "
+        "approval, refusal or issue: the sandbox reports them as data_type 22 with issue_status",
+    ),
+}
+
+# voucher_type -> entity, for callbacks (ba_deposit, a receipt into the bank, is a receipt too)
+ENTITY_OF_VOUCHER_TYPE: dict[int, str] = {v.voucher_type: v.entity for v in VOUCHERS.values()} | {1: "receipt"}
+DICTIONARY_OF_DATA_TYPE: dict[int, ActDictionary] = {d.data_type: d for d in DICTIONARIES.values()}
+
+
+def to_acct(entity: str, record: dict) -> dict:
+    spec = DICTIONARIES.get(entity)
+    return (spec.record if spec else VOUCHERS[entity].record).to_wire(record, entity)
+
+
+def from_acct(entity: str, record: dict) -> dict:
+    spec = DICTIONARIES.get(entity)
+    return (spec.record if spec else VOUCHERS[entity].record).from_wire(record)
+
+
+def record_map(entity: str) -> RecordMap:
+    spec = DICTIONARIES.get(entity)
+    return spec.record if spec else VOUCHERS[entity].record

@@ -1,0 +1,201 @@
+"""AMIS CRM Open API v2 <-> the contract: one table per resource, as data.
+
+Field names and labels are the public API's (``amis-apis.md`` Part 1: snake_case fields, numeric
+ids, Vietnamese display labels for pick-lists); ``source`` says how certain each name is. Resources
+marked ``extension`` are not in the public API (quotes, invoice requests, price policies, product
+categories as a resource): only the sandbox serves them, and ``docs/amis-gaps.md`` says what a live
+deployment needs instead. Fields with ``source="EXT"`` are the same for single fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from connectors.mapping import FieldMap, RecordMap
+
+# --- label vocabularies: canonical value -> CRM's display label (amis-apis.md §1.6) -----------------
+
+REVENUE_STATUS = {"draft": "Bản nháp", "proposed": "Đề nghị ghi", "recorded": "Đã ghi", "rejected": "Từ chối ghi"}
+ORDER_STATUS = {
+    "not_started": "Chưa thực hiện",
+    "in_progress": "Đang thực hiện",
+    "completed": "Đã thực hiện",
+    "cancelled": "Đã hủy bỏ",
+    "fully_delivered": "Đã giao đủ hàng",
+}
+DELIVERY_STATUS = {"not_delivered": "Chưa giao hàng", "delivering": "Đang giao hàng", "delivered": "Đã giao hàng"}
+PAY_STATUS = {"unpaid": "Chưa thanh toán", "paid": "Đã thanh toán", "partially_paid": "Đã thanh toán một phần"}
+INVOICING_STATUS = {"not_invoiced": False, "invoiced": True}
+# Invoice requests are an extension; their labels are the sandbox's (the CRM screen's words).
+INVOICE_STATUS = {
+    "draft": "Bản nháp",
+    "proposed": "Đề nghị xuất",
+    "approved": "Đã duyệt",
+    "rejected": "Từ chối",
+    "issued": "Đã xuất",
+    "issue_refused": "Từ chối xuất hóa đơn",
+    "cancelled": "Đã hủy bỏ",
+}
+
+ORDER_LINE = RecordMap(
+    fields=(
+        FieldMap("line_id", "id", "id", source="INF", note="lines read back carry their row id"),
+        FieldMap("product_code", "product_code"),
+        FieldMap("quantity", "amount", "number", note="CRM calls the quantity 'amount'"),
+        FieldMap("unit_price", "price", "money"),
+        FieldMap("amount", "to_currency", "money", note="price × quantity before discount and tax"),
+    )
+)
+
+
+@dataclass(frozen=True)
+class CrmResource:
+    entity: str  # the contract's entity
+    resource: str  # the path segment: /api/v2/<resource>
+    code_field: str  # the business code's field (lookups by code)
+    record: RecordMap
+    extension: str | None = None  # why the public API does not have it; None for a documented resource
+
+
+RESOURCES: dict[str, CrmResource] = {
+    "customer": CrmResource(
+        "customer",
+        "Customers",
+        "account_number",
+        RecordMap(
+            fields=(
+                FieldMap("id", "id", "id"),
+                FieldMap("code", "account_number"),
+                FieldMap("name", "account_name"),
+                FieldMap("tax_code", "tax_code"),
+                FieldMap("address", "billing_address", source="INF", note="billing_* address fields; the street line"),
+                FieldMap("phone", "office_tel"),
+                FieldMap("email", "office_email"),
+                FieldMap("is_personal", "is_personal"),
+            )
+        ),
+    ),
+    "product": CrmResource(
+        "product",
+        "Products",
+        "product_code",
+        RecordMap(
+            fields=(
+                FieldMap("id", "id", "id"),
+                FieldMap("code", "product_code"),
+                FieldMap("name", "product_name"),
+                FieldMap("category_code", "product_category", note="a text field; no category resource"),
+                FieldMap("unit", "usage_unit"),
+                FieldMap("unit_price", "unit_price", "money"),
+                FieldMap("vat_rate", "tax", "percent", source="OBS", note="VAT as text, e.g. '10%'"),
+            )
+        ),
+    ),
+    "sale_order": CrmResource(
+        "sale_order",
+        "SaleOrders",
+        "sale_order_no",
+        RecordMap(
+            fields=(
+                FieldMap("id", "id", "id"),
+                FieldMap("code", "sale_order_no"),
+                FieldMap("customer_code", "account_code", source="OBS"),
+                FieldMap("lines", "sale_order_product_mappings", "lines", lines=ORDER_LINE),
+                FieldMap("total_amount", "sale_order_amount", "money"),
+                FieldMap("revenue_status", "revenue_status", values=REVENUE_STATUS),
+                FieldMap("status", "status", values=ORDER_STATUS),
+                FieldMap("delivery_status", "delivery_status", values=DELIVERY_STATUS),
+                FieldMap("pay_status", "pay_status", values=PAY_STATUS),
+                FieldMap("invoicing_status", "is_invoiced", values=INVOICING_STATUS),
+                FieldMap("invoiced_amount", "invoiced_amount", "money"),
+                FieldMap("invoiced_date", "invoice_date"),
+                FieldMap("receipted_amount", "total_receipted_amount", "money"),
+                FieldMap("remaining_receivable", "balance_receipt_amount", "money"),
+                FieldMap("delivery_deadline", "delivery_date", source="INF"),
+                FieldMap("payment_deadline", "due_date", source="INF"),
+                FieldMap(
+                    "delivered_quantities", "delivered_quantities", source="EXT", note="no per-line delivered field"
+                ),
+                FieldMap("revenue_entries", "revenue_entries", source="EXT", note="no revenue-recognition table"),
+                FieldMap("receipts", "receipts", source="EXT", note="no receipt list on orders"),
+            ),
+            # CT-9 writes the acct contract's is_invoiced: the same CRM field as invoicing_status.
+            aliases=(FieldMap("is_invoiced", "is_invoiced"),),
+        ),
+    ),
+    "product_category": CrmResource(
+        "product_category",
+        "ProductCategories",
+        "product_category_code",
+        RecordMap(
+            fields=(
+                FieldMap("id", "id", "id"),
+                FieldMap("code", "product_category_code", source="EXT"),
+                FieldMap("name", "product_category_name", source="EXT"),
+                FieldMap("parent_code", "parent_code", source="EXT"),
+            ),
+            passthrough=True,
+        ),
+        extension="product categories are only a text field of Products (product_category); no resource",
+    ),
+    "quote": CrmResource(
+        "quote",
+        "Quotes",
+        "quote_code",
+        RecordMap(
+            fields=(
+                FieldMap("id", "id", "id"),
+                FieldMap("code", "quote_code", source="EXT"),
+                FieldMap("customer_code", "account_code", source="EXT"),
+                FieldMap("lines", "quote_product_mappings", "lines", lines=ORDER_LINE, source="EXT"),
+                FieldMap("total_amount", "total_summary", "money", source="EXT"),
+            ),
+            passthrough=True,
+        ),
+        extension="quotes (Báo giá) have no public endpoint",
+    ),
+    "invoice": CrmResource(
+        "invoice",
+        "InvoiceRequests",
+        "invoice_request_code",
+        RecordMap(
+            fields=(
+                FieldMap("id", "id", "id"),
+                FieldMap("code", "invoice_request_code", source="EXT"),
+                FieldMap("order_code", "sale_order_no", source="EXT"),
+                FieldMap("status", "status", values=INVOICE_STATUS, source="EXT"),
+                FieldMap("amount", "amount", "money", source="EXT"),
+                FieldMap("description", "description", source="EXT"),
+            ),
+            passthrough=True,
+        ),
+        extension="invoice requests (Đề nghị xuất hóa đơn) have no public endpoint",
+    ),
+    "price_policy": CrmResource(
+        "price_policy",
+        "PricePolicies",
+        "price_policy_code",
+        RecordMap(
+            fields=(
+                FieldMap("id", "id", "id"),
+                FieldMap("code", "price_policy_code", source="EXT"),
+                FieldMap("name", "price_policy_name", source="EXT"),
+            ),
+            passthrough=True,
+        ),
+        extension="price policies have no public endpoint",
+    ),
+}
+
+BY_RESOURCE: dict[str, CrmResource] = {r.resource: r for r in RESOURCES.values()}
+
+# The documented resources a capture service polls, in this order (extensions only against the sandbox).
+DOCUMENTED = [r.entity for r in RESOURCES.values() if r.extension is None]
+
+
+def to_crm(entity: str, record: dict) -> dict:
+    return RESOURCES[entity].record.to_wire(record, entity)
+
+
+def from_crm(entity: str, record: dict) -> dict:
+    return RESOURCES[entity].record.from_wire(record)

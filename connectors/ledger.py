@@ -1,0 +1,183 @@
+"""What the connectors wrote, and the callbacks they wait for: a SQLite file shared with capture.
+
+Neither AMIS system says who changed a record, so the capture services learn the integration's own
+writes (X-1, ``origin = sync``) from here: a connector notes each write *before* it calls the API
+(``note_write``), and a capture service that sees the record change asks ``is_echo``. The accounting
+capture service also receives ACT's callbacks; it files the results of ``save`` / ``delete``
+(data_type 1 and 2) here, where the accounting connector waits for them (``expect_callback``,
+``callback_outcome``).
+
+This is the only connector module capture imports (an import contract in ``pyproject.toml`` says
+so): the two sides share data, not code paths. Both open the same file (``LIENTHONG_LEDGER_DIR``),
+so they run on one host or share a volume.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS writes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    system TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    record_id TEXT,
+    code TEXT,
+    fields BLOB NOT NULL,
+    written_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS writes_by_id ON writes (system, tenant, entity, record_id);
+CREATE INDEX IF NOT EXISTS writes_by_code ON writes (system, tenant, entity, code);
+CREATE TABLE IF NOT EXISTS callbacks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    org_refid TEXT NOT NULL,
+    data_type INTEGER NOT NULL,
+    command_id TEXT,
+    created_ms INTEGER NOT NULL,
+    resolved_ms INTEGER,
+    success INTEGER,
+    error_code TEXT,
+    error_message TEXT
+);
+CREATE INDEX IF NOT EXISTS callbacks_open ON callbacks (org_refid, data_type, resolved_ms);
+"""
+
+
+@dataclass(frozen=True)
+class CallbackOutcome:
+    success: bool
+    error_code: str | None
+    error_message: str | None
+
+
+class WriteLedger:
+    def __init__(self, path: Path | str, *, retention_s: float = 24 * 3600) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.retention_ms = int(retention_s * 1000)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- the integration's writes ------------------------------------------------------------------
+
+    def note_write(
+        self,
+        system: str,
+        tenant: str,
+        entity: str,
+        *,
+        record_id: str | None,
+        code: str | None,
+        fields: Mapping[str, Any],
+        now_ms: int | None = None,
+    ) -> int:
+        """Before an API call: this integration is about to write ``fields`` (canonical, as the system
+        will give them back) to that record. Returns the note's number, for ``identify``."""
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO writes (system, tenant, entity, record_id, code, fields, written_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (system, tenant, entity, record_id, code, orjson.dumps(dict(fields)), now),
+            )
+            self._db.execute("DELETE FROM writes WHERE written_ms < ?", (now - self.retention_ms,))
+            return int(cursor.lastrowid or 0)
+
+    def identify(self, note: int, record_id: str) -> None:
+        """After a create: the id the system gave the record the note is about."""
+        with self._lock:
+            self._db.execute("UPDATE writes SET record_id=? WHERE seq=?", (record_id, note))
+
+    def writes_since(
+        self, system: str, tenant: str, entity: str, record_id: str, code: str | None, since_ms: int
+    ) -> list[dict[str, Any]]:
+        """The fields written to that record (by id, or by code) since ``since_ms``, oldest first."""
+        rows = self._db.execute(
+            "SELECT fields FROM writes WHERE system=? AND tenant=? AND entity=? AND written_ms >= ? "
+            "AND (record_id=? OR (? IS NOT NULL AND code=?)) ORDER BY seq",
+            (system, tenant, entity, since_ms, record_id, code, code),
+        ).fetchall()
+        return [orjson.loads(r[0]) for r in rows]
+
+    def is_echo(
+        self,
+        system: str,
+        tenant: str,
+        entity: str,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+        *,
+        before_seen_ms: int,
+        skew_ms: int = 2000,
+    ) -> bool:
+        """Was this change (canonical ``before`` -> ``after``) the integration's own write?
+
+        Yes when the integration wrote that record since the change before it was seen, the record
+        now holds what it wrote, and nothing else changed. A person's edit in between makes the
+        change the person's (``user``): the processor then looks at it as any other.
+        """
+        record = after or before or {}
+        record_id = str(record.get("id") or "")
+        code = None if record.get("code") is None else str(record["code"])
+        if after is None or not record_id:
+            return False  # deletions are never the integration's (no rule deletes through capture's systems)
+        written = self.writes_since(system, tenant, entity, record_id, code, before_seen_ms - skew_ms)
+        if not written:
+            return False
+        wrote: dict[str, Any] = {}
+        for fields in written:
+            wrote.update(fields)
+        if any(after.get(name) != value for name, value in wrote.items()):
+            return False
+        if before is None:
+            return True
+        changed = {name for name in set(before) | set(after) if before.get(name) != after.get(name)}
+        return changed <= set(wrote)
+
+    # --- ACT's callbacks for save / delete -----------------------------------------------------------
+
+    def expect_callback(self, tenant: str, org_refid: str, data_type: int, command_id: str | None) -> int:
+        """Before a ``save`` (1) or ``delete`` (2): a result for this proposal is awaited."""
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO callbacks (tenant, org_refid, data_type, command_id, created_ms) VALUES (?, ?, ?, ?, ?)",
+                (tenant, org_refid, data_type, command_id, int(time.time() * 1000)),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def file_callback_result(
+        self, org_refid: str, data_type: int, success: bool, error_code: str | None, error_message: str | None
+    ) -> int:
+        """A result arrived (a callback, or a pull of undelivered ones): settle what waits for it.
+        Returns how many awaited results it settled."""
+        now = int(time.time() * 1000)
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE callbacks SET resolved_ms=?, success=?, error_code=?, error_message=? "
+                "WHERE org_refid=? AND data_type=? AND resolved_ms IS NULL",
+                (now, int(success), error_code, error_message, org_refid, data_type),
+            )
+            return cursor.rowcount
+
+    def callback_outcome(self, expected: int) -> CallbackOutcome | None:
+        row = self._db.execute(
+            "SELECT resolved_ms, success, error_code, error_message FROM callbacks WHERE seq=?", (expected,)
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return CallbackOutcome(success=bool(row[1]), error_code=row[2], error_message=row[3])

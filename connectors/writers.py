@@ -1,0 +1,242 @@
+"""One command -> the system's API calls, through the mapping tables. Used by ``connectors.runner``.
+
+``CrmWriter``: upserts by business code (``GET /<Resource>/code``, then ``PUT`` with the id or
+``POST``), so a write repeated after a crash updates instead of creating a second record.
+
+``ActWriter``: master data through ``save_dictionary`` (answered at once); documents as
+*proposals* through ``save`` / ``delete``, which answer "queued": the writer returns a ``Pending``
+and the runner waits for the result ACT sends to the callback URL (filed in the shared ledger by
+the accounting capture service), or pulls ``get_call_back_detail_error`` when it does not come.
+A proposal's ``org_refid`` is derived from the record (the target id once known, else tenant,
+entity and business code, else the command id), so a retried or later push updates the same
+proposal instead of making a second one.
+
+Both note every write in the shared ledger before calling the API, so that the capture services
+recognise the change as the integration's own (X-1).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from connectors import acct_mapping, crm_mapping
+from connectors.acct_client import VN, ActClient, Callback, refusal
+from connectors.crm_client import CrmClient
+from connectors.errors import Refused, Transient
+from connectors.ledger import CallbackOutcome, WriteLedger
+from connectors.mapping import MappingError
+from streams.core.contract import Command
+
+NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/lienthong/org_refid")
+
+
+@dataclass(frozen=True)
+class Written:
+    target_id: str | None
+    code: str | None
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A proposal ACT has queued: the result comes by callback (``data_type`` 1 save, 2 delete)."""
+
+    expected: int  # the shared ledger's row for the awaited result
+    tenant: str
+    org_refid: str
+    data_type: int
+    code: str | None
+    since: float  # when it was sent (epoch seconds), to look for undelivered callbacks from then on
+
+
+def not_sayable(system: str, exc: MappingError) -> Refused:
+    return Refused(f"not sent: {system} cannot hold this value ({exc})", status=400)
+
+
+def org_refid_for(command: Command) -> str:
+    """The proposal's key: the accounting id once the processor knows it (X-3), else derived."""
+    if command.key.id:
+        return str(command.key.id)
+    basis = f"{command.tenant}:{command.entity}:{command.key.code}" if command.key.code else command.command_id
+    return str(uuid.uuid5(NAMESPACE, basis))
+
+
+class CrmWriter:
+    system = "crm"
+
+    def __init__(self, client: CrmClient, ledger: WriteLedger) -> None:
+        self.client = client
+        self.ledger = ledger
+
+    async def apply(self, command: Command) -> Written | Pending:
+        spec = crm_mapping.RESOURCES.get(command.entity)
+        if spec is None:
+            raise Refused(f"CRM has no {command.entity} resource", status=404)
+        tenant, code = command.tenant, command.key.code
+        record_id = command.key.id
+        if not record_id and code:
+            found = await self.client.by_codes(tenant, spec.resource, [code])
+            record_id = str(found[0]["id"]) if found else None
+        if command.op.value == "delete":
+            if not record_id:
+                return Written(None, code)  # already gone: deleting it again changes nothing
+            (result,) = await self.client.delete(tenant, spec.resource, [record_id])
+            if not result.success and await self.client.by_ids(tenant, spec.resource, [record_id]):
+                raise Refused(f"CRM refused to delete {spec.resource} {record_id}: {result.message()}", status=400)
+            return Written(record_id, code)
+        if command.op.value == "update" and not record_id:
+            raise Refused(f"CRM {command.entity} {code or '?'} does not exist to update", status=404)
+        fields = dict(command.fields)
+        if code and "code" not in fields:
+            fields["code"] = code
+        if command.read_only:
+            fields["is_read_only"] = True
+        fields.pop("id", None)
+        try:
+            wire = spec.record.to_wire(fields, command.entity)
+            noted = spec.record.normalize(fields)
+        except MappingError as exc:
+            raise not_sayable("CRM", exc) from None
+        wire.pop("id", None)
+        note = self.ledger.note_write("crm", tenant, command.entity, record_id=record_id, code=code, fields=noted)
+        if record_id:
+            (result,) = await self.client.update(tenant, spec.resource, [{"id": int(record_id), **wire}])
+            if result.success:
+                return Written(record_id, code)
+            if command.op.value == "update" or not any(e.startswith("id:") for e in result.errors):
+                raise Refused(f"CRM refused {command.entity} {code or record_id}: {result.message()}", status=400)
+            # the record went away since it was linked: an upsert creates it again
+        (result,) = await self.client.create(tenant, spec.resource, [wire])
+        if not result.success or result.id is None:
+            raise Refused(f"CRM refused {command.entity} {code or ''}: {result.message()}".rstrip(), status=400)
+        self.ledger.identify(note, result.id)
+        return Written(result.id, code)
+
+
+class ActWriter:
+    system = "acct"
+
+    def __init__(self, client: ActClient, ledger: WriteLedger) -> None:
+        self.client = client
+        self.ledger = ledger
+
+    async def apply(self, command: Command) -> Written | Pending:
+        if command.entity in acct_mapping.DICTIONARIES:
+            return await self._dictionary(command)
+        if command.entity in acct_mapping.VOUCHERS:
+            return await self._proposal(command)
+        raise Refused(f"the accounting API has no {command.entity}", status=404)
+
+    async def _dictionary(self, command: Command) -> Written:
+        spec = acct_mapping.DICTIONARIES[command.entity]
+        tenant, code = command.tenant, command.key.code
+        fields = {k: v for k, v in command.fields.items() if k != "id"}
+        if code and "code" not in fields:
+            fields["code"] = code
+        record_id = command.key.id or (
+            str(uuid.uuid5(NAMESPACE, f"{tenant}:{command.entity}:{code}")) if code else None
+        )
+        try:
+            item = spec.record.to_wire({**fields, "id": record_id} if record_id else fields, command.entity)
+            noted = spec.record.normalize(fields)
+        except MappingError as exc:
+            raise not_sayable("the accounting system", exc) from None
+        state = {"update": 2, "delete": 3}.get(command.op.value, 1)
+        item.update(dictionary_type=spec.dictionary_type, state=state)
+        if state != 3:
+            self.ledger.note_write("acct", tenant, command.entity, record_id=command.key.id, code=code, fields=noted)
+        (result,) = await self.client.save_dictionary(tenant, [item])
+        if result.get("success") is not True:
+            if state == 3 and "không tồn tại" in str(result.get("error_message")):
+                return Written(record_id, code)  # already gone
+            raise refusal(
+                f"ACT save_dictionary {command.entity} {code or ''}".rstrip(),
+                result.get("error_code"),
+                result.get("error_message"),
+            )
+        target_id = str(result.get(spec.id_field) or record_id or "") or None
+        return Written(target_id, code)
+
+    async def _proposal(self, command: Command) -> Pending:
+        spec = acct_mapping.VOUCHERS[command.entity]
+        tenant, code = command.tenant, command.key.code
+        org_refid = org_refid_for(command)
+        since = self.client.clock()
+        if command.op.value == "delete":
+            expected = self.ledger.expect_callback(tenant, org_refid, 2, command.command_id)
+            await self.client.delete(tenant, [{"voucher_type": spec.voucher_type, "org_refid": org_refid}])
+            return Pending(expected, tenant, org_refid, 2, code, since)
+        fields = {k: v for k, v in command.fields.items() if k != "id"}
+        if code and "code" not in fields:
+            fields["code"] = code
+        try:
+            voucher = spec.record.to_wire({**fields, "id": org_refid}, command.entity)
+            noted = spec.record.normalize(fields)
+        except MappingError as exc:
+            raise not_sayable("the accounting system", exc) from None
+        today = datetime.fromtimestamp(since, tz=VN).strftime("%Y-%m-%d")
+        total = voucher.get("total_amount", 0)
+        voucher.update(
+            voucher_type=spec.voucher_type,
+            org_refid=org_refid,
+            org_refno=code or voucher.get("refno") or org_refid,
+            org_reftype=spec.reftype,
+            reftype=spec.reftype,
+            is_get_new_id=False,  # the voucher ACT generates keeps our ids: refid = org_refid
+            refdate=voucher.get("refdate") or today,
+            posted_date=voucher.get("posted_date") or today,
+            currency_id="VND",
+            exchange_rate=1,
+            total_amount_oc=total,
+        )
+        for n, line in enumerate(voucher.get("detail") or [], start=1):
+            if isinstance(line, dict):
+                line.setdefault("sort_order", n)
+                if "amount" in line:
+                    line["amount_oc"] = line["amount"]
+        self.ledger.note_write("acct", tenant, command.entity, record_id=org_refid, code=code, fields=noted)
+        expected = self.ledger.expect_callback(tenant, org_refid, 1, command.command_id)
+        await self.client.save(tenant, [voucher])
+        return Pending(expected, tenant, org_refid, 1, code, since)
+
+    def outcome(self, pending: Pending) -> CallbackOutcome | None:
+        return self.ledger.callback_outcome(pending.expected)
+
+    async def recover(self, pending: Pending) -> CallbackOutcome | None:
+        """No callback came: ask ACT for the callbacks it could not deliver since the proposal was sent."""
+        callbacks: list[Callback] = await self.client.undelivered(
+            pending.tenant, pending.since - 60, self.client.clock() + 60
+        )
+        for callback in callbacks:
+            if callback.data_type not in (1, 2):
+                continue
+            for item in callback.items:
+                if item.get("org_refid"):
+                    self.ledger.file_callback_result(
+                        str(item["org_refid"]),
+                        callback.data_type,
+                        item.get("success") is True,
+                        item.get("error_code"),
+                        item.get("error_message"),
+                    )
+        return self.outcome(pending)
+
+    def settle(self, pending: Pending, outcome: CallbackOutcome) -> Written:
+        if outcome.success:
+            return Written(pending.org_refid, pending.code)
+        if pending.data_type == 2 and outcome.error_code == "VoucherNotFound":
+            return Written(pending.org_refid, pending.code)  # already gone
+        what = "save" if pending.data_type == 1 else "delete"
+        raise refusal(f"ACT {what} of {pending.code or pending.org_refid}", outcome.error_code, outcome.error_message)
+
+
+def no_callback(pending: Pending, waited: float) -> Transient:
+    return Transient(
+        f"no result for proposal {pending.code or pending.org_refid} ({pending.org_refid}) within {waited:g}s, "
+        "neither by callback nor in get_call_back_detail_error: is the callback URL registered and the accounting "
+        "capture service running?"
+    )
+
+
+Writer = CrmWriter | ActWriter
