@@ -44,7 +44,7 @@ def run_core(workload: list[Event], batch: int = 1000) -> tuple[int, int]:
         _, system, entity = event.topic.split(".")
         change = decode_change_event(event.value, topic_system=system, topic_entity=entity)
         if change.system is System.ACCT and change.entity in AGGREGATE_ENTITIES:
-            for key, document in aggregate_inputs(change):
+            for key, document, _part in aggregate_inputs(change):
                 stored = state.get("orders", key)
                 tenant, _, order_id = key.partition(":")
                 aggregate = OrderAggregate.from_json(stored) if stored else OrderAggregate(tenant, order_id)

@@ -152,6 +152,10 @@ class WorkerProcess:
 
     def sample_rss(self) -> float:
         try:
+            # Right after fork the pid is still a copy of this process (a few hundred KB of RSS until
+            # exec); only the worker's own samples count.
+            if b"streams.cli" not in Path(f"/proc/{self.process.pid}/cmdline").read_bytes():
+                return 0.0
             for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     mb = int(line.split()[1]) / 1024

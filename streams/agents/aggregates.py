@@ -7,11 +7,23 @@ from typing import Any
 
 import faust
 from faust.types import EventT
-from pydantic import ValidationError
 
-from streams.agents.pipeline import AgentDeps, Batch, Unstageable, Where, remember, run_batches
-from streams.core.aggregates import OrderAggregate, decide_for_order
-from streams.core.contract import BadInput, ChangeEvent
+from streams.agents.pipeline import (
+    ORIGIN_KEY,
+    ORIGIN_OFFSET,
+    ORIGIN_PARTITION,
+    ORIGIN_TOPIC,
+    PART,
+    AgentDeps,
+    Batch,
+    Unstageable,
+    Where,
+    remember,
+    run_batches,
+)
+from streams.core.aggregates import DOCUMENT, OrderAggregate, aggregate_inputs, decide_for_order
+from streams.core.contract import BadInput, ChangeEvent, decode_change_event
+from streams.topics import parse_cdc_topic
 
 log = logging.getLogger(__name__)
 
@@ -34,31 +46,60 @@ def register_aggregates_agent(app: faust.App, source: Any, deps: AgentDeps) -> A
     return aggregates
 
 
-def origin_of(event: EventT) -> Where:
-    """Where the CDC agent read the document (its ``origin.*`` headers), for dead letters."""
-    message, headers = event.message, event.headers or {}
+def _header(event: EventT, name: str) -> bytes | None:
+    headers = event.headers or {}
+    value = headers.get(name)
+    return value if isinstance(value, bytes) or value is None else str(value).encode()
 
-    def header(name: str) -> str:
-        value = headers.get(f"origin.{name}", b"")
-        return value.decode() if isinstance(value, bytes) else str(value)
 
-    return Where(
-        header("topic") or message.topic,
-        int(header("partition") or message.partition),
-        int(header("offset") or message.offset),
+def origin_of(event: EventT) -> tuple[Where, bytes | None]:
+    """Where the CDC agent read the document (its ``origin.*`` headers), and under which key."""
+    message = event.message
+
+    def text(name: str) -> str:
+        return (_header(event, name) or b"").decode("utf-8", "replace")
+
+    where = Where(
+        text(ORIGIN_TOPIC) or message.topic,
+        int(text(ORIGIN_PARTITION) or message.partition),
+        int(text(ORIGIN_OFFSET) or message.offset),
     )
+    return where, _header(event, ORIGIN_KEY)
+
+
+def decode_document(event: EventT, where: Where, original_key: bytes | None, prefix: str) -> ChangeEvent:
+    """The change event of a re-keyed document, decoded from its original bytes as the CDC agent did,
+    and the part of it this message is (the document, or its removal from the order it left)."""
+    names = parse_cdc_topic(where.topic, prefix)
+    if names is None or event.message.key is None:
+        raise BadInput("schema", f"a re-keyed document from {where.topic} without its origin or its order")
+    change = decode_change_event(
+        event.value,
+        topic_system=names[0],
+        topic_entity=names[1],
+        headers=event.headers,
+        topic=where.topic,
+        partition=where.partition,
+        offset=where.offset,
+        key=original_key,
+    )
+    order_key = event.message.key.decode()
+    part = (_header(event, PART) or DOCUMENT.encode()).decode()
+    for key, document, its_part in aggregate_inputs(change):
+        if key == order_key and its_part == part:
+            return document
+    raise BadInput("schema", f"{where.topic}: the document does not count for order {order_key} ({part})")
 
 
 def process_document(batch: Batch, event: EventT) -> None:
-    """Stage one re-keyed document: the order's new aggregate and derived commands, or a dead letter."""
+    """Stage one re-keyed document: the order's new aggregate and derived commands, or a dead letter
+    (with the original key and bytes)."""
     message = event.message
-    where = origin_of(event)
+    where, original_key = origin_of(event)
     deps = batch.deps
     try:
-        if message.key is None:
-            raise BadInput("schema", "a re-keyed document without a key (its order)")
-        key = message.key.decode()
-        change = ChangeEvent.model_validate_json(event.value)
+        change = decode_document(event, where, original_key, deps.topic_prefix)
+        key = message.key.decode() if message.key is not None else ""
         stored = batch.state.get("orders", key)
         tenant, _, order_id = key.partition(":")
         aggregate = OrderAggregate.from_json(stored) if stored else OrderAggregate(tenant=tenant, order_id=order_id)
@@ -75,11 +116,10 @@ def process_document(batch: Batch, event: EventT) -> None:
 
         batch.stage(batch.decision_messages(decision), remember_document, state_values=[stored_value])
         deps.counts["aggregated"] += 1
-    except (BadInput, ValidationError) as bad:
-        kind, text = (bad.kind, bad.message) if isinstance(bad, BadInput) else ("schema", str(bad))
-        batch.dead_letter(message.key, event.value, kind, text, where)
+    except BadInput as bad:
+        batch.dead_letter(original_key, event.value, bad.kind, bad.message, where)
     except Unstageable as failed:
-        batch.dead_letter(message.key, event.value, failed.kind, failed.message, where)
+        batch.dead_letter(original_key, event.value, failed.kind, failed.message, where)
     except Exception as exc:  # a bug must not stop the stream: the input is kept with the reason
         log.exception("failed on %s (order %s)", where, message.key)
-        batch.dead_letter(message.key, event.value, "internal", f"{type(exc).__name__}: {exc}", where)
+        batch.dead_letter(original_key, event.value, "internal", f"{type(exc).__name__}: {exc}", where)

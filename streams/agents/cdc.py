@@ -6,12 +6,24 @@ import logging
 from typing import Any
 
 import faust
-import orjson
 from faust.types import EventT
 
-from streams.agents.pipeline import AgentDeps, Batch, Unstageable, Where, remember, run_batches, where_of
+from streams.agents.pipeline import (
+    ORIGIN_KEY,
+    ORIGIN_OFFSET,
+    ORIGIN_PARTITION,
+    ORIGIN_TOPIC,
+    PART,
+    AgentDeps,
+    Batch,
+    Unstageable,
+    Where,
+    remember,
+    run_batches,
+    where_of,
+)
 from streams.core.aggregates import AGGREGATE_ENTITIES, aggregate_inputs, check_document
-from streams.core.contract import BadInput, ChangeEvent, System, decode_change_event, dumps
+from streams.core.contract import BadInput, ChangeEvent, System, decode_change_event
 from streams.core.decide import decide, resolve_action
 from streams.outputs import OutputMessage
 from streams.topics import parse_cdc_topic
@@ -58,11 +70,12 @@ def process_change(batch: Batch, event: EventT) -> None:
             topic=where.topic,
             partition=where.partition,
             offset=where.offset,
+            key=message.key,
         )
         if change.system is System.ACCT and change.entity in AGGREGATE_ENTITIES:
             resolve_action(change, deps.rules)
             check_document(change)  # past it, the document names its order
-            batch.stage(rekeyed(batch, change, where), lambda: None, state_values=[])
+            batch.stage(rekeyed(batch, event, change, where), lambda: None, state_values=[])
             deps.counts["forwarded"] += 1
             return
         record_key = f"{change.tenant}:{change.system}:{change.entity}:{change.record_id}"
@@ -93,20 +106,26 @@ def process_change(batch: Batch, event: EventT) -> None:
         batch.dead_letter(message.key, raw, "internal", f"{type(exc).__name__}: {exc}", where)
 
 
-def rekeyed(batch: Batch, change: ChangeEvent, where: Where) -> list[OutputMessage]:
-    """An acct document event for the aggregates agent, keyed by the order it counts for (and, for a
-    voucher or receipt moved to another order, a removal from the old one), with its origin."""
+def rekeyed(batch: Batch, event: EventT, change: ChangeEvent, where: Where) -> list[OutputMessage]:
+    """An acct document for the aggregates agent, keyed by the order it counts for (and, for a voucher
+    or receipt moved to another order, a removal from the old one).
+
+    The message carries the original bytes and headers, with where they came from (``origin.*``,
+    the original key) and which part of the document it is: the aggregates agent decodes it again,
+    so that its dead letters carry the original key and bytes, not a re-encoding.
+    """
+    message = event.message
+    original = [(name, value if isinstance(value, bytes) else str(value).encode())
+                for name, value in (event.headers or {}).items()]  # fmt: skip
     headers = [
-        ("origin.topic", where.topic.encode()),
-        ("origin.partition", str(where.partition).encode()),
-        ("origin.offset", str(where.offset).encode()),
+        *original,
+        (ORIGIN_TOPIC, where.topic.encode()),
+        (ORIGIN_PARTITION, str(where.partition).encode()),
+        (ORIGIN_OFFSET, str(where.offset).encode()),
+        (ORIGIN_KEY, message.key or b""),
     ]
     topic = batch.deps.topics.aggregate_inputs
-    messages = []
-    for key, event in aggregate_inputs(change):
-        try:
-            value = dumps(event)
-        except (orjson.JSONEncodeError, TypeError) as exc:
-            raise Unstageable("unserializable", f"the document cannot be written as JSON: {exc}") from None
-        messages.append(OutputMessage(topic, key.encode(), value, headers))
-    return messages
+    return [
+        OutputMessage(topic, key.encode(), event.value, [*headers, (PART, part.encode())])
+        for key, _document, part in aggregate_inputs(change)
+    ]

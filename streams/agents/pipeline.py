@@ -44,6 +44,16 @@ log = logging.getLogger(__name__)
 # The worker's exit status when a batch cannot be made durable (EX_SOFTWARE).
 EXIT_BATCH_NOT_DURABLE = 70
 
+# Headers of a document re-keyed for the aggregates agent: where it was read, under which key, and
+# which part of it the message is (streams.core.aggregates.aggregate_inputs).
+ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET, ORIGIN_KEY = (
+    "origin.topic",
+    "origin.partition",
+    "origin.offset",
+    "origin.key",
+)
+PART = "lienthong.part"
+
 # Header names of a dead letter whose original was too large to keep whole.
 TRUNCATED = "dlq.truncated"
 ORIGINAL_BYTES = "dlq.original_bytes"

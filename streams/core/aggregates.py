@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from streams.core.contract import Action, AuditNote, BadInput, ChangeEvent, Command, CommandKey, Note, System
+from streams.core.contract import Action, AuditNote, BadInput, ChangeEvent, Command, CommandKey, Note, System, named
 from streams.core.decide import Decision, State, audit_record, build_command, decide
 from streams.core.rules import RuleBook
 
@@ -51,7 +51,7 @@ def check_document(event: ChangeEvent) -> None:
     if (
         event.system is System.ACCT
         and event.entity in ("sales_voucher", "receipt")
-        and not event.record.get("order_id")
+        and named(event.record.get("order_id")) is None
     ):
         raise BadInput(
             "schema",
@@ -67,8 +67,8 @@ def order_key_of(event: ChangeEvent) -> str | None:
         return None
     if event.entity in ("sale_order", "contract"):
         return f"{event.tenant}:{event.record_id}"
-    order_id = event.record.get("order_id")
-    return f"{event.tenant}:{order_id}" if order_id else None
+    order_id = named(event.record.get("order_id"))
+    return f"{event.tenant}:{order_id}" if order_id is not None else None
 
 
 @dataclass
@@ -384,22 +384,26 @@ def decide_for_order(
     return decision
 
 
-def aggregate_inputs(event: ChangeEvent) -> list[tuple[str, ChangeEvent]]:
-    """What an acct document event contributes to, as (``<tenant>:<order id>``, event) pairs: the
-    order it names now and, for a voucher or receipt moved to another order, a removal from the old
-    one. The aggregates of one order are kept where its key is, so each pair goes there."""
+DOCUMENT, REMOVAL = "document", "removal"
+
+
+def aggregate_inputs(event: ChangeEvent) -> list[tuple[str, ChangeEvent, str]]:
+    """What an acct document event contributes to, as (``<tenant>:<order id>``, event, part): the
+    order it names now (part ``document``) and, for a voucher or receipt moved to another order, a
+    removal from the old one (part ``removal``). The aggregates of one order are kept where its key
+    is, so each goes there."""
     order_key = order_key_of(event)
     if order_key is None:
         raise BadInput(
             "schema", f"event {event.event_id!r}: {event.entity} {event.record_id} names no order it belongs to"
         )
-    pairs: list[tuple[str, ChangeEvent]] = []
-    before_order = (event.before or {}).get("order_id")
+    pairs: list[tuple[str, ChangeEvent, str]] = []
+    before_order = named((event.before or {}).get("order_id"))
     moved = (
         event.entity in ("sales_voucher", "receipt")
         and event.op == "u"
         and before_order
-        and before_order != (event.after or {}).get("order_id")
+        and before_order != named((event.after or {}).get("order_id"))
     )
     if moved:
         removal = event.model_copy(
@@ -410,6 +414,6 @@ def aggregate_inputs(event: ChangeEvent) -> list[tuple[str, ChangeEvent]]:
                 "event_id": f"{event.event_id}:moved-from:{before_order}",
             }
         )
-        pairs.append((f"{event.tenant}:{before_order}", removal))
-    pairs.append((order_key, event))
+        pairs.append((f"{event.tenant}:{before_order}", removal, REMOVAL))
+    pairs.append((order_key, event, DOCUMENT))
     return pairs

@@ -17,6 +17,11 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from streams.core.errors import BadInput
+from streams.core.validation import check_event_id, check_key, check_record, check_tenant
+
+__all__ = ["BadInput"]  # re-exported: agents and tests catch it from here
+
 SCHEMA_VERSION = 1
 
 
@@ -93,15 +98,6 @@ class _Where:
 
     def __str__(self) -> str:
         return f"{self.topic}@{self.partition}:{self.offset}"
-
-
-class BadInput(Exception):
-    """An input that cannot be processed; it goes to a dead-letter topic with ``kind`` and ``message``."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-        self.message = message
 
 
 class ChangeEvent(BaseModel):
@@ -284,6 +280,13 @@ class AuditRecord:
         return any(note.tag is tag for note in self.notes)
 
 
+def named(value: Any) -> str | None:
+    """A record id or code as text, or None when there is none (``0`` is an id; ``""`` is not)."""
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
 def dumps(value: BaseModel | Command | AuditRecord) -> bytes:
     """A contract value as JSON bytes (pydantic models and the core's dataclasses alike)."""
     if isinstance(value, BaseModel):
@@ -330,11 +333,46 @@ def _header(headers: Mapping[str, bytes | str | None] | None, name: str) -> str 
 
 
 def _describe(error: ValidationError) -> str:
+    """Each problem with the field it is in and the value found there."""
     parts = []
     for item in error.errors()[:5]:
         where = ".".join(str(p) for p in item["loc"]) or "(event)"
-        parts.append(f"{where}: {item['msg']}")
+        found = repr(item.get("input"))
+        found = found if len(found) <= 80 else found[:77] + "..."
+        parts.append(f"{where}: {item['msg']} (found {found})")
     return "; ".join(parts)
+
+
+# Where a Debezium connector read a change in its database's log, by connector: Postgres (lsn,
+# txId), MySQL (file, pos, row, gtid), SQL Server (change_lsn, commit_lsn, event_serial_no), Oracle
+# (scn, commit_scn, rs_id, ssn), MongoDB (ord, h), Db2 (change_lsn, commit_lsn).
+DEBEZIUM_POSITION = (
+    "lsn", "txId", "sequence", "file", "pos", "row", "gtid", "change_lsn", "commit_lsn", "event_serial_no",
+    "scn", "commit_scn", "rs_id", "ssn", "ord", "h",
+)  # fmt: skip
+
+
+def _debezium_event_id(payload: dict[str, Any]) -> str | None:
+    """A change's id from where the connector read it: Debezium re-sends a change after a restart (at
+    least once) from the same log position, so a re-sent change gets the same id and is dropped as a
+    duplicate. None when the source block names no position."""
+    source = payload.get("source")
+    if not isinstance(source, dict):
+        return None
+    position = {name: source[name] for name in DEBEZIUM_POSITION if source.get(name) is not None}
+    if not position:
+        return None
+    record = payload.get("after") or payload.get("before") or {}
+    identity = [
+        source.get("connector"), source.get("name"), source.get("db"), source.get("schema"), source.get("table"),
+        source.get("ts_ms"), position, payload.get("op"),
+        record.get("id") if isinstance(record, dict) else None,
+    ]  # fmt: skip
+    try:
+        cause = orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        return None
+    return "dbz-" + hashlib.sha256(cause).hexdigest()[:32]
 
 
 def _from_debezium(
@@ -352,9 +390,10 @@ def _from_debezium(
     if not tenant:
         raise BadInput("schema", f"Debezium event on {topic}@{partition}:{offset} has no 'tenant' header")
     ts_ms = source.get("ts_ms", payload.get("ts_ms"))
+    event_id = _header(headers, "event_id") or _debezium_event_id(payload) or f"{topic}:{partition}:{offset}"
     return {
         "schema_version": SCHEMA_VERSION,
-        "event_id": _header(headers, "event_id") or f"{topic}:{partition}:{offset}",
+        "event_id": event_id,
         "tenant": tenant,
         "system": topic_system,
         "entity": topic_entity,
@@ -367,6 +406,13 @@ def _from_debezium(
     }
 
 
+class _Unchecked:
+    """The message key was not given: there is no message (a test, a tool)."""
+
+
+UNCHECKED = _Unchecked()
+
+
 def decode_change_event(
     raw: bytes | None,
     *,
@@ -376,8 +422,13 @@ def decode_change_event(
     partition: int = -1,
     offset: int = -1,
     headers: Mapping[str, Any] | None = None,
+    key: _Unchecked | bytes | None = UNCHECKED,
 ) -> ChangeEvent:
-    """Bytes from ``cdc.<system>.<entity>`` -> a validated ChangeEvent, or BadInput saying why not."""
+    """Bytes from ``cdc.<system>.<entity>`` -> a validated ChangeEvent, or BadInput saying why not.
+
+    ``key``: the message's key, checked against the event (``streams.core.validation``); a caller
+    with no message (a test, a tool) leaves it out.
+    """
     where = _Where(topic or f"cdc.{topic_system}.{topic_entity}", partition, offset)
     entities = ENTITY_NAMES.get(topic_system)
     if entities is None:
@@ -397,6 +448,14 @@ def decode_change_event(
     if not isinstance(document, dict):
         raise BadInput("decode", f"expected a JSON object on {where}, got {type(document).__name__}")
 
+    from_debezium = "schema_version" not in document and (
+        isinstance(document.get("payload"), dict)
+        or (
+            "op" in document
+            and ("before" in document or "after" in document)
+            and ("source" in document or "tenant" not in document)
+        )
+    )
     if "schema_version" not in document and isinstance(document.get("payload"), dict):
         document = _from_debezium(
             document["payload"],
@@ -432,7 +491,7 @@ def decode_change_event(
             f"event on {where} has schema_version {version!r}; this processor reads version {SCHEMA_VERSION}",
         )
     action = document.get("action")
-    if action is not None and action not in ACTION_NAMES:
+    if action is not None and (not isinstance(action, str) or action not in ACTION_NAMES):
         raise BadInput(
             "unknown_action",
             f"event {document.get('event_id')!r} on {where} has action {action!r}; known: "
@@ -440,13 +499,14 @@ def decode_change_event(
         )
     entity = document.get("entity")
     if entity is not None and entity != topic_entity:
-        kind = "unknown_entity" if entity not in entities else "topic_mismatch"
+        kind = "topic_mismatch" if isinstance(entity, str) and entity in entities else "unknown_entity"
         raise BadInput(kind, f"event on {where} says entity {entity!r} but the topic is for {topic_entity!r}")
     if document.get("system") not in (None, topic_system):
         raise BadInput(
             "topic_mismatch",
             f"event on {where} says system {document.get('system')!r} but the topic is for {topic_system!r}",
         )
+    check_tenant(document.get("tenant"), f"event on {where}")
     try:
         event = ChangeEvent.model_validate(document)
     except ValidationError as exc:
@@ -457,4 +517,10 @@ def decode_change_event(
         raise BadInput("schema", f"event {event.event_id!r} on {where}: op 'd' needs 'before'")
     if not event.record_id:
         raise BadInput("schema", f"event {event.event_id!r} on {where}: the record has no 'id'")
+    said = f"event {event.event_id!r} on {where}"
+    check_event_id(event.event_id, f"event on {where}")
+    check_record(event.before, "before", said)
+    check_record(event.after, "after", said)
+    if not isinstance(key, _Unchecked) and not from_debezium:
+        check_key(key, event.tenant, event.record_id, said)
     return event

@@ -30,6 +30,7 @@ from streams.core.contract import (
     Op,
     System,
     command_id,
+    named,
 )
 from streams.core.rules import Effect, Rule, RuleBook, WriteTarget
 
@@ -442,11 +443,9 @@ def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) ->
     )
     forget = []
     if event.origin == "user":
-        record = event.record
-        if record.get("code"):
-            forget.append(
-                command_key_text(event.tenant, event.system, event.entity, CommandKey(code=str(record["code"])))
-            )
+        code = named(event.record.get("code"))
+        if code is not None:
+            forget.append(command_key_text(event.tenant, event.system, event.entity, CommandKey(code=code)))
         forget.append(command_key_text(event.tenant, event.system, event.entity, CommandKey(id=event.record_id)))
     return Decision(
         commands=builder.commands,
@@ -461,19 +460,18 @@ def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) ->
 def _state_updates(event: ChangeEvent) -> tuple[list[LinkUpdate], list[RecordUpdate]]:
     """What every event teaches the processor, whatever its rule: links (X-3) and CRM records."""
     record = event.record
-    code = record.get("code")
+    code = named(record.get("code"))
     links: list[LinkUpdate] = []
-    if event.action is not Action.PULL and event.op != "d" and record.get("id"):
+    if event.action is not Action.PULL and event.op != "d" and event.record_id:
         family = link_family(event.system, event.entity)
-        ids = {event.system.value: str(record["id"])}
-        if event.system is System.ACCT and record.get("crm_id"):
-            ids[System.CRM.value] = str(record["crm_id"])
-        links.append(LinkUpdate(tenant=event.tenant, family=family, code=str(code) if code else None, ids=ids))
+        ids = {event.system.value: event.record_id}
+        crm_id = named(record.get("crm_id"))
+        if event.system is System.ACCT and crm_id is not None:
+            ids[System.CRM.value] = crm_id
+        links.append(LinkUpdate(tenant=event.tenant, family=family, code=code, ids=ids))
     crm_records: list[RecordUpdate] = []
-    if event.system is System.CRM and event.entity in ("customer", "product") and code:
-        crm_records.append(
-            RecordUpdate(event.tenant, event.entity, str(code), None if event.op == "d" else dict(record))
-        )
+    if event.system is System.CRM and event.entity in ("customer", "product") and code is not None:
+        crm_records.append(RecordUpdate(event.tenant, event.entity, code, None if event.op == "d" else dict(record)))
     return links, crm_records
 
 

@@ -73,6 +73,21 @@ class FakeProducer:
 
 @pytest.fixture()
 def built(tmp_path, monkeypatch):
+    return _built(tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def built_for_fuzz(tmp_path_factory):
+    """One app for every example of a hypothesis test (function-scoped fixtures are not reset
+    between examples); its outputs are cleared by the test."""
+    monkeypatch = pytest.MonkeyPatch()
+    try:
+        yield _built(tmp_path_factory.mktemp("fuzz"), monkeypatch)
+    finally:
+        monkeypatch.undo()
+
+
+def _built(tmp_path, monkeypatch):
     producer = FakeProducer()
     built = create_app(
         Settings(store="memory://", web_enabled=False, data_dir=tmp_path, app_id="agent-test"), producer=producer
@@ -119,7 +134,7 @@ class Feed:
         self.built = built
         self.wrapper = wrapper
         self.name = name
-        self.sent = 0
+        self.sent = built.deps.counts[f"{name}.events"]  # what the agent had done before this feed
 
     async def put(self, *args: Any, key: bytes, headers=None):
         """``put(value, key=…)``, or ``put(topic, value, key=…)`` for the CDC agent."""
@@ -136,6 +151,19 @@ class Feed:
                 return event
             await asyncio.sleep(0.01)
         raise AssertionError(f"the {self.name} agent did not finish its batch within 5 s")
+
+    async def put_many(self, messages: list[tuple[str, bytes | None, bytes | None, dict | None]]) -> None:
+        """(topic, key, value, headers) each, without waiting between them; then until all are done."""
+        for topic, key, value, headers in messages:
+            self._name_topic(topic)
+            await self.wrapper.put(value, key=key, headers=headers, wait=False)
+            self.sent += 1
+        counts = self.built.deps.counts
+        for _ in range(3000):
+            if counts[f"{self.name}.events"] >= self.sent:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"the {self.name} agent did not finish {len(messages)} messages within 30 s")
 
     def _name_topic(self, topic: str) -> None:
         wrapper = self.wrapper

@@ -39,34 +39,49 @@ async def test_the_cdc_agent_rekeys_acct_documents_by_their_order(built):
         )
         await agent.put("cdc.acct.sales_voucher", moved, key=b"t1:V1")
         await agent.put("cdc.acct.sale_order", change(entity="sale_order", event_id="e-3", after=ORDER), key=b"t1:AO1")
-    forwarded = [(key, value["event_id"], value["op"]) for key, value in sent(built, "aggregate_inputs")]
-    assert forwarded == [
-        (b"t1:AO1", "e-1", "c"),
-        (b"t1:AO1", "e-2:moved-from:AO1", "d"),  # the voucher leaves its old order ...
-        (b"t1:AO2", "e-2", "u"),  # ... and counts for the new one
-        (b"t1:AO1", "e-3", "c"),
+    forwarded = [
+        (m.key, orjson.loads(m.value)["event_id"], m.headers["lienthong.part"])
+        for m in produced(built, "aggregate_inputs")
     ]
-    headers = produced(built, "aggregate_inputs")[0].headers
-    assert headers["origin.topic"] == b"cdc.acct.sales_voucher"
+    assert forwarded == [
+        (b"t1:AO1", "e-1", b"document"),
+        (b"t1:AO1", "e-2", b"removal"),  # the voucher leaves its old order ...
+        (b"t1:AO2", "e-2", b"document"),  # ... and counts for the new one
+        (b"t1:AO1", "e-3", b"document"),
+    ]
+    first = produced(built, "aggregate_inputs")[1]
+    assert first.value == moved, "the original bytes travel, not a re-encoding"
+    assert (first.headers["origin.topic"], first.headers["origin.key"]) == (b"cdc.acct.sales_voucher", b"t1:V1")
     # decided by the aggregates agent, not here: no audit yet
     assert not produced(built, "audit.sync")
 
 
-def forwarded(entity, event_id, **kwargs):
-    return orjson.dumps(orjson.loads(change(entity=entity, event_id=event_id, **kwargs)))
+def forwarded(entity: str, event_id: str, after: dict, *, offset: int = 0) -> dict:
+    """A document as the CDC agent re-keys it: the original bytes, with where they came from."""
+    return {
+        "value": change(entity=entity, event_id=event_id, after=after),
+        "key": b"t1:AO1",
+        "headers": {
+            "origin.topic": f"cdc.acct.{entity}".encode(),
+            "origin.partition": b"0",
+            "origin.offset": str(offset).encode(),
+            "origin.key": f"t1:{after['id']}".encode(),
+            "lienthong.part": b"document",
+        },
+    }
 
 
 async def test_the_aggregates_agent_derives_statuses_once_the_order_is_known(built):
+    receipt = {"id": "R1", "order_id": "AO1", "amount": "500"}
     async with built.agents["aggregates"].test_context() as wrapper:
         agent = Feed(built, wrapper, "aggregates")
-        await agent.put(forwarded("sales_voucher", "e-1", after=voucher()), key=b"t1:AO1")
-        await agent.put(forwarded("sale_order", "e-2", after=ORDER), key=b"t1:AO1")
-        await agent.put(
-            forwarded("receipt", "e-3", after={"id": "R1", "order_id": "AO1", "amount": "500"}), key=b"t1:AO1"
-        )
-        await agent.put(
-            forwarded("receipt", "e-3", after={"id": "R1", "order_id": "AO1", "amount": "500"}), key=b"t1:AO1"
-        )  # a duplicate
+        for document in (
+            forwarded("sales_voucher", "e-1", voucher()),
+            forwarded("sale_order", "e-2", ORDER),
+            forwarded("receipt", "e-3", receipt),
+            forwarded("receipt", "e-3", receipt),  # a duplicate
+        ):
+            await agent.put(document["value"], key=document["key"], headers=document["headers"])
     commands = [c for _, c in sent(built, "commands.crm")]
     assert [c["rule"] for c in commands] == ["SO-9", "SO-11", "SO-13", "SO-10", "SO-14"]
     assert all(c["key"] == {"id": "O1", "code": "DH1"} and c["entity"] == "sale_order" for c in commands)
@@ -81,15 +96,14 @@ async def test_the_aggregates_agent_derives_statuses_once_the_order_is_known(bui
 
 
 async def test_a_document_that_cannot_be_counted_is_dead_lettered_with_its_origin(built):
-    bad = forwarded("receipt", "e-9", after={"id": "R9", "order_id": "AO1", "amount": 12.5})
+    """Dead-lettered by the aggregates agent: with the original key and bytes, not the order's key."""
+    bad = forwarded("receipt", "e-9", {"id": "R9", "order_id": "AO1", "amount": 12.5}, offset=41)
+    bad["headers"]["origin.partition"] = b"3"
     async with built.agents["aggregates"].test_context() as wrapper:
         agent = Feed(built, wrapper, "aggregates")
-        await agent.put(
-            bad,
-            key=b"t1:AO1",
-            headers={"origin.topic": b"cdc.acct.receipt", "origin.partition": b"3", "origin.offset": b"41"},
-        )
+        await agent.put(bad["value"], key=bad["key"], headers=bad["headers"])
     (letter,) = produced(built, "dlq.cdc")
+    assert (letter.key, letter.value) == (b"t1:R9", bad["value"])
     headers = letter.headers
     assert headers["error.kind"] == b"schema" and b"float" in headers["error.message"]
     assert (headers["origin.topic"], headers["origin.partition"], headers["origin.offset"]) == (

@@ -53,7 +53,7 @@ def test_poison_goes_to_the_dead_letter_topic_whole_and_the_stream_goes_on(kafka
         big.produce(kafka.name("cdc.acct.customer"), raw, key.encode())
     big.flush(30)
     kafka.produce("cdc.acct.sale_order", order, key=f"{tenant}:AO1")
-    kafka.produce("cdc.acct.receipt", receipt, key=f"{tenant}:R1")  # its aggregate: too large to keep
+    kafka.produce("cdc.acct.receipt", receipt, key=f"{tenant}:R1")  # an amount no contract allows
     kafka.produce("cdc.acct.customer", customer(tenant, "G2"), key=f"{tenant}:G2")
 
     good = commands_for(kafka, tenant, 2)
@@ -64,7 +64,7 @@ def test_poison_goes_to_the_dead_letter_topic_whole_and_the_stream_goes_on(kafka
         if (m["key"] or "").startswith(tenant)
     ]
     by_key = {m["key"]: m for m in letters}
-    assert set(by_key) == {f"{tenant}:P1", f"{tenant}:P2", f"{tenant}:P3", f"{tenant}:AO1"}, sorted(by_key)
+    assert set(by_key) == {f"{tenant}:P1", f"{tenant}:P2", f"{tenant}:P3", f"{tenant}:R1"}, sorted(by_key)
     assert by_key[f"{tenant}:P1"]["headers"]["error.kind"] == "too_large"
     assert "limit" in by_key[f"{tenant}:P1"]["headers"]["error.message"]
     assert by_key[f"{tenant}:P2"]["headers"]["error.kind"] == "unserializable"
@@ -78,14 +78,13 @@ def test_poison_goes_to_the_dead_letter_topic_whole_and_the_stream_goes_on(kafka
         assert letter["headers"]["dlq.original_bytes"] == str(len(poison[f"{tenant}:{name}"]))
         assert isinstance(letter["value"], bytes) and len(letter["value"]) > 900_000
         assert poison[f"{tenant}:{name}"].startswith(letter["value"])
-    # the order and the receipt meet in the aggregates agent, keyed by the order: whichever of the two
-    # it decides second would leave an aggregate too large to keep, and is dead-lettered
-    order_letter = by_key[f"{tenant}:AO1"]
-    assert order_letter["headers"]["error.kind"] == "too_large"
-    assert order_letter["headers"]["origin.topic"] in (
-        kafka.name("cdc.acct.receipt"),
-        kafka.name("cdc.acct.sale_order"),
-    )
+    # a receipt of 1e999999 would grow its order's aggregate past a message: it is refused at the edge
+    # with the field and value named, and the order it names is decided as if it had never come
+    refused = by_key[f"{tenant}:R1"]
+    assert refused["headers"]["error.kind"] == "schema"
+    assert "amount" in refused["headers"]["error.message"] and "1e999999" in refused["headers"]["error.message"]
+    assert refused["value"] == orjson.loads(orjson.dumps(receipt))
+    assert not [m for m in letters if m["key"] == f"{tenant}:AO1"]
 
     log = worker.log_path.read_text(errors="replace")
     assert "Restarting" not in log and "Crashed" not in log, worker.tail()

@@ -1,0 +1,133 @@
+"""What a change event must be before anything is decided from it: checked at the edge, said plainly.
+
+``decode_change_event`` (``streams.core.contract``) runs these checks on every event; a failure is
+a ``BadInput`` whose message names the field, the value and what was expected, and the event goes
+to the dead-letter topic whole. The rules (also in ``docs/contract.md``, "What is checked"):
+
+* **tenant**: 1 to 64 ASCII letters, digits, ``.``, ``_``, ``-``, starting with a letter or digit.
+  No ``:``: every key the processor builds starts with ``<tenant>:``, so no tenant can reach into
+  another's keys, whatever its name.
+* **record ids and codes** (``id``, ``code``, ``crm_id``, ``order_id``, ``customer_code``,
+  ``product_code``, ``category_code``, ``line_id``): a string of 1 to 256 printable characters, or an
+  integer; never an object, a list, a boolean or a fraction.
+* **money** (``total_amount``, ``amount``, ``unit_price``, ``price``, ``vat_rate``, wherever they
+  appear in the record and its lines, prices and revenue entries): a decimal string of ASCII digits
+  (``"200000"``, ``"-12.5"``; at most 20 digits before the point and 10 after, no exponent, no
+  ``NaN``/``Infinity``) or an integer below 10^20; never a JSON float.
+* **quantities** (``quantity`` of lines): the same, or a finite JSON number (``2.5`` kg).
+* **the message key** of a contract event: ``<tenant>:<record id>`` as the event says. A Debezium
+  envelope's key is the source table's primary key in Debezium's own form and is not compared.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from streams.core.errors import BadInput
+
+TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+DECIMAL = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,10})?")
+LARGEST_INTEGER = 10**20
+LONGEST_ID = 256
+
+ID_FIELDS = ("id", "code", "crm_id", "order_id", "customer_code", "product_code", "category_code", "line_id")
+MONEY_FIELDS = ("total_amount", "amount", "unit_price", "price", "vat_rate")
+QUANTITY_FIELDS = ("quantity",)
+# Lists of sub-records whose fields are checked like the record's own.
+NESTED = ("lines", "prices", "revenue_entries")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_tenant(tenant: Any, where: str) -> str:
+    if not isinstance(tenant, str) or not TENANT.fullmatch(tenant):
+        raise BadInput(
+            "schema",
+            f"{where}: tenant {_shown(tenant)} is not a tenant id (1 to 64 ASCII letters, digits, '.', '_' or "
+            f"'-', starting with a letter or digit; no ':')",
+        )
+    return tenant
+
+
+def _check_id(value: Any, path: str, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise BadInput(
+            "schema", f"{where}: {path} = {_shown(value)} must be a string or an integer (a record id or code)"
+        )
+    if isinstance(value, str) and (not value or len(value) > LONGEST_ID or not value.isprintable()):
+        raise BadInput(
+            "schema",
+            f"{where}: {path} = {_shown(value)} must be 1 to {LONGEST_ID} printable characters",
+        )
+
+
+def _check_amount(value: Any, path: str, where: str, *, quantity: bool) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        if abs(value) < LARGEST_INTEGER:
+            return
+    elif isinstance(value, str):
+        if DECIMAL.fullmatch(value):
+            return
+    elif isinstance(value, float) and quantity and math.isfinite(value) and abs(value) < LARGEST_INTEGER:
+        return
+    expected = 'a decimal string like "12.5" (ASCII digits, no exponent) or an integer'
+    if quantity:
+        expected += ", or a JSON number"
+    elif isinstance(value, float):
+        expected += "; money is never a JSON float"
+    raise BadInput("schema", f"{where}: {path} = {_shown(value)} must be {expected}")
+
+
+def _fields(record: dict[str, Any], prefix: str) -> Iterator[tuple[str, str, Any]]:
+    """(path, field name, value) of the record's own fields and of its lines, prices, revenue entries."""
+    for name, value in record.items():
+        yield f"{prefix}{name}", name, value
+    for list_name in NESTED:
+        items = record.get(list_name)
+        if isinstance(items, list):
+            for index, item in enumerate(items):
+                if isinstance(item, dict):
+                    for name, value in item.items():
+                        yield f"{prefix}{list_name}[{index}].{name}", name, value
+
+
+def check_record(record: dict[str, Any] | None, side: str, where: str) -> None:
+    """Ids, codes and amounts of ``before`` or ``after``."""
+    if record is None:
+        return
+    for path, name, value in _fields(record, f"{side}."):
+        if name in ID_FIELDS:
+            if value is not None:
+                _check_id(value, path, where)
+        elif name in MONEY_FIELDS:
+            _check_amount(value, path, where, quantity=False)
+        elif name in QUANTITY_FIELDS:
+            _check_amount(value, path, where, quantity=True)
+
+
+def check_event_id(event_id: Any, where: str) -> None:
+    if not isinstance(event_id, str) or not event_id or len(event_id) > LONGEST_ID or not event_id.isprintable():
+        raise BadInput("schema", f"{where}: event_id {_shown(event_id)} must be 1 to {LONGEST_ID} printable characters")
+
+
+def check_key(key: bytes | None, tenant: str, record_id: str, where: str) -> None:
+    """A contract event's message key names its record: ``<tenant>:<record id>``."""
+    expected = f"{tenant}:{record_id}"
+    if key is None or key != expected.encode():
+        shown = "no key" if key is None else f"key {_shown(key)}"
+        raise BadInput(
+            "key",
+            f"{where}: {shown}, but the event is for {expected!r}: a change event's key is "
+            f"'<tenant>:<record id>' as the event says (it decides the partition, and so the order, of the "
+            f"record's changes)",
+        )
