@@ -5,7 +5,10 @@
     {"event_id": "…", "entity": "customer", "op": "c" | "u" | "d", "action": "…"?,
      "ts_ms": 1764201600000, "before": {…} | null, "after": {…} | null}
 
-(CRM sends records with its API's PascalCase field names; they are turned into canonical names.)
+(CRM records come in its API's snake_case field names and labels; they are turned into canonical
+ones. AMIS CRM documents no webhooks, and this is not one of its formats: the receiver is for a
+system, or a bridge, that can send signed change notifications. AMIS itself is captured by polling
+and by ACT's callbacks: ``capture/crm.py``, ``capture/acct.py``.)
 Headers: ``X-Timestamp`` (unix seconds) and ``X-Signature: sha256=<hex>``, an HMAC-SHA256 with the
 tenant's secret over ``<timestamp>.<body>``. A wrong signature, an unknown tenant, or a timestamp
 outside the tolerance (a replay) is answered 401 and nothing is produced. A good one is produced
@@ -25,7 +28,7 @@ import orjson
 from aiohttp import web
 from confluent_kafka import Producer
 
-from connectors.crm_fields import from_crm
+from connectors.crm_mapping import from_crm
 from connectors.delivery import produce_acknowledged
 from streams.core.contract import ENTITIES, System
 from streams.topics import cdc_topic

@@ -53,6 +53,20 @@ CREATE INDEX IF NOT EXISTS callbacks_open ON callbacks (org_refid, data_type, re
 """
 
 
+def holds_only(wrote: Mapping[str, Any], before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> bool:
+    """``after`` holds what was written, and nothing else changed since ``before`` (for a new record:
+    it has no value that was not written)."""
+    if any(after.get(name) != value for name, value in wrote.items()):
+        return False
+    base = before or {}
+    changed = {
+        name
+        for name in set(base) | set(after)
+        if name != "id" and base.get(name) != after.get(name) and not (before is None and after.get(name) is None)
+    }
+    return changed <= set(wrote)
+
+
 @dataclass(frozen=True)
 class CallbackOutcome:
     success: bool
@@ -114,6 +128,28 @@ class WriteLedger:
         ).fetchall()
         return [orjson.loads(r[0]) for r in rows]
 
+    def written(
+        self,
+        system: str,
+        tenant: str,
+        entity: str,
+        record: Mapping[str, Any],
+        *,
+        since_ms: int,
+        skew_ms: int = 2000,
+    ) -> dict[str, Any] | None:
+        """What the integration wrote to this record (by its id or code) since ``since_ms``, merged in
+        order; None when it wrote nothing there."""
+        record_id = str(record.get("id") or "")
+        code = None if record.get("code") is None else str(record["code"])
+        notes = self.writes_since(system, tenant, entity, record_id, code, since_ms - skew_ms)
+        if not notes:
+            return None
+        merged: dict[str, Any] = {}
+        for fields in notes:
+            merged.update(fields)
+        return merged
+
     def is_echo(
         self,
         system: str,
@@ -123,7 +159,6 @@ class WriteLedger:
         after: Mapping[str, Any] | None,
         *,
         before_seen_ms: int,
-        skew_ms: int = 2000,
     ) -> bool:
         """Was this change (canonical ``before`` -> ``after``) the integration's own write?
 
@@ -131,23 +166,10 @@ class WriteLedger:
         now holds what it wrote, and nothing else changed. A person's edit in between makes the
         change the person's (``user``): the processor then looks at it as any other.
         """
-        record = after or before or {}
-        record_id = str(record.get("id") or "")
-        code = None if record.get("code") is None else str(record["code"])
-        if after is None or not record_id:
-            return False  # deletions are never the integration's (no rule deletes through capture's systems)
-        written = self.writes_since(system, tenant, entity, record_id, code, before_seen_ms - skew_ms)
-        if not written:
-            return False
-        wrote: dict[str, Any] = {}
-        for fields in written:
-            wrote.update(fields)
-        if any(after.get(name) != value for name, value in wrote.items()):
-            return False
-        if before is None:
-            return True
-        changed = {name for name in set(before) | set(after) if before.get(name) != after.get(name)}
-        return changed <= set(wrote)
+        if after is None:
+            return False  # deletions are never the integration's: no rule deletes what capture watches
+        wrote = self.written(system, tenant, entity, after, since_ms=before_seen_ms)
+        return wrote is not None and holds_only(wrote, before, after)
 
     # --- ACT's callbacks for save / delete -----------------------------------------------------------
 

@@ -1,11 +1,18 @@
 """A connector service: ``commands.<system>`` -> the system's API -> ``results.<system>``.
 
+* **Speaks the public AMIS APIs** through ``connectors.writers`` (mapping tables, token caching
+  and renewal, documented batch limits). A command to accounting that becomes a *proposal* is
+  ``applied`` only when ACT's callback says so (filed in the shared ledger by the accounting capture
+  service); when none comes within ``callback_timeout`` the connector pulls the callbacks ACT could
+  not deliver, and saves again (the same ``org_refid``: the same proposal) if the result is not there.
 * **Idempotent by command id**: a durable SQLite ledger of applied ids; a repeat gets a
-  ``duplicate`` result and nothing is written again. Writes are upserts by code or id, so a crash
-  between the API call and the ledger entry repeats a write with the same effect.
-* **Retries** of passing faults (connection errors, timeouts, 408, 429, 5xx) with exponential
-  backoff and full jitter, honouring ``Retry-After``; ``failed`` when they run out, ``rejected`` for
-  any other 4xx. Both are copied to ``dlq.commands`` with the reason in headers.
+  ``duplicate`` result and nothing is written again. Writes are upserts by code, id or derived
+  ``org_refid``, so a crash between the API call and the ledger entry repeats a write with the same effect.
+* **Retries** of passing faults (connection errors, timeouts, 408, 429, 5xx, answers without the
+  documented shape) with exponential backoff and full jitter, honouring ``Retry-After``; ``failed``
+  when they run out, ``rejected`` when the system refuses (a 4xx, a validation message,
+  ``IsCreatedVoucher``: the kind is the HTTP status that means the same, the message the system's).
+  Both are copied to ``dlq.commands`` with the reason in headers.
 * **Order and parallelism**: commands with one message key run one after another, in offset
   order; different keys run concurrently, at most ``concurrency`` per tenant, at most ``rate``
   requests a second per tenant. ``depends_on`` waits until those commands are in the ledger.
@@ -23,7 +30,7 @@ import random
 import sqlite3
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +40,6 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from pydantic import ValidationError
 
 from connectors.acct_client import ActClient, ActCredentials
-from connectors.api import SystemApi, TenantCredentials
 from connectors.crm_client import CrmClient, CrmCredentials
 from connectors.delivery import produce_acknowledged
 from connectors.errors import Refused, Transient
@@ -112,7 +118,6 @@ class TokenBucket:
 class ConnectorSettings:
     system: str
     base_url: str
-    credentials: dict[str, TenantCredentials] = field(default_factory=dict)  # the legacy API's only
     bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = ""
     group_id: str | None = None
@@ -126,9 +131,6 @@ class ConnectorSettings:
     dependency_timeout: float = 60.0
     request_timeout: float = 10.0
     extra_consumer_config: dict[str, Any] = field(default_factory=dict)
-    # The AMIS APIs (amis-apis.md); "legacy" is the invented API of the old sandboxes, kept until the
-    # demo runs through capture.
-    api: Literal["amis", "legacy"] = "legacy"
     crm_credentials: dict[str, CrmCredentials] = field(default_factory=dict)
     acct_app_id: str = ""
     acct_credentials: dict[str, ActCredentials] = field(default_factory=dict)
@@ -182,13 +184,6 @@ class Connector:
         topic = self.prefix + commands_topic(self.settings.system)
         await asyncio.to_thread(self.consumer.subscribe, [topic])
         async with aiohttp.ClientSession() as session:
-            self.api = SystemApi(
-                self.settings.system,
-                self.settings.base_url,
-                self.settings.credentials,
-                session,
-                timeout=self.settings.request_timeout,
-            )
             self.shared = WriteLedger(self.settings.shared_ledger_path)
             self.writer = self._writer(session)
             try:
@@ -347,18 +342,10 @@ class Connector:
         while True:
             attempt += 1
             try:
-                if self.settings.api == "legacy":
-                    async with semaphore:
-                        await bucket.take()
-                        legacy = await self.api.write(
-                            tenant, command.entity, command.op.value, asdict(command.key), command.fields
-                        )
-                    written = Written((legacy or {}).get("id"), (legacy or {}).get("code"))
-                else:
-                    async with semaphore:
-                        await bucket.take()
-                        answer = await self.writer.apply(command)
-                    written = await self._settled(answer, bucket) if isinstance(answer, Pending) else answer
+                async with semaphore:
+                    await bucket.take()
+                    answer = await self.writer.apply(command)
+                written = await self._settled(answer, bucket) if isinstance(answer, Pending) else answer
                 return Outcome(
                     "applied",
                     target_id=written.target_id or command.key.id,

@@ -82,6 +82,9 @@ async def health(request: web.Request) -> dict[str, Any]:
     numbers = await asyncio.to_thread(broker_numbers, settings, watched_groups(settings))
     numbers["connectors"] = {local.system: dict(local.connector.stats) for local in (systems.crm, systems.acct)}
     numbers["faults_injected"] = {local.system: dict(local.faults.counts) for local in (systems.crm, systems.acct)}
+    numbers["capture"] = {
+        local.system: {"events": local.capture.reporter.emitted} for local in (systems.crm, systems.acct)
+    }
     return numbers
 
 
@@ -104,6 +107,7 @@ async def page(request: web.Request) -> web.Response:
         + table("consumer lag (messages not yet committed)", numbers["lag"])
         + table("messages per topic", numbers["messages"])
         + "".join(table(f"{system} connector outcomes", stats) for system, stats in numbers["connectors"].items())
+        + "".join(table(f"{system} capture", counts) for system, counts in numbers["capture"].items())
         + "".join(
             table(f"{system} sandbox faults injected", counts) for system, counts in numbers["faults_injected"].items()
         )

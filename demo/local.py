@@ -1,4 +1,9 @@
-"""Both sandboxes, their outbox publishers and both connectors, running in one asyncio loop.
+"""Both sandboxes, both capture services and both connectors, running in one asyncio loop.
+
+The loop a production deployment runs, on this machine: sandbox -> capture -> ``cdc.*`` -> worker
+(a separate process) -> ``commands.*`` -> connector -> sandbox. The sandboxes speak the public AMIS
+APIs; the capture services poll them (CRM, accounting dictionaries) and receive the accounting
+sandbox's signed callbacks; the connectors write through the same APIs and wait for ACT's callbacks.
 
 Used by the end-to-end tests and by ``lienthong demo``. Ports are chosen by the OS unless given;
 everything listens on 127.0.0.1 only.
@@ -16,39 +21,89 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from pydantic import SecretStr
 
-from connectors.api import TenantCredentials
+from capture.acct import ActCapture
+from capture.crm import CrmCapture
+from capture.state import CaptureState, Reporter, new_producer
+from connectors import acct_mapping, crm_mapping
+from connectors.acct_client import ActClient, ActCredentials
+from connectors.crm_client import CrmClient, CrmCredentials
+from connectors.errors import Refused, Transient
+from connectors.ledger import WriteLedger
 from connectors.runner import Connector, ConnectorSettings
-from sandboxes.app import create_sandbox
+from sandboxes.acct import ActStore, create_acct_sandbox
+from sandboxes.crm import CrmStore, create_crm_sandbox
 from sandboxes.faults import FaultConfig
-from sandboxes.publisher import OutboxPublisher
-from sandboxes.store import SandboxStore
 
 log = logging.getLogger(__name__)
+
+APP_ID = "lienthong-demo-app"  # the ACT app_id MISA would issue to this integration
+
+
+def crm_login(tenant: str) -> tuple[str, str]:
+    """The AppID and secret the integration uses for a tenant's CRM."""
+    return f"lienthong-{tenant}", f"secret-{tenant}"
+
+
+def acct_access(tenant: str) -> tuple[str, str]:
+    """The access code and org_company_code the integration uses for a tenant's accounting."""
+    return f"access-{tenant}", f"company-{tenant}"
 
 
 @dataclass
 class LocalSystem:
     system: str
-    store: SandboxStore
-    url: str
+    url: str  # the sandbox (its page is url + "/")
+    api_url: str  # what a client is given as its base URL
     faults: FaultConfig
     connector: Connector
-    publisher: OutboxPublisher
+    capture: CrmCapture | ActCapture
 
 
 @dataclass
 class LocalSystems:
     crm: LocalSystem
     acct: LocalSystem
+    crm_store: CrmStore
+    acct_store: ActStore
     tenants: list[str]
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    def credentials_for(self, system: str, tenant: str) -> dict[str, str]:
-        """Headers / login body a *user* of that sandbox sends (not the connector)."""
-        if system == "acct":
-            return {"X-App-Id": f"app-{tenant}", "X-Connection-Code": f"code-{tenant}"}
-        return {"client_id": f"client-{tenant}", "client_secret": f"secret-{tenant}"}
+    # --- what each system shows, in the contract's names ----------------------------------------------
+
+    def crm_record(self, tenant: str, entity: str, code: str) -> dict[str, Any] | None:
+        spec = crm_mapping.RESOURCES[entity]
+        found = self.crm_store.by_code(tenant, spec.resource, code)
+        return spec.record.from_wire(found) if found else None
+
+    def acct_record(self, tenant: str, entity: str, code: str) -> dict[str, Any] | None:
+        """A dictionary record, or a voucher (generated) or proposal (pending) by its number."""
+        if entity in acct_mapping.DICTIONARIES:
+            spec = acct_mapping.DICTIONARIES[entity]
+            found = self.acct_store.dictionary_record(tenant, spec.data_type, code=code)
+            return spec.record.from_wire(found) if found else None
+        table = acct_mapping.VOUCHERS[entity].record
+        for voucher in self.acct_store.vouchers(tenant):
+            if (
+                voucher.get("refno") == code
+                and voucher.get("voucher_type") == acct_mapping.VOUCHERS[entity].voucher_type
+            ):
+                return table.from_wire(voucher)
+        for proposal, _state in self.acct_store.proposals(tenant):
+            if proposal.get("org_refno") == code:
+                return table.from_wire(proposal)
+        return None
+
+    def creations(self, system: str, tenant: str) -> dict[tuple[str, str], int]:
+        """How many times each (kind, code) was created in a sandbox, from its journal."""
+        counts: dict[tuple[str, str], int] = {}
+        journal = self.crm_store.journal(tenant) if system == "crm" else self.acct_store.journal(tenant)
+        for entry in journal:
+            if entry["op"] == "create":
+                key = (str(entry.get("resource") or entry.get("kind")), str(entry["code"]))
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
 
 def bound_port(runner: web.AppRunner) -> int:
@@ -62,59 +117,74 @@ def bound_port(runner: web.AppRunner) -> int:
     return port
 
 
-class User:
-    """A person working in one sandbox through its API (origin ``user``)."""
-
-    def __init__(self, systems: LocalSystems, system: str, tenant: str, session: aiohttp.ClientSession) -> None:
-        self.local = getattr(systems, system)
-        self.systems = systems
-        self.system = system
-        self.tenant = tenant
-        self.session = session
-        self._headers: dict[str, str] | None = None
-
-    async def headers(self) -> dict[str, str]:
-        if self._headers is None:
-            if self.system == "acct":
-                self._headers = self.systems.credentials_for("acct", self.tenant)
-            else:
-                async with self.session.post(
-                    self.local.url + "/Account", json=self.systems.credentials_for("crm", self.tenant)
-                ) as r:
-                    token = (await r.json())["Data"]["access_token"]
-                self._headers = {"Authorization": f"Bearer {token}"}
-        return self._headers
-
-    def path(self, entity: str) -> str:
-        from connectors.resources import ACCT_PATHS, CRM_PATHS
-
-        return (CRM_PATHS if self.system == "crm" else ACCT_PATHS)[entity]
-
-    async def save(self, entity: str, record: dict[str, Any], *, action: str | None = None) -> dict[str, Any]:
-        """Create or update (by id or code); retries the sandbox's injected faults like a patient person."""
-        from connectors.crm_fields import from_crm, to_crm
-
-        body = to_crm(entity, record) if self.system == "crm" else record
-        headers = dict(await self.headers())
-        if action:
-            headers["X-Action"] = action
-        for _ in range(50):
-            try:
-                async with self.session.post(
-                    self.local.url + self.path(entity),
-                    json=[body],
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=3),
-                ) as r:
-                    if r.status == 200:
-                        data = (await r.json())["Data"][0]
-                        return from_crm(entity, data) if self.system == "crm" else data
-                    if r.status < 500 and r.status != 429:
-                        raise RuntimeError(f"{self.system} refused {entity}: {r.status} {await r.text()}")
-            except (TimeoutError, aiohttp.ClientError):
-                pass
+async def patiently(what: str, call: Any, attempts: int = 60) -> Any:
+    """A person retries what a sandbox's injected faults broke."""
+    for _ in range(attempts):
+        try:
+            return await call()
+        except Transient:
             await asyncio.sleep(0.05)
-        raise RuntimeError(f"{self.system} sandbox kept failing to save {entity}")
+    raise RuntimeError(f"the sandbox kept failing: {what}")
+
+
+class CrmUser:
+    """A sales person working in CRM (through the API, with an AppID of their own: origin ``user``)."""
+
+    def __init__(self, systems: LocalSystems, tenant: str, session: aiohttp.ClientSession) -> None:
+        self.systems, self.tenant = systems, tenant
+        creds = {tenant: CrmCredentials(f"user-{tenant}", SecretStr(f"user-secret-{tenant}"))}
+        self.client = CrmClient(systems.crm.api_url, session, creds, timeout=3)
+
+    async def save(self, entity: str, record: dict[str, Any]) -> dict[str, Any]:
+        """Create or update by id or code; returns the record as CRM keeps it, in the contract's names."""
+        spec = crm_mapping.RESOURCES[entity]
+        wire = spec.record.to_wire(record, entity)
+        record_id = wire.pop("id", None)
+        if record_id is None and record.get("code"):
+            found = await patiently(
+                "lookup", lambda: self.client.by_codes(self.tenant, spec.resource, [str(record["code"])])
+            )
+            record_id = found[0]["id"] if found else None
+        if record_id is not None:
+            (result,) = await patiently(
+                "update", lambda: self.client.update(self.tenant, spec.resource, [{"id": record_id, **wire}])
+            )
+        else:
+            (result,) = await patiently("create", lambda: self.client.create(self.tenant, spec.resource, [wire]))
+        if not result.success or result.id is None:
+            raise Refused(f"CRM refused {entity}: {result.message()}", status=400)
+        (row,) = await patiently("read", lambda: self.client.by_ids(self.tenant, spec.resource, [result.id]))
+        return spec.record.from_wire(row)
+
+
+class Accountant:
+    """An accountant working in AMIS Kế toán's screens (the sandbox's ``/sandbox/ui``, not the API)."""
+
+    def __init__(self, systems: LocalSystems, tenant: str, session: aiohttp.ClientSession) -> None:
+        self.systems, self.tenant, self.session = systems, tenant, session
+
+    async def _post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        async with self.session.post(f"{self.systems.acct.url}/sandbox/ui/{self.tenant}/{path}", json=body) as r:
+            answer = await r.json()
+            if r.status != 200:
+                raise RuntimeError(f"the accounting sandbox refused {path}: {answer}")
+            return answer["data"]
+
+    async def save(self, entity: str, record: dict[str, Any]) -> dict[str, Any]:
+        spec = acct_mapping.DICTIONARIES[entity]
+        item = {**spec.record.to_wire(record, entity), "dictionary_type": spec.dictionary_type}
+        saved = await self._post("dictionary", item)
+        return spec.record.from_wire(
+            self.systems.acct_store.dictionary_record(self.tenant, spec.data_type, id=saved[spec.id_field]) or {}
+        )
+
+    async def generate(self, org_refid: str) -> dict[str, Any]:
+        return await self._post(f"proposals/{org_refid}/generate")
+
+    async def enter(self, entity: str, record: dict[str, Any]) -> dict[str, Any]:
+        spec = acct_mapping.VOUCHERS[entity]
+        voucher = {**spec.record.to_wire(record, entity), "voucher_type": spec.voucher_type, "reftype": spec.reftype}
+        return spec.record.from_wire(await self._post("vouchers", voucher))
 
 
 @contextlib.asynccontextmanager
@@ -127,58 +197,126 @@ async def local_systems(
     faults: dict[str, FaultConfig] | None = None,
     ports: dict[str, int] | None = None,
     connector_overrides: dict[str, Any] | None = None,
+    poll_interval: float = 0.3,
+    callback_timeout: float = 5.0,
 ) -> AsyncIterator[LocalSystems]:
     data_dir.mkdir(parents=True, exist_ok=True)
     faults = faults or {}
     ports = ports or {}
     runners: list[web.AppRunner] = []
-    built: dict[str, LocalSystem] = {}
     tasks: list[asyncio.Task[None]] = []
+    closers: list[Any] = []
+    session = aiohttp.ClientSession()
+    crm_store = CrmStore(data_dir / "crm-sandbox.sqlite")
+    acct_store = ActStore(data_dir / "acct-sandbox.sqlite")
+    connectors: list[Connector] = []
+    captures: list[CrmCapture | ActCapture] = []
+
+    async def serve(app: web.Application, port: int) -> str:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{bound_port(runner)}"
+
     try:
-        for system in ("crm", "acct"):
-            store = SandboxStore(data_dir / f"{system}.sqlite", system, topic_prefix=topic_prefix)
-            if system == "crm":
-                credentials = {
-                    **{f"client-{t}": t for t in tenants},
-                    **{f"client-{t}:secret": f"secret-{t}" for t in tenants},
-                }
-                connector_credentials = {
-                    t: TenantCredentials(client_id=f"client-{t}", client_secret=f"secret-{t}") for t in tenants
-                }
-            else:
-                credentials = {**{f"app-{t}": t for t in tenants}, **{f"app-{t}:code": f"code-{t}" for t in tenants}}
-                connector_credentials = {
-                    t: TenantCredentials(app_id=f"app-{t}", connection_code=f"code-{t}") for t in tenants
-                }
-            fault = faults.get(system) or FaultConfig()
-            runner = web.AppRunner(create_sandbox(system, store, credentials=credentials, faults=fault))
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", ports.get(system, 0))
-            await site.start()
-            runners.append(runner)
-            url = f"http://127.0.0.1:{bound_port(runner)}"
+        # CRM: the integration's AppID and each sales person's own
+        crm_credentials = {}
+        for tenant in tenants:
+            client_id, secret = crm_login(tenant)
+            crm_credentials.update({client_id: tenant, f"{client_id}:secret": secret})
+            crm_credentials.update({f"user-{tenant}": tenant, f"user-{tenant}:secret": f"user-secret-{tenant}"})
+        crm_faults = faults.get("crm") or FaultConfig()
+        crm_url = await serve(
+            create_crm_sandbox(crm_store, credentials=crm_credentials, faults=crm_faults), ports.get("crm", 0)
+        )
+        crm_api = crm_url + "/api/v2"
+        crm_connector_creds = {t: CrmCredentials(crm_login(t)[0], SecretStr(crm_login(t)[1])) for t in tenants}
+
+        # accounting: the capture service's callback receiver first, so that the sandbox knows where to call
+        acct_connector_creds = {t: ActCredentials(SecretStr(acct_access(t)[0]), acct_access(t)[1]) for t in tenants}
+        acct_ledger = WriteLedger(data_dir / "acct-shared.sqlite")
+        crm_ledger = WriteLedger(data_dir / "crm-shared.sqlite")
+        closers += [acct_ledger.close, crm_ledger.close]
+        producer = new_producer(bootstrap_servers)
+        acct_state, crm_state = (
+            CaptureState(data_dir / "acct-capture.sqlite"),
+            CaptureState(data_dir / "crm-capture.sqlite"),
+        )
+        closers += [acct_state.close, crm_state.close]
+        acct_faults = faults.get("acct") or FaultConfig()
+        acct_client = ActClient("http://placeholder", session, APP_ID, acct_connector_creds, timeout=3)
+        acct_capture = ActCapture(
+            acct_client,
+            Reporter("acct", acct_state, acct_ledger, producer, topic_prefix=topic_prefix),
+            acct_ledger,
+            {t: acct_access(t)[1] for t in tenants},
+            entities=list(acct_mapping.DICTIONARIES),
+            poll_interval=poll_interval,
+        )
+        callback_url = await serve(acct_capture.callback_app(), ports.get("callback", 0)) + "/callback"
+        acct_url = await serve(
+            create_acct_sandbox(
+                acct_store,
+                app_id=APP_ID,
+                credentials={f"{APP_ID}:{acct_access(t)[0]}": t for t in tenants},
+                callback_url=callback_url,
+                faults=acct_faults,
+            ),
+            ports.get("acct", 0),
+        )
+        acct_client.base_url = acct_url
+        crm_capture = CrmCapture(
+            CrmClient(crm_api, session, crm_connector_creds, timeout=3),
+            Reporter("crm", crm_state, crm_ledger, producer, topic_prefix=topic_prefix),
+            tenants,
+            entities=list(crm_mapping.RESOURCES),
+            poll_interval=poll_interval,
+            deletion_scan_every=10,
+        )
+        captures += [crm_capture, acct_capture]
+        built: dict[str, LocalSystem] = {}
+        for system, url, api_url, fault, capture in (
+            ("crm", crm_url, crm_api, crm_faults, crm_capture),
+            ("acct", acct_url, acct_url, acct_faults, acct_capture),
+        ):
             connector = Connector(
                 ConnectorSettings(
                     system=system,
-                    base_url=url,
-                    credentials=connector_credentials,
+                    base_url=api_url,
+                    crm_credentials=crm_connector_creds,
+                    acct_app_id=APP_ID,
+                    acct_credentials=acct_connector_creds,
                     bootstrap_servers=bootstrap_servers,
                     topic_prefix=topic_prefix,
                     ledger_path=data_dir / f"{system}-ledger.sqlite",
+                    shared_ledger_path=data_dir / f"{system}-shared.sqlite",
+                    callback_timeout=callback_timeout,
                     **(connector_overrides or {}),
                 )
             )
-            publisher = OutboxPublisher(store, bootstrap_servers)
-            built[system] = LocalSystem(system, store, url, fault, connector, publisher)
-            tasks.append(asyncio.create_task(publisher.run(), name=f"{system}-outbox"))
+            connectors.append(connector)
+            built[system] = LocalSystem(system, url, api_url, fault, connector, capture)
             tasks.append(asyncio.create_task(connector.run(), name=f"{system}-connector"))
-        yield LocalSystems(crm=built["crm"], acct=built["acct"], tenants=tenants, tasks=tasks)
+            tasks.append(asyncio.create_task(capture.run(), name=f"{system}-capture"))
+        yield LocalSystems(
+            crm=built["crm"],
+            acct=built["acct"],
+            crm_store=crm_store,
+            acct_store=acct_store,
+            tenants=tenants,
+            tasks=tasks,
+        )
     finally:
-        for local in built.values():
-            local.connector.stop()
-            local.publisher.stop()
+        for connector in connectors:
+            connector.stop()
+        for capture in captures:
+            capture.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
         for runner in runners:
             await runner.cleanup()
-        for local in built.values():
-            local.store.close()
+        await session.close()
+        for close in closers:
+            close()
+        crm_store.close()
+        acct_store.close()

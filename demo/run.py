@@ -1,8 +1,9 @@
 """`lienthong demo`: the whole thing on this machine, and a scripted business day across both systems.
 
-Starts the local broker (if none answers), creates the topics, runs a worker, both sandboxes with
-their outbox publishers and both connectors, then works a day as a sales person in CRM and an
-accountant in accounting would, waiting at each step until the other system shows the result.
+Starts the local broker (if none answers), creates the topics, runs a worker, both sandboxes (which
+speak the public AMIS APIs), both capture services and both connectors, then works a day as a sales
+person in CRM and an accountant in accounting would, waiting at each step until the other system
+shows the result.
 Prints what synced and where to look.
 """
 
@@ -18,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 
-from demo.local import LocalSystems, User, bound_port, local_systems
+from demo.local import APP_ID, Accountant, CrmUser, LocalSystems, acct_access, bound_port, crm_login, local_systems
 
 
 class DemoFailed(RuntimeError):
@@ -42,41 +42,28 @@ async def eventually(check: Callable[[], Any], timeout: float = 60.0, what: str 
     raise DemoFailed(f"not within {timeout}s: {what}")
 
 
-def creations(store, tenant: str) -> dict[tuple[str, str], int]:
-    """How many times each (entity, code) was created in a sandbox, from its own change events."""
-    counts: dict[tuple[str, str], int] = {}
-    for row in store._db.execute("SELECT value FROM outbox ORDER BY seq"):
-        event = orjson.loads(row[0])
-        if event["tenant"] == tenant and event["op"] == "c":
-            key = (event["entity"], str(event["after"].get("code")))
-            counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
 async def business_day(
     systems: LocalSystems, tenant: str, session: aiohttp.ClientSession, say: Callable[[str], None] = lambda line: None
 ) -> None:
-    crm, acct = User(systems, "crm", tenant, session), User(systems, "acct", tenant, session)
+    crm, acct = CrmUser(systems, tenant, session), Accountant(systems, tenant, session)
 
-    # 1. CUS-6: an accountant creates a customer; it appears in CRM and the two are linked
+    # 1. CUS-6: an accountant creates a customer; capture finds it, it appears in CRM and the two are linked
     say("accounting: new customer KH0001 'Công ty ABC' (CUS-6 creates it in CRM)")
     await acct.save("customer", {"code": "KH0001", "name": "Công ty ABC", "tax_code": "0101234567"})
-    crm_customer = await eventually(
-        lambda: systems.crm.store.by_code(tenant, "customer", "KH0001"), what="KH0001 in CRM"
-    )
+    crm_customer = await eventually(lambda: systems.crm_record(tenant, "customer", "KH0001"), what="KH0001 in CRM")
     expect(crm_customer["name"] == "Công ty ABC", f"KH0001 reached CRM with another name: {crm_customer}")
-    say(f"  -> in CRM as {crm_customer['id']}")
+    say(f"  -> in CRM as id {crm_customer['id']}")
     # ... linked: a CRM edit of it (CUS-3, only for linked customers) reaches the acct record
     say("CRM: sales adds a phone number to KH0001 (CUS-3: linked customers only)")
     await crm.save("customer", {"id": crm_customer["id"], "phone": "0901000001"})
     await eventually(
-        lambda: (systems.acct.store.by_code(tenant, "customer", "KH0001") or {}).get("phone") == "0901000001",
+        lambda: (systems.acct_record(tenant, "customer", "KH0001") or {}).get("phone") == "0901000001",
         what="CUS-3 in acct",
     )
-
     say("  -> accounting has the phone number")
-    # 2. a CRM-only customer and product; an order proposed for revenue (SO-4 with X-4 dependencies)
-    say("CRM: customer KH0002 and product SP01 (PRD-1), order DH0001 drafted, then proposed for revenue (SO-4)")
+
+    # 2. a CRM-only customer and product; an order proposed for revenue (SO-1/SO-4 with X-4 dependencies)
+    say("CRM: customer KH0002 and product SP01 (PRD-1), order DH0001 drafted, then proposed for revenue")
     await crm.save("customer", {"code": "KH0002", "name": "Cửa hàng B"})
     await crm.save("product", {"code": "SP01", "name": "Bút bi", "unit": "cái", "unit_price": "5000"})
     order = {
@@ -85,45 +72,48 @@ async def business_day(
         "revenue_status": "draft",
         "status": "not_started",
         "total_amount": "50000",
-        "lines": [{"line_id": "L1", "product_code": "SP01", "quantity": 10, "unit_price": "5000", "amount": "50000"}],
+        "lines": [{"product_code": "SP01", "quantity": 10, "unit_price": "5000", "amount": "50000"}],
     }
     saved = await crm.save("sale_order", order)
     await crm.save("sale_order", {"id": saved["id"], "revenue_status": "proposed"})
-    acct_order = await eventually(
-        lambda: systems.acct.store.by_code(tenant, "sale_order", "DH0001"), what="DH0001 in acct"
+    proposal = await eventually(
+        lambda: systems.acct_record(tenant, "sale_order", "DH0001"), what="the proposal of DH0001 in acct"
     )
     expect(
-        acct_order["crm_id"] == saved["id"] and acct_order["customer_code"] == "KH0002",
-        f"DH0001 reached accounting without its CRM id or customer: {acct_order}",
+        proposal.get("crm_id") == saved["id"] and proposal.get("customer_code") == "KH0002",
+        f"DH0001 reached accounting without its CRM id or customer: {proposal}",
     )
-    expect(systems.acct.store.by_code(tenant, "customer", "KH0002") is not None, "KH0002 was not sent first (X-4)")
-    expect(systems.acct.store.by_code(tenant, "product", "SP01") is not None, "SP01 was not sent first (X-4)")
+    expect(systems.acct_record(tenant, "customer", "KH0002") is not None, "KH0002 was not sent first (X-4)")
+    expect(systems.acct_record(tenant, "product", "SP01") is not None, "SP01 was not sent first (X-4)")
+    say(f"  -> accounting has a proposal for DH0001 ({proposal['id']}) after customer KH0002 and product SP01 (X-4)")
 
-    say(f"  -> accounting has sales order {acct_order['id']} after customer KH0002 and product SP01 (X-4)")
-    # 3. a delivery and a receipt in accounting come back as CRM statuses (SO-9, SO-13, SO-10, SO-14)
-    say("accounting: delivery XK0001 of 4 pens and receipt PT0001 of 20 000 for DH0001")
-    await acct.save(
+    # 3. the accountant generates the voucher; a delivery and a receipt come back as CRM statuses
+    say("accounting: the accountant generates sales order DH0001 from the proposal (callback 18)")
+    await acct.generate(proposal["id"])
+    say("accounting: delivery XK0001 of 4 pens and receipt PT0001 of 20 000 for DH0001 (callbacks 22)")
+    line_id = proposal["lines"][0]["line_id"]
+    await acct.enter(
         "sales_voucher",
         {
             "code": "XK0001",
-            "order_id": acct_order["id"],
-            "lines": [{"line_id": "L1", "product_code": "SP01", "quantity": 4, "amount": "20000"}],
+            "order_id": proposal["id"],
+            "lines": [{"line_id": line_id, "product_code": "SP01", "quantity": 4, "amount": "20000"}],
         },
     )
-    await acct.save("receipt", {"code": "PT0001", "order_id": acct_order["id"], "amount": "20000"})
+    await acct.enter("receipt", {"code": "PT0001", "order_id": proposal["id"], "amount": "20000"})
 
     def crm_order_statuses():
-        record = systems.crm.store.by_code(tenant, "sale_order", "DH0001") or {}
+        record = systems.crm_record(tenant, "sale_order", "DH0001") or {}
         ready = record.get("pay_status") == "partially_paid" and record.get("delivery_status") == "delivering"
         return record if ready else None
 
     crm_order = await eventually(crm_order_statuses, what="derived statuses in CRM")
     expect(
-        crm_order["delivered_quantities"] == [{"line_id": "L1", "delivered_quantity": "4"}],
+        crm_order.get("delivered_quantities") == [{"line_id": line_id, "delivered_quantity": "4"}],
         f"CRM shows other delivered quantities: {crm_order.get('delivered_quantities')}",
     )
     expect(
-        crm_order["receipted_amount"] == "20000" and crm_order["remaining_receivable"] == "30000",
+        crm_order.get("receipted_amount") == "20000" and crm_order.get("remaining_receivable") == "30000",
         f"CRM shows other payment figures: {crm_order}",
     )
     expect(crm_order["lines"][0]["product_code"] == "SP01", "the order's own lines changed")
@@ -195,14 +185,22 @@ async def run_demo(
             site = web.TCPSite(dashboard, "127.0.0.1", dashboard_port)
             await site.start()
             dashboard_url = f"http://127.0.0.1:{bound_port(dashboard)}"
-            print(f"CRM sandbox:        {systems.crm.url}/   (login: client-{tenant} / secret-{tenant})")
-            print(f"accounting sandbox: {systems.acct.url}/   (X-App-Id app-{tenant}, X-Connection-Code code-{tenant})")
+            client_id, secret = crm_login(tenant)
+            access_code, company = acct_access(tenant)
+            print(
+                f"CRM sandbox:        {systems.crm.url}/   (API {systems.crm.api_url}, AppID {client_id}, "
+                f"secret {secret})"
+            )
+            print(
+                f"accounting sandbox: {systems.acct.url}/   (app_id {APP_ID}, access_code {access_code}, "
+                f"org_company_code {company})"
+            )
             async with aiohttp.ClientSession() as session:
                 started = time.monotonic()
                 await business_day(systems, tenant, session, say=print)
             print(f"\nthe business day synced in {time.monotonic() - started:.1f}s:")
             for local in (systems.crm, systems.acct):
-                counts = creations(local.store, tenant)
+                counts = systems.creations(local.system, tenant)
                 stats = dict(local.connector.stats)
                 print(
                     f"  {local.system}: {len(counts)} records created "
@@ -210,6 +208,7 @@ async def run_demo(
                 )
             print(f"\naudit trail of a record:  .venv/bin/lienthong explain {tenant} customer <id>")
             from demo.dashboard import broker_numbers, watched_groups
+            from streams.operations import read_topic
 
             await asyncio.sleep(1.5)  # the last commits
             numbers = await asyncio.to_thread(broker_numbers, settings, watched_groups(settings))
@@ -218,9 +217,20 @@ async def run_demo(
                 f"acct {numbers['messages'].get('commands.acct', 0)}; dead letters "
                 f"{numbers['messages'].get('dlq.cdc', 0) + numbers['messages'].get('dlq.commands', 0)}"
             )
+            for topic in ("dlq.cdc", "dlq.commands"):
+                if numbers["messages"].get(topic):
+                    for letter in await asyncio.to_thread(list, read_topic(settings, settings.topic_prefix + topic)):
+                        headers = {name: value for name, value in letter.headers if isinstance(value, bytes)}
+                        print(
+                            f"  dead letter on {topic}, key {letter.key!r}: "
+                            f"{headers.get('error.kind', b'?').decode()}: "
+                            f"{headers.get('error.message', b'').decode(errors='replace')[:300]}"
+                        )
             print(f"pages: {systems.crm.url}/  {systems.acct.url}/   sync health: {dashboard_url}/")
             if keep_running:
-                print("\nrunning; Ctrl-C stops the sandboxes, connectors and worker (the broker keeps running)")
+                print(
+                    "\nrunning; Ctrl-C stops the sandboxes, capture, connectors and worker (the broker keeps running)"
+                )
                 await asyncio.Event().wait()
             await dashboard.cleanup()
         return 0

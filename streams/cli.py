@@ -9,7 +9,8 @@ lienthong explain TENANT ENTITY ID    the audit trail of one record
 lienthong tenant set TENANT --order-target sale_order|contract
 lienthong dlq replay [--topic dlq.cdc] [--kind KIND] [--dry-run]
 lienthong demo [--exit]               everything locally, and a scripted business day
-lienthong connector crm|acct          a connector service (LIENTHONG_CONNECTOR_CREDENTIALS, _CRM_URL, _ACCT_URL)
+lienthong connector crm|acct          a connector service (LIENTHONG_CRM_CREDENTIALS / _ACCT_*, _CRM_URL, _ACCT_URL)
+lienthong capture crm|acct            a capture service: polls the system (and takes ACT's callbacks) into cdc.*
 lienthong sandbox crm|acct [--port]   a sandbox of one system (LIENTHONG_SANDBOX_CREDENTIALS, _SANDBOX_FAULTS)
 lienthong webhooks [--port]           the webhook receiver (LIENTHONG_WEBHOOK_SECRETS)
 """
@@ -160,7 +161,7 @@ def _connector(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
     import logging
 
-    from connectors.api import TenantCredentials
+    from connectors.api import acct_app_id, acct_credentials, crm_credentials, shared_ledger_path
     from connectors.runner import Connector, ConnectorSettings
 
     logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
@@ -169,15 +170,18 @@ def _connector(args: argparse.Namespace, settings: Settings) -> int:
     connector = Connector(
         ConnectorSettings(
             system=args.system,
-            base_url=settings.crm_url if args.system == "crm" else settings.acct_url,
-            credentials={
-                tenant: TenantCredentials(**values) for tenant, values in settings.connector_credentials.items()
-            },
+            base_url=settings.crm_url + "/api/v2" if args.system == "crm" else settings.acct_url,
+            crm_credentials=crm_credentials(settings),
+            acct_app_id=acct_app_id(settings),
+            acct_credentials=acct_credentials(settings),
             bootstrap_servers=settings.bootstrap_servers,
             topic_prefix=settings.topic_prefix,
             ledger_path=ledger_dir / f"{args.system}-ledger.sqlite",
+            shared_ledger_path=shared_ledger_path(settings, args.system),
             concurrency=settings.connector_concurrency,
             rate=settings.connector_rate,
+            callback_timeout=settings.callback_timeout,
+            token_renew_before=settings.token_renew_before,
         )
     )
 
@@ -189,6 +193,19 @@ def _connector(args: argparse.Namespace, settings: Settings) -> int:
         await task
 
     return _serve_until_signal(main)
+
+
+def _capture(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+
+    from capture.service import NothingToCapture, serve_capture
+
+    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    try:
+        return _serve_until_signal(lambda stop: serve_capture(args.system, settings, stop))
+    except NothingToCapture as exc:
+        print(f"lienthong capture {args.system}: {exc}", file=sys.stderr)
+        return 2
 
 
 def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
@@ -203,6 +220,9 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"lienthong sandbox: invalid LIENTHONG_SANDBOX_FAULTS: {exc}", file=sys.stderr)
         return 2
+    if args.system == "acct" and not settings.acct_app_id:
+        print("lienthong sandbox acct: set LIENTHONG_ACCT_APP_ID (the app id it accepts)", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     port = args.port or (8081 if args.system == "crm" else 8082)
@@ -213,11 +233,11 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
                 args.system,
                 db=settings.data_dir / f"{args.system}-sandbox.sqlite",
                 port=port,
-                bootstrap_servers=settings.bootstrap_servers,
-                topic_prefix=settings.topic_prefix,
                 credentials=settings.sandbox_credentials,
                 faults=faults,
                 host=settings.web_host,
+                app_id=settings.acct_app_id,
+                callback_url=settings.acct_callback_url,
             )
         )
         await stop.wait()
@@ -289,7 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     connector.add_argument("system", choices=["crm", "acct"])
     connector.set_defaults(func=_connector)
 
-    sandbox = sub.add_parser("sandbox", help="serve a sandbox of a system and publish its changes")
+    capture = sub.add_parser("capture", help="capture a system's changes (polling, ACT callbacks) into cdc.*")
+    capture.add_argument("system", choices=["crm", "acct"])
+    capture.set_defaults(func=_capture)
+
+    sandbox = sub.add_parser("sandbox", help="serve a sandbox of a system (its public API, labelled extensions)")
     sandbox.add_argument("system", choices=["crm", "acct"])
     sandbox.add_argument("--port", type=int, default=0, help="default 8081 (crm) / 8082 (acct)")
     sandbox.set_defaults(func=_sandbox)

@@ -8,10 +8,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 OrderTarget = Literal["sale_order", "contract"]
+
+
+class CrmTenant(BaseModel):
+    """One company's AMIS CRM API access: the AppID typed in CRM's API settings and its secret."""
+
+    client_id: str
+    client_secret: SecretStr
+
+
+class AcctTenant(BaseModel):
+    """One company's AMIS Kế toán connection: the access code its admin generated, and the
+    partner-side company code (echoed back in ACT's callbacks; the tax code is recommended)."""
+
+    access_code: SecretStr
+    org_company_code: str
 
 
 class Settings(BaseSettings):
@@ -83,7 +98,7 @@ class Settings(BaseSettings):
     sandbox_credentials: dict[str, str] = Field(
         default_factory=dict,
         description="A sandbox's accepted credentials: CRM {client_id: tenant, "
-        "'<client_id>:secret': secret}; accounting {app_id: tenant, '<app_id>:code': connection code}.",
+        "'<client_id>:secret': secret}; accounting {'<app_id>:<access_code>': tenant}.",
     )
     sandbox_faults: dict[str, float | int | None] = Field(
         default_factory=dict,
@@ -92,6 +107,59 @@ class Settings(BaseSettings):
     webhook_secrets: dict[str, str] = Field(default_factory=dict, description="'<system>:<tenant>' -> HMAC secret.")
     default_order_target: OrderTarget = Field(
         "sale_order", description="What a CRM order becomes in accounting when the tenant has no setting."
+    )
+    # --- the real AMIS APIs: connectors and capture services (docs/going-live.md) --------------------
+    crm_credentials: dict[str, CrmTenant] = Field(
+        default_factory=dict,
+        description='tenant -> {"client_id", "client_secret"}: the AppID and secret of CRM\'s API settings '
+        "(Thiết lập → Dành cho nhà phát triển → API). Used by the CRM connector and CRM capture.",
+    )
+    acct_app_id: str = Field(
+        "",
+        description="The app_id MISA issued to this integration for the ACT Open API; also the key ACT signs "
+        "callbacks with.",
+    )
+    acct_credentials: dict[str, AcctTenant] = Field(
+        default_factory=dict,
+        description='tenant -> {"access_code", "org_company_code"}: the company\'s connection code (Thiết lập → '
+        "Kết nối ứng dụng → API kết nối) and the company code sent at connect.",
+    )
+    ledger_dir: Path | None = Field(
+        None,
+        description="Where the connectors keep the ledger of their recent writes and awaited callbacks, shared "
+        "with the capture services (same host or shared volume). Default: <data_dir>/connectors.",
+    )
+    callback_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds an accounting proposal waits for ACT's callback before the connector pulls "
+        "get_call_back_detail_error (and saves again if the result is not there).",
+    )
+    token_renew_before: float = Field(
+        600.0, ge=0, description="A CRM or ACT token is fetched again this many seconds before it ends."
+    )
+    capture_poll_interval: float = Field(10.0, gt=0, description="Seconds between two polls of a capture service.")
+    capture_overlap: float = Field(
+        120.0,
+        ge=0,
+        description="Seconds of changes a poll reads again before its watermark (records skipped by a deletion "
+        "during a scan; ACT's last_sync_time has whole seconds).",
+    )
+    capture_deletion_scan_every: int = Field(
+        30, ge=1, description="CRM capture lists whole resources to notice deletions every this many polls."
+    )
+    capture_extensions: bool = Field(
+        False,
+        description="Also poll the sandboxes' extension resources (CRM quotes, invoice requests, price policies, "
+        "categories; ACT price policies and item groups). Off against real tenants, which have none.",
+    )
+    capture_port: int = Field(
+        8091, ge=0, le=65535, description="Port of the accounting capture service's callback receiver (/callback)."
+    )
+    acct_callback_url: str | None = Field(
+        None,
+        description="Accounting sandbox only: where it posts its callbacks (the capture service's /callback). "
+        "A real tenant's callback URL is registered with MISA.",
     )
 
     @field_validator("topic_prefix")

@@ -31,7 +31,7 @@ async def test_signed_webhooks_become_change_events_and_bad_ones_nothing(kafka, 
             "op": "c",
             "ts_ms": 1764201600000,
             "before": None,
-            "after": {"Id": "C9", "Code": "KH0009", "AccountName": "Khách webhook", "TaxCode": "0109"},
+            "after": {"id": 9, "account_number": "KH0009", "account_name": "Khách webhook", "tax_code": "0109"},
         }
     )
     now = str(int(time.time()))
@@ -67,11 +67,11 @@ async def test_signed_webhooks_become_change_events_and_bad_ones_nothing(kafka, 
     messages = kafka.read(
         ["cdc.crm.customer", "audit.sync"],
         settle=2.0,
-        until=lambda ms: any(m["topic"] == "cdc.crm.customer" and m["key"] == f"{tenant}:C9" for m in ms),
+        until=lambda ms: any(m["topic"] == "cdc.crm.customer" and m["key"] == f"{tenant}:9" for m in ms),
     )
     produced = [m for m in messages if m["topic"] == "cdc.crm.customer" and m["key"].startswith(tenant)]
     assert len(produced) == 1  # only the good one
     event = produced[0]["value"]
     assert event["event_id"] == event_id and event["tenant"] == tenant and event["system"] == "crm"
-    # CRM's API names (AccountName, TaxCode) become the contract's (name, tax_code)
-    assert event["after"] == {"id": "C9", "code": "KH0009", "name": "Khách webhook", "tax_code": "0109"}
+    # CRM's API names (account_number, account_name) become the contract's (code, name)
+    assert event["after"] == {"id": "9", "code": "KH0009", "name": "Khách webhook", "tax_code": "0109"}

@@ -1,0 +1,240 @@
+"""Change capture for AMIS Kế toán: dictionaries by polling, vouchers by ACT's signed callbacks.
+
+* **Dictionaries** (customers, items; the sandbox's extension types too when asked):
+  ``get_dictionary`` by ``last_sync_time`` (the watermark less ``overlap_s``, since the filter has
+  whole seconds and takes records changed at or after it), ``take`` 100 a page until a short page;
+  ``get_dictionary_delete`` the same way for deletions. Only account objects that are customers are
+  reported (vendors and employees share data_type 1).
+* **Callbacks** (``POST /callback``, the APICallBack URL registered with MISA): the signature
+  (HMAC-SHA256 of ``data`` keyed with the ``app_id``) is checked first; a bad one is answered
+  ``Success: false, ErrorCode: InvalidParam`` and produces nothing. ``data_type`` 1 / 2 (results
+  of ``save`` / ``delete``) are filed in the connectors' shared ledger, where the accounting
+  connector waits for them; 18 (a proposal generated into a voucher) and 22 (the accountant added,
+  edited, deleted, posted a voucher) become change events. The answer is ``Success: true`` only
+  once the events are on the broker, so a callback that could not be taken is kept by ACT and
+  pulled back from ``get_call_back_detail_error`` every ``poll_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from capture.state import Reporter
+from connectors import acct_mapping
+from connectors.acct_client import TAKE_MAX, VN, ActClient, Callback, parse_callback, signature_holds, sync_time
+from connectors.errors import ProtocolError, Refused, Transient
+from connectors.ledger import WriteLedger
+
+log = logging.getLogger(__name__)
+
+MODEL_STATES = {1: "c", 2: "u", 3: "d", 7: "u", 8: "u"}  # added, edited, deleted, posted, unposted
+
+
+def stamp_ms(text: Any, default: float) -> int:
+    if not text:
+        return int(default * 1000)
+    moment = datetime.fromisoformat(str(text).strip().replace(" ", "T", 1).replace("Z", "+00:00"))
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=VN)).timestamp() * 1000)
+
+
+class ActCapture:
+    def __init__(
+        self,
+        client: ActClient,
+        reporter: Reporter,
+        ledger: WriteLedger,
+        tenants: dict[str, str],  # tenant -> its org_company_code (how callbacks name it)
+        *,
+        entities: Sequence[str] = ("customer", "product"),
+        overlap_s: float = 60.0,
+        poll_interval: float = 5.0,
+    ) -> None:
+        self.client = client
+        self.reporter = reporter
+        self.state = reporter.state
+        self.ledger = ledger
+        self.tenants = dict(tenants)
+        self.by_company = {code: tenant for tenant, code in tenants.items()}
+        self.entities = list(entities)
+        self.overlap_ms = int(overlap_s * 1000)
+        self.poll_interval = poll_interval
+        self._stopping = asyncio.Event()
+        self.refused_callbacks = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            await self.poll_all()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.poll_interval)
+
+    async def poll_all(self) -> None:
+        for tenant in self.tenants:
+            for entity in self.entities:
+                try:
+                    await self.poll(tenant, entity)
+                    await self.poll_deletions(tenant, entity)
+                except (Transient, Refused) as exc:
+                    log.warning("accounting capture of %s %s: %s; tried again next poll", tenant, entity, exc)
+            try:
+                await self.pull_undelivered(tenant)
+            except (Transient, Refused) as exc:
+                log.warning("accounting capture, undelivered callbacks of %s: %s", tenant, exc)
+
+    # --- dictionaries --------------------------------------------------------------------------------
+
+    async def _pages(self, tenant: str, data_type: int, since: int | None, deleted: bool) -> list[dict[str, Any]]:
+        last_sync = sync_time((since - self.overlap_ms) / 1000) if since is not None else None
+        rows: list[dict[str, Any]] = []
+        skip = 0
+        while True:
+            read = self.client.get_dictionary_delete if deleted else self.client.get_dictionary
+            page = await read(tenant, data_type, skip=skip, take=TAKE_MAX, last_sync_time=last_sync)
+            rows += page
+            if len(page) < TAKE_MAX:
+                return rows
+            skip += TAKE_MAX
+
+    async def poll(self, tenant: str, entity: str) -> int:
+        spec = acct_mapping.DICTIONARIES[entity]
+        name = f"acct:{tenant}:{entity}"
+        watermark = self.state.watermark(name)
+        newest = watermark or 0
+        produced = 0
+        for row in await self._pages(tenant, spec.data_type, watermark, deleted=False):
+            if spec.data_type == 1 and row.get("is_customer") is False:
+                continue  # a vendor or an employee
+            stamp = stamp_ms(row.get("modified_date"), time.time())
+            newest = max(newest, stamp)
+            event = await self.reporter.observed(
+                tenant,
+                entity,
+                spec.record.from_wire(row),
+                marker=str(row.get("modified_date")),
+                ts_ms=stamp,
+                snapshot=watermark is None,
+            )
+            produced += event is not None
+        self.state.set_watermark(name, newest)
+        return produced
+
+    async def poll_deletions(self, tenant: str, entity: str) -> int:
+        spec = acct_mapping.DICTIONARIES[entity]
+        name = f"acct:{tenant}:{entity}:deleted"
+        watermark = self.state.watermark(name)
+        newest = watermark or 0
+        produced = 0
+        for row in await self._pages(tenant, spec.data_type, watermark, deleted=True):
+            stamp = stamp_ms(row.get("deleted_date"), time.time())
+            newest = max(newest, stamp)
+            record_id = row.get(spec.id_field)
+            if record_id:
+                event = await self.reporter.gone(
+                    tenant, entity, str(record_id), marker=f"deleted:{row.get('deleted_date')}", ts_ms=stamp
+                )
+                produced += event is not None
+        self.state.set_watermark(name, newest)
+        return produced
+
+    # --- callbacks -----------------------------------------------------------------------------------
+
+    async def take(self, callback: Callback, tenant: str) -> int:
+        """One verified callback: file results, report voucher changes. Returns events produced."""
+        if callback.data_type in (1, 2):
+            for item in callback.items:
+                if item.get("org_refid"):
+                    self.ledger.file_callback_result(
+                        str(item["org_refid"]),
+                        callback.data_type,
+                        item.get("success") is True,
+                        item.get("error_code"),
+                        item.get("error_message"),
+                    )
+            return 0
+        if callback.data_type not in (18, 22):
+            log.info("callback data_type %s of %s not used", callback.data_type, tenant)
+            return 0
+        produced = 0
+        for item in callback.items:
+            entity = acct_mapping.ENTITY_OF_VOUCHER_TYPE.get(int(item.get("voucher_type") or 0))
+            refid = item.get("refid")
+            if entity is None or not refid:
+                log.info("callback %s: voucher_type %s is not synced", callback.data_type, item.get("voucher_type"))
+                continue
+            state = int((item.get("custom_param") or {}).get("ModelState") or 0) if callback.data_type == 22 else 1
+            stamp = stamp_ms(item.get("modified_date"), time.time())
+            marker = f"{callback.data_type}:{state}:{item.get('modified_date')}"
+            if MODEL_STATES.get(state) == "d":
+                event = await self.reporter.gone(tenant, entity, str(refid), marker=marker, ts_ms=stamp)
+            else:
+                record = acct_mapping.record_map(entity).from_wire(
+                    {k: v for k, v in item.items() if k != "custom_param"}
+                )
+                # generating a voucher from a proposal is the accountant's act, not this integration's write
+                event = await self.reporter.observed(
+                    tenant,
+                    entity,
+                    record,
+                    marker=marker,
+                    ts_ms=stamp,
+                    origin="user" if callback.data_type == 18 else None,
+                )
+            produced += event is not None
+        return produced
+
+    async def pull_undelivered(self, tenant: str) -> int:
+        """Callbacks ACT could not deliver (this service was down, or refused them): take them now."""
+        name = f"acct:{tenant}:undelivered"
+        now = time.time()
+        since = self.state.watermark(name)
+        start = (since / 1000 - self.overlap_ms / 1000) if since is not None else now - 24 * 3600
+        produced = 0
+        for callback in await self.client.undelivered(tenant, start, now + 1):
+            if signature_holds(callback, self.client.app_id):
+                produced += await self.take(callback, tenant)
+        self.state.set_watermark(name, int(now * 1000))
+        return produced
+
+    def callback_app(self, path: str = "/callback") -> web.Application:
+        app = web.Application()
+
+        async def receive(request: web.Request) -> web.Response:
+            raw = await request.read()
+            try:
+                callback = parse_callback(raw)
+            except (ProtocolError, orjson.JSONDecodeError) as exc:
+                return answer(False, "InvalidParam", f"not a callback: {exc}")
+            if not signature_holds(callback, self.client.app_id):
+                self.refused_callbacks += 1
+                log.warning("callback refused: its signature does not match (data_type %s)", callback.data_type)
+                return answer(False, "InvalidParam", "Signature invalid")
+            tenant = self.by_company.get(str(callback.org_company_code or ""))
+            if tenant is None and len(self.tenants) == 1:
+                tenant = next(iter(self.tenants))
+            if tenant is None:
+                return answer(False, "InvalidParam", f"unknown org_company_code {callback.org_company_code!r}")
+            try:
+                await self.take(callback, tenant)
+            except (RuntimeError, TimeoutError) as exc:  # the broker did not take the events: ACT keeps the callback
+                log.warning("callback of %s not taken: %s", tenant, exc)
+                return answer(False, "Exception", f"not taken, send it again: {exc}")
+            return answer(True, None, None)
+
+        app.router.add_post(path, receive)
+        return app
+
+
+def answer(success: bool, code: str | None, message: str | None) -> web.Response:
+    """The answer ACT expects from a partner's callback URL: HTTP 200 always."""
+    return web.json_response({"Success": success, "ErrorCode": code, "ErrorMessage": message, "Data": None})

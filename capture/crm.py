@@ -1,0 +1,144 @@
+"""Change capture for AMIS CRM, which pushes nothing: poll each resource newest first by ``modified_date``.
+
+CRM's lists have no filter and no total (``amis-apis.md`` §1.4), so each poll of a resource reads
+pages of ``page_size`` (≤ 100), newest first, until it reaches records modified before the
+watermark (less ``overlap_s``), and reports every record whose canonical image differs from the
+one it keeps. The watermark moves only when a scan is complete, so a restart in the middle of a
+scan reads it again; images make the records already reported no news.
+
+* **Equal timestamps at a page boundary**: the scan stops only *below* the watermark, never at it,
+  so records sharing the newest timestamp are read again next time and compared with their images.
+* **Records modified during the scan** move to the first page: the rows after them shift down and
+  are read twice (no news the second time); the moved record is newer than the watermark and is
+  read by the next poll. A deletion shifts rows up; the overlap reads the last ``overlap_s``
+  seconds again so a row skipped that way is read next time.
+* **Deletions** are not listed at all: every ``deletion_scan_every`` polls the whole resource is
+  listed, and records remembered but not listed are looked up by id; those CRM no longer has are
+  reported deleted (with their last image as ``before``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from capture.state import Reporter
+from connectors import crm_mapping
+from connectors.crm_client import MAX_PAGE_SIZE, CrmClient
+from connectors.errors import Refused, Transient
+
+log = logging.getLogger(__name__)
+
+
+def modified_ms(row: dict) -> int:
+    text = row.get("modified_date") or row.get("created_date")
+    if not text:
+        return 0
+    return int(datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp() * 1000)
+
+
+class CrmCapture:
+    def __init__(
+        self,
+        client: CrmClient,
+        reporter: Reporter,
+        tenants: Sequence[str],
+        *,
+        entities: Sequence[str] = tuple(crm_mapping.DOCUMENTED),
+        page_size: int = MAX_PAGE_SIZE,
+        overlap_s: float = 60.0,
+        poll_interval: float = 5.0,
+        deletion_scan_every: int = 12,
+    ) -> None:
+        self.client = client
+        self.reporter = reporter
+        self.state = reporter.state
+        self.tenants = list(tenants)
+        self.entities = list(entities)
+        self.page_size = page_size
+        self.overlap_ms = int(overlap_s * 1000)
+        self.poll_interval = poll_interval
+        self.deletion_scan_every = max(1, deletion_scan_every)
+        self.polls = 0
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            await self.poll_all()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.poll_interval)
+
+    async def poll_all(self) -> None:
+        self.polls += 1
+        deletions = self.polls % self.deletion_scan_every == 0
+        for tenant in self.tenants:
+            for entity in self.entities:
+                try:
+                    await self.poll(tenant, entity)
+                    if deletions:
+                        await self.scan_deletions(tenant, entity)
+                except (Transient, Refused) as exc:
+                    log.warning("CRM capture of %s %s: %s; tried again next poll", tenant, entity, exc)
+
+    async def poll(self, tenant: str, entity: str) -> int:
+        """One scan of one resource; returns how many change events it produced."""
+        spec = crm_mapping.RESOURCES[entity]
+        name = f"crm:{tenant}:{entity}"
+        watermark = self.state.watermark(name)
+        floor = None if watermark is None else watermark - self.overlap_ms
+        newest = watermark or 0
+        produced = 0
+        page = 1
+        while True:
+            rows = await self.client.list_page(tenant, spec.resource, page, self.page_size)
+            reached_floor = False
+            for row in rows:
+                stamp = modified_ms(row)
+                if floor is not None and stamp < floor:
+                    reached_floor = True
+                    break
+                newest = max(newest, stamp)
+                event = await self.reporter.observed(
+                    tenant,
+                    entity,
+                    spec.record.from_wire(row),
+                    marker=str(row.get("modified_date")),
+                    ts_ms=stamp,
+                    snapshot=watermark is None,
+                )
+                produced += event is not None
+            if reached_floor or len(rows) < self.page_size:
+                break
+            page += 1
+        self.state.set_watermark(name, newest)
+        return produced
+
+    async def scan_deletions(self, tenant: str, entity: str) -> int:
+        spec = crm_mapping.RESOURCES[entity]
+        listed: set[str] = set()
+        page = 1
+        while True:
+            rows = await self.client.list_page(tenant, spec.resource, page, self.page_size)
+            listed |= {str(r.get("id")) for r in rows}
+            if len(rows) < self.page_size:
+                break
+            page += 1
+        missing = sorted(self.state.live_ids("crm", tenant, entity) - listed)
+        produced = 0
+        for start in range(0, len(missing), 50):
+            batch = missing[start : start + 50]
+            still_there = {str(r.get("id")) for r in await self.client.by_ids(tenant, spec.resource, batch)}
+            for record_id in batch:
+                if record_id in still_there:
+                    continue  # moved between pages while listing: not deleted
+                event = await self.reporter.gone(
+                    tenant, entity, record_id, marker="deleted", ts_ms=int(self.client.clock() * 1000)
+                )
+                produced += event is not None
+        return produced

@@ -1,0 +1,88 @@
+"""``lienthong capture crm|acct``: a capture service, put together from the settings.
+
+CRM: polls every tenant of ``LIENTHONG_CRM_CREDENTIALS``. Accounting: polls every tenant of
+``LIENTHONG_ACCT_CREDENTIALS`` and serves the callback URL (``/callback`` on
+``LIENTHONG_CAPTURE_PORT``) to register with MISA. Both produce to ``cdc.*``, keep their images and
+watermarks in ``<data_dir>/capture/<system>-capture.sqlite`` and read the connectors' ledger of
+recent writes (``LIENTHONG_LEDGER_DIR``) to tell the integration's own changes (X-1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from capture.acct import ActCapture
+from capture.crm import CrmCapture
+from capture.state import CaptureState, Reporter, new_producer
+from connectors import acct_mapping, crm_mapping
+from connectors.api import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials, shared_ledger_path
+from connectors.ledger import WriteLedger
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class NothingToCapture(RuntimeError):
+    """The settings name no tenant (or no app id) for the system: the message says which variable."""
+
+
+async def serve_capture(system: str, settings: Settings, stop: asyncio.Event) -> None:
+    state = CaptureState(settings.data_dir / "capture" / f"{system}-capture.sqlite")
+    ledger = WriteLedger(shared_ledger_path(settings, system))
+    producer = new_producer(settings.bootstrap_servers)
+    reporter = Reporter(system, state, ledger, producer, topic_prefix=settings.topic_prefix)
+    runner: web.AppRunner | None = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            capture: CrmCapture | ActCapture
+            if system == "crm":
+                creds = crm_credentials(settings)
+                if not creds:
+                    raise NothingToCapture("no tenant to capture: set LIENTHONG_CRM_CREDENTIALS")
+                capture = CrmCapture(
+                    CrmClient(settings.crm_url + "/api/v2", session, creds, renew_before=settings.token_renew_before),
+                    reporter,
+                    list(creds),
+                    entities=list(crm_mapping.RESOURCES if settings.capture_extensions else crm_mapping.DOCUMENTED),
+                    overlap_s=settings.capture_overlap,
+                    poll_interval=settings.capture_poll_interval,
+                    deletion_scan_every=settings.capture_deletion_scan_every,
+                )
+            else:
+                creds_acct, app_id = acct_credentials(settings), acct_app_id(settings)
+                if not creds_acct or not app_id:
+                    raise NothingToCapture(
+                        "no tenant to capture: set LIENTHONG_ACCT_APP_ID and LIENTHONG_ACCT_CREDENTIALS"
+                    )
+                acct = ActCapture(
+                    ActClient(settings.acct_url, session, app_id, creds_acct, renew_before=settings.token_renew_before),
+                    reporter,
+                    ledger,
+                    {tenant: c.org_company_code for tenant, c in creds_acct.items()},
+                    entities=[
+                        e
+                        for e, spec in acct_mapping.DICTIONARIES.items()
+                        if settings.capture_extensions or spec.extension is None
+                    ],
+                    overlap_s=settings.capture_overlap,
+                    poll_interval=settings.capture_poll_interval,
+                )
+                runner = web.AppRunner(acct.callback_app())
+                await runner.setup()
+                await web.TCPSite(runner, settings.web_host, settings.capture_port).start()
+                log.info("accounting callbacks on http://%s:%s/callback", settings.web_host, settings.capture_port)
+                capture = acct
+            task = asyncio.create_task(capture.run())
+            await stop.wait()
+            capture.stop()
+            await task
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await asyncio.to_thread(producer.flush, 10)
+        state.close()
+        ledger.close()
