@@ -46,10 +46,19 @@ class Settings(BaseSettings):
     topic_replication_factor: int = Field(1, ge=1, description="Replication factor of every topic the project creates.")
     store: str = Field("rocksdb://", description="Faust table store: rocksdb:// (durable) or memory:// (tests).")
     data_dir: Path = Field(Path("var/lienthong"), description="Where the worker keeps its RocksDB tables.")
-    web_enabled: bool = Field(True, description="Serve faust's web endpoints (health, metrics).")
-    web_port: int = Field(6066, ge=0, le=65535)
-    web_host: str = "127.0.0.1"
+    web_enabled: bool = Field(
+        True, description="Serve the worker's /metrics, /healthz and /readyz (docs/operations.md)."
+    )
+    web_port: int = Field(6066, ge=0, le=65535, description="Port of the worker's /metrics, /healthz and /readyz.")
+    web_host: str = Field(
+        "127.0.0.1", description="Address every service binds its HTTP port to (0.0.0.0 in a container)."
+    )
     log_level: str = "info"
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto",
+        description="Log lines as JSON objects or human-readable text; auto: text on a terminal, JSON otherwise "
+        "(streams/logs.py, docs/deploy.md).",
+    )
     commit_interval: float = Field(
         1.0,
         gt=0,
@@ -155,6 +164,15 @@ class Settings(BaseSettings):
     )
     capture_port: int = Field(
         8091, ge=0, le=65535, description="Port of the accounting capture service's callback receiver (/callback)."
+    )
+    crm_capture_port: int = Field(
+        8092, ge=0, le=65535, description="Port of the CRM capture service's /metrics, /healthz and /readyz."
+    )
+    crm_connector_port: int = Field(
+        8093, ge=0, le=65535, description="Port of the CRM connector's /metrics, /healthz and /readyz."
+    )
+    acct_connector_port: int = Field(
+        8094, ge=0, le=65535, description="Port of the accounting connector's /metrics, /healthz and /readyz."
     )
     acct_callback_url: str | None = Field(
         None,
