@@ -33,6 +33,7 @@ from connectors import acct_mapping
 from connectors.acct_client import TAKE_MAX, VN, ActClient, Callback, parse_callback, signature_holds, sync_time
 from connectors.errors import ProtocolError, Refused, Transient
 from connectors.ledger import WriteLedger
+from streams.logs import about
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,19 @@ class ActCapture:
                     await self.poll(tenant, entity)
                     await self.poll_deletions(tenant, entity)
                 except (Transient, Refused) as exc:
-                    log.warning("accounting capture of %s %s: %s; tried again next poll", tenant, entity, exc)
+                    log.warning(
+                        "accounting capture of %s %s: %s; tried again next poll",
+                        tenant,
+                        entity,
+                        exc,
+                        extra=about(tenant=tenant, entity=entity),
+                    )
             try:
                 await self.pull_undelivered(tenant)
             except (Transient, Refused) as exc:
-                log.warning("accounting capture, undelivered callbacks of %s: %s", tenant, exc)
+                log.warning(
+                    "accounting capture, undelivered callbacks of %s: %s", tenant, exc, extra=about(tenant=tenant)
+                )
 
     # --- dictionaries --------------------------------------------------------------------------------
 
@@ -227,7 +236,7 @@ class ActCapture:
             try:
                 await self.take(callback, tenant)
             except (RuntimeError, TimeoutError) as exc:  # the broker did not take the events: ACT keeps the callback
-                log.warning("callback of %s not taken: %s", tenant, exc)
+                log.warning("callback of %s not taken: %s", tenant, exc, extra=about(tenant=tenant))
                 return answer(False, "Exception", f"not taken, send it again: {exc}")
             return answer(True, None, None)
 

@@ -29,6 +29,7 @@ from capture.state import Reporter
 from connectors import crm_mapping
 from connectors.crm_client import MAX_PAGE_SIZE, CrmClient
 from connectors.errors import Refused, Transient
+from streams.logs import about
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,13 @@ class CrmCapture:
                     if deletions:
                         await self.scan_deletions(tenant, entity)
                 except (Transient, Refused) as exc:
-                    log.warning("CRM capture of %s %s: %s; tried again next poll", tenant, entity, exc)
+                    log.warning(
+                        "CRM capture of %s %s: %s; tried again next poll",
+                        tenant,
+                        entity,
+                        exc,
+                        extra=about(tenant=tenant, entity=entity),
+                    )
 
     async def poll(self, tenant: str, entity: str) -> int:
         """One scan of one resource; returns how many change events it produced."""

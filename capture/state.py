@@ -29,6 +29,7 @@ from confluent_kafka import Producer
 
 from connectors.delivery import produce_acknowledged
 from connectors.ledger import WriteLedger, holds_only
+from streams.logs import about
 from streams.topics import cdc_topic
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,13 @@ class Reporter:
         """A record as the system shows it now; a change event when it differs from the image."""
         record_id = str(record.get("id") or "")
         if not record_id:
-            log.warning("%s %s without an id ignored: %s", self.system, entity, str(record)[:200])
+            log.warning(
+                "%s %s without an id ignored: %s",
+                self.system,
+                entity,
+                str(record)[:200],
+                extra=about(tenant=tenant, entity=entity),
+            )
             return None
         previous = self.state.image(self.system, tenant, entity, record_id)
         if previous is not None and not previous.deleted and previous.record == record:

@@ -46,6 +46,7 @@ from connectors.errors import Refused, Transient
 from connectors.ledger import CallbackOutcome, WriteLedger
 from connectors.writers import ActWriter, CrmWriter, Pending, Writer, Written, no_callback
 from streams.core.contract import Command, Result, ResultError, dead_letter_headers, parse_command
+from streams.logs import bind_record
 from streams.topics import DLQ_COMMANDS, commands_topic, results_topic
 
 log = logging.getLogger(__name__)
@@ -291,6 +292,14 @@ class Connector:
         if command.target.value != self.settings.system:
             await self._dead_letter(message, "wrong_target", f"command for {command.target.value} on {message.topic()}")
             return
+        # every later line of this command's task names it (streams/logs.py)
+        bind_record(
+            tenant=command.tenant,
+            entity=command.entity,
+            record_id=command.key.as_text(),
+            rule=command.rule,
+            command_id=command.command_id,
+        )
         seen = self.ledger.get(command.command_id)
         if seen is not None and seen[0] == "applied":
             self.stats["duplicate"] += 1
@@ -411,6 +420,13 @@ class Connector:
             attempts=outcome.attempts,
             ts_ms=int(time.time() * 1000),
         )
+        log.info(
+            "%s %s after %s attempt(s)%s",
+            outcome.status,
+            command.op.value,
+            outcome.attempts,
+            f": {outcome.error.kind}: {outcome.error.message[:300]}" if outcome.error else "",
+        )
         await self._produce(
             self.prefix + results_topic(self.settings.system),
             message.key(),
@@ -425,6 +441,7 @@ class Connector:
 
     async def _dead_letter(self, message: Message, kind: str, text: str) -> None:
         topic, partition, offset = position(message)
+        log.warning("dead-lettered %s@%s:%s to %s: %s: %s", topic, partition, offset, DLQ_COMMANDS, kind, text[:300])
         headers = dead_letter_headers(kind, text, topic=topic, partition=partition, offset=offset)
         await self._produce(self.prefix + DLQ_COMMANDS, message.key(), message.value(), headers)
 

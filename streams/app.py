@@ -200,7 +200,8 @@ def run_worker(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     built = create_app(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    worker = faust.Worker(built.app, loglevel=settings.log_level, quiet=True)
+    # logging is set up by the command line (streams/logs.py): faust keeps it instead of installing its own
+    worker = faust.Worker(built.app, loglevel=settings.log_level, quiet=True, override_logging=False)
 
     @built.app.task
     async def dump_tasks_on_sigusr2() -> None:

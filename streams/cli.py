@@ -159,12 +159,10 @@ def _serve_until_signal(main) -> int:
 
 def _connector(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
-    import logging
 
     from connectors.api import acct_app_id, acct_credentials, crm_credentials, shared_ledger_path
     from connectors.runner import Connector, ConnectorSettings
 
-    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     ledger_dir = settings.data_dir / "connectors"
     ledger_dir.mkdir(parents=True, exist_ok=True)
     connector = Connector(
@@ -196,11 +194,9 @@ def _connector(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _capture(args: argparse.Namespace, settings: Settings) -> int:
-    import logging
 
     from capture.service import NothingToCapture, serve_capture
 
-    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     try:
         return _serve_until_signal(lambda stop: serve_capture(args.system, settings, stop))
     except NothingToCapture as exc:
@@ -210,7 +206,6 @@ def _capture(args: argparse.Namespace, settings: Settings) -> int:
 
 def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
-    import logging
 
     from sandboxes.app import run_sandbox
     from sandboxes.faults import fault_config
@@ -223,7 +218,6 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     if args.system == "acct" and not settings.acct_app_id:
         print("lienthong sandbox acct: set LIENTHONG_ACCT_APP_ID (the app id it accepts)", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     port = args.port or (8081 if args.system == "crm" else 8082)
 
@@ -341,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"lienthong: invalid settings (LIENTHONG_* environment):\n{exc}", file=sys.stderr)
         return 2
+    from streams.logs import setup_logging
+
+    # one handler for every logger of the service (faust, aiokafka and librdkafka included)
+    setup_logging(settings, service="-".join([args.command, *([args.system] if hasattr(args, "system") else [])]))
     return args.func(args, settings)
 
 

@@ -23,6 +23,7 @@ from streams.agents.pipeline import (
 )
 from streams.core.aggregates import DOCUMENT, OrderAggregate, aggregate_inputs, decide_for_order
 from streams.core.contract import BadInput, ChangeEvent, decode_change_event
+from streams.logs import about
 from streams.topics import parse_cdc_topic
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,12 @@ def process_document(batch: Batch, event: EventT) -> None:
         tenant, _, order_id = key.partition(":")
         aggregate = OrderAggregate.from_json(stored) if stored else OrderAggregate(tenant=tenant, order_id=order_id)
         if change.event_id in aggregate.seen:
-            log.info("dropped duplicate event %s of order %s", change.event_id, key)
+            log.info(
+                "dropped duplicate event %s of order %s",
+                change.event_id,
+                key,
+                extra=about(tenant=change.tenant, entity=change.entity, record_id=change.record_id),
+            )
             deps.counts["duplicate"] += 1
             return
         decision = decide_for_order(change, aggregate, batch.state, deps.rules, now_ms=batch.now_ms)

@@ -25,6 +25,7 @@ from streams.agents.pipeline import (
 from streams.core.aggregates import AGGREGATE_ENTITIES, aggregate_inputs, check_document
 from streams.core.contract import BadInput, ChangeEvent, System, decode_change_event
 from streams.core.decide import decide, resolve_action
+from streams.logs import about
 from streams.outputs import OutputMessage
 from streams.topics import parse_cdc_topic
 
@@ -81,7 +82,12 @@ def process_change(batch: Batch, event: EventT) -> None:
         record_key = f"{change.tenant}:{change.system}:{change.entity}:{change.record_id}"
         state = batch.state
         if state.is_duplicate(record_key, change.event_id):
-            log.info("dropped duplicate event %s of %s", change.event_id, record_key)
+            log.info(
+                "dropped duplicate event %s of %s",
+                change.event_id,
+                record_key,
+                extra=about(tenant=change.tenant, entity=change.entity, record_id=change.record_id),
+            )
             deps.counts["duplicate"] += 1
             return
         decision = decide(change, state, deps.rules, now_ms=batch.now_ms)

@@ -35,9 +35,11 @@ from faust.types import EventT
 from streams.core.contract import Command, System, dead_letter_headers, dumps
 from streams.core.decide import Decision
 from streams.core.rules import RuleBook
+from streams.logs import about_key
 from streams.outputs import OutputMessage, Outputs
 from streams.tables import LESSONS, PROCESSED_MARKERS, BatchState, Tables, as_current_event
 from streams.tables.tenants import TenantSettings
+from streams.topics import parse_cdc_topic
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +177,12 @@ class Batch:
     def dead_letter(self, key: bytes | None, raw: bytes | None, kind: str, text: str, where: Where) -> None:
         """The original key and bytes, with the reason in headers; truncated (and said so) when the
         original itself is larger than a message may be."""
-        log.warning("dead-lettered %s@%s:%s: %s: %s", where.topic, where.partition, where.offset, kind, text[:500])
+        cdc = parse_cdc_topic(where.topic, self.deps.topic_prefix)
+        log.warning(
+            "dead-lettered %s@%s:%s: %s: %s",
+            *(where.topic, where.partition, where.offset, kind, text[:500]),
+            extra=about_key(key, entity=cdc[1] if cdc else None),
+        )
         self.deps.counts[f"dead_letter.{kind}"] += 1
         headers = dead_letter_headers(
             kind, text[:4000], topic=where.topic, partition=where.partition, offset=where.offset
