@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiohttp import web
 from confluent_kafka import Producer
 from faust.sensors import Monitor
+from mode import Service
 
-from streams import kafka_driver
+from streams import kafka_driver, metrics
 from streams.agents.aggregates import register_aggregates_agent
 from streams.agents.batching import BatchingStream
 from streams.agents.cdc import register_cdc_agent
@@ -107,10 +109,9 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
         consumer_group_instance_id=settings.group_instance_id,
         broker_commit_interval=settings.commit_interval,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
-        web_enabled=settings.web_enabled,
-        web_port=settings.web_port,
-        web_bind=settings.web_host,
-        web_host=settings.web_host,
+        # faust's own web server stays off: HealthServer serves /metrics, /healthz and /readyz on
+        # LIENTHONG_WEB_PORT from before recovery (faust starts its server only after it).
+        web_enabled=False,
         # Declared topics are created by `lienthong topics create`; faust creates only its own
         # internal ones (changelogs, leader topic).
         topic_allow_declare=True,
@@ -183,6 +184,16 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
         """Every worker reads all of ``config.tenants`` (compacted) and follows it."""
         await tenants.run()
 
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types handlers narrower than it calls them
+    async def count_rebalance(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        metrics.REBALANCES.labels("worker").inc()
+
+    @app.timer(30.0)
+    async def measure_tables() -> None:
+        """``lienthong_table_entries``: a table's size in this worker (RocksDB counts by reading its keys)."""
+        for name in ("links", "written", "crm_records", "seen_events", "orders"):
+            metrics.TABLE_ENTRIES.labels(name).set(len(tables.table(name)))
+
     return Lienthong(
         app=app,
         settings=settings,
@@ -195,11 +206,54 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
     )
 
 
+async def worker_readiness(built: Lienthong, broker: metrics.BrokerCheck) -> dict[str, str | None]:
+    """``/readyz`` of a worker: the broker answers, the group assigned its partitions, tables recovered."""
+    app = built.app
+    checks: dict[str, str | None] = {"broker": await broker.problem()}
+    if app.rebalancing_count == 0 or app.rebalancing:
+        checks["partitions"] = "waiting for the consumer group to assign this worker its partitions (rebalancing)"
+    else:
+        checks["partitions"] = None
+    recovery = app.tables.recovery  # type: ignore[attr-defined]  # faust's TableManager, not its interface
+    if app.in_recovery or not recovery.completed.is_set():
+        checks["tables"] = "recovering the tables from their changelog topics"
+    else:
+        checks["tables"] = None
+    return checks
+
+
+class HealthServer(Service):
+    """The worker's ``/metrics``, ``/healthz``, ``/readyz`` on ``LIENTHONG_WEB_PORT``: started with the
+    app, before its tables are recovered (``/readyz`` answers 503 until they are)."""
+
+    def __init__(self, built: Lienthong, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.built = built
+        self.runner: web.AppRunner | None = None
+
+    async def on_start(self) -> None:
+        settings = self.built.settings
+        broker = metrics.BrokerCheck(settings.bootstrap_servers)
+        lag = metrics.ConsumerGroupLagCollector(settings.bootstrap_servers, [settings.app_id])
+        self.runner = await metrics.serve_health(
+            settings.web_host,
+            settings.web_port,
+            lambda: worker_readiness(self.built, broker),
+            collectors=[lag],
+        )
+
+    async def on_stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
 def run_worker(settings: Settings | None = None) -> None:
     """Start a faust worker for the app (blocks until SIGTERM/SIGINT)."""
     settings = settings or Settings()
     built = create_app(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.web_enabled:
+        built.app.add_dependency(HealthServer(built))
     # logging is set up by the command line (streams/logs.py): faust keeps it instead of installing its own
     worker = faust.Worker(built.app, loglevel=settings.log_level, quiet=True, override_logging=False)
 

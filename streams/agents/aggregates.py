@@ -18,6 +18,8 @@ from streams.agents.pipeline import (
     Batch,
     Unstageable,
     Where,
+    count_decision,
+    count_event,
     remember,
     run_batches,
 )
@@ -112,6 +114,7 @@ def process_document(batch: Batch, event: EventT) -> None:
                 extra=about(tenant=change.tenant, entity=change.entity, record_id=change.record_id),
             )
             deps.counts["duplicate"] += 1
+            count_event(change.system.value, change.entity, "duplicate")
             return
         decision = decide_for_order(change, aggregate, batch.state, deps.rules, now_ms=batch.now_ms)
         stored_value = aggregate.to_json()
@@ -120,8 +123,9 @@ def process_document(batch: Batch, event: EventT) -> None:
             remember(batch.state, decision)()
             batch.state.set("orders", key, stored_value, event)
 
-        batch.stage(batch.decision_messages(decision), remember_document, state_values=[stored_value])
+        batch.stage(batch.decision_messages(decision, change.ts_ms), remember_document, state_values=[stored_value])
         deps.counts["aggregated"] += 1
+        count_decision(change, decision)
     except BadInput as bad:
         batch.dead_letter(original_key, event.value, bad.kind, bad.message, where)
     except Unstageable as failed:

@@ -18,6 +18,8 @@ from streams.agents.pipeline import (
     Batch,
     Unstageable,
     Where,
+    count_decision,
+    count_event,
     remember,
     run_batches,
     where_of,
@@ -78,6 +80,7 @@ def process_change(batch: Batch, event: EventT) -> None:
             check_document(change)  # past it, the document names its order
             batch.stage(rekeyed(batch, event, change, where), lambda: None, state_values=[])
             deps.counts["forwarded"] += 1
+            count_event(change.system.value, change.entity, "forwarded")
             return
         record_key = f"{change.tenant}:{change.system}:{change.entity}:{change.record_id}"
         state = batch.state
@@ -89,6 +92,7 @@ def process_change(batch: Batch, event: EventT) -> None:
                 extra=about(tenant=change.tenant, entity=change.entity, record_id=change.record_id),
             )
             deps.counts["duplicate"] += 1
+            count_event(change.system.value, change.entity, "duplicate")
             return
         decision = decide(change, state, deps.rules, now_ms=batch.now_ms)
 
@@ -97,12 +101,13 @@ def process_change(batch: Batch, event: EventT) -> None:
             state.mark_seen(record_key, change.event_id, event)
 
         batch.stage(
-            batch.decision_messages(decision),
+            batch.decision_messages(decision, change.ts_ms),
             remember_event,
             state_values=[record.record for record in decision.crm_records if record.record is not None]
             + [written.fields for written in decision.written.values()],
         )
         deps.counts["decided"] += 1
+        count_decision(change, decision)
     except BadInput as bad:
         batch.dead_letter(message.key, raw, bad.kind, bad.message, where)
     except Unstageable as failed:

@@ -32,14 +32,15 @@ import faust
 import orjson
 from faust.types import EventT
 
-from streams.core.contract import Command, System, dead_letter_headers, dumps
+from streams import metrics
+from streams.core.contract import ChangeEvent, Command, System, dead_letter_headers, dumps
 from streams.core.decide import Decision
 from streams.core.rules import RuleBook
 from streams.logs import about_key
 from streams.outputs import OutputMessage, Outputs
 from streams.tables import LESSONS, PROCESSED_MARKERS, BatchState, Tables, as_current_event
 from streams.tables.tenants import TenantSettings
-from streams.topics import parse_cdc_topic
+from streams.topics import DLQ_CDC, parse_cdc_topic
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,10 @@ ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET, ORIGIN_KEY = (
     "origin.key",
 )
 PART = "lienthong.part"
+
+# Header of a command: when the change it comes from happened in its source system (the change
+# event's ``ts_ms``): the connector measures the end-to-end sync latency from it.
+SOURCE_TS_MS = "lienthong.source_ts_ms"
 
 # Header names of a dead letter whose original was too large to keep whole.
 TRUNCATED = "dlq.truncated"
@@ -131,10 +136,10 @@ class Batch:
 
     # --- staging ------------------------------------------------------------------------------
 
-    def decision_messages(self, decision: Decision) -> list[OutputMessage]:
+    def decision_messages(self, decision: Decision, source_ts_ms: int | None = None) -> list[OutputMessage]:
         """A decision's commands and audit record as messages (raises ``Unstageable``)."""
         topics = self.deps.topics
-        messages = [self.command_message(command) for command in decision.commands]
+        messages = [self.command_message(command, source_ts_ms) for command in decision.commands]
         audit = decision.audit
         try:
             value = dumps(audit)
@@ -143,12 +148,13 @@ class Batch:
         messages.append(OutputMessage(topics.audit, audit.message_key.encode(), value))
         return messages
 
-    def command_message(self, command: Command) -> OutputMessage:
+    def command_message(self, command: Command, source_ts_ms: int | None = None) -> OutputMessage:
         try:
             value = dumps(command)
         except (orjson.JSONEncodeError, TypeError) as exc:
             raise Unstageable("unserializable", f"{command.rule} command cannot be written as JSON: {exc}") from None
-        return OutputMessage(self.deps.topics.commands[command.target], command.message_key.encode(), value)
+        headers = None if source_ts_ms is None else [(SOURCE_TS_MS, str(source_ts_ms).encode())]
+        return OutputMessage(self.deps.topics.commands[command.target], command.message_key.encode(), value, headers)
 
     def stage(self, messages: list[OutputMessage], remember: Callable[[], None], *, state_values: list[Any]) -> None:
         """Accept one event: its outputs and (through ``remember``) its state changes, or neither.
@@ -184,6 +190,10 @@ class Batch:
             extra=about_key(key, entity=cdc[1] if cdc else None),
         )
         self.deps.counts[f"dead_letter.{kind}"] += 1
+        metrics.DEAD_LETTERS.labels(DLQ_CDC, kind).inc()
+        names = parse_cdc_topic(where.topic, self.deps.topic_prefix)
+        system, entity = names if names is not None else ("unknown", "unknown")
+        metrics.EVENTS_PROCESSED.labels(system, entity, "", "dead_letter").inc()
         headers = dead_letter_headers(
             kind, text[:4000], topic=where.topic, partition=where.partition, offset=where.offset
         )
@@ -254,6 +264,7 @@ async def _run_batches(
         await batch.finish()
         await stream.ack_batch(events)
         deps.counts[f"{name}.events"] += len(events)
+        metrics.BATCH_SIZE.observe(len(events))
         deps.counts[f"{name}.batches"] += 1
         log.debug(
             "%s: batch of %d (the oldest waited %.0f ms to be taken) decided in %.1f ms, durable in %.1f ms",
@@ -268,6 +279,18 @@ async def _run_batches(
 def where_of(event: EventT) -> Where:
     message = event.message
     return Where(message.topic, message.partition, message.offset)
+
+
+def count_decision(change: ChangeEvent, decision: Decision) -> None:
+    """Metrics of one staged decision: the event (``command`` or ``skipped``) and its commands."""
+    for command in decision.commands:
+        metrics.COMMANDS_EMITTED.labels(command.target.value, command.rule).inc()
+    outcome = "command" if decision.commands else "skipped"
+    metrics.EVENTS_PROCESSED.labels(change.system.value, change.entity, decision.audit.rule or "", outcome).inc()
+
+
+def count_event(system: str, entity: str, outcome: str) -> None:
+    metrics.EVENTS_PROCESSED.labels(system, entity, "", outcome).inc()
 
 
 def remember(state: BatchState, decision: Decision) -> Callable[[], None]:

@@ -10,7 +10,7 @@ import orjson
 from faust.types import EventT
 from pydantic import ValidationError
 
-from streams.agents.pipeline import AgentDeps, Batch, run_batches, where_of
+from streams.agents.pipeline import AgentDeps, Batch, count_event, run_batches, where_of
 from streams.core.contract import CommandKey, Result
 from streams.core.decide import LinkUpdate, command_key_text, link_family
 from streams.tables import BatchState
@@ -67,6 +67,7 @@ def learn_from_result(batch: Batch, event: EventT) -> None:
     except (orjson.JSONDecodeError, ValidationError, TypeError) as exc:
         batch.dead_letter(event.message.key, event.value, "schema", f"not a result: {exc}", where_of(event))
         return
+    count_event(result.target.value, result.entity, "result")
     link = link_from_result(result)
     if link is not None:
         batch.state.apply_links([link])
