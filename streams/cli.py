@@ -13,6 +13,7 @@ lienthong connector crm|acct          a connector service (LIENTHONG_CRM_CREDENT
 lienthong capture crm|acct            a capture service: polls the system (and takes ACT's callbacks) into cdc.*
 lienthong sandbox crm|acct [--port]   a sandbox of one system (LIENTHONG_SANDBOX_CREDENTIALS, _SANDBOX_FAULTS)
 lienthong webhooks [--port]           the webhook receiver (LIENTHONG_WEBHOOK_SECRETS)
+lienthong dashboard [--port] [--scrape URL ...]  the operator's page (lag, throughput, latency, sync health)
 """
 
 from __future__ import annotations
@@ -261,6 +262,21 @@ def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    from aiohttp import web
+
+    from streams.dashboard.web import create_dashboard
+
+    print(f"the operator's page: http://{settings.web_host}:{args.port}/", flush=True)
+    web.run_app(
+        create_dashboard(settings, args.scrape, interval=args.interval),
+        host=settings.web_host,
+        port=args.port,
+        print=None,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lienthong", description="Keep AMIS CRM and AMIS Kế toán in sync.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -315,6 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     webhooks = sub.add_parser("webhooks", help="receive signed webhooks and produce change events")
     webhooks.add_argument("--port", type=int, default=8090)
     webhooks.set_defaults(func=_webhooks)
+
+    dashboard = sub.add_parser("dashboard", help="serve the operator's page (docs/dashboard.md)")
+    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.add_argument(
+        "--scrape", action="append", default=[], metavar="URL", help="a service's /metrics to read (repeat)"
+    )
+    dashboard.add_argument("--interval", type=float, default=5.0, help="seconds between two looks (default 5)")
+    dashboard.set_defaults(func=_dashboard)
 
     demo = sub.add_parser("demo", help="broker, worker, sandboxes, connectors and a scripted business day")
     demo.add_argument("--tenant", default="cty-demo")

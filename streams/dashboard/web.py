@@ -1,0 +1,364 @@
+"""The operator's page, served by aiohttp: ``lienthong dashboard`` (and ``lienthong demo``).
+
+Routes: ``/`` the page (refreshes itself every few seconds), ``/record/{tenant}/{entity}/{id}`` the
+audit trail of one record with what became of each command, ``/api/summary.json`` the page's
+numbers, and ``/metrics`` (``kafka_consumergroup_lag`` as the page shows it), ``/healthz``,
+``/readyz``. docs/dashboard.md says what each part means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import itertools
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from streams.dashboard.charts import line_chart
+from streams.dashboard.collect import DashboardData, Sample, histogram_buckets, total
+from streams.dashboard.health import STATUSES, quantile_from_buckets
+from streams.metrics import BrokerCheck, add_health_routes
+from streams.operations import audit_trail
+from streams.settings import Settings
+
+DATA = web.AppKey("data", DashboardData)
+SETTINGS = web.AppKey("settings", Settings)
+REFRESH_SECONDS = 5
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.2em;color:#222;max-width:1250px}
+h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.2em 0 .4em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.3em 0}td,th{border:1px solid #ddd;padding:2px 8px;font-size:13px}
+th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.charts{display:flex;flex-wrap:wrap;gap:12px}.muted{color:#777;font-size:12px}
+.failing{color:#b00020;font-weight:bold}.pending{color:#a66a00}.insync{color:#1b7f3b}
+.err{color:#b00020}code{font-size:12px}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _when(ms: int) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _num(value: float) -> str:
+    return f"{value:.0f}" if value == int(value) else f"{value:.3f}"
+
+
+def _table(head: list[str], rows: list[str], testid: str, empty: str = "none yet") -> str:
+    header = "".join(f"<th>{_e(h)}</th>" for h in head)
+    body = "".join(rows) or f'<tr><td colspan="{len(head)}" class="muted">{_e(empty)}</td></tr>'
+    return f'<table data-testid="{testid}"><tr>{header}</tr>{body}</table>'
+
+
+def _record_link(settings_prefix: str, tenant: str, entity: str, record_id: str) -> str:
+    path = f"/record/{quote(tenant, safe='')}/{quote(entity, safe='')}/{quote(record_id, safe='')}"
+    return f'<a href="{path}">{_e(record_id)}</a>'
+
+
+def summary(data: DashboardData) -> dict[str, Any]:
+    """Everything the page shows, as plain data (``/api/summary.json``)."""
+    with data.lock:
+        history = list(data.history)
+        health = data.health
+        by_tenant = {f"{t}/{e}": row for (t, e), row in health.by_tenant_entity().items()}
+        not_in_sync = [view.__dict__ for view in health.not_in_sync()]
+        letters = [letter.__dict__ for letter in reversed(health.letters)]
+        letter_counts = {f"{topic}/{reason}": n for (topic, reason), n in sorted(health.letter_counts.items())}
+        latency = health.latency.percentiles()
+        results = {f"{target}/{status}": n for (target, status), n in sorted(health.results_by_status.items())}
+    last: Sample | None = history[-1] if history else None
+    scraped = last.scraped if last else {}
+    sync_latency = {
+        target: {f"p{round(q * 100)}": quantile_from_buckets(buckets, q) for q in (0.5, 0.9, 0.99)}
+        for target, buckets in histogram_buckets(scraped, "lienthong_sync_latency_seconds", "target").items()
+    }
+    return {
+        "sampled_at": last.at if last else None,
+        "lag": {f"{g}/{t}": v for (g, t), v in last.lag.items()} if last else {},
+        "lag_by_group": last.lag_by_group() if last else {},
+        "messages": last.ends if last else {},
+        "throughput": _rates(history),
+        "decided_to_applied_seconds": latency,
+        "sync_latency_seconds": sync_latency,
+        "dead_letters": letter_counts,
+        "recent_dead_letters": letters[:50],
+        "results": results,
+        "sync_health": by_tenant,
+        "not_in_sync": not_in_sync,
+        "metrics": {
+            "events_processed_by_outcome": {
+                k[0]: v for k, v in total(scraped, "lienthong_events_processed_total", ("outcome",)).items()
+            },
+            "commands_emitted_by_target": {
+                k[0]: v for k, v in total(scraped, "lienthong_commands_emitted_total", ("target",)).items()
+            },
+            "connector_results": {
+                "/".join(k): v
+                for k, v in total(scraped, "lienthong_connector_results_total", ("target", "status")).items()
+            },
+            "dead_letters": {
+                "/".join(k): v for k, v in total(scraped, "lienthong_dead_letters_total", ("topic", "reason")).items()
+            },
+        },
+        "scrape_errors": last.scrape_errors if last else {},
+        "tail_error": data.tail_error,
+    }
+
+
+THROUGHPUT = {"change events in (cdc.*)": "cdc.", "commands out": "commands.", "results": "results."}
+
+
+def _rates(history: list[Sample]) -> dict[str, float]:
+    """Messages per second over the last two samples, per kind of topic."""
+    if len(history) < 2:
+        return {}
+    before, after = history[-2], history[-1]
+    seconds = max(after.at - before.at, 1e-3)
+    return {name: _delta(before, after, prefix) / seconds for name, prefix in THROUGHPUT.items()}
+
+
+def _delta(before: Sample, after: Sample, prefix: str) -> int:
+    return sum(
+        max(0, count - before.ends.get(topic, 0)) for topic, count in after.ends.items() if topic.startswith(prefix)
+    )
+
+
+def _charts(data: DashboardData) -> str:
+    with data.lock:
+        history = list(data.history)
+    groups = sorted({g for s in history for g in s.lag_by_group()})
+    lag = {g: [(s.at, float(s.lag_by_group().get(g, 0))) for s in history] for g in groups}
+    throughput: dict[str, list[tuple[float, float]]] = {name: [] for name in THROUGHPUT}
+    latency: dict[str, list[tuple[float, float]]] = {}
+    for before, after in itertools.pairwise(history):
+        seconds = max(after.at - before.at, 1e-3)
+        for name, prefix in THROUGHPUT.items():
+            throughput[name].append((after.at, _delta(before, after, prefix) / seconds))
+    for sample in history:
+        for target, buckets in histogram_buckets(sample.scraped, "lienthong_sync_latency_seconds", "target").items():
+            for q in (0.5, 0.99):
+                value = quantile_from_buckets(buckets, q)
+                if value is not None:
+                    latency.setdefault(f"{target} p{round(q * 100)}", []).append((sample.at, value))
+        for target, row in sample.latency.items():
+            for name in ("p50", "p99"):
+                latency.setdefault(f"{target} decided→applied {name}", []).append((sample.at, row[name]))
+    return (
+        '<div class="charts">'
+        + line_chart(lag, title="consumer lag per group (messages)", testid="chart-lag")
+        + line_chart(throughput, title="throughput (messages/s)", unit="/s", testid="chart-throughput")
+        + line_chart(latency, title="sync latency (seconds)", unit="s", testid="chart-latency")
+        + "</div>"
+    )
+
+
+def render_page(data: DashboardData, settings: Settings) -> str:
+    s = summary(data)
+    sampled = time.strftime("%H:%M:%S", time.localtime(s["sampled_at"])) if s["sampled_at"] else "not yet"
+    problems = "".join(
+        f'<p class="err" data-testid="problem">/metrics of {_e(url)} not read: {_e(err)}</p>'
+        for url, err in s["scrape_errors"].items()
+    )
+    if s["tail_error"]:
+        problems += f'<p class="err" data-testid="problem">{_e(s["tail_error"])}</p>'
+    lag_rows = [
+        f'<tr data-testid="lag-row" data-group="{_e(g)}" data-topic="{_e(t)}"><td>{_e(g)}</td><td>{_e(t)}</td>'
+        f'<td class="n" data-testid="lag-value">{v}</td></tr>'
+        for g_t, v in s["lag"].items()
+        for g, t in [g_t.rsplit("/", 1)]
+    ]
+    rate_rows = [
+        f'<tr data-testid="rate-row" data-kind="{_e(k)}"><td>{_e(k)}</td><td class="n">{v:.1f}</td></tr>'
+        for k, v in s["throughput"].items()
+    ]
+    message_rows = [
+        f'<tr data-testid="messages-row" data-topic="{_e(t)}"><td>{_e(t)}</td><td class="n">{n}</td></tr>'
+        for t, n in sorted(s["messages"].items())
+        if n
+    ]
+    outcome_rows = [
+        f'<tr data-testid="processed-row" data-outcome="{_e(k)}"><td>{_e(k)}</td>'
+        f'<td class="n" data-testid="processed-value">{_num(v)}</td></tr>'
+        for k, v in s["metrics"]["events_processed_by_outcome"].items()
+    ]
+    latency_rows = [
+        f'<tr data-testid="latency-row" data-target="{_e(t)}" data-source="metrics"><td>{_e(t)}</td>'
+        f"<td>source change → applied (/metrics)</td>"
+        + "".join(f'<td class="n">{"-" if row[q] is None else f"{row[q]:.3f}"}</td>' for q in ("p50", "p90", "p99"))
+        + "<td></td></tr>"
+        for t, row in s["sync_latency_seconds"].items()
+    ] + [
+        f'<tr data-testid="latency-row" data-target="{_e(t)}" data-source="topics"><td>{_e(t)}</td>'
+        f"<td>decided → applied (audit.sync, results.*)</td>"
+        + "".join(f'<td class="n">{row[q]:.3f}</td>' for q in ("p50", "p90", "p99"))
+        + f'<td class="n">{row["count"]:.0f}</td></tr>'
+        for t, row in s["decided_to_applied_seconds"].items()
+    ]
+    from_metrics = s["metrics"]["dead_letters"]
+    letter_rows = [
+        f'<tr data-testid="dlq-row" data-topic="{_e(key.split("/", 1)[0])}" data-reason="{_e(key.split("/", 1)[1])}">'
+        f"<td>{_e(key.split('/', 1)[0])}</td><td>{_e(key.split('/', 1)[1])}</td>"
+        f'<td class="n" data-testid="dlq-count">{n}</td>'
+        f'<td class="n" data-testid="dlq-metrics">{_num(from_metrics[key]) if key in from_metrics else "-"}</td></tr>'
+        for key, n in s["dead_letters"].items()
+    ]
+    recent_rows = [
+        f'<tr data-testid="dlq-message"><td>{_e(letter["topic"])}</td><td>{_e(letter["reason"])}</td>'
+        f"<td><code>{_e(letter['key'])}</code></td><td>{_e(letter['message'][:400])}</td>"
+        f"<td>{_e(_when(letter['failed_at_ms']))}</td></tr>"
+        for letter in s["recent_dead_letters"]
+    ]
+    result_rows = [
+        f'<tr data-testid="result-row" data-key="{_e(k)}"><td>{_e(k)}</td><td class="n">{n}</td>'
+        f'<td class="n">{_num(s["metrics"]["connector_results"][k]) if k in s["metrics"]["connector_results"] else "-"}'
+        "</td></tr>"
+        for k, n in s["results"].items()
+    ]
+    health_rows = [
+        f'<tr data-testid="health-row" data-tenant="{_e(te.split("/", 1)[0])}" data-entity="{_e(te.split("/", 1)[1])}">'
+        f"<td>{_e(te.split('/', 1)[0])}</td><td>{_e(te.split('/', 1)[1])}</td>"
+        + "".join(
+            f'<td class="n {status.replace(" ", "")}" data-status="{status}">{row[status]}</td>' for status in STATUSES
+        )
+        + "</tr>"
+        for te, row in s["sync_health"].items()
+    ]
+    record_rows = [
+        f'<tr data-testid="record-row" data-status="{_e(v["status"])}"><td>{_e(v["tenant"])}</td>'
+        f"<td>{_e(v['entity'])}</td><td>{_record_link('', v['tenant'], v['entity'], v['record_id'])}</td>"
+        f'<td class="{v["status"].replace(" ", "")}">{_e(v["status"])}</td>'
+        f'<td class="err">{_e(v["last_error"] or "")}</td><td>{_e(_when(v["last_change_ms"]))}</td></tr>'
+        for v in s["not_in_sync"]
+    ]
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="{REFRESH_SECONDS}">'
+        f"<title>lienthong: operations</title><style>{STYLE}</style></head><body>"
+        f"<h1>lienthong: operations</h1>"
+        f'<p class="muted">broker {_e(settings.bootstrap_servers)}'
+        f"{', topic prefix ' + _e(settings.topic_prefix) if settings.topic_prefix else ''}; "
+        f'sampled <span data-testid="sampled-at">{sampled}</span> every {data.interval:g}s; '
+        f"/metrics read from {_e(', '.join(data.scrape_urls) or 'no service (lienthong dashboard --scrape URL)')}"
+        f"</p>{problems}"
+        + _charts(data)
+        + "<h2>Sync health per tenant and entity</h2>"
+        + _table(["tenant", "entity", *STATUSES], health_rows, "sync-health")
+        + "<h2>Records not in sync</h2>"
+        + _table(
+            ["tenant", "entity", "record (audit trail)", "state", "last error", "last change"],
+            record_rows,
+            "not-in-sync",
+            empty="every record is in sync",
+        )
+        + "<h2>Consumer lag</h2>"
+        + _table(["group", "topic", "lag (messages)"], lag_rows, "lag")
+        + "<h2>Dead letters by reason</h2>"
+        + _table(["topic", "reason", "on the topic", "lienthong_dead_letters_total"], letter_rows, "dead-letters")
+        + _table(["topic", "reason", "key", "message", "when"], recent_rows, "dead-letter-messages")
+        + "<h2>Latency (seconds)</h2>"
+        + _table(["target", "measured", "p50", "p90", "p99", "commands"], latency_rows, "latency")
+        + "<h2>Throughput</h2>"
+        + _table(["messages/s", "now"], rate_rows, "throughput")
+        + _table(["events processed, by outcome (/metrics)", "total"], outcome_rows, "processed")
+        + _table(["connector results (target/status)", "on results.*", "/metrics"], result_rows, "results")
+        + _table(["topic", "messages written"], message_rows, "messages")
+        + '<p class="muted"><a href="/api/summary.json">as JSON</a> · <a href="/metrics">/metrics</a></p>'
+        + "</body></html>"
+    )
+
+
+async def page(request: web.Request) -> web.Response:
+    return web.Response(text=render_page(request.app[DATA], request.app[SETTINGS]), content_type="text/html")
+
+
+async def summary_json(request: web.Request) -> web.Response:
+    return web.json_response(summary(request.app[DATA]))
+
+
+async def record_page(request: web.Request) -> web.Response:
+    settings, data = request.app[SETTINGS], request.app[DATA]
+    tenant, entity, record_id = (request.match_info[k] for k in ("tenant", "entity", "record_id"))
+    try:
+        trail = await asyncio.to_thread(audit_trail, settings, tenant, entity, record_id)
+    except RuntimeError as exc:
+        raise web.HTTPServiceUnavailable(text=f"the audit trail could not be read: {exc}") from exc
+    rows = []
+    with data.lock:
+        record = data.health.records.get((tenant, entity, record_id))
+        view = data.health.view(record) if record else None
+        for audit in trail:
+            commands = audit.get("commands") or []
+            outcome = []
+            for command in commands:
+                known = data.health.command(command.get("command_id", ""))
+                status = (known.status if known else None) or "no result yet"
+                error = f" — {known.error}" if known and known.error else ""
+                outcome.append(
+                    f'<li data-testid="trail-command">{_e(command["rule"])}: {_e(command["op"])} '
+                    f"{_e(command['target'])} {_e(command['entity'])} {_e(command['key'])} → "
+                    f'<b data-testid="command-status">{_e(status)}</b>{_e(error)}</li>'
+                )
+            rows.append(
+                f'<tr data-testid="trail-row"><td>{_e(_when(audit.get("ts_ms", 0)))}</td><td>{_e(audit["system"])}</td>'
+                f"<td>{_e(audit['action'])}</td><td>{_e(audit.get('origin'))}</td>"
+                f"<td>{_e(', '.join(audit.get('rules') or []) or 'no rule')}</td>"
+                f"<td><ul>{''.join(outcome)}</ul>{_e(audit.get('reason') or '')}</td></tr>"
+            )
+    state = (
+        f'<p>state: <b data-testid="record-status">{_e(view.status)}</b>'
+        f"{' — ' + _e(view.last_error) if view and view.last_error else ''}</p>"
+        if view
+        else ""
+    )
+    body = (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{_e(tenant)} {_e(entity)} {_e(record_id)}</title>'
+        f"<style>{STYLE}</style></head><body><p><a href='/'>← operations</a></p>"
+        f"<h1>{_e(entity)} {_e(record_id)} of {_e(tenant)}</h1>{state}"
+        + _table(
+            ["decided", "system", "action", "origin", "rules", "commands and their results"],
+            rows,
+            "audit-trail",
+            empty=f"no audit record for {tenant}:{entity}:{record_id} on {settings.topic_prefix}audit.sync",
+        )
+        + "</body></html>"
+    )
+    return web.Response(text=body, content_type="text/html")
+
+
+def create_dashboard(
+    settings: Settings, scrape_urls: list[str] | None = None, *, interval: float = 5.0
+) -> web.Application:
+    """The operator's page as an aiohttp application; its threads start and stop with the app."""
+    data = DashboardData(settings, scrape_urls, interval=interval)
+    app = web.Application()
+    app[DATA], app[SETTINGS] = data, settings
+    broker = BrokerCheck(settings.bootstrap_servers)
+
+    async def ready() -> dict[str, str | None]:
+        return {
+            "broker": await broker.problem(),
+            "sampled": None if data.history else "the first look at the broker has not finished yet",
+        }
+
+    async def start(app: web.Application) -> None:
+        data.start()
+
+    async def stop(app: web.Application) -> None:
+        await asyncio.to_thread(data.stop)
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    app.router.add_get("/", page)
+    app.router.add_get("/api/summary.json", summary_json)
+    app.router.add_get("/record/{tenant}/{entity}/{record_id}", record_page)
+    add_health_routes(app, ready, collectors=[data.lag_collector])
+    return app
