@@ -162,7 +162,8 @@ def _charts(data: DashboardData) -> str:
     )
 
 
-def render_page(data: DashboardData, settings: Settings) -> str:
+def render_page(data: DashboardData, settings: Settings, refresh: int = REFRESH_SECONDS) -> str:
+    """The page; it reloads itself every ``refresh`` seconds (0: never)."""
     s = summary(data)
     sampled = time.strftime("%H:%M:%S", time.localtime(s["sampled_at"])) if s["sampled_at"] else "not yet"
     problems = "".join(
@@ -241,8 +242,9 @@ def render_page(data: DashboardData, settings: Settings) -> str:
         for v in s["not_in_sync"]
     ]
     return (
-        f'<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="{REFRESH_SECONDS}">'
-        f"<title>lienthong: operations</title><style>{STYLE}</style></head><body>"
+        '<!doctype html><html><head><meta charset="utf-8">'
+        + (f'<meta http-equiv="refresh" content="{refresh}">' if refresh > 0 else "")
+        + f"<title>lienthong: operations</title><style>{STYLE}</style></head><body>"
         f"<h1>lienthong: operations</h1>"
         f'<p class="muted">broker {_e(settings.bootstrap_servers)}'
         f"{', topic prefix ' + _e(settings.topic_prefix) if settings.topic_prefix else ''}; "
@@ -277,7 +279,11 @@ def render_page(data: DashboardData, settings: Settings) -> str:
 
 
 async def page(request: web.Request) -> web.Response:
-    return web.Response(text=render_page(request.app[DATA], request.app[SETTINGS]), content_type="text/html")
+    try:
+        refresh = int(request.query.get("refresh", REFRESH_SECONDS))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text="?refresh= takes whole seconds between reloads (0: never)") from exc
+    return web.Response(text=render_page(request.app[DATA], request.app[SETTINGS], refresh), content_type="text/html")
 
 
 async def summary_json(request: web.Request) -> web.Response:
