@@ -43,6 +43,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.workload import Event, events
 from streams.admin import create_topics, delete_topics_with_prefix
+from streams.kafka_config import confluent_config
 from streams.settings import Settings
 from streams.topics import AUDIT, cdc_topics
 
@@ -64,14 +65,15 @@ class Report:
 # --- the broker ------------------------------------------------------------------------------------
 
 
+def kafka_client(bootstrap: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A client config of the cluster at ``bootstrap``, with the transport security of the environment
+    (LIENTHONG_KAFKA_*), as the worker under test has it."""
+    return confluent_config(Settings(bootstrap_servers=bootstrap), extra)
+
+
 def preload(bootstrap: str, prefix: str, workload: list[Event]) -> None:
     producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": 20,
-            "batch.num.messages": 10000,
-            "queue.buffering.max.messages": 500_000,
-        }
+        kafka_client(bootstrap, {"linger.ms": 20, "batch.num.messages": 10000, "queue.buffering.max.messages": 500_000})
     )
     for event in workload:
         while True:
@@ -86,7 +88,7 @@ def preload(bootstrap: str, prefix: str, workload: list[Event]) -> None:
 
 
 def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-probe-{uuid.uuid4()}"})
+    probe = Consumer(kafka_client(bootstrap, {"group.id": f"bench-probe-{uuid.uuid4()}"}))
     try:
         metadata = probe.list_topics(timeout=10).topics
         ends = {}
@@ -99,7 +101,7 @@ def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]
 
 
 def committed(bootstrap: str, group: str, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    reader = Consumer(kafka_client(bootstrap, {"group.id": group, "enable.auto.commit": False}))
     try:
         found = reader.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
         return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in found}
@@ -109,9 +111,7 @@ def committed(bootstrap: str, group: str, partitions: list[tuple[str, int]]) -> 
 
 def read_timestamps(bootstrap: str, topic: str, want: int, timeout: float = 120.0) -> list[tuple[int, bytes]]:
     """(broker timestamp ms, value) of the first ``want`` messages of ``topic``."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}", "auto.offset.reset": "earliest"}
-    )
+    consumer = Consumer(kafka_client(bootstrap, {"group.id": f"bench-{uuid.uuid4()}", "auto.offset.reset": "earliest"}))
     consumer.subscribe([topic])
     found: list[tuple[int, bytes]] = []
     deadline = time.monotonic() + timeout
@@ -245,18 +245,20 @@ def baseline(settings: Settings, workload: list[Event]) -> dict[str, Any]:
     """The same events: consume -> orjson decode -> produce, nothing else (librdkafka both ways)."""
     bootstrap = settings.bootstrap_servers
     sink = settings.topic_prefix + "bench.passthrough"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka_client(bootstrap))
     admin.create_topics([NewTopic(sink, 6, 1)])[sink].result(30)
     inputs = [settings.topic_prefix + spec.name for spec in cdc_topics()]
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"bench-baseline-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
+        kafka_client(
+            bootstrap,
+            {
+                "group.id": f"bench-baseline-{uuid.uuid4()}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            },
+        )
     )
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+    producer = Producer(kafka_client(bootstrap, {"linger.ms": 5, "acks": "all"}))
     consumer.subscribe(inputs)
     seen = 0
     first = None
@@ -286,7 +288,7 @@ def latency(settings: Settings, workload: list[Event], rate: float, seconds: flo
     worker = WorkerProcess(settings, log_dir / "worker-latency.log")
     try:
         # wait until the worker is up: one event through
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+        producer = Producer(kafka_client(bootstrap, {"linger.ms": 0}))
         warm = workload[0]
         producer.produce(settings.topic_prefix + warm.topic, warm.value, warm.key)
         producer.flush(10)

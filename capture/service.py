@@ -21,6 +21,7 @@ from capture.state import CaptureState, Reporter, new_producer
 from connectors import acct_mapping, crm_mapping
 from connectors.api import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials, shared_ledger_path
 from connectors.ledger import WriteLedger
+from streams.kafka_config import confluent_config
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class NothingToCapture(RuntimeError):
 async def serve_capture(system: str, settings: Settings, stop: asyncio.Event) -> None:
     state = CaptureState(settings.data_dir / "capture" / f"{system}-capture.sqlite")
     ledger = WriteLedger(shared_ledger_path(settings, system))
-    producer = new_producer(settings.bootstrap_servers)
+    producer = new_producer(confluent_config(settings))
     reporter = Reporter(system, state, ledger, producer, topic_prefix=settings.topic_prefix)
     runner: web.AppRunner | None = None
     try:

@@ -234,5 +234,6 @@ class CrashForTest(Exception):
     """Raised by ``crash_after``: the process dies between producing and remembering."""
 
 
-def new_producer(bootstrap_servers: str) -> Producer:
-    return Producer({"bootstrap.servers": bootstrap_servers, "acks": "all", "enable.idempotence": True, "linger.ms": 2})
+def new_producer(kafka: Mapping[str, Any]) -> Producer:
+    """``kafka``: the client config of the cluster (streams.kafka_config.confluent_config)."""
+    return Producer({**kafka, "acks": "all", "enable.idempotence": True, "linger.ms": 2})

@@ -111,12 +111,17 @@ def secrets_by_tenant(secrets: Mapping[str, str]) -> dict[tuple[str, str], str]:
 
 
 def create_webhooks(
-    *, secrets: dict[tuple[str, str], str], bootstrap_servers: str, topic_prefix: str = "", tolerance_s: float = 300.0
+    *,
+    secrets: dict[tuple[str, str], str],
+    kafka: Mapping[str, Any],
+    topic_prefix: str = "",
+    tolerance_s: float = 300.0,
 ) -> web.Application:
-    """``secrets``: (system, tenant) -> HMAC secret."""
+    """``secrets``: (system, tenant) -> HMAC secret; ``kafka``: the client config of the cluster
+    (streams.kafka_config.confluent_config)."""
     app = web.Application()
     app[SECRETS] = dict(secrets)
-    app[PRODUCER] = Producer({"bootstrap.servers": bootstrap_servers, "acks": "all", "enable.idempotence": True})
+    app[PRODUCER] = Producer({**kafka, "acks": "all", "enable.idempotence": True})
     app[SETTINGS] = {"topic_prefix": topic_prefix, "tolerance_s": tolerance_s}
     app.router.add_post("/webhooks/{system}/{tenant}", receive)
     return app

@@ -119,7 +119,8 @@ class TokenBucket:
 class ConnectorSettings:
     system: str
     base_url: str
-    bootstrap_servers: str = "127.0.0.1:9092"
+    # the Kafka client config (streams.kafka_config.confluent_config): servers and transport security
+    kafka: dict[str, Any] = field(default_factory=lambda: {"bootstrap.servers": "127.0.0.1:9092"})
     topic_prefix: str = ""
     group_id: str | None = None
     ledger_path: Path = Path("var/connector-ledger.sqlite")
@@ -156,16 +157,14 @@ class Connector:
         self.ledger = Ledger(settings.ledger_path)
         self.consumer = Consumer(
             {
-                "bootstrap.servers": settings.bootstrap_servers,
+                **settings.kafka,
                 "group.id": settings.group_id or f"{self.prefix}lienthong-connector-{settings.system}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 **settings.extra_consumer_config,
             }
         )
-        self.producer = Producer(
-            {"bootstrap.servers": settings.bootstrap_servers, "acks": "all", "enable.idempotence": True, "linger.ms": 2}
-        )
+        self.producer = Producer({**settings.kafka, "acks": "all", "enable.idempotence": True, "linger.ms": 2})
         self._stopping = asyncio.Event()
         self._tails: dict[bytes, asyncio.Task[None]] = {}
         self._in_flight: dict[tuple[str, int], set[int]] = defaultdict(set)

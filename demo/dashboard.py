@@ -16,6 +16,7 @@ from aiohttp import web
 from confluent_kafka import Consumer, TopicPartition
 
 from demo.local import LocalSystems
+from streams.kafka_config import confluent_config
 from streams.settings import Settings
 from streams.topics import contract_topics
 
@@ -26,13 +27,7 @@ SETTINGS = web.AppKey("settings", Settings)
 def broker_numbers(settings: Settings, groups: dict[str, list[str]]) -> dict[str, Any]:
     """Messages per contract topic, and lag per consumer group over the topics it reads."""
     names = [settings.topic_prefix + spec.name for spec in contract_topics()]
-    probe = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": "lienthong-dashboard-probe",
-            "enable.auto.commit": False,
-        }
-    )
+    probe = Consumer(confluent_config(settings, {"group.id": "lienthong-dashboard-probe", "enable.auto.commit": False}))
     try:
         metadata = probe.list_topics(timeout=5).topics
         ends: dict[tuple[str, int], int] = {}
@@ -50,9 +45,7 @@ def broker_numbers(settings: Settings, groups: dict[str, list[str]]) -> dict[str
         probe.close()
     lag: dict[str, int] = {}
     for group, topics in groups.items():
-        reader = Consumer(
-            {"bootstrap.servers": settings.bootstrap_servers, "group.id": group, "enable.auto.commit": False}
-        )
+        reader = Consumer(confluent_config(settings, {"group.id": group, "enable.auto.commit": False}))
         try:
             wanted = [
                 TopicPartition(settings.topic_prefix + t, p)

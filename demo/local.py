@@ -190,7 +190,7 @@ class Accountant:
 @contextlib.asynccontextmanager
 async def local_systems(
     *,
-    bootstrap_servers: str,
+    kafka: dict[str, Any],
     topic_prefix: str,
     data_dir: Path,
     tenants: list[str],
@@ -238,7 +238,7 @@ async def local_systems(
         acct_ledger = WriteLedger(data_dir / "acct-shared.sqlite")
         crm_ledger = WriteLedger(data_dir / "crm-shared.sqlite")
         closers += [acct_ledger.close, crm_ledger.close]
-        producer = new_producer(bootstrap_servers)
+        producer = new_producer(kafka)
         acct_state, crm_state = (
             CaptureState(data_dir / "acct-capture.sqlite"),
             CaptureState(data_dir / "crm-capture.sqlite"),
@@ -287,7 +287,7 @@ async def local_systems(
                     crm_credentials=crm_connector_creds,
                     acct_app_id=APP_ID,
                     acct_credentials=acct_connector_creds,
-                    bootstrap_servers=bootstrap_servers,
+                    kafka=kafka,
                     topic_prefix=topic_prefix,
                     ledger_path=data_dir / f"{system}-ledger.sqlite",
                     shared_ledger_path=data_dir / f"{system}-shared.sqlite",

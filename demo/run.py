@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 
 from demo.local import APP_ID, Accountant, CrmUser, LocalSystems, acct_access, bound_port, crm_login, local_systems
+from streams.kafka_config import confluent_config
 
 
 class DemoFailed(RuntimeError):
@@ -170,7 +171,7 @@ async def run_demo(
             await asyncio.sleep(0.3)
         print(f"worker ready (log {log_path})")
         async with local_systems(
-            bootstrap_servers=settings.bootstrap_servers,
+            kafka=confluent_config(settings),
             topic_prefix=settings.topic_prefix,
             data_dir=data / "systems",
             tenants=[tenant],

@@ -11,6 +11,7 @@ from confluent_kafka import KafkaException
 # cimpl without re-exporting it (no `as NewTopic`, no __all__): mypy's no_implicit_reexport refuses it.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from streams.kafka_config import confluent_config, describe
 from streams.settings import Settings
 from streams.topics import TopicSpec, contract_topics
 
@@ -23,7 +24,7 @@ class TopicOutcome:
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.bootstrap_servers, "socket.timeout.ms": 10000})
+    return AdminClient(confluent_config(settings, {"socket.timeout.ms": 10000}))
 
 
 def create_topics(
@@ -35,7 +36,7 @@ def create_topics(
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
-        raise RuntimeError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from None
+        raise RuntimeError(f"cannot reach Kafka at {describe(settings)}: {exc}") from None
     outcomes: list[TopicOutcome] = []
     wanted: list[NewTopic] = []
     for spec in specs:

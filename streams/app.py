@@ -28,6 +28,7 @@ from streams.agents.pipeline import AgentDeps, OutputTopics
 from streams.agents.results import register_results_agent
 from streams.core.contract import System
 from streams.core.rules import RuleBook, load_rules
+from streams.kafka_config import aiokafka_config, confluent_config, ssl_context
 from streams.outputs import Outputs, ProducerLike
 from streams.settings import Settings
 from streams.tables import OwnWritesGlobalTable, Tables, define_tables
@@ -73,21 +74,41 @@ class Lienthong:
 def output_producer(settings: Settings) -> Producer:
     """The librdkafka producer of commands, audit records, dead letters and re-keyed documents."""
     return Producer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "acks": "all",
-            # retries never reorder or duplicate a partition's messages
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            # Not compressed: the worker reads its own changelogs and re-keyed documents back, and
-            # should not need a codec library to do so (a topic can still compress on the broker).
-            # the Java client's partitioner, as faust's producer had: keys land where they did
-            "partitioner": "murmur2_random",
-            "message.max.bytes": settings.max_message_bytes + 65536,
-            "queue.buffering.max.messages": 1_000_000,
-            "message.timeout.ms": int(settings.delivery_timeout * 1000),
-        }
+        confluent_config(
+            settings,
+            {
+                "acks": "all",
+                # retries never reorder or duplicate a partition's messages
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                # Not compressed: the worker reads its own changelogs and re-keyed documents back, and
+                # should not need a codec library to do so (a topic can still compress on the broker).
+                # the Java client's partitioner, as faust's producer had: keys land where they did
+                "partitioner": "murmur2_random",
+                "message.max.bytes": settings.max_message_bytes + 65536,
+                "queue.buffering.max.messages": 1_000_000,
+                "message.timeout.ms": int(settings.delivery_timeout * 1000),
+            },
+        )
     )
+
+
+def faust_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """The transport security of ``Settings`` as faust's ``broker_credentials`` (its consumer, producer and
+    admin client); the same settings as every other client's (streams/kafka_config.py)."""
+    protocol = settings.kafka_security_protocol
+    context = ssl_context(settings)
+    if protocol.startswith("SASL_"):
+        password = settings.kafka_sasl_password
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=password.get_secret_value() if password is not None else None,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 def create_app(settings: Settings | None = None, *, producer: ProducerLike | None = None) -> Lienthong:
@@ -97,6 +118,7 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
+        broker_credentials=faust_credentials(settings),
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.topic_partitions,
@@ -151,7 +173,7 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
         ),
     }
     tables = define_tables(app, settings)
-    tenants = TenantSettings(settings.bootstrap_servers, prefix + TENANT_CONFIG)
+    tenants = TenantSettings(aiokafka_config(settings), prefix + TENANT_CONFIG)
     deps = AgentDeps(
         app=app,
         rules=rules,
@@ -233,8 +255,8 @@ class HealthServer(Service):
 
     async def on_start(self) -> None:
         settings = self.built.settings
-        broker = metrics.BrokerCheck(settings.bootstrap_servers)
-        lag = metrics.ConsumerGroupLagCollector(settings.bootstrap_servers, [settings.app_id])
+        broker = metrics.BrokerCheck(confluent_config(settings))
+        lag = metrics.ConsumerGroupLagCollector(confluent_config(settings), [settings.app_id])
         self.runner = await metrics.serve_health(
             settings.web_host,
             settings.web_port,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from streams.kafka_config import confluent_config
 from streams.settings import Settings
 
 
@@ -173,7 +174,7 @@ def _connector(args: argparse.Namespace, settings: Settings) -> int:
             crm_credentials=crm_credentials(settings),
             acct_app_id=acct_app_id(settings),
             acct_credentials=acct_credentials(settings),
-            bootstrap_servers=settings.bootstrap_servers,
+            kafka=confluent_config(settings),
             topic_prefix=settings.topic_prefix,
             ledger_path=ledger_dir / f"{args.system}-ledger.sqlite",
             shared_ledger_path=shared_ledger_path(settings, args.system),
@@ -181,6 +182,8 @@ def _connector(args: argparse.Namespace, settings: Settings) -> int:
             rate=settings.connector_rate,
             callback_timeout=settings.callback_timeout,
             token_renew_before=settings.token_renew_before,
+            health_port=settings.crm_connector_port if args.system == "crm" else settings.acct_connector_port,
+            health_host=settings.web_host,
         )
     )
 
@@ -253,9 +256,7 @@ def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
         print(f"lienthong webhooks: invalid LIENTHONG_WEBHOOK_SECRETS: {exc}", file=sys.stderr)
         return 2
     web.run_app(
-        create_webhooks(
-            secrets=secrets, bootstrap_servers=settings.bootstrap_servers, topic_prefix=settings.topic_prefix
-        ),
+        create_webhooks(secrets=secrets, kafka=confluent_config(settings), topic_prefix=settings.topic_prefix),
         host=settings.web_host,
         port=args.port,
     )

@@ -20,9 +20,10 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 from aiohttp import web
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
@@ -168,14 +169,14 @@ class ConsumerGroupLagCollector(Collector):
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: str | Mapping[str, Any],
         groups: Iterable[str] | Callable[[], Iterable[str]],
         *,
         timeout: float = 2.0,
         cache_seconds: float = 5.0,
         admin: AdminClient | None = None,
     ) -> None:
-        self.bootstrap_servers = bootstrap_servers
+        self.kafka = _client_config(kafka)
         self._groups = groups if callable(groups) else (lambda fixed=list(groups): fixed)
         self.timeout = timeout
         self.cache_seconds = cache_seconds
@@ -225,7 +226,7 @@ class ConsumerGroupLagCollector(Collector):
 
     def _admin_client(self) -> AdminClient:
         if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+            self._admin = AdminClient(self.kafka)
         return self._admin
 
     def _refresh(self) -> None:
@@ -266,11 +267,17 @@ class ConsumerGroupLagCollector(Collector):
 # --- readiness ---------------------------------------------------------------------------------
 
 
+def _client_config(kafka: str | Mapping[str, Any]) -> dict[str, Any]:
+    """A client config (streams.kafka_config.confluent_config), or bootstrap servers alone (plaintext)."""
+    return {"bootstrap.servers": kafka} if isinstance(kafka, str) else dict(kafka)
+
+
 class BrokerCheck:
     """Whether the Kafka broker answers a metadata request, at most once per ``cache_seconds``."""
 
-    def __init__(self, bootstrap_servers: str, *, timeout: float = 2.0, cache_seconds: float = 5.0) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, kafka: str | Mapping[str, Any], *, timeout: float = 2.0, cache_seconds: float = 5.0) -> None:
+        self.kafka = _client_config(kafka)
+        self.bootstrap_servers = self.kafka["bootstrap.servers"]
         self.timeout = timeout
         self.cache_seconds = cache_seconds
         self._admin: AdminClient | None = None
@@ -279,7 +286,7 @@ class BrokerCheck:
 
     def _check(self) -> str | None:
         if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+            self._admin = AdminClient(self.kafka)
         try:
             metadata = self._admin.list_topics(timeout=self.timeout)
         except KafkaException as exc:

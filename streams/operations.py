@@ -14,6 +14,7 @@ from typing import NamedTuple
 import orjson
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from streams.kafka_config import confluent_config
 from streams.settings import Settings
 from streams.topics import AUDIT, TENANT_CONFIG
 
@@ -41,12 +42,10 @@ def _headers(message: Message) -> list[Header]:
 def read_topic(settings: Settings, topic: str, timeout: float = 10.0) -> Iterator[Record]:
     """Every message of ``topic`` now on the broker (up to its end offsets when called); no group."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"inspect-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
+        confluent_config(
+            settings,
+            {"group.id": f"inspect-{uuid.uuid4()}", "enable.auto.commit": False, "auto.offset.reset": "earliest"},
+        )
     )
     try:
         metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
@@ -106,7 +105,7 @@ def format_trail(trail: list[dict]) -> str:
 
 def set_tenant(settings: Settings, tenant: str, order_target: str) -> dict:
     value = {"schema_version": 1, "tenant": tenant, "order_target": order_target}
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
+    producer = Producer(confluent_config(settings, {"acks": "all"}))
     producer.produce(settings.topic_prefix + TENANT_CONFIG, key=tenant.encode(), value=orjson.dumps(value))
     if producer.flush(30):
         raise RuntimeError(f"could not write tenant settings to {settings.topic_prefix + TENANT_CONFIG}")
@@ -123,14 +122,16 @@ def replay_dead_letters(
     """
     topic = settings.topic_prefix + dlq_topic
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"{settings.app_id}-replay-{dlq_topic}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
+        confluent_config(
+            settings,
+            {
+                "group.id": f"{settings.app_id}-replay-{dlq_topic}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            },
+        )
     )
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
+    producer = Producer(confluent_config(settings, {"acks": "all"}))
     replayed: list[tuple[str, str]] = []
     try:
         consumer.subscribe([topic])

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 OrderTarget = Literal["sale_order", "contract"]
@@ -35,6 +35,26 @@ class Settings(BaseSettings):
     bootstrap_servers: str = Field(
         "127.0.0.1:9092",
         description="Kafka bootstrap servers, host:port[,host:port]; loopback by default.",
+    )
+    # --- Kafka transport security (streams/kafka_config.py turns these into every client's config) -------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How every Kafka client talks to the brokers: PLAINTEXT (loopback only), SSL (TLS), "
+        "SASL_PLAINTEXT or SASL_SSL (a user name and password, over TLS for SASL_SSL). SECURITY.md.",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism of SASL_PLAINTEXT / SASL_SSL."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name (SASL_PLAINTEXT / SASL_SSL).")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password; never logged.")
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="PEM file of the CA(s) that signed the brokers' certificates; unset: the system's CAs."
+    )
+    kafka_ssl_certfile: Path | None = Field(None, description="PEM client certificate (mutual TLS); with keyfile.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="PEM private key of the client certificate.")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="Password of the key file; never logged.")
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="Check that a broker's certificate names the host connected to (leave on in production)."
     )
     app_id: str = Field("lienthong", description="Faust app id: consumer group and table changelog prefix.")
     topic_prefix: str = Field(
@@ -179,6 +199,39 @@ class Settings(BaseSettings):
         description="Accounting sandbox only: where it posts its callbacks (the capture service's /callback). "
         "A real tenant's callback URL is registered with MISA.",
     )
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Settings:
+        """Combinations a client would only fail on later (or hang on): said at start-up, with what to set."""
+        protocol, problems = self.kafka_security_protocol, []
+        if protocol.startswith("SASL_"):
+            if not self.kafka_sasl_username:
+                problems.append(f"LIENTHONG_KAFKA_SECURITY_PROTOCOL={protocol} needs LIENTHONG_KAFKA_SASL_USERNAME")
+            if self.kafka_sasl_password is None or not self.kafka_sasl_password.get_secret_value():
+                problems.append(f"LIENTHONG_KAFKA_SECURITY_PROTOCOL={protocol} needs LIENTHONG_KAFKA_SASL_PASSWORD")
+        elif self.kafka_sasl_username or self.kafka_sasl_password is not None:
+            problems.append(
+                f"a SASL user or password is set but LIENTHONG_KAFKA_SECURITY_PROTOCOL={protocol}: "
+                "set it to SASL_SSL (or SASL_PLAINTEXT), or unset LIENTHONG_KAFKA_SASL_*"
+            )
+        tls_files = {
+            "LIENTHONG_KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "LIENTHONG_KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "LIENTHONG_KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        if protocol in ("PLAINTEXT", "SASL_PLAINTEXT") and any(tls_files.values()):
+            problems.append(
+                f"TLS files are set but LIENTHONG_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS: "
+                "set it to SSL or SASL_SSL, or unset LIENTHONG_KAFKA_SSL_*"
+            )
+        for variable, path in tls_files.items():
+            if path is not None and not path.is_file():
+                problems.append(f"{variable}={path}: no such file")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            problems.append("LIENTHONG_KAFKA_SSL_CERTFILE and LIENTHONG_KAFKA_SSL_KEYFILE go together (mutual TLS)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("topic_prefix")
     @classmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -48,8 +49,8 @@ POLL_MS = 10
 class TenantSettings:
     """Every tenant's settings in memory, kept current by ``run()``."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, *, max_wait: float = 5.0) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, kafka: Mapping[str, Any], topic: str, *, max_wait: float = 5.0) -> None:
+        self.kafka = dict(kafka)  # aiokafka client arguments: streams.kafka_config.aiokafka_config
         self.topic = topic
         self.max_wait = max_wait
         self.by_tenant: dict[str, dict[str, Any]] = {}
@@ -81,7 +82,7 @@ class TenantSettings:
         # No group: aiokafka assigns every partition of the topic to this consumer.
         consumer = AIOKafkaConsumer(
             self.topic,
-            bootstrap_servers=self.bootstrap_servers,
+            **self.kafka,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -31,6 +31,7 @@ from sandboxes.acct import ActStore, create_acct_sandbox
 from sandboxes.crm import CrmStore, create_crm_sandbox
 from sandboxes.faults import FaultConfig
 from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id, dumps
+from streams.kafka_config import confluent_config
 
 pytestmark = pytest.mark.broker
 
@@ -81,7 +82,7 @@ async def accounting(module_settings, tmp_path, tenant, *, faults=None, processi
             "acct",
             state,
             ledger,
-            new_producer(module_settings.bootstrap_servers),
+            new_producer(confluent_config(module_settings)),
             topic_prefix=module_settings.topic_prefix,
         ),
         ledger,
@@ -107,7 +108,7 @@ async def accounting(module_settings, tmp_path, tenant, *, faults=None, processi
         "acct_app_id": APP_ID,
         "acct_credentials": creds,
         "shared_ledger_path": shared,
-        "bootstrap_servers": module_settings.bootstrap_servers,
+        "kafka": confluent_config(module_settings),
         "topic_prefix": module_settings.topic_prefix,
         "group_id": f"{module_settings.topic_prefix}conn-{uuid.uuid4().hex[:6]}",
         "ledger_path": tmp_path / f"ledger-{uuid.uuid4().hex[:6]}.sqlite",
@@ -439,7 +440,7 @@ async def test_the_crm_connector_upserts_by_code_and_reports_crms_refusals(kafka
         "base_url": str(server.make_url("/api/v2")),
         "crm_credentials": {tenant: CrmCredentials("app-crm", SecretStr("s3"))},
         "shared_ledger_path": tmp_path / "crm-shared.sqlite",
-        "bootstrap_servers": module_settings.bootstrap_servers,
+        "kafka": confluent_config(module_settings),
         "topic_prefix": module_settings.topic_prefix,
         "group_id": f"{module_settings.topic_prefix}conn-{uuid.uuid4().hex[:6]}",
         "ledger_path": tmp_path / "crm-ledger.sqlite",

@@ -18,6 +18,7 @@ import pytest
 from demo.local import local_systems
 from demo.run import business_day
 from sandboxes.faults import FaultConfig
+from streams.kafka_config import confluent_config
 
 pytestmark = pytest.mark.broker
 
@@ -33,7 +34,7 @@ async def test_a_business_day_across_both_systems(kafka, module_settings, worker
         else None
     )
     async with local_systems(
-        bootstrap_servers=module_settings.bootstrap_servers,
+        kafka=confluent_config(module_settings),
         topic_prefix=module_settings.topic_prefix,
         data_dir=tmp_path / "systems",
         tenants=[tenant],

@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from capture.webhooks import create_webhooks, sign
+from streams.kafka_config import confluent_config
 
 pytestmark = pytest.mark.broker
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.broker
 async def test_signed_webhooks_become_change_events_and_bad_ones_nothing(kafka, module_settings, tenant):
     app = create_webhooks(
         secrets={("crm", tenant): "whsec"},
-        bootstrap_servers=module_settings.bootstrap_servers,
+        kafka=confluent_config(module_settings),
         topic_prefix=module_settings.topic_prefix,
         tolerance_s=300,
     )

@@ -1,0 +1,98 @@
+"""Every Kafka client's connection settings, from one place: the bootstrap servers and transport
+security (TLS, SASL/SCRAM) of ``Settings`` turned into the config of each client kind the project uses.
+
+- ``confluent_config(settings, extra)``: confluent-kafka ``Producer``, ``Consumer`` and ``AdminClient``
+  (librdkafka property names). Every confluent client in streams/, connectors/, capture/, demo/ and
+  bench/ is built from it; client-wide properties (a ``logger``, statistics) are added here, once.
+- ``aiokafka_config(settings)``: keyword arguments of aiokafka's clients (the tenant settings reader).
+- the faust app gets the same as ``broker_credentials`` (``streams.app.faust_credentials``, which needs
+  faust, a library the connectors must not import); it is built from ``ssl_context(settings)`` here.
+
+No client library is imported here, so every side (processor, connectors, capture, sandboxes, demo)
+may use it. Secrets are read from their ``SecretStr`` only into the returned configs, which are never
+logged (``describe(settings)`` says what is configured, without them).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from streams.settings import Settings
+
+# Hooks adding client-wide librdkafka properties to every confluent config (e.g. a ``logger``): each
+# gets the config built so far and returns properties to add. Registered once at start-up.
+CONFLUENT_HOOKS: list[Callable[[dict[str, Any]], dict[str, Any]]] = []
+
+
+def confluent_config(settings: Settings, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The librdkafka config of a client of the configured cluster, plus the client's own ``extra``
+    properties (``{"group.id": ..., "acks": "all"}``)."""
+    config: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers}
+    protocol = settings.kafka_security_protocol
+    if protocol != "PLAINTEXT":
+        config["security.protocol"] = protocol.lower()
+    if protocol.startswith("SASL_"):
+        config["sasl.mechanisms"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = settings.kafka_sasl_username
+        config["sasl.password"] = _secret(settings.kafka_sasl_password)
+    if protocol in ("SSL", "SASL_SSL"):
+        if settings.kafka_ssl_cafile is not None:
+            config["ssl.ca.location"] = str(settings.kafka_ssl_cafile)
+        if settings.kafka_ssl_certfile is not None:
+            config["ssl.certificate.location"] = str(settings.kafka_ssl_certfile)
+        if settings.kafka_ssl_keyfile is not None:
+            config["ssl.key.location"] = str(settings.kafka_ssl_keyfile)
+        if settings.kafka_ssl_key_password is not None:
+            config["ssl.key.password"] = _secret(settings.kafka_ssl_key_password)
+        config["ssl.endpoint.identification.algorithm"] = "https" if settings.kafka_ssl_check_hostname else "none"
+    config.update(extra or {})
+    for hook in CONFLUENT_HOOKS:
+        for key, value in hook(config).items():
+            config.setdefault(key, value)
+    return config
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of the Python clients (aiokafka, faust), or None without TLS."""
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile is not None else None
+    context = ssl.create_default_context(purpose=ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    if settings.kafka_ssl_certfile is not None and settings.kafka_ssl_keyfile is not None:
+        context.load_cert_chain(
+            str(settings.kafka_ssl_certfile),
+            str(settings.kafka_ssl_keyfile),
+            password=_secret(settings.kafka_ssl_key_password),
+        )
+    if not settings.kafka_ssl_check_hostname:
+        context.check_hostname = False
+    return context
+
+
+def aiokafka_config(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of ``AIOKafkaConsumer`` / ``AIOKafkaProducer`` for the configured cluster."""
+    protocol = settings.kafka_security_protocol
+    config: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers, "security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        config["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl_plain_username"] = settings.kafka_sasl_username
+        config["sasl_plain_password"] = _secret(settings.kafka_sasl_password)
+    context = ssl_context(settings)
+    if context is not None:
+        config["ssl_context"] = context
+    return config
+
+
+def describe(settings: Settings) -> str:
+    """What the clients connect with, for a log line or an error message: never a secret."""
+    protocol = settings.kafka_security_protocol
+    said = f"{settings.bootstrap_servers} ({protocol}"
+    if protocol.startswith("SASL_"):
+        said += f", {settings.kafka_sasl_mechanism} as {settings.kafka_sasl_username}"
+    return said + ")"
+
+
+def _secret(value: Any) -> str | None:
+    return None if value is None else value.get_secret_value()
