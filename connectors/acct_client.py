@@ -30,6 +30,7 @@ import orjson
 from pydantic import SecretStr
 
 from connectors.errors import REFUSAL_STATUS, ProtocolError, Refused, Transient
+from streams import metrics
 
 VN = timezone(timedelta(hours=7))
 TAKE_MAX = 100
@@ -208,10 +209,13 @@ class ActClient:
 
     async def _send(self, method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
         try:
-            async with self.session.request(
-                method, self.base_url + path, data=orjson.dumps(body), headers=headers, timeout=self.timeout
-            ) as response:
-                raw, status, retry_after = await response.read(), response.status, response.headers.get("Retry-After")
+            with metrics.api_call("acct", path) as done:
+                async with self.session.request(
+                    method, self.base_url + path, data=orjson.dumps(body), headers=headers, timeout=self.timeout
+                ) as response:
+                    done(response.status)
+                    raw, status = await response.read(), response.status
+                    retry_after = response.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Transient(f"ACT {path}: {type(exc).__name__}: {exc}") from None
         if status in (408, 429) or status >= 500:
@@ -246,6 +250,15 @@ class ActClient:
             del self._tokens[tenant]
 
     async def _connect(self, tenant: str) -> _Token:
+        try:
+            token = await self._fetch_token(tenant)
+        except Exception:
+            metrics.TOKEN_RENEWALS.labels("acct", "failed").inc()
+            raise
+        metrics.TOKEN_RENEWALS.labels("acct", "ok").inc()
+        return token
+
+    async def _fetch_token(self, tenant: str) -> _Token:
         creds = self._credentials(tenant)
         body = {
             "app_id": self.app_id,

@@ -27,6 +27,7 @@ import orjson
 from pydantic import SecretStr
 
 from connectors.errors import ProtocolError, Refused, Transient
+from streams import metrics
 
 MAX_PAGE_SIZE = 100
 
@@ -167,6 +168,15 @@ class CrmClient:
             del self._tokens[tenant]
 
     async def _login(self, tenant: str) -> _Token:
+        try:
+            token = await self._fetch_token(tenant)
+        except Exception:
+            metrics.TOKEN_RENEWALS.labels("crm", "failed").inc()
+            raise
+        metrics.TOKEN_RENEWALS.labels("crm", "ok").inc()
+        return token
+
+    async def _fetch_token(self, tenant: str) -> _Token:
         creds = self._credentials(tenant)
         status, raw, _ = await self._send(
             "POST",
@@ -195,15 +205,17 @@ class CrmClient:
         body: Any = None,
     ) -> tuple[int, bytes, str | None]:
         try:
-            async with self.session.request(
-                method,
-                self.base_url + path,
-                headers=headers,
-                params=list(params) if params else None,
-                data=orjson.dumps(body) if body is not None else None,
-                timeout=self.timeout,
-            ) as response:
-                return response.status, await response.read(), response.headers.get("Retry-After")
+            with metrics.api_call("crm", path) as done:
+                async with self.session.request(
+                    method,
+                    self.base_url + path,
+                    headers=headers,
+                    params=list(params) if params else None,
+                    data=orjson.dumps(body) if body is not None else None,
+                    timeout=self.timeout,
+                ) as response:
+                    done(response.status)
+                    return response.status, await response.read(), response.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Transient(f"CRM {method} {path}: {type(exc).__name__}: {exc}") from None
 

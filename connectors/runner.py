@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import aiohttp
 import orjson
+from aiohttp import web
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
@@ -45,6 +46,7 @@ from connectors.delivery import produce_acknowledged
 from connectors.errors import Refused, Transient
 from connectors.ledger import CallbackOutcome, WriteLedger
 from connectors.writers import ActWriter, CrmWriter, Pending, Writer, Written, no_callback
+from streams import metrics
 from streams.core.contract import Command, Result, ResultError, dead_letter_headers, parse_command
 from streams.logs import bind_record
 from streams.topics import DLQ_COMMANDS, commands_topic, results_topic
@@ -139,6 +141,9 @@ class ConnectorSettings:
     shared_ledger_path: Path = Path("var/connectors/acct-shared.sqlite")  # recent writes and callbacks, with capture
     callback_timeout: float = 30.0  # seconds a proposal waits for its callback before pulling undelivered ones
     token_renew_before: float = 300.0  # a token is fetched again this many seconds before it ends
+    # /metrics, /healthz, /readyz (docs/operations.md): None serves none; 0 takes a free port (health_port())
+    health_port: int | None = None
+    health_host: str = "127.0.0.1"
 
 
 @dataclass
@@ -174,6 +179,10 @@ class Connector:
         self._buckets: dict[str, TokenBucket] = {}
         self._applied = asyncio.Condition()
         self.stats: dict[str, int] = defaultdict(int)
+        self.group_id = settings.group_id or f"{self.prefix}lienthong-connector-{settings.system}"
+        self.writer: Writer | None = None
+        self._health: web.AppRunner | None = None
+        self._broker = metrics.BrokerCheck(settings.kafka)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -182,10 +191,20 @@ class Connector:
 
     async def run(self) -> None:
         topic = self.prefix + commands_topic(self.settings.system)
-        await asyncio.to_thread(self.consumer.subscribe, [topic])
+        service = f"connector-{self.settings.system}"
+        await asyncio.to_thread(
+            self.consumer.subscribe, [topic], on_assign=lambda *_: metrics.REBALANCES.labels(service).inc()
+        )
         async with aiohttp.ClientSession() as session:
             self.shared = WriteLedger(self.settings.shared_ledger_path)
             self.writer = self._writer(session)
+            if self.settings.health_port is not None:
+                self._health = await metrics.serve_health(
+                    self.settings.health_host,
+                    self.settings.health_port,
+                    self.readiness,
+                    collectors=[metrics.ConsumerGroupLagCollector(self.settings.kafka, [self.group_id])],
+                )
             try:
                 limit = self.settings.max_in_flight or 4 * self.settings.concurrency
                 while not self._stopping.is_set():
@@ -208,10 +227,42 @@ class Connector:
                     await asyncio.gather(*self._tails.values(), return_exceptions=True)
                 await self._commit()
             finally:
+                if self._health is not None:
+                    await self._health.cleanup()
                 await asyncio.to_thread(self.producer.flush, 30)
                 await asyncio.to_thread(self.consumer.close)
                 self.ledger.close()
                 self.shared.close()
+
+    # --- health ----------------------------------------------------------------------------------
+
+    def health_port(self) -> int | None:
+        """The port /metrics, /healthz and /readyz are served on, once ``run`` serves them."""
+        return metrics.bound_port(self._health) if self._health is not None else None
+
+    async def readiness(self) -> dict[str, str | None]:
+        """Ready when the broker answers and a token of the target API can be had for every tenant."""
+        checks: dict[str, str | None] = {"broker": await self._broker.problem()}
+        writer = self.writer
+        if writer is None:
+            checks["api"] = "the connector has not started"
+            return checks
+        client = writer.client
+        name = "CRM" if self.settings.system == "crm" else "the accounting API"
+        if not client.credentials:
+            variable = "LIENTHONG_CRM_CREDENTIALS" if self.settings.system == "crm" else "LIENTHONG_ACCT_CREDENTIALS"
+            checks["api"] = f"no tenant credentials for {name}: set {variable}"
+            return checks
+        problems = []
+        for tenant in client.credentials:
+            try:
+                await client.token(tenant)
+            except (Transient, Refused) as exc:
+                problems.append(f"{tenant}: {exc}")
+        checks["api"] = (
+            f"no token from {name} at {self.settings.base_url} ({'; '.join(problems)})" if problems else None
+        )
+        return checks
 
     def _writer(self, session: aiohttp.ClientSession) -> Writer:
         settings = self.settings
@@ -346,13 +397,16 @@ class Connector:
         tenant = command.tenant
         semaphore = self._semaphores.setdefault(tenant, asyncio.Semaphore(self.settings.concurrency))
         bucket = self._buckets.setdefault(tenant, TokenBucket(self.settings.rate, max(1.0, self.settings.rate)))
+        writer = self._started_writer()
         attempt = 0
         while True:
             attempt += 1
             try:
                 async with semaphore:
                     await bucket.take()
-                    answer = await self.writer.apply(command)
+                    answer = await writer.apply(command)
+                if isinstance(answer, Pending):
+                    metrics.CONNECTOR_RESULTS.labels(self.settings.system, "pending").inc()
                 written = await self._settled(answer, bucket) if isinstance(answer, Pending) else answer
                 return Outcome(
                     "applied",
@@ -371,6 +425,7 @@ class Connector:
                 if self._stopping.is_set():
                     raise Stopping() from None  # not written: the next run tries again
                 self.stats["retries"] += 1
+                metrics.RETRIES.labels(self.settings.system, metrics.last_endpoint()).inc()
                 if attempt >= self.settings.max_attempts:
                     return Outcome(
                         "failed",
@@ -386,7 +441,7 @@ class Connector:
     async def _settled(self, pending: Pending, bucket: TokenBucket) -> Written:
         """A proposal ACT queued: wait for its callback (filed in the shared ledger by the accounting
         capture service); when none comes in time, pull the callbacks ACT could not deliver."""
-        writer = self.writer
+        writer = self._started_writer()
         if not isinstance(writer, ActWriter):
             raise TypeError("only the accounting API answers by callback")
         deadline = time.monotonic() + self.settings.callback_timeout
@@ -403,6 +458,11 @@ class Connector:
         if outcome is None:
             raise no_callback(pending, self.settings.callback_timeout)
         return writer.settle(pending, outcome)
+
+    def _started_writer(self) -> Writer:
+        if self.writer is None:
+            raise RuntimeError("the connector applies commands only while it runs")
+        return self.writer
 
     # --- output ----------------------------------------------------------------------------------
 
@@ -431,6 +491,9 @@ class Connector:
             message.key(),
             orjson.dumps(result.model_dump(mode="json")),
         )
+        metrics.CONNECTOR_RESULTS.labels(self.settings.system, outcome.status).inc()
+        if outcome.status == "applied":
+            metrics.observe_sync_latency(self.settings.system, source_ts_ms(message, command))
         if outcome.status in ("rejected", "failed"):
             await self._dead_letter(
                 message,
@@ -443,7 +506,24 @@ class Connector:
         log.warning("dead-lettered %s@%s:%s to %s: %s: %s", topic, partition, offset, DLQ_COMMANDS, kind, text[:300])
         headers = dead_letter_headers(kind, text, topic=topic, partition=partition, offset=offset)
         await self._produce(self.prefix + DLQ_COMMANDS, message.key(), message.value(), headers)
+        metrics.DEAD_LETTERS.labels(DLQ_COMMANDS, kind).inc()
 
     async def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list | None = None) -> None:
         """Produce and wait until the broker has it (the offset is committed only after)."""
         await produce_acknowledged(self.producer, topic, key, value, headers)
+
+
+# The header the worker puts on a command: its source change's ts_ms (streams/agents/pipeline.py).
+SOURCE_TS_MS = "lienthong.source_ts_ms"
+
+
+def source_ts_ms(message: Message, command: Command) -> int:
+    """When the change behind a command happened: its header, else when the command was decided."""
+    for header in message.headers() or []:
+        name, value = header[0], header[1]
+        if name == SOURCE_TS_MS and value:
+            try:
+                return int(value)
+            except ValueError:
+                break
+    return command.ts_ms

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -10,13 +11,21 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
+from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
+from connectors.crm_client import CrmCredentials
+from connectors.runner import Connector, ConnectorSettings
+from sandboxes.crm import CrmStore, create_crm_sandbox
+from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id, dumps
 from streams.settings import Settings
 from tests.integration.conftest import REPO_ROOT, change_event
 
@@ -192,3 +201,115 @@ def test_worker_is_alive_at_once_ready_after_recovery_and_counts_what_it_process
         timeout=30,
     )[-1].text
     assert value(lag, "kafka_consumergroup_lag_sum", consumergroup=module_settings.app_id) == 0
+
+
+# --- connectors ---------------------------------------------------------------------------------
+
+
+def connector_settings(module_settings: Settings, tmp_path: Path, tenant: str, base_url: str) -> ConnectorSettings:
+    fields = ConnectorSettings.__dataclass_fields__
+    kafka = (
+        {"kafka": {"bootstrap.servers": module_settings.bootstrap_servers}}
+        if "kafka" in fields
+        else {"bootstrap_servers": module_settings.bootstrap_servers}
+    )
+    return ConnectorSettings(
+        system="crm",
+        base_url=base_url,
+        crm_credentials={tenant: CrmCredentials("app-crm", SecretStr("s3"))},
+        shared_ledger_path=tmp_path / "crm-shared.sqlite",
+        topic_prefix=module_settings.topic_prefix,
+        group_id=f"{module_settings.topic_prefix}conn-{uuid.uuid4().hex[:6]}",
+        ledger_path=tmp_path / "crm-ledger.sqlite",
+        request_timeout=1.0,
+        health_port=0,
+        **kafka,  # type: ignore[arg-type]
+    )
+
+
+async def fetch(session: aiohttp.ClientSession, connector: Connector, path: str) -> tuple[int, str]:
+    deadline = time.monotonic() + 20
+    while connector.health_port() is None:
+        assert time.monotonic() < deadline, "the connector never served its probes"
+        await asyncio.sleep(0.05)
+    async with session.get(f"http://127.0.0.1:{connector.health_port()}{path}") as response:
+        return response.status, await response.text()
+
+
+async def test_a_connector_whose_api_is_down_is_alive_but_not_ready(module_settings, tmp_path, tenant):
+    down = f"http://127.0.0.1:{free_port()}/api/v2"  # nothing listens there
+    connector = Connector(connector_settings(module_settings, tmp_path, tenant, down))
+    task = asyncio.create_task(connector.run())
+    try:
+        async with aiohttp.ClientSession() as session:
+            assert await fetch(session, connector, "/healthz") == (200, '{"alive": true}')
+            status, body = await fetch(session, connector, "/readyz")
+    finally:
+        connector.stop()
+        await task
+    assert status == 503
+    answer = orjson.loads(body)
+    assert answer["ready"] is False and answer["checks"]["broker"] == "ok"
+    assert set(answer["not_ready"]) == {"api"}
+    assert f"no token from CRM at {down}" in answer["not_ready"]["api"] and tenant in answer["not_ready"]["api"]
+
+
+async def test_a_connector_is_ready_with_its_api_up_and_counts_results_and_api_calls(
+    kafka, module_settings, tmp_path, tenant
+):
+    store = CrmStore(tmp_path / "crm.sqlite")
+    server = TestServer(create_crm_sandbox(store, credentials={"app-crm": tenant, "app-crm:secret": "s3"}))
+    await server.start_server()
+    event_id = uuid.uuid4().hex
+    changed_ms = int(time.time() * 1000) - 5000  # the change happened 5 s ago in accounting
+    create = Command(
+        command_id=command_id(
+            tenant=tenant, event_id=event_id, rule="CUS-6", target="crm", entity="customer", op="upsert", key="KH1"
+        ),
+        tenant=tenant,
+        target=System.CRM,
+        entity="customer",
+        op=Op.UPSERT,
+        key=CommandKey(code="KH1"),
+        source=CommandSource(system=System.ACCT, entity="customer", id="A1", event_id=event_id),
+        fields={"name": "Công ty A"},
+        rule="CUS-6",
+        ts_ms=int(time.time() * 1000),
+    )
+    kafka.producer.produce(
+        kafka.name("commands.crm"),
+        key=create.message_key.encode(),
+        value=dumps(create),
+        headers=[("lienthong.source_ts_ms", str(changed_ms).encode())],
+    )
+    kafka.producer.flush(10)
+    connector = Connector(connector_settings(module_settings, tmp_path, tenant, str(server.make_url("/api/v2"))))
+    task = asyncio.create_task(connector.run())
+    try:
+        async with aiohttp.ClientSession() as session:
+            status, body = await fetch(session, connector, "/readyz")
+            assert status == 200, body
+            assert orjson.loads(body) == {"ready": True, "checks": {"broker": "ok", "api": "ok"}, "not_ready": {}}
+            deadline = time.monotonic() + 30
+            while connector.stats["applied"] < 1:
+                assert time.monotonic() < deadline, "the command was never applied"
+                await asyncio.sleep(0.1)
+            _, text = await fetch(session, connector, "/metrics")
+    finally:
+        connector.stop()
+        await task
+        await server.close()
+        store.close()
+    assert value(text, "lienthong_connector_results_total", target="crm", status="applied") >= 1
+    assert value(text, "lienthong_api_calls_total", system="crm", endpoint="/Account", status="200") >= 1
+    assert value(text, "lienthong_api_calls_total", system="crm", endpoint="/Customers", status="200") >= 1
+    assert value(text, "lienthong_api_call_duration_seconds_count", system="crm", endpoint="/Customers") >= 1
+    assert value(text, "lienthong_token_renewals_total", system="crm", outcome="ok") >= 1
+    # from the change in accounting (5 s before) to applied in CRM: in the 5-10 s bucket
+    latency = value(text, "lienthong_sync_latency_seconds_bucket", target="crm", le="10.0") - value(
+        text, "lienthong_sync_latency_seconds_bucket", target="crm", le="5.0"
+    )
+    assert latency >= 1
+    assert value(text, "lienthong_rebalances_total", service="connector-crm") >= 1
+    group_lag = samples(text, "kafka_consumergroup_lag")  # the lag of its group, once committed
+    assert all(labels["consumergroup"] == connector.group_id for labels, _ in group_lag)
