@@ -33,6 +33,7 @@ from connectors import acct_mapping
 from connectors.acct_client import TAKE_MAX, VN, ActClient, Callback, parse_callback, signature_holds, sync_time
 from connectors.errors import ProtocolError, Refused, Transient
 from connectors.ledger import WriteLedger
+from streams import metrics
 from streams.logs import about
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class ActCapture:
             )
             produced += event is not None
         self.state.set_watermark(name, newest)
+        metrics.CAPTURE_LAST_POLL.labels("acct", entity).set_to_current_time()
         return produced
 
     async def poll_deletions(self, tenant: str, entity: str) -> int:

@@ -29,6 +29,7 @@ from capture.state import Reporter
 from connectors import crm_mapping
 from connectors.crm_client import MAX_PAGE_SIZE, CrmClient
 from connectors.errors import Refused, Transient
+from streams import metrics
 from streams.logs import about
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class CrmCapture:
                 break
             page += 1
         self.state.set_watermark(name, newest)
+        metrics.CAPTURE_LAST_POLL.labels("crm", entity).set_to_current_time()
         return produced
 
     async def scan_deletions(self, tenant: str, entity: str) -> int:

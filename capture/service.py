@@ -19,8 +19,18 @@ from capture.acct import ActCapture
 from capture.crm import CrmCapture
 from capture.state import CaptureState, Reporter, new_producer
 from connectors import acct_mapping, crm_mapping
-from connectors.api import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials, shared_ledger_path
+from connectors.api import (
+    ActClient,
+    CrmClient,
+    Refused,
+    Transient,
+    acct_app_id,
+    acct_credentials,
+    crm_credentials,
+    shared_ledger_path,
+)
 from connectors.ledger import WriteLedger
+from streams import metrics
 from streams.kafka_config import confluent_config
 from streams.settings import Settings
 
@@ -72,11 +82,17 @@ async def serve_capture(system: str, settings: Settings, stop: asyncio.Event) ->
                     overlap_s=settings.capture_overlap,
                     poll_interval=settings.capture_poll_interval,
                 )
-                runner = web.AppRunner(acct.callback_app())
+                runner = web.AppRunner(
+                    metrics.add_health_routes(acct.callback_app(), readiness(settings, acct.client)), access_log=None
+                )
                 await runner.setup()
                 await web.TCPSite(runner, settings.web_host, settings.capture_port).start()
                 log.info("accounting callbacks on http://%s:%s/callback", settings.web_host, settings.capture_port)
                 capture = acct
+            if runner is None:  # CRM: a server for the probes alone
+                runner = await metrics.serve_health(
+                    settings.web_host, settings.crm_capture_port, readiness(settings, capture.client)
+                )
             task = asyncio.create_task(capture.run())
             await stop.wait()
             capture.stop()
@@ -87,3 +103,22 @@ async def serve_capture(system: str, settings: Settings, stop: asyncio.Event) ->
         await asyncio.to_thread(producer.flush, 10)
         state.close()
         ledger.close()
+
+
+def readiness(settings: Settings, client: CrmClient | ActClient) -> metrics.Readiness:
+    """``/readyz`` of a capture service: the broker answers and a token can be had for every tenant."""
+    broker = metrics.BrokerCheck(confluent_config(settings))
+
+    async def check() -> dict[str, str | None]:
+        problems = []
+        for tenant in client.credentials:
+            try:
+                await client.token(tenant)
+            except (Transient, Refused) as exc:
+                problems.append(f"{tenant}: {exc}")
+        return {
+            "broker": await broker.problem(),
+            "api": f"no token from {client.base_url} ({'; '.join(problems)})" if problems else None,
+        }
+
+    return check

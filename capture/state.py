@@ -29,6 +29,7 @@ from confluent_kafka import Producer
 
 from connectors.delivery import produce_acknowledged
 from connectors.ledger import WriteLedger, holds_only
+from streams import metrics
 from streams.logs import about
 from streams.topics import cdc_topic
 
@@ -226,6 +227,7 @@ class Reporter:
         topic = self.topic_prefix + cdc_topic(self.system, entity)
         await produce_acknowledged(self.producer, topic, f"{tenant}:{record_id}".encode(), orjson.dumps(event))
         self.emitted += 1
+        metrics.CAPTURE_EVENTS.labels(self.system, entity, str(event["op"])).inc()
         if self.crash_after is not None and self.emitted >= self.crash_after:
             raise CrashForTest(f"stopped after {self.emitted} events, before keeping the image")
 

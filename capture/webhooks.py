@@ -30,6 +30,7 @@ from confluent_kafka import Producer
 
 from connectors.crm_mapping import from_crm
 from connectors.delivery import produce_acknowledged
+from streams import metrics
 from streams.core.contract import ENTITIES, System
 from streams.topics import cdc_topic
 
@@ -48,6 +49,12 @@ def error(status: int, message: str) -> web.Response:
 
 
 async def receive(request: web.Request) -> web.Response:
+    answer = await _receive(request)
+    metrics.WEBHOOKS.labels(request.match_info["system"], str(answer.status)).inc()
+    return answer
+
+
+async def _receive(request: web.Request) -> web.Response:
     system, tenant = request.match_info["system"], request.match_info["tenant"]
     if system not in {s.value for s in System}:
         return error(404, f"unknown system {system!r}")
@@ -95,6 +102,7 @@ async def receive(request: web.Request) -> web.Response:
         )
     except (RuntimeError, TimeoutError) as exc:
         return error(503, f"could not produce the event ({exc}); send the webhook again")
+    metrics.CAPTURE_EVENTS.labels(system, entity, str(event["op"])).inc()
     return web.json_response({"accepted": event_id, "topic": topic}, status=202)
 
 
@@ -124,4 +132,5 @@ def create_webhooks(
     app[PRODUCER] = Producer({**kafka, "acks": "all", "enable.idempotence": True})
     app[SETTINGS] = {"topic_prefix": topic_prefix, "tolerance_s": tolerance_s}
     app.router.add_post("/webhooks/{system}/{tenant}", receive)
+    metrics.add_health_routes(app)  # ready once it serves: the broker is checked by each delivery
     return app

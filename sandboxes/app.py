@@ -13,10 +13,12 @@ import logging
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from sandboxes.acct import ActStore, create_acct_sandbox
 from sandboxes.crm import CrmStore, create_crm_sandbox
 from sandboxes.faults import FaultConfig
+from streams import metrics
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ async def run_sandbox(
         app = create_acct_sandbox(
             acct_store, app_id=app_id, credentials=credentials, callback_url=callback_url, faults=faults
         )
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(instrument(app, system))
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     log.info("%s sandbox on http://%s:%s (db %s)", system, host, port, db)
@@ -59,3 +61,23 @@ async def run_sandbox(
         for store in (crm_store, acct_store):
             if store is not None:
                 store.close()
+
+
+def instrument(app: web.Application, system: str) -> web.Application:
+    """A sandbox's ``/metrics``, ``/healthz``, ``/readyz`` (ready once it serves) and
+    ``lienthong_sandbox_requests_total`` (by route and status). Before the app is started."""
+
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route.resource
+        endpoint = route.canonical if route is not None else "unmatched"
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            metrics.SANDBOX_REQUESTS.labels(system, endpoint, str(exc.status)).inc()
+            raise
+        metrics.SANDBOX_REQUESTS.labels(system, endpoint, str(response.status)).inc()
+        return response
+
+    app.middlewares.insert(0, count)
+    return metrics.add_health_routes(app)

@@ -22,8 +22,10 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from capture.webhooks import create_webhooks
 from connectors.crm_client import CrmCredentials
 from connectors.runner import Connector, ConnectorSettings
+from sandboxes.app import instrument
 from sandboxes.crm import CrmStore, create_crm_sandbox
 from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id, dumps
 from streams.settings import Settings
@@ -313,3 +315,45 @@ async def test_a_connector_is_ready_with_its_api_up_and_counts_results_and_api_c
     assert value(text, "lienthong_rebalances_total", service="connector-crm") >= 1
     group_lag = samples(text, "kafka_consumergroup_lag")  # the lag of its group, once committed
     assert all(labels["consumergroup"] == connector.group_id for labels, _ in group_lag)
+
+
+# --- services that are ready once they serve -----------------------------------------------------
+
+
+async def test_a_sandbox_serves_probes_and_counts_the_api_calls_it_served(tmp_path, tenant):
+    store = CrmStore(tmp_path / "crm.sqlite")
+    server = TestServer(instrument(create_crm_sandbox(store, credentials={"app-crm": tenant}), "crm"))
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            for path, status in (("/healthz", 200), ("/readyz", 200), ("/api/v2/Customers", 401)):
+                async with session.get(server.make_url(path)) as response:
+                    assert response.status == status, (path, await response.text())
+            async with session.get(server.make_url("/metrics")) as response:
+                text = await response.text()
+    finally:
+        await server.close()
+        store.close()
+    assert (
+        value(text, "lienthong_sandbox_requests_total", system="crm", endpoint="/api/v2/{resource}", status="401") >= 1
+    )
+
+
+async def test_the_webhook_receiver_serves_probes_and_counts_webhooks(module_settings):
+    app = create_webhooks(
+        secrets={("crm", "t1"): "s"}, kafka={"bootstrap.servers": module_settings.bootstrap_servers}, topic_prefix="x."
+    )
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(server.make_url("/readyz")) as response:
+                assert response.status == 200
+                assert await response.json() == {"ready": True, "checks": {"serving": "ok"}, "not_ready": {}}
+            async with session.post(server.make_url("/webhooks/crm/t1"), data=b"{}") as response:
+                assert response.status == 401  # unsigned
+            async with session.get(server.make_url("/metrics")) as response:
+                text = await response.text()
+    finally:
+        await server.close()
+    assert value(text, "lienthong_webhooks_total", system="crm", status="401") >= 1
