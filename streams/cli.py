@@ -7,7 +7,10 @@ lienthong topics list                 the contract's topics with their settings
 lienthong matrix [--markdown]         the rule table (docs/matrix.md is its markdown)
 lienthong explain TENANT ENTITY ID    the audit trail of one record
 lienthong tenant set TENANT --order-target sale_order|contract
-lienthong dlq replay [--topic dlq.cdc] [--kind KIND] [--dry-run]
+lienthong reconcile --tenant T [--repair]   drift between the two systems' linked records, and its repair
+lienthong lag [--watch]               committed offset, end offset and lag per group/topic/partition
+lienthong dlq list|show|replay        dead letters: filter (--kind, --tenant, --since/--until), show whole, replay
+lienthong backfill --tenant T --system crm|acct [--entity E] [--from-file F.jsonl]   op=r snapshots
 lienthong demo [--exit]               everything locally, and a scripted business day
 lienthong connector crm|acct          a connector service (LIENTHONG_CRM_CREDENTIALS / _ACCT_*, _CRM_URL, _ACCT_URL)
 lienthong capture crm|acct            a capture service: polls the system (and takes ACT's callbacks) into cdc.*
@@ -22,6 +25,7 @@ import argparse
 import sys
 
 from streams.kafka_config import confluent_config
+from streams.operator_cli import add_operator_commands
 from streams.settings import Settings
 
 
@@ -110,16 +114,6 @@ def _tenant(args: argparse.Namespace, settings: Settings) -> int:
 
     value = set_tenant(settings, args.tenant, args.order_target)
     print(f"tenant {args.tenant}: {value}")
-    return 0
-
-
-def _dlq(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.operations import replay_dead_letters
-
-    replayed = replay_dead_letters(settings, args.topic, kind=args.kind, dry_run=args.dry_run)
-    for origin, kind in replayed:
-        print(f"{'would replay' if args.dry_run else 'replayed'} {kind} -> {origin}")
-    print(f"{len(replayed)} dead letter(s) {'to replay' if args.dry_run else 'replayed'} from {args.topic}")
     return 0
 
 
@@ -309,12 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     tenant.add_argument("--order-target", choices=["sale_order", "contract"], required=True)
     tenant.set_defaults(func=_tenant)
 
-    dlq = sub.add_parser("dlq", help="dead letters")
-    dlq.add_argument("action", choices=["replay"])
-    dlq.add_argument("--topic", default="dlq.cdc", choices=["dlq.cdc", "dlq.commands"])
-    dlq.add_argument("--kind", help="only letters with this error.kind")
-    dlq.add_argument("--dry-run", action="store_true")
-    dlq.set_defaults(func=_dlq)
+    add_operator_commands(sub)  # reconcile, lag, dlq list|show|replay, backfill (streams/operator_cli.py)
 
     connector = sub.add_parser("connector", help="apply commands.<system> to the system's API")
     connector.add_argument("system", choices=["crm", "acct"])

@@ -1,0 +1,222 @@
+"""``lienthong backfill``: publish a tenant's records as ``op = "r"`` snapshot change events.
+
+From a system, read through the same API clients as the capture services (CRM: every page of each
+resource; accounting: the dictionaries, the only records its API lists), or from a JSON-lines file
+of records in the contract's field names. Each event goes to ``cdc.<system>.<entity>`` keyed
+``<tenant>:<record id>``, checked first as the processor will check it (``decode_change_event``).
+
+The ``event_id`` is ``backfill-`` and a digest of the tenant, system, entity, record id and the
+record's content: running the same backfill again gives the same ids, which the processor drops as
+duplicates (it remembers each record's recent event ids), so effects are not repeated; a record
+that changed since gives a new id and is decided again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from connectors import acct_mapping, crm_mapping
+from connectors.acct_client import TAKE_MAX
+from connectors.api import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials
+from connectors.crm_client import MAX_PAGE_SIZE
+from connectors.errors import ProtocolError, Refused, Transient
+from streams.core.contract import ENTITY_NAMES, decode_change_event
+from streams.core.errors import BadInput
+from streams.kafka_config import confluent_config
+from streams.settings import Settings
+from streams.topics import cdc_topic
+
+
+class BackfillError(RuntimeError):
+    """A user's mistake or an unreachable system or broker; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    topic: str  # without the deployment's prefix
+    key: bytes
+    value: bytes
+
+
+def snapshot_event(tenant: str, system: str, entity: str, record: dict[str, Any], ts_ms: int) -> dict[str, Any]:
+    record_id = str(record.get("id") or "")
+    digest = hashlib.sha256(
+        orjson.dumps([tenant, system, entity, record_id, record], option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()
+    return {
+        "schema_version": 1,
+        "event_id": f"backfill-{digest[:40]}",
+        "tenant": tenant,
+        "system": system,
+        "entity": entity,
+        "op": "r",
+        "origin": "user",
+        "ts_ms": ts_ms,
+        "before": None,
+        "after": record,
+    }
+
+
+def snapshot(tenant: str, system: str, entity: str, record: dict[str, Any], *, ts_ms: int, where: str) -> Snapshot:
+    """The checked message of one record; ``BackfillError`` naming ``where`` when the processor would refuse it."""
+    if not isinstance(record, dict):
+        raise BackfillError(f"{where}: a record is a JSON object, not {type(record).__name__}")
+    if record.get("id") in (None, ""):
+        raise BackfillError(f"{where}: the record has no id (every record needs its id in its own system)")
+    event = snapshot_event(tenant, system, entity, record, ts_ms)
+    value = orjson.dumps(event)
+    key = f"{tenant}:{record['id']}".encode()
+    try:
+        decode_change_event(value, topic_system=system, topic_entity=entity, key=key)
+    except BadInput as exc:
+        raise BackfillError(f"{where}: the processor would refuse it ({exc.kind}): {exc.message}") from None
+    return Snapshot(cdc_topic(system, entity), key, value)
+
+
+def check_entity(system: str, entity: str) -> None:
+    known = ENTITY_NAMES.get(system)
+    if known is None:
+        raise BackfillError(f"unknown system {system!r}: crm or acct")
+    if entity not in known:
+        raise BackfillError(f"{system} has no entity {entity!r}; its entities: {', '.join(sorted(known))}")
+
+
+def from_file(path: Path, tenant: str, system: str, entity: str | None, *, ts_ms: int | None = None) -> list[Snapshot]:
+    """Every line of ``path``: a record (with ``--entity``) or ``{"entity": E, "record": {...}}``.
+
+    All lines are checked before anything is published: one bad line refuses the file, naming it."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise BackfillError(f"cannot read {path}: {exc.strerror or exc}") from None
+    ts_ms = ts_ms or int(time.time() * 1000)
+    if entity is not None:
+        check_entity(system, entity)
+    snapshots = []
+    for number, line in enumerate(lines, start=1):
+        where = f"{path}:{number}"
+        if not line.strip():
+            continue
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise BackfillError(f"{where}: not JSON ({exc}); each line is one JSON object") from None
+        if not isinstance(item, dict):
+            raise BackfillError(f"{where}: each line is one JSON object, not {type(item).__name__}")
+        line_entity = entity
+        record: Any = item
+        if "record" in item:
+            line_entity, record = item.get("entity") or entity, item["record"]
+        if line_entity is None:
+            raise BackfillError(
+                f'{where}: which entity is this? Give --entity, or write lines as {{"entity": ..., "record": {{...}}}}'
+            )
+        check_entity(system, str(line_entity))
+        snapshots.append(snapshot(tenant, system, str(line_entity), record, ts_ms=ts_ms, where=where))
+    return snapshots
+
+
+def system_entities(system: str) -> list[str]:
+    """What a backfill from the system reads by default: what its public API lists."""
+    return list(crm_mapping.DOCUMENTED) if system == "crm" else ["customer", "product"]
+
+
+async def read_system(
+    settings: Settings, tenant: str, system: str, entities: Iterable[str], *, timeout: float = 10.0
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """(entity, record) for each record the system's API lists, in the contract's names."""
+    entities = list(entities)
+    for entity in entities:
+        check_entity(system, entity)
+        listable = crm_mapping.RESOURCES if system == "crm" else acct_mapping.DICTIONARIES
+        if entity not in listable:
+            raise BackfillError(
+                f"the {system} API cannot list {entity}s (accounting documents come back only by callback); "
+                "backfill them from a file (--from-file)"
+            )
+    async with aiohttp.ClientSession() as session:
+        try:
+            if system == "crm":
+                creds = crm_credentials(settings)
+                _known(tenant, creds, "LIENTHONG_CRM_CREDENTIALS")
+                crm = CrmClient(settings.crm_url.rstrip("/") + "/api/v2", session, creds, timeout=timeout)
+                for entity in entities:
+                    spec = crm_mapping.RESOURCES[entity]
+                    page = 1
+                    while True:
+                        rows = await crm.list_page(tenant, spec.resource, page)
+                        for row in rows:
+                            yield entity, spec.record.from_wire(row)
+                        if len(rows) < MAX_PAGE_SIZE:
+                            break
+                        page += 1
+            else:
+                creds_acct = acct_credentials(settings)
+                _known(tenant, creds_acct, "LIENTHONG_ACCT_CREDENTIALS")
+                act = ActClient(settings.acct_url, session, acct_app_id(settings), creds_acct, timeout=timeout)
+                for entity in entities:
+                    dictionary = acct_mapping.DICTIONARIES[entity]
+                    skip = 0
+                    while True:
+                        rows = await act.get_dictionary(tenant, dictionary.data_type, skip=skip, take=TAKE_MAX)
+                        for row in rows:
+                            if dictionary.data_type == 1 and row.get("is_customer") is False:
+                                continue
+                            yield entity, dictionary.record.from_wire(row)
+                        if len(rows) < TAKE_MAX:
+                            break
+                        skip += TAKE_MAX
+        except (Transient, Refused, ProtocolError) as exc:
+            url = settings.crm_url if system == "crm" else settings.acct_url
+            raise BackfillError(f"could not read {system} at {url} for {tenant}: {exc}") from None
+
+
+def _known(tenant: str, credentials: dict[str, Any], variable: str) -> None:
+    if tenant not in credentials:
+        raise BackfillError(
+            f"unknown tenant {tenant!r}: no credentials in {variable} "
+            f"(tenants there: {', '.join(sorted(credentials)) or 'none'}); README, 'Credentials'"
+        )
+
+
+def publish(
+    settings: Settings,
+    snapshots: Iterable[Snapshot],
+    *,
+    progress: Callable[[Snapshot], None] = lambda s: None,
+    timeout: float = 30.0,
+) -> int:
+    """Produce every snapshot; returns how many the broker acknowledged (all of them, or it raises)."""
+    from confluent_kafka import KafkaException, Producer
+
+    producer = Producer(confluent_config(settings, {"acks": "all", "enable.idempotence": True}))
+    failures: list[str] = []
+
+    def delivered(error: Any, _message: Any) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    count = 0
+    try:
+        for item in snapshots:
+            producer.produce(settings.topic_prefix + item.topic, key=item.key, value=item.value, on_delivery=delivered)
+            producer.poll(0)
+            count += 1
+            progress(item)
+    except KafkaException as exc:
+        raise BackfillError(f"could not publish: {exc}") from None
+    if producer.flush(timeout) or failures:
+        raise BackfillError(
+            f"the broker at {settings.bootstrap_servers} did not take the snapshots "
+            f"({'; '.join(failures[:3]) or 'no answer'}): is it running (lienthong kafka status), are the topics "
+            "created (lienthong topics create)? Running the backfill again is safe"
+        )
+    return count

@@ -1,0 +1,93 @@
+"""``lienthong lag``: committed offset, end offset and lag per consumer group, topic and partition.
+
+Read with confluent-kafka's admin API (``list_consumer_groups``, ``list_consumer_group_offsets``,
+``list_offsets``), the numbers ``kafka_consumergroup_lag`` of ``streams/metrics.py`` exports. With a
+topic prefix (``LIENTHONG_TOPIC_PREFIX``) only that deployment's topics are shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+
+from streams.kafka_config import confluent_config
+from streams.settings import Settings
+
+
+class LagError(RuntimeError):
+    """The broker cannot be asked, or a named group has nothing committed; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class LagRow:
+    group: str
+    topic: str
+    partition: int
+    committed: int | None  # None: the group has committed nothing on this partition
+    end: int
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.end - (self.committed or 0))
+
+
+def _admin(settings: Settings, timeout: float) -> AdminClient:
+    return AdminClient(confluent_config(settings, {"socket.timeout.ms": int(timeout * 1000)}))
+
+
+def group_ids(admin: AdminClient, settings: Settings, timeout: float) -> list[str]:
+    try:
+        listed = admin.list_consumer_groups(request_timeout=timeout).result()
+    except KafkaException as exc:
+        raise LagError(
+            f"no Kafka broker answers at {settings.bootstrap_servers} ({exc.args[0]}); start one "
+            "(lienthong kafka start) or set LIENTHONG_BOOTSTRAP_SERVERS"
+        ) from None
+    return sorted(group.group_id for group in listed.valid)
+
+
+def read_lag(settings: Settings, groups: list[str] | None = None, *, timeout: float = 10.0) -> list[LagRow]:
+    """Every committed partition of ``groups`` (default: every group of the broker) on existing topics."""
+    admin = _admin(settings, timeout)
+    known = group_ids(admin, settings, timeout)
+    if groups:
+        unknown = [g for g in groups if g not in known]
+        if unknown:
+            raise LagError(
+                f"no consumer group {', '.join(unknown)} on {settings.bootstrap_servers}; "
+                f"groups there: {', '.join(known[:20]) or 'none'}{' …' if len(known) > 20 else ''}"
+            )
+    wanted = groups or known
+    committed: dict[tuple[str, str, int], int | None] = {}
+    for group in wanted:
+        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout)
+        try:
+            answer = future[group].result()
+        except KafkaException as exc:
+            raise LagError(f"could not read the offsets of group {group}: {exc.args[0]}") from None
+        for tp in answer.topic_partitions or []:
+            if not tp.topic.startswith(settings.topic_prefix):
+                continue
+            committed[(group, tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
+    topics = admin.list_topics(timeout=timeout).topics
+    partitions = {(topic, p) for _, topic, p in committed if topic in topics and p in topics[topic].partitions}
+    ends: dict[tuple[str, int], int] = {}
+    if partitions:
+        futures = admin.list_offsets(
+            {TopicPartition(t, p): OffsetSpec.latest() for t, p in partitions}, request_timeout=timeout
+        )
+        for tp, result in futures.items():
+            try:
+                ends[(tp.topic, tp.partition)] = result.result().offset
+            except KafkaException:
+                continue  # the topic went away while we asked
+    return sorted(
+        (
+            LagRow(group, topic, partition, offset, ends[(topic, partition)])
+            for (group, topic, partition), offset in committed.items()
+            if (topic, partition) in ends
+        ),
+        key=lambda row: (row.group, row.topic, row.partition),
+    )

@@ -1,0 +1,315 @@
+"""The operator's subcommands of ``lienthong``: ``reconcile``, ``lag``, ``dlq list|show|replay``, ``backfill``.
+
+Registered on the command line by ``streams.cli`` (``add_operator_commands``). Tables and progress
+bars are drawn with ``rich``. A user's mistake (an unknown tenant, a broker that does not answer, a
+bad file, an unknown topic) is one line on stderr saying what was wrong and what to do, and exit
+code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from streams.settings import Settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _out() -> Console:
+    # the stream of the moment (tests capture it), never wrapped: a table is read by people and by grep
+    return Console(file=sys.stdout, soft_wrap=False, width=200 if not sys.stdout.isatty() else None)
+
+
+def _fail(command: str, message: object) -> int:
+    print(f"lienthong {command}: {message}", file=sys.stderr)
+    return 2
+
+
+def _progress(description: str, total: int | None) -> Progress:
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(file=sys.stderr),
+        transient=False,
+        disable=not sys.stderr.isatty(),
+    )
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = "—" if value is None or value == "" else str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# --- reconcile -------------------------------------------------------------------------------------
+
+
+def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.core.contract import System
+    from streams.reconcile import ENTITIES, ReconcileError, publish_repairs, reconcile
+
+    try:
+        report = asyncio.run(
+            reconcile(
+                settings,
+                args.tenant,
+                entities=tuple(args.entity or ENTITIES),
+                source=System(args.source),
+            )
+        )
+    except ReconcileError as exc:
+        return _fail("reconcile", exc)
+    out = _out()
+    compared = ", ".join(f"{n} {entity} pair(s)" for entity, n in report.compared.items())
+    if not report.drift:
+        out.print(f"tenant {args.tenant}: no drift ({compared} compared, source {report.source.value})")
+        return 0
+    table = Table(title=f"drift of tenant {args.tenant} (source of truth: {report.source.value})")
+    for column in ("entity", "code", "drift", "field", "crm", "acct", "repair"):
+        table.add_column(column)
+    for drift in report.drift:
+        table.add_row(
+            drift.entity,
+            drift.code or "—",
+            drift.kind,
+            drift.field or "—",
+            _short(drift.crm),
+            _short(drift.acct),
+            drift.rule or drift.note or "—",
+        )
+    out.print(table)
+    out.print(f"{len(report.drift)} difference(s); {compared} compared; {len(report.commands)} command(s) would repair")
+    if not args.repair:
+        if report.commands:
+            out.print("run again with --repair to send them through commands.<system> (the connectors apply them)")
+        return 1
+    try:
+        sent = publish_repairs(settings, report)
+    except ReconcileError as exc:
+        return _fail("reconcile", exc)
+    for command in report.commands:
+        out.print(
+            f"sent {command.rule} {command.op.value} {command.target.value} {command.entity} "
+            f"{command.key.code or command.key.id}  [{command.command_id[:12]}]"
+        )
+    out.print(f"{sent} repair command(s) on {settings.topic_prefix}commands.*, each audited on audit.sync")
+    return 0
+
+
+# --- lag -------------------------------------------------------------------------------------------
+
+
+def lag_table(rows: list[Any], title: str) -> Table:
+    table = Table(title=title)
+    for column, justify in (
+        ("group", "left"),
+        ("topic", "left"),
+        ("partition", "right"),
+        ("committed", "right"),
+        ("end", "right"),
+        ("lag", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(
+            row.group,
+            row.topic,
+            str(row.partition),
+            "—" if row.committed is None else str(row.committed),
+            str(row.end),
+            str(row.lag),
+        )
+    return table
+
+
+def _lag(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.live import Live
+
+    from streams.lag import LagError, read_lag
+
+    def table() -> Table:
+        rows = read_lag(settings, args.group or None)
+        if args.nonzero:
+            rows = [row for row in rows if row.lag]
+        total = sum(row.lag for row in rows)
+        return lag_table(rows, f"consumer lag on {settings.bootstrap_servers}: {total} in all ({time.strftime('%X')})")
+
+    try:
+        first = table()
+        if not args.watch:
+            _out().print(first)
+            return 0
+        with Live(first, console=_out(), auto_refresh=False) as live:
+            while True:
+                time.sleep(args.interval)
+                live.update(table(), refresh=True)
+    except LagError as exc:
+        return _fail("lag", exc)
+    except KeyboardInterrupt:
+        return 0
+
+
+# --- dlq -------------------------------------------------------------------------------------------
+
+
+def _filters(args: argparse.Namespace) -> Any:
+    from streams.deadletters import Filters, parse_moment
+
+    return Filters(
+        kind=args.kind,
+        tenant=args.tenant,
+        since_ms=parse_moment(args.since) if args.since else None,
+        until_ms=parse_moment(args.until) if args.until else None,
+    )
+
+
+def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from streams.deadletters import DeadLetterError, check_topic, dead_letter, dead_letters, describe, parse_where
+    from streams.deadletters import replay as replay_letters
+
+    out = _out()
+    try:
+        if args.action == "show":
+            if not args.where:
+                raise DeadLetterError("which one? `lienthong dlq show TOPIC:PARTITION:OFFSET` (as `dlq list` shows)")
+            topic, partition, offset = parse_where(args.where, args.topic)
+            shown = describe(dead_letter(settings, topic, partition, offset))
+            import orjson
+
+            out.print_json(orjson.dumps(shown).decode())
+            return 0
+        if args.where:
+            raise DeadLetterError(f"`dlq {args.action}` takes no position; filter with --kind, --tenant, --since")
+        topic = check_topic(args.topic)
+        letters = list(dead_letters(settings, topic, _filters(args)))
+        if args.action == "list":
+            table = Table(title=f"dead letters on {settings.topic_prefix}{topic}: {len(letters)}")
+            for column in ("where", "failed at (UTC)", "kind", "tenant", "key", "message"):
+                table.add_column(column)
+            for letter in letters:
+                when = letter.failed_at_ms
+                table.add_row(
+                    letter.where,
+                    datetime.fromtimestamp(when / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S") if when else "—",
+                    letter.kind,
+                    letter.tenant or "—",
+                    _short(letter.key.decode("utf-8", "replace") if letter.key else None, 40),
+                    _short(letter.message, 100),
+                )
+            out.print(table)
+            return 0
+        # replay
+        if args.dry_run:
+            for letter in letters:
+                out.print(f"would replay {letter.where} ({letter.kind}) -> {letter.origin}")
+            out.print(f"{len(letters)} dead letter(s) to replay from {topic}")
+            return 0
+        with _progress(f"replaying {topic}", len(letters)) as bar:
+            task = bar.add_task("replay", total=len(letters))
+            replayed, skipped = replay_letters(settings, letters, progress=lambda _letter: bar.advance(task))
+        for reason in skipped:
+            out.print(f"skipped {reason}")
+        out.print(f"{replayed} dead letter(s) replayed from {topic} to their origin topics")
+        return 0
+    except DeadLetterError as exc:
+        return _fail("dlq", exc)
+
+
+# --- backfill --------------------------------------------------------------------------------------
+
+
+def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.backfill import BackfillError, Snapshot, publish, read_system, snapshot, system_entities
+
+    try:
+        if args.from_file:
+            from streams.backfill import from_file
+
+            snapshots = from_file(Path(args.from_file), args.tenant, args.system, args.entity)
+        else:
+            entities = [args.entity] if args.entity else system_entities(args.system)
+
+            async def collect() -> list[Snapshot]:
+                found: list[Snapshot] = []
+                now = int(time.time() * 1000)
+                async for entity, record in read_system(settings, args.tenant, args.system, entities):
+                    where = f"{args.system} {entity} {record.get('code') or record.get('id')}"
+                    try:
+                        found.append(snapshot(args.tenant, args.system, entity, record, ts_ms=now, where=where))
+                    except BackfillError as exc:
+                        print(f"skipped {exc}", file=sys.stderr)
+                return found
+
+            snapshots = asyncio.run(collect())
+        with _progress(f"backfill {args.tenant} {args.system}", len(snapshots)) as bar:
+            task = bar.add_task("publish", total=len(snapshots))
+            count = publish(settings, snapshots, progress=lambda _item: bar.advance(task))
+    except BackfillError as exc:
+        return _fail("backfill", exc)
+    per_topic: dict[str, int] = {}
+    for item in snapshots:
+        per_topic[item.topic] = per_topic.get(item.topic, 0) + 1
+    for topic, n in sorted(per_topic.items()):
+        print(f"{n:6} -> {settings.topic_prefix}{topic}")
+    print(f"{count} snapshot event(s) (op r) of tenant {args.tenant} published; re-running publishes the same ids")
+    return 0
+
+
+# --- the parser ------------------------------------------------------------------------------------
+
+
+def add_operator_commands(sub: Any) -> None:
+    """Add ``reconcile``, ``lag``, ``dlq`` and ``backfill`` to the ``lienthong`` subcommand parsers."""
+    reconcile = sub.add_parser(
+        "reconcile", help="compare a tenant's linked records in both systems; --repair sends the fixing commands"
+    )
+    reconcile.add_argument("--tenant", required=True)
+    reconcile.add_argument(
+        "--entity", action="append", help="customer, product (default both); product_category against sandboxes"
+    )
+    reconcile.add_argument(
+        "--source",
+        choices=["acct", "crm"],
+        default="acct",
+        help="the system whose values win (default acct: master data is created there)",
+    )
+    reconcile.add_argument("--repair", action="store_true", help="send the commands that fix the drift")
+    reconcile.set_defaults(func=_reconcile)
+
+    lag = sub.add_parser("lag", help="committed offset, end offset and lag per group, topic and partition")
+    lag.add_argument("--group", action="append", help="only this consumer group (repeat); default every group")
+    lag.add_argument("--nonzero", action="store_true", help="only partitions that lag")
+    lag.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    lag.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch")
+    lag.set_defaults(func=_lag)
+
+    dlq = sub.add_parser("dlq", help="dead letters: list, show one whole, replay to their origin topics")
+    dlq.add_argument("action", choices=["list", "show", "replay"])
+    dlq.add_argument("where", nargs="?", help="show: TOPIC:PARTITION:OFFSET, as list prints it")
+    dlq.add_argument("--topic", default="dlq.cdc", help="dlq.cdc (default) or dlq.commands")
+    dlq.add_argument("--kind", help="only letters with this error.kind (decode, schema, key, http_400, …)")
+    dlq.add_argument("--tenant", help="only this tenant's letters")
+    dlq.add_argument("--since", help="only letters dead-lettered since: 2h, 30m, 7d, 2026-11-28, 2026-11-28T09:30")
+    dlq.add_argument("--until", help="only letters dead-lettered until then (same forms)")
+    dlq.add_argument("--dry-run", action="store_true", help="replay: list what would be replayed")
+    dlq.set_defaults(func=_dlq)
+
+    backfill = sub.add_parser("backfill", help="publish a tenant's records as op=r snapshot change events")
+    backfill.add_argument("--tenant", required=True)
+    backfill.add_argument("--system", required=True, choices=["crm", "acct"])
+    backfill.add_argument("--entity", help="only this entity (default: every entity the system's API lists)")
+    backfill.add_argument("--from-file", metavar="F.jsonl", help="records from a JSON-lines file, not the system")
+    backfill.set_defaults(func=_backfill)

@@ -1,0 +1,380 @@
+"""``lienthong reconcile``: compare a tenant's linked records in CRM and accounting, and repair drift.
+
+Both systems are read through the connectors' API clients (``connectors/crm_client.py``,
+``connectors/acct_client.py``) with the connectors' credentials, and mapped to the contract's names
+by their mapping tables. What can be compared is what both public APIs can list: customers and
+products (and, against the sandboxes, product categories). Accounting documents (orders, vouchers,
+receipts) come back from ACT only through callbacks, so they are not reconciled here.
+
+**Linked records** are paired as the processor links them (X-3, ``docs/state.md``): an accounting
+record that carries ``crm_id`` is paired with that CRM record, else records are paired by business
+code.
+
+**Which fields** are compared is the rule table's: the rule that carries an update of the entity
+from the *source* system to the other one (``--source``, accounting by default: customers are
+created there, CUS-1/CUS-6) says which fields travel (``mapped_fields`` of ``streams.core.decide``,
+renames and value maps included); only fields the target's API can hold are compared.
+
+**Repair** builds, for each drifted record, the command that rule would send, with the core's
+``build_command``, and writes it to ``commands.<target>`` (the connector applies it as any other)
+with an audit record on ``audit.sync``. The command's cause (its ``event_id``) is a digest of the
+tenant, the record, the fields to write and the target record's version (``modified_date``), so
+running ``--repair`` again before the connector applied it sends the same ``command_id`` (the
+connector answers ``duplicate``), and once it is applied there is no drift and nothing is sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from connectors import acct_mapping, crm_mapping
+from connectors.acct_client import TAKE_MAX
+from connectors.api import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials
+from connectors.crm_client import MAX_PAGE_SIZE
+from connectors.errors import ProtocolError, Refused, Transient
+from connectors.mapping import RecordMap
+from streams.core.contract import Action, AuditRecord, ChangeEvent, Command, CommandKey, Op, System, dumps
+from streams.core.decide import audit_record, build_command, mapped_fields
+from streams.core.rules import Effect, Rule, RuleBook, load_rules
+from streams.kafka_config import confluent_config
+from streams.settings import Settings
+from streams.topics import AUDIT, commands_topic
+
+ENTITIES = ("customer", "product")  # what both public APIs list
+SANDBOX_ENTITIES = ("product_category",)  # listed by the sandboxes only (extensions)
+
+
+class ReconcileError(RuntimeError):
+    """A user's mistake or an unreachable system; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Side:
+    """One record as a system shows it, in the contract's names; ``version`` is its ``modified_date``."""
+
+    record: dict[str, Any]
+    version: str
+
+    @property
+    def id(self) -> str:
+        return str(self.record.get("id") or "")
+
+    @property
+    def code(self) -> str:
+        return str(self.record.get("code") or "")
+
+
+@dataclass(frozen=True)
+class Drift:
+    entity: str
+    code: str
+    kind: str  # "differs", "missing_in_crm", "missing_in_acct"
+    field: str = ""
+    crm: Any = None
+    acct: Any = None
+    rule: str = ""  # the rule a repair follows ("" when none can repair it)
+    note: str = ""
+
+
+@dataclass
+class Report:
+    tenant: str
+    source: System
+    compared: dict[str, int] = field(default_factory=dict)  # entity -> linked pairs compared
+    drift: list[Drift] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+    audits: list[AuditRecord] = field(default_factory=list)
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == []
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal as the contract means it: empty is empty, numbers and decimal strings by value."""
+    if _empty(a) and _empty(b):
+        return True
+    if a == b:
+        return True
+    return str(a) == str(b)
+
+
+def repair_rule(rules: RuleBook, entity: str, source: System) -> Rule | None:
+    """The rule that carries an update of ``entity`` from ``source`` to the other system."""
+    target = System.CRM if source is System.ACCT else System.ACCT
+    for rule in rules.rules:
+        if (
+            rule.effect is Effect.WRITE
+            and rule.source is source
+            and rule.entity == entity
+            and rule.target is target
+            and rule.target_entity == entity
+            and Action.UPDATE in rule.actions
+        ):
+            return rule
+    return None
+
+
+def target_map(system: System, entity: str) -> RecordMap:
+    if system is System.CRM:
+        return crm_mapping.RESOURCES[entity].record
+    return acct_mapping.DICTIONARIES[entity].record
+
+
+def compared_fields(rule: Rule, record: dict[str, Any], source: System) -> dict[str, Any]:
+    """What ``rule`` writes for ``record``, as the target's API will give it back."""
+    write = rule.write_target()
+    fields = mapped_fields(rule, write, Action.UPDATE, record, source)
+    shape = target_map(write.system, write.entity)
+    kept = {name: value for name, value in fields.items() if shape.field(name) is not None and name != "id"}
+    return shape.normalize(kept)
+
+
+def cause_id(tenant: str, entity: str, source: Side, target: Side | None, fields: dict[str, Any], rule: str) -> str:
+    digest = hashlib.sha256(
+        orjson.dumps(
+            [
+                tenant,
+                entity,
+                rule,
+                source.id,
+                source.code,
+                target.id if target else None,
+                target.version if target else None,
+                fields,
+            ],
+            option=orjson.OPT_SORT_KEYS,
+        )
+    ).hexdigest()
+    return f"reconcile-{digest[:40]}"
+
+
+def _pair_code(pair: tuple[Side | None, Side | None]) -> str:
+    crm_side, acct_side = pair
+    side = acct_side or crm_side
+    return side.code if side is not None else ""
+
+
+def compare(
+    tenant: str,
+    entity: str,
+    crm: list[Side],
+    acct: list[Side],
+    *,
+    source: System,
+    rules: RuleBook,
+    now_ms: int,
+) -> tuple[int, list[Drift], list[Command], list[AuditRecord]]:
+    """Pair the records, compare what the rule from ``source`` writes, and the commands that repair it."""
+    crm_by_id = {side.id: side for side in crm if side.id}
+    crm_by_code = {side.code: side for side in crm if side.code}
+    paired_crm: set[str] = set()
+    pairs: list[tuple[Side | None, Side | None]] = []
+    for record in acct:
+        crm_id = str(record.record.get("crm_id") or "")
+        match = crm_by_id.get(crm_id) if crm_id else None
+        match = match or crm_by_code.get(record.code)
+        if match is not None:
+            paired_crm.add(match.id)
+        pairs.append((match, record))
+    pairs += [(side, None) for side in crm if side.id not in paired_crm]
+
+    rule = repair_rule(rules, entity, source)
+    target = System.CRM if source is System.ACCT else System.ACCT
+    drift: list[Drift] = []
+    commands: list[Command] = []
+    audits: list[AuditRecord] = []
+    compared = 0
+    for crm_side, acct_side in sorted(pairs, key=_pair_code):
+        from_side = acct_side if source is System.ACCT else crm_side
+        to_side = crm_side if source is System.ACCT else acct_side
+        code = _pair_code((crm_side, acct_side))
+        if from_side is None:
+            missing = f"missing_in_{source.value}"
+            drift.append(Drift(entity, code, missing, note=f"only in {target.value}; {source.value} is the source"))
+            continue
+        if rule is None:
+            if to_side is None:
+                drift.append(Drift(entity, code, f"missing_in_{target.value}", note="no rule carries it"))
+            continue
+        fields = compared_fields(rule, from_side.record, source)
+        if to_side is None:
+            repairable = rule.write_target().op is Op.UPSERT and not rule.requires_link
+            drift.append(
+                Drift(
+                    entity,
+                    code,
+                    f"missing_in_{target.value}",
+                    rule=rule.id if repairable else "",
+                    note="" if repairable else f"{rule.id} updates linked records only",
+                )
+            )
+            if not repairable:
+                continue
+            differing = sorted(fields)
+        else:
+            compared += 1
+            differing = [name for name, value in sorted(fields.items()) if not same(value, to_side.record.get(name))]
+            for name in differing:
+                values = {source.value: fields[name], target.value: to_side.record.get(name)}
+                drift.append(Drift(entity, code, "differs", name, values["crm"], values["acct"], rule.id))
+        if not differing:
+            continue
+        write = rule.write_target()
+        event = ChangeEvent(
+            schema_version=1,
+            event_id=cause_id(tenant, entity, from_side, to_side, fields, rule.id),
+            tenant=tenant,
+            system=source,
+            entity=entity,
+            op="u",
+            action=Action.UPDATE,
+            origin="user",
+            ts_ms=now_ms,
+            after=from_side.record,
+        )
+        command = build_command(
+            rule,
+            write,
+            event=event,
+            key=CommandKey(id=to_side.id if to_side else None, code=from_side.code or None),
+            fields=mapped_fields(rule, write, Action.UPDATE, from_side.record, source),
+            now_ms=now_ms,
+        )
+        commands.append(command)
+        audits.append(audit_record(event, Action.UPDATE, rules=[rule.id], commands=[command], notes=[], now_ms=now_ms))
+    return compared, drift, commands, audits
+
+
+# --- reading the systems -------------------------------------------------------------------------
+
+
+async def read_crm(client: CrmClient, tenant: str, entity: str) -> list[Side]:
+    spec = crm_mapping.RESOURCES[entity]
+    sides: list[Side] = []
+    page = 1
+    while True:
+        rows = await client.list_page(tenant, spec.resource, page)
+        sides += [Side(spec.record.from_wire(row), str(row.get("modified_date") or "")) for row in rows]
+        if len(rows) < MAX_PAGE_SIZE:
+            return sides
+        page += 1
+
+
+async def read_acct(client: ActClient, tenant: str, entity: str) -> list[Side]:
+    spec = acct_mapping.DICTIONARIES[entity]
+    sides: list[Side] = []
+    skip = 0
+    while True:
+        rows = await client.get_dictionary(tenant, spec.data_type, skip=skip, take=TAKE_MAX)
+        sides += [
+            Side(spec.record.from_wire(row), str(row.get("modified_date") or ""))
+            for row in rows
+            if not (spec.data_type == 1 and row.get("is_customer") is False)  # vendors and employees
+        ]
+        if len(rows) < TAKE_MAX:
+            return sides
+        skip += TAKE_MAX
+
+
+def check_tenant(settings: Settings, tenant: str) -> None:
+    crm, acct = crm_credentials(settings), acct_credentials(settings)
+    missing = [
+        name
+        for name, known in (("LIENTHONG_CRM_CREDENTIALS", crm), ("LIENTHONG_ACCT_CREDENTIALS", acct))
+        if tenant not in known
+    ]
+    if missing:
+        known = sorted(set(crm) | set(acct))
+        raise ReconcileError(
+            f"unknown tenant {tenant!r}: it has no credentials in {' and '.join(missing)} "
+            f"(tenants with credentials: {', '.join(known) or 'none'}); add them (README, 'Credentials')"
+        )
+    if not acct_app_id(settings):
+        raise ReconcileError("LIENTHONG_ACCT_APP_ID is not set: the accounting API needs the integration's app_id")
+
+
+async def reconcile(
+    settings: Settings,
+    tenant: str,
+    *,
+    entities: tuple[str, ...] = ENTITIES,
+    source: System = System.ACCT,
+    rules: RuleBook | None = None,
+    timeout: float = 10.0,
+) -> Report:
+    """Read both systems for ``tenant`` and compare; the report holds the drift and the repairs."""
+    check_tenant(settings, tenant)
+    unknown = [e for e in entities if e not in ENTITIES + SANDBOX_ENTITIES]
+    if unknown:
+        raise ReconcileError(
+            f"cannot reconcile {', '.join(unknown)}: only {', '.join(ENTITIES + SANDBOX_ENTITIES)} are listed by both "
+            "systems' APIs (accounting documents come back only by callback)"
+        )
+    rules = rules or load_rules()
+    report = Report(tenant, source)
+    now_ms = int(time.time() * 1000)
+    async with aiohttp.ClientSession() as session:
+        crm = CrmClient(settings.crm_url.rstrip("/") + "/api/v2", session, crm_credentials(settings), timeout=timeout)
+        acct = ActClient(settings.acct_url, session, acct_app_id(settings), acct_credentials(settings), timeout=timeout)
+        for entity in entities:
+            try:
+                crm_sides = await read_crm(crm, tenant, entity)
+            except (Transient, Refused, ProtocolError) as exc:
+                raise ReconcileError(f"could not read CRM {entity}s of {tenant} at {settings.crm_url}: {exc}") from None
+            try:
+                acct_sides = await read_acct(acct, tenant, entity)
+            except (Transient, Refused, ProtocolError) as exc:
+                raise ReconcileError(
+                    f"could not read accounting {entity}s of {tenant} at {settings.acct_url}: {exc}"
+                ) from None
+            compared, drift, commands, audits = compare(
+                tenant, entity, crm_sides, acct_sides, source=source, rules=rules, now_ms=now_ms
+            )
+            report.compared[entity] = compared
+            report.drift += drift
+            report.commands += commands
+            report.audits += audits
+    return report
+
+
+def publish_repairs(settings: Settings, report: Report, timeout: float = 30.0) -> int:
+    """Write the report's commands to ``commands.<target>`` and their audit records; returns how many."""
+    from confluent_kafka import KafkaException, Producer
+
+    if not report.commands:
+        return 0
+    producer = Producer(confluent_config(settings, {"acks": "all", "enable.idempotence": True}))
+    failures: list[str] = []
+
+    def delivered(error: Any, _message: Any) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    try:
+        for command in report.commands:
+            producer.produce(
+                settings.topic_prefix + commands_topic(command.target.value),
+                key=command.message_key.encode(),
+                value=dumps(command),
+                on_delivery=delivered,
+            )
+        for audit in report.audits:
+            producer.produce(
+                settings.topic_prefix + AUDIT, key=audit.message_key.encode(), value=dumps(audit), on_delivery=delivered
+            )
+    except KafkaException as exc:
+        raise ReconcileError(f"could not write the repairs: {exc}") from None
+    if producer.flush(timeout) or failures:
+        raise ReconcileError(
+            f"the broker at {settings.bootstrap_servers} did not take the repairs "
+            f"({'; '.join(failures[:3]) or 'no answer'}): is it running (lienthong kafka status) and were the "
+            "topics created (lienthong topics create)?"
+        )
+    return len(report.commands)

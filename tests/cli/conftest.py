@@ -1,0 +1,8 @@
+"""The operator's command line: tests run ``streams.cli.main`` as a user would, against the real broker
+(the integration tier's fixtures: a fresh topic prefix per module, a tenant per test) and the sandboxes."""
+
+from __future__ import annotations
+
+from tests.integration.conftest import bootstrap, kafka, module_settings, tenant, worker
+
+__all__ = ["bootstrap", "kafka", "module_settings", "tenant", "worker"]
