@@ -3,9 +3,10 @@
 ``setup_logging(settings, service)`` is called once by the command line before any service starts
 (``streams/cli.py``); it replaces the root logger's handlers with one handler on stderr, so that
 the project's own loggers, faust's and aiokafka's all write through it. librdkafka (the
-confluent-kafka clients) writes through it too when a client's configuration carries
-``"logger": kafka_logger()`` (``librdkafka_config()``): its lines become records of the
-``librdkafka`` logger instead of raw ``%4|…`` lines on stderr.
+confluent-kafka clients) writes through it too: ``setup_logging`` adds ``"logger": kafka_logger()``
+to every client configuration ``streams.kafka_config.confluent_config`` builds, so its lines become
+records of the ``librdkafka`` logger (delivered by the client's ``poll()``) instead of raw ``%4|…``
+lines on stderr.
 
 A line about a record says which one: ``record_context(tenant=…, entity=…, record_id=…, rule=…,
 command_id=…)`` sets those fields for every line logged inside it (a context variable, so each
@@ -26,6 +27,8 @@ from contextvars import ContextVar
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from pythonjsonlogger.json import JsonFormatter
+
+from streams import kafka_config
 
 if TYPE_CHECKING:
     from streams.settings import Settings
@@ -165,7 +168,14 @@ def setup_logging(settings: Settings, service: str, *, stream: IO[str] | None = 
     root.addHandler(handler)
     root.setLevel(str(settings.log_level).upper())
     logging.captureWarnings(True)
+    # every confluent-kafka client built from streams.kafka_config logs through this handler too
+    if _librdkafka_hook not in kafka_config.CONFLUENT_HOOKS:
+        kafka_config.CONFLUENT_HOOKS.append(_librdkafka_hook)
     return chosen
+
+
+def _librdkafka_hook(config: dict[str, Any]) -> dict[str, Any]:
+    return librdkafka_config()
 
 
 def kafka_logger() -> logging.Logger:
