@@ -208,11 +208,11 @@ async def run_demo(
                     f"({', '.join(sorted({entity for entity, _ in counts}))}); connector {stats}"
                 )
             print(f"\naudit trail of a record:  .venv/bin/lienthong explain {tenant} customer <id>")
-            from demo.dashboard import broker_numbers, watched_groups
+            from demo.dashboard import broker_numbers
             from streams.operations import read_topic
 
             await asyncio.sleep(1.5)  # the last commits
-            numbers = await asyncio.to_thread(broker_numbers, settings, watched_groups(settings))
+            numbers = await asyncio.to_thread(broker_numbers, settings)
             print(
                 f"sync health: lag {numbers['lag']}; commands crm {numbers['messages'].get('commands.crm', 0)}, "
                 f"acct {numbers['messages'].get('commands.acct', 0)}; dead letters "

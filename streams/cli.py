@@ -258,18 +258,22 @@ def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
     from aiohttp import web
 
     from streams.dashboard.web import create_dashboard
+    from streams.metrics import bound_port
 
-    print(f"the operator's page: http://{settings.web_host}:{args.port}/", flush=True)
-    web.run_app(
-        create_dashboard(settings, args.scrape, interval=args.interval),
-        host=settings.web_host,
-        port=args.port,
-        print=None,
-    )
-    return 0
+    async def main(stop: asyncio.Event) -> None:
+        runner = web.AppRunner(create_dashboard(settings, args.scrape, interval=args.interval), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, settings.web_host, args.port).start()
+        print(f"the operator's page: http://{settings.web_host}:{bound_port(runner)}/", flush=True)
+        await stop.wait()
+        await runner.cleanup()
+
+    return _serve_until_signal(main)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -323,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     webhooks.set_defaults(func=_webhooks)
 
     dashboard = sub.add_parser("dashboard", help="serve the operator's page (docs/dashboard.md)")
-    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.add_argument("--port", type=int, default=8080, help="default 8080; 0 takes a free port")
     dashboard.add_argument(
         "--scrape", action="append", default=[], metavar="URL", help="a service's /metrics to read (repeat)"
     )

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
+from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.dashboard.health import SyncHealth
@@ -59,7 +60,11 @@ class Sample:
 def scrape(url: str, timeout: float = 3.0) -> Scraped:
     """The samples of one ``/metrics`` page (Prometheus text format)."""
     with urllib.request.urlopen(url, timeout=timeout) as answer:
-        text = answer.read().decode()
+        return parse(answer.read().decode())
+
+
+def parse(text: str) -> Scraped:
+    """The samples of a Prometheus text exposition, by name and labels."""
     out: Scraped = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -97,9 +102,17 @@ class DashboardData:
     """The tail and the sampler; ``health`` and ``history`` are read under ``lock``."""
 
     def __init__(
-        self, settings: Settings, scrape_urls: list[str] | None = None, *, interval: float = 5.0, history: int = 720
+        self,
+        settings: Settings,
+        scrape_urls: list[str] | None = None,
+        *,
+        interval: float = 5.0,
+        history: int = 720,
+        own_metrics: bool = False,
     ) -> None:
+        """``own_metrics``: also count this process's metrics (services running in it, as in the demo)."""
         self.settings = settings
+        self.own_metrics = own_metrics
         self.prefix = settings.topic_prefix
         self.scrape_urls = list(scrape_urls or [])
         self.interval = interval
@@ -177,6 +190,9 @@ class DashboardData:
                     scraped[key] = scraped.get(key, 0.0) + number
             except (OSError, urllib.error.URLError, ValueError) as exc:
                 errors[url] = f"{type(exc).__name__}: {exc}"
+        if self.own_metrics:
+            for key, number in parse(generate_latest(REGISTRY).decode()).items():
+                scraped[key] = scraped.get(key, 0.0) + number
         return Sample(time.time(), dict(sorted(lag.items())), ends, scraped, errors)
 
     def _sampler(self) -> None:

@@ -244,7 +244,7 @@ def render_page(data: DashboardData, settings: Settings, refresh: int = REFRESH_
     return (
         '<!doctype html><html><head><meta charset="utf-8">'
         + (f'<meta http-equiv="refresh" content="{refresh}">' if refresh > 0 else "")
-        + f"<title>lienthong: operations</title><style>{STYLE}</style></head><body>"
+        + f"<title>lienthong: operations and sync health</title><style>{STYLE}</style></head><body>"
         f"<h1>lienthong: operations</h1>"
         f'<p class="muted">broker {_e(settings.bootstrap_servers)}'
         f"{', topic prefix ' + _e(settings.topic_prefix) if settings.topic_prefix else ''}; "
@@ -341,10 +341,13 @@ async def record_page(request: web.Request) -> web.Response:
 
 
 def create_dashboard(
-    settings: Settings, scrape_urls: list[str] | None = None, *, interval: float = 5.0
+    settings: Settings, scrape_urls: list[str] | None = None, *, interval: float = 5.0, own_metrics: bool = False
 ) -> web.Application:
-    """The operator's page as an aiohttp application; its threads start and stop with the app."""
-    data = DashboardData(settings, scrape_urls, interval=interval)
+    """The operator's page as an aiohttp application; its threads start and stop with the app.
+
+    ``scrape_urls``: the services' ``/metrics`` to read; ``own_metrics``: also this process's (services
+    running in it)."""
+    data = DashboardData(settings, scrape_urls, interval=interval, own_metrics=own_metrics)
     app = web.Application()
     app[DATA], app[SETTINGS] = data, settings
     broker = BrokerCheck(settings.bootstrap_servers)

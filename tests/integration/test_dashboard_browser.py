@@ -8,6 +8,7 @@ path printed (``pytest -s`` shows it).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,6 +29,7 @@ from tests.integration.conftest import REPO_ROOT, Kafka, change_event
 
 pytestmark = pytest.mark.broker
 
+PAGE_URL = re.compile(r"the operator's page: (http://[0-9.]+:[0-9]+)/")
 CHROMIUM = os.environ.get("LIENTHONG_CHROMIUM", "/usr/bin/chromium")
 
 
@@ -149,19 +151,23 @@ def test_the_page_shows_what_the_services_measure(module_settings, kafka, tenant
     from playwright.sync_api import sync_playwright
 
     settings = module_settings.model_copy(update={"data_dir": tmp_path / "data"})
-    worker_port, dashboard_port = free_port(), free_port()
+    worker_port = free_port()
     worker = Service(
         ["worker"], settings, tmp_path / "worker.log", LIENTHONG_WEB_ENABLED="true", LIENTHONG_WEB_PORT=str(worker_port)
     )
     worker_metrics = f"http://127.0.0.1:{worker_port}/metrics"
     dashboard = Service(
-        ["dashboard", "--port", str(dashboard_port), "--interval", "1", "--scrape", worker_metrics],
+        ["dashboard", "--port", "0", "--interval", "1", "--scrape", worker_metrics],
         settings,
         tmp_path / "dashboard.log",
     )
-    base = f"http://127.0.0.1:{dashboard_port}"
     logs = [worker.log_path, dashboard.log_path]
     try:
+        # the dashboard says where it listens
+        printed = wait_for(
+            "the dashboard's address", lambda: PAGE_URL.search(dashboard.log_path.read_text()), logs=logs
+        )
+        base = printed.group(1)
         wait_for(
             "the worker ready",
             lambda: "200" if _status(f"http://127.0.0.1:{worker_port}/readyz") == 200 else None,
