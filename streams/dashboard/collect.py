@@ -29,6 +29,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.dashboard.health import SyncHealth
+from streams.kafka_config import confluent_config
 from streams.metrics import ConsumerGroupLagCollector
 from streams.settings import Settings
 from streams.topics import AUDIT, DLQ_CDC, DLQ_COMMANDS, contract_topics, results_topic
@@ -123,9 +124,9 @@ class DashboardData:
         self.tail_position: dict[str, int] = {}  # topic -> messages read
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+        self._admin = AdminClient(confluent_config(settings))
         self.lag_collector = ConsumerGroupLagCollector(
-            settings.bootstrap_servers, self.groups, admin=self._admin, cache_seconds=min(5.0, interval)
+            confluent_config(settings), self.groups, admin=self._admin, cache_seconds=min(5.0, interval)
         )
         self._sampled = threading.Event()
 
@@ -167,11 +168,9 @@ class DashboardData:
                 lag[(group, ours[topic])] = lag.get((group, ours[topic]), 0) + value
         ends: dict[str, int] = {}
         probe = Consumer(
-            {
-                "bootstrap.servers": self.settings.bootstrap_servers,
-                "group.id": f"dashboard-probe-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-            }
+            confluent_config(
+                self.settings, {"group.id": f"dashboard-probe-{uuid.uuid4()}", "enable.auto.commit": False}
+            )
         )
         try:
             metadata = probe.list_topics(timeout=5).topics
@@ -213,12 +212,14 @@ class DashboardData:
     def _tail(self) -> None:
         topics = [AUDIT, results_topic("crm"), results_topic("acct"), DLQ_CDC, DLQ_COMMANDS]
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.bootstrap_servers,
-                "group.id": f"dashboard-tail-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-            }
+            confluent_config(
+                self.settings,
+                {
+                    "group.id": f"dashboard-tail-{uuid.uuid4()}",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                },
+            )
         )
         try:
             assigned: set[str] = set()

@@ -21,6 +21,7 @@ from aiohttp import web
 from streams.dashboard.charts import line_chart
 from streams.dashboard.collect import DashboardData, Sample, histogram_buckets, total
 from streams.dashboard.health import STATUSES, quantile_from_buckets
+from streams.kafka_config import confluent_config
 from streams.metrics import BrokerCheck, add_health_routes
 from streams.operations import audit_trail
 from streams.settings import Settings
@@ -350,7 +351,7 @@ def create_dashboard(
     data = DashboardData(settings, scrape_urls, interval=interval, own_metrics=own_metrics)
     app = web.Application()
     app[DATA], app[SETTINGS] = data, settings
-    broker = BrokerCheck(settings.bootstrap_servers)
+    broker = BrokerCheck(confluent_config(settings))
 
     async def ready() -> dict[str, str | None]:
         return {
