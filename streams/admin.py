@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 # confluent-kafka documents NewTopic as confluent_kafka.admin.NewTopic, but that module imports it from
 # cimpl without re-exporting it (no `as NewTopic`, no __all__): mypy's no_implicit_reexport refuses it.
@@ -25,6 +26,41 @@ class TopicOutcome:
 
 def admin_client(settings: Settings) -> AdminClient:
     return AdminClient(confluent_config(settings, {"socket.timeout.ms": 10000}))
+
+
+def refused_connection(settings: Settings, timeout: float = 15.0) -> str | None:
+    """Connect to the cluster once: what it refused (the SASL login, the TLS handshake) and what to set, or
+    None when it answered, or did not answer at all (a broker still starting is waited for as before).
+
+    Services call this at start so that a wrong password is an error that says so, not an endless retry."""
+    errors: list[KafkaError] = []
+    admin = AdminClient(confluent_config(settings, {"error_cb": errors.append, "socket.timeout.ms": 10000}))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=1.0)
+            return None
+        except KafkaException:
+            admin.poll(0.1)  # serves error_cb
+        problem = _refusal(settings, errors)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _refusal(settings: Settings, errors: list[KafkaError]) -> str | None:
+    for error in errors:
+        if error.code() == KafkaError._AUTHENTICATION:
+            return (
+                f"Kafka at {describe(settings)} refused the login ({error.str()}): check "
+                "LIENTHONG_KAFKA_SASL_USERNAME, LIENTHONG_KAFKA_SASL_PASSWORD and LIENTHONG_KAFKA_SASL_MECHANISM"
+            )
+        if error.code() == KafkaError._SSL or "SSL handshake failed" in error.str():
+            return (
+                f"no TLS connection to Kafka at {describe(settings)} ({error.str()}): check "
+                "LIENTHONG_KAFKA_SECURITY_PROTOCOL, LIENTHONG_KAFKA_SSL_CAFILE and the broker's certificate"
+            )
+    return None
 
 
 def create_topics(

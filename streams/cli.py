@@ -67,10 +67,24 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failed else 0
 
 
+def _kafka_refuses(settings: Settings, command: str) -> bool:
+    """With TLS or SASL configured: a refused login or handshake is said at start, not retried forever."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return False
+    from streams.admin import refused_connection
+
+    problem = refused_connection(settings)
+    if problem is not None:
+        print(f"lienthong {command}: {problem}", file=sys.stderr)
+    return problem is not None
+
+
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import run_worker
     from streams.core.rules import RuleTableError
 
+    if _kafka_refuses(settings, "worker"):
+        return 2
     # faust's Worker reads sys.argv for its own options; give it none of ours.
     sys.argv = [sys.argv[0]]
     try:
@@ -154,6 +168,8 @@ def _serve_until_signal(main) -> int:
 
 
 def _connector(args: argparse.Namespace, settings: Settings) -> int:
+    if _kafka_refuses(settings, f"connector {args.system}"):
+        return 2
     import asyncio
 
     from connectors.api import acct_app_id, acct_credentials, crm_credentials, shared_ledger_path
@@ -192,6 +208,8 @@ def _connector(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _capture(args: argparse.Namespace, settings: Settings) -> int:
+    if _kafka_refuses(settings, f"capture {args.system}"):
+        return 2
 
     from capture.service import NothingToCapture, serve_capture
 
@@ -240,6 +258,8 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    if _kafka_refuses(settings, "webhooks"):
+        return 2
     from aiohttp import web
 
     from capture.webhooks import create_webhooks, secrets_by_tenant

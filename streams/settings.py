@@ -30,7 +30,8 @@ class AcctTenant(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LIENTHONG_", extra="ignore")
+    # hide_input_in_errors: a validation error must not print the environment it read (passwords included)
+    model_config = SettingsConfigDict(env_prefix="LIENTHONG_", extra="ignore", hide_input_in_errors=True)
 
     bootstrap_servers: str = Field(
         "127.0.0.1:9092",

@@ -20,6 +20,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streams.admin import admin_client, create_topics, delete_topics_with_prefix
+from streams.kafka_config import confluent_config
 from streams.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ class Kafka:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 0})
+        self.producer = Producer(confluent_config(settings, {"linger.ms": 0}))
 
     def name(self, topic: str) -> str:
         return self.settings.topic_prefix + topic
@@ -68,12 +69,10 @@ class Kafka:
         JSON, else bytes), headers (dict).
         """
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.bootstrap_servers,
-                "group.id": f"reader-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-            }
+            confluent_config(
+                self.settings,
+                {"group.id": f"reader-{uuid.uuid4()}", "enable.auto.commit": False, "auto.offset.reset": "earliest"},
+            )
         )
         metadata = consumer.list_topics(timeout=10).topics
         assignment = [TopicPartition(self.name(t), p, 0) for t in topics for p in metadata[self.name(t)].partitions]
