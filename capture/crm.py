@@ -14,7 +14,9 @@ scan reads it again; images make the records already reported no news.
   seconds again so a row skipped that way is read next time.
 * **Deletions** are not listed at all: every ``deletion_scan_every`` polls the whole resource is
   listed, and records remembered but not listed are looked up by id; those CRM no longer has are
-  reported deleted (with their last image as ``before``).
+  reported deleted (with their last image as ``before``). The same listing compares every record
+  with its image, so a record a deletion shifted past during the first (unfiltered) scan, which no
+  watermark would bring back, is reported then.
 """
 
 from __future__ import annotations
@@ -131,15 +133,27 @@ class CrmCapture:
     async def scan_deletions(self, tenant: str, entity: str) -> int:
         spec = crm_mapping.RESOURCES[entity]
         listed: set[str] = set()
+        produced = 0
         page = 1
         while True:
             rows = await self.client.list_page(tenant, spec.resource, page, self.page_size)
             listed |= {str(r.get("id")) for r in rows}
+            for row in rows:
+                # a record the incremental scans skipped (a deletion shifted it up between two pages of the
+                # first, unfiltered scan) is reported now; the others equal their images and are no news
+                event = await self.reporter.observed(
+                    tenant,
+                    entity,
+                    spec.record.from_wire(row),
+                    marker=str(row.get("modified_date")),
+                    ts_ms=modified_ms(row),
+                    snapshot=True,
+                )
+                produced += event is not None
             if len(rows) < self.page_size:
                 break
             page += 1
         missing = sorted(self.state.live_ids("crm", tenant, entity) - listed)
-        produced = 0
         for start in range(0, len(missing), 50):
             batch = missing[start : start + 50]
             still_there = {str(r.get("id")) for r in await self.client.by_ids(tenant, spec.resource, batch)}
