@@ -197,6 +197,13 @@ def publish(
     """Produce every snapshot; returns how many the broker acknowledged (all of them, or it raises)."""
     from confluent_kafka import KafkaException, Producer
 
+    from streams.lag import LagError, require_topics
+
+    snapshots = list(snapshots)
+    try:
+        require_topics(settings, sorted({settings.topic_prefix + item.topic for item in snapshots}))
+    except LagError as exc:
+        raise BackfillError(str(exc)) from None
     producer = Producer(confluent_config(settings, {"acks": "all", "enable.idempotence": True}))
     failures: list[str] = []
 

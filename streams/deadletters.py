@@ -218,6 +218,13 @@ def replay(
     timeout: float = 30.0,
 ) -> tuple[int, list[str]]:
     """Write each letter back to its ``origin.topic``; returns (replayed, letters skipped with why)."""
+    from streams.lag import LagError, require_topics
+
+    letters = list(letters)
+    try:
+        require_topics(settings, sorted({letter.origin for letter in letters if letter.origin}))
+    except LagError as exc:
+        raise DeadLetterError(f"cannot replay: {exc}") from None
     producer = Producer(confluent_config(settings, {"acks": "all", "enable.idempotence": True}))
     failures: list[str] = []
     skipped: list[str] = []

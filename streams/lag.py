@@ -8,6 +8,7 @@ topic prefix (``LIENTHONG_TOPIC_PREFIX``) only that deployment's topics are show
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
@@ -48,9 +49,20 @@ def group_ids(admin: AdminClient, settings: Settings, timeout: float) -> list[st
     return sorted(group.group_id for group in listed.valid)
 
 
+def _topics(admin: AdminClient, settings: Settings, timeout: float) -> dict[str, Any]:
+    try:
+        return dict(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise LagError(
+            f"no Kafka broker answers at {settings.bootstrap_servers} ({exc.args[0].str()}); start one "
+            "(lienthong kafka start) or set LIENTHONG_BOOTSTRAP_SERVERS"
+        ) from None
+
+
 def read_lag(settings: Settings, groups: list[str] | None = None, *, timeout: float = 10.0) -> list[LagRow]:
     """Every committed partition of ``groups`` (default: every group of the broker) on existing topics."""
     admin = _admin(settings, timeout)
+    topics = _topics(admin, settings, timeout)
     known = group_ids(admin, settings, timeout)
     if groups:
         unknown = [g for g in groups if g not in known]
@@ -71,7 +83,6 @@ def read_lag(settings: Settings, groups: list[str] | None = None, *, timeout: fl
             if not tp.topic.startswith(settings.topic_prefix):
                 continue
             committed[(group, tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
-    topics = admin.list_topics(timeout=timeout).topics
     partitions = {(topic, p) for _, topic, p in committed if topic in topics and p in topics[topic].partitions}
     ends: dict[tuple[str, int], int] = {}
     if partitions:
@@ -91,3 +102,14 @@ def read_lag(settings: Settings, groups: list[str] | None = None, *, timeout: fl
         ),
         key=lambda row: (row.group, row.topic, row.partition),
     )
+
+
+def require_topics(settings: Settings, topics: list[str], *, timeout: float = 5.0) -> None:
+    """Fail fast, before anything is written: the broker answers and every topic (prefix included) exists."""
+    present = _topics(_admin(settings, timeout), settings, timeout)
+    missing = sorted({topic for topic in topics if topic not in present})
+    if missing:
+        raise LagError(
+            f"topic(s) {', '.join(missing)} not found on {settings.bootstrap_servers}: create the contract's topics "
+            "(lienthong topics create) or check LIENTHONG_TOPIC_PREFIX"
+        )

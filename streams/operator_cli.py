@@ -30,6 +30,14 @@ def _out() -> Console:
     return Console(file=sys.stdout, soft_wrap=False, width=200 if not sys.stdout.isatty() else None)
 
 
+def _quiet_clients() -> None:
+    """A one-shot command reports a broker it cannot reach in one line (below); librdkafka's own retry
+    lines (``Connect to … failed`` every few milliseconds) would bury it."""
+    import logging
+
+    logging.getLogger("librdkafka").setLevel(logging.CRITICAL)
+
+
 def _fail(command: str, message: object) -> int:
     print(f"lienthong {command}: {message}", file=sys.stderr)
     return 2
@@ -56,6 +64,7 @@ def _short(value: Any, width: int = 60) -> str:
 
 
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    _quiet_clients()
     from streams.core.contract import System
     from streams.reconcile import ENTITIES, ReconcileError, publish_repairs, reconcile
 
@@ -134,6 +143,7 @@ def lag_table(rows: list[Any], title: str) -> Table:
 
 
 def _lag(args: argparse.Namespace, settings: Settings) -> int:
+    _quiet_clients()
     from rich.live import Live
 
     from streams.lag import LagError, read_lag
@@ -175,6 +185,7 @@ def _filters(args: argparse.Namespace) -> Any:
 
 
 def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    _quiet_clients()
     from datetime import UTC, datetime
 
     from streams.deadletters import DeadLetterError, check_topic, dead_letter, dead_letters, describe, parse_where
@@ -232,6 +243,7 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    _quiet_clients()
     from streams.backfill import BackfillError, Snapshot, publish, read_system, snapshot, system_entities
 
     try:

@@ -350,6 +350,18 @@ def publish_repairs(settings: Settings, report: Report, timeout: float = 30.0) -
 
     if not report.commands:
         return 0
+    from streams.lag import LagError, require_topics
+
+    try:
+        require_topics(
+            settings,
+            [
+                settings.topic_prefix + AUDIT,
+                *{settings.topic_prefix + commands_topic(c.target.value) for c in report.commands},
+            ],
+        )
+    except LagError as exc:
+        raise ReconcileError(str(exc)) from None
     producer = Producer(confluent_config(settings, {"acks": "all", "enable.idempotence": True}))
     failures: list[str] = []
 

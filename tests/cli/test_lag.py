@@ -1,0 +1,44 @@
+"""``lienthong lag``: a group's committed offset, the end offset and the lag of each partition, as a table."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streams.cli import main
+from streams.lag import read_lag
+
+pytestmark = pytest.mark.broker
+
+
+def test_a_group_behind_shows_committed_end_and_lag_per_partition(module_settings, monkeypatch, capsys):
+    topic = module_settings.topic_prefix + "cdc.crm.customer"
+    producer = Producer({"bootstrap.servers": module_settings.bootstrap_servers})
+    for n in range(7):
+        producer.produce(topic, key=f"t:{n}".encode(), value=b"{}", partition=0)
+    for n in range(3):
+        producer.produce(topic, key=f"t:{n}".encode(), value=b"{}", partition=1)
+    assert producer.flush(10) == 0
+    group = f"{module_settings.topic_prefix}reader-{uuid.uuid4().hex[:6]}"
+    consumer = Consumer({"bootstrap.servers": module_settings.bootstrap_servers, "group.id": group})
+    consumer.commit(offsets=[TopicPartition(topic, 0, 5), TopicPartition(topic, 1, 3)], asynchronous=False)
+    consumer.close()
+
+    rows = read_lag(module_settings, [group])
+    assert [(r.topic, r.partition, r.committed, r.end, r.lag) for r in rows] == [
+        (topic, 0, 5, 7, 2),
+        (topic, 1, 3, 3, 0),
+    ]
+
+    monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.bootstrap_servers)
+    monkeypatch.setenv("LIENTHONG_TOPIC_PREFIX", module_settings.topic_prefix)
+    assert main(["lag", "--group", group]) == 0
+    table = capsys.readouterr().out
+    assert "2 in all" in table
+    cells = [[cell.strip() for cell in line.split("│")[1:-1]] for line in table.splitlines() if topic in line]
+    assert cells == [[group, topic, "0", "5", "7", "2"], [group, topic, "1", "3", "3", "0"]], table
+    assert main(["lag", "--nonzero"]) == 0  # every group of this prefix, only partitions that lag
+    shown = capsys.readouterr().out
+    assert group in shown and shown.count(topic) == 1
