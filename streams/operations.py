@@ -1,4 +1,5 @@
-"""Operator views over the topics: the audit trail of one record, dead-letter replay, tenant settings.
+"""Operator views over the topics: the audit trail of one record, tenant settings, reading a topic whole
+(dead letters: ``streams/deadletters.py``).
 
 confluent-kafka only; no faust app is started.
 """
@@ -110,51 +111,3 @@ def set_tenant(settings: Settings, tenant: str, order_target: str) -> dict:
     if producer.flush(30):
         raise RuntimeError(f"could not write tenant settings to {settings.topic_prefix + TENANT_CONFIG}")
     return value
-
-
-def replay_dead_letters(
-    settings: Settings, dlq_topic: str, *, kind: str | None = None, dry_run: bool = False, timeout: float = 10.0
-) -> list[tuple[str, str]]:
-    """Write dead letters back to their ``origin.topic`` (contract: "Dead-letter headers").
-
-    Progress is kept in consumer group ``<app id>-replay-<dlq topic>``, so a letter is replayed
-    once; with ``kind`` only letters of that ``error.kind`` are replayed (others are skipped).
-    """
-    topic = settings.topic_prefix + dlq_topic
-    consumer = Consumer(
-        confluent_config(
-            settings,
-            {
-                "group.id": f"{settings.app_id}-replay-{dlq_topic}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-            },
-        )
-    )
-    producer = Producer(confluent_config(settings, {"acks": "all"}))
-    replayed: list[tuple[str, str]] = []
-    try:
-        consumer.subscribe([topic])
-        idle_until = time.monotonic() + timeout
-        while time.monotonic() < idle_until:
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            idle_until = time.monotonic() + 2.0
-            headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in _headers(message) if v is not None}
-            origin = headers.get("origin.topic")
-            if origin and (kind is None or headers.get("error.kind") == kind):
-                replayed.append((origin, headers.get("error.kind", "")))
-                if not dry_run:
-                    producer.produce(
-                        origin,
-                        key=message.key(),
-                        value=message.value(),
-                        headers=[("replayed.from", f"{topic}:{message.partition()}:{message.offset()}".encode())],
-                    )
-            if not dry_run:
-                producer.flush(30)
-                consumer.commit(message=message, asynchronous=False)
-    finally:
-        consumer.close()
-    return replayed
