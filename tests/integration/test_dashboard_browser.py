@@ -1,8 +1,9 @@
 """The operator's page in a real headless browser (Debian's chromium driven by playwright), against a
 running worker with traffic on the real broker: what it shows matches the services' /metrics.
 
-The screenshot is saved under $LIENTHONG_TEST_ARTIFACTS (default: the test's tmp dir) and its
-path printed (``pytest -s`` shows it).
+The screenshots are saved under $LIENTHONG_TEST_ARTIFACTS (default: var/test-artifacts/ in the
+repository, which git ignores; pytest's own tmp dirs are pruned by later runs) and their path
+printed (``pytest -s`` shows it).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def metric(text: str, name: str, **labels: str) -> float:
     )
 
 
-def wait_for(what: str, check, timeout: float = 90.0, logs: list[Path] = ()):
+def wait_for(what: str, check, timeout: float = 180.0, logs: list[Path] = ()):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
@@ -182,7 +183,7 @@ def test_the_page_shows_what_the_services_measure(module_settings, kafka, tenant
         kafka.produce("cdc.acct.customer", b"{also not json", key=f"{tenant}:BAD2")
         wrong = change_event(tenant, "acct", "customer", {"id": "A9", "code": "KH0009", "name": "x"})
         kafka.produce("cdc.acct.customer", {**wrong, "schema_version": 2}, key=f"{tenant}:A9")
-        commands = kafka.read(["commands.crm"], until=lambda got: len(got) >= 5, timeout=90)
+        commands = kafka.read(["commands.crm"], until=lambda got: len(got) >= 5, timeout=180)
         commands.sort(key=lambda m: m["value"]["key"]["code"])
         # the connector applies three, CRM refuses one, one waits
         act_as_connector(kafka, settings, commands, ["applied", "applied", "applied", "rejected", None])
@@ -205,6 +206,12 @@ def test_the_page_shows_what_the_services_measure(module_settings, kafka, tenant
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1280, "height": 1600})
             page.goto(base + "/?refresh=0")
+            # the picture first, so that a failing check below leaves it to look at
+            artifacts = Path(os.environ.get("LIENTHONG_TEST_ARTIFACTS", REPO_ROOT / "var" / "test-artifacts"))
+            artifacts.mkdir(parents=True, exist_ok=True)
+            shot = artifacts / "dashboard.png"
+            page.screenshot(path=str(shot), full_page=True)
+            print(f"\ndashboard screenshot: {shot}")
             worker_text = get(worker_metrics) or ""
             dashboard_text = get(base + "/metrics") or ""
 
@@ -251,12 +258,6 @@ def test_the_page_shows_what_the_services_measure(module_settings, kafka, tenant
             # the charts are drawn
             for chart in ("chart-lag", "chart-throughput", "chart-latency"):
                 assert page.locator(f'[data-testid="{chart}"] polyline').count() >= 1, chart
-
-            artifacts = Path(os.environ.get("LIENTHONG_TEST_ARTIFACTS", tmp_path))
-            artifacts.mkdir(parents=True, exist_ok=True)
-            shot = artifacts / "dashboard.png"
-            page.screenshot(path=str(shot), full_page=True)
-            print(f"\ndashboard screenshot: {shot}")
 
             # the refused record's link leads to its audit trail, with what became of the command
             page.click('[data-testid="record-row"][data-status="failing"] a:text-is("A4")')
