@@ -2,7 +2,8 @@
 
 * **Dictionaries** (customers, items; the sandbox's extension types too when asked):
   ``get_dictionary`` by ``last_sync_time`` (the watermark less ``overlap_s``, since the filter has
-  whole seconds and takes records changed at or after it), ``take`` 100 a page until a short page;
+  whole seconds and takes records changed at or after it), ``take`` 100 a page until a short page,
+  read again when a record changed under the scan (it skips a row: ``_pages``);
   ``get_dictionary_delete`` the same way for deletions. Only account objects that are customers are
   reported (vendors and employees share data_type 1).
 * **Callbacks** (``POST /callback``, the APICallBack URL registered with MISA): the signature
@@ -59,8 +60,10 @@ class ActCapture:
         entities: Sequence[str] = ("customer", "product"),
         overlap_s: float = 60.0,
         poll_interval: float = 5.0,
+        rescans: int = 2,
     ) -> None:
         self.client = client
+        self.rescans = rescans  # how many times a scan that met a record moving under it is read again
         self.reporter = reporter
         self.state = reporter.state
         self.ledger = ledger
@@ -105,16 +108,36 @@ class ActCapture:
     # --- dictionaries --------------------------------------------------------------------------------
 
     async def _pages(self, tenant: str, data_type: int, since: int | None, deleted: bool) -> list[dict[str, Any]]:
+        """Every record changed (or deleted) since the watermark, oldest first.
+
+        ``get_dictionary`` lists oldest first: a record changed while the scan pages through moves to
+        the end and every row after it moves up one place, so one row is skipped at the next ``skip``.
+        A scan of more than one page that met a record changed after it began (by ACT's clock, the
+        ``LastSyncTime`` of its first answer) is read again from the same ``last_sync_time``: the
+        second pass finds what the first skipped (the others equal their images: no news). Deleted
+        records do not move, and a deletion leaves ``get_dictionary`` alone when the scan is over.
+        """
         last_sync = sync_time((since - self.overlap_ms) / 1000) if since is not None else None
+        name = "get_dictionary_delete" if deleted else "get_dictionary"
         rows: list[dict[str, Any]] = []
-        skip = 0
-        while True:
-            read = self.client.get_dictionary_delete if deleted else self.client.get_dictionary
-            page = await read(tenant, data_type, skip=skip, take=TAKE_MAX, last_sync_time=last_sync)
-            rows += page
-            if len(page) < TAKE_MAX:
-                return rows
-            skip += TAKE_MAX
+        for _pass in range(1 + self.rescans):
+            began: int | None = None
+            skip, pages, moved = 0, 0, False
+            while True:
+                page, server_time = await self.client.dictionary_page(
+                    tenant, name, data_type, skip, TAKE_MAX, last_sync
+                )
+                if began is None:
+                    began = stamp_ms(server_time, time.time() - 1)
+                pages += 1
+                rows += page
+                moved = moved or any(stamp_ms(r.get("modified_date"), 0) >= began for r in page)
+                if len(page) < TAKE_MAX:
+                    break
+                skip += TAKE_MAX
+            if deleted or pages == 1 or not moved:
+                break
+        return rows
 
     async def poll(self, tenant: str, entity: str) -> int:
         spec = acct_mapping.DICTIONARIES[entity]

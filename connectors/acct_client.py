@@ -317,6 +317,13 @@ class ActClient:
     async def _list(
         self, tenant: str, name: str, data_type: int, skip: int, take: int, last_sync_time: str | None
     ) -> list[dict[str, Any]]:
+        return (await self.dictionary_page(tenant, name, data_type, skip, take, last_sync_time))[0]
+
+    async def dictionary_page(
+        self, tenant: str, name: str, data_type: int, skip: int, take: int, last_sync_time: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of ``get_dictionary`` / ``get_dictionary_delete`` and the ``LastSyncTime`` ACT answered
+        in ``CustomData`` (its clock when it answered: the watermark for the next call), when it did."""
         if not 1 <= take <= TAKE_MAX:
             raise ValueError(f"take must be 1..{TAKE_MAX}, not {take}")
         envelope = await self.call(
@@ -324,7 +331,9 @@ class ActClient:
             name,
             {"data_type": data_type, "branch_id": None, "skip": skip, "take": take, "last_sync_time": last_sync_time},
         )
-        return _records(envelope.data, name)
+        custom = envelope.custom_data if isinstance(envelope.custom_data, dict) else {}
+        server_time = custom.get("LastSyncTime")
+        return _records(envelope.data, name), str(server_time) if server_time else None
 
     async def save_dictionary(self, tenant: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Per-item results, in order; at most 200 items a call."""
