@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from confluent_kafka import Producer
+from pydantic import SecretStr
 
 from connectors.crm_mapping import from_crm
 from connectors.delivery import produce_acknowledged
@@ -106,7 +107,7 @@ async def _receive(request: web.Request) -> web.Response:
     return web.json_response({"accepted": event_id, "topic": topic}, status=202)
 
 
-def secrets_by_tenant(secrets: Mapping[str, str]) -> dict[tuple[str, str], str]:
+def secrets_by_tenant(secrets: Mapping[str, str | SecretStr]) -> dict[tuple[str, str], str]:
     """``{"<system>:<tenant>": secret}`` (``LIENTHONG_WEBHOOK_SECRETS``) as ``create_webhooks`` takes it.
     Raises ``ValueError`` for a key that is not ``<system>:<tenant>``."""
     by_tenant: dict[tuple[str, str], str] = {}
@@ -114,7 +115,7 @@ def secrets_by_tenant(secrets: Mapping[str, str]) -> dict[tuple[str, str], str]:
         system, colon, tenant = key.partition(":")
         if not colon:
             raise ValueError(f"webhook secret key {key!r} is not '<system>:<tenant>'")
-        by_tenant[(system, tenant)] = secret
+        by_tenant[(system, tenant)] = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
     return by_tenant
 
 

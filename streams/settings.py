@@ -134,7 +134,9 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Fault injection of a sandbox (sandboxes.faults.FaultConfig fields).",
     )
-    webhook_secrets: dict[str, str] = Field(default_factory=dict, description="'<system>:<tenant>' -> HMAC secret.")
+    webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict, description="'<system>:<tenant>' -> HMAC secret; never logged."
+    )
     default_order_target: OrderTarget = Field(
         "sale_order", description="What a CRM order becomes in accounting when the tenant has no setting."
     )

@@ -98,6 +98,9 @@ def test_worker_over_sasl_ssl_turns_a_change_into_a_command(secure_settings, tmp
     (command,) = [m["value"] for m in messages if m["key"].startswith(f"{tenant}:")]
     assert command["rule"] == "CUS-6"
     assert command["fields"]["name"] == "Công ty An Toàn"
+    # the worker logged in with the password and logged it nowhere
+    assert secure_settings.kafka_sasl_password is not None
+    assert secure_settings.kafka_sasl_password.get_secret_value() not in (tmp_path / "worker.log").read_text()
 
 
 def test_a_wrong_password_is_refused_at_start_with_a_clear_error(secure_env, monkeypatch, tmp_path):

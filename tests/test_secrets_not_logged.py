@@ -1,0 +1,126 @@
+"""Secrets set in the environment appear in no log line, no output and no repr of the settings.
+
+Every secret setting gets a recognizable value; the services run with debug logging; what they wrote
+is searched for those values. (The SASL password is checked the same way on the SASL_SSL broker, in
+tests/integration/test_security.py, whose worker logs in with it.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from streams.kafka_config import describe
+from streams.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SENTINELS = {
+    "crm": "crm-secret-7f3a91",
+    "access": "acct-access-code-52be0c",
+    "webhook": "webhook-hmac-9d41aa",
+    "sasl": "sasl-password-c0ffee",
+    "key": "tls-key-password-beef42",
+}
+
+
+def secret_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "LIENTHONG_CRM_CREDENTIALS": json.dumps({"cty-a": {"client_id": "app-1", "client_secret": SENTINELS["crm"]}}),
+        "LIENTHONG_ACCT_APP_ID": "partner-app",
+        "LIENTHONG_ACCT_CREDENTIALS": json.dumps(
+            {"cty-a": {"access_code": SENTINELS["access"], "org_company_code": "0101"}}
+        ),
+        "LIENTHONG_WEBHOOK_SECRETS": json.dumps({"crm:cty-a": SENTINELS["webhook"]}),
+        "LIENTHONG_DATA_DIR": str(tmp_path / "data"),
+        "LIENTHONG_LOG_LEVEL": "debug",
+        "LIENTHONG_CRM_URL": "http://127.0.0.1:9",  # nothing listens: the services log their failures
+        "LIENTHONG_ACCT_URL": "http://127.0.0.1:9",
+    }
+
+
+def assert_no_secret(text: str) -> None:
+    leaked = [name for name, value in SENTINELS.items() if value in text]
+    assert not leaked, f"secrets {leaked} appear in: ...{text[-3000:]}"
+
+
+def test_the_settings_never_show_a_secret(tmp_path, monkeypatch):
+    for name, value in secret_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_username="lienthong",
+        kafka_sasl_password=SENTINELS["sasl"],
+        kafka_ssl_key_password=SENTINELS["key"],
+    )
+    assert settings.webhook_secrets["crm:cty-a"].get_secret_value() == SENTINELS["webhook"]  # read, but hidden:
+    assert_no_secret(repr(settings) + str(settings) + settings.model_dump_json() + describe(settings))
+
+
+def test_an_invalid_setting_is_reported_without_the_secrets_beside_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIENTHONG_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("LIENTHONG_KAFKA_SASL_PASSWORD", SENTINELS["sasl"])
+    monkeypatch.setenv("LIENTHONG_WEBHOOK_SECRETS", json.dumps({"crm:cty-a": SENTINELS["webhook"]}))
+    with pytest.raises(ValueError) as raised:
+        Settings()
+    assert "LIENTHONG_KAFKA_SASL_USERNAME" in str(raised.value)
+    assert_no_secret(str(raised.value))
+
+
+def run_for(args: list[str], env: dict[str, str], seconds: float, ready: bytes | None = None) -> str:
+    """Run ``lienthong ARGS`` for ``seconds`` (or until ``ready`` appears, then 3 s more); its output."""
+    log = Path(env["LIENTHONG_DATA_DIR"]).parent / f"{args[0]}-{uuid.uuid4().hex[:6]}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", *args], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and process.poll() is None:
+            if ready is not None and ready in log.read_bytes():
+                deadline = min(deadline, time.monotonic() + 3)
+                ready = None
+            time.sleep(0.2)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+    return log.read_text(errors="replace")
+
+
+@pytest.mark.broker
+def test_services_running_with_secrets_log_none_of_them(tmp_path):
+    prefix = f"secrets-{uuid.uuid4().hex[:8]}."
+    env = {
+        **os.environ,
+        **secret_env(tmp_path),
+        "LIENTHONG_TOPIC_PREFIX": prefix,
+        "LIENTHONG_APP_ID": f"{prefix}lienthong",
+        "LIENTHONG_STORE": "memory://",
+        "LIENTHONG_WEB_ENABLED": "false",
+        "LIENTHONG_CAPTURE_POLL_INTERVAL": "0.5",
+    }
+    from streams.admin import create_topics, delete_topics_with_prefix
+
+    settings = Settings(topic_prefix=prefix)
+    create_topics(settings)
+    try:
+        worker = run_for(["worker"], env, 60, ready=b"Worker ready")
+        assert "Worker ready" in worker
+        capture = run_for(["capture", "crm"], {**env, "LIENTHONG_CRM_CAPTURE_PORT": "0"}, 8)
+        connector = run_for(["connector", "acct"], {**env, "LIENTHONG_ACCT_CONNECTOR_PORT": "0"}, 6)
+        webhooks = run_for(["webhooks", "--port", "0"], env, 5)
+    finally:
+        delete_topics_with_prefix(settings, prefix)
+    for output in (worker, capture, connector, webhooks):
+        assert output.strip()  # each said something (debug logging), and none of it a secret
+        assert_no_secret(output)
