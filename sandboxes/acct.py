@@ -107,6 +107,16 @@ CREATE TABLE IF NOT EXISTS journal (
 """
 
 
+def callback_extension(items: list[dict[str, Any]]) -> str | None:
+    """Why a callback carries something ACT does not send (an extension voucher type, issuance statuses)."""
+    reasons = {
+        EXTENSION_VOUCHER_TYPES[i["voucher_type"]] for i in items if i.get("voucher_type") in EXTENSION_VOUCHER_TYPES
+    }
+    if any("issue_status" in i for i in items):
+        reasons.add("not part of the ACT Open API: issuance-proposal statuses (issue_status) are not reported")
+    return "; ".join(sorted(reasons)) or None
+
+
 def iso_vn(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=VN).isoformat(timespec="milliseconds")
 
@@ -693,6 +703,9 @@ class ActSandbox:
             "org_company_code": self.config["company_codes"].get(tenant, ""),
             "app_id": app_id,
         }
+        extension = callback_extension(items)
+        if extension:
+            body["x_sandbox_extension"] = extension  # outside "data": the signature is unchanged
         self.store.queue_callback(tenant, data_type, body)
         self._wake.set()
 

@@ -124,6 +124,15 @@ RESOURCES: dict[str, Resource] = {
     )
 }
 ALIASES = {"Product": "Products"}
+# Fields of documented resources the public API does not have (the matrix needs them): answers that
+# carry one say so in "extension_fields" and the X-Sandbox-Extension header.
+EXTENSION_FIELDS: dict[str, dict[str, str]] = {
+    "SaleOrders": {
+        "delivered_quantities": "not part of AMIS CRM Open API v2: no per-line delivered quantity",
+        "revenue_entries": "not part of AMIS CRM Open API v2: no revenue-recognition entries on orders",
+        "receipts": "not part of AMIS CRM Open API v2: no list of receipts on orders",
+    }
+}
 SYSTEM_FIELDS = ("id", "created_date", "modified_date", "created_by", "modified_by")
 
 SCHEMA = """
@@ -409,6 +418,12 @@ def resource_of(request: web.Request) -> Resource | None:
 def labelled(resource: Resource, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     if resource.extension:
         return {**body, "extension": resource.extension}, {EXTENSION_HEADER: resource.extension}
+    known = EXTENSION_FIELDS.get(resource.name, {})
+    data = body.get("data")
+    records: list[Any] = data if isinstance(data, list) else []
+    used = {name: known[name] for record in records if isinstance(record, dict) for name in record if name in known}
+    if used:
+        return {**body, "extension_fields": used}, {EXTENSION_HEADER: "; ".join(f"{k}: {v}" for k, v in used.items())}
     return body, {}
 
 
@@ -624,6 +639,12 @@ async def index(request: web.Request) -> web.Response:
             if not records:
                 continue
             label = f" <small>(extension: {html.escape(resource.extension)})</small>" if resource.extension else ""
+            if resource.name in EXTENSION_FIELDS:
+                label += (
+                    " <small>(extension fields: "
+                    + html.escape(", ".join(EXTENSION_FIELDS[resource.name]))
+                    + ")</small>"
+                )
             parts.append(
                 f"<h3>{resource.name} ({len(records)}){label}</h3><table border=1 cellpadding=3>"
                 f"<tr><th>id</th><th>{resource.code_field}</th><th>modified_date</th><th>record</th></tr>"

@@ -262,6 +262,19 @@ async def test_save_is_queued_its_result_comes_signed_and_generation_locks_the_p
     assert [parse_callback(c).data_type for c in receiver.received[4:7]] == [22, 22, 22] and states == [1, 2, 3]
 
 
+async def test_a_callback_about_an_extension_says_so_outside_the_signed_data(world):
+    client, receiver = world["client"], world["receiver"]
+    await client.save_dictionary(
+        "cty-abc", [{"dictionary_type": 1, "account_object_code": "KH001", "account_object_name": "A"}]
+    )
+    await client.save("cty-abc", [{**(await order(client, "ref-q")), "voucher_type": 9002, "detail": []}])
+    (callback,) = await receiver.wait_for(1)
+    assert "quotes" in callback["x_sandbox_extension"] and signature_holds(parse_callback(callback), APP_ID)
+    await client.save("cty-abc", [await order(client, "ref-o")])
+    await receiver.wait_for(2)
+    assert "x_sandbox_extension" not in receiver.received[1]  # a documented voucher_type: nothing added
+
+
 async def test_delete_unknown_references_and_the_voucher_limits(world):
     client, receiver = world["client"], world["receiver"]
     await client.save("cty-abc", [{**(await order(client, "ref-2")), "account_object_code": "KH-NONE"}])

@@ -182,6 +182,25 @@ async def test_extension_resources_say_so(store):
         await client.close()
 
 
+async def test_extension_fields_of_documented_resources_say_so(store):
+    client = await started(create_crm_sandbox(store, credentials=CREDENTIALS))
+    try:
+        auth = await auth_headers(client)
+        await client.post("/api/v2/SaleOrders", headers=auth, json=[{"sale_order_no": "DH1"}])
+        plain = await client.get("/api/v2/SaleOrders", headers=auth)
+        assert "X-Sandbox-Extension" not in plain.headers and "extension_fields" not in await plain.json()
+        (order,) = (await plain.json())["data"]
+        await client.put(
+            "/api/v2/SaleOrders", headers=auth, json=[{"id": order["id"], "delivered_quantities": {"1": 2}}]
+        )
+        labelled = await client.get("/api/v2/SaleOrders", headers=auth)
+        assert "delivered_quantities" in labelled.headers["X-Sandbox-Extension"]
+        assert "not part of AMIS CRM Open API v2" in (await labelled.json())["extension_fields"]["delivered_quantities"]
+        assert "extension fields: delivered_quantities" in await (await client.get("/")).text()
+    finally:
+        await client.close()
+
+
 async def test_the_client_caches_the_token_renews_it_before_it_ends_and_after_a_401(store):
     clock = Clock()
     store.clock = clock
