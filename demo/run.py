@@ -124,17 +124,101 @@ async def business_day(
     )
 
 
+def broker_answers(settings, timeout: float = 3.0) -> bool:
+    """Whether a Kafka broker answers at the configured bootstrap servers (whoever started it)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        AdminClient(confluent_config(settings)).list_topics(timeout=timeout)
+    except KafkaException:
+        return False
+    return True
+
+
 def _ensure_broker_and_topics(settings) -> None:
     from streams.admin import create_topics
-    from streams.local_broker import run_kafka_script
+    from streams.local_broker import LocalBrokerError, run_kafka_script
 
-    if run_kafka_script("start", settings) != 0:
-        raise RuntimeError("the local Kafka broker did not start; see the message above")
+    if broker_answers(settings):
+        print(f"using the Kafka broker at {settings.bootstrap_servers}")
+    else:
+        try:
+            started = run_kafka_script("start", settings) == 0
+        except LocalBrokerError as exc:
+            raise DemoFailed(f"no Kafka broker answers at {settings.bootstrap_servers}, and {exc}") from None
+        if not started:
+            raise DemoFailed(
+                f"no Kafka broker answers at {settings.bootstrap_servers} and the local one did not start (the "
+                "message above says why): start one (lienthong kafka start, or docker compose up kafka) or point "
+                "LIENTHONG_BOOTSTRAP_SERVERS at one"
+            )
     outcomes = create_topics(settings)
     print(
         f"topics: {sum(o.status == 'created' for o in outcomes)} created, "
         f"{sum(o.status == 'exists' for o in outcomes)} already there"
     )
+
+
+SUMMED = ("commands.crm", "commands.acct", "dlq.cdc", "dlq.commands")
+
+
+def _end(consumer, partition) -> int:
+    """The end offset; a partition whose leader is still being elected (a fresh topic) is asked again."""
+    from confluent_kafka import KafkaException
+
+    for _ in range(20):
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=10)[1]
+        except KafkaException:
+            time.sleep(0.5)
+    return consumer.get_watermark_offsets(partition, timeout=10)[1]
+
+
+def end_offsets(settings, topics: tuple[str, ...] = SUMMED) -> dict[tuple[str, int], int]:
+    """Where each partition of ``topics`` ends now: the demo counts what comes after."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(confluent_config(settings, {"group.id": "lienthong-demo-marks", "enable.auto.commit": False}))
+    try:
+        ends = {}
+        metadata = consumer.list_topics(timeout=10).topics
+        for topic in topics:
+            name = settings.topic_prefix + topic
+            for partition in metadata[name].partitions if name in metadata else ():
+                ends[(topic, partition)] = _end(consumer, TopicPartition(name, partition))
+        return ends
+    finally:
+        consumer.close()
+
+
+def tenant_counts(settings, tenant: str, since: dict[tuple[str, int], int]) -> dict[str, int]:
+    """Messages of ``tenant`` (keys ``<tenant>:…``) on each topic after the offsets ``since``: this run's
+    commands and dead letters, whatever else the broker carried before or beside it."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    now = end_offsets(settings, tuple(sorted({topic for topic, _ in since})))
+    counts = {topic: 0 for topic, _ in since}
+    wanted = {tp: end for tp, end in now.items() if end > since.get(tp, 0)}
+    if not wanted:
+        return counts
+    consumer = Consumer(confluent_config(settings, {"group.id": "lienthong-demo-marks", "enable.auto.commit": False}))
+    prefix = f"{tenant}:".encode()
+    try:
+        consumer.assign([TopicPartition(settings.topic_prefix + t, p, since.get((t, p), 0)) for t, p in wanted])
+        deadline = time.monotonic() + 30
+        while wanted and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            topic = (message.topic() or "")[len(settings.topic_prefix) :]
+            where = (topic, message.partition() or 0)
+            counts[topic] += (message.key() or b"").startswith(prefix)
+            if (message.offset() or 0) + 1 >= wanted.get(where, 0):
+                wanted.pop(where, None)
+    finally:
+        consumer.close()
+    return counts
 
 
 async def run_demo(
@@ -150,6 +234,7 @@ async def run_demo(
     data = Path(settings.data_dir) / "demo"
     data.mkdir(parents=True, exist_ok=True)
     _ensure_broker_and_topics(settings)
+    marks = end_offsets(settings)
     worker_env = {
         **os.environ,
         "LIENTHONG_DATA_DIR": str(data / "worker"),
@@ -209,23 +294,21 @@ async def run_demo(
                 )
             print(f"\naudit trail of a record:  .venv/bin/lienthong explain {tenant} customer <id>")
             from demo.dashboard import broker_numbers
-            from streams.operations import read_topic
 
             await asyncio.sleep(1.5)  # the last commits
             numbers = await asyncio.to_thread(broker_numbers, settings)
+            mine = await asyncio.to_thread(tenant_counts, settings, tenant, marks)
             print(
-                f"sync health: lag {numbers['lag']}; commands crm {numbers['messages'].get('commands.crm', 0)}, "
-                f"acct {numbers['messages'].get('commands.acct', 0)}; dead letters "
-                f"{numbers['messages'].get('dlq.cdc', 0) + numbers['messages'].get('dlq.commands', 0)}"
+                f"sync health: lag {numbers['lag']}; this run's commands for {tenant}: crm {mine['commands.crm']}, "
+                f"acct {mine['commands.acct']}; dead letters {mine['dlq.cdc'] + mine['dlq.commands']}"
             )
+            from streams.deadletters import Filters, dead_letters
+
             for topic in ("dlq.cdc", "dlq.commands"):
-                if numbers["messages"].get(topic):
-                    for letter in await asyncio.to_thread(list, read_topic(settings, settings.topic_prefix + topic)):
-                        headers = {name: value for name, value in letter.headers if isinstance(value, bytes)}
+                if mine[topic]:
+                    for letter in await asyncio.to_thread(list, dead_letters(settings, topic, Filters(tenant=tenant))):
                         print(
-                            f"  dead letter on {topic}, key {letter.key!r}: "
-                            f"{headers.get('error.kind', b'?').decode()}: "
-                            f"{headers.get('error.message', b'').decode(errors='replace')[:300]}"
+                            f"  dead letter {letter.where}, key {letter.key!r}: {letter.kind}: {letter.message[:300]}"
                         )
             print(f"pages: {systems.crm.url}/  {systems.acct.url}/   sync health: {dashboard_url}/")
             if keep_running:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -33,12 +34,14 @@ async def run_sandbox(
     host: str = "127.0.0.1",
     app_id: str = "",
     callback_url: str | None = None,
+    ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve a sandbox on host:port (loopback unless told) until cancelled.
 
     ``credentials``: CRM ``{client_id: tenant, "<client_id>:secret": secret}``; accounting
     ``{"<app_id>:<access_code>": tenant}``, with ``app_id`` the application's and ``callback_url``
-    where its callbacks go (the accounting capture service's ``/callback``)."""
+    where its callbacks go (the accounting capture service's ``/callback``). Port 0 is a free port the
+    system chooses; ``ready`` is called with the sandbox's URL once it listens."""
     crm_store = acct_store = None
     if system == "crm":
         crm_store = CrmStore(db)
@@ -53,7 +56,11 @@ async def run_sandbox(
     runner = web.AppRunner(instrument(app, system))
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
-    log.info("%s sandbox on http://%s:%s (db %s)", system, host, port, db)
+    bound = runner.addresses[0][1] if runner.addresses else port
+    url = f"http://{host}:{bound}"
+    log.info("%s sandbox on %s (db %s)", system, url, db)
+    if ready is not None:
+        ready(url)
     try:
         await asyncio.Event().wait()
     finally:

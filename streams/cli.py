@@ -134,7 +134,7 @@ def _tenant(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from demo.run import run_demo
+    from demo.run import DemoFailed, run_demo
 
     try:
         return asyncio.run(
@@ -147,6 +147,9 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
                 keep_running=not args.exit,
             )
         )
+    except DemoFailed as exc:
+        print(f"lienthong demo: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
 
@@ -220,6 +223,22 @@ def _capture(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
 
+def sandbox_credentials(settings: Settings, system: str) -> dict[str, str]:
+    """What a sandbox accepts: LIENTHONG_SANDBOX_CREDENTIALS in the sandbox's own layout when set, else the
+    connectors' layout (LIENTHONG_CRM_CREDENTIALS, LIENTHONG_ACCT_CREDENTIALS), so one setting serves both."""
+    if settings.sandbox_credentials:
+        return settings.sandbox_credentials
+    accepted: dict[str, str] = {}
+    if system == "crm":
+        for tenant, crm in settings.crm_credentials.items():
+            accepted[crm.client_id] = tenant
+            accepted[f"{crm.client_id}:secret"] = crm.client_secret.get_secret_value()
+    else:
+        for tenant, acct in settings.acct_credentials.items():
+            accepted[f"{settings.acct_app_id}:{acct.access_code.get_secret_value()}"] = tenant
+    return accepted
+
+
 def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
@@ -235,7 +254,10 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
         print("lienthong sandbox acct: set LIENTHONG_ACCT_APP_ID (the app id it accepts)", file=sys.stderr)
         return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    port = args.port or (8081 if args.system == "crm" else 8082)
+    port = args.port if args.port is not None else (8081 if args.system == "crm" else 8082)
+
+    def ready(url: str) -> None:  # with --port 0 this is the only way to learn the port
+        print(f"{args.system} sandbox on {url}/", flush=True)
 
     async def main(stop: asyncio.Event) -> None:
         task = asyncio.create_task(
@@ -243,11 +265,12 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
                 args.system,
                 db=settings.data_dir / f"{args.system}-sandbox.sqlite",
                 port=port,
-                credentials=settings.sandbox_credentials,
+                credentials=sandbox_credentials(settings, args.system),
                 faults=faults,
                 host=settings.web_host,
                 app_id=settings.acct_app_id,
                 callback_url=settings.acct_callback_url,
+                ready=ready,
             )
         )
         await stop.wait()
@@ -339,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sandbox = sub.add_parser("sandbox", help="serve a sandbox of a system (its public API, labelled extensions)")
     sandbox.add_argument("system", choices=["crm", "acct"])
-    sandbox.add_argument("--port", type=int, default=0, help="default 8081 (crm) / 8082 (acct)")
+    sandbox.add_argument(
+        "--port", type=int, default=None, help="default 8081 (crm) / 8082 (acct); 0: a free port (printed)"
+    )
     sandbox.set_defaults(func=_sandbox)
 
     webhooks = sub.add_parser("webhooks", help="receive signed webhooks and produce change events")

@@ -37,6 +37,14 @@ class Settings(BaseSettings):
         "127.0.0.1:9092",
         description="Kafka bootstrap servers, host:port[,host:port]; loopback by default.",
     )
+    kafka_port: int | None = Field(
+        None,
+        ge=1,
+        le=65534,
+        description="Port of the local broker (lienthong kafka start, deploy/kafka/kafka.sh). Set alone, every "
+        "service follows it (bootstrap servers 127.0.0.1:<port>); set with loopback bootstrap servers of another "
+        "port, it is refused.",
+    )
     # --- Kafka transport security (streams/kafka_config.py turns these into every client's config) -------
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT",
@@ -234,6 +242,23 @@ class Settings(BaseSettings):
             problems.append("LIENTHONG_KAFKA_SSL_CERTFILE and LIENTHONG_KAFKA_SSL_KEYFILE go together (mutual TLS)")
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _one_local_broker_port(self) -> Settings:
+        """LIENTHONG_KAFKA_PORT starts the local broker; the services must connect to that same port."""
+        if self.kafka_port is None:
+            return self
+        if "bootstrap_servers" not in self.model_fields_set:
+            self.bootstrap_servers = f"127.0.0.1:{self.kafka_port}"
+            return self
+        host, _, port = self.bootstrap_servers.split(",")[0].strip().rpartition(":")
+        if host in ("127.0.0.1", "localhost", "[::1]") and port != str(self.kafka_port):
+            raise ValueError(
+                f"LIENTHONG_KAFKA_PORT={self.kafka_port} but LIENTHONG_BOOTSTRAP_SERVERS={self.bootstrap_servers}: "
+                "the local broker would listen on one port and the services connect to another. Set only "
+                "LIENTHONG_KAFKA_PORT (the services follow it), or give both the same port"
+            )
         return self
 
     @field_validator("topic_prefix")
