@@ -22,6 +22,7 @@ lienthong dashboard [--port] [--scrape URL ...]  the operator's page (lag, throu
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from streams.kafka_config import confluent_config
@@ -136,6 +137,9 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
     from demo.run import DemoFailed, run_demo
 
+    if "log_level" not in settings.model_fields_set:
+        # the demo's own output tells the story; LIENTHONG_LOG_LEVEL=info shows every service's lines too
+        logging.getLogger().setLevel(logging.WARNING)
     try:
         return asyncio.run(
             run_demo(
