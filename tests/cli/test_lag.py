@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 
 import pytest
@@ -9,6 +14,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streams.cli import main
 from streams.lag import read_lag
+from tests.integration.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.broker
 
@@ -42,3 +48,25 @@ def test_a_group_behind_shows_committed_end_and_lag_per_partition(module_setting
     assert main(["lag", "--nonzero"]) == 0  # every group of this prefix, only partitions that lag
     shown = capsys.readouterr().out
     assert group in shown and shown.count(topic) == 1
+
+
+def test_watch_refreshes_until_ctrl_c(module_settings):
+    topic = module_settings.topic_prefix + "cdc.acct.customer"
+    group = f"{module_settings.topic_prefix}watched-{uuid.uuid4().hex[:6]}"
+    consumer = Consumer({"bootstrap.servers": module_settings.bootstrap_servers, "group.id": group})
+    consumer.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
+    consumer.close()
+    env = {**os.environ, "LIENTHONG_BOOTSTRAP_SERVERS": module_settings.bootstrap_servers}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "lag", "--group", group, "--watch", "--interval", "0.3"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(4)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 0 and "Traceback" not in err, err
+    assert group in out and topic in out
