@@ -56,4 +56,4 @@ def test_demo_runs_a_business_day_and_exits(bootstrap, tmp_path):
     assert "crm: 4 records created" in out and "acct: 6 records created" in out
     assert "http://127.0.0.1:" in out
     health = next(line for line in out.splitlines() if line.startswith("sync health: lag"))
-    assert "dead letters 0" in health
+    assert "dead letters 0" in health, out[out.index("sync health: lag") :]
