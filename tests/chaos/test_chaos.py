@@ -497,7 +497,8 @@ def chaos(tmp_path_factory, chaos_report) -> dict[str, Any]:
 
         return {
             "report": report,
-            "said": f"\nreport ({tmp_path / 'chaos-report.json'}): {orjson.dumps(report, option=orjson.OPT_NON_STR_KEYS).decode()}",
+            "said": f"\nreport ({tmp_path / 'chaos-report.json'}): "
+            + orjson.dumps(report, option=orjson.OPT_NON_STR_KEYS).decode(),
             "problems": problems,
             "placeholders": placeholders,
             "created_twice": created_twice,
