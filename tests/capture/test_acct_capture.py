@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,10 +26,12 @@ from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 from capture.acct import ActCapture
-from capture.state import CaptureState, Reporter, new_producer
+from capture.state import CaptureState, CrashForTest, Reporter, new_producer
 from connectors.acct_client import ActClient, ActCredentials, callback_signature
 from connectors.ledger import CallbackOutcome, WriteLedger
+from connectors.writers import ActWriter
 from sandboxes.acct import CONFIG, ActStore, create_acct_sandbox
+from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id
 from streams.kafka_config import confluent_config
 from streams.settings import Settings
 from tests.capture.conftest import events_of
@@ -275,3 +278,69 @@ async def test_callbacks_of_save_delete_generation_and_the_accountants_vouchers(
     assert [e["op"] for e in receipts] == ["c", "u", "d"]
     assert receipts[1]["before"]["amount"] == receipts[0]["after"]["amount"] != receipts[1]["after"]["amount"]
     assert receipts[2]["before"] == receipts[1]["after"] and receipts[2]["after"] is None
+
+
+def customer_command(tenant: str, code: str, fields: dict[str, Any]) -> Command:
+    event_id = uuid.uuid4().hex
+    return Command(
+        command_id=command_id(
+            tenant=tenant, event_id=event_id, rule="CUS-10", target="acct", entity="customer", op="upsert", key=code
+        ),
+        tenant=tenant,
+        target=System.ACCT,
+        entity="customer",
+        op=Op.UPSERT,
+        key=CommandKey(id=None, code=code),
+        source=CommandSource(system=System.CRM, entity="customer", id=f"crm-{code}", event_id=event_id),
+        fields=fields,
+        rule="CUS-10",
+        depends_on=[],
+        ts_ms=int(time.time() * 1000),
+    )
+
+
+async def test_the_integrations_own_dictionary_writes_come_out_as_sync(module_settings, tmp_path, tenant):
+    async with acct_world(module_settings, tmp_path, tenant) as world:
+        await world.capture.poll_all()  # an empty company: the snapshot is done
+        writer = ActWriter(world.client, world.ledger)
+        await writer.apply(customer_command(tenant, "KH-CRM", {"name": "Từ CRM", "tax_code": "0101"}))
+        await world.capture.poll_all()
+        await asyncio.sleep(1.1)  # a later second: last_sync_time has whole seconds
+        world.person_saves(account_object_code="KH-CRM", tel="0909", state=2)
+        await world.capture.poll_all()
+        events = world.events("customer")
+    assert [(e["op"], e["origin"]) for e in events] == [("c", "sync"), ("u", "user")]
+    assert events[1]["before"]["name"] == "Từ CRM" and events[1]["after"]["phone"] == "0909"
+
+
+async def test_a_restart_in_the_middle_of_a_dictionary_scan_repeats_the_same_event_ids(
+    module_settings, tmp_path, tenant
+):
+    async with acct_world(module_settings, tmp_path, tenant) as world:
+        for n in range(5):
+            world.person_saves(account_object_code=f"KH{n}", account_object_name=f"Khách {n}", is_customer=True)
+        state_path = tmp_path / "restarted.sqlite"
+
+        def capture(crash_after: int | None) -> ActCapture:
+            reporter = Reporter(
+                "acct",
+                CaptureState(state_path),
+                world.ledger,
+                world.capture.reporter.producer,
+                topic_prefix=module_settings.topic_prefix,
+                crash_after=crash_after,
+            )
+            return ActCapture(world.client, reporter, world.ledger, {tenant: COMPANY}, entities=["customer"])
+
+        crashing = capture(crash_after=3)
+        with pytest.raises(CrashForTest):
+            await crashing.poll(tenant, "customer")
+        crashing.state.close()
+        restarted = capture(crash_after=None)
+        await restarted.poll(tenant, "customer")
+        assert await restarted.poll(tenant, "customer") == 0
+        restarted.state.close()
+        events = world.events("customer")
+    ids = Counter(e["event_id"] for e in events)
+    assert len(ids) == 5 and sorted(ids.values()) == [1, 1, 1, 1, 2]  # the one in flight at the crash, again
+    assert {e["after"]["code"] for e in events} == {f"KH{n}" for n in range(5)}
