@@ -28,7 +28,7 @@ import orjson
 from confluent_kafka import Producer
 
 from connectors.delivery import produce_acknowledged
-from connectors.ledger import WriteLedger, holds_only
+from connectors.ledger import WriteLedger, Written, holds_only
 from streams import metrics
 from streams.logs import about
 from streams.topics import cdc_topic
@@ -162,16 +162,21 @@ class Reporter:
             return None
         before = previous.record if previous is not None and not previous.deleted else None
         op = "u" if before is not None else ("r" if snapshot else "c")
+        explained: Written | None = None  # the ledger's notes this change turns out to be
         if origin is None:
             since = previous.seen_ms if previous else 0
-            wrote = self.ledger.written(self.system, tenant, entity, record, since_ms=since)
-            if wrote is not None and holds_only(wrote, before, record):
+            notes = self.ledger.written(self.system, tenant, entity, record, since_ms=since)
+            wrote = notes.fields if notes is not None else None
+            if notes is not None and wrote is not None and holds_only(wrote, before, record):
                 origin = "sync"
+                explained = notes
             elif (
-                wrote is not None
+                notes is not None
+                and wrote is not None
                 and before is None
                 and all(record.get(k) == v for k, v in wrote.items() if k != "code")
             ):
+                explained = notes
                 # The integration created it and a person changed it before this poll: report the two
                 # changes as they happened, the integration's creation, then the person's edit.
                 created = {"id": record_id, **wrote}
@@ -184,6 +189,10 @@ class Reporter:
         event = self._event(tenant, entity, op, before, record, origin, ts_ms, f"{marker}:{content_hash(record)}")
         await self._produce(tenant, entity, record_id, event)
         self.state.keep(self.system, tenant, entity, record)
+        if explained is not None:
+            # only once the change is out and its image kept: a crash before leaves the notes to
+            # explain the change when it is seen again
+            self.ledger.matched(explained)
         return event
 
     async def gone(self, tenant: str, entity: str, record_id: str, *, marker: str, ts_ms: int) -> dict[str, Any] | None:

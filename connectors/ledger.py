@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS writes (
     record_id TEXT,
     code TEXT,
     fields BLOB NOT NULL,
-    written_ms INTEGER NOT NULL
+    written_ms INTEGER NOT NULL,
+    matched_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS writes_by_id ON writes (system, tenant, entity, record_id);
 CREATE INDEX IF NOT EXISTS writes_by_code ON writes (system, tenant, entity, code);
@@ -68,6 +69,14 @@ def holds_only(wrote: Mapping[str, Any], before: Mapping[str, Any] | None, after
 
 
 @dataclass(frozen=True)
+class Written:
+    """The merged fields of the integration's unmatched notes on one record, and the notes' numbers."""
+
+    fields: dict[str, Any]
+    notes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class CallbackOutcome:
     success: bool
     error_code: str | None
@@ -82,6 +91,9 @@ class WriteLedger:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(writes)")}
+        if "matched_ms" not in columns:  # a ledger file from before notes were matched
+            self._db.execute("ALTER TABLE writes ADD COLUMN matched_ms INTEGER")
 
     def close(self) -> None:
         with self._lock:
@@ -119,14 +131,15 @@ class WriteLedger:
 
     def writes_since(
         self, system: str, tenant: str, entity: str, record_id: str, code: str | None, since_ms: int
-    ) -> list[dict[str, Any]]:
-        """The fields written to that record (by id, or by code) since ``since_ms``, oldest first."""
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """(note number, fields) of the notes on that record (by id, or by code) since ``since_ms`` that
+        no change has been matched to yet, oldest first."""
         rows = self._db.execute(
-            "SELECT fields FROM writes WHERE system=? AND tenant=? AND entity=? AND written_ms >= ? "
-            "AND (record_id=? OR (? IS NOT NULL AND code=?)) ORDER BY seq",
+            "SELECT seq, fields FROM writes WHERE system=? AND tenant=? AND entity=? AND written_ms >= ? "
+            "AND matched_ms IS NULL AND (record_id=? OR (? IS NOT NULL AND code=?)) ORDER BY seq",
             (system, tenant, entity, since_ms, record_id, code, code),
         ).fetchall()
-        return [orjson.loads(r[0]) for r in rows]
+        return [(int(r[0]), orjson.loads(r[1])) for r in rows]
 
     def written(
         self,
@@ -136,19 +149,33 @@ class WriteLedger:
         record: Mapping[str, Any],
         *,
         since_ms: int,
-        skew_ms: int = 2000,
-    ) -> dict[str, Any] | None:
-        """What the integration wrote to this record (by its id or code) since ``since_ms``, merged in
-        order; None when it wrote nothing there."""
+        window_ms: int = 600_000,
+    ) -> Written | None:
+        """What the integration wrote to this record (by its id or code) and no change seen so far was
+        matched to, merged in order; None when it wrote nothing there.
+
+        Why unmatched notes and a wide window rather than "noted after the record was last seen": a
+        note is taken before the API call, and the call can land seconds later (a slow API, a loaded
+        host), after the capture service saw the record's previous image. A time cut-off close to that
+        image would then take the integration's own write for a person's and send it back (an echo).
+        A note matched to a change (``matched``) never explains a later one, so a person who sets the
+        same values again later is seen as a person. Notes older than ``window_ms`` before the image
+        was seen are not considered: a write whose call failed stops explaining changes after that."""
         record_id = str(record.get("id") or "")
         code = None if record.get("code") is None else str(record["code"])
-        notes = self.writes_since(system, tenant, entity, record_id, code, since_ms - skew_ms)
+        notes = self.writes_since(system, tenant, entity, record_id, code, since_ms - window_ms)
         if not notes:
             return None
         merged: dict[str, Any] = {}
-        for fields in notes:
+        for _, fields in notes:
             merged.update(fields)
-        return merged
+        return Written(merged, tuple(seq for seq, _ in notes))
+
+    def matched(self, written: Written, now_ms: int | None = None) -> None:
+        """A change was the integration's own write: these notes explain no later change."""
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        with self._lock:
+            self._db.executemany("UPDATE writes SET matched_ms=? WHERE seq=?", [(now, seq) for seq in written.notes])
 
     def is_echo(
         self,
@@ -169,7 +196,10 @@ class WriteLedger:
         if after is None:
             return False  # deletions are never the integration's: no rule deletes what capture watches
         wrote = self.written(system, tenant, entity, after, since_ms=before_seen_ms)
-        return wrote is not None and holds_only(wrote, before, after)
+        if wrote is None or not holds_only(wrote.fields, before, after):
+            return False
+        self.matched(wrote)
+        return True
 
     # --- ACT's callbacks for save / delete -----------------------------------------------------------
 

@@ -3,12 +3,13 @@ and the real broker for what they produce (topics of their own per module, as th
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.settings import Settings
 from tests.integration.conftest import Kafka, bootstrap, kafka, module_settings, tenant
@@ -30,7 +31,7 @@ def events_of(settings: Settings, topic: str, tenant: str) -> list[dict]:
     try:
         metadata = consumer.list_topics(name, timeout=10).topics[name]
         partitions = [TopicPartition(name, p, 0) for p in metadata.partitions]
-        ends = {p.partition: consumer.get_watermark_offsets(p, timeout=10)[1] for p in partitions}
+        ends = {p.partition: _end_offset(consumer, p) for p in partitions}
         wanted = {p.partition for p in partitions if ends[p.partition] > 0}
         consumer.assign([p for p in partitions if p.partition in wanted])
         found: list[dict] = []
@@ -49,6 +50,19 @@ def events_of(settings: Settings, topic: str, tenant: str) -> list[dict]:
         return found
     finally:
         consumer.close()
+
+
+def _end_offset(consumer: Consumer, partition: TopicPartition) -> int:
+    """The partition's end offset; a topic the capture service has just created can answer "not leader"
+    for a moment while its leader is elected."""
+    for attempt in range(20):
+        try:
+            return int(consumer.get_watermark_offsets(partition, timeout=10)[1])
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION or attempt == 19:
+                raise
+            time.sleep(0.25)
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture()

@@ -326,3 +326,41 @@ def command(tenant: str, code: str, fields: dict) -> Command:
         depends_on=[],
         ts_ms=int(time.time() * 1000),
     )
+
+
+async def test_an_api_call_that_lands_after_the_next_poll_began_is_still_the_integrations_own(
+    module_settings, tmp_path, tenant
+):
+    """The connector notes a write before calling the API; on a slow API or a loaded host the call can
+    land seconds after capture last saw the record. That write is still ours (sync), and once it has
+    explained a change it explains no other: a person who later puts the same values back is a person."""
+    async with crm_world(module_settings, tmp_path, tenant) as world:
+        record_id = world.person_creates("KH-SLOW", "Ban đầu")
+        capture = world.capture(page_size=100)
+        await capture.poll(tenant, "customer")  # the person's creation, seen now
+        noted = world.ledger.note_write
+
+        def noted_long_ago(*args, **kwargs):  # as if the call had taken 30 s since the note
+            return noted(*args, **kwargs, now_ms=int(time.time() * 1000) - 30_000)
+
+        world.ledger.note_write = noted_long_ago  # type: ignore[method-assign]
+        writer = CrmWriter(world.client, world.ledger)
+        await writer.apply(command(tenant, "KH-SLOW", {"name": "Từ kế toán"}))
+        world.ledger.note_write = noted  # type: ignore[method-assign]
+        world.clock.tick()
+        await capture.poll(tenant, "customer")
+        world.person_edits(record_id, account_name="Người sửa")
+        world.clock.tick()
+        await capture.poll(tenant, "customer")
+        world.person_edits(record_id, account_name="Từ kế toán")  # the integration's value, by hand
+        world.clock.tick()
+        await capture.poll(tenant, "customer")
+        close(capture)
+    events = await_events(module_settings, tenant)
+    names = [(e["op"], e["origin"], e["after"]["name"]) for e in events if e["after"]["code"] == "KH-SLOW"]
+    assert names == [
+        ("r", "user", "Ban đầu"),  # the first poll: a snapshot
+        ("u", "sync", "Từ kế toán"),
+        ("u", "user", "Người sửa"),
+        ("u", "user", "Từ kế toán"),
+    ]
