@@ -241,6 +241,7 @@ class Note(StrEnum):
     NOT_A_COPY = "not_a_copy"  # PP-2: the edited CRM policy is not a copy from acct
     POLICY_CONFLICT = "policy_conflict"  # PP-2: a read-only copy was edited; the acct version is re-sent
     NO_TOTAL = "no_total"  # CT-7: the order has no total to cancel
+    DEPENDENCY_COMPLETED = "dependency_completed"  # a dependency sent by code only gets its fields
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

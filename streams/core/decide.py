@@ -434,6 +434,8 @@ def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) ->
         else:
             _apply(rule, builder)
 
+    if event.system is System.CRM and event.origin == "user" and event.op != "d":
+        _complete_dependencies(builder)
     if any(note.tag is Note.UNCHANGED for note in builder.notes):
         builder.rules.append("X-2")
     if any(command.depends_on for command in builder.commands):
@@ -570,6 +572,37 @@ def _dependencies(rule: Rule, builder: _Builder) -> list[str]:
             if previous is not None:
                 ids.append(previous.command_id)  # already sent, not yet confirmed by a result: still a dependency
     return ids
+
+
+def _complete_dependencies(builder: _Builder) -> None:
+    """X-4, the other half: a document can name a CRM record the processor has not seen yet (its change
+    is on another topic, and arrives later); the dependency then went out with its code only. When
+    the record itself arrives, the rule that sent the dependency sends its fields, once: only while
+    what was last written to the target is that code alone."""
+    event = builder.event
+    code = named(event.record.get("code"))
+    if code is None:
+        return
+    for rule_id in builder.rule_book.dependency_senders.get(event.entity, ()):
+        sender = builder.rule_book.by_id(rule_id)
+        write = sender.write_target()
+        key = CommandKey(id=None, code=code)
+        store_key = command_key_text(event.tenant, write.system, write.entity, key)
+        previous = builder.written.get(store_key) or builder.state.last_written(store_key)
+        if previous is None or set(previous.fields) - {"code"}:
+            continue
+        fields = {k: v for k, v in event.record.items() if k not in LOCAL_FIELDS}
+        command = builder.emit(
+            sender, fields=fields, key=key, source_id=event.record_id, cause=f"{event.event_id}/completes/{code}"
+        )
+        if command is not None:
+            builder.rules += [r for r in (sender.id, "X-4") if r not in builder.rules]
+            builder.note(
+                Note.DEPENDENCY_COMPLETED,
+                sender.id,
+                f"X-4: {event.entity} {code} went to {write.system.value} with its code only (named by a "
+                f"document before the processor saw it); {sender.id} sends its fields now",
+            )
 
 
 def _pull(rule: Rule, builder: _Builder) -> None:

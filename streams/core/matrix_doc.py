@@ -34,7 +34,9 @@ CROSS_CUTTING_RULES = (
     (
         "X-4 dependencies",
         "a rule's `dependencies` (the `fields` column says which): the records the document names that the "
-        "target has not linked yet are sent first, by the rule named; the document's `depends_on` names them.",
+        "target has not linked yet are sent first, by the rule named; the document's `depends_on` names them. "
+        "A record the processor has not seen yet goes by its code only; its fields follow by the same rule "
+        "when its own change arrives (audit note `dependency_completed`).",
     ),
     (
         "X-5 order",

@@ -965,6 +965,13 @@ class RuleBook:
             for action in rule.actions:
                 for order_target in ORDER_TARGETS if rule.order_target is None else (rule.order_target,):
                     self._match.setdefault((rule.source, rule.entity, action, order_target), rule)
+        # for each entity a document may name as a dependency, the rules that send it
+        senders: dict[str, list[str]] = {}
+        for rule in rules:
+            for dependency in rule.dependencies:
+                if dependency.rule not in senders.setdefault(dependency.entity, []):
+                    senders[dependency.entity].append(dependency.rule)
+        self.dependency_senders: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in senders.items()}
         self.derived: dict[str, tuple[Rule, ...]] = {
             order_target: tuple(
                 rule for rule in rules if rule.effect is Effect.DERIVED and rule.order_target in (None, order_target)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from streams.core.aggregates import OrderAggregate, decide_for_order
-from streams.core.contract import Action, BadInput, Command, CommandKey, Op, System, decode_change_event
+from streams.core.contract import Action, BadInput, Command, CommandKey, Note, Op, System, decode_change_event
 from streams.core.decide import Decision, decide, derive_action
 from streams.core.rules import Effect, RuleBook
 from tests.fakes import FakeState, event
@@ -1865,3 +1865,36 @@ def test_x2_the_integrations_own_echo_keeps_the_memory(rules: RuleBook) -> None:
     state.apply(echo)
     repeat = run(event("crm", "sale_order", "u", before=order("proposed"), after=order("recorded")), state, rules)
     assert repeat.commands == [] and "X-2" in repeat.audit.rules
+
+
+def test_x4_a_dependency_named_before_its_record_was_seen_gets_its_fields_when_the_record_arrives(
+    rules: RuleBook,
+) -> None:
+    """The order's change came before its customer's (another topic): the customer went to accounting
+    with its code only. The customer's own change (CUS-1: not synced by itself) completes it, once."""
+    state = base_state()
+    early = run(event("crm", "sale_order", after=order("proposed", customer_code="KH9")), state, rules)
+    placeholder = next(c for c in early.commands if c.rule == "CUS-10")
+    assert placeholder.fields == {"code": "KH9"}
+    state.apply(early)
+    customer = {**CUSTOMER, "id": "c-9", "code": "KH9", "name": "Khách đến sau", "tax_code": "0109"}
+    arrived = run(event("crm", "customer", after=customer), state, rules)
+    (completion,) = arrived.commands
+    assert (completion.rule, completion.target, completion.key) == ("CUS-10", System.ACCT, CommandKey(code="KH9"))
+    assert completion.fields["name"] == "Khách đến sau" and completion.fields["tax_code"] == "0109"
+    assert completion.command_id != placeholder.command_id
+    assert "X-4" in arrived.audit.rules
+    assert [n.tag for n in arrived.audit.notes if n.rule == "CUS-10"] == [Note.DEPENDENCY_COMPLETED]
+    state.apply(arrived)
+    again = run(event("crm", "customer", "u", before=customer, after={**customer, "phone": "1"}), state, rules)
+    assert "CUS-10" not in [c.rule for c in again.commands]  # completed once; later edits follow CUS-3
+
+
+def test_x4_a_dependency_sent_with_its_fields_is_not_sent_again_when_its_record_changes(rules: RuleBook) -> None:
+    state = base_state()
+    state.remember(T, "customer", {**CUSTOMER, "id": "c-5", "code": "KH5", "name": "Khách mới"})
+    state.apply(run(event("crm", "sale_order", after=order("proposed", customer_code="KH5")), state, rules))
+    arrived = run(
+        event("crm", "customer", after={**CUSTOMER, "id": "c-5", "code": "KH5", "name": "Khách mới"}), state, rules
+    )
+    assert arrived.commands == []
