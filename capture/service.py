@@ -83,7 +83,10 @@ async def serve_capture(system: str, settings: Settings, stop: asyncio.Event) ->
                     poll_interval=settings.capture_poll_interval,
                 )
                 runner = web.AppRunner(
-                    metrics.add_health_routes(acct.callback_app(), readiness(settings, acct.client)), access_log=None
+                    metrics.add_health_routes(
+                        acct.callback_app(), readiness(settings, "the accounting API", acct.client)
+                    ),
+                    access_log=None,
                 )
                 await runner.setup()
                 await web.TCPSite(runner, settings.web_host, settings.capture_port).start()
@@ -91,7 +94,7 @@ async def serve_capture(system: str, settings: Settings, stop: asyncio.Event) ->
                 capture = acct
             if runner is None:  # CRM: a server for the probes alone
                 runner = await metrics.serve_health(
-                    settings.web_host, settings.crm_capture_port, readiness(settings, capture.client)
+                    settings.web_host, settings.crm_capture_port, readiness(settings, "CRM", capture.client)
                 )
             task = asyncio.create_task(capture.run())
             await stop.wait()
@@ -105,8 +108,9 @@ async def serve_capture(system: str, settings: Settings, stop: asyncio.Event) ->
         ledger.close()
 
 
-def readiness(settings: Settings, client: CrmClient | ActClient) -> metrics.Readiness:
-    """``/readyz`` of a capture service: the broker answers and a token can be had for every tenant."""
+def readiness(settings: Settings, name: str, client: CrmClient | ActClient) -> metrics.Readiness:
+    """``/readyz`` of a capture service: the broker answers and a token can be had for every tenant
+    (``name``: the system, as the answer names it)."""
     broker = metrics.BrokerCheck(confluent_config(settings))
 
     async def check() -> dict[str, str | None]:
@@ -118,7 +122,7 @@ def readiness(settings: Settings, client: CrmClient | ActClient) -> metrics.Read
                 problems.append(f"{tenant}: {exc}")
         return {
             "broker": await broker.problem(),
-            "api": f"no token from {client.base_url} ({'; '.join(problems)})" if problems else None,
+            "api": f"no token from {name} at {client.base_url} ({'; '.join(problems)})" if problems else None,
         }
 
     return check

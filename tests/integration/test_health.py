@@ -22,13 +22,16 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from capture.service import serve_capture
 from capture.webhooks import create_webhooks
 from connectors.crm_client import CrmCredentials
 from connectors.runner import Connector, ConnectorSettings
+from sandboxes.acct import ActStore, create_acct_sandbox
 from sandboxes.app import instrument
+from sandboxes.crm import RESOURCES as CRM_RESOURCES
 from sandboxes.crm import CrmStore, create_crm_sandbox
 from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id, dumps
-from streams.settings import Settings
+from streams.settings import AcctTenant, CrmTenant, Settings
 from tests.integration.conftest import REPO_ROOT, change_event
 
 pytestmark = pytest.mark.broker
@@ -357,3 +360,141 @@ async def test_the_webhook_receiver_serves_probes_and_counts_webhooks(module_set
     finally:
         await server.close()
     assert value(text, "lienthong_webhooks_total", system="crm", status="401") >= 1
+
+
+# --- capture services ----------------------------------------------------------------------------
+
+CAPTURE_APP_ID = "app-lienthong-health"
+
+
+def capture_settings(module_settings: Settings, tmp_path: Path, tenant: str, api_port: int) -> Settings:
+    """Settings of ``lienthong capture crm|acct`` against a system API on ``api_port`` (up or not)."""
+    return module_settings.model_copy(
+        update={
+            "data_dir": tmp_path / "data",
+            "crm_url": f"http://127.0.0.1:{api_port}",
+            "acct_url": f"http://127.0.0.1:{api_port}",
+            "crm_credentials": {tenant: CrmTenant(client_id="app-crm", client_secret=SecretStr("s3"))},
+            "acct_app_id": CAPTURE_APP_ID,
+            "acct_credentials": {tenant: AcctTenant(access_code=SecretStr("acc3ss"), org_company_code="0101234567")},
+            "crm_capture_port": free_port(),
+            "capture_port": free_port(),
+            "capture_poll_interval": 0.3,
+            "capture_overlap": 0.0,
+        }
+    )
+
+
+async def until(session: aiohttp.ClientSession, url: str, done, service: asyncio.Task, timeout: float = 30.0):
+    """GET ``url`` (once something listens there) until ``done(status, text)``; returns (status, text)."""
+    deadline = time.monotonic() + timeout
+    last: tuple[int, str] | None = None
+    while time.monotonic() < deadline:
+        if service.done():
+            raise AssertionError(f"the capture service stopped: {service.exception() or 'without an error'}")
+        try:
+            async with session.get(url) as response:
+                last = (response.status, await response.text())
+            if done(*last):
+                return last
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} never satisfied the test; last answer {last}")
+
+
+@pytest.mark.parametrize("system", ["crm", "acct"])
+async def test_a_capture_service_is_not_ready_while_its_api_is_down_then_ready_and_counts_what_it_captures(
+    system, kafka, module_settings, tmp_path, tenant
+):
+    api_port = free_port()
+    settings = capture_settings(module_settings, tmp_path, tenant, api_port)
+    base = f"http://127.0.0.1:{settings.crm_capture_port if system == 'crm' else settings.capture_port}"
+    stop = asyncio.Event()
+    service = asyncio.create_task(serve_capture(system, settings, stop))
+    sandbox: TestServer | None = None
+    store: CrmStore | ActStore | None = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            # nothing answers on the API's port: alive, not ready, and the answer says what and where
+            assert await until(session, base + "/healthz", lambda s, t: True, service) == (200, '{"alive": true}')
+            status, body = await until(session, base + "/readyz", lambda s, t: True, service)
+            assert status == 503, body
+            answer = orjson.loads(body)
+            assert answer["ready"] is False and answer["checks"]["broker"] == "ok"
+            assert set(answer["not_ready"]) == {"api"}
+            name = "CRM" if system == "crm" else "the accounting API"
+            assert f"no token from {name} at http://127.0.0.1:{api_port}" in answer["not_ready"]["api"]
+            assert tenant in answer["not_ready"]["api"]
+
+            # the system comes up on that port: ready, without a restart
+            if system == "crm":
+                store = CrmStore(tmp_path / "crm.sqlite")
+                app = create_crm_sandbox(store, credentials={"app-crm": tenant, "app-crm:secret": "s3"})
+            else:
+                store = ActStore(tmp_path / "acct.sqlite")
+                app = create_acct_sandbox(
+                    store, app_id=CAPTURE_APP_ID, credentials={f"{CAPTURE_APP_ID}:acc3ss": tenant}
+                )
+            sandbox = TestServer(app, port=api_port)
+            await sandbox.start_server()
+            status, body = await until(session, base + "/readyz", lambda s, t: s == 200, service)
+            assert orjson.loads(body) == {"ready": True, "checks": {"broker": "ok", "api": "ok"}, "not_ready": {}}
+
+            # a poll of customers has finished since the API came up: the gauge says when
+            ready_at = time.time()
+            _, text = await until(
+                session,
+                base + "/metrics",
+                lambda s, t: (
+                    value(t, "lienthong_capture_last_poll_timestamp_seconds", system=system, entity="customer")
+                    >= ready_at
+                ),
+                service,
+            )
+            created = value(text, "lienthong_capture_events_total", system=system, entity="customer", op="c")
+
+            # a person creates a customer in the system: the next poll produces its change event
+            if isinstance(store, CrmStore):
+                store.create(
+                    tenant, CRM_RESOURCES["Customers"], {"account_number": "KH1", "account_name": "Công ty A"}, "nv-kd"
+                )
+            else:
+                store.save_dictionary_item(
+                    tenant,
+                    {
+                        "dictionary_type": 1,
+                        "account_object_code": "KH1",
+                        "account_object_name": "A",
+                        "is_customer": True,
+                    },
+                    "ui",
+                )
+            _, text = await until(
+                session,
+                base + "/metrics",
+                lambda s, t: (
+                    value(t, "lienthong_capture_events_total", system=system, entity="customer", op="c") > created
+                ),
+                service,
+            )
+            assert (
+                value(text, "lienthong_capture_events_total", system=system, entity="customer", op="c") == created + 1
+            )
+            polled = value(text, "lienthong_capture_last_poll_timestamp_seconds", system=system, entity="customer")
+            assert ready_at <= polled <= time.time()
+            assert value(text, "lienthong_token_renewals_total", system=system, outcome="ok") >= 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(service, 30)
+        if sandbox is not None:
+            await sandbox.close()
+        if store is not None:
+            store.close()
+
+    def created_here(messages: list[dict]) -> list[dict]:
+        values = [m["value"] for m in messages if isinstance(m["value"], dict)]
+        return [v for v in values if v.get("tenant") == tenant and v.get("op") == "c"]
+
+    events = created_here(kafka.read([f"cdc.{system}.customer"], lambda messages: bool(created_here(messages))))
+    assert [(e["after"]["code"], e["origin"]) for e in events] == [("KH1", "user")]
