@@ -40,8 +40,8 @@ def crm_credentials(settings: Settings) -> dict[str, CrmCredentials]:
     """``LIENTHONG_CRM_CREDENTIALS``, else the CRM entries of the older ``LIENTHONG_CONNECTOR_CREDENTIALS``."""
     found = {t: CrmCredentials(c.client_id, c.client_secret) for t, c in settings.crm_credentials.items()}
     for tenant, values in settings.connector_credentials.items():
-        if tenant not in found and values.get("client_id"):
-            found[tenant] = CrmCredentials(values["client_id"], SecretStr(values.get("client_secret", "")))
+        if tenant not in found and values.client_id:
+            found[tenant] = CrmCredentials(values.client_id, values.client_secret or SecretStr(""))
     return found
 
 
@@ -50,15 +50,15 @@ def acct_credentials(settings: Settings) -> dict[str, ActCredentials]:
     (``connection_code`` is the access code; the tenant stands for its company code)."""
     found = {t: ActCredentials(c.access_code, c.org_company_code) for t, c in settings.acct_credentials.items()}
     for tenant, values in settings.connector_credentials.items():
-        if tenant not in found and values.get("connection_code"):
-            found[tenant] = ActCredentials(SecretStr(values["connection_code"]), values.get("org_company_code", tenant))
+        if tenant not in found and values.connection_code is not None and values.connection_code.get_secret_value():
+            found[tenant] = ActCredentials(values.connection_code, values.org_company_code or tenant)
     return found
 
 
 def acct_app_id(settings: Settings) -> str:
     if settings.acct_app_id:
         return settings.acct_app_id
-    return next((v["app_id"] for v in settings.connector_credentials.values() if v.get("app_id")), "")
+    return next((v.app_id for v in settings.connector_credentials.values() if v.app_id), "")
 
 
 def shared_ledger_path(settings: Settings, system: str) -> Path:

@@ -33,6 +33,7 @@ from connectors.errors import Refused, Transient
 from connectors.ledger import WriteLedger
 from connectors.runner import Connector, ConnectorSettings
 from sandboxes.acct import ActStore, create_acct_sandbox
+from sandboxes.admin import new_admin_token, page_link
 from sandboxes.crm import CrmStore, create_crm_sandbox
 from sandboxes.faults import FaultConfig
 
@@ -68,7 +69,12 @@ class LocalSystems:
     crm_store: CrmStore
     acct_store: ActStore
     tenants: list[str]
+    admin_token: str  # both sandboxes' /sandbox/... routes (sandboxes/admin.py)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def page(self, system: LocalSystem) -> str:
+        """A sandbox's page, opened with the admin token so that its buttons act."""
+        return page_link(system.url, self.admin_token)
 
     # --- what each system shows, in the contract's names ----------------------------------------------
 
@@ -164,7 +170,8 @@ class Accountant:
         self.systems, self.tenant, self.session = systems, tenant, session
 
     async def _post(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        async with self.session.post(f"{self.systems.acct.url}/sandbox/ui/{self.tenant}/{path}", json=body) as r:
+        url, token = f"{self.systems.acct.url}/sandbox/ui/{self.tenant}/{path}", self.systems.admin_token
+        async with self.session.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
             answer = await r.json()
             if r.status != 200:
                 raise RuntimeError(f"the accounting sandbox refused {path}: {answer}")
@@ -199,10 +206,13 @@ async def local_systems(
     connector_overrides: dict[str, Any] | None = None,
     poll_interval: float = 0.3,
     callback_timeout: float = 5.0,
+    admin_token: str | None = None,
 ) -> AsyncIterator[LocalSystems]:
+    """``admin_token``: what both sandboxes' ``/sandbox/...`` routes need (None: a random one, in the result)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     faults = faults or {}
     ports = ports or {}
+    admin_token = admin_token or new_admin_token()
     runners: list[web.AppRunner] = []
     tasks: list[asyncio.Task[None]] = []
     closers: list[Any] = []
@@ -228,7 +238,8 @@ async def local_systems(
             crm_credentials.update({f"user-{tenant}": tenant, f"user-{tenant}:secret": f"user-secret-{tenant}"})
         crm_faults = faults.get("crm") or FaultConfig()
         crm_url = await serve(
-            create_crm_sandbox(crm_store, credentials=crm_credentials, faults=crm_faults), ports.get("crm", 0)
+            create_crm_sandbox(crm_store, credentials=crm_credentials, faults=crm_faults, admin_token=admin_token),
+            ports.get("crm", 0),
         )
         crm_api = crm_url + "/api/v2"
         crm_connector_creds = {t: CrmCredentials(crm_login(t)[0], SecretStr(crm_login(t)[1])) for t in tenants}
@@ -262,6 +273,7 @@ async def local_systems(
                 credentials={f"{APP_ID}:{acct_access(t)[0]}": t for t in tenants},
                 callback_url=callback_url,
                 faults=acct_faults,
+                admin_token=admin_token,
             ),
             ports.get("acct", 0),
         )
@@ -305,6 +317,7 @@ async def local_systems(
             crm_store=crm_store,
             acct_store=acct_store,
             tenants=tenants,
+            admin_token=admin_token,
             tasks=tasks,
         )
     finally:

@@ -255,12 +255,14 @@ async def run_demo(
                 return 1
             await asyncio.sleep(0.3)
         print(f"worker ready (log {log_path})")
+        given_token = settings.sandbox_admin_token
         async with local_systems(
             kafka=confluent_config(settings),
             topic_prefix=settings.topic_prefix,
             data_dir=data / "systems",
             tenants=[tenant],
             ports={"crm": crm_port, "acct": acct_port},
+            admin_token=given_token.get_secret_value() if given_token is not None else None,
         ) as systems:
             from aiohttp import web
 
@@ -311,6 +313,13 @@ async def run_demo(
                             f"  dead letter {letter.where}, key {letter.key!r}: {letter.kind}: {letter.message[:300]}"
                         )
             print(f"pages: {systems.crm.url}/  {systems.acct.url}/   sync health: {dashboard_url}/")
+            if given_token is None:  # made for this run: said once, on the console (SECURITY.md)
+                print(
+                    f"the sandboxes' /sandbox/... routes need 'Authorization: Bearer {systems.admin_token}'; "
+                    f"the accounting page with its buttons: {systems.page(systems.acct)}"
+                )
+            else:
+                print("the sandboxes' /sandbox/... routes and buttons need LIENTHONG_SANDBOX_ADMIN_TOKEN (/?token=…)")
             if keep_running:
                 print(
                     "\nrunning; Ctrl-C stops the sandboxes, capture, connectors and worker (the broker keeps running)"

@@ -21,7 +21,8 @@
   (HTTP 200 with ``Success: true``) after ``callback_attempts`` tries is kept for
   ``get_call_back_detail_error``.
 
-``/sandbox/ui/...`` is what an accountant does in AMIS Kế toán's screens, not part of the API.
+``/sandbox/ui/...`` is what an accountant does in AMIS Kế toán's screens, not part of the API; like the
+test control ``/sandbox/expire-tokens`` it needs the sandbox's admin token (``sandboxes/admin.py``).
 **Extensions** (labelled ``X-Sandbox-Extension`` and ``CustomData.Extension``): price policies and
 item groups as dictionaries (data_type 901, 902), contracts and quotes as vouchers (voucher_type
 9001, 9002), issuance-proposal statuses (``issue_status``), ``x_get_vouchers`` (reading vouchers back).
@@ -49,6 +50,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from sandboxes.admin import ADMIN_TOKEN, page_link, page_token, protect
 from sandboxes.faults import FaultConfig, fault_middleware
 
 log = logging.getLogger(__name__)
@@ -828,8 +830,8 @@ SANDBOX = web.AppKey("act_sandbox", ActSandbox)
 
 
 def _ui_answer(request: web.Request, data: Any, status: int = 200) -> web.StreamResponse:
-    if request.query.get("redirect"):
-        raise web.HTTPSeeOther("/")
+    if request.query.get("redirect"):  # a button of the page: back to it (the caller has shown the token)
+        raise web.HTTPSeeOther(page_link("", request.app[ADMIN_TOKEN]))
     return web.Response(
         body=orjson.dumps({"sandbox_ui": "an accountant's action in AMIS Kế toán, not part of the API", "data": data}),
         status=status,
@@ -884,6 +886,14 @@ async def index(request: web.Request) -> web.Response:
         "Data types 901/902 and voucher types 9001/9002 are <b>extensions</b> of this sandbox. The buttons are "
         "what an accountant does in AMIS Kế toán's screens.</p>"
     ]
+    token = page_token(request)
+    if token is None:
+        parts.append(
+            "<p><b>"
+            + ("The token in this link is not this sandbox's admin token. " if "token" in request.query else "")
+            + "The buttons need the sandbox's admin token: open the <code>/?token=…</code> link the sandbox printed "
+            "at start (SECURITY.md).</b></p>"
+        )
     for tenant in store.tenants():
         parts.append(f"<h2>{html.escape(tenant)}</h2>")
         for data_type, (_write, id_field, code_field) in sorted(READ_TYPES.items()):
@@ -909,12 +919,16 @@ async def index(request: web.Request) -> web.Response:
             parts.append("<h3>proposals (đề nghị sinh chứng từ)</h3><table border=1 cellpadding=3>")
             for proposal, state in proposals:
                 ref = html.escape(str(proposal.get("org_refid")))
-                button = (
-                    f"<form method=post action='/sandbox/ui/{html.escape(tenant)}/proposals/{ref}/generate?redirect=1'>"
-                    "<button>Sinh chứng từ (generate)</button></form>"
-                    if state == "pending"
-                    else "generated"
-                )
+                if state != "pending":
+                    button = "generated"
+                elif token is None:
+                    button = "pending"
+                else:
+                    button = (
+                        f"<form method=post action='/sandbox/ui/{html.escape(tenant)}/proposals/{ref}/generate"
+                        f"?redirect=1'><input type=hidden name=token value='{html.escape(token)}'>"
+                        "<button>Sinh chứng từ (generate)</button></form>"
+                    )
                 parts.append(
                     f"<tr><td>{html.escape(str(proposal.get('org_refno')))}</td><td>voucher_type "
                     f"{proposal.get('voucher_type')}</td><td>{button}</td></tr>"
@@ -944,8 +958,10 @@ def create_acct_sandbox(
     processing_delay_s: float = 0.02,
     callback_attempts: int = 3,
     callback_retry_s: float = 0.2,
+    admin_token: str | None = None,
 ) -> web.Application:
-    """``credentials``: ``{"<app_id>:<access_code>": tenant}``; callbacks go to ``callback_url``."""
+    """``credentials``: ``{"<app_id>:<access_code>": tenant}``; callbacks go to ``callback_url``. ``/sandbox/...``
+    needs ``admin_token`` (``sandboxes/admin.py``; a random one when None, read back as ``app[ADMIN_TOKEN]``)."""
     faults = faults or FaultConfig()
     app = web.Application(
         middlewares=[fault_middleware(faults, applies=lambda path: path.startswith(("/api/", "/apir/")))]
@@ -963,6 +979,7 @@ def create_acct_sandbox(
     }
     sandbox = ActSandbox(store, config, faults)
     app[STORE], app[CONFIG], app[SANDBOX] = store, config, sandbox
+    protect(app, admin_token)
     app.router.add_get("/", index)
     app.router.add_post("/api/oauth/actopen/connect", connect)
     for root in DATA_ROOTS:

@@ -35,23 +35,30 @@ async def run_sandbox(
     app_id: str = "",
     callback_url: str | None = None,
     ready: Callable[[str], None] | None = None,
+    admin_token: str | None = None,
 ) -> None:
     """Serve a sandbox on host:port (loopback unless told) until cancelled.
 
     ``credentials``: CRM ``{client_id: tenant, "<client_id>:secret": secret}``; accounting
     ``{"<app_id>:<access_code>": tenant}``, with ``app_id`` the application's and ``callback_url``
     where its callbacks go (the accounting capture service's ``/callback``). Port 0 is a free port the
-    system chooses; ``ready`` is called with the sandbox's URL once it listens."""
+    system chooses; ``ready`` is called with the sandbox's URL once it listens. ``admin_token`` guards the
+    ``/sandbox/...`` routes (``sandboxes/admin.py``); None: a random one nobody knows."""
     crm_store = acct_store = None
     if system == "crm":
         crm_store = CrmStore(db)
-        app = create_crm_sandbox(crm_store, credentials=credentials, faults=faults)
+        app = create_crm_sandbox(crm_store, credentials=credentials, faults=faults, admin_token=admin_token)
     else:
         if not app_id:
             raise ValueError("the accounting sandbox needs the application's app_id (LIENTHONG_ACCT_APP_ID)")
         acct_store = ActStore(db)
         app = create_acct_sandbox(
-            acct_store, app_id=app_id, credentials=credentials, callback_url=callback_url, faults=faults
+            acct_store,
+            app_id=app_id,
+            credentials=credentials,
+            callback_url=callback_url,
+            faults=faults,
+            admin_token=admin_token,
         )
     runner = web.AppRunner(instrument(app, system))
     await runner.setup()

@@ -41,6 +41,7 @@ import jwt
 import orjson
 from aiohttp import web
 
+from sandboxes.admin import protect
 from sandboxes.faults import FaultConfig, fault_middleware
 
 VN = timezone(timedelta(hours=7))
@@ -667,8 +668,10 @@ def create_crm_sandbox(
     faults: FaultConfig | None = None,
     token_ttl_s: float = 24 * 3600,
     product_writes: bool = True,
+    admin_token: str | None = None,
 ) -> web.Application:
-    """``credentials``: ``{client_id: tenant, "<client_id>:secret": secret}``."""
+    """``credentials``: ``{client_id: tenant, "<client_id>:secret": secret}``. ``/sandbox/...`` needs
+    ``admin_token`` (``sandboxes/admin.py``; a random one when None, read back as ``app[ADMIN_TOKEN]``)."""
     app = web.Application(
         middlewares=[fault_middleware(faults or FaultConfig(), applies=lambda path: path.startswith(ROOTS))]
     )
@@ -681,6 +684,7 @@ def create_crm_sandbox(
         "revoked_before": 0.0,
         "product_writes": product_writes,
     }
+    protect(app, admin_token)
     app.router.add_get("/", index)
     app.router.add_post("/sandbox/revoke-tokens", revoke_tokens)
     for root in ROOTS:

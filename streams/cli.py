@@ -14,7 +14,7 @@ lienthong backfill --tenant T --system crm|acct [--entity E] [--from-file F.json
 lienthong demo [--exit]               everything locally, and a scripted business day
 lienthong connector crm|acct          a connector service (LIENTHONG_CRM_CREDENTIALS / _ACCT_*, _CRM_URL, _ACCT_URL)
 lienthong capture crm|acct            a capture service: polls the system (and takes ACT's callbacks) into cdc.*
-lienthong sandbox crm|acct [--port]   a sandbox of one system (LIENTHONG_SANDBOX_CREDENTIALS, _SANDBOX_FAULTS)
+lienthong sandbox crm|acct [--port]   a sandbox of one system (LIENTHONG_SANDBOX_CREDENTIALS, _FAULTS, _ADMIN_TOKEN)
 lienthong webhooks [--port]           the webhook receiver (LIENTHONG_WEBHOOK_SECRETS)
 lienthong dashboard [--port] [--scrape URL ...]  the operator's page (lag, throughput, latency, sync health)
 """
@@ -230,8 +230,8 @@ def _capture(args: argparse.Namespace, settings: Settings) -> int:
 def sandbox_credentials(settings: Settings, system: str) -> dict[str, str]:
     """What a sandbox accepts: LIENTHONG_SANDBOX_CREDENTIALS in the sandbox's own layout when set, else the
     connectors' layout (LIENTHONG_CRM_CREDENTIALS, LIENTHONG_ACCT_CREDENTIALS), so one setting serves both."""
-    if settings.sandbox_credentials:
-        return settings.sandbox_credentials
+    if settings.sandbox_logins:
+        return settings.sandbox_logins
     accepted: dict[str, str] = {}
     if system == "crm":
         for tenant, crm in settings.crm_credentials.items():
@@ -260,8 +260,21 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     port = args.port if args.port is not None else (8081 if args.system == "crm" else 8082)
 
+    from sandboxes.admin import new_admin_token, page_link
+
+    given = settings.sandbox_admin_token
+    admin_token = given.get_secret_value() if given is not None else new_admin_token()
+
     def ready(url: str) -> None:  # with --port 0 this is the only way to learn the port
         print(f"{args.system} sandbox on {url}/", flush=True)
+        if given is None:  # made for this run: said once, here (like Jupyter's link), never logged
+            print(
+                f"its /sandbox/... routes need 'Authorization: Bearer {admin_token}' (LIENTHONG_SANDBOX_ADMIN_TOKEN "
+                f"unset: made for this run); the page with its buttons: {page_link(url, admin_token)}",
+                flush=True,
+            )
+        else:
+            print("its /sandbox/... routes need LIENTHONG_SANDBOX_ADMIN_TOKEN as 'Authorization: Bearer'", flush=True)
 
     async def main(stop: asyncio.Event) -> None:
         task = asyncio.create_task(
@@ -275,6 +288,7 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
                 app_id=settings.acct_app_id,
                 callback_url=settings.acct_callback_url,
                 ready=ready,
+                admin_token=admin_token,
             )
         )
         await stop.wait()

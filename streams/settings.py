@@ -5,6 +5,7 @@ Read once, in ``create_app()`` or a CLI command, never at import time.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +28,17 @@ class AcctTenant(BaseModel):
 
     access_code: SecretStr
     org_company_code: str
+
+
+class ConnectorTenant(BaseModel):
+    """One tenant of the older ``LIENTHONG_CONNECTOR_CREDENTIALS``: CRM's AppID and secret, or ACT's app id and
+    connection (access) code. The secrets are SecretStr; keys not listed here are ignored."""
+
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    app_id: str | None = None
+    connection_code: SecretStr | None = None
+    org_company_code: str | None = None
 
 
 class Settings(BaseSettings):
@@ -126,17 +138,24 @@ class Settings(BaseSettings):
     # --- connectors, sandboxes, webhooks (JSON in the environment for the dict settings) ---------
     crm_url: str = Field("http://127.0.0.1:8081", description="Base URL of the CRM API (or its sandbox).")
     acct_url: str = Field("http://127.0.0.1:8082", description="Base URL of the accounting API (or its sandbox).")
-    connector_credentials: dict[str, dict[str, str]] = Field(
+    connector_credentials: dict[str, ConnectorTenant] = Field(
         default_factory=dict,
         description='tenant -> {"client_id", "client_secret"} (CRM) or '
-        '{"app_id", "connection_code"} (accounting), e.g. LIENTHONG_CONNECTOR_CREDENTIALS=\'{"cty-abc": {...}}\'',
+        '{"app_id", "connection_code"} (accounting), e.g. LIENTHONG_CONNECTOR_CREDENTIALS=\'{"cty-abc": {...}}\'; '
+        "the secret and the code are never logged.",
     )
     connector_concurrency: int = Field(8, ge=1, description="Commands in flight per tenant.")
     connector_rate: float = Field(50.0, gt=0, description="API requests per second per tenant.")
-    sandbox_credentials: dict[str, str] = Field(
-        default_factory=dict,
-        description="A sandbox's accepted credentials: CRM {client_id: tenant, "
-        "'<client_id>:secret': secret}; accounting {'<app_id>:<access_code>': tenant}.",
+    sandbox_credentials: SecretStr = Field(
+        SecretStr("{}"),
+        description="A sandbox's accepted credentials, JSON: CRM {client_id: tenant, "
+        "'<client_id>:secret': secret}; accounting {'<app_id>:<access_code>': tenant}. Secret as a whole (access "
+        "codes are keys): read it with sandbox_logins.",
+    )
+    sandbox_admin_token: SecretStr | None = Field(
+        None,
+        description="The token a sandbox's /sandbox/... routes (test controls, an accountant's screens) need, as "
+        "'Authorization: Bearer <token>'; unset: a random one made at start and printed once. SECURITY.md.",
     )
     sandbox_faults: dict[str, float | int | None] = Field(
         default_factory=dict,
@@ -261,6 +280,27 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("sandbox_credentials")
+    @classmethod
+    def _sandbox_credentials_are_json_strings(cls, value: SecretStr) -> SecretStr:
+        _logins(value)
+        return value
+
+    @field_validator("sandbox_admin_token")
+    @classmethod
+    def _admin_token_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError(
+                "LIENTHONG_SANDBOX_ADMIN_TOKEN must be at least 16 characters (e.g. python -c "
+                "'import secrets; print(secrets.token_urlsafe(24))'), or unset for a random one"
+            )
+        return value
+
+    @property
+    def sandbox_logins(self) -> dict[str, str]:
+        """``LIENTHONG_SANDBOX_CREDENTIALS`` parsed: what a sandbox accepts, in its own layout (empty: unset)."""
+        return _logins(self.sandbox_credentials)
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_is_a_topic_name_part(cls, value: str) -> str:
@@ -273,3 +313,18 @@ class Settings(BaseSettings):
     def broker_url(self) -> str:
         """The bootstrap servers as faust wants them (aiokafka driver)."""
         return ";".join(f"kafka://{server.strip()}" for server in self.bootstrap_servers.split(","))
+
+
+def _logins(value: SecretStr) -> dict[str, str]:
+    """A JSON object of strings held in a SecretStr; the error never repeats the value."""
+    try:
+        parsed = json.loads(value.get_secret_value() or "{}")
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()):
+        raise ValueError(
+            "LIENTHONG_SANDBOX_CREDENTIALS must be a JSON object of strings: CRM "
+            '{"<client_id>": "<tenant>", "<client_id>:secret": "<secret>"}, accounting '
+            '{"<app_id>:<access_code>": "<tenant>"}'
+        )
+    return parsed

@@ -28,6 +28,11 @@ SENTINELS = {
     "webhook": "webhook-hmac-9d41aa",
     "sasl": "sasl-password-c0ffee",
     "key": "tls-key-password-beef42",
+    "legacy-crm": "legacy-crm-secret-31d7e0",
+    "legacy-acct": "legacy-connection-code-a8c4d2",
+    "sandbox-crm": "sandbox-crm-secret-6b0f19",
+    "sandbox-access": "sandbox-access-code-e27d55",
+    "admin": "sandbox-admin-token-4c9e7b",
 }
 
 
@@ -39,6 +44,14 @@ def secret_env(tmp_path: Path) -> dict[str, str]:
             {"cty-a": {"access_code": SENTINELS["access"], "org_company_code": "0101"}}
         ),
         "LIENTHONG_WEBHOOK_SECRETS": json.dumps({"crm:cty-a": SENTINELS["webhook"]}),
+        # the older layout, for tenants the two variables above do not name
+        "LIENTHONG_CONNECTOR_CREDENTIALS": json.dumps(
+            {
+                "cty-b": {"client_id": "app-2", "client_secret": SENTINELS["legacy-crm"]},
+                "cty-c": {"app_id": "partner-app", "connection_code": SENTINELS["legacy-acct"]},
+            }
+        ),
+        "LIENTHONG_SANDBOX_ADMIN_TOKEN": SENTINELS["admin"],
         "LIENTHONG_DATA_DIR": str(tmp_path / "data"),
         "LIENTHONG_LOG_LEVEL": "debug",
         "LIENTHONG_CRM_URL": "http://127.0.0.1:9",  # nothing listens: the services log their failures
@@ -62,6 +75,39 @@ def test_the_settings_never_show_a_secret(tmp_path, monkeypatch):
     )
     assert settings.webhook_secrets["crm:cty-a"].get_secret_value() == SENTINELS["webhook"]  # read, but hidden:
     assert_no_secret(repr(settings) + str(settings) + settings.model_dump_json() + describe(settings))
+
+
+def sandbox_logins(system: str) -> str:
+    """LIENTHONG_SANDBOX_CREDENTIALS in a sandbox's own layout (the access code is part of a key)."""
+    if system == "crm":
+        return json.dumps({"app-9": "cty-a", "app-9:secret": SENTINELS["sandbox-crm"]})
+    return json.dumps({f"partner-app:{SENTINELS['sandbox-access']}": "cty-a"})
+
+
+@pytest.mark.parametrize("system", ["crm", "acct"])
+def test_the_older_and_the_sandbox_credentials_are_read_but_never_shown(tmp_path, monkeypatch, system):
+    from connectors.api import acct_credentials, crm_credentials
+    from streams.cli import sandbox_credentials
+
+    for name, value in secret_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LIENTHONG_SANDBOX_CREDENTIALS", sandbox_logins(system))
+    settings = Settings()
+    assert_no_secret(repr(settings) + str(settings) + settings.model_dump_json() + describe(settings))
+    # read where they are used, in their documented layouts:
+    assert crm_credentials(settings)["cty-b"].client_secret.get_secret_value() == SENTINELS["legacy-crm"]
+    assert acct_credentials(settings)["cty-c"].access_code.get_secret_value() == SENTINELS["legacy-acct"]
+    assert sandbox_credentials(settings, system) == json.loads(sandbox_logins(system))
+    assert settings.sandbox_admin_token is not None
+    assert settings.sandbox_admin_token.get_secret_value() == SENTINELS["admin"]
+
+
+def test_a_malformed_sandbox_credentials_is_reported_without_its_value(monkeypatch):
+    monkeypatch.setenv("LIENTHONG_SANDBOX_CREDENTIALS", '{"app-9:secret": ["' + SENTINELS["sandbox-crm"] + '"]}')
+    with pytest.raises(ValueError) as raised:
+        Settings()
+    assert "LIENTHONG_SANDBOX_CREDENTIALS must be a JSON object of strings" in str(raised.value)
+    assert_no_secret(str(raised.value))
 
 
 def test_an_invalid_setting_is_reported_without_the_secrets_beside_it(tmp_path, monkeypatch):
@@ -119,8 +165,18 @@ def test_services_running_with_secrets_log_none_of_them(tmp_path):
         capture = run_for(["capture", "crm"], {**env, "LIENTHONG_CRM_CAPTURE_PORT": "0"}, 8)
         connector = run_for(["connector", "acct"], {**env, "LIENTHONG_ACCT_CONNECTOR_PORT": "0"}, 6)
         webhooks = run_for(["webhooks", "--port", "0"], env, 5)
+        sandboxes = [
+            run_for(
+                ["sandbox", system, "--port", "0"],
+                {**env, "LIENTHONG_SANDBOX_CREDENTIALS": sandbox_logins(system)},
+                20,
+                ready=b"sandbox on http",
+            )
+            for system in ("crm", "acct")
+        ]
     finally:
         delete_topics_with_prefix(settings, prefix)
-    for output in (worker, capture, connector, webhooks):
+    assert all("sandbox on http" in output for output in sandboxes)
+    for output in (worker, capture, connector, webhooks, *sandboxes):
         assert output.strip()  # each said something (debug logging), and none of it a secret
         assert_no_secret(output)

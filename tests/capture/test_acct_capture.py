@@ -31,6 +31,7 @@ from connectors.acct_client import ActClient, ActCredentials, callback_signature
 from connectors.ledger import CallbackOutcome, WriteLedger
 from connectors.writers import ActWriter
 from sandboxes.acct import CONFIG, ActStore, create_acct_sandbox
+from sandboxes.admin import ADMIN_TOKEN
 from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id
 from streams.kafka_config import confluent_config
 from streams.settings import Settings
@@ -59,7 +60,9 @@ class World:
         return self.store.save_dictionary_item(self.tenant, {"dictionary_type": 1, **item}, "ui")
 
     async def ui(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        async with self.session.request(method, self.sandbox.make_url(path), json=body) as answer:
+        token = self.sandbox.app[ADMIN_TOKEN]  # the accountant's screens need the sandbox's admin token
+        headers = {"Authorization": f"Bearer {token}"}
+        async with self.session.request(method, self.sandbox.make_url(path), json=body, headers=headers) as answer:
             assert answer.status == 200, await answer.text()
             return await answer.json()
 

@@ -186,6 +186,7 @@ class Suite:
         self.crm_port, self.acct_port, self.capture_port = free_port(), free_port(), free_port()
         self.crm_url = f"http://127.0.0.1:{self.crm_port}"
         self.acct_url = f"http://127.0.0.1:{self.acct_port}"
+        self.admin_token = f"chaos-admin-{uuid.uuid4().hex}"  # the sandboxes' /sandbox/... routes
         self.base_env = {
             **os.environ,
             "LIENTHONG_BOOTSTRAP_SERVERS": self.broker.bootstrap,
@@ -214,6 +215,7 @@ class Suite:
             "LIENTHONG_WEB_ENABLED": "false",
             "LIENTHONG_SESSION_TIMEOUT": "10",
             "LIENTHONG_COMMIT_INTERVAL": "0.5",
+            "LIENTHONG_SANDBOX_ADMIN_TOKEN": self.admin_token,
         }
 
     def env(self, data: str, **extra: str) -> dict[str, str]:
@@ -377,7 +379,10 @@ def chaos(tmp_path_factory, chaos_report) -> dict[str, Any]:
         async def workload() -> list[Any]:
             async with aiohttp.ClientSession() as session:
                 return await asyncio.gather(
-                    *(work(u, views, suite.crm_url + "/api/v2", suite.acct_url, session, 240) for u in units),
+                    *(
+                        work(u, views, suite.crm_url + "/api/v2", suite.acct_url, session, 240, suite.admin_token)
+                        for u in units
+                    ),
                     return_exceptions=True,
                 )
 

@@ -205,11 +205,13 @@ class CrmUser:
 class Accountant:
     """An accountant in AMIS Kế toán's screens (the sandbox's ``/sandbox/ui``)."""
 
-    def __init__(self, url: str, tenant: str, session: aiohttp.ClientSession) -> None:
+    def __init__(self, url: str, tenant: str, session: aiohttp.ClientSession, admin_token: str) -> None:
         self.url, self.tenant, self.session = url, tenant, session
+        self.headers = {"Authorization": f"Bearer {admin_token}"}  # the sandbox's /sandbox/... routes need it
 
     async def _post(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        async with self.session.post(f"{self.url}/sandbox/ui/{self.tenant}/{path}", json=body) as answer:
+        url = f"{self.url}/sandbox/ui/{self.tenant}/{path}"
+        async with self.session.post(url, json=body, headers=self.headers) as answer:
             data = await answer.json()
             if answer.status != 200:
                 raise AssertionError(f"the accounting sandbox refused {path}: {data}")
@@ -231,11 +233,17 @@ class Accountant:
 
 
 async def work(
-    unit: Unit, views: Views, crm_api: str, acct_url: str, session: aiohttp.ClientSession, wait: float
+    unit: Unit,
+    views: Views,
+    crm_api: str,
+    acct_url: str,
+    session: aiohttp.ClientSession,
+    wait: float,
+    admin_token: str,
 ) -> None:
     """One business unit, step by step, each step waiting until the other system shows what it must."""
     tenant = unit.tenant
-    crm, acct = CrmUser(crm_api, tenant, session), Accountant(acct_url, tenant, session)
+    crm, acct = CrmUser(crm_api, tenant, session), Accountant(acct_url, tenant, session, admin_token)
     await asyncio.sleep(unit.start_after)
 
     # 1. CUS-6, then CUS-3 on the linked customer

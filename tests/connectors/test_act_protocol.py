@@ -35,6 +35,7 @@ from sandboxes.faults import FaultConfig
 
 APP_ID = "0c9f6d2e-app"
 CREDENTIALS = {f"{APP_ID}:acc3ss": "cty-abc"}
+ADMIN = {"Authorization": "Bearer act-sandbox-admin-token"}  # the sandbox's /sandbox/... routes need it
 
 
 class Receiver:
@@ -66,7 +67,11 @@ async def world(tmp_path):
     store = ActStore(tmp_path / "acct.sqlite")
     sandbox = TestServer(
         create_acct_sandbox(
-            store, app_id=APP_ID, credentials=CREDENTIALS, callback_url=str(receiver.server.make_url("/callback"))
+            store,
+            app_id=APP_ID,
+            credentials=CREDENTIALS,
+            callback_url=str(receiver.server.make_url("/callback")),
+            admin_token="act-sandbox-admin-token",
         )
     )
     await sandbox.start_server()
@@ -113,7 +118,7 @@ async def test_connect_answers_a_json_string_token_of_12_hours_and_data_calls_ne
         await session.post(url("/apir/sync/actopen/get_dictionary"), json=body, headers={"X-MISA-AccessToken": token})
     ).json()
     assert ok["Success"] is True and ok["Data"] == "[]" and "LastSyncTime" in orjson.loads(ok["CustomData"])
-    await session.post(url("/sandbox/expire-tokens"))
+    assert (await session.post(url("/sandbox/expire-tokens"), headers=ADMIN)).status == 200
     expired = await session.post(
         url("/apir/sync/actopen/get_dictionary"), json=body, headers={"X-MISA-AccessToken": token}
     )
@@ -124,7 +129,7 @@ async def test_the_client_renews_an_expired_token_and_refuses_without_credential
     client, session = world["client"], world["session"]
     assert await client.get_dictionary("cty-abc", 1) == []
     assert client.connects == 1
-    await session.post(world["sandbox"].make_url("/sandbox/expire-tokens"))
+    assert (await session.post(world["sandbox"].make_url("/sandbox/expire-tokens"), headers=ADMIN)).status == 200
     assert await client.get_dictionary("cty-abc", 1) == []  # ExpiredToken -> connect again -> answered
     assert client.connects == 2
     with pytest.raises(Refused) as refused:
@@ -232,7 +237,9 @@ async def test_save_is_queued_its_result_comes_signed_and_generation_locks_the_p
     await receiver.wait_for(2)
     assert len(store.proposals("cty-abc")) == 1 and store.proposal("cty-abc", "ref-1")[0]["total_amount"] == 120000
 
-    generated = await world["session"].post(world["sandbox"].make_url("/sandbox/ui/cty-abc/proposals/ref-1/generate"))
+    generated = await world["session"].post(
+        world["sandbox"].make_url("/sandbox/ui/cty-abc/proposals/ref-1/generate"), headers=ADMIN
+    )
     assert generated.status == 200
     await receiver.wait_for(3)
     eighteen = parse_callback(receiver.received[2])
@@ -250,13 +257,17 @@ async def test_save_is_queued_its_result_comes_signed_and_generation_locks_the_p
         await world["session"].post(
             url("/sandbox/ui/cty-abc/vouchers"),
             json={"voucher_type": 5, "refno": "PT0001", "sa_order_refid": "ref-1", "total_amount": 20000},
+            headers=ADMIN,
         )
     ).json()
     refid = entered["data"]["refid"]
-    await world["session"].post(
-        url("/sandbox/ui/cty-abc/vouchers"), json={"voucher_type": 5, "refid": refid, "total_amount": 25000}
+    edited = await world["session"].post(
+        url("/sandbox/ui/cty-abc/vouchers"),
+        json={"voucher_type": 5, "refid": refid, "total_amount": 25000},
+        headers=ADMIN,
     )
-    await world["session"].delete(url(f"/sandbox/ui/cty-abc/vouchers/{refid}"))
+    assert edited.status == 200
+    assert (await world["session"].delete(url(f"/sandbox/ui/cty-abc/vouchers/{refid}"), headers=ADMIN)).status == 200
     await receiver.wait_for(7)
     states = [parse_callback(c).items[0]["custom_param"]["ModelState"] for c in receiver.received[4:7]]
     assert [parse_callback(c).data_type for c in receiver.received[4:7]] == [22, 22, 22] and states == [1, 2, 3]

@@ -204,7 +204,9 @@ async def test_extension_fields_of_documented_resources_say_so(store):
 async def test_the_client_caches_the_token_renews_it_before_it_ends_and_after_a_401(store):
     clock = Clock()
     store.clock = clock
-    server = TestServer(create_crm_sandbox(store, credentials=CREDENTIALS, token_ttl_s=3600))
+    server = TestServer(
+        create_crm_sandbox(store, credentials=CREDENTIALS, token_ttl_s=3600, admin_token="crm-admin-t0ken")
+    )
     await server.start_server()
     try:
         async with aiohttp.ClientSession() as session:
@@ -218,7 +220,10 @@ async def test_the_client_caches_the_token_renews_it_before_it_ends_and_after_a_
             clock.now += 3600 - 500  # within renew_before of exp: a new token before it ends
             await crm.list_page("cty-abc", "Customers", 1)
             assert crm.logins == 2
-            await session.post(server.make_url("/sandbox/revoke-tokens"))  # the token stops working
+            revoked = await session.post(  # the token stops working
+                server.make_url("/sandbox/revoke-tokens"), headers={"Authorization": "Bearer crm-admin-t0ken"}
+            )
+            assert revoked.status == 200
             clock.now += 1
             assert len(await crm.by_codes("cty-abc", "Customers", ["KH1"])) == 1  # 401 -> new token -> answered
             assert crm.logins == 3

@@ -28,6 +28,7 @@ from connectors.ledger import WriteLedger
 from connectors.runner import Connector, ConnectorSettings
 from connectors.writers import NAMESPACE
 from sandboxes.acct import ActStore, create_acct_sandbox
+from sandboxes.admin import ADMIN_TOKEN
 from sandboxes.crm import CrmStore, create_crm_sandbox
 from sandboxes.faults import FaultConfig
 from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id, dumps
@@ -260,7 +261,11 @@ async def test_a_proposal_is_applied_when_its_callback_says_so_and_refused_once_
 
             # the accountant generates the voucher: the proposal can no longer change
             async with aiohttp.ClientSession() as session:
-                await session.post(server.make_url(f"/sandbox/ui/{tenant}/proposals/{org_refid}/generate"))
+                generated = await session.post(
+                    server.make_url(f"/sandbox/ui/{tenant}/proposals/{org_refid}/generate"),
+                    headers={"Authorization": f"Bearer {server.app[ADMIN_TOKEN]}"},  # the sandbox's own, random
+                )
+                assert generated.status == 200
             late = command(
                 tenant, "sale_order", "DH777", {"total_amount": "999"}, op=Op.UPDATE, rule="SO-2", key_id=org_refid
             )
@@ -469,9 +474,8 @@ async def test_the_crm_connector_upserts_by_code_and_reports_crms_refusals(kafka
     )
     ledger = WriteLedger(tmp_path / "crm-shared.sqlite")
     try:  # what capture will read to tell these writes from a person's
-        assert (
-            ledger.writes_since("crm", tenant, "customer", str(record["id"]), "KH1", 0)[-1]["name"] == "Công ty A mới"
-        )
+        _note, fields = ledger.writes_since("crm", tenant, "customer", str(record["id"]), "KH1", 0)[-1]
+        assert fields["name"] == "Công ty A mới"
     finally:
         ledger.close()
     store.close()
