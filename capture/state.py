@@ -28,7 +28,7 @@ import orjson
 from confluent_kafka import Producer
 
 from connectors.delivery import produce_acknowledged
-from connectors.ledger import WriteLedger, Written, holds_only
+from connectors.ledger import WriteLedger, Written
 from streams import metrics
 from streams.logs import about
 from streams.topics import cdc_topic
@@ -165,11 +165,12 @@ class Reporter:
         explained: Written | None = None  # the ledger's notes this change turns out to be
         if origin is None:
             since = previous.seen_ms if previous else 0
-            notes = self.ledger.written(self.system, tenant, entity, record, since_ms=since)
+            ours = self.ledger.explaining(self.system, tenant, entity, before, record, since_ms=since)
+            notes = self.ledger.written(self.system, tenant, entity, record, since_ms=since) if ours is None else None
             wrote = notes.fields if notes is not None else None
-            if notes is not None and wrote is not None and holds_only(wrote, before, record):
+            if ours is not None:
                 origin = "sync"
-                explained = notes
+                explained = ours
             elif (
                 notes is not None
                 and wrote is not None

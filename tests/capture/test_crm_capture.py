@@ -364,3 +364,47 @@ async def test_an_api_call_that_lands_after_the_next_poll_began_is_still_the_int
         ("u", "user", "Người sửa"),
         ("u", "user", "Từ kế toán"),
     ]
+
+
+async def test_a_poll_between_two_of_the_integrations_writes_sees_both_as_its_own(module_settings, tmp_path, tenant):
+    """The connector writes one record several times in a row (the derived statuses of an order: one
+    command per rule), noting each write before its call. Capture can read the record after one call
+    landed and before the next: the next write's note is not there yet, and must not make the first
+    look like a person's edit (found by the chaos suite: such a read came back as an order edit, SO-2,
+    rejected by accounting since the order had been generated). Each write comes out as sync; a
+    person's edit after them is still a person's."""
+    async with crm_world(module_settings, tmp_path, tenant) as world:
+        writer = CrmWriter(world.client, world.ledger)
+        capture = world.capture(page_size=100)
+        await capture.poll(tenant, "customer")  # an empty CRM: the snapshot is done
+        await writer.apply(command(tenant, "KH-2W", {"name": "Một", "tax_code": "0101"}))
+        world.clock.tick()
+        await capture.poll(tenant, "customer")  # the creation, ours
+        await writer.apply(command(tenant, "KH-2W", {"name": "Hai"}))
+        world.clock.tick()
+        update = world.client.update
+
+        async def poll_then_update(*args, **kwargs):  # capture reads after the note, before the call lands
+            await capture.poll(tenant, "customer")
+            world.clock.tick()
+            return await update(*args, **kwargs)
+
+        world.client.update = poll_then_update  # type: ignore[method-assign]
+        await writer.apply(command(tenant, "KH-2W", {"name": "Ba", "tax_code": "0202"}))
+        world.client.update = update  # type: ignore[method-assign]
+        world.clock.tick()
+        await capture.poll(tenant, "customer")  # the third write, landed
+        (record,) = world.store.by_codes(tenant, "Customers", ["KH-2W"])
+        world.person_edits(record["id"], account_name="Ba")  # no change: nothing to report
+        world.person_edits(record["id"], office_tel="0909")
+        world.clock.tick()
+        await capture.poll(tenant, "customer")
+        close(capture)
+    events = [e for e in await_events(module_settings, tenant) if e["after"]["code"] == "KH-2W"]
+    assert [(e["op"], e["origin"], e["after"]["name"], e["after"]["tax_code"]) for e in events] == [
+        ("c", "sync", "Một", "0101"),
+        ("u", "sync", "Hai", "0101"),
+        ("u", "sync", "Ba", "0202"),
+        ("u", "user", "Ba", "0202"),
+    ]
+    assert events[-1]["after"]["phone"] == "0909"
