@@ -444,7 +444,7 @@ def chaos(tmp_path_factory, chaos_report) -> dict[str, Any]:
         for system in ("crm", "acct"):
             with sqlite3.connect(tmp_path / "connectors" / "connectors" / f"{system}-ledger.sqlite") as db:
                 ledger.update(db.execute("SELECT command_id, status FROM applied").fetchall())
-        # rejected ones are dead-lettered: test_no_command_is_dead_lettered (xfail, finding 2) covers them
+        # rejected ones are dead-lettered: test_no_command_is_dead_lettered covers them (finding 2, fixed)
         rejected = {c for c, r in results.items() if r["rejected"]}
         not_applied = sorted(c for c in commands if ledger.get(c) != "applied" and c not in rejected)
         no_result = sorted(c for c in commands if not results.get(c))
@@ -572,12 +572,8 @@ def test_the_dead_letters_on_dlq_cdc_are_exactly_the_injected_poison(chaos):
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="found by this suite, not yet diagnosed (docs/reliability.md): an SO-2 update of a CRM order reaches "
-    "accounting after the accountant generated its proposal and is rejected (409 IsCreatedVoucher) to dlq.commands",
-)
 def test_no_command_is_dead_lettered(chaos):
+    # finding 2 (docs/reliability.md): SO-2 sent on a CRM order read between two of the connector's writes
     assert chaos["command_letters"] == [], (
         f"commands dead-lettered: {[m['headers'] for m in chaos['command_letters'][:3]]}" + chaos["said"]
     )
