@@ -579,12 +579,5 @@ def test_no_command_is_dead_lettered(chaos):
     )
 
 
-@pytest.mark.xfail(
-    strict=False,  # the race is not forced: a run may not hit it (docs/reliability.md)
-    reason="known bug (docs/reliability.md): an X-4 dependency sent before the processor has seen the CRM record "
-    "it names (its change is on another topic and decided later) is sent as {code} only (streams/core/decide.py "
-    "_dependencies: `known or {'code': code}`), and the record's own CRM create (CUS-1, CUS-2, PRD: none) never "
-    "completes it: accounting keeps a customer or product without name",
-)
 def test_x4_dependency_sent_before_its_crm_record_is_seen_gets_its_fields(chaos):
     assert chaos["placeholders"] == [], "\n".join(chaos["placeholders"][:10]) + chaos["said"]
