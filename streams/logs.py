@@ -167,6 +167,9 @@ def setup_logging(settings: Settings, service: str, *, stream: IO[str] | None = 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(str(settings.log_level).upper())
+    # a one-shot command quiets librdkafka's retry lines (streams/operator_cli.py); a service set up
+    # after it in the same process (the tests run many) hears them again
+    logging.getLogger(KAFKA_LOGGER).setLevel(logging.NOTSET)
     logging.captureWarnings(True)
     # every confluent-kafka client built from streams.kafka_config logs through this handler too
     if _librdkafka_hook not in kafka_config.CONFLUENT_HOOKS:

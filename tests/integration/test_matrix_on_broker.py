@@ -17,12 +17,14 @@ def keyed(messages, topic, tenant):
 
 
 def last_assignment(log: str, topic: str) -> str:
-    """The partition set faust last logged as assigned for ``topic`` ("" when none)."""
-    blocks = log.split("Setting newly assigned partitions")
-    if len(blocks) < 2:
+    """The partitions of ``topic`` the worker's consumer was last assigned, as aiokafka logs them
+    ("Setting newly assigned partitions {TopicPartition(topic=..., partition=N), ...}"), in text or
+    JSON logs alike; "" when none."""
+    lines = [line for line in log.splitlines() if "Setting newly assigned partitions" in line]
+    if not lines:
         return ""
-    found = re.search(rf"\|\s*{re.escape(topic)}\s*\|\s*(\{{[^}}]*\}})", blocks[-1])
-    return found.group(1) if found else ""
+    found = re.findall(rf"TopicPartition\(topic='{re.escape(topic)}', partition=(\d+)\)", lines[-1])
+    return ",".join(sorted(found, key=int))
 
 
 def audits_for(messages, tenant):
@@ -168,7 +170,7 @@ def test_links_learnt_on_one_worker_are_read_on_another(kafka, module_settings, 
             a["reason"] for a in audits_for(messages, tenant) if a["system"] == "crm" and not a["commands"]
         ]
         assert all(c["rule"] == "CUS-3" and c["key"]["id"] == f"A{codes.index(c['key']['code'])}" for c in updates)
-        # both workers owned CDC partitions while this ran (faust logs each assignment as a table)
+        # both workers owned CDC partitions while this ran (as their consumers logged their assignments)
         owned = [last_assignment(w.log_path.read_text(), kafka.name("cdc.crm.customer")) for w in (worker, second)]
         assert all(owned), owned
     finally:
