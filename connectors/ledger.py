@@ -2,7 +2,7 @@
 
 Neither AMIS system says who changed a record, so the capture services learn the integration's own
 writes (X-1, ``origin = sync``) from here: a connector notes each write *before* it calls the API
-(``note_write``), and a capture service that sees the record change asks ``is_echo``. The accounting
+(``note_write``), and a capture service that sees the record change asks ``explaining``. The accounting
 capture service also receives ACT's callbacks; it files the results of ``save`` / ``delete``
 (data_type 1 and 2) here, where the accounting connector waits for them (``expect_callback``,
 ``callback_outcome``).
@@ -210,30 +210,6 @@ class WriteLedger:
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         with self._lock:
             self._db.executemany("UPDATE writes SET matched_ms=? WHERE seq=?", [(now, seq) for seq in written.notes])
-
-    def is_echo(
-        self,
-        system: str,
-        tenant: str,
-        entity: str,
-        before: Mapping[str, Any] | None,
-        after: Mapping[str, Any] | None,
-        *,
-        before_seen_ms: int,
-    ) -> bool:
-        """Was this change (canonical ``before`` -> ``after``) the integration's own write?
-
-        Yes when the integration wrote that record since the change before it was seen, the record
-        now holds what it wrote, and nothing else changed. A person's edit in between makes the
-        change the person's (``user``): the processor then looks at it as any other.
-        """
-        if after is None:
-            return False  # deletions are never the integration's: no rule deletes what capture watches
-        wrote = self.explaining(system, tenant, entity, before, after, since_ms=before_seen_ms)
-        if wrote is None:
-            return False
-        self.matched(wrote)
-        return True
 
     # --- ACT's callbacks for save / delete -----------------------------------------------------------
 
