@@ -34,6 +34,7 @@ from connectors.ledger import WriteLedger
 from connectors.runner import Connector, ConnectorSettings
 from sandboxes.acct import ActStore, create_acct_sandbox
 from sandboxes.admin import new_admin_token, page_link
+from sandboxes.app import creations
 from sandboxes.crm import CrmStore, create_crm_sandbox
 from sandboxes.faults import FaultConfig
 
@@ -103,13 +104,7 @@ class LocalSystems:
 
     def creations(self, system: str, tenant: str) -> dict[tuple[str, str], int]:
         """How many times each (kind, code) was created in a sandbox, from its journal."""
-        counts: dict[tuple[str, str], int] = {}
-        journal = self.crm_store.journal(tenant) if system == "crm" else self.acct_store.journal(tenant)
-        for entry in journal:
-            if entry["op"] == "create":
-                key = (str(entry.get("resource") or entry.get("kind")), str(entry["code"]))
-                counts[key] = counts.get(key, 0) + 1
-        return counts
+        return creations(self.crm_store.journal(tenant) if system == "crm" else self.acct_store.journal(tenant))
 
 
 def bound_port(runner: web.AppRunner) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from aiohttp import web
@@ -22,6 +22,17 @@ from sandboxes.faults import FaultConfig
 from streams import metrics
 
 log = logging.getLogger(__name__)
+
+
+def creations(journal: Iterable[dict]) -> dict[tuple[str, str], int]:
+    """How many times each (resource or kind, code) was created, from a sandbox store's journal
+    (``CrmStore.journal``, ``ActStore.journal``): a record synced twice shows as 2."""
+    counts: dict[tuple[str, str], int] = {}
+    for entry in journal:
+        if entry["op"] == "create":
+            key = (str(entry.get("resource") or entry.get("kind")), str(entry["code"]))
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 async def run_sandbox(

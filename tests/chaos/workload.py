@@ -31,6 +31,7 @@ from connectors import acct_mapping, crm_mapping
 from connectors.crm_client import CrmClient, CrmCredentials
 from connectors.errors import Refused, Transient
 from sandboxes.acct import ActStore
+from sandboxes.app import creations
 from sandboxes.crm import CrmStore
 from streams.core.aggregates import text
 
@@ -144,13 +145,7 @@ class Views:
 
     def creations(self, system: str, tenant: str) -> dict[tuple[str, str], int]:
         """How many times each (kind, code) was created, from the sandbox's journal."""
-        counts: dict[tuple[str, str], int] = {}
-        journal = self.crm.journal(tenant) if system == "crm" else self.acct.journal(tenant)
-        for entry in journal:
-            if entry["op"] == "create":
-                key = (str(entry.get("resource") or entry.get("kind")), str(entry["code"]))
-                counts[key] = counts.get(key, 0) + 1
-        return counts
+        return creations(self.crm.journal(tenant) if system == "crm" else self.acct.journal(tenant))
 
 
 # --- the people at work ---------------------------------------------------------------------------
