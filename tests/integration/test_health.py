@@ -300,6 +300,7 @@ async def test_a_connector_is_ready_with_its_api_up_and_counts_results_and_api_c
                 assert time.monotonic() < deadline, "the command was never applied"
                 await asyncio.sleep(0.1)
             _, text = await fetch(session, connector, "/metrics")
+            read_ms = int(time.time() * 1000)
     finally:
         connector.stop()
         await task
@@ -310,11 +311,11 @@ async def test_a_connector_is_ready_with_its_api_up_and_counts_results_and_api_c
     assert value(text, "lienthong_api_calls_total", system="crm", endpoint="/Customers", status="200") >= 1
     assert value(text, "lienthong_api_call_duration_seconds_count", system="crm", endpoint="/Customers") >= 1
     assert value(text, "lienthong_token_renewals_total", system="crm", outcome="ok") >= 1
-    # from the change in accounting (5 s before) to applied in CRM: in the 5-10 s bucket
-    latency = value(text, "lienthong_sync_latency_seconds_bucket", target="crm", le="10.0") - value(
-        text, "lienthong_sync_latency_seconds_bucket", target="crm", le="5.0"
-    )
-    assert latency >= 1
+    # from the change in accounting (5 s before the command was sent) to applied in CRM: at least 5 s,
+    # at most the time from that change until the metrics were read (a loaded machine is slow to start)
+    assert value(text, "lienthong_sync_latency_seconds_count", target="crm") == 1
+    measured = value(text, "lienthong_sync_latency_seconds_sum", target="crm")
+    assert 5.0 <= measured <= (read_ms - changed_ms) / 1000, (measured, read_ms - changed_ms)
     assert value(text, "lienthong_rebalances_total", service="connector-crm") >= 1
     group_lag = samples(text, "kafka_consumergroup_lag")  # the lag of its group, once committed
     assert all(labels["consumergroup"] == connector.group_id for labels, _ in group_lag)
