@@ -31,7 +31,7 @@ from streams.core.rules import RuleBook, load_rules
 from streams.kafka_config import aiokafka_config, confluent_config, ssl_context
 from streams.outputs import Outputs, ProducerLike
 from streams.settings import Settings
-from streams.tables import OwnWritesGlobalTable, Tables, define_tables
+from streams.tables import OwnWritesGlobalTable, SharedMemoryTable, Tables, define_tables
 from streams.tables.tenants import TenantSettings
 from streams.topics import AUDIT, DLQ_CDC, TENANT_CONFIG, cdc_topics, commands_topic, results_topic
 
@@ -139,6 +139,7 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
         topic_allow_declare=True,
         Stream=BatchingStream,
         GlobalTable=OwnWritesGlobalTable,
+        Table=SharedMemoryTable,
         monitor=QuietMonitor(),
     )
 
@@ -212,9 +213,12 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
 
     @app.timer(30.0)
     async def measure_tables() -> None:
-        """``lienthong_table_entries``: a table's size in this worker."""
+        """``lienthong_table_entries``: a table's size in this worker; ``lienthong_table_memory_bytes``."""
         for name in ("links", "written", "crm_records", "seen_events", "orders"):
             metrics.TABLE_ENTRIES.labels(name).set(_table_entries(tables.table(name)))
+        if tables.memory is not None:
+            for kind, used in tables.memory.usage_bytes().items():
+                metrics.TABLE_MEMORY.labels(kind).set(used)
 
     return Lienthong(
         app=app,

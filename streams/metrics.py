@@ -84,6 +84,11 @@ SYNC_LATENCY = Histogram(
 )
 REBALANCES = Counter("lienthong_rebalances_total", "Consumer-group rebalances a service went through.", ["service"])
 TABLE_ENTRIES = Gauge("lienthong_table_entries", "Entries in a worker's table (its assigned partitions).", ["table"])
+TABLE_MEMORY = Gauge(
+    "lienthong_table_memory_bytes",
+    "Memory of a worker's RocksDB tables: the shared block cache and memtables, against their budget.",
+    ["kind"],
+)
 BATCH_SIZE = Histogram(
     "lienthong_batch_size",
     "Events per batch of the worker's processing loop.",

@@ -5,10 +5,11 @@ Each table's key, value, writers and readers are in ``docs/state.md``: ``links``
 (duplicate event ids).
 
 Global tables are used because one record's rule reads state that another record (on another
-partition, maybe another worker) wrote: an order reads its customer's link. They live in memory
-(``memory://``) and are rebuilt from their changelog topics at start-up; faust's RocksDB store
-with ``use_partitioner`` can serve a worker its own stale copy of a key that another worker
-changed, which the memory store cannot.
+partition, maybe another worker) wrote: an order reads its customer's link. With the worker's
+RocksDB store (the default) each global table is one RocksDB database on disk, which holds a
+worker's own writes and the others' changelog messages in one place (``streams.tables.stores``:
+faust's own store would split them by partition and could serve a stale copy); with
+``memory://`` (tests) they live in memory and are rebuilt from their changelog at start-up.
 
 A batch's changes reach the tables through ``BatchState`` in three steps, each acknowledged by the
 broker before the next (``streams.agents.pipeline.Batch.finish``): the batch's outputs; then the
@@ -33,12 +34,14 @@ import faust
 import orjson
 from faust.stores.memory import Store as MemoryStore
 from faust.streams import _current_event  # the context variable behind faust.current_event()
-from faust.types import TP, EventT, TableT
+from faust.types import TP, EventT, StoreT, TableT
+from yarl import URL
 
 from streams.core.contract import System
 from streams.core.decide import Decision, LinkUpdate, Written
 from streams.outputs import OutputMessage
 from streams.settings import Settings
+from streams.tables.stores import GlobalRocksDBStore, RocksDBMemory, SharedMemoryRocksDBStore, new_rocksdb_store
 from streams.tables.tenants import TenantSettings
 
 SEEN_EVENTS_PER_RECORD = 32
@@ -67,6 +70,23 @@ class OwnWritesGlobalTable(faust.GlobalTable):
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
         super().apply_changelog_batch(event for event in batch if _writer_of(event) != self.writer)
 
+    def _new_store_by_url(self, url: str | URL) -> StoreT:
+        # on RocksDB: one database for the whole table (streams/tables/stores.py says why)
+        if URL(url).scheme != "rocksdb":
+            return super()._new_store_by_url(url)
+        store: StoreT = new_rocksdb_store(self, url, GlobalRocksDBStore)
+        return store
+
+
+class SharedMemoryTable(faust.Table):
+    """A partitioned table whose RocksDB databases share the worker's memory budget (``stores``)."""
+
+    def _new_store_by_url(self, url: str | URL) -> StoreT:
+        if URL(url).scheme != "rocksdb":
+            return super()._new_store_by_url(url)
+        store: StoreT = new_rocksdb_store(self, url, SharedMemoryRocksDBStore)
+        return store
+
 
 def _writer_of(event: EventT) -> bytes | None:
     headers = event.headers or {}
@@ -90,12 +110,20 @@ class Tables:
     seen_events: TableT[str, Any]
     orders: TableT[str, Any]
     writer: bytes = b""
+    memory: RocksDBMemory | None = None  # the RocksDB tables' shared memory (None with memory://)
 
     def table(self, name: TableName) -> Any:
         return getattr(self, name)
 
 
 def define_tables(app: faust.App, settings: Settings) -> Tables:
+    on_rocksdb = URL(settings.store).scheme == "rocksdb"
+    memory = RocksDBMemory.from_settings(settings) if on_rocksdb else None
+
+    def options() -> dict[str, Any] | None:
+        # a dict per table: faust's store takes keys out of the one it is given
+        return {"memory": memory} if memory else None
+
     def global_table(name: str, help: str) -> Any:
         return app.GlobalTable(
             name,
@@ -107,7 +135,8 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
             # changelog partition (there is one) instead of the event's partition.
             use_partitioner=True,
             # A bare "memory://" is a falsy yarl URL, and faust would fall back to the app's store.
-            store="memory://global",
+            store="rocksdb://" if on_rocksdb else "memory://global",
+            options=options(),
             recovery_buffer_size=1,
             help=help,
         )
@@ -115,6 +144,7 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
     writer = uuid.uuid4().hex.encode()
     tables = Tables(
         writer=writer,
+        memory=memory,
         links=global_table("links", "X-3 cross-system links by code and by id"),
         written=global_table("written", "X-2 what each target record was last written"),
         crm_records=global_table("crm_records", "last seen CRM customers and products by code"),
@@ -126,6 +156,7 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
             key_type=str,
             value_type=None,
             partitions=settings.topic_partitions,
+            options=options(),
             help="recent event ids per record",
         ),
         # Keyed <tenant>:<acct order or contract id>, written only by the aggregates agent while it
@@ -136,6 +167,7 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
             key_type=str,
             value_type=None,
             partitions=settings.topic_partitions,
+            options=options(),
             help="per accounting order: contributions of its vouchers and receipts, what was sent",
         ),
     )
@@ -244,6 +276,11 @@ class BatchState:
                     else:
                         store[key] = value
             changes.clear()
+            if name in GLOBAL_TABLES:
+                # A global table's store must not skip, at its next start, what other workers wrote
+                # before this worker's own messages but it has not read yet: only faust's changelog
+                # reader, which reads the partition in order, says how far the store has it.
+                continue
             topic = table.changelog_topic.get_topic_name()
             for (written_topic, partition), offset in persisted.items():
                 if written_topic == topic:
@@ -280,7 +317,11 @@ class BatchState:
 
     def crm_customers(self, tenant: str) -> Iterable[dict[str, Any]]:
         prefix = f"{tenant}:customer:"
-        keys = {k for k in self.tables.crm_records.data if k.startswith(prefix)}
+        store = self.tables.crm_records.data
+        if isinstance(store, GlobalRocksDBStore):
+            keys = set(store.keys_with_prefix(prefix))
+        else:
+            keys = {k for k in store if k.startswith(prefix)}
         keys |= {k for k in self._changes["crm_records"] if k.startswith(prefix)}
         return [record for key in sorted(keys) if (record := self.get("crm_records", key))]
 
@@ -331,8 +372,9 @@ def read_store(store: Any, key: str) -> Any:
     """A table's value for ``key`` read from its store, or None.
 
     Past faust's table layer (which calls its sensors and raises KeyError for a missing key, a
-    third of the agents' time): a memory store is a dict; a RocksDB store reads the partition of
-    the current event (the agents set it, ``as_current_event``).
+    third of the agents' time): a memory store is a dict; a partitioned RocksDB store reads the
+    partition of the current event (the agents set it, ``as_current_event``); a global one reads
+    its one database (``GlobalRocksDBStore``).
     """
     if isinstance(store, MemoryStore):
         return store.data.get(key)

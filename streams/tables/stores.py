@@ -1,0 +1,144 @@
+"""Where the tables keep their data: RocksDB within a memory budget, one database per global table.
+
+Two problems of faust's RocksDB store, one of memory and one of correctness:
+
+* **Memory.** faust opens every RocksDB database (one per table and partition: fifteen in a worker
+  with six partitions) with 64 MB write buffers, up to three of them, and a 2 GB block cache of
+  its own: a worker's memory grows with what it has written and read, towards gigabytes.
+  ``RocksDBMemory`` gives every database of the worker one block cache and one memtable budget
+  (``LIENTHONG_ROCKSDB_BLOCK_CACHE_MB``, ``LIENTHONG_ROCKSDB_MEMTABLES_MB``): the data lives on
+  disk, memory holds at most the budget of recent writes and of cached reads.
+* **Global tables on RocksDB.** faust's store writes a key into the database of the *current
+  event's* partition, while other workers' writes of the same key arrive through the changelog
+  into the database of the changelog's partition; a read then finds whichever copy its key index
+  points at, possibly the stale one (faust-streaming PRs #129/#130/#144 fixed reads, not the split
+  itself). ``GlobalRocksDBStore`` keeps a global table (one changelog partition,
+  ``streams.tables.define_tables``) in one database whatever the event: a worker's own writes and
+  everyone's changelog messages replace each other in one place, in the order they are applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import rocksdict
+from faust.stores.rocksdb import RocksDBOptions
+from faust.stores.rocksdb import Store as RocksDBStore
+
+from streams.settings import Settings
+
+MIB = 1024 * 1024
+
+# the one changelog partition of a global table (define_tables: partitions=1)
+GLOBAL_PARTITION = 0
+
+# Each database flushes its memtable to disk at this size (and the shared budget flushes earlier):
+# small enough that fifteen databases of a worker stay within the budget.
+WRITE_BUFFER_SIZE = 8 * MIB
+
+
+@dataclass(frozen=True)
+class RocksDBMemory:
+    """One block cache and one memtable budget for every RocksDB database of a worker."""
+
+    block_cache: Any  # rocksdict.Cache
+    memtables: Any  # rocksdict.WriteBufferManager
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RocksDBMemory:
+        return cls(
+            block_cache=rocksdict.Cache(settings.rocksdb_block_cache_mb * MIB),
+            memtables=rocksdict.WriteBufferManager(settings.rocksdb_memtables_mb * MIB, False),
+        )
+
+    def usage_bytes(self) -> dict[str, int]:
+        return {"block_cache": int(self.block_cache.get_usage()), "memtables": int(self.memtables.get_usage())}
+
+
+class SharedMemoryOptions(RocksDBOptions):
+    """faust's RocksDB options, with the worker's shared cache and memtable budget (rocksdict)."""
+
+    def __init__(self, memory: RocksDBMemory, **kwargs: Any) -> None:
+        super().__init__(write_buffer_size=WRITE_BUFFER_SIZE, max_write_buffer_number=2, **kwargs)
+        self.memory = memory
+
+    def as_options(self) -> Any:
+        options = rocksdict.Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.set_max_open_files(-1 if self.max_open_files is None else self.max_open_files)
+        options.set_write_buffer_size(self.write_buffer_size)
+        options.set_max_write_buffer_number(self.max_write_buffer_number)
+        options.set_target_file_size_base(self.target_file_size_base)
+        options.set_write_buffer_manager(self.memory.memtables)
+        table_options = rocksdict.BlockBasedOptions()
+        table_options.set_bloom_filter(self.bloom_filter_size, True)
+        table_options.set_block_cache(self.memory.block_cache)
+        table_options.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        options.set_block_based_table_factory(table_options)
+        return options
+
+
+class SharedMemoryRocksDBStore(RocksDBStore):
+    """faust's RocksDB store whose databases share the worker's ``RocksDBMemory``.
+
+    The table passes it as ``options={"memory": ...}`` (``define_tables``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.use_rocksdict:
+            raise RuntimeError("the tables need the rocksdict RocksDB driver (pip install rocksdict)")
+        options = dict(self.options or {})
+        memory = options.pop("memory")
+        self.rocksdb_options = SharedMemoryOptions(memory, use_rocksdict=True, **options)
+
+
+class GlobalRocksDBStore(SharedMemoryRocksDBStore):
+    """A global table's RocksDB store: every key in the one database of the changelog's partition."""
+
+    def _db(self) -> Any:
+        return self._db_for_partition(GLOBAL_PARTITION)
+
+    def _set(self, key: bytes, value: bytes | None) -> None:
+        self._db().put(key, value)
+
+    def _get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._db().get(key)
+        return value
+
+    def _del(self, key: bytes) -> None:
+        self._db().delete(key)
+
+    def _contains(self, key: bytes) -> bool:
+        return self._db().get(key) is not None
+
+    def keys_with_prefix(self, prefix: str) -> Iterator[str]:
+        """The table's keys that start with ``prefix``, read in key order from the prefix on.
+
+        Keys are stored JSON-encoded (``"tenant:…"``): the encoded prefix without its closing quote
+        is a byte prefix of every such key.
+        """
+        encoded = self._encode_key(prefix)[:-1]
+        for key in self._db().keys(from_key=encoded):
+            if not key.startswith(encoded):
+                break
+            if key != self.offset_key:
+                yield self._decode_key(key)
+
+
+def new_rocksdb_store(table: Any, url: Any, store_class: type[RocksDBStore]) -> Any:
+    """What ``faust.tables.base.Collection._new_store_by_url`` builds, with ``store_class``."""
+    return store_class(
+        url,
+        table.app,
+        table,
+        table_name=table.name,
+        key_type=table.key_type,
+        key_serializer=table.key_serializer,
+        value_serializer=table.value_serializer,
+        value_type=table.value_type,
+        loop=table.loop,
+        options=table.options,
+    )
