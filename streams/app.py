@@ -32,6 +32,7 @@ from streams.kafka_config import aiokafka_config, confluent_config, ssl_context
 from streams.outputs import Outputs, ProducerLike
 from streams.settings import Settings
 from streams.tables import OwnWritesGlobalTable, SharedMemoryTable, Tables, define_tables
+from streams.tables.catch_up import GlobalTablesCatchUp
 from streams.tables.tenants import TenantSettings
 from streams.topics import AUDIT, DLQ_CDC, TENANT_CONFIG, cdc_topics, commands_topic, results_topic
 
@@ -175,6 +176,11 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
     }
     tables = define_tables(app, settings)
     tenants = TenantSettings(aiokafka_config(settings), prefix + TENANT_CONFIG)
+    catch_up = GlobalTablesCatchUp(
+        tables.global_tables(),
+        lambda tps: app.consumer.highwaters(*tps),  # the end offsets, as faust's recovery reads them
+        max_wait=settings.global_tables_max_wait,
+    )
     deps = AgentDeps(
         app=app,
         rules=rules,
@@ -195,6 +201,7 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
         default_order_target=settings.default_order_target,
         batch_size=settings.batch_size,
         batch_wait=settings.batch_wait,
+        catch_up=catch_up,
     )
     agents = {
         "cdc": register_cdc_agent(app, topics["cdc"], deps),
@@ -210,6 +217,7 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types handlers narrower than it calls them
     async def count_rebalance(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         metrics.REBALANCES.labels("worker").inc()
+        catch_up.rebalanced()
 
     @app.timer(30.0)
     async def measure_tables() -> None:

@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         description="Read cache of the tables (RocksDB block cache), in MB, shared by every table and "
         "partition of a worker (docs/state.md, 'Memory').",
     )
+    global_tables_max_wait: float = Field(
+        30.0,
+        ge=0,
+        description="After a rebalance, how long a worker waits for its global tables to read their changelogs "
+        "before it decides again (docs/state.md); past that it decides with what it has, with a warning.",
+    )
     web_enabled: bool = Field(
         True, description="Serve the worker's /metrics, /healthz and /readyz (docs/operations.md)."
     )

@@ -39,6 +39,7 @@ from streams.core.rules import RuleBook
 from streams.logs import about_key
 from streams.outputs import OutputMessage, Outputs
 from streams.tables import LESSONS, PROCESSED_MARKERS, BatchState, Tables, as_current_event
+from streams.tables.catch_up import GlobalTablesCatchUp
 from streams.tables.tenants import TenantSettings
 from streams.topics import DLQ_CDC, parse_cdc_topic
 
@@ -91,6 +92,8 @@ class AgentDeps:
     batch_size: int
     batch_wait: float
     counts: Counter[str] = field(default_factory=Counter)  # what the agents did, for logs and metrics
+    # after a rebalance, the global tables read up to their changelogs' ends first (None: no rebalances)
+    catch_up: GlobalTablesCatchUp | None = None
     # What a batch that cannot be made durable does to the worker (run_batches): stop it at once.
     stop_worker: Callable[[], None] = field(default=lambda: _exit_now())
 
@@ -254,6 +257,8 @@ async def _run_batches(
         started = time.perf_counter()
         waited_ms = time.time() * 1000 - min(event.message.timestamp for event in events) * 1000
         batch = Batch(deps)
+        if deps.catch_up is not None:
+            await deps.catch_up.wait()
         if follow_settings:
             # Tenant settings written before the newest event of the batch reached the broker apply to it.
             await deps.tenants.wait_until_current(max(int(event.message.timestamp * 1000) for event in events))

@@ -41,7 +41,13 @@ from streams.core.contract import System
 from streams.core.decide import Decision, LinkUpdate, Written
 from streams.outputs import OutputMessage
 from streams.settings import Settings
-from streams.tables.stores import GlobalRocksDBStore, RocksDBMemory, SharedMemoryRocksDBStore, new_rocksdb_store
+from streams.tables.stores import (
+    GLOBAL_PARTITION,
+    GlobalRocksDBStore,
+    RocksDBMemory,
+    SharedMemoryRocksDBStore,
+    new_rocksdb_store,
+)
 from streams.tables.tenants import TenantSettings
 
 SEEN_EVENTS_PER_RECORD = 32
@@ -66,9 +72,25 @@ class OwnWritesGlobalTable(faust.GlobalTable):
     """
 
     writer: bytes = b""
+    read_until: int = 0  # the offset after the last changelog message this worker has read
 
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
-        super().apply_changelog_batch(event for event in batch if _writer_of(event) != self.writer)
+        super().apply_changelog_batch(self._others_writes(batch))
+
+    def _others_writes(self, batch: Iterable[EventT]) -> Iterator[EventT]:
+        for event in batch:
+            self.read_until = max(self.read_until, event.message.offset + 1)
+            if _writer_of(event) != self.writer:
+                yield event
+
+    def changelog_tp(self) -> TP:
+        return TP(self.changelog_topic.get_topic_name(), GLOBAL_PARTITION)
+
+    def changelog_read_until(self) -> int:
+        """The offset after the last changelog message this worker's copy holds: what it read since it
+        started, or what its RocksDB store had when it started."""
+        persisted = self.data.persisted_offset(self.changelog_tp())
+        return max(self.read_until, 0 if persisted is None else persisted + 1)
 
     def _new_store_by_url(self, url: str | URL) -> StoreT:
         # on RocksDB: one database for the whole table (streams/tables/stores.py says why)
@@ -114,6 +136,9 @@ class Tables:
 
     def table(self, name: TableName) -> Any:
         return getattr(self, name)
+
+    def global_tables(self) -> list[OwnWritesGlobalTable]:
+        return [self.table(name) for name in TABLE_NAMES if name in GLOBAL_TABLES]
 
 
 def define_tables(app: faust.App, settings: Settings) -> Tables:

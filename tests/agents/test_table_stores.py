@@ -108,3 +108,14 @@ def test_every_table_of_a_worker_shares_the_memory_budget_of_the_settings(tmp_pa
         for n in range(2000):
             tables.orders.data[f"t1:order-{n}"] = {"total": "1" * 100}
     assert 0 < memory.memtables.get_usage() <= 5 * 1024 * 1024 * 1.1
+
+
+def test_a_global_table_counts_every_changelog_message_it_read_its_own_included(tmp_path):
+    tables = worker_tables(tmp_path)
+    links = tables.links
+    assert links.changelog_read_until() == 0
+    links.data["t1:customer:code=KH1"] = {"acct": "A2", "code": "KH1"}  # written since, by this worker
+    own_older = changelog_event(links, "t1:customer:code=KH1", {"acct": "A1"}, offset=4, writer=tables.writer)
+    links.apply_changelog_batch([own_older])
+    assert links.changelog_read_until() == 5, "read up to its own message"
+    assert read_store(links.data, "t1:customer:code=KH1") == {"acct": "A2", "code": "KH1"}, "not re-applied"

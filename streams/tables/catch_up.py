@@ -1,0 +1,102 @@
+"""After a rebalance, decide nothing until this worker's global tables have caught up.
+
+A worker that is not the one assigned a global table's changelog partition reads it as a faust
+*standby*, and faust resumes the agents before standbys are read (``faust.tables.recovery``:
+"Recovery complete", then "Starting standby partitions"). A worker that has just joined, or
+restarted, would then decide events with a copy of ``links``, ``written`` and ``crm_records`` that
+lacks what other workers wrote: a CRM edit whose customer another worker linked a moment ago is
+"not linked", and is never sent (docs/reliability.md, finding 3).
+
+``GlobalTablesCatchUp`` closes that window: after each assignment, the agents' next batch first
+waits until every global table has read its changelog up to the end offset it had then. At most
+``max_wait`` seconds: past that (a changelog too long to read in time, a broker away) the worker
+decides with what it has and says so in its log. Outside rebalances it costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Protocol
+
+from aiokafka.errors import KafkaError
+from faust.exceptions import ConsumerNotStarted
+from faust.types import TP
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.05
+
+
+class FollowsChangelog(Protocol):
+    name: str
+
+    def changelog_tp(self) -> TP: ...
+
+    def changelog_read_until(self) -> int: ...
+
+
+EndOffsets = Callable[[list[TP]], Awaitable[Mapping[TP, int]]]
+
+
+class GlobalTablesCatchUp:
+    """One per worker: ``rebalanced()`` on each assignment, ``wait()`` before each batch is decided."""
+
+    def __init__(self, tables: Iterable[FollowsChangelog], end_offsets: EndOffsets, *, max_wait: float) -> None:
+        self.tables = list(tables)
+        self.end_offsets = end_offsets
+        self.max_wait = max_wait
+        self._rebalanced = False
+        self._catching_up: asyncio.Future[None] | None = None
+
+    def rebalanced(self) -> None:
+        self._rebalanced = True
+
+    async def wait(self) -> None:
+        if self._rebalanced and (self._catching_up is None or self._catching_up.done()):
+            self._rebalanced = False
+            self._catching_up = asyncio.ensure_future(self._catch_up())
+        if self._catching_up is not None and not self._catching_up.done():
+            # every agent of the worker waits for the same catch-up
+            await asyncio.shield(self._catching_up)
+
+    def behind(self, ends: Mapping[TP, int]) -> dict[str, tuple[int, int]]:
+        """Tables that have not read their changelog up to ``ends``: name -> (read until, end)."""
+        found = {}
+        for table in self.tables:
+            end = ends.get(table.changelog_tp(), 0)
+            read = table.changelog_read_until()
+            if read < end:
+                found[table.name] = (read, end)
+        return found
+
+    async def _catch_up(self) -> None:
+        started = time.monotonic()
+        tps = [table.changelog_tp() for table in self.tables]
+        try:
+            ends = await asyncio.wait_for(self.end_offsets(tps), self.max_wait)
+        except (TimeoutError, KafkaError, ConsumerNotStarted) as exc:  # nothing to wait for that can be known
+            log.warning("global tables: end offsets unknown after the rebalance (%s); deciding with what is known", exc)
+            return
+        behind = self.behind(ends)
+        if not behind:
+            return
+        log.info("global tables catching up before deciding: %s", _describe(behind))
+        while behind:
+            if time.monotonic() - started > self.max_wait:
+                log.warning(
+                    "global tables not caught up within %.0fs of the rebalance (%s); deciding with what is known "
+                    "(LIENTHONG_GLOBAL_TABLES_MAX_WAIT)",
+                    self.max_wait,
+                    _describe(behind),
+                )
+                return
+            await asyncio.sleep(POLL_S)
+            behind = self.behind(ends)
+        log.info("global tables caught up in %.1fs", time.monotonic() - started)
+
+
+def _describe(behind: Mapping[str, tuple[int, int]]) -> str:
+    return ", ".join(f"{name} read to {read} of {end}" for name, (read, end) in behind.items())
