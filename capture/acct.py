@@ -81,8 +81,9 @@ class ActCapture:
     async def run(self) -> None:
         while not self._stopping.is_set():
             await self.poll_all()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.poll_interval)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see connectors/runner.py
+                async with asyncio.timeout(self.poll_interval):
+                    await self._stopping.wait()
 
     async def poll_all(self) -> None:
         for tenant in self.tenants:

@@ -390,8 +390,11 @@ class Connector:
                         f"depends_on {[d for d, s in states.items() if not s]} not applied within "
                         f"{self.settings.dependency_timeout:g}s"
                     )
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as
+                # the waited event happens, and the task would go on after being cancelled
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._applied.wait(), timeout=min(remaining, 0.5))
+                    async with asyncio.timeout(min(remaining, 0.5)):
+                        await self._applied.wait()
 
     async def _apply(self, command: Command) -> Outcome:
         tenant = command.tenant

@@ -788,8 +788,11 @@ class ActSandbox:
                 for seq, _tenant, body in self.store.queued_callbacks():
                     await self._deliver(seq, body)
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as
+                # the wake-up does, and this loop would outlive close()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+                    async with asyncio.timeout(0.5):
+                        await self._wake.wait()
         finally:
             await self._session.close()
 
@@ -821,9 +824,11 @@ class ActSandbox:
         log.info("callback %s not delivered to %s: %s", seq, url, error)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # cancelled again until done: a task may have swallowed one cancel (asyncio.wait_for on 3.11)
+        while pending := [task for task in self._tasks if not task.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1)
 
 
 SANDBOX = web.AppKey("act_sandbox", ActSandbox)
