@@ -33,6 +33,7 @@ from streams.outputs import Outputs, ProducerLike
 from streams.settings import Settings
 from streams.tables import OwnWritesGlobalTable, SharedMemoryTable, Tables, define_tables
 from streams.tables.catch_up import GlobalTablesCatchUp
+from streams.tables.stores import limit_malloc_arenas
 from streams.tables.tenants import TenantSettings
 from streams.topics import AUDIT, DLQ_CDC, TENANT_CONFIG, cdc_topics, commands_topic, results_topic
 
@@ -129,6 +130,8 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_session_timeout=settings.session_timeout,
+        # a record larger than this is still fetched whole (the broker returns at least one batch)
+        consumer_max_fetch_size=settings.consumer_fetch_kb * 1024,
         consumer_group_instance_id=settings.group_instance_id,
         broker_commit_interval=settings.commit_interval,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
@@ -284,6 +287,7 @@ class HealthServer(Service):
 def run_worker(settings: Settings | None = None) -> None:
     """Start a faust worker for the app (blocks until SIGTERM/SIGINT)."""
     settings = settings or Settings()
+    limit_malloc_arenas(settings.malloc_arenas)  # before the threads of RocksDB, librdkafka and faust start
     built = create_app(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.web_enabled:

@@ -99,6 +99,18 @@ class Settings(BaseSettings):
         description="Read cache of the tables (RocksDB block cache), in MB, shared by every table and "
         "partition of a worker (docs/state.md, 'Memory').",
     )
+    consumer_fetch_kb: int = Field(
+        256,
+        ge=64,
+        description="What the worker's consumer fetches ahead per partition, in KB (faust's consumer_max_fetch_size): "
+        "the read-ahead a worker holds in memory is about this times its partitions (docs/state.md, 'Memory').",
+    )
+    malloc_arenas: int = Field(
+        2,
+        ge=0,
+        description="glibc malloc arenas of the worker (0: glibc's default of 8 per core); few arenas keep the "
+        "memory RocksDB's and the Kafka clients' threads free from growing (docs/state.md, 'Memory').",
+    )
     global_tables_max_wait: float = Field(
         30.0,
         ge=0,
