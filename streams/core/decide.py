@@ -436,6 +436,8 @@ def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) ->
 
     if event.system is System.CRM and event.origin == "user" and event.op != "d":
         _complete_dependencies(builder)
+    elif event.origin == "sync" and event.op != "d":
+        _complete_echoed_dependencies(builder)
     if any(note.tag is Note.UNCHANGED for note in builder.notes):
         builder.rules.append("X-2")
     if any(command.depends_on for command in builder.commands):
@@ -585,24 +587,58 @@ def _complete_dependencies(builder: _Builder) -> None:
         return
     for rule_id in builder.rule_book.dependency_senders.get(event.entity, ()):
         sender = builder.rule_book.by_id(rule_id)
-        write = sender.write_target()
-        key = CommandKey(id=None, code=code)
-        store_key = command_key_text(event.tenant, write.system, write.entity, key)
-        previous = builder.written.get(store_key) or builder.state.last_written(store_key)
-        if previous is None or set(previous.fields) - {"code"}:
-            continue
-        fields = {k: v for k, v in event.record.items() if k not in LOCAL_FIELDS}
-        command = builder.emit(
-            sender, fields=fields, key=key, source_id=event.record_id, cause=f"{event.event_id}/completes/{code}"
+        _send_dependency_fields(builder, sender, event.entity, code, event.record, source_id=event.record_id)
+
+
+def _complete_echoed_dependencies(builder: _Builder) -> None:
+    """X-4, a last chance: the document and its CRM record can be decided at the same moment on two
+    workers, each before the other's tables reach it; the dependency then went out with its code
+    only and the record's own change did not see it. When the target system's echo of that
+    dependency arrives (capture reads back what the integration wrote, ``origin = sync``), both
+    are known: the record's fields are sent then, once."""
+    event = builder.event
+    code = named(event.record.get("code"))
+    if code is None:
+        return
+    for entity, sender_ids in builder.rule_book.dependency_senders.items():
+        for rule_id in sender_ids:
+            sender = builder.rule_book.by_id(rule_id)
+            write = sender.write_target()
+            if (write.system, write.entity) != (event.system, event.entity):
+                continue
+            record = builder.state.crm_record(event.tenant, entity, code)
+            if record is not None:
+                source_id = named(record.get("id"))
+                _send_dependency_fields(builder, sender, entity, code, record, source_id=source_id)
+
+
+def _send_dependency_fields(
+    builder: _Builder, sender: Rule, entity: str, code: str, record: dict[str, Any], *, source_id: str | None
+) -> None:
+    """``sender`` sends ``record``'s fields to where it sent ``code`` alone, if that is still all it sent."""
+    event = builder.event
+    write = sender.write_target()
+    key = CommandKey(id=None, code=code)
+    store_key = command_key_text(event.tenant, write.system, write.entity, key)
+    previous = builder.written.get(store_key) or builder.state.last_written(store_key)
+    if previous is None or set(previous.fields) - {"code"}:
+        return
+    fields = {k: v for k, v in record.items() if k not in LOCAL_FIELDS}
+    command = builder.emit(
+        sender,
+        fields=fields,
+        key=key,
+        source_id=source_id,
+        cause=f"{event.event_id}/completes/{code}",
+    )
+    if command is not None:
+        builder.rules += [r for r in (sender.id, "X-4") if r not in builder.rules]
+        builder.note(
+            Note.DEPENDENCY_COMPLETED,
+            sender.id,
+            f"X-4: {entity} {code} went to {write.system.value} with its code only (named by a "
+            f"document before the processor saw it); {sender.id} sends its fields now",
         )
-        if command is not None:
-            builder.rules += [r for r in (sender.id, "X-4") if r not in builder.rules]
-            builder.note(
-                Note.DEPENDENCY_COMPLETED,
-                sender.id,
-                f"X-4: {event.entity} {code} went to {write.system.value} with its code only (named by a "
-                f"document before the processor saw it); {sender.id} sends its fields now",
-            )
 
 
 def _pull(rule: Rule, builder: _Builder) -> None:

@@ -1890,6 +1890,42 @@ def test_x4_a_dependency_named_before_its_record_was_seen_gets_its_fields_when_t
     assert "CUS-10" not in [c.rule for c in again.commands]  # completed once; later edits follow CUS-3
 
 
+def test_x4_a_dependency_decided_at_the_same_moment_as_its_record_gets_its_fields_from_its_echo(
+    rules: RuleBook,
+) -> None:
+    """The order and its customer decided at once on two workers: neither saw the other (the customer
+    went with its code only, and the customer's own change found nothing to complete). The echo of
+    the code-only customer in accounting arrives once both are known: it completes it, once."""
+    state = base_state()
+    early = run(event("crm", "sale_order", after=order("proposed", customer_code="KH9")), state, rules)
+    placeholder = next(c for c in early.commands if c.rule == "CUS-10")
+    state.apply(early)
+    # the customer's change, decided on the other worker, reached this one's tables afterwards
+    state.remember(T, "customer", {**CUSTOMER, "id": "c-9", "code": "KH9", "name": "Khách đến sau", "tax_code": "0109"})
+    echo_record = {"id": "a-9", "code": "KH9", "name": None}
+    echo = run(event("acct", "customer", after=echo_record, origin="sync"), state, rules)
+    (completion,) = echo.commands
+    assert (completion.rule, completion.target, completion.key) == ("CUS-10", System.ACCT, CommandKey(code="KH9"))
+    assert completion.fields["name"] == "Khách đến sau" and completion.fields["tax_code"] == "0109"
+    assert completion.source.id == "c-9" and completion.command_id != placeholder.command_id
+    assert [n.tag for n in echo.audit.notes if n.rule == "CUS-10"] == [Note.DEPENDENCY_COMPLETED]
+    state.apply(echo)
+    again = run(event("acct", "customer", "u", before=echo_record, after=echo_record, origin="sync"), state, rules)
+    assert again.commands == []  # completed once
+
+
+def test_x4_an_echo_completes_nothing_without_the_crm_record_or_once_fields_were_sent(rules: RuleBook) -> None:
+    state = base_state()
+    state.apply(run(event("crm", "sale_order", after=order("proposed", customer_code="KH9")), state, rules))
+    echo_record = {"id": "a-9", "code": "KH9"}
+    assert run(event("acct", "customer", after=echo_record, origin="sync"), state, rules).commands == []
+    known = base_state()
+    known.remember(T, "customer", {**CUSTOMER, "id": "c-5", "code": "KH5", "name": "Khách mới"})
+    known.apply(run(event("crm", "sale_order", after=order("proposed", customer_code="KH5")), known, rules))
+    echo = run(event("acct", "customer", after={"id": "a-5", "code": "KH5"}, origin="sync"), known, rules)
+    assert echo.commands == []
+
+
 def test_x4_a_dependency_sent_with_its_fields_is_not_sent_again_when_its_record_changes(rules: RuleBook) -> None:
     state = base_state()
     state.remember(T, "customer", {**CUSTOMER, "id": "c-5", "code": "KH5", "name": "Khách mới"})
