@@ -88,13 +88,13 @@ class Settings(BaseSettings):
     store: str = Field("rocksdb://", description="Faust table store: rocksdb:// (durable) or memory:// (tests).")
     data_dir: Path = Field(Path("var/lienthong"), description="Where the worker keeps its RocksDB tables.")
     rocksdb_memtables_mb: int = Field(
-        64,
+        32,
         ge=4,
         description="Memory for recent table writes not yet on disk (RocksDB memtables), in MB, shared by "
         "every table and partition of a worker (docs/state.md, 'Memory').",
     )
     rocksdb_block_cache_mb: int = Field(
-        64,
+        32,
         ge=1,
         description="Read cache of the tables (RocksDB block cache), in MB, shared by every table and "
         "partition of a worker (docs/state.md, 'Memory').",
