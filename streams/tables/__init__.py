@@ -46,7 +46,7 @@ from streams.tables.stores import (
     GlobalRocksDBStore,
     RocksDBMemory,
     SharedMemoryRocksDBStore,
-    new_rocksdb_store,
+    new_store,
 )
 from streams.tables.tenants import TenantSettings
 
@@ -94,20 +94,14 @@ class OwnWritesGlobalTable(faust.GlobalTable):
 
     def _new_store_by_url(self, url: str | URL) -> StoreT:
         # on RocksDB: one database for the whole table (streams/tables/stores.py says why)
-        if URL(url).scheme != "rocksdb":
-            return super()._new_store_by_url(url)
-        store: StoreT = new_rocksdb_store(self, url, GlobalRocksDBStore)
-        return store
+        return new_store(self, url, GlobalRocksDBStore, super()._new_store_by_url)
 
 
 class SharedMemoryTable(faust.Table):
     """A partitioned table whose RocksDB databases share the worker's memory budget (``stores``)."""
 
     def _new_store_by_url(self, url: str | URL) -> StoreT:
-        if URL(url).scheme != "rocksdb":
-            return super()._new_store_by_url(url)
-        store: StoreT = new_rocksdb_store(self, url, SharedMemoryRocksDBStore)
-        return store
+        return new_store(self, url, SharedMemoryRocksDBStore, super()._new_store_by_url)
 
 
 def _writer_of(event: EventT) -> bytes | None:

@@ -20,13 +20,14 @@ Two problems of faust's RocksDB store, one of memory and one of correctness:
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import rocksdict
 from faust.stores.rocksdb import RocksDBOptions
 from faust.stores.rocksdb import Store as RocksDBStore
+from yarl import URL
 
 from streams.settings import Settings
 
@@ -155,8 +156,11 @@ class GlobalRocksDBStore(SharedMemoryRocksDBStore):
                 yield self._decode_key(key)
 
 
-def new_rocksdb_store(table: Any, url: Any, store_class: type[RocksDBStore]) -> Any:
-    """What ``faust.tables.base.Collection._new_store_by_url`` builds, with ``store_class``."""
+def new_store(table: Any, url: Any, store_class: type[RocksDBStore], otherwise: Callable[[Any], Any]) -> Any:
+    """A table's store: ``store_class`` on RocksDB, built as ``faust.tables.base.Collection._new_store_by_url``
+    builds one; ``otherwise(url)`` (faust's own choice) for any other store."""
+    if URL(url).scheme != "rocksdb":
+        return otherwise(url)
     return store_class(
         url,
         table.app,
