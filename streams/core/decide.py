@@ -600,16 +600,10 @@ def _complete_echoed_dependencies(builder: _Builder) -> None:
     code = named(event.record.get("code"))
     if code is None:
         return
-    for entity, sender_ids in builder.rule_book.dependency_senders.items():
-        for rule_id in sender_ids:
-            sender = builder.rule_book.by_id(rule_id)
-            write = sender.write_target()
-            if (write.system, write.entity) != (event.system, event.entity):
-                continue
-            record = builder.state.crm_record(event.tenant, entity, code)
-            if record is not None:
-                source_id = named(record.get("id"))
-                _send_dependency_fields(builder, sender, entity, code, record, source_id=source_id)
+    for entity, sender in builder.rule_book.dependency_senders_to.get((event.system, event.entity), ()):
+        record = builder.state.crm_record(event.tenant, entity, code)
+        if record is not None:
+            _send_dependency_fields(builder, sender, entity, code, record, source_id=named(record.get("id")))
 
 
 def _send_dependency_fields(

@@ -972,6 +972,16 @@ class RuleBook:
                 if dependency.rule not in senders.setdefault(dependency.entity, []):
                     senders[dependency.entity].append(dependency.rule)
         self.dependency_senders: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in senders.items()}
+        # ... and by where they send it (system, entity): (the dependency's entity, the sending rule)
+        by_target: dict[tuple[System, str], list[tuple[str, Rule]]] = {}
+        for entity, rule_ids in self.dependency_senders.items():
+            for rule_id in rule_ids:
+                sender = self._by_id[rule_id]
+                write = sender.write_target()
+                by_target.setdefault((write.system, write.entity), []).append((entity, sender))
+        self.dependency_senders_to: dict[tuple[System, str], tuple[tuple[str, Rule], ...]] = {
+            k: tuple(v) for k, v in by_target.items()
+        }
         self.derived: dict[str, tuple[Rule, ...]] = {
             order_target: tuple(
                 rule for rule in rules if rule.effect is Effect.DERIVED and rule.order_target in (None, order_target)
