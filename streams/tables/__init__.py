@@ -203,11 +203,24 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
     return tables
 
 
-def _link_keys(tenant: str, family: str, code: str | None, ids: dict[str, str]) -> list[str]:
-    keys = [f"{tenant}:{family}:{system}={record_id}" for system, record_id in ids.items()]
+# The fields a link fact can name: each system's id and the record's code.
+LINK_FIELDS: tuple[str, ...] = (System.ACCT.value, System.CRM.value, "code")
+
+
+def _link_lookups(code: str | None, ids: dict[str, str]) -> list[str]:
+    """What a record's link is found by: its code, and its id in each system (``acct=<id>``)."""
+    lookups = [f"{system}={record_id}" for system, record_id in ids.items()]
     if code:
-        keys.insert(0, f"{tenant}:{family}:code={code}")
-    return keys
+        lookups.insert(0, f"code={code}")
+    return lookups
+
+
+def _link_fact_key(tenant: str, family: str, lookup: str, field: str) -> str:
+    """The key of one link fact: what ``field`` (``acct``, ``crm`` or ``code``) is for ``lookup``.
+
+    ``field`` has no ``>``, so the text after the last ``>`` tells two keys apart whatever the code.
+    """
+    return f"{tenant}:{family}:{lookup}>{field}"
 
 
 _DELETED = object()
@@ -313,15 +326,20 @@ class BatchState:
     def linked_id(
         self, tenant: str, system: System, family: str, *, code: str | None, other_id: str | None
     ) -> str | None:
-        if code:
-            link = self.get("links", f"{tenant}:{family}:code={code}")
-            if link and link.get(system):
-                return str(link[system])
+        if code and (found := self.get("links", _link_fact_key(tenant, family, f"code={code}", system))):
+            return str(found)
         if other_id:
             other = System.ACCT if system is System.CRM else System.CRM
-            link = self.get("links", f"{tenant}:{family}:{other}={other_id}")
-            if link and link.get(system):
-                return str(link[system])
+            lookup = f"{other}={other_id}"
+            if found := self.get("links", _link_fact_key(tenant, family, lookup, system)):
+                return str(found)
+            # the other record's code, and what that code is linked to: two workers may each have
+            # written one half of the link (apply_links)
+            other_code = self.get("links", _link_fact_key(tenant, family, lookup, "code"))
+            if other_code and other_code != code:
+                found = self.get("links", _link_fact_key(tenant, family, f"code={other_code}", system))
+                if found:
+                    return str(found)
         return None
 
     def last_written(self, key: str) -> Written | None:
@@ -354,18 +372,33 @@ class BatchState:
         self.set("seen_events", record_key, [*recent, event_id][-SEEN_EVENTS_PER_RECORD:], event)
 
     def apply_links(self, links: Iterable[LinkUpdate]) -> None:
-        """Merge what each update says of one record's ids into every key the link is found by."""
+        """Learn what each update says of one record's ids, one fact per key (X-3).
+
+        A link is kept as facts: "the acct id of code KH1 is A1", "the code of CRM id C9 is KH1",
+        each under its own key (``<tenant>:<family>:<lookup>><field>``), never as one value holding
+        all of a record's ids. Two workers can learn two halves of one link at the same moment,
+        each before the other's write reaches it (an acct customer's id on one, the CRM id of its
+        copy on the other): with one value per record, the later write would replace the earlier
+        one in every worker's copy and in the compacted changelog, and the link would lose an id
+        for good. As facts, both halves stay, and ``linked_id`` joins them through the code.
+        """
         for link in links:
-            merged: dict[str, Any] = {}
-            for key in _link_keys(link.tenant, link.family, link.code, link.ids):
-                merged.update(self.get("links", key) or {})
-            merged.update(link.ids)
+            known: dict[str, str] = {}
+            for lookup in _link_lookups(link.code, link.ids):
+                for name in LINK_FIELDS:
+                    value = self.get("links", _link_fact_key(link.tenant, link.family, lookup, name))
+                    if value is not None:
+                        known[name] = str(value)
+            known.update(link.ids)
             if link.code:
-                merged["code"] = link.code
-            ids = {k: v for k, v in merged.items() if k != "code"}
-            for key in _link_keys(link.tenant, link.family, merged.get("code"), ids):
-                if self.get("links", key) != merged:
-                    self.set("links", key, merged, None)
+                known["code"] = link.code
+            ids = {name: value for name, value in known.items() if name != "code"}
+            for lookup in _link_lookups(known.get("code"), ids):
+                own_field = lookup.partition("=")[0]
+                for name, value in known.items():
+                    key = _link_fact_key(link.tenant, link.family, lookup, name)
+                    if name != own_field and self.get("links", key) != value:
+                        self.set("links", key, value, None)
 
     def apply_decision(self, decision: Decision) -> None:
         """Remember what the decision taught: links, CRM records, what was written."""

@@ -12,8 +12,11 @@ import orjson
 from faust.types import TP
 
 from streams.app import create_app
+from streams.core.contract import System
+from streams.core.decide import LinkUpdate
 from streams.settings import Settings
-from streams.tables import WRITER_HEADER, as_current_event, read_store
+from streams.tables import WRITER_HEADER, BatchState, as_current_event, read_store
+from streams.tables.tenants import TenantSettings
 
 from .conftest import FakeProducer
 
@@ -119,3 +122,50 @@ def test_a_global_table_counts_every_changelog_message_it_read_its_own_included(
     links.apply_changelog_batch([own_older])
     assert links.changelog_read_until() == 5, "read up to its own message"
     assert read_store(links.data, "t1:customer:code=KH1") == {"acct": "A2", "code": "KH1"}, "not re-applied"
+
+
+def _as_changelog_events(messages, first_offset: int):
+    """Changelog messages a worker wrote, as another worker's changelog reader receives them."""
+    events = []
+    for offset, message in enumerate(messages, start=first_offset):
+        tp = TP(message.topic, 0)
+        headers = dict(message.headers or ())
+        events.append(
+            SimpleNamespace(
+                message=SimpleNamespace(
+                    tp=tp, topic=tp.topic, partition=0, offset=offset, key=message.key, value=message.value
+                ),
+                headers=headers,
+                key=orjson.loads(message.key),
+                value=None if message.value is None else orjson.loads(message.value),
+            )
+        )
+    return events
+
+
+def _learn(tables, link: LinkUpdate):
+    """One worker's batch that learns ``link``: its changelog messages, written to its own store."""
+    state = BatchState(tables, TenantSettings({}, "config.tenants"), "sale_order")
+    state.apply_links([link])
+    messages = state.changelog(["links"])
+    state.write_to_stores({})
+    return messages
+
+
+def test_two_workers_learning_two_halves_of_a_link_at_once_both_keep_it(tmp_path):
+    """An acct customer's id learnt on one worker and its CRM copy's id on another, each before the
+    other's changelog reached it: every worker, and one that starts later from the changelog, has
+    the whole link — not only the half written last."""
+    one, other, later = (worker_tables(tmp_path / name) for name in ("one", "other", "later"))
+    acct_half = _learn(one, LinkUpdate("t1", "customer", "KH1", {"acct": "A1"}))
+    crm_half = _learn(other, LinkUpdate("t1", "customer", "KH1", {"crm": "C9"}))
+    one.links.apply_changelog_batch(_as_changelog_events(acct_half + crm_half, 0))
+    other.links.apply_changelog_batch(_as_changelog_events(acct_half + crm_half, 0))
+    later.links.apply_changelog_batch(_as_changelog_events(acct_half + crm_half, 0))
+
+    for worker in (one, other, later):
+        state = BatchState(worker, TenantSettings({}, "config.tenants"), "sale_order")
+        assert state.linked_id("t1", System.ACCT, "customer", code="KH1", other_id=None) == "A1"
+        assert state.linked_id("t1", System.ACCT, "customer", code=None, other_id="C9") == "A1"
+        assert state.linked_id("t1", System.CRM, "customer", code=None, other_id="A1") == "C9"
+        assert state.linked_id("t1", System.CRM, "customer", code="KH1", other_id=None) == "C9"
