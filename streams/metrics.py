@@ -94,6 +94,12 @@ BATCH_SIZE = Histogram(
     "Events per batch of the worker's processing loop.",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 4096),
 )
+BATCHES_DECIDED_AGAIN = Counter(
+    "lienthong_batches_decided_again_total",
+    "Batches an agent decided twice: a decision rested on a link or CRM record being absent, and the "
+    "worker's global tables had not yet read what other workers wrote.",
+    ["agent"],
+)
 TOKEN_RENEWALS = Counter(
     "lienthong_token_renewals_total",
     "API tokens fetched (log-in / connect), by system and outcome (ok, failed).",

@@ -69,6 +69,7 @@ class Outputs:
         self._pending = 0
         self._errors: list[str] = []
         self._offsets: dict[tuple[str, int], int] = {}  # highest acknowledged offset per partition
+        self._followed: dict[tuple[str, int], list[int]] = {}  # every acknowledged offset, where asked (follow)
         self._lock = threading.Lock()
 
     def fits(self, messages: Sequence[OutputMessage]) -> OutputMessage | None:
@@ -100,6 +101,23 @@ class Outputs:
             elif message is not None and message.offset() is not None:
                 where = (message.topic(), message.partition())
                 self._offsets[where] = max(self._offsets.get(where, -1), message.offset())
+                followed = self._followed.get(where)
+                if followed is not None:
+                    followed.append(message.offset())
+
+    def follow(self, topic: str, partition: int) -> None:
+        """Keep every offset the broker acknowledges on this partition, for ``followed``."""
+        with self._lock:
+            self._followed.setdefault((topic, partition), [])
+
+    def followed(self, topic: str, partition: int) -> list[int]:
+        """The offsets acknowledged on a followed partition since the last call."""
+        with self._lock:
+            offsets = self._followed.get((topic, partition))
+            if not offsets:
+                return []
+            self._followed[(topic, partition)] = []
+            return offsets
 
     async def delivered(self) -> dict[tuple[str, int], int]:
         """Wait until the broker acknowledged every message queued so far; else raise.

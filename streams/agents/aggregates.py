@@ -113,8 +113,8 @@ def process_document(batch: Batch, event: EventT) -> None:
                 key,
                 extra=about(tenant=change.tenant, entity=change.entity, record_id=change.record_id),
             )
-            deps.counts["duplicate"] += 1
-            count_event(change.system.value, change.entity, "duplicate")
+            batch.count("duplicate")
+            count_event(batch, change.system.value, change.entity, "duplicate")
             return
         decision = decide_for_order(change, aggregate, batch.state, deps.rules, now_ms=batch.now_ms)
         stored_value = aggregate.to_json()
@@ -124,8 +124,8 @@ def process_document(batch: Batch, event: EventT) -> None:
             batch.state.set("orders", key, stored_value, event)
 
         batch.stage(batch.decision_messages(decision, change.ts_ms), remember_document, state_values=[stored_value])
-        deps.counts["aggregated"] += 1
-        count_decision(change, decision)
+        batch.count("aggregated")
+        count_decision(batch, change, decision)
     except BadInput as bad:
         batch.dead_letter(original_key, event.value, bad.kind, bad.message, where)
     except Unstageable as failed:

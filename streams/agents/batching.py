@@ -9,7 +9,8 @@ A batch that is not acked is read again after a restart (at least once).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, cast
 
 import faust
@@ -20,6 +21,24 @@ from mode.utils.locks import Event
 
 class BatchingStream(faust.Stream):
     """A faust stream that can hand out batches without acking them (``App(Stream=...)``)."""
+
+    _room: Event | None = None
+    _buffer_freely = False
+
+    @contextlib.contextmanager
+    def buffering_freely(self) -> Iterator[None]:
+        """While the agent waits for its global tables, take every event that arrives, past ``max_``.
+
+        faust reads the tables' changelogs in the loop that fills this stream: a stream that stopped
+        taking events would stop that loop, and the tables would never catch up.
+        """
+        self._buffer_freely = True
+        if self._room is not None:
+            self._room.set()
+        try:
+            yield
+        finally:
+            self._buffer_freely = False
 
     async def take_batches(self, max_: int, within: float) -> AsyncIterator[Sequence[EventT]]:
         """Batches of at most ``max_`` events, never acked here.
@@ -34,7 +53,7 @@ class BatchingStream(faust.Stream):
         """
         pending: list[EventT] = []
         arrived = Event()
-        room = Event()
+        room = self._room = Event()
         room.set()
 
         async def add_to_buffer(value: Any) -> Any:
@@ -43,7 +62,7 @@ class BatchingStream(faust.Stream):
                 raise RuntimeError("take_batches found no current event")
             pending.append(event)
             arrived.set()
-            if len(pending) >= max_:
+            if len(pending) >= max_ and not self._buffer_freely:
                 room.clear()
                 await self.wait(room)
             return value

@@ -79,8 +79,8 @@ def process_change(batch: Batch, event: EventT) -> None:
             resolve_action(change, deps.rules)
             check_document(change)  # past it, the document names its order
             batch.stage(rekeyed(batch, event, change, where), lambda: None, state_values=[])
-            deps.counts["forwarded"] += 1
-            count_event(change.system.value, change.entity, "forwarded")
+            batch.count("forwarded")
+            count_event(batch, change.system.value, change.entity, "forwarded")
             return
         record_key = f"{change.tenant}:{change.system}:{change.entity}:{change.record_id}"
         state = batch.state
@@ -91,8 +91,8 @@ def process_change(batch: Batch, event: EventT) -> None:
                 record_key,
                 extra=about(tenant=change.tenant, entity=change.entity, record_id=change.record_id),
             )
-            deps.counts["duplicate"] += 1
-            count_event(change.system.value, change.entity, "duplicate")
+            batch.count("duplicate")
+            count_event(batch, change.system.value, change.entity, "duplicate")
             return
         decision = decide(change, state, deps.rules, now_ms=batch.now_ms)
 
@@ -106,8 +106,8 @@ def process_change(batch: Batch, event: EventT) -> None:
             state_values=[record.record for record in decision.crm_records if record.record is not None]
             + [written.fields for written in decision.written.values()],
         )
-        deps.counts["decided"] += 1
-        count_decision(change, decision)
+        batch.count("decided")
+        count_decision(batch, change, decision)
     except BadInput as bad:
         batch.dead_letter(message.key, raw, bad.kind, bad.message, where)
     except Unstageable as failed:

@@ -15,16 +15,24 @@ as JSON, or hits a bug is dead-lettered whole instead: staging is all or nothing
 and only then does the agent ack the batch, which lets faust commit its offsets. A crash before
 that replays the batch from the last commit: the same decisions, the same command ids (the
 connectors skip what they applied), the same audit records again.
+
+A batch with a decision that rests on another record's state being absent (no link yet, no CRM
+record known: ``Decision.rests_on_absence``) is decided again if, once decided, the worker's
+global tables turn out not to have read what other workers had written to them
+(``GlobalTablesCatchUp.read_others_writes``). Since nothing is sent before ``finish``, the first
+decisions leave no trace but the time they took: what they would count and log (``tally``) is
+counted only for the decisions the batch keeps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,12 +144,24 @@ class Batch:
         self.state = BatchState(deps.tables, deps.tenants, deps.default_order_target)
         self.messages: list[OutputMessage] = []
         self.now_ms = int(time.time() * 1000)
+        self.rests_on_absence = False  # a decision of the batch does (Decision.rests_on_absence)
+        self._tallies: list[Callable[[], None]] = []  # counts and logs, for once the batch is kept
+
+    def tally(self, count: Callable[[], None]) -> None:
+        """Count (metrics, ``deps.counts``) or log what an event came to, once the batch is durable:
+        a batch decided again counts its events once."""
+        self._tallies.append(count)
+
+    def count(self, name: str) -> None:
+        counts = self.deps.counts
+        self._tallies.append(lambda: counts.update((name,)))
 
     # --- staging ------------------------------------------------------------------------------
 
     def decision_messages(self, decision: Decision, source_ts_ms: int | None = None) -> list[OutputMessage]:
         """A decision's commands and audit record as messages (raises ``Unstageable``)."""
         topics = self.deps.topics
+        self.rests_on_absence = self.rests_on_absence or decision.rests_on_absence
         messages = [self.command_message(command, source_ts_ms) for command in decision.commands]
         audit = decision.audit
         try:
@@ -186,17 +206,20 @@ class Batch:
     def dead_letter(self, key: bytes | None, raw: bytes | None, kind: str, text: str, where: Where) -> None:
         """The original key and bytes, with the reason in headers; truncated (and said so) when the
         original itself is larger than a message may be."""
-        cdc = parse_cdc_topic(where.topic, self.deps.topic_prefix)
-        log.warning(
-            "dead-lettered %s@%s:%s: %s: %s",
-            *(where.topic, where.partition, where.offset, kind, text[:500]),
-            extra=about_key(key, entity=cdc[1] if cdc else None),
-        )
-        self.deps.counts[f"dead_letter.{kind}"] += 1
-        metrics.DEAD_LETTERS.labels(DLQ_CDC, kind).inc()
         names = parse_cdc_topic(where.topic, self.deps.topic_prefix)
         system, entity = names if names is not None else ("unknown", "unknown")
-        metrics.EVENTS_PROCESSED.labels(system, entity, "", "dead_letter").inc()
+
+        def count() -> None:
+            log.warning(
+                "dead-lettered %s@%s:%s: %s: %s",
+                *(where.topic, where.partition, where.offset, kind, text[:500]),
+                extra=about_key(key, entity=names[1] if names else None),
+            )
+            self.deps.counts[f"dead_letter.{kind}"] += 1
+            metrics.DEAD_LETTERS.labels(DLQ_CDC, kind).inc()
+            metrics.EVENTS_PROCESSED.labels(system, entity, "", "dead_letter").inc()
+
+        self.tally(count)
         headers = dead_letter_headers(
             kind, text[:4000], topic=where.topic, partition=where.partition, offset=where.offset
         )
@@ -214,6 +237,9 @@ class Batch:
         """Make the batch durable: its outputs, then what it taught, then that it was processed,
         each acknowledged by the broker before the next; then apply the state to the tables."""
         outputs = self.deps.outputs
+        global_tables = self.deps.tables.global_tables()
+        for table in global_tables:
+            outputs.follow(*table.changelog_tp())
         persisted: dict[tuple[str, int], int] = {}
         for messages in (
             self.messages,
@@ -223,7 +249,11 @@ class Batch:
             for message in messages:
                 outputs.send(message)
             persisted.update(await outputs.delivered())
+        for table in global_tables:  # what it need not wait to read back (GlobalTablesCatchUp)
+            table.wrote(outputs.followed(*table.changelog_tp()))
         self.state.write_to_stores(persisted)
+        for count in self._tallies:
+            count()
 
 
 async def run_batches(
@@ -256,15 +286,21 @@ async def _run_batches(
     async for events in stream.take_batches(deps.batch_size, deps.batch_wait):
         started = time.perf_counter()
         waited_ms = time.time() * 1000 - min(event.message.timestamp for event in events) * 1000
-        batch = Batch(deps)
-        if deps.catch_up is not None:
-            await deps.catch_up.wait()
+        catch_up = deps.catch_up
+        if catch_up is not None:
+            with buffering_freely(stream):
+                await catch_up.wait()
         if follow_settings:
             # Tenant settings written before the newest event of the batch reached the broker apply to it.
             await deps.tenants.wait_until_current(max(int(event.message.timestamp * 1000) for event in events))
-        for event in events:
-            with as_current_event(event):  # its partition's store, for the tables it reads
-                process(batch, event)
+        batch = decide_batch(deps, events, process)
+        if batch.rests_on_absence and catch_up is not None:
+            with buffering_freely(stream):
+                behind = await catch_up.read_others_writes()
+            if behind:  # decided without other workers' writes it has read since: decide with them
+                batch = decide_batch(deps, events, process)
+                deps.counts[f"{name}.decided_again"] += 1
+                metrics.BATCHES_DECIDED_AGAIN.labels(name).inc()
         decided = time.perf_counter()
         await batch.finish()
         await stream.ack_batch(events)
@@ -281,21 +317,41 @@ async def _run_batches(
         )
 
 
+def decide_batch(deps: AgentDeps, events: Any, process: Callable[[Batch, EventT], None]) -> Batch:
+    batch = Batch(deps)
+    for event in events:
+        with as_current_event(event):  # its partition's store, for the tables it reads
+            process(batch, event)
+    return batch
+
+
+@contextlib.contextmanager
+def buffering_freely(stream: Any) -> Iterator[None]:
+    """The stream keeps taking events while the agent waits for its tables (``BatchingStream``)."""
+    with stream.buffering_freely() if hasattr(stream, "buffering_freely") else contextlib.nullcontext():
+        yield
+
+
 def where_of(event: EventT) -> Where:
     message = event.message
     return Where(message.topic, message.partition, message.offset)
 
 
-def count_decision(change: ChangeEvent, decision: Decision) -> None:
-    """Metrics of one staged decision: the event (``command`` or ``skipped``) and its commands."""
-    for command in decision.commands:
-        metrics.COMMANDS_EMITTED.labels(command.target.value, command.rule).inc()
-    outcome = "command" if decision.commands else "skipped"
-    metrics.EVENTS_PROCESSED.labels(change.system.value, change.entity, decision.audit.rule or "", outcome).inc()
+def count_decision(batch: Batch, change: ChangeEvent, decision: Decision) -> None:
+    """Metrics of one staged decision (once the batch is durable): the event (``command`` or
+    ``skipped``) and its commands."""
+
+    def count() -> None:
+        for command in decision.commands:
+            metrics.COMMANDS_EMITTED.labels(command.target.value, command.rule).inc()
+        outcome = "command" if decision.commands else "skipped"
+        metrics.EVENTS_PROCESSED.labels(change.system.value, change.entity, decision.audit.rule or "", outcome).inc()
+
+    batch.tally(count)
 
 
-def count_event(system: str, entity: str, outcome: str) -> None:
-    metrics.EVENTS_PROCESSED.labels(system, entity, "", outcome).inc()
+def count_event(batch: Batch, system: str, entity: str, outcome: str) -> None:
+    batch.tally(lambda: metrics.EVENTS_PROCESSED.labels(system, entity, "", outcome).inc())
 
 
 def remember(state: BatchState, decision: Decision) -> Callable[[], None]:

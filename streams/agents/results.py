@@ -67,7 +67,7 @@ def learn_from_result(batch: Batch, event: EventT) -> None:
     except (orjson.JSONDecodeError, ValidationError, TypeError) as exc:
         batch.dead_letter(event.message.key, event.value, "schema", f"not a result: {exc}", where_of(event))
         return
-    count_event(result.target.value, result.entity, "result")
+    count_event(batch, result.target.value, result.entity, "result")
     link = link_from_result(result)
     if link is not None:
         batch.state.apply_links([link])

@@ -109,6 +109,10 @@ class Decision:
     # X-2 memory to drop: a user changed the record in its own system, so what this processor last
     # wrote there is no longer what it holds, and the next write must not be suppressed.
     forget_written: list[str] = field(default_factory=list)
+    # The decision rests on another record's state being absent (no link, no CRM record known): what
+    # a worker whose copy of that state lags another worker's writes may decide differently once it
+    # has read them (streams.agents.pipeline decides such a batch again after catching up).
+    rests_on_absence: bool = False
 
 
 # --- action ------------------------------------------------------------------------------------
@@ -310,7 +314,18 @@ def mapped_fields(
 class _Builder:
     """Collects the commands, notes and state updates of one decision."""
 
-    __slots__ = ("action", "commands", "event", "notes", "now_ms", "rule_book", "rules", "state", "written")
+    __slots__ = (
+        "action",
+        "commands",
+        "event",
+        "notes",
+        "now_ms",
+        "rests_on_absence",
+        "rule_book",
+        "rules",
+        "state",
+        "written",
+    )
 
     def __init__(self, event: ChangeEvent, action: Action, state: State, rules: RuleBook, now_ms: int) -> None:
         self.event = event
@@ -322,6 +337,7 @@ class _Builder:
         self.written: dict[str, Written] = {}
         self.notes: list[AuditNote] = []
         self.rules: list[str] = []
+        self.rests_on_absence = False  # Decision.rests_on_absence
 
     def note(self, tag: Note, rule: str | None, text: str, *, first: bool = False) -> None:
         """Say why; ``first`` for the main reason of an outcome decided after other notes were made."""
@@ -458,6 +474,7 @@ def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) ->
         links=links,
         crm_records=crm_records,
         forget_written=[k for k in forget if k not in builder.written],
+        rests_on_absence=builder.rests_on_absence,
     )
 
 
@@ -496,6 +513,7 @@ def _apply(rule: Rule, builder: _Builder) -> None:
     code = str(record["code"]) if record.get("code") is not None else None
     key = builder.target_key(write, record, code)
     if rule.requires_link and not key.id:
+        builder.rests_on_absence = True
         builder.note(
             Note.NOT_LINKED,
             rule.id,
@@ -556,6 +574,7 @@ def _dependencies(rule: Rule, builder: _Builder) -> list[str]:
         for code in dependency.codes(record):
             if builder.state.linked_id(tenant, write.system, dependency.entity, code=code, other_id=None):
                 continue
+            builder.rests_on_absence = True  # not in the target yet, as far as this worker knows
             known = builder.state.crm_record(tenant, dependency.entity, code)
             fields = {k: v for k, v in (known or {"code": code}).items() if k not in LOCAL_FIELDS}
             command = builder.emit(
@@ -650,6 +669,7 @@ def _pull(rule: Rule, builder: _Builder) -> None:
             else:
                 missing.append(str(code))
         if missing:
+            builder.rests_on_absence = True
             builder.note(
                 Note.PULL_UNKNOWN, rule.id, f"CUS-10: CRM customers not known to the processor: {', '.join(missing)}"
             )
@@ -660,6 +680,7 @@ def _pull(rule: Rule, builder: _Builder) -> None:
             if c.get("code")
             and not state.linked_id(tenant, write.system, "customer", code=str(c["code"]), other_id=None)
         ]
+        builder.rests_on_absence = True  # "every one not yet linked", and every one known
     for customer in sorted(customers, key=lambda c: str(c.get("code"))):
         code = str(customer["code"])
         acct_id = state.linked_id(tenant, write.system, "customer", code=code, other_id=str(customer.get("id") or ""))

@@ -23,6 +23,7 @@ producer sends them one at a time), in faust's own encoding, so faust recovers t
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import uuid
 import weakref
@@ -73,6 +74,12 @@ class OwnWritesGlobalTable(faust.GlobalTable):
 
     writer: bytes = b""
     read_until: int = 0  # the offset after the last changelog message this worker has read
+    others_read: int = 0  # how many messages of other workers it has applied
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # offsets of this worker's own changelog messages, acknowledged by the broker, not read back yet
+        self.own_unread: collections.deque[int] = collections.deque()
 
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
         super().apply_changelog_batch(self._others_writes(batch))
@@ -81,7 +88,24 @@ class OwnWritesGlobalTable(faust.GlobalTable):
         for event in batch:
             self.read_until = max(self.read_until, event.message.offset + 1)
             if _writer_of(event) != self.writer:
+                self.others_read += 1
                 yield event
+
+    def wrote(self, offsets: Iterable[int]) -> None:
+        """This worker's own messages at these changelog offsets are on the broker."""
+        self.own_unread.extend(sorted(offsets))
+
+    def others_unread(self, end: int) -> int:
+        """How many messages before ``end`` other workers wrote that this worker has not read.
+
+        Its own messages it need not read back: it applied them when it wrote them.
+        """
+        read = self.changelog_read_until()
+        own_unread = self.own_unread
+        while own_unread and own_unread[0] < read:
+            own_unread.popleft()
+        own = sum(1 for offset in own_unread if offset < end)
+        return max(0, end - read - own)
 
     def changelog_tp(self) -> TP:
         return TP(self.changelog_topic.get_topic_name(), GLOBAL_PARTITION)

@@ -1,4 +1,4 @@
-"""After a rebalance, decide nothing until this worker's global tables have caught up.
+"""Decide nothing on a global table that has not read what other workers wrote to it.
 
 A worker that is not the one assigned a global table's changelog partition reads it as a faust
 *standby*, and faust resumes the agents before standbys are read (``faust.tables.recovery``:
@@ -11,6 +11,15 @@ lacks what other workers wrote: a CRM edit whose customer another worker linked 
 waits until every global table has read its changelog up to the end offset it had then. At most
 ``max_wait`` seconds: past that (a changelog too long to read in time, a broker away) the worker
 decides with what it has and says so in its log. Outside rebalances it costs nothing.
+
+Outside rebalances the copies lag the other workers' writes by a fetch (milliseconds). That matters
+only to a decision that rests on something being absent: a CRM edit whose customer another worker
+linked a moment ago is "not linked" (X-3, CUS-3), an order's customer "not in acct yet" (X-4).
+For a batch with such a decision, ``read_others_writes`` fetches the changelogs' end offsets and
+waits until this worker has read every message other workers wrote before them (its own it
+applied when it wrote them, ``OwnWritesGlobalTable.others_unread``); if it read any meanwhile, the
+agent decides the batch again (``streams.agents.pipeline``). Nothing of a batch is sent before it
+is decided, so deciding it again has no side effect.
 """
 
 from __future__ import annotations
@@ -28,14 +37,18 @@ from faust.types import TP
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05
+READ_POLL_S = 0.002  # a batch waits for other workers' writes a fetch away: poll often
 
 
 class FollowsChangelog(Protocol):
     name: str
+    others_read: int
 
     def changelog_tp(self) -> TP: ...
 
     def changelog_read_until(self) -> int: ...
+
+    def others_unread(self, end: int) -> int: ...
 
 
 EndOffsets = Callable[[list[TP]], Awaitable[Mapping[TP, int]]]
@@ -96,6 +109,44 @@ class GlobalTablesCatchUp:
             await asyncio.sleep(POLL_S)
             behind = self.behind(ends)
         log.info("global tables caught up in %.1fs", time.monotonic() - started)
+
+    async def read_others_writes(self) -> bool:
+        """Wait until every global table has read what other workers wrote to it before now (at most
+        ``max_wait``); True if it read any of that since the call began, or while waiting.
+
+        Called right after a batch is decided (synchronously, with no changelog read in between),
+        True says the batch was decided without some of it.
+        """
+        read_before = self._others_read()
+        started = time.monotonic()
+        tps = [table.changelog_tp() for table in self.tables]
+        try:
+            ends = await asyncio.wait_for(self.end_offsets(tps), self.max_wait)
+        except (TimeoutError, KafkaError, ConsumerNotStarted) as exc:
+            log.warning("global tables: end offsets unknown (%s); deciding with what is known", exc)
+            return self._others_read() != read_before
+        while unread := self._others_unread(ends):
+            if time.monotonic() - started > self.max_wait:
+                log.warning(
+                    "global tables did not read other workers' writes within %.0fs (%s); deciding with what is known "
+                    "(LIENTHONG_GLOBAL_TABLES_MAX_WAIT)",
+                    self.max_wait,
+                    ", ".join(f"{name}: {count} unread" for name, count in unread.items()),
+                )
+                break
+            await asyncio.sleep(READ_POLL_S)
+        return self._others_read() != read_before
+
+    def _others_read(self) -> int:
+        return sum(table.others_read for table in self.tables)
+
+    def _others_unread(self, ends: Mapping[TP, int]) -> dict[str, int]:
+        found = {}
+        for table in self.tables:
+            count = table.others_unread(ends.get(table.changelog_tp(), 0))
+            if count:
+                found[table.name] = count
+        return found
 
 
 def _describe(behind: Mapping[str, tuple[int, int]]) -> str:

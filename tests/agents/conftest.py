@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ from faust.types import TP
 
 from streams.app import create_app
 from streams.settings import Settings
+from streams.tables import WRITER_HEADER
 
 
 @dataclass
@@ -108,6 +110,15 @@ def _built(tmp_path, monkeypatch):
     built.tenants.current_as_of_ms = 2**62
     built.producer = producer
     built.deps.stop_worker = lambda: None  # a failed batch fails the test instead of ending pytest
+    # No broker to ask for the global changelogs' end offsets: they end where this worker has read
+    # (no other worker writes), unless a test says otherwise (built.changelog_ends).
+    built.changelog_ends = {}
+
+    async def end_offsets(tps):
+        read = {table.changelog_tp(): table.changelog_read_until() for table in built.tables.global_tables()}
+        return {tp: built.changelog_ends.get(tp, read[tp]) for tp in tps}
+
+    built.deps.catch_up.end_offsets = end_offsets
     return built
 
 
@@ -193,3 +204,25 @@ def change(**overrides):
     }
     event.update(overrides)
     return orjson.dumps(event)
+
+
+def changelog_events(messages, first_offset: int, writer: bytes | None = None):
+    """Changelog messages (``OutputMessage``) as a worker's changelog reader receives them, at offsets
+    from ``first_offset``; ``writer`` replaces the worker that wrote them."""
+    events = []
+    for offset, message in enumerate(messages, start=first_offset):
+        tp = TP(message.topic, 0)
+        headers = dict(message.headers or ())
+        if writer is not None:
+            headers[WRITER_HEADER] = writer
+        events.append(
+            SimpleNamespace(
+                message=SimpleNamespace(
+                    tp=tp, topic=tp.topic, partition=0, offset=offset, key=message.key, value=message.value
+                ),
+                headers=headers,
+                key=orjson.loads(message.key),
+                value=None if message.value is None else orjson.loads(message.value),
+            )
+        )
+    return events

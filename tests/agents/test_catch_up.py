@@ -24,8 +24,18 @@ class GlobalCopy:
     def changelog_tp(self) -> TP:
         return TP(f"app-{self.name}-changelog", 0)
 
+    others_read: int = 0
+
     def changelog_read_until(self) -> int:
         return self.read_until
+
+    def others_unread(self, end: int) -> int:
+        return max(0, end - self.read_until)
+
+    def reads(self, until: int) -> None:
+        """The standby reader applies other workers' messages up to ``until``."""
+        self.others_read += until - self.read_until
+        self.read_until = until
 
 
 def ends_of(**ends: int):
@@ -100,3 +110,27 @@ async def test_a_broker_that_does_not_answer_does_not_stop_the_worker(caplog):
 @pytest.fixture(autouse=True)
 def _quick_polls(monkeypatch):
     monkeypatch.setattr("streams.tables.catch_up.POLL_S", 0.01)
+
+
+async def test_a_batch_that_rests_on_an_absence_is_decided_again_only_if_other_workers_writes_were_unread():
+    links, written = GlobalCopy("links", 4), GlobalCopy("written", 9)
+    end_offsets, asked = ends_of(links=4, written=9)
+    catch_up = GlobalTablesCatchUp([links, written], end_offsets, max_wait=10)
+    assert await asyncio.wait_for(catch_up.read_others_writes(), 0.5) is False, "nothing it had not read"
+    assert len(asked) == 1
+
+    end_offsets, _ = ends_of(links=6, written=9)
+    catch_up = GlobalTablesCatchUp([links, written], end_offsets, max_wait=10)
+    reading = asyncio.ensure_future(catch_up.read_others_writes())
+    await asyncio.sleep(0.1)
+    assert not reading.done(), "went on with two of another worker's links unread"
+    links.reads(6)
+    assert await asyncio.wait_for(reading, 0.5) is True, "read them: decide again"
+
+
+async def test_reading_other_workers_writes_gives_up_after_the_maximum_wait_and_says_what_is_unread(caplog):
+    links = GlobalCopy("links", 1)
+    end_offsets, _ = ends_of(links=3)
+    catch_up = GlobalTablesCatchUp([links], end_offsets, max_wait=0.2)
+    assert await asyncio.wait_for(catch_up.read_others_writes(), 2) is False
+    assert "links: 2 unread" in caplog.text

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from tests.agents.conftest import Feed, change, produced, sent
+import asyncio
+
+from streams.core.decide import LinkUpdate
+from streams.tables import BatchState
+from tests.agents.conftest import Feed, change, changelog_events, produced, sent
 
 
 async def test_acct_customer_create_becomes_a_cus6_command(built):
@@ -127,3 +131,41 @@ async def test_a_contract_tenant_gets_contract_commands(built):
         (c["tenant"], c["rule"], c["entity"]) for _, c in sent(built, "commands.acct") if c["rule"] in ("SO-4", "CT-4")
     ]
     assert documents == [("t1", "SO-4", "sale_order"), ("t2", "CT-4", "contract")]
+
+
+async def test_a_crm_edit_of_a_customer_another_worker_just_linked_is_sent_once_this_worker_read_the_link(built):
+    """Another worker linked acct customer A1 (code KH0001) a moment ago; its changelog message has
+    not reached this worker when the CRM copy's creation and a salesperson's edit arrive. The edit
+    rests on "not linked": the worker reads the other's write, decides the batch again and sends
+    CUS-3 to A1 — one audit record per change, not two."""
+    links = built.tables.links
+    other_worker = BatchState(built.tables, built.tenants, "sale_order")
+    other_worker.apply_links([LinkUpdate("t1", "customer", "KH0001", {"acct": "A1"})])
+    their_write = changelog_events(other_worker.changelog(["links"]), links.changelog_read_until(), b"another-worker")
+    built.changelog_ends[links.changelog_tp()] = links.changelog_read_until() + len(their_write)
+
+    async def standby_reader_reads_it_later() -> None:
+        await asyncio.sleep(0.3)
+        links.apply_changelog_batch(their_write)
+
+    crm_created = change(system="crm", event_id="e-6", after={"id": "C1", "code": "KH0001", "name": "ABC"})
+    crm_edited = change(
+        system="crm",
+        event_id="e-7",
+        op="u",
+        before={"id": "C1", "code": "KH0001", "name": "ABC"},
+        after={"id": "C1", "code": "KH0001", "name": "ABC mới"},
+    )
+    reader = asyncio.ensure_future(standby_reader_reads_it_later())
+    async with built.agents["cdc"].test_context() as wrapper:
+        agent = Feed(built, wrapper, "cdc")
+        await agent.put_many(
+            [("cdc.crm.customer", b"t1:C1", crm_created, None), ("cdc.crm.customer", b"t1:C1", crm_edited, None)]
+        )
+    await reader
+    ((_key, command),) = sent(built, "commands.acct")
+    assert command["rule"] == "CUS-3"
+    assert command["key"] == {"id": "A1", "code": "KH0001"}
+    assert [audit["event_id"] for _, audit in sent(built, "audit.sync")] == ["e-6", "e-7"]
+    assert built.deps.counts["cdc.decided_again"] >= 1
+    assert built.deps.counts["decided"] == 2

@@ -18,7 +18,7 @@ from streams.settings import Settings
 from streams.tables import WRITER_HEADER, BatchState, as_current_event, read_store
 from streams.tables.tenants import TenantSettings
 
-from .conftest import FakeProducer
+from .conftest import FakeProducer, changelog_events
 
 
 def worker_tables(data_dir, **settings):
@@ -124,25 +124,6 @@ def test_a_global_table_counts_every_changelog_message_it_read_its_own_included(
     assert read_store(links.data, "t1:customer:code=KH1") == {"acct": "A2", "code": "KH1"}, "not re-applied"
 
 
-def _as_changelog_events(messages, first_offset: int):
-    """Changelog messages a worker wrote, as another worker's changelog reader receives them."""
-    events = []
-    for offset, message in enumerate(messages, start=first_offset):
-        tp = TP(message.topic, 0)
-        headers = dict(message.headers or ())
-        events.append(
-            SimpleNamespace(
-                message=SimpleNamespace(
-                    tp=tp, topic=tp.topic, partition=0, offset=offset, key=message.key, value=message.value
-                ),
-                headers=headers,
-                key=orjson.loads(message.key),
-                value=None if message.value is None else orjson.loads(message.value),
-            )
-        )
-    return events
-
-
 def _learn(tables, link: LinkUpdate):
     """One worker's batch that learns ``link``: its changelog messages, written to its own store."""
     state = BatchState(tables, TenantSettings({}, "config.tenants"), "sale_order")
@@ -159,9 +140,9 @@ def test_two_workers_learning_two_halves_of_a_link_at_once_both_keep_it(tmp_path
     one, other, later = (worker_tables(tmp_path / name) for name in ("one", "other", "later"))
     acct_half = _learn(one, LinkUpdate("t1", "customer", "KH1", {"acct": "A1"}))
     crm_half = _learn(other, LinkUpdate("t1", "customer", "KH1", {"crm": "C9"}))
-    one.links.apply_changelog_batch(_as_changelog_events(acct_half + crm_half, 0))
-    other.links.apply_changelog_batch(_as_changelog_events(acct_half + crm_half, 0))
-    later.links.apply_changelog_batch(_as_changelog_events(acct_half + crm_half, 0))
+    one.links.apply_changelog_batch(changelog_events(acct_half + crm_half, 0))
+    other.links.apply_changelog_batch(changelog_events(acct_half + crm_half, 0))
+    later.links.apply_changelog_batch(changelog_events(acct_half + crm_half, 0))
 
     for worker in (one, other, later):
         state = BatchState(worker, TenantSettings({}, "config.tenants"), "sale_order")
@@ -169,3 +150,24 @@ def test_two_workers_learning_two_halves_of_a_link_at_once_both_keep_it(tmp_path
         assert state.linked_id("t1", System.ACCT, "customer", code=None, other_id="C9") == "A1"
         assert state.linked_id("t1", System.CRM, "customer", code=None, other_id="A1") == "C9"
         assert state.linked_id("t1", System.CRM, "customer", code="KH1", other_id=None) == "C9"
+
+
+def test_a_worker_counts_as_unread_only_what_other_workers_wrote(tmp_path):
+    """What a worker must read before deciding on a link's absence: the others' messages, not its own
+    (applied when it wrote them)."""
+    links = worker_tables(tmp_path).links
+    links.apply_changelog_batch(changelog_events_at(links, range(5)))
+    assert links.others_unread(5) == 0
+    links.wrote([5, 7])  # its own messages; 6 is another worker's
+    assert links.others_unread(8) == 1
+    links.apply_changelog_batch(changelog_events_at(links, [5, 6], writers=[links.writer, b"another-worker"]))
+    assert links.others_unread(8) == 0, "7 is its own"
+    assert links.others_unread(9) == 1, "8 is not"
+
+
+def changelog_events_at(table, offsets, writers=None):
+    offsets = list(offsets)
+    return [
+        changelog_event(table, f"t1:customer:code=K{offset}>acct", f"A{offset}", offset=offset, writer=writer)
+        for offset, writer in zip(offsets, writers or [b"another-worker"] * len(offsets), strict=True)
+    ]
