@@ -298,6 +298,12 @@ async def _run_batches(
             with buffering_freely(stream):
                 behind = await catch_up.read_others_writes()
             if behind:  # decided without other workers' writes it has read since: decide with them
+                log.info(
+                    "%s: a batch of %d rested on an absent link or CRM record and other workers' writes were "
+                    "unread: decided again with them",
+                    name,
+                    len(events),
+                )
                 batch = decide_batch(deps, events, process)
                 deps.counts[f"{name}.decided_again"] += 1
                 metrics.BATCHES_DECIDED_AGAIN.labels(name).inc()

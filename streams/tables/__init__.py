@@ -104,7 +104,7 @@ class OwnWritesGlobalTable(faust.GlobalTable):
         own_unread = self.own_unread
         while own_unread and own_unread[0] < read:
             own_unread.popleft()
-        own = sum(1 for offset in own_unread if offset < end)
+        own = sum(1 for offset in own_unread if read <= offset < end)
         return max(0, end - read - own)
 
     def changelog_tp(self) -> TP:
