@@ -32,7 +32,7 @@ from streams.kafka_config import aiokafka_config, confluent_config, ssl_context
 from streams.outputs import Outputs, ProducerLike
 from streams.settings import Settings
 from streams.tables import OwnWritesGlobalTable, SharedMemoryTable, Tables, define_tables
-from streams.tables.catch_up import GlobalTablesCatchUp
+from streams.tables.catch_up import BrokerEndOffsets, GlobalTablesCatchUp
 from streams.tables.stores import limit_malloc_arenas
 from streams.tables.tenants import TenantSettings
 from streams.topics import AUDIT, DLQ_CDC, TENANT_CONFIG, cdc_topics, commands_topic, results_topic
@@ -181,7 +181,7 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
     tenants = TenantSettings(aiokafka_config(settings), prefix + TENANT_CONFIG)
     catch_up = GlobalTablesCatchUp(
         tables.global_tables(),
-        lambda tps: app.consumer.highwaters(*tps),  # the end offsets, as faust's recovery reads them
+        BrokerEndOffsets(aiokafka_config(settings)),
         max_wait=settings.global_tables_max_wait,
     )
     deps = AgentDeps(
@@ -284,12 +284,26 @@ class HealthServer(Service):
             await self.runner.cleanup()
 
 
+class ClientsClosed(Service):
+    """Closes, with the app, the broker clients the worker opened besides faust's own."""
+
+    def __init__(self, built: Lienthong, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.built = built
+
+    async def on_stop(self) -> None:
+        catch_up = self.built.deps.catch_up
+        if catch_up is not None and isinstance(catch_up.end_offsets, BrokerEndOffsets):
+            await catch_up.end_offsets.close()
+
+
 def run_worker(settings: Settings | None = None) -> None:
     """Start a faust worker for the app (blocks until SIGTERM/SIGINT)."""
     settings = settings or Settings()
     limit_malloc_arenas(settings.malloc_arenas)  # before the threads of RocksDB, librdkafka and faust start
     built = create_app(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    built.app.add_dependency(ClientsClosed(built))
     if settings.web_enabled:
         built.app.add_dependency(HealthServer(built))
     # logging is set up by the command line (streams/logs.py): faust keeps it instead of installing its own
