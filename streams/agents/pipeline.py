@@ -293,10 +293,14 @@ async def _run_batches(
         if follow_settings:
             # Tenant settings written before the newest event of the batch reached the broker apply to it.
             await deps.tenants.wait_until_current(max(int(event.message.timestamp * 1000) for event in events))
+        ends = None
+        if catch_up is not None:
+            ends = catch_up.request_ends()  # in case a decision rests on an absence
+            await asyncio.sleep(0)  # the request leaves before the batch is decided
         batch = decide_batch(deps, events, process)
         if batch.rests_on_absence and catch_up is not None:
             with buffering_freely(stream):
-                behind = await catch_up.read_others_writes()
+                behind = await catch_up.read_others_writes(ends)
             if behind:  # decided without other workers' writes it has read since: decide with them
                 log.info(
                     "%s: a batch of %d rested on an absent link or CRM record and other workers' writes were "

@@ -407,6 +407,16 @@ class BatchState:
         for good. As facts, both halves stay, and ``linked_id`` joins them through the code.
         """
         for link in links:
+            said = dict(link.ids)
+            if link.code:
+                said["code"] = link.code
+            if all(
+                self.get("links", _link_fact_key(link.tenant, link.family, lookup, name)) == value
+                for lookup in _link_lookups(link.code, link.ids)
+                for name, value in said.items()
+                if name != lookup.partition("=")[0]
+            ):
+                continue  # nothing new: most changes are to records already linked
             known: dict[str, str] = {}
             for lookup in _link_lookups(link.code, link.ids):
                 for name in LINK_FIELDS:

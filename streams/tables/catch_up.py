@@ -139,18 +139,30 @@ class GlobalTablesCatchUp:
             behind = self.behind(ends)
         log.info("global tables caught up in %.1fs", time.monotonic() - started)
 
-    async def read_others_writes(self) -> bool:
-        """Wait until every global table has read what other workers wrote to it before now (at most
-        ``max_wait``); True if it read any of that since the call began, or while waiting.
+    def request_ends(self) -> asyncio.Future[Mapping[TP, int]]:
+        """Ask for the global changelogs' end offsets now, for ``read_others_writes``.
+
+        Asked as a batch begins, the answer travels while the batch is decided: the batch waits for it
+        only when it needs it, and not for the round trip.
+        """
+        tps = [table.changelog_tp() for table in self.tables]
+        ends = asyncio.ensure_future(asyncio.wait_for(self.end_offsets(tps), self.max_wait))
+        # a batch that needs no answer leaves it; its failure is not an error then
+        ends.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return ends
+
+    async def read_others_writes(self, ends_requested: Awaitable[Mapping[TP, int]] | None = None) -> bool:
+        """Wait until every global table has read what other workers wrote to it before the end offsets
+        ``ends_requested`` (or asked now) say, at most ``max_wait``; True if it read any of that since
+        the call began, or while waiting.
 
         Called right after a batch is decided (synchronously, with no changelog read in between),
         True says the batch was decided without some of it.
         """
         read_before = self._others_read()
         started = time.monotonic()
-        tps = [table.changelog_tp() for table in self.tables]
         try:
-            ends = await asyncio.wait_for(self.end_offsets(tps), self.max_wait)
+            ends = await (ends_requested if ends_requested is not None else self.request_ends())
         except (TimeoutError, KafkaError, ConsumerNotStarted) as exc:
             log.warning("global tables: end offsets unknown (%s); deciding with what is known", exc)
             return self._others_read() != read_before
