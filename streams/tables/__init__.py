@@ -23,7 +23,7 @@ producer sends them one at a time), in faust's own encoding, so faust recovers t
 
 from __future__ import annotations
 
-import collections
+import bisect
 import contextlib
 import uuid
 import weakref
@@ -79,7 +79,7 @@ class OwnWritesGlobalTable(faust.GlobalTable):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # offsets of this worker's own changelog messages, acknowledged by the broker, not read back yet
-        self.own_unread: collections.deque[int] = collections.deque()
+        self.own_unread: list[int] = []  # ascending
 
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
         super().apply_changelog_batch(self._others_writes(batch))
@@ -93,7 +93,12 @@ class OwnWritesGlobalTable(faust.GlobalTable):
 
     def wrote(self, offsets: Iterable[int]) -> None:
         """This worker's own messages at these changelog offsets are on the broker."""
-        self.own_unread.extend(sorted(offsets))
+        own = self.own_unread
+        for offset in sorted(offsets):
+            if own and offset < own[-1]:  # two agents' acknowledgements, out of order
+                bisect.insort(own, offset)
+            else:
+                own.append(offset)
 
     def others_unread(self, end: int) -> int:
         """How many messages before ``end`` other workers wrote that this worker has not read.
@@ -102,9 +107,8 @@ class OwnWritesGlobalTable(faust.GlobalTable):
         """
         read = self.changelog_read_until()
         own_unread = self.own_unread
-        while own_unread and own_unread[0] < read:
-            own_unread.popleft()
-        own = sum(1 for offset in own_unread if read <= offset < end)
+        del own_unread[: bisect.bisect_left(own_unread, read)]  # read back since
+        own = bisect.bisect_left(own_unread, end)
         return max(0, end - read - own)
 
     def changelog_tp(self) -> TP:
