@@ -235,12 +235,20 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
 LINK_FIELDS: tuple[str, ...] = (System.ACCT.value, System.CRM.value, "code")
 
 
-def _link_lookups(code: str | None, ids: dict[str, str]) -> list[str]:
-    """What a record's link is found by: its code, and its id in each system (``acct=<id>``)."""
-    lookups = [f"{system}={record_id}" for system, record_id in ids.items()]
+LINK_SYSTEMS: tuple[str, ...] = (System.ACCT.value, System.CRM.value)
+
+
+def _link_facts(code: str | None, ids: dict[str, str]) -> list[tuple[str, str, str]]:
+    """The facts a link is kept as, each (lookup, field, value): with a code, each system's id by the
+    code and the code by each id (``linked_id`` joins an id to the other through the code); without
+    one, each id by the other."""
     if code:
-        lookups.insert(0, f"code={code}")
-    return lookups
+        facts = []
+        for system, record_id in ids.items():
+            facts.append((f"code={code}", system, record_id))
+            facts.append((f"{system}={record_id}", "code", code))
+        return facts
+    return [(f"{a}={a_id}", b, b_id) for a, a_id in ids.items() for b, b_id in ids.items() if a != b]
 
 
 def _link_fact_key(tenant: str, family: str, lookup: str, field: str) -> str:
@@ -411,32 +419,34 @@ class BatchState:
         for good. As facts, both halves stay, and ``linked_id`` joins them through the code.
         """
         for link in links:
-            said = dict(link.ids)
-            if link.code:
-                said["code"] = link.code
-            if all(
-                self.get("links", _link_fact_key(link.tenant, link.family, lookup, name)) == value
-                for lookup in _link_lookups(link.code, link.ids)
-                for name, value in said.items()
-                if name != lookup.partition("=")[0]
-            ):
+            tenant, family = link.tenant, link.family
+            facts = _link_facts(link.code, link.ids)
+            if all(self.get("links", _link_fact_key(tenant, family, *fact[:2])) == fact[2] for fact in facts):
                 continue  # nothing new: most changes are to records already linked
+            # What is known of the record: by each of its ids, its code and other ids; by its codes
+            # (the one it has now, the one it had), its ids. What the update says wins.
+            codes = [link.code] if link.code else []
             known: dict[str, str] = {}
-            for lookup in _link_lookups(link.code, link.ids):
+            for system, record_id in link.ids.items():
                 for name in LINK_FIELDS:
-                    value = self.get("links", _link_fact_key(link.tenant, link.family, lookup, name))
+                    value = self.get("links", _link_fact_key(tenant, family, f"{system}={record_id}", name))
+                    if value is None or name == system:
+                        continue
+                    if name == "code":
+                        if value not in codes:
+                            codes.append(str(value))
+                    else:
+                        known.setdefault(name, str(value))
+            for code in codes:
+                for name in LINK_SYSTEMS:
+                    value = self.get("links", _link_fact_key(tenant, family, f"code={code}", name))
                     if value is not None:
-                        known[name] = str(value)
+                        known.setdefault(name, str(value))
             known.update(link.ids)
-            if link.code:
-                known["code"] = link.code
-            ids = {name: value for name, value in known.items() if name != "code"}
-            for lookup in _link_lookups(known.get("code"), ids):
-                own_field = lookup.partition("=")[0]
-                for name, value in known.items():
-                    key = _link_fact_key(link.tenant, link.family, lookup, name)
-                    if name != own_field and self.get("links", key) != value:
-                        self.set("links", key, value, None)
+            for lookup, name, value in _link_facts(codes[0] if codes else None, known):
+                key = _link_fact_key(tenant, family, lookup, name)
+                if self.get("links", key) != value:
+                    self.set("links", key, value, None)
 
     def apply_decision(self, decision: Decision) -> None:
         """Remember what the decision taught: links, CRM records, what was written."""

@@ -171,3 +171,14 @@ def changelog_events_at(table, offsets, writers=None):
         changelog_event(table, f"t1:customer:code=K{offset}>acct", f"A{offset}", offset=offset, writer=writer)
         for offset, writer in zip(offsets, writers or [b"another-worker"] * len(offsets), strict=True)
     ]
+
+
+def test_a_record_whose_code_changes_keeps_its_link_under_the_new_code(tmp_path):
+    tables = worker_tables(tmp_path)
+    _learn(tables, LinkUpdate("t1", "customer", "KH1", {"acct": "A1"}))
+    _learn(tables, LinkUpdate("t1", "customer", "KH1", {"crm": "C9"}))
+    _learn(tables, LinkUpdate("t1", "customer", "KH2", {"crm": "C9"}))  # CRM renamed the code
+    state = BatchState(tables, TenantSettings({}, "config.tenants"), "sale_order")
+    assert state.linked_id("t1", System.ACCT, "customer", code="KH2", other_id=None) == "A1"
+    assert state.linked_id("t1", System.ACCT, "customer", code=None, other_id="C9") == "A1"
+    assert state.linked_id("t1", System.CRM, "customer", code=None, other_id="A1") == "C9"
