@@ -419,34 +419,40 @@ class BatchState:
         for good. As facts, both halves stay, and ``linked_id`` joins them through the code.
         """
         for link in links:
-            tenant, family = link.tenant, link.family
-            facts = _link_facts(link.code, link.ids)
-            if all(self.get("links", _link_fact_key(tenant, family, *fact[:2])) == fact[2] for fact in facts):
-                continue  # nothing new: most changes are to records already linked
-            # What is known of the record: by each of its ids, its code and other ids; by its codes
-            # (the one it has now, the one it had), its ids. What the update says wins.
-            codes = [link.code] if link.code else []
-            known: dict[str, str] = {}
-            for system, record_id in link.ids.items():
-                for name in LINK_FIELDS:
-                    value = self.get("links", _link_fact_key(tenant, family, f"{system}={record_id}", name))
-                    if value is None or name == system:
-                        continue
-                    if name == "code":
-                        if value not in codes:
-                            codes.append(str(value))
-                    else:
-                        known.setdefault(name, str(value))
-            for code in codes:
-                for name in LINK_SYSTEMS:
-                    value = self.get("links", _link_fact_key(tenant, family, f"code={code}", name))
-                    if value is not None:
-                        known.setdefault(name, str(value))
-            known.update(link.ids)
-            for lookup, name, value in _link_facts(codes[0] if codes else None, known):
-                key = _link_fact_key(tenant, family, lookup, name)
-                if self.get("links", key) != value:
-                    self.set("links", key, value, None)
+            self._apply_link(link)
+
+    def _apply_link(self, link: LinkUpdate) -> None:
+        """One update: unless it says nothing new, the facts of what it says and what was known."""
+        tenant, family = link.tenant, link.family
+        read: dict[str, Any] = {}  # each fact read once per update: reads cost, most are misses
+
+        def fact(lookup: str, name: str) -> Any:
+            key = _link_fact_key(tenant, family, lookup, name)
+            if key not in read:
+                read[key] = self.get("links", key)
+            return read[key]
+
+        if all(fact(lookup, name) == value for lookup, name, value in _link_facts(link.code, link.ids)):
+            return  # nothing new: most changes are to records already linked
+        # What is known of the record: by each of its ids, its code and other ids; by its codes
+        # (the one it has now, the one it had), its ids. What the update says wins.
+        codes = [link.code] if link.code else []
+        known: dict[str, str] = {}
+        for system, record_id in link.ids.items():
+            code = fact(f"{system}={record_id}", "code")
+            if code is not None and code not in codes:
+                codes.append(str(code))
+            for other in LINK_SYSTEMS:
+                if other != system and (value := fact(f"{system}={record_id}", other)) is not None:
+                    known.setdefault(other, str(value))
+        for code in codes:
+            for system in LINK_SYSTEMS:
+                if (value := fact(f"code={code}", system)) is not None:
+                    known.setdefault(system, str(value))
+        known.update(link.ids)
+        for lookup, name, value in _link_facts(codes[0] if codes else None, known):
+            if fact(lookup, name) != value:
+                self.set("links", _link_fact_key(tenant, family, lookup, name), value, None)
 
     def apply_decision(self, decision: Decision) -> None:
         """Remember what the decision taught: links, CRM records, what was written."""
