@@ -27,12 +27,11 @@ counted only for the decisions the batch keeps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,9 +256,12 @@ class Batch:
 
 
 async def run_batches(
-    stream: Any, deps: AgentDeps, name: str, process: Callable[[Batch, EventT], None], *, follow_settings: bool = True
+    stream: Any, deps: AgentDeps, name: str, process: Callable[[Batch, EventT], None], *, applies_matrix: bool = True
 ) -> None:
     """An agent's loop: take a batch, stage each event (``process``), make the batch durable, ack it.
+
+    ``applies_matrix``: the agent decides changes by the matrix, so tenant settings apply to its
+    batches and its decisions may rest on an absence (the results agent only learns from results).
 
     A batch that cannot be made durable (the broker refuses its messages or stays away longer than
     ``LIENTHONG_DELIVERY_TIMEOUT``) stops the worker process at once: faust would restart the agent
@@ -267,7 +269,7 @@ async def run_batches(
     again, the worker reads the batch again.
     """
     try:
-        await _run_batches(stream, deps, name, process, follow_settings=follow_settings)
+        await _run_batches(stream, deps, name, process, applies_matrix=applies_matrix)
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -281,25 +283,25 @@ async def run_batches(
 
 
 async def _run_batches(
-    stream: Any, deps: AgentDeps, name: str, process: Callable[[Batch, EventT], None], *, follow_settings: bool
+    stream: Any, deps: AgentDeps, name: str, process: Callable[[Batch, EventT], None], *, applies_matrix: bool
 ) -> None:
     async for events in stream.take_batches(deps.batch_size, deps.batch_wait):
         started = time.perf_counter()
         waited_ms = time.time() * 1000 - min(event.message.timestamp for event in events) * 1000
         catch_up = deps.catch_up
         if catch_up is not None:
-            with buffering_freely(stream):
+            with stream.buffering_freely():
                 await catch_up.wait()
-        if follow_settings:
+        if applies_matrix:
             # Tenant settings written before the newest event of the batch reached the broker apply to it.
             await deps.tenants.wait_until_current(max(int(event.message.timestamp * 1000) for event in events))
         ends = None
-        if catch_up is not None:
+        if catch_up is not None and applies_matrix:
             ends = catch_up.request_ends()  # in case a decision rests on an absence
             await asyncio.sleep(0)  # the request leaves before the batch is decided
         batch = decide_batch(deps, events, process)
         if batch.rests_on_absence and catch_up is not None:
-            with buffering_freely(stream):
+            with stream.buffering_freely():
                 behind = await catch_up.read_others_writes(ends)
             if behind:  # decided without other workers' writes it has read since: decide with them
                 log.info(
@@ -333,13 +335,6 @@ def decide_batch(deps: AgentDeps, events: Any, process: Callable[[Batch, EventT]
         with as_current_event(event):  # its partition's store, for the tables it reads
             process(batch, event)
     return batch
-
-
-@contextlib.contextmanager
-def buffering_freely(stream: Any) -> Iterator[None]:
-    """The stream keeps taking events while the agent waits for its tables (``BatchingStream``)."""
-    with stream.buffering_freely() if hasattr(stream, "buffering_freely") else contextlib.nullcontext():
-        yield
 
 
 def where_of(event: EventT) -> Where:

@@ -56,7 +56,7 @@ def register_results_agent(app: faust.App, source: Any, deps: AgentDeps) -> Any:
         fields are forgotten, so the same change can be sent again).
         Output topics: ``dlq.cdc`` for a result that cannot be read.
         """
-        await run_batches(stream, deps, "results", learn_from_result, follow_settings=False)
+        await run_batches(stream, deps, "results", learn_from_result, applies_matrix=False)
 
     return results
 
