@@ -8,9 +8,10 @@ lacks what other workers wrote: a CRM edit whose customer another worker linked 
 "not linked", and is never sent (docs/reliability.md, finding 3).
 
 ``GlobalTablesCatchUp`` closes that window: after each assignment, the agents' next batch first
-waits until every global table has read its changelog up to the end offset it had then. At most
+waits until every global table has read what other workers wrote to its changelog before the end
+offset it had then (this worker's own messages it applied when it wrote them). At most
 ``max_wait`` seconds: past that (a changelog too long to read in time, a broker away) the worker
-decides with what it has and says so in its log. Outside rebalances it costs nothing.
+decides with what it has and says so in its log.
 
 Outside rebalances the copies lag the other workers' writes by a fetch (milliseconds). That matters
 only to a decision that rests on something being absent: a CRM edit whose customer another worker
@@ -32,13 +33,13 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.05
 READ_POLL_S = 0.002  # a batch waits for other workers' writes a fetch away: poll often
+# What asking for end offsets can raise when nothing to wait for can be known (the broker away).
+END_OFFSETS_UNKNOWN = (TimeoutError, KafkaError)
 
 
 class FollowsChangelog(Protocol):
@@ -104,40 +105,35 @@ class GlobalTablesCatchUp:
             # every agent of the worker waits for the same catch-up
             await asyncio.shield(self._catching_up)
 
-    def behind(self, ends: Mapping[TP, int]) -> dict[str, tuple[int, int]]:
-        """Tables that have not read their changelog up to ``ends``: name -> (read until, end)."""
-        found = {}
-        for table in self.tables:
-            end = ends.get(table.changelog_tp(), 0)
-            read = table.changelog_read_until()
-            if read < end:
-                found[table.name] = (read, end)
-        return found
-
     async def _catch_up(self) -> None:
         started = time.monotonic()
-        tps = [table.changelog_tp() for table in self.tables]
         try:
-            ends = await asyncio.wait_for(self.end_offsets(tps), self.max_wait)
-        except (TimeoutError, KafkaError, ConsumerNotStarted) as exc:  # nothing to wait for that can be known
+            ends = await self.request_ends()
+        except END_OFFSETS_UNKNOWN as exc:  # nothing to wait for that can be known
             log.warning("global tables: end offsets unknown after the rebalance (%s); deciding with what is known", exc)
             return
-        behind = self.behind(ends)
-        if not behind:
+        unread = self._others_unread(ends)
+        if not unread:
             return
-        log.info("global tables catching up before deciding: %s", _describe(behind))
-        while behind:
+        log.info("global tables catching up before deciding: %s", _describe(unread))
+        if await self._wait_until_read(ends, started, "of the rebalance"):
+            log.info("global tables caught up in %.1fs", time.monotonic() - started)
+
+    async def _wait_until_read(self, ends: Mapping[TP, int], started: float, since: str) -> bool:
+        """Wait until the tables have read the other workers' messages before ``ends``, at most until
+        ``max_wait`` after ``started``; False (and a warning) if they have not by then."""
+        while unread := self._others_unread(ends):
             if time.monotonic() - started > self.max_wait:
                 log.warning(
-                    "global tables not caught up within %.0fs of the rebalance (%s); deciding with what is known "
-                    "(LIENTHONG_GLOBAL_TABLES_MAX_WAIT)",
+                    "global tables did not read other workers' writes within %.0fs %s (%s); deciding with what is "
+                    "known (LIENTHONG_GLOBAL_TABLES_MAX_WAIT)",
                     self.max_wait,
-                    _describe(behind),
+                    since,
+                    _describe(unread),
                 )
-                return
-            await asyncio.sleep(POLL_S)
-            behind = self.behind(ends)
-        log.info("global tables caught up in %.1fs", time.monotonic() - started)
+                return False
+            await asyncio.sleep(READ_POLL_S)
+        return True
 
     def request_ends(self) -> asyncio.Future[Mapping[TP, int]]:
         """Ask for the global changelogs' end offsets now, for ``read_others_writes``.
@@ -163,19 +159,10 @@ class GlobalTablesCatchUp:
         started = time.monotonic()
         try:
             ends = await (ends_requested if ends_requested is not None else self.request_ends())
-        except (TimeoutError, KafkaError, ConsumerNotStarted) as exc:
+        except END_OFFSETS_UNKNOWN as exc:
             log.warning("global tables: end offsets unknown (%s); deciding with what is known", exc)
             return self._others_read() != read_before
-        while unread := self._others_unread(ends):
-            if time.monotonic() - started > self.max_wait:
-                log.warning(
-                    "global tables did not read other workers' writes within %.0fs (%s); deciding with what is known "
-                    "(LIENTHONG_GLOBAL_TABLES_MAX_WAIT)",
-                    self.max_wait,
-                    ", ".join(f"{name}: {count} unread" for name, count in unread.items()),
-                )
-                break
-            await asyncio.sleep(READ_POLL_S)
+        await self._wait_until_read(ends, started, "of deciding on an absence")
         return self._others_read() != read_before
 
     def _others_read(self) -> int:
@@ -190,5 +177,5 @@ class GlobalTablesCatchUp:
         return found
 
 
-def _describe(behind: Mapping[str, tuple[int, int]]) -> str:
-    return ", ".join(f"{name} read to {read} of {end}" for name, (read, end) in behind.items())
+def _describe(unread: Mapping[str, int]) -> str:
+    return ", ".join(f"{name}: {count} unread" for name, count in unread.items())
