@@ -68,20 +68,26 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_agent_goes_on(bui
     assert [c["rule"] for _, c in sent(built, "commands.crm")] == ["CUS-6"]
 
 
+def crm_copy_created_and_renamed() -> tuple[bytes, bytes]:
+    """The CRM copy C1 of acct customer KH0001 created (e-6), then renamed by a salesperson (e-7)."""
+    created = change(system="crm", event_id="e-6", after={"id": "C1", "code": "KH0001", "name": "ABC"})
+    renamed = change(
+        system="crm",
+        event_id="e-7",
+        op="u",
+        before={"id": "C1", "code": "KH0001", "name": "ABC"},
+        after={"id": "C1", "code": "KH0001", "name": "ABC mới"},
+    )
+    return created, renamed
+
+
 async def test_tables_remember_links_for_the_next_event(built):
     """An acct customer teaches the link by code, so a CRM update of that code is CUS-3, not none."""
     async with built.agents["cdc"].test_context() as wrapper:
         agent = Feed(built, wrapper, "cdc")
         await agent.put("cdc.acct.customer", change(), key=b"t1:A1")
-        crm_created = change(system="crm", event_id="e-6", after={"id": "C1", "code": "KH0001", "name": "ABC"})
+        crm_created, crm_updated = crm_copy_created_and_renamed()
         await agent.put("cdc.crm.customer", crm_created, key=b"t1:C1")
-        crm_updated = change(
-            system="crm",
-            event_id="e-7",
-            op="u",
-            before={"id": "C1", "code": "KH0001", "name": "ABC"},
-            after={"id": "C1", "code": "KH0001", "name": "ABC mới"},
-        )
         await agent.put("cdc.crm.customer", crm_updated, key=b"t1:C1")
     ((_key, command),) = sent(built, "commands.acct")
     assert command["rule"] == "CUS-3"
@@ -148,14 +154,7 @@ async def test_a_crm_edit_of_a_customer_another_worker_just_linked_is_sent_once_
         await asyncio.sleep(0.3)
         links.apply_changelog_batch(their_write)
 
-    crm_created = change(system="crm", event_id="e-6", after={"id": "C1", "code": "KH0001", "name": "ABC"})
-    crm_edited = change(
-        system="crm",
-        event_id="e-7",
-        op="u",
-        before={"id": "C1", "code": "KH0001", "name": "ABC"},
-        after={"id": "C1", "code": "KH0001", "name": "ABC mới"},
-    )
+    crm_created, crm_edited = crm_copy_created_and_renamed()
     reader = asyncio.ensure_future(standby_reader_reads_it_later())
     async with built.agents["cdc"].test_context() as wrapper:
         agent = Feed(built, wrapper, "cdc")
