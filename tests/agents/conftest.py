@@ -30,6 +30,7 @@ class Produced:
     headers: dict[str, bytes]
     partition: int = 0
     offset: int = 0
+    acked_in: int = 0  # which acknowledgement round (FakeProducer.rounds) acknowledged it
 
 
 class DeliveryReport:
@@ -53,6 +54,9 @@ class FakeProducer:
         self.messages: list[Produced] = []
         self._next_offset: dict[tuple[str, int], int] = {}
         self._callbacks: list[tuple[Callable[[Any, Any], None], Produced]] = []
+        # how many times messages were acknowledged: a worker killed after round n had on the broker
+        # what was acknowledged up to it
+        self.rounds = 0
 
     def produce(self, topic, value=None, key=None, partition=-1, *, headers=None, on_delivery=None) -> None:
         partition = max(partition, 0)
@@ -68,14 +72,17 @@ class FakeProducer:
 
     def flush(self, timeout: float = 0) -> int:
         callbacks, self._callbacks = self._callbacks, []
+        if callbacks:
+            self.rounds += 1
         for callback, produced in callbacks:
+            produced.acked_in = self.rounds
             callback(None, DeliveryReport(produced))
         return 0
 
 
 @pytest.fixture()
 def built(tmp_path, monkeypatch):
-    return _built(tmp_path, monkeypatch)
+    return build_worker(tmp_path, monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +91,13 @@ def built_for_fuzz(tmp_path_factory):
     between examples); its outputs are cleared by the test."""
     monkeypatch = pytest.MonkeyPatch()
     try:
-        yield _built(tmp_path_factory.mktemp("fuzz"), monkeypatch)
+        yield build_worker(tmp_path_factory.mktemp("fuzz"), monkeypatch)
     finally:
         monkeypatch.undo()
 
 
-def _built(tmp_path, monkeypatch):
+def build_worker(tmp_path, monkeypatch):
+    """A worker's app with the fake producer and no broker (``built``; a test can start a second)."""
     producer = FakeProducer()
     built = create_app(
         Settings(store="memory://", web_enabled=False, data_dir=tmp_path, app_id="agent-test"), producer=producer

@@ -6,7 +6,7 @@ import asyncio
 
 from streams.core.decide import LinkUpdate
 from streams.tables import BatchState
-from tests.agents.conftest import Feed, change, changelog_events, produced, sent
+from tests.agents.conftest import Feed, build_worker, change, changelog_events, produced, sent
 
 
 async def test_acct_customer_create_becomes_a_cus6_command(built):
@@ -66,6 +66,42 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_agent_goes_on(bui
     }
     # the good event after the bad ones still produced its command
     assert [c["rule"] for _, c in sent(built, "commands.crm")] == ["CUS-6"]
+
+
+async def test_a_worker_killed_once_a_batch_was_sent_replays_it_knowing_the_links_it_learnt(
+    built, tmp_path, monkeypatch
+):
+    """A worker decides acct customer A1 (CUS-6 sent) and is killed before it remembers having
+    processed it. Its replacement reads A1's change again, in one batch behind the CRM copy's
+    creation and a salesperson's edit of that copy: the edit is CUS-3 to A1, because the link
+    A1 taught was on the broker with the batch's outputs (not "not linked" for good)."""
+    async with built.agents["cdc"].test_context() as wrapper:
+        await Feed(built, wrapper, "cdc").put("cdc.acct.customer", change(), key=b"t1:A1")
+    ((_key, cus6),) = sent(built, "commands.crm")
+    # killed right after the first acknowledgement of the batch, which held its outputs
+    first_round = next(m.acked_in for m in built.producer.messages if m.topic == "commands.crm")
+    on_the_broker = [m for m in built.producer.messages if m.acked_in == first_round]
+
+    replacement = build_worker(tmp_path / "replacement", monkeypatch)
+    links = replacement.tables.links
+    links_topic = links.changelog_tp().topic
+    recovered = [m for m in on_the_broker if m.topic == links_topic]
+    links.apply_changelog_batch(changelog_events(recovered, 0, b"the-killed-worker"))
+    crm_created, crm_edited = crm_copy_created_and_renamed()
+    async with replacement.agents["cdc"].test_context() as wrapper:
+        await Feed(replacement, wrapper, "cdc").put_many(
+            [
+                ("cdc.crm.customer", b"t1:C1", crm_created, None),
+                ("cdc.crm.customer", b"t1:C1", crm_edited, None),
+                ("cdc.acct.customer", b"t1:A1", change(), None),
+            ]
+        )
+    ((_key, cus3),) = sent(replacement, "commands.acct")
+    assert cus3["rule"] == "CUS-3"
+    assert cus3["key"] == {"id": "A1", "code": "KH0001"}
+    assert cus3["fields"]["name"] == "ABC mới"
+    # the replayed CUS-6 has the id the first one had: the connector skips it
+    assert [c["command_id"] for _, c in sent(replacement, "commands.crm")] == [cus6["command_id"]]
 
 
 def crm_copy_created_and_renamed() -> tuple[bytes, bytes]:
