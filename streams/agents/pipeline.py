@@ -45,7 +45,7 @@ from streams.core.decide import Decision
 from streams.core.rules import RuleBook
 from streams.logs import about_key
 from streams.outputs import OutputMessage, Outputs
-from streams.tables import AFTER_OUTPUTS, PROCESSED_MARKERS, WITH_OUTPUTS, BatchState, Tables, as_current_event
+from streams.tables import AFTER_OUTPUTS, LINKS_FIRST, PROCESSED_MARKERS, BatchState, Tables, as_current_event
 from streams.tables.catch_up import GlobalTablesCatchUp
 from streams.tables.tenants import TenantSettings
 from streams.topics import DLQ_CDC, parse_cdc_topic
@@ -233,16 +233,18 @@ class Batch:
     # --- durability ------------------------------------------------------------------------------
 
     async def finish(self) -> None:
-        """Make the batch durable: its outputs with the links it learnt, then what it remembers
-        having sent and seen, then that it was processed, each acknowledged by the broker before
-        the next (``streams.tables`` says why in this order); then apply the state to the tables."""
+        """Make the batch durable: the links it learnt, its outputs, what it remembers having sent
+        and seen, then that it was processed, each acknowledged by the broker before the next
+        (``streams.tables`` says why in this order); then apply the state to the tables. A step
+        with nothing to send costs nothing."""
         outputs = self.deps.outputs
         global_tables = self.deps.tables.global_tables()
         for table in global_tables:
             outputs.follow(*table.changelog_tp())
         persisted: dict[tuple[str, int], int] = {}
         for messages in (
-            self.state.changelog(WITH_OUTPUTS) + self.messages,
+            self.state.changelog(LINKS_FIRST),
+            self.messages,
             self.state.changelog(AFTER_OUTPUTS),
             self.state.changelog(PROCESSED_MARKERS),
         ):

@@ -11,23 +11,25 @@ worker's own writes and the others' changelog messages in one place (``streams.t
 faust's own store would split them by partition and could serve a stale copy); with
 ``memory://`` (tests) they live in memory and are rebuilt from their changelog at start-up.
 
-A batch's changes reach the tables through ``BatchState`` in three steps, each acknowledged by the
-broker before the next (``streams.agents.pipeline.Batch.finish``): the batch's outputs together
-with the ``links`` it learnt (``WITH_OUTPUTS``); then what it remembers having sent and seen
+A batch's changes reach the tables through ``BatchState`` in four steps, each acknowledged by the
+broker before the next (``streams.agents.pipeline.Batch.finish``): the changelog of the ``links``
+the batch learnt (``LINKS_FIRST``); the batch's outputs; what it remembers having sent and seen
 (``written``, ``crm_records``: ``AFTER_OUTPUTS``); then the changelogs that say an event was
 processed (``seen_events``, and ``orders``, whose aggregates keep their own recent event ids:
 ``PROCESSED_MARKERS``). A crash in between replays the batch against state that is at most ahead
 by what the replay teaches again, never remembered-as-processed without its outputs and lessons.
 
-Why links go with the outputs and the rest after them: a link is a fact read from an input event
+Why links before the outputs and the rest after them: a link is a fact read from an input event
 (a record's ids and code), and a replay that already knows it decides with more, never sends
 less — an edit of a record "not linked" the first time is sent, a dependency already in the
 target is not sent again. A worker killed after the outputs and before the links would instead
 replay the batch without them, and an edit ordered before the event that links its record in the
-replayed batch would be "not linked" for good (docs/reliability.md, finding 3). ``written`` and
-``crm_records`` must come after: a replay that found them would build a command of the same id
-with other content (X-2 would drop a re-send, X-4 would send a dependency's fields under the id
-its code-only copy already used) and the connectors skip a known id.
+replayed batch would be "not linked" for good (docs/reliability.md, finding 3). Sent in the same
+step as the outputs they would still leave a gap: librdkafka sends one produce request per
+partition, and the broker may acknowledge the command before the link. ``written`` and
+``crm_records`` must come after the outputs: a replay that found them would build a command of the
+same id with other content (X-2 would drop a re-send, X-4 would send a dependency's fields under
+the id its code-only copy already used) and the connectors skip a known id.
 The changelog messages are produced with the outputs' producer (faust's buffered changelog
 producer sends them one at a time), in faust's own encoding, so faust recovers the tables as usual.
 """
@@ -68,7 +70,7 @@ TableName = Literal["links", "written", "crm_records", "seen_events", "orders"]
 TABLE_NAMES: tuple[TableName, ...] = ("links", "written", "crm_records", "seen_events", "orders")
 GLOBAL_TABLES: frozenset[TableName] = frozenset({"links", "written", "crm_records"})
 # The order in which a batch's changelogs are made durable (module docstring).
-WITH_OUTPUTS: tuple[TableName, ...] = ("links",)
+LINKS_FIRST: tuple[TableName, ...] = ("links",)
 AFTER_OUTPUTS: tuple[TableName, ...] = ("written", "crm_records")
 PROCESSED_MARKERS: tuple[TableName, ...] = ("seen_events", "orders")
 
