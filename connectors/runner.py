@@ -5,6 +5,8 @@
   ``applied`` only when ACT's callback says so (filed in the shared ledger by the accounting capture
   service); when none comes within ``callback_timeout`` the connector pulls the callbacks ACT could
   not deliver, and saves again (the same ``org_refid``: the same proposal) if the result is not there.
+  When the pull itself fails (a passing fault), it pulls again rather than saving again: an
+  accountant may have generated the voucher meanwhile, and a second save would be refused.
 * **Idempotent by command id**: a durable SQLite ledger of applied ids; a repeat gets a
   ``duplicate`` result and nothing is written again. Writes are upserts by code, id or derived
   ``org_refid``, so a crash between the API call and the ledger entry repeats a write with the same effect.
@@ -45,7 +47,7 @@ from connectors.crm_client import CrmClient, CrmCredentials
 from connectors.delivery import produce_acknowledged
 from connectors.errors import Refused, Transient
 from connectors.ledger import CallbackOutcome, WriteLedger
-from connectors.writers import ActWriter, CrmWriter, Pending, Writer, Written, no_callback
+from connectors.writers import ActWriter, CrmWriter, Pending, ResultNotFound, Writer, Written, no_callback
 from streams import metrics
 from streams.core.contract import Command, Result, ResultError, dead_letter_headers, parse_command
 from streams.logs import bind_record
@@ -402,15 +404,24 @@ class Connector:
         bucket = self._buckets.setdefault(tenant, TokenBucket(self.settings.rate, max(1.0, self.settings.rate)))
         writer = self._started_writer()
         attempt = 0
+        # ACT took the proposal: while looking for its result fails, a later attempt only looks
+        # again. Saved again, it could meet the voucher an accountant generated from it meanwhile
+        # and be refused (IsCreatedVoucher). Looked for and not found, it is saved again.
+        pending: Pending | None = None
         while True:
             attempt += 1
             try:
-                async with semaphore:
-                    await bucket.take()
-                    answer = await writer.apply(command)
-                if isinstance(answer, Pending):
-                    metrics.CONNECTOR_RESULTS.labels(self.settings.system, "pending").inc()
-                written = await self._settled(answer, bucket) if isinstance(answer, Pending) else answer
+                if pending is None:
+                    async with semaphore:
+                        await bucket.take()
+                        answer = await writer.apply(command)
+                    if isinstance(answer, Pending):
+                        metrics.CONNECTOR_RESULTS.labels(self.settings.system, "pending").inc()
+                        pending = answer
+                    else:
+                        written = answer
+                if pending is not None:
+                    written = await self._settled(pending, bucket)
                 return Outcome(
                     "applied",
                     target_id=written.target_id or command.key.id,
@@ -425,6 +436,8 @@ class Connector:
                     error=ResultError(kind=f"http_{exc.status}", message=str(exc)),
                 )
             except Transient as exc:
+                if isinstance(exc, ResultNotFound):
+                    pending = None
                 if self._stopping.is_set():
                     raise Stopping() from None  # not written: the next run tries again
                 self.stats["retries"] += 1

@@ -231,8 +231,13 @@ class ActWriter:
         raise refusal(f"ACT {what} of {pending.code or pending.org_refid}", outcome.error_code, outcome.error_message)
 
 
-def no_callback(pending: Pending, waited: float) -> Transient:
-    return Transient(
+class ResultNotFound(Transient):
+    """ACT took a proposal and no result for it came, neither by callback nor among the undelivered
+    ones: the connector saves it again (the same ``org_refid``: the same proposal)."""
+
+
+def no_callback(pending: Pending, waited: float) -> ResultNotFound:
+    return ResultNotFound(
         f"no result for proposal {pending.code or pending.org_refid} ({pending.org_refid}) within {waited:g}s, "
         "neither by callback nor in get_call_back_detail_error: is the callback URL registered and the accounting "
         "capture service running?"

@@ -24,6 +24,7 @@ from capture.acct import ActCapture
 from capture.state import CaptureState, Reporter, new_producer
 from connectors.acct_client import ActClient, ActCredentials
 from connectors.crm_client import CrmCredentials
+from connectors.errors import Transient
 from connectors.ledger import WriteLedger
 from connectors.runner import Connector, ConnectorSettings
 from connectors.writers import NAMESPACE
@@ -314,6 +315,63 @@ async def test_a_proposal_stays_pending_until_its_result_is_known_and_a_lost_cal
         # saved at once, reported only once the result was found among the undelivered callbacks
         assert result["status"] == "applied" and waited >= 1.5, waited
         assert connector.stats["callbacks_recovered"] == 1 and faults.counts["callback_drop"] >= 1
+
+
+async def test_a_proposal_generated_while_its_lost_result_could_not_be_pulled_is_applied_not_saved_again(
+    kafka, module_settings, tmp_path, tenant
+):
+    """ACT takes the order's proposal; its callback is lost; the first pull of undelivered callbacks
+    fails (503), and meanwhile the accountant generates the voucher. Saved again, the proposal would
+    be refused (IsCreatedVoucher) and the order dead-lettered: the connector looks for the result
+    again instead, finds it, and reports the order applied."""
+    setup = command(tenant, "customer", "KH2", {"name": "Khách"})
+    order = command(
+        tenant,
+        "sale_order",
+        "DH2",
+        {"customer_code": "KH2", "total_amount": "5"},
+        rule="SO-1",
+        depends_on=[setup.command_id],
+    )
+    for c in (setup, order):
+        kafka.produce("commands.acct", dumps(c), key=c.message_key)
+    org_refid = str(uuid.uuid5(NAMESPACE, f"{tenant}:sale_order:DH2"))
+    faults = FaultConfig(callback_drop_rate=1.0, seed=3)  # ACT does not reach the callback URL at first
+    async with accounting(module_settings, tmp_path, tenant, faults=faults) as (store, server, settings):
+        connector = Connector(ConnectorSettings(**settings, callback_timeout=1.0))
+        task = asyncio.create_task(connector.run())
+        try:
+            while connector.writer is None:
+                await asyncio.sleep(0.01)
+            client = connector.writer.client
+            pull = client.undelivered
+            pulls = 0
+
+            async def accountant_generates_during_a_failed_first_pull(*args, **kwargs):
+                nonlocal pulls
+                pulls += 1
+                if pulls == 1:
+                    faults.callback_drop_rate = 0.0  # ACT reaches the callback URL again from now on
+                    async with aiohttp.ClientSession() as session:
+                        generated = await session.post(
+                            server.make_url(f"/sandbox/ui/{tenant}/proposals/{org_refid}/generate"),
+                            headers={"Authorization": f"Bearer {server.app[ADMIN_TOKEN]}"},
+                        )
+                        assert generated.status == 200
+                    raise Transient("ACT get_call_back_detail_error: HTTP 503")
+                return await pull(*args, **kwargs)
+
+            client.undelivered = accountant_generates_during_a_failed_first_pull
+            (result,) = [
+                r for r in await asyncio.to_thread(results_for, kafka, tenant, 2) if r["command_id"] == order.command_id
+            ]
+        finally:
+            connector.stop()
+            await asyncio.wait_for(task, 30)
+        journal = [e["op"] for e in store.journal(tenant) if e["code"] == "DH2"]
+    assert result["status"] == "applied" and result["target_id"] == org_refid, result
+    assert pulls == 2 and connector.stats["callbacks_recovered"] == 1
+    assert journal == ["create", "generate"]  # saved once
 
 
 async def test_sigterm_finishes_in_flight_commands_and_loses_none(kafka, module_settings, tmp_path, tenant):
