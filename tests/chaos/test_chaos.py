@@ -604,12 +604,5 @@ def test_no_command_is_dead_lettered(chaos):
     )
 
 
-@pytest.mark.xfail(
-    strict=False,  # rare and timing-dependent: forced once runs confirm the fixes (docs/reliability.md, finding 3)
-    reason="finding 3 (docs/reliability.md): a CRM edit of a customer another worker had just linked, decided "
-    "'not linked' and never sent as CUS-3 (seeds 64313, 76400); causes fixed: the rebalance window "
-    "(GlobalTablesCatchUp), a link losing an id to a lagging worker's write (links as facts), decisions on an "
-    "absence made in the lag (decided again after reading other workers' writes); not yet confirmed by enough runs",
-)
 def test_x4_dependency_sent_before_its_crm_record_is_seen_gets_its_fields(chaos):
     assert chaos["placeholders"] == [], "\n".join(chaos["placeholders"][:10]) + chaos["said"]
