@@ -30,6 +30,7 @@ partition, and the broker may acknowledge the command before the link. ``written
 ``crm_records`` must come after the outputs: a replay that found them would build a command of the
 same id with other content (X-2 would drop a re-send, X-4 would send a dependency's fields under
 the id its code-only copy already used) and the connectors skip a known id.
+
 The changelog messages are produced with the outputs' producer (faust's buffered changelog
 producer sends them one at a time), in faust's own encoding, so faust recovers the tables as usual.
 """
