@@ -282,20 +282,26 @@ async def test_a_proposal_is_applied_when_its_callback_says_so_and_refused_once_
             await asyncio.wait_for(task, 30)
 
 
-async def test_a_proposal_stays_pending_until_its_result_is_known_and_a_lost_callback_is_pulled_back(
-    kafka, module_settings, tmp_path, tenant
-):
-    setup = command(tenant, "customer", "KH1", {"name": "Khách"})
+def order_after_its_customer(kafka, tenant: str, n: str, *, rule: str) -> Command:
+    """Customer ``KH<n>`` and order ``DH<n>`` (which depends on it) on ``commands.acct``; returns the order."""
+    setup = command(tenant, "customer", f"KH{n}", {"name": "Khách"})
     order = command(
         tenant,
         "sale_order",
-        "DH1",
-        {"customer_code": "KH1", "total_amount": "5"},
-        rule="SO-4",
+        f"DH{n}",
+        {"customer_code": f"KH{n}", "total_amount": "5"},
+        rule=rule,
         depends_on=[setup.command_id],
     )
     for c in (setup, order):
         kafka.produce("commands.acct", dumps(c), key=c.message_key)
+    return order
+
+
+async def test_a_proposal_stays_pending_until_its_result_is_known_and_a_lost_callback_is_pulled_back(
+    kafka, module_settings, tmp_path, tenant
+):
+    order = order_after_its_customer(kafka, tenant, "1", rule="SO-4")
     faults = FaultConfig(callback_drop_rate=1.0, seed=3)  # ACT never reaches the callback URL
     async with accounting(module_settings, tmp_path, tenant, faults=faults) as (store, _server, settings):
         connector = Connector(ConnectorSettings(**settings, callback_timeout=2.0))
@@ -324,17 +330,7 @@ async def test_a_proposal_generated_while_its_lost_result_could_not_be_pulled_is
     fails (503), and meanwhile the accountant generates the voucher. Saved again, the proposal would
     be refused (IsCreatedVoucher) and the order dead-lettered: the connector looks for the result
     again instead, finds it, and reports the order applied."""
-    setup = command(tenant, "customer", "KH2", {"name": "Khách"})
-    order = command(
-        tenant,
-        "sale_order",
-        "DH2",
-        {"customer_code": "KH2", "total_amount": "5"},
-        rule="SO-1",
-        depends_on=[setup.command_id],
-    )
-    for c in (setup, order):
-        kafka.produce("commands.acct", dumps(c), key=c.message_key)
+    order = order_after_its_customer(kafka, tenant, "2", rule="SO-1")
     org_refid = str(uuid.uuid5(NAMESPACE, f"{tenant}:sale_order:DH2"))
     faults = FaultConfig(callback_drop_rate=1.0, seed=3)  # ACT does not reach the callback URL at first
     async with accounting(module_settings, tmp_path, tenant, faults=faults) as (store, server, settings):
