@@ -42,9 +42,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.workload import Event, events
-from streams.admin import create_topics, delete_topics_with_prefix
-from streams.kafka_config import confluent_config
-from streams.settings import Settings
+from common.kafka_config import confluent_config
+from common.settings import Settings
+from ops.admin import create_topics, delete_topics_with_prefix
 from streams.topics import AUDIT, cdc_topics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,7 +141,7 @@ class WorkerProcess:
         }
         self.log = open(log_path, "wb")  # noqa: SIM115 - open as long as the worker runs
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
+            [sys.executable, "-m", "cli", "worker"],
             cwd=REPO,
             env=env,
             stdout=self.log,
@@ -154,7 +154,7 @@ class WorkerProcess:
         try:
             # Right after fork the pid is still a copy of this process (a few hundred KB of RSS until
             # exec); only the worker's own samples count.
-            if b"streams.cli" not in Path(f"/proc/{self.process.pid}/cmdline").read_bytes():
+            if b"cli.main" not in Path(f"/proc/{self.process.pid}/cmdline").read_bytes():
                 return 0.0
             for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

@@ -29,13 +29,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from amis import acct_mapping
+from amis.acct_client import TAKE_MAX, VN, ActClient, Callback, parse_callback, signature_holds, sync_time
+from amis.errors import ProtocolError, Refused, Transient
+from amis.ledger import WriteLedger
 from capture.state import Reporter
-from connectors import acct_mapping
-from connectors.acct_client import TAKE_MAX, VN, ActClient, Callback, parse_callback, signature_holds, sync_time
-from connectors.errors import ProtocolError, Refused, Transient
-from connectors.ledger import WriteLedger
-from streams import metrics
-from streams.logs import about
+from common import metrics
+from common.logs import about
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,12 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
+from amis import crm_mapping
+from amis.crm_client import MAX_PAGE_SIZE, CrmClient
+from amis.errors import Refused, Transient
 from capture.state import Reporter
-from connectors import crm_mapping
-from connectors.crm_client import MAX_PAGE_SIZE, CrmClient
-from connectors.errors import Refused, Transient
-from streams import metrics
-from streams.logs import about
+from common import metrics
+from common.logs import about
 
 log = logging.getLogger(__name__)
 

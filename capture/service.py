@@ -15,11 +15,8 @@ import logging
 import aiohttp
 from aiohttp import web
 
-from capture.acct import ActCapture
-from capture.crm import CrmCapture
-from capture.state import CaptureState, Reporter, new_producer
-from connectors import acct_mapping, crm_mapping
-from connectors.api import (
+from amis import acct_mapping, crm_mapping
+from amis.credentials import (
     ActClient,
     CrmClient,
     Refused,
@@ -29,10 +26,13 @@ from connectors.api import (
     crm_credentials,
     shared_ledger_path,
 )
-from connectors.ledger import WriteLedger
-from streams import metrics
-from streams.kafka_config import confluent_config
-from streams.settings import Settings
+from amis.ledger import WriteLedger
+from capture.acct import ActCapture
+from capture.crm import CrmCapture
+from capture.state import CaptureState, Reporter, new_producer
+from common import metrics
+from common.kafka_config import confluent_config
+from common.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-from connectors.delivery import produce_acknowledged
-from connectors.ledger import WriteLedger, Written
-from streams import metrics
-from streams.logs import about
+from amis.ledger import WriteLedger, Written
+from common import metrics
+from common.delivery import produce_acknowledged
+from common.logs import about
 from streams.topics import cdc_topic
 
 log = logging.getLogger(__name__)
@@ -247,5 +247,5 @@ class CrashForTest(Exception):
 
 
 def new_producer(kafka: Mapping[str, Any]) -> Producer:
-    """``kafka``: the client config of the cluster (streams.kafka_config.confluent_config)."""
+    """``kafka``: the client config of the cluster (common.kafka_config.confluent_config)."""
     return Producer({**kafka, "acks": "all", "enable.idempotence": True, "linger.ms": 2})

@@ -29,9 +29,9 @@ from aiohttp import web
 from confluent_kafka import Producer
 from pydantic import SecretStr
 
-from connectors.crm_mapping import from_crm
-from connectors.delivery import produce_acknowledged
-from streams import metrics
+from amis.crm_mapping import from_crm
+from common import metrics
+from common.delivery import produce_acknowledged
 from streams.core.contract import ENTITIES, System
 from streams.topics import cdc_topic
 
@@ -127,7 +127,7 @@ def create_webhooks(
     tolerance_s: float = 300.0,
 ) -> web.Application:
     """``secrets``: (system, tenant) -> HMAC secret; ``kafka``: the client config of the cluster
-    (streams.kafka_config.confluent_config)."""
+    (common.kafka_config.confluent_config)."""
     app = web.Application()
     app[SECRETS] = dict(secrets)
     app[PRODUCER] = Producer({**kafka, "acks": "all", "enable.idempotence": True})

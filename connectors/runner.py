@@ -42,15 +42,15 @@ from aiohttp import web
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
-from connectors.acct_client import ActClient, ActCredentials
-from connectors.crm_client import CrmClient, CrmCredentials
-from connectors.delivery import produce_acknowledged
-from connectors.errors import Refused, Transient
-from connectors.ledger import CallbackOutcome, WriteLedger
+from amis.acct_client import ActClient, ActCredentials
+from amis.crm_client import CrmClient, CrmCredentials
+from amis.errors import Refused, Transient
+from amis.ledger import CallbackOutcome, WriteLedger
+from common import metrics
+from common.delivery import produce_acknowledged
+from common.logs import bind_record
 from connectors.writers import ActWriter, CrmWriter, Pending, ResultNotFound, Writer, Written, no_callback
-from streams import metrics
 from streams.core.contract import Command, Result, ResultError, dead_letter_headers, parse_command
-from streams.logs import bind_record
 from streams.topics import DLQ_COMMANDS, commands_topic, results_topic
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class TokenBucket:
 class ConnectorSettings:
     system: str
     base_url: str
-    # the Kafka client config (streams.kafka_config.confluent_config): servers and transport security
+    # the Kafka client config (common.kafka_config.confluent_config): servers and transport security
     kafka: dict[str, Any] = field(default_factory=lambda: {"bootstrap.servers": "127.0.0.1:9092"})
     topic_prefix: str = ""
     group_id: str | None = None
@@ -344,7 +344,7 @@ class Connector:
         if command.target.value != self.settings.system:
             await self._dead_letter(message, "wrong_target", f"command for {command.target.value} on {message.topic()}")
             return
-        # every later line of this command's task names it (streams/logs.py)
+        # every later line of this command's task names it (common/logs.py)
         bind_record(
             tenant=command.tenant,
             entity=command.entity,

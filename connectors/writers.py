@@ -21,12 +21,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from connectors import acct_mapping, crm_mapping
-from connectors.acct_client import VN, ActClient, Callback, refusal
-from connectors.crm_client import CrmClient
-from connectors.errors import Refused, Transient
-from connectors.ledger import CallbackOutcome, WriteLedger
-from connectors.mapping import MappingError
+from amis import acct_mapping, crm_mapping
+from amis.acct_client import VN, ActClient, Callback, refusal
+from amis.crm_client import CrmClient
+from amis.errors import Refused, Transient
+from amis.ledger import CallbackOutcome, WriteLedger
+from amis.mapping import MappingError
 from streams.core.contract import Command
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/lienthong/org_refid")

@@ -13,11 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
+from common.settings import Settings
 from demo.local import LocalSystems
-from streams.dashboard.collect import DashboardData
-from streams.dashboard.web import DATA
-from streams.dashboard.web import create_dashboard as operator_page
-from streams.settings import Settings
+from ops.dashboard.collect import DashboardData
+from ops.dashboard.web import DATA
+from ops.dashboard.web import create_dashboard as operator_page
 
 SYSTEMS = web.AppKey("systems", LocalSystems)
 

@@ -23,14 +23,14 @@ import aiohttp
 from aiohttp import web
 from pydantic import SecretStr
 
+from amis import acct_mapping, crm_mapping
+from amis.acct_client import ActClient, ActCredentials
+from amis.crm_client import CrmClient, CrmCredentials
+from amis.errors import Refused, Transient
+from amis.ledger import WriteLedger
 from capture.acct import ActCapture
 from capture.crm import CrmCapture
 from capture.state import CaptureState, Reporter, new_producer
-from connectors import acct_mapping, crm_mapping
-from connectors.acct_client import ActClient, ActCredentials
-from connectors.crm_client import CrmClient, CrmCredentials
-from connectors.errors import Refused, Transient
-from connectors.ledger import WriteLedger
 from connectors.runner import Connector, ConnectorSettings
 from sandboxes.acct import ActStore, create_acct_sandbox
 from sandboxes.admin import new_admin_token, page_link

@@ -20,8 +20,8 @@ from typing import Any
 
 import aiohttp
 
+from common.kafka_config import confluent_config
 from demo.local import APP_ID, Accountant, CrmUser, LocalSystems, acct_access, bound_port, crm_login, local_systems
-from streams.kafka_config import confluent_config
 
 
 class DemoFailed(RuntimeError):
@@ -137,8 +137,8 @@ def broker_answers(settings, timeout: float = 3.0) -> bool:
 
 
 def _ensure_broker_and_topics(settings) -> None:
-    from streams.admin import create_topics
-    from streams.local_broker import LocalBrokerError, run_kafka_script
+    from ops.admin import create_topics
+    from ops.local_broker import LocalBrokerError, run_kafka_script
 
     if broker_answers(settings):
         print(f"using the Kafka broker at {settings.bootstrap_servers}")
@@ -245,7 +245,7 @@ async def run_demo(
     log_path = data / "worker.log"
     with open(log_path, "ab") as worker_log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"], env=worker_env, stdout=worker_log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "cli", "worker"], env=worker_env, stdout=worker_log, stderr=subprocess.STDOUT
         )
     try:
         deadline = time.monotonic() + 90
@@ -304,7 +304,7 @@ async def run_demo(
                 f"sync health: lag {numbers['lag']}; this run's commands for {tenant}: crm {mine['commands.crm']}, "
                 f"acct {mine['commands.acct']}; dead letters {mine['dlq.cdc'] + mine['dlq.commands']}"
             )
-            from streams.deadletters import Filters, dead_letters
+            from ops.deadletters import Filters, dead_letters
 
             for topic in ("dlq.cdc", "dlq.commands"):
                 if mine[topic]:

@@ -16,10 +16,10 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from common import metrics
 from sandboxes.acct import ActStore, create_acct_sandbox
 from sandboxes.crm import CrmStore, create_crm_sandbox
 from sandboxes.faults import FaultConfig
-from streams import metrics
 
 log = logging.getLogger(__name__)
 

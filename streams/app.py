@@ -20,7 +20,10 @@ from confluent_kafka import Producer
 from faust.sensors import Monitor
 from mode import Service
 
-from streams import kafka_driver, metrics
+from common import metrics
+from common.kafka_config import aiokafka_config, confluent_config, ssl_context
+from common.settings import Settings
+from streams import kafka_driver
 from streams.agents.aggregates import register_aggregates_agent
 from streams.agents.batching import BatchingStream
 from streams.agents.cdc import register_cdc_agent
@@ -28,9 +31,7 @@ from streams.agents.pipeline import AgentDeps, OutputTopics
 from streams.agents.results import register_results_agent
 from streams.core.contract import System
 from streams.core.rules import RuleBook, load_rules
-from streams.kafka_config import aiokafka_config, confluent_config, ssl_context
 from streams.outputs import Outputs, ProducerLike
-from streams.settings import Settings
 from streams.tables import OwnWritesGlobalTable, SharedMemoryTable, Tables, define_tables
 from streams.tables.catch_up import BrokerEndOffsets, GlobalTablesCatchUp
 from streams.tables.stores import limit_malloc_arenas
@@ -97,7 +98,7 @@ def output_producer(settings: Settings) -> Producer:
 
 def faust_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
     """The transport security of ``Settings`` as faust's ``broker_credentials`` (its consumer, producer and
-    admin client); the same settings as every other client's (streams/kafka_config.py)."""
+    admin client); the same settings as every other client's (common/kafka_config.py)."""
     protocol = settings.kafka_security_protocol
     context = ssl_context(settings)
     if protocol.startswith("SASL_"):
@@ -306,7 +307,7 @@ def run_worker(settings: Settings | None = None) -> None:
     built.app.add_dependency(ClientsClosed(built))
     if settings.web_enabled:
         built.app.add_dependency(HealthServer(built))
-    # logging is set up by the command line (streams/logs.py): faust keeps it instead of installing its own
+    # logging is set up by the command line (common/logs.py): faust keeps it instead of installing its own
     worker = faust.Worker(built.app, loglevel=settings.log_level, quiet=True, override_logging=False)
 
     @built.app.task

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.cli import build_parser
-from streams.settings import Settings
+from cli.main import build_parser
+from common.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "deploy" / "kafka" / "kafka.sh"
@@ -166,7 +166,7 @@ def test_every_lienthong_variable_in_compose_and_k8s_is_a_setting():
     used = {path.name: env_names_in(yaml_documents(path)) for path in files}
     assert used["docker-compose.yml"] and used["configmap.yaml"] and used["secret.example.yaml"]
     unknown = {name: sorted(found - names) for name, found in used.items() if found - names}
-    assert not unknown, f"not settings of streams/settings.py: {unknown}"
+    assert not unknown, f"not settings of common/settings.py: {unknown}"
 
 
 def test_compose_commands_are_cli_commands_and_their_settings_are_valid():
@@ -226,12 +226,12 @@ def test_compose_wires_prometheus_alertmanager_and_grafana_to_the_files():
     assert datasource["url"] == "http://prometheus:9090" and "prometheus" in services
 
 
-# Metric names that exist: those streams/metrics.py defines (as Prometheus exposes them), the lag
+# Metric names that exist: those common/metrics.py defines (as Prometheus exposes them), the lag
 # gauges its collector makes at scrape time (named as kafka_exporter names them), Prometheus's `up`.
 def exposed_metric_names() -> set[str]:
     from prometheus_client import REGISTRY
 
-    from streams import metrics  # noqa: F401  (defines the metrics in the default registry)
+    from common import metrics  # noqa: F401  (defines the metrics in the default registry)
 
     names = {"up", "kafka_consumergroup_lag", "kafka_consumergroup_lag_sum"}
     for family in REGISTRY.collect():

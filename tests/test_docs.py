@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from streams.cli import main
+from cli.main import main
 from streams.core.matrix_doc import render_markdown
 from streams.core.rules import load_rules
 

@@ -1,4 +1,4 @@
-"""Structured logs (streams/logs.py): JSON lines naming the record, text for a terminal, librdkafka's
+"""Structured logs (common/logs.py): JSON lines naming the record, text for a terminal, librdkafka's
 own lines through the same handler."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from streams.kafka_config import confluent_config
-from streams.logs import about, bind_record, record_context, setup_logging
-from streams.settings import Settings
+from common.kafka_config import confluent_config
+from common.logs import about, bind_record, record_context, setup_logging
+from common.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -146,7 +146,7 @@ def test_a_service_run_with_json_logs_writes_only_json_lines(tmp_path):
         "LIENTHONG_CRM_CONNECTOR_PORT": str(closed_port()),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "connector", "crm"],
+        [sys.executable, "-m", "cli", "connector", "crm"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.metrics import ConsumerGroupLagCollector
+from common.metrics import ConsumerGroupLagCollector
 
 BOOTSTRAP = os.environ.get("LIENTHONG_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 

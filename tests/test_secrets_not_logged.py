@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.kafka_config import describe
-from streams.settings import Settings
+from common.kafka_config import describe
+from common.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SENTINELS = {
@@ -86,8 +86,8 @@ def sandbox_logins(system: str) -> str:
 
 @pytest.mark.parametrize("system", ["crm", "acct"])
 def test_the_older_and_the_sandbox_credentials_are_read_but_never_shown(tmp_path, monkeypatch, system):
-    from connectors.api import acct_credentials, crm_credentials
-    from streams.cli import sandbox_credentials
+    from amis.credentials import acct_credentials, crm_credentials
+    from cli.main import sandbox_credentials
 
     for name, value in secret_env(tmp_path).items():
         monkeypatch.setenv(name, value)
@@ -125,7 +125,7 @@ def run_for(args: list[str], env: dict[str, str], seconds: float, ready: bytes |
     log = Path(env["LIENTHONG_DATA_DIR"]).parent / f"{args[0]}-{uuid.uuid4().hex[:6]}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", *args], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "cli", *args], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and process.poll() is None:
@@ -155,7 +155,7 @@ def test_services_running_with_secrets_log_none_of_them(tmp_path):
         "LIENTHONG_WEB_ENABLED": "false",
         "LIENTHONG_CAPTURE_POLL_INTERVAL": "0.5",
     }
-    from streams.admin import create_topics, delete_topics_with_prefix
+    from ops.admin import create_topics, delete_topics_with_prefix
 
     settings = Settings(topic_prefix=prefix)
     create_topics(settings)

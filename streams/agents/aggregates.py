@@ -8,6 +8,7 @@ from typing import Any
 import faust
 from faust.types import EventT
 
+from common.logs import about
 from streams.agents.pipeline import (
     ORIGIN_KEY,
     ORIGIN_OFFSET,
@@ -25,7 +26,6 @@ from streams.agents.pipeline import (
 )
 from streams.core.aggregates import DOCUMENT, OrderAggregate, aggregate_inputs, decide_for_order
 from streams.core.contract import BadInput, ChangeEvent, decode_change_event
-from streams.logs import about
 from streams.topics import parse_cdc_topic
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ from typing import Any
 import faust
 from faust.types import EventT
 
+from common.logs import about
 from streams.agents.pipeline import (
     ORIGIN_KEY,
     ORIGIN_OFFSET,
@@ -27,7 +28,6 @@ from streams.agents.pipeline import (
 from streams.core.aggregates import AGGREGATE_ENTITIES, aggregate_inputs, check_document
 from streams.core.contract import BadInput, ChangeEvent, System, decode_change_event
 from streams.core.decide import decide, resolve_action
-from streams.logs import about
 from streams.outputs import OutputMessage
 from streams.topics import parse_cdc_topic
 

@@ -39,11 +39,11 @@ import faust
 import orjson
 from faust.types import EventT
 
-from streams import metrics
+from common import metrics
+from common.logs import about_key
 from streams.core.contract import ChangeEvent, Command, System, dead_letter_headers, dumps
 from streams.core.decide import Decision
 from streams.core.rules import RuleBook
-from streams.logs import about_key
 from streams.outputs import OutputMessage, Outputs
 from streams.tables import AFTER_OUTPUTS, LINKS_FIRST, PROCESSED_MARKERS, BatchState, Tables, as_current_event
 from streams.tables.catch_up import GlobalTablesCatchUp

@@ -52,10 +52,10 @@ from faust.streams import _current_event  # the context variable behind faust.cu
 from faust.types import TP, EventT, StoreT, TableT
 from yarl import URL
 
+from common.settings import Settings
 from streams.core.contract import System
 from streams.core.decide import Decision, LinkUpdate, Written
 from streams.outputs import OutputMessage
-from streams.settings import Settings
 from streams.tables.stores import (
     GLOBAL_PARTITION,
     GlobalRocksDBStore,

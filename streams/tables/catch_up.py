@@ -65,7 +65,7 @@ class BrokerEndOffsets:
     """
 
     def __init__(self, kafka: Mapping[str, Any]) -> None:
-        self.kafka = dict(kafka)  # aiokafka client arguments (streams.kafka_config.aiokafka_config)
+        self.kafka = dict(kafka)  # aiokafka client arguments (common.kafka_config.aiokafka_config)
         self._consumer: AIOKafkaConsumer | None = None
         self._starting = asyncio.Lock()
 

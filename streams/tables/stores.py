@@ -29,7 +29,7 @@ from faust.stores.rocksdb import RocksDBOptions
 from faust.stores.rocksdb import Store as RocksDBStore
 from yarl import URL
 
-from streams.settings import Settings
+from common.settings import Settings
 
 MIB = 1024 * 1024
 

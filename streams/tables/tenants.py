@@ -50,7 +50,7 @@ class TenantSettings:
     """Every tenant's settings in memory, kept current by ``run()``."""
 
     def __init__(self, kafka: Mapping[str, Any], topic: str, *, max_wait: float = 5.0) -> None:
-        self.kafka = dict(kafka)  # aiokafka client arguments: streams.kafka_config.aiokafka_config
+        self.kafka = dict(kafka)  # aiokafka client arguments: common.kafka_config.aiokafka_config
         self.topic = topic
         self.max_wait = max_wait
         self.by_tenant: dict[str, dict[str, Any]] = {}

@@ -17,8 +17,8 @@ import orjson
 import pytest
 from faust.types import TP
 
+from common.settings import Settings
 from streams.app import create_app
-from streams.settings import Settings
 from streams.tables import WRITER_HEADER
 
 

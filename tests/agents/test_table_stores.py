@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import orjson
 from faust.types import TP
 
+from common.settings import Settings
 from streams.app import create_app
 from streams.core.contract import System
 from streams.core.decide import LinkUpdate
-from streams.settings import Settings
 from streams.tables import WRITER_HEADER, BatchState, as_current_event, read_store
 from streams.tables.tenants import TenantSettings
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from streams.settings import Settings
+from common.settings import Settings
 from tests.integration.conftest import Kafka, bootstrap, kafka, module_settings, tenant
 
 __all__ = ["Kafka", "bootstrap", "events_of", "kafka", "module_settings", "tenant"]

@@ -25,16 +25,16 @@ import pytest
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
+from amis.acct_client import ActClient, ActCredentials, callback_signature
+from amis.ledger import CallbackOutcome, WriteLedger
 from capture.acct import ActCapture
 from capture.state import CaptureState, CrashForTest, Reporter, new_producer
-from connectors.acct_client import ActClient, ActCredentials, callback_signature
-from connectors.ledger import CallbackOutcome, WriteLedger
+from common.kafka_config import confluent_config
+from common.settings import Settings
 from connectors.writers import ActWriter
 from sandboxes.acct import CONFIG, ActStore, create_acct_sandbox
 from sandboxes.admin import ADMIN_TOKEN
 from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id
-from streams.kafka_config import confluent_config
-from streams.settings import Settings
 from tests.capture.conftest import events_of
 
 pytestmark = pytest.mark.broker

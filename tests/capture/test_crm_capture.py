@@ -22,15 +22,15 @@ import pytest
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
+from amis.crm_client import CrmClient, CrmCredentials
+from amis.ledger import WriteLedger
 from capture.crm import CrmCapture
 from capture.state import CaptureState, CrashForTest, Reporter, new_producer
-from connectors.crm_client import CrmClient, CrmCredentials
-from connectors.ledger import WriteLedger
+from common.kafka_config import confluent_config
+from common.settings import Settings
 from connectors.writers import CrmWriter
 from sandboxes.crm import RESOURCES, CrmStore, create_crm_sandbox
 from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id
-from streams.kafka_config import confluent_config
-from streams.settings import Settings
 from tests.capture.conftest import events_of
 
 pytestmark = pytest.mark.broker

@@ -1,6 +1,6 @@
 """The chaos suite's machinery: its own broker, services as real subprocesses, reading the broker.
 
-Everything here runs what a deployment runs (``python -m streams.cli ...``) so that ``kill -9`` is a
+Everything here runs what a deployment runs (``python -m cli ...``) so that ``kill -9`` is a
 real SIGKILL of a real process. The broker is the suite's own (``deploy/kafka/kafka.sh`` on a free
 port, so a data directory of its own under ``~/.cache/lienthong/kafka-data/<port>``): restarting it
 disturbs nobody else's tests, and it is purged at the end.
@@ -100,7 +100,7 @@ class Service:
         self.log_path = self.log_dir / f"{self.name}-{self.generation}.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", *self.args],
+                [sys.executable, "-m", "cli", *self.args],
                 cwd=REPO_ROOT,
                 env=self.env,
                 stdout=log,

@@ -2,7 +2,7 @@
 
 Broker (the suite's own), two sandboxes (with 5xx, 429 and timeouts injected, and a fifth of ACT's
 callbacks lost), both capture services, both connectors and the worker(s) run as real processes
-(``python -m streams.cli ...``). While generated business units flow (``tests/chaos/workload.py``)
+(``python -m cli ...``). While generated business units flow (``tests/chaos/workload.py``)
 a conductor ``kill -9``s the worker right after start, during table recovery and at random points
 of the workload (six times), starts a second worker and stops it again (two rebalances), restarts
 the broker once, ``kill -9``s each connector once, and writes known poison to ``cdc.*``.
@@ -34,10 +34,10 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from streams.admin import create_topics
+from common.settings import Settings
+from ops.admin import create_topics
 from streams.core.aggregates import AGGREGATE_ENTITIES, OrderAggregate, derive, order_key_of
 from streams.core.contract import decode_change_event
-from streams.settings import Settings
 from streams.topics import cdc_topics
 from tests.chaos.harness import OwnBroker, Service, free_port, lag, read_all, wait_for
 from tests.chaos.workload import (

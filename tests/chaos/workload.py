@@ -27,9 +27,9 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
-from connectors import acct_mapping, crm_mapping
-from connectors.crm_client import CrmClient, CrmCredentials
-from connectors.errors import Refused, Transient
+from amis import acct_mapping, crm_mapping
+from amis.crm_client import CrmClient, CrmCredentials
+from amis.errors import Refused, Transient
 from sandboxes.acct import ActStore
 from sandboxes.app import creations
 from sandboxes.crm import CrmStore

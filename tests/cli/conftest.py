@@ -1,4 +1,4 @@
-"""The operator's command line: tests run ``streams.cli.main`` as a user would, against the real broker
+"""The operator's command line: tests run ``cli.main.main`` as a user would, against the real broker
 (the integration tier's fixtures: a fresh topic prefix per module, a tenant per test) and the sandboxes."""
 
 from __future__ import annotations

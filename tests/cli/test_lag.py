@@ -12,8 +12,8 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.cli import main
-from streams.lag import read_lag
+from cli.main import main
+from ops.lag import read_lag
 from tests.integration.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.broker
@@ -58,7 +58,7 @@ def test_watch_refreshes_until_ctrl_c(module_settings):
     consumer.close()
     env = {**os.environ, "LIENTHONG_BOOTSTRAP_SERVERS": module_settings.bootstrap_servers}
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "lag", "--group", group, "--watch", "--interval", "0.3"],
+        [sys.executable, "-m", "cli", "lag", "--group", group, "--watch", "--interval", "0.3"],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,

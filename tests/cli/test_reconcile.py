@@ -14,12 +14,12 @@ import aiohttp
 import orjson
 import pytest
 
+from cli.main import main
+from common.kafka_config import confluent_config
 from demo.local import APP_ID, Accountant, CrmUser, acct_access, crm_login, local_systems
-from streams.cli import main
+from ops.reconcile import Side, compare
 from streams.core.contract import System
 from streams.core.rules import load_rules
-from streams.kafka_config import confluent_config
-from streams.reconcile import Side, compare
 
 pytestmark = pytest.mark.broker
 

@@ -15,9 +15,9 @@ import aiohttp
 import orjson
 import pytest
 
+from cli.main import main
+from common.kafka_config import confluent_config
 from demo.local import CrmUser, crm_login, local_systems
-from streams.cli import main
-from streams.kafka_config import confluent_config
 from tests.integration.conftest import change_event
 
 pytestmark = pytest.mark.broker

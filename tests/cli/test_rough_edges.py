@@ -13,12 +13,12 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from connectors.acct_client import ActClient, ActCredentials
-from connectors.crm_client import CrmClient, CrmCredentials
+from amis.acct_client import ActClient, ActCredentials
+from amis.crm_client import CrmClient, CrmCredentials
+from cli.main import main
+from common.settings import Settings
 from demo.run import DemoFailed, _ensure_broker_and_topics, end_offsets, tenant_counts
-from streams.admin import delete_topics_with_prefix
-from streams.cli import main
-from streams.settings import Settings
+from ops.admin import delete_topics_with_prefix
 from tests.integration.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.broker
@@ -59,7 +59,7 @@ class Sandbox:
 
     def __init__(self, system: str, env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "sandbox", system, "--port", "0"],
+            [sys.executable, "-m", "cli", "sandbox", system, "--port", "0"],
             cwd=REPO_ROOT,
             env={**os.environ, **env},
             stdout=subprocess.PIPE,

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from connectors.acct_client import (
+from amis.acct_client import (
     ActClient,
     ActCredentials,
     callback_signature,
@@ -29,7 +29,7 @@ from connectors.acct_client import (
     signature_holds,
     sync_time,
 )
-from connectors.errors import Refused
+from amis.errors import Refused
 from sandboxes.acct import ActStore, create_acct_sandbox
 from sandboxes.faults import FaultConfig
 

@@ -15,8 +15,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from connectors.crm_client import CrmClient, CrmCredentials, parse_list, parse_token_response, parse_write_results
-from connectors.errors import ProtocolError, Refused
+from amis.crm_client import CrmClient, CrmCredentials, parse_list, parse_token_response, parse_write_results
+from amis.errors import ProtocolError, Refused
 from sandboxes.crm import CrmStore, create_crm_sandbox
 
 CREDENTIALS = {"app-abc": "cty-abc", "app-abc:secret": "s3cret"}

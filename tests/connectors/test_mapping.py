@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from connectors import acct_mapping, crm_mapping
-from connectors.mapping import MappingError, decimal_text
+from amis import acct_mapping, crm_mapping
+from amis.mapping import MappingError, decimal_text
 
 CRM_RECORDS = {
     "customer": {

@@ -179,7 +179,7 @@ def test_lienthong_sandbox_prints_a_token_made_for_the_run_and_it_is_the_one_tha
     env = {**os.environ, "LIENTHONG_DATA_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     env.pop("LIENTHONG_SANDBOX_ADMIN_TOKEN", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "sandbox", "crm", "--port", "0"],
+        [sys.executable, "-m", "cli", "sandbox", "crm", "--port", "0"],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,

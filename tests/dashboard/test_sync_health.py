@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.dashboard.charts import line_chart
-from streams.dashboard.health import SyncHealth, quantile_from_buckets
+from ops.dashboard.charts import line_chart
+from ops.dashboard.health import SyncHealth, quantile_from_buckets
 
 
 def audit(record_id: str, *command_ids: str, ts_ms: int = 1000, tenant: str = "t1") -> dict:

@@ -19,9 +19,9 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.admin import admin_client, create_topics, delete_topics_with_prefix
-from streams.kafka_config import confluent_config
-from streams.settings import Settings
+from common.kafka_config import confluent_config
+from common.settings import Settings
+from ops.admin import admin_client, create_topics, delete_topics_with_prefix
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -135,7 +135,7 @@ class Worker:
             env["LIENTHONG_GROUP_INSTANCE_ID"] = settings.group_instance_id
         self.log = open(log_path, "wb")  # noqa: SIM115 - open as long as the worker runs; closed by stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
+            [sys.executable, "-m", "cli", "worker"],
             cwd=REPO_ROOT,
             env=env,
             stdout=self.log,

@@ -18,12 +18,12 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from streams.admin import create_topics, delete_topics_with_prefix
+from common.settings import Settings
+from ops.admin import create_topics, delete_topics_with_prefix
+from ops.operations import read_topic
 from streams.core.aggregates import OrderAggregate, baseline, derive
 from streams.core.contract import ChangeEvent
 from streams.core.rules import Effect, load_rules
-from streams.operations import read_topic
-from streams.settings import Settings
 from tests.integration.conftest import Kafka, Worker, change_event
 
 pytestmark = pytest.mark.broker

@@ -20,12 +20,13 @@ import pytest
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
+from amis.acct_client import ActClient, ActCredentials
+from amis.crm_client import CrmCredentials
+from amis.errors import Transient
+from amis.ledger import WriteLedger
 from capture.acct import ActCapture
 from capture.state import CaptureState, Reporter, new_producer
-from connectors.acct_client import ActClient, ActCredentials
-from connectors.crm_client import CrmCredentials
-from connectors.errors import Transient
-from connectors.ledger import WriteLedger
+from common.kafka_config import confluent_config
 from connectors.runner import Connector, ConnectorSettings
 from connectors.writers import NAMESPACE
 from sandboxes.acct import ActStore, create_acct_sandbox
@@ -33,7 +34,6 @@ from sandboxes.admin import ADMIN_TOKEN
 from sandboxes.crm import CrmStore, create_crm_sandbox
 from sandboxes.faults import FaultConfig
 from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id, dumps
-from streams.kafka_config import confluent_config
 
 pytestmark = pytest.mark.broker
 
@@ -402,7 +402,7 @@ async def test_sigterm_finishes_in_flight_commands_and_loses_none(kafka, module_
             return await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "streams.cli",
+                "cli.main",
                 "connector",
                 "acct",
                 env=env,

@@ -25,7 +25,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.settings import Settings
+from common.settings import Settings
 from tests.integration.conftest import REPO_ROOT, Kafka, change_event
 
 pytestmark = pytest.mark.broker
@@ -86,7 +86,7 @@ class Service:
         self.log_path = log_path
         self.log = open(log_path, "wb")  # noqa: SIM115 - closed by stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", *args],
+            [sys.executable, "-m", "cli", *args],
             cwd=REPO_ROOT,
             env=env,
             stdout=self.log,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.admin import delete_topics_with_prefix
-from streams.settings import Settings
+from common.settings import Settings
+from ops.admin import delete_topics_with_prefix
 
 pytestmark = pytest.mark.broker
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ def test_demo_runs_a_business_day_and_exits(bootstrap, tmp_path):
             [
                 sys.executable,
                 "-m",
-                "streams.cli",
+                "cli.main",
                 "demo",
                 "--exit",
                 "--crm-port",

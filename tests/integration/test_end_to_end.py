@@ -15,10 +15,10 @@ import asyncio
 import aiohttp
 import pytest
 
+from common.kafka_config import confluent_config
 from demo.local import local_systems
 from demo.run import business_day
 from sandboxes.faults import FaultConfig
-from streams.kafka_config import confluent_config
 
 pytestmark = pytest.mark.broker
 

@@ -23,16 +23,16 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from amis.crm_client import CrmCredentials
 from capture.service import serve_capture
 from capture.webhooks import create_webhooks
-from connectors.crm_client import CrmCredentials
+from common.settings import AcctTenant, CrmTenant, Settings
 from connectors.runner import Connector, ConnectorSettings
 from sandboxes.acct import ActStore, create_acct_sandbox
 from sandboxes.app import instrument
 from sandboxes.crm import RESOURCES as CRM_RESOURCES
 from sandboxes.crm import CrmStore, create_crm_sandbox
 from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id, dumps
-from streams.settings import AcctTenant, CrmTenant, Settings
 from tests.integration.conftest import REPO_ROOT, change_event
 
 pytestmark = pytest.mark.broker
@@ -100,7 +100,7 @@ class WorkerWithProbes:
         self.log_path = log_path
         self.log = open(log_path, "wb")  # noqa: SIM115 - closed by stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
+            [sys.executable, "-m", "cli", "worker"],
             cwd=REPO_ROOT,
             env=env,
             stdout=self.log,

@@ -29,8 +29,8 @@ from confluent_kafka import Consumer
 
 from bench.run import committed, end_offsets
 from bench.workload import Event, business_unit
-from streams.admin import create_topics, delete_topics_with_prefix
-from streams.settings import Settings
+from common.settings import Settings
+from ops.admin import create_topics, delete_topics_with_prefix
 from streams.topics import cdc_topics
 from tests.integration.conftest import Kafka, Worker
 

@@ -56,7 +56,7 @@ def test_connector_lines_about_a_command_name_it(module_settings, kafka, tmp_pat
         "LIENTHONG_CRM_CONNECTOR_PORT": str(free_port()),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "connector", "crm"],
+        [sys.executable, "-m", "cli", "connector", "crm"],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -179,7 +179,7 @@ def test_links_learnt_on_one_worker_are_read_on_another(kafka, module_settings, 
 
 def test_tenant_settings_apply_to_the_events_that_follow(kafka, module_settings, worker, tenant, capsys):
     """`lienthong tenant set` writes config.tenants; the very next order of that tenant follows it."""
-    from streams.cli import main as cli
+    from cli.main import main as cli
 
     order = {
         "id": "O9",
@@ -221,7 +221,7 @@ def test_tenant_settings_apply_to_the_events_that_follow(kafka, module_settings,
 
 
 def test_explain_prints_the_audit_trail_of_a_record(kafka, module_settings, worker, tenant, capsys):
-    from streams.cli import main as cli
+    from cli.main import main as cli
 
     customer = {"id": "C5", "code": "KH0005", "name": "Khách 5"}
     kafka.produce("cdc.crm.customer", change_event(tenant, "crm", "customer", customer), key=f"{tenant}:C5")

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from streams.settings import Settings
+from common.settings import Settings
 from tests.integration.conftest import Kafka, Worker, change_event
 
 pytestmark = pytest.mark.broker
@@ -111,7 +111,7 @@ def test_a_partition_the_worker_cannot_read_is_skipped_and_the_others_flow(modul
     (hidden / "cramjam").mkdir(parents=True)
     (hidden / "cramjam" / "__init__.py").write_text("raise ImportError('hidden from this worker by the test')\n")
     prefix = f"nocodec-{uuid.uuid4().hex[:8]}."
-    from streams.admin import create_topics, delete_topics_with_prefix
+    from ops.admin import create_topics, delete_topics_with_prefix
 
     settings = Settings(
         bootstrap_servers=module_settings.bootstrap_servers,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.admin import create_topics
-from streams.settings import Settings
+from common.settings import Settings
+from ops.admin import create_topics
 from tests.integration.conftest import REPO_ROOT, Kafka, Worker, change_event
 
 pytestmark = pytest.mark.broker
@@ -110,7 +110,7 @@ def test_a_wrong_password_is_refused_at_start_with_a_clear_error(secure_env, mon
     monkeypatch.setenv("LIENTHONG_DATA_DIR", str(tmp_path))
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "worker"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "cli", "worker"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
     )
     took = time.monotonic() - started
     assert done.returncode == 2, done.stderr[-2000:]
@@ -125,7 +125,7 @@ def test_incomplete_security_settings_are_refused_naming_the_variable(monkeypatc
     monkeypatch.setenv("LIENTHONG_KAFKA_SASL_PASSWORD", "s3cret-never-shown")
     monkeypatch.delenv("LIENTHONG_KAFKA_SASL_USERNAME", raising=False)
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "topics", "list"], cwd=REPO_ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "cli", "topics", "list"], cwd=REPO_ROOT, capture_output=True, text=True
     )
     assert done.returncode == 2
     assert "LIENTHONG_KAFKA_SASL_USERNAME" in done.stderr

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from capture.webhooks import create_webhooks, sign
-from streams.kafka_config import confluent_config
+from common.kafka_config import confluent_config
 
 pytestmark = pytest.mark.broker
 

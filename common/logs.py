@@ -1,10 +1,10 @@
 """Logging of every lienthong service: JSON lines (one object a line) or human-readable text.
 
 ``setup_logging(settings, service)`` is called once by the command line before any service starts
-(``streams/cli.py``); it replaces the root logger's handlers with one handler on stderr, so that
+(``cli/main.py``); it replaces the root logger's handlers with one handler on stderr, so that
 the project's own loggers, faust's and aiokafka's all write through it. librdkafka (the
 confluent-kafka clients) writes through it too: ``setup_logging`` adds ``"logger": kafka_logger()``
-to every client configuration ``streams.kafka_config.confluent_config`` builds, so its lines become
+to every client configuration ``common.kafka_config.confluent_config`` builds, so its lines become
 records of the ``librdkafka`` logger (delivered by the client's ``poll()``) instead of raw ``%4|…``
 lines on stderr.
 
@@ -28,10 +28,10 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from pythonjsonlogger.json import JsonFormatter
 
-from streams import kafka_config
+from common import kafka_config
 
 if TYPE_CHECKING:
-    from streams.settings import Settings
+    from common.settings import Settings
 
 LogFormat = Literal["auto", "json", "text"]
 
@@ -167,11 +167,11 @@ def setup_logging(settings: Settings, service: str, *, stream: IO[str] | None = 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(str(settings.log_level).upper())
-    # a one-shot command quiets librdkafka's retry lines (streams/operator_cli.py); a service set up
+    # a one-shot command quiets librdkafka's retry lines (cli/operator.py); a service set up
     # after it in the same process (the tests run many) hears them again
     logging.getLogger(KAFKA_LOGGER).setLevel(logging.NOTSET)
     logging.captureWarnings(True)
-    # every confluent-kafka client built from streams.kafka_config logs through this handler too
+    # every confluent-kafka client built from common.kafka_config logs through this handler too
     if _librdkafka_hook not in kafka_config.CONFLUENT_HOOKS:
         kafka_config.CONFLUENT_HOOKS.append(_librdkafka_hook)
     return chosen

@@ -1,12 +1,12 @@
 """The API clients of the two systems, in one place: what a connector (and a capture service) talks to.
 
-* ``CrmClient`` (``connectors/crm_client.py``): AMIS CRM Open API v2 — JWT from ``/Account``,
+* ``CrmClient`` (``amis/crm_client.py``): AMIS CRM Open API v2 — JWT from ``/Account``,
   ``Authorization: Bearer`` + ``Clientid``, paged lists, array writes with per-item results.
-* ``ActClient`` (``connectors/acct_client.py``): AMIS Kế toán ACT Open API — ``connect`` with
+* ``ActClient`` (``amis/acct_client.py``): AMIS Kế toán ACT Open API — ``connect`` with
   ``app_id`` / ``access_code`` / ``org_company_code``, ``X-MISA-AccessToken``, dictionaries,
   asynchronous ``save`` / ``delete`` answered by signed callbacks.
 
-Errors are classified for the retry policy (``connectors/errors.py``): ``Transient`` (retry) or
+Errors are classified for the retry policy (``amis/errors.py``): ``Transient`` (retry) or
 ``Refused`` (do not), each with the status and the system's message.
 """
 
@@ -16,10 +16,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from connectors.acct_client import ActClient, ActCredentials
-from connectors.crm_client import CrmClient, CrmCredentials
-from connectors.errors import ProtocolError, Refused, Transient
-from streams.settings import Settings
+from amis.acct_client import ActClient, ActCredentials
+from amis.crm_client import CrmClient, CrmCredentials
+from amis.errors import ProtocolError, Refused, Transient
+from common.settings import Settings
 
 __all__ = [
     "ActClient",

@@ -279,7 +279,7 @@ class ConsumerGroupLagCollector(Collector):
 
 
 def _client_config(kafka: str | Mapping[str, Any]) -> dict[str, Any]:
-    """A client config (streams.kafka_config.confluent_config), or bootstrap servers alone (plaintext)."""
+    """A client config (common.kafka_config.confluent_config), or bootstrap servers alone (plaintext)."""
     return {"bootstrap.servers": kafka} if isinstance(kafka, str) else dict(kafka)
 
 

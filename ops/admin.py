@@ -12,8 +12,8 @@ from confluent_kafka import KafkaError, KafkaException
 # cimpl without re-exporting it (no `as NewTopic`, no __all__): mypy's no_implicit_reexport refuses it.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from streams.kafka_config import confluent_config, describe
-from streams.settings import Settings
+from common.kafka_config import confluent_config, describe
+from common.settings import Settings
 from streams.topics import TopicSpec, contract_topics
 
 

@@ -5,7 +5,7 @@ name, how the value travels (``kind``), the system's label for each canonical va
 and how certain the system's name is (``source``: ``DOC``, ``OBS``, ``CODE``, ``INF`` as in the
 reference ``amis-apis.md``, or ``EXT`` for a field the public API does not have, which only the
 sandbox keeps as a labelled extension). ``to_wire`` and ``from_wire`` read the same table both
-ways; the tables themselves are ``connectors/crm_mapping.py`` and ``connectors/acct_mapping.py``.
+ways; the tables themselves are ``amis/crm_mapping.py`` and ``amis/acct_mapping.py``.
 
 * ``to_wire`` writes only the fields of the table (a real client sends what the API knows) unless
   the map is ``passthrough`` (the sandbox's extension resources keep every field); a canonical

@@ -3,7 +3,7 @@
 * the **tail**: one confluent-kafka consumer (no group, from the beginning) over ``audit.sync``,
   ``results.*`` and ``dlq.*`` feeding ``SyncHealth``;
 * the **sampler**: every ``interval`` seconds, the consumer groups' lag (``kafka_consumergroup_lag``,
-  read exactly as ``streams.metrics.ConsumerGroupLagCollector`` reads it for /metrics), the end
+  read exactly as ``common.metrics.ConsumerGroupLagCollector`` reads it for /metrics), the end
   offsets of every contract topic (throughput) and the ``/metrics`` text of the services given
   (``lienthong_*`` counters and histograms), kept as a history for the charts.
 
@@ -28,10 +28,10 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.dashboard.health import SyncHealth
-from streams.kafka_config import confluent_config
-from streams.metrics import ConsumerGroupLagCollector
-from streams.settings import Settings
+from common.kafka_config import confluent_config
+from common.metrics import ConsumerGroupLagCollector
+from common.settings import Settings
+from ops.dashboard.health import SyncHealth
 from streams.topics import AUDIT, DLQ_CDC, DLQ_COMMANDS, contract_topics, results_topic
 
 log = logging.getLogger(__name__)

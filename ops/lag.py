@@ -1,7 +1,7 @@
 """``lienthong lag``: committed offset, end offset and lag per consumer group, topic and partition.
 
 Read with confluent-kafka's admin API (``list_consumer_groups``, ``list_consumer_group_offsets``,
-``list_offsets``), the numbers ``kafka_consumergroup_lag`` of ``streams/metrics.py`` exports. With a
+``list_offsets``), the numbers ``kafka_consumergroup_lag`` of ``common/metrics.py`` exports. With a
 topic prefix (``LIENTHONG_TOPIC_PREFIX``) only that deployment's topics are shown.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
-from streams.kafka_config import confluent_config
-from streams.settings import Settings
+from common.kafka_config import confluent_config
+from common.settings import Settings
 
 
 class LagError(RuntimeError):

@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from streams.settings import Settings
+from common.settings import Settings
 
 # Hooks adding client-wide librdkafka properties to every confluent config (e.g. a ``logger``): each
 # gets the config built so far and returns properties to add. Registered once at start-up.

@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from streams.kafka_config import confluent_config
-from streams.operations import Record, _headers, read_topic
-from streams.settings import Settings
+from common.kafka_config import confluent_config
+from common.settings import Settings
+from ops.operations import Record, _headers, read_topic
 from streams.topics import DLQ_CDC, DLQ_COMMANDS
 
 DLQ_TOPICS = (DLQ_CDC, DLQ_COMMANDS)
@@ -218,7 +218,7 @@ def replay(
     timeout: float = 30.0,
 ) -> tuple[int, list[str]]:
     """Write each letter back to its ``origin.topic``; returns (replayed, letters skipped with why)."""
-    from streams.lag import LagError, require_topics
+    from ops.lag import LagError, require_topics
 
     letters = list(letters)
     try:

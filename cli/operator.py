@@ -1,6 +1,6 @@
 """The operator's subcommands of ``lienthong``: ``reconcile``, ``lag``, ``dlq list|show|replay``, ``backfill``.
 
-Registered on the command line by ``streams.cli`` (``add_operator_commands``). Tables and progress
+Registered on the command line by ``cli.main`` (``add_operator_commands``). Tables and progress
 bars are drawn with ``rich``. A user's mistake (an unknown tenant, a broker that does not answer, a
 bad file, an unknown topic) is one line on stderr saying what was wrong and what to do, and exit
 code 2, never a traceback.
@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streams.settings import Settings
+from common.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -65,8 +65,8 @@ def _short(value: Any, width: int = 60) -> str:
 
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_clients()
+    from ops.reconcile import ENTITIES, ReconcileError, publish_repairs, reconcile
     from streams.core.contract import System
-    from streams.reconcile import ENTITIES, ReconcileError, publish_repairs, reconcile
 
     try:
         report = asyncio.run(
@@ -146,7 +146,7 @@ def _lag(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_clients()
     from rich.live import Live
 
-    from streams.lag import LagError, read_lag
+    from ops.lag import LagError, read_lag
 
     def table() -> Table:
         rows = read_lag(settings, args.group or None)
@@ -174,7 +174,7 @@ def _lag(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _filters(args: argparse.Namespace) -> Any:
-    from streams.deadletters import Filters, parse_moment
+    from ops.deadletters import Filters, parse_moment
 
     return Filters(
         kind=args.kind,
@@ -188,8 +188,8 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_clients()
     from datetime import UTC, datetime
 
-    from streams.deadletters import DeadLetterError, check_topic, dead_letter, dead_letters, describe, parse_where
-    from streams.deadletters import replay as replay_letters
+    from ops.deadletters import DeadLetterError, check_topic, dead_letter, dead_letters, describe, parse_where
+    from ops.deadletters import replay as replay_letters
 
     out = _out()
     try:
@@ -244,11 +244,11 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_clients()
-    from streams.backfill import BackfillError, Snapshot, publish, read_system, snapshot, system_entities
+    from ops.backfill import BackfillError, Snapshot, publish, read_system, snapshot, system_entities
 
     try:
         if args.from_file:
-            from streams.backfill import from_file
+            from ops.backfill import from_file
 
             snapshots = from_file(Path(args.from_file), args.tenant, args.system, args.entity)
         else:

@@ -9,7 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from streams.settings import Settings
+from common.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SCRIPT = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"

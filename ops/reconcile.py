@@ -1,7 +1,7 @@
 """``lienthong reconcile``: compare a tenant's linked records in CRM and accounting, and repair drift.
 
-Both systems are read through the connectors' API clients (``connectors/crm_client.py``,
-``connectors/acct_client.py``) with the connectors' credentials, and mapped to the contract's names
+Both systems are read through the connectors' API clients (``amis/crm_client.py``,
+``amis/acct_client.py``) with the connectors' credentials, and mapped to the contract's names
 by their mapping tables. What can be compared is what both public APIs can list: customers and
 products (and, against the sandboxes, product categories). Accounting documents (orders, vouchers,
 receipts) come back from ACT only through callbacks, so they are not reconciled here.
@@ -33,17 +33,17 @@ from typing import Any
 import aiohttp
 import orjson
 
-from connectors import acct_mapping, crm_mapping
-from connectors.acct_client import TAKE_MAX
-from connectors.api import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials
-from connectors.crm_client import MAX_PAGE_SIZE
-from connectors.errors import ProtocolError, Refused, Transient
-from connectors.mapping import RecordMap
+from amis import acct_mapping, crm_mapping
+from amis.acct_client import TAKE_MAX
+from amis.credentials import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials
+from amis.crm_client import MAX_PAGE_SIZE
+from amis.errors import ProtocolError, Refused, Transient
+from amis.mapping import RecordMap
+from common.kafka_config import confluent_config
+from common.settings import Settings
 from streams.core.contract import Action, AuditRecord, ChangeEvent, Command, CommandKey, Op, System, dumps
 from streams.core.decide import audit_record, build_command, mapped_fields
 from streams.core.rules import Effect, Rule, RuleBook, load_rules
-from streams.kafka_config import confluent_config
-from streams.settings import Settings
 from streams.topics import AUDIT, commands_topic
 
 ENTITIES = ("customer", "product")  # what both public APIs list
@@ -350,7 +350,7 @@ def publish_repairs(settings: Settings, report: Report, timeout: float = 30.0) -
 
     if not report.commands:
         return 0
-    from streams.lag import LagError, require_topics
+    from ops.lag import LagError, require_topics
 
     try:
         require_topics(

@@ -26,8 +26,8 @@ import jwt
 import orjson
 from pydantic import SecretStr
 
-from connectors.errors import ProtocolError, Refused, Transient
-from streams import metrics
+from amis.errors import ProtocolError, Refused, Transient
+from common import metrics
 
 MAX_PAGE_SIZE = 100
 

@@ -23,15 +23,15 @@ from typing import Any
 import aiohttp
 import orjson
 
-from connectors import acct_mapping, crm_mapping
-from connectors.acct_client import TAKE_MAX
-from connectors.api import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials
-from connectors.crm_client import MAX_PAGE_SIZE
-from connectors.errors import ProtocolError, Refused, Transient
+from amis import acct_mapping, crm_mapping
+from amis.acct_client import TAKE_MAX
+from amis.credentials import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials
+from amis.crm_client import MAX_PAGE_SIZE
+from amis.errors import ProtocolError, Refused, Transient
+from common.kafka_config import confluent_config
+from common.settings import Settings
 from streams.core.contract import ENTITY_NAMES, decode_change_event
 from streams.core.errors import BadInput
-from streams.kafka_config import confluent_config
-from streams.settings import Settings
 from streams.topics import cdc_topic
 
 
@@ -197,7 +197,7 @@ def publish(
     """Produce every snapshot; returns how many the broker acknowledged (all of them, or it raises)."""
     from confluent_kafka import KafkaException, Producer
 
-    from streams.lag import LagError, require_topics
+    from ops.lag import LagError, require_topics
 
     snapshots = list(snapshots)
     try:

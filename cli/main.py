@@ -25,13 +25,13 @@ import argparse
 import logging
 import sys
 
-from streams.kafka_config import confluent_config
-from streams.operator_cli import add_operator_commands
-from streams.settings import Settings
+from cli.operator import add_operator_commands
+from common.kafka_config import confluent_config
+from common.settings import Settings
 
 
 def _kafka(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.local_broker import LocalBrokerError, run_kafka_script
+    from ops.local_broker import LocalBrokerError, run_kafka_script
 
     try:
         return run_kafka_script(args.action, settings)
@@ -48,7 +48,7 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
             config = ", ".join(f"{k}={v}" for k, v in spec.kafka_config().items())
             print(f"{settings.topic_prefix}{spec.name}\t{spec.role}\t{config}")
         return 0
-    from streams.admin import create_topics
+    from ops.admin import create_topics
 
     try:
         outcomes = create_topics(settings)
@@ -72,7 +72,7 @@ def _kafka_refuses(settings: Settings, command: str) -> bool:
     """With TLS or SASL configured: a refused login or handshake is said at start, not retried forever."""
     if settings.kafka_security_protocol == "PLAINTEXT":
         return False
-    from streams.admin import refused_connection
+    from ops.admin import refused_connection
 
     problem = refused_connection(settings)
     if problem is not None:
@@ -110,7 +110,7 @@ def _matrix(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _explain(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.operations import audit_trail, format_trail
+    from ops.operations import audit_trail, format_trail
 
     try:
         trail = audit_trail(settings, args.tenant, args.entity, args.id)
@@ -125,7 +125,7 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _tenant(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.operations import set_tenant
+    from ops.operations import set_tenant
 
     value = set_tenant(settings, args.tenant, args.order_target)
     print(f"tenant {args.tenant}: {value}")
@@ -179,7 +179,7 @@ def _connector(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     import asyncio
 
-    from connectors.api import acct_app_id, acct_credentials, crm_credentials, shared_ledger_path
+    from amis.credentials import acct_app_id, acct_credentials, crm_credentials, shared_ledger_path
     from connectors.runner import Connector, ConnectorSettings
 
     ledger_dir = settings.data_dir / "connectors"
@@ -323,8 +323,8 @@ def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
 
     from aiohttp import web
 
-    from streams.dashboard.web import create_dashboard
-    from streams.metrics import bound_port
+    from common.metrics import bound_port
+    from ops.dashboard.web import create_dashboard
 
     async def main(stop: asyncio.Event) -> None:
         runner = web.AppRunner(create_dashboard(settings, args.scrape, interval=args.interval), access_log=None)
@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     tenant.add_argument("--order-target", choices=["sale_order", "contract"], required=True)
     tenant.set_defaults(func=_tenant)
 
-    add_operator_commands(sub)  # reconcile, lag, dlq list|show|replay, backfill (streams/operator_cli.py)
+    add_operator_commands(sub)  # reconcile, lag, dlq list|show|replay, backfill (cli/operator.py)
 
     connector = sub.add_parser("connector", help="apply commands.<system> to the system's API")
     connector.add_argument("system", choices=["crm", "acct"])
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"lienthong: invalid settings (LIENTHONG_* environment):\n{exc}", file=sys.stderr)
         return 2
-    from streams.logs import setup_logging
+    from common.logs import setup_logging
 
     # one handler for every logger of the service (faust, aiokafka and librdkafka included)
     setup_logging(settings, service="-".join([args.command, *([args.system] if hasattr(args, "system") else [])]))

@@ -29,8 +29,8 @@ import aiohttp
 import orjson
 from pydantic import SecretStr
 
-from connectors.errors import REFUSAL_STATUS, ProtocolError, Refused, Transient
-from streams import metrics
+from amis.errors import REFUSAL_STATUS, ProtocolError, Refused, Transient
+from common import metrics
 
 VN = timezone(timedelta(hours=7))
 TAKE_MAX = 100

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from connectors.mapping import FieldMap, RecordMap
+from amis.mapping import FieldMap, RecordMap
 
 # --- dictionaries ---------------------------------------------------------------------------------
 

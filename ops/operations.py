@@ -1,5 +1,5 @@
 """Operator views over the topics: the audit trail of one record, tenant settings, reading a topic whole
-(dead letters: ``streams/deadletters.py``).
+(dead letters: ``ops/deadletters.py``).
 
 confluent-kafka only; no faust app is started.
 """
@@ -15,8 +15,8 @@ from typing import NamedTuple
 import orjson
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from streams.kafka_config import confluent_config
-from streams.settings import Settings
+from common.kafka_config import confluent_config
+from common.settings import Settings
 from streams.topics import AUDIT, TENANT_CONFIG
 
 Header = tuple[str, str | bytes | None]

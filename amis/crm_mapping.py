@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from connectors.mapping import FieldMap, RecordMap
+from amis.mapping import FieldMap, RecordMap
 
 # --- label vocabularies: canonical value -> CRM's display label (amis-apis.md §1.6) -----------------
 

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         "service follows it (bootstrap servers 127.0.0.1:<port>); set with loopback bootstrap servers of another "
         "port, it is refused.",
     )
-    # --- Kafka transport security (streams/kafka_config.py turns these into every client's config) -------
+    # --- Kafka transport security (common/kafka_config.py turns these into every client's config) -------
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT",
         description="How every Kafka client talks to the brokers: PLAINTEXT (loopback only), SSL (TLS), "
@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "text"] = Field(
         "auto",
         description="Log lines as JSON objects or human-readable text; auto: text on a terminal, JSON otherwise "
-        "(streams/logs.py, docs/deploy.md).",
+        "(common/logs.py, docs/deploy.md).",
     )
     commit_interval: float = Field(
         1.0,

@@ -18,13 +18,13 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from streams.dashboard.charts import line_chart
-from streams.dashboard.collect import DashboardData, Sample, histogram_buckets, total
-from streams.dashboard.health import STATUSES, quantile_from_buckets
-from streams.kafka_config import confluent_config
-from streams.metrics import BrokerCheck, add_health_routes
-from streams.operations import audit_trail
-from streams.settings import Settings
+from common.kafka_config import confluent_config
+from common.metrics import BrokerCheck, add_health_routes
+from common.settings import Settings
+from ops.dashboard.charts import line_chart
+from ops.dashboard.collect import DashboardData, Sample, histogram_buckets, total
+from ops.dashboard.health import STATUSES, quantile_from_buckets
+from ops.operations import audit_trail
 
 DATA = web.AppKey("data", DashboardData)
 SETTINGS = web.AppKey("settings", Settings)

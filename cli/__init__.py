@@ -1,0 +1,1 @@
+"""The ``lienthong`` command line: every service and operator tool behind one command."""
