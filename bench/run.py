@@ -154,7 +154,7 @@ class WorkerProcess:
         try:
             # Right after fork the pid is still a copy of this process (a few hundred KB of RSS until
             # exec); only the worker's own samples count.
-            if b"cli.main" not in Path(f"/proc/{self.process.pid}/cmdline").read_bytes():
+            if b"\0cli\0" not in Path(f"/proc/{self.process.pid}/cmdline").read_bytes():  # python -m cli worker
                 return 0.0
             for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
