@@ -402,7 +402,7 @@ async def test_sigterm_finishes_in_flight_commands_and_loses_none(kafka, module_
             return await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "cli.main",
+                "cli",
                 "connector",
                 "acct",
                 env=env,

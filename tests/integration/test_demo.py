@@ -32,7 +32,7 @@ def test_demo_runs_a_business_day_and_exits(bootstrap, tmp_path):
             [
                 sys.executable,
                 "-m",
-                "cli.main",
+                "cli",
                 "demo",
                 "--exit",
                 "--crm-port",
