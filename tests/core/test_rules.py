@@ -13,8 +13,9 @@ import pytest
 
 from streams.core.aggregates import OrderAggregate, decide_for_order
 from streams.core.contract import Action, BadInput, Command, CommandKey, Note, Op, System, decode_change_event
-from streams.core.decide import Decision, decide, derive_action
+from streams.core.decide import Decision, decide
 from streams.core.rules import Effect, RuleBook
+from streams.core.transitions import derive_action
 from tests.fakes import FakeState, event
 
 T = "t1"
