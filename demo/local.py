@@ -32,10 +32,12 @@ from capture.acct import ActCapture
 from capture.crm import CrmCapture
 from capture.state import CaptureState, Reporter, new_producer
 from connectors.runner import Connector, ConnectorSettings
-from sandboxes.acct import ActStore, create_acct_sandbox
+from sandboxes.acct import create_acct_sandbox
+from sandboxes.acct_store import ActStore
 from sandboxes.admin import new_admin_token, page_link
 from sandboxes.app import creations
-from sandboxes.crm import CrmStore, create_crm_sandbox
+from sandboxes.crm import create_crm_sandbox
+from sandboxes.crm_store import CrmStore
 from sandboxes.faults import FaultConfig
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ code.
 
 **Which fields** are compared is the rule table's: the rule that carries an update of the entity
 from the *source* system to the other one (``--source``, accounting by default: customers are
-created there, CUS-1/CUS-6) says which fields travel (``mapped_fields`` of ``streams.core.decide``,
+created there, CUS-1/CUS-6) says which fields travel (``mapped_fields`` of ``streams.core.commands``,
 renames and value maps included); only fields the target's API can hold are compared.
 
 **Repair** builds, for each drifted record, the command that rule would send, with the core's
@@ -41,8 +41,8 @@ from amis.errors import ProtocolError, Refused, Transient
 from amis.mapping import RecordMap
 from common.kafka_config import confluent_config
 from common.settings import Settings
+from streams.core.commands import audit_record, build_command, mapped_fields
 from streams.core.contract import Action, AuditRecord, ChangeEvent, Command, CommandKey, Op, System, dumps
-from streams.core.decide import audit_record, build_command, mapped_fields
 from streams.core.rules import Effect, Rule, RuleBook, load_rules
 from streams.topics import AUDIT, commands_topic
 

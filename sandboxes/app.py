@@ -17,8 +17,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from common import metrics
-from sandboxes.acct import ActStore, create_acct_sandbox
-from sandboxes.crm import CrmStore, create_crm_sandbox
+from sandboxes.acct import create_acct_sandbox
+from sandboxes.acct_store import ActStore
+from sandboxes.crm import create_crm_sandbox
+from sandboxes.crm_store import CrmStore
 from sandboxes.faults import FaultConfig
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,9 @@ from faust.types import EventT
 from pydantic import ValidationError
 
 from streams.agents.pipeline import AgentDeps, Batch, count_event, run_batches, where_of
+from streams.core.commands import command_key_text
 from streams.core.contract import CommandKey, Result
-from streams.core.decide import LinkUpdate, command_key_text, link_family
+from streams.core.decide import LinkUpdate, link_family
 from streams.tables import BatchState
 
 log = logging.getLogger(__name__)

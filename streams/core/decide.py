@@ -5,9 +5,9 @@ worker, a plain in-memory fake in tests) and returns the commands to send, the a
 state updates the agent must apply. It sends nothing and writes nothing itself.
 
 What makes a rule special is a field of the rule (``streams.core.rules``): its effect, condition,
-``requires_link``, ``only_fields``, ``set_fields``, ``rename``, ``dependencies`` (X-4). Commands are
-built by ``build_command`` and audit records by ``audit_record``, here and for the derived rules
-(``streams.core.aggregates``) alike.
+``requires_link``, ``only_fields``, ``set_fields``, ``rename``, ``dependencies`` (X-4). Commands and
+audit records are built in ``streams.core.commands``, here and for the derived rules
+(``streams.core.aggregates``) alike; the action an event means is read in ``streams.core.transitions``.
 """
 
 from __future__ import annotations
@@ -16,36 +16,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from streams.core.commands import LOCAL_FIELDS, audit_record, build_command, command_key_text, mapped_fields
 from streams.core.contract import (
     Action,
-    AuditCommand,
     AuditNote,
     AuditRecord,
     BadInput,
     ChangeEvent,
     Command,
     CommandKey,
-    CommandSource,
     Note,
     Op,
     System,
-    command_id,
     named,
 )
 from streams.core.rules import Effect, Rule, RuleBook, WriteTarget
-
-# Fields that name a record in its own system; never copied to the other system.
-LOCAL_FIELDS = frozenset({"id", "crm_id"})
-# acct entities that carry ``crm_id``: the CRM record they came from (X-3).
-CRM_ID_CARRIERS = frozenset({"sale_order", "contract", "invoice", "quote"})
-
-# Status values differ between the systems (spec "Status vocabularies"): a copy maps them.
-VALUE_MAPS: dict[tuple[System, str], dict[str, str]] = {
-    (System.ACCT, "revenue_status"): {"draft": "not_recorded", "rejected": "not_recorded"},
-    (System.CRM, "revenue_status"): {"not_recorded": "rejected"},
-    # CRM orders have no "fully delivered" status; their delivery_status says it (CT-9, CT-11).
-    (System.CRM, "status"): {"fully_delivered": "in_progress"},
-}
+from streams.core.transitions import derive_action
 
 
 def link_family(system: System, entity: str) -> str:
@@ -117,68 +103,6 @@ class Decision:
 
 # --- action ------------------------------------------------------------------------------------
 
-_REVENUE_TRANSITIONS = {
-    "proposed": Action.PROPOSE_REVENUE,
-    "recorded": Action.RECORD_REVENUE,
-    "rejected": Action.REJECT_REVENUE,
-    "not_recorded": Action.REJECT_REVENUE,
-    "draft": Action.WITHDRAW_REVENUE,
-}
-_ACCT_INVOICE_TRANSITIONS = {
-    "approved": Action.APPROVE,
-    "rejected": Action.REJECT,
-    "issued": Action.ISSUE,
-    "issue_refused": Action.REFUSE_ISSUE,
-    "cancelled": Action.CANCEL,
-}
-
-
-def derive_action(event: ChangeEvent) -> Action:
-    """The event's business action: its ``action``, else derived from ``op`` and before/after."""
-    if event.action is not None:
-        return event.action
-    if event.op in ("c", "r"):
-        return Action.CREATE
-    if event.op == "d":
-        return Action.DELETE
-    before, after = event.before, event.after or {}
-    if before is None:
-        return Action.UPDATE
-
-    def changed(name: str) -> bool:
-        return bool(before.get(name) != after.get(name))
-
-    if event.entity in ("sale_order", "contract") and changed("revenue_status"):
-        new, old = after.get("revenue_status"), before.get("revenue_status")
-        if new == "draft" and old != "proposed":
-            return Action.UPDATE
-        if new == "not_recorded" and old not in ("proposed", "recorded"):
-            return Action.UPDATE
-        if new in _REVENUE_TRANSITIONS:
-            return _REVENUE_TRANSITIONS[new]
-    if event.system is System.ACCT and event.entity == "contract" and changed("revenue_entries"):
-        # A line of the revenue-recognition table recorded or rejected (a cancellation line, CT-7)
-        # while the contract's own revenue_status stays: CT-10 carries the table back.
-        old_status = {e.get("id"): e.get("status") for e in before.get("revenue_entries") or [] if isinstance(e, dict)}
-        for entry in after.get("revenue_entries") or []:
-            if isinstance(entry, dict) and entry.get("status") != old_status.get(entry.get("id")):
-                if entry.get("status") == "recorded":
-                    return Action.RECORD_REVENUE
-                if entry.get("status") in ("rejected", "not_recorded"):
-                    return Action.REJECT_REVENUE
-    if event.entity == "invoice" and changed("status"):
-        new, old = after.get("status"), before.get("status")
-        if event.system is System.CRM and old == "proposed" and new == "draft":
-            return Action.WITHDRAW_ISSUE
-        if event.system is System.ACCT and new in _ACCT_INVOICE_TRANSITIONS:
-            return _ACCT_INVOICE_TRANSITIONS[new]
-    if event.system is System.ACCT and event.entity == "sales_voucher":
-        if after.get("einvoice_published") and not before.get("einvoice_published"):
-            return Action.PUBLISH_EINVOICE
-        if after.get("invoice_no") and not before.get("invoice_no"):
-            return Action.ASSIGN_INVOICE_NO
-    return Action.UPDATE
-
 
 def resolve_action(event: ChangeEvent, rules: RuleBook) -> Action:
     """The action a rule is looked up by.
@@ -200,115 +124,7 @@ def resolve_action(event: ChangeEvent, rules: RuleBook) -> Action:
     )
 
 
-# --- building commands and audit records (one place for both) -----------------------------------
-
-
-def command_key_text(tenant: str, target: System, entity: str, key: CommandKey) -> str:
-    """The key of the target record in the processor's memory (table ``written``)."""
-    return f"{tenant}:{target.value}:{entity}:{key.code or key.id or ''}"
-
-
-def build_command(
-    rule: Rule,
-    write: WriteTarget,
-    *,
-    event: ChangeEvent,
-    key: CommandKey,
-    fields: dict[str, Any],
-    now_ms: int,
-    op: Op | None = None,
-    source_id: str | None = None,
-    cause: str | None = None,
-    depends_on: list[str] | None = None,
-    record_key: str | None = None,
-) -> Command:
-    """The command a rule sends for an event. Its id is deterministic: the same cause (event, rule,
-    target record, op) gives the same id, so a replay is recognised downstream. ``record_key`` names
-    the target record in that id when the command key would not name it steadily."""
-    op = op or write.op
-    tenant = event.tenant
-    return Command(
-        command_id=command_id(
-            tenant=tenant,
-            event_id=cause or event.event_id,
-            rule=rule.id,
-            target=write.system.value,
-            entity=write.entity,
-            op=op.value,
-            key=record_key or command_key_text(tenant, write.system, write.entity, key),
-        ),
-        tenant=tenant,
-        target=write.system,
-        entity=write.entity,
-        op=op,
-        key=key,
-        source=CommandSource(
-            system=event.system, entity=event.entity, id=source_id or event.record_id, event_id=event.event_id
-        ),
-        fields=fields,
-        read_only=rule.read_only,
-        rule=rule.id,
-        depends_on=depends_on or [],
-        ts_ms=now_ms,
-    )
-
-
-def audit_record(
-    event: ChangeEvent,
-    action: Action,
-    *,
-    rules: list[str],
-    commands: list[Command],
-    notes: list[AuditNote],
-    now_ms: int,
-) -> AuditRecord:
-    """The audit record of one decision: the rules involved, the commands, and why (``notes``)."""
-    return AuditRecord(
-        tenant=event.tenant,
-        system=event.system,
-        entity=event.entity,
-        record_id=event.record_id,
-        event_id=event.event_id,
-        action=action.value,
-        origin=event.origin,
-        rule=rules[0] if rules else None,
-        rules=list(dict.fromkeys(rules)),
-        commands=[AuditCommand.of(command) for command in commands],
-        reason="; ".join(note.text for note in notes) or None,
-        notes=notes,
-        ts_ms=now_ms,
-    )
-
-
-def _map_values(target: System, fields: dict[str, Any]) -> dict[str, Any]:
-    mapped = fields
-    for name, value in fields.items():
-        table = VALUE_MAPS.get((target, name))
-        if table and isinstance(value, str) and value in table:
-            if mapped is fields:
-                mapped = dict(fields)
-            mapped[name] = table[value]
-    return mapped
-
-
-def mapped_fields(
-    rule: Rule, write: WriteTarget, action: Action, record: dict[str, Any], source: System
-) -> dict[str, Any]:
-    """The fields a rule writes, in the target's canonical names and status vocabulary."""
-    if rule.only_fields is None:
-        fields = {k: v for k, v in record.items() if k not in LOCAL_FIELDS}
-        if source is System.CRM and write.system is System.ACCT and write.entity in CRM_ID_CARRIERS:
-            fields["crm_id"] = record.get("id")
-    else:
-        fields = {k: record[k] for k in rule.only_fields if k in record}
-    fields = _map_values(write.system, fields)
-    for old, new in rule.rename.items():
-        if old in fields:
-            fields[new] = fields.pop(old)
-    extra = rule.set_fields.get(action)
-    if extra:
-        fields.update(extra)
-    return fields
+# --- the decision being built -----------------------------------------------------------------
 
 
 class _Builder:

@@ -32,7 +32,9 @@ from capture.state import CaptureState, CrashForTest, Reporter, new_producer
 from common.kafka_config import confluent_config
 from common.settings import Settings
 from connectors.writers import ActWriter
-from sandboxes.acct import CONFIG, ActStore, create_acct_sandbox
+from sandboxes.acct import create_acct_sandbox
+from sandboxes.acct_api import CONFIG
+from sandboxes.acct_store import ActStore
 from sandboxes.admin import ADMIN_TOKEN
 from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id
 from tests.capture.conftest import events_of

@@ -29,7 +29,8 @@ from capture.state import CaptureState, CrashForTest, Reporter, new_producer
 from common.kafka_config import confluent_config
 from common.settings import Settings
 from connectors.writers import CrmWriter
-from sandboxes.crm import RESOURCES, CrmStore, create_crm_sandbox
+from sandboxes.crm import create_crm_sandbox
+from sandboxes.crm_store import RESOURCES, CrmStore
 from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id
 from tests.capture.conftest import events_of
 

@@ -30,9 +30,9 @@ from pydantic import SecretStr
 from amis import acct_mapping, crm_mapping
 from amis.crm_client import CrmClient, CrmCredentials
 from amis.errors import Refused, Transient
-from sandboxes.acct import ActStore
+from sandboxes.acct_store import ActStore
 from sandboxes.app import creations
-from sandboxes.crm import CrmStore
+from sandboxes.crm_store import CrmStore
 from streams.core.aggregates import text
 
 

@@ -30,7 +30,8 @@ from amis.acct_client import (
     sync_time,
 )
 from amis.errors import Refused
-from sandboxes.acct import ActStore, create_acct_sandbox
+from sandboxes.acct import create_acct_sandbox
+from sandboxes.acct_store import ActStore
 from sandboxes.faults import FaultConfig
 
 APP_ID = "0c9f6d2e-app"

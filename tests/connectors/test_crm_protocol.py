@@ -17,7 +17,8 @@ from pydantic import SecretStr
 
 from amis.crm_client import CrmClient, CrmCredentials, parse_list, parse_token_response, parse_write_results
 from amis.errors import ProtocolError, Refused
-from sandboxes.crm import CrmStore, create_crm_sandbox
+from sandboxes.crm import create_crm_sandbox
+from sandboxes.crm_store import CrmStore
 
 CREDENTIALS = {"app-abc": "cty-abc", "app-abc:secret": "s3cret"}
 

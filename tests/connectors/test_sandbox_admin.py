@@ -23,8 +23,10 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from sandboxes.acct import ActStore, create_acct_sandbox
-from sandboxes.crm import CrmStore, create_crm_sandbox
+from sandboxes.acct import create_acct_sandbox
+from sandboxes.acct_store import ActStore
+from sandboxes.crm import create_crm_sandbox
+from sandboxes.crm_store import CrmStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "the-right-admin-token-0123"

@@ -17,7 +17,8 @@ import pytest
 
 from streams.core.contract import Action, Op, System
 from streams.core.matrix_doc import CROSS_CUTTING_RULES
-from streams.core.rules import RULE_TABLE, Effect, RuleTableError, load_rules
+from streams.core.rule_table import RULE_TABLE
+from streams.core.rules import Effect, RuleTableError, load_rules
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO.parent / "shared/spec/sync-matrix.md"

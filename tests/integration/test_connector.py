@@ -29,9 +29,11 @@ from capture.state import CaptureState, Reporter, new_producer
 from common.kafka_config import confluent_config
 from connectors.runner import Connector, ConnectorSettings
 from connectors.writers import NAMESPACE
-from sandboxes.acct import ActStore, create_acct_sandbox
+from sandboxes.acct import create_acct_sandbox
+from sandboxes.acct_store import ActStore
 from sandboxes.admin import ADMIN_TOKEN
-from sandboxes.crm import CrmStore, create_crm_sandbox
+from sandboxes.crm import create_crm_sandbox
+from sandboxes.crm_store import CrmStore
 from sandboxes.faults import FaultConfig
 from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id, dumps
 

@@ -28,10 +28,12 @@ from capture.service import serve_capture
 from capture.webhooks import create_webhooks
 from common.settings import AcctTenant, CrmTenant, Settings
 from connectors.runner import Connector, ConnectorSettings
-from sandboxes.acct import ActStore, create_acct_sandbox
+from sandboxes.acct import create_acct_sandbox
+from sandboxes.acct_store import ActStore
 from sandboxes.app import instrument
-from sandboxes.crm import RESOURCES as CRM_RESOURCES
-from sandboxes.crm import CrmStore, create_crm_sandbox
+from sandboxes.crm import create_crm_sandbox
+from sandboxes.crm_store import RESOURCES as CRM_RESOURCES
+from sandboxes.crm_store import CrmStore
 from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id, dumps
 from tests.integration.conftest import REPO_ROOT, change_event
 

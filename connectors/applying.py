@@ -1,0 +1,149 @@
+"""Applying one command to the system's API, within the tenant's limits, until it is known to have
+ended: passing faults are retried, a proposal's result is awaited by callback.
+
+* **Limits**: at most ``concurrency`` API calls at once and ``rate`` requests a second, per tenant.
+* **Retries** of passing faults (``Transient``: connection errors, timeouts, 408, 429, 5xx, answers
+  without the documented shape) with exponential backoff and full jitter, honouring
+  ``Retry-After``; ``failed`` when they run out, ``rejected`` when the system refuses (``Refused``).
+* **Proposals**: a command to accounting that ACT queued (``Pending``) is applied when its callback
+  is filed in the shared ledger by the accounting capture service; when none comes within
+  ``callback_timeout`` the callbacks ACT could not deliver are pulled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from amis.errors import Refused, Transient
+from amis.ledger import CallbackOutcome
+from common import metrics
+from connectors.in_flight import Stopping
+from connectors.reporting import Outcome
+from connectors.writers import ActWriter, Pending, ResultNotFound, Writer, Written, no_callback
+from streams.core.contract import Command, ResultError
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.capacity = rate, burst
+        self.tokens, self.updated = burst, time.monotonic()
+
+    async def take(self) -> None:
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return
+            await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class Applier:
+    """Applies commands through ``writer`` (the ``system``'s API) and says how each ended.
+
+    ``stats`` counts retries and recovered / missing callbacks; ``stopping`` set makes a command
+    not known to be written raise ``Stopping`` (the next run tries it again)."""
+
+    def __init__(
+        self,
+        writer: Writer,
+        *,
+        system: str,
+        concurrency: int,
+        rate: float,
+        max_attempts: int,
+        backoff_base: float,
+        backoff_cap: float,
+        callback_timeout: float,
+        stopping: asyncio.Event,
+        stats: dict[str, int],
+    ) -> None:
+        self.writer = writer
+        self.system = system
+        self.concurrency, self.rate = concurrency, rate
+        self.max_attempts, self.backoff_base, self.backoff_cap = max_attempts, backoff_base, backoff_cap
+        self.callback_timeout = callback_timeout
+        self._stopping = stopping
+        self.stats = stats
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+
+    async def apply(self, command: Command) -> Outcome:
+        tenant = command.tenant
+        semaphore = self._semaphores.setdefault(tenant, asyncio.Semaphore(self.concurrency))
+        bucket = self._buckets.setdefault(tenant, TokenBucket(self.rate, max(1.0, self.rate)))
+        writer = self.writer
+        attempt = 0
+        # ACT took the proposal: while looking for its result fails, a later attempt only looks
+        # again. Saved again, it could meet the voucher an accountant generated from it meanwhile
+        # and be refused (IsCreatedVoucher). Looked for and not found, it is saved again.
+        pending: Pending | None = None
+        while True:
+            attempt += 1
+            try:
+                if pending is None:
+                    async with semaphore:
+                        await bucket.take()
+                        answer = await writer.apply(command)
+                    if isinstance(answer, Pending):
+                        metrics.CONNECTOR_RESULTS.labels(self.system, "pending").inc()
+                        pending = answer
+                    else:
+                        written = answer
+                if pending is not None:
+                    written = await self._settled(pending, bucket)
+                return Outcome(
+                    "applied",
+                    target_id=written.target_id or command.key.id,
+                    code=written.code or command.key.code,
+                    attempts=attempt,
+                )
+            except Refused as exc:
+                return Outcome(
+                    "rejected",
+                    code=command.key.code,
+                    attempts=attempt,
+                    error=ResultError(kind=f"http_{exc.status}", message=str(exc)),
+                )
+            except Transient as exc:
+                if isinstance(exc, ResultNotFound):
+                    pending = None
+                if self._stopping.is_set():
+                    raise Stopping() from None  # not written: the next run tries again
+                self.stats["retries"] += 1
+                metrics.RETRIES.labels(self.system, metrics.last_endpoint()).inc()
+                if attempt >= self.max_attempts:
+                    return Outcome(
+                        "failed",
+                        code=command.key.code,
+                        attempts=attempt,
+                        error=ResultError(kind="retries_exhausted", message=str(exc)),
+                    )
+                delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
+                if exc.retry_after is not None:
+                    delay = max(delay, exc.retry_after)
+                await asyncio.sleep(delay)
+
+    async def _settled(self, pending: Pending, bucket: TokenBucket) -> Written:
+        """A proposal ACT queued: wait for its callback (filed in the shared ledger by the accounting
+        capture service); when none comes in time, pull the callbacks ACT could not deliver."""
+        writer = self.writer
+        if not isinstance(writer, ActWriter):
+            raise TypeError("only the accounting API answers by callback")
+        deadline = time.monotonic() + self.callback_timeout
+        outcome: CallbackOutcome | None = None
+        while outcome is None and time.monotonic() < deadline:
+            if self._stopping.is_set():
+                raise Stopping()  # not known to be applied: the next run saves it again (same org_refid)
+            await asyncio.sleep(0.05)
+            outcome = writer.outcome(pending)
+        if outcome is None:
+            await bucket.take()
+            outcome = await writer.recover(pending)
+            self.stats["callbacks_recovered" if outcome else "callbacks_missing"] += 1
+        if outcome is None:
+            raise no_callback(pending, self.callback_timeout)
+        return writer.settle(pending, outcome)

@@ -1,0 +1,224 @@
+"""Records, state and checks shared by the rule tests of ``tests/core`` (``test_*_rules.py``).
+
+Every rule of the sync matrix (``docs/matrix.md``) goes through ``decide`` with the in-memory
+FakeState. What is asserted is what a user of the command and audit topics would check: the rule a
+command names, its target system, entity, op and key, the fields it writes; for a "none" rule,
+that no command is emitted and the audit record names the rule and says why. A case table row is
+``(rule_id, event kwargs, links, order_target, expect)``, checked by ``check_case``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.core.contract import Command, CommandKey, Op, System
+from streams.core.decide import Decision, decide
+from streams.core.rules import RuleBook
+from tests.fakes import FakeState, event
+
+T = "t1"
+NOW = 1_764_201_700_000
+
+# --- records -----------------------------------------------------------------------------------
+
+CUSTOMER = {
+    "id": "c-1",
+    "code": "KH1",
+    "name": "Công ty A",
+    "tax_code": "0101234567",
+    "address": "Hà Nội",
+    "phone": "0901000001",
+    "email": "a@example.vn",
+    "is_personal": False,
+}
+ACCT_CUSTOMER = {**CUSTOMER, "id": "a-1"}
+NEW_ACCT_CUSTOMER = {**CUSTOMER, "id": "a-2", "code": "KH2", "name": "Công ty B"}
+CATEGORY = {"id": "cat-1", "code": "LH1", "name": "Đồ uống", "parent_code": None}
+ACCT_CATEGORY = {**CATEGORY, "id": "acat-1"}
+PRODUCT = {
+    "id": "p-1",
+    "code": "SP1",
+    "name": "Trà xanh",
+    "category_code": "LH1",
+    "unit": "hộp",
+    "unit_price": "100000",
+    "vat_rate": "10",
+}
+ACCT_PRODUCT = {**PRODUCT, "id": "ap-1"}
+LINES = [{"line_id": "l1", "product_code": "SP1", "quantity": 2, "unit_price": "100000", "amount": "200000"}]
+QUOTE = {"id": "q-1", "code": "BG1", "customer_code": "KH1", "lines": LINES, "total_amount": "200000"}
+ENTRIES = [{"id": "re-1", "amount": "200000", "status": "recorded"}]
+
+
+def order(revenue_status: str = "proposed", **changes: Any) -> dict[str, Any]:
+    """A CRM order (sale_order on the CRM side)."""
+    return {
+        "id": "o-1",
+        "code": "DH1",
+        "customer_code": "KH1",
+        "lines": LINES,
+        "total_amount": "200000",
+        "revenue_status": revenue_status,
+        "status": "not_started",
+        "delivery_deadline": "2025-12-31",
+        "payment_deadline": "2026-01-31",
+        "revenue_entries": ENTRIES,
+        **changes,
+    }
+
+
+def acct_order(revenue_status: str = "proposed", **changes: Any) -> dict[str, Any]:
+    """An acct sales order or contract that came from CRM order o-1."""
+    return {
+        "id": "ao-1",
+        "code": "DH1",
+        "crm_id": "o-1",
+        "lines": LINES,
+        "revenue_status": revenue_status,
+        "status": "in_progress",
+        "total_amount": "200000",
+        "delivery_deadline": "2025-12-31",
+        "payment_deadline": "2026-01-31",
+        "is_invoiced": False,
+        "delivery_status": "not_delivered",
+        "revenue_entries": ENTRIES,
+        **changes,
+    }
+
+
+def crm_invoice(status: str = "proposed", **changes: Any) -> dict[str, Any]:
+    return {
+        "id": "i-1",
+        "code": "HD1",
+        "order_code": "DH1",
+        "status": status,
+        "amount": "200000",
+        "description": "Xuất hóa đơn đợt 1",
+        **changes,
+    }
+
+
+def acct_invoice(status: str, **changes: Any) -> dict[str, Any]:
+    return {"id": "ai-1", "crm_id": "i-1", "status": status, **changes}
+
+
+ISSUED = {
+    "invoice_date": "2025-12-01",
+    "invoice_no": "0000123",
+    "lookup_code": "TRACUU123",
+    "send_status": "sent",
+    "customer_received": True,
+}
+
+POLICY = {
+    "id": "pp-1",
+    "code": "CSG1",
+    "name": "Giá đại lý",
+    "category_codes": ["LH1", "LH2"],
+    "prices": [
+        {"product_code": "SP1", "category_code": "LH1", "price": "90000"},
+        {"product_code": "SP2", "category_code": "LH2", "price": "50000"},
+    ],
+    "valid_from": "2025-01-01",
+    "valid_to": None,
+}
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def base_state(order_target: str = "sale_order", links: tuple[tuple[str, str, str, str], ...] = ()) -> FakeState:
+    """Customer KH1 and product SP1 linked both ways (so documents need no X-4 dependencies)."""
+    state = FakeState()
+    state.order_targets[T] = order_target
+    state.link(T, "customer", "KH1", crm="c-1", acct="a-1")
+    state.link(T, "product", "SP1", crm="p-1", acct="ap-1")
+    state.remember(T, "customer", CUSTOMER)
+    state.remember(T, "product", PRODUCT)
+    for family, code, crm_id, acct_id in links:
+        state.link(T, family, code, crm=crm_id, acct=acct_id)
+    return state
+
+
+ORDER_LINK = ("sale_order", "DH1", "o-1", "ao-1")
+INVOICE_LINK = ("invoice", "HD1", "i-1", "ai-1")
+
+
+def run(ev, state: FakeState, rules: RuleBook) -> Decision:
+    return decide(ev, state, rules, now_ms=NOW)
+
+
+def assert_none(decision: Decision, rule_id: str, *, because: str | None = None) -> None:
+    """No command, and the audit record names the rule and gives a reason."""
+    assert decision.commands == [], [c.rule for c in decision.commands]
+    assert rule_id in decision.audit.rules
+    assert decision.audit.commands == []
+    assert decision.audit.reason and rule_id in decision.audit.reason
+    if because:
+        assert because in decision.audit.reason
+
+
+def only_command(decision: Decision) -> Command:
+    assert len(decision.commands) == 1, (decision.audit.reason, [c.rule for c in decision.commands])
+    return decision.commands[0]
+
+
+def assert_command(command: Command, decision: Decision, rule_id: str, expect: dict[str, Any]) -> None:
+    assert command.rule == rule_id
+    assert command.target == System(expect["target"])
+    assert command.entity == expect["entity"]
+    assert command.op == Op(expect["op"])
+    assert command.key == CommandKey(**expect["key"])
+    assert command.tenant == T
+    assert command.read_only is expect.get("read_only", False)
+    if "fields" in expect:
+        assert command.fields == expect["fields"]
+    for name, value in expect.get("has", {}).items():
+        assert command.fields.get(name) == value, name
+    for name in expect.get("lacks", ()):
+        assert name not in command.fields, name
+    # the audit record lists the command under its rule
+    assert rule_id in decision.audit.rules
+    assert [(a.command_id, a.rule) for a in decision.audit.commands] == [
+        (c.command_id, c.rule) for c in decision.commands
+    ]
+
+
+def ev_kwargs(system: str, entity: str, op: str = "c", **kw: Any) -> dict[str, Any]:
+    return {"system": system, "entity": entity, "op": op, **kw}
+
+
+# --- a case table: a rule, an event, the state, what comes out -------------------------------
+
+NONE = "none"
+
+
+def none(because: str | None = None) -> dict[str, Any]:
+    return {NONE: True, "because": because}
+
+
+CASE_PARAMS = ("rule_id", "kwargs", "links", "order_target", "expect")
+
+
+def check_case(
+    rule_id: str, kwargs: dict[str, Any], links: tuple, order_target: str, expect: dict[str, Any], rules: RuleBook
+) -> None:
+    """One row of a case table: the event decided on the base state, and what must come out."""
+    state = base_state(order_target, links)
+    decision = run(event(**kwargs), state, rules)
+    if expect.get(NONE):
+        assert_none(decision, rule_id, because=expect["because"])
+    else:
+        assert_command(only_command(decision), decision, rule_id, expect)
+
+
+# --- accounting documents behind the derived rules (vouchers and receipts) -------------------
+
+VOUCHER = {
+    "id": "v-1",
+    "code": "CT1",
+    "order_id": "ao-1",
+    "lines": [{"line_id": "l1", "product_code": "SP1", "quantity": 2, "amount": "200000"}],
+    "invoice_no": None,
+    "einvoice_published": False,
+}
+RECEIPT = {"id": "r-1", "code": "PT1", "order_id": "ao-1", "amount": "200000"}

@@ -1,0 +1,143 @@
+"""Which action an event means (derived from op and before/after, or explicit; one no rule takes),
+and what every decision carries: deterministic command ids and the audit record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streams.core.contract import Action, BadInput, System
+from streams.core.decide import decide
+from streams.core.rules import RuleBook
+from streams.core.transitions import derive_action
+from tests.core.rule_cases import (
+    CATEGORY,
+    CUSTOMER,
+    NOW,
+    POLICY,
+    VOUCHER,
+    T,
+    acct_invoice,
+    acct_order,
+    base_state,
+    crm_invoice,
+    ev_kwargs,
+    order,
+    run,
+)
+from tests.fakes import FakeState, event
+
+# --- action derivation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("system", "entity", "op", "before", "after", "action"),
+    [
+        ("crm", "sale_order", "c", None, order("draft"), Action.CREATE),
+        ("crm", "sale_order", "r", None, order("proposed"), Action.CREATE),
+        ("crm", "sale_order", "d", order(), None, Action.DELETE),
+        ("crm", "sale_order", "u", None, order(), Action.UPDATE),
+        ("crm", "sale_order", "u", order("proposed"), order("proposed", total_amount="1"), Action.UPDATE),
+        ("crm", "sale_order", "u", order("draft"), order("proposed"), Action.PROPOSE_REVENUE),
+        ("crm", "sale_order", "u", order("proposed"), order("draft"), Action.WITHDRAW_REVENUE),
+        ("crm", "sale_order", "u", order("recorded"), order("draft"), Action.UPDATE),
+        ("crm", "sale_order", "u", order("proposed"), order("recorded"), Action.RECORD_REVENUE),
+        ("crm", "sale_order", "u", order("proposed"), order("rejected"), Action.REJECT_REVENUE),
+        ("acct", "sale_order", "u", acct_order("proposed"), acct_order("recorded"), Action.RECORD_REVENUE),
+        ("acct", "sale_order", "u", acct_order("proposed"), acct_order("not_recorded"), Action.REJECT_REVENUE),
+        ("acct", "contract", "u", acct_order("recorded"), acct_order("not_recorded"), Action.REJECT_REVENUE),
+        ("acct", "contract", "u", acct_order("proposed"), acct_order("recorded"), Action.RECORD_REVENUE),
+        ("acct", "contract", "u", {**acct_order(), "revenue_status": None}, acct_order("not_recorded"), Action.UPDATE),
+        ("crm", "invoice", "u", crm_invoice("proposed"), crm_invoice("draft"), Action.WITHDRAW_ISSUE),
+        ("crm", "invoice", "u", crm_invoice("draft"), crm_invoice("proposed"), Action.UPDATE),
+        ("crm", "invoice", "u", crm_invoice("proposed"), crm_invoice("approved"), Action.UPDATE),
+        ("acct", "invoice", "u", acct_invoice("proposed"), acct_invoice("approved"), Action.APPROVE),
+        ("acct", "invoice", "u", acct_invoice("proposed"), acct_invoice("rejected"), Action.REJECT),
+        ("acct", "invoice", "u", acct_invoice("approved"), acct_invoice("issued"), Action.ISSUE),
+        ("acct", "invoice", "u", acct_invoice("approved"), acct_invoice("issue_refused"), Action.REFUSE_ISSUE),
+        ("acct", "invoice", "u", acct_invoice("issued"), acct_invoice("cancelled"), Action.CANCEL),
+        ("acct", "invoice", "u", acct_invoice("issued"), acct_invoice("issued", send_status="sent"), Action.UPDATE),
+        ("acct", "sales_voucher", "u", VOUCHER, {**VOUCHER, "invoice_no": "0000123"}, Action.ASSIGN_INVOICE_NO),
+        ("acct", "sales_voucher", "u", VOUCHER, {**VOUCHER, "einvoice_published": True}, Action.PUBLISH_EINVOICE),
+        (
+            "acct",
+            "sales_voucher",
+            "u",
+            {**VOUCHER, "invoice_no": "1"},
+            {**VOUCHER, "invoice_no": "1", "code": "X"},
+            Action.UPDATE,
+        ),
+        ("crm", "customer", "u", CUSTOMER, {**CUSTOMER, "name": "N"}, Action.UPDATE),
+    ],
+)
+def test_derive_action(system: str, entity: str, op: str, before: Any, after: Any, action: Action) -> None:
+    assert derive_action(event(system, entity, op, before=before, after=after)) is action
+
+
+def test_an_explicit_action_wins_over_the_derived_one() -> None:
+    ev = event("crm", "sale_order", "u", action="merge", before=order("draft"), after=order("proposed"))
+    assert derive_action(ev) is Action.MERGE
+
+
+def test_a_derived_transition_no_rule_of_that_system_takes_is_an_update(rules: RuleBook) -> None:
+    """acct not_recorded -> proposed (the connector's echo of a re-proposal) is not bad input."""
+    ev = event(
+        "acct",
+        "sale_order",
+        "u",
+        before={"id": "ao-1", "code": "DH1", "revenue_status": "not_recorded"},
+        after={"id": "ao-1", "code": "DH1", "revenue_status": "proposed"},
+        origin="sync",
+    )
+    decision = run(ev, base_state(), rules)
+    assert decision.audit.action == "update" and decision.commands == []
+    assert "SO-7" in decision.audit.rules
+
+
+def test_an_explicit_action_no_rule_takes_is_still_bad_input(rules: RuleBook) -> None:
+    ev = event("acct", "sale_order", "u", action="propose_revenue", before={"id": "ao-1"}, after={"id": "ao-1"})
+    with pytest.raises(BadInput) as raised:
+        run(ev, base_state(), rules)
+    assert raised.value.kind == "unknown_action"
+
+
+def test_a_lifecycle_action_without_a_rule_is_audited_none(rules: RuleBook) -> None:
+    """Category deletes are not in the original: none, audited, not a dead letter."""
+    decision = run(event("crm", "product_category", "d", before=CATEGORY, after=None), base_state(), rules)
+    assert decision.commands == []
+    assert "no rule" in decision.audit.reason and "product_category delete" in decision.audit.reason
+
+
+# --- command ids -------------------------------------------------------------------------------
+
+
+def test_command_ids_are_deterministic(rules: RuleBook) -> None:
+    kwargs = ev_kwargs("acct", "price_policy", after=POLICY)
+    ev = event(**kwargs, event_id="ev-fixed")
+    first = decide(ev, FakeState(), rules, now_ms=NOW)
+    second = decide(ev, FakeState(), rules, now_ms=NOW + 5_000)
+    assert len(first.commands) >= 2, "the policy should split into copies"
+    assert [c.command_id for c in first.commands] == [c.command_id for c in second.commands]
+    assert len({c.command_id for c in first.commands}) == len(first.commands)  # one id per target record
+    other = decide(event(**kwargs, event_id="ev-other"), FakeState(), rules, now_ms=NOW)
+    assert not {c.command_id for c in other.commands} & {c.command_id for c in first.commands}
+    assert all(len(c.command_id) == 64 for c in first.commands)  # sha256 hex
+
+
+def test_audit_record_describes_the_change(rules: RuleBook) -> None:
+    ev = event("crm", "sale_order", after=order("proposed"))
+    decision = run(ev, base_state(), rules)
+    audit = decision.audit
+    assert (audit.tenant, audit.system, audit.entity, audit.record_id, audit.event_id, audit.action) == (
+        T,
+        System.CRM,
+        "sale_order",
+        "o-1",
+        ev.event_id,
+        "create",
+    )
+    assert audit.message_key == "t1:sale_order:o-1"
+    assert audit.ts_ms == NOW
+    assert [c.key for c in audit.commands] == [decision.commands[0].key.as_text()]
