@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from capture.settings import WebhookSettings
 from cli.settings_doc import services
@@ -75,8 +76,8 @@ def test_the_settings_never_show_a_secret(tmp_path, monkeypatch):
     kafka = KafkaSettings(
         kafka_security_protocol="SASL_SSL",
         kafka_sasl_username="lienthong",
-        kafka_sasl_password=SENTINELS["sasl"],
-        kafka_ssl_key_password=SENTINELS["key"],
+        kafka_sasl_password=SecretStr(SENTINELS["sasl"]),
+        kafka_ssl_key_password=SecretStr(SENTINELS["key"]),
     )
     webhooks = read_settings(WebhookSettings, kafka=kafka)
     assert webhooks.webhook_secrets["crm:cty-a"].get_secret_value() == SENTINELS["webhook"]  # read, but hidden:

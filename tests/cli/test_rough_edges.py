@@ -16,8 +16,9 @@ from pydantic import SecretStr
 from amis.acct_client import ActClient, ActCredentials
 from amis.crm_client import CrmClient, CrmCredentials
 from cli.main import main
-from common.settings import Settings
+from common.settings import KafkaSettings
 from demo.run import DemoFailed, _ensure_broker_and_topics, end_offsets, tenant_counts
+from demo.settings import DemoSettings
 from ops.admin import delete_topics_with_prefix
 from tests.integration.conftest import REPO_ROOT
 
@@ -27,31 +28,31 @@ pytestmark = pytest.mark.broker
 def test_the_local_broker_port_alone_drives_every_service_and_a_mismatch_is_refused(monkeypatch, capsys):
     monkeypatch.delenv("LIENTHONG_BOOTSTRAP_SERVERS", raising=False)
     monkeypatch.setenv("LIENTHONG_KAFKA_PORT", "19993")
-    assert Settings().bootstrap_servers == "127.0.0.1:19993"
+    assert KafkaSettings().bootstrap_servers == "127.0.0.1:19993"
     monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", "127.0.0.1:19993")
-    assert Settings().bootstrap_servers == "127.0.0.1:19993"  # saying both, the same: fine
+    assert KafkaSettings().bootstrap_servers == "127.0.0.1:19993"  # saying both, the same: fine
     monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     assert main(["lag"]) == 2
     said = capsys.readouterr().err
     assert "LIENTHONG_KAFKA_PORT=19993 but LIENTHONG_BOOTSTRAP_SERVERS=127.0.0.1:9092" in said
     assert "Set only LIENTHONG_KAFKA_PORT" in said and "Traceback" not in said
     monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", "kafka.example.com:9092")  # a remote cluster: no local port
-    assert Settings().bootstrap_servers == "kafka.example.com:9092"
+    assert KafkaSettings().bootstrap_servers == "kafka.example.com:9092"
 
 
 def test_the_demo_uses_a_broker_that_answers_whoever_started_it(bootstrap, monkeypatch, tmp_path, capsys):
     # a cache dir of its own: kafka.sh knows no broker there, and would refuse the taken port
     monkeypatch.setenv("LIENTHONG_CACHE_DIR", str(tmp_path / "other-cache"))
     prefix = f"demo-{uuid.uuid4().hex[:8]}."
-    settings = Settings(bootstrap_servers=bootstrap, topic_prefix=prefix, topic_partitions=1)
+    settings = DemoSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix), topic_partitions=1)
     try:
         _ensure_broker_and_topics(settings)
         said = capsys.readouterr().out
         assert f"using the Kafka broker at {bootstrap}" in said and "created" in said
     finally:
-        delete_topics_with_prefix(settings, prefix)
+        delete_topics_with_prefix(settings.kafka, prefix)
     with pytest.raises(DemoFailed, match=r"no Kafka broker answers at nowhere\.invalid:9092.*loopback"):
-        _ensure_broker_and_topics(Settings(bootstrap_servers="nowhere.invalid:9092"))
+        _ensure_broker_and_topics(DemoSettings(kafka=KafkaSettings(bootstrap_servers="nowhere.invalid:9092")))
 
 
 class Sandbox:
@@ -107,14 +108,14 @@ async def test_a_sandbox_on_a_free_port_accepts_the_connectors_credentials_layou
 def test_the_demo_summary_counts_only_its_tenants_messages_of_this_run(kafka, module_settings):
     mine, other = f"mine-{uuid.uuid4().hex[:6]}", f"other-{uuid.uuid4().hex[:6]}"
     kafka.produce("commands.crm", b"{}", key=f"{mine}:customer:OLD")  # an earlier run
-    marks = end_offsets(module_settings)
+    marks = end_offsets(module_settings.kafka)
     for n in range(2):
         kafka.produce("commands.crm", b"{}", key=f"{mine}:customer:KH{n}")
     for n in range(3):
         kafka.produce("commands.crm", b"{}", key=f"{other}:customer:KH{n}")
     kafka.produce("commands.acct", b"{}", key=f"{other}:sale_order:DH1")
     kafka.produce("dlq.cdc", b"not json", key=f"{mine}:x")
-    assert tenant_counts(module_settings, mine, marks) == {
+    assert tenant_counts(module_settings.kafka, mine, marks) == {
         "commands.crm": 2,
         "commands.acct": 0,
         "dlq.cdc": 1,
