@@ -411,11 +411,11 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(settings.log, service=service)
         return args.func(args, settings)
     except InvalidSettings as exc:  # the command's settings; the demo reads its connectors' as it starts them
-        print(invalid_settings_said(exc), file=sys.stderr)
+        print(_invalid_settings_message(exc), file=sys.stderr)
         return 2
 
 
-def invalid_settings_said(exc: InvalidSettings) -> str:
+def _invalid_settings_message(exc: InvalidSettings) -> str:
     """What the command says of invalid settings: a line per problem, each naming its variable."""
     return "\n".join(["lienthong: invalid settings (LIENTHONG_* environment):", *(f"  {p}" for p in exc.problems)])
 

@@ -31,6 +31,7 @@ REGENERATE = "python -m cli.settings_doc"
 def services() -> dict[type[ServiceSettings], list[str]]:
     """Each service's settings class and the commands that read it, in the command line's order."""
     parser = build_parser()
+    # argparse lists a parser's subcommands only through its (private) subparsers action
     commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
     found: dict[type[ServiceSettings], list[str]] = {}
     for name, command in commands.choices.items():
