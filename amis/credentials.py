@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from amis.acct_client import ActClient, ActCredentials
 from amis.crm_client import CrmClient, CrmCredentials
 from amis.errors import ProtocolError, Refused, Transient
-from common.settings import Settings
+from amis.settings import AmisSettings
 
 __all__ = [
     "ActClient",
@@ -36,31 +36,32 @@ __all__ = [
 ]
 
 
-def crm_credentials(settings: Settings) -> dict[str, CrmCredentials]:
+def crm_credentials(amis: AmisSettings) -> dict[str, CrmCredentials]:
     """``LIENTHONG_CRM_CREDENTIALS``, else the CRM entries of the older ``LIENTHONG_CONNECTOR_CREDENTIALS``."""
-    found = {t: CrmCredentials(c.client_id, c.client_secret) for t, c in settings.crm_credentials.items()}
-    for tenant, values in settings.connector_credentials.items():
+    found = {t: CrmCredentials(c.client_id, c.client_secret) for t, c in amis.crm_credentials.items()}
+    for tenant, values in amis.connector_credentials.items():
         if tenant not in found and values.client_id:
             found[tenant] = CrmCredentials(values.client_id, values.client_secret or SecretStr(""))
     return found
 
 
-def acct_credentials(settings: Settings) -> dict[str, ActCredentials]:
+def acct_credentials(amis: AmisSettings) -> dict[str, ActCredentials]:
     """``LIENTHONG_ACCT_CREDENTIALS``, else the accounting entries of ``LIENTHONG_CONNECTOR_CREDENTIALS``
     (``connection_code`` is the access code; the tenant stands for its company code)."""
-    found = {t: ActCredentials(c.access_code, c.org_company_code) for t, c in settings.acct_credentials.items()}
-    for tenant, values in settings.connector_credentials.items():
+    found = {t: ActCredentials(c.access_code, c.org_company_code) for t, c in amis.acct_credentials.items()}
+    for tenant, values in amis.connector_credentials.items():
         if tenant not in found and values.connection_code is not None and values.connection_code.get_secret_value():
             found[tenant] = ActCredentials(values.connection_code, values.org_company_code or tenant)
     return found
 
 
-def acct_app_id(settings: Settings) -> str:
-    if settings.acct_app_id:
-        return settings.acct_app_id
-    return next((v.app_id for v in settings.connector_credentials.values() if v.app_id), "")
+def acct_app_id(amis: AmisSettings) -> str:
+    if amis.acct_app_id:
+        return amis.acct_app_id
+    return next((v.app_id for v in amis.connector_credentials.values() if v.app_id), "")
 
 
-def shared_ledger_path(settings: Settings, system: str) -> Path:
-    """The ledger of recent writes (and, for accounting, awaited callbacks) a connector shares with capture."""
-    return (settings.ledger_dir or settings.data_dir / "connectors") / f"{system}-shared.sqlite"
+def shared_ledger_path(data_dir: Path, ledger_dir: Path | None, system: str) -> Path:
+    """The ledger of recent writes (and, for accounting, awaited callbacks) a connector shares with capture:
+    in ``LIENTHONG_LEDGER_DIR``, else in ``<LIENTHONG_DATA_DIR>/connectors``."""
+    return (ledger_dir or data_dir / "connectors") / f"{system}-shared.sqlite"

@@ -43,8 +43,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.workload import Event, events
 from common.kafka_config import confluent_config
-from common.settings import Settings
+from common.settings import KafkaSettings
 from ops.admin import create_topics, delete_topics_with_prefix
+from streams.settings import TableSettings, WorkerSettings
 from streams.topics import AUDIT, cdc_topics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ class Report:
 def kafka_client(bootstrap: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """A client config of the cluster at ``bootstrap``, with the transport security of the environment
     (LIENTHONG_KAFKA_*), as the worker under test has it."""
-    return confluent_config(Settings(bootstrap_servers=bootstrap), extra)
+    return confluent_config(KafkaSettings(bootstrap_servers=bootstrap), extra)
 
 
 def preload(bootstrap: str, prefix: str, workload: list[Event]) -> None:
@@ -129,13 +130,13 @@ def read_timestamps(bootstrap: str, topic: str, want: int, timeout: float = 120.
 
 
 class WorkerProcess:
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: WorkerSettings, log_path: Path) -> None:
         env = {
             **os.environ,
-            "LIENTHONG_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "LIENTHONG_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
             "LIENTHONG_APP_ID": settings.app_id,
-            "LIENTHONG_TOPIC_PREFIX": settings.topic_prefix,
-            "LIENTHONG_DATA_DIR": str(settings.data_dir),
+            "LIENTHONG_TOPIC_PREFIX": settings.kafka.topic_prefix,
+            "LIENTHONG_DATA_DIR": str(settings.tables.data_dir),
             "LIENTHONG_WEB_ENABLED": "false",
             "LIENTHONG_LOG_LEVEL": os.environ.get("BENCH_WORKER_LOG_LEVEL", "warn"),
         }
@@ -178,27 +179,28 @@ class WorkerProcess:
 
 
 @contextlib.contextmanager
-def fresh_topics(bootstrap: str, data: Path) -> Iterator[Settings]:
+def fresh_topics(bootstrap: str, data: Path) -> Iterator[WorkerSettings]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
-    settings = Settings(
-        bootstrap_servers=bootstrap,
-        topic_prefix=prefix,
+    settings = WorkerSettings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix),
+        tables=TableSettings(data_dir=data / prefix),
         app_id=f"{prefix}lienthong",
-        data_dir=data / prefix,
         web_enabled=False,
     )
-    create_topics(settings)
+    create_topics(
+        settings.kafka, partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor
+    )
     try:
         yield settings
     finally:
-        delete_topics_with_prefix(settings, prefix)
+        delete_topics_with_prefix(settings.kafka, prefix)
 
 
-def drain(settings: Settings, workload: list[Event], log_dir: Path, timeout: float) -> dict[str, Any]:
+def drain(settings: WorkerSettings, workload: list[Event], log_dir: Path, timeout: float) -> dict[str, Any]:
     """Preload the workload, run one worker until it committed the end of its inputs."""
-    bootstrap = settings.bootstrap_servers
-    preload(bootstrap, settings.topic_prefix, workload)
-    inputs = [settings.topic_prefix + spec.name for spec in cdc_topics()]
+    bootstrap = settings.kafka.bootstrap_servers
+    preload(bootstrap, settings.kafka.topic_prefix, workload)
+    inputs = [settings.kafka.topic_prefix + spec.name for spec in cdc_topics()]
     ends = {tp: end for tp, end in end_offsets(bootstrap, inputs).items() if end > 0}
     worker = WorkerProcess(settings, log_dir / f"worker-{len(workload)}.log")
     started = time.monotonic()
@@ -224,7 +226,7 @@ def drain(settings: Settings, workload: list[Event], log_dir: Path, timeout: flo
             )
     finally:
         worker.stop()
-    audits = read_timestamps(bootstrap, settings.topic_prefix + AUDIT, len(workload))
+    audits = read_timestamps(bootstrap, settings.kafka.topic_prefix + AUDIT, len(workload))
     times = sorted(ts for ts, _ in audits)
     commands = sum(len(orjson.loads(value).get("commands") or []) for _, value in audits)
     processing = max((times[-1] - times[0]) / 1000, 1e-3) if times else wall
@@ -241,13 +243,13 @@ def drain(settings: Settings, workload: list[Event], log_dir: Path, timeout: flo
     }
 
 
-def baseline(settings: Settings, workload: list[Event]) -> dict[str, Any]:
+def baseline(settings: WorkerSettings, workload: list[Event]) -> dict[str, Any]:
     """The same events: consume -> orjson decode -> produce, nothing else (librdkafka both ways)."""
-    bootstrap = settings.bootstrap_servers
-    sink = settings.topic_prefix + "bench.passthrough"
+    bootstrap = settings.kafka.bootstrap_servers
+    sink = settings.kafka.topic_prefix + "bench.passthrough"
     admin = AdminClient(kafka_client(bootstrap))
     admin.create_topics([NewTopic(sink, 6, 1)])[sink].result(30)
-    inputs = [settings.topic_prefix + spec.name for spec in cdc_topics()]
+    inputs = [settings.kafka.topic_prefix + spec.name for spec in cdc_topics()]
     consumer = Consumer(
         kafka_client(
             bootstrap,
@@ -282,17 +284,19 @@ def baseline(settings: Settings, workload: list[Event]) -> dict[str, Any]:
     return {"events": seen, "seconds": round(elapsed, 3), "events_per_s": round(seen / max(elapsed, 1e-3))}
 
 
-def latency(settings: Settings, workload: list[Event], rate: float, seconds: float, log_dir: Path) -> dict[str, Any]:
+def latency(
+    settings: WorkerSettings, workload: list[Event], rate: float, seconds: float, log_dir: Path
+) -> dict[str, Any]:
     """A caught-up worker; events offered at ``rate``/s; produce time -> audit record time."""
-    bootstrap = settings.bootstrap_servers
+    bootstrap = settings.kafka.bootstrap_servers
     worker = WorkerProcess(settings, log_dir / "worker-latency.log")
     try:
         # wait until the worker is up: one event through
         producer = Producer(kafka_client(bootstrap, {"linger.ms": 0}))
         warm = workload[0]
-        producer.produce(settings.topic_prefix + warm.topic, warm.value, warm.key)
+        producer.produce(settings.kafka.topic_prefix + warm.topic, warm.value, warm.key)
         producer.flush(10)
-        if not read_timestamps(bootstrap, settings.topic_prefix + AUDIT, 1, timeout=120):
+        if not read_timestamps(bootstrap, settings.kafka.topic_prefix + AUDIT, 1, timeout=120):
             raise RuntimeError(f"the worker did not start (log in {log_dir})")
         offered = workload[1 : 1 + int(rate * seconds)]
         sent_at: dict[str, int] = {}
@@ -303,11 +307,11 @@ def latency(settings: Settings, workload: list[Event], rate: float, seconds: flo
             if pause > 0:
                 time.sleep(pause)
             sent_at[orjson.loads(event.value)["event_id"]] = int(time.time() * 1000)
-            producer.produce(settings.topic_prefix + event.topic, event.value, event.key)
+            producer.produce(settings.kafka.topic_prefix + event.topic, event.value, event.key)
             producer.poll(0)
         producer.flush(30)
         offer_s = time.monotonic() - started
-        audits = read_timestamps(bootstrap, settings.topic_prefix + AUDIT, len(offered) + 1, timeout=120)
+        audits = read_timestamps(bootstrap, settings.kafka.topic_prefix + AUDIT, len(offered) + 1, timeout=120)
     finally:
         worker.stop()
     delays = sorted(
@@ -388,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-events", type=int, default=1_000_000, help="events of the RSS run (0: skip)")
     parser.add_argument("--skip", action="append", default=[], choices=["drain", "latency", "decide", "baseline"])
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "latest.json")
-    parser.add_argument("--bootstrap", default=Settings().bootstrap_servers)
+    parser.add_argument("--bootstrap", default=KafkaSettings().bootstrap_servers)
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args(argv)
 

@@ -29,10 +29,11 @@ from amis.credentials import (
 from amis.ledger import WriteLedger
 from capture.acct import ActCapture
 from capture.crm import CrmCapture
+from capture.settings import CaptureSettings
 from capture.state import CaptureState, Reporter, new_producer
 from common import metrics
 from common.kafka_config import confluent_config
-from common.settings import Settings
+from common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +42,23 @@ class NothingToCapture(RuntimeError):
     """The settings name no tenant (or no app id) for the system: the message says which variable."""
 
 
-async def serve_capture(system: str, settings: Settings, stop: asyncio.Event) -> None:
+async def serve_capture(system: str, settings: CaptureSettings, stop: asyncio.Event) -> None:
     state = CaptureState(settings.data_dir / "capture" / f"{system}-capture.sqlite")
-    ledger = WriteLedger(shared_ledger_path(settings, system))
-    producer = new_producer(confluent_config(settings))
-    reporter = Reporter(system, state, ledger, producer, topic_prefix=settings.topic_prefix)
+    ledger = WriteLedger(shared_ledger_path(settings.data_dir, settings.ledger_dir, system))
+    producer = new_producer(confluent_config(settings.kafka))
+    reporter = Reporter(system, state, ledger, producer, topic_prefix=settings.kafka.topic_prefix)
     runner: web.AppRunner | None = None
     try:
         async with aiohttp.ClientSession() as session:
             capture: CrmCapture | ActCapture
             if system == "crm":
-                creds = crm_credentials(settings)
+                creds = crm_credentials(settings.amis)
                 if not creds:
                     raise NothingToCapture("no tenant to capture: set LIENTHONG_CRM_CREDENTIALS")
                 capture = CrmCapture(
-                    CrmClient(settings.crm_url + "/api/v2", session, creds, renew_before=settings.token_renew_before),
+                    CrmClient(
+                        settings.amis.crm_url + "/api/v2", session, creds, renew_before=settings.token_renew_before
+                    ),
                     reporter,
                     list(creds),
                     entities=list(crm_mapping.RESOURCES if settings.capture_extensions else crm_mapping.DOCUMENTED),
@@ -64,13 +67,15 @@ async def serve_capture(system: str, settings: Settings, stop: asyncio.Event) ->
                     deletion_scan_every=settings.capture_deletion_scan_every,
                 )
             else:
-                creds_acct, app_id = acct_credentials(settings), acct_app_id(settings)
+                creds_acct, app_id = acct_credentials(settings.amis), acct_app_id(settings.amis)
                 if not creds_acct or not app_id:
                     raise NothingToCapture(
                         "no tenant to capture: set LIENTHONG_ACCT_APP_ID and LIENTHONG_ACCT_CREDENTIALS"
                     )
                 acct = ActCapture(
-                    ActClient(settings.acct_url, session, app_id, creds_acct, renew_before=settings.token_renew_before),
+                    ActClient(
+                        settings.amis.acct_url, session, app_id, creds_acct, renew_before=settings.token_renew_before
+                    ),
                     reporter,
                     ledger,
                     {tenant: c.org_company_code for tenant, c in creds_acct.items()},
@@ -84,7 +89,7 @@ async def serve_capture(system: str, settings: Settings, stop: asyncio.Event) ->
                 )
                 runner = web.AppRunner(
                     metrics.add_health_routes(
-                        acct.callback_app(), readiness(settings, "the accounting API", acct.client)
+                        acct.callback_app(), readiness(settings.kafka, "the accounting API", acct.client)
                     ),
                     access_log=None,
                 )
@@ -94,7 +99,7 @@ async def serve_capture(system: str, settings: Settings, stop: asyncio.Event) ->
                 capture = acct
             if runner is None:  # CRM: a server for the probes alone
                 runner = await metrics.serve_health(
-                    settings.web_host, settings.crm_capture_port, readiness(settings, "CRM", capture.client)
+                    settings.web_host, settings.crm_capture_port, readiness(settings.kafka, "CRM", capture.client)
                 )
             task = asyncio.create_task(capture.run())
             await stop.wait()
@@ -108,10 +113,10 @@ async def serve_capture(system: str, settings: Settings, stop: asyncio.Event) ->
         ledger.close()
 
 
-def readiness(settings: Settings, name: str, client: CrmClient | ActClient) -> metrics.Readiness:
+def readiness(kafka: KafkaSettings, name: str, client: CrmClient | ActClient) -> metrics.Readiness:
     """``/readyz`` of a capture service: the broker answers and a token can be had for every tenant
     (``name``: the system, as the answer names it)."""
-    broker = metrics.BrokerCheck(confluent_config(settings))
+    broker = metrics.BrokerCheck(confluent_config(kafka))
 
     async def check() -> dict[str, str | None]:
         problems = []

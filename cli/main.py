@@ -25,33 +25,45 @@ import argparse
 import logging
 import sys
 
+from capture.settings import CaptureSettings, WebhookSettings
 from cli.operator import add_operator_commands
 from common.kafka_config import confluent_config
-from common.settings import Settings
+from common.settings import InvalidSettings, KafkaSettings, ServiceSettings, read_settings
+from connectors.settings import ConnectorServiceSettings
+from demo.settings import DemoSettings
+from ops.settings import OpsSettings
+from sandboxes.settings import SandboxSettings
+from streams.settings import WorkerSettings
+
+# Each command reads the settings of its service (``settings=`` of its parser), once, in ``main``.
 
 
-def _kafka(args: argparse.Namespace, settings: Settings) -> int:
+def _kafka(args: argparse.Namespace, settings: OpsSettings) -> int:
     from ops.local_broker import LocalBrokerError, run_kafka_script
 
     try:
-        return run_kafka_script(args.action, settings)
+        return run_kafka_script(args.action, settings.kafka)
     except LocalBrokerError as exc:
         print(f"lienthong: {exc}", file=sys.stderr)
         return 2
 
 
-def _topics(args: argparse.Namespace, settings: Settings) -> int:
+def _topics(args: argparse.Namespace, settings: OpsSettings) -> int:
     from streams.topics import contract_topics
 
     if args.action == "list":
         for spec in contract_topics():
             config = ", ".join(f"{k}={v}" for k, v in spec.kafka_config().items())
-            print(f"{settings.topic_prefix}{spec.name}\t{spec.role}\t{config}")
+            print(f"{settings.kafka.topic_prefix}{spec.name}\t{spec.role}\t{config}")
         return 0
     from ops.admin import create_topics
 
     try:
-        outcomes = create_topics(settings)
+        outcomes = create_topics(
+            settings.kafka,
+            partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication_factor,
+        )
     except RuntimeError as exc:
         print(f"lienthong topics create: {exc}", file=sys.stderr)
         return 1
@@ -68,23 +80,23 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failed else 0
 
 
-def _kafka_refuses(settings: Settings, command: str) -> bool:
+def _kafka_refuses(kafka: KafkaSettings, command: str) -> bool:
     """With TLS or SASL configured: a refused login or handshake is said at start, not retried forever."""
-    if settings.kafka_security_protocol == "PLAINTEXT":
+    if kafka.kafka_security_protocol == "PLAINTEXT":
         return False
     from ops.admin import refused_connection
 
-    problem = refused_connection(settings)
+    problem = refused_connection(kafka)
     if problem is not None:
         print(f"lienthong {command}: {problem}", file=sys.stderr)
     return problem is not None
 
 
-def _worker(args: argparse.Namespace, settings: Settings) -> int:
+def _worker(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from streams.app import run_worker
     from streams.core.rules import RuleTableError
 
-    if _kafka_refuses(settings, "worker"):
+    if _kafka_refuses(settings.kafka, "worker"):
         return 2
     # faust's Worker reads sys.argv for its own options; give it none of ours.
     sys.argv = [sys.argv[0]]
@@ -96,7 +108,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _matrix(args: argparse.Namespace, settings: Settings) -> int:
+def _matrix(args: argparse.Namespace, settings: ServiceSettings) -> int:
     from streams.core.matrix_doc import render_markdown
     from streams.core.rules import load_rules
 
@@ -109,35 +121,35 @@ def _matrix(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _explain(args: argparse.Namespace, settings: Settings) -> int:
+def _explain(args: argparse.Namespace, settings: OpsSettings) -> int:
     from ops.operations import audit_trail, format_trail
 
     try:
-        trail = audit_trail(settings, args.tenant, args.entity, args.id)
+        trail = audit_trail(settings.kafka, args.tenant, args.entity, args.id)
     except RuntimeError as exc:
         print(f"lienthong explain: {exc}", file=sys.stderr)
         return 1
     if not trail:
-        print(f"no audit record for {args.tenant}:{args.entity}:{args.id} on {settings.topic_prefix}audit.sync")
+        print(f"no audit record for {args.tenant}:{args.entity}:{args.id} on {settings.kafka.topic_prefix}audit.sync")
         return 1
     print(format_trail(trail))
     return 0
 
 
-def _tenant(args: argparse.Namespace, settings: Settings) -> int:
+def _tenant(args: argparse.Namespace, settings: OpsSettings) -> int:
     from ops.operations import set_tenant
 
-    value = set_tenant(settings, args.tenant, args.order_target)
+    value = set_tenant(settings.kafka, args.tenant, args.order_target)
     print(f"tenant {args.tenant}: {value}")
     return 0
 
 
-def _demo(args: argparse.Namespace, settings: Settings) -> int:
+def _demo(args: argparse.Namespace, settings: DemoSettings) -> int:
     import asyncio
 
     from demo.run import DemoFailed, run_demo
 
-    if "log_level" not in settings.model_fields_set:
+    if "log_level" not in settings.log.model_fields_set:
         # the demo's own output tells the story; LIENTHONG_LOG_LEVEL=info shows every service's lines too
         logging.getLogger().setLevel(logging.WARNING)
     try:
@@ -174,35 +186,14 @@ def _serve_until_signal(main) -> int:
     return 0
 
 
-def _connector(args: argparse.Namespace, settings: Settings) -> int:
-    if _kafka_refuses(settings, f"connector {args.system}"):
+def _connector(args: argparse.Namespace, settings: ConnectorServiceSettings) -> int:
+    if _kafka_refuses(settings.kafka, f"connector {args.system}"):
         return 2
     import asyncio
 
-    from amis.credentials import acct_app_id, acct_credentials, crm_credentials, shared_ledger_path
-    from connectors.runner import Connector, ConnectorSettings
+    from connectors.service import build_connector
 
-    ledger_dir = settings.data_dir / "connectors"
-    ledger_dir.mkdir(parents=True, exist_ok=True)
-    connector = Connector(
-        ConnectorSettings(
-            system=args.system,
-            base_url=settings.crm_url + "/api/v2" if args.system == "crm" else settings.acct_url,
-            crm_credentials=crm_credentials(settings),
-            acct_app_id=acct_app_id(settings),
-            acct_credentials=acct_credentials(settings),
-            kafka=confluent_config(settings),
-            topic_prefix=settings.topic_prefix,
-            ledger_path=ledger_dir / f"{args.system}-ledger.sqlite",
-            shared_ledger_path=shared_ledger_path(settings, args.system),
-            concurrency=settings.connector_concurrency,
-            rate=settings.connector_rate,
-            callback_timeout=settings.callback_timeout,
-            token_renew_before=settings.token_renew_before,
-            health_port=settings.crm_connector_port if args.system == "crm" else settings.acct_connector_port,
-            health_host=settings.web_host,
-        )
-    )
+    connector = build_connector(settings, args.system)
 
     async def main(stop: asyncio.Event) -> None:
         task = asyncio.create_task(connector.run())
@@ -214,8 +205,8 @@ def _connector(args: argparse.Namespace, settings: Settings) -> int:
     return _serve_until_signal(main)
 
 
-def _capture(args: argparse.Namespace, settings: Settings) -> int:
-    if _kafka_refuses(settings, f"capture {args.system}"):
+def _capture(args: argparse.Namespace, settings: CaptureSettings) -> int:
+    if _kafka_refuses(settings.kafka, f"capture {args.system}"):
         return 2
 
     from capture.service import NothingToCapture, serve_capture
@@ -227,7 +218,7 @@ def _capture(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
 
-def sandbox_credentials(settings: Settings, system: str) -> dict[str, str]:
+def sandbox_credentials(settings: SandboxSettings, system: str) -> dict[str, str]:
     """What a sandbox accepts: LIENTHONG_SANDBOX_CREDENTIALS in the sandbox's own layout when set, else the
     connectors' layout (LIENTHONG_CRM_CREDENTIALS, LIENTHONG_ACCT_CREDENTIALS), so one setting serves both."""
     if settings.sandbox_logins:
@@ -243,7 +234,7 @@ def sandbox_credentials(settings: Settings, system: str) -> dict[str, str]:
     return accepted
 
 
-def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
+def _sandbox(args: argparse.Namespace, settings: SandboxSettings) -> int:
     import asyncio
 
     from sandboxes.app import run_sandbox
@@ -298,8 +289,8 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     return _serve_until_signal(main)
 
 
-def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
-    if _kafka_refuses(settings, "webhooks"):
+def _webhooks(args: argparse.Namespace, settings: WebhookSettings) -> int:
+    if _kafka_refuses(settings.kafka, "webhooks"):
         return 2
     from aiohttp import web
 
@@ -311,14 +302,16 @@ def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
         print(f"lienthong webhooks: invalid LIENTHONG_WEBHOOK_SECRETS: {exc}", file=sys.stderr)
         return 2
     web.run_app(
-        create_webhooks(secrets=secrets, kafka=confluent_config(settings), topic_prefix=settings.topic_prefix),
+        create_webhooks(
+            secrets=secrets, kafka=confluent_config(settings.kafka), topic_prefix=settings.kafka.topic_prefix
+        ),
         host=settings.web_host,
         port=args.port,
     )
     return 0
 
 
-def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
+def _dashboard(args: argparse.Namespace, settings: OpsSettings) -> int:
     import asyncio
 
     from aiohttp import web
@@ -327,7 +320,7 @@ def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
     from ops.dashboard.web import create_dashboard
 
     async def main(stop: asyncio.Event) -> None:
-        runner = web.AppRunner(create_dashboard(settings, args.scrape, interval=args.interval), access_log=None)
+        runner = web.AppRunner(create_dashboard(settings.kafka, args.scrape, interval=args.interval), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, settings.web_host, args.port).start()
         print(f"the operator's page: http://{settings.web_host}:{bound_port(runner)}/", flush=True)
@@ -342,52 +335,52 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     worker = sub.add_parser("worker", help="run the stream processor")
-    worker.set_defaults(func=_worker)
+    worker.set_defaults(func=_worker, settings=WorkerSettings)
 
     kafka = sub.add_parser("kafka", help="the local Apache Kafka broker on loopback")
     kafka.add_argument("action", choices=["start", "stop", "status", "fetch", "purge"])
-    kafka.set_defaults(func=_kafka)
+    kafka.set_defaults(func=_kafka, settings=OpsSettings)
 
     topics = sub.add_parser("topics", help="contract topics")
     topics.add_argument("action", choices=["create", "list"])
-    topics.set_defaults(func=_topics)
+    topics.set_defaults(func=_topics, settings=OpsSettings)
 
     matrix = sub.add_parser("matrix", help="the rule table")
     matrix.add_argument("--markdown", action="store_true", help="as docs/matrix.md")
-    matrix.set_defaults(func=_matrix)
+    matrix.set_defaults(func=_matrix, settings=ServiceSettings)
 
     explain = sub.add_parser("explain", help="the audit trail of one record")
     explain.add_argument("tenant")
     explain.add_argument("entity")
     explain.add_argument("id")
-    explain.set_defaults(func=_explain)
+    explain.set_defaults(func=_explain, settings=OpsSettings)
 
     tenant = sub.add_parser("tenant", help="tenant settings on config.tenants")
     tenant.add_argument("action", choices=["set"])
     tenant.add_argument("tenant")
     tenant.add_argument("--order-target", choices=["sale_order", "contract"], required=True)
-    tenant.set_defaults(func=_tenant)
+    tenant.set_defaults(func=_tenant, settings=OpsSettings)
 
     add_operator_commands(sub)  # reconcile, lag, dlq list|show|replay, backfill (cli/operator.py)
 
     connector = sub.add_parser("connector", help="apply commands.<system> to the system's API")
     connector.add_argument("system", choices=["crm", "acct"])
-    connector.set_defaults(func=_connector)
+    connector.set_defaults(func=_connector, settings=ConnectorServiceSettings)
 
     capture = sub.add_parser("capture", help="capture a system's changes (polling, ACT callbacks) into cdc.*")
     capture.add_argument("system", choices=["crm", "acct"])
-    capture.set_defaults(func=_capture)
+    capture.set_defaults(func=_capture, settings=CaptureSettings)
 
     sandbox = sub.add_parser("sandbox", help="serve a sandbox of a system (its public API, labelled extensions)")
     sandbox.add_argument("system", choices=["crm", "acct"])
     sandbox.add_argument(
         "--port", type=int, default=None, help="default 8081 (crm) / 8082 (acct); 0: a free port (printed)"
     )
-    sandbox.set_defaults(func=_sandbox)
+    sandbox.set_defaults(func=_sandbox, settings=SandboxSettings)
 
     webhooks = sub.add_parser("webhooks", help="receive signed webhooks and produce change events")
     webhooks.add_argument("--port", type=int, default=8090)
-    webhooks.set_defaults(func=_webhooks)
+    webhooks.set_defaults(func=_webhooks, settings=WebhookSettings)
 
     dashboard = sub.add_parser("dashboard", help="serve the operator's page (docs/dashboard.md)")
     dashboard.add_argument("--port", type=int, default=8080, help="default 8080; 0 takes a free port")
@@ -395,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scrape", action="append", default=[], metavar="URL", help="a service's /metrics to read (repeat)"
     )
     dashboard.add_argument("--interval", type=float, default=5.0, help="seconds between two looks (default 5)")
-    dashboard.set_defaults(func=_dashboard)
+    dashboard.set_defaults(func=_dashboard, settings=OpsSettings)
 
     demo = sub.add_parser("demo", help="broker, worker, sandboxes, connectors and a scripted business day")
     demo.add_argument("--tenant", default="cty-demo")
@@ -403,24 +396,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--acct-port", type=int, default=8082)
     demo.add_argument("--dashboard-port", type=int, default=8080)
     demo.add_argument("--exit", action="store_true", help="stop after the business day instead of running on")
-    demo.set_defaults(func=_demo)
+    demo.set_defaults(func=_demo, settings=DemoSettings)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pydantic import ValidationError
-
     args = build_parser().parse_args(argv)
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        print(f"lienthong: invalid settings (LIENTHONG_* environment):\n{exc}", file=sys.stderr)
-        return 2
     from common.logs import setup_logging
 
-    # one handler for every logger of the service (faust, aiokafka and librdkafka included)
-    setup_logging(settings, service="-".join([args.command, *([args.system] if hasattr(args, "system") else [])]))
-    return args.func(args, settings)
+    try:
+        settings = read_settings(args.settings)
+        # one handler for every logger of the service (faust, aiokafka and librdkafka included)
+        service = "-".join([args.command, *([args.system] if hasattr(args, "system") else [])])
+        setup_logging(settings.log, service=service)
+        return args.func(args, settings)
+    except InvalidSettings as exc:  # the command's settings; the demo reads its connectors' as it starts them
+        print(_invalid_settings_message(exc), file=sys.stderr)
+        return 2
+
+
+def _invalid_settings_message(exc: InvalidSettings) -> str:
+    """What the command says of invalid settings: a line per problem, each naming its variable."""
+    return "\n".join(["lienthong: invalid settings (LIENTHONG_* environment):", *(f"  {p}" for p in exc.problems)])
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from common.settings import Settings
+from ops.settings import OpsSettings
 
-Handler = Callable[[argparse.Namespace, Settings], int]
+Handler = Callable[[argparse.Namespace, OpsSettings], int]
 
 
 def _out() -> Console:
@@ -63,7 +63,7 @@ def _short(value: Any, width: int = 60) -> str:
 # --- reconcile -------------------------------------------------------------------------------------
 
 
-def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+def _reconcile(args: argparse.Namespace, settings: OpsSettings) -> int:
     _quiet_clients()
     from ops.reconcile import ENTITIES, ReconcileError, publish_repairs, reconcile
     from streams.core.contract import System
@@ -71,7 +71,7 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     try:
         report = asyncio.run(
             reconcile(
-                settings,
+                settings.amis,
                 args.tenant,
                 entities=tuple(args.entity or ENTITIES),
                 source=System(args.source),
@@ -104,7 +104,7 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
             out.print("run again with --repair to send them through commands.<system> (the connectors apply them)")
         return 1
     try:
-        sent = publish_repairs(settings, report)
+        sent = publish_repairs(settings.kafka, report)
     except ReconcileError as exc:
         return _fail("reconcile", exc)
     for command in report.commands:
@@ -112,7 +112,7 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
             f"sent {command.rule} {command.op.value} {command.target.value} {command.entity} "
             f"{command.key.code or command.key.id}  [{command.command_id[:12]}]"
         )
-    out.print(f"{sent} repair command(s) on {settings.topic_prefix}commands.*, each audited on audit.sync")
+    out.print(f"{sent} repair command(s) on {settings.kafka.topic_prefix}commands.*, each audited on audit.sync")
     return 0
 
 
@@ -142,18 +142,19 @@ def lag_table(rows: list[Any], title: str) -> Table:
     return table
 
 
-def _lag(args: argparse.Namespace, settings: Settings) -> int:
+def _lag(args: argparse.Namespace, settings: OpsSettings) -> int:
     _quiet_clients()
     from rich.live import Live
 
     from ops.lag import LagError, read_lag
 
     def table() -> Table:
-        rows = read_lag(settings, args.group or None)
+        rows = read_lag(settings.kafka, args.group or None)
         if args.nonzero:
             rows = [row for row in rows if row.lag]
         total = sum(row.lag for row in rows)
-        return lag_table(rows, f"consumer lag on {settings.bootstrap_servers}: {total} in all ({time.strftime('%X')})")
+        title = f"consumer lag on {settings.kafka.bootstrap_servers}: {total} in all ({time.strftime('%X')})"
+        return lag_table(rows, title)
 
     try:
         first = table()
@@ -184,7 +185,7 @@ def _filters(args: argparse.Namespace) -> Any:
     )
 
 
-def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+def _dlq(args: argparse.Namespace, settings: OpsSettings) -> int:
     _quiet_clients()
     from datetime import UTC, datetime
 
@@ -197,7 +198,7 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
             if not args.where:
                 raise DeadLetterError("which one? `lienthong dlq show TOPIC:PARTITION:OFFSET` (as `dlq list` shows)")
             topic, partition, offset = parse_where(args.where, args.topic)
-            shown = describe(dead_letter(settings, topic, partition, offset))
+            shown = describe(dead_letter(settings.kafka, topic, partition, offset))
             import orjson
 
             out.print_json(orjson.dumps(shown).decode())
@@ -205,9 +206,9 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         if args.where:
             raise DeadLetterError(f"`dlq {args.action}` takes no position; filter with --kind, --tenant, --since")
         topic = check_topic(args.topic)
-        letters = list(dead_letters(settings, topic, _filters(args)))
+        letters = list(dead_letters(settings.kafka, topic, _filters(args)))
         if args.action == "list":
-            table = Table(title=f"dead letters on {settings.topic_prefix}{topic}: {len(letters)}")
+            table = Table(title=f"dead letters on {settings.kafka.topic_prefix}{topic}: {len(letters)}")
             for column in ("where", "failed at (UTC)", "kind", "tenant", "key", "message"):
                 table.add_column(column)
             for letter in letters:
@@ -230,7 +231,7 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         with _progress(f"replaying {topic}", len(letters)) as bar:
             task = bar.add_task("replay", total=len(letters))
-            replayed, skipped = replay_letters(settings, letters, progress=lambda _letter: bar.advance(task))
+            replayed, skipped = replay_letters(settings.kafka, letters, progress=lambda _letter: bar.advance(task))
         for reason in skipped:
             out.print(f"skipped {reason}")
         out.print(f"{replayed} dead letter(s) replayed from {topic} to their origin topics")
@@ -242,7 +243,7 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
 # --- backfill --------------------------------------------------------------------------------------
 
 
-def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+def _backfill(args: argparse.Namespace, settings: OpsSettings) -> int:
     _quiet_clients()
     from ops.backfill import BackfillError, Snapshot, publish, read_system, snapshot, system_entities
 
@@ -257,7 +258,7 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
             async def collect() -> list[Snapshot]:
                 found: list[Snapshot] = []
                 now = int(time.time() * 1000)
-                async for entity, record in read_system(settings, args.tenant, args.system, entities):
+                async for entity, record in read_system(settings.amis, args.tenant, args.system, entities):
                     where = f"{args.system} {entity} {record.get('code') or record.get('id')}"
                     try:
                         found.append(snapshot(args.tenant, args.system, entity, record, ts_ms=now, where=where))
@@ -268,14 +269,14 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
             snapshots = asyncio.run(collect())
         with _progress(f"backfill {args.tenant} {args.system}", len(snapshots)) as bar:
             task = bar.add_task("publish", total=len(snapshots))
-            count = publish(settings, snapshots, progress=lambda _item: bar.advance(task))
+            count = publish(settings.kafka, snapshots, progress=lambda _item: bar.advance(task))
     except BackfillError as exc:
         return _fail("backfill", exc)
     per_topic: dict[str, int] = {}
     for item in snapshots:
         per_topic[item.topic] = per_topic.get(item.topic, 0) + 1
     for topic, n in sorted(per_topic.items()):
-        print(f"{n:6} -> {settings.topic_prefix}{topic}")
+        print(f"{n:6} -> {settings.kafka.topic_prefix}{topic}")
     print(f"{count} snapshot event(s) (op r) of tenant {args.tenant} published; re-running publishes the same ids")
     return 0
 
@@ -299,14 +300,14 @@ def add_operator_commands(sub: Any) -> None:
         help="the system whose values win (default acct: master data is created there)",
     )
     reconcile.add_argument("--repair", action="store_true", help="send the commands that fix the drift")
-    reconcile.set_defaults(func=_reconcile)
+    reconcile.set_defaults(func=_reconcile, settings=OpsSettings)
 
     lag = sub.add_parser("lag", help="committed offset, end offset and lag per group, topic and partition")
     lag.add_argument("--group", action="append", help="only this consumer group (repeat); default every group")
     lag.add_argument("--nonzero", action="store_true", help="only partitions that lag")
     lag.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
     lag.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch")
-    lag.set_defaults(func=_lag)
+    lag.set_defaults(func=_lag, settings=OpsSettings)
 
     dlq = sub.add_parser("dlq", help="dead letters: list, show one whole, replay to their origin topics")
     dlq.add_argument("action", choices=["list", "show", "replay"])
@@ -317,11 +318,11 @@ def add_operator_commands(sub: Any) -> None:
     dlq.add_argument("--since", help="only letters dead-lettered since: 2h, 30m, 7d, 2026-11-28, 2026-11-28T09:30")
     dlq.add_argument("--until", help="only letters dead-lettered until then (same forms)")
     dlq.add_argument("--dry-run", action="store_true", help="replay: list what would be replayed")
-    dlq.set_defaults(func=_dlq)
+    dlq.set_defaults(func=_dlq, settings=OpsSettings)
 
     backfill = sub.add_parser("backfill", help="publish a tenant's records as op=r snapshot change events")
     backfill.add_argument("--tenant", required=True)
     backfill.add_argument("--system", required=True, choices=["crm", "acct"])
     backfill.add_argument("--entity", help="only this entity (default: every entity the system's API lists)")
     backfill.add_argument("--from-file", metavar="F.jsonl", help="records from a JSON-lines file, not the system")
-    backfill.set_defaults(func=_backfill)
+    backfill.set_defaults(func=_backfill, settings=OpsSettings)

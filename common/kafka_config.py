@@ -1,16 +1,16 @@
 """Every Kafka client's connection settings, from one place: the bootstrap servers and transport
-security (TLS, SASL/SCRAM) of ``Settings`` turned into the config of each client kind the project uses.
+security (TLS, SASL/SCRAM) of ``KafkaSettings`` turned into the config of each client kind the project uses.
 
-- ``confluent_config(settings, extra)``: confluent-kafka ``Producer``, ``Consumer`` and ``AdminClient``
+- ``confluent_config(kafka, extra)``: confluent-kafka ``Producer``, ``Consumer`` and ``AdminClient``
   (librdkafka property names). Every confluent client in streams/, connectors/, capture/, demo/ and
   bench/ is built from it; client-wide properties (a ``logger``, statistics) are added here, once.
-- ``aiokafka_config(settings)``: keyword arguments of aiokafka's clients (the tenant settings reader).
+- ``aiokafka_config(kafka)``: keyword arguments of aiokafka's clients (the tenant settings reader).
 - the faust app gets the same as ``broker_credentials`` (``streams.app.faust_credentials``, which needs
-  faust, a library the connectors must not import); it is built from ``ssl_context(settings)`` here.
+  faust, a library the connectors must not import); it is built from ``ssl_context(kafka)`` here.
 
 No client library is imported here, so every side (processor, connectors, capture, sandboxes, demo)
 may use it. Secrets are read from their ``SecretStr`` only into the returned configs, which are never
-logged (``describe(settings)`` says what is configured, without them).
+logged (``describe(kafka)`` says what is configured, without them).
 """
 
 from __future__ import annotations
@@ -19,34 +19,34 @@ import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from common.settings import Settings
+from common.settings import KafkaSettings
 
 # Hooks adding client-wide librdkafka properties to every confluent config (e.g. a ``logger``): each
 # gets the config built so far and returns properties to add. Registered once at start-up.
 CONFLUENT_HOOKS: list[Callable[[dict[str, Any]], dict[str, Any]]] = []
 
 
-def confluent_config(settings: Settings, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def confluent_config(kafka: KafkaSettings, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The librdkafka config of a client of the configured cluster, plus the client's own ``extra``
     properties (``{"group.id": ..., "acks": "all"}``)."""
-    config: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers}
-    protocol = settings.kafka_security_protocol
+    config: dict[str, Any] = {"bootstrap.servers": kafka.bootstrap_servers}
+    protocol = kafka.kafka_security_protocol
     if protocol != "PLAINTEXT":
         config["security.protocol"] = protocol.lower()
     if protocol.startswith("SASL_"):
-        config["sasl.mechanisms"] = settings.kafka_sasl_mechanism
-        config["sasl.username"] = settings.kafka_sasl_username
-        config["sasl.password"] = _secret(settings.kafka_sasl_password)
+        config["sasl.mechanisms"] = kafka.kafka_sasl_mechanism
+        config["sasl.username"] = kafka.kafka_sasl_username
+        config["sasl.password"] = _secret(kafka.kafka_sasl_password)
     if protocol in ("SSL", "SASL_SSL"):
-        if settings.kafka_ssl_cafile is not None:
-            config["ssl.ca.location"] = str(settings.kafka_ssl_cafile)
-        if settings.kafka_ssl_certfile is not None:
-            config["ssl.certificate.location"] = str(settings.kafka_ssl_certfile)
-        if settings.kafka_ssl_keyfile is not None:
-            config["ssl.key.location"] = str(settings.kafka_ssl_keyfile)
-        if settings.kafka_ssl_key_password is not None:
-            config["ssl.key.password"] = _secret(settings.kafka_ssl_key_password)
-        config["ssl.endpoint.identification.algorithm"] = "https" if settings.kafka_ssl_check_hostname else "none"
+        if kafka.kafka_ssl_cafile is not None:
+            config["ssl.ca.location"] = str(kafka.kafka_ssl_cafile)
+        if kafka.kafka_ssl_certfile is not None:
+            config["ssl.certificate.location"] = str(kafka.kafka_ssl_certfile)
+        if kafka.kafka_ssl_keyfile is not None:
+            config["ssl.key.location"] = str(kafka.kafka_ssl_keyfile)
+        if kafka.kafka_ssl_key_password is not None:
+            config["ssl.key.password"] = _secret(kafka.kafka_ssl_key_password)
+        config["ssl.endpoint.identification.algorithm"] = "https" if kafka.kafka_ssl_check_hostname else "none"
     config.update(extra or {})
     for hook in CONFLUENT_HOOKS:
         for key, value in hook(config).items():
@@ -54,43 +54,43 @@ def confluent_config(settings: Settings, extra: Mapping[str, Any] | None = None)
     return config
 
 
-def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
     """The TLS context of the Python clients (aiokafka, faust), or None without TLS."""
-    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+    if kafka.kafka_security_protocol not in ("SSL", "SASL_SSL"):
         return None
-    cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile is not None else None
+    cafile = str(kafka.kafka_ssl_cafile) if kafka.kafka_ssl_cafile is not None else None
     context = ssl.create_default_context(purpose=ssl.Purpose.SERVER_AUTH, cafile=cafile)
-    if settings.kafka_ssl_certfile is not None and settings.kafka_ssl_keyfile is not None:
+    if kafka.kafka_ssl_certfile is not None and kafka.kafka_ssl_keyfile is not None:
         context.load_cert_chain(
-            str(settings.kafka_ssl_certfile),
-            str(settings.kafka_ssl_keyfile),
-            password=_secret(settings.kafka_ssl_key_password),
+            str(kafka.kafka_ssl_certfile),
+            str(kafka.kafka_ssl_keyfile),
+            password=_secret(kafka.kafka_ssl_key_password),
         )
-    if not settings.kafka_ssl_check_hostname:
+    if not kafka.kafka_ssl_check_hostname:
         context.check_hostname = False
     return context
 
 
-def aiokafka_config(settings: Settings) -> dict[str, Any]:
+def aiokafka_config(kafka: KafkaSettings) -> dict[str, Any]:
     """Keyword arguments of ``AIOKafkaConsumer`` / ``AIOKafkaProducer`` for the configured cluster."""
-    protocol = settings.kafka_security_protocol
-    config: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers, "security_protocol": protocol}
+    protocol = kafka.kafka_security_protocol
+    config: dict[str, Any] = {"bootstrap_servers": kafka.bootstrap_servers, "security_protocol": protocol}
     if protocol.startswith("SASL_"):
-        config["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        config["sasl_plain_username"] = settings.kafka_sasl_username
-        config["sasl_plain_password"] = _secret(settings.kafka_sasl_password)
-    context = ssl_context(settings)
+        config["sasl_mechanism"] = kafka.kafka_sasl_mechanism
+        config["sasl_plain_username"] = kafka.kafka_sasl_username
+        config["sasl_plain_password"] = _secret(kafka.kafka_sasl_password)
+    context = ssl_context(kafka)
     if context is not None:
         config["ssl_context"] = context
     return config
 
 
-def describe(settings: Settings) -> str:
+def describe(kafka: KafkaSettings) -> str:
     """What the clients connect with, for a log line or an error message: never a secret."""
-    protocol = settings.kafka_security_protocol
-    said = f"{settings.bootstrap_servers} ({protocol}"
+    protocol = kafka.kafka_security_protocol
+    said = f"{kafka.bootstrap_servers} ({protocol}"
     if protocol.startswith("SASL_"):
-        said += f", {settings.kafka_sasl_mechanism} as {settings.kafka_sasl_username}"
+        said += f", {kafka.kafka_sasl_mechanism} as {kafka.kafka_sasl_username}"
     return said + ")"
 
 

@@ -1,6 +1,6 @@
 """Logging of every lienthong service: JSON lines (one object a line) or human-readable text.
 
-``setup_logging(settings, service)`` is called once by the command line before any service starts
+``setup_logging(settings.log, service)`` is called once by the command line before any service starts
 (``cli/main.py``); it replaces the root logger's handlers with one handler on stderr, so that
 the project's own loggers, faust's and aiokafka's all write through it. librdkafka (the
 confluent-kafka clients) writes through it too: ``setup_logging`` adds ``"logger": kafka_logger()``
@@ -31,7 +31,7 @@ from pythonjsonlogger.json import JsonFormatter
 from common import kafka_config
 
 if TYPE_CHECKING:
-    from common.settings import Settings
+    from common.settings import LogSettings
 
 LogFormat = Literal["auto", "json", "text"]
 
@@ -154,7 +154,7 @@ def resolve_format(log_format: str, stream: IO[str]) -> Literal["json", "text"]:
     return "text" if isatty is not None and isatty() else "json"
 
 
-def setup_logging(settings: Settings, service: str, *, stream: IO[str] | None = None) -> Literal["json", "text"]:
+def setup_logging(settings: LogSettings, service: str, *, stream: IO[str] | None = None) -> Literal["json", "text"]:
     """Route every logger of the process through one stderr handler in the format of
     ``LIENTHONG_LOG_FORMAT``, at ``LIENTHONG_LOG_LEVEL``; returns the format chosen."""
     stream = stream or sys.stderr

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from common.settings import Settings
+from common.settings import KafkaSettings
 from demo.local import LocalSystems
 from ops.dashboard.collect import DashboardData
 from ops.dashboard.web import DATA
@@ -22,9 +22,9 @@ from ops.dashboard.web import create_dashboard as operator_page
 SYSTEMS = web.AppKey("systems", LocalSystems)
 
 
-def broker_numbers(settings: Settings) -> dict[str, Any]:
+def broker_numbers(kafka: KafkaSettings) -> dict[str, Any]:
     """Messages written per contract topic, and lag per consumer group over the contract's topics."""
-    sample = DashboardData(settings).sample_now()
+    sample = DashboardData(kafka).sample_now()
     return {"messages": sample.ends, "lag": sample.lag_by_group()}
 
 
@@ -40,9 +40,9 @@ async def health_json(request: web.Request) -> web.Response:
     return web.json_response(numbers)
 
 
-def create_dashboard(settings: Settings, systems: LocalSystems) -> web.Application:
-    worker_metrics = f"http://127.0.0.1:{settings.web_port}/metrics" if settings.web_enabled else None
-    app = operator_page(settings, [worker_metrics] if worker_metrics else [], interval=2.0, own_metrics=True)
+def create_dashboard(kafka: KafkaSettings, systems: LocalSystems, worker_metrics: str | None) -> web.Application:
+    """The demo's page; ``worker_metrics``: the worker's /metrics (None: it serves none)."""
+    app = operator_page(kafka, [worker_metrics] if worker_metrics else [], interval=2.0, own_metrics=True)
     app[SYSTEMS] = systems
     app.router.add_get("/health.json", health_json)
     return app

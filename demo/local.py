@@ -6,7 +6,10 @@ APIs; the capture services poll them (CRM, accounting dictionaries) and receive 
 sandbox's signed callbacks; the connectors write through the same APIs and wait for ACT's callbacks.
 
 Used by the end-to-end tests and by ``lienthong demo``. Ports are chosen by the OS unless given;
-everything listens on 127.0.0.1 only.
+everything listens on 127.0.0.1 only. The demo configures its systems itself (tenants, URLs, directories);
+its connectors are built as a connector service's (``connectors.service.build_connector``), and follow
+the environment only in what tunes them (``LIENTHONG_CONNECTOR_CONCURRENCY``, ``_RATE``,
+``LIENTHONG_TOKEN_RENEW_BEFORE``).
 """
 
 from __future__ import annotations
@@ -28,10 +31,15 @@ from amis.acct_client import ActClient, ActCredentials
 from amis.crm_client import CrmClient, CrmCredentials
 from amis.errors import Refused, Transient
 from amis.ledger import WriteLedger
+from amis.settings import AmisSettings
 from capture.acct import ActCapture
 from capture.crm import CrmCapture
 from capture.state import CaptureState, Reporter, new_producer
-from connectors.runner import Connector, ConnectorSettings
+from common.kafka_config import confluent_config
+from common.settings import AcctTenant, CrmTenant, KafkaSettings, read_settings
+from connectors.runner import Connector
+from connectors.service import build_connector
+from connectors.settings import ConnectorServiceSettings
 from sandboxes.acct import create_acct_sandbox
 from sandboxes.acct_store import ActStore
 from sandboxes.admin import new_admin_token, page_link
@@ -194,8 +202,7 @@ class Accountant:
 @contextlib.asynccontextmanager
 async def local_systems(
     *,
-    kafka: dict[str, Any],
-    topic_prefix: str,
+    kafka: KafkaSettings,
     data_dir: Path,
     tenants: list[str],
     faults: dict[str, FaultConfig] | None = None,
@@ -205,7 +212,8 @@ async def local_systems(
     callback_timeout: float = 5.0,
     admin_token: str | None = None,
 ) -> AsyncIterator[LocalSystems]:
-    """``admin_token``: what both sandboxes' ``/sandbox/...`` routes need (None: a random one, in the result)."""
+    """``admin_token``: what both sandboxes' ``/sandbox/...`` routes need (None: a random one, in the result);
+    ``connector_overrides``: ``ConnectorSettings`` fields of both connectors (a test's backoff)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     faults = faults or {}
     ports = ports or {}
@@ -246,7 +254,7 @@ async def local_systems(
         acct_ledger = WriteLedger(data_dir / "acct-shared.sqlite")
         crm_ledger = WriteLedger(data_dir / "crm-shared.sqlite")
         closers += [acct_ledger.close, crm_ledger.close]
-        producer = new_producer(kafka)
+        producer = new_producer(confluent_config(kafka))
         acct_state, crm_state = (
             CaptureState(data_dir / "acct-capture.sqlite"),
             CaptureState(data_dir / "crm-capture.sqlite"),
@@ -256,7 +264,7 @@ async def local_systems(
         acct_client = ActClient("http://placeholder", session, APP_ID, acct_connector_creds, timeout=3)
         acct_capture = ActCapture(
             acct_client,
-            Reporter("acct", acct_state, acct_ledger, producer, topic_prefix=topic_prefix),
+            Reporter("acct", acct_state, acct_ledger, producer, topic_prefix=kafka.topic_prefix),
             acct_ledger,
             {t: acct_access(t)[1] for t in tenants},
             entities=list(acct_mapping.DICTIONARIES),
@@ -277,33 +285,44 @@ async def local_systems(
         acct_client.base_url = acct_url
         crm_capture = CrmCapture(
             CrmClient(crm_api, session, crm_connector_creds, timeout=3),
-            Reporter("crm", crm_state, crm_ledger, producer, topic_prefix=topic_prefix),
+            Reporter("crm", crm_state, crm_ledger, producer, topic_prefix=kafka.topic_prefix),
             tenants,
             entities=list(crm_mapping.RESOURCES),
             poll_interval=poll_interval,
             deletion_scan_every=10,
         )
         captures += [crm_capture, acct_capture]
+        # the connectors: the connector service's settings, of the demo's sandboxes, tenants and directory
+        # (its own ledgers in <data_dir>/connectors, the ledgers shared with capture in data_dir, as above)
+        amis = read_settings(
+            AmisSettings,
+            crm_url=crm_url,
+            acct_url=acct_url,
+            crm_credentials={
+                t: CrmTenant(client_id=crm_login(t)[0], client_secret=SecretStr(crm_login(t)[1])) for t in tenants
+            },
+            acct_app_id=APP_ID,
+            acct_credentials={
+                t: AcctTenant(access_code=SecretStr(acct_access(t)[0]), org_company_code=acct_access(t)[1])
+                for t in tenants
+            },
+            connector_credentials={},
+        )
+        connector_settings = read_settings(
+            ConnectorServiceSettings,
+            kafka=kafka,
+            amis=amis,
+            data_dir=data_dir,
+            ledger_dir=data_dir,
+            callback_timeout=callback_timeout,
+        )
         built: dict[str, LocalSystem] = {}
         for system, url, api_url, fault, capture in (
             ("crm", crm_url, crm_api, crm_faults, crm_capture),
             ("acct", acct_url, acct_url, acct_faults, acct_capture),
         ):
-            connector = Connector(
-                ConnectorSettings(
-                    system=system,
-                    base_url=api_url,
-                    crm_credentials=crm_connector_creds,
-                    acct_app_id=APP_ID,
-                    acct_credentials=acct_connector_creds,
-                    kafka=kafka,
-                    topic_prefix=topic_prefix,
-                    ledger_path=data_dir / f"{system}-ledger.sqlite",
-                    shared_ledger_path=data_dir / f"{system}-shared.sqlite",
-                    callback_timeout=callback_timeout,
-                    **(connector_overrides or {}),
-                )
-            )
+            # no probes: the demo's page shows its connectors
+            connector = build_connector(connector_settings, system, health_port=None, **(connector_overrides or {}))
             connectors.append(connector)
             built[system] = LocalSystem(system, url, api_url, fault, connector, capture)
             tasks.append(asyncio.create_task(connector.run(), name=f"{system}-connector"))

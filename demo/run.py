@@ -21,7 +21,9 @@ from typing import Any
 import aiohttp
 
 from common.kafka_config import confluent_config
+from common.settings import KafkaSettings
 from demo.local import APP_ID, Accountant, CrmUser, LocalSystems, acct_access, bound_port, crm_login, local_systems
+from demo.settings import DemoSettings
 
 
 class DemoFailed(RuntimeError):
@@ -124,36 +126,39 @@ async def business_day(
     )
 
 
-def broker_answers(settings, timeout: float = 3.0) -> bool:
+def broker_answers(kafka: KafkaSettings, timeout: float = 3.0) -> bool:
     """Whether a Kafka broker answers at the configured bootstrap servers (whoever started it)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     try:
-        AdminClient(confluent_config(settings)).list_topics(timeout=timeout)
+        AdminClient(confluent_config(kafka)).list_topics(timeout=timeout)
     except KafkaException:
         return False
     return True
 
 
-def _ensure_broker_and_topics(settings) -> None:
+def _ensure_broker_and_topics(settings: DemoSettings) -> None:
     from ops.admin import create_topics
     from ops.local_broker import LocalBrokerError, run_kafka_script
 
-    if broker_answers(settings):
-        print(f"using the Kafka broker at {settings.bootstrap_servers}")
+    kafka = settings.kafka
+    if broker_answers(kafka):
+        print(f"using the Kafka broker at {kafka.bootstrap_servers}")
     else:
         try:
-            started = run_kafka_script("start", settings) == 0
+            started = run_kafka_script("start", kafka) == 0
         except LocalBrokerError as exc:
-            raise DemoFailed(f"no Kafka broker answers at {settings.bootstrap_servers}, and {exc}") from None
+            raise DemoFailed(f"no Kafka broker answers at {kafka.bootstrap_servers}, and {exc}") from None
         if not started:
             raise DemoFailed(
-                f"no Kafka broker answers at {settings.bootstrap_servers} and the local one did not start (the "
+                f"no Kafka broker answers at {kafka.bootstrap_servers} and the local one did not start (the "
                 "message above says why): start one (lienthong kafka start, or docker compose up kafka) or point "
                 "LIENTHONG_BOOTSTRAP_SERVERS at one"
             )
-    outcomes = create_topics(settings)
+    outcomes = create_topics(
+        kafka, partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor
+    )
     print(
         f"topics: {sum(o.status == 'created' for o in outcomes)} created, "
         f"{sum(o.status == 'exists' for o in outcomes)} already there"
@@ -175,16 +180,16 @@ def _end(consumer, partition) -> int:
     return consumer.get_watermark_offsets(partition, timeout=10)[1]
 
 
-def end_offsets(settings, topics: tuple[str, ...] = SUMMED) -> dict[tuple[str, int], int]:
+def end_offsets(kafka: KafkaSettings, topics: tuple[str, ...] = SUMMED) -> dict[tuple[str, int], int]:
     """Where each partition of ``topics`` ends now: the demo counts what comes after."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer(confluent_config(settings, {"group.id": "lienthong-demo-marks", "enable.auto.commit": False}))
+    consumer = Consumer(confluent_config(kafka, {"group.id": "lienthong-demo-marks", "enable.auto.commit": False}))
     try:
         ends = {}
         metadata = consumer.list_topics(timeout=10).topics
         for topic in topics:
-            name = settings.topic_prefix + topic
+            name = kafka.topic_prefix + topic
             for partition in metadata[name].partitions if name in metadata else ():
                 ends[(topic, partition)] = _end(consumer, TopicPartition(name, partition))
         return ends
@@ -192,26 +197,26 @@ def end_offsets(settings, topics: tuple[str, ...] = SUMMED) -> dict[tuple[str, i
         consumer.close()
 
 
-def tenant_counts(settings, tenant: str, since: dict[tuple[str, int], int]) -> dict[str, int]:
+def tenant_counts(kafka: KafkaSettings, tenant: str, since: dict[tuple[str, int], int]) -> dict[str, int]:
     """Messages of ``tenant`` (keys ``<tenant>:…``) on each topic after the offsets ``since``: this run's
     commands and dead letters, whatever else the broker carried before or beside it."""
     from confluent_kafka import Consumer, TopicPartition
 
-    now = end_offsets(settings, tuple(sorted({topic for topic, _ in since})))
+    now = end_offsets(kafka, tuple(sorted({topic for topic, _ in since})))
     counts = {topic: 0 for topic, _ in since}
     wanted = {tp: end for tp, end in now.items() if end > since.get(tp, 0)}
     if not wanted:
         return counts
-    consumer = Consumer(confluent_config(settings, {"group.id": "lienthong-demo-marks", "enable.auto.commit": False}))
+    consumer = Consumer(confluent_config(kafka, {"group.id": "lienthong-demo-marks", "enable.auto.commit": False}))
     prefix = f"{tenant}:".encode()
     try:
-        consumer.assign([TopicPartition(settings.topic_prefix + t, p, since.get((t, p), 0)) for t, p in wanted])
+        consumer.assign([TopicPartition(kafka.topic_prefix + t, p, since.get((t, p), 0)) for t, p in wanted])
         deadline = time.monotonic() + 30
         while wanted and time.monotonic() < deadline:
             message = consumer.poll(0.5)
             if message is None or message.error():
                 continue
-            topic = (message.topic() or "")[len(settings.topic_prefix) :]
+            topic = (message.topic() or "")[len(kafka.topic_prefix) :]
             where = (topic, message.partition() or 0)
             counts[topic] += (message.key() or b"").startswith(prefix)
             if (message.offset() or 0) + 1 >= wanted.get(where, 0):
@@ -222,7 +227,7 @@ def tenant_counts(settings, tenant: str, since: dict[tuple[str, int], int]) -> d
 
 
 async def run_demo(
-    settings,
+    settings: DemoSettings,
     *,
     tenant: str = "cty-demo",
     crm_port: int = 8081,
@@ -231,15 +236,16 @@ async def run_demo(
     keep_running: bool = True,
 ) -> int:
     """The whole loop on this machine; returns a process exit code."""
+    kafka = settings.kafka
     data = Path(settings.data_dir) / "demo"
     data.mkdir(parents=True, exist_ok=True)
     _ensure_broker_and_topics(settings)
-    marks = end_offsets(settings)
+    marks = end_offsets(kafka)
     worker_env = {
         **os.environ,
         "LIENTHONG_DATA_DIR": str(data / "worker"),
-        "LIENTHONG_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "LIENTHONG_TOPIC_PREFIX": settings.topic_prefix,
+        "LIENTHONG_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "LIENTHONG_TOPIC_PREFIX": kafka.topic_prefix,
         "LIENTHONG_APP_ID": settings.app_id,
     }
     log_path = data / "worker.log"
@@ -257,8 +263,7 @@ async def run_demo(
         print(f"worker ready (log {log_path})")
         given_token = settings.sandbox_admin_token
         async with local_systems(
-            kafka=confluent_config(settings),
-            topic_prefix=settings.topic_prefix,
+            kafka=kafka,
             data_dir=data / "systems",
             tenants=[tenant],
             ports={"crm": crm_port, "acct": acct_port},
@@ -268,7 +273,8 @@ async def run_demo(
 
             from demo.dashboard import create_dashboard
 
-            dashboard = web.AppRunner(create_dashboard(settings, systems))
+            worker_metrics = f"http://127.0.0.1:{settings.web_port}/metrics" if settings.web_enabled else None
+            dashboard = web.AppRunner(create_dashboard(kafka, systems, worker_metrics))
             await dashboard.setup()
             site = web.TCPSite(dashboard, "127.0.0.1", dashboard_port)
             await site.start()
@@ -298,8 +304,8 @@ async def run_demo(
             from demo.dashboard import broker_numbers
 
             await asyncio.sleep(1.5)  # the last commits
-            numbers = await asyncio.to_thread(broker_numbers, settings)
-            mine = await asyncio.to_thread(tenant_counts, settings, tenant, marks)
+            numbers = await asyncio.to_thread(broker_numbers, kafka)
+            mine = await asyncio.to_thread(tenant_counts, kafka, tenant, marks)
             print(
                 f"sync health: lag {numbers['lag']}; this run's commands for {tenant}: crm {mine['commands.crm']}, "
                 f"acct {mine['commands.acct']}; dead letters {mine['dlq.cdc'] + mine['dlq.commands']}"
@@ -308,7 +314,7 @@ async def run_demo(
 
             for topic in ("dlq.cdc", "dlq.commands"):
                 if mine[topic]:
-                    for letter in await asyncio.to_thread(list, dead_letters(settings, topic, Filters(tenant=tenant))):
+                    for letter in await asyncio.to_thread(list, dead_letters(kafka, topic, Filters(tenant=tenant))):
                         print(
                             f"  dead letter {letter.where}, key {letter.key!r}: {letter.kind}: {letter.message[:300]}"
                         )

@@ -13,7 +13,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from common.kafka_config import confluent_config, describe
-from common.settings import Settings
+from common.settings import KafkaSettings
 from streams.topics import TopicSpec, contract_topics
 
 
@@ -24,17 +24,17 @@ class TopicOutcome:
     detail: str = ""
 
 
-def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient(confluent_config(settings, {"socket.timeout.ms": 10000}))
+def admin_client(kafka: KafkaSettings) -> AdminClient:
+    return AdminClient(confluent_config(kafka, {"socket.timeout.ms": 10000}))
 
 
-def refused_connection(settings: Settings, timeout: float = 15.0) -> str | None:
+def refused_connection(kafka: KafkaSettings, timeout: float = 15.0) -> str | None:
     """Connect to the cluster once: what it refused (the SASL login, the TLS handshake) and what to set, or
     None when it answered, or did not answer at all (a broker still starting is waited for as before).
 
     Services call this at start so that a wrong password is an error that says so, not an endless retry."""
     errors: list[KafkaError] = []
-    admin = AdminClient(confluent_config(settings, {"error_cb": errors.append, "socket.timeout.ms": 10000}))
+    admin = AdminClient(confluent_config(kafka, {"error_cb": errors.append, "socket.timeout.ms": 10000}))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -42,57 +42,60 @@ def refused_connection(settings: Settings, timeout: float = 15.0) -> str | None:
             return None
         except KafkaException:
             admin.poll(0.1)  # serves error_cb
-        problem = _refusal(settings, errors)
+        problem = _refusal(kafka, errors)
         if problem is not None:
             return problem
     return None
 
 
-def _refusal(settings: Settings, errors: list[KafkaError]) -> str | None:
+def _refusal(kafka: KafkaSettings, errors: list[KafkaError]) -> str | None:
     for error in errors:
         if error.code() == KafkaError._AUTHENTICATION:
             return (
-                f"Kafka at {describe(settings)} refused the login ({error.str()}): check "
+                f"Kafka at {describe(kafka)} refused the login ({error.str()}): check "
                 "LIENTHONG_KAFKA_SASL_USERNAME, LIENTHONG_KAFKA_SASL_PASSWORD and LIENTHONG_KAFKA_SASL_MECHANISM"
             )
         if error.code() == KafkaError._SSL or "SSL handshake failed" in error.str():
             return (
-                f"no TLS connection to Kafka at {describe(settings)} ({error.str()}): check "
+                f"no TLS connection to Kafka at {describe(kafka)} ({error.str()}): check "
                 "LIENTHONG_KAFKA_SECURITY_PROTOCOL, LIENTHONG_KAFKA_SSL_CAFILE and the broker's certificate"
             )
     return None
 
 
 def create_topics(
-    settings: Settings, specs: list[TopicSpec] | None = None, timeout: float = 30.0
+    kafka: KafkaSettings,
+    *,
+    partitions: int,
+    replication_factor: int,
+    specs: list[TopicSpec] | None = None,
+    timeout: float = 30.0,
 ) -> list[TopicOutcome]:
-    """Create every contract topic (with the settings' prefix); existing topics are left as they are."""
+    """Create every contract topic (with the settings' prefix), of ``partitions`` partitions and
+    ``replication_factor`` replicas (``LIENTHONG_TOPIC_PARTITIONS``, ``LIENTHONG_TOPIC_REPLICATION_FACTOR``);
+    existing topics are left as they are."""
     specs = contract_topics() if specs is None else specs
-    admin = admin_client(settings)
+    admin = admin_client(kafka)
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
-        raise RuntimeError(f"cannot reach Kafka at {describe(settings)}: {exc}") from None
+        raise RuntimeError(f"cannot reach Kafka at {describe(kafka)}: {exc}") from None
     outcomes: list[TopicOutcome] = []
     wanted: list[NewTopic] = []
     for spec in specs:
-        name = settings.topic_prefix + spec.name
+        name = kafka.topic_prefix + spec.name
         if name in existing:
-            partitions = len(existing[name].partitions)
-            if partitions != settings.topic_partitions:
-                outcomes.append(
-                    TopicOutcome(
-                        name, "mismatch", f"has {partitions} partitions, settings say {settings.topic_partitions}"
-                    )
-                )
+            has = len(existing[name].partitions)
+            if has != partitions:
+                outcomes.append(TopicOutcome(name, "mismatch", f"has {has} partitions, settings say {partitions}"))
             else:
                 outcomes.append(TopicOutcome(name, "exists"))
             continue
         wanted.append(
             NewTopic(
                 name,
-                num_partitions=settings.topic_partitions,
-                replication_factor=settings.topic_replication_factor,
+                num_partitions=partitions,
+                replication_factor=replication_factor,
                 config=spec.kafka_config(),
             )
         )
@@ -107,15 +110,15 @@ def create_topics(
                     outcomes.append(TopicOutcome(name, "exists"))
                 else:
                     raise RuntimeError(f"creating topic {name} failed: {error}") from None
-    order = {settings.topic_prefix + s.name: i for i, s in enumerate(specs)}
+    order = {kafka.topic_prefix + s.name: i for i, s in enumerate(specs)}
     return sorted(outcomes, key=lambda o: order.get(o.name, 0))
 
 
-def delete_topics_with_prefix(settings: Settings, prefix: str, timeout: float = 30.0) -> list[str]:
+def delete_topics_with_prefix(kafka: KafkaSettings, prefix: str, timeout: float = 30.0) -> list[str]:
     """Delete every topic whose name starts with ``prefix`` (test clean-up). Refuses an empty prefix."""
     if not prefix:
         raise ValueError("refusing to delete topics without a prefix")
-    admin = admin_client(settings)
+    admin = admin_client(kafka)
     names = [n for n in admin.list_topics(timeout=timeout).topics if n.startswith(prefix)]
     if names:
         for future in admin.delete_topics(names, operation_timeout=timeout).values():

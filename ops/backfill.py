@@ -28,8 +28,9 @@ from amis.acct_client import TAKE_MAX
 from amis.credentials import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials
 from amis.crm_client import MAX_PAGE_SIZE
 from amis.errors import ProtocolError, Refused, Transient
+from amis.settings import AmisSettings
 from common.kafka_config import confluent_config
-from common.settings import Settings
+from common.settings import KafkaSettings
 from streams.core.contract import ENTITY_NAMES, decode_change_event
 from streams.core.errors import BadInput
 from streams.topics import cdc_topic
@@ -130,7 +131,7 @@ def system_entities(system: str) -> list[str]:
 
 
 async def read_system(
-    settings: Settings, tenant: str, system: str, entities: Iterable[str], *, timeout: float = 10.0
+    amis: AmisSettings, tenant: str, system: str, entities: Iterable[str], *, timeout: float = 10.0
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """(entity, record) for each record the system's API lists, in the contract's names."""
     entities = list(entities)
@@ -145,9 +146,9 @@ async def read_system(
     async with aiohttp.ClientSession() as session:
         try:
             if system == "crm":
-                creds = crm_credentials(settings)
+                creds = crm_credentials(amis)
                 _known(tenant, creds, "LIENTHONG_CRM_CREDENTIALS")
-                crm = CrmClient(settings.crm_url.rstrip("/") + "/api/v2", session, creds, timeout=timeout)
+                crm = CrmClient(amis.crm_url.rstrip("/") + "/api/v2", session, creds, timeout=timeout)
                 for entity in entities:
                     spec = crm_mapping.RESOURCES[entity]
                     page = 1
@@ -159,9 +160,9 @@ async def read_system(
                             break
                         page += 1
             else:
-                creds_acct = acct_credentials(settings)
+                creds_acct = acct_credentials(amis)
                 _known(tenant, creds_acct, "LIENTHONG_ACCT_CREDENTIALS")
-                act = ActClient(settings.acct_url, session, acct_app_id(settings), creds_acct, timeout=timeout)
+                act = ActClient(amis.acct_url, session, acct_app_id(amis), creds_acct, timeout=timeout)
                 for entity in entities:
                     dictionary = acct_mapping.DICTIONARIES[entity]
                     skip = 0
@@ -175,7 +176,7 @@ async def read_system(
                             break
                         skip += TAKE_MAX
         except (Transient, Refused, ProtocolError) as exc:
-            url = settings.crm_url if system == "crm" else settings.acct_url
+            url = amis.crm_url if system == "crm" else amis.acct_url
             raise BackfillError(f"could not read {system} at {url} for {tenant}: {exc}") from None
 
 
@@ -188,7 +189,7 @@ def _known(tenant: str, credentials: dict[str, Any], variable: str) -> None:
 
 
 def publish(
-    settings: Settings,
+    kafka: KafkaSettings,
     snapshots: Iterable[Snapshot],
     *,
     progress: Callable[[Snapshot], None] = lambda s: None,
@@ -201,10 +202,10 @@ def publish(
 
     snapshots = list(snapshots)
     try:
-        require_topics(settings, sorted({settings.topic_prefix + item.topic for item in snapshots}))
+        require_topics(kafka, sorted({kafka.topic_prefix + item.topic for item in snapshots}))
     except LagError as exc:
         raise BackfillError(str(exc)) from None
-    producer = Producer(confluent_config(settings, {"acks": "all", "enable.idempotence": True}))
+    producer = Producer(confluent_config(kafka, {"acks": "all", "enable.idempotence": True}))
     failures: list[str] = []
 
     def delivered(error: Any, _message: Any) -> None:
@@ -214,7 +215,7 @@ def publish(
     count = 0
     try:
         for item in snapshots:
-            producer.produce(settings.topic_prefix + item.topic, key=item.key, value=item.value, on_delivery=delivered)
+            producer.produce(kafka.topic_prefix + item.topic, key=item.key, value=item.value, on_delivery=delivered)
             producer.poll(0)
             count += 1
             progress(item)
@@ -222,7 +223,7 @@ def publish(
         raise BackfillError(f"could not publish: {exc}") from None
     if producer.flush(timeout) or failures:
         raise BackfillError(
-            f"the broker at {settings.bootstrap_servers} did not take the snapshots "
+            f"the broker at {kafka.bootstrap_servers} did not take the snapshots "
             f"({'; '.join(failures[:3]) or 'no answer'}): is it running (lienthong kafka status), are the topics "
             "created (lienthong topics create)? Running the backfill again is safe"
         )

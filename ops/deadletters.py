@@ -21,7 +21,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from common.kafka_config import confluent_config
-from common.settings import Settings
+from common.settings import KafkaSettings
 from ops.operations import Record, _headers, read_topic
 from streams.topics import DLQ_CDC, DLQ_COMMANDS
 
@@ -135,23 +135,23 @@ def _letter(topic: str, record: Record) -> DeadLetter:
     return DeadLetter(topic, record.partition, record.offset, record.key, record.value, record.headers)
 
 
-def dead_letters(settings: Settings, topic: str, filters: Filters = Filters()) -> Iterator[DeadLetter]:
+def dead_letters(kafka: KafkaSettings, topic: str, filters: Filters = Filters()) -> Iterator[DeadLetter]:
     """The letters of ``topic`` now on the broker that pass ``filters``, in partition order."""
     check_topic(topic)
     try:
-        for record in read_topic(settings, settings.topic_prefix + topic):
+        for record in read_topic(kafka, kafka.topic_prefix + topic):
             letter = _letter(topic, record)
             if filters.accept(letter):
                 yield letter
     except KafkaException as exc:
-        raise DeadLetterError(_unreachable(settings, exc)) from None
+        raise DeadLetterError(_unreachable(kafka, exc)) from None
     except RuntimeError as exc:
         raise DeadLetterError(f"{exc}: are the topics created (lienthong topics create)?") from None
 
 
-def _unreachable(settings: Settings, exc: Exception) -> str:
+def _unreachable(kafka: KafkaSettings, exc: Exception) -> str:
     return (
-        f"the broker at {settings.bootstrap_servers} did not answer ({exc}); is it running (lienthong kafka status)? "
+        f"the broker at {kafka.bootstrap_servers} did not answer ({exc}); is it running (lienthong kafka status)? "
         "LIENTHONG_BOOTSTRAP_SERVERS says where it is"
     )
 
@@ -169,12 +169,12 @@ def parse_where(text: str, topic: str | None) -> tuple[str, int, int]:
     raise DeadLetterError(f"{text!r} names no dead letter: give TOPIC:PARTITION:OFFSET as `lienthong dlq list` shows")
 
 
-def dead_letter(settings: Settings, topic: str, partition: int, offset: int, timeout: float = 10.0) -> DeadLetter:
+def dead_letter(kafka: KafkaSettings, topic: str, partition: int, offset: int, timeout: float = 10.0) -> DeadLetter:
     """The one letter at ``topic:partition:offset``."""
-    name = settings.topic_prefix + check_topic(topic)
+    name = kafka.topic_prefix + check_topic(topic)
     consumer = Consumer(
         confluent_config(
-            settings,
+            kafka,
             {
                 "group.id": "lienthong-dlq-show",
                 "enable.auto.commit": False,
@@ -185,7 +185,7 @@ def dead_letter(settings: Settings, topic: str, partition: int, offset: int, tim
     try:
         metadata = consumer.list_topics(name, timeout=timeout).topics.get(name)
         if metadata is None or metadata.error is not None:
-            raise DeadLetterError(f"topic {name} not found on {settings.bootstrap_servers}: lienthong topics create")
+            raise DeadLetterError(f"topic {name} not found on {kafka.bootstrap_servers}: lienthong topics create")
         if partition not in metadata.partitions:
             raise DeadLetterError(f"{name} has partitions 0..{len(metadata.partitions) - 1}, not {partition}")
         low, high = consumer.get_watermark_offsets(TopicPartition(name, partition), timeout=timeout)
@@ -205,13 +205,13 @@ def dead_letter(settings: Settings, topic: str, partition: int, offset: int, tim
             )
         raise DeadLetterError(f"the broker did not hand over {topic}:{partition}:{offset} within {timeout:g}s")
     except KafkaException as exc:
-        raise DeadLetterError(_unreachable(settings, exc)) from None
+        raise DeadLetterError(_unreachable(kafka, exc)) from None
     finally:
         consumer.close()
 
 
 def replay(
-    settings: Settings,
+    kafka: KafkaSettings,
     letters: Iterable[DeadLetter],
     *,
     progress: Callable[[DeadLetter], None] = lambda letter: None,
@@ -222,10 +222,10 @@ def replay(
 
     letters = list(letters)
     try:
-        require_topics(settings, sorted({letter.origin for letter in letters if letter.origin}))
+        require_topics(kafka, sorted({letter.origin for letter in letters if letter.origin}))
     except LagError as exc:
         raise DeadLetterError(f"cannot replay: {exc}") from None
-    producer = Producer(confluent_config(settings, {"acks": "all", "enable.idempotence": True}))
+    producer = Producer(confluent_config(kafka, {"acks": "all", "enable.idempotence": True}))
     failures: list[str] = []
     skipped: list[str] = []
     replayed = 0
@@ -245,7 +245,7 @@ def replay(
                 origin,
                 key=letter.key,
                 value=letter.value,
-                headers=[("replayed.from", f"{settings.topic_prefix}{letter.where}".encode())],
+                headers=[("replayed.from", f"{kafka.topic_prefix}{letter.where}".encode())],
                 on_delivery=delivered,
             )
             producer.poll(0)

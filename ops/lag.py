@@ -14,7 +14,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicP
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from common.kafka_config import confluent_config
-from common.settings import Settings
+from common.settings import KafkaSettings
 
 
 class LagError(RuntimeError):
@@ -34,41 +34,41 @@ class LagRow:
         return max(0, self.end - (self.committed or 0))
 
 
-def _admin(settings: Settings, timeout: float) -> AdminClient:
-    return AdminClient(confluent_config(settings, {"socket.timeout.ms": int(timeout * 1000)}))
+def _admin(kafka: KafkaSettings, timeout: float) -> AdminClient:
+    return AdminClient(confluent_config(kafka, {"socket.timeout.ms": int(timeout * 1000)}))
 
 
-def group_ids(admin: AdminClient, settings: Settings, timeout: float) -> list[str]:
+def group_ids(admin: AdminClient, kafka: KafkaSettings, timeout: float) -> list[str]:
     try:
         listed = admin.list_consumer_groups(request_timeout=timeout).result()
     except KafkaException as exc:
         raise LagError(
-            f"no Kafka broker answers at {settings.bootstrap_servers} ({exc.args[0]}); start one "
+            f"no Kafka broker answers at {kafka.bootstrap_servers} ({exc.args[0]}); start one "
             "(lienthong kafka start) or set LIENTHONG_BOOTSTRAP_SERVERS"
         ) from None
     return sorted(group.group_id for group in listed.valid)
 
 
-def _topics(admin: AdminClient, settings: Settings, timeout: float) -> dict[str, Any]:
+def _topics(admin: AdminClient, kafka: KafkaSettings, timeout: float) -> dict[str, Any]:
     try:
         return dict(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
         raise LagError(
-            f"no Kafka broker answers at {settings.bootstrap_servers} ({exc.args[0].str()}); start one "
+            f"no Kafka broker answers at {kafka.bootstrap_servers} ({exc.args[0].str()}); start one "
             "(lienthong kafka start) or set LIENTHONG_BOOTSTRAP_SERVERS"
         ) from None
 
 
-def read_lag(settings: Settings, groups: list[str] | None = None, *, timeout: float = 10.0) -> list[LagRow]:
+def read_lag(kafka: KafkaSettings, groups: list[str] | None = None, *, timeout: float = 10.0) -> list[LagRow]:
     """Every committed partition of ``groups`` (default: every group of the broker) on existing topics."""
-    admin = _admin(settings, timeout)
-    topics = _topics(admin, settings, timeout)
-    known = group_ids(admin, settings, timeout)
+    admin = _admin(kafka, timeout)
+    topics = _topics(admin, kafka, timeout)
+    known = group_ids(admin, kafka, timeout)
     if groups:
         unknown = [g for g in groups if g not in known]
         if unknown:
             raise LagError(
-                f"no consumer group {', '.join(unknown)} on {settings.bootstrap_servers}; "
+                f"no consumer group {', '.join(unknown)} on {kafka.bootstrap_servers}; "
                 f"groups there: {', '.join(known[:20]) or 'none'}{' …' if len(known) > 20 else ''}"
             )
     wanted = groups or known
@@ -80,7 +80,7 @@ def read_lag(settings: Settings, groups: list[str] | None = None, *, timeout: fl
         except KafkaException as exc:
             raise LagError(f"could not read the offsets of group {group}: {exc.args[0]}") from None
         for tp in answer.topic_partitions or []:
-            if not tp.topic.startswith(settings.topic_prefix):
+            if not tp.topic.startswith(kafka.topic_prefix):
                 continue
             committed[(group, tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
     partitions = {(topic, p) for _, topic, p in committed if topic in topics and p in topics[topic].partitions}
@@ -104,12 +104,12 @@ def read_lag(settings: Settings, groups: list[str] | None = None, *, timeout: fl
     )
 
 
-def require_topics(settings: Settings, topics: list[str], *, timeout: float = 5.0) -> None:
+def require_topics(kafka: KafkaSettings, topics: list[str], *, timeout: float = 5.0) -> None:
     """Fail fast, before anything is written: the broker answers and every topic (prefix included) exists."""
-    present = _topics(_admin(settings, timeout), settings, timeout)
+    present = _topics(_admin(kafka, timeout), kafka, timeout)
     missing = sorted({topic for topic in topics if topic not in present})
     if missing:
         raise LagError(
-            f"topic(s) {', '.join(missing)} not found on {settings.bootstrap_servers}: create the contract's topics "
+            f"topic(s) {', '.join(missing)} not found on {kafka.bootstrap_servers}: create the contract's topics "
             "(lienthong topics create) or check LIENTHONG_TOPIC_PREFIX"
         )

@@ -9,7 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from common.settings import Settings
+from common.settings import KafkaSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SCRIPT = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
@@ -20,11 +20,11 @@ class LocalBrokerError(RuntimeError):
     """The local broker cannot be driven here; the message says why and what to do."""
 
 
-def run_kafka_script(action: str, settings: Settings) -> int:
+def run_kafka_script(action: str, kafka: KafkaSettings) -> int:
     """Run ``kafka.sh <action>`` for the broker the settings point at; returns its exit code."""
     if not KAFKA_SCRIPT.exists():
         raise LocalBrokerError(f"{KAFKA_SCRIPT} not found; run from a checkout of the project (pip install -e .)")
-    first = settings.bootstrap_servers.split(",")[0].strip()
+    first = kafka.bootstrap_servers.split(",")[0].strip()
     host, _, port = first.rpartition(":")
     if host not in LOOPBACK_HOSTS:
         raise LocalBrokerError(f"the local broker runs on loopback only; LIENTHONG_BOOTSTRAP_SERVERS={first}")

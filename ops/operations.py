@@ -16,7 +16,7 @@ import orjson
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from common.kafka_config import confluent_config
-from common.settings import Settings
+from common.settings import KafkaSettings
 from streams.topics import AUDIT, TENANT_CONFIG
 
 Header = tuple[str, str | bytes | None]
@@ -40,18 +40,18 @@ def _headers(message: Message) -> list[Header]:
     return headers
 
 
-def read_topic(settings: Settings, topic: str, timeout: float = 10.0) -> Iterator[Record]:
+def read_topic(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> Iterator[Record]:
     """Every message of ``topic`` now on the broker (up to its end offsets when called); no group."""
     consumer = Consumer(
         confluent_config(
-            settings,
+            kafka,
             {"group.id": f"inspect-{uuid.uuid4()}", "enable.auto.commit": False, "auto.offset.reset": "earliest"},
         )
     )
     try:
         metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if metadata is None or metadata.error is not None:
-            raise RuntimeError(f"topic {topic} not found on {settings.bootstrap_servers}")
+            raise RuntimeError(f"topic {topic} not found on {kafka.bootstrap_servers}")
         ends = {}
         for partition in metadata.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
@@ -75,11 +75,11 @@ def read_topic(settings: Settings, topic: str, timeout: float = 10.0) -> Iterato
         consumer.close()
 
 
-def audit_trail(settings: Settings, tenant: str, entity: str, record_id: str) -> list[dict]:
+def audit_trail(kafka: KafkaSettings, tenant: str, entity: str, record_id: str) -> list[dict]:
     key = f"{tenant}:{entity}:{record_id}".encode()
     trail = [
         orjson.loads(record.value)
-        for record in read_topic(settings, settings.topic_prefix + AUDIT)
+        for record in read_topic(kafka, kafka.topic_prefix + AUDIT)
         if record.key == key and record.value
     ]
     return sorted(trail, key=lambda a: a.get("ts_ms", 0))
@@ -104,10 +104,10 @@ def format_trail(trail: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def set_tenant(settings: Settings, tenant: str, order_target: str) -> dict:
+def set_tenant(kafka: KafkaSettings, tenant: str, order_target: str) -> dict:
     value = {"schema_version": 1, "tenant": tenant, "order_target": order_target}
-    producer = Producer(confluent_config(settings, {"acks": "all"}))
-    producer.produce(settings.topic_prefix + TENANT_CONFIG, key=tenant.encode(), value=orjson.dumps(value))
+    producer = Producer(confluent_config(kafka, {"acks": "all"}))
+    producer.produce(kafka.topic_prefix + TENANT_CONFIG, key=tenant.encode(), value=orjson.dumps(value))
     if producer.flush(30):
-        raise RuntimeError(f"could not write tenant settings to {settings.topic_prefix + TENANT_CONFIG}")
+        raise RuntimeError(f"could not write tenant settings to {kafka.topic_prefix + TENANT_CONFIG}")
     return value

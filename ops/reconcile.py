@@ -39,8 +39,9 @@ from amis.credentials import ActClient, CrmClient, acct_app_id, acct_credentials
 from amis.crm_client import MAX_PAGE_SIZE
 from amis.errors import ProtocolError, Refused, Transient
 from amis.mapping import RecordMap
+from amis.settings import AmisSettings
 from common.kafka_config import confluent_config
-from common.settings import Settings
+from common.settings import KafkaSettings
 from streams.core.commands import audit_record, build_command, mapped_fields
 from streams.core.contract import Action, AuditRecord, ChangeEvent, Command, CommandKey, Op, System, dumps
 from streams.core.rules import Effect, Rule, RuleBook, load_rules
@@ -283,8 +284,8 @@ async def read_acct(client: ActClient, tenant: str, entity: str) -> list[Side]:
         skip += TAKE_MAX
 
 
-def check_tenant(settings: Settings, tenant: str) -> None:
-    crm, acct = crm_credentials(settings), acct_credentials(settings)
+def check_tenant(amis: AmisSettings, tenant: str) -> None:
+    crm, acct = crm_credentials(amis), acct_credentials(amis)
     missing = [
         name
         for name, known in (("LIENTHONG_CRM_CREDENTIALS", crm), ("LIENTHONG_ACCT_CREDENTIALS", acct))
@@ -296,12 +297,12 @@ def check_tenant(settings: Settings, tenant: str) -> None:
             f"unknown tenant {tenant!r}: it has no credentials in {' and '.join(missing)} "
             f"(tenants with credentials: {', '.join(known) or 'none'}); add them (README, 'Credentials')"
         )
-    if not acct_app_id(settings):
+    if not acct_app_id(amis):
         raise ReconcileError("LIENTHONG_ACCT_APP_ID is not set: the accounting API needs the integration's app_id")
 
 
 async def reconcile(
-    settings: Settings,
+    amis: AmisSettings,
     tenant: str,
     *,
     entities: tuple[str, ...] = ENTITIES,
@@ -310,7 +311,7 @@ async def reconcile(
     timeout: float = 10.0,
 ) -> Report:
     """Read both systems for ``tenant`` and compare; the report holds the drift and the repairs."""
-    check_tenant(settings, tenant)
+    check_tenant(amis, tenant)
     unknown = [e for e in entities if e not in ENTITIES + SANDBOX_ENTITIES]
     if unknown:
         raise ReconcileError(
@@ -321,18 +322,18 @@ async def reconcile(
     report = Report(tenant, source)
     now_ms = int(time.time() * 1000)
     async with aiohttp.ClientSession() as session:
-        crm = CrmClient(settings.crm_url.rstrip("/") + "/api/v2", session, crm_credentials(settings), timeout=timeout)
-        acct = ActClient(settings.acct_url, session, acct_app_id(settings), acct_credentials(settings), timeout=timeout)
+        crm = CrmClient(amis.crm_url.rstrip("/") + "/api/v2", session, crm_credentials(amis), timeout=timeout)
+        acct = ActClient(amis.acct_url, session, acct_app_id(amis), acct_credentials(amis), timeout=timeout)
         for entity in entities:
             try:
                 crm_sides = await read_crm(crm, tenant, entity)
             except (Transient, Refused, ProtocolError) as exc:
-                raise ReconcileError(f"could not read CRM {entity}s of {tenant} at {settings.crm_url}: {exc}") from None
+                raise ReconcileError(f"could not read CRM {entity}s of {tenant} at {amis.crm_url}: {exc}") from None
             try:
                 acct_sides = await read_acct(acct, tenant, entity)
             except (Transient, Refused, ProtocolError) as exc:
                 raise ReconcileError(
-                    f"could not read accounting {entity}s of {tenant} at {settings.acct_url}: {exc}"
+                    f"could not read accounting {entity}s of {tenant} at {amis.acct_url}: {exc}"
                 ) from None
             compared, drift, commands, audits = compare(
                 tenant, entity, crm_sides, acct_sides, source=source, rules=rules, now_ms=now_ms
@@ -344,7 +345,7 @@ async def reconcile(
     return report
 
 
-def publish_repairs(settings: Settings, report: Report, timeout: float = 30.0) -> int:
+def publish_repairs(kafka: KafkaSettings, report: Report, timeout: float = 30.0) -> int:
     """Write the report's commands to ``commands.<target>`` and their audit records; returns how many."""
     from confluent_kafka import KafkaException, Producer
 
@@ -354,15 +355,15 @@ def publish_repairs(settings: Settings, report: Report, timeout: float = 30.0) -
 
     try:
         require_topics(
-            settings,
+            kafka,
             [
-                settings.topic_prefix + AUDIT,
-                *{settings.topic_prefix + commands_topic(c.target.value) for c in report.commands},
+                kafka.topic_prefix + AUDIT,
+                *{kafka.topic_prefix + commands_topic(c.target.value) for c in report.commands},
             ],
         )
     except LagError as exc:
         raise ReconcileError(str(exc)) from None
-    producer = Producer(confluent_config(settings, {"acks": "all", "enable.idempotence": True}))
+    producer = Producer(confluent_config(kafka, {"acks": "all", "enable.idempotence": True}))
     failures: list[str] = []
 
     def delivered(error: Any, _message: Any) -> None:
@@ -372,20 +373,20 @@ def publish_repairs(settings: Settings, report: Report, timeout: float = 30.0) -
     try:
         for command in report.commands:
             producer.produce(
-                settings.topic_prefix + commands_topic(command.target.value),
+                kafka.topic_prefix + commands_topic(command.target.value),
                 key=command.message_key.encode(),
                 value=dumps(command),
                 on_delivery=delivered,
             )
         for audit in report.audits:
             producer.produce(
-                settings.topic_prefix + AUDIT, key=audit.message_key.encode(), value=dumps(audit), on_delivery=delivered
+                kafka.topic_prefix + AUDIT, key=audit.message_key.encode(), value=dumps(audit), on_delivery=delivered
             )
     except KafkaException as exc:
         raise ReconcileError(f"could not write the repairs: {exc}") from None
     if producer.flush(timeout) or failures:
         raise ReconcileError(
-            f"the broker at {settings.bootstrap_servers} did not take the repairs "
+            f"the broker at {kafka.bootstrap_servers} did not take the repairs "
             f"({'; '.join(failures[:3]) or 'no answer'}): is it running (lienthong kafka status) and were the "
             "topics created (lienthong topics create)?"
         )

@@ -1,8 +1,9 @@
 """The faust application: ``create_app(settings)`` builds it; nothing happens at import time.
 
-``create_app`` is the one place where the processor is put together: it reads the settings once,
-validates the rule table, declares the topics and tables, builds the output producer and hands
-the agents one ``AgentDeps``. Tests inject their own producer (``producer=``).
+``create_app`` is the one place where the processor is put together: it reads the worker's settings
+(``streams.settings.WorkerSettings``) once unless it is given them, validates the rule table, declares
+the topics and tables, builds the output producer and hands the agents one ``AgentDeps``. Tests
+inject their own producer (``producer=``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mode import Service
 
 from common import metrics
 from common.kafka_config import aiokafka_config, confluent_config, ssl_context
-from common.settings import Settings
+from common.settings import KafkaSettings
 from streams import kafka_driver
 from streams.agents.aggregates import register_aggregates_agent
 from streams.agents.batching import BatchingStream
@@ -32,6 +33,7 @@ from streams.agents.results import register_results_agent
 from streams.core.contract import System
 from streams.core.rules import RuleBook, load_rules
 from streams.outputs import Outputs, ProducerLike
+from streams.settings import WorkerSettings
 from streams.tables import OwnWritesGlobalTable, SharedMemoryTable, Tables, define_tables
 from streams.tables.catch_up import BrokerEndOffsets, GlobalTablesCatchUp
 from streams.tables.stores import limit_malloc_arenas
@@ -65,7 +67,7 @@ class Lienthong:
     """The app and what it is made of, for the CLI and for tests."""
 
     app: faust.App
-    settings: Settings
+    settings: WorkerSettings
     rules: RuleBook
     tables: Tables
     tenants: TenantSettings
@@ -74,11 +76,11 @@ class Lienthong:
     agents: dict[str, Any]
 
 
-def output_producer(settings: Settings) -> Producer:
+def output_producer(kafka: KafkaSettings, *, max_message_bytes: int, delivery_timeout: float) -> Producer:
     """The librdkafka producer of commands, audit records, dead letters and re-keyed documents."""
     return Producer(
         confluent_config(
-            settings,
+            kafka,
             {
                 "acks": "all",
                 # retries never reorder or duplicate a partition's messages
@@ -88,25 +90,30 @@ def output_producer(settings: Settings) -> Producer:
                 # should not need a codec library to do so (a topic can still compress on the broker).
                 # the Java client's partitioner, as faust's producer had: keys land where they did
                 "partitioner": "murmur2_random",
-                "message.max.bytes": settings.max_message_bytes + 65536,
+                "message.max.bytes": max_message_bytes + 65536,
                 "queue.buffering.max.messages": 1_000_000,
-                "message.timeout.ms": int(settings.delivery_timeout * 1000),
+                "message.timeout.ms": int(delivery_timeout * 1000),
             },
         )
     )
 
 
-def faust_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
-    """The transport security of ``Settings`` as faust's ``broker_credentials`` (its consumer, producer and
-    admin client); the same settings as every other client's (common/kafka_config.py)."""
-    protocol = settings.kafka_security_protocol
-    context = ssl_context(settings)
+def broker_url(kafka: KafkaSettings) -> str:
+    """The bootstrap servers as faust wants them (aiokafka driver)."""
+    return ";".join(f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(","))
+
+
+def faust_credentials(kafka: KafkaSettings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """The transport security of ``KafkaSettings`` as faust's ``broker_credentials`` (its consumer, producer
+    and admin client); the same settings as every other client's (common/kafka_config.py)."""
+    protocol = kafka.kafka_security_protocol
+    context = ssl_context(kafka)
     if protocol.startswith("SASL_"):
-        password = settings.kafka_sasl_password
+        password = kafka.kafka_sasl_password
         return faust.SASLCredentials(
-            username=settings.kafka_sasl_username,
+            username=kafka.kafka_sasl_username,
             password=password.get_secret_value() if password is not None else None,
-            mechanism=settings.kafka_sasl_mechanism,
+            mechanism=kafka.kafka_sasl_mechanism,
             ssl_context=context,
         )
     if context is not None:
@@ -114,16 +121,17 @@ def faust_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCr
     return None
 
 
-def create_app(settings: Settings | None = None, *, producer: ProducerLike | None = None) -> Lienthong:
-    settings = settings or Settings()
+def create_app(settings: WorkerSettings | None = None, *, producer: ProducerLike | None = None) -> Lienthong:
+    settings = settings or WorkerSettings()
     rules = load_rules()  # a bad rule table stops here, naming the rule
-    prefix = settings.topic_prefix
+    kafka = settings.kafka
+    prefix = kafka.topic_prefix
     app = faust.App(
         settings.app_id,
-        broker=settings.broker_url,
-        broker_credentials=faust_credentials(settings),
-        store=settings.store,
-        datadir=str(settings.data_dir),
+        broker=broker_url(kafka),
+        broker_credentials=faust_credentials(kafka),
+        store=settings.tables.store,
+        datadir=str(settings.tables.data_dir),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
         # exactly_once is unreliable in faust-streaming; at-least-once + deterministic command ids.
@@ -178,11 +186,11 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
             replicas=settings.topic_replication_factor,
         ),
     }
-    tables = define_tables(app, settings)
-    tenants = TenantSettings(aiokafka_config(settings), prefix + TENANT_CONFIG)
+    tables = define_tables(app, settings.tables, settings.topic_partitions)
+    tenants = TenantSettings(aiokafka_config(kafka), prefix + TENANT_CONFIG)
     catch_up = GlobalTablesCatchUp(
         tables.global_tables(),
-        BrokerEndOffsets(aiokafka_config(settings)),
+        BrokerEndOffsets(aiokafka_config(kafka)),
         max_wait=settings.global_tables_max_wait,
     )
     deps = AgentDeps(
@@ -191,7 +199,11 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
         tables=tables,
         tenants=tenants,
         outputs=Outputs(
-            producer if producer is not None else output_producer(settings),
+            producer
+            if producer is not None
+            else output_producer(
+                kafka, max_message_bytes=settings.max_message_bytes, delivery_timeout=settings.delivery_timeout
+            ),
             max_message_bytes=settings.max_message_bytes,
             delivery_timeout=settings.delivery_timeout + 30,
         ),
@@ -271,8 +283,8 @@ class HealthServer(Service):
 
     async def on_start(self) -> None:
         settings = self.built.settings
-        broker = metrics.BrokerCheck(confluent_config(settings))
-        lag = metrics.ConsumerGroupLagCollector(confluent_config(settings), [settings.app_id])
+        broker = metrics.BrokerCheck(confluent_config(settings.kafka))
+        lag = metrics.ConsumerGroupLagCollector(confluent_config(settings.kafka), [settings.app_id])
         self.runner = await metrics.serve_health(
             settings.web_host,
             settings.web_port,
@@ -298,17 +310,17 @@ class ClientsClosed(Service):
             await catch_up.end_offsets.close()
 
 
-def run_worker(settings: Settings | None = None) -> None:
+def run_worker(settings: WorkerSettings | None = None) -> None:
     """Start a faust worker for the app (blocks until SIGTERM/SIGINT)."""
-    settings = settings or Settings()
+    settings = settings or WorkerSettings()
     limit_malloc_arenas(settings.malloc_arenas)  # before the threads of RocksDB, librdkafka and faust start
     built = create_app(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.tables.data_dir.mkdir(parents=True, exist_ok=True)
     built.app.add_dependency(ClientsClosed(built))
     if settings.web_enabled:
         built.app.add_dependency(HealthServer(built))
     # logging is set up by the command line (common/logs.py): faust keeps it instead of installing its own
-    worker = faust.Worker(built.app, loglevel=settings.log_level, quiet=True, override_logging=False)
+    worker = faust.Worker(built.app, loglevel=settings.log.log_level, quiet=True, override_logging=False)
 
     @built.app.task
     async def dump_tasks_on_sigusr2() -> None:

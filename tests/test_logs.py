@@ -21,7 +21,7 @@ from confluent_kafka import Producer
 
 from common.kafka_config import confluent_config
 from common.logs import about, bind_record, record_context, setup_logging
-from common.settings import Settings
+from common.settings import KafkaSettings, LogSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def json_lines(text: str) -> list[dict]:
 
 def test_json_lines_name_the_record_in_context(restore_logging):
     out = io.StringIO()
-    assert setup_logging(Settings(log_format="json"), "connector-crm", stream=out) == "json"
+    assert setup_logging(LogSettings(log_format="json"), "connector-crm", stream=out) == "json"
     log = logging.getLogger("lienthong.test")
     with record_context(tenant="cty-abc", entity="customer", record_id="KH001"):
         with record_context(rule="CUS-1", command_id="c-1"):
@@ -85,7 +85,7 @@ def test_json_lines_name_the_record_in_context(restore_logging):
 
 def test_text_format_for_a_terminal(restore_logging):
     out = io.StringIO()
-    assert setup_logging(Settings(log_format="text"), "worker", stream=out) == "text"
+    assert setup_logging(LogSettings(log_format="text"), "worker", stream=out) == "text"
     with record_context(tenant="cty-abc", entity="customer", record_id="KH001"):
         logging.getLogger("lienthong.test").warning("dead-lettered")
     line = out.getvalue().strip()
@@ -99,13 +99,13 @@ def test_auto_is_json_unless_stderr_is_a_terminal(restore_logging):
         def isatty(self) -> bool:
             return True
 
-    assert setup_logging(Settings(log_format="auto"), "worker", stream=io.StringIO()) == "json"
-    assert setup_logging(Settings(log_format="auto"), "worker", stream=Terminal()) == "text"
+    assert setup_logging(LogSettings(log_format="auto"), "worker", stream=io.StringIO()) == "json"
+    assert setup_logging(LogSettings(log_format="auto"), "worker", stream=Terminal()) == "text"
 
 
 async def test_each_task_names_its_own_record(restore_logging):
     out = io.StringIO()
-    setup_logging(Settings(log_format="json"), "connector-crm", stream=out)
+    setup_logging(LogSettings(log_format="json"), "connector-crm", stream=out)
     log = logging.getLogger("lienthong.test")
 
     async def handle(command_id: str) -> None:
@@ -122,9 +122,8 @@ async def test_each_task_names_its_own_record(restore_logging):
 
 def test_librdkafka_lines_go_through_the_same_handler(restore_logging):
     out = io.StringIO()
-    settings = Settings(log_format="json", bootstrap_servers=f"127.0.0.1:{closed_port()}")
-    setup_logging(settings, "topics-create", stream=out)
-    producer = Producer(confluent_config(settings))
+    setup_logging(LogSettings(log_format="json"), "topics-create", stream=out)
+    producer = Producer(confluent_config(KafkaSettings(bootstrap_servers=f"127.0.0.1:{closed_port()}")))
     deadline = time.monotonic() + 10
     kafka = []
     while not kafka and time.monotonic() < deadline:

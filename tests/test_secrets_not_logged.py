@@ -17,9 +17,15 @@ import uuid
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
+from capture.settings import WebhookSettings
+from cli.settings_doc import services
 from common.kafka_config import describe
-from common.settings import Settings
+from common.settings import KafkaSettings, read_settings
+from connectors.settings import ConnectorServiceSettings
+from ops.settings import OpsSettings
+from sandboxes.settings import SandboxSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SENTINELS = {
@@ -67,14 +73,17 @@ def assert_no_secret(text: str) -> None:
 def test_the_settings_never_show_a_secret(tmp_path, monkeypatch):
     for name, value in secret_env(tmp_path).items():
         monkeypatch.setenv(name, value)
-    settings = Settings(
+    kafka = KafkaSettings(
         kafka_security_protocol="SASL_SSL",
         kafka_sasl_username="lienthong",
-        kafka_sasl_password=SENTINELS["sasl"],
-        kafka_ssl_key_password=SENTINELS["key"],
+        kafka_sasl_password=SecretStr(SENTINELS["sasl"]),
+        kafka_ssl_key_password=SecretStr(SENTINELS["key"]),
     )
-    assert settings.webhook_secrets["crm:cty-a"].get_secret_value() == SENTINELS["webhook"]  # read, but hidden:
-    assert_no_secret(repr(settings) + str(settings) + settings.model_dump_json() + describe(settings))
+    webhooks = read_settings(WebhookSettings, kafka=kafka)
+    assert webhooks.webhook_secrets["crm:cty-a"].get_secret_value() == SENTINELS["webhook"]  # read, but hidden:
+    for service in services():  # every service's settings, the Kafka block with its secrets held by those with one
+        settings = read_settings(service, **({"kafka": kafka} if "kafka" in service.model_fields else {}))
+        assert_no_secret(repr(settings) + str(settings) + settings.model_dump_json() + describe(kafka))
 
 
 def sandbox_logins(system: str) -> str:
@@ -92,20 +101,21 @@ def test_the_older_and_the_sandbox_credentials_are_read_but_never_shown(tmp_path
     for name, value in secret_env(tmp_path).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("LIENTHONG_SANDBOX_CREDENTIALS", sandbox_logins(system))
-    settings = Settings()
-    assert_no_secret(repr(settings) + str(settings) + settings.model_dump_json() + describe(settings))
+    connector, sandbox = read_settings(ConnectorServiceSettings), read_settings(SandboxSettings)
+    for settings in (connector, sandbox):
+        assert_no_secret(repr(settings) + str(settings) + settings.model_dump_json() + describe(connector.kafka))
     # read where they are used, in their documented layouts:
-    assert crm_credentials(settings)["cty-b"].client_secret.get_secret_value() == SENTINELS["legacy-crm"]
-    assert acct_credentials(settings)["cty-c"].access_code.get_secret_value() == SENTINELS["legacy-acct"]
-    assert sandbox_credentials(settings, system) == json.loads(sandbox_logins(system))
-    assert settings.sandbox_admin_token is not None
-    assert settings.sandbox_admin_token.get_secret_value() == SENTINELS["admin"]
+    assert crm_credentials(connector.amis)["cty-b"].client_secret.get_secret_value() == SENTINELS["legacy-crm"]
+    assert acct_credentials(connector.amis)["cty-c"].access_code.get_secret_value() == SENTINELS["legacy-acct"]
+    assert sandbox_credentials(sandbox, system) == json.loads(sandbox_logins(system))
+    assert sandbox.sandbox_admin_token is not None
+    assert sandbox.sandbox_admin_token.get_secret_value() == SENTINELS["admin"]
 
 
 def test_a_malformed_sandbox_credentials_is_reported_without_its_value(monkeypatch):
     monkeypatch.setenv("LIENTHONG_SANDBOX_CREDENTIALS", '{"app-9:secret": ["' + SENTINELS["sandbox-crm"] + '"]}')
     with pytest.raises(ValueError) as raised:
-        Settings()
+        SandboxSettings()
     assert "LIENTHONG_SANDBOX_CREDENTIALS must be a JSON object of strings" in str(raised.value)
     assert_no_secret(str(raised.value))
 
@@ -115,7 +125,7 @@ def test_an_invalid_setting_is_reported_without_the_secrets_beside_it(tmp_path, 
     monkeypatch.setenv("LIENTHONG_KAFKA_SASL_PASSWORD", SENTINELS["sasl"])
     monkeypatch.setenv("LIENTHONG_WEBHOOK_SECRETS", json.dumps({"crm:cty-a": SENTINELS["webhook"]}))
     with pytest.raises(ValueError) as raised:
-        Settings()
+        WebhookSettings()
     assert "LIENTHONG_KAFKA_SASL_USERNAME" in str(raised.value)
     assert_no_secret(str(raised.value))
 
@@ -157,8 +167,10 @@ def test_services_running_with_secrets_log_none_of_them(tmp_path):
     }
     from ops.admin import create_topics, delete_topics_with_prefix
 
-    settings = Settings(topic_prefix=prefix)
-    create_topics(settings)
+    settings = OpsSettings(kafka=KafkaSettings(topic_prefix=prefix))
+    create_topics(
+        settings.kafka, partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor
+    )
     try:
         worker = run_for(["worker"], env, 60, ready=b"Worker ready")
         assert "Worker ready" in worker
@@ -175,7 +187,7 @@ def test_services_running_with_secrets_log_none_of_them(tmp_path):
             for system in ("crm", "acct")
         ]
     finally:
-        delete_topics_with_prefix(settings, prefix)
+        delete_topics_with_prefix(settings.kafka, prefix)
     assert all("sandbox on http" in output for output in sandboxes)
     for output in (worker, capture, connector, webhooks, *sandboxes):
         assert output.strip()  # each said something (debug logging), and none of it a secret

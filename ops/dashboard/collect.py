@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.kafka_config import confluent_config
 from common.metrics import ConsumerGroupLagCollector
-from common.settings import Settings
+from common.settings import KafkaSettings
 from ops.dashboard.health import SyncHealth
 from streams.topics import AUDIT, DLQ_CDC, DLQ_COMMANDS, contract_topics, results_topic
 
@@ -104,7 +104,7 @@ class DashboardData:
 
     def __init__(
         self,
-        settings: Settings,
+        kafka: KafkaSettings,
         scrape_urls: list[str] | None = None,
         *,
         interval: float = 5.0,
@@ -112,9 +112,9 @@ class DashboardData:
         own_metrics: bool = False,
     ) -> None:
         """``own_metrics``: also count this process's metrics (services running in it, as in the demo)."""
-        self.settings = settings
+        self.kafka = kafka
         self.own_metrics = own_metrics
-        self.prefix = settings.topic_prefix
+        self.prefix = kafka.topic_prefix
         self.scrape_urls = list(scrape_urls or [])
         self.interval = interval
         self.lock = threading.Lock()
@@ -124,9 +124,9 @@ class DashboardData:
         self.tail_position: dict[str, int] = {}  # topic -> messages read
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._admin = AdminClient(confluent_config(settings))
+        self._admin = AdminClient(confluent_config(kafka))
         self.lag_collector = ConsumerGroupLagCollector(
-            confluent_config(settings), self.groups, admin=self._admin, cache_seconds=min(5.0, interval)
+            confluent_config(kafka), self.groups, admin=self._admin, cache_seconds=min(5.0, interval)
         )
         self._sampled = threading.Event()
 
@@ -168,9 +168,7 @@ class DashboardData:
                 lag[(group, ours[topic])] = lag.get((group, ours[topic]), 0) + value
         ends: dict[str, int] = {}
         probe = Consumer(
-            confluent_config(
-                self.settings, {"group.id": f"dashboard-probe-{uuid.uuid4()}", "enable.auto.commit": False}
-            )
+            confluent_config(self.kafka, {"group.id": f"dashboard-probe-{uuid.uuid4()}", "enable.auto.commit": False})
         )
         try:
             metadata = probe.list_topics(timeout=5).topics
@@ -213,7 +211,7 @@ class DashboardData:
         topics = [AUDIT, results_topic("crm"), results_topic("acct"), DLQ_CDC, DLQ_COMMANDS]
         consumer = Consumer(
             confluent_config(
-                self.settings,
+                self.kafka,
                 {
                     "group.id": f"dashboard-tail-{uuid.uuid4()}",
                     "enable.auto.commit": False,

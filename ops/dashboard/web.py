@@ -20,14 +20,14 @@ from aiohttp import web
 
 from common.kafka_config import confluent_config
 from common.metrics import BrokerCheck, add_health_routes
-from common.settings import Settings
+from common.settings import KafkaSettings
 from ops.dashboard.charts import line_chart
 from ops.dashboard.collect import DashboardData, Sample, histogram_buckets, total
 from ops.dashboard.health import STATUSES, quantile_from_buckets
 from ops.operations import audit_trail
 
 DATA = web.AppKey("data", DashboardData)
-SETTINGS = web.AppKey("settings", Settings)
+KAFKA = web.AppKey("kafka", KafkaSettings)
 REFRESH_SECONDS = 5
 
 STYLE = """
@@ -163,7 +163,7 @@ def _charts(data: DashboardData) -> str:
     )
 
 
-def render_page(data: DashboardData, settings: Settings, refresh: int = REFRESH_SECONDS) -> str:
+def render_page(data: DashboardData, kafka: KafkaSettings, refresh: int = REFRESH_SECONDS) -> str:
     """The page; it reloads itself every ``refresh`` seconds (0: never)."""
     s = summary(data)
     sampled = time.strftime("%H:%M:%S", time.localtime(s["sampled_at"])) if s["sampled_at"] else "not yet"
@@ -247,8 +247,8 @@ def render_page(data: DashboardData, settings: Settings, refresh: int = REFRESH_
         + (f'<meta http-equiv="refresh" content="{refresh}">' if refresh > 0 else "")
         + f"<title>lienthong: operations and sync health</title><style>{STYLE}</style></head><body>"
         f"<h1>lienthong: operations</h1>"
-        f'<p class="muted">broker {_e(settings.bootstrap_servers)}'
-        f"{', topic prefix ' + _e(settings.topic_prefix) if settings.topic_prefix else ''}; "
+        f'<p class="muted">broker {_e(kafka.bootstrap_servers)}'
+        f"{', topic prefix ' + _e(kafka.topic_prefix) if kafka.topic_prefix else ''}; "
         f'sampled <span data-testid="sampled-at">{sampled}</span> every {data.interval:g}s; '
         f"/metrics read from {_e(', '.join(data.scrape_urls) or 'no service (lienthong dashboard --scrape URL)')}"
         f"</p>{problems}"
@@ -284,7 +284,7 @@ async def page(request: web.Request) -> web.Response:
         refresh = int(request.query.get("refresh", REFRESH_SECONDS))
     except ValueError as exc:
         raise web.HTTPBadRequest(text="?refresh= takes whole seconds between reloads (0: never)") from exc
-    return web.Response(text=render_page(request.app[DATA], request.app[SETTINGS], refresh), content_type="text/html")
+    return web.Response(text=render_page(request.app[DATA], request.app[KAFKA], refresh), content_type="text/html")
 
 
 async def summary_json(request: web.Request) -> web.Response:
@@ -292,10 +292,10 @@ async def summary_json(request: web.Request) -> web.Response:
 
 
 async def record_page(request: web.Request) -> web.Response:
-    settings, data = request.app[SETTINGS], request.app[DATA]
+    kafka, data = request.app[KAFKA], request.app[DATA]
     tenant, entity, record_id = (request.match_info[k] for k in ("tenant", "entity", "record_id"))
     try:
-        trail = await asyncio.to_thread(audit_trail, settings, tenant, entity, record_id)
+        trail = await asyncio.to_thread(audit_trail, kafka, tenant, entity, record_id)
     except RuntimeError as exc:
         raise web.HTTPServiceUnavailable(text=f"the audit trail could not be read: {exc}") from exc
     rows = []
@@ -334,7 +334,7 @@ async def record_page(request: web.Request) -> web.Response:
             ["decided", "system", "action", "origin", "rules", "commands and their results"],
             rows,
             "audit-trail",
-            empty=f"no audit record for {tenant}:{entity}:{record_id} on {settings.topic_prefix}audit.sync",
+            empty=f"no audit record for {tenant}:{entity}:{record_id} on {kafka.topic_prefix}audit.sync",
         )
         + "</body></html>"
     )
@@ -342,16 +342,16 @@ async def record_page(request: web.Request) -> web.Response:
 
 
 def create_dashboard(
-    settings: Settings, scrape_urls: list[str] | None = None, *, interval: float = 5.0, own_metrics: bool = False
+    kafka: KafkaSettings, scrape_urls: list[str] | None = None, *, interval: float = 5.0, own_metrics: bool = False
 ) -> web.Application:
     """The operator's page as an aiohttp application; its threads start and stop with the app.
 
     ``scrape_urls``: the services' ``/metrics`` to read; ``own_metrics``: also this process's (services
     running in it)."""
-    data = DashboardData(settings, scrape_urls, interval=interval, own_metrics=own_metrics)
+    data = DashboardData(kafka, scrape_urls, interval=interval, own_metrics=own_metrics)
     app = web.Application()
-    app[DATA], app[SETTINGS] = data, settings
-    broker = BrokerCheck(confluent_config(settings))
+    app[DATA], app[KAFKA] = data, kafka
+    broker = BrokerCheck(confluent_config(kafka))
 
     async def ready() -> dict[str, str | None]:
         return {

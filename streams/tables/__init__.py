@@ -52,10 +52,10 @@ from faust.streams import _current_event  # the context variable behind faust.cu
 from faust.types import TP, EventT, StoreT, TableT
 from yarl import URL
 
-from common.settings import Settings
 from streams.core.contract import System
 from streams.core.decide import Decision, LinkUpdate, Written
 from streams.outputs import OutputMessage
+from streams.settings import TableSettings
 from streams.tables.stores import (
     GLOBAL_PARTITION,
     GlobalRocksDBStore,
@@ -178,7 +178,8 @@ class Tables:
         return [self.table(name) for name in TABLE_NAMES if name in GLOBAL_TABLES]
 
 
-def define_tables(app: faust.App, settings: Settings) -> Tables:
+def define_tables(app: faust.App, settings: TableSettings, partitions: int) -> Tables:
+    """The worker's tables, kept as ``settings`` say; ``partitions``: of the tables keyed by record."""
     on_rocksdb = URL(settings.store).scheme == "rocksdb"
     memory = RocksDBMemory.from_settings(settings) if on_rocksdb else None
 
@@ -217,7 +218,7 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
             default=None,
             key_type=str,
             value_type=None,
-            partitions=settings.topic_partitions,
+            partitions=partitions,
             options=options(),
             help="recent event ids per record",
         ),
@@ -228,7 +229,7 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
             default=None,
             key_type=str,
             value_type=None,
-            partitions=settings.topic_partitions,
+            partitions=partitions,
             options=options(),
             help="per accounting order: contributions of its vouchers and receipts, what was sent",
         ),

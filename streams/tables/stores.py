@@ -29,7 +29,7 @@ from faust.stores.rocksdb import RocksDBOptions
 from faust.stores.rocksdb import Store as RocksDBStore
 from yarl import URL
 
-from common.settings import Settings
+from streams.settings import TableSettings
 
 MIB = 1024 * 1024
 
@@ -49,7 +49,7 @@ class RocksDBMemory:
     memtables: Any  # rocksdict.WriteBufferManager
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RocksDBMemory:
+    def from_settings(cls, settings: TableSettings) -> RocksDBMemory:
         return cls(
             block_cache=rocksdict.Cache(settings.rocksdb_block_cache_mb * MIB),
             memtables=rocksdict.WriteBufferManager(settings.rocksdb_memtables_mb * MIB, False),

@@ -17,8 +17,8 @@ import orjson
 import pytest
 from faust.types import TP
 
-from common.settings import Settings
 from streams.app import create_app
+from streams.settings import TableSettings, WorkerSettings
 from streams.tables import WRITER_HEADER
 
 
@@ -100,7 +100,10 @@ def build_worker(tmp_path, monkeypatch):
     """A worker's app with the fake producer and no broker (``built``; a test can start a second)."""
     producer = FakeProducer()
     built = create_app(
-        Settings(store="memory://", web_enabled=False, data_dir=tmp_path, app_id="agent-test"), producer=producer
+        WorkerSettings(
+            tables=TableSettings(store="memory://", data_dir=tmp_path), web_enabled=False, app_id="agent-test"
+        ),
+        producer=producer,
     )
     app = built.app
     app.finalize()

@@ -11,19 +11,23 @@ from types import SimpleNamespace
 import orjson
 from faust.types import TP
 
-from common.settings import Settings
 from streams.app import create_app
 from streams.core.contract import System
 from streams.core.decide import LinkUpdate
+from streams.settings import TableSettings, WorkerSettings
 from streams.tables import WRITER_HEADER, BatchState, as_current_event, read_store
 from streams.tables.tenants import TenantSettings
 
 from .conftest import FakeProducer, changelog_events
 
 
-def worker_tables(data_dir, **settings):
+def worker_tables(data_dir, **table_settings):
     built = create_app(
-        Settings(store="rocksdb://", data_dir=data_dir, web_enabled=False, app_id="store-test", **settings),
+        WorkerSettings(
+            tables=TableSettings(store="rocksdb://", data_dir=data_dir, **table_settings),
+            web_enabled=False,
+            app_id="store-test",
+        ),
         producer=FakeProducer(),
     )
     built.app.finalize()

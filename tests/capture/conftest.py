@@ -11,13 +11,14 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from common.settings import Settings
+from common.settings import KafkaSettings
+from streams.settings import WorkerSettings
 from tests.integration.conftest import Kafka, bootstrap, kafka, module_settings, tenant
 
 __all__ = ["Kafka", "bootstrap", "events_of", "kafka", "module_settings", "tenant"]
 
 
-def events_of(settings: Settings, topic: str, tenant: str) -> list[dict]:
+def events_of(settings: KafkaSettings, topic: str, tenant: str) -> list[dict]:
     """Every change event of ``tenant`` on ``topic`` (without prefix) so far, in offset order per partition."""
     consumer = Consumer(
         {
@@ -66,5 +67,5 @@ def _end_offset(consumer: Consumer, partition: TopicPartition) -> int:
 
 
 @pytest.fixture()
-def read_events(module_settings: Settings) -> Iterator:
-    yield lambda topic, tenant: events_of(module_settings, topic, tenant)
+def read_events(module_settings: WorkerSettings) -> Iterator:
+    yield lambda topic, tenant: events_of(module_settings.kafka, topic, tenant)

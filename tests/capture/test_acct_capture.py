@@ -30,13 +30,13 @@ from amis.ledger import CallbackOutcome, WriteLedger
 from capture.acct import ActCapture
 from capture.state import CaptureState, CrashForTest, Reporter, new_producer
 from common.kafka_config import confluent_config
-from common.settings import Settings
 from connectors.writers import ActWriter
 from sandboxes.acct import create_acct_sandbox
 from sandboxes.acct_api import CONFIG
 from sandboxes.acct_store import ActStore
 from sandboxes.admin import ADMIN_TOKEN
 from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id
+from streams.settings import WorkerSettings
 from tests.capture.conftest import events_of
 
 pytestmark = pytest.mark.broker
@@ -55,7 +55,7 @@ class World:
     client: ActClient
     ledger: WriteLedger
     session: aiohttp.ClientSession
-    settings: Settings
+    settings: WorkerSettings
 
     def person_saves(self, **item: Any) -> dict[str, Any]:
         """What the accountant types in AMIS Kế toán's customer screen."""
@@ -69,11 +69,11 @@ class World:
             return await answer.json()
 
     def events(self, entity: str) -> list[dict[str, Any]]:
-        return events_of(self.settings, f"cdc.acct.{entity}", self.tenant)
+        return events_of(self.settings.kafka, f"cdc.acct.{entity}", self.tenant)
 
 
 @contextlib.asynccontextmanager
-async def acct_world(module_settings: Settings, tmp_path: Path, tenant: str) -> AsyncIterator[World]:
+async def acct_world(module_settings: WorkerSettings, tmp_path: Path, tenant: str) -> AsyncIterator[World]:
     ledger = WriteLedger(tmp_path / "acct-shared.sqlite")
     session = aiohttp.ClientSession()
     creds = {tenant: ActCredentials(SecretStr("acc3ss"), COMPANY)}
@@ -86,8 +86,8 @@ async def acct_world(module_settings: Settings, tmp_path: Path, tenant: str) -> 
         "acct",
         CaptureState(tmp_path / "acct-capture.sqlite"),
         ledger,
-        new_producer(confluent_config(module_settings)),
-        topic_prefix=module_settings.topic_prefix,
+        new_producer(confluent_config(module_settings.kafka)),
+        topic_prefix=module_settings.kafka.topic_prefix,
     )
     capture = ActCapture(client, reporter, ledger, {tenant: COMPANY}, entities=["customer"], overlap_s=0)
     receiver = TestServer(capture.callback_app())
@@ -332,7 +332,7 @@ async def test_a_restart_in_the_middle_of_a_dictionary_scan_repeats_the_same_eve
                 CaptureState(state_path),
                 world.ledger,
                 world.capture.reporter.producer,
-                topic_prefix=module_settings.topic_prefix,
+                topic_prefix=module_settings.kafka.topic_prefix,
                 crash_after=crash_after,
             )
             return ActCapture(world.client, reporter, world.ledger, {tenant: COMPANY}, entities=["customer"])

@@ -27,11 +27,11 @@ from amis.ledger import WriteLedger
 from capture.crm import CrmCapture
 from capture.state import CaptureState, CrashForTest, Reporter, new_producer
 from common.kafka_config import confluent_config
-from common.settings import Settings
 from connectors.writers import CrmWriter
 from sandboxes.crm import create_crm_sandbox
 from sandboxes.crm_store import RESOURCES, CrmStore
 from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id
+from streams.settings import WorkerSettings
 from tests.capture.conftest import events_of
 
 pytestmark = pytest.mark.broker
@@ -60,7 +60,7 @@ class World:
     clock: Clock
     client: CrmClient
     ledger: WriteLedger
-    settings: Settings
+    settings: WorkerSettings
     state_path: Path
     session: aiohttp.ClientSession
 
@@ -69,8 +69,8 @@ class World:
             "crm",
             CaptureState(self.state_path),
             self.ledger,
-            new_producer(confluent_config(self.settings)),
-            topic_prefix=self.settings.topic_prefix,
+            new_producer(confluent_config(self.settings.kafka)),
+            topic_prefix=self.settings.kafka.topic_prefix,
             crash_after=crash_after,
         )
         return CrmCapture(
@@ -88,7 +88,7 @@ class World:
 
 
 @contextlib.asynccontextmanager
-async def crm_world(module_settings: Settings, tmp_path: Path, tenant: str) -> AsyncIterator[World]:
+async def crm_world(module_settings: WorkerSettings, tmp_path: Path, tenant: str) -> AsyncIterator[World]:
     clock = Clock()
     store = CrmStore(tmp_path / "crm.sqlite", clock=clock)
     server = TestServer(create_crm_sandbox(store, credentials={"app-1": tenant, "app-1:secret": "s3cret"}))
@@ -130,8 +130,8 @@ async def test_records_sharing_a_timestamp_across_page_boundaries_are_all_read(m
     assert {e["after"]["code"] for e in events} == {f"KH{n:02d}" for n in range(8)}
 
 
-def await_events(settings: Settings, tenant: str) -> list[dict]:
-    return events_of(settings, "cdc.crm.customer", tenant)
+def await_events(settings: WorkerSettings, tenant: str) -> list[dict]:
+    return events_of(settings.kafka, "cdc.crm.customer", tenant)
 
 
 async def test_a_record_changed_while_the_scan_pages_through_is_reported(module_settings, tmp_path, tenant):

@@ -34,8 +34,9 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from common.settings import Settings
+from common.settings import KafkaSettings
 from ops.admin import create_topics
+from ops.settings import OpsSettings
 from streams.core.aggregates import AGGREGATE_ENTITIES, OrderAggregate, derive, order_key_of
 from streams.core.contract import decode_change_event
 from streams.topics import cdc_topics
@@ -231,13 +232,11 @@ class Suite:
 
     def start_all(self) -> None:
         self.broker.start()
+        topics = OpsSettings(
+            kafka=KafkaSettings(bootstrap_servers=self.broker.bootstrap, topic_prefix=self.prefix), topic_partitions=3
+        )
         create_topics(
-            Settings(
-                bootstrap_servers=self.broker.bootstrap,
-                topic_prefix=self.prefix,
-                app_id=self.app_id,
-                topic_partitions=3,
-            )
+            topics.kafka, partitions=topics.topic_partitions, replication_factor=topics.topic_replication_factor
         )
         crm_creds: dict[str, str] = {}
         for t in TENANTS:

@@ -20,26 +20,26 @@ pytestmark = pytest.mark.broker
 
 
 def test_a_group_behind_shows_committed_end_and_lag_per_partition(module_settings, monkeypatch, capsys):
-    topic = module_settings.topic_prefix + "cdc.crm.customer"
-    producer = Producer({"bootstrap.servers": module_settings.bootstrap_servers})
+    topic = module_settings.kafka.topic_prefix + "cdc.crm.customer"
+    producer = Producer({"bootstrap.servers": module_settings.kafka.bootstrap_servers})
     for n in range(7):
         producer.produce(topic, key=f"t:{n}".encode(), value=b"{}", partition=0)
     for n in range(3):
         producer.produce(topic, key=f"t:{n}".encode(), value=b"{}", partition=1)
     assert producer.flush(10) == 0
-    group = f"{module_settings.topic_prefix}reader-{uuid.uuid4().hex[:6]}"
-    consumer = Consumer({"bootstrap.servers": module_settings.bootstrap_servers, "group.id": group})
+    group = f"{module_settings.kafka.topic_prefix}reader-{uuid.uuid4().hex[:6]}"
+    consumer = Consumer({"bootstrap.servers": module_settings.kafka.bootstrap_servers, "group.id": group})
     consumer.commit(offsets=[TopicPartition(topic, 0, 5), TopicPartition(topic, 1, 3)], asynchronous=False)
     consumer.close()
 
-    rows = read_lag(module_settings, [group])
+    rows = read_lag(module_settings.kafka, [group])
     assert [(r.topic, r.partition, r.committed, r.end, r.lag) for r in rows] == [
         (topic, 0, 5, 7, 2),
         (topic, 1, 3, 3, 0),
     ]
 
-    monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.bootstrap_servers)
-    monkeypatch.setenv("LIENTHONG_TOPIC_PREFIX", module_settings.topic_prefix)
+    monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.kafka.bootstrap_servers)
+    monkeypatch.setenv("LIENTHONG_TOPIC_PREFIX", module_settings.kafka.topic_prefix)
     assert main(["lag", "--group", group]) == 0
     table = capsys.readouterr().out
     assert "2 in all" in table
@@ -51,12 +51,12 @@ def test_a_group_behind_shows_committed_end_and_lag_per_partition(module_setting
 
 
 def test_watch_refreshes_until_ctrl_c(module_settings):
-    topic = module_settings.topic_prefix + "cdc.acct.customer"
-    group = f"{module_settings.topic_prefix}watched-{uuid.uuid4().hex[:6]}"
-    consumer = Consumer({"bootstrap.servers": module_settings.bootstrap_servers, "group.id": group})
+    topic = module_settings.kafka.topic_prefix + "cdc.acct.customer"
+    group = f"{module_settings.kafka.topic_prefix}watched-{uuid.uuid4().hex[:6]}"
+    consumer = Consumer({"bootstrap.servers": module_settings.kafka.bootstrap_servers, "group.id": group})
     consumer.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
     consumer.close()
-    env = {**os.environ, "LIENTHONG_BOOTSTRAP_SERVERS": module_settings.bootstrap_servers}
+    env = {**os.environ, "LIENTHONG_BOOTSTRAP_SERVERS": module_settings.kafka.bootstrap_servers}
     process = subprocess.Popen(
         [sys.executable, "-m", "cli", "lag", "--group", group, "--watch", "--interval", "0.3"],
         cwd=REPO_ROOT,

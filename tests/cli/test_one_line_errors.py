@@ -13,8 +13,8 @@ NOWHERE = "127.0.0.1:1"  # nothing listens there
 
 @pytest.fixture()
 def on_module_topics(module_settings, monkeypatch):
-    monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.bootstrap_servers)
-    monkeypatch.setenv("LIENTHONG_TOPIC_PREFIX", module_settings.topic_prefix)
+    monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.kafka.bootstrap_servers)
+    monkeypatch.setenv("LIENTHONG_TOPIC_PREFIX", module_settings.kafka.topic_prefix)
     return module_settings
 
 
@@ -70,7 +70,7 @@ def test_unknown_topics_groups_and_positions_are_refused_with_what_exists(on_mod
 
 
 def test_topics_that_were_never_created_are_named(module_settings, monkeypatch, capsys, tmp_path):
-    monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.bootstrap_servers)
+    monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.kafka.bootstrap_servers)
     monkeypatch.setenv("LIENTHONG_TOPIC_PREFIX", "never-created.")
     records = tmp_path / "r.jsonl"
     records.write_text('{"id": "C1", "code": "KH1", "name": "A"}\n')

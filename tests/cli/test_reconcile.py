@@ -15,7 +15,6 @@ import orjson
 import pytest
 
 from cli.main import main
-from common.kafka_config import confluent_config
 from demo.local import APP_ID, Accountant, CrmUser, acct_access, crm_login, local_systems
 from ops.reconcile import Side, compare
 from streams.core.contract import System
@@ -29,8 +28,8 @@ def use_systems(monkeypatch, settings, systems, tenant: str) -> None:
     client_id, secret = crm_login(tenant)
     access_code, company = acct_access(tenant)
     env = {
-        "LIENTHONG_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "LIENTHONG_TOPIC_PREFIX": settings.topic_prefix,
+        "LIENTHONG_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "LIENTHONG_TOPIC_PREFIX": settings.kafka.topic_prefix,
         "LIENTHONG_CRM_URL": systems.crm.url,
         "LIENTHONG_ACCT_URL": systems.acct.url,
         "LIENTHONG_CRM_CREDENTIALS": orjson.dumps({tenant: {"client_id": client_id, "client_secret": secret}}).decode(),
@@ -61,8 +60,7 @@ async def test_drift_is_shown_repaired_through_the_connector_and_a_second_repair
     module_settings, kafka, tenant, tmp_path, monkeypatch, capsys
 ):
     async with local_systems(
-        kafka=confluent_config(module_settings),
-        topic_prefix=module_settings.topic_prefix,
+        kafka=module_settings.kafka,
         data_dir=tmp_path / "systems",
         tenants=[tenant],
     ) as systems:

@@ -16,7 +16,6 @@ import orjson
 import pytest
 
 from cli.main import main
-from common.kafka_config import confluent_config
 from demo.local import CrmUser, crm_login, local_systems
 from tests.integration.conftest import change_event
 
@@ -25,8 +24,8 @@ pytestmark = pytest.mark.broker
 
 @pytest.fixture()
 def cli_env(module_settings, monkeypatch):
-    monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.bootstrap_servers)
-    monkeypatch.setenv("LIENTHONG_TOPIC_PREFIX", module_settings.topic_prefix)
+    monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.kafka.bootstrap_servers)
+    monkeypatch.setenv("LIENTHONG_TOPIC_PREFIX", module_settings.kafka.topic_prefix)
     return module_settings
 
 
@@ -131,8 +130,7 @@ async def test_a_backfill_from_crm_reads_every_page_through_the_api_client(
 
     tenant = f"bf-{uuid.uuid4().hex[:8]}"
     async with local_systems(
-        kafka=confluent_config(module_settings),
-        topic_prefix=module_settings.topic_prefix,
+        kafka=module_settings.kafka,
         data_dir=tmp_path / "systems",
         tenants=[tenant],
     ) as systems:

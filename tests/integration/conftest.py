@@ -20,8 +20,9 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from common.kafka_config import confluent_config
-from common.settings import Settings
+from common.settings import KafkaSettings
 from ops.admin import admin_client, create_topics, delete_topics_with_prefix
+from streams.settings import TableSettings, WorkerSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +33,7 @@ def bootstrap() -> str:
     host = servers.split(",")[0].rsplit(":", 1)[0]
     assert host in ("127.0.0.1", "localhost", "[::1]"), f"tests only talk to a broker on loopback, not {servers}"
     try:
-        admin_client(Settings(bootstrap_servers=servers)).list_topics(timeout=10)
+        admin_client(KafkaSettings(bootstrap_servers=servers)).list_topics(timeout=10)
     except Exception as exc:  # noqa: BLE001 - any failure means the same thing here
         pytest.fail(f"no Kafka broker answers at {servers} ({exc}); start one with `lienthong kafka start`")
     return servers
@@ -41,7 +42,7 @@ def bootstrap() -> str:
 class Kafka:
     """Produce to and read from the topics of one test module (names with its prefix)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: KafkaSettings) -> None:
         self.settings = settings
         self.producer = Producer(confluent_config(settings, {"linger.ms": 0}))
 
@@ -113,20 +114,20 @@ class Kafka:
 class Worker:
     """A ``lienthong worker`` subprocess."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: WorkerSettings, log_path: Path) -> None:
         self.settings = settings
         self.log_path = log_path
         env = dict(os.environ)
         env.update(
             {
-                "LIENTHONG_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+                "LIENTHONG_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
                 "LIENTHONG_APP_ID": settings.app_id,
-                "LIENTHONG_TOPIC_PREFIX": settings.topic_prefix,
+                "LIENTHONG_TOPIC_PREFIX": settings.kafka.topic_prefix,
                 "LIENTHONG_TOPIC_PARTITIONS": str(settings.topic_partitions),
-                "LIENTHONG_STORE": settings.store,
-                "LIENTHONG_DATA_DIR": str(settings.data_dir),
+                "LIENTHONG_STORE": settings.tables.store,
+                "LIENTHONG_DATA_DIR": str(settings.tables.data_dir),
                 "LIENTHONG_WEB_ENABLED": "false",
-                "LIENTHONG_LOG_LEVEL": settings.log_level,
+                "LIENTHONG_LOG_LEVEL": settings.log.log_level,
                 "LIENTHONG_SESSION_TIMEOUT": str(settings.session_timeout),
                 "LIENTHONG_COMMIT_INTERVAL": str(settings.commit_interval),
             }
@@ -168,27 +169,34 @@ class Worker:
 
 
 @pytest.fixture(scope="module")
-def module_settings(bootstrap: str, tmp_path_factory) -> Iterator[Settings]:
+def module_settings(bootstrap: str, tmp_path_factory) -> Iterator[WorkerSettings]:
+    """The settings of the module's worker; ``.kafka``: what every client of the module connects with."""
     prefix = f"it-{uuid.uuid4().hex[:10]}."
-    settings = Settings(
-        bootstrap_servers=bootstrap,
-        topic_prefix=prefix,
+    settings = WorkerSettings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix),
+        tables=TableSettings(data_dir=tmp_path_factory.mktemp("worker-data")),
         app_id=f"{prefix}lienthong",
-        data_dir=tmp_path_factory.mktemp("worker-data"),
         web_enabled=False,
     )
-    create_topics(settings)
+    create_topics(
+        settings.kafka, partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor
+    )
     yield settings
-    delete_topics_with_prefix(settings, prefix)
+    delete_topics_with_prefix(settings.kafka, prefix)
+
+
+def in_data_dir(settings: WorkerSettings, data_dir: Path) -> WorkerSettings:
+    """The same worker's settings with its tables in ``data_dir`` (another worker of the module)."""
+    return settings.model_copy(update={"tables": settings.tables.model_copy(update={"data_dir": data_dir})})
 
 
 @pytest.fixture(scope="module")
-def kafka(module_settings: Settings) -> Kafka:
-    return Kafka(module_settings)
+def kafka(module_settings: WorkerSettings) -> Kafka:
+    return Kafka(module_settings.kafka)
 
 
 @pytest.fixture(scope="module")
-def worker(module_settings: Settings, tmp_path_factory) -> Iterator[Worker]:
+def worker(module_settings: WorkerSettings, tmp_path_factory) -> Iterator[Worker]:
     log_path = tmp_path_factory.mktemp("worker-log") / "worker.log"
     process = Worker(module_settings, log_path)
     try:

@@ -18,12 +18,13 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from common.settings import Settings
+from common.settings import KafkaSettings
 from ops.admin import create_topics, delete_topics_with_prefix
 from ops.operations import read_topic
 from streams.core.aggregates import OrderAggregate, baseline, derive
 from streams.core.contract import ChangeEvent
 from streams.core.rules import Effect, load_rules
+from streams.settings import TableSettings, WorkerSettings
 from tests.integration.conftest import Kafka, Worker, change_event
 
 pytestmark = pytest.mark.broker
@@ -123,34 +124,34 @@ def truth(tenant: str, docs: dict[str, list[dict]]) -> dict[str, OrderAggregate]
     return aggregates
 
 
-def read_all(settings: Settings, topic: str) -> list[tuple[int, bytes, bytes | None]]:
-    return [(r.partition, r.key, r.value) for r in read_topic(settings, topic)]
+def read_all(settings: WorkerSettings, topic: str) -> list[tuple[int, bytes, bytes | None]]:
+    return [(r.partition, r.key, r.value) for r in read_topic(settings.kafka, topic)]
 
 
 @pytest.fixture()
 def fresh(bootstrap, tmp_path):
     prefix = f"dur-{uuid.uuid4().hex[:10]}."
-    settings = Settings(
-        bootstrap_servers=bootstrap,
-        topic_prefix=prefix,
+    settings = WorkerSettings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix),
+        tables=TableSettings(data_dir=tmp_path / "data", store="rocksdb://"),
         app_id=f"{prefix}lienthong",
-        data_dir=tmp_path / "data",
         web_enabled=False,
-        store="rocksdb://",
         # the killed worker's partitions go to the new one after this many seconds
         session_timeout=10.0,
         # no commit before the kill: the restart must find every partition without one
         # (the case streams/kafka_driver.py fixes in faust-streaming)
         commit_interval=60.0,
     )
-    create_topics(settings)
+    create_topics(
+        settings.kafka, partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor
+    )
     yield settings
-    delete_topics_with_prefix(settings, prefix)
+    delete_topics_with_prefix(settings.kafka, prefix)
 
 
 def test_kill_9_mid_stream_loses_no_aggregate_and_no_derived_command(fresh, tmp_path):
     tenant = f"tenant-{uuid.uuid4().hex[:8]}"
-    kafka = Kafka(fresh)
+    kafka = Kafka(fresh.kafka)
     stream, docs = history(tenant)
     event_ids = {ev["event_id"] for ev in stream}
 

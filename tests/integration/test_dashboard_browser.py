@@ -25,8 +25,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.settings import Settings
-from tests.integration.conftest import REPO_ROOT, Kafka, change_event
+from streams.settings import WorkerSettings
+from tests.integration.conftest import REPO_ROOT, Kafka, change_event, in_data_dir
 
 pytestmark = pytest.mark.broker
 
@@ -71,14 +71,14 @@ def wait_for(what: str, check, timeout: float = 180.0, logs: list[Path] = ()):
 class Service:
     """A ``lienthong`` subprocess with the test's settings."""
 
-    def __init__(self, args: list[str], settings: Settings, log_path: Path, **extra_env: str) -> None:
+    def __init__(self, args: list[str], settings: WorkerSettings, log_path: Path, **extra_env: str) -> None:
         env = dict(os.environ)
         env.update(
             {
-                "LIENTHONG_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+                "LIENTHONG_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
                 "LIENTHONG_APP_ID": settings.app_id,
-                "LIENTHONG_TOPIC_PREFIX": settings.topic_prefix,
-                "LIENTHONG_DATA_DIR": str(settings.data_dir),
+                "LIENTHONG_TOPIC_PREFIX": settings.kafka.topic_prefix,
+                "LIENTHONG_DATA_DIR": str(settings.tables.data_dir),
                 "LIENTHONG_COMMIT_INTERVAL": "0.5",
                 **extra_env,
             }
@@ -104,7 +104,7 @@ class Service:
         self.log.close()
 
 
-def act_as_connector(kafka: Kafka, settings: Settings, commands: list[dict], statuses: list[str | None]) -> None:
+def act_as_connector(kafka: Kafka, settings: WorkerSettings, commands: list[dict], statuses: list[str | None]) -> None:
     """Answer the commands as a CRM connector would (``None``: no answer yet), and leave the
     connector's group behind at offset 0 of every partition: a connector that fell behind."""
     for message, status in zip(commands, statuses, strict=True):
@@ -126,8 +126,8 @@ def act_as_connector(kafka: Kafka, settings: Settings, commands: list[dict], sta
         kafka.produce("results.crm", result, key=message["key"])
     group = Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"{settings.topic_prefix}lienthong-connector-crm",
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": f"{settings.kafka.topic_prefix}lienthong-connector-crm",
             "enable.auto.commit": False,
         }
     )
@@ -151,7 +151,7 @@ def rows(page, testid: str) -> list[dict]:
 def test_the_page_shows_what_the_services_measure(module_settings, kafka, tenant, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    settings = module_settings.model_copy(update={"data_dir": tmp_path / "data"})
+    settings = in_data_dir(module_settings, tmp_path / "data")
     worker_port = free_port()
     worker = Service(
         ["worker"], settings, tmp_path / "worker.log", LIENTHONG_WEB_ENABLED="true", LIENTHONG_WEB_PORT=str(worker_port)
@@ -196,7 +196,8 @@ def test_the_page_shows_what_the_services_measure(module_settings, kafka, tenant
                 return None
             summary = orjson.loads(get(base + "/api/summary.json") or b"{}")
             health = summary.get("sync_health", {}).get(f"{tenant}/customer")
-            connector_lag = summary.get("lag", {}).get(f"{settings.topic_prefix}lienthong-connector-crm/commands.crm")
+            connector_group = f"{settings.kafka.topic_prefix}lienthong-connector-crm"
+            connector_lag = summary.get("lag", {}).get(f"{connector_group}/commands.crm")
             ready = health == {"in sync": 3, "pending": 1, "failing": 4} and connector_lag == 5
             return text if ready and summary["lag_by_group"].get(settings.app_id) == 0 else None
 
@@ -217,9 +218,9 @@ def test_the_page_shows_what_the_services_measure(module_settings, kafka, tenant
 
             # lag per group and topic, as each service's /metrics says (topics there carry the prefix)
             lag = {(r["group"], r["topic"]): int(r["cells"][2]) for r in rows(page, "lag-row")}
-            assert lag[(f"{settings.topic_prefix}lienthong-connector-crm", "commands.crm")] == 5
+            assert lag[(f"{settings.kafka.topic_prefix}lienthong-connector-crm", "commands.crm")] == 5
             for (group, topic), shown in lag.items():
-                name = settings.topic_prefix + topic
+                name = settings.kafka.topic_prefix + topic
                 assert shown == metric(dashboard_text, "kafka_consumergroup_lag_sum", consumergroup=group, topic=name)
                 if group == settings.app_id:
                     assert shown == metric(worker_text, "kafka_consumergroup_lag_sum", consumergroup=group, topic=name)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from common.settings import Settings
+from common.settings import KafkaSettings
 from ops.admin import delete_topics_with_prefix
 
 pytestmark = pytest.mark.broker
@@ -49,7 +49,7 @@ def test_demo_runs_a_business_day_and_exits(bootstrap, tmp_path):
             timeout=240,
         )
     finally:
-        delete_topics_with_prefix(Settings(bootstrap_servers=bootstrap), prefix)
+        delete_topics_with_prefix(KafkaSettings(bootstrap_servers=bootstrap), prefix)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "CRM order DH0001: delivery delivering, pay partially_paid, remaining 30000" in out

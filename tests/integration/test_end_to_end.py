@@ -15,7 +15,6 @@ import asyncio
 import aiohttp
 import pytest
 
-from common.kafka_config import confluent_config
 from demo.local import local_systems
 from demo.run import business_day
 from sandboxes.faults import FaultConfig
@@ -34,8 +33,7 @@ async def test_a_business_day_across_both_systems(kafka, module_settings, worker
         else None
     )
     async with local_systems(
-        kafka=confluent_config(module_settings),
-        topic_prefix=module_settings.topic_prefix,
+        kafka=module_settings.kafka,
         data_dir=tmp_path / "systems",
         tenants=[tenant],
         faults=faults,
@@ -59,7 +57,7 @@ async def test_a_business_day_across_both_systems(kafka, module_settings, worker
 
         from demo.dashboard import create_dashboard
 
-        client = TestClient(TestServer(create_dashboard(module_settings, systems)))
+        client = TestClient(TestServer(create_dashboard(module_settings.kafka, systems, worker_metrics=None)))
         await client.start_server()
         try:
             health = await (await client.get("/health.json")).json()

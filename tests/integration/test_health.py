@@ -24,9 +24,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from amis.crm_client import CrmCredentials
+from amis.settings import AmisSettings
 from capture.service import serve_capture
+from capture.settings import CaptureSettings
 from capture.webhooks import create_webhooks
-from common.settings import AcctTenant, CrmTenant, Settings
+from common.settings import AcctTenant, CrmTenant
 from connectors.runner import Connector, ConnectorSettings
 from sandboxes.acct import create_acct_sandbox
 from sandboxes.acct_store import ActStore
@@ -35,7 +37,8 @@ from sandboxes.crm import create_crm_sandbox
 from sandboxes.crm_store import RESOURCES as CRM_RESOURCES
 from sandboxes.crm_store import CrmStore
 from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id, dumps
-from tests.integration.conftest import REPO_ROOT, change_event
+from streams.settings import WorkerSettings
+from tests.integration.conftest import REPO_ROOT, change_event, in_data_dir
 
 pytestmark = pytest.mark.broker
 
@@ -83,17 +86,17 @@ def value(text: str, name: str, **labels: str) -> float:
 class WorkerWithProbes:
     """A ``lienthong worker`` subprocess serving its probes on a free port."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: WorkerSettings, log_path: Path) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
         env.update(
             {
-                "LIENTHONG_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+                "LIENTHONG_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
                 "LIENTHONG_APP_ID": settings.app_id,
-                "LIENTHONG_TOPIC_PREFIX": settings.topic_prefix,
+                "LIENTHONG_TOPIC_PREFIX": settings.kafka.topic_prefix,
                 "LIENTHONG_TOPIC_PARTITIONS": str(settings.topic_partitions),
-                "LIENTHONG_DATA_DIR": str(settings.data_dir),
+                "LIENTHONG_DATA_DIR": str(settings.tables.data_dir),
                 "LIENTHONG_WEB_ENABLED": "true",
                 "LIENTHONG_WEB_PORT": str(self.port),
                 "LIENTHONG_COMMIT_INTERVAL": "0.5",
@@ -142,8 +145,8 @@ class WorkerWithProbes:
 
 
 @pytest.fixture()
-def probed_worker(module_settings: Settings, tmp_path):
-    worker = WorkerWithProbes(module_settings.model_copy(update={"data_dir": tmp_path / "data"}), tmp_path / "w.log")
+def probed_worker(module_settings: WorkerSettings, tmp_path):
+    worker = WorkerWithProbes(in_data_dir(module_settings, tmp_path / "data"), tmp_path / "w.log")
     try:
         yield worker
     finally:
@@ -214,20 +217,22 @@ def test_worker_is_alive_at_once_ready_after_recovery_and_counts_what_it_process
 # --- connectors ---------------------------------------------------------------------------------
 
 
-def connector_settings(module_settings: Settings, tmp_path: Path, tenant: str, base_url: str) -> ConnectorSettings:
+def connector_settings(
+    module_settings: WorkerSettings, tmp_path: Path, tenant: str, base_url: str
+) -> ConnectorSettings:
     fields = ConnectorSettings.__dataclass_fields__
     kafka = (
-        {"kafka": {"bootstrap.servers": module_settings.bootstrap_servers}}
+        {"kafka": {"bootstrap.servers": module_settings.kafka.bootstrap_servers}}
         if "kafka" in fields
-        else {"bootstrap_servers": module_settings.bootstrap_servers}
+        else {"bootstrap_servers": module_settings.kafka.bootstrap_servers}
     )
     return ConnectorSettings(
         system="crm",
         base_url=base_url,
         crm_credentials={tenant: CrmCredentials("app-crm", SecretStr("s3"))},
         shared_ledger_path=tmp_path / "crm-shared.sqlite",
-        topic_prefix=module_settings.topic_prefix,
-        group_id=f"{module_settings.topic_prefix}conn-{uuid.uuid4().hex[:6]}",
+        topic_prefix=module_settings.kafka.topic_prefix,
+        group_id=f"{module_settings.kafka.topic_prefix}conn-{uuid.uuid4().hex[:6]}",
         ledger_path=tmp_path / "crm-ledger.sqlite",
         request_timeout=1.0,
         health_port=0,
@@ -357,7 +362,9 @@ async def test_a_sandbox_serves_probes_and_counts_the_api_calls_it_served(tmp_pa
 
 async def test_the_webhook_receiver_serves_probes_and_counts_webhooks(module_settings):
     app = create_webhooks(
-        secrets={("crm", "t1"): "s"}, kafka={"bootstrap.servers": module_settings.bootstrap_servers}, topic_prefix="x."
+        secrets={("crm", "t1"): "s"},
+        kafka={"bootstrap.servers": module_settings.kafka.bootstrap_servers},
+        topic_prefix="x.",
     )
     server = TestServer(app)
     await server.start_server()
@@ -380,21 +387,22 @@ async def test_the_webhook_receiver_serves_probes_and_counts_webhooks(module_set
 CAPTURE_APP_ID = "app-lienthong-health"
 
 
-def capture_settings(module_settings: Settings, tmp_path: Path, tenant: str, api_port: int) -> Settings:
+def capture_settings(module_settings: WorkerSettings, tmp_path: Path, tenant: str, api_port: int) -> CaptureSettings:
     """Settings of ``lienthong capture crm|acct`` against a system API on ``api_port`` (up or not)."""
-    return module_settings.model_copy(
-        update={
-            "data_dir": tmp_path / "data",
-            "crm_url": f"http://127.0.0.1:{api_port}",
-            "acct_url": f"http://127.0.0.1:{api_port}",
-            "crm_credentials": {tenant: CrmTenant(client_id="app-crm", client_secret=SecretStr("s3"))},
-            "acct_app_id": CAPTURE_APP_ID,
-            "acct_credentials": {tenant: AcctTenant(access_code=SecretStr("acc3ss"), org_company_code="0101234567")},
-            "crm_capture_port": free_port(),
-            "capture_port": free_port(),
-            "capture_poll_interval": 0.3,
-            "capture_overlap": 0.0,
-        }
+    return CaptureSettings(
+        kafka=module_settings.kafka,
+        amis=AmisSettings(
+            crm_url=f"http://127.0.0.1:{api_port}",
+            acct_url=f"http://127.0.0.1:{api_port}",
+            crm_credentials={tenant: CrmTenant(client_id="app-crm", client_secret=SecretStr("s3"))},
+            acct_app_id=CAPTURE_APP_ID,
+            acct_credentials={tenant: AcctTenant(access_code=SecretStr("acc3ss"), org_company_code="0101234567")},
+        ),
+        data_dir=tmp_path / "data",
+        crm_capture_port=free_port(),
+        capture_port=free_port(),
+        capture_poll_interval=0.3,
+        capture_overlap=0.0,
     )
 
 

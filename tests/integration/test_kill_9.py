@@ -29,8 +29,9 @@ from confluent_kafka import Consumer
 
 from bench.run import committed, end_offsets
 from bench.workload import Event, business_unit
-from common.settings import Settings
+from common.settings import KafkaSettings
 from ops.admin import create_topics, delete_topics_with_prefix
+from streams.settings import TableSettings, WorkerSettings
 from streams.topics import cdc_topics
 from tests.integration.conftest import Kafka, Worker
 
@@ -59,16 +60,16 @@ def waves(seed: int = 3) -> list[list[Event]]:
 class Audited:
     """Follows ``audit.sync`` in the background: which event ids have been decided."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: WorkerSettings) -> None:
         self.event_ids: set[str] = set()
         self._consumer = Consumer(
             {
-                "bootstrap.servers": settings.bootstrap_servers,
+                "bootstrap.servers": settings.kafka.bootstrap_servers,
                 "group.id": f"audited-{uuid.uuid4()}",
                 "auto.offset.reset": "earliest",
             }
         )
-        self._consumer.subscribe([settings.topic_prefix + "audit.sync"])
+        self._consumer.subscribe([settings.kafka.topic_prefix + "audit.sync"])
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, daemon=True)
         self._thread.start()
@@ -88,20 +89,20 @@ class Audited:
         self._consumer.close()
 
 
-def deployment(bootstrap: str, tmp_path: Path, name: str) -> Settings:
+def deployment(bootstrap: str, tmp_path: Path, name: str) -> WorkerSettings:
     prefix = f"k9-{name}-{uuid.uuid4().hex[:8]}."
-    settings = Settings(
-        bootstrap_servers=bootstrap,
-        topic_prefix=prefix,
+    settings = WorkerSettings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix),
+        tables=TableSettings(data_dir=tmp_path / name, store="rocksdb://"),
         app_id=f"{prefix}lienthong",
-        data_dir=tmp_path / name,
         web_enabled=False,
-        store="rocksdb://",
         # a restarted worker takes its place in the group at once (static membership)
         group_instance_id="worker-1",
         commit_interval=0.5,
     )
-    create_topics(settings)
+    create_topics(
+        settings.kafka, partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor
+    )
     return settings
 
 
@@ -118,14 +119,14 @@ def wait_until(check, timeout: float, what, worker: Worker | None = None) -> Non
     raise AssertionError(f"not within {timeout:g}s: {said}" + (f"\n{worker.tail()}" if worker else ""))
 
 
-def processed(settings: Settings) -> bool:
+def processed(settings: WorkerSettings) -> bool:
     """Whether the worker's group has committed every message of its inputs (the CDC topics, then
     the documents they re-keyed for the aggregates)."""
-    cdc = [settings.topic_prefix + spec.name for spec in cdc_topics()]
+    cdc = [settings.kafka.topic_prefix + spec.name for spec in cdc_topics()]
     internal = [f"{settings.app_id}-aggregate-inputs"]
     for topics in (cdc, internal):
-        ends = {tp: end for tp, end in end_offsets(settings.bootstrap_servers, topics).items() if end > 0}
-        group = committed(settings.bootstrap_servers, settings.app_id, list(ends))
+        ends = {tp: end for tp, end in end_offsets(settings.kafka.bootstrap_servers, topics).items() if end > 0}
+        group = committed(settings.kafka.bootstrap_servers, settings.app_id, list(ends))
         if any(group.get(tp, 0) < end for tp, end in ends.items()):
             return False
     return True
@@ -162,13 +163,13 @@ def test_a_worker_killed_at_many_points_sends_what_an_unkilled_one_sends(bootstr
     audited = {name: Audited(settings) for name, settings in (("clean", clean), ("killed", killed))}
     started: list[Worker] = []  # every worker, stopped at the end whatever happened
 
-    def start(settings: Settings, log: Path) -> Worker:
+    def start(settings: WorkerSettings, log: Path) -> Worker:
         started.append(Worker(settings, log))
         return started[-1]
 
     try:
         # --- the reference: one worker, never disturbed ----------------------------------------
-        kafka = Kafka(clean)
+        kafka = Kafka(clean.kafka)
         worker = start(clean, tmp_path / "clean.log")
         worker.wait_ready()
         for wave in workload:
@@ -179,7 +180,7 @@ def test_a_worker_killed_at_many_points_sends_what_an_unkilled_one_sends(bootstr
         assert worker.stop() in (0, -signal.SIGTERM)
 
         # --- the same, killed at many points ---------------------------------------------------
-        kafka = Kafka(killed)
+        kafka = Kafka(killed.kafka)
         kills: list[str] = []
         logs = iter(tmp_path / f"killed-{n}.log" for n in range(100))
 
@@ -227,8 +228,8 @@ def test_a_worker_killed_at_many_points_sends_what_an_unkilled_one_sends(bootstr
         assert len(kills) >= 5 and {"right after start", "during recovery"} <= set(kills), kills
 
         # --- the comparison -------------------------------------------------------------------
-        reference, reference_letters = outputs(Kafka(clean))
-        after_kills, letters = outputs(Kafka(killed))
+        reference, reference_letters = outputs(Kafka(clean.kafka))
+        after_kills, letters = outputs(Kafka(killed.kafka))
         assert audited["clean"].count(everything) == len(everything)
         assert audited["killed"].count(everything) == len(everything), "events never decided after the kills"
         assert reference_letters == [] and letters == [], (reference_letters[:3], letters[:3])
@@ -255,4 +256,4 @@ def test_a_worker_killed_at_many_points_sends_what_an_unkilled_one_sends(bootstr
         for follower in audited.values():
             follower.close()
         for settings in (clean, killed):
-            delete_topics_with_prefix(settings, settings.topic_prefix)
+            delete_topics_with_prefix(settings.kafka, settings.kafka.topic_prefix)

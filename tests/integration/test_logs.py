@@ -49,8 +49,8 @@ def test_connector_lines_about_a_command_name_it(module_settings, kafka, tmp_pat
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("LIENTHONG_")},
         "LIENTHONG_LOG_FORMAT": "json",
-        "LIENTHONG_BOOTSTRAP_SERVERS": module_settings.bootstrap_servers,
-        "LIENTHONG_TOPIC_PREFIX": module_settings.topic_prefix,
+        "LIENTHONG_BOOTSTRAP_SERVERS": module_settings.kafka.bootstrap_servers,
+        "LIENTHONG_TOPIC_PREFIX": module_settings.kafka.topic_prefix,
         "LIENTHONG_DATA_DIR": str(tmp_path),
         "LIENTHONG_CRM_URL": f"http://127.0.0.1:{free_port()}",
         "LIENTHONG_CRM_CONNECTOR_PORT": str(free_port()),

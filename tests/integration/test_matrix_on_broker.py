@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import Worker, change_event
+from tests.integration.conftest import Worker, change_event, in_data_dir
 
 pytestmark = pytest.mark.broker
 
@@ -142,7 +142,7 @@ def test_invoice_request_proposed_approved_issued_cancelled(kafka, worker, tenan
 def test_links_learnt_on_one_worker_are_read_on_another(kafka, module_settings, worker, tmp_path, tenant):
     """Six partitions, two workers: a CRM customer update (CUS-3) reads the link that the acct
     customer's event taught, wherever either was processed."""
-    second = Worker(module_settings.model_copy(update={"data_dir": tmp_path / "second"}), tmp_path / "second.log")
+    second = Worker(in_data_dir(module_settings, tmp_path / "second"), tmp_path / "second.log")
     try:
         second.wait_ready()
         time.sleep(3)  # let the group rebalance settle, so both workers own partitions
@@ -190,8 +190,8 @@ def test_tenant_settings_apply_to_the_events_that_follow(kafka, module_settings,
         "total_amount": "0",
     }
     env = {
-        "LIENTHONG_BOOTSTRAP_SERVERS": module_settings.bootstrap_servers,
-        "LIENTHONG_TOPIC_PREFIX": module_settings.topic_prefix,
+        "LIENTHONG_BOOTSTRAP_SERVERS": module_settings.kafka.bootstrap_servers,
+        "LIENTHONG_TOPIC_PREFIX": module_settings.kafka.topic_prefix,
     }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
@@ -232,8 +232,8 @@ def test_explain_prints_the_audit_trail_of_a_record(kafka, module_settings, work
     )
     kafka.read(["audit.sync"], until=lambda ms: len(audits_for(ms, tenant)) >= 2)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.bootstrap_servers)
-        patch.setenv("LIENTHONG_TOPIC_PREFIX", module_settings.topic_prefix)
+        patch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.kafka.bootstrap_servers)
+        patch.setenv("LIENTHONG_TOPIC_PREFIX", module_settings.kafka.topic_prefix)
         capsys.readouterr()
         assert cli(["explain", tenant, "customer", "C5"]) == 0
         out = capsys.readouterr().out

@@ -13,7 +13,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from common.settings import Settings
+from common.settings import KafkaSettings
+from streams.settings import TableSettings, WorkerSettings
 from tests.integration.conftest import Kafka, Worker, change_event
 
 pytestmark = pytest.mark.broker
@@ -113,15 +114,16 @@ def test_a_partition_the_worker_cannot_read_is_skipped_and_the_others_flow(modul
     prefix = f"nocodec-{uuid.uuid4().hex[:8]}."
     from ops.admin import create_topics, delete_topics_with_prefix
 
-    settings = Settings(
-        bootstrap_servers=module_settings.bootstrap_servers,
-        topic_prefix=prefix,
+    settings = WorkerSettings(
+        kafka=KafkaSettings(bootstrap_servers=module_settings.kafka.bootstrap_servers, topic_prefix=prefix),
+        tables=TableSettings(data_dir=tmp_path / "data"),
         app_id=f"{prefix}lienthong",
-        data_dir=tmp_path / "data",
         web_enabled=False,
     )
-    create_topics(settings)
-    kafka = Kafka(settings)
+    create_topics(
+        settings.kafka, partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor
+    )
+    kafka = Kafka(settings.kafka)
     tenant = f"tenant-{uuid.uuid4().hex[:8]}"
     previous = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = f"{hidden}{os.pathsep}{previous}" if previous else str(hidden)
@@ -134,12 +136,12 @@ def test_a_partition_the_worker_cannot_read_is_skipped_and_the_others_flow(modul
             os.environ["PYTHONPATH"] = previous
     try:
         worker.wait_ready()
-        lz4 = Producer({"bootstrap.servers": settings.bootstrap_servers, "compression.type": "lz4"})
+        lz4 = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "compression.type": "lz4"})
         lz4.produce(
             kafka.name("cdc.acct.customer"), orjson.dumps(customer(tenant, "Z1")), f"{tenant}:Z1".encode(), partition=2
         )
         lz4.flush(30)
-        plain = Producer({"bootstrap.servers": settings.bootstrap_servers})
+        plain = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
         expected = []
         for n, partition in enumerate((0, 1, 3, 4, 5)):
             record_id = f"G{n}"
@@ -167,4 +169,4 @@ def test_a_partition_the_worker_cannot_read_is_skipped_and_the_others_flow(modul
         assert worker.process.poll() is None, "the worker stopped"
     finally:
         worker.stop(signal.SIGTERM)
-        delete_topics_with_prefix(settings, prefix)
+        delete_topics_with_prefix(settings.kafka, prefix)

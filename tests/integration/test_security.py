@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from common.settings import Settings
+from common.settings import KafkaSettings
 from ops.admin import create_topics
+from streams.settings import TableSettings, WorkerSettings
 from tests.integration.conftest import REPO_ROOT, Kafka, Worker, change_event
 
 pytestmark = pytest.mark.broker
@@ -64,15 +65,22 @@ def secure_env(tmp_path_factory) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture()
-def secure_settings(secure_env, monkeypatch, tmp_path) -> Settings:
+def secure_settings(secure_env, monkeypatch, tmp_path) -> WorkerSettings:
     for name, value in secure_env.items():
         monkeypatch.setenv(name, value)  # the worker subprocess inherits them
     prefix = f"sec-{uuid.uuid4().hex[:8]}."
-    return Settings(topic_prefix=prefix, app_id=f"{prefix}lienthong", data_dir=tmp_path / "worker", web_enabled=False)
+    return WorkerSettings(
+        kafka=KafkaSettings(topic_prefix=prefix),
+        tables=TableSettings(data_dir=tmp_path / "worker"),
+        app_id=f"{prefix}lienthong",
+        web_enabled=False,
+    )
 
 
 def test_the_secure_broker_refuses_a_client_without_tls_and_sasl(secure_env):
-    plain = Settings(bootstrap_servers=secure_env["LIENTHONG_BOOTSTRAP_SERVERS"], kafka_security_protocol="PLAINTEXT")
+    plain = KafkaSettings(
+        bootstrap_servers=secure_env["LIENTHONG_BOOTSTRAP_SERVERS"], kafka_security_protocol="PLAINTEXT"
+    )
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
@@ -81,9 +89,15 @@ def test_the_secure_broker_refuses_a_client_without_tls_and_sasl(secure_env):
 
 
 def test_worker_over_sasl_ssl_turns_a_change_into_a_command(secure_settings, tmp_path):
-    assert secure_settings.kafka_security_protocol == "SASL_SSL"
-    assert {outcome.status for outcome in create_topics(secure_settings)} == {"created"}
-    kafka = Kafka(secure_settings)
+    secure = secure_settings.kafka
+    assert secure.kafka_security_protocol == "SASL_SSL"
+    created = create_topics(
+        secure,
+        partitions=secure_settings.topic_partitions,
+        replication_factor=secure_settings.topic_replication_factor,
+    )
+    assert {outcome.status for outcome in created} == {"created"}
+    kafka = Kafka(secure)
     worker = Worker(secure_settings, tmp_path / "worker.log")
     try:
         worker.wait_ready(timeout=90)
@@ -99,8 +113,8 @@ def test_worker_over_sasl_ssl_turns_a_change_into_a_command(secure_settings, tmp
     assert command["rule"] == "CUS-6"
     assert command["fields"]["name"] == "Công ty An Toàn"
     # the worker logged in with the password and logged it nowhere
-    assert secure_settings.kafka_sasl_password is not None
-    assert secure_settings.kafka_sasl_password.get_secret_value() not in (tmp_path / "worker.log").read_text()
+    assert secure.kafka_sasl_password is not None
+    assert secure.kafka_sasl_password.get_secret_value() not in (tmp_path / "worker.log").read_text()
 
 
 def test_a_wrong_password_is_refused_at_start_with_a_clear_error(secure_env, monkeypatch, tmp_path):

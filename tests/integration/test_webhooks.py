@@ -18,8 +18,8 @@ pytestmark = pytest.mark.broker
 async def test_signed_webhooks_become_change_events_and_bad_ones_nothing(kafka, module_settings, tenant):
     app = create_webhooks(
         secrets={("crm", tenant): "whsec"},
-        kafka=confluent_config(module_settings),
-        topic_prefix=module_settings.topic_prefix,
+        kafka=confluent_config(module_settings.kafka),
+        topic_prefix=module_settings.kafka.topic_prefix,
         tolerance_s=300,
     )
     client = TestClient(TestServer(app))

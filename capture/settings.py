@@ -1,0 +1,52 @@
+"""The settings of the capture services (``lienthong capture crm|acct``: ``CaptureSettings``) and of the
+webhook receiver, a capture service of systems that send signed notifications (``lienthong webhooks``:
+``WebhookSettings``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from amis.settings import AmisSettings, LedgerDirSetting, TokenRenewBeforeSetting
+from common.settings import DataDirSetting, KafkaSettings, ServiceSettings, WebHostSetting
+
+
+class CaptureSettings(ServiceSettings):
+    """A capture service."""
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    amis: AmisSettings = Field(default_factory=AmisSettings)
+    data_dir: DataDirSetting
+    ledger_dir: LedgerDirSetting
+    web_host: WebHostSetting
+    token_renew_before: TokenRenewBeforeSetting
+    capture_poll_interval: float = Field(10.0, gt=0, description="Seconds between two polls of a capture service.")
+    capture_overlap: float = Field(
+        120.0,
+        ge=0,
+        description="Seconds of changes a poll reads again before its watermark (records skipped by a deletion "
+        "during a scan; ACT's last_sync_time has whole seconds).",
+    )
+    capture_deletion_scan_every: int = Field(
+        30, ge=1, description="CRM capture lists whole resources to notice deletions every this many polls."
+    )
+    capture_extensions: bool = Field(
+        False,
+        description="Also poll the sandboxes' extension resources (CRM quotes, invoice requests, price policies, "
+        "categories; ACT price policies and item groups). Off against real tenants, which have none.",
+    )
+    capture_port: int = Field(
+        8091, ge=0, le=65535, description="Port of the accounting capture service's callback receiver (/callback)."
+    )
+    crm_capture_port: int = Field(
+        8092, ge=0, le=65535, description="Port of the CRM capture service's /metrics, /healthz and /readyz."
+    )
+
+
+class WebhookSettings(ServiceSettings):
+    """The webhook receiver."""
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    web_host: WebHostSetting
+    webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict, description="'<system>:<tenant>' -> HMAC secret; never logged."
+    )

@@ -1,0 +1,94 @@
+"""The settings of a sandbox (``lienthong sandbox crm|acct``): ``SandboxSettings``.
+
+Also the definition of ``LIENTHONG_SANDBOX_ADMIN_TOKEN``, which the demo reads alike for its sandboxes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, SecretStr, field_validator
+
+from common.settings import (
+    AcctAppIdSetting,
+    AcctCredentialsSetting,
+    CrmCredentialsSetting,
+    DataDirSetting,
+    ServiceSettings,
+    WebHostSetting,
+)
+
+
+def _admin_token_is_long_enough(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and len(value.get_secret_value()) < 16:
+        raise ValueError(
+            "LIENTHONG_SANDBOX_ADMIN_TOKEN must be at least 16 characters (e.g. python -c "
+            "'import secrets; print(secrets.token_urlsafe(24))'), or unset for a random one"
+        )
+    return value
+
+
+#: LIENTHONG_SANDBOX_ADMIN_TOKEN
+SandboxAdminTokenSetting = Annotated[
+    SecretStr | None,
+    Field(
+        None,
+        description="The token a sandbox's /sandbox/... routes (test controls, an accountant's screens) need, as "
+        "'Authorization: Bearer <token>'; unset: a random one made at start and printed once. SECURITY.md.",
+    ),
+    AfterValidator(_admin_token_is_long_enough),
+]
+
+
+class SandboxSettings(ServiceSettings):
+    """A sandbox."""
+
+    data_dir: DataDirSetting
+    web_host: WebHostSetting
+    sandbox_credentials: SecretStr = Field(
+        SecretStr("{}"),
+        description="A sandbox's accepted credentials, JSON: CRM {client_id: tenant, "
+        "'<client_id>:secret': secret}; accounting {'<app_id>:<access_code>': tenant}. Secret as a whole (access "
+        "codes are keys): read it with sandbox_logins.",
+    )
+    sandbox_admin_token: SandboxAdminTokenSetting
+    sandbox_faults: dict[str, float | int | None] = Field(
+        default_factory=dict,
+        description="Fault injection of a sandbox (sandboxes.faults.FaultConfig fields).",
+    )
+    # the connectors' layout of the tenants, which a sandbox accepts when LIENTHONG_SANDBOX_CREDENTIALS is unset
+    crm_credentials: CrmCredentialsSetting
+    acct_app_id: AcctAppIdSetting
+    acct_credentials: AcctCredentialsSetting
+    acct_callback_url: str | None = Field(
+        None,
+        description="Accounting sandbox only: where it posts its callbacks (the capture service's /callback). "
+        "A real tenant's callback URL is registered with MISA.",
+    )
+
+    @field_validator("sandbox_credentials")
+    @classmethod
+    def _sandbox_credentials_are_json_strings(cls, value: SecretStr) -> SecretStr:
+        _logins(value)
+        return value
+
+    @property
+    def sandbox_logins(self) -> dict[str, str]:
+        """``LIENTHONG_SANDBOX_CREDENTIALS`` parsed: what a sandbox accepts, in its own layout (empty: unset)."""
+        return _logins(self.sandbox_credentials)
+
+
+def _logins(value: SecretStr) -> dict[str, str]:
+    """A JSON object of strings held in a SecretStr; the error never repeats the value."""
+    try:
+        parsed = json.loads(value.get_secret_value() or "{}")
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()):
+        raise ValueError(
+            "LIENTHONG_SANDBOX_CREDENTIALS must be a JSON object of strings: CRM "
+            '{"<client_id>": "<tenant>", "<client_id>:secret": "<secret>"}, accounting '
+            '{"<app_id>:<access_code>": "<tenant>"}'
+        )
+    return parsed
