@@ -30,8 +30,9 @@ from typing import Any
 import orjson
 from rocksdict import Options, Rdict
 
+from common.names import System
 from streams.core.aggregates import OrderAggregate, decide_for_order
-from streams.core.contract import ChangeEvent, System
+from streams.core.contract import ChangeEvent
 from streams.core.decide import Written
 from streams.core.rules import load_rules
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any, cast
 
 from bench.workload import Event
+from common.names import System
 from streams.core.aggregates import AGGREGATE_ENTITIES, OrderAggregate, aggregate_inputs, decide_for_order
-from streams.core.contract import System, decode_change_event
+from streams.core.contract import decode_change_event
 from streams.core.decide import decide
 from streams.core.rules import load_rules
 from streams.tables import BatchState, Tables

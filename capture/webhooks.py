@@ -32,7 +32,7 @@ from pydantic import SecretStr
 from amis.crm_mapping import from_crm
 from common import metrics
 from common.delivery import produce_acknowledged
-from streams.core.contract import ENTITIES, System
+from common.names import ENTITIES, System
 from streams.topics import cdc_topic
 
 SECRETS = web.AppKey("secrets", dict)

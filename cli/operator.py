@@ -65,8 +65,8 @@ def _short(value: Any, width: int = 60) -> str:
 
 def _reconcile(args: argparse.Namespace, settings: OpsSettings) -> int:
     _quiet_clients()
+    from common.names import System
     from ops.reconcile import ENTITIES, ReconcileError, publish_repairs, reconcile
-    from streams.core.contract import System
 
     try:
         report = asyncio.run(

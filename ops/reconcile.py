@@ -41,9 +41,10 @@ from amis.errors import ProtocolError, Refused, Transient
 from amis.mapping import RecordMap
 from amis.settings import AmisSettings
 from common.kafka_config import confluent_config
+from common.names import System
 from common.settings import KafkaSettings
 from streams.core.commands import audit_record, build_command, mapped_fields
-from streams.core.contract import Action, AuditRecord, ChangeEvent, Command, CommandKey, Op, System, dumps
+from streams.core.contract import Action, AuditRecord, ChangeEvent, Command, CommandKey, Op, dumps
 from streams.core.rules import Effect, Rule, RuleBook, load_rules
 from streams.topics import AUDIT, commands_topic
 

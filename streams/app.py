@@ -23,6 +23,7 @@ from mode import Service
 
 from common import metrics
 from common.kafka_config import aiokafka_config, confluent_config, ssl_context
+from common.names import System
 from common.settings import KafkaSettings
 from streams import kafka_driver
 from streams.agents.aggregates import register_aggregates_agent
@@ -30,7 +31,6 @@ from streams.agents.batching import BatchingStream
 from streams.agents.cdc import register_cdc_agent
 from streams.agents.pipeline import AgentDeps, OutputTopics
 from streams.agents.results import register_results_agent
-from streams.core.contract import System
 from streams.core.rules import RuleBook, load_rules
 from streams.outputs import Outputs, ProducerLike
 from streams.settings import WorkerSettings

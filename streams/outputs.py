@@ -57,6 +57,14 @@ class OutputMessage:
         return len(self.key or b"") + len(self.value or b"") + headers + RECORD_OVERHEAD
 
 
+def too_large(messages: Sequence[OutputMessage], limit: int) -> OutputMessage | None:
+    """The first message larger than ``limit`` bytes, if any."""
+    for message in messages:
+        if message.size > limit:
+            return message
+    return None
+
+
 class OutputsNotDelivered(RuntimeError):
     """The broker did not take every message of a batch; the batch must not be acked."""
 

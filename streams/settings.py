@@ -83,6 +83,20 @@ class WorkerSettings(ServiceSettings):
         description="After a rebalance, how long a worker waits for its global tables to read their changelogs "
         "before it decides again (docs/state.md); past that it decides with what it has, with a warning.",
     )
+    order_max_wait: float = Field(
+        30.0,
+        gt=0,
+        description="Longest a change whose decision rests on an absent record (not linked yet, not in the "
+        "target yet) is held for every input to pass the moment it reached Kafka (docs/state.md); past it, it "
+        "is decided with what is known, with a warning.",
+    )
+    transaction_timeout: float = Field(
+        10.0,
+        ge=1,
+        description="Seconds the broker gives a worker's open transaction before it aborts it: how long the "
+        "unfinished batch of a worker killed without LIENTHONG_GROUP_INSTANCE_ID may hold back read_committed "
+        "readers (a worker restarted under the same instance id ends it at once).",
+    )
     web_enabled: WebEnabledSetting
     web_port: WebPortSetting
     web_host: WebHostSetting

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from streams.core.contract import ENTITIES, System
+from common.names import ENTITIES, System
 
 DLQ_CDC = "dlq.cdc"
 DLQ_COMMANDS = "dlq.commands"

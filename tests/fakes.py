@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.core.contract import SCHEMA_VERSION, ChangeEvent, System
+from common.names import System
+from streams.core.contract import SCHEMA_VERSION, ChangeEvent
 from streams.core.decide import Decision, Written
 
 TS_MS = 1_764_201_600_000

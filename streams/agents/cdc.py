@@ -9,6 +9,7 @@ import faust
 from faust.types import EventT
 
 from common.logs import about
+from common.names import System
 from streams.agents.pipeline import (
     ORIGIN_KEY,
     ORIGIN_OFFSET,
@@ -26,7 +27,7 @@ from streams.agents.pipeline import (
     where_of,
 )
 from streams.core.aggregates import AGGREGATE_ENTITIES, aggregate_inputs, check_document
-from streams.core.contract import BadInput, ChangeEvent, System, decode_change_event
+from streams.core.contract import BadInput, ChangeEvent, decode_change_event
 from streams.core.decide import decide, resolve_action
 from streams.outputs import OutputMessage
 from streams.topics import parse_cdc_topic

@@ -41,7 +41,8 @@ from faust.types import EventT
 
 from common import metrics
 from common.logs import about_key
-from streams.core.contract import ChangeEvent, Command, System, dead_letter_headers, dumps
+from common.names import System
+from streams.core.contract import ChangeEvent, Command, dead_letter_headers, dumps
 from streams.core.decide import Decision
 from streams.core.rules import RuleBook
 from streams.outputs import OutputMessage, Outputs

@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from common.names import System
 from streams.core.commands import audit_record, build_command
-from streams.core.contract import Action, AuditNote, BadInput, ChangeEvent, Command, CommandKey, Note, System, named
+from streams.core.contract import Action, AuditNote, BadInput, ChangeEvent, Command, CommandKey, Note, named
 from streams.core.decide import Decision, State, decide
 from streams.core.rules import RuleBook
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.names import System
 from streams.core.contract import (
     Action,
     AuditCommand,
@@ -19,7 +20,6 @@ from streams.core.contract import (
     CommandKey,
     CommandSource,
     Op,
-    System,
     command_id,
 )
 from streams.core.rules import Rule, WriteTarget

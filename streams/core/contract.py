@@ -17,40 +17,13 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from common.names import ENTITIES, System
 from streams.core.errors import BadInput
 from streams.core.validation import check_event_id, check_key, check_record, check_tenant
 
 __all__ = ["BadInput"]  # re-exported: agents and tests catch it from here
 
 SCHEMA_VERSION = 1
-
-
-class System(StrEnum):
-    CRM = "crm"
-    ACCT = "acct"
-
-
-ENTITIES: dict[System, frozenset[str]] = {
-    System.CRM: frozenset(
-        {"customer", "product_category", "product", "quote", "sale_order", "invoice", "price_policy"}
-    ),
-    # "quote" is not in the contract's list of acct entities, but QUO-1 writes acct quotes and QUO-3
-    # reads their changes: see docs/decisions.md.
-    System.ACCT: frozenset(
-        {
-            "customer",
-            "quote",
-            "product_category",
-            "product",
-            "price_policy",
-            "sale_order",
-            "contract",
-            "sales_voucher",
-            "receipt",
-            "invoice",
-        }
-    ),
-}
 
 
 class Action(StrEnum):

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from common.names import System
 from streams.core.commands import LOCAL_FIELDS, audit_record, build_command, command_key_text, mapped_fields
 from streams.core.contract import (
     Action,
@@ -27,7 +28,6 @@ from streams.core.contract import (
     CommandKey,
     Note,
     Op,
-    System,
     named,
 )
 from streams.core.rules import Effect, Rule, RuleBook, WriteTarget

@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from streams.core.contract import ENTITIES, Action, Op, System
+from common.names import ENTITIES, System
+from streams.core.contract import Action, Op
 from streams.core.rule_table import RULE_TABLE
 
 OrderTarget = Literal["sale_order", "contract"]

@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from streams.core.contract import Action, ChangeEvent, System
+from common.names import System
+from streams.core.contract import Action, ChangeEvent
 
 _REVENUE_TRANSITIONS = {
     "proposed": Action.PROPOSE_REVENUE,

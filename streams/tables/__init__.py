@@ -52,7 +52,7 @@ from faust.streams import _current_event  # the context variable behind faust.cu
 from faust.types import TP, EventT, StoreT, TableT
 from yarl import URL
 
-from streams.core.contract import System
+from common.names import System
 from streams.core.decide import Decision, LinkUpdate, Written
 from streams.outputs import OutputMessage
 from streams.settings import TableSettings

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import orjson
 from faust.types import TP
 
+from common.names import System
 from streams.app import create_app
-from streams.core.contract import System
 from streams.core.decide import LinkUpdate
 from streams.settings import TableSettings, WorkerSettings
 from streams.tables import WRITER_HEADER, BatchState, as_current_event, read_store

@@ -30,12 +30,13 @@ from amis.ledger import CallbackOutcome, WriteLedger
 from capture.acct import ActCapture
 from capture.state import CaptureState, CrashForTest, Reporter, new_producer
 from common.kafka_config import confluent_config
+from common.names import System
 from connectors.writers import ActWriter
 from sandboxes.acct import create_acct_sandbox
 from sandboxes.acct_api import CONFIG
 from sandboxes.acct_store import ActStore
 from sandboxes.admin import ADMIN_TOKEN
-from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id
+from streams.core.contract import Command, CommandKey, CommandSource, Op, command_id
 from streams.settings import WorkerSettings
 from tests.capture.conftest import events_of
 

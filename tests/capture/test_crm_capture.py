@@ -27,10 +27,11 @@ from amis.ledger import WriteLedger
 from capture.crm import CrmCapture
 from capture.state import CaptureState, CrashForTest, Reporter, new_producer
 from common.kafka_config import confluent_config
+from common.names import System
 from connectors.writers import CrmWriter
 from sandboxes.crm import create_crm_sandbox
 from sandboxes.crm_store import RESOURCES, CrmStore
-from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id
+from streams.core.contract import Command, CommandKey, CommandSource, Op, command_id
 from streams.settings import WorkerSettings
 from tests.capture.conftest import events_of
 

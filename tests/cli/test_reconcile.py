@@ -15,9 +15,9 @@ import orjson
 import pytest
 
 from cli.main import main
+from common.names import System
 from demo.local import APP_ID, Accountant, CrmUser, acct_access, crm_login, local_systems
 from ops.reconcile import Side, compare
-from streams.core.contract import System
 from streams.core.rules import load_rules
 
 pytestmark = pytest.mark.broker

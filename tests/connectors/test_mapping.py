@@ -159,7 +159,7 @@ def test_acct_records_come_back_as_they_went(entity):
 
 
 def test_every_entity_of_the_contract_has_a_table_in_its_system():
-    from streams.core.contract import ENTITIES, System
+    from common.names import ENTITIES, System
 
     assert set(crm_mapping.RESOURCES) == set(ENTITIES[System.CRM])
     assert set(acct_mapping.DICTIONARIES) | set(acct_mapping.VOUCHERS) == set(ENTITIES[System.ACCT])

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.core.contract import Command, CommandKey, Op, System
+from common.names import System
+from streams.core.contract import Command, CommandKey, Op
 from streams.core.decide import Decision, decide
 from streams.core.rules import RuleBook
 from tests.fakes import FakeState, event

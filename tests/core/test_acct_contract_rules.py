@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from streams.core.contract import CommandKey, Op, System
+from common.names import System
+from streams.core.contract import CommandKey, Op
 from streams.core.rules import RuleBook
 from tests.core.rule_cases import (
     CASE_PARAMS,

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from streams.core.contract import Action, BadInput, System
+from common.names import System
+from streams.core.contract import Action, BadInput
 from streams.core.decide import decide
 from streams.core.rules import RuleBook
 from streams.core.transitions import derive_action

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
+from common.names import System
 from streams.core.contract import (
     Action,
     BadInput,
@@ -15,7 +16,6 @@ from streams.core.contract import (
     CommandKey,
     CommandSource,
     Op,
-    System,
     decode_change_event,
     dumps,
     parse_command,

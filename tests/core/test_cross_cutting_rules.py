@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from streams.core.contract import BadInput, CommandKey, Note, Op, System, decode_change_event
+from common.names import System
+from streams.core.contract import BadInput, CommandKey, Note, Op, decode_change_event
 from streams.core.rules import RuleBook
 from tests.core.rule_cases import (
     ACCT_CUSTOMER,

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from common.names import System
 from streams.core.aggregates import OrderAggregate, decide_for_order
-from streams.core.contract import CommandKey, Op, System
+from streams.core.contract import CommandKey, Op
 from streams.core.rules import Effect, RuleBook
 from tests.core.rule_cases import (
     NOW,

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.inprocess import DictTable, NoTenantSettings
+from common.names import System
 from streams.core.aggregates import (
     AGGREGATE_ENTITIES,
     OrderAggregate,
@@ -23,7 +24,7 @@ from streams.core.aggregates import (
     check_document,
     decide_for_order,
 )
-from streams.core.contract import ENTITY_NAMES, BadInput, ChangeEvent, System, decode_change_event, dumps
+from streams.core.contract import ENTITY_NAMES, BadInput, ChangeEvent, decode_change_event, dumps
 from streams.core.decide import decide
 from streams.core.rules import load_rules
 from streams.tables import BatchState, Tables

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.inprocess import DictTable, NoTenantSettings
+from common.names import System
 from streams.core.aggregates import (
     AGGREGATE_ENTITIES,
     OrderAggregate,
@@ -22,7 +23,7 @@ from streams.core.aggregates import (
     check_document,
     decide_for_order,
 )
-from streams.core.contract import BadInput, System, decode_change_event
+from streams.core.contract import BadInput, decode_change_event
 from streams.core.decide import decide
 from streams.core.rules import load_rules
 from streams.core.validation import TENANT

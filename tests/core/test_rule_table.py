@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from streams.core.contract import Action, Op, System
+from common.names import System
+from streams.core.contract import Action, Op
 from streams.core.matrix_doc import CROSS_CUTTING_RULES
 from streams.core.rule_table import RULE_TABLE
 from streams.core.rules import Effect, RuleTableError, load_rules

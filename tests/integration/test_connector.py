@@ -27,6 +27,7 @@ from amis.ledger import WriteLedger
 from capture.acct import ActCapture
 from capture.state import CaptureState, Reporter, new_producer
 from common.kafka_config import confluent_config
+from common.names import System
 from connectors.runner import Connector, ConnectorSettings
 from connectors.writers import NAMESPACE
 from sandboxes.acct import create_acct_sandbox
@@ -35,7 +36,7 @@ from sandboxes.admin import ADMIN_TOKEN
 from sandboxes.crm import create_crm_sandbox
 from sandboxes.crm_store import CrmStore
 from sandboxes.faults import FaultConfig
-from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id, dumps
+from streams.core.contract import Command, CommandKey, CommandSource, Op, command_id, dumps
 
 pytestmark = pytest.mark.broker
 

@@ -28,6 +28,7 @@ from amis.settings import AmisSettings
 from capture.service import serve_capture
 from capture.settings import CaptureSettings
 from capture.webhooks import create_webhooks
+from common.names import System
 from common.settings import AcctTenant, CrmTenant
 from connectors.runner import Connector, ConnectorSettings
 from sandboxes.acct import create_acct_sandbox
@@ -36,7 +37,7 @@ from sandboxes.app import instrument
 from sandboxes.crm import create_crm_sandbox
 from sandboxes.crm_store import RESOURCES as CRM_RESOURCES
 from sandboxes.crm_store import CrmStore
-from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id, dumps
+from streams.core.contract import Command, CommandKey, CommandSource, Op, command_id, dumps
 from streams.settings import WorkerSettings
 from tests.integration.conftest import REPO_ROOT, change_event, in_data_dir
 

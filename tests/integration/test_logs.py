@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.core.contract import Command, CommandKey, CommandSource, Op, System, command_id, dumps
+from common.names import System
+from streams.core.contract import Command, CommandKey, CommandSource, Op, command_id, dumps
 
 pytestmark = pytest.mark.broker
 

@@ -1,0 +1,331 @@
+"""The processing loop: one librdkafka consumer, one transactional producer, one batch at a time.
+
+Each worker runs one ``ProcessingLoop`` in a thread of its own (``streams.app`` starts and stops it
+with the faust worker). Its consumer, in the group ``<app id>``, reads two kinds of partitions that
+the group spreads over its workers:
+
+* **inputs** — every ``cdc.<system>.<entity>`` and ``results.<system>`` partition: each message is
+  routed, unread, to its tenant's partition of the changes topic (``streams.agents.route``), and the
+  router's progress follows it there (``streams.agents.time_order``);
+* **the changes topic** — each partition is owned by one worker, which holds the state of its
+  tenants (``streams.tables``) and decides their changes (``streams.agents.changes``).
+
+A batch is whatever the consumer has (up to ``LIENTHONG_BATCH_SIZE`` messages): routed and decided,
+then made durable in one transaction with its offsets (``streams.checkpoint``). Group membership,
+partition assignment and rebalancing are librdkafka's. When the group gives a worker a partition of
+the changes topic, that partition stays paused until its store has read its changelog to the end
+(``Restoring``); then its held changes are loaded and it is resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from common import metrics
+from streams.agents.batch import Batch, Processing
+from streams.agents.changes import Owned, Routed, decide_routed, is_progress, release_held
+from streams.agents.route import route
+from streams.agents.time_order import HeldChanges, InputProgress, RouterProgress, input_name
+from streams.checkpoint import Checkpoint
+from streams.tables.state import PartitionState
+from streams.tables.store import PartitionStore, Stores
+
+log = logging.getLogger(__name__)
+
+# How often a router with nothing to route says how far it is (streams.agents.time_order).
+IDLE_PROGRESS_INTERVAL_S = 0.2
+# How long one consume call waits for the first message.
+POLL_S = 0.05
+# Changelog messages a restoring partition reads per turn of the loop (inputs keep moving meanwhile).
+RESTORE_CHUNK = 10_000
+
+
+@dataclass
+class LoopConfig:
+    """What the loop needs besides its clients: where it reads and how it batches."""
+
+    input_topics: list[str]  # with the deployment's prefix
+    changes_topic: str
+    changelog_topic: str
+    changes_partitions: int
+    batch_size: int
+    order_max_wait_s: float
+
+
+@dataclass
+class LoopStatus:
+    """What ``/readyz`` and the metrics read of the loop (from another thread: plain values)."""
+
+    assignments: int = 0  # how many times the group assigned this worker its partitions
+    owned: set[int] = field(default_factory=set)
+    restoring: set[int] = field(default_factory=set)
+    running: bool = False
+    stopped: bool = False
+
+
+class Restoring:
+    """Reads a partition's state changelog into its store before the partition is decided again."""
+
+    def __init__(self, consumer: Consumer, changelog_topic: str) -> None:
+        self.consumer = consumer  # assigned, not subscribed: no group
+        self.topic = changelog_topic
+        self.stores: dict[int, PartitionStore] = {}
+
+    def start(self, stores: Iterable[PartitionStore]) -> None:
+        starting = []
+        for store in stores:
+            self.stores[store.partition] = store
+            offset = store.changelog_offset
+            starting.append(
+                TopicPartition(self.topic, store.partition, offset + 1 if offset >= 0 else OFFSET_BEGINNING)
+            )
+        if starting:
+            self.consumer.incremental_assign(starting)
+
+    def stop(self, partitions: Iterable[int]) -> None:
+        stopping = [TopicPartition(self.topic, p) for p in partitions if self.stores.pop(p, None) is not None]
+        if stopping:
+            self.consumer.incremental_unassign(stopping)
+
+    def read(self, limit: int) -> list[int]:
+        """Apply up to ``limit`` changelog messages; the partitions restored to their end."""
+        if not self.stores:
+            return []
+        done: list[int] = []
+        writes: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
+        last: dict[int, int] = {}
+        for message in self.consumer.consume(limit, POLL_S):
+            error = message.error()
+            partition = message.partition()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF and partition in self.stores:
+                    done.append(partition)
+                else:
+                    log.warning("restoring %s: %s", self.topic, error)
+                continue
+            if partition not in self.stores:
+                continue
+            writes[partition].append((message.key() or b"", message.value()))
+            last[partition] = message.offset() or 0
+        for partition, changes in writes.items():
+            self.stores[partition].write(changes, last[partition])
+        for partition in done:
+            self.stop([partition])
+        return done
+
+
+class ProcessingLoop:
+    """Route, decide, commit — until ``stop()``."""
+
+    def __init__(
+        self,
+        *,
+        config: LoopConfig,
+        processing: Processing,
+        consumer: Consumer,
+        restore_consumer: Consumer,
+        checkpoint: Checkpoint,
+        stores: Stores,
+        tenant_settings: Any,
+        settings_current: Callable[[int], None],
+        stop_worker: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.processing = processing
+        self.consumer = consumer
+        self.restoring = Restoring(restore_consumer, config.changelog_topic)
+        self.checkpoint = checkpoint
+        self.stores = stores
+        self.tenant_settings = tenant_settings
+        self.settings_current = settings_current  # waits until settings written before a moment are read
+        self.stop_worker = stop_worker
+        self.clock = clock
+        self.status = LoopStatus()
+        self.router = RouterProgress()
+        self.owned: dict[int, Owned] = {}
+        self.inputs: set[str] = set()
+        self._stop = threading.Event()
+        self._last_progress = 0.0
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """The loop (a thread of its own); a batch that cannot be made durable stops the worker."""
+        self.status.running = True
+        try:
+            self.checkpoint.start()
+            self.inputs = self._input_names()
+            self.consumer.subscribe(
+                [*self.config.input_topics, self.config.changes_topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_revoke,
+            )
+            while not self._stop.is_set():
+                self.turn()
+        except Exception:
+            log.critical(
+                "the processing loop failed; the worker stops and reads the batch again when restarted", exc_info=True
+            )
+            self.stop_worker()
+            raise
+        finally:
+            self.status.running = False
+            self.status.stopped = True
+            self._close()
+
+    def _close(self) -> None:
+        for client in (self.consumer, self.restoring.consumer):
+            try:
+                client.close()
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("closing a consumer: %s", exc)
+        self.stores.close()
+
+    def _input_names(self) -> set[str]:
+        metadata = self.consumer.list_topics(timeout=30)
+        names = set()
+        for topic in self.config.input_topics:
+            described = metadata.topics.get(topic)
+            if described is None or described.error is not None:
+                raise RuntimeError(f"topic {topic} does not exist: run `lienthong topics create` first")
+            names |= {input_name(topic, partition) for partition in described.partitions}
+        return names
+
+    # --- rebalancing (called by librdkafka inside consume) --------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        changes = [tp.partition for tp in partitions if tp.topic == self.config.changes_topic]
+        consumer.assign(partitions)
+        if changes:
+            consumer.pause([TopicPartition(self.config.changes_topic, p) for p in changes])
+            self.restoring.start(self.stores.assign(p) for p in changes)
+            self.status.restoring |= set(changes)
+        self.status.assignments += 1
+        metrics.REBALANCES.labels("worker").inc()
+        log.info(
+            "assigned %d partition(s), %d of the changes topic to restore: %s",
+            len(partitions),
+            len(changes),
+            sorted(changes),
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        changes = [tp.partition for tp in partitions if tp.topic == self.config.changes_topic]
+        self.restoring.stop(changes)
+        for partition in changes:
+            self.owned.pop(partition, None)
+            self.stores.revoke(partition)
+            self.status.owned.discard(partition)
+            self.status.restoring.discard(partition)
+        self.router.forget(
+            input_name(tp.topic, tp.partition) for tp in partitions if tp.topic != self.config.changes_topic
+        )
+        log.info("revoked %d partition(s)", len(partitions))
+
+    def _restored(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            store = self.stores.open.get(partition)
+            if store is None:
+                continue
+            held = HeldChanges()
+            state = PartitionState(store, self.tenant_settings, self.processing.default_order_target)
+            held.load(state.items_with_prefix("held", ""))
+            self.owned[partition] = Owned(progress=InputProgress(self.inputs), held=held)
+            self.status.restoring.discard(partition)
+            self.status.owned.add(partition)
+            log.info("partition %d of the changes topic restored (%d held changes): deciding", partition, len(held))
+        self.consumer.resume([TopicPartition(self.config.changes_topic, p) for p in partitions])
+
+    # --- one turn -------------------------------------------------------------------------------
+
+    def turn(self) -> None:
+        """Restore a little, take a batch, make it durable."""
+        if self.status.restoring:
+            done = self.restoring.read(RESTORE_CHUNK)
+            if done:
+                self._restored(done)
+        polled_at = self.clock()
+        messages = self.consumer.consume(self.config.batch_size, POLL_S)
+        if len(messages) < self.config.batch_size:
+            self.router.drained(int(polled_at * 1000))
+        self.process(messages, now=self.clock())
+
+    def process(self, messages: list[Any], *, now: float) -> None:
+        """Route and decide one batch, then make it durable."""
+        config = self.config
+        batch = Batch(self.processing, int(now * 1000))
+        offsets: dict[tuple[str, int], int] = {}
+        decided: dict[int, list[Any]] = defaultdict(list)
+        routed_any = False
+        newest_ms = 0
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    if message.topic() != config.changes_topic:
+                        self.router.reached_end(message.topic(), message.partition(), batch.now_ms)
+                else:
+                    log.warning("consumer: %s", error)
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            offsets[(topic, partition)] = offset + 1
+            if topic == config.changes_topic:
+                decided[partition].append(message)
+                continue
+            outgoing = route(message, config.changes_topic)
+            self.router.routed(topic, partition, message.timestamp()[1])
+            if outgoing is not None:
+                batch.send(outgoing)
+                routed_any = True
+        if routed_any or now - self._last_progress >= IDLE_PROGRESS_INTERVAL_S:
+            for progress in self.router.messages(config.changes_topic, config.changes_partitions):
+                batch.send(progress)
+            self._last_progress = now
+        for routed_messages in decided.values():
+            for message in routed_messages:
+                if not is_progress(message.headers()):
+                    newest_ms = max(newest_ms, message.timestamp()[1])
+        if newest_ms:
+            # tenant settings written before the newest change reached the broker apply to the batch
+            self.settings_current(newest_ms)
+        max_wait_ms = int(config.order_max_wait_s * 1000)
+        for partition, owned in self.owned.items():
+            state = self._state(batch, partition)
+            for message in decided.get(partition, ()):
+                headers = message.headers() or []
+                if is_progress(headers):
+                    owned.progress.read(message.value())
+                    continue
+                if message.value() is None:
+                    continue
+                routed = Routed.of(message.key(), message.value(), headers, message.offset())
+                decide_routed(batch, state, owned, routed)
+            release_held(batch, state, owned, max_wait_ms)
+        positions = [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
+        self.checkpoint.make_durable(batch, positions, self.consumer.consumer_group_metadata())
+        counts = self.processing.counts
+        counts["messages"] += len(messages)
+        counts["batches"] += 1 if messages else 0
+        if messages:
+            metrics.BATCH_SIZE.observe(len(messages))
+
+    def _state(self, batch: Batch, partition: int) -> PartitionState:
+        state = batch.states.get(partition)
+        if state is None:
+            store = self.stores.open[partition]
+            state = PartitionState(store, self.tenant_settings, self.processing.default_order_target)
+            batch.states[partition] = state
+        return state

@@ -1,0 +1,226 @@
+"""A partition's tables as one batch sees them: the store, overlaid with what the batch changed.
+
+``PartitionState`` is the ``State`` the core reads (``streams.core.decide.State``) for the tenants of
+one partition of the changes topic: each event of a batch sees the changes of the events before it,
+and nothing reaches the store before the batch is durable. ``changelog()`` gives the batch's changes
+as state-changelog messages (sent in the batch's transaction); ``write_to_store()`` applies them
+once the transaction has committed (``streams.checkpoint``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
+
+from common.names import System
+from streams.core.decide import Decision, LinkUpdate, Written
+from streams.outputs import OutputMessage
+from streams.tables.store import PartitionStore, TableName, encode_key, read_value
+
+SEEN_EVENTS_PER_RECORD = 32
+
+LINK_SYSTEMS: tuple[str, ...] = (System.ACCT.value, System.CRM.value)
+
+_DELETED = object()
+
+
+def _link_facts(code: str | None, ids: dict[str, str]) -> list[tuple[str, str, str]]:
+    """The facts a link is kept as, each (lookup, field, value): with a code, each system's id by the
+    code and the code by each id (``linked_id`` joins an id to the other through the code); without
+    one, each id by the other."""
+    if code:
+        facts = []
+        for system, record_id in ids.items():
+            facts.append((f"code={code}", system, record_id))
+            facts.append((f"{system}={record_id}", "code", code))
+        return facts
+    return [(f"{a}={a_id}", b, b_id) for a, a_id in ids.items() for b, b_id in ids.items() if a != b]
+
+
+def link_fact_key(tenant: str, family: str, lookup: str, field: str) -> str:
+    """The key of one link fact: what ``field`` (``acct``, ``crm`` or ``code``) is for ``lookup``.
+
+    ``field`` has no ``>``, so the text after the last ``>`` tells two keys apart whatever the code.
+    """
+    return f"{tenant}:{family}:{lookup}>{field}"
+
+
+class PartitionState:
+    """The tables of one partition's tenants through one batch (``streams.core.decide.State``)."""
+
+    def __init__(self, store: PartitionStore, tenant_settings: Any, default_order_target: str) -> None:
+        self.store = store
+        self.tenant_settings = tenant_settings  # streams.tables.tenants.TenantSettings (or a fake)
+        self.default_order_target = default_order_target
+        # (table, key) -> new value, or _DELETED
+        self._changes: dict[tuple[TableName, str], Any] = {}
+        self._encoded: list[tuple[bytes, bytes | None]] | None = None  # the changes as sent (changelog)
+
+    # --- reading and writing through the batch -----------------------------------------------
+
+    def get(self, table: TableName, key: str) -> Any:
+        change = self._changes.get((table, key), None)
+        if change is not None:
+            return None if change is _DELETED else change
+        return read_value(self.store, table, key)
+
+    def set(self, table: TableName, key: str, value: Any) -> None:
+        self._changes[(table, key)] = value
+        self._encoded = None
+
+    def delete(self, table: TableName, key: str) -> None:
+        if self.get(table, key) is not None:
+            self._changes[(table, key)] = _DELETED
+            self._encoded = None
+
+    def items_with_prefix(self, table: TableName, prefix: str) -> list[tuple[str, Any]]:
+        """Every (key, value) of ``table`` whose key starts with ``prefix``, in key order, with the
+        batch's changes."""
+        found: dict[str, Any] = {}
+        skip = len(table) + 1
+        for raw_key, raw_value in self.store.items_from(encode_key(table, prefix)):
+            found[raw_key[skip:].decode()] = orjson.loads(raw_value)
+        for (changed_table, key), value in self._changes.items():
+            if changed_table == table and key.startswith(prefix):
+                if value is _DELETED:
+                    found.pop(key, None)
+                else:
+                    found[key] = value
+        return sorted(found.items())
+
+    def changes(self) -> Iterator[tuple[TableName, str, Any | None]]:
+        """(table, key, new value or None for a delete) of every change the batch made."""
+        for (table, key), value in self._changes.items():
+            yield table, key, None if value is _DELETED else value
+
+    def changelog(self, topic: str) -> list[OutputMessage]:
+        """The batch's changes as messages of the state changelog (this store's partition), each
+        value encoded once: ``write_to_store`` writes the same bytes."""
+        partition = self.store.partition
+        encoded = self._encoded = self._encode()
+        return [OutputMessage(topic, key, value, None, partition) for key, value in encoded]
+
+    def write_to_store(self, changelog_offset: int | None) -> None:
+        """Apply the batch's changes to the store, once their changelog messages are committed."""
+        if not self._changes and changelog_offset is None:
+            return
+        encoded = self._encoded if self._encoded is not None else self._encode()
+        self.store.write(encoded, changelog_offset)
+        self._changes.clear()
+        self._encoded = None
+
+    def _encode(self) -> list[tuple[bytes, bytes | None]]:
+        dumps = orjson.dumps
+        return [
+            (encode_key(table, key), None if value is _DELETED else dumps(value))
+            for (table, key), value in self._changes.items()
+        ]
+
+    # --- streams.core.decide.State -------------------------------------------------------------
+
+    def order_target(self, tenant: str) -> str:
+        return str(self.tenant_settings.get(tenant).get("order_target") or self.default_order_target)
+
+    def linked_id(
+        self, tenant: str, system: System, family: str, *, code: str | None, other_id: str | None
+    ) -> str | None:
+        if code and (found := self.get("links", link_fact_key(tenant, family, f"code={code}", system))):
+            return str(found)
+        if other_id:
+            other = System.ACCT if system is System.CRM else System.CRM
+            lookup = f"{other}={other_id}"
+            if found := self.get("links", link_fact_key(tenant, family, lookup, system)):
+                return str(found)
+            # the other record's code, and what that code is linked to
+            other_code = self.get("links", link_fact_key(tenant, family, lookup, "code"))
+            if other_code and other_code != code:
+                found = self.get("links", link_fact_key(tenant, family, f"code={other_code}", system))
+                if found:
+                    return str(found)
+        return None
+
+    def last_written(self, key: str) -> Written | None:
+        value = self.get("written", key)
+        if not value:
+            return None
+        return Written(fields=value["fields"], event_id=value["event_id"], command_id=value["command_id"])
+
+    def crm_record(self, tenant: str, entity: str, code: str) -> dict[str, Any] | None:
+        record: dict[str, Any] | None = self.get("crm_records", f"{tenant}:{entity}:{code}")
+        return record
+
+    def crm_customers(self, tenant: str) -> Iterable[dict[str, Any]]:
+        return [record for _key, record in self.items_with_prefix("crm_records", f"{tenant}:customer:") if record]
+
+    # --- what events teach -----------------------------------------------------------------------
+
+    def is_duplicate(self, record_key: str, event_id: str) -> bool:
+        return event_id in (self.get("seen_events", record_key) or ())
+
+    def mark_seen(self, record_key: str, event_id: str) -> None:
+        recent = list(self.get("seen_events", record_key) or ())
+        self.set("seen_events", record_key, [*recent, event_id][-SEEN_EVENTS_PER_RECORD:])
+
+    def apply_links(self, links: Iterable[LinkUpdate]) -> None:
+        """Learn what each update says of one record's ids, one fact per key (X-3).
+
+        A link is kept as facts: "the acct id of code KH1 is A1", "the code of CRM id C9 is KH1",
+        each under its own key (``<tenant>:<family>:<lookup>><field>``), never as one value holding
+        all of a record's ids: a record whose code changes keeps its link, and ``linked_id`` joins an
+        id to the other system's through the code.
+        """
+        for link in links:
+            self._apply_link(link)
+
+    def _apply_link(self, link: LinkUpdate) -> None:
+        """One update: unless it says nothing new, the facts of what it says and what was known."""
+        tenant, family = link.tenant, link.family
+        read: dict[str, Any] = {}  # each fact read once per update: reads cost, most are misses
+
+        def fact(lookup: str, name: str) -> Any:
+            key = link_fact_key(tenant, family, lookup, name)
+            if key not in read:
+                read[key] = self.get("links", key)
+            return read[key]
+
+        if all(fact(lookup, name) == value for lookup, name, value in _link_facts(link.code, link.ids)):
+            return  # nothing new: most changes are to records already linked
+        # What is known of the record: by each of its ids, its code and other ids; by its codes
+        # (the one it has now, the one it had), its ids. What the update says wins.
+        codes = [link.code] if link.code else []
+        known: dict[str, str] = {}
+        for system, record_id in link.ids.items():
+            code = fact(f"{system}={record_id}", "code")
+            if code is not None and code not in codes:
+                codes.append(str(code))
+            for other in LINK_SYSTEMS:
+                if other != system and (value := fact(f"{system}={record_id}", other)) is not None:
+                    known.setdefault(other, str(value))
+        for code in codes:
+            for system in LINK_SYSTEMS:
+                if (value := fact(f"code={code}", system)) is not None:
+                    known.setdefault(system, str(value))
+        known.update(link.ids)
+        for lookup, name, value in _link_facts(codes[0] if codes else None, known):
+            if fact(lookup, name) != value:
+                self.set("links", link_fact_key(tenant, family, lookup, name), value)
+
+    def apply_decision(self, decision: Decision) -> None:
+        """Remember what the decision taught: links, CRM records, what was written."""
+        self.apply_links(decision.links)
+        for key in decision.forget_written:
+            self.delete("written", key)
+        for record in decision.crm_records:
+            key = f"{record.tenant}:{record.entity}:{record.code}"
+            if record.record is None:
+                self.delete("crm_records", key)
+            else:
+                self.set("crm_records", key, record.record)
+        for key, written in decision.written.items():
+            self.set(
+                "written",
+                key,
+                {"fields": written.fields, "event_id": written.event_id, "command_id": written.command_id},
+            )
