@@ -251,7 +251,6 @@ VOUCHERS: dict[str, ActVoucher] = {
 
 # voucher_type -> entity, for callbacks (ba_deposit, a receipt into the bank, is a receipt too)
 ENTITY_OF_VOUCHER_TYPE: dict[int, str] = {v.voucher_type: v.entity for v in VOUCHERS.values()} | {1: "receipt"}
-DICTIONARY_OF_DATA_TYPE: dict[int, ActDictionary] = {d.data_type: d for d in DICTIONARIES.values()}
 
 
 def to_acct(entity: str, record: dict) -> dict:

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import orjson
 
 TS_MS = 1_764_201_600_000
-EVENTS_PER_UNIT = 12
 
 
 @dataclass(frozen=True, slots=True)

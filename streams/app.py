@@ -186,7 +186,6 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
         max_wait=settings.global_tables_max_wait,
     )
     deps = AgentDeps(
-        app=app,
         rules=rules,
         tables=tables,
         tenants=tenants,

@@ -35,7 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import faust
 import orjson
 from faust.types import EventT
 
@@ -88,7 +87,6 @@ class OutputTopics:
 class AgentDeps:
     """Everything the agents need, built once by ``create_app``: one object instead of parameter lists."""
 
-    app: faust.App
     rules: RuleBook
     tables: Tables
     tenants: TenantSettings

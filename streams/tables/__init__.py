@@ -246,10 +246,6 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
     return tables
 
 
-# The fields a link fact can name: each system's id and the record's code.
-LINK_FIELDS: tuple[str, ...] = (System.ACCT.value, System.CRM.value, "code")
-
-
 LINK_SYSTEMS: tuple[str, ...] = (System.ACCT.value, System.CRM.value)
 
 
@@ -308,10 +304,6 @@ class BatchState:
     def delete(self, table: TableName, key: str, event: EventT | None) -> None:
         if self.get(table, key) is not None:
             self._changes[table][key] = (_DELETED, event)
-
-    @property
-    def changed_keys(self) -> int:
-        return sum(len(changes) for changes in self._changes.values())
 
     def changes(self) -> Iterator[tuple[TableName, str, Any | None]]:
         """(table, key, new value or None for a delete) of every change the batch made."""
