@@ -218,7 +218,12 @@ class Batch:
 
         self.tally(count)
         headers = dead_letter_headers(
-            kind, text[:4000], topic=where.topic, partition=where.partition, offset=where.offset
+            kind,
+            text[:4000],
+            topic=where.topic,
+            partition=where.partition,
+            offset=where.offset,
+            failed_at_ms=self.now_ms,
         )
         message = OutputMessage(self.deps.topics.dead_letters, key, raw, headers)
         limit = self.deps.outputs.max_message_bytes

@@ -8,7 +8,6 @@ orjson; ``decode_change_event`` turns raw bytes (plain or Debezium envelope) int
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -303,15 +302,18 @@ def parse_command(raw: bytes | str) -> Command:
     return _COMMAND.validate_json(raw)
 
 
-def dead_letter_headers(kind: str, message: str, *, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
-    """The contract's dead-letter headers, for every producer of dead letters (agents and connectors)."""
+def dead_letter_headers(
+    kind: str, message: str, *, topic: str, partition: int, offset: int, failed_at_ms: int
+) -> list[tuple[str, bytes]]:
+    """The contract's dead-letter headers, for every producer of dead letters (agents and connectors);
+    ``failed_at_ms`` is the caller's clock (the core reads none)."""
     return [
         ("error.kind", kind.encode()),
         ("error.message", message.encode("utf-8", "replace")),
         ("origin.topic", topic.encode()),
         ("origin.partition", str(partition).encode()),
         ("origin.offset", str(offset).encode()),
-        ("failed.at_ms", str(int(time.time() * 1000)).encode()),
+        ("failed.at_ms", str(failed_at_ms).encode()),
     ]
 
 
