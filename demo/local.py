@@ -31,6 +31,7 @@ from amis.ledger import WriteLedger
 from capture.acct import ActCapture
 from capture.crm import CrmCapture
 from capture.state import CaptureState, Reporter, new_producer
+from common.metrics import bound_port
 from connectors.runner import Connector, ConnectorSettings
 from sandboxes.acct import ActStore, create_acct_sandbox
 from sandboxes.admin import new_admin_token, page_link
@@ -105,17 +106,6 @@ class LocalSystems:
     def creations(self, system: str, tenant: str) -> dict[tuple[str, str], int]:
         """How many times each (kind, code) was created in a sandbox, from its journal."""
         return creations(self.crm_store.journal(tenant) if system == "crm" else self.acct_store.journal(tenant))
-
-
-def bound_port(runner: web.AppRunner) -> int:
-    """The TCP port a started runner's site listens on (the OS-chosen one when port 0 was asked for)."""
-    addresses = runner.addresses  # one getsockname() per listening socket: (host, port, ...)
-    if not addresses:
-        raise RuntimeError("the web runner listens on no socket: was its site started?")
-    port = addresses[0][1]
-    if not isinstance(port, int):
-        raise RuntimeError(f"the web runner listens on {addresses[0]!r}, not a TCP port")
-    return port
 
 
 async def patiently(what: str, call: Any, attempts: int = 60) -> Any:

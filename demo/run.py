@@ -21,7 +21,8 @@ from typing import Any
 import aiohttp
 
 from common.kafka_config import confluent_config
-from demo.local import APP_ID, Accountant, CrmUser, LocalSystems, acct_access, bound_port, crm_login, local_systems
+from common.metrics import bound_port
+from demo.local import APP_ID, Accountant, CrmUser, LocalSystems, acct_access, crm_login, local_systems
 
 
 class DemoFailed(RuntimeError):
