@@ -187,15 +187,7 @@ class ActCapture:
     async def take(self, callback: Callback, tenant: str) -> int:
         """One verified callback: file results, report voucher changes. Returns events produced."""
         if callback.data_type in (1, 2):
-            for item in callback.items:
-                if item.get("org_refid"):
-                    self.ledger.file_callback_result(
-                        str(item["org_refid"]),
-                        callback.data_type,
-                        item.get("success") is True,
-                        item.get("error_code"),
-                        item.get("error_message"),
-                    )
+            self.ledger.file_results(callback)
             return 0
         if callback.data_type not in (18, 22):
             log.info("callback data_type %s of %s not used", callback.data_type, tenant)
