@@ -31,7 +31,7 @@ import orjson
 from rocksdict import Options, Rdict
 
 from streams.core.aggregates import OrderAggregate, decide_for_order
-from streams.core.contract import ChangeEvent, System
+from streams.core.contract import ChangeEvent, System, change_event_json
 from streams.core.decide import Written
 from streams.core.rules import load_rules
 
@@ -89,18 +89,16 @@ def events(orders: int, tenants: int, lines: int) -> Iterator[tuple[bytes, bytes
             yield (
                 key,
                 orjson.dumps(
-                    {
-                        "schema_version": 1,
-                        "event_id": f"{tenant}-{entity}-{n}",
-                        "tenant": tenant,
-                        "system": "acct",
-                        "entity": entity,
-                        "op": "c",
-                        "origin": "user",
-                        "ts_ms": ts + n * 3 + i,
-                        "before": None,
-                        "after": record,
-                    }
+                    change_event_json(
+                        event_id=f"{tenant}-{entity}-{n}",
+                        tenant=tenant,
+                        system="acct",
+                        entity=entity,
+                        op="c",
+                        ts_ms=ts + n * 3 + i,
+                        before=None,
+                        after=record,
+                    )
                 ),
             )
 

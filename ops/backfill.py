@@ -30,7 +30,7 @@ from amis.crm_client import MAX_PAGE_SIZE
 from amis.errors import ProtocolError, Refused, Transient
 from common.kafka_config import confluent_config
 from common.settings import Settings
-from streams.core.contract import ENTITY_NAMES, decode_change_event
+from streams.core.contract import ENTITY_NAMES, change_event_json, decode_change_event
 from streams.core.errors import BadInput
 from streams.topics import cdc_topic
 
@@ -51,18 +51,17 @@ def snapshot_event(tenant: str, system: str, entity: str, record: dict[str, Any]
     digest = hashlib.sha256(
         orjson.dumps([tenant, system, entity, record_id, record], option=orjson.OPT_SORT_KEYS)
     ).hexdigest()
-    return {
-        "schema_version": 1,
-        "event_id": f"backfill-{digest[:40]}",
-        "tenant": tenant,
-        "system": system,
-        "entity": entity,
-        "op": "r",
-        "origin": "user",
-        "ts_ms": ts_ms,
-        "before": None,
-        "after": record,
-    }
+    return change_event_json(
+        event_id=f"backfill-{digest[:40]}",
+        tenant=tenant,
+        system=system,
+        entity=entity,
+        op="r",
+        origin="user",
+        ts_ms=ts_ms,
+        before=None,
+        after=record,
+    )
 
 
 def snapshot(tenant: str, system: str, entity: str, record: dict[str, Any], *, ts_ms: int, where: str) -> Snapshot:

@@ -128,6 +128,38 @@ class ChangeEvent(BaseModel):
         return "" if record_id is None else str(record_id)
 
 
+def change_event_json(
+    *,
+    event_id: str,
+    tenant: str,
+    system: str,
+    entity: str,
+    op: str,
+    ts_ms: int,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    origin: str = "user",
+    action: str | None = None,
+) -> dict[str, Any]:
+    """A change event as its producers write it (the capture services and webhooks, backfill, the
+    benchmarks): the contract's envelope, ``SCHEMA_VERSION``; ``action`` only where the producer knows it."""
+    event: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event_id,
+        "tenant": tenant,
+        "system": system,
+        "entity": entity,
+        "op": op,
+        "origin": origin,
+        "ts_ms": ts_ms,
+        "before": before,
+        "after": after,
+    }
+    if action:
+        event["action"] = action
+    return event
+
+
 # Commands and audit records are built on every event: plain slotted dataclasses, which orjson
 # writes directly (no per-event validation of what the processor itself built). Pydantic validates
 # them where they are read from the wire: ``parse_command``.
