@@ -15,6 +15,7 @@ statuses): only the sandbox keeps them, and ``docs/amis-gaps.md`` says what a li
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from amis.mapping import FieldMap, RecordMap
 
@@ -30,6 +31,11 @@ class ActDictionary:
     code_field: str
     record: RecordMap
     extension: str | None = None
+
+    def holds(self, row: dict[str, Any]) -> bool:
+        """Whether a listed row is one of this dictionary's records: vendors and employees are account
+        objects (``data_type`` 1) as customers are, and only customers are synced."""
+        return not (self.data_type == 1 and row.get("is_customer") is False)
 
 
 DICTIONARIES: dict[str, ActDictionary] = {

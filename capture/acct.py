@@ -164,7 +164,7 @@ class ActCapture(PollingCapture):
         newest = watermark or 0
         produced = 0
         for row in await self._pages(tenant, spec.data_type, watermark, deleted=deleted):
-            if not deleted and spec.data_type == 1 and row.get("is_customer") is False:
+            if not deleted and not spec.holds(row):
                 continue  # a vendor or an employee
             stamp = stamp_ms(row.get("deleted_date" if deleted else "modified_date"), time.time())
             newest = max(newest, stamp)

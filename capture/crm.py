@@ -110,25 +110,19 @@ class CrmCapture(PollingCapture):
         spec = crm_mapping.RESOURCES[entity]
         listed: set[str] = set()
         produced = 0
-        page = 1
-        while True:
-            rows = await self.client.list_page(tenant, spec.resource, page, self.page_size)
-            listed |= {str(r.get("id")) for r in rows}
-            for row in rows:
-                # a record the incremental scans skipped (a deletion shifted it up between two pages of the
-                # first, unfiltered scan) is reported now; the others equal their images and are no news
-                event = await self.reporter.observed(
-                    tenant,
-                    entity,
-                    spec.record.from_wire(row),
-                    marker=str(row.get("modified_date")),
-                    ts_ms=modified_ms(row),
-                    snapshot=True,
-                )
-                produced += event is not None
-            if len(rows) < self.page_size:
-                break
-            page += 1
+        async for row in self.client.every_row(tenant, spec.resource, self.page_size):
+            listed.add(str(row.get("id")))
+            # a record the incremental scans skipped (a deletion shifted it up between two pages of the
+            # first, unfiltered scan) is reported now; the others equal their images and are no news
+            event = await self.reporter.observed(
+                tenant,
+                entity,
+                spec.record.from_wire(row),
+                marker=str(row.get("modified_date")),
+                ts_ms=modified_ms(row),
+                snapshot=True,
+            )
+            produced += event is not None
         missing = sorted(self.state.live_ids("crm", tenant, entity) - listed)
         for start in range(0, len(missing), 50):
             batch = missing[start : start + 50]

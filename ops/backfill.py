@@ -24,9 +24,7 @@ import aiohttp
 import orjson
 
 from amis import acct_mapping, crm_mapping
-from amis.acct_client import TAKE_MAX
 from amis.credentials import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials
-from amis.crm_client import MAX_PAGE_SIZE
 from amis.errors import ProtocolError, Refused, Transient
 from common.kafka_config import confluent_config
 from common.settings import Settings
@@ -149,30 +147,17 @@ async def read_system(
                 crm = CrmClient(settings.crm_url.rstrip("/") + "/api/v2", session, creds, timeout=timeout)
                 for entity in entities:
                     spec = crm_mapping.RESOURCES[entity]
-                    page = 1
-                    while True:
-                        rows = await crm.list_page(tenant, spec.resource, page)
-                        for row in rows:
-                            yield entity, spec.record.from_wire(row)
-                        if len(rows) < MAX_PAGE_SIZE:
-                            break
-                        page += 1
+                    async for row in crm.every_row(tenant, spec.resource):
+                        yield entity, spec.record.from_wire(row)
             else:
                 creds_acct = acct_credentials(settings)
                 _known(tenant, creds_acct, "LIENTHONG_ACCT_CREDENTIALS")
                 act = ActClient(settings.acct_url, session, acct_app_id(settings), creds_acct, timeout=timeout)
                 for entity in entities:
                     dictionary = acct_mapping.DICTIONARIES[entity]
-                    skip = 0
-                    while True:
-                        rows = await act.get_dictionary(tenant, dictionary.data_type, skip=skip, take=TAKE_MAX)
-                        for row in rows:
-                            if dictionary.data_type == 1 and row.get("is_customer") is False:
-                                continue
+                    async for row in act.every_dictionary_row(tenant, dictionary.data_type):
+                        if dictionary.holds(row):
                             yield entity, dictionary.record.from_wire(row)
-                        if len(rows) < TAKE_MAX:
-                            break
-                        skip += TAKE_MAX
         except (Transient, Refused, ProtocolError) as exc:
             url = settings.crm_url if system == "crm" else settings.acct_url
             raise BackfillError(f"could not read {system} at {url} for {tenant}: {exc}") from None

@@ -34,9 +34,7 @@ import aiohttp
 import orjson
 
 from amis import acct_mapping, crm_mapping
-from amis.acct_client import TAKE_MAX
 from amis.credentials import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials
-from amis.crm_client import MAX_PAGE_SIZE
 from amis.errors import ProtocolError, Refused, Transient
 from amis.mapping import RecordMap
 from common.kafka_config import confluent_config
@@ -255,32 +253,20 @@ def compare(
 # --- reading the systems -------------------------------------------------------------------------
 
 
+def side(record: RecordMap, row: dict[str, Any]) -> Side:
+    """A listed row in the contract's names, versioned by its ``modified_date``."""
+    return Side(record.from_wire(row), str(row.get("modified_date") or ""))
+
+
 async def read_crm(client: CrmClient, tenant: str, entity: str) -> list[Side]:
     spec = crm_mapping.RESOURCES[entity]
-    sides: list[Side] = []
-    page = 1
-    while True:
-        rows = await client.list_page(tenant, spec.resource, page)
-        sides += [Side(spec.record.from_wire(row), str(row.get("modified_date") or "")) for row in rows]
-        if len(rows) < MAX_PAGE_SIZE:
-            return sides
-        page += 1
+    return [side(spec.record, row) async for row in client.every_row(tenant, spec.resource)]
 
 
 async def read_acct(client: ActClient, tenant: str, entity: str) -> list[Side]:
     spec = acct_mapping.DICTIONARIES[entity]
-    sides: list[Side] = []
-    skip = 0
-    while True:
-        rows = await client.get_dictionary(tenant, spec.data_type, skip=skip, take=TAKE_MAX)
-        sides += [
-            Side(spec.record.from_wire(row), str(row.get("modified_date") or ""))
-            for row in rows
-            if not (spec.data_type == 1 and row.get("is_customer") is False)  # vendors and employees
-        ]
-        if len(rows) < TAKE_MAX:
-            return sides
-        skip += TAKE_MAX
+    rows = client.every_dictionary_row(tenant, spec.data_type)
+    return [side(spec.record, row) async for row in rows if spec.holds(row)]
 
 
 def check_tenant(settings: Settings, tenant: str) -> None:
