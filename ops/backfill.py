@@ -26,7 +26,6 @@ import orjson
 from amis import acct_mapping, crm_mapping
 from amis.credentials import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials
 from amis.errors import ProtocolError, Refused, Transient
-from common.kafka_config import confluent_config
 from common.settings import Settings
 from streams.core.contract import ENTITY_NAMES, change_event_json, decode_change_event
 from streams.core.errors import BadInput
@@ -179,35 +178,29 @@ def publish(
     timeout: float = 30.0,
 ) -> int:
     """Produce every snapshot; returns how many the broker acknowledged (all of them, or it raises)."""
-    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka import KafkaException
 
-    from ops.lag import LagError, require_topics
+    from ops.lag import LagError
+    from ops.publishing import Publisher
 
     snapshots = list(snapshots)
     try:
-        require_topics(settings, sorted({settings.topic_prefix + item.topic for item in snapshots}))
+        publisher = Publisher(settings, {settings.topic_prefix + item.topic for item in snapshots})
     except LagError as exc:
         raise BackfillError(str(exc)) from None
-    producer = Producer(confluent_config(settings, {"acks": "all", "enable.idempotence": True}))
-    failures: list[str] = []
-
-    def delivered(error: Any, _message: Any) -> None:
-        if error is not None:
-            failures.append(str(error))
-
     count = 0
     try:
         for item in snapshots:
-            producer.produce(settings.topic_prefix + item.topic, key=item.key, value=item.value, on_delivery=delivered)
-            producer.poll(0)
+            publisher.produce(settings.topic_prefix + item.topic, item.key, item.value)
             count += 1
             progress(item)
     except KafkaException as exc:
         raise BackfillError(f"could not publish: {exc}") from None
-    if producer.flush(timeout) or failures:
+    problem = publisher.unacknowledged(timeout)
+    if problem is not None:
         raise BackfillError(
             f"the broker at {settings.bootstrap_servers} did not take the snapshots "
-            f"({'; '.join(failures[:3]) or 'no answer'}): is it running (lienthong kafka status), are the topics "
+            f"({problem}): is it running (lienthong kafka status), are the topics "
             "created (lienthong topics create)? Running the backfill again is safe"
         )
     return count

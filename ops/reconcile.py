@@ -37,7 +37,6 @@ from amis import acct_mapping, crm_mapping
 from amis.credentials import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials
 from amis.errors import ProtocolError, Refused, Transient
 from amis.mapping import RecordMap
-from common.kafka_config import confluent_config
 from common.settings import Settings
 from streams.core.contract import Action, AuditRecord, ChangeEvent, Command, CommandKey, Op, System, dumps
 from streams.core.decide import audit_record, build_command, mapped_fields
@@ -332,47 +331,36 @@ async def reconcile(
 
 def publish_repairs(settings: Settings, report: Report, timeout: float = 30.0) -> int:
     """Write the report's commands to ``commands.<target>`` and their audit records; returns how many."""
-    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka import KafkaException
 
     if not report.commands:
         return 0
-    from ops.lag import LagError, require_topics
+    from ops.lag import LagError
+    from ops.publishing import Publisher
 
+    audit_topic = settings.topic_prefix + AUDIT
     try:
-        require_topics(
-            settings,
-            [
-                settings.topic_prefix + AUDIT,
-                *{settings.topic_prefix + commands_topic(c.target.value) for c in report.commands},
-            ],
+        publisher = Publisher(
+            settings, [audit_topic, *{settings.topic_prefix + commands_topic(c.target.value) for c in report.commands}]
         )
     except LagError as exc:
         raise ReconcileError(str(exc)) from None
-    producer = Producer(confluent_config(settings, {"acks": "all", "enable.idempotence": True}))
-    failures: list[str] = []
-
-    def delivered(error: Any, _message: Any) -> None:
-        if error is not None:
-            failures.append(str(error))
-
     try:
         for command in report.commands:
-            producer.produce(
+            publisher.produce(
                 settings.topic_prefix + commands_topic(command.target.value),
-                key=command.message_key.encode(),
-                value=dumps(command),
-                on_delivery=delivered,
+                command.message_key.encode(),
+                dumps(command),
             )
         for audit in report.audits:
-            producer.produce(
-                settings.topic_prefix + AUDIT, key=audit.message_key.encode(), value=dumps(audit), on_delivery=delivered
-            )
+            publisher.produce(audit_topic, audit.message_key.encode(), dumps(audit))
     except KafkaException as exc:
         raise ReconcileError(f"could not write the repairs: {exc}") from None
-    if producer.flush(timeout) or failures:
+    problem = publisher.unacknowledged(timeout)
+    if problem is not None:
         raise ReconcileError(
             f"the broker at {settings.bootstrap_servers} did not take the repairs "
-            f"({'; '.join(failures[:3]) or 'no answer'}): is it running (lienthong kafka status) and were the "
+            f"({problem}): is it running (lienthong kafka status) and were the "
             "topics created (lienthong topics create)?"
         )
     return len(report.commands)
