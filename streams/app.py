@@ -23,7 +23,7 @@ from mode import Service
 from common import metrics
 from common.kafka_config import aiokafka_config, confluent_config, ssl_context
 from common.settings import Settings
-from streams import kafka_driver
+from streams import faust_adapter
 from streams.agents.aggregates import register_aggregates_agent
 from streams.agents.batching import BatchingStream
 from streams.agents.cdc import register_cdc_agent
@@ -148,7 +148,7 @@ def create_app(settings: Settings | None = None, *, producer: ProducerLike | Non
         monitor=QuietMonitor(),
     )
 
-    kafka_driver.install(app)
+    faust_adapter.install(app)
 
     def raw_topic(*names: str) -> Any:
         """Contract topics as bytes in and out: agents decode themselves, to dead-letter bad input whole."""
@@ -328,8 +328,7 @@ def _table_entries(table: Any) -> int:
     """Entries of a table in this worker. Counting a RocksDB table with ``len`` reads every key on the
     event loop (a second or more for a million keys), so RocksDB tables report RocksDB's own estimate
     (``rocksdb.estimate-num-keys``: overwrites not yet compacted count twice) per assigned partition."""
-    store = table.data
-    databases = getattr(store, "_dbs_for_actives", None)
+    databases = faust_adapter.active_rocksdb_databases(table.data)
     if databases is None:
         return len(table)
-    return sum(db.property_int_value("rocksdb.estimate-num-keys") or 0 for db in databases())
+    return sum(db.property_int_value("rocksdb.estimate-num-keys") or 0 for db in databases)

@@ -45,8 +45,9 @@ from streams.core.contract import ChangeEvent, Command, System, dead_letter_head
 from streams.core.decide import Decision
 from streams.core.errors import BadInput
 from streams.core.rules import RuleBook
+from streams.faust_adapter import as_current_event
 from streams.outputs import OutputMessage, Outputs
-from streams.tables import AFTER_OUTPUTS, LINKS_FIRST, PROCESSED_MARKERS, BatchState, Tables, as_current_event
+from streams.tables import AFTER_OUTPUTS, LINKS_FIRST, PROCESSED_MARKERS, BatchState, Tables
 from streams.tables.catch_up import GlobalTablesCatchUp
 from streams.tables.tenants import TenantSettings
 from streams.topics import DLQ_CDC, parse_cdc_topic

@@ -15,7 +15,8 @@ from common.settings import Settings
 from streams.app import create_app
 from streams.core.contract import System
 from streams.core.decide import LinkUpdate
-from streams.tables import WRITER_HEADER, BatchState, as_current_event, read_store
+from streams.faust_adapter import as_current_event
+from streams.tables import WRITER_HEADER, BatchState, read_store
 from streams.tables.tenants import TenantSettings
 
 from .conftest import FakeProducer, changelog_events
