@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import hmac
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -313,6 +313,18 @@ class ActClient:
         self, tenant: str, data_type: int, *, skip: int = 0, take: int = TAKE_MAX, last_sync_time: str | None = None
     ) -> list[dict[str, Any]]:
         return await self._list(tenant, "get_dictionary_delete", data_type, skip, take, last_sync_time)
+
+    async def every_dictionary_row(self, tenant: str, data_type: int) -> AsyncIterator[dict[str, Any]]:
+        """Every record of a dictionary (``get_dictionary`` without ``last_sync_time``), ``TAKE_MAX`` a
+        page until a page that is not full."""
+        skip = 0
+        while True:
+            rows = await self.get_dictionary(tenant, data_type, skip=skip, take=TAKE_MAX)
+            for row in rows:
+                yield row
+            if len(rows) < TAKE_MAX:
+                return
+            skip += TAKE_MAX
 
     async def _list(
         self, tenant: str, name: str, data_type: int, skip: int, take: int, last_sync_time: str | None

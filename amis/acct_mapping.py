@@ -15,6 +15,7 @@ statuses): only the sandbox keeps them, and ``docs/amis-gaps.md`` says what a li
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from amis.mapping import FieldMap, RecordMap
 
@@ -30,6 +31,11 @@ class ActDictionary:
     code_field: str
     record: RecordMap
     extension: str | None = None
+
+    def holds(self, row: dict[str, Any]) -> bool:
+        """Whether a listed row is one of this dictionary's records: vendors and employees are account
+        objects (``data_type`` 1) as customers are, and only customers are synced."""
+        return not (self.data_type == 1 and row.get("is_customer") is False)
 
 
 DICTIONARIES: dict[str, ActDictionary] = {
@@ -251,7 +257,6 @@ VOUCHERS: dict[str, ActVoucher] = {
 
 # voucher_type -> entity, for callbacks (ba_deposit, a receipt into the bank, is a receipt too)
 ENTITY_OF_VOUCHER_TYPE: dict[int, str] = {v.voucher_type: v.entity for v in VOUCHERS.values()} | {1: "receipt"}
-DICTIONARY_OF_DATA_TYPE: dict[int, ActDictionary] = {d.data_type: d for d in DICTIONARIES.values()}
 
 
 def to_acct(entity: str, record: dict) -> dict:

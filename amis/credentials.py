@@ -33,6 +33,7 @@ __all__ = [
     "acct_credentials",
     "crm_credentials",
     "shared_ledger_path",
+    "token_problems",
 ]
 
 
@@ -59,6 +60,18 @@ def acct_app_id(amis: AmisSettings) -> str:
     if amis.acct_app_id:
         return amis.acct_app_id
     return next((v.app_id for v in amis.connector_credentials.values() if v.app_id), "")
+
+
+async def token_problems(client: CrmClient | ActClient) -> list[str]:
+    """``<tenant>: <why>`` for each tenant of the client's credentials no token can be had for now
+    (none: every tenant has one). What a service's ``/readyz`` says of the system's API."""
+    problems = []
+    for tenant in client.credentials:
+        try:
+            await client.token(tenant)
+        except (Transient, Refused) as exc:
+            problems.append(f"{tenant}: {exc}")
+    return problems
 
 
 def shared_ledger_path(data_dir: Path, ledger_dir: Path | None, system: str) -> Path:

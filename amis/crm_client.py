@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,6 +281,20 @@ class CrmClient:
             ("isDescending", "true" if descending else "false"),
         ]
         return parse_list(await self.call(tenant, "GET", f"/{resource}", params=params))
+
+    async def every_row(
+        self, tenant: str, resource: str, page_size: int = MAX_PAGE_SIZE
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every record of a resource, page by page (newest first) until a page that is not full:
+        CRM's lists have no filter and no total."""
+        page = 1
+        while True:
+            rows = await self.list_page(tenant, resource, page, page_size)
+            for row in rows:
+                yield row
+            if len(rows) < page_size:
+                return
+            page += 1
 
     async def by_codes(self, tenant: str, resource: str, codes: Sequence[str]) -> list[dict[str, Any]]:
         if not codes:

@@ -187,8 +187,6 @@ RESOURCES: dict[str, CrmResource] = {
     ),
 }
 
-BY_RESOURCE: dict[str, CrmResource] = {r.resource: r for r in RESOURCES.values()}
-
 # The documented resources a capture service polls, in this order (extensions only against the sandbox).
 DOCUMENTED = [r.entity for r in RESOURCES.values() if r.extension is None]
 

@@ -20,9 +20,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from amis.acct_client import Callback
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS writes (
@@ -235,6 +238,21 @@ class WriteLedger:
                 (now, int(success), error_code, error_message, org_refid, data_type),
             )
             return cursor.rowcount
+
+    def file_results(self, callback: Callback) -> None:
+        """The results of ``save`` / ``delete`` a callback carries (``data_type`` 1 / 2; other callbacks
+        carry none), each filed under its proposal's ``org_refid``."""
+        if callback.data_type not in (1, 2):
+            return
+        for item in callback.items:
+            if item.get("org_refid"):
+                self.file_callback_result(
+                    str(item["org_refid"]),
+                    callback.data_type,
+                    item.get("success") is True,
+                    item.get("error_code"),
+                    item.get("error_message"),
+                )
 
     def callback_outcome(self, expected: int) -> CallbackOutcome | None:
         row = self._db.execute(

@@ -153,12 +153,6 @@ class RecordMap:
     def field(self, canonical: str) -> FieldMap | None:
         return next((f for f in self.fields if f.canonical == canonical), None)
 
-    def wire_name(self, canonical: str) -> str:
-        found = self.field(canonical)
-        if found is None:
-            raise KeyError(f"no field {canonical!r} in the map")
-        return found.wire
-
     def to_wire(self, record: Mapping[str, Any], where: str = "record") -> dict[str, Any]:
         out: dict[str, Any] = {}
         by_canonical = {f.canonical: f for f in self.fields}

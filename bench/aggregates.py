@@ -32,7 +32,7 @@ from rocksdict import Options, Rdict
 
 from common.names import System
 from streams.core.aggregates import OrderAggregate, decide_for_order
-from streams.core.contract import ChangeEvent
+from streams.core.contract import ChangeEvent, change_event_json
 from streams.core.decide import Written
 from streams.core.rules import load_rules
 
@@ -90,18 +90,16 @@ def events(orders: int, tenants: int, lines: int) -> Iterator[tuple[bytes, bytes
             yield (
                 key,
                 orjson.dumps(
-                    {
-                        "schema_version": 1,
-                        "event_id": f"{tenant}-{entity}-{n}",
-                        "tenant": tenant,
-                        "system": "acct",
-                        "entity": entity,
-                        "op": "c",
-                        "origin": "user",
-                        "ts_ms": ts + n * 3 + i,
-                        "before": None,
-                        "after": record,
-                    }
+                    change_event_json(
+                        event_id=f"{tenant}-{entity}-{n}",
+                        tenant=tenant,
+                        system="acct",
+                        entity=entity,
+                        op="c",
+                        ts_ms=ts + n * 3 + i,
+                        before=None,
+                        after=record,
+                    )
                 ),
             )
 

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 
 import orjson
 
+from streams.core.contract import change_event_json
+
 TS_MS = 1_764_201_600_000
-EVENTS_PER_UNIT = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,18 +57,17 @@ def _change(
     record = after if after is not None else before
     if record is None:
         raise ValueError("a change event needs after, or before for a delete")
-    value = {
-        "schema_version": 1,
-        "event_id": event_id,
-        "tenant": tenant,
-        "system": system,
-        "entity": entity,
-        "op": op,
-        "origin": origin,
-        "ts_ms": ts_ms,
-        "before": before,
-        "after": after,
-    }
+    value = change_event_json(
+        event_id=event_id,
+        tenant=tenant,
+        system=system,
+        entity=entity,
+        op=op,
+        origin=origin,
+        ts_ms=ts_ms,
+        before=before,
+        after=after,
+    )
     return Event(f"cdc.{system}.{entity}", f"{tenant}:{record['id']}".encode(), orjson.dumps(value))
 
 

@@ -18,11 +18,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -31,8 +29,9 @@ from aiohttp import web
 
 from amis import acct_mapping
 from amis.acct_client import TAKE_MAX, VN, ActClient, Callback, parse_callback, signature_holds, sync_time
-from amis.errors import ProtocolError, Refused, Transient
+from amis.errors import ProtocolError
 from amis.ledger import WriteLedger
+from capture.polling import PollingCapture, tried_again_next_poll
 from capture.state import Reporter
 from common import metrics
 from common.logs import about
@@ -49,7 +48,7 @@ def stamp_ms(text: Any, default: float) -> int:
     return int((moment if moment.tzinfo else moment.replace(tzinfo=VN)).timestamp() * 1000)
 
 
-class ActCapture:
+class ActCapture(PollingCapture):
     def __init__(
         self,
         client: ActClient,
@@ -62,6 +61,7 @@ class ActCapture:
         poll_interval: float = 5.0,
         rescans: int = 2,
     ) -> None:
+        super().__init__(poll_interval)
         self.client = client
         self.rescans = rescans  # how many times a scan that met a record moving under it is read again
         self.reporter = reporter
@@ -71,40 +71,16 @@ class ActCapture:
         self.by_company = {code: tenant for tenant, code in tenants.items()}
         self.entities = list(entities)
         self.overlap_ms = int(overlap_s * 1000)
-        self.poll_interval = poll_interval
-        self._stopping = asyncio.Event()
         self.refused_callbacks = 0
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            await self.poll_all()
-            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see connectors/runner.py
-                async with asyncio.timeout(self.poll_interval):
-                    await self._stopping.wait()
 
     async def poll_all(self) -> None:
         for tenant in self.tenants:
             for entity in self.entities:
-                try:
+                with tried_again_next_poll(f"accounting capture of {tenant} {entity}", tenant=tenant, entity=entity):
                     await self.poll(tenant, entity)
                     await self.poll_deletions(tenant, entity)
-                except (Transient, Refused) as exc:
-                    log.warning(
-                        "accounting capture of %s %s: %s; tried again next poll",
-                        tenant,
-                        entity,
-                        exc,
-                        extra=about(tenant=tenant, entity=entity),
-                    )
-            try:
+            with tried_again_next_poll(f"accounting capture, undelivered callbacks of {tenant}", tenant=tenant):
                 await self.pull_undelivered(tenant)
-            except (Transient, Refused) as exc:
-                log.warning(
-                    "accounting capture, undelivered callbacks of %s: %s", tenant, exc, extra=about(tenant=tenant)
-                )
 
     # --- dictionaries --------------------------------------------------------------------------------
 
@@ -141,44 +117,59 @@ class ActCapture:
         return rows
 
     async def poll(self, tenant: str, entity: str) -> int:
-        spec = acct_mapping.DICTIONARIES[entity]
-        name = f"acct:{tenant}:{entity}"
-        watermark = self.state.watermark(name)
-        newest = watermark or 0
-        produced = 0
-        for row in await self._pages(tenant, spec.data_type, watermark, deleted=False):
-            if spec.data_type == 1 and row.get("is_customer") is False:
-                continue  # a vendor or an employee
-            stamp = stamp_ms(row.get("modified_date"), time.time())
-            newest = max(newest, stamp)
-            event = await self.reporter.observed(
+        """The changed records of a dictionary since its watermark; returns how many events it produced."""
+        record = acct_mapping.DICTIONARIES[entity].record
+
+        async def report(row: dict[str, Any], stamp: int, watermark: int | None) -> dict[str, Any] | None:
+            return await self.reporter.observed(
                 tenant,
                 entity,
-                spec.record.from_wire(row),
+                record.from_wire(row),
                 marker=str(row.get("modified_date")),
                 ts_ms=stamp,
                 snapshot=watermark is None,
             )
-            produced += event is not None
-        self.state.set_watermark(name, newest)
+
+        produced = await self._scan(tenant, entity, report, deleted=False)
         metrics.CAPTURE_LAST_POLL.labels("acct", entity).set_to_current_time()
         return produced
 
     async def poll_deletions(self, tenant: str, entity: str) -> int:
+        """The deleted records of a dictionary since its watermark; returns how many events it produced."""
+        id_field = acct_mapping.DICTIONARIES[entity].id_field
+
+        async def report(row: dict[str, Any], stamp: int, _watermark: int | None) -> dict[str, Any] | None:
+            record_id = row.get(id_field)
+            if not record_id:
+                return None
+            return await self.reporter.gone(
+                tenant, entity, str(record_id), marker=f"deleted:{row.get('deleted_date')}", ts_ms=stamp
+            )
+
+        return await self._scan(tenant, entity, report, deleted=True)
+
+    async def _scan(
+        self,
+        tenant: str,
+        entity: str,
+        report: Callable[[dict[str, Any], int, int | None], Awaitable[dict[str, Any] | None]],
+        *,
+        deleted: bool,
+    ) -> int:
+        """``report`` each row changed (or deleted) since the watermark, with its time and the
+        watermark; then move the watermark to the newest row's time. Returns the events produced."""
         spec = acct_mapping.DICTIONARIES[entity]
-        name = f"acct:{tenant}:{entity}:deleted"
+        name = f"acct:{tenant}:{entity}:deleted" if deleted else f"acct:{tenant}:{entity}"
         watermark = self.state.watermark(name)
         newest = watermark or 0
         produced = 0
-        for row in await self._pages(tenant, spec.data_type, watermark, deleted=True):
-            stamp = stamp_ms(row.get("deleted_date"), time.time())
+        for row in await self._pages(tenant, spec.data_type, watermark, deleted=deleted):
+            if not deleted and not spec.holds(row):
+                continue  # a vendor or an employee
+            stamp = stamp_ms(row.get("deleted_date" if deleted else "modified_date"), time.time())
             newest = max(newest, stamp)
-            record_id = row.get(spec.id_field)
-            if record_id:
-                event = await self.reporter.gone(
-                    tenant, entity, str(record_id), marker=f"deleted:{row.get('deleted_date')}", ts_ms=stamp
-                )
-                produced += event is not None
+            event = await report(row, stamp, watermark)
+            produced += event is not None
         self.state.set_watermark(name, newest)
         return produced
 
@@ -187,15 +178,7 @@ class ActCapture:
     async def take(self, callback: Callback, tenant: str) -> int:
         """One verified callback: file results, report voucher changes. Returns events produced."""
         if callback.data_type in (1, 2):
-            for item in callback.items:
-                if item.get("org_refid"):
-                    self.ledger.file_callback_result(
-                        str(item["org_refid"]),
-                        callback.data_type,
-                        item.get("success") is True,
-                        item.get("error_code"),
-                        item.get("error_message"),
-                    )
+            self.ledger.file_results(callback)
             return 0
         if callback.data_type not in (18, 22):
             log.info("callback data_type %s of %s not used", callback.data_type, tenant)

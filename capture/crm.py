@@ -21,20 +21,14 @@ scan reads it again; images make the records already reported no news.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from collections.abc import Sequence
 from datetime import datetime
 
 from amis import crm_mapping
 from amis.crm_client import MAX_PAGE_SIZE, CrmClient
-from amis.errors import Refused, Transient
+from capture.polling import PollingCapture, tried_again_next_poll
 from capture.state import Reporter
 from common import metrics
-from common.logs import about
-
-log = logging.getLogger(__name__)
 
 
 def modified_ms(row: dict) -> int:
@@ -44,7 +38,7 @@ def modified_ms(row: dict) -> int:
     return int(datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp() * 1000)
 
 
-class CrmCapture:
+class CrmCapture(PollingCapture):
     def __init__(
         self,
         client: CrmClient,
@@ -57,6 +51,7 @@ class CrmCapture:
         poll_interval: float = 5.0,
         deletion_scan_every: int = 12,
     ) -> None:
+        super().__init__(poll_interval)
         self.client = client
         self.reporter = reporter
         self.state = reporter.state
@@ -64,38 +59,18 @@ class CrmCapture:
         self.entities = list(entities)
         self.page_size = page_size
         self.overlap_ms = int(overlap_s * 1000)
-        self.poll_interval = poll_interval
         self.deletion_scan_every = max(1, deletion_scan_every)
         self.polls = 0
-        self._stopping = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            await self.poll_all()
-            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see connectors/runner.py
-                async with asyncio.timeout(self.poll_interval):
-                    await self._stopping.wait()
 
     async def poll_all(self) -> None:
         self.polls += 1
         deletions = self.polls % self.deletion_scan_every == 0
         for tenant in self.tenants:
             for entity in self.entities:
-                try:
+                with tried_again_next_poll(f"CRM capture of {tenant} {entity}", tenant=tenant, entity=entity):
                     await self.poll(tenant, entity)
                     if deletions:
                         await self.scan_deletions(tenant, entity)
-                except (Transient, Refused) as exc:
-                    log.warning(
-                        "CRM capture of %s %s: %s; tried again next poll",
-                        tenant,
-                        entity,
-                        exc,
-                        extra=about(tenant=tenant, entity=entity),
-                    )
 
     async def poll(self, tenant: str, entity: str) -> int:
         """One scan of one resource; returns how many change events it produced."""
@@ -135,25 +110,19 @@ class CrmCapture:
         spec = crm_mapping.RESOURCES[entity]
         listed: set[str] = set()
         produced = 0
-        page = 1
-        while True:
-            rows = await self.client.list_page(tenant, spec.resource, page, self.page_size)
-            listed |= {str(r.get("id")) for r in rows}
-            for row in rows:
-                # a record the incremental scans skipped (a deletion shifted it up between two pages of the
-                # first, unfiltered scan) is reported now; the others equal their images and are no news
-                event = await self.reporter.observed(
-                    tenant,
-                    entity,
-                    spec.record.from_wire(row),
-                    marker=str(row.get("modified_date")),
-                    ts_ms=modified_ms(row),
-                    snapshot=True,
-                )
-                produced += event is not None
-            if len(rows) < self.page_size:
-                break
-            page += 1
+        async for row in self.client.every_row(tenant, spec.resource, self.page_size):
+            listed.add(str(row.get("id")))
+            # a record the incremental scans skipped (a deletion shifted it up between two pages of the
+            # first, unfiltered scan) is reported now; the others equal their images and are no news
+            event = await self.reporter.observed(
+                tenant,
+                entity,
+                spec.record.from_wire(row),
+                marker=str(row.get("modified_date")),
+                ts_ms=modified_ms(row),
+                snapshot=True,
+            )
+            produced += event is not None
         missing = sorted(self.state.live_ids("crm", tenant, entity) - listed)
         for start in range(0, len(missing), 50):
             batch = missing[start : start + 50]

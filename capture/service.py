@@ -19,12 +19,11 @@ from amis import acct_mapping, crm_mapping
 from amis.credentials import (
     ActClient,
     CrmClient,
-    Refused,
-    Transient,
     acct_app_id,
     acct_credentials,
     crm_credentials,
     shared_ledger_path,
+    token_problems,
 )
 from amis.ledger import WriteLedger
 from capture.acct import ActCapture
@@ -119,12 +118,7 @@ def readiness(kafka: KafkaSettings, name: str, client: CrmClient | ActClient) ->
     broker = metrics.BrokerCheck(confluent_config(kafka))
 
     async def check() -> dict[str, str | None]:
-        problems = []
-        for tenant in client.credentials:
-            try:
-                await client.token(tenant)
-            except (Transient, Refused) as exc:
-                problems.append(f"{tenant}: {exc}")
+        problems = await token_problems(client)
         return {
             "broker": await broker.problem(),
             "api": f"no token from {name} at {client.base_url} ({'; '.join(problems)})" if problems else None,

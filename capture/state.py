@@ -31,6 +31,7 @@ from amis.ledger import WriteLedger, Written
 from common import metrics
 from common.delivery import produce_acknowledged
 from common.logs import about
+from streams.core.contract import change_event_json
 from streams.topics import cdc_topic
 
 log = logging.getLogger(__name__)
@@ -220,18 +221,17 @@ class Reporter:
         marker: str,
     ) -> dict[str, Any]:
         record_id = str((after or before or {})["id"])
-        return {
-            "schema_version": 1,
-            "event_id": event_id(self.system, tenant, entity, record_id, op, marker),
-            "tenant": tenant,
-            "system": self.system,
-            "entity": entity,
-            "op": op,
-            "origin": origin,
-            "ts_ms": ts_ms,
-            "before": before,
-            "after": after,
-        }
+        return change_event_json(
+            event_id=event_id(self.system, tenant, entity, record_id, op, marker),
+            tenant=tenant,
+            system=self.system,
+            entity=entity,
+            op=op,
+            origin=origin,
+            ts_ms=ts_ms,
+            before=before,
+            after=after,
+        )
 
     async def _produce(self, tenant: str, entity: str, record_id: str, event: dict[str, Any]) -> None:
         topic = self.topic_prefix + cdc_topic(self.system, entity)

@@ -33,6 +33,7 @@ from amis.crm_mapping import from_crm
 from common import metrics
 from common.delivery import produce_acknowledged
 from common.names import ENTITIES, System
+from streams.core.contract import change_event_json
 from streams.topics import cdc_topic
 
 SECRETS = web.AppKey("secrets", dict)
@@ -83,19 +84,18 @@ async def _receive(request: web.Request) -> web.Response:
     if system == "crm":
         records = {name: from_crm(entity, r) if isinstance(r, dict) else r for name, r in records.items()}
     record = records["after"] or records["before"] or {}
-    event: dict[str, Any] = {
-        "schema_version": 1,
-        "event_id": event_id,
-        "tenant": tenant,
-        "system": system,
-        "entity": entity,
-        "op": payload.get("op", "u"),
-        "origin": payload.get("origin", "user"),
-        "ts_ms": int(payload.get("ts_ms") or time.time() * 1000),
-        **records,
-    }
-    if payload.get("action"):
-        event["action"] = payload["action"]
+    event = change_event_json(
+        event_id=event_id,
+        tenant=tenant,
+        system=system,
+        entity=entity,
+        op=payload.get("op", "u"),
+        origin=payload.get("origin", "user"),
+        ts_ms=int(payload.get("ts_ms") or time.time() * 1000),
+        before=records["before"],
+        after=records["after"],
+        action=payload.get("action"),
+    )
     topic = request.app[SETTINGS]["topic_prefix"] + cdc_topic(system, entity)
     try:
         await produce_acknowledged(

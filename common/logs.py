@@ -33,8 +33,6 @@ from common import kafka_config
 if TYPE_CHECKING:
     from common.settings import LogSettings
 
-LogFormat = Literal["auto", "json", "text"]
-
 #: The fields that name a record, in the order the text format shows them.
 RECORD_FIELDS = ("tenant", "entity", "record_id", "rule", "command_id")
 

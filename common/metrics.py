@@ -390,13 +390,14 @@ async def serve_health(
     runner = web.AppRunner(add_health_routes(web.Application(), ready, collectors=collectors), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
-    log.info("metrics and probes on http://%s:%s%s", host, bound_port(runner) or port, METRICS_PATH)
+    log.info("metrics and probes on http://%s:%s%s", host, bound_port(runner), METRICS_PATH)
     return runner
 
 
-def bound_port(runner: web.AppRunner) -> int | None:
-    """The port a runner's first site listens on (after port 0)."""
-    for address in runner.addresses:
+def bound_port(runner: web.AppRunner) -> int:
+    """The TCP port a started runner's site listens on (the OS-chosen one when port 0 was asked for)."""
+    addresses = runner.addresses  # one getsockname() per listening socket: (host, port, ...) for TCP
+    for address in addresses:
         if isinstance(address, tuple):
             return int(address[1])
-    return None
+    raise RuntimeError(f"the web runner listens on no TCP socket ({addresses!r}): was its site started?")

@@ -100,7 +100,9 @@ class Reporter:
         """The consumed message as it came, to ``dlq.commands``, with why (``kind``, ``text``) in headers."""
         topic, partition, offset = position(message)
         log.warning("dead-lettered %s@%s:%s to %s: %s: %s", topic, partition, offset, DLQ_COMMANDS, kind, text[:300])
-        headers = dead_letter_headers(kind, text, topic=topic, partition=partition, offset=offset)
+        headers = dead_letter_headers(
+            kind, text, topic=topic, partition=partition, offset=offset, failed_at_ms=int(time.time() * 1000)
+        )
         await self._produce(self.prefix + DLQ_COMMANDS, message.key(), message.value(), headers)
         metrics.DEAD_LETTERS.labels(DLQ_COMMANDS, kind).inc()
 

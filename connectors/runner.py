@@ -43,8 +43,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from pydantic import ValidationError
 
 from amis.acct_client import ActClient, ActCredentials
+from amis.credentials import token_problems
 from amis.crm_client import CrmClient, CrmCredentials
-from amis.errors import Refused, Transient
 from amis.ledger import WriteLedger
 from common import metrics
 from common.logs import bind_record
@@ -194,12 +194,7 @@ class Connector:
             variable = "LIENTHONG_CRM_CREDENTIALS" if self.settings.system == "crm" else "LIENTHONG_ACCT_CREDENTIALS"
             checks["api"] = f"no tenant credentials for {name}: set {variable}"
             return checks
-        problems = []
-        for tenant in client.credentials:
-            try:
-                await client.token(tenant)
-            except (Transient, Refused) as exc:
-                problems.append(f"{tenant}: {exc}")
+        problems = await token_problems(client)
         checks["api"] = (
             f"no token from {name} at {self.settings.base_url} ({'; '.join(problems)})" if problems else None
         )

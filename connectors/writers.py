@@ -209,17 +209,7 @@ class ActWriter:
             pending.tenant, pending.since - 60, self.client.clock() + 60
         )
         for callback in callbacks:
-            if callback.data_type not in (1, 2):
-                continue
-            for item in callback.items:
-                if item.get("org_refid"):
-                    self.ledger.file_callback_result(
-                        str(item["org_refid"]),
-                        callback.data_type,
-                        item.get("success") is True,
-                        item.get("error_code"),
-                        item.get("error_message"),
-                    )
+            self.ledger.file_results(callback)
         return self.outcome(pending)
 
     def settle(self, pending: Pending, outcome: CallbackOutcome) -> Written:

@@ -36,6 +36,7 @@ from capture.acct import ActCapture
 from capture.crm import CrmCapture
 from capture.state import CaptureState, Reporter, new_producer
 from common.kafka_config import confluent_config
+from common.metrics import bound_port
 from common.settings import AcctTenant, CrmTenant, KafkaSettings, read_settings
 from connectors.runner import Connector
 from connectors.service import build_connector
@@ -115,17 +116,6 @@ class LocalSystems:
     def creations(self, system: str, tenant: str) -> dict[tuple[str, str], int]:
         """How many times each (kind, code) was created in a sandbox, from its journal."""
         return creations(self.crm_store.journal(tenant) if system == "crm" else self.acct_store.journal(tenant))
-
-
-def bound_port(runner: web.AppRunner) -> int:
-    """The TCP port a started runner's site listens on (the OS-chosen one when port 0 was asked for)."""
-    addresses = runner.addresses  # one getsockname() per listening socket: (host, port, ...)
-    if not addresses:
-        raise RuntimeError("the web runner listens on no socket: was its site started?")
-    port = addresses[0][1]
-    if not isinstance(port, int):
-        raise RuntimeError(f"the web runner listens on {addresses[0]!r}, not a TCP port")
-    return port
 
 
 async def patiently(what: str, call: Any, attempts: int = 60) -> Any:

@@ -21,8 +21,9 @@ from typing import Any
 import aiohttp
 
 from common.kafka_config import confluent_config
+from common.metrics import bound_port
 from common.settings import KafkaSettings
-from demo.local import APP_ID, Accountant, CrmUser, LocalSystems, acct_access, bound_port, crm_login, local_systems
+from demo.local import APP_ID, Accountant, CrmUser, LocalSystems, acct_access, crm_login, local_systems
 from demo.settings import DemoSettings
 
 

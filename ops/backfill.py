@@ -24,14 +24,11 @@ import aiohttp
 import orjson
 
 from amis import acct_mapping, crm_mapping
-from amis.acct_client import TAKE_MAX
 from amis.credentials import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials
-from amis.crm_client import MAX_PAGE_SIZE
 from amis.errors import ProtocolError, Refused, Transient
 from amis.settings import AmisSettings
-from common.kafka_config import confluent_config
 from common.settings import KafkaSettings
-from streams.core.contract import ENTITY_NAMES, decode_change_event
+from streams.core.contract import ENTITY_NAMES, change_event_json, decode_change_event
 from streams.core.errors import BadInput
 from streams.topics import cdc_topic
 
@@ -52,18 +49,17 @@ def snapshot_event(tenant: str, system: str, entity: str, record: dict[str, Any]
     digest = hashlib.sha256(
         orjson.dumps([tenant, system, entity, record_id, record], option=orjson.OPT_SORT_KEYS)
     ).hexdigest()
-    return {
-        "schema_version": 1,
-        "event_id": f"backfill-{digest[:40]}",
-        "tenant": tenant,
-        "system": system,
-        "entity": entity,
-        "op": "r",
-        "origin": "user",
-        "ts_ms": ts_ms,
-        "before": None,
-        "after": record,
-    }
+    return change_event_json(
+        event_id=f"backfill-{digest[:40]}",
+        tenant=tenant,
+        system=system,
+        entity=entity,
+        op="r",
+        origin="user",
+        ts_ms=ts_ms,
+        before=None,
+        after=record,
+    )
 
 
 def snapshot(tenant: str, system: str, entity: str, record: dict[str, Any], *, ts_ms: int, where: str) -> Snapshot:
@@ -151,30 +147,17 @@ async def read_system(
                 crm = CrmClient(amis.crm_url.rstrip("/") + "/api/v2", session, creds, timeout=timeout)
                 for entity in entities:
                     spec = crm_mapping.RESOURCES[entity]
-                    page = 1
-                    while True:
-                        rows = await crm.list_page(tenant, spec.resource, page)
-                        for row in rows:
-                            yield entity, spec.record.from_wire(row)
-                        if len(rows) < MAX_PAGE_SIZE:
-                            break
-                        page += 1
+                    async for row in crm.every_row(tenant, spec.resource):
+                        yield entity, spec.record.from_wire(row)
             else:
                 creds_acct = acct_credentials(amis)
                 _known(tenant, creds_acct, "LIENTHONG_ACCT_CREDENTIALS")
                 act = ActClient(amis.acct_url, session, acct_app_id(amis), creds_acct, timeout=timeout)
                 for entity in entities:
                     dictionary = acct_mapping.DICTIONARIES[entity]
-                    skip = 0
-                    while True:
-                        rows = await act.get_dictionary(tenant, dictionary.data_type, skip=skip, take=TAKE_MAX)
-                        for row in rows:
-                            if dictionary.data_type == 1 and row.get("is_customer") is False:
-                                continue
+                    async for row in act.every_dictionary_row(tenant, dictionary.data_type):
+                        if dictionary.holds(row):
                             yield entity, dictionary.record.from_wire(row)
-                        if len(rows) < TAKE_MAX:
-                            break
-                        skip += TAKE_MAX
         except (Transient, Refused, ProtocolError) as exc:
             url = amis.crm_url if system == "crm" else amis.acct_url
             raise BackfillError(f"could not read {system} at {url} for {tenant}: {exc}") from None
@@ -196,35 +179,29 @@ def publish(
     timeout: float = 30.0,
 ) -> int:
     """Produce every snapshot; returns how many the broker acknowledged (all of them, or it raises)."""
-    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka import KafkaException
 
-    from ops.lag import LagError, require_topics
+    from ops.lag import LagError
+    from ops.publishing import Publisher
 
     snapshots = list(snapshots)
     try:
-        require_topics(kafka, sorted({kafka.topic_prefix + item.topic for item in snapshots}))
+        publisher = Publisher(kafka, {kafka.topic_prefix + item.topic for item in snapshots})
     except LagError as exc:
         raise BackfillError(str(exc)) from None
-    producer = Producer(confluent_config(kafka, {"acks": "all", "enable.idempotence": True}))
-    failures: list[str] = []
-
-    def delivered(error: Any, _message: Any) -> None:
-        if error is not None:
-            failures.append(str(error))
-
     count = 0
     try:
         for item in snapshots:
-            producer.produce(kafka.topic_prefix + item.topic, key=item.key, value=item.value, on_delivery=delivered)
-            producer.poll(0)
+            publisher.produce(kafka.topic_prefix + item.topic, item.key, item.value)
             count += 1
             progress(item)
     except KafkaException as exc:
         raise BackfillError(f"could not publish: {exc}") from None
-    if producer.flush(timeout) or failures:
+    problem = publisher.unacknowledged(timeout)
+    if problem is not None:
         raise BackfillError(
             f"the broker at {kafka.bootstrap_servers} did not take the snapshots "
-            f"({'; '.join(failures[:3]) or 'no answer'}): is it running (lienthong kafka status), are the topics "
+            f"({problem}): is it running (lienthong kafka status), are the topics "
             "created (lienthong topics create)? Running the backfill again is safe"
         )
     return count

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from common.kafka_config import confluent_config
 from common.settings import KafkaSettings
@@ -218,22 +218,16 @@ def replay(
     timeout: float = 30.0,
 ) -> tuple[int, list[str]]:
     """Write each letter back to its ``origin.topic``; returns (replayed, letters skipped with why)."""
-    from ops.lag import LagError, require_topics
+    from ops.lag import LagError
+    from ops.publishing import Publisher
 
     letters = list(letters)
     try:
-        require_topics(kafka, sorted({letter.origin for letter in letters if letter.origin}))
+        publisher = Publisher(kafka, {letter.origin for letter in letters if letter.origin})
     except LagError as exc:
         raise DeadLetterError(f"cannot replay: {exc}") from None
-    producer = Producer(confluent_config(kafka, {"acks": "all", "enable.idempotence": True}))
-    failures: list[str] = []
     skipped: list[str] = []
     replayed = 0
-
-    def delivered(error: Any, _message: Any) -> None:
-        if error is not None:
-            failures.append(str(error))
-
     for letter in letters:
         origin = letter.origin
         if not origin:
@@ -241,19 +235,18 @@ def replay(
         elif letter.header("dlq.truncated") == "true":
             skipped.append(f"{letter.where}: truncated (only the first bytes were kept)")
         else:
-            producer.produce(
+            publisher.produce(
                 origin,
-                key=letter.key,
-                value=letter.value,
+                letter.key,
+                letter.value,
                 headers=[("replayed.from", f"{kafka.topic_prefix}{letter.where}".encode())],
-                on_delivery=delivered,
             )
-            producer.poll(0)
             replayed += 1
         progress(letter)
-    if producer.flush(timeout) or failures:
+    problem = publisher.unacknowledged(timeout)
+    if problem is not None:
         raise DeadLetterError(
-            f"the broker did not take every replayed letter ({'; '.join(failures[:3]) or 'no answer'}); "
+            f"the broker did not take every replayed letter ({problem}); "
             "replaying again is safe: duplicates are dropped downstream"
         )
     return replayed, skipped

@@ -34,13 +34,10 @@ import aiohttp
 import orjson
 
 from amis import acct_mapping, crm_mapping
-from amis.acct_client import TAKE_MAX
 from amis.credentials import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials
-from amis.crm_client import MAX_PAGE_SIZE
 from amis.errors import ProtocolError, Refused, Transient
 from amis.mapping import RecordMap
 from amis.settings import AmisSettings
-from common.kafka_config import confluent_config
 from common.names import System
 from common.settings import KafkaSettings
 from streams.core.commands import audit_record, build_command, mapped_fields
@@ -257,32 +254,20 @@ def compare(
 # --- reading the systems -------------------------------------------------------------------------
 
 
+def side(record: RecordMap, row: dict[str, Any]) -> Side:
+    """A listed row in the contract's names, versioned by its ``modified_date``."""
+    return Side(record.from_wire(row), str(row.get("modified_date") or ""))
+
+
 async def read_crm(client: CrmClient, tenant: str, entity: str) -> list[Side]:
     spec = crm_mapping.RESOURCES[entity]
-    sides: list[Side] = []
-    page = 1
-    while True:
-        rows = await client.list_page(tenant, spec.resource, page)
-        sides += [Side(spec.record.from_wire(row), str(row.get("modified_date") or "")) for row in rows]
-        if len(rows) < MAX_PAGE_SIZE:
-            return sides
-        page += 1
+    return [side(spec.record, row) async for row in client.every_row(tenant, spec.resource)]
 
 
 async def read_acct(client: ActClient, tenant: str, entity: str) -> list[Side]:
     spec = acct_mapping.DICTIONARIES[entity]
-    sides: list[Side] = []
-    skip = 0
-    while True:
-        rows = await client.get_dictionary(tenant, spec.data_type, skip=skip, take=TAKE_MAX)
-        sides += [
-            Side(spec.record.from_wire(row), str(row.get("modified_date") or ""))
-            for row in rows
-            if not (spec.data_type == 1 and row.get("is_customer") is False)  # vendors and employees
-        ]
-        if len(rows) < TAKE_MAX:
-            return sides
-        skip += TAKE_MAX
+    rows = client.every_dictionary_row(tenant, spec.data_type)
+    return [side(spec.record, row) async for row in rows if spec.holds(row)]
 
 
 def check_tenant(amis: AmisSettings, tenant: str) -> None:
@@ -348,47 +333,36 @@ async def reconcile(
 
 def publish_repairs(kafka: KafkaSettings, report: Report, timeout: float = 30.0) -> int:
     """Write the report's commands to ``commands.<target>`` and their audit records; returns how many."""
-    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka import KafkaException
 
     if not report.commands:
         return 0
-    from ops.lag import LagError, require_topics
+    from ops.lag import LagError
+    from ops.publishing import Publisher
 
+    audit_topic = kafka.topic_prefix + AUDIT
     try:
-        require_topics(
-            kafka,
-            [
-                kafka.topic_prefix + AUDIT,
-                *{kafka.topic_prefix + commands_topic(c.target.value) for c in report.commands},
-            ],
+        publisher = Publisher(
+            kafka, [audit_topic, *{kafka.topic_prefix + commands_topic(c.target.value) for c in report.commands}]
         )
     except LagError as exc:
         raise ReconcileError(str(exc)) from None
-    producer = Producer(confluent_config(kafka, {"acks": "all", "enable.idempotence": True}))
-    failures: list[str] = []
-
-    def delivered(error: Any, _message: Any) -> None:
-        if error is not None:
-            failures.append(str(error))
-
     try:
         for command in report.commands:
-            producer.produce(
+            publisher.produce(
                 kafka.topic_prefix + commands_topic(command.target.value),
-                key=command.message_key.encode(),
-                value=dumps(command),
-                on_delivery=delivered,
+                command.message_key.encode(),
+                dumps(command),
             )
         for audit in report.audits:
-            producer.produce(
-                kafka.topic_prefix + AUDIT, key=audit.message_key.encode(), value=dumps(audit), on_delivery=delivered
-            )
+            publisher.produce(audit_topic, audit.message_key.encode(), dumps(audit))
     except KafkaException as exc:
         raise ReconcileError(f"could not write the repairs: {exc}") from None
-    if producer.flush(timeout) or failures:
+    problem = publisher.unacknowledged(timeout)
+    if problem is not None:
         raise ReconcileError(
             f"the broker at {kafka.bootstrap_servers} did not take the repairs "
-            f"({'; '.join(failures[:3]) or 'no answer'}): is it running (lienthong kafka status) and were the "
+            f"({problem}): is it running (lienthong kafka status) and were the "
             "topics created (lienthong topics create)?"
         )
     return len(report.commands)

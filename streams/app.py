@@ -25,7 +25,6 @@ from common import metrics
 from common.kafka_config import aiokafka_config, confluent_config, ssl_context
 from common.names import System
 from common.settings import KafkaSettings
-from streams import kafka_driver
 from streams.agents.aggregates import register_aggregates_agent
 from streams.agents.batching import BatchingStream
 from streams.agents.cdc import register_cdc_agent
@@ -156,7 +155,7 @@ def create_app(settings: WorkerSettings | None = None, *, producer: ProducerLike
         monitor=QuietMonitor(),
     )
 
-    kafka_driver.install(app)
+    faust_adapter.install(app)
 
     def raw_topic(*names: str) -> Any:
         """Contract topics as bytes in and out: agents decode themselves, to dead-letter bad input whole."""
@@ -194,7 +193,6 @@ def create_app(settings: WorkerSettings | None = None, *, producer: ProducerLike
         max_wait=settings.global_tables_max_wait,
     )
     deps = AgentDeps(
-        app=app,
         rules=rules,
         tables=tables,
         tenants=tenants,
@@ -341,8 +339,7 @@ def _table_entries(table: Any) -> int:
     """Entries of a table in this worker. Counting a RocksDB table with ``len`` reads every key on the
     event loop (a second or more for a million keys), so RocksDB tables report RocksDB's own estimate
     (``rocksdb.estimate-num-keys``: overwrites not yet compacted count twice) per assigned partition."""
-    store = table.data
-    databases = getattr(store, "_dbs_for_actives", None)
+    databases = faust_adapter.active_rocksdb_databases(table.data)
     if databases is None:
         return len(table)
-    return sum(db.property_int_value("rocksdb.estimate-num-keys") or 0 for db in databases())
+    return sum(db.property_int_value("rocksdb.estimate-num-keys") or 0 for db in databases)

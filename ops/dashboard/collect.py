@@ -128,7 +128,6 @@ class DashboardData:
         self.lag_collector = ConsumerGroupLagCollector(
             confluent_config(kafka), self.groups, admin=self._admin, cache_seconds=min(5.0, interval)
         )
-        self._sampled = threading.Event()
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -142,9 +141,6 @@ class DashboardData:
         self._stop.set()
         for thread in self._threads:
             thread.join(10)
-
-    def wait_first_sample(self, timeout: float) -> bool:
-        return self._sampled.wait(timeout)
 
     # --- the consumer groups -----------------------------------------------------------------------
 
@@ -202,7 +198,6 @@ class DashboardData:
                 with self.lock:
                     sample.latency = self.health.latency.percentiles()
                     self.history.append(sample)
-                self._sampled.set()
             self._stop.wait(self.interval)
 
     # --- the tail ------------------------------------------------------------------------------------

@@ -165,7 +165,12 @@ class Batch:
 
         self.tally(count)
         headers = dead_letter_headers(
-            kind, text[:4000], topic=where.topic, partition=where.partition, offset=where.offset
+            kind,
+            text[:4000],
+            topic=where.topic,
+            partition=where.partition,
+            offset=where.offset,
+            failed_at_ms=self.now_ms,
         )
         topic = self.processing.topics.dead_letters
         message = OutputMessage(topic, key, raw, headers)

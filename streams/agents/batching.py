@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 import faust
-from faust.types import ChannelT, EventT
-from mode.utils.aiter import aiter
+from faust.types import EventT
 from mode.utils.locks import Event
+
+from streams.faust_adapter import processing_passively
 
 
 class BatchingStream(faust.Stream):
@@ -70,9 +71,7 @@ class BatchingStream(faust.Stream):
         # The agent acks (ack_batch) once a batch is durable. Never turned back on: faust restarts a
         # crashed agent on the same stream, which would then ack every event as it is buffered.
         self.enable_acks = False
-        self.add_processor(add_to_buffer)
-        self._enable_passive(cast(ChannelT, aiter(self.channel)))
-        try:
+        with processing_passively(self, add_to_buffer):
             while not self.should_stop:
                 if not pending:
                     await self.wait_for_stopped(arrived, timeout=within)
@@ -85,8 +84,6 @@ class BatchingStream(faust.Stream):
                     arrived.clear()
                 room.set()
                 yield batch
-        finally:
-            self._processors.remove(add_to_buffer)
 
     async def ack_batch(self, events: Sequence[EventT]) -> None:
         """Mark a batch done: its offsets may now be committed.

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import faust
 from faust.types import EventT
 
-from common.logs import about
 from common.names import System
 from streams.agents.pipeline import (
-    ORIGIN_KEY,
-    ORIGIN_OFFSET,
-    ORIGIN_PARTITION,
-    ORIGIN_TOPIC,
-    PART,
     AgentDeps,
     Batch,
-    Unstageable,
     Where,
     count_decision,
+    count_duplicate,
     count_event,
-    remember,
+    rekeyed_headers,
     run_batches,
     where_of,
 )
@@ -31,8 +24,6 @@ from streams.core.contract import BadInput, ChangeEvent, decode_change_event
 from streams.core.decide import decide, resolve_action
 from streams.outputs import OutputMessage
 from streams.topics import parse_cdc_topic
-
-log = logging.getLogger(__name__)
 
 
 def register_cdc_agent(app: faust.App, source: Any, deps: AgentDeps) -> Any:
@@ -57,17 +48,17 @@ def register_cdc_agent(app: faust.App, source: Any, deps: AgentDeps) -> Any:
 
 def process_change(batch: Batch, event: EventT) -> None:
     """Stage one CDC message: its decision, its re-keyed document, or its dead letter."""
-    message, raw = event.message, event.value
+    message = event.message
     where = where_of(event)
-    if raw is None:
+    if event.value is None:
         return  # a tombstone (Debezium writes one after each delete, for log compaction): not a change
     deps = batch.deps
-    try:
+    with batch.or_dead_letter(event, message.key, where):
         names = parse_cdc_topic(message.topic, deps.topic_prefix)
         if names is None:
             raise BadInput("unknown_topic", f"{message.topic} is not a cdc.<system>.<entity> topic")
         change = decode_change_event(
-            raw,
+            event.value,
             topic_system=names[0],
             topic_entity=names[1],
             headers=event.headers,
@@ -86,19 +77,12 @@ def process_change(batch: Batch, event: EventT) -> None:
         record_key = f"{change.tenant}:{change.system}:{change.entity}:{change.record_id}"
         state = batch.state
         if state.is_duplicate(record_key, change.event_id):
-            log.info(
-                "dropped duplicate event %s of %s",
-                change.event_id,
-                record_key,
-                extra=about(tenant=change.tenant, entity=change.entity, record_id=change.record_id),
-            )
-            batch.count("duplicate")
-            count_event(batch, change.system.value, change.entity, "duplicate")
+            count_duplicate(batch, change, record_key)
             return
         decision = decide(change, state, deps.rules, now_ms=batch.now_ms)
 
         def remember_event() -> None:
-            remember(state, decision)()
+            state.apply_decision(decision)
             state.mark_seen(record_key, change.event_id, event)
 
         batch.stage(
@@ -107,15 +91,7 @@ def process_change(batch: Batch, event: EventT) -> None:
             state_values=[record.record for record in decision.crm_records if record.record is not None]
             + [written.fields for written in decision.written.values()],
         )
-        batch.count("decided")
-        count_decision(batch, change, decision)
-    except BadInput as bad:
-        batch.dead_letter(message.key, raw, bad.kind, bad.message, where)
-    except Unstageable as failed:
-        batch.dead_letter(message.key, raw, failed.kind, failed.message, where)
-    except Exception as exc:  # a bug must not stop the stream: the input is kept with the reason
-        log.exception("failed on %s@%s:%s", where.topic, where.partition, where.offset)
-        batch.dead_letter(message.key, raw, "internal", f"{type(exc).__name__}: {exc}", where)
+        count_decision(batch, change, decision, "decided")
 
 
 def rekeyed(batch: Batch, event: EventT, change: ChangeEvent, where: Where) -> list[OutputMessage]:
@@ -126,18 +102,8 @@ def rekeyed(batch: Batch, event: EventT, change: ChangeEvent, where: Where) -> l
     the original key) and which part of the document it is: the aggregates agent decodes it again,
     so that its dead letters carry the original key and bytes, not a re-encoding.
     """
-    message = event.message
-    original = [(name, value if isinstance(value, bytes) else str(value).encode())
-                for name, value in (event.headers or {}).items()]  # fmt: skip
-    headers = [
-        *original,
-        (ORIGIN_TOPIC, where.topic.encode()),
-        (ORIGIN_PARTITION, str(where.partition).encode()),
-        (ORIGIN_OFFSET, str(where.offset).encode()),
-        (ORIGIN_KEY, message.key or b""),
-    ]
     topic = batch.deps.topics.aggregate_inputs
     return [
-        OutputMessage(topic, key.encode(), event.value, [*headers, (PART, part.encode())])
+        OutputMessage(topic, key.encode(), event.value, rekeyed_headers(event, where, part))
         for key, _document, part in aggregate_inputs(change)
     ]

@@ -27,15 +27,15 @@ counted only for the decisions the batch keeps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import faust
 import orjson
 from faust.types import EventT
 
@@ -44,9 +44,11 @@ from common.logs import about_key
 from common.names import System
 from streams.core.contract import ChangeEvent, Command, dead_letter_headers, dumps
 from streams.core.decide import Decision
+from streams.core.errors import BadInput
 from streams.core.rules import RuleBook
+from streams.faust_adapter import as_current_event
 from streams.outputs import OutputMessage, Outputs
-from streams.tables import AFTER_OUTPUTS, LINKS_FIRST, PROCESSED_MARKERS, BatchState, Tables, as_current_event
+from streams.tables import AFTER_OUTPUTS, LINKS_FIRST, PROCESSED_MARKERS, BatchState, Tables
 from streams.tables.catch_up import GlobalTablesCatchUp
 from streams.tables.tenants import TenantSettings
 from streams.topics import DLQ_CDC, parse_cdc_topic
@@ -89,7 +91,6 @@ class OutputTopics:
 class AgentDeps:
     """Everything the agents need, built once by ``create_app``: one object instead of parameter lists."""
 
-    app: faust.App
     rules: RuleBook
     tables: Tables
     tenants: TenantSettings
@@ -203,6 +204,19 @@ class Batch:
         remember()
         self.messages.extend(messages)
 
+    @contextlib.contextmanager
+    def or_dead_letter(self, event: EventT, key: bytes | None, where: Where) -> Iterator[None]:
+        """Stage an event within the block, or dead-letter its bytes under ``key`` (as read at
+        ``where``) with why: bad input (``BadInput``), outputs or state that cannot be kept
+        (``Unstageable``), or a bug, which must not stop the stream."""
+        try:
+            yield
+        except (BadInput, Unstageable) as failed:
+            self.dead_letter(key, event.value, failed.kind, failed.message, where)
+        except Exception as exc:  # a bug must not stop the stream: the input is kept with the reason
+            log.exception("failed on %s@%s:%s (key %r)", where.topic, where.partition, where.offset, event.message.key)
+            self.dead_letter(key, event.value, "internal", f"{type(exc).__name__}: {exc}", where)
+
     def dead_letter(self, key: bytes | None, raw: bytes | None, kind: str, text: str, where: Where) -> None:
         """The original key and bytes, with the reason in headers; truncated (and said so) when the
         original itself is larger than a message may be."""
@@ -221,7 +235,12 @@ class Batch:
 
         self.tally(count)
         headers = dead_letter_headers(
-            kind, text[:4000], topic=where.topic, partition=where.partition, offset=where.offset
+            kind,
+            text[:4000],
+            topic=where.topic,
+            partition=where.partition,
+            offset=where.offset,
+            failed_at_ms=self.now_ms,
         )
         message = OutputMessage(self.deps.topics.dead_letters, key, raw, headers)
         limit = self.deps.outputs.max_message_bytes
@@ -346,9 +365,59 @@ def where_of(event: EventT) -> Where:
     return Where(message.topic, message.partition, message.offset)
 
 
-def count_decision(batch: Batch, change: ChangeEvent, decision: Decision) -> None:
-    """Metrics of one staged decision (once the batch is durable): the event (``command`` or
-    ``skipped``) and its commands."""
+def header(event: EventT, name: str) -> bytes | None:
+    value = (event.headers or {}).get(name)
+    return value if isinstance(value, bytes) or value is None else str(value).encode()
+
+
+def rekeyed_headers(event: EventT, where: Where, part: str) -> list[tuple[str, bytes]]:
+    """The headers of a document re-keyed for the aggregates agent: the original's own, where it was
+    read and under which key, and which part of the document the message is (``origin_of``)."""
+    original = [(name, value if isinstance(value, bytes) else str(value).encode())
+                for name, value in (event.headers or {}).items()]  # fmt: skip
+    return [
+        *original,
+        (ORIGIN_TOPIC, where.topic.encode()),
+        (ORIGIN_PARTITION, str(where.partition).encode()),
+        (ORIGIN_OFFSET, str(where.offset).encode()),
+        (ORIGIN_KEY, event.message.key or b""),
+        (PART, part.encode()),
+    ]
+
+
+def origin_of(event: EventT) -> tuple[Where, bytes | None, str | None]:
+    """Where the CDC agent read a re-keyed document, under which key, and which part of it this is
+    (``rekeyed_headers``); where the headers do not say, the message's own position."""
+    message = event.message
+
+    def text(name: str) -> str:
+        return (header(event, name) or b"").decode("utf-8", "replace")
+
+    where = Where(
+        text(ORIGIN_TOPIC) or message.topic,
+        int(text(ORIGIN_PARTITION) or message.partition),
+        int(text(ORIGIN_OFFSET) or message.offset),
+    )
+    part = header(event, PART)
+    return where, header(event, ORIGIN_KEY), None if part is None else part.decode()
+
+
+def count_duplicate(batch: Batch, change: ChangeEvent, of: str) -> None:
+    """An event already processed (its ``event_id`` is among ``of``'s recent ones): dropped, said and counted."""
+    log.info(
+        "dropped duplicate event %s of %s",
+        change.event_id,
+        of,
+        extra=about(tenant=change.tenant, entity=change.entity, record_id=change.record_id),
+    )
+    batch.count("duplicate")
+    count_event(batch, change.system.value, change.entity, "duplicate")
+
+
+def count_decision(batch: Batch, change: ChangeEvent, decision: Decision, name: str) -> None:
+    """Counts of one staged decision (once the batch is durable): ``name`` in the agents' counts, and
+    the metrics of the event (``command`` or ``skipped``) and of its commands."""
+    batch.count(name)
 
     def count() -> None:
         for command in decision.commands:
@@ -361,7 +430,3 @@ def count_decision(batch: Batch, change: ChangeEvent, decision: Decision) -> Non
 
 def count_event(batch: Batch, system: str, entity: str, outcome: str) -> None:
     batch.tally(lambda: metrics.EVENTS_PROCESSED.labels(system, entity, "", outcome).inc())
-
-
-def remember(state: BatchState, decision: Decision) -> Callable[[], None]:
-    return lambda: state.apply_decision(decision)

@@ -8,7 +8,6 @@ orjson; ``decode_change_event`` turns raw bytes (plain or Debezium envelope) int
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -100,6 +99,38 @@ class ChangeEvent(BaseModel):
     def record_id(self) -> str:
         record_id = self.record.get("id")
         return "" if record_id is None else str(record_id)
+
+
+def change_event_json(
+    *,
+    event_id: str,
+    tenant: str,
+    system: str,
+    entity: str,
+    op: str,
+    ts_ms: int,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    origin: str = "user",
+    action: str | None = None,
+) -> dict[str, Any]:
+    """A change event as its producers write it (the capture services and webhooks, backfill, the
+    benchmarks): the contract's envelope, ``SCHEMA_VERSION``; ``action`` only where the producer knows it."""
+    event: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event_id,
+        "tenant": tenant,
+        "system": system,
+        "entity": entity,
+        "op": op,
+        "origin": origin,
+        "ts_ms": ts_ms,
+        "before": before,
+        "after": after,
+    }
+    if action:
+        event["action"] = action
+    return event
 
 
 # Commands and audit records are built on every event: plain slotted dataclasses, which orjson
@@ -276,15 +307,18 @@ def parse_command(raw: bytes | str) -> Command:
     return _COMMAND.validate_json(raw)
 
 
-def dead_letter_headers(kind: str, message: str, *, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
-    """The contract's dead-letter headers, for every producer of dead letters (agents and connectors)."""
+def dead_letter_headers(
+    kind: str, message: str, *, topic: str, partition: int, offset: int, failed_at_ms: int
+) -> list[tuple[str, bytes]]:
+    """The contract's dead-letter headers, for every producer of dead letters (agents and connectors);
+    ``failed_at_ms`` is the caller's clock (the core reads none)."""
     return [
         ("error.kind", kind.encode()),
         ("error.message", message.encode("utf-8", "replace")),
         ("origin.topic", topic.encode()),
         ("origin.partition", str(partition).encode()),
         ("origin.offset", str(offset).encode()),
-        ("failed.at_ms", str(int(time.time() * 1000)).encode()),
+        ("failed.at_ms", str(failed_at_ms).encode()),
     ]
 
 

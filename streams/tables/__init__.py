@@ -38,9 +38,7 @@ producer sends them one at a time), in faust's own encoding, so faust recovers t
 from __future__ import annotations
 
 import bisect
-import contextlib
 import uuid
-import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -48,12 +46,12 @@ from typing import Any, Literal
 import faust
 import orjson
 from faust.stores.memory import Store as MemoryStore
-from faust.streams import _current_event  # the context variable behind faust.current_event()
-from faust.types import TP, EventT, StoreT, TableT
+from faust.types import TP, EventT, TableT
 from yarl import URL
 
 from common.names import System
 from streams.core.decide import Decision, LinkUpdate, Written
+from streams.faust_adapter import GlobalTableOnStore, TableOnStore, as_current_event
 from streams.outputs import OutputMessage
 from streams.settings import TableSettings
 from streams.tables.stores import (
@@ -79,7 +77,7 @@ PROCESSED_MARKERS: tuple[TableName, ...] = ("seen_events", "orders")
 WRITER_HEADER = "lienthong.writer"
 
 
-class OwnWritesGlobalTable(faust.GlobalTable):
+class OwnWritesGlobalTable(GlobalTableOnStore):
     """A global table that does not re-apply its own worker's changelog messages.
 
     Every worker follows a global table's changelog to learn what the others wrote, its own writes
@@ -87,6 +85,8 @@ class OwnWritesGlobalTable(faust.GlobalTable):
     back would set a key back to an older value the worker has since replaced.
     """
 
+    # on RocksDB: one database for the whole table (streams/tables/stores.py says why)
+    rocksdb_store = GlobalRocksDBStore
     writer: bytes = b""
     read_until: int = 0  # the offset after the last changelog message this worker has read
     others_read: int = 0  # how many messages of other workers it has applied
@@ -135,16 +135,11 @@ class OwnWritesGlobalTable(faust.GlobalTable):
         persisted = self.data.persisted_offset(self.changelog_tp())
         return max(self.read_until, 0 if persisted is None else persisted + 1)
 
-    def _new_store_by_url(self, url: str | URL) -> StoreT:
-        # on RocksDB: one database for the whole table (streams/tables/stores.py says why)
-        return new_store(self, url, GlobalRocksDBStore, super()._new_store_by_url)
 
-
-class SharedMemoryTable(faust.Table):
+class SharedMemoryTable(TableOnStore):
     """A partitioned table whose RocksDB databases share the worker's memory budget (``stores``)."""
 
-    def _new_store_by_url(self, url: str | URL) -> StoreT:
-        return new_store(self, url, SharedMemoryRocksDBStore, super()._new_store_by_url)
+    rocksdb_store = SharedMemoryRocksDBStore
 
 
 def _writer_of(event: EventT) -> bytes | None:
@@ -247,10 +242,6 @@ def define_tables(app: faust.App, settings: TableSettings, partitions: int) -> T
     return tables
 
 
-# The fields a link fact can name: each system's id and the record's code.
-LINK_FIELDS: tuple[str, ...] = (System.ACCT.value, System.CRM.value, "code")
-
-
 LINK_SYSTEMS: tuple[str, ...] = (System.ACCT.value, System.CRM.value)
 
 
@@ -309,10 +300,6 @@ class BatchState:
     def delete(self, table: TableName, key: str, event: EventT | None) -> None:
         if self.get(table, key) is not None:
             self._changes[table][key] = (_DELETED, event)
-
-    @property
-    def changed_keys(self) -> int:
-        return sum(len(changes) for changes in self._changes.values())
 
     def changes(self) -> Iterator[tuple[TableName, str, Any | None]]:
         """(table, key, new value or None for a delete) of every change the batch made."""
@@ -501,21 +488,3 @@ def read_store(store: Any, key: str) -> Any:
     if isinstance(store, MemoryStore):
         return store.data.get(key)
     return store.get(key)
-
-
-@contextlib.contextmanager
-def as_current_event(event: EventT | None) -> Iterator[None]:
-    """Make ``event`` faust's current event while a table is written.
-
-    A partitioned table (and its RocksDB store) writes to the partition of the event being
-    processed, which faust reads from its current event; a batch is written after the stream moved
-    past its events. Global tables pick their changelog partition themselves (``event`` None).
-    """
-    if event is None:
-        yield
-        return
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)

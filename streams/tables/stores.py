@@ -20,14 +20,12 @@ Two problems of faust's RocksDB store, one of memory and one of correctness:
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import rocksdict
 from faust.stores.rocksdb import RocksDBOptions
 from faust.stores.rocksdb import Store as RocksDBStore
-from yarl import URL
 
 from streams.settings import TableSettings
 
@@ -123,53 +121,7 @@ class SharedMemoryRocksDBStore(RocksDBStore):
         self.rocksdb_options = SharedMemoryOptions(memory, use_rocksdict=True, **options)
 
 
-class GlobalRocksDBStore(SharedMemoryRocksDBStore):
+class GlobalRocksDBStore(OnePartitionRocksDBStore, SharedMemoryRocksDBStore):
     """A global table's RocksDB store: every key in the one database of the changelog's partition."""
 
-    def _db(self) -> Any:
-        return self._db_for_partition(GLOBAL_PARTITION)
-
-    def _set(self, key: bytes, value: bytes | None) -> None:
-        self._db().put(key, value)
-
-    def _get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._db().get(key)
-        return value
-
-    def _del(self, key: bytes) -> None:
-        self._db().delete(key)
-
-    def _contains(self, key: bytes) -> bool:
-        return self._db().get(key) is not None
-
-    def keys_with_prefix(self, prefix: str) -> Iterator[str]:
-        """The table's keys that start with ``prefix``, read in key order from the prefix on.
-
-        Keys are stored JSON-encoded (``"tenant:…"``): the encoded prefix without its closing quote
-        is a byte prefix of every such key.
-        """
-        encoded = self._encode_key(prefix)[:-1]
-        for key in self._db().keys(from_key=encoded):
-            if not key.startswith(encoded):
-                break
-            if key != self.offset_key:
-                yield self._decode_key(key)
-
-
-def new_store(table: Any, url: Any, store_class: type[RocksDBStore], otherwise: Callable[[Any], Any]) -> Any:
-    """A table's store: ``store_class`` on RocksDB, built as ``faust.tables.base.Collection._new_store_by_url``
-    builds one; ``otherwise(url)`` (faust's own choice) for any other store."""
-    if URL(url).scheme != "rocksdb":
-        return otherwise(url)
-    return store_class(
-        url,
-        table.app,
-        table,
-        table_name=table.name,
-        key_type=table.key_type,
-        key_serializer=table.key_serializer,
-        value_serializer=table.value_serializer,
-        value_type=table.value_type,
-        loop=table.loop,
-        options=table.options,
-    )
+    database_partition = GLOBAL_PARTITION

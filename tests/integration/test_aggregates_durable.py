@@ -139,7 +139,7 @@ def fresh(bootstrap, tmp_path):
         # the killed worker's partitions go to the new one after this many seconds
         session_timeout=10.0,
         # no commit before the kill: the restart must find every partition without one
-        # (the case streams/kafka_driver.py fixes in faust-streaming)
+        # (the case streams/faust_adapter.py fixes in faust-streaming)
         commit_interval=60.0,
     )
     create_topics(

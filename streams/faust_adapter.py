@@ -1,4 +1,19 @@
-"""faust-streaming's aiokafka transport, with what it takes for no offset to be committed unread.
+"""Where the processor reaches into faust-streaming's (and mode's) private internals, and nowhere else.
+
+The agents, tables and app call what this module names; faust's underscored attributes, methods
+and context variables are touched here only, so an upgrade of faust-streaming is checked here:
+
+* **The transport** (``install``): faust's aiokafka consumer, with what it takes for no offset to
+  be committed unread (below).
+* **Streams** (``processing_passively``): a stream that drains its channel on its own while a
+  processor sees each event, as faust's ``take_events`` does (``streams.agents.batching``).
+* **The current event** (``as_current_event``): the context variable behind ``faust.current_event()``.
+* **Tables and stores** (``TableOnStore``, ``GlobalTableOnStore``, ``OnePartitionRocksDBStore``,
+  ``active_rocksdb_databases``): the store class a table builds, a RocksDB store that keeps every
+  key in one partition's database, and the databases a store has open (``streams.tables.stores``).
+
+faust's aiokafka transport
+--------------------------
 
 faust-streaming 0.15 commits offsets its agents never saw in three ways, all reproduced here
 (docs/decisions.md, "Skipped offsets after kill -9"):
@@ -32,14 +47,21 @@ deduplicates by event id.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any
+import contextlib
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar, cast
 
+import faust
 from aiokafka import errors as aiokafka_errors
 from aiokafka.structs import TopicPartition
+from faust.stores.rocksdb import Store as RocksDBStore
+from faust.streams import _current_event  # the context variable behind faust.current_event()
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, Message
+from faust.types import TP, ChannelT, EventT, Message, StoreT
 from faust.utils.functional import consecutive_numbers
+from mode.utils.aiter import aiter
+from yarl import URL
 
 YIELD_EVERY = 100
 
@@ -303,3 +325,112 @@ class Transport(faust_aiokafka.Transport):
 def install(app: Any) -> None:
     """Give ``app`` this transport for consuming (producing is unchanged)."""
     app.transport = Transport(app.conf.broker_consumer, app)
+
+
+# --- streams ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def processing_passively(stream: faust.Stream, processor: Callable[[Any], Any]) -> Iterator[None]:
+    """Within the block, ``stream`` drains its channel on its own and ``processor`` sees each event
+    (what faust's ``Stream.take_events`` sets up before it waits for a batch); after it, the
+    processor is taken off again (faust has ``add_processor`` but no way to remove one)."""
+    stream.add_processor(processor)
+    stream._enable_passive(cast(ChannelT, aiter(stream.channel)))
+    try:
+        yield
+    finally:
+        stream._processors.remove(processor)
+
+
+# --- the current event ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def as_current_event(event: EventT | None) -> Iterator[None]:
+    """Make ``event`` faust's current event while a table is written.
+
+    A partitioned table (and its RocksDB store) writes to the partition of the event being
+    processed, which faust reads from its current event; a batch is written after the stream moved
+    past its events. Global tables pick their changelog partition themselves (``event`` None).
+    """
+    if event is None:
+        yield
+        return
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+# --- tables and stores ------------------------------------------------------------------------------
+
+
+class TableOnStore(faust.Table):
+    """faust's table whose RocksDB store is a ``rocksdb_store`` (faust's own choice for any other URL)."""
+
+    rocksdb_store: ClassVar[type[RocksDBStore]] = RocksDBStore
+
+    def _new_store_by_url(self, url: str | URL) -> StoreT:
+        if URL(url).scheme != "rocksdb":
+            return super()._new_store_by_url(url)
+        # built as faust.tables.base.Collection._new_store_by_url builds one
+        return self.rocksdb_store(
+            url,
+            self.app,
+            self,
+            table_name=self.name,
+            key_type=self.key_type,
+            key_serializer=self.key_serializer,
+            value_serializer=self.value_serializer,
+            value_type=self.value_type,
+            loop=self.loop,
+            options=self.options,
+        )
+
+
+class GlobalTableOnStore(TableOnStore, faust.GlobalTable):
+    """faust's global table whose RocksDB store is a ``rocksdb_store``."""
+
+
+class OnePartitionRocksDBStore(RocksDBStore):
+    """faust's RocksDB store with every key in the database of one partition (``database_partition``),
+    whatever the partition of the current event; reads of a key prefix in key order."""
+
+    database_partition: ClassVar[int] = 0
+
+    def _db(self) -> Any:
+        return self._db_for_partition(self.database_partition)
+
+    def _set(self, key: bytes, value: bytes | None) -> None:
+        self._db().put(key, value)
+
+    def _get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._db().get(key)
+        return value
+
+    def _del(self, key: bytes) -> None:
+        self._db().delete(key)
+
+    def _contains(self, key: bytes) -> bool:
+        return self._db().get(key) is not None
+
+    def keys_with_prefix(self, prefix: str) -> Iterator[str]:
+        """The table's keys that start with ``prefix``, read in key order from the prefix on.
+
+        Keys are stored JSON-encoded (``"tenant:…"``): the encoded prefix without its closing quote
+        is a byte prefix of every such key.
+        """
+        encoded = self._encode_key(prefix)[:-1]
+        for key in self._db().keys(from_key=encoded):
+            if not key.startswith(encoded):
+                break
+            if key != self.offset_key:
+                yield self._decode_key(key)
+
+
+def active_rocksdb_databases(store: Any) -> Iterator[Any] | None:
+    """The RocksDB databases of a store's assigned partitions; None when it is not a RocksDB store."""
+    databases = getattr(store, "_dbs_for_actives", None)
+    return None if databases is None else cast(Iterator[Any], databases())
