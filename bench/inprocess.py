@@ -2,13 +2,11 @@
 
 Each event is decoded from its bytes, routed as the CDC agent routes it (acct orders, contracts,
 vouchers and receipts through the order's aggregate, ``decide_for_order``; everything else through
-``decide``), and its decision applied to a ``BatchState`` over plain dicts, written to the "tables"
-every ``batch`` events as the agents do.
+``decide``), and its decision applied to a ``PartitionState`` over a store in memory, written to the store every
+``batch`` events as the processing loop does.
 """
 
 from __future__ import annotations
-
-from typing import Any, cast
 
 from bench.workload import Event
 from common.names import System
@@ -16,30 +14,13 @@ from streams.core.aggregates import AGGREGATE_ENTITIES, OrderAggregate, aggregat
 from streams.core.contract import decode_change_event
 from streams.core.decide import decide
 from streams.core.rules import load_rules
-from streams.tables import BatchState, Tables
-from streams.tables.tenants import TenantSettings
-
-
-class DictTable(dict[str, Any]):
-    """A table as ``BatchState`` reads it: its ``data`` (the store) is itself."""
-
-    @property
-    def data(self) -> DictTable:
-        return self
-
-
-class NoTenantSettings:
-    def get(self, tenant: str) -> dict[str, Any]:
-        return {}
+from streams.tables.state import in_memory_state
 
 
 def run_core(workload: list[Event], batch: int = 1000) -> tuple[int, int]:
     """Returns (events decided, commands)."""
     rules = load_rules()
-    tables = Tables(
-        links=DictTable(), written=DictTable(), crm_records=DictTable(), seen_events=DictTable(), orders=DictTable()
-    )  # type: ignore[arg-type]
-    state = BatchState(tables, cast(TenantSettings, NoTenantSettings()), "sale_order")
+    state = in_memory_state()
     commands = 0
     for n, event in enumerate(workload, start=1):
         _, system, entity = event.topic.split(".")
@@ -51,7 +32,7 @@ def run_core(workload: list[Event], batch: int = 1000) -> tuple[int, int]:
                 aggregate = OrderAggregate.from_json(stored) if stored else OrderAggregate(tenant, order_id)
                 decision = decide_for_order(document, aggregate, state, rules, now_ms=0)
                 state.apply_decision(decision)
-                state.set("orders", key, aggregate.to_json(), None)
+                state.set("orders", key, aggregate.to_json())
                 commands += len(decision.commands)
         else:
             record_key = f"{change.tenant}:{change.system}:{change.entity}:{change.record_id}"
@@ -59,20 +40,9 @@ def run_core(workload: list[Event], batch: int = 1000) -> tuple[int, int]:
                 continue
             decision = decide(change, state, rules, now_ms=0)
             state.apply_decision(decision)
-            state.mark_seen(record_key, change.event_id, None)
+            state.mark_seen(record_key, change.event_id)
             commands += len(decision.commands)
         if n % batch == 0:
-            remember_batch(state, tables)
-    remember_batch(state, tables)
+            state.write_to_store(None)  # as the loop does once a batch is committed
+    state.write_to_store(None)
     return len(workload), commands
-
-
-def remember_batch(state: BatchState, tables: Tables) -> None:
-    """What ``write_to_stores`` does, for tables that are plain dicts."""
-    for name, key, value in state.changes():
-        store = tables.table(name)
-        if value is None:
-            store.pop(key, None)
-        else:
-            store[key] = value
-    state.forget_changes()

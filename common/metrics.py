@@ -83,7 +83,11 @@ SYNC_LATENCY = Histogram(
     buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0),
 )
 REBALANCES = Counter("lienthong_rebalances_total", "Consumer-group rebalances a service went through.", ["service"])
-TABLE_ENTRIES = Gauge("lienthong_table_entries", "Entries in a worker's table (its assigned partitions).", ["table"])
+TABLE_ENTRIES = Gauge(
+    "lienthong_table_entries",
+    "Keys of a worker's partition stores (RocksDB's estimate), every table together.",
+    ["table"],
+)
 TABLE_MEMORY = Gauge(
     "lienthong_table_memory_bytes",
     "Memory of a worker's RocksDB tables: the shared block cache and memtables, against their budget.",
@@ -94,11 +98,10 @@ BATCH_SIZE = Histogram(
     "Events per batch of the worker's processing loop.",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 4096),
 )
-BATCHES_DECIDED_AGAIN = Counter(
-    "lienthong_batches_decided_again_total",
-    "Batches an agent decided twice: a decision rested on a link or CRM record being absent, and the "
-    "worker's global tables had not yet read what other workers wrote.",
-    ["agent"],
+HELD_CHANGES = Gauge(
+    "lienthong_held_changes",
+    "Changes a worker holds until every input has passed the moment they reached Kafka (their decision "
+    "rests on an absent record): docs/state.md.",
 )
 TOKEN_RENEWALS = Counter(
     "lienthong_token_renewals_total",

@@ -1,9 +1,19 @@
-"""The faust application: ``create_app(settings)`` builds it; nothing happens at import time.
+"""The worker: ``create_app(settings)`` puts the processor together; nothing happens at import time.
 
-``create_app`` is the one place where the processor is put together: it reads the worker's settings
-(``streams.settings.WorkerSettings``) once unless it is given them, validates the rule table, declares
-the topics and tables, builds the output producer and hands the agents one ``AgentDeps``. Tests
-inject their own producer (``producer=``).
+The worker is a faust application — its lifecycle, its tasks and timers, signals, the ``lienthong
+worker`` command — that runs one processing loop (``streams.loop``) in a thread of its own. faust's
+own Kafka machinery stays off (``NoKafkaClients``): the loop has its own librdkafka consumer, in
+the group ``<app id>``, and one transactional producer, because a batch's outputs, state and
+offsets are committed in one Kafka transaction (``streams.checkpoint``), which needs the consumer's
+group metadata (KIP-447), and because faust's per-message machinery alone costs more than the whole
+decision (docs/performance.md). Beside the loop the app runs the tenant-settings reader
+(``streams.tables.tenants``), the worker's ``/metrics``, ``/healthz`` and ``/readyz``, and a timer
+that measures the stores.
+
+``create_app`` reads the settings once (when not given) and validates the rule table; the loop's
+clients are made when the worker starts (``ProcessingService``), and the processor's own topics are
+created then if missing. ``build_loop`` is the one place the loop is assembled, for the worker and
+for the tests (which give it fake clients).
 """
 
 from __future__ import annotations
@@ -11,268 +21,304 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import signal
-from dataclasses import dataclass
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 from aiohttp import web
-from confluent_kafka import Producer
-from faust.sensors import Monitor
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # see ops/admin.py
+from faust.app.base import BootStrategy
 from mode import Service
 
 from common import metrics
-from common.kafka_config import aiokafka_config, confluent_config, ssl_context
-from common.names import System
+from common.kafka_config import aiokafka_config, confluent_config
+from common.names import AUDIT, DLQ_CDC, TENANT_CONFIG, System, changes_topic, commands_topic, state_changelog_topic
 from common.settings import KafkaSettings
-from streams.agents.aggregates import register_aggregates_agent
-from streams.agents.batching import BatchingStream
-from streams.agents.cdc import register_cdc_agent
-from streams.agents.pipeline import AgentDeps, OutputTopics
-from streams.agents.results import register_results_agent
+from streams.agents.batch import OutputTopics, Processing
+from streams.checkpoint import Checkpoint, TransactionalProducer
 from streams.core.rules import RuleBook, load_rules
-from streams.outputs import Outputs, ProducerLike
+from streams.loop import LoopConfig, ProcessingLoop
 from streams.settings import WorkerSettings
-from streams.tables import OwnWritesGlobalTable, SharedMemoryTable, Tables, define_tables
-from streams.tables.catch_up import BrokerEndOffsets, GlobalTablesCatchUp
-from streams.tables.stores import limit_malloc_arenas
+from streams.tables.memory import RocksDBMemory, limit_malloc_arenas
+from streams.tables.store import Stores
 from streams.tables.tenants import TenantSettings
-from streams.topics import AUDIT, DLQ_CDC, TENANT_CONFIG, cdc_topics, commands_topic, results_topic
+from streams.topics import cdc_topics, results_topic
 
 log = logging.getLogger(__name__)
 
+# The worker's exit status when a batch cannot be made durable (EX_SOFTWARE): run again, it reads
+# the batch again from the last committed offsets.
+EXIT_BATCH_NOT_DURABLE = 70
 
-class QuietMonitor(Monitor):
-    """faust's monitor without its per-message bookkeeping (a third of a no-op agent's time; see
-    docs/performance.md). The processor counts what it does itself (``AgentDeps.counts``)."""
+# How long the fetch of a partition with nothing new waits before answering: the latency a quiet
+# input adds, and part of a router's slack for "read to the end" (streams.agents.time_order).
+FETCH_WAIT_MS = 20
 
-    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
-        return None
 
-    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> dict[str, Any] | None:
-        return None
+class NoKafkaClients(BootStrategy):
+    """faust's worker without its consumer, producer, agents' streams and tables: the processing loop
+    has its own clients (module docstring)."""
 
-    def on_stream_event_out(
-        self, tp: Any, offset: int, stream: Any, event: Any, state: dict[str, Any] | None = None
-    ) -> None:
-        return None
+    enable_kafka = False
 
-    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
-        return None
+
+class WorkerApp(faust.App):
+    BootStrategy = NoKafkaClients
 
 
 @dataclass
 class Lienthong:
-    """The app and what it is made of, for the CLI and for tests."""
+    """The worker and what it is made of, for the command line and the tests."""
 
     app: faust.App
     settings: WorkerSettings
     rules: RuleBook
-    tables: Tables
     tenants: TenantSettings
-    deps: AgentDeps
-    topics: dict[str, Any]
-    agents: dict[str, Any]
+    processing: ProcessingService = field(repr=False)
 
 
-def output_producer(kafka: KafkaSettings, *, max_message_bytes: int, delivery_timeout: float) -> Producer:
-    """The librdkafka producer of commands, audit records, dead letters and re-keyed documents."""
-    return Producer(
+# --- the processor's topics and clients ----------------------------------------------------------
+
+
+def internal_topics(settings: WorkerSettings) -> list[NewTopic]:
+    """The processor's own topics: every change routed by tenant, and the state of its partitions.
+
+    The partition count of the changes topic fixes which partition each tenant lives on: it is
+    created once and never changed (docs/deploy.md says how to move to more partitions)."""
+    prefix = settings.kafka.topic_prefix
+    partitions, replication = settings.topic_partitions, settings.topic_replication_factor
+    return [
+        NewTopic(prefix + changes_topic(settings.app_id), partitions, replication),
+        NewTopic(
+            prefix + state_changelog_topic(settings.app_id),
+            partitions,
+            replication,
+            config={"cleanup.policy": "compact"},
+        ),
+    ]
+
+
+def ensure_internal_topics(settings: WorkerSettings, timeout: float = 30.0) -> int:
+    """Create the internal topics when missing, wait until the broker lists both, and return the
+    changes topic's partition count."""
+    admin = AdminClient(confluent_config(settings.kafka))
+    wanted = internal_topics(settings)
+    existing = admin.list_topics(timeout=timeout).topics
+    missing = [topic for topic in wanted if topic.topic not in existing]
+    if missing:
+        for name, future in admin.create_topics(missing).items():
+            try:
+                future.result()
+            except Exception as exc:  # another worker created it meanwhile: what was wanted
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+                log.debug("topic %s was created by another worker", name)
+    deadline = time.monotonic() + timeout
+    while True:
+        described = admin.list_topics(timeout=timeout).topics
+        if all(topic.topic in described and not described[topic.topic].error for topic in wanted):
+            return len(described[wanted[0].topic].partitions)
+        if time.monotonic() > deadline:
+            names = ", ".join(topic.topic for topic in wanted)
+            raise RuntimeError(f"the processor's topics ({names}) did not appear on the broker within {timeout:g}s")
+        time.sleep(0.1)
+
+
+def transactional_id(settings: WorkerSettings) -> str:
+    """With static membership (``LIENTHONG_GROUP_INSTANCE_ID``) the same at every start, so a restarted
+    worker ends its predecessor's open transaction at once; else new each start, and the broker aborts
+    a dead worker's open transaction after ``LIENTHONG_TRANSACTION_TIMEOUT``."""
+    return f"{settings.app_id}-{settings.group_instance_id or uuid.uuid4().hex}"
+
+
+def loop_consumer(settings: WorkerSettings) -> Consumer:
+    """The loop's consumer: the group ``<app id>``, offsets committed only in the batches' transactions."""
+    extra: dict[str, Any] = {
+        "group.id": settings.app_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,  # a router knows when an input is read to its end
+        "fetch.wait.max.ms": FETCH_WAIT_MS,
+        "session.timeout.ms": int(settings.session_timeout * 1000),
+        "heartbeat.interval.ms": int(min(3.0, settings.session_timeout / 3) * 1000),
+        "max.partition.fetch.bytes": settings.consumer_fetch_kb * 1024,
+        # what the consumer reads ahead, over every partition it has (docs/state.md, "Memory")
+        "queued.max.messages.kbytes": max(1024, settings.consumer_fetch_kb * 16),
+    }
+    if settings.group_instance_id:
+        extra["group.instance.id"] = settings.group_instance_id
+    return Consumer(confluent_config(settings.kafka, extra))
+
+
+def restore_consumer(kafka: KafkaSettings, app_id: str) -> Consumer:
+    """Reads the state changelog back into a partition's store (assigned, never subscribed)."""
+    return Consumer(
         confluent_config(
             kafka,
             {
-                "acks": "all",
-                # retries never reorder or duplicate a partition's messages
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                # Not compressed: the worker reads its own changelogs and re-keyed documents back, and
-                # should not need a codec library to do so (a topic can still compress on the broker).
-                # the Java client's partitioner, as faust's producer had: keys land where they did
-                "partitioner": "murmur2_random",
-                "message.max.bytes": max_message_bytes + 65536,
-                "queue.buffering.max.messages": 1_000_000,
-                "message.timeout.ms": int(delivery_timeout * 1000),
+                "group.id": f"{app_id}-restore",  # never joined, never committed: librdkafka wants one
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": FETCH_WAIT_MS,
             },
         )
     )
 
 
-def broker_url(kafka: KafkaSettings) -> str:
-    """The bootstrap servers as faust wants them (aiokafka driver)."""
-    return ";".join(f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(","))
-
-
-def faust_credentials(kafka: KafkaSettings) -> faust.SASLCredentials | faust.SSLCredentials | None:
-    """The transport security of ``KafkaSettings`` as faust's ``broker_credentials`` (its consumer, producer
-    and admin client); the same settings as every other client's (common/kafka_config.py)."""
-    protocol = kafka.kafka_security_protocol
-    context = ssl_context(kafka)
-    if protocol.startswith("SASL_"):
-        password = kafka.kafka_sasl_password
-        return faust.SASLCredentials(
-            username=kafka.kafka_sasl_username,
-            password=password.get_secret_value() if password is not None else None,
-            mechanism=kafka.kafka_sasl_mechanism,
-            ssl_context=context,
+def loop_producer(settings: WorkerSettings) -> TransactionalProducer:
+    """The transactional producer of everything a batch writes."""
+    return Producer(
+        confluent_config(
+            settings.kafka,
+            {
+                "transactional.id": transactional_id(settings),
+                "transaction.timeout.ms": int(settings.transaction_timeout * 1000),
+                "linger.ms": 5,
+                # the Java client's partitioner: keys land where Kafka Streams and faust would put them
+                "partitioner": "murmur2_random",
+                "message.max.bytes": settings.max_message_bytes + 65536,
+                "queue.buffering.max.messages": 1_000_000,
+                # librdkafka: a message may not outlive the transaction it belongs to
+                "message.timeout.ms": int(settings.transaction_timeout * 1000),
+            },
         )
-    if context is not None:
-        return faust.SSLCredentials(context)
-    return None
-
-
-def create_app(settings: WorkerSettings | None = None, *, producer: ProducerLike | None = None) -> Lienthong:
-    settings = settings or WorkerSettings()
-    rules = load_rules()  # a bad rule table stops here, naming the rule
-    kafka = settings.kafka
-    prefix = kafka.topic_prefix
-    app = faust.App(
-        settings.app_id,
-        broker=broker_url(kafka),
-        broker_credentials=faust_credentials(kafka),
-        store=settings.tables.store,
-        datadir=str(settings.tables.data_dir),
-        topic_partitions=settings.topic_partitions,
-        topic_replication_factor=settings.topic_replication_factor,
-        # exactly_once is unreliable in faust-streaming; at-least-once + deterministic command ids.
-        processing_guarantee="at_least_once",
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        broker_session_timeout=settings.session_timeout,
-        # a record larger than this is still fetched whole (the broker returns at least one batch)
-        consumer_max_fetch_size=settings.consumer_fetch_kb * 1024,
-        consumer_group_instance_id=settings.group_instance_id,
-        broker_commit_interval=settings.commit_interval,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
-        # faust's own web server stays off: HealthServer serves /metrics, /healthz and /readyz on
-        # LIENTHONG_WEB_PORT from before recovery (faust starts its server only after it).
-        web_enabled=False,
-        # Declared topics are created by `lienthong topics create`; faust creates only its own
-        # internal ones (changelogs, leader topic).
-        topic_allow_declare=True,
-        Stream=BatchingStream,
-        GlobalTable=OwnWritesGlobalTable,
-        Table=SharedMemoryTable,
-        monitor=QuietMonitor(),
     )
 
-    faust_adapter.install(app)
 
-    def raw_topic(*names: str) -> Any:
-        """Contract topics as bytes in and out: agents decode themselves, to dead-letter bad input whole."""
-        return app.topic(
-            *[prefix + name for name in names],
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.topic_partitions,
-        )
-
-    aggregate_inputs_name = f"{settings.app_id}-aggregate-inputs"
-    topics: dict[str, Any] = {
-        "cdc": raw_topic(*[spec.name for spec in cdc_topics()]),
-        "results": raw_topic(*[results_topic(s.value) for s in System]),
-        # Acct documents re-keyed by their order: the aggregates agent and the ``orders`` table read
-        # one topic, so each order's aggregate lives on the partition its documents arrive on.
-        "aggregate_inputs": app.topic(
-            aggregate_inputs_name,
-            internal=True,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.topic_partitions,
-            replicas=settings.topic_replication_factor,
-        ),
-    }
-    tables = define_tables(app, settings.tables, settings.topic_partitions)
-    tenants = TenantSettings(aiokafka_config(kafka), prefix + TENANT_CONFIG)
-    catch_up = GlobalTablesCatchUp(
-        tables.global_tables(),
-        BrokerEndOffsets(aiokafka_config(kafka)),
-        max_wait=settings.global_tables_max_wait,
-    )
-    deps = AgentDeps(
+def build_loop(
+    settings: WorkerSettings,
+    rules: RuleBook,
+    *,
+    tenant_settings: Any,
+    settings_current: Callable[[int], None],
+    stop_worker: Callable[[], None],
+    consumer: Any = None,
+    restore: Any = None,
+    producer: TransactionalProducer | None = None,
+    changes_partitions: int | None = None,
+) -> ProcessingLoop:
+    """The processing loop from the worker's settings; tests give their own clients (and the changes
+    topic's partition count, which the worker asks the broker for)."""
+    prefix = settings.kafka.topic_prefix
+    if changes_partitions is None:
+        changes_partitions = ensure_internal_topics(settings)
+    processing = Processing(
         rules=rules,
-        tables=tables,
-        tenants=tenants,
-        outputs=Outputs(
-            producer
-            if producer is not None
-            else output_producer(
-                kafka, max_message_bytes=settings.max_message_bytes, delivery_timeout=settings.delivery_timeout
-            ),
-            max_message_bytes=settings.max_message_bytes,
-            delivery_timeout=settings.delivery_timeout + 30,
-        ),
         topics=OutputTopics(
-            commands={system: prefix + commands_topic(system.value) for system in System},
+            commands={system: prefix + commands_topic(system) for system in System},
             audit=prefix + AUDIT,
             dead_letters=prefix + DLQ_CDC,
-            aggregate_inputs=aggregate_inputs_name,
+            changes=prefix + changes_topic(settings.app_id),
+            state_changelog=prefix + state_changelog_topic(settings.app_id),
         ),
         topic_prefix=prefix,
         default_order_target=settings.default_order_target,
+        max_message_bytes=settings.max_message_bytes,
+    )
+    tables = settings.tables
+    on_rocksdb = tables.store.startswith("rocksdb")
+    memory = RocksDBMemory.of(tables.rocksdb_block_cache_mb, tables.rocksdb_memtables_mb) if on_rocksdb else None
+    config = LoopConfig(
+        input_topics=[prefix + spec.name for spec in cdc_topics()]
+        + [prefix + results_topic(system.value) for system in System],
+        changes_topic=processing.topics.changes,
+        changelog_topic=processing.topics.state_changelog,
+        changes_partitions=changes_partitions,
         batch_size=settings.batch_size,
-        batch_wait=settings.batch_wait,
-        catch_up=catch_up,
+        order_max_wait_s=settings.order_max_wait,
     )
-    agents = {
-        "cdc": register_cdc_agent(app, topics["cdc"], deps),
-        "aggregates": register_aggregates_agent(app, topics["aggregate_inputs"], deps),
-        "results": register_results_agent(app, topics["results"], deps),
-    }
-
-    @app.task
-    async def follow_tenant_settings() -> None:
-        """Every worker reads all of ``config.tenants`` (compacted) and follows it."""
-        await tenants.run()
-
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types handlers narrower than it calls them
-    async def count_rebalance(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        metrics.REBALANCES.labels("worker").inc()
-        catch_up.rebalanced()
-
-    @app.timer(30.0)
-    async def measure_tables() -> None:
-        """``lienthong_table_entries``: a table's size in this worker; ``lienthong_table_memory_bytes``."""
-        for name in ("links", "written", "crm_records", "seen_events", "orders"):
-            metrics.TABLE_ENTRIES.labels(name).set(_table_entries(tables.table(name)))
-        if tables.memory is not None:
-            for kind, used in tables.memory.usage_bytes().items():
-                metrics.TABLE_MEMORY.labels(kind).set(used)
-
-    return Lienthong(
-        app=app,
-        settings=settings,
-        rules=rules,
-        tables=tables,
-        tenants=tenants,
-        deps=deps,
-        topics=topics,
-        agents=agents,
+    return ProcessingLoop(
+        config=config,
+        processing=processing,
+        consumer=consumer or loop_consumer(settings),
+        restore_consumer=restore or restore_consumer(settings.kafka, settings.app_id),
+        checkpoint=Checkpoint(producer or loop_producer(settings), timeout=settings.delivery_timeout),
+        stores=Stores(tables.data_dir if on_rocksdb else None, memory),
+        tenant_settings=tenant_settings,
+        settings_current=settings_current,
+        stop_worker=stop_worker,
     )
 
 
-async def worker_readiness(built: Lienthong, broker: metrics.BrokerCheck) -> dict[str, str | None]:
-    """``/readyz`` of a worker: the broker answers, the group assigned its partitions, tables recovered."""
-    app = built.app
-    checks: dict[str, str | None] = {"broker": await broker.problem()}
-    if app.rebalancing_count == 0 or app.rebalancing:
-        checks["partitions"] = "waiting for the consumer group to assign this worker its partitions (rebalancing)"
-    else:
-        checks["partitions"] = None
-    recovery = app.tables.recovery  # type: ignore[attr-defined]  # faust's TableManager, not its interface
-    if app.in_recovery or not recovery.completed.is_set():
-        checks["tables"] = "recovering the tables from their changelog topics"
-    else:
-        checks["tables"] = None
-    return checks
+# --- the worker ---------------------------------------------------------------------------------
+
+
+def _exit_now() -> None:
+    logging.shutdown()
+    os._exit(EXIT_BATCH_NOT_DURABLE)
+
+
+class ProcessingService(Service):
+    """Runs the processing loop in a thread of its own from the worker's start to its stop."""
+
+    def __init__(self, settings: WorkerSettings, rules: RuleBook, tenants: TenantSettings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.rules = rules
+        self.tenants = tenants
+        self.processing_loop: ProcessingLoop | None = None
+        self.thread: threading.Thread | None = None
+        # What a loop that cannot make a batch durable does to the worker: stop it at once, before
+        # anything else is committed (run again, it reads the batch again).
+        self.stop_worker: Callable[[], None] = _exit_now
+
+    def settings_current(self, as_of_ms: int) -> None:
+        """From the loop's thread: wait until every tenant setting written before ``as_of_ms`` is read."""
+        if as_of_ms <= self.tenants.current_as_of_ms:
+            return
+        waiting = asyncio.run_coroutine_threadsafe(self.tenants.wait_until_current(as_of_ms), self.event_loop)
+        waiting.result()
+
+    async def on_start(self) -> None:
+        self.event_loop = asyncio.get_running_loop()
+        self.settings.tables.data_dir.mkdir(parents=True, exist_ok=True)
+        self.processing_loop = await asyncio.to_thread(
+            build_loop,
+            self.settings,
+            self.rules,
+            tenant_settings=self.tenants,
+            settings_current=self.settings_current,
+            stop_worker=self.stop_worker,
+        )
+        self.thread = threading.Thread(target=self.processing_loop.run, name="processing-loop", daemon=True)
+        self.thread.start()
+
+    async def on_stop(self) -> None:
+        if self.processing_loop is not None and self.thread is not None:
+            self.processing_loop.stop()
+            await asyncio.to_thread(self.thread.join, self.settings.delivery_timeout + 30)
+
+    def readiness(self) -> dict[str, str | None]:
+        loop = self.processing_loop
+        status = loop.status if loop is not None else None
+        checks: dict[str, str | None] = {}
+        if status is None or status.assignments == 0:
+            checks["partitions"] = "waiting for the consumer group to assign this worker its partitions"
+        else:
+            checks["partitions"] = None
+        if status is not None and status.restoring:
+            checks["tables"] = f"restoring the state of partition(s) {sorted(status.restoring)} from the changelog"
+        else:
+            checks["tables"] = None
+        if status is not None and status.stopped:
+            checks["partitions"] = "the processing loop has stopped"
+        return checks
 
 
 class HealthServer(Service):
-    """The worker's ``/metrics``, ``/healthz``, ``/readyz`` on ``LIENTHONG_WEB_PORT``: started with the
-    app, before its tables are recovered (``/readyz`` answers 503 until they are)."""
+    """The worker's ``/metrics``, ``/healthz``, ``/readyz`` on ``LIENTHONG_WEB_PORT``, from its start
+    (``/readyz`` answers 503 until its partitions are assigned and their state restored)."""
 
     def __init__(self, built: Lienthong, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -283,38 +329,59 @@ class HealthServer(Service):
         settings = self.built.settings
         broker = metrics.BrokerCheck(confluent_config(settings.kafka))
         lag = metrics.ConsumerGroupLagCollector(confluent_config(settings.kafka), [settings.app_id])
-        self.runner = await metrics.serve_health(
-            settings.web_host,
-            settings.web_port,
-            lambda: worker_readiness(self.built, broker),
-            collectors=[lag],
-        )
+
+        async def readiness() -> dict[str, str | None]:
+            return {"broker": await broker.problem(), **self.built.processing.readiness()}
+
+        self.runner = await metrics.serve_health(settings.web_host, settings.web_port, readiness, collectors=[lag])
 
     async def on_stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
 
 
-class ClientsClosed(Service):
-    """Closes, with the app, the broker clients the worker opened besides faust's own."""
+def create_app(settings: WorkerSettings | None = None) -> Lienthong:
+    """The worker, not started: its faust app, the tenant-settings reader and the processing service."""
+    settings = settings or WorkerSettings()
+    rules = load_rules()  # a bad rule table stops here, naming the rule
+    app = WorkerApp(
+        settings.app_id,
+        broker=";".join(f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")),
+        store="memory://",
+        web_enabled=False,  # HealthServer serves /metrics, /healthz and /readyz (LIENTHONG_WEB_PORT)
+    )
+    tenants = TenantSettings(aiokafka_config(settings.kafka), settings.kafka.topic_prefix + TENANT_CONFIG)
+    processing = ProcessingService(settings, rules, tenants)
+    built = Lienthong(app=app, settings=settings, rules=rules, tenants=tenants, processing=processing)
 
-    def __init__(self, built: Lienthong, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.built = built
+    @app.task
+    async def follow_tenant_settings() -> None:
+        """Every worker reads all of ``config.tenants`` (compacted) and follows it."""
+        await tenants.run()
 
-    async def on_stop(self) -> None:
-        catch_up = self.built.deps.catch_up
-        if catch_up is not None and isinstance(catch_up.end_offsets, BrokerEndOffsets):
-            await catch_up.end_offsets.close()
+    @app.timer(30.0)
+    async def measure_stores() -> None:
+        """``lienthong_table_entries``: keys of the partition stores this worker holds (RocksDB's estimate);
+        ``lienthong_table_memory_bytes``: their shared cache and memtables."""
+        loop = processing.processing_loop
+        if loop is None:
+            return
+        stores = loop.stores
+        metrics.TABLE_ENTRIES.labels("state").set(sum(store.count() for store in list(stores.open.values())))
+        if stores.memory is not None:
+            for kind, used in stores.memory.usage_bytes().items():
+                metrics.TABLE_MEMORY.labels(kind).set(used)
+        metrics.HELD_CHANGES.set(sum(len(owned.held) for owned in list(loop.owned.values())))
+
+    app.add_dependency(processing)
+    return built
 
 
 def run_worker(settings: WorkerSettings | None = None) -> None:
-    """Start a faust worker for the app (blocks until SIGTERM/SIGINT)."""
+    """Start the worker (blocks until SIGTERM/SIGINT)."""
     settings = settings or WorkerSettings()
-    limit_malloc_arenas(settings.malloc_arenas)  # before the threads of RocksDB, librdkafka and faust start
+    limit_malloc_arenas(settings.malloc_arenas)  # before the threads of RocksDB and librdkafka start
     built = create_app(settings)
-    settings.tables.data_dir.mkdir(parents=True, exist_ok=True)
-    built.app.add_dependency(ClientsClosed(built))
     if settings.web_enabled:
         built.app.add_dependency(HealthServer(built))
     # logging is set up by the command line (common/logs.py): faust keeps it instead of installing its own
@@ -322,7 +389,7 @@ def run_worker(settings: WorkerSettings | None = None) -> None:
 
     @built.app.task
     async def dump_tasks_on_sigusr2() -> None:
-        """`kill -USR2 <pid>` logs every asyncio task's stack: where a stuck worker waits."""
+        """`kill -USR2 <pid>` logs every asyncio task's stack and the loop thread's: where a stuck worker waits."""
 
         def dump() -> None:
             out = io.StringIO()
@@ -333,13 +400,3 @@ def run_worker(settings: WorkerSettings | None = None) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, dump)
 
     worker.execute_from_commandline()
-
-
-def _table_entries(table: Any) -> int:
-    """Entries of a table in this worker. Counting a RocksDB table with ``len`` reads every key on the
-    event loop (a second or more for a million keys), so RocksDB tables report RocksDB's own estimate
-    (``rocksdb.estimate-num-keys``: overwrites not yet compacted count twice) per assigned partition."""
-    databases = faust_adapter.active_rocksdb_databases(table.data)
-    if databases is None:
-        return len(table)
-    return sum(db.property_int_value("rocksdb.estimate-num-keys") or 0 for db in databases)

@@ -34,7 +34,7 @@ from streams.agents.batch import Batch, Processing
 from streams.agents.changes import Owned, Routed, decide_routed, is_progress, release_held
 from streams.agents.route import route
 from streams.agents.time_order import HeldChanges, InputProgress, RouterProgress, input_name
-from streams.checkpoint import Checkpoint
+from streams.checkpoint import BatchNotDurable, Checkpoint
 from streams.tables.state import PartitionState
 from streams.tables.store import PartitionStore, Stores
 
@@ -69,6 +69,7 @@ class LoopStatus:
     restoring: set[int] = field(default_factory=set)
     running: bool = False
     stopped: bool = False
+    ready: bool = False  # every partition of the first assignment restored (logged "Worker ready")
 
 
 class Restoring:
@@ -215,6 +216,8 @@ class ProcessingLoop:
             self.status.restoring |= set(changes)
         self.status.assignments += 1
         metrics.REBALANCES.labels("worker").inc()
+        if not changes:
+            self._maybe_ready()
         log.info(
             "assigned %d partition(s), %d of the changes topic to restore: %s",
             len(partitions),
@@ -248,6 +251,12 @@ class ProcessingLoop:
             self.status.owned.add(partition)
             log.info("partition %d of the changes topic restored (%d held changes): deciding", partition, len(held))
         self.consumer.resume([TopicPartition(self.config.changes_topic, p) for p in partitions])
+        self._maybe_ready()
+
+    def _maybe_ready(self) -> None:
+        if not self.status.restoring and not self.status.ready:
+            self.status.ready = True
+            log.info("Worker ready: deciding the changes of partition(s) %s", sorted(self.status.owned))
 
     # --- one turn -------------------------------------------------------------------------------
 
@@ -315,7 +324,14 @@ class ProcessingLoop:
                 decide_routed(batch, state, owned, routed)
             release_held(batch, state, owned, max_wait_ms)
         positions = [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
-        self.checkpoint.make_durable(batch, positions, self.consumer.consumer_group_metadata())
+        try:
+            self.checkpoint.make_durable(batch, positions, self.consumer.consumer_group_metadata())
+        except BatchNotDurable:
+            # Nothing of the batch is visible and its offsets are not committed; this worker's state
+            # and positions are past it, so it stops at once and is read again from the last commit.
+            log.critical("a batch could not be made durable; the worker stops and reads it again when restarted")
+            self.stop_worker()
+            raise
         counts = self.processing.counts
         counts["messages"] += len(messages)
         counts["batches"] += 1 if messages else 0

@@ -89,7 +89,7 @@ class Routed:
             value=value,
             headers=original,
             where=Where(text(ORIGIN_TOPIC), int(text(ORIGIN_PARTITION) or -1), int(text(ORIGIN_OFFSET) or -1)),
-            original_key=routing.get(ORIGIN_KEY) or None,
+            original_key=routing.get(ORIGIN_KEY),
             timestamp_ms=int(text(ORIGIN_TIMESTAMP) or 0),
             offset=offset,
         )
@@ -301,13 +301,15 @@ def _hold(batch: Batch, state: PartitionState, owned: Owned, routed: Routed, rec
 def _routing_headers(routed: Routed) -> list[tuple[str, bytes]]:
     """The routing headers of ``routed`` again, so that a held change is read back as it came."""
     where = routed.where
-    return [
+    headers = [
         (ORIGIN_TOPIC, where.topic.encode()),
         (ORIGIN_PARTITION, str(where.partition).encode()),
         (ORIGIN_OFFSET, str(where.offset).encode()),
-        (ORIGIN_KEY, routed.original_key or b""),
         (ORIGIN_TIMESTAMP, str(routed.timestamp_ms).encode()),
     ]
+    if routed.original_key is not None:
+        headers.append((ORIGIN_KEY, routed.original_key))
+    return headers
 
 
 # --- results -------------------------------------------------------------------------------------

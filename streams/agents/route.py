@@ -46,7 +46,8 @@ def route(message: Any, changes_topic: str) -> OutputMessage | None:
         (ORIGIN_TOPIC, message.topic().encode()),
         (ORIGIN_PARTITION, str(message.partition()).encode()),
         (ORIGIN_OFFSET, str(message.offset()).encode()),
-        (ORIGIN_KEY, key or b""),
         (ORIGIN_TIMESTAMP, str(message.timestamp()[1]).encode()),
     ]
+    if key is not None:  # no header: the original had no key (an empty one is kept as empty)
+        routed.append((ORIGIN_KEY, key))
     return OutputMessage(changes_topic, tenant_of(key, headers), value, routed)

@@ -17,7 +17,7 @@ import orjson
 from common.names import System
 from streams.core.decide import Decision, LinkUpdate, Written
 from streams.outputs import OutputMessage
-from streams.tables.store import PartitionStore, TableName, encode_key, read_value
+from streams.tables.store import MemoryPartitionStore, PartitionStore, TableName, encode_key, read_value
 
 SEEN_EVENTS_PER_RECORD = 32
 
@@ -224,3 +224,16 @@ class PartitionState:
                 key,
                 {"fields": written.fields, "event_id": written.event_id, "command_id": written.command_id},
             )
+
+
+class NoTenantSettings:
+    """Tenant settings where there are none: every tenant follows the defaults."""
+
+    def get(self, tenant: str) -> dict[str, Any]:
+        return {}
+
+
+def in_memory_state(default_order_target: str = "sale_order") -> PartitionState:
+    """The state of one partition in memory, with no tenant settings: the core as the processor runs it,
+    without Kafka (``bench/inprocess.py``, the tests)."""
+    return PartitionState(MemoryPartitionStore(0), NoTenantSettings(), default_order_target)

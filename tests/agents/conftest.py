@@ -1,203 +1,377 @@
-"""Shared pieces of the agent tier: the app under test with its outputs captured, and event builders.
+"""The agent tier: the real processing loop (``streams.app.build_loop``) with fake Kafka clients at its edge.
 
-The app is the real one (``create_app``) with a fake producer at its edge: what the agents send is
-recorded per topic instead of reaching a broker. Events are fed through ``agent.test_context()``
-and each ``put`` waits until the agent has finished the batch holding it.
+``World`` is a broker in memory: what the loop's transactional producer commits is kept per topic and
+partition (an aborted or never committed transaction leaves nothing), its consumer reads what a test
+puts on the input topics and what the loop itself routed to the changes topic, and its restore
+consumer reads the committed state changelog. A test puts change events and results on their
+topics and runs the loop until nothing is left to route or decide; then reads the commands, audit
+records and dead letters it committed. Several loops can share one world: a worker that stops and
+another that takes its partitions, as on a real broker.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
-from faust.types import TP
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from streams.app import create_app
+from common.names import System, changes_topic, state_changelog_topic
+from common.settings import KafkaSettings
+from streams.app import build_loop
+from streams.core.rules import load_rules
+from streams.loop import ProcessingLoop
 from streams.settings import TableSettings, WorkerSettings
-from streams.tables import WRITER_HEADER
+from streams.topics import cdc_topics, results_topic
+
+NOW_MS = 1_800_000_000_000  # the workers' clock in these tests
+APP_ID = "agent-test"
+INPUT_PARTITIONS = 2
+
+
+class EndOfPartition:
+    """librdkafka's "_PARTITION_EOF" event as the consumer hands it out."""
+
+    def code(self) -> int:
+        return KafkaError._PARTITION_EOF
 
 
 @dataclass
-class Produced:
+class Record:
+    """One message on the world's broker."""
+
     topic: str
+    partition: int
+    offset: int
     key: bytes | None
     value: bytes | None
-    headers: dict[str, bytes]
-    partition: int = 0
-    offset: int = 0
-    acked_in: int = 0  # which acknowledgement round (FakeProducer.rounds) acknowledged it
+    headers: list[tuple[str, bytes]] | None
+    timestamp_ms: int
+    eof: bool = False
+
+    def error(self) -> Any:
+        return EndOfPartition() if self.eof else None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self.timestamp_ms)
 
 
-class DeliveryReport:
-    def __init__(self, produced: Produced) -> None:
-        self._produced = produced
+class Message:
+    """A ``Record`` as ``confluent_kafka.Message`` (methods, not attributes)."""
+
+    def __init__(self, record: Record) -> None:
+        self._record = record
 
     def topic(self) -> str:
-        return self._produced.topic
+        return self._record.topic
 
     def partition(self) -> int:
-        return self._produced.partition
+        return self._record.partition
 
     def offset(self) -> int:
-        return self._produced.offset
+        return self._record.offset
+
+    def key(self) -> bytes | None:
+        return self._record.key
+
+    def value(self) -> bytes | None:
+        return self._record.value
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._record.headers
+
+    def timestamp(self) -> tuple[int, int]:
+        return self._record.timestamp()
+
+    def error(self) -> Any:
+        return self._record.error()
+
+
+def end_of(topic: str, partition: int) -> Message:
+    return Message(Record(topic, partition, -1, None, None, None, 0, eof=True))
+
+
+@dataclass
+class World:
+    """A broker in memory, shared by the loops of a test."""
+
+    partitions: dict[str, int] = field(default_factory=dict)
+    log: dict[tuple[str, int], list[Record]] = field(default_factory=lambda: defaultdict(list))
+    group_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # committed by the workers' group
+
+    def append(self, topic: str, partition: int, key, value, headers, timestamp_ms: int) -> Record:
+        records = self.log[(topic, partition)]
+        record = Record(topic, partition, len(records), key, value, list(headers or []) or None, timestamp_ms)
+        records.append(record)
+        return record
+
+    def partition_of(self, topic: str, key: bytes | None) -> int:
+        return zlib.crc32(key or b"") % self.partitions[topic]
+
+    def records(self, topic: str) -> list[Record]:
+        return [record for (name, _p), records in sorted(self.log.items()) if name == topic for record in records]
 
 
 class FakeProducer:
-    """``confluent_kafka.Producer`` as the outputs use it; every message is acknowledged."""
+    """A transactional producer: what a transaction produced reaches the world when it commits."""
 
-    def __init__(self) -> None:
-        self.messages: list[Produced] = []
-        self._next_offset: dict[tuple[str, int], int] = {}
-        self._callbacks: list[tuple[Callable[[Any, Any], None], Produced]] = []
-        # how many times messages were acknowledged: a worker killed after round n had on the broker
-        # what was acknowledged up to it
-        self.rounds = 0
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.pending: list[tuple[str, int, Any, Any, Any, Any]] = []
+        self.offsets: list[TopicPartition] = []
+        self.in_transaction = False
+        self.fail_commit = False  # the next commit fails (the worker is fenced or the broker gone)
 
-    def produce(self, topic, value=None, key=None, partition=-1, *, headers=None, on_delivery=None) -> None:
-        partition = max(partition, 0)
-        offset = self._next_offset.get((topic, partition), 0)
-        self._next_offset[(topic, partition)] = offset + 1
-        produced = Produced(topic, key, value, dict(headers or []), partition, offset)
-        self.messages.append(produced)
-        if on_delivery is not None:
-            self._callbacks.append((on_delivery, produced))
+    def init_transactions(self, timeout: float = 0) -> None:
+        return None
+
+    def begin_transaction(self) -> None:
+        assert not self.in_transaction, "a transaction is already open"
+        self.in_transaction = True
+
+    def produce(self, topic, value=None, key=None, partition=-1, on_delivery=None, headers=None, **_: Any) -> None:
+        assert self.in_transaction, "produced outside a transaction"
+        if partition < 0:
+            partition = self.world.partition_of(topic, key)
+        self.pending.append((topic, partition, key, value, headers, on_delivery))
+
+    def send_offsets_to_transaction(self, positions, group_metadata, timeout: float = 0) -> None:
+        self.offsets = list(positions)
+
+    def commit_transaction(self, timeout: float = 0) -> None:
+        if self.fail_commit:
+            self.fail_commit = False
+            self.abort_transaction()
+            raise KafkaException(KafkaError(KafkaError._FENCED, "fenced by a newer worker"))
+        for topic, partition, key, value, headers, on_delivery in self.pending:
+            record = self.world.append(topic, partition, key, value, headers, NOW_MS)
+            if on_delivery is not None:
+                on_delivery(None, Message(record))
+        for position in self.offsets:
+            self.world.group_offsets[(position.topic, position.partition)] = position.offset
+        self.pending, self.offsets, self.in_transaction = [], [], False
+
+    def abort_transaction(self, timeout: float = 0) -> None:
+        self.pending, self.offsets, self.in_transaction = [], [], False
 
     def poll(self, timeout: float = 0) -> int:
-        return self.flush(timeout)
-
-    def flush(self, timeout: float = 0) -> int:
-        callbacks, self._callbacks = self._callbacks, []
-        if callbacks:
-            self.rounds += 1
-        for callback, produced in callbacks:
-            produced.acked_in = self.rounds
-            callback(None, DeliveryReport(produced))
         return 0
 
 
-@pytest.fixture()
-def built(tmp_path, monkeypatch):
-    return build_worker(tmp_path, monkeypatch)
+class FakeConsumer:
+    """The loop's consumer: hands out what the test queued, then the end of every input."""
 
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.queue: list[Message] = []
+        self.paused: set[tuple[str, int]] = set()
+        self.assignment: list[TopicPartition] = []
 
-@pytest.fixture(scope="module")
-def built_for_fuzz(tmp_path_factory):
-    """One app for every example of a hypothesis test (function-scoped fixtures are not reset
-    between examples); its outputs are cleared by the test."""
-    monkeypatch = pytest.MonkeyPatch()
-    try:
-        yield build_worker(tmp_path_factory.mktemp("fuzz"), monkeypatch)
-    finally:
-        monkeypatch.undo()
+    def list_topics(self, timeout: float = 0) -> Any:
+        topics = {
+            name: SimpleNamespace(error=None, partitions=dict.fromkeys(range(count)))
+            for name, count in self.world.partitions.items()
+        }
+        return SimpleNamespace(topics=topics)
 
+    def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None) -> None:
+        self.on_assign, self.on_revoke = on_assign, on_revoke
 
-def build_worker(tmp_path, monkeypatch):
-    """A worker's app with the fake producer and no broker (``built``; a test can start a second)."""
-    producer = FakeProducer()
-    built = create_app(
-        WorkerSettings(
-            tables=TableSettings(store="memory://", data_dir=tmp_path), web_enabled=False, app_id="agent-test"
-        ),
-        producer=producer,
-    )
-    app = built.app
-    app.finalize()
-    app.conf.store = "memory://"
-    app.flow_control.resume()
-    # Table writes go to changelog topics through faust's producer; with no broker, it only has to
-    # pick a partition (global tables have one) and buffer the message, and flushing has nothing to wait for.
-    monkeypatch.setattr(app.producer, "key_partition", lambda topic, key: TP(topic, 0))
+    def assign(self, partitions) -> None:
+        self.assignment = list(partitions)
 
-    async def flushed() -> None:
+    def pause(self, partitions) -> None:
+        self.paused |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def resume(self, partitions) -> None:
+        self.paused -= {(tp.topic, tp.partition) for tp in partitions}
+
+    def consume(self, num_messages: int = 1, timeout: float = 0) -> list[Message]:
+        taken, self.queue = self.queue[:num_messages], self.queue[num_messages:]
+        return taken
+
+    def consumer_group_metadata(self) -> str:
+        return "group-metadata"
+
+    def close(self) -> None:
         return None
 
-    monkeypatch.setattr(app.producer, "flush", flushed)
-    # No config.tenants reader runs here: tenant settings are set directly in tenants.by_tenant.
-    built.tenants.current_as_of_ms = 2**62
-    built.producer = producer
-    built.deps.stop_worker = lambda: None  # a failed batch fails the test instead of ending pytest
-    # No broker to ask for the global changelogs' end offsets: they end where this worker has read
-    # (no other worker writes), unless a test says otherwise (built.changelog_ends).
-    built.changelog_ends = {}
 
-    async def end_offsets(tps):
-        read = {table.changelog_tp(): table.changelog_read_until() for table in built.tables.global_tables()}
-        return {tp: built.changelog_ends.get(tp, read[tp]) for tp in tps}
+class FakeRestoreConsumer:
+    """Reads the committed state changelog of the partitions it is given, then says each ended."""
 
-    built.deps.catch_up.end_offsets = end_offsets
-    return built
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.assigned: dict[int, int] = {}  # partition -> next offset
+
+    def incremental_assign(self, partitions) -> None:
+        for tp in partitions:
+            self.assigned[tp.partition] = max(tp.offset, 0)
+
+    def incremental_unassign(self, partitions) -> None:
+        for tp in partitions:
+            self.assigned.pop(tp.partition, None)
+
+    def consume(self, num_messages: int = 1, timeout: float = 0) -> list[Message]:
+        out: list[Message] = []
+        topic = state_changelog_topic(APP_ID)
+        for partition, offset in list(self.assigned.items()):
+            for record in self.world.log[(topic, partition)][offset:]:
+                out.append(Message(record))
+            out.append(end_of(topic, partition))
+            self.assigned[partition] = len(self.world.log[(topic, partition)])
+        return out
+
+    def close(self) -> None:
+        return None
 
 
-def produced(built, topic: str) -> list[Produced]:
-    """What the agents sent to ``topic`` (``aggregate_inputs``: the internal re-keyed topic)."""
-    name = built.deps.topics.aggregate_inputs if topic == "aggregate_inputs" else topic
-    return [message for message in built.producer.messages if message.topic == name]
+class TenantSettingsByHand:
+    """Tenant settings a test sets directly (the config.tenants reader is tested on the broker)."""
+
+    def __init__(self) -> None:
+        self.by_tenant: dict[str, dict[str, Any]] = {}
+
+    def get(self, tenant: str) -> dict[str, Any]:
+        return self.by_tenant.get(tenant) or {}
 
 
-def sent(built, topic: str) -> list[tuple[bytes | None, Any]]:
-    """(key, JSON value) of every message sent to ``topic``."""
-    return [(message.key, orjson.loads(message.value)) for message in produced(built, topic)]
+def worker_settings(tmp_path, store: str = "memory://", **given: Any) -> WorkerSettings:
+    return WorkerSettings(
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1", topic_prefix=""),
+        tables=TableSettings(store=store, data_dir=tmp_path),
+        app_id=APP_ID,
+        web_enabled=False,
+        **given,
+    )
 
 
-class Feed:
-    """Puts messages into an agent under ``test_context()`` and waits until each batch is done.
+class Worker:
+    """One worker on the world: the real loop, its fake clients, and how a test drives it."""
 
-    ``topic`` names the source topic of a multi-topic agent: faust's test wrapper names the
-    message's topic only for single-topic agents ("<internal>" otherwise), and the CDC agent reads
-    system and entity from the topic name.
-    """
+    def __init__(self, world: World, tmp_path, *, store: str = "memory://", **settings: Any) -> None:
+        self.world = world
+        self.consumer = FakeConsumer(world)
+        self.restore = FakeRestoreConsumer(world)
+        self.producer = FakeProducer(world)
+        self.tenants = TenantSettingsByHand()
+        self.stopped = False
+        self.loop: ProcessingLoop = build_loop(
+            worker_settings(tmp_path, store, **settings),
+            load_rules(),
+            tenant_settings=self.tenants,
+            settings_current=lambda as_of_ms: None,
+            stop_worker=self._stop,
+            consumer=self.consumer,
+            restore=self.restore,
+            producer=self.producer,
+            changes_partitions=world.partitions[changes_topic(APP_ID)],
+        )
+        self.read: dict[tuple[str, int], int] = {}  # what this worker's consumer has handed out
 
-    def __init__(self, built, wrapper, name: str) -> None:
-        self.built = built
-        self.wrapper = wrapper
-        self.name = name
-        self.sent = built.deps.counts[f"{name}.events"]  # what the agent had done before this feed
+    def _stop(self) -> None:
+        self.stopped = True
 
-    async def put(self, *args: Any, key: bytes, headers=None):
-        """``put(value, key=…)``, or ``put(topic, value, key=…)`` for the CDC agent."""
-        if len(args) == 2:
-            topic, value = args
-            self._name_topic(topic)
-        else:
-            (value,) = args
-        event = await self.wrapper.put(value, key=key, headers=headers)
-        self.sent += 1
-        counts = self.built.deps.counts
-        for _ in range(500):
-            if counts[f"{self.name}.events"] >= self.sent:
-                return event
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"the {self.name} agent did not finish its batch within 5 s")
+    @property
+    def counts(self):
+        return self.loop.processing.counts
 
-    async def put_many(self, messages: list[tuple[str, bytes | None, bytes | None, dict | None]]) -> None:
-        """(topic, key, value, headers) each, without waiting between them; then until all are done."""
-        for topic, key, value, headers in messages:
-            self._name_topic(topic)
-            await self.wrapper.put(value, key=key, headers=headers, wait=False)
-            self.sent += 1
-        counts = self.built.deps.counts
-        for _ in range(3000):
-            if counts[f"{self.name}.events"] >= self.sent:
+    def start(self, partitions: list[TopicPartition] | None = None) -> None:
+        """Subscribe, get ``partitions`` (all of them by default) and restore their state."""
+        loop = self.loop
+        loop.checkpoint.start()
+        loop.inputs = loop._input_names()
+        loop.consumer.subscribe([], on_assign=loop._on_assign, on_revoke=loop._on_revoke)
+        if partitions is None:
+            partitions = every_subscribed_partition(self.world)
+        loop._on_assign(self.consumer, partitions)
+        while loop.status.restoring:
+            loop.turn()
+        for tp in partitions:  # read on from what the group committed
+            self.read[(tp.topic, tp.partition)] = self.world.group_offsets.get((tp.topic, tp.partition), 0)
+
+    def owns(self, topic: str, partition: int) -> bool:
+        return any(tp.topic == topic and tp.partition == partition for tp in self.consumer.assignment)
+
+    def pending(self) -> list[Message]:
+        """What the consumer would hand out now: every record of its partitions not read yet, then the
+        end of each input (paused partitions excepted)."""
+        out: list[Message] = []
+        for tp in self.consumer.assignment:
+            where = (tp.topic, tp.partition)
+            if where in self.consumer.paused:
+                continue
+            records = self.world.log[where]
+            start = self.read.get(where, 0)
+            out += [Message(record) for record in records[start:]]
+            self.read[where] = len(records)
+            if tp.topic != changes_topic(APP_ID):
+                out.append(end_of(tp.topic, tp.partition))
+        return out
+
+    def step(self, *, now_ms: int = NOW_MS) -> bool:
+        """One batch: what the consumer has now. Whether it held any message."""
+        messages = self.pending()
+        self.loop.process(messages, now=now_ms / 1000)
+        return any(message.error() is None for message in messages)
+
+    def run(self, *, rounds: int = 20, now_ms: int = NOW_MS) -> None:
+        """Route and decide until nothing new is left for this worker."""
+        for _ in range(rounds):
+            if not self.step(now_ms=now_ms):
                 return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"the {self.name} agent did not finish {len(messages)} messages within 30 s")
+        raise AssertionError(f"the loop still had messages after {rounds} rounds")
 
-    def _name_topic(self, topic: str) -> None:
-        wrapper = self.wrapper
-        original = type(wrapper).to_message
 
-        def to_message(agent_self, *args, **kwargs):
-            message = original(agent_self, *args, **kwargs)
-            message.topic = topic
-            message.tp = TP(topic, message.partition)
-            return message
+def every_subscribed_partition(world: World) -> list[TopicPartition]:
+    """Every partition a worker's consumer subscribes to: the inputs and the changes topic."""
+    topics = [spec.name for spec in cdc_topics()] + [results_topic(system.value) for system in System]
+    topics.append(changes_topic(APP_ID))
+    return [TopicPartition(topic, p) for topic in topics for p in range(world.partitions[topic])]
 
-        wrapper.to_message = to_message.__get__(wrapper)
+
+def new_world(changes_partitions: int = 3) -> World:
+    world = World()
+    for name in ("commands.crm", "commands.acct", "audit.sync", "dlq.cdc"):
+        world.partitions[name] = 1
+    for spec in cdc_topics():
+        world.partitions[spec.name] = INPUT_PARTITIONS
+    for system in System:
+        world.partitions[results_topic(system.value)] = INPUT_PARTITIONS
+    world.partitions[changes_topic(APP_ID)] = changes_partitions
+    world.partitions[state_changelog_topic(APP_ID)] = changes_partitions
+    return world
+
+
+@pytest.fixture()
+def world() -> World:
+    return new_world()
+
+
+@pytest.fixture()
+def worker(world, tmp_path) -> Worker:
+    started = Worker(world, tmp_path)
+    started.start()
+    return started
+
+
+def put(world: World, topic: str, key: bytes | None, value: bytes | None, headers=None, *, at_ms: int | None = None):
+    """A message on an input topic, on the partition its key hashes to; it reached Kafka ``at_ms``."""
+    return world.append(topic, world.partition_of(topic, key), key, value, headers, at_ms or NOW_MS - 5_000)
+
+
+def sent(world: World, topic: str) -> list[tuple[bytes | None, Any]]:
+    """(key, JSON value) of every committed message of ``topic``."""
+    return [(record.key, orjson.loads(record.value)) for record in world.records(topic) if record.value is not None]
+
+
+def headers_of(world: World, topic: str) -> list[dict[str, bytes]]:
+    return [dict(record.headers or []) for record in world.records(topic)]
 
 
 def change(**overrides):
@@ -215,25 +389,3 @@ def change(**overrides):
     }
     event.update(overrides)
     return orjson.dumps(event)
-
-
-def changelog_events(messages, first_offset: int, writer: bytes | None = None):
-    """Changelog messages (``OutputMessage``) as a worker's changelog reader receives them, at offsets
-    from ``first_offset``; ``writer`` replaces the worker that wrote them."""
-    events = []
-    for offset, message in enumerate(messages, start=first_offset):
-        tp = TP(message.topic, 0)
-        headers = dict(message.headers or ())
-        if writer is not None:
-            headers[WRITER_HEADER] = writer
-        events.append(
-            SimpleNamespace(
-                message=SimpleNamespace(
-                    tp=tp, topic=tp.topic, partition=0, offset=offset, key=message.key, value=message.value
-                ),
-                headers=headers,
-                key=orjson.loads(message.key),
-                value=None if message.value is None else orjson.loads(message.value),
-            )
-        )
-    return events

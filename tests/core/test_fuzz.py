@@ -15,7 +15,6 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.inprocess import DictTable, NoTenantSettings
 from common.names import System
 from streams.core.aggregates import (
     AGGREGATE_ENTITIES,
@@ -27,7 +26,7 @@ from streams.core.aggregates import (
 from streams.core.contract import ENTITY_NAMES, BadInput, ChangeEvent, decode_change_event, dumps
 from streams.core.decide import decide
 from streams.core.rules import load_rules
-from streams.tables import BatchState, Tables
+from streams.tables.state import in_memory_state
 from tests.fakes import TS_MS
 
 RULES = load_rules()
@@ -109,9 +108,7 @@ def change_events(draw: Any) -> tuple[bytes, str, str, bytes | None, dict[str, b
 
 
 def decide_as_the_agents_do(change: ChangeEvent) -> None:
-    tables = Tables(links=DictTable(), written=DictTable(), crm_records=DictTable(), seen_events=DictTable(),
-                    orders=DictTable())  # fmt: skip
-    state = BatchState(tables, NoTenantSettings(), "sale_order")  # type: ignore[arg-type]
+    state = in_memory_state()
     if change.system is System.ACCT and change.entity in AGGREGATE_ENTITIES:
         check_document(change)
         decisions = []
@@ -162,9 +159,7 @@ def test_any_change_event_is_decided_or_refused_as_bad_input(case) -> None:
 def test_a_bad_document_never_poisons_its_order(amounts, order_first) -> None:
     """A receipt refused at the edge is never held for its order; a good order and a good receipt
     after it are decided whatever came before."""
-    state_tables = Tables(links=DictTable(), written=DictTable(), crm_records=DictTable(), seen_events=DictTable(),
-                          orders=DictTable())  # fmt: skip
-    state = BatchState(state_tables, NoTenantSettings(), "sale_order")  # type: ignore[arg-type]
+    state = in_memory_state()
     order = {"schema_version": 1, "event_id": "o", "tenant": "t1", "system": "acct", "entity": "sale_order",
              "op": "c", "ts_ms": TS_MS, "after": {"id": "AO1", "code": "DH1", "crm_id": "O1",
                                                   "total_amount": "100", "lines": []}}  # fmt: skip

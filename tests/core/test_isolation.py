@@ -14,7 +14,6 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.inprocess import DictTable, NoTenantSettings
 from common.names import System
 from streams.core.aggregates import (
     AGGREGATE_ENTITIES,
@@ -27,7 +26,7 @@ from streams.core.contract import BadInput, decode_change_event
 from streams.core.decide import decide
 from streams.core.rules import load_rules
 from streams.core.validation import TENANT
-from streams.tables import BatchState, Tables
+from streams.tables.state import in_memory_state
 from tests.fakes import TS_MS
 
 RULES = load_rules()
@@ -76,9 +75,7 @@ def templates(record_id, other_id) -> list[tuple[str, str, dict]]:
 def run(tenant: str, record_id, other_id) -> tuple[list[str], list[str], list[str], int]:
     """Every key the processor built for the changes (commands' message keys, audit keys, table keys),
     and how many changes were refused."""
-    tables = Tables(links=DictTable(), written=DictTable(), crm_records=DictTable(), seen_events=DictTable(),
-                    orders=DictTable())  # fmt: skip
-    state = BatchState(tables, NoTenantSettings(), "sale_order")  # type: ignore[arg-type]
+    state = in_memory_state()
     command_keys, audit_keys, refused = [], [], 0
     for n, (system, entity, fields) in enumerate(templates(record_id, other_id)):
         record = fields.get("after") or fields.get("before")
@@ -101,7 +98,7 @@ def run(tenant: str, record_id, other_id) -> tuple[list[str], list[str], list[st
                 stored = state.get("orders", key)
                 aggregate = OrderAggregate.from_json(stored) if stored else OrderAggregate(tenant, key.split(":", 1)[1])
                 decisions.append(decide_for_order(document, aggregate, state, RULES, now_ms=0))
-                state.set("orders", key, aggregate.to_json(), None)
+                state.set("orders", key, aggregate.to_json())
         else:
             decisions = [decide(change, state, RULES, now_ms=0)]
         for decision in decisions:

@@ -1,0 +1,138 @@
+"""Agent tier: the state of a partition — kept with its batch, rebuilt from its changelog by whichever
+worker owns the partition next, never ahead of what the broker committed."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from streams.checkpoint import BatchNotDurable
+from streams.core.decide import LinkUpdate
+from streams.tables.memory import RocksDBMemory
+from streams.tables.state import PartitionState, in_memory_state
+from streams.tables.store import RocksDBPartitionStore, Stores
+from tests.agents.conftest import NOW_MS, Worker, change, put, sent
+from tests.agents.test_deciding_changes import crm_copy_created_and_renamed
+
+
+def test_a_batch_whose_transaction_fails_leaves_nothing_and_is_read_again_whole(world, worker, tmp_path):
+    """The worker is fenced (or killed) before its transaction commits: no command, audit record or
+    state of the batch is visible, its offsets are not committed, and the worker stops. The next
+    owner reads the batch again and sends the same commands, with the same ids."""
+    put(world, "cdc.acct.customer", b"t1:A1", change())
+    worker.step()  # routed only: the change is on the changes topic
+    worker.producer.fail_commit = True
+    with pytest.raises(BatchNotDurable):
+        worker.run()
+    assert not sent(world, "commands.crm") and not sent(world, "audit.sync")
+    assert not world.records("agent-test-state-changelog")
+    assert worker.stopped, "a batch that cannot be made durable stops the worker"
+
+    replacement = Worker(world, tmp_path / "replacement")
+    replacement.start()
+    replacement.run()
+    ((_key, command),) = sent(world, "commands.crm")
+    assert command["rule"] == "CUS-6"
+    assert [audit["event_id"] for _, audit in sent(world, "audit.sync")] == ["e-1"]
+
+
+def test_a_worker_that_takes_a_partition_over_restores_its_tenants_links(world, worker, tmp_path):
+    """Worker 1 learns acct customer A1's link, then stops; worker 2 gets every partition, reads the
+    state changelog back, and the salesperson's later edit of the CRM copy is CUS-3 to A1."""
+    put(world, "cdc.acct.customer", b"t1:A1", change(), at_ms=NOW_MS - 3000)
+    worker.run()
+    second = Worker(world, tmp_path / "second")
+    second.start()
+    crm_created, crm_edited = crm_copy_created_and_renamed()
+    put(world, "cdc.crm.customer", b"t1:C1", crm_created, at_ms=NOW_MS - 2000)
+    put(world, "cdc.crm.customer", b"t1:C1", crm_edited, at_ms=NOW_MS - 1000)
+    second.run()
+    ((_key, command),) = sent(world, "commands.acct")
+    assert command["rule"] == "CUS-3" and command["key"] == {"id": "A1", "code": "KH0001"}
+    assert [c["rule"] for _, c in sent(world, "commands.crm")] == ["CUS-6"], "nothing decided twice"
+
+
+def test_two_workers_each_decide_only_the_tenants_of_their_partitions(world, tmp_path):
+    changes = [TopicPartition("agent-test-changes", p) for p in range(3)]
+    first, second = Worker(world, tmp_path / "1"), Worker(world, tmp_path / "2")
+    inputs = [tp for tp in _inputs(world)]
+    first.start([*inputs[::2], *changes[:2]])
+    second.start([*inputs[1::2], changes[2]])
+    for n in range(30):
+        tenant = f"t{n}"
+        put(world, "cdc.acct.customer", f"{tenant}:A1".encode(), change(tenant=tenant, event_id=f"e{n}"))
+    for _ in range(3):
+        first.run()
+        second.run()
+    assert len(sent(world, "commands.crm")) == 30
+    assert first.counts["decided"] + second.counts["decided"] == 30
+    assert first.counts["decided"] and second.counts["decided"], "both decided some"
+
+
+def _inputs(world):
+    return [
+        TopicPartition(topic, p)
+        for topic, count in sorted(world.partitions.items())
+        if topic.startswith(("cdc.", "results."))
+        for p in range(count)
+    ]
+
+
+def test_a_store_on_rocksdb_survives_a_restart_and_knows_how_far_its_changelog_went(tmp_path):
+    memory = RocksDBMemory.of(8, 8)
+    store = RocksDBPartitionStore(tmp_path / "state" / "2", 2, memory)
+    state = PartitionState(store, {}, "sale_order")
+    state.set("links", "t1:customer:code=KH1>acct", "A1")
+    state.write_to_store(41)
+    store.close()
+    reopened = RocksDBPartitionStore(tmp_path / "state" / "2", 2, memory)
+    assert reopened.changelog_offset == 41, "recovery reads the changelog from after what the store has"
+    assert (
+        PartitionState(reopened, {}, "sale_order").linked_id("t1", _acct(), "customer", code="KH1", other_id=None)
+        == "A1"
+    )
+
+
+def _acct():
+    from common.names import System
+
+    return System.ACCT
+
+
+def test_the_customers_of_one_tenant_are_read_by_prefix_and_no_other_tenants(tmp_path):
+    store = RocksDBPartitionStore(tmp_path / "state" / "0", 0, RocksDBMemory.of(8, 8))
+    state = PartitionState(store, {}, "sale_order")
+    for key in ("t1:customer:KH1", "t1:customer:KH2", "t1:product:SP1", "t10:customer:KH1", "t0:customer:KH1"):
+        state.set("crm_records", key, {"key": key})
+    state.write_to_store(0)
+    state.set("crm_records", "t1:customer:KH3", {"key": "t1:customer:KH3"})  # this batch's, not stored yet
+    assert [record["key"] for record in state.crm_customers("t1")] == [
+        "t1:customer:KH1",
+        "t1:customer:KH2",
+        "t1:customer:KH3",
+    ]
+    assert list(state.crm_customers("t2")) == []
+
+
+def test_every_store_of_a_worker_shares_the_memory_budget_of_the_settings(tmp_path):
+    memory = RocksDBMemory.of(3, 5)
+    stores = Stores(tmp_path, memory)
+    first, second = stores.assign(0), stores.assign(1)
+    assert memory.memtables.get_buffer_size() == 5 * 1024 * 1024
+    for n in range(2000):
+        PartitionState(first, {}, "sale_order").set("orders", f"t1:order-{n}", {"total": "1" * 100})
+    state = PartitionState(second, {}, "sale_order")
+    for n in range(2000):
+        state.set("orders", f"t2:order-{n}", {"total": "1" * 100})
+    state.write_to_store(1)
+    assert 0 < memory.memtables.get_usage() <= 5 * 1024 * 1024 * 1.1
+    assert memory.block_cache.get_usage() <= 3 * 1024 * 1024
+    stores.close()
+
+
+def test_a_record_whose_code_changes_keeps_its_link_under_the_new_code():
+    state = in_memory_state()
+    state.apply_links([LinkUpdate("t1", "customer", "KH1", {"acct": "A1"})])
+    state.apply_links([LinkUpdate("t1", "customer", "KH1", {"crm": "C9"})])
+    state.apply_links([LinkUpdate("t1", "customer", "KH2", {"crm": "C9"})])  # CRM renamed the code
+    assert state.linked_id("t1", _acct(), "customer", code="KH2", other_id="C9") == "A1"
