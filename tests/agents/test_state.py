@@ -55,7 +55,7 @@ def test_a_worker_that_takes_a_partition_over_restores_its_tenants_links(world, 
 def test_two_workers_each_decide_only_the_tenants_of_their_partitions(world, tmp_path):
     changes = [TopicPartition("agent-test-changes", p) for p in range(3)]
     first, second = Worker(world, tmp_path / "1"), Worker(world, tmp_path / "2")
-    inputs = [tp for tp in _inputs(world)]
+    inputs = _inputs(world)
     first.start([*inputs[::2], *changes[:2]])
     second.start([*inputs[1::2], changes[2]])
     for n in range(30):
