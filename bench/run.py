@@ -212,8 +212,8 @@ def drain(settings: WorkerSettings, workload: list[Event], log_dir: Path, timeou
             time.sleep(0.5)
             group = committed(bootstrap, settings.app_id, list(ends))
             if all(group.get(tp, 0) >= end for tp, end in ends.items()):
-                # the aggregates agent's input too: everything re-keyed has been decided
-                internal = f"{settings.app_id}-aggregate-inputs"
+                # the changes topic too: everything routed by tenant has been decided
+                internal = f"{settings.app_id}-changes"
                 internal_ends = {tp: e for tp, e in end_offsets(bootstrap, [internal]).items() if e > 0}
                 inner = committed(bootstrap, settings.app_id, list(internal_ends))
                 if all(inner.get(tp, 0) >= end for tp, end in internal_ends.items()):

@@ -74,8 +74,8 @@ def parse_cdc_topic(name: str, prefix: str = "") -> tuple[str, str] | None:
 
 
 # The processor's own topics, named after its app id (``LIENTHONG_APP_ID``, which is also its
-# consumer group): every change, result and setting routed by tenant, and the state of each
-# partition's tenants.
+# consumer group; no topic prefix, as faust names internal topics): every change event and result
+# routed by tenant, and the state of each partition's tenants.
 def changes_topic(app_id: str) -> str:
     return f"{app_id}-changes"
 

@@ -99,6 +99,9 @@ class Connector:
                 "group.id": settings.group_id or f"{self.prefix}lienthong-connector-{settings.system}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                # only commands of committed batches (the worker writes them in transactions): librdkafka's
+                # default, said here because applying an aborted batch's command would write twice
+                "isolation.level": "read_committed",
                 **settings.extra_consumer_config,
             }
         )

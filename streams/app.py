@@ -89,15 +89,16 @@ class Lienthong:
 
 def internal_topics(settings: WorkerSettings) -> list[NewTopic]:
     """The processor's own topics: every change routed by tenant, and the state of its partitions.
+    Named after the app id (which a deployment makes its own), without the topic prefix, as faust
+    names its internal topics.
 
     The partition count of the changes topic fixes which partition each tenant lives on: it is
     created once and never changed (docs/deploy.md says how to move to more partitions)."""
-    prefix = settings.kafka.topic_prefix
     partitions, replication = settings.topic_partitions, settings.topic_replication_factor
     return [
-        NewTopic(prefix + changes_topic(settings.app_id), partitions, replication),
+        NewTopic(changes_topic(settings.app_id), partitions, replication),
         NewTopic(
-            prefix + state_changelog_topic(settings.app_id),
+            state_changelog_topic(settings.app_id),
             partitions,
             replication,
             config={"cleanup.policy": "compact"},
@@ -219,8 +220,8 @@ def build_loop(
             commands={system: prefix + commands_topic(system) for system in System},
             audit=prefix + AUDIT,
             dead_letters=prefix + DLQ_CDC,
-            changes=prefix + changes_topic(settings.app_id),
-            state_changelog=prefix + state_changelog_topic(settings.app_id),
+            changes=changes_topic(settings.app_id),
+            state_changelog=state_changelog_topic(settings.app_id),
         ),
         topic_prefix=prefix,
         default_order_target=settings.default_order_target,

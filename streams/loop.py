@@ -276,7 +276,7 @@ class ProcessingLoop:
         """Route and decide one batch, then make it durable."""
         config = self.config
         batch = Batch(self.processing, int(now * 1000))
-        offsets: dict[tuple[str, int], int] = {}
+        consumed: set[tuple[str, int]] = set()
         decided: dict[int, list[Any]] = defaultdict(list)
         routed_any = False
         newest_ms = 0
@@ -284,13 +284,14 @@ class ProcessingLoop:
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
+                    consumed.add((message.topic(), message.partition()))
                     if message.topic() != config.changes_topic:
                         self.router.reached_end(message.topic(), message.partition(), batch.now_ms)
                 else:
                     log.warning("consumer: %s", error)
                 continue
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            offsets[(topic, partition)] = offset + 1
+            topic, partition = message.topic(), message.partition()
+            consumed.add((topic, partition))
             if topic == config.changes_topic:
                 decided[partition].append(message)
                 continue
@@ -323,7 +324,14 @@ class ProcessingLoop:
                 routed = Routed.of(message.key(), message.value(), headers, message.offset())
                 decide_routed(batch, state, owned, routed)
             release_held(batch, state, owned, max_wait_ms)
-        positions = [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
+        # The consumer's positions, not the offsets after the last messages: a position moves past the
+        # transaction markers that follow the last message of a transactional partition (the changes
+        # topic), so a drained group shows no lag.
+        positions = [
+            position
+            for position in (self.consumer.position([TopicPartition(t, p) for t, p in consumed]) if consumed else [])
+            if position.offset >= 0
+        ]
         try:
             self.checkpoint.make_durable(batch, positions, self.consumer.consumer_group_metadata())
         except BatchNotDurable:

@@ -77,12 +77,6 @@ class WorkerSettings(ServiceSettings):
         description="glibc malloc arenas of the worker (0: glibc's default of 8 per core); few arenas keep the "
         "memory RocksDB's and the Kafka clients' threads free from growing (docs/state.md, 'Memory').",
     )
-    global_tables_max_wait: float = Field(
-        30.0,
-        ge=0,
-        description="After a rebalance, how long a worker waits for its global tables to read their changelogs "
-        "before it decides again (docs/state.md); past that it decides with what it has, with a warning.",
-    )
     order_max_wait: float = Field(
         30.0,
         gt=0,
@@ -100,11 +94,6 @@ class WorkerSettings(ServiceSettings):
     web_enabled: WebEnabledSetting
     web_port: WebPortSetting
     web_host: WebHostSetting
-    commit_interval: float = Field(
-        1.0,
-        gt=0,
-        description="Seconds between offset commits (work since the last commit is redone after a crash).",
-    )
     group_instance_id: str | None = Field(
         None,
         description="A stable name of this worker in its consumer group (static membership, e.g. the pod name of "
@@ -118,13 +107,7 @@ class WorkerSettings(ServiceSettings):
         "partitions to the others (a killed worker's partitions wait this long).",
     )
     batch_size: int = Field(
-        1000, ge=1, le=4096, description="Most events an agent decides at once (their outputs are awaited together)."
-    )
-    batch_wait: float = Field(
-        0.1,
-        gt=0,
-        description="Seconds an idle agent waits for events before checking whether it should stop "
-        "(a batch is whatever arrived while the previous one was decided; an event at an idle agent goes at once).",
+        1000, ge=1, le=4096, description="Most messages the processing loop takes in one batch (one transaction)."
     )
     max_message_bytes: int = Field(
         1_000_000,

@@ -169,6 +169,7 @@ class FakeConsumer:
     def __init__(self, world: World) -> None:
         self.world = world
         self.queue: list[Message] = []
+        self.read: dict[tuple[str, int], int] = {}  # the next offset of each partition (Worker.pending)
         self.paused: set[tuple[str, int]] = set()
         self.assignment: list[TopicPartition] = []
 
@@ -194,6 +195,12 @@ class FakeConsumer:
     def consume(self, num_messages: int = 1, timeout: float = 0) -> list[Message]:
         taken, self.queue = self.queue[:num_messages], self.queue[num_messages:]
         return taken
+
+    def position(self, partitions) -> list[TopicPartition]:
+        """Where the consumer is: after everything ``pending`` handed out."""
+        return [
+            TopicPartition(tp.topic, tp.partition, self.read.get((tp.topic, tp.partition), -1001)) for tp in partitions
+        ]
 
     def consumer_group_metadata(self) -> str:
         return "group-metadata"
@@ -272,7 +279,6 @@ class Worker:
             producer=self.producer,
             changes_partitions=world.partitions[changes_topic(APP_ID)],
         )
-        self.read: dict[tuple[str, int], int] = {}  # what this worker's consumer has handed out
 
     def _stop(self) -> None:
         self.stopped = True
@@ -293,7 +299,7 @@ class Worker:
         while loop.status.restoring:
             loop.turn()
         for tp in partitions:  # read on from what the group committed
-            self.read[(tp.topic, tp.partition)] = self.world.group_offsets.get((tp.topic, tp.partition), 0)
+            self.consumer.read[(tp.topic, tp.partition)] = self.world.group_offsets.get((tp.topic, tp.partition), 0)
 
     def owns(self, topic: str, partition: int) -> bool:
         return any(tp.topic == topic and tp.partition == partition for tp in self.consumer.assignment)
@@ -307,9 +313,9 @@ class Worker:
             if where in self.consumer.paused:
                 continue
             records = self.world.log[where]
-            start = self.read.get(where, 0)
+            start = self.consumer.read.get(where, 0)
             out += [Message(record) for record in records[start:]]
-            self.read[where] = len(records)
+            self.consumer.read[where] = len(records)
             if tp.topic != changes_topic(APP_ID):
                 out.append(end_of(tp.topic, tp.partition))
         return out

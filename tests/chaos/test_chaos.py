@@ -286,7 +286,7 @@ class Suite:
     # --- where things stand -----------------------------------------------------------------------------
 
     def worker_lag(self) -> int:
-        inputs = [self.prefix + spec.name for spec in cdc_topics()] + [f"{self.app_id}-aggregate-inputs"]
+        inputs = [self.prefix + spec.name for spec in cdc_topics()] + [f"{self.app_id}-changes"]
         return lag(self.broker.bootstrap, self.app_id, inputs)
 
     def connector_lag(self) -> int:

@@ -129,7 +129,6 @@ class Worker:
                 "LIENTHONG_WEB_ENABLED": "false",
                 "LIENTHONG_LOG_LEVEL": settings.log.log_level,
                 "LIENTHONG_SESSION_TIMEOUT": str(settings.session_timeout),
-                "LIENTHONG_COMMIT_INTERVAL": str(settings.commit_interval),
             }
         )
         if settings.group_instance_id:

@@ -2,8 +2,9 @@
 
 A seeded history of accounting documents (orders, vouchers edited and deleted, receipts, duplicates)
 is produced; the worker is killed with SIGKILL while it works and a new one is started. Then every
-aggregate in the ``orders`` changelog and the last derived command of every order and rule must
-equal a straightforward recomputation, and a command that was sent twice carries the same id.
+aggregate in the state changelog's ``orders`` table and the last derived command of every order and
+rule must equal a straightforward recomputation, and a command that was sent twice carries the same id.
+Every key of the tenant's state lives on the one partition its changes were routed to.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
+from common.names import changes_topic, state_changelog_topic
 from common.settings import KafkaSettings
 from ops.admin import create_topics, delete_topics_with_prefix
 from ops.operations import read_topic
@@ -25,6 +27,7 @@ from streams.core.aggregates import OrderAggregate, baseline, derive
 from streams.core.contract import ChangeEvent
 from streams.core.rules import Effect, load_rules
 from streams.settings import TableSettings, WorkerSettings
+from streams.tables.store import decode_key
 from tests.integration.conftest import Kafka, Worker, change_event
 
 pytestmark = pytest.mark.broker
@@ -138,9 +141,8 @@ def fresh(bootstrap, tmp_path):
         web_enabled=False,
         # the killed worker's partitions go to the new one after this many seconds
         session_timeout=10.0,
-        # no commit before the kill: the restart must find every partition without one
-        # (the case streams/faust_adapter.py fixes in faust-streaming)
-        commit_interval=60.0,
+        # the killed worker's open transaction holds read_committed readers back at most this long
+        transaction_timeout=10.0,
     )
     create_topics(
         settings.kafka, partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor
@@ -182,27 +184,24 @@ def test_kill_9_mid_stream_loses_no_aggregate_and_no_derived_command(fresh, tmp_
     expected = truth(tenant, docs)
     rules = load_rules()
 
-    # 1. every aggregate in the changelog equals the recomputation
-    changelog = read_all(fresh, f"{fresh.app_id}-orders-changelog")
+    # 1. every aggregate in the state changelog equals the recomputation
+    changelog = read_all(fresh, state_changelog_topic(fresh.app_id))
     stored: dict[str, dict] = {}
-    partition_of: dict[bytes, set[int]] = defaultdict(set)
+    state_partitions: set[int] = set()
     for partition, key, value in changelog:
-        partition_of[key].add(partition)
-        if value is not None:
-            stored[orjson.loads(key)] = orjson.loads(value)
+        table, table_key = decode_key(key)
+        assert table_key.startswith(tenant + ":"), (table, table_key)
+        state_partitions.add(partition)
+        if table == "orders" and value is not None:
+            stored[table_key] = orjson.loads(value)
     assert set(stored) == {f"{tenant}:{order_id}" for order_id in expected}
     for order_id, aggregate in expected.items():
         assert derive(OrderAggregate.from_json(stored[f"{tenant}:{order_id}"])) == derive(aggregate), order_id
 
-    # 2. co-partitioned: each order key lives on one partition of the changelog, the same partition
-    #    its documents arrive on in the re-keyed input topic
-    inputs = read_all(fresh, f"{fresh.app_id}-aggregate-inputs")
-    input_partition: dict[str, set[int]] = defaultdict(set)
-    for partition, key, _ in inputs:
-        input_partition[key.decode()].add(partition)
-    for key, partitions in partition_of.items():
-        assert len(partitions) == 1, (key, partitions)
-        assert partitions == input_partition[orjson.loads(key)], key
+    # 2. co-partitioned: all of the tenant's state lives on one partition of the changelog, the
+    #    partition its changes were routed to
+    routed = {partition for partition, key, _ in read_all(fresh, changes_topic(fresh.app_id)) if key == tenant.encode()}
+    assert len(routed) == 1 and state_partitions == routed, (routed, state_partitions)
 
     # 3. the last derived command of every order and rule says what the truth says; ids are stable
     commands = [

@@ -29,6 +29,7 @@ from confluent_kafka import Consumer
 
 from bench.run import committed, end_offsets
 from bench.workload import Event, business_unit
+from common.names import changes_topic
 from common.settings import KafkaSettings
 from ops.admin import create_topics, delete_topics_with_prefix
 from streams.settings import TableSettings, WorkerSettings
@@ -98,7 +99,6 @@ def deployment(bootstrap: str, tmp_path: Path, name: str) -> WorkerSettings:
         web_enabled=False,
         # a restarted worker takes its place in the group at once (static membership)
         group_instance_id="worker-1",
-        commit_interval=0.5,
     )
     create_topics(
         settings.kafka, partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor
@@ -121,9 +121,9 @@ def wait_until(check, timeout: float, what, worker: Worker | None = None) -> Non
 
 def processed(settings: WorkerSettings) -> bool:
     """Whether the worker's group has committed every message of its inputs (the CDC topics, then
-    the documents they re-keyed for the aggregates)."""
+    the changes it routed by tenant)."""
     cdc = [settings.kafka.topic_prefix + spec.name for spec in cdc_topics()]
-    internal = [f"{settings.app_id}-aggregate-inputs"]
+    internal = [changes_topic(settings.app_id)]
     for topics in (cdc, internal):
         ends = {tp: end for tp, end in end_offsets(settings.kafka.bootstrap_servers, topics).items() if end > 0}
         group = committed(settings.kafka.bootstrap_servers, settings.app_id, list(ends))
