@@ -95,7 +95,7 @@ TABLE_MEMORY = Gauge(
 )
 BATCH_SIZE = Histogram(
     "lienthong_batch_size",
-    "Events per batch of the worker's processing loop.",
+    "Change events and results a batch of the worker decided (routing and progress not counted).",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 4096),
 )
 HELD_CHANGES = Gauge(

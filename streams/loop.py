@@ -312,6 +312,7 @@ class ProcessingLoop:
             # tenant settings written before the newest change reached the broker apply to the batch
             self.settings_current(newest_ms)
         max_wait_ms = int(config.order_max_wait_s * 1000)
+        changes = 0  # change events and results decided (not progress): the batch's size as users count it
         for partition, owned in self.owned.items():
             state = self._state(batch, partition)
             for message in decided.get(partition, ()):
@@ -323,6 +324,7 @@ class ProcessingLoop:
                     continue
                 routed = Routed.of(message.key(), message.value(), headers, message.offset())
                 decide_routed(batch, state, owned, routed)
+                changes += 1
             release_held(batch, state, owned, max_wait_ms)
         # The consumer's positions, not the offsets after the last messages: a position moves past the
         # transaction markers that follow the last message of a transactional partition (the changes
@@ -343,8 +345,8 @@ class ProcessingLoop:
         counts = self.processing.counts
         counts["messages"] += len(messages)
         counts["batches"] += 1 if messages else 0
-        if messages:
-            metrics.BATCH_SIZE.observe(len(messages))
+        if changes:
+            metrics.BATCH_SIZE.observe(changes)
 
     def _state(self, batch: Batch, partition: int) -> PartitionState:
         state = batch.states.get(partition)
