@@ -108,6 +108,25 @@ def _worker(args: argparse.Namespace, settings: WorkerSettings) -> int:
     return 0
 
 
+def _tables(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    """``lienthong tables migrate``: the faust tables of a deployment from before 2026-12 to the state
+    changelog (docs/deploy.md, "Upgrading from the faust tables")."""
+    from streams.app import ensure_internal_topics
+    from streams.upgrade import MigrationRefused, migrate
+
+    if _kafka_refuses(settings.kafka, "tables migrate"):
+        return 2
+    try:
+        ensure_internal_topics(settings)
+        migrated = migrate(settings, progress=lambda table, n: print(f"read {n} message(s) of {table}", flush=True))
+    except (MigrationRefused, RuntimeError) as exc:
+        print(f"lienthong tables migrate: {exc}", file=sys.stderr)
+        return 2
+    per_table = ", ".join(f"{table} {count}" for table, count in migrated.keys.items()) or "nothing"
+    print(f"migrated {migrated.total} key(s) to {settings.app_id}-state-changelog ({per_table}); start the new workers")
+    return 0
+
+
 def _matrix(args: argparse.Namespace, settings: ServiceSettings) -> int:
     from streams.core.matrix_doc import render_markdown
     from streams.core.rules import load_rules
@@ -336,6 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run the stream processor")
     worker.set_defaults(func=_worker, settings=WorkerSettings)
+
+    tables = sub.add_parser("tables", help="the processor's state")
+    tables.add_argument(
+        "action",
+        choices=["migrate"],
+        help="migrate: copy the faust tables of a deployment from before 2026-12 to the state changelog, "
+        "once, between stopping the old workers and starting the new (docs/deploy.md)",
+    )
+    tables.set_defaults(func=_tables, settings=WorkerSettings)
 
     kafka = sub.add_parser("kafka", help="the local Apache Kafka broker on loopback")
     kafka.add_argument("action", choices=["start", "stop", "status", "fetch", "purge"])
