@@ -104,8 +104,6 @@ REPLAYED_FROM = "replayed.from"
 # it reached Kafka (its record timestamp, ms).
 ORIGIN_KEY = "origin.key"
 ORIGIN_TIMESTAMP = "origin.timestamp"
-# A router's progress, on every partition of the changes topic (streams/agents/time_order.py).
-PROGRESS = "lienthong.progress"
 
 # A command: when the change it comes from happened in its source system (the change event's
 # ``ts_ms``); the connector measures the end-to-end sync latency from it.

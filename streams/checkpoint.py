@@ -1,7 +1,7 @@
 """How a batch becomes durable: one Kafka transaction, then the stores.
 
-Everything a batch produced — routed changes, commands, audit records, dead letters, progress
-messages, the state changelog — and the offsets of the inputs it consumed are written in **one
+Everything a batch produced — routed changes, commands, audit records, dead letters, the state
+changelog — and the offsets of the inputs it consumed are written in **one
 transaction** (Kafka's exactly-once v2, KIP-447: a transactional producer that sends the consumer's
 offsets into the transaction, fenced by the consumer group's generation). Either all of it becomes
 visible to ``read_committed`` readers (the connectors, the owners of the changes topic, the

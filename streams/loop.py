@@ -27,21 +27,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
 from common import metrics
 from streams.agents.batch import Batch, Processing
-from streams.agents.changes import Owned, Routed, decide_routed, is_progress, release_held
+from streams.agents.changes import Owned, Routed, decide_routed, release_held
 from streams.agents.route import route
-from streams.agents.time_order import HeldChanges, InputProgress, RouterProgress, input_name
+from streams.agents.time_order import ARRIVAL_SLACK_MS, PROBE_INTERVAL_MS, HeldChanges, InputsAnswer, InputsPassed
 from streams.checkpoint import BatchNotDurable, Checkpoint
 from streams.tables.state import PartitionState
 from streams.tables.store import PartitionStore, Stores
 
 log = logging.getLogger(__name__)
 
-# How often a router with nothing to route says how far it is (streams.agents.time_order).
-IDLE_PROGRESS_INTERVAL_S = 0.2
 # How long one consume call waits for the first message.
 POLL_S = 0.05
 # Changelog messages a restoring partition reads per turn of the loop (inputs keep moving meanwhile).
@@ -151,11 +149,10 @@ class ProcessingLoop:
         self.stop_worker = stop_worker
         self.clock = clock
         self.status = LoopStatus()
-        self.router = RouterProgress()
         self.owned: dict[int, Owned] = {}
-        self.inputs: set[str] = set()
+        self.inputs: set[tuple[str, int]] = set()  # every input partition (topic, partition)
         self._stop = threading.Event()
-        self._last_progress = 0.0
+        self._last_probe_ms = 0
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -195,14 +192,14 @@ class ProcessingLoop:
                 log.warning("closing a consumer: %s", exc)
         self.stores.close()
 
-    def _input_names(self) -> set[str]:
+    def _input_names(self) -> set[tuple[str, int]]:
         metadata = self.consumer.list_topics(timeout=30)
         names = set()
         for topic in self.config.input_topics:
             described = metadata.topics.get(topic)
             if described is None or described.error is not None:
                 raise RuntimeError(f"topic {topic} does not exist: run `lienthong topics create` first")
-            names |= {input_name(topic, partition) for partition in described.partitions}
+            names |= {(topic, partition) for partition in described.partitions}
         return names
 
     # --- rebalancing (called by librdkafka inside consume) --------------------------------------
@@ -233,9 +230,6 @@ class ProcessingLoop:
             self.stores.revoke(partition)
             self.status.owned.discard(partition)
             self.status.restoring.discard(partition)
-        self.router.forget(
-            input_name(tp.topic, tp.partition) for tp in partitions if tp.topic != self.config.changes_topic
-        )
         log.info("revoked %d partition(s)", len(partitions))
 
     def _restored(self, partitions: list[int]) -> None:
@@ -246,7 +240,7 @@ class ProcessingLoop:
             held = HeldChanges()
             state = PartitionState(store, self.tenant_settings, self.processing.default_order_target)
             held.load(state.items_with_prefix("held", ""))
-            self.owned[partition] = Owned(progress=InputProgress(self.inputs), held=held)
+            self.owned[partition] = Owned(inputs=InputsPassed(), held=held)
             self.status.restoring.discard(partition)
             self.status.owned.add(partition)
             log.info("partition %d of the changes topic restored (%d held changes): deciding", partition, len(held))
@@ -266,10 +260,7 @@ class ProcessingLoop:
             done = self.restoring.read(RESTORE_CHUNK)
             if done:
                 self._restored(done)
-        polled_at = self.clock()
         messages = self.consumer.consume(self.config.batch_size, POLL_S)
-        if len(messages) < self.config.batch_size:
-            self.router.drained(int(polled_at * 1000))
         self.process(messages, now=self.clock())
 
     def process(self, messages: list[Any], *, now: float) -> None:
@@ -278,54 +269,36 @@ class ProcessingLoop:
         batch = Batch(self.processing, int(now * 1000))
         consumed: set[tuple[str, int]] = set()
         decided: dict[int, list[Any]] = defaultdict(list)
-        routed_any = False
         newest_ms = 0
         for message in messages:
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     consumed.add((message.topic(), message.partition()))
-                    if message.topic() != config.changes_topic:
-                        self.router.reached_end(message.topic(), message.partition(), batch.now_ms)
                 else:
                     log.warning("consumer: %s", error)
                 continue
             topic, partition = message.topic(), message.partition()
             consumed.add((topic, partition))
             if topic == config.changes_topic:
-                decided[partition].append(message)
+                if message.value() is not None:
+                    decided[partition].append(message)
+                    newest_ms = max(newest_ms, message.timestamp()[1])
                 continue
             outgoing = route(message, config.changes_topic)
-            self.router.routed(topic, partition, message.timestamp()[1])
             if outgoing is not None:
                 batch.send(outgoing)
-                routed_any = True
-        if routed_any or now - self._last_progress >= IDLE_PROGRESS_INTERVAL_S:
-            for progress in self.router.messages(config.changes_topic, config.changes_partitions):
-                batch.send(progress)
-            self._last_progress = now
-        for routed_messages in decided.values():
-            for message in routed_messages:
-                if not is_progress(message.headers()):
-                    newest_ms = max(newest_ms, message.timestamp()[1])
         if newest_ms:
             # tenant settings written before the newest change reached the broker apply to the batch
             self.settings_current(newest_ms)
-        max_wait_ms = int(config.order_max_wait_s * 1000)
-        changes = 0  # change events and results decided (not progress): the batch's size as users count it
+        changes = 0  # change events and results decided: the batch's size as users count it
         for partition, owned in self.owned.items():
             state = self._state(batch, partition)
             for message in decided.get(partition, ()):
-                headers = message.headers() or []
-                if is_progress(headers):
-                    owned.progress.read(message.value())
-                    continue
-                if message.value() is None:
-                    continue
-                routed = Routed.of(message.key(), message.value(), headers, message.offset())
+                routed = Routed.of(message.key(), message.value(), message.headers() or [], message.offset())
                 decide_routed(batch, state, owned, routed)
                 changes += 1
-            release_held(batch, state, owned, max_wait_ms)
+        self._release_held(batch)
         # The consumer's positions, not the offsets after the last messages: a position moves past the
         # transaction markers that follow the last message of a transactional partition (the changes
         # topic), so a drained group shows no lag.
@@ -347,6 +320,55 @@ class ProcessingLoop:
         counts["batches"] += 1 if messages else 0
         if changes:
             metrics.BATCH_SIZE.observe(changes)
+
+    # --- time order (streams.agents.time_order) -----------------------------------------------------
+
+    def _release_held(self, batch: Batch) -> None:
+        """Ask how far the inputs are (while changes are held), then decide the held changes they passed
+        or that waited too long."""
+        holding = [partition for partition, owned in self.owned.items() if owned.held.by_record]
+        if not holding:
+            return
+        if batch.now_ms - self._last_probe_ms >= PROBE_INTERVAL_MS:
+            self._last_probe_ms = batch.now_ms
+            newest = max(self.owned[partition].held.newest_ms() for partition in holding)
+            self._ask_inputs(min(newest, batch.now_ms - ARRIVAL_SLACK_MS), holding)
+        positions = self.consumer.position([TopicPartition(self.config.changes_topic, p) for p in holding])
+        for position in positions:
+            self.owned[position.partition].inputs.read_to(position.offset)
+        max_wait_ms = int(self.config.order_max_wait_s * 1000)
+        for partition in holding:
+            release_held(batch, self._state(batch, partition), self.owned[partition], max_wait_ms)
+
+    def _ask_inputs(self, at_ms: int, holding: list[int]) -> None:
+        """Whether every input has routed and committed every event stamped before ``at_ms``; if so, each
+        holding partition counts it once read to the end it has now."""
+        if at_ms < 0:
+            return
+        inputs = [TopicPartition(topic, partition) for topic, partition in sorted(self.inputs)]
+        changes = [TopicPartition(self.config.changes_topic, p) for p in holding]
+        try:
+            first = self.consumer.offsets_for_times(
+                [TopicPartition(tp.topic, tp.partition, at_ms) for tp in inputs], 10
+            )
+            ends = self.consumer.offsets_for_times(
+                [TopicPartition(tp.topic, tp.partition, OFFSET_END) for tp in [*inputs, *changes]], 10
+            )
+            committed = self.consumer.committed(inputs, 10)
+        except KafkaException as exc:
+            log.warning("could not ask the broker how far the inputs are (held changes wait): %s", exc)
+            return
+        answer = InputsAnswer(
+            at_ms=at_ms,
+            first_at_or_after={(tp.topic, tp.partition): tp.offset for tp in first},
+            ends={(tp.topic, tp.partition): tp.offset for tp in ends if tp.topic != self.config.changes_topic},
+            committed={(tp.topic, tp.partition): tp.offset for tp in committed},
+        )
+        if answer.behind():
+            return
+        for tp in ends:
+            if tp.topic == self.config.changes_topic:
+                self.owned[tp.partition].inputs.answered(at_ms, tp.offset)
 
     def _state(self, batch: Batch, partition: int) -> PartitionState:
         state = batch.states.get(partition)

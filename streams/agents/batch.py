@@ -1,7 +1,7 @@
 """A batch on its way through the processor: what each input comes to, staged until it is durable.
 
 Each input of a batch is *staged*: its outputs (routed messages, commands, audit records, dead
-letters, progress) are kept in ``Batch.messages`` and its state changes in the ``PartitionState`` of
+letters) are kept in ``Batch.messages`` and its state changes in the ``PartitionState`` of
 its partition, so the next input sees them. An input whose outputs or state would be too large for
 the broker, cannot be written as JSON, or hits a bug is dead-lettered whole instead: staging is all
 or nothing per input. Nothing is sent before the batch is decided; ``streams.checkpoint`` then makes
@@ -144,7 +144,7 @@ class Batch:
         self.messages.extend(messages)
 
     def send(self, message: OutputMessage) -> None:
-        """An output that needs no staging (a routed message, progress)."""
+        """An output that needs no staging (a routed message)."""
         self.messages.append(message)
 
     def dead_letter(self, key: bytes | None, raw: bytes | None, kind: str, text: str, where: Where) -> None:

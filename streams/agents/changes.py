@@ -9,7 +9,6 @@ Every message of the changes topic (``streams.agents.route``) is one of:
   to ``commands.<system>``, one audit record to ``audit.sync``;
 * a **result** of ``results.<system>``: an applied write teaches the link to the target's id (X-3);
   a refused one makes X-2 forget what it wrote;
-* a **progress** message of a router (``streams.agents.time_order``).
 
 A change whose decision rests on an absent record is held until every input has passed its time
 (``time_order``). Bad input is dead-lettered to ``dlq.cdc`` with the reason in headers, under its
@@ -33,13 +32,12 @@ from common.names import (
     ORIGIN_PARTITION,
     ORIGIN_TIMESTAMP,
     ORIGIN_TOPIC,
-    PROGRESS,
     System,
     parse_cdc_topic,
     results_topic,
 )
 from streams.agents.batch import Batch, Unstageable, Where, count_decision, count_event
-from streams.agents.time_order import HeldChange, HeldChanges, InputProgress, held_key
+from streams.agents.time_order import HeldChange, HeldChanges, InputsPassed, held_key
 from streams.core.aggregates import (
     AGGREGATE_ENTITIES,
     OrderAggregate,
@@ -102,16 +100,12 @@ class Routed:
         return dict(self.headers)
 
 
-def is_progress(headers: list[tuple[str, bytes]] | None) -> bool:
-    return bool(headers) and any(name == PROGRESS for name, _value in headers or ())
-
-
 @dataclass
 class Owned:
     """What the owner keeps of one partition besides its store: how far the inputs have passed,
     and the changes held until they do."""
 
-    progress: InputProgress
+    inputs: InputsPassed
     held: HeldChanges
 
 
@@ -143,12 +137,12 @@ def release_held(batch: Batch, state: PartitionState, owned: Owned, max_wait_ms:
     if not owned.held.by_record:
         return
     prefix = batch.processing.topic_prefix
-    for first in owned.held.due(owned.progress.oldest(), batch.now_ms - max_wait_ms):
+    for first in owned.held.due(owned.inputs.passed_ms, batch.now_ms - max_wait_ms):
         change: HeldChange | None = first
         while change is not None:
             routed = Routed.of_held(change.held_key.partition(":")[0], change)
             waited = batch.now_ms - change.held_at_ms
-            must = owned.progress.passed(change.timestamp_ms) or waited >= max_wait_ms
+            must = owned.inputs.passed(change.timestamp_ms) or waited >= max_wait_ms
             try:
                 event = decode(routed, prefix)
                 _decide_change(batch, state, owned, routed, event, releasing=True, must_decide=must)
@@ -163,7 +157,7 @@ def release_held(batch: Batch, state: PartitionState, owned: Owned, max_wait_ms:
                 batch.dead_letter(
                     routed.original_key, routed.value, "internal", f"{type(exc).__name__}: {exc}", routed.where
                 )
-            if must and waited >= max_wait_ms and not owned.progress.passed(change.timestamp_ms):
+            if must and waited >= max_wait_ms and not owned.inputs.passed(change.timestamp_ms):
                 log.warning(
                     "decided a change held for %.1f s before every input passed its time (LIENTHONG_ORDER_MAX_WAIT)",
                     waited / 1000,
@@ -231,7 +225,7 @@ def _decide_change(
             state.mark_seen(record_key, change.event_id)
 
     rests_on_absence = any(decision.rests_on_absence for decision in decisions)
-    if rests_on_absence and not must_decide and not owned.progress.passed(routed.timestamp_ms):
+    if rests_on_absence and not must_decide and not owned.inputs.passed(routed.timestamp_ms):
         if releasing:
             raise Held()
         _hold(batch, state, owned, routed, record_key)

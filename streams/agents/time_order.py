@@ -2,7 +2,7 @@
 
 A tenant's change events come from many input partitions (every ``cdc.*`` topic has several, and
 one record's events all sit on one of them), and each input is routed onto the tenant's partition of
-the changes topic by whichever worker reads it (``streams.agents.route``), at its own pace. So the
+the changes topic by whichever worker reads it, at its own pace (``streams.agents.route``). So the
 changes topic holds each input's events in their order, but two inputs interleaved as their routers
 happened to read them: a CRM edit of a customer can reach the owner before the accounting event that
 created that customer, though it happened later.
@@ -11,23 +11,29 @@ Most decisions do not care: they read only their own record's state. The ones th
 that rest on another record being absent (``Decision.rests_on_absence``: an edit of a record that is
 not linked yet, a document whose customer is not in the target yet, a pull of unknown customers). A
 change whose decision rests on an absence is **held** — kept in the ``held`` table, nothing sent —
-until every input has passed the moment the change reached Kafka, and then decided (again) with
-what is known by then. Each router says how far it has passed on each input it reads: after each
-batch, it writes a progress message to every partition of the changes topic (``RouterProgress``),
-behind the events it routed there. An owner that reads a progress message saying input *I* passed
-time *T* has therefore already read every event of *I* routed before it (``InputProgress``).
+until every input has passed the moment the change reached Kafka (its record timestamp *T*), and is
+then decided (again) with what is known by then.
 
-An input has passed *T* when its router routed an event of *I* that reached Kafka at *T* or later,
-or found *I* read to its end at a moment when every event that reached Kafka before *T* would have
-been fetched (``caught_up``: the router's clock minus the longest a fetch waits, ``FETCH_SLACK_MS``).
+**How the owner knows the inputs passed T** (``InputsPassed``). It asks the broker, about every
+input partition: the first offset whose timestamp is *T* or later (or the end, when there is none),
+and the offset the group has committed. A router commits an input's offset in the same transaction
+as the changes it routed from it (``streams.checkpoint``), so an input whose committed offset has
+reached that first offset has routed every event that reached Kafka before *T*, onto the changes
+topic, committed. Once the owner has then read its partition of the changes topic to the end it had
+after the question, it has read them all, and every change held with a time up to *T* is decided.
+Nothing is written for it — no progress messages, no chatter on an idle system — and it costs two
+requests to the broker, asked only while changes are held, at most every ``PROBE_INTERVAL_MS``.
+
+*T* is asked no later than ``ARRIVAL_SLACK_MS`` before the worker's clock: an event stamped before *T*
+by its producer may reach the broker up to that much later (linger, retries).
 
 **Bounded**: a change is held at most ``max_wait`` (``LIENTHONG_ORDER_MAX_WAIT``) on the worker's
 clock; past that it is decided with what is known, and said so in the log. That happens only when
-an input has no router for that long (every worker that could read it is down or rebalancing).
-**Late events**: an event that reaches Kafka with a time older than what its input had passed (a
-producer whose clock is behind) is decided when it arrives, like any other. **Order per record**: a
-record with held changes has every later change of its own held behind them, so that one record's
-changes are always decided in their order.
+an input has had no router that long (every worker that could read it down or rebalancing) or the
+broker cannot be asked. **Late events**: an event that reaches Kafka with a time older than what its
+input had passed (a producer whose clock is behind) is decided when it arrives, like any other.
+**Order per record**: a record with held changes has every later change of its own held behind
+them, so that one record's changes are always decided in their order.
 """
 
 from __future__ import annotations
@@ -35,112 +41,61 @@ from __future__ import annotations
 import base64
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from common.names import PROGRESS
-from streams.outputs import OutputMessage
 from streams.tables.state import PartitionState
 
 log = logging.getLogger(__name__)
 
-# How long after an event reaches Kafka a router may still be fetching it although the last fetch of
-# its partition answered "nothing more": the fetch's long-poll (fetch.wait.max.ms, streams.processor)
-# and a margin for the round trip and the batch in hand.
-FETCH_SLACK_MS = 250
+# How long after its producer stamped it an event may still reach the broker (linger, a retry).
+ARRIVAL_SLACK_MS = 250
+# How often an owner with held changes asks the broker how far the inputs are.
+PROBE_INTERVAL_MS = 200
 
 
-def input_name(topic: str, partition: int) -> str:
-    return f"{topic}:{partition}"
+@dataclass(frozen=True)
+class InputsAnswer:
+    """The broker's answer about every input partition at one moment, for a time ``at_ms``."""
+
+    at_ms: int  # the time asked about
+    first_at_or_after: Mapping[tuple[str, int], int]  # input -> first offset stamped at_ms or later; -1: none
+    ends: Mapping[tuple[str, int], int]  # input -> its end offset
+    committed: Mapping[tuple[str, int], int]  # input -> the group's committed offset (-1: none)
+
+    def behind(self) -> list[tuple[str, int]]:
+        """The inputs that have not routed (and committed) every event stamped before ``at_ms``."""
+        late = []
+        for where, end in self.ends.items():
+            first = self.first_at_or_after.get(where, -1)
+            needed = end if first < 0 else first
+            if max(self.committed.get(where, -1), 0) < needed:
+                late.append(where)
+        return late
 
 
-class RouterProgress:
-    """A router's view of its inputs: the newest time routed from each, and whether it is read to
-    its end; written as progress messages to every partition of the changes topic."""
+class InputsPassed:
+    """An owner's knowledge, per partition of the changes topic, of the time every input has passed:
+    confirmed once the partition is read to the end it had when the broker answered."""
 
     def __init__(self) -> None:
-        self.newest: dict[str, int] = {}  # input -> newest record timestamp routed (ms)
-        self.caught_up_at: dict[str, int] = {}  # input -> moment every earlier event was routed
-        self.at_end: set[str] = set()  # inputs whose fetch said "nothing more" since their last event
+        self.passed_ms = -1  # every change stamped up to this time has been read on this partition
+        self._pending: tuple[int, int] | None = None  # (time, end of the changes partition to read to)
 
-    def routed(self, topic: str, partition: int, timestamp_ms: int) -> None:
-        name = input_name(topic, partition)
-        if timestamp_ms > self.newest.get(name, -1):
-            self.newest[name] = timestamp_ms
-        self.at_end.discard(name)
+    def answered(self, at_ms: int, changes_end: int) -> None:
+        """Every input passed ``at_ms``; it counts once this partition is read to ``changes_end``."""
+        if at_ms > self.passed_ms and (self._pending is None or at_ms > self._pending[0]):
+            self._pending = (at_ms, changes_end)
 
-    def reached_end(self, topic: str, partition: int, consumed_at_ms: int) -> None:
-        """The consumer said the input is read to its end, in the batch consumed at ``consumed_at_ms``:
-        every event that reached Kafka up to the slack before was fetched, and routed in this batch
-        or before."""
-        name = input_name(topic, partition)
-        self.at_end.add(name)
-        self._caught_up(name, consumed_at_ms - FETCH_SLACK_MS)
-
-    def drained(self, polled_at_ms: int) -> None:
-        """The consumer's queue was empty when polled at ``polled_at_ms``: every input still at its end
-        has routed everything that reached Kafka up to the slack before."""
-        moment = polled_at_ms - FETCH_SLACK_MS
-        for name in self.at_end:
-            self._caught_up(name, moment)
-
-    def _caught_up(self, name: str, moment: int) -> None:
-        if moment > self.caught_up_at.get(name, -1):
-            self.caught_up_at[name] = moment
-
-    def forget(self, names: Iterable[str]) -> None:
-        """Inputs revoked from this worker: their new router speaks for them."""
-        for name in names:
-            self.newest.pop(name, None)
-            self.caught_up_at.pop(name, None)
-            self.at_end.discard(name)
-
-    def messages(self, changes_topic: str, partitions: int) -> list[OutputMessage]:
-        """One progress message per partition of the changes topic (none with no inputs)."""
-        names = set(self.newest) | set(self.caught_up_at)
-        if not names:
-            return []
-        value = orjson.dumps(
-            {name: max(self.newest.get(name, -1), self.caught_up_at.get(name, -1)) for name in sorted(names)}
-        )
-        headers = [(PROGRESS, b"1")]
-        return [OutputMessage(changes_topic, None, value, headers, partition) for partition in range(partitions)]
-
-
-class InputProgress:
-    """An owner's view, per partition of the changes topic, of how far each input has passed."""
-
-    def __init__(self, inputs: Iterable[str]) -> None:
-        self.inputs = set(inputs)  # every input partition a router reads (streams.loop)
-        self.passed_ms: dict[str, int] = {}
-        self._oldest: int | None = None  # min over the inputs, kept until the next progress message
-
-    def read(self, value: bytes) -> None:
-        """A progress message of the changes topic."""
-        try:
-            progress = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            log.error("ignored a progress message that is not JSON")
-            return
-        if not isinstance(progress, dict):
-            return
-        for name, moment in progress.items():
-            if isinstance(moment, int) and moment > self.passed_ms.get(name, -1):
-                self.passed_ms[name] = moment
-                self._oldest = None
-
-    def oldest(self) -> int:
-        """The moment every input has passed (-1 while one has said nothing)."""
-        if self._oldest is None:
-            passed = self.passed_ms
-            self._oldest = min((passed.get(name, -1) for name in self.inputs), default=-1)
-        return self._oldest
+    def read_to(self, position: int) -> None:
+        """The owner's consumer is at ``position`` on this partition."""
+        if self._pending is not None and position >= self._pending[1]:
+            self.passed_ms = max(self.passed_ms, self._pending[0])
+            self._pending = None
 
     def passed(self, moment_ms: int) -> bool:
-        return self.oldest() >= moment_ms
+        return moment_ms <= self.passed_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +145,7 @@ class HeldChanges:
         self.by_record: dict[str, deque[HeldChange]] = {}
 
     def load(self, items: Iterable[tuple[str, Any]]) -> None:
-        """What the ``held`` table holds (recovered with the partition), in key order."""
+        """What the ``held`` table holds (recovered with the partition)."""
         self.by_record.clear()
         changes = [HeldChange.from_json(key, value) for key, value in items]
         for change in sorted(changes, key=lambda change: change.offset):
@@ -198,6 +153,10 @@ class HeldChanges:
 
     def __len__(self) -> int:
         return sum(len(queue) for queue in self.by_record.values())
+
+    def newest_ms(self) -> int:
+        """The latest time among the held changes (-1: none held)."""
+        return max((change.timestamp_ms for queue in self.by_record.values() for change in queue), default=-1)
 
     def holds(self, record_key: str) -> bool:
         return record_key in self.by_record

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_END, KafkaError, KafkaException, TopicPartition
 
 from common.names import System, changes_topic, state_changelog_topic
 from common.settings import KafkaSettings
@@ -30,6 +30,7 @@ from streams.settings import TableSettings, WorkerSettings
 from streams.topics import cdc_topics, results_topic
 
 NOW_MS = 1_800_000_000_000  # the workers' clock in these tests
+ROUND_MS = 300  # how far it moves between two batches of ``Worker.run``
 APP_ID = "agent-test"
 INPUT_PARTITIONS = 2
 
@@ -202,6 +203,24 @@ class FakeConsumer:
             TopicPartition(tp.topic, tp.partition, self.read.get((tp.topic, tp.partition), -1001)) for tp in partitions
         ]
 
+    def offsets_for_times(self, partitions, timeout: float = 0) -> list[TopicPartition]:
+        """The first offset stamped at the asked time or later (-1: none); OFFSET_END asks the end."""
+        answers = []
+        for tp in partitions:
+            records = self.world.log[(tp.topic, tp.partition)]
+            if tp.offset == OFFSET_END:
+                offset = len(records)
+            else:
+                offset = next((r.offset for r in records if r.timestamp_ms >= tp.offset), -1)
+            answers.append(TopicPartition(tp.topic, tp.partition, offset))
+        return answers
+
+    def committed(self, partitions, timeout: float = 0) -> list[TopicPartition]:
+        offsets = self.world.group_offsets
+        return [
+            TopicPartition(tp.topic, tp.partition, offsets.get((tp.topic, tp.partition), -1001)) for tp in partitions
+        ]
+
     def consumer_group_metadata(self) -> str:
         return "group-metadata"
 
@@ -320,6 +339,9 @@ class Worker:
                 out.append(end_of(tp.topic, tp.partition))
         return out
 
+    def _holding(self) -> bool:
+        return any(owned.held.by_record for owned in self.loop.owned.values())
+
     def step(self, *, now_ms: int = NOW_MS) -> bool:
         """One batch: what the consumer has now. Whether it held any message."""
         messages = self.pending()
@@ -327,9 +349,10 @@ class Worker:
         return any(message.error() is None for message in messages)
 
     def run(self, *, rounds: int = 20, now_ms: int = NOW_MS) -> None:
-        """Route and decide until nothing new is left for this worker."""
-        for _ in range(rounds):
-            if not self.step(now_ms=now_ms):
+        """Route and decide until nothing new is left for this worker (its clock moves on a little
+        each round, as a worker's does between batches)."""
+        for n in range(rounds):
+            if not self.step(now_ms=now_ms + n * ROUND_MS) and not self._holding():
                 return
         raise AssertionError(f"the loop still had messages after {rounds} rounds")
 

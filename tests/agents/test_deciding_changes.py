@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.agents.conftest import NOW_MS, Worker, change, every_subscribed_partition, headers_of, put, sent
+from tests.agents.conftest import NOW_MS, ROUND_MS, Worker, change, every_subscribed_partition, headers_of, put, sent
 
 
 def crm_copy_created_and_renamed() -> tuple[bytes, bytes]:
@@ -70,7 +70,8 @@ def test_bad_input_goes_to_the_dead_letter_topic_whole_and_the_stream_goes_on(wo
         str(bad.partition).encode(),
         str(bad.offset).encode(),
     ), "where it was first read, not where it was routed"
-    assert headers["failed.at_ms"] == str(NOW_MS).encode()
+    # the worker's clock when it decided: the second batch (the first routed it to its tenant's partition)
+    assert headers["failed.at_ms"] == str(NOW_MS + ROUND_MS).encode()
     # the good event after the bad ones still produced its command
     assert [c["rule"] for _, c in sent(world, "commands.crm")] == ["CUS-6"]
 
@@ -113,21 +114,20 @@ def test_a_crm_edit_routed_before_the_acct_create_it_follows_waits_for_it(world,
 
 
 def test_a_held_change_waits_for_an_input_with_no_router_at_most_the_order_wait(world, tmp_path, caplog):
-    """One input has no router (its worker is gone): a change resting on an absence waits for it no
-    longer than LIENTHONG_ORDER_MAX_WAIT, then is decided with what is known, and the log says so."""
+    """One input has no router (its worker is gone) and holds an earlier event: a change resting on an
+    absence waits for it no longer than LIENTHONG_ORDER_MAX_WAIT, then is decided with what is known,
+    and the log says so."""
     worker = Worker(world, tmp_path, order_max_wait=10)
-    all_but_one = [
-        tp
-        for tp in every_subscribed_partition(world)
-        if not (tp.topic == "cdc.acct.customer" and tp.partition == 0)  # nobody routes it
-    ]
-    worker.start(all_but_one)
+    unrouted = ("cdc.acct.customer", 0)
+    worker.start([tp for tp in every_subscribed_partition(world) if (tp.topic, tp.partition) != unrouted])
+    other = change(tenant="t9", event_id="e-9", after={"id": "A9", "code": "KH9"})
+    world.append(*unrouted, b"t9:A9", other, None, NOW_MS - 2000)  # nobody routes it
     _crm_created, crm_edited = crm_copy_created_and_renamed()
     put(world, "cdc.crm.customer", b"t1:C1", crm_edited, at_ms=NOW_MS - 1000)
-    worker.run()
-    worker.run(now_ms=NOW_MS + 5_000)
+    for now_ms in (NOW_MS, NOW_MS + 300, NOW_MS + 5_000):
+        worker.step(now_ms=now_ms)
     assert worker.counts["held"] == 1 and not sent(world, "audit.sync"), "still waiting after 5 s"
-    worker.run(now_ms=NOW_MS + 10_000)
+    worker.step(now_ms=NOW_MS + 10_300)
     ((_, audit),) = sent(world, "audit.sync")
     assert audit["event_id"] == "e-7" and [note["tag"] for note in audit["notes"]] == ["not_linked"]
     assert "before every input passed its time" in caplog.text

@@ -77,9 +77,7 @@ def produce_business(settings: WorkerSettings, tenants: list[str], *, spread_ms:
 def audits_of_edits(settings: WorkerSettings, tenants: list[str], timeout: float) -> dict[str, dict]:
     """The audit record of each tenant's edit (event ``<tenant>-2``), once every one is there."""
     consumer = Consumer(
-        confluent_config(
-            settings.kafka, {"group.id": f"check-{uuid.uuid4()}", "auto.offset.reset": "earliest"}
-        )
+        confluent_config(settings.kafka, {"group.id": f"check-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
     )
     consumer.subscribe([settings.kafka.topic_prefix + "audit.sync"])
     wanted = {f"{tenant}-2": tenant for tenant in tenants}
