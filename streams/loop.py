@@ -215,11 +215,14 @@ class ProcessingLoop:
         metrics.REBALANCES.labels("worker").inc()
         if not changes:
             self._maybe_ready()
+        by_topic: dict[str, list[int]] = defaultdict(list)
+        for tp in partitions:
+            by_topic[tp.topic].append(tp.partition)
         log.info(
             "assigned %d partition(s), %d of the changes topic to restore: %s",
             len(partitions),
             len(changes),
-            sorted(changes),
+            "; ".join(f"{topic} {','.join(map(str, sorted(ps)))}" for topic, ps in sorted(by_topic.items())),
         )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -58,7 +58,7 @@ UNITS_PER_TENANT = 4
 SPREAD_S = 45.0  # units start over this many seconds
 APP_ID = "lienthong-chaos-app"
 FAULTS = {"error_rate": 0.08, "throttle_rate": 0.05, "retry_after_s": 0.1, "timeout_rate": 0.02, "timeout_s": 1.5}
-RECOVERY = b"[^---Recovery]: Highwater"
+RECOVERY = b"of the changes topic to restore"
 
 
 def poison(tenant: str) -> list[tuple[str, bytes, bytes]]:

@@ -196,7 +196,7 @@ def test_a_worker_killed_at_many_points_sends_what_an_unkilled_one_sends(bootstr
         time.sleep(0.5)
         worker = kill(worker, "right after start")
         wait_until(
-            lambda: worker.log_path.read_bytes().count(b"[^---Recovery]: Highwater") > 0,
+            lambda: worker.log_path.read_bytes().count(b"of the changes topic to restore") > 0,
             60,
             "recovery to begin",
             worker,

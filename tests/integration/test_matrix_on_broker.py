@@ -17,14 +17,13 @@ def keyed(messages, topic, tenant):
 
 
 def last_assignment(log: str, topic: str) -> str:
-    """The partitions of ``topic`` the worker's consumer was last assigned, as aiokafka logs them
-    ("Setting newly assigned partitions {TopicPartition(topic=..., partition=N), ...}"), in text or
-    JSON logs alike; "" when none."""
-    lines = [line for line in log.splitlines() if "Setting newly assigned partitions" in line]
+    """The partitions of ``topic`` the worker's consumer was last assigned, as the processing loop logs
+    them ("assigned N partition(s), …: <topic> 0,3; <topic> 1"), in text or JSON logs alike; "" when none."""
+    lines = [line for line in log.splitlines() if "of the changes topic to restore" in line]
     if not lines:
         return ""
-    found = re.findall(rf"TopicPartition\(topic='{re.escape(topic)}', partition=(\d+)\)", lines[-1])
-    return ",".join(sorted(found, key=int))
+    found = re.search(rf"(?:: |; ){re.escape(topic)} ([0-9,]+)", lines[-1])
+    return found.group(1) if found else ""
 
 
 def audits_for(messages, tenant):
