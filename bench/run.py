@@ -58,6 +58,7 @@ class Report:
     worker: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
     ratio: float | None = None
+    scale: list[dict[str, Any]] = field(default_factory=list)
     latency: dict[str, Any] = field(default_factory=dict)
     decide: dict[str, Any] = field(default_factory=dict)
     rss: dict[str, Any] = field(default_factory=dict)
@@ -138,8 +139,10 @@ class WorkerProcess:
             "LIENTHONG_TOPIC_PREFIX": settings.kafka.topic_prefix,
             "LIENTHONG_DATA_DIR": str(settings.tables.data_dir),
             "LIENTHONG_WEB_ENABLED": "false",
-            "LIENTHONG_LOG_LEVEL": os.environ.get("BENCH_WORKER_LOG_LEVEL", "warn"),
+            "LIENTHONG_LOG_LEVEL": os.environ.get("BENCH_WORKER_LOG_LEVEL", "info"),
+            "LIENTHONG_LOG_FORMAT": "text",
         }
+        self.log_path = log_path
         self.log = open(log_path, "wb")  # noqa: SIM115 - open as long as the worker runs
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cli", "worker"],
@@ -166,6 +169,17 @@ class WorkerProcess:
         except FileNotFoundError:
             pass
         return 0.0
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the worker process so far, all its threads (user + system)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def ready(self) -> bool:
+        return b"Worker ready" in self.log_path.read_bytes()
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -196,19 +210,38 @@ def fresh_topics(bootstrap: str, data: Path) -> Iterator[WorkerSettings]:
         delete_topics_with_prefix(settings.kafka, prefix)
 
 
-def drain(settings: WorkerSettings, workload: list[Event], log_dir: Path, timeout: float) -> dict[str, Any]:
-    """Preload the workload, run one worker until it committed the end of its inputs."""
+def drain(
+    settings: WorkerSettings, workload: list[Event], log_dir: Path, timeout: float, *, workers: int = 1
+) -> dict[str, Any]:
+    """``workers`` workers of one group, started and ready on empty topics; then the workload produced
+    as fast as the broker takes it; until the group committed the end of its inputs and of the changes
+    topic. Events/s over the processing time (first to last audit record); the CPU of all workers."""
     bootstrap = settings.kafka.bootstrap_servers
-    preload(bootstrap, settings.kafka.topic_prefix, workload)
-    inputs = [settings.kafka.topic_prefix + spec.name for spec in cdc_topics()]
-    ends = {tp: end for tp, end in end_offsets(bootstrap, inputs).items() if end > 0}
-    worker = WorkerProcess(settings, log_dir / f"worker-{len(workload)}.log")
+    running = [
+        WorkerProcess(
+            settings.model_copy(
+                update={"tables": settings.tables.model_copy(update={"data_dir": settings.tables.data_dir / f"w{n}"})}
+            ),
+            log_dir / f"worker-{len(workload)}-{workers}-{n}.log",
+        )
+        for n in range(workers)
+    ]
     started = time.monotonic()
     try:
-        deadline = started + timeout
+        deadline = started + 120
+        while not (all(worker.ready() for worker in running) and group_members(bootstrap, settings.app_id) == workers):
+            if time.monotonic() > deadline or any(worker.process.poll() is not None for worker in running):
+                raise RuntimeError(f"the {workers} worker(s) did not all become ready (logs in {log_dir})")
+            time.sleep(0.2)
+        cpu_before = sum(worker.cpu_seconds() for worker in running)
+        preload(bootstrap, settings.kafka.topic_prefix, workload)
+        inputs = [settings.kafka.topic_prefix + spec.name for spec in cdc_topics()]
+        ends = {tp: end for tp, end in end_offsets(bootstrap, inputs).items() if end > 0}
+        deadline = time.monotonic() + timeout
         done = False
-        while time.monotonic() < deadline and worker.process.poll() is None:
-            worker.sample_rss()
+        while time.monotonic() < deadline and all(worker.process.poll() is None for worker in running):
+            for worker in running:
+                worker.sample_rss()
             time.sleep(0.5)
             group = committed(bootstrap, settings.app_id, list(ends))
             if all(group.get(tp, 0) >= end for tp, end in ends.items()):
@@ -219,18 +252,21 @@ def drain(settings: WorkerSettings, workload: list[Event], log_dir: Path, timeou
                 if all(inner.get(tp, 0) >= end for tp, end in internal_ends.items()):
                     done = True
                     break
+        cpu = sum(worker.cpu_seconds() for worker in running) - cpu_before
         wall = time.monotonic() - started
         if not done:
             raise RuntimeError(
-                f"the worker did not drain {len(workload)} events within {timeout:g}s (log in {log_dir})"
+                f"{workers} worker(s) did not drain {len(workload)} events within {timeout:g}s (logs in {log_dir})"
             )
     finally:
-        worker.stop()
+        for worker in running:
+            worker.stop()
     audits = read_timestamps(bootstrap, settings.kafka.topic_prefix + AUDIT, len(workload))
     times = sorted(ts for ts, _ in audits)
     commands = sum(len(orjson.loads(value).get("commands") or []) for _, value in audits)
     processing = max((times[-1] - times[0]) / 1000, 1e-3) if times else wall
     return {
+        "workers": workers,
         "events": len(workload),
         "audit_records": len(audits),
         "commands": commands,
@@ -238,9 +274,20 @@ def drain(settings: WorkerSettings, workload: list[Event], log_dir: Path, timeou
         "wall_s_with_startup": round(wall, 2),
         "events_per_s": round(len(workload) / processing),
         "commands_per_s": round(commands / processing),
-        "peak_rss_mb": round(worker.peak_rss_mb, 1),
-        "rss_samples_mb": [round(s, 1) for s in worker.rss_samples],
+        "cpu_us_per_event": round(cpu / len(workload) * 1e6, 1),
+        "peak_rss_mb": round(max(worker.peak_rss_mb for worker in running), 1),
+        "rss_samples_mb": [round(s, 1) for s in running[0].rss_samples],
     }
+
+
+def group_members(bootstrap: str, group: str) -> int:
+    """How many members the consumer group has, once it is stable (0 before)."""
+    admin = AdminClient(kafka_client(bootstrap))
+    try:
+        described = admin.describe_consumer_groups([group])[group].result(10)
+    except Exception:  # noqa: BLE001 - a group not formed yet, or a slow broker: not ready
+        return 0
+    return len(described.members) if str(described.state).endswith("STABLE") else 0
 
 
 def baseline(settings: WorkerSettings, workload: list[Event]) -> dict[str, Any]:
@@ -378,6 +425,10 @@ def table(report: Report) -> str:
             f"{rss.get('first_mb')} / {rss.get('peak_mb')} / {rss.get('last_mb')}" if rss else None,
         ),
     ]
+    for drained in report.scale[1:] if len(report.scale) > 1 else []:
+        rows.append((f"{drained['workers']} workers drain (events/s)", drained["events_per_s"]))
+    for drained in report.scale:
+        rows.append((f"{drained['workers']} worker(s): CPU of all workers per event (µs)", drained["cpu_us_per_event"]))
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {'-' if value is None else value}" for name, value in rows]
     return "\n".join(lines)
@@ -394,6 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "latest.json")
     parser.add_argument("--bootstrap", default=KafkaSettings().bootstrap_servers)
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="workers of one group draining the backlog; a list (1,2,3) drains it once per count, each on "
+        "fresh topics: the scale-out measurement",
+    )
     args = parser.parse_args(argv)
 
     report = Report(machine=machine(), settings={k: v for k, v in vars(args).items() if k != "json"})
@@ -404,14 +461,19 @@ def main(argv: list[str] | None = None) -> int:
         if "drain" in args.skip and not args.rate and "latency" not in args.skip:
             parser.error("--skip drain needs --rate for the latency run (its default is half the drain rate)")
         if "drain" not in args.skip:
-            with fresh_topics(args.bootstrap, data) as settings:
-                print(f"worker: draining {len(workload)} events ...", flush=True)
-                report.worker = drain(settings, workload, data, args.timeout)
-                report.worker.pop("rss_samples_mb")
-                if "baseline" not in args.skip:
-                    print("baseline: the same events through consume -> decode -> produce ...", flush=True)
-                    report.baseline = baseline(settings, workload)
-                    report.ratio = round(report.worker["events_per_s"] / report.baseline["events_per_s"], 4)
+            counts = [int(n) for n in str(args.workers).split(",")]
+            for n, count in enumerate(counts):
+                with fresh_topics(args.bootstrap, data) as settings:
+                    print(f"{count} worker(s): draining {len(workload)} events ...", flush=True)
+                    drained = drain(settings, workload, data, args.timeout, workers=count)
+                    drained.pop("rss_samples_mb")
+                    report.scale.append(drained)
+                    if n == 0:
+                        report.worker = drained
+                        if "baseline" not in args.skip:
+                            print("baseline: the same events through consume -> decode -> produce ...", flush=True)
+                            report.baseline = baseline(settings, workload)
+                            report.ratio = round(report.worker["events_per_s"] / report.baseline["events_per_s"], 4)
         if "latency" not in args.skip:
             rate = args.rate or max(1.0, report.worker["events_per_s"] / 2)
             print(f"latency: {rate:.0f} events/s offered for {args.latency_seconds:g}s ...", flush=True)
