@@ -31,6 +31,7 @@ from pydantic import SecretStr
 
 from amis.errors import REFUSAL_STATUS, ProtocolError, Refused, Transient
 from common import metrics
+from common.names import System
 
 VN = timezone(timedelta(hours=7))
 TAKE_MAX = 100
@@ -209,7 +210,7 @@ class ActClient:
 
     async def _send(self, method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
         try:
-            with metrics.api_call("acct", path) as done:
+            with metrics.api_call(System.ACCT, path) as done:
                 async with self.session.request(
                     method, self.base_url + path, data=orjson.dumps(body), headers=headers, timeout=self.timeout
                 ) as response:
@@ -253,9 +254,9 @@ class ActClient:
         try:
             token = await self._fetch_token(tenant)
         except Exception:
-            metrics.TOKEN_RENEWALS.labels("acct", "failed").inc()
+            metrics.TOKEN_RENEWALS.labels(System.ACCT, "failed").inc()
             raise
-        metrics.TOKEN_RENEWALS.labels("acct", "ok").inc()
+        metrics.TOKEN_RENEWALS.labels(System.ACCT, "ok").inc()
         return token
 
     async def _fetch_token(self, tenant: str) -> _Token:

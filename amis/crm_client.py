@@ -28,6 +28,7 @@ from pydantic import SecretStr
 
 from amis.errors import ProtocolError, Refused, Transient
 from common import metrics
+from common.names import System
 
 MAX_PAGE_SIZE = 100
 
@@ -171,9 +172,9 @@ class CrmClient:
         try:
             token = await self._fetch_token(tenant)
         except Exception:
-            metrics.TOKEN_RENEWALS.labels("crm", "failed").inc()
+            metrics.TOKEN_RENEWALS.labels(System.CRM, "failed").inc()
             raise
-        metrics.TOKEN_RENEWALS.labels("crm", "ok").inc()
+        metrics.TOKEN_RENEWALS.labels(System.CRM, "ok").inc()
         return token
 
     async def _fetch_token(self, tenant: str) -> _Token:
@@ -205,7 +206,7 @@ class CrmClient:
         body: Any = None,
     ) -> tuple[int, bytes, str | None]:
         try:
-            with metrics.api_call("crm", path) as done:
+            with metrics.api_call(System.CRM, path) as done:
                 async with self.session.request(
                     method,
                     self.base_url + path,

@@ -93,7 +93,7 @@ def events(orders: int, tenants: int, lines: int) -> Iterator[tuple[bytes, bytes
                     change_event_json(
                         event_id=f"{tenant}-{entity}-{n}",
                         tenant=tenant,
-                        system="acct",
+                        system=System.ACCT,
                         entity=entity,
                         op="c",
                         ts_ms=ts + n * 3 + i,

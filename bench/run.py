@@ -43,10 +43,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.workload import Event, events
 from common.kafka_config import confluent_config
+from common.names import AUDIT, changes_topic
 from common.settings import KafkaSettings
 from ops.admin import create_topics, delete_topics_with_prefix
 from streams.settings import TableSettings, WorkerSettings
-from streams.topics import AUDIT, cdc_topics
+from streams.topics import cdc_topics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -213,7 +214,7 @@ def drain(settings: WorkerSettings, workload: list[Event], log_dir: Path, timeou
             group = committed(bootstrap, settings.app_id, list(ends))
             if all(group.get(tp, 0) >= end for tp, end in ends.items()):
                 # the changes topic too: everything routed by tenant has been decided
-                internal = f"{settings.app_id}-changes"
+                internal = changes_topic(settings.app_id)
                 internal_ends = {tp: e for tp, e in end_offsets(bootstrap, [internal]).items() if e > 0}
                 inner = committed(bootstrap, settings.app_id, list(internal_ends))
                 if all(inner.get(tp, 0) >= end for tp, end in internal_ends.items()):

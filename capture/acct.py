@@ -35,6 +35,7 @@ from capture.polling import PollingCapture, tried_again_next_poll
 from capture.state import Reporter
 from common import metrics
 from common.logs import about
+from common.names import System
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class ActCapture(PollingCapture):
             )
 
         produced = await self._scan(tenant, entity, report, deleted=False)
-        metrics.CAPTURE_LAST_POLL.labels("acct", entity).set_to_current_time()
+        metrics.CAPTURE_LAST_POLL.labels(System.ACCT, entity).set_to_current_time()
         return produced
 
     async def poll_deletions(self, tenant: str, entity: str) -> int:

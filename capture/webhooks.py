@@ -32,9 +32,8 @@ from pydantic import SecretStr
 from amis.crm_mapping import from_crm
 from common import metrics
 from common.delivery import produce_acknowledged
-from common.names import ENTITIES, System
+from common.names import ENTITIES, System, cdc_topic
 from streams.core.contract import change_event_json
-from streams.topics import cdc_topic
 
 SECRETS = web.AppKey("secrets", dict)
 PRODUCER = web.AppKey("producer", Producer)
@@ -57,9 +56,11 @@ async def receive(request: web.Request) -> web.Response:
 
 
 async def _receive(request: web.Request) -> web.Response:
-    system, tenant = request.match_info["system"], request.match_info["tenant"]
-    if system not in {s.value for s in System}:
-        return error(404, f"unknown system {system!r}")
+    name, tenant = request.match_info["system"], request.match_info["tenant"]
+    try:
+        system = System(name)
+    except ValueError:
+        return error(404, f"unknown system {name!r}")
     body = await request.read()
     secret = request.app[SECRETS].get((system, tenant))
     timestamp = request.headers.get("X-Timestamp", "")
@@ -78,10 +79,10 @@ async def _receive(request: web.Request) -> web.Response:
         event_id = str(payload["event_id"])
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         return error(400, f"not a webhook payload: {exc}")
-    if entity not in ENTITIES[System(system)]:
+    if entity not in ENTITIES[system]:
         return error(400, f"{system} has no entity {entity!r}")
     records = {name: payload.get(name) for name in ("before", "after")}
-    if system == "crm":
+    if system == System.CRM:
         records = {name: from_crm(entity, r) if isinstance(r, dict) else r for name, r in records.items()}
     record = records["after"] or records["before"] or {}
     event = change_event_json(

@@ -19,6 +19,7 @@ import time
 from amis.errors import Refused, Transient
 from amis.ledger import CallbackOutcome
 from common import metrics
+from common.names import System
 from connectors.in_flight import Stopping
 from connectors.reporting import Outcome
 from connectors.writers import ActWriter, Pending, ResultNotFound, Writer, Written, no_callback
@@ -51,7 +52,7 @@ class Applier:
         self,
         writer: Writer,
         *,
-        system: str,
+        system: System,
         concurrency: int,
         rate: float,
         max_attempts: int,

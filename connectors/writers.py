@@ -27,6 +27,7 @@ from amis.crm_client import CrmClient
 from amis.errors import Refused, Transient
 from amis.ledger import CallbackOutcome, WriteLedger
 from amis.mapping import MappingError
+from common.names import System
 from streams.core.contract import Command
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/lienthong/org_refid")
@@ -63,7 +64,7 @@ def org_refid_for(command: Command) -> str:
 
 
 class CrmWriter:
-    system = "crm"
+    system = System.CRM
 
     def __init__(self, client: CrmClient, ledger: WriteLedger) -> None:
         self.client = client
@@ -99,7 +100,7 @@ class CrmWriter:
         except MappingError as exc:
             raise not_sayable("CRM", exc) from None
         wire.pop("id", None)
-        note = self.ledger.note_write("crm", tenant, command.entity, record_id=record_id, code=code, fields=noted)
+        note = self.ledger.note_write(System.CRM, tenant, command.entity, record_id=record_id, code=code, fields=noted)
         if record_id:
             (result,) = await self.client.update(tenant, spec.resource, [{"id": int(record_id), **wire}])
             if result.success:
@@ -115,7 +116,7 @@ class CrmWriter:
 
 
 class ActWriter:
-    system = "acct"
+    system = System.ACCT
 
     def __init__(self, client: ActClient, ledger: WriteLedger) -> None:
         self.client = client
@@ -145,7 +146,9 @@ class ActWriter:
         state = {"update": 2, "delete": 3}.get(command.op.value, 1)
         item.update(dictionary_type=spec.dictionary_type, state=state)
         if state != 3:
-            self.ledger.note_write("acct", tenant, command.entity, record_id=command.key.id, code=code, fields=noted)
+            self.ledger.note_write(
+                System.ACCT, tenant, command.entity, record_id=command.key.id, code=code, fields=noted
+            )
         (result,) = await self.client.save_dictionary(tenant, [item])
         if result.get("success") is not True:
             if state == 3 and "không tồn tại" in str(result.get("error_message")):
@@ -195,7 +198,7 @@ class ActWriter:
                 line.setdefault("sort_order", n)
                 if "amount" in line:
                     line["amount_oc"] = line["amount"]
-        self.ledger.note_write("acct", tenant, command.entity, record_id=org_refid, code=code, fields=noted)
+        self.ledger.note_write(System.ACCT, tenant, command.entity, record_id=org_refid, code=code, fields=noted)
         expected = self.ledger.expect_callback(tenant, org_refid, 1, command.command_id)
         await self.client.save(tenant, [voucher])
         return Pending(expected, tenant, org_refid, 1, code, since)

@@ -34,16 +34,17 @@ import aiohttp
 import orjson
 
 from amis import acct_mapping, crm_mapping
-from amis.credentials import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials
+from amis.acct_client import ActClient
+from amis.credentials import acct_app_id, acct_credentials, crm_credentials
+from amis.crm_client import CrmClient
 from amis.errors import ProtocolError, Refused, Transient
 from amis.mapping import RecordMap
 from amis.settings import AmisSettings
-from common.names import System
+from common.names import AUDIT, System, commands_topic
 from common.settings import KafkaSettings
 from streams.core.commands import audit_record, build_command, mapped_fields
 from streams.core.contract import Action, AuditRecord, ChangeEvent, Command, CommandKey, Op, dumps
 from streams.core.rules import Effect, Rule, RuleBook, load_rules
-from streams.topics import AUDIT, commands_topic
 
 ENTITIES = ("customer", "product")  # what both public APIs list
 SANDBOX_ENTITIES = ("product_category",)  # listed by the sandboxes only (extensions)
@@ -221,8 +222,8 @@ def compare(
             compared += 1
             differing = [name for name, value in sorted(fields.items()) if not same(value, to_side.record.get(name))]
             for name in differing:
-                values = {source.value: fields[name], target.value: to_side.record.get(name)}
-                drift.append(Drift(entity, code, "differs", name, values["crm"], values["acct"], rule.id))
+                values = {source: fields[name], target: to_side.record.get(name)}
+                drift.append(Drift(entity, code, "differs", name, values[System.CRM], values[System.ACCT], rule.id))
         if not differing:
             continue
         write = rule.write_target()
@@ -343,14 +344,14 @@ def publish_repairs(kafka: KafkaSettings, report: Report, timeout: float = 30.0)
     audit_topic = kafka.topic_prefix + AUDIT
     try:
         publisher = Publisher(
-            kafka, [audit_topic, *{kafka.topic_prefix + commands_topic(c.target.value) for c in report.commands}]
+            kafka, [audit_topic, *{kafka.topic_prefix + commands_topic(c.target) for c in report.commands}]
         )
     except LagError as exc:
         raise ReconcileError(str(exc)) from None
     try:
         for command in report.commands:
             publisher.produce(
-                kafka.topic_prefix + commands_topic(command.target.value),
+                kafka.topic_prefix + commands_topic(command.target),
                 command.message_key.encode(),
                 dumps(command),
             )

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from capture.settings import WebhookSettings
 from cli.settings_doc import services
 from common.kafka_config import describe
+from common.names import System
 from common.settings import KafkaSettings, read_settings
 from connectors.settings import ConnectorServiceSettings
 from ops.settings import OpsSettings
@@ -93,7 +94,7 @@ def sandbox_logins(system: str) -> str:
     return json.dumps({f"partner-app:{SENTINELS['sandbox-access']}": "cty-a"})
 
 
-@pytest.mark.parametrize("system", ["crm", "acct"])
+@pytest.mark.parametrize("system", list(System))
 def test_the_older_and_the_sandbox_credentials_are_read_but_never_shown(tmp_path, monkeypatch, system):
     from amis.credentials import acct_credentials, crm_credentials
     from cli.main import sandbox_credentials

@@ -16,6 +16,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from common.names import DLQ_CDC, ERROR_KIND, ERROR_MESSAGE, FAILED_AT_MS, ORIGIN_TOPIC, parse_cdc_topic
+
 Status = Literal["in sync", "pending", "failing"]
 STATUSES: tuple[Status, ...] = ("in sync", "pending", "failing")
 FAILED = {"rejected", "failed"}
@@ -150,22 +152,24 @@ class SyncHealth:
         named = {name: _text(raw) for name, raw in headers}
         letter = DeadLetter(
             topic=topic,
-            reason=named.get("error.kind", "unknown"),
+            reason=named.get(ERROR_KIND, "unknown"),
             key=_text(key),
-            message=named.get("error.message", ""),
-            origin=named.get("origin.topic", ""),
-            failed_at_ms=int(named.get("failed.at_ms") or 0),
+            message=named.get(ERROR_MESSAGE, ""),
+            origin=named.get(ORIGIN_TOPIC, ""),
+            failed_at_ms=int(named.get(FAILED_AT_MS) or 0),
         )
         self.letter_counts[(topic, letter.reason)] += 1
         self.letters.append(letter)
-        # a change event dead-lettered: cdc.<system>.<entity> names the entity, the key <tenant>:<record id>
-        origin = letter.origin.split(".")
+        # a change event dead-lettered: its origin topic (the deployment's prefix, then cdc.<system>.<entity>)
+        # names the entity, the key <tenant>:<record id>
+        names = parse_cdc_topic(".".join(letter.origin.split(".")[-3:]))
         tenant, _, record_id = letter.key.partition(":")
-        if topic == "dlq.cdc" and len(origin) >= 3 and origin[-3] == "cdc" and record_id:
-            key_ = (tenant, origin[-1], record_id)
+        if topic == DLQ_CDC and names is not None and record_id:
+            system, entity = names
+            key_ = (tenant, entity, record_id)
             record = self.records.get(key_)
             if record is None:
-                record = self.records[key_] = RecordState(*key_, system=origin[-2])
+                record = self.records[key_] = RecordState(*key_, system=system)
             record.dead_letter = f"dead-lettered on {topic}: {letter.reason}: {letter.message}"
             record.dead_letter_ms = letter.failed_at_ms
             record.last_change_ms = max(record.last_change_ms, letter.failed_at_ms)

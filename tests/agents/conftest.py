@@ -21,13 +21,13 @@ import orjson
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from common.names import System, changes_topic, state_changelog_topic
+from common.names import System, changes_topic, results_topic, state_changelog_topic
 from common.settings import KafkaSettings
 from streams.app import build_loop
 from streams.core.rules import load_rules
 from streams.loop import ProcessingLoop
 from streams.settings import TableSettings, WorkerSettings
-from streams.topics import cdc_topics, results_topic
+from streams.topics import cdc_topics
 
 NOW_MS = 1_800_000_000_000  # the workers' clock in these tests
 APP_ID = "agent-test"

@@ -84,7 +84,7 @@ async def acct_world(module_settings: WorkerSettings, tmp_path: Path, tenant: st
     await sandbox.start_server()
     client = ActClient(str(sandbox.make_url("")), session, APP_ID, creds)
     reporter = Reporter(
-        "acct",
+        System.ACCT,
         CaptureState(tmp_path / "acct-capture.sqlite"),
         ledger,
         new_producer(confluent_config(module_settings.kafka)),
@@ -329,7 +329,7 @@ async def test_a_restart_in_the_middle_of_a_dictionary_scan_repeats_the_same_eve
 
         def capture(crash_after: int | None) -> ActCapture:
             reporter = Reporter(
-                "acct",
+                System.ACCT,
                 CaptureState(state_path),
                 world.ledger,
                 world.capture.reporter.producer,

@@ -67,7 +67,7 @@ class World:
 
     def capture(self, *, page_size: int = 3, overlap_s: float = 0.0, crash_after: int | None = None) -> CrmCapture:
         reporter = Reporter(
-            "crm",
+            System.CRM,
             CaptureState(self.state_path),
             self.ledger,
             new_producer(confluent_config(self.settings.kafka)),
