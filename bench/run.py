@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
-class Report:
+class BenchReport:
     machine: dict[str, Any]
     settings: dict[str, Any]
     worker: dict[str, Any] = field(default_factory=dict)
@@ -244,7 +244,7 @@ def drain(settings: WorkerSettings, workload: list[Event], log_dir: Path, timeou
     }
 
 
-def baseline(settings: WorkerSettings, workload: list[Event]) -> dict[str, Any]:
+def passthrough(settings: WorkerSettings, workload: list[Event]) -> dict[str, Any]:
     """The same events: consume -> orjson decode -> produce, nothing else (librdkafka both ways)."""
     bootstrap = settings.kafka.bootstrap_servers
     sink = settings.kafka.topic_prefix + "bench.passthrough"
@@ -359,7 +359,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def table(report: Report) -> str:
+def table(report: BenchReport) -> str:
     w, b, lat, d, rss = report.worker, report.baseline, report.latency, report.decide, report.rss
     rows = [
         ("worker drain (events/s)", w.get("events_per_s")),
@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args(argv)
 
-    report = Report(machine=machine(), settings={k: v for k, v in vars(args).items() if k != "json"})
+    report = BenchReport(machine=machine(), settings={k: v for k, v in vars(args).items() if k != "json"})
     report.settings["json"] = str(args.json)
     workload = list(events(args.events, args.tenants))
     with tempfile.TemporaryDirectory(prefix="lienthong-bench-") as tmp:
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                 report.worker.pop("rss_samples_mb")
                 if "baseline" not in args.skip:
                     print("baseline: the same events through consume -> decode -> produce ...", flush=True)
-                    report.baseline = baseline(settings, workload)
+                    report.baseline = passthrough(settings, workload)
                     report.ratio = round(report.worker["events_per_s"] / report.baseline["events_per_s"], 4)
         if "latency" not in args.skip:
             rate = args.rate or max(1.0, report.worker["events_per_s"] / 2)

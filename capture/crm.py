@@ -27,7 +27,7 @@ from datetime import datetime
 from amis import crm_mapping
 from amis.crm_client import MAX_PAGE_SIZE, CrmClient
 from capture.polling import PollingCapture, tried_again_next_poll
-from capture.state import Reporter
+from capture.state import ChangeReporter
 from common import metrics
 from common.names import System
 
@@ -43,7 +43,7 @@ class CrmCapture(PollingCapture):
     def __init__(
         self,
         client: CrmClient,
-        reporter: Reporter,
+        reporter: ChangeReporter,
         tenants: Sequence[str],
         *,
         entities: Sequence[str] = tuple(crm_mapping.DOCUMENTED),

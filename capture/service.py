@@ -29,7 +29,7 @@ from amis.ledger import WriteLedger
 from capture.acct import ActCapture
 from capture.crm import CrmCapture
 from capture.settings import CaptureSettings
-from capture.state import CaptureState, Reporter, new_producer
+from capture.state import CaptureState, ChangeReporter, new_producer
 from common import metrics
 from common.kafka_config import confluent_config
 from common.names import System
@@ -46,7 +46,7 @@ async def serve_capture(system: System, settings: CaptureSettings, stop: asyncio
     state = CaptureState(settings.data_dir / "capture" / f"{system}-capture.sqlite")
     ledger = WriteLedger(shared_ledger_path(settings.data_dir, settings.ledger_dir, system))
     producer = new_producer(confluent_config(settings.kafka))
-    reporter = Reporter(system, state, ledger, producer, topic_prefix=settings.kafka.topic_prefix)
+    reporter = ChangeReporter(system, state, ledger, producer, topic_prefix=settings.kafka.topic_prefix)
     runner: web.AppRunner | None = None
     try:
         async with aiohttp.ClientSession() as session:

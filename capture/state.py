@@ -116,7 +116,7 @@ class CaptureState:
             self._db.execute("INSERT OR REPLACE INTO watermarks (name, value) VALUES (?, ?)", (name, value))
 
 
-class Reporter:
+class ChangeReporter:
     """Observations in, change events out: compares with the image, decides op and origin, produces,
     and keeps the new image once the broker has the event."""
 

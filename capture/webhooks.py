@@ -40,7 +40,7 @@ PRODUCER = web.AppKey("producer", Producer)
 SETTINGS = web.AppKey("settings", dict)
 
 
-def sign(secret: str, timestamp: str, body: bytes) -> str:
+def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
     digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     return f"sha256={digest}"
 
@@ -65,7 +65,7 @@ async def _receive(request: web.Request) -> web.Response:
     secret = request.app[SECRETS].get((system, tenant))
     timestamp = request.headers.get("X-Timestamp", "")
     signature = request.headers.get("X-Signature", "")
-    if secret is None or not hmac.compare_digest(sign(secret, timestamp, body), signature):
+    if secret is None or not hmac.compare_digest(webhook_signature(secret, timestamp, body), signature):
         return error(401, "bad signature")
     try:
         age = abs(time.time() - float(timestamp))

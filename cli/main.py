@@ -37,7 +37,7 @@ from sandboxes.settings import SandboxSettings
 from streams.settings import WorkerSettings
 
 # What a command line names a system by (``System``'s values): parsed into a ``System`` by the command.
-SYSTEMS = [system.value for system in System]
+SYSTEM_NAMES = [system.value for system in System]
 
 # Each command reads the settings of its service (``settings=`` of its parser), once, in ``main``.
 
@@ -113,12 +113,12 @@ def _worker(args: argparse.Namespace, settings: WorkerSettings) -> int:
 
 
 def _matrix(args: argparse.Namespace, settings: ServiceSettings) -> int:
-    from streams.core.matrix_doc import render_markdown
+    from streams.core.matrix_doc import matrix_markdown
     from streams.core.rules import load_rules
 
     book = load_rules()
     if args.markdown:
-        sys.stdout.write(render_markdown(book))
+        sys.stdout.write(matrix_markdown(book))
     else:
         for rule in book.rules:
             print(f"{rule.id:7} {rule.source.value:4} {rule.entity:16} {rule.effect.value:14} {rule.label_en}")
@@ -369,15 +369,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_operator_commands(sub)  # reconcile, lag, dlq list|show|replay, backfill (cli/operator.py)
 
     connector = sub.add_parser("connector", help="apply commands.<system> to the system's API")
-    connector.add_argument("system", choices=SYSTEMS)
+    connector.add_argument("system", choices=SYSTEM_NAMES)
     connector.set_defaults(func=_connector, settings=ConnectorServiceSettings)
 
     capture = sub.add_parser("capture", help="capture a system's changes (polling, ACT callbacks) into cdc.*")
-    capture.add_argument("system", choices=SYSTEMS)
+    capture.add_argument("system", choices=SYSTEM_NAMES)
     capture.set_defaults(func=_capture, settings=CaptureSettings)
 
     sandbox = sub.add_parser("sandbox", help="serve a sandbox of a system (its public API, labelled extensions)")
-    sandbox.add_argument("system", choices=SYSTEMS)
+    sandbox.add_argument("system", choices=SYSTEM_NAMES)
     sandbox.add_argument(
         "--port", type=int, default=None, help="default 8081 (crm) / 8082 (acct); 0: a free port (printed)"
     )

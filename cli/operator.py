@@ -66,14 +66,14 @@ def _short(value: Any, width: int = 60) -> str:
 
 def _reconcile(args: argparse.Namespace, settings: OpsSettings) -> int:
     _quiet_clients()
-    from ops.reconcile import ENTITIES, ReconcileError, publish_repairs, reconcile
+    from ops.reconcile import LISTED_ENTITIES, ReconcileError, publish_repairs, reconcile
 
     try:
         report = asyncio.run(
             reconcile(
                 settings.amis,
                 args.tenant,
-                entities=tuple(args.entity or ENTITIES),
+                entities=tuple(args.entity or LISTED_ENTITIES),
                 source=System(args.source),
             )
         )
@@ -189,7 +189,7 @@ def _dlq(args: argparse.Namespace, settings: OpsSettings) -> int:
     _quiet_clients()
     from datetime import UTC, datetime
 
-    from ops.deadletters import DeadLetterError, check_topic, dead_letter, dead_letters, describe, parse_where
+    from ops.deadletters import DeadLetterError, check_topic, dead_letter, dead_letters, describe_letter, parse_where
     from ops.deadletters import replay as replay_letters
 
     out = _out()
@@ -198,7 +198,7 @@ def _dlq(args: argparse.Namespace, settings: OpsSettings) -> int:
             if not args.where:
                 raise DeadLetterError("which one? `lienthong dlq show TOPIC:PARTITION:OFFSET` (as `dlq list` shows)")
             topic, partition, offset = parse_where(args.where, args.topic)
-            shown = describe(dead_letter(settings.kafka, topic, partition, offset))
+            shown = describe_letter(dead_letter(settings.kafka, topic, partition, offset))
             import orjson
 
             out.print_json(orjson.dumps(shown).decode())

@@ -25,12 +25,12 @@ from streams.core.contract import Command, Result, ResultError, dead_letter_head
 log = logging.getLogger("connectors.runner")
 
 # How a command ended: the values of the contract's ``Result.status`` (mypy checks each is one of them).
-Status = Literal["applied", "duplicate", "rejected", "failed"]
+ResultStatus = Literal["applied", "duplicate", "rejected", "failed"]
 
 
 @dataclass
 class Outcome:
-    status: Status
+    status: ResultStatus
     target_id: str | None = None
     code: str | None = None
     error: ResultError | None = None
@@ -49,7 +49,7 @@ def source_ts_ms(message: Message, command: Command) -> int:
     return command.ts_ms
 
 
-class Reporter:
+class ResultReporter:
     """Produces the results and dead letters of one connector (``system``) with its producer."""
 
     def __init__(self, producer: Producer, *, system: System, topic_prefix: str) -> None:

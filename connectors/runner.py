@@ -50,9 +50,9 @@ from common import metrics
 from common.logs import bind_record
 from common.names import System, commands_topic
 from connectors.applying import Applier
-from connectors.command_ledger import Dependencies, Ledger
+from connectors.command_ledger import CommandLedger, Dependencies
 from connectors.in_flight import InFlight, Stopping, position
-from connectors.reporting import Outcome, Reporter
+from connectors.reporting import Outcome, ResultReporter
 from connectors.writers import ActWriter, CrmWriter, Writer
 from streams.core.contract import ResultError, parse_command
 
@@ -92,7 +92,7 @@ class Connector:
     def __init__(self, settings: ConnectorSettings) -> None:
         self.settings = settings
         self.prefix = settings.topic_prefix
-        self.ledger = Ledger(settings.ledger_path)
+        self.ledger = CommandLedger(settings.ledger_path)
         self.consumer = Consumer(
             {
                 **settings.kafka,
@@ -106,7 +106,7 @@ class Connector:
             }
         )
         self.producer = Producer({**settings.kafka, "acks": "all", "enable.idempotence": True, "linger.ms": 2})
-        self.reporter = Reporter(self.producer, system=settings.system, topic_prefix=self.prefix)
+        self.reporter = ResultReporter(self.producer, system=settings.system, topic_prefix=self.prefix)
         self._stopping = asyncio.Event()
         self._in_flight = InFlight()
         self.dependencies = Dependencies(self.ledger, timeout=settings.dependency_timeout, stopping=self._stopping)

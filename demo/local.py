@@ -34,7 +34,7 @@ from amis.ledger import WriteLedger
 from amis.settings import AmisSettings
 from capture.acct import ActCapture
 from capture.crm import CrmCapture
-from capture.state import CaptureState, Reporter, new_producer
+from capture.state import CaptureState, ChangeReporter, new_producer
 from common.kafka_config import confluent_config
 from common.metrics import bound_port
 from common.names import System
@@ -255,7 +255,7 @@ async def local_systems(
         acct_client = ActClient("http://placeholder", session, APP_ID, acct_connector_creds, timeout=3)
         acct_capture = ActCapture(
             acct_client,
-            Reporter(System.ACCT, acct_state, acct_ledger, producer, topic_prefix=kafka.topic_prefix),
+            ChangeReporter(System.ACCT, acct_state, acct_ledger, producer, topic_prefix=kafka.topic_prefix),
             acct_ledger,
             {t: acct_access(t)[1] for t in tenants},
             entities=list(acct_mapping.DICTIONARIES),
@@ -276,7 +276,7 @@ async def local_systems(
         acct_client.base_url = acct_url
         crm_capture = CrmCapture(
             CrmClient(crm_api, session, crm_connector_creds, timeout=3),
-            Reporter(System.CRM, crm_state, crm_ledger, producer, topic_prefix=kafka.topic_prefix),
+            ChangeReporter(System.CRM, crm_state, crm_ledger, producer, topic_prefix=kafka.topic_prefix),
             tenants,
             entities=list(crm_mapping.RESOURCES),
             poll_interval=poll_interval,

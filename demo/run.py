@@ -273,10 +273,10 @@ async def run_demo(
         ) as systems:
             from aiohttp import web
 
-            from demo.dashboard import create_dashboard
+            from demo.dashboard import create_demo_dashboard
 
             worker_metrics = f"http://127.0.0.1:{settings.web_port}/metrics" if settings.web_enabled else None
-            dashboard = web.AppRunner(create_dashboard(kafka, systems, worker_metrics))
+            dashboard = web.AppRunner(create_demo_dashboard(kafka, systems, worker_metrics))
             await dashboard.setup()
             site = web.TCPSite(dashboard, "127.0.0.1", dashboard_port)
             await site.start()

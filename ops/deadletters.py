@@ -263,7 +263,7 @@ def replay(
     return replayed, skipped
 
 
-def describe(letter: DeadLetter) -> dict[str, Any]:
+def describe_letter(letter: DeadLetter) -> dict[str, Any]:
     """One letter whole, for ``dlq show``: where, headers, key and the original value (JSON when it is)."""
     try:
         value: Any = orjson.loads(letter.value) if letter.value else None

@@ -46,7 +46,7 @@ from streams.core.commands import audit_record, build_command, mapped_fields
 from streams.core.contract import Action, AuditRecord, ChangeEvent, Command, CommandKey, Op, dumps
 from streams.core.rules import Effect, Rule, RuleBook, load_rules
 
-ENTITIES = ("customer", "product")  # what both public APIs list
+LISTED_ENTITIES = ("customer", "product")  # what both public APIs list
 SANDBOX_ENTITIES = ("product_category",)  # listed by the sandboxes only (extensions)
 
 
@@ -271,7 +271,7 @@ async def read_acct(client: ActClient, tenant: str, entity: str) -> list[Side]:
     return [side(spec.record, row) async for row in rows if spec.holds(row)]
 
 
-def check_tenant(amis: AmisSettings, tenant: str) -> None:
+def check_credentials(amis: AmisSettings, tenant: str) -> None:
     crm, acct = crm_credentials(amis), acct_credentials(amis)
     missing = [
         name
@@ -292,17 +292,18 @@ async def reconcile(
     amis: AmisSettings,
     tenant: str,
     *,
-    entities: tuple[str, ...] = ENTITIES,
+    entities: tuple[str, ...] = LISTED_ENTITIES,
     source: System = System.ACCT,
     rules: RuleBook | None = None,
     timeout: float = 10.0,
 ) -> Report:
     """Read both systems for ``tenant`` and compare; the report holds the drift and the repairs."""
-    check_tenant(amis, tenant)
-    unknown = [e for e in entities if e not in ENTITIES + SANDBOX_ENTITIES]
+    check_credentials(amis, tenant)
+    listed = LISTED_ENTITIES + SANDBOX_ENTITIES
+    unknown = [e for e in entities if e not in listed]
     if unknown:
         raise ReconcileError(
-            f"cannot reconcile {', '.join(unknown)}: only {', '.join(ENTITIES + SANDBOX_ENTITIES)} are listed by both "
+            f"cannot reconcile {', '.join(unknown)}: only {', '.join(listed)} are listed by both "
             "systems' APIs (accounting documents come back only by callback)"
         )
     rules = rules or load_rules()

@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 from common.names import DLQ_CDC, ERROR_KIND, ERROR_MESSAGE, FAILED_AT_MS, ORIGIN_TOPIC, parse_cdc_topic
 
-Status = Literal["in sync", "pending", "failing"]
-STATUSES: tuple[Status, ...] = ("in sync", "pending", "failing")
+SyncStatus = Literal["in sync", "pending", "failing"]
+SYNC_STATUSES: tuple[SyncStatus, ...] = ("in sync", "pending", "failing")
 FAILED = {"rejected", "failed"}
 DONE = {"applied", "duplicate"}
 
@@ -46,7 +46,7 @@ class RecordState:
 
 
 @dataclass(frozen=True)
-class DeadLetter:
+class DeadLetterView:
     topic: str
     reason: str
     key: str
@@ -61,7 +61,7 @@ class RecordView:
     entity: str
     record_id: str
     system: str
-    status: Status
+    status: SyncStatus
     last_error: str | None
     last_change_ms: int
 
@@ -109,7 +109,7 @@ class SyncHealth:
         self.records: dict[tuple[str, str, str], RecordState] = {}
         self.commands: dict[str, CommandState] = {}
         self.letter_counts: Counter[tuple[str, str]] = Counter()
-        self.letters: deque[DeadLetter] = deque(maxlen=max_letters)
+        self.letters: deque[DeadLetterView] = deque(maxlen=max_letters)
         self.latency = LatencyWindow()
         self.results_by_status: Counter[tuple[str, str]] = Counter()
 
@@ -150,7 +150,7 @@ class SyncHealth:
     def dead_letter(self, topic: str, key: bytes | None, headers: list[tuple[str, Any]]) -> None:
         """One message of ``dlq.cdc`` / ``dlq.commands`` (``topic`` without the deployment prefix)."""
         named = {name: _text(raw) for name, raw in headers}
-        letter = DeadLetter(
+        letter = DeadLetterView(
             topic=topic,
             reason=named.get(ERROR_KIND, "unknown"),
             key=_text(key),
@@ -177,7 +177,7 @@ class SyncHealth:
     # --- reading -------------------------------------------------------------------------------------
 
     def view(self, record: RecordState) -> RecordView:
-        status: Status = "in sync"
+        status: SyncStatus = "in sync"
         error: str | None = None
         for command_id in record.commands:
             command = self.commands.get(command_id)
@@ -191,11 +191,11 @@ class SyncHealth:
             record.tenant, record.entity, record.record_id, record.system, status, error, record.last_change_ms
         )
 
-    def by_tenant_entity(self) -> dict[tuple[str, str], dict[Status, int]]:
+    def by_tenant_entity(self) -> dict[tuple[str, str], dict[SyncStatus, int]]:
         """(tenant, entity) -> records in sync / pending / failing."""
-        table: dict[tuple[str, str], dict[Status, int]] = {}
+        table: dict[tuple[str, str], dict[SyncStatus, int]] = {}
         for record in self.records.values():
-            row = table.setdefault((record.tenant, record.entity), dict.fromkeys(STATUSES, 0))
+            row = table.setdefault((record.tenant, record.entity), dict.fromkeys(SYNC_STATUSES, 0))
             row[self.view(record).status] += 1
         return dict(sorted(table.items()))
 

@@ -25,7 +25,7 @@ from amis.crm_client import CrmCredentials
 from amis.errors import Transient
 from amis.ledger import WriteLedger
 from capture.acct import ActCapture
-from capture.state import CaptureState, Reporter, new_producer
+from capture.state import CaptureState, ChangeReporter, new_producer
 from common.kafka_config import confluent_config
 from common.names import System
 from connectors.runner import Connector, ConnectorSettings
@@ -83,7 +83,7 @@ async def accounting(module_settings, tmp_path, tenant, *, faults=None, processi
     creds = {tenant: ActCredentials(SecretStr("acc3ss"), "0101")}
     receiver_capture = ActCapture(
         ActClient("http://unused", None, APP_ID, creds),  # type: ignore[arg-type]  # the receiver makes no calls
-        Reporter(
+        ChangeReporter(
             System.ACCT,
             state,
             ledger,

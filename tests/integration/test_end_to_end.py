@@ -58,9 +58,9 @@ async def test_a_business_day_across_both_systems(kafka, module_settings, worker
         # the sync-health page says the same
         from aiohttp.test_utils import TestClient, TestServer
 
-        from demo.dashboard import create_dashboard
+        from demo.dashboard import create_demo_dashboard
 
-        client = TestClient(TestServer(create_dashboard(module_settings.kafka, systems, worker_metrics=None)))
+        client = TestClient(TestServer(create_demo_dashboard(module_settings.kafka, systems, worker_metrics=None)))
         await client.start_server()
         try:
             health = await (await client.get("/health.json")).json()

@@ -28,7 +28,7 @@ from amis.settings import AmisSettings
 from capture.service import serve_capture
 from capture.settings import CaptureSettings
 from capture.webhooks import create_webhooks
-from common.names import System
+from common.names import SOURCE_TS_MS, System
 from common.settings import AcctTenant, CrmTenant
 from connectors.runner import Connector, ConnectorSettings
 from sandboxes.acct import create_acct_sandbox
@@ -298,7 +298,7 @@ async def test_a_connector_is_ready_with_its_api_up_and_counts_results_and_api_c
         kafka.name("commands.crm"),
         key=create.message_key.encode(),
         value=dumps(create),
-        headers=[("lienthong.source_ts_ms", str(changed_ms).encode())],
+        headers=[(SOURCE_TS_MS, str(changed_ms).encode())],
     )
     kafka.producer.flush(10)
     connector = Connector(connector_settings(module_settings, tmp_path, tenant, str(server.make_url("/api/v2"))))
