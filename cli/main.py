@@ -34,6 +34,7 @@ from connectors.settings import ConnectorServiceSettings
 from demo.settings import DemoSettings
 from ops.settings import OpsSettings
 from sandboxes.settings import SandboxSettings
+from streams.core.rules import ORDER_TARGETS
 from streams.settings import WorkerSettings
 
 # What a command line names a system by (``System``'s values): parsed into a ``System`` by the command.
@@ -363,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     tenant = sub.add_parser("tenant", help="tenant settings on config.tenants")
     tenant.add_argument("action", choices=["set"])
     tenant.add_argument("tenant")
-    tenant.add_argument("--order-target", choices=["sale_order", "contract"], required=True)
+    tenant.add_argument("--order-target", choices=list(ORDER_TARGETS), required=True)
     tenant.set_defaults(func=_tenant, settings=OpsSettings)
 
     add_operator_commands(sub)  # reconcile, lag, dlq list|show|replay, backfill (cli/operator.py)
