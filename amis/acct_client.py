@@ -30,7 +30,9 @@ import orjson
 from pydantic import SecretStr
 
 from amis.errors import REFUSAL_STATUS, ProtocolError, Refused, Transient
+from amis.tokens import Token
 from common import metrics
+from common.names import System
 
 VN = timezone(timedelta(hours=7))
 TAKE_MAX = 100
@@ -160,12 +162,6 @@ def refusal(what: str, code: str | None, message: str | None) -> Refused:
     )
 
 
-@dataclass
-class _Token:
-    value: str
-    expires_at: float
-
-
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[n : n + size] for n in range(0, len(items), size)]
 
@@ -191,7 +187,7 @@ class ActClient:
         self.renew_before = renew_before
         self.clock = clock
         self.data_prefix = data_prefix
-        self._tokens: dict[str, _Token] = {}
+        self._tokens: dict[str, Token] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.connects = 0
 
@@ -209,7 +205,7 @@ class ActClient:
 
     async def _send(self, method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
         try:
-            with metrics.api_call("acct", path) as done:
+            with metrics.api_call(System.ACCT, path) as done:
                 async with self.session.request(
                     method, self.base_url + path, data=orjson.dumps(body), headers=headers, timeout=self.timeout
                 ) as response:
@@ -249,16 +245,16 @@ class ActClient:
         if held is not None and held.value == value:
             del self._tokens[tenant]
 
-    async def _connect(self, tenant: str) -> _Token:
+    async def _connect(self, tenant: str) -> Token:
         try:
             token = await self._fetch_token(tenant)
         except Exception:
-            metrics.TOKEN_RENEWALS.labels("acct", "failed").inc()
+            metrics.TOKEN_RENEWALS.labels(System.ACCT, "failed").inc()
             raise
-        metrics.TOKEN_RENEWALS.labels("acct", "ok").inc()
+        metrics.TOKEN_RENEWALS.labels(System.ACCT, "ok").inc()
         return token
 
-    async def _fetch_token(self, tenant: str) -> _Token:
+    async def _fetch_token(self, tenant: str) -> Token:
         creds = self._credentials(tenant)
         body = {
             "app_id": self.app_id,
@@ -278,7 +274,7 @@ class ActClient:
             )
         value, expires = parse_token(envelope)
         self.connects += 1
-        return _Token(value, expires)
+        return Token(value, expires)
 
     # --- calls -----------------------------------------------------------------------------------
 

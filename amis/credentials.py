@@ -1,4 +1,6 @@
-"""The API clients of the two systems, in one place: what a connector (and a capture service) talks to.
+"""The tenants' access to the two systems' APIs, read from the settings, and whether a client can use it.
+
+The API clients a connector (and a capture service) talks to are in their own modules:
 
 * ``CrmClient`` (``amis/crm_client.py``): AMIS CRM Open API v2 — JWT from ``/Account``,
   ``Authorization: Bearer`` + ``Clientid``, paged lists, array writes with per-item results.
@@ -18,23 +20,9 @@ from pydantic import SecretStr
 
 from amis.acct_client import ActClient, ActCredentials
 from amis.crm_client import CrmClient, CrmCredentials
-from amis.errors import ProtocolError, Refused, Transient
+from amis.errors import Refused, Transient
 from amis.settings import AmisSettings
-
-__all__ = [
-    "ActClient",
-    "ActCredentials",
-    "CrmClient",
-    "CrmCredentials",
-    "ProtocolError",
-    "Refused",
-    "Transient",
-    "acct_app_id",
-    "acct_credentials",
-    "crm_credentials",
-    "shared_ledger_path",
-    "token_problems",
-]
+from common.names import System
 
 
 def crm_credentials(amis: AmisSettings) -> dict[str, CrmCredentials]:
@@ -74,7 +62,7 @@ async def token_problems(client: CrmClient | ActClient) -> list[str]:
     return problems
 
 
-def shared_ledger_path(data_dir: Path, ledger_dir: Path | None, system: str) -> Path:
+def shared_ledger_path(data_dir: Path, ledger_dir: Path | None, system: System) -> Path:
     """The ledger of recent writes (and, for accounting, awaited callbacks) a connector shares with capture:
     in ``LIENTHONG_LEDGER_DIR``, else in ``<LIENTHONG_DATA_DIR>/connectors``."""
     return (ledger_dir or data_dir / "connectors") / f"{system}-shared.sqlite"

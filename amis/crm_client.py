@@ -27,7 +27,9 @@ import orjson
 from pydantic import SecretStr
 
 from amis.errors import ProtocolError, Refused, Transient
+from amis.tokens import Token
 from common import metrics
+from common.names import System
 
 MAX_PAGE_SIZE = 100
 
@@ -48,12 +50,6 @@ class ItemResult:
 
     def message(self) -> str:
         return "; ".join(self.errors) or "refused without a message"
-
-
-@dataclass
-class _Token:
-    value: str
-    expires_at: float
 
 
 def parse_token_response(body: Any) -> tuple[str, float]:
@@ -140,7 +136,7 @@ class CrmClient:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.renew_before = renew_before
         self.clock = clock
-        self._tokens: dict[str, _Token] = {}
+        self._tokens: dict[str, Token] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.logins = 0  # how many tokens were fetched (tests, the dashboard)
 
@@ -167,16 +163,16 @@ class CrmClient:
         if held is not None and (value is None or held.value == value):
             del self._tokens[tenant]
 
-    async def _login(self, tenant: str) -> _Token:
+    async def _login(self, tenant: str) -> Token:
         try:
             token = await self._fetch_token(tenant)
         except Exception:
-            metrics.TOKEN_RENEWALS.labels("crm", "failed").inc()
+            metrics.TOKEN_RENEWALS.labels(System.CRM, "failed").inc()
             raise
-        metrics.TOKEN_RENEWALS.labels("crm", "ok").inc()
+        metrics.TOKEN_RENEWALS.labels(System.CRM, "ok").inc()
         return token
 
-    async def _fetch_token(self, tenant: str) -> _Token:
+    async def _fetch_token(self, tenant: str) -> Token:
         creds = self._credentials(tenant)
         status, raw, _ = await self._send(
             "POST",
@@ -191,7 +187,7 @@ class CrmClient:
         self._raise_for_status("POST", "/Account", status, raw)
         value, exp = parse_token_response(_json(raw))
         self.logins += 1
-        return _Token(value, exp)
+        return Token(value, exp)
 
     # --- calls -----------------------------------------------------------------------------------
 
@@ -205,7 +201,7 @@ class CrmClient:
         body: Any = None,
     ) -> tuple[int, bytes, str | None]:
         try:
-            with metrics.api_call("crm", path) as done:
+            with metrics.api_call(System.CRM, path) as done:
                 async with self.session.request(
                     method,
                     self.base_url + path,

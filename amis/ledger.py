@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from common.names import System
+
 if TYPE_CHECKING:
     from amis.acct_client import Callback
 
@@ -68,7 +70,7 @@ def changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -
 
 
 @dataclass(frozen=True)
-class Written:
+class NotedWrites:
     """The merged fields of the integration's unmatched notes on one record, and the notes' numbers."""
 
     fields: dict[str, Any]
@@ -102,7 +104,7 @@ class WriteLedger:
 
     def note_write(
         self,
-        system: str,
+        system: System,
         tenant: str,
         entity: str,
         *,
@@ -129,7 +131,7 @@ class WriteLedger:
             self._db.execute("UPDATE writes SET record_id=? WHERE seq=?", (record_id, note))
 
     def writes_since(
-        self, system: str, tenant: str, entity: str, record_id: str, code: str | None, since_ms: int
+        self, system: System, tenant: str, entity: str, record_id: str, code: str | None, since_ms: int
     ) -> list[tuple[int, dict[str, Any]]]:
         """(note number, fields) of the notes on that record (by id, or by code) since ``since_ms`` that
         no change has been matched to yet, oldest first."""
@@ -142,14 +144,14 @@ class WriteLedger:
 
     def written(
         self,
-        system: str,
+        system: System,
         tenant: str,
         entity: str,
         record: Mapping[str, Any],
         *,
         since_ms: int,
         window_ms: int = 600_000,
-    ) -> Written | None:
+    ) -> NotedWrites | None:
         """What the integration wrote to this record (by its id or code) and no change seen so far was
         matched to, merged in order; None when it wrote nothing there.
 
@@ -168,11 +170,11 @@ class WriteLedger:
         merged: dict[str, Any] = {}
         for _, fields in notes:
             merged.update(fields)
-        return Written(merged, tuple(seq for seq, _ in notes))
+        return NotedWrites(merged, tuple(seq for seq, _ in notes))
 
     def explaining(
         self,
-        system: str,
+        system: System,
         tenant: str,
         entity: str,
         before: Mapping[str, Any] | None,
@@ -180,7 +182,7 @@ class WriteLedger:
         *,
         since_ms: int,
         window_ms: int = 600_000,
-    ) -> Written | None:
+    ) -> NotedWrites | None:
         """The integration's notes that explain the change ``before`` -> ``after`` (canonical), or None
         when some of it is not the integration's (a person's, or no note at all).
 
@@ -206,9 +208,9 @@ class WriteLedger:
         merged: dict[str, Any] = {}
         for _, fields in landed:
             merged.update(fields)
-        return Written(merged, tuple(seq for seq, _ in landed))
+        return NotedWrites(merged, tuple(seq for seq, _ in landed))
 
-    def matched(self, written: Written, now_ms: int | None = None) -> None:
+    def matched(self, written: NotedWrites, now_ms: int | None = None) -> None:
         """A change was the integration's own write: these notes explain no later change."""
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         with self._lock:

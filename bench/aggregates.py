@@ -56,7 +56,7 @@ class BenchState:
         return []
 
 
-def events(orders: int, tenants: int, lines: int) -> Iterator[tuple[bytes, bytes]]:
+def order_events(orders: int, tenants: int, lines: int) -> Iterator[tuple[bytes, bytes]]:
     """(table key, change event bytes): per order, the order, a voucher, a receipt."""
     ts = 1_764_201_600_000
     for n in range(orders):
@@ -93,7 +93,7 @@ def events(orders: int, tenants: int, lines: int) -> Iterator[tuple[bytes, bytes
                     change_event_json(
                         event_id=f"{tenant}-{entity}-{n}",
                         tenant=tenant,
-                        system="acct",
+                        system=System.ACCT,
                         entity=entity,
                         op="c",
                         ts_ms=ts + n * 3 + i,
@@ -137,7 +137,7 @@ def run(
     }
 
 
-def baseline(store: Rdict, key: bytes, raw: bytes) -> int:
+def decode_and_store(store: Rdict, key: bytes, raw: bytes) -> int:
     """The floor: decode the event, read and write the same key, no domain logic."""
     event = ChangeEvent.model_validate_json(raw)
     stored = store.get(key)
@@ -181,14 +181,14 @@ def main() -> None:
         results = [
             run(
                 "baseline (decode + store get/put)",
-                baseline,
-                events(args.orders, args.tenants, args.lines),
+                decode_and_store,
+                order_events(args.orders, args.tenants, args.lines),
                 root / "baseline",
             ),
             run(
                 "lienthong aggregates",
                 make_lienthong(),
-                events(args.orders, args.tenants, args.lines),
+                order_events(args.orders, args.tenants, args.lines),
                 root / "lienthong",
             ),
         ]

@@ -43,16 +43,17 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.workload import Event, events
 from common.kafka_config import confluent_config
+from common.names import AUDIT, changes_topic
 from common.settings import KafkaSettings
 from ops.admin import create_topics, delete_topics_with_prefix
 from streams.settings import TableSettings, WorkerSettings
-from streams.topics import AUDIT, cdc_topics
+from streams.topics import cdc_topics
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
-class Report:
+class BenchReport:
     machine: dict[str, Any]
     settings: dict[str, Any]
     worker: dict[str, Any] = field(default_factory=dict)
@@ -246,7 +247,7 @@ def drain(
             group = committed(bootstrap, settings.app_id, list(ends))
             if all(group.get(tp, 0) >= end for tp, end in ends.items()):
                 # the changes topic too: everything routed by tenant has been decided
-                internal = f"{settings.app_id}-changes"
+                internal = changes_topic(settings.app_id)
                 internal_ends = {tp: e for tp, e in end_offsets(bootstrap, [internal]).items() if e > 0}
                 inner = committed(bootstrap, settings.app_id, list(internal_ends))
                 if all(inner.get(tp, 0) >= end for tp, end in internal_ends.items()):
@@ -290,7 +291,7 @@ def group_members(bootstrap: str, group: str) -> int:
     return len(described.members) if str(described.state).endswith("STABLE") else 0
 
 
-def baseline(settings: WorkerSettings, workload: list[Event]) -> dict[str, Any]:
+def passthrough(settings: WorkerSettings, workload: list[Event]) -> dict[str, Any]:
     """The same events: consume -> orjson decode -> produce, nothing else (librdkafka both ways)."""
     bootstrap = settings.kafka.bootstrap_servers
     sink = settings.kafka.topic_prefix + "bench.passthrough"
@@ -405,7 +406,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def table(report: Report) -> str:
+def table(report: BenchReport) -> str:
     w, b, lat, d, rss = report.worker, report.baseline, report.latency, report.decide, report.rss
     rows = [
         ("worker drain (events/s)", w.get("events_per_s")),
@@ -453,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    report = Report(machine=machine(), settings={k: v for k, v in vars(args).items() if k != "json"})
+    report = BenchReport(machine=machine(), settings={k: v for k, v in vars(args).items() if k != "json"})
     report.settings["json"] = str(args.json)
     workload = list(events(args.events, args.tenants))
     with tempfile.TemporaryDirectory(prefix="lienthong-bench-") as tmp:
@@ -472,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
                         report.worker = drained
                         if "baseline" not in args.skip:
                             print("baseline: the same events through consume -> decode -> produce ...", flush=True)
-                            report.baseline = baseline(settings, workload)
+                            report.baseline = passthrough(settings, workload)
                             report.ratio = round(report.worker["events_per_s"] / report.baseline["events_per_s"], 4)
         if "latency" not in args.skip:
             rate = args.rate or max(1.0, report.worker["events_per_s"] / 2)

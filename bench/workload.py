@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from common.names import System, cdc_topic
 from streams.core.contract import change_event_json
 
 TS_MS = 1_764_201_600_000
@@ -44,7 +45,7 @@ class Event:
 
 def _change(
     tenant: str,
-    system: str,
+    system: System,
     entity: str,
     event_id: str,
     after: dict | None,
@@ -68,7 +69,7 @@ def _change(
         before=before,
         after=after,
     )
-    return Event(f"cdc.{system}.{entity}", f"{tenant}:{record['id']}".encode(), orjson.dumps(value))
+    return Event(cdc_topic(system, entity), f"{tenant}:{record['id']}".encode(), orjson.dumps(value))
 
 
 def business_unit(tenant: str, n: int, rng: random.Random) -> list[Event]:
@@ -154,19 +155,19 @@ def business_unit(tenant: str, n: int, rng: random.Random) -> list[Event]:
         "valid_to": "2026-12-31",
     }
     return [
-        _change(tenant, "acct", "customer", f"{ev}-1", customer),
-        _change(tenant, "crm", "customer", f"{ev}-2", crm_customer, origin="sync"),
-        _change(tenant, "crm", "customer", f"{ev}-3", edited, op="u", before=crm_customer),
-        _change(tenant, "crm", "product", f"{ev}-4", product),
-        _change(tenant, "crm", "sale_order", f"{ev}-5", order),
-        _change(tenant, "crm", "sale_order", f"{ev}-6", proposed, op="u", before=order),
-        _change(tenant, "acct", "sale_order", f"{ev}-7", acct_order, origin="sync"),
-        _change(tenant, "acct", "sales_voucher", f"{ev}-8", voucher),
-        _change(tenant, "acct", "receipt", f"{ev}-9", receipt),
-        _change(tenant, "crm", "invoice", f"{ev}-10", invoice),
-        _change(tenant, "acct", "price_policy", f"{ev}-11", policy),
+        _change(tenant, System.ACCT, "customer", f"{ev}-1", customer),
+        _change(tenant, System.CRM, "customer", f"{ev}-2", crm_customer, origin="sync"),
+        _change(tenant, System.CRM, "customer", f"{ev}-3", edited, op="u", before=crm_customer),
+        _change(tenant, System.CRM, "product", f"{ev}-4", product),
+        _change(tenant, System.CRM, "sale_order", f"{ev}-5", order),
+        _change(tenant, System.CRM, "sale_order", f"{ev}-6", proposed, op="u", before=order),
+        _change(tenant, System.ACCT, "sale_order", f"{ev}-7", acct_order, origin="sync"),
+        _change(tenant, System.ACCT, "sales_voucher", f"{ev}-8", voucher),
+        _change(tenant, System.ACCT, "receipt", f"{ev}-9", receipt),
+        _change(tenant, System.CRM, "invoice", f"{ev}-10", invoice),
+        _change(tenant, System.ACCT, "price_policy", f"{ev}-11", policy),
         _change(
-            tenant, "acct", "customer", f"{ev}-12", {**customer, "address": "Hồ Chí Minh"}, op="u", before=customer
+            tenant, System.ACCT, "customer", f"{ev}-12", {**customer, "address": "Hồ Chí Minh"}, op="u", before=customer
         ),
     ]
 

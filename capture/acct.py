@@ -32,9 +32,10 @@ from amis.acct_client import TAKE_MAX, VN, ActClient, Callback, parse_callback, 
 from amis.errors import ProtocolError
 from amis.ledger import WriteLedger
 from capture.polling import PollingCapture, tried_again_next_poll
-from capture.state import Reporter
+from capture.state import ChangeReporter
 from common import metrics
 from common.logs import about
+from common.names import System
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class ActCapture(PollingCapture):
     def __init__(
         self,
         client: ActClient,
-        reporter: Reporter,
+        reporter: ChangeReporter,
         ledger: WriteLedger,
         tenants: dict[str, str],  # tenant -> its org_company_code (how callbacks name it)
         *,
@@ -131,7 +132,7 @@ class ActCapture(PollingCapture):
             )
 
         produced = await self._scan(tenant, entity, report, deleted=False)
-        metrics.CAPTURE_LAST_POLL.labels("acct", entity).set_to_current_time()
+        metrics.CAPTURE_LAST_POLL.labels(System.ACCT, entity).set_to_current_time()
         return produced
 
     async def poll_deletions(self, tenant: str, entity: str) -> int:

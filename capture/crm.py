@@ -27,8 +27,9 @@ from datetime import datetime
 from amis import crm_mapping
 from amis.crm_client import MAX_PAGE_SIZE, CrmClient
 from capture.polling import PollingCapture, tried_again_next_poll
-from capture.state import Reporter
+from capture.state import ChangeReporter
 from common import metrics
+from common.names import System
 
 
 def modified_ms(row: dict) -> int:
@@ -42,7 +43,7 @@ class CrmCapture(PollingCapture):
     def __init__(
         self,
         client: CrmClient,
-        reporter: Reporter,
+        reporter: ChangeReporter,
         tenants: Sequence[str],
         *,
         entities: Sequence[str] = tuple(crm_mapping.DOCUMENTED),
@@ -103,7 +104,7 @@ class CrmCapture(PollingCapture):
                 break
             page += 1
         self.state.set_watermark(name, newest)
-        metrics.CAPTURE_LAST_POLL.labels("crm", entity).set_to_current_time()
+        metrics.CAPTURE_LAST_POLL.labels(System.CRM, entity).set_to_current_time()
         return produced
 
     async def scan_deletions(self, tenant: str, entity: str) -> int:
@@ -123,7 +124,7 @@ class CrmCapture(PollingCapture):
                 snapshot=True,
             )
             produced += event is not None
-        missing = sorted(self.state.live_ids("crm", tenant, entity) - listed)
+        missing = sorted(self.state.live_ids(System.CRM, tenant, entity) - listed)
         for start in range(0, len(missing), 50):
             batch = missing[start : start + 50]
             still_there = {str(r.get("id")) for r in await self.client.by_ids(tenant, spec.resource, batch)}

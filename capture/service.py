@@ -16,22 +16,23 @@ import aiohttp
 from aiohttp import web
 
 from amis import acct_mapping, crm_mapping
+from amis.acct_client import ActClient
 from amis.credentials import (
-    ActClient,
-    CrmClient,
     acct_app_id,
     acct_credentials,
     crm_credentials,
     shared_ledger_path,
     token_problems,
 )
+from amis.crm_client import CrmClient
 from amis.ledger import WriteLedger
 from capture.acct import ActCapture
 from capture.crm import CrmCapture
 from capture.settings import CaptureSettings
-from capture.state import CaptureState, Reporter, new_producer
+from capture.state import CaptureState, ChangeReporter, new_producer
 from common import metrics
 from common.kafka_config import confluent_config
+from common.names import System
 from common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -41,16 +42,16 @@ class NothingToCapture(RuntimeError):
     """The settings name no tenant (or no app id) for the system: the message says which variable."""
 
 
-async def serve_capture(system: str, settings: CaptureSettings, stop: asyncio.Event) -> None:
+async def serve_capture(system: System, settings: CaptureSettings, stop: asyncio.Event) -> None:
     state = CaptureState(settings.data_dir / "capture" / f"{system}-capture.sqlite")
     ledger = WriteLedger(shared_ledger_path(settings.data_dir, settings.ledger_dir, system))
     producer = new_producer(confluent_config(settings.kafka))
-    reporter = Reporter(system, state, ledger, producer, topic_prefix=settings.kafka.topic_prefix)
+    reporter = ChangeReporter(system, state, ledger, producer, topic_prefix=settings.kafka.topic_prefix)
     runner: web.AppRunner | None = None
     try:
         async with aiohttp.ClientSession() as session:
             capture: CrmCapture | ActCapture
-            if system == "crm":
+            if system == System.CRM:
                 creds = crm_credentials(settings.amis)
                 if not creds:
                     raise NothingToCapture("no tenant to capture: set LIENTHONG_CRM_CREDENTIALS")

@@ -27,12 +27,12 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-from amis.ledger import WriteLedger, Written
+from amis.ledger import NotedWrites, WriteLedger
 from common import metrics
 from common.delivery import produce_acknowledged
 from common.logs import about
+from common.names import System, cdc_topic
 from streams.core.contract import change_event_json
-from streams.topics import cdc_topic
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def content_hash(record: Mapping[str, Any] | None) -> str:
     return hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
-def event_id(system: str, tenant: str, entity: str, record_id: str, op: str, marker: str) -> str:
+def event_id(system: System, tenant: str, entity: str, record_id: str, op: str, marker: str) -> str:
     """The same observation always gives the same id (a restart re-reports under the same id)."""
     basis = orjson.dumps([system, tenant, entity, record_id, op, marker])
     return f"{system}-capture-{hashlib.sha256(basis).hexdigest()[:40]}"
@@ -76,14 +76,16 @@ class CaptureState:
         with self._lock:
             self._db.close()
 
-    def image(self, system: str, tenant: str, entity: str, record_id: str) -> Image | None:
+    def image(self, system: System, tenant: str, entity: str, record_id: str) -> Image | None:
         row = self._db.execute(
             "SELECT image, seen_ms, deleted FROM images WHERE system=? AND tenant=? AND entity=? AND id=?",
             (system, tenant, entity, record_id),
         ).fetchone()
         return Image(orjson.loads(row[0]), row[1], bool(row[2])) if row else None
 
-    def keep(self, system: str, tenant: str, entity: str, record: Mapping[str, Any], *, deleted: bool = False) -> None:
+    def keep(
+        self, system: System, tenant: str, entity: str, record: Mapping[str, Any], *, deleted: bool = False
+    ) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO images (system, tenant, entity, id, image, seen_ms, deleted) "
@@ -99,7 +101,7 @@ class CaptureState:
                 ),
             )
 
-    def live_ids(self, system: str, tenant: str, entity: str) -> set[str]:
+    def live_ids(self, system: System, tenant: str, entity: str) -> set[str]:
         rows = self._db.execute(
             "SELECT id FROM images WHERE system=? AND tenant=? AND entity=? AND deleted=0", (system, tenant, entity)
         ).fetchall()
@@ -114,13 +116,13 @@ class CaptureState:
             self._db.execute("INSERT OR REPLACE INTO watermarks (name, value) VALUES (?, ?)", (name, value))
 
 
-class Reporter:
+class ChangeReporter:
     """Observations in, change events out: compares with the image, decides op and origin, produces,
     and keeps the new image once the broker has the event."""
 
     def __init__(
         self,
-        system: str,
+        system: System,
         state: CaptureState,
         ledger: WriteLedger,
         producer: Producer,
@@ -163,7 +165,7 @@ class Reporter:
             return None
         before = previous.record if previous is not None and not previous.deleted else None
         op = "u" if before is not None else ("r" if snapshot else "c")
-        explained: Written | None = None  # the ledger's notes this change turns out to be
+        explained: NotedWrites | None = None  # the ledger's notes this change turns out to be
         if origin is None:
             since = previous.seen_ms if previous else 0
             ours = self.ledger.explaining(self.system, tenant, entity, before, record, since_ms=since)

@@ -32,16 +32,15 @@ from pydantic import SecretStr
 from amis.crm_mapping import from_crm
 from common import metrics
 from common.delivery import produce_acknowledged
-from common.names import ENTITIES, System
+from common.names import ENTITIES, System, cdc_topic
 from streams.core.contract import change_event_json
-from streams.topics import cdc_topic
 
 SECRETS = web.AppKey("secrets", dict)
 PRODUCER = web.AppKey("producer", Producer)
 SETTINGS = web.AppKey("settings", dict)
 
 
-def sign(secret: str, timestamp: str, body: bytes) -> str:
+def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
     digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     return f"sha256={digest}"
 
@@ -57,14 +56,16 @@ async def receive(request: web.Request) -> web.Response:
 
 
 async def _receive(request: web.Request) -> web.Response:
-    system, tenant = request.match_info["system"], request.match_info["tenant"]
-    if system not in {s.value for s in System}:
-        return error(404, f"unknown system {system!r}")
+    name, tenant = request.match_info["system"], request.match_info["tenant"]
+    try:
+        system = System(name)
+    except ValueError:
+        return error(404, f"unknown system {name!r}")
     body = await request.read()
     secret = request.app[SECRETS].get((system, tenant))
     timestamp = request.headers.get("X-Timestamp", "")
     signature = request.headers.get("X-Signature", "")
-    if secret is None or not hmac.compare_digest(sign(secret, timestamp, body), signature):
+    if secret is None or not hmac.compare_digest(webhook_signature(secret, timestamp, body), signature):
         return error(401, "bad signature")
     try:
         age = abs(time.time() - float(timestamp))
@@ -78,10 +79,10 @@ async def _receive(request: web.Request) -> web.Response:
         event_id = str(payload["event_id"])
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         return error(400, f"not a webhook payload: {exc}")
-    if entity not in ENTITIES[System(system)]:
+    if entity not in ENTITIES[system]:
         return error(400, f"{system} has no entity {entity!r}")
     records = {name: payload.get(name) for name in ("before", "after")}
-    if system == "crm":
+    if system == System.CRM:
         records = {name: from_crm(entity, r) if isinstance(r, dict) else r for name, r in records.items()}
     record = records["after"] or records["before"] or {}
     event = change_event_json(

@@ -28,12 +28,17 @@ import sys
 from capture.settings import CaptureSettings, WebhookSettings
 from cli.operator import add_operator_commands
 from common.kafka_config import confluent_config
+from common.names import System
 from common.settings import InvalidSettings, KafkaSettings, ServiceSettings, read_settings
 from connectors.settings import ConnectorServiceSettings
 from demo.settings import DemoSettings
 from ops.settings import OpsSettings
 from sandboxes.settings import SandboxSettings
+from streams.core.rules import ORDER_TARGETS
 from streams.settings import WorkerSettings
+
+# What a command line names a system by (``System``'s values): parsed into a ``System`` by the command.
+SYSTEM_NAMES = [system.value for system in System]
 
 # Each command reads the settings of its service (``settings=`` of its parser), once, in ``main``.
 
@@ -128,12 +133,12 @@ def _tables(args: argparse.Namespace, settings: WorkerSettings) -> int:
 
 
 def _matrix(args: argparse.Namespace, settings: ServiceSettings) -> int:
-    from streams.core.matrix_doc import render_markdown
+    from streams.core.matrix_doc import matrix_markdown
     from streams.core.rules import load_rules
 
     book = load_rules()
     if args.markdown:
-        sys.stdout.write(render_markdown(book))
+        sys.stdout.write(matrix_markdown(book))
     else:
         for rule in book.rules:
             print(f"{rule.id:7} {rule.source.value:4} {rule.entity:16} {rule.effect.value:14} {rule.label_en}")
@@ -212,7 +217,7 @@ def _connector(args: argparse.Namespace, settings: ConnectorServiceSettings) -> 
 
     from connectors.service import build_connector
 
-    connector = build_connector(settings, args.system)
+    connector = build_connector(settings, System(args.system))
 
     async def main(stop: asyncio.Event) -> None:
         task = asyncio.create_task(connector.run())
@@ -231,19 +236,19 @@ def _capture(args: argparse.Namespace, settings: CaptureSettings) -> int:
     from capture.service import NothingToCapture, serve_capture
 
     try:
-        return _serve_until_signal(lambda stop: serve_capture(args.system, settings, stop))
+        return _serve_until_signal(lambda stop: serve_capture(System(args.system), settings, stop))
     except NothingToCapture as exc:
         print(f"lienthong capture {args.system}: {exc}", file=sys.stderr)
         return 2
 
 
-def sandbox_credentials(settings: SandboxSettings, system: str) -> dict[str, str]:
+def sandbox_credentials(settings: SandboxSettings, system: System) -> dict[str, str]:
     """What a sandbox accepts: LIENTHONG_SANDBOX_CREDENTIALS in the sandbox's own layout when set, else the
     connectors' layout (LIENTHONG_CRM_CREDENTIALS, LIENTHONG_ACCT_CREDENTIALS), so one setting serves both."""
     if settings.sandbox_logins:
         return settings.sandbox_logins
     accepted: dict[str, str] = {}
-    if system == "crm":
+    if system == System.CRM:
         for tenant, crm in settings.crm_credentials.items():
             accepted[crm.client_id] = tenant
             accepted[f"{crm.client_id}:secret"] = crm.client_secret.get_secret_value()
@@ -264,11 +269,12 @@ def _sandbox(args: argparse.Namespace, settings: SandboxSettings) -> int:
     except ValueError as exc:
         print(f"lienthong sandbox: invalid LIENTHONG_SANDBOX_FAULTS: {exc}", file=sys.stderr)
         return 2
-    if args.system == "acct" and not settings.acct_app_id:
+    system = System(args.system)
+    if system == System.ACCT and not settings.acct_app_id:
         print("lienthong sandbox acct: set LIENTHONG_ACCT_APP_ID (the app id it accepts)", file=sys.stderr)
         return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    port = args.port if args.port is not None else (8081 if args.system == "crm" else 8082)
+    port = args.port if args.port is not None else (8081 if system == System.CRM else 8082)
 
     from sandboxes.admin import new_admin_token, page_link
 
@@ -276,7 +282,7 @@ def _sandbox(args: argparse.Namespace, settings: SandboxSettings) -> int:
     admin_token = given.get_secret_value() if given is not None else new_admin_token()
 
     def ready(url: str) -> None:  # with --port 0 this is the only way to learn the port
-        print(f"{args.system} sandbox on {url}/", flush=True)
+        print(f"{system} sandbox on {url}/", flush=True)
         if given is None:  # made for this run: said once, here (like Jupyter's link), never logged
             print(
                 f"its /sandbox/... routes need 'Authorization: Bearer {admin_token}' (LIENTHONG_SANDBOX_ADMIN_TOKEN "
@@ -289,10 +295,10 @@ def _sandbox(args: argparse.Namespace, settings: SandboxSettings) -> int:
     async def main(stop: asyncio.Event) -> None:
         task = asyncio.create_task(
             run_sandbox(
-                args.system,
-                db=settings.data_dir / f"{args.system}-sandbox.sqlite",
+                system,
+                db=settings.data_dir / f"{system}-sandbox.sqlite",
                 port=port,
-                credentials=sandbox_credentials(settings, args.system),
+                credentials=sandbox_credentials(settings, system),
                 faults=faults,
                 host=settings.web_host,
                 app_id=settings.acct_app_id,
@@ -386,21 +392,21 @@ def build_parser() -> argparse.ArgumentParser:
     tenant = sub.add_parser("tenant", help="tenant settings on config.tenants")
     tenant.add_argument("action", choices=["set"])
     tenant.add_argument("tenant")
-    tenant.add_argument("--order-target", choices=["sale_order", "contract"], required=True)
+    tenant.add_argument("--order-target", choices=list(ORDER_TARGETS), required=True)
     tenant.set_defaults(func=_tenant, settings=OpsSettings)
 
     add_operator_commands(sub)  # reconcile, lag, dlq list|show|replay, backfill (cli/operator.py)
 
     connector = sub.add_parser("connector", help="apply commands.<system> to the system's API")
-    connector.add_argument("system", choices=["crm", "acct"])
+    connector.add_argument("system", choices=SYSTEM_NAMES)
     connector.set_defaults(func=_connector, settings=ConnectorServiceSettings)
 
     capture = sub.add_parser("capture", help="capture a system's changes (polling, ACT callbacks) into cdc.*")
-    capture.add_argument("system", choices=["crm", "acct"])
+    capture.add_argument("system", choices=SYSTEM_NAMES)
     capture.set_defaults(func=_capture, settings=CaptureSettings)
 
     sandbox = sub.add_parser("sandbox", help="serve a sandbox of a system (its public API, labelled extensions)")
-    sandbox.add_argument("system", choices=["crm", "acct"])
+    sandbox.add_argument("system", choices=SYSTEM_NAMES)
     sandbox.add_argument(
         "--port", type=int, default=None, help="default 8081 (crm) / 8082 (acct); 0: a free port (printed)"
     )

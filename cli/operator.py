@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from common.names import DLQ_CDC, DLQ_COMMANDS, ERROR_KIND, System
 from ops.settings import OpsSettings
 
 Handler = Callable[[argparse.Namespace, OpsSettings], int]
@@ -65,15 +66,14 @@ def _short(value: Any, width: int = 60) -> str:
 
 def _reconcile(args: argparse.Namespace, settings: OpsSettings) -> int:
     _quiet_clients()
-    from common.names import System
-    from ops.reconcile import ENTITIES, ReconcileError, publish_repairs, reconcile
+    from ops.reconcile import LISTED_ENTITIES, ReconcileError, publish_repairs, reconcile
 
     try:
         report = asyncio.run(
             reconcile(
                 settings.amis,
                 args.tenant,
-                entities=tuple(args.entity or ENTITIES),
+                entities=tuple(args.entity or LISTED_ENTITIES),
                 source=System(args.source),
             )
         )
@@ -189,7 +189,7 @@ def _dlq(args: argparse.Namespace, settings: OpsSettings) -> int:
     _quiet_clients()
     from datetime import UTC, datetime
 
-    from ops.deadletters import DeadLetterError, check_topic, dead_letter, dead_letters, describe, parse_where
+    from ops.deadletters import DeadLetterError, check_topic, dead_letter, dead_letters, describe_letter, parse_where
     from ops.deadletters import replay as replay_letters
 
     out = _out()
@@ -198,7 +198,7 @@ def _dlq(args: argparse.Namespace, settings: OpsSettings) -> int:
             if not args.where:
                 raise DeadLetterError("which one? `lienthong dlq show TOPIC:PARTITION:OFFSET` (as `dlq list` shows)")
             topic, partition, offset = parse_where(args.where, args.topic)
-            shown = describe(dead_letter(settings.kafka, topic, partition, offset))
+            shown = describe_letter(dead_letter(settings.kafka, topic, partition, offset))
             import orjson
 
             out.print_json(orjson.dumps(shown).decode())
@@ -247,27 +247,28 @@ def _backfill(args: argparse.Namespace, settings: OpsSettings) -> int:
     _quiet_clients()
     from ops.backfill import BackfillError, Snapshot, publish, read_system, snapshot, system_entities
 
+    system = System(args.system)
     try:
         if args.from_file:
             from ops.backfill import from_file
 
-            snapshots = from_file(Path(args.from_file), args.tenant, args.system, args.entity)
+            snapshots = from_file(Path(args.from_file), args.tenant, system, args.entity)
         else:
-            entities = [args.entity] if args.entity else system_entities(args.system)
+            entities = [args.entity] if args.entity else system_entities(system)
 
             async def collect() -> list[Snapshot]:
                 found: list[Snapshot] = []
                 now = int(time.time() * 1000)
-                async for entity, record in read_system(settings.amis, args.tenant, args.system, entities):
-                    where = f"{args.system} {entity} {record.get('code') or record.get('id')}"
+                async for entity, record in read_system(settings.amis, args.tenant, system, entities):
+                    where = f"{system} {entity} {record.get('code') or record.get('id')}"
                     try:
-                        found.append(snapshot(args.tenant, args.system, entity, record, ts_ms=now, where=where))
+                        found.append(snapshot(args.tenant, system, entity, record, ts_ms=now, where=where))
                     except BackfillError as exc:
                         print(f"skipped {exc}", file=sys.stderr)
                 return found
 
             snapshots = asyncio.run(collect())
-        with _progress(f"backfill {args.tenant} {args.system}", len(snapshots)) as bar:
+        with _progress(f"backfill {args.tenant} {system}", len(snapshots)) as bar:
             task = bar.add_task("publish", total=len(snapshots))
             count = publish(settings.kafka, snapshots, progress=lambda _item: bar.advance(task))
     except BackfillError as exc:
@@ -295,8 +296,8 @@ def add_operator_commands(sub: Any) -> None:
     )
     reconcile.add_argument(
         "--source",
-        choices=["acct", "crm"],
-        default="acct",
+        choices=[System.ACCT.value, System.CRM.value],
+        default=System.ACCT.value,
         help="the system whose values win (default acct: master data is created there)",
     )
     reconcile.add_argument("--repair", action="store_true", help="send the commands that fix the drift")
@@ -312,8 +313,8 @@ def add_operator_commands(sub: Any) -> None:
     dlq = sub.add_parser("dlq", help="dead letters: list, show one whole, replay to their origin topics")
     dlq.add_argument("action", choices=["list", "show", "replay"])
     dlq.add_argument("where", nargs="?", help="show: TOPIC:PARTITION:OFFSET, as list prints it")
-    dlq.add_argument("--topic", default="dlq.cdc", help="dlq.cdc (default) or dlq.commands")
-    dlq.add_argument("--kind", help="only letters with this error.kind (decode, schema, key, http_400, …)")
+    dlq.add_argument("--topic", default=DLQ_CDC, help=f"{DLQ_CDC} (default) or {DLQ_COMMANDS}")
+    dlq.add_argument("--kind", help=f"only letters with this {ERROR_KIND} (decode, schema, key, http_400, …)")
     dlq.add_argument("--tenant", help="only this tenant's letters")
     dlq.add_argument("--since", help="only letters dead-lettered since: 2h, 30m, 7d, 2026-11-28, 2026-11-28T09:30")
     dlq.add_argument("--until", help="only letters dead-lettered until then (same forms)")
@@ -322,7 +323,7 @@ def add_operator_commands(sub: Any) -> None:
 
     backfill = sub.add_parser("backfill", help="publish a tenant's records as op=r snapshot change events")
     backfill.add_argument("--tenant", required=True)
-    backfill.add_argument("--system", required=True, choices=["crm", "acct"])
+    backfill.add_argument("--system", required=True, choices=[system.value for system in System])
     backfill.add_argument("--entity", help="only this entity (default: every entity the system's API lists)")
     backfill.add_argument("--from-file", metavar="F.jsonl", help="records from a JSON-lines file, not the system")
     backfill.set_defaults(func=_backfill, settings=OpsSettings)

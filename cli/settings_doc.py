@@ -39,7 +39,7 @@ def services() -> dict[type[ServiceSettings], list[str]]:
     return found
 
 
-def render_markdown() -> str:
+def settings_markdown() -> str:
     """The generated section: a table per service of the variables it reads itself, then a table per
     block that several services hold (the Kafka connection, the log settings, the AMIS APIs)."""
     lines = [
@@ -64,16 +64,16 @@ def render_markdown() -> str:
             + "."
         )
         if own:
-            lines += ["", *_table(own)]
+            lines += ["", *_markdown_table(own)]
     every = len(services())
     for block, holders in blocks.items():
         held_by = "every service" if len(holders) == every else ", ".join(h[0].lower() + h[1:] for h in holders)
         lines += ["", f"### {_title(block)}", ""]
-        lines += [f"`{block.__name__}` (`{_where(block)}`), held by {held_by}.", "", *_table(block)]
+        lines += [f"`{block.__name__}` (`{_where(block)}`), held by {held_by}.", "", *_markdown_table(block)]
     return "\n".join([*lines, "", END])
 
 
-def _table(fields: type[EnvSettings] | dict[str, FieldInfo]) -> list[str]:
+def _markdown_table(fields: type[EnvSettings] | dict[str, FieldInfo]) -> list[str]:
     if isinstance(fields, type):
         fields = {name: field for name, field in fields.model_fields.items() if block_type(field) is None}
     rows = ["| variable | type | default | description |", "|---|---|---|---|"]
@@ -157,7 +157,7 @@ def _updated(text: str) -> str:
     if BEGIN not in text or END not in text:
         raise SystemExit(f"the markers of the generated settings are missing: {BEGIN} ... {END}")
     before, rest = text.split(BEGIN, 1)
-    return before + render_markdown() + rest.split(END, 1)[1]
+    return before + settings_markdown() + rest.split(END, 1)[1]
 
 
 def main(argv: list[str] | None = None) -> int:

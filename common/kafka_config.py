@@ -10,7 +10,7 @@ security (TLS, SASL/SCRAM) of ``KafkaSettings`` turned into the config of each c
 
 No client library is imported here, so every side (processor, connectors, capture, sandboxes, demo)
 may use it. Secrets are read from their ``SecretStr`` only into the returned configs, which are never
-logged (``describe(kafka)`` says what is configured, without them).
+logged (``describe_connection(kafka)`` says what is configured, without them).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def aiokafka_config(kafka: KafkaSettings) -> dict[str, Any]:
     return config
 
 
-def describe(kafka: KafkaSettings) -> str:
+def describe_connection(kafka: KafkaSettings) -> str:
     """What the clients connect with, for a log line or an error message: never a secret."""
     protocol = kafka.kafka_security_protocol
     said = f"{kafka.bootstrap_servers} ({protocol}"

@@ -33,6 +33,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, His
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from common.names import System
+
 log = logging.getLogger(__name__)
 
 # --- the metrics (names and labels: docs/operations.md) -------------------------------------------
@@ -137,8 +139,8 @@ _LAST_ENDPOINT: ContextVar[str] = ContextVar("lienthong_last_endpoint", default=
 
 
 @contextmanager
-def api_call(system: str, endpoint: str) -> Iterator[Callable[[int | str], None]]:
-    """Time one API call and count it: ``with api_call("crm", "/Account") as done: ...; done(200)``.
+def api_call(system: System, endpoint: str) -> Iterator[Callable[[int | str], None]]:
+    """Time one API call and count it: ``with api_call(System.CRM, "/Account") as done: ...; done(200)``.
 
     An exception before ``done`` is counted as ``timeout`` (a ``TimeoutError``) or ``error``.
     """
@@ -163,7 +165,7 @@ def last_endpoint() -> str:
     return _LAST_ENDPOINT.get() or "unknown"
 
 
-def observe_sync_latency(target: str, source_ts_ms: int, now: float | None = None) -> None:
+def observe_sync_latency(target: System, source_ts_ms: int, now: float | None = None) -> None:
     seconds = (time.time() if now is None else now) - source_ts_ms / 1000
     SYNC_LATENCY.labels(target).observe(max(0.0, seconds))
 

@@ -19,9 +19,10 @@ import time
 from amis.errors import Refused, Transient
 from amis.ledger import CallbackOutcome
 from common import metrics
+from common.names import System
 from connectors.in_flight import Stopping
 from connectors.reporting import Outcome
-from connectors.writers import ActWriter, Pending, ResultNotFound, Writer, Written, no_callback
+from connectors.writers import ActWriter, Applied, Pending, ResultNotFound, Writer, no_callback
 from streams.core.contract import Command, ResultError
 
 
@@ -51,7 +52,7 @@ class Applier:
         self,
         writer: Writer,
         *,
-        system: str,
+        system: System,
         concurrency: int,
         rate: float,
         max_attempts: int,
@@ -92,13 +93,13 @@ class Applier:
                         metrics.CONNECTOR_RESULTS.labels(self.system, "pending").inc()
                         pending = answer
                     else:
-                        written = answer
+                        applied = answer
                 if pending is not None:
-                    written = await self._settled(pending, bucket)
+                    applied = await self._settled(pending, bucket)
                 return Outcome(
                     "applied",
-                    target_id=written.target_id or command.key.id,
-                    code=written.code or command.key.code,
+                    target_id=applied.target_id or command.key.id,
+                    code=applied.code or command.key.code,
                     attempts=attempt,
                 )
             except Refused as exc:
@@ -127,7 +128,7 @@ class Applier:
                     delay = max(delay, exc.retry_after)
                 await asyncio.sleep(delay)
 
-    async def _settled(self, pending: Pending, bucket: TokenBucket) -> Written:
+    async def _settled(self, pending: Pending, bucket: TokenBucket) -> Applied:
         """A proposal ACT queued: wait for its callback (filed in the shared ledger by the accounting
         capture service); when none comes in time, pull the callbacks ACT could not deliver."""
         writer = self.writer

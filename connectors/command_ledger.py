@@ -16,7 +16,7 @@ from connectors.in_flight import Stopping
 from streams.core.contract import Command
 
 
-class Ledger:
+class CommandLedger:
     """Command ids and how they ended (applied / rejected / failed), durable (SQLite).
 
     Only ``applied`` makes a repeat a ``duplicate``: a failed or rejected command replayed from
@@ -49,7 +49,7 @@ class Dependencies:
     """``depends_on``: a command waits, at most ``timeout`` seconds, until the commands it names are
     applied in ``ledger``; each end recorded there (``recorded``) wakes the waiters to look again."""
 
-    def __init__(self, ledger: Ledger, *, timeout: float, stopping: asyncio.Event) -> None:
+    def __init__(self, ledger: CommandLedger, *, timeout: float, stopping: asyncio.Event) -> None:
         self.ledger = ledger
         self.timeout = timeout
         self._stopping = stopping

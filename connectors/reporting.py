@@ -16,24 +16,21 @@ from confluent_kafka import Message, Producer
 
 from common import metrics
 from common.delivery import produce_acknowledged
+from common.names import DLQ_COMMANDS, SOURCE_TS_MS, System, results_topic
 from connectors.in_flight import position
 from streams.core.contract import Command, Result, ResultError, dead_letter_headers
-from streams.topics import DLQ_COMMANDS, results_topic
 
 # The connector's log lines keep one logger name, whichever of its modules writes them: operators
 # filter by it (docs/deploy.md shows one).
 log = logging.getLogger("connectors.runner")
 
 # How a command ended: the values of the contract's ``Result.status`` (mypy checks each is one of them).
-Status = Literal["applied", "duplicate", "rejected", "failed"]
-
-# The header the worker puts on a command: its source change's ts_ms (streams/agents/pipeline.py).
-SOURCE_TS_MS = "lienthong.source_ts_ms"
+ResultStatus = Literal["applied", "duplicate", "rejected", "failed"]
 
 
 @dataclass
 class Outcome:
-    status: Status
+    status: ResultStatus
     target_id: str | None = None
     code: str | None = None
     error: ResultError | None = None
@@ -52,10 +49,10 @@ def source_ts_ms(message: Message, command: Command) -> int:
     return command.ts_ms
 
 
-class Reporter:
+class ResultReporter:
     """Produces the results and dead letters of one connector (``system``) with its producer."""
 
-    def __init__(self, producer: Producer, *, system: str, topic_prefix: str) -> None:
+    def __init__(self, producer: Producer, *, system: System, topic_prefix: str) -> None:
         self.producer = producer
         self.system = system
         self.prefix = topic_prefix

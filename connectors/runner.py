@@ -48,20 +48,20 @@ from amis.crm_client import CrmClient, CrmCredentials
 from amis.ledger import WriteLedger
 from common import metrics
 from common.logs import bind_record
+from common.names import System, commands_topic
 from connectors.applying import Applier
-from connectors.command_ledger import Dependencies, Ledger
+from connectors.command_ledger import CommandLedger, Dependencies
 from connectors.in_flight import InFlight, Stopping, position
-from connectors.reporting import Outcome, Reporter
+from connectors.reporting import Outcome, ResultReporter
 from connectors.writers import ActWriter, CrmWriter, Writer
 from streams.core.contract import ResultError, parse_command
-from streams.topics import commands_topic
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ConnectorSettings:
-    system: str
+    system: System
     base_url: str
     # the Kafka client config (common.kafka_config.confluent_config): servers and transport security
     kafka: dict[str, Any] = field(default_factory=lambda: {"bootstrap.servers": "127.0.0.1:9092"})
@@ -92,7 +92,7 @@ class Connector:
     def __init__(self, settings: ConnectorSettings) -> None:
         self.settings = settings
         self.prefix = settings.topic_prefix
-        self.ledger = Ledger(settings.ledger_path)
+        self.ledger = CommandLedger(settings.ledger_path)
         self.consumer = Consumer(
             {
                 **settings.kafka,
@@ -106,7 +106,7 @@ class Connector:
             }
         )
         self.producer = Producer({**settings.kafka, "acks": "all", "enable.idempotence": True, "linger.ms": 2})
-        self.reporter = Reporter(self.producer, system=settings.system, topic_prefix=self.prefix)
+        self.reporter = ResultReporter(self.producer, system=settings.system, topic_prefix=self.prefix)
         self._stopping = asyncio.Event()
         self._in_flight = InFlight()
         self.dependencies = Dependencies(self.ledger, timeout=settings.dependency_timeout, stopping=self._stopping)
@@ -192,9 +192,11 @@ class Connector:
             checks["api"] = "the connector has not started"
             return checks
         client = writer.client
-        name = "CRM" if self.settings.system == "crm" else "the accounting API"
+        name = "CRM" if self.settings.system == System.CRM else "the accounting API"
         if not client.credentials:
-            variable = "LIENTHONG_CRM_CREDENTIALS" if self.settings.system == "crm" else "LIENTHONG_ACCT_CREDENTIALS"
+            variable = (
+                "LIENTHONG_CRM_CREDENTIALS" if self.settings.system == System.CRM else "LIENTHONG_ACCT_CREDENTIALS"
+            )
             checks["api"] = f"no tenant credentials for {name}: set {variable}"
             return checks
         problems = await token_problems(client)
@@ -205,7 +207,7 @@ class Connector:
 
     def _writer(self, session: aiohttp.ClientSession) -> Writer:
         settings = self.settings
-        if settings.system == "crm":
+        if settings.system == System.CRM:
             crm = CrmClient(
                 settings.base_url,
                 session,
@@ -257,7 +259,7 @@ class Connector:
         except ValidationError as exc:
             await self.reporter.dead_letter(message, "schema", f"not a command: {exc.errors()[0]['msg']}")
             return
-        if command.target.value != self.settings.system:
+        if command.target != self.settings.system:
             await self.reporter.dead_letter(
                 message, "wrong_target", f"command for {command.target.value} on {message.topic()}"
             )

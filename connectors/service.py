@@ -11,19 +11,20 @@ from typing import Any
 
 from amis.credentials import acct_app_id, acct_credentials, crm_credentials, shared_ledger_path
 from common.kafka_config import confluent_config
+from common.names import System
 from connectors.runner import Connector, ConnectorSettings
 from connectors.settings import ConnectorServiceSettings
 
 
-def build_connector(settings: ConnectorServiceSettings, system: str, **overrides: Any) -> Connector:
-    """The connector of ``system`` (``crm`` or ``acct``); ``overrides``: ``ConnectorSettings`` fields that
+def build_connector(settings: ConnectorServiceSettings, system: System, **overrides: Any) -> Connector:
+    """The connector of ``system``; ``overrides``: ``ConnectorSettings`` fields that
     are no setting of the service (the tests' backoff, the demo's connectors that serve no probes)."""
     ledger_dir = settings.data_dir / "connectors"
     ledger_dir.mkdir(parents=True, exist_ok=True)
     amis = settings.amis
     config = ConnectorSettings(
         system=system,
-        base_url=amis.crm_url + "/api/v2" if system == "crm" else amis.acct_url,
+        base_url=amis.crm_url + "/api/v2" if system == System.CRM else amis.acct_url,
         crm_credentials=crm_credentials(amis),
         acct_app_id=acct_app_id(amis),
         acct_credentials=acct_credentials(amis),
@@ -35,7 +36,7 @@ def build_connector(settings: ConnectorServiceSettings, system: str, **overrides
         rate=settings.connector_rate,
         callback_timeout=settings.callback_timeout,
         token_renew_before=settings.token_renew_before,
-        health_port=settings.crm_connector_port if system == "crm" else settings.acct_connector_port,
+        health_port=settings.crm_connector_port if system == System.CRM else settings.acct_connector_port,
         health_host=settings.web_host,
     )
     return Connector(dataclasses.replace(config, **overrides))

@@ -27,13 +27,16 @@ from amis.crm_client import CrmClient
 from amis.errors import Refused, Transient
 from amis.ledger import CallbackOutcome, WriteLedger
 from amis.mapping import MappingError
+from common.names import System
 from streams.core.contract import Command
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/lienthong/org_refid")
 
 
 @dataclass(frozen=True)
-class Written:
+class Applied:
+    """A command written (or found already so): the id and code of the record it is about."""
+
     target_id: str | None
     code: str | None
 
@@ -63,13 +66,13 @@ def org_refid_for(command: Command) -> str:
 
 
 class CrmWriter:
-    system = "crm"
+    system = System.CRM
 
     def __init__(self, client: CrmClient, ledger: WriteLedger) -> None:
         self.client = client
         self.ledger = ledger
 
-    async def apply(self, command: Command) -> Written | Pending:
+    async def apply(self, command: Command) -> Applied | Pending:
         spec = crm_mapping.RESOURCES.get(command.entity)
         if spec is None:
             raise Refused(f"CRM has no {command.entity} resource", status=404)
@@ -80,11 +83,11 @@ class CrmWriter:
             record_id = str(found[0]["id"]) if found else None
         if command.op.value == "delete":
             if not record_id:
-                return Written(None, code)  # already gone: deleting it again changes nothing
+                return Applied(None, code)  # already gone: deleting it again changes nothing
             (result,) = await self.client.delete(tenant, spec.resource, [record_id])
             if not result.success and await self.client.by_ids(tenant, spec.resource, [record_id]):
                 raise Refused(f"CRM refused to delete {spec.resource} {record_id}: {result.message()}", status=400)
-            return Written(record_id, code)
+            return Applied(record_id, code)
         if command.op.value == "update" and not record_id:
             raise Refused(f"CRM {command.entity} {code or '?'} does not exist to update", status=404)
         fields = dict(command.fields)
@@ -99,11 +102,11 @@ class CrmWriter:
         except MappingError as exc:
             raise not_sayable("CRM", exc) from None
         wire.pop("id", None)
-        note = self.ledger.note_write("crm", tenant, command.entity, record_id=record_id, code=code, fields=noted)
+        note = self.ledger.note_write(System.CRM, tenant, command.entity, record_id=record_id, code=code, fields=noted)
         if record_id:
             (result,) = await self.client.update(tenant, spec.resource, [{"id": int(record_id), **wire}])
             if result.success:
-                return Written(record_id, code)
+                return Applied(record_id, code)
             if command.op.value == "update" or not any(e.startswith("id:") for e in result.errors):
                 raise Refused(f"CRM refused {command.entity} {code or record_id}: {result.message()}", status=400)
             # the record went away since it was linked: an upsert creates it again
@@ -111,24 +114,24 @@ class CrmWriter:
         if not result.success or result.id is None:
             raise Refused(f"CRM refused {command.entity} {code or ''}: {result.message()}".rstrip(), status=400)
         self.ledger.identify(note, result.id)
-        return Written(result.id, code)
+        return Applied(result.id, code)
 
 
 class ActWriter:
-    system = "acct"
+    system = System.ACCT
 
     def __init__(self, client: ActClient, ledger: WriteLedger) -> None:
         self.client = client
         self.ledger = ledger
 
-    async def apply(self, command: Command) -> Written | Pending:
+    async def apply(self, command: Command) -> Applied | Pending:
         if command.entity in acct_mapping.DICTIONARIES:
             return await self._dictionary(command)
         if command.entity in acct_mapping.VOUCHERS:
             return await self._proposal(command)
         raise Refused(f"the accounting API has no {command.entity}", status=404)
 
-    async def _dictionary(self, command: Command) -> Written:
+    async def _dictionary(self, command: Command) -> Applied:
         spec = acct_mapping.DICTIONARIES[command.entity]
         tenant, code = command.tenant, command.key.code
         fields = {k: v for k, v in command.fields.items() if k != "id"}
@@ -145,18 +148,20 @@ class ActWriter:
         state = {"update": 2, "delete": 3}.get(command.op.value, 1)
         item.update(dictionary_type=spec.dictionary_type, state=state)
         if state != 3:
-            self.ledger.note_write("acct", tenant, command.entity, record_id=command.key.id, code=code, fields=noted)
+            self.ledger.note_write(
+                System.ACCT, tenant, command.entity, record_id=command.key.id, code=code, fields=noted
+            )
         (result,) = await self.client.save_dictionary(tenant, [item])
         if result.get("success") is not True:
             if state == 3 and "không tồn tại" in str(result.get("error_message")):
-                return Written(record_id, code)  # already gone
+                return Applied(record_id, code)  # already gone
             raise refusal(
                 f"ACT save_dictionary {command.entity} {code or ''}".rstrip(),
                 result.get("error_code"),
                 result.get("error_message"),
             )
         target_id = str(result.get(spec.id_field) or record_id or "") or None
-        return Written(target_id, code)
+        return Applied(target_id, code)
 
     async def _proposal(self, command: Command) -> Pending:
         spec = acct_mapping.VOUCHERS[command.entity]
@@ -195,7 +200,7 @@ class ActWriter:
                 line.setdefault("sort_order", n)
                 if "amount" in line:
                     line["amount_oc"] = line["amount"]
-        self.ledger.note_write("acct", tenant, command.entity, record_id=org_refid, code=code, fields=noted)
+        self.ledger.note_write(System.ACCT, tenant, command.entity, record_id=org_refid, code=code, fields=noted)
         expected = self.ledger.expect_callback(tenant, org_refid, 1, command.command_id)
         await self.client.save(tenant, [voucher])
         return Pending(expected, tenant, org_refid, 1, code, since)
@@ -212,11 +217,11 @@ class ActWriter:
             self.ledger.file_results(callback)
         return self.outcome(pending)
 
-    def settle(self, pending: Pending, outcome: CallbackOutcome) -> Written:
+    def settle(self, pending: Pending, outcome: CallbackOutcome) -> Applied:
         if outcome.success:
-            return Written(pending.org_refid, pending.code)
+            return Applied(pending.org_refid, pending.code)
         if pending.data_type == 2 and outcome.error_code == "VoucherNotFound":
-            return Written(pending.org_refid, pending.code)  # already gone
+            return Applied(pending.org_refid, pending.code)  # already gone
         what = "save" if pending.data_type == 1 else "delete"
         raise refusal(f"ACT {what} of {pending.code or pending.org_refid}", outcome.error_code, outcome.error_message)
 

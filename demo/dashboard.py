@@ -16,8 +16,7 @@ from aiohttp import web
 from common.settings import KafkaSettings
 from demo.local import LocalSystems
 from ops.dashboard.collect import DashboardData
-from ops.dashboard.web import DATA
-from ops.dashboard.web import create_dashboard as operator_page
+from ops.dashboard.web import DATA, create_dashboard
 
 SYSTEMS = web.AppKey("systems", LocalSystems)
 
@@ -40,9 +39,9 @@ async def health_json(request: web.Request) -> web.Response:
     return web.json_response(numbers)
 
 
-def create_dashboard(kafka: KafkaSettings, systems: LocalSystems, worker_metrics: str | None) -> web.Application:
+def create_demo_dashboard(kafka: KafkaSettings, systems: LocalSystems, worker_metrics: str | None) -> web.Application:
     """The demo's page; ``worker_metrics``: the worker's /metrics (None: it serves none)."""
-    app = operator_page(kafka, [worker_metrics] if worker_metrics else [], interval=2.0, own_metrics=True)
+    app = create_dashboard(kafka, [worker_metrics] if worker_metrics else [], interval=2.0, own_metrics=True)
     app[SYSTEMS] = systems
     app.router.add_get("/health.json", health_json)
     return app

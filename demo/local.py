@@ -34,9 +34,10 @@ from amis.ledger import WriteLedger
 from amis.settings import AmisSettings
 from capture.acct import ActCapture
 from capture.crm import CrmCapture
-from capture.state import CaptureState, Reporter, new_producer
+from capture.state import CaptureState, ChangeReporter, new_producer
 from common.kafka_config import confluent_config
 from common.metrics import bound_port
+from common.names import System
 from common.settings import AcctTenant, CrmTenant, KafkaSettings, read_settings
 from connectors.runner import Connector
 from connectors.service import build_connector
@@ -66,7 +67,7 @@ def acct_access(tenant: str) -> tuple[str, str]:
 
 @dataclass
 class LocalSystem:
-    system: str
+    system: System
     url: str  # the sandbox (its page is url + "/")
     api_url: str  # what a client is given as its base URL
     faults: FaultConfig
@@ -113,9 +114,9 @@ class LocalSystems:
                 return table.from_wire(proposal)
         return None
 
-    def creations(self, system: str, tenant: str) -> dict[tuple[str, str], int]:
+    def creations(self, system: System, tenant: str) -> dict[tuple[str, str], int]:
         """How many times each (kind, code) was created in a sandbox, from its journal."""
-        return creations(self.crm_store.journal(tenant) if system == "crm" else self.acct_store.journal(tenant))
+        return creations(self.crm_store.journal(tenant) if system == System.CRM else self.acct_store.journal(tenant))
 
 
 async def patiently(what: str, call: Any, attempts: int = 60) -> Any:
@@ -195,8 +196,8 @@ async def local_systems(
     kafka: KafkaSettings,
     data_dir: Path,
     tenants: list[str],
-    faults: dict[str, FaultConfig] | None = None,
-    ports: dict[str, int] | None = None,
+    faults: dict[System, FaultConfig] | None = None,
+    ports: dict[str, int] | None = None,  # by system, and "callback": the accounting capture's callback URL
     connector_overrides: dict[str, Any] | None = None,
     poll_interval: float = 0.3,
     callback_timeout: float = 5.0,
@@ -231,10 +232,10 @@ async def local_systems(
             client_id, secret = crm_login(tenant)
             crm_credentials.update({client_id: tenant, f"{client_id}:secret": secret})
             crm_credentials.update({f"user-{tenant}": tenant, f"user-{tenant}:secret": f"user-secret-{tenant}"})
-        crm_faults = faults.get("crm") or FaultConfig()
+        crm_faults = faults.get(System.CRM) or FaultConfig()
         crm_url = await serve(
             create_crm_sandbox(crm_store, credentials=crm_credentials, faults=crm_faults, admin_token=admin_token),
-            ports.get("crm", 0),
+            ports.get(System.CRM, 0),
         )
         crm_api = crm_url + "/api/v2"
         crm_connector_creds = {t: CrmCredentials(crm_login(t)[0], SecretStr(crm_login(t)[1])) for t in tenants}
@@ -250,11 +251,11 @@ async def local_systems(
             CaptureState(data_dir / "crm-capture.sqlite"),
         )
         closers += [acct_state.close, crm_state.close]
-        acct_faults = faults.get("acct") or FaultConfig()
+        acct_faults = faults.get(System.ACCT) or FaultConfig()
         acct_client = ActClient("http://placeholder", session, APP_ID, acct_connector_creds, timeout=3)
         acct_capture = ActCapture(
             acct_client,
-            Reporter("acct", acct_state, acct_ledger, producer, topic_prefix=kafka.topic_prefix),
+            ChangeReporter(System.ACCT, acct_state, acct_ledger, producer, topic_prefix=kafka.topic_prefix),
             acct_ledger,
             {t: acct_access(t)[1] for t in tenants},
             entities=list(acct_mapping.DICTIONARIES),
@@ -270,12 +271,12 @@ async def local_systems(
                 faults=acct_faults,
                 admin_token=admin_token,
             ),
-            ports.get("acct", 0),
+            ports.get(System.ACCT, 0),
         )
         acct_client.base_url = acct_url
         crm_capture = CrmCapture(
             CrmClient(crm_api, session, crm_connector_creds, timeout=3),
-            Reporter("crm", crm_state, crm_ledger, producer, topic_prefix=kafka.topic_prefix),
+            ChangeReporter(System.CRM, crm_state, crm_ledger, producer, topic_prefix=kafka.topic_prefix),
             tenants,
             entities=list(crm_mapping.RESOURCES),
             poll_interval=poll_interval,
@@ -306,10 +307,10 @@ async def local_systems(
             ledger_dir=data_dir,
             callback_timeout=callback_timeout,
         )
-        built: dict[str, LocalSystem] = {}
+        built: dict[System, LocalSystem] = {}
         for system, url, api_url, fault, capture in (
-            ("crm", crm_url, crm_api, crm_faults, crm_capture),
-            ("acct", acct_url, acct_url, acct_faults, acct_capture),
+            (System.CRM, crm_url, crm_api, crm_faults, crm_capture),
+            (System.ACCT, acct_url, acct_url, acct_faults, acct_capture),
         ):
             # no probes: the demo's page shows its connectors
             connector = build_connector(connector_settings, system, health_port=None, **(connector_overrides or {}))
@@ -318,8 +319,8 @@ async def local_systems(
             tasks.append(asyncio.create_task(connector.run(), name=f"{system}-connector"))
             tasks.append(asyncio.create_task(capture.run(), name=f"{system}-capture"))
         yield LocalSystems(
-            crm=built["crm"],
-            acct=built["acct"],
+            crm=built[System.CRM],
+            acct=built[System.ACCT],
             crm_store=crm_store,
             acct_store=acct_store,
             tenants=tenants,

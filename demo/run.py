@@ -22,6 +22,7 @@ import aiohttp
 
 from common.kafka_config import confluent_config
 from common.metrics import bound_port
+from common.names import DLQ_CDC, DLQ_COMMANDS, System, commands_topic
 from common.settings import KafkaSettings
 from demo.local import APP_ID, Accountant, CrmUser, LocalSystems, acct_access, crm_login, local_systems
 from demo.settings import DemoSettings
@@ -166,7 +167,7 @@ def _ensure_broker_and_topics(settings: DemoSettings) -> None:
     )
 
 
-SUMMED = ("commands.crm", "commands.acct", "dlq.cdc", "dlq.commands")
+SUMMED = (commands_topic(System.CRM), commands_topic(System.ACCT), DLQ_CDC, DLQ_COMMANDS)
 
 
 def _end(consumer, partition) -> int:
@@ -267,15 +268,15 @@ async def run_demo(
             kafka=kafka,
             data_dir=data / "systems",
             tenants=[tenant],
-            ports={"crm": crm_port, "acct": acct_port},
+            ports={System.CRM: crm_port, System.ACCT: acct_port},
             admin_token=given_token.get_secret_value() if given_token is not None else None,
         ) as systems:
             from aiohttp import web
 
-            from demo.dashboard import create_dashboard
+            from demo.dashboard import create_demo_dashboard
 
             worker_metrics = f"http://127.0.0.1:{settings.web_port}/metrics" if settings.web_enabled else None
-            dashboard = web.AppRunner(create_dashboard(kafka, systems, worker_metrics))
+            dashboard = web.AppRunner(create_demo_dashboard(kafka, systems, worker_metrics))
             await dashboard.setup()
             site = web.TCPSite(dashboard, "127.0.0.1", dashboard_port)
             await site.start()
@@ -307,13 +308,14 @@ async def run_demo(
             await asyncio.sleep(1.5)  # the last commits
             numbers = await asyncio.to_thread(broker_numbers, kafka)
             mine = await asyncio.to_thread(tenant_counts, kafka, tenant, marks)
+            crm, acct = mine[commands_topic(System.CRM)], mine[commands_topic(System.ACCT)]
             print(
-                f"sync health: lag {numbers['lag']}; this run's commands for {tenant}: crm {mine['commands.crm']}, "
-                f"acct {mine['commands.acct']}; dead letters {mine['dlq.cdc'] + mine['dlq.commands']}"
+                f"sync health: lag {numbers['lag']}; this run's commands for {tenant}: crm {crm}, acct {acct}; "
+                f"dead letters {mine[DLQ_CDC] + mine[DLQ_COMMANDS]}"
             )
             from ops.deadletters import Filters, dead_letters
 
-            for topic in ("dlq.cdc", "dlq.commands"):
+            for topic in (DLQ_CDC, DLQ_COMMANDS):
                 if mine[topic]:
                     for letter in await asyncio.to_thread(list, dead_letters(kafka, topic, Filters(tenant=tenant))):
                         print(

@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError, KafkaException
 # cimpl without re-exporting it (no `as NewTopic`, no __all__): mypy's no_implicit_reexport refuses it.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from common.kafka_config import confluent_config, describe
+from common.kafka_config import confluent_config, describe_connection
 from common.settings import KafkaSettings
 from streams.topics import TopicSpec, contract_topics
 
@@ -52,12 +52,12 @@ def _refusal(kafka: KafkaSettings, errors: list[KafkaError]) -> str | None:
     for error in errors:
         if error.code() == KafkaError._AUTHENTICATION:
             return (
-                f"Kafka at {describe(kafka)} refused the login ({error.str()}): check "
+                f"Kafka at {describe_connection(kafka)} refused the login ({error.str()}): check "
                 "LIENTHONG_KAFKA_SASL_USERNAME, LIENTHONG_KAFKA_SASL_PASSWORD and LIENTHONG_KAFKA_SASL_MECHANISM"
             )
         if error.code() == KafkaError._SSL or "SSL handshake failed" in error.str():
             return (
-                f"no TLS connection to Kafka at {describe(kafka)} ({error.str()}): check "
+                f"no TLS connection to Kafka at {describe_connection(kafka)} ({error.str()}): check "
                 "LIENTHONG_KAFKA_SECURITY_PROTOCOL, LIENTHONG_KAFKA_SSL_CAFILE and the broker's certificate"
             )
     return None
@@ -79,7 +79,7 @@ def create_topics(
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
-        raise RuntimeError(f"cannot reach Kafka at {describe(kafka)}: {exc}") from None
+        raise RuntimeError(f"cannot reach Kafka at {describe_connection(kafka)}: {exc}") from None
     outcomes: list[TopicOutcome] = []
     wanted: list[NewTopic] = []
     for spec in specs:

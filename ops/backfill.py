@@ -24,13 +24,15 @@ import aiohttp
 import orjson
 
 from amis import acct_mapping, crm_mapping
-from amis.credentials import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials
+from amis.acct_client import ActClient
+from amis.credentials import acct_app_id, acct_credentials, crm_credentials
+from amis.crm_client import CrmClient
 from amis.errors import ProtocolError, Refused, Transient
 from amis.settings import AmisSettings
+from common.names import ENTITIES, System, cdc_topic
 from common.settings import KafkaSettings
-from streams.core.contract import ENTITY_NAMES, change_event_json, decode_change_event
+from streams.core.contract import change_event_json, decode_change_event
 from streams.core.errors import BadInput
-from streams.topics import cdc_topic
 
 
 class BackfillError(RuntimeError):
@@ -44,7 +46,7 @@ class Snapshot:
     value: bytes
 
 
-def snapshot_event(tenant: str, system: str, entity: str, record: dict[str, Any], ts_ms: int) -> dict[str, Any]:
+def snapshot_event(tenant: str, system: System, entity: str, record: dict[str, Any], ts_ms: int) -> dict[str, Any]:
     record_id = str(record.get("id") or "")
     digest = hashlib.sha256(
         orjson.dumps([tenant, system, entity, record_id, record], option=orjson.OPT_SORT_KEYS)
@@ -62,7 +64,7 @@ def snapshot_event(tenant: str, system: str, entity: str, record: dict[str, Any]
     )
 
 
-def snapshot(tenant: str, system: str, entity: str, record: dict[str, Any], *, ts_ms: int, where: str) -> Snapshot:
+def snapshot(tenant: str, system: System, entity: str, record: dict[str, Any], *, ts_ms: int, where: str) -> Snapshot:
     """The checked message of one record; ``BackfillError`` naming ``where`` when the processor would refuse it."""
     if not isinstance(record, dict):
         raise BackfillError(f"{where}: a record is a JSON object, not {type(record).__name__}")
@@ -78,15 +80,15 @@ def snapshot(tenant: str, system: str, entity: str, record: dict[str, Any], *, t
     return Snapshot(cdc_topic(system, entity), key, value)
 
 
-def check_entity(system: str, entity: str) -> None:
-    known = ENTITY_NAMES.get(system)
-    if known is None:
-        raise BackfillError(f"unknown system {system!r}: crm or acct")
+def check_entity(system: System, entity: str) -> None:
+    known = ENTITIES[system]
     if entity not in known:
         raise BackfillError(f"{system} has no entity {entity!r}; its entities: {', '.join(sorted(known))}")
 
 
-def from_file(path: Path, tenant: str, system: str, entity: str | None, *, ts_ms: int | None = None) -> list[Snapshot]:
+def from_file(
+    path: Path, tenant: str, system: System, entity: str | None, *, ts_ms: int | None = None
+) -> list[Snapshot]:
     """Every line of ``path``: a record (with ``--entity``) or ``{"entity": E, "record": {...}}``.
 
     All lines are checked before anything is published: one bad line refuses the file, naming it."""
@@ -121,19 +123,19 @@ def from_file(path: Path, tenant: str, system: str, entity: str | None, *, ts_ms
     return snapshots
 
 
-def system_entities(system: str) -> list[str]:
+def system_entities(system: System) -> list[str]:
     """What a backfill from the system reads by default: what its public API lists."""
-    return list(crm_mapping.DOCUMENTED) if system == "crm" else ["customer", "product"]
+    return list(crm_mapping.DOCUMENTED) if system == System.CRM else ["customer", "product"]
 
 
 async def read_system(
-    amis: AmisSettings, tenant: str, system: str, entities: Iterable[str], *, timeout: float = 10.0
+    amis: AmisSettings, tenant: str, system: System, entities: Iterable[str], *, timeout: float = 10.0
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """(entity, record) for each record the system's API lists, in the contract's names."""
     entities = list(entities)
     for entity in entities:
         check_entity(system, entity)
-        listable = crm_mapping.RESOURCES if system == "crm" else acct_mapping.DICTIONARIES
+        listable = crm_mapping.RESOURCES if system == System.CRM else acct_mapping.DICTIONARIES
         if entity not in listable:
             raise BackfillError(
                 f"the {system} API cannot list {entity}s (accounting documents come back only by callback); "
@@ -141,7 +143,7 @@ async def read_system(
             )
     async with aiohttp.ClientSession() as session:
         try:
-            if system == "crm":
+            if system == System.CRM:
                 creds = crm_credentials(amis)
                 _known(tenant, creds, "LIENTHONG_CRM_CREDENTIALS")
                 crm = CrmClient(amis.crm_url.rstrip("/") + "/api/v2", session, creds, timeout=timeout)
@@ -159,7 +161,7 @@ async def read_system(
                         if dictionary.holds(row):
                             yield entity, dictionary.record.from_wire(row)
         except (Transient, Refused, ProtocolError) as exc:
-            url = amis.crm_url if system == "crm" else amis.acct_url
+            url = amis.crm_url if system == System.CRM else amis.acct_url
             raise BackfillError(f"could not read {system} at {url} for {tenant}: {exc}") from None
 
 

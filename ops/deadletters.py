@@ -21,9 +21,20 @@ import orjson
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from common.kafka_config import confluent_config
+from common.names import (
+    DLQ_CDC,
+    DLQ_COMMANDS,
+    ERROR_KIND,
+    ERROR_MESSAGE,
+    FAILED_AT_MS,
+    ORIGIN_OFFSET,
+    ORIGIN_PARTITION,
+    ORIGIN_TOPIC,
+    REPLAYED_FROM,
+    TRUNCATED,
+)
 from common.settings import KafkaSettings
 from ops.operations import Record, _headers, read_topic
-from streams.topics import DLQ_CDC, DLQ_COMMANDS
 
 DLQ_TOPICS = (DLQ_CDC, DLQ_COMMANDS)
 
@@ -53,19 +64,19 @@ class DeadLetter:
 
     @property
     def kind(self) -> str:
-        return self.header("error.kind") or "?"
+        return self.header(ERROR_KIND) or "?"
 
     @property
     def message(self) -> str:
-        return self.header("error.message") or ""
+        return self.header(ERROR_MESSAGE) or ""
 
     @property
     def origin(self) -> str | None:
-        return self.header("origin.topic")
+        return self.header(ORIGIN_TOPIC)
 
     @property
     def failed_at_ms(self) -> int | None:
-        text = self.header("failed.at_ms")
+        text = self.header(FAILED_AT_MS)
         return int(text) if text and text.isdigit() else None
 
     @property
@@ -231,15 +242,15 @@ def replay(
     for letter in letters:
         origin = letter.origin
         if not origin:
-            skipped.append(f"{letter.where}: no origin.topic header")
-        elif letter.header("dlq.truncated") == "true":
+            skipped.append(f"{letter.where}: no {ORIGIN_TOPIC} header")
+        elif letter.header(TRUNCATED) == "true":
             skipped.append(f"{letter.where}: truncated (only the first bytes were kept)")
         else:
             publisher.produce(
                 origin,
                 letter.key,
                 letter.value,
-                headers=[("replayed.from", f"{kafka.topic_prefix}{letter.where}".encode())],
+                headers=[(REPLAYED_FROM, f"{kafka.topic_prefix}{letter.where}".encode())],
             )
             replayed += 1
         progress(letter)
@@ -252,7 +263,7 @@ def replay(
     return replayed, skipped
 
 
-def describe(letter: DeadLetter) -> dict[str, Any]:
+def describe_letter(letter: DeadLetter) -> dict[str, Any]:
     """One letter whole, for ``dlq show``: where, headers, key and the original value (JSON when it is)."""
     try:
         value: Any = orjson.loads(letter.value) if letter.value else None
@@ -263,7 +274,7 @@ def describe(letter: DeadLetter) -> dict[str, Any]:
         "where": letter.where,
         "kind": letter.kind,
         "message": letter.message,
-        "origin": f"{letter.origin}:{letter.header('origin.partition')}:{letter.header('origin.offset')}",
+        "origin": f"{letter.origin}:{letter.header(ORIGIN_PARTITION)}:{letter.header(ORIGIN_OFFSET)}",
         "failed_at": datetime.fromtimestamp(when / 1000, tz=UTC).isoformat() if when else None,
         "tenant": letter.tenant,
         "key": letter.key.decode("utf-8", "backslashreplace") if letter.key is not None else None,

@@ -49,7 +49,7 @@ def group_ids(admin: AdminClient, kafka: KafkaSettings, timeout: float) -> list[
     return sorted(group.group_id for group in listed.valid)
 
 
-def _topics(admin: AdminClient, kafka: KafkaSettings, timeout: float) -> dict[str, Any]:
+def _list_topics(admin: AdminClient, kafka: KafkaSettings, timeout: float) -> dict[str, Any]:
     try:
         return dict(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
@@ -62,7 +62,7 @@ def _topics(admin: AdminClient, kafka: KafkaSettings, timeout: float) -> dict[st
 def read_lag(kafka: KafkaSettings, groups: list[str] | None = None, *, timeout: float = 10.0) -> list[LagRow]:
     """Every committed partition of ``groups`` (default: every group of the broker) on existing topics."""
     admin = _admin(kafka, timeout)
-    topics = _topics(admin, kafka, timeout)
+    topics = _list_topics(admin, kafka, timeout)
     known = group_ids(admin, kafka, timeout)
     if groups:
         unknown = [g for g in groups if g not in known]
@@ -106,7 +106,7 @@ def read_lag(kafka: KafkaSettings, groups: list[str] | None = None, *, timeout: 
 
 def require_topics(kafka: KafkaSettings, topics: list[str], *, timeout: float = 5.0) -> None:
     """Fail fast, before anything is written: the broker answers and every topic (prefix included) exists."""
-    present = _topics(_admin(kafka, timeout), kafka, timeout)
+    present = _list_topics(_admin(kafka, timeout), kafka, timeout)
     missing = sorted({topic for topic in topics if topic not in present})
     if missing:
         raise LagError(

@@ -16,8 +16,8 @@ import orjson
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from common.kafka_config import confluent_config
+from common.names import AUDIT, TENANT_CONFIG
 from common.settings import KafkaSettings
-from streams.topics import AUDIT, TENANT_CONFIG
 
 Header = tuple[str, str | bytes | None]
 

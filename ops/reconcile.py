@@ -34,18 +34,19 @@ import aiohttp
 import orjson
 
 from amis import acct_mapping, crm_mapping
-from amis.credentials import ActClient, CrmClient, acct_app_id, acct_credentials, crm_credentials
+from amis.acct_client import ActClient
+from amis.credentials import acct_app_id, acct_credentials, crm_credentials
+from amis.crm_client import CrmClient
 from amis.errors import ProtocolError, Refused, Transient
 from amis.mapping import RecordMap
 from amis.settings import AmisSettings
-from common.names import System
+from common.names import AUDIT, System, commands_topic
 from common.settings import KafkaSettings
 from streams.core.commands import audit_record, build_command, mapped_fields
 from streams.core.contract import Action, AuditRecord, ChangeEvent, Command, CommandKey, Op, dumps
 from streams.core.rules import Effect, Rule, RuleBook, load_rules
-from streams.topics import AUDIT, commands_topic
 
-ENTITIES = ("customer", "product")  # what both public APIs list
+LISTED_ENTITIES = ("customer", "product")  # what both public APIs list
 SANDBOX_ENTITIES = ("product_category",)  # listed by the sandboxes only (extensions)
 
 
@@ -221,8 +222,8 @@ def compare(
             compared += 1
             differing = [name for name, value in sorted(fields.items()) if not same(value, to_side.record.get(name))]
             for name in differing:
-                values = {source.value: fields[name], target.value: to_side.record.get(name)}
-                drift.append(Drift(entity, code, "differs", name, values["crm"], values["acct"], rule.id))
+                values = {source: fields[name], target: to_side.record.get(name)}
+                drift.append(Drift(entity, code, "differs", name, values[System.CRM], values[System.ACCT], rule.id))
         if not differing:
             continue
         write = rule.write_target()
@@ -270,7 +271,7 @@ async def read_acct(client: ActClient, tenant: str, entity: str) -> list[Side]:
     return [side(spec.record, row) async for row in rows if spec.holds(row)]
 
 
-def check_tenant(amis: AmisSettings, tenant: str) -> None:
+def check_credentials(amis: AmisSettings, tenant: str) -> None:
     crm, acct = crm_credentials(amis), acct_credentials(amis)
     missing = [
         name
@@ -291,17 +292,18 @@ async def reconcile(
     amis: AmisSettings,
     tenant: str,
     *,
-    entities: tuple[str, ...] = ENTITIES,
+    entities: tuple[str, ...] = LISTED_ENTITIES,
     source: System = System.ACCT,
     rules: RuleBook | None = None,
     timeout: float = 10.0,
 ) -> Report:
     """Read both systems for ``tenant`` and compare; the report holds the drift and the repairs."""
-    check_tenant(amis, tenant)
-    unknown = [e for e in entities if e not in ENTITIES + SANDBOX_ENTITIES]
+    check_credentials(amis, tenant)
+    listed = LISTED_ENTITIES + SANDBOX_ENTITIES
+    unknown = [e for e in entities if e not in listed]
     if unknown:
         raise ReconcileError(
-            f"cannot reconcile {', '.join(unknown)}: only {', '.join(ENTITIES + SANDBOX_ENTITIES)} are listed by both "
+            f"cannot reconcile {', '.join(unknown)}: only {', '.join(listed)} are listed by both "
             "systems' APIs (accounting documents come back only by callback)"
         )
     rules = rules or load_rules()
@@ -343,14 +345,14 @@ def publish_repairs(kafka: KafkaSettings, report: Report, timeout: float = 30.0)
     audit_topic = kafka.topic_prefix + AUDIT
     try:
         publisher = Publisher(
-            kafka, [audit_topic, *{kafka.topic_prefix + commands_topic(c.target.value) for c in report.commands}]
+            kafka, [audit_topic, *{kafka.topic_prefix + commands_topic(c.target) for c in report.commands}]
         )
     except LagError as exc:
         raise ReconcileError(str(exc)) from None
     try:
         for command in report.commands:
             publisher.produce(
-                kafka.topic_prefix + commands_topic(command.target.value),
+                kafka.topic_prefix + commands_topic(command.target),
                 command.message_key.encode(),
                 dumps(command),
             )

@@ -18,12 +18,9 @@ from sandboxes.acct_store import (
     EXTENSION_DATA_TYPES,
     EXTENSION_VOUCHER_TYPES,
     READ_TYPES,
-    VN,
     ActStore,
-    iso_vn,
 )
-
-EXTENSION_HEADER = "X-Sandbox-Extension"
+from sandboxes.wire import EXTENSION_HEADER, VN, iso_vn
 
 STORE = web.AppKey("act_store", ActStore)
 CONFIG = web.AppKey("act_config", dict)

@@ -22,7 +22,7 @@ from sandboxes.faults import FaultConfig
 log = logging.getLogger(__name__)
 
 
-def sign(data: str, key: str) -> str:
+def callback_signature(data: str, key: str) -> str:
     return hmac.new(key.encode(), data.encode(), hashlib.sha256).hexdigest()
 
 
@@ -59,7 +59,7 @@ class ActSandbox:
             "success": all(i.get("success", True) is not False for i in items),
             "error_code": None,
             "error_message": None,
-            "signature": sign(data, app_id),
+            "signature": callback_signature(data, app_id),
             "data_type": data_type,
             "data": data,
             "org_company_code": self.config["company_codes"].get(tenant, ""),

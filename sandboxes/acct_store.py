@@ -11,13 +11,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-VN = timezone(timedelta(hours=7))
+from sandboxes.wire import iso_vn
 
 # save_dictionary's dictionary_type -> (get_dictionary's data_type, id field, code field)
 DICTIONARY_TYPES: dict[int, tuple[int, str, str]] = {
@@ -67,10 +66,6 @@ CREATE TABLE IF NOT EXISTS journal (
     op TEXT NOT NULL, via TEXT NOT NULL, ts_ms INTEGER NOT NULL
 );
 """
-
-
-def iso_vn(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=VN).isoformat(timespec="milliseconds")
 
 
 class ActStore:

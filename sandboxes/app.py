@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from common import metrics
+from common.names import System
 from sandboxes.acct import create_acct_sandbox
 from sandboxes.acct_store import ActStore
 from sandboxes.crm import create_crm_sandbox
@@ -38,7 +39,7 @@ def creations(journal: Iterable[dict]) -> dict[tuple[str, str], int]:
 
 
 async def run_sandbox(
-    system: str,
+    system: System,
     *,
     db: Path,
     port: int,
@@ -58,7 +59,7 @@ async def run_sandbox(
     system chooses; ``ready`` is called with the sandbox's URL once it listens. ``admin_token`` guards the
     ``/sandbox/...`` routes (``sandboxes/admin.py``); None: a random one nobody knows."""
     crm_store = acct_store = None
-    if system == "crm":
+    if system == System.CRM:
         crm_store = CrmStore(db)
         app = create_crm_sandbox(crm_store, credentials=credentials, faults=faults, admin_token=admin_token)
     else:
@@ -90,7 +91,7 @@ async def run_sandbox(
                 store.close()
 
 
-def instrument(app: web.Application, system: str) -> web.Application:
+def instrument(app: web.Application, system: System) -> web.Application:
     """A sandbox's ``/metrics``, ``/healthz``, ``/readyz`` (ready once it serves) and
     ``lienthong_sandbox_requests_total`` (by route and status). Before the app is started."""
 

@@ -15,8 +15,8 @@ import orjson
 from aiohttp import web
 
 from sandboxes.crm_store import EXTENSION_FIELDS, RESOURCES, SYSTEM_FIELDS, CrmStore, Resource
+from sandboxes.wire import EXTENSION_HEADER
 
-EXTENSION_HEADER = "X-Sandbox-Extension"
 ALIASES = {"Product": "Products"}
 
 STORE = web.AppKey("crm_store", CrmStore)

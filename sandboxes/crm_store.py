@@ -10,13 +10,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-VN = timezone(timedelta(hours=7))
+from sandboxes.wire import iso_vn
 
 REVENUE_LABELS = {"Bản nháp", "Đề nghị ghi", "Đã ghi", "Từ chối ghi"}
 STATUS_LABELS = {"Chưa thực hiện", "Đang thực hiện", "Đã thực hiện", "Đã hủy bỏ", "Đã giao đủ hàng"}
@@ -128,11 +127,6 @@ CREATE TABLE IF NOT EXISTS journal (
     ts_ms INTEGER NOT NULL
 );
 """
-
-
-def iso_vn(ms: int) -> str:
-    """``2025-07-16T10:00:00.123+07:00``: how CRM writes dates."""
-    return datetime.fromtimestamp(ms / 1000, tz=VN).isoformat(timespec="milliseconds")
 
 
 class CrmStore:

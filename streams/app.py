@@ -39,7 +39,16 @@ from mode import Service
 
 from common import metrics
 from common.kafka_config import aiokafka_config, confluent_config
-from common.names import AUDIT, DLQ_CDC, TENANT_CONFIG, System, changes_topic, commands_topic, state_changelog_topic
+from common.names import (
+    AUDIT,
+    DLQ_CDC,
+    TENANT_CONFIG,
+    System,
+    changes_topic,
+    commands_topic,
+    results_topic,
+    state_changelog_topic,
+)
 from common.settings import KafkaSettings
 from streams.agents.batch import OutputTopics, Processing
 from streams.checkpoint import Checkpoint, TransactionalProducer
@@ -49,7 +58,7 @@ from streams.settings import WorkerSettings
 from streams.tables.memory import RocksDBMemory, limit_malloc_arenas
 from streams.tables.store import Stores
 from streams.tables.tenants import TenantSettings
-from streams.topics import cdc_topics, results_topic
+from streams.topics import cdc_topics
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +241,7 @@ def build_loop(
     memory = RocksDBMemory.of(tables.rocksdb_block_cache_mb, tables.rocksdb_memtables_mb) if on_rocksdb else None
     config = LoopConfig(
         input_topics=[prefix + spec.name for spec in cdc_topics()]
-        + [prefix + results_topic(system.value) for system in System],
+        + [prefix + results_topic(system) for system in System],
         changes_topic=processing.topics.changes,
         changelog_topic=processing.topics.state_changelog,
         changes_partitions=changes_partitions,

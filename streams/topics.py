@@ -1,7 +1,8 @@
-"""Every topic of the wire contract (``docs/contract.md``), declared in one place.
+"""Every topic of the wire contract (``docs/contract.md``) as the deployment creates it.
 
-The CLI (``lienthong topics create``) creates these with the admin client and the faust app
-declares the same names; both read ``contract_topics()``. No faust import here, so the CLI and
+The names are ``common.names``'s; this module says which topics there are and how each is
+configured. The CLI (``lienthong topics create``) creates these with the admin client and the faust
+app declares the same names; both read ``contract_topics()``. No faust import here, so the CLI and
 connectors can use it without starting an app.
 """
 
@@ -9,24 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from common.names import ENTITIES, System
-
-DLQ_CDC = "dlq.cdc"
-DLQ_COMMANDS = "dlq.commands"
-AUDIT = "audit.sync"
-TENANT_CONFIG = "config.tenants"
-
-
-def cdc_topic(system: str, entity: str) -> str:
-    return f"cdc.{system}.{entity}"
-
-
-def commands_topic(system: str) -> str:
-    return f"commands.{system}"
-
-
-def results_topic(system: str) -> str:
-    return f"results.{system}"
+from common.names import (
+    AUDIT,
+    DLQ_CDC,
+    DLQ_COMMANDS,
+    ENTITIES,
+    TENANT_CONFIG,
+    System,
+    cdc_topic,
+    commands_topic,
+    results_topic,
+)
 
 
 @dataclass(frozen=True)
@@ -47,9 +41,7 @@ class TopicSpec:
 
 def cdc_topics() -> list[TopicSpec]:
     return [
-        TopicSpec(cdc_topic(system.value, entity), role="cdc")
-        for system in System
-        for entity in sorted(ENTITIES[system])
+        TopicSpec(cdc_topic(system, entity), role="cdc") for system in System for entity in sorted(ENTITIES[system])
     ]
 
 
@@ -57,9 +49,9 @@ def contract_topics() -> list[TopicSpec]:
     """All topics of the contract, in a stable order."""
     topics = cdc_topics()
     for system in System:
-        topics.append(TopicSpec(commands_topic(system.value), role="commands"))
+        topics.append(TopicSpec(commands_topic(system), role="commands"))
     for system in System:
-        topics.append(TopicSpec(results_topic(system.value), role="results"))
+        topics.append(TopicSpec(results_topic(system), role="results"))
     topics += [
         TopicSpec(DLQ_CDC, role="dlq"),
         TopicSpec(DLQ_COMMANDS, role="dlq"),
@@ -67,15 +59,3 @@ def contract_topics() -> list[TopicSpec]:
         TopicSpec(TENANT_CONFIG, role="config", compacted=True),
     ]
     return topics
-
-
-def parse_cdc_topic(name: str, prefix: str = "") -> tuple[str, str] | None:
-    """``[prefix]cdc.<system>.<entity>`` -> (system, entity); None when it is not a CDC topic name."""
-    if prefix:
-        if not name.startswith(prefix):
-            return None
-        name = name[len(prefix) :]
-    parts = name.split(".")
-    if len(parts) != 3 or parts[0] != "cdc":
-        return None
-    return parts[1], parts[2]

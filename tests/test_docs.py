@@ -3,14 +3,14 @@
 from pathlib import Path
 
 from cli.main import main
-from streams.core.matrix_doc import render_markdown
+from streams.core.matrix_doc import matrix_markdown
 from streams.core.rules import load_rules
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "matrix.md"
 
 
 def test_matrix_doc_is_current():
-    assert DOC.read_text(encoding="utf-8") == render_markdown(load_rules()), (
+    assert DOC.read_text(encoding="utf-8") == matrix_markdown(load_rules()), (
         "docs/matrix.md is stale: run `lienthong matrix --markdown > docs/matrix.md`"
     )
 

@@ -21,7 +21,8 @@ from pydantic import SecretStr
 
 from capture.settings import WebhookSettings
 from cli.settings_doc import services
-from common.kafka_config import describe
+from common.kafka_config import describe_connection
+from common.names import System
 from common.settings import KafkaSettings, read_settings
 from connectors.settings import ConnectorServiceSettings
 from ops.settings import OpsSettings
@@ -83,7 +84,7 @@ def test_the_settings_never_show_a_secret(tmp_path, monkeypatch):
     assert webhooks.webhook_secrets["crm:cty-a"].get_secret_value() == SENTINELS["webhook"]  # read, but hidden:
     for service in services():  # every service's settings, the Kafka block with its secrets held by those with one
         settings = read_settings(service, **({"kafka": kafka} if "kafka" in service.model_fields else {}))
-        assert_no_secret(repr(settings) + str(settings) + settings.model_dump_json() + describe(kafka))
+        assert_no_secret(repr(settings) + str(settings) + settings.model_dump_json() + describe_connection(kafka))
 
 
 def sandbox_logins(system: str) -> str:
@@ -93,7 +94,7 @@ def sandbox_logins(system: str) -> str:
     return json.dumps({f"partner-app:{SENTINELS['sandbox-access']}": "cty-a"})
 
 
-@pytest.mark.parametrize("system", ["crm", "acct"])
+@pytest.mark.parametrize("system", list(System))
 def test_the_older_and_the_sandbox_credentials_are_read_but_never_shown(tmp_path, monkeypatch, system):
     from amis.credentials import acct_credentials, crm_credentials
     from cli.main import sandbox_credentials
@@ -103,7 +104,9 @@ def test_the_older_and_the_sandbox_credentials_are_read_but_never_shown(tmp_path
     monkeypatch.setenv("LIENTHONG_SANDBOX_CREDENTIALS", sandbox_logins(system))
     connector, sandbox = read_settings(ConnectorServiceSettings), read_settings(SandboxSettings)
     for settings in (connector, sandbox):
-        assert_no_secret(repr(settings) + str(settings) + settings.model_dump_json() + describe(connector.kafka))
+        assert_no_secret(
+            repr(settings) + str(settings) + settings.model_dump_json() + describe_connection(connector.kafka)
+        )
     # read where they are used, in their documented layouts:
     assert crm_credentials(connector.amis)["cty-b"].client_secret.get_secret_value() == SENTINELS["legacy-crm"]
     assert acct_credentials(connector.amis)["cty-c"].access_code.get_secret_value() == SENTINELS["legacy-acct"]

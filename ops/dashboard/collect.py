@@ -30,9 +30,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.kafka_config import confluent_config
 from common.metrics import ConsumerGroupLagCollector
+from common.names import AUDIT, DLQ_CDC, DLQ_COMMANDS, System, results_topic
 from common.settings import KafkaSettings
 from ops.dashboard.health import SyncHealth
-from streams.topics import AUDIT, DLQ_CDC, DLQ_COMMANDS, contract_topics, results_topic
+from streams.topics import contract_topics
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ class DashboardData:
     # --- the tail ------------------------------------------------------------------------------------
 
     def _tail(self) -> None:
-        topics = [AUDIT, results_topic("crm"), results_topic("acct"), DLQ_CDC, DLQ_COMMANDS]
+        topics = [AUDIT, *(results_topic(system) for system in System), DLQ_CDC, DLQ_COMMANDS]
         consumer = Consumer(
             confluent_config(
                 self.kafka,

@@ -16,8 +16,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Status = Literal["in sync", "pending", "failing"]
-STATUSES: tuple[Status, ...] = ("in sync", "pending", "failing")
+from common.names import DLQ_CDC, ERROR_KIND, ERROR_MESSAGE, FAILED_AT_MS, ORIGIN_TOPIC, parse_cdc_topic
+
+SyncStatus = Literal["in sync", "pending", "failing"]
+SYNC_STATUSES: tuple[SyncStatus, ...] = ("in sync", "pending", "failing")
 FAILED = {"rejected", "failed"}
 DONE = {"applied", "duplicate"}
 
@@ -44,7 +46,7 @@ class RecordState:
 
 
 @dataclass(frozen=True)
-class DeadLetter:
+class DeadLetterView:
     topic: str
     reason: str
     key: str
@@ -59,7 +61,7 @@ class RecordView:
     entity: str
     record_id: str
     system: str
-    status: Status
+    status: SyncStatus
     last_error: str | None
     last_change_ms: int
 
@@ -107,7 +109,7 @@ class SyncHealth:
         self.records: dict[tuple[str, str, str], RecordState] = {}
         self.commands: dict[str, CommandState] = {}
         self.letter_counts: Counter[tuple[str, str]] = Counter()
-        self.letters: deque[DeadLetter] = deque(maxlen=max_letters)
+        self.letters: deque[DeadLetterView] = deque(maxlen=max_letters)
         self.latency = LatencyWindow()
         self.results_by_status: Counter[tuple[str, str]] = Counter()
 
@@ -148,24 +150,26 @@ class SyncHealth:
     def dead_letter(self, topic: str, key: bytes | None, headers: list[tuple[str, Any]]) -> None:
         """One message of ``dlq.cdc`` / ``dlq.commands`` (``topic`` without the deployment prefix)."""
         named = {name: _text(raw) for name, raw in headers}
-        letter = DeadLetter(
+        letter = DeadLetterView(
             topic=topic,
-            reason=named.get("error.kind", "unknown"),
+            reason=named.get(ERROR_KIND, "unknown"),
             key=_text(key),
-            message=named.get("error.message", ""),
-            origin=named.get("origin.topic", ""),
-            failed_at_ms=int(named.get("failed.at_ms") or 0),
+            message=named.get(ERROR_MESSAGE, ""),
+            origin=named.get(ORIGIN_TOPIC, ""),
+            failed_at_ms=int(named.get(FAILED_AT_MS) or 0),
         )
         self.letter_counts[(topic, letter.reason)] += 1
         self.letters.append(letter)
-        # a change event dead-lettered: cdc.<system>.<entity> names the entity, the key <tenant>:<record id>
-        origin = letter.origin.split(".")
+        # a change event dead-lettered: its origin topic (the deployment's prefix, then cdc.<system>.<entity>)
+        # names the entity, the key <tenant>:<record id>
+        names = parse_cdc_topic(".".join(letter.origin.split(".")[-3:]))
         tenant, _, record_id = letter.key.partition(":")
-        if topic == "dlq.cdc" and len(origin) >= 3 and origin[-3] == "cdc" and record_id:
-            key_ = (tenant, origin[-1], record_id)
+        if topic == DLQ_CDC and names is not None and record_id:
+            system, entity = names
+            key_ = (tenant, entity, record_id)
             record = self.records.get(key_)
             if record is None:
-                record = self.records[key_] = RecordState(*key_, system=origin[-2])
+                record = self.records[key_] = RecordState(*key_, system=system)
             record.dead_letter = f"dead-lettered on {topic}: {letter.reason}: {letter.message}"
             record.dead_letter_ms = letter.failed_at_ms
             record.last_change_ms = max(record.last_change_ms, letter.failed_at_ms)
@@ -173,7 +177,7 @@ class SyncHealth:
     # --- reading -------------------------------------------------------------------------------------
 
     def view(self, record: RecordState) -> RecordView:
-        status: Status = "in sync"
+        status: SyncStatus = "in sync"
         error: str | None = None
         for command_id in record.commands:
             command = self.commands.get(command_id)
@@ -187,11 +191,11 @@ class SyncHealth:
             record.tenant, record.entity, record.record_id, record.system, status, error, record.last_change_ms
         )
 
-    def by_tenant_entity(self) -> dict[tuple[str, str], dict[Status, int]]:
+    def by_tenant_entity(self) -> dict[tuple[str, str], dict[SyncStatus, int]]:
         """(tenant, entity) -> records in sync / pending / failing."""
-        table: dict[tuple[str, str], dict[Status, int]] = {}
+        table: dict[tuple[str, str], dict[SyncStatus, int]] = {}
         for record in self.records.values():
-            row = table.setdefault((record.tenant, record.entity), dict.fromkeys(STATUSES, 0))
+            row = table.setdefault((record.tenant, record.entity), dict.fromkeys(SYNC_STATUSES, 0))
             row[self.view(record).status] += 1
         return dict(sorted(table.items()))
 

@@ -23,7 +23,7 @@ from common.metrics import BrokerCheck, add_health_routes
 from common.settings import KafkaSettings
 from ops.dashboard.charts import line_chart
 from ops.dashboard.collect import DashboardData, Sample, histogram_buckets, total
-from ops.dashboard.health import STATUSES, quantile_from_buckets
+from ops.dashboard.health import SYNC_STATUSES, quantile_from_buckets
 from ops.operations import audit_trail
 
 DATA = web.AppKey("data", DashboardData)
@@ -55,7 +55,7 @@ def _num(value: float) -> str:
     return f"{value:.0f}" if value == int(value) else f"{value:.3f}"
 
 
-def _table(head: list[str], rows: list[str], testid: str, empty: str = "none yet") -> str:
+def _html_table(head: list[str], rows: list[str], testid: str, empty: str = "none yet") -> str:
     header = "".join(f"<th>{_e(h)}</th>" for h in head)
     body = "".join(rows) or f'<tr><td colspan="{len(head)}" class="muted">{_e(empty)}</td></tr>'
     return f'<table data-testid="{testid}"><tr>{header}</tr>{body}</table>'
@@ -230,7 +230,8 @@ def render_page(data: DashboardData, kafka: KafkaSettings, refresh: int = REFRES
         f'<tr data-testid="health-row" data-tenant="{_e(te.split("/", 1)[0])}" data-entity="{_e(te.split("/", 1)[1])}">'
         f"<td>{_e(te.split('/', 1)[0])}</td><td>{_e(te.split('/', 1)[1])}</td>"
         + "".join(
-            f'<td class="n {status.replace(" ", "")}" data-status="{status}">{row[status]}</td>' for status in STATUSES
+            f'<td class="n {status.replace(" ", "")}" data-status="{status}">{row[status]}</td>'
+            for status in SYNC_STATUSES
         )
         + "</tr>"
         for te, row in s["sync_health"].items()
@@ -254,26 +255,26 @@ def render_page(data: DashboardData, kafka: KafkaSettings, refresh: int = REFRES
         f"</p>{problems}"
         + _charts(data)
         + "<h2>Sync health per tenant and entity</h2>"
-        + _table(["tenant", "entity", *STATUSES], health_rows, "sync-health")
+        + _html_table(["tenant", "entity", *SYNC_STATUSES], health_rows, "sync-health")
         + "<h2>Records not in sync</h2>"
-        + _table(
+        + _html_table(
             ["tenant", "entity", "record (audit trail)", "state", "last error", "last change"],
             record_rows,
             "not-in-sync",
             empty="every record is in sync",
         )
         + "<h2>Consumer lag</h2>"
-        + _table(["group", "topic", "lag (messages)"], lag_rows, "lag")
+        + _html_table(["group", "topic", "lag (messages)"], lag_rows, "lag")
         + "<h2>Dead letters by reason</h2>"
-        + _table(["topic", "reason", "on the topic", "lienthong_dead_letters_total"], letter_rows, "dead-letters")
-        + _table(["topic", "reason", "key", "message", "when"], recent_rows, "dead-letter-messages")
+        + _html_table(["topic", "reason", "on the topic", "lienthong_dead_letters_total"], letter_rows, "dead-letters")
+        + _html_table(["topic", "reason", "key", "message", "when"], recent_rows, "dead-letter-messages")
         + "<h2>Latency (seconds)</h2>"
-        + _table(["target", "measured", "p50", "p90", "p99", "commands"], latency_rows, "latency")
+        + _html_table(["target", "measured", "p50", "p90", "p99", "commands"], latency_rows, "latency")
         + "<h2>Throughput</h2>"
-        + _table(["messages/s", "now"], rate_rows, "throughput")
-        + _table(["events processed, by outcome (/metrics)", "total"], outcome_rows, "processed")
-        + _table(["connector results (target/status)", "on results.*", "/metrics"], result_rows, "results")
-        + _table(["topic", "messages written"], message_rows, "messages")
+        + _html_table(["messages/s", "now"], rate_rows, "throughput")
+        + _html_table(["events processed, by outcome (/metrics)", "total"], outcome_rows, "processed")
+        + _html_table(["connector results (target/status)", "on results.*", "/metrics"], result_rows, "results")
+        + _html_table(["topic", "messages written"], message_rows, "messages")
         + '<p class="muted"><a href="/api/summary.json">as JSON</a> · <a href="/metrics">/metrics</a></p>'
         + "</body></html>"
     )
@@ -330,7 +331,7 @@ async def record_page(request: web.Request) -> web.Response:
         f'<!doctype html><html><head><meta charset="utf-8"><title>{_e(tenant)} {_e(entity)} {_e(record_id)}</title>'
         f"<style>{STYLE}</style></head><body><p><a href='/'>← operations</a></p>"
         f"<h1>{_e(entity)} {_e(record_id)} of {_e(tenant)}</h1>{state}"
-        + _table(
+        + _html_table(
             ["decided", "system", "action", "origin", "rules", "commands and their results"],
             rows,
             "audit-trail",

@@ -22,7 +22,7 @@ import orjson
 from common import metrics
 from common.logs import about_key
 from common.names import DLQ_CDC, ORIGINAL_BYTES, SOURCE_TS_MS, TRUNCATED, System, parse_cdc_topic
-from streams.core.contract import ChangeEvent, Command, dead_letter_headers, dumps
+from streams.core.contract import ChangeEvent, Command, Where, dead_letter_headers, dumps
 from streams.core.decide import Decision
 from streams.core.rules import RuleBook
 from streams.outputs import OutputMessage, too_large
@@ -52,15 +52,6 @@ class Processing:
     default_order_target: str
     max_message_bytes: int
     counts: Counter[str] = field(default_factory=Counter)  # what the processor did, for logs and tests
-
-
-@dataclass(frozen=True, slots=True)
-class Where:
-    """Where an input was first read: what a dead letter's ``origin.*`` headers say."""
-
-    topic: str
-    partition: int
-    offset: int
 
 
 class Unstageable(Exception):

@@ -36,7 +36,7 @@ from common.names import (
     parse_cdc_topic,
     results_topic,
 )
-from streams.agents.batch import Batch, Unstageable, Where, count_decision, count_event
+from streams.agents.batch import Batch, Unstageable, count_decision, count_event
 from streams.agents.time_order import HeldChange, HeldChanges, InputsPassed, held_key
 from streams.core.aggregates import (
     AGGREGATE_ENTITIES,
@@ -46,8 +46,9 @@ from streams.core.aggregates import (
     decide_for_order,
 )
 from streams.core.commands import command_key_text
-from streams.core.contract import BadInput, ChangeEvent, CommandKey, Result, decode_change_event
+from streams.core.contract import ChangeEvent, CommandKey, Result, Where, decode_change_event
 from streams.core.decide import Decision, LinkUpdate, decide, link_family, resolve_action
+from streams.core.errors import BadInput
 from streams.outputs import OutputMessage
 from streams.tables.state import PartitionState
 

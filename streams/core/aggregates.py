@@ -19,8 +19,9 @@ from typing import Any
 
 from common.names import System
 from streams.core.commands import audit_record, build_command
-from streams.core.contract import Action, AuditNote, BadInput, ChangeEvent, Command, CommandKey, Note, named
+from streams.core.contract import Action, AuditNote, ChangeEvent, Command, CommandKey, Note, named
 from streams.core.decide import Decision, State, decide
+from streams.core.errors import BadInput
 from streams.core.rules import RuleBook
 
 ZERO = Decimal(0)

@@ -11,16 +11,27 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from common.names import ENTITIES, System
+from common.names import (
+    ACTION,
+    ENTITIES,
+    ERROR_KIND,
+    ERROR_MESSAGE,
+    EVENT_ID,
+    FAILED_AT_MS,
+    ORIGIN,
+    ORIGIN_OFFSET,
+    ORIGIN_PARTITION,
+    ORIGIN_TOPIC,
+    TENANT,
+    System,
+)
 from streams.core.errors import BadInput
 from streams.core.validation import check_event_id, check_key, check_record, check_tenant
-
-__all__ = ["BadInput"]  # re-exported: agents and tests catch it from here
 
 SCHEMA_VERSION = 1
 
@@ -60,13 +71,14 @@ ENTITY_NAMES: dict[str, frozenset[str]] = {system.value: entities for system, en
 ACTION_NAMES = frozenset(action.value for action in Action)
 
 
-class _Where:
-    """Where a message came from, said only if something is wrong with it (formatting it costs)."""
+class Where(NamedTuple):
+    """Where a message was read: what a dead letter's ``origin.*`` headers say, and what an error about
+    it names (``topic@partition:offset``, formatted only if something is wrong with it: formatting costs).
+    A named tuple: made for every input, and cheaper to make than a frozen dataclass."""
 
-    __slots__ = ("offset", "partition", "topic")
-
-    def __init__(self, topic: str, partition: int, offset: int) -> None:
-        self.topic, self.partition, self.offset = topic, partition, offset
+    topic: str
+    partition: int
+    offset: int
 
     def __str__(self) -> str:
         return f"{self.topic}@{self.partition}:{self.offset}"
@@ -105,7 +117,7 @@ def change_event_json(
     *,
     event_id: str,
     tenant: str,
-    system: str,
+    system: System,
     entity: str,
     op: str,
     ts_ms: int,
@@ -313,12 +325,12 @@ def dead_letter_headers(
     """The contract's dead-letter headers, for every producer of dead letters (agents and connectors);
     ``failed_at_ms`` is the caller's clock (the core reads none)."""
     return [
-        ("error.kind", kind.encode()),
-        ("error.message", message.encode("utf-8", "replace")),
-        ("origin.topic", topic.encode()),
-        ("origin.partition", str(partition).encode()),
-        ("origin.offset", str(offset).encode()),
-        ("failed.at_ms", str(failed_at_ms).encode()),
+        (ERROR_KIND, kind.encode()),
+        (ERROR_MESSAGE, message.encode("utf-8", "replace")),
+        (ORIGIN_TOPIC, topic.encode()),
+        (ORIGIN_PARTITION, str(partition).encode()),
+        (ORIGIN_OFFSET, str(offset).encode()),
+        (FAILED_AT_MS, str(failed_at_ms).encode()),
     ]
 
 
@@ -394,11 +406,11 @@ def _from_debezium(
     offset: int,
 ) -> dict[str, Any]:
     source = payload.get("source") or {}
-    tenant = _header(headers, "tenant")
+    tenant = _header(headers, TENANT)
     if not tenant:
-        raise BadInput("schema", f"Debezium event on {topic}@{partition}:{offset} has no 'tenant' header")
+        raise BadInput("schema", f"Debezium event on {topic}@{partition}:{offset} has no {TENANT!r} header")
     ts_ms = source.get("ts_ms", payload.get("ts_ms"))
-    event_id = _header(headers, "event_id") or _debezium_event_id(payload) or f"{topic}:{partition}:{offset}"
+    event_id = _header(headers, EVENT_ID) or _debezium_event_id(payload) or f"{topic}:{partition}:{offset}"
     return {
         "schema_version": SCHEMA_VERSION,
         "event_id": event_id,
@@ -406,8 +418,8 @@ def _from_debezium(
         "system": topic_system,
         "entity": topic_entity,
         "op": payload.get("op"),
-        "action": _header(headers, "action"),
-        "origin": _header(headers, "origin") or "user",
+        "action": _header(headers, ACTION),
+        "origin": _header(headers, ORIGIN) or "user",
         "ts_ms": ts_ms,
         "before": payload.get("before"),
         "after": payload.get("after"),
@@ -437,7 +449,8 @@ def decode_change_event(
     ``key``: the message's key, checked against the event (``streams.core.validation``); a caller
     with no message (a test, a tool) leaves it out.
     """
-    where = _Where(topic or f"cdc.{topic_system}.{topic_entity}", partition, offset)
+    # (not ``common.names.cdc_topic``, which names a System's topic: this system may be none of them)
+    where = Where(topic or f"cdc.{topic_system}.{topic_entity}", partition, offset)
     entities = ENTITY_NAMES.get(topic_system)
     if entities is None:
         raise BadInput("unknown_system", f"topic {where} names system {topic_system!r}; known: crm, acct")

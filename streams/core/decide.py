@@ -22,7 +22,6 @@ from streams.core.contract import (
     Action,
     AuditNote,
     AuditRecord,
-    BadInput,
     ChangeEvent,
     Command,
     CommandKey,
@@ -30,6 +29,7 @@ from streams.core.contract import (
     Op,
     named,
 )
+from streams.core.errors import BadInput
 from streams.core.rules import Effect, Rule, RuleBook, WriteTarget
 from streams.core.transitions import derive_action
 

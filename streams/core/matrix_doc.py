@@ -99,5 +99,5 @@ def _row(rule: Rule) -> str:
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
 
 
-def render_markdown(book: RuleBook) -> str:
+def matrix_markdown(book: RuleBook) -> str:
     return HEADER + "\n".join(_row(rule) for rule in book.rules) + "\n" + CROSS_CUTTING

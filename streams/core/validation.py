@@ -28,7 +28,7 @@ from typing import Any
 
 from streams.core.errors import BadInput
 
-TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DECIMAL = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,10})?")
 LARGEST_INTEGER = 10**20
 LONGEST_ID = 256
@@ -46,7 +46,7 @@ def _shown(value: Any) -> str:
 
 
 def check_tenant(tenant: Any, where: str) -> str:
-    if not isinstance(tenant, str) or not TENANT.fullmatch(tenant):
+    if not isinstance(tenant, str) or not TENANT_ID.fullmatch(tenant):
         raise BadInput(
             "schema",
             f"{where}: tenant {_shown(tenant)} is not a tenant id (1 to 64 ASCII letters, digits, '.', '_' or "

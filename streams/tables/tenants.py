@@ -19,9 +19,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-log = logging.getLogger(__name__)
+from streams.core.rules import ORDER_TARGETS
 
-ORDER_TARGETS = ("sale_order", "contract")
+log = logging.getLogger(__name__)
 
 
 def parse_tenant_settings(tenant: str, raw: bytes) -> dict[str, Any]:

@@ -21,13 +21,13 @@ import orjson
 import pytest
 from confluent_kafka import OFFSET_END, KafkaError, KafkaException, TopicPartition
 
-from common.names import System, changes_topic, state_changelog_topic
+from common.names import AUDIT, DLQ_CDC, System, changes_topic, commands_topic, results_topic, state_changelog_topic
 from common.settings import KafkaSettings
 from streams.app import build_loop
 from streams.core.rules import load_rules
 from streams.loop import ProcessingLoop
 from streams.settings import TableSettings, WorkerSettings
-from streams.topics import cdc_topics, results_topic
+from streams.topics import cdc_topics
 
 NOW_MS = 1_800_000_000_000  # the workers' clock in these tests
 ROUND_MS = 300  # how far it moves between two batches of ``Worker.run``
@@ -359,19 +359,19 @@ class Worker:
 
 def every_subscribed_partition(world: World) -> list[TopicPartition]:
     """Every partition a worker's consumer subscribes to: the inputs and the changes topic."""
-    topics = [spec.name for spec in cdc_topics()] + [results_topic(system.value) for system in System]
+    topics = [spec.name for spec in cdc_topics()] + [results_topic(system) for system in System]
     topics.append(changes_topic(APP_ID))
     return [TopicPartition(topic, p) for topic in topics for p in range(world.partitions[topic])]
 
 
 def new_world(changes_partitions: int = 3) -> World:
     world = World()
-    for name in ("commands.crm", "commands.acct", "audit.sync", "dlq.cdc"):
+    for name in (commands_topic(System.CRM), commands_topic(System.ACCT), AUDIT, DLQ_CDC):
         world.partitions[name] = 1
     for spec in cdc_topics():
         world.partitions[spec.name] = INPUT_PARTITIONS
     for system in System:
-        world.partitions[results_topic(system.value)] = INPUT_PARTITIONS
+        world.partitions[results_topic(system)] = INPUT_PARTITIONS
     world.partitions[changes_topic(APP_ID)] = changes_partitions
     world.partitions[state_changelog_topic(APP_ID)] = changes_partitions
     return world

@@ -14,7 +14,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.core.contract import BadInput, decode_change_event
+from streams.core.contract import decode_change_event
+from streams.core.errors import BadInput
 from tests.agents.conftest import put, sent
 from tests.core.test_fuzz import change_events, systems
 

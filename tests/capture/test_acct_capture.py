@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from amis.acct_client import ActClient, ActCredentials, callback_signature
 from amis.ledger import CallbackOutcome, WriteLedger
 from capture.acct import ActCapture
-from capture.state import CaptureState, CrashForTest, Reporter, new_producer
+from capture.state import CaptureState, ChangeReporter, CrashForTest, new_producer
 from common.kafka_config import confluent_config
 from common.names import System
 from connectors.writers import ActWriter
@@ -83,8 +83,8 @@ async def acct_world(module_settings: WorkerSettings, tmp_path: Path, tenant: st
     sandbox = TestServer(create_acct_sandbox(store, app_id=APP_ID, credentials={f"{APP_ID}:acc3ss": tenant}))
     await sandbox.start_server()
     client = ActClient(str(sandbox.make_url("")), session, APP_ID, creds)
-    reporter = Reporter(
-        "acct",
+    reporter = ChangeReporter(
+        System.ACCT,
         CaptureState(tmp_path / "acct-capture.sqlite"),
         ledger,
         new_producer(confluent_config(module_settings.kafka)),
@@ -328,8 +328,8 @@ async def test_a_restart_in_the_middle_of_a_dictionary_scan_repeats_the_same_eve
         state_path = tmp_path / "restarted.sqlite"
 
         def capture(crash_after: int | None) -> ActCapture:
-            reporter = Reporter(
-                "acct",
+            reporter = ChangeReporter(
+                System.ACCT,
                 CaptureState(state_path),
                 world.ledger,
                 world.capture.reporter.producer,

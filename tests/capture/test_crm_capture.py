@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from amis.crm_client import CrmClient, CrmCredentials
 from amis.ledger import WriteLedger
 from capture.crm import CrmCapture
-from capture.state import CaptureState, CrashForTest, Reporter, new_producer
+from capture.state import CaptureState, ChangeReporter, CrashForTest, new_producer
 from common.kafka_config import confluent_config
 from common.names import System
 from connectors.writers import CrmWriter
@@ -66,8 +66,8 @@ class World:
     session: aiohttp.ClientSession
 
     def capture(self, *, page_size: int = 3, overlap_s: float = 0.0, crash_after: int | None = None) -> CrmCapture:
-        reporter = Reporter(
-            "crm",
+        reporter = ChangeReporter(
+            System.CRM,
             CaptureState(self.state_path),
             self.ledger,
             new_producer(confluent_config(self.settings.kafka)),

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from cli.main import main
+from common.names import ERROR_KIND, ERROR_MESSAGE, FAILED_AT_MS, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
 from demo.local import CrmUser, crm_login, local_systems
 from tests.integration.conftest import change_event
 
@@ -44,12 +45,12 @@ def test_dead_letters_are_listed_by_reason_tenant_and_time_shown_whole_and_repla
         event,
         key=f"{tenant}:A1",
         headers={
-            "error.kind": b"internal",
-            "error.message": b"ZeroDivisionError: a bug since fixed",
-            "origin.topic": kafka.name("cdc.acct.customer").encode(),
-            "origin.partition": b"0",
-            "origin.offset": b"0",
-            "failed.at_ms": str(int(time.time() * 1000)).encode(),
+            ERROR_KIND: b"internal",
+            ERROR_MESSAGE: b"ZeroDivisionError: a bug since fixed",
+            ORIGIN_TOPIC: kafka.name("cdc.acct.customer").encode(),
+            ORIGIN_PARTITION: b"0",
+            ORIGIN_OFFSET: b"0",
+            FAILED_AT_MS: str(int(time.time() * 1000)).encode(),
         },
     )
     kafka.read(["dlq.cdc"], until=lambda m: len(of_tenant(tenant, m)) >= 2)

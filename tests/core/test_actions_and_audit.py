@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from common.names import System
-from streams.core.contract import Action, BadInput
+from streams.core.contract import Action
 from streams.core.decide import decide
+from streams.core.errors import BadInput
 from streams.core.rules import RuleBook
 from streams.core.transitions import derive_action
 from tests.core.rule_cases import (

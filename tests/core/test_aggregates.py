@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.core.aggregates import OrderAggregate, decide_for_order, derive
-from streams.core.contract import BadInput, ChangeEvent
+from streams.core.contract import ChangeEvent
+from streams.core.errors import BadInput
 from streams.core.rules import RuleBook
 from tests.fakes import FakeState, event
 

@@ -10,7 +10,6 @@ import pytest
 from common.names import System
 from streams.core.contract import (
     Action,
-    BadInput,
     ChangeEvent,
     Command,
     CommandKey,
@@ -20,6 +19,7 @@ from streams.core.contract import (
     dumps,
     parse_command,
 )
+from streams.core.errors import BadInput
 
 TOPIC = "cdc.crm.sale_order"
 ORDER = {"id": "o-1", "code": "DH1", "revenue_status": "proposed", "total_amount": "200000"}

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from common.names import System
-from streams.core.contract import BadInput, CommandKey, Note, Op, decode_change_event
+from streams.core.contract import CommandKey, Note, Op, decode_change_event
+from streams.core.errors import BadInput
 from streams.core.rules import RuleBook
 from tests.core.rule_cases import (
     ACCT_CUSTOMER,

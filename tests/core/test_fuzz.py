@@ -23,8 +23,9 @@ from streams.core.aggregates import (
     check_document,
     decide_for_order,
 )
-from streams.core.contract import ENTITY_NAMES, BadInput, ChangeEvent, decode_change_event, dumps
+from streams.core.contract import ENTITY_NAMES, ChangeEvent, decode_change_event, dumps
 from streams.core.decide import decide
+from streams.core.errors import BadInput
 from streams.core.rules import load_rules
 from streams.tables.state import in_memory_state
 from tests.fakes import TS_MS

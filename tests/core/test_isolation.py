@@ -22,16 +22,17 @@ from streams.core.aggregates import (
     check_document,
     decide_for_order,
 )
-from streams.core.contract import BadInput, decode_change_event
+from streams.core.contract import decode_change_event
 from streams.core.decide import decide
+from streams.core.errors import BadInput
 from streams.core.rules import load_rules
-from streams.core.validation import TENANT
+from streams.core.validation import TENANT_ID
 from streams.tables.state import in_memory_state
 from tests.fakes import TS_MS
 
 RULES = load_rules()
 
-tenant_ids = st.from_regex(TENANT, fullmatch=True)
+tenant_ids = st.from_regex(TENANT_ID, fullmatch=True)
 any_tenants = st.one_of(tenant_ids, st.text(max_size=70), st.sampled_from(["T:evil", "a:b:c", "x\x00", "T", "T:"]))
 # Record ids as the edge accepts them (their own checks are in test_validation.py).
 ids = st.one_of(
@@ -114,7 +115,7 @@ def run(tenant: str, record_id, other_id) -> tuple[list[str], list[str], list[st
 def test_an_event_of_one_tenant_never_builds_a_key_of_another(tenant, other, record_id, other_id) -> None:
     command_keys, audit_keys, table_keys, refused = run(tenant, record_id, other_id)
     built = command_keys + audit_keys + table_keys
-    if not TENANT.fullmatch(tenant):
+    if not TENANT_ID.fullmatch(tenant):
         assert built == [], f"tenant {tenant!r} is not a tenant id, yet keys were built: {built[:3]}"
         assert refused == len(templates(record_id, other_id))
         return

@@ -9,8 +9,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from streams.core.contract import BadInput, decode_change_event
+from streams.core.contract import decode_change_event
 from streams.core.decide import decide
+from streams.core.errors import BadInput
 from tests.fakes import TS_MS, FakeState
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from common.names import DLQ_CDC, ERROR_KIND, ERROR_MESSAGE, FAILED_AT_MS, ORIGIN_TOPIC
 from ops.dashboard.charts import line_chart
 from ops.dashboard.health import SyncHealth, quantile_from_buckets
 
@@ -57,12 +58,12 @@ def test_a_dead_lettered_change_marks_its_record_failing_with_the_letters_words(
     health.audit(audit("A1", "c1"))
     health.result(result("c1", "applied"))
     headers = [
-        ("error.kind", b"schema"),
-        ("error.message", b"field 'after.code' is not text"),
-        ("origin.topic", b"pre.cdc.acct.customer"),
-        ("failed.at_ms", b"2000"),
+        (ERROR_KIND, b"schema"),
+        (ERROR_MESSAGE, b"field 'after.code' is not text"),
+        (ORIGIN_TOPIC, b"pre.cdc.acct.customer"),
+        (FAILED_AT_MS, b"2000"),
     ]
-    health.dead_letter("dlq.cdc", b"t1:A1", headers)
+    health.dead_letter(DLQ_CDC, b"t1:A1", headers)
     view = health.view(health.records[("t1", "customer", "A1")])
     assert view.status == "failing"
     assert view.last_error == "dead-lettered on dlq.cdc: schema: field 'after.code' is not text"

@@ -25,7 +25,7 @@ from amis.crm_client import CrmCredentials
 from amis.errors import Transient
 from amis.ledger import WriteLedger
 from capture.acct import ActCapture
-from capture.state import CaptureState, Reporter, new_producer
+from capture.state import CaptureState, ChangeReporter, new_producer
 from common.kafka_config import confluent_config
 from common.names import System
 from connectors.runner import Connector, ConnectorSettings
@@ -83,8 +83,8 @@ async def accounting(module_settings, tmp_path, tenant, *, faults=None, processi
     creds = {tenant: ActCredentials(SecretStr("acc3ss"), "0101")}
     receiver_capture = ActCapture(
         ActClient("http://unused", None, APP_ID, creds),  # type: ignore[arg-type]  # the receiver makes no calls
-        Reporter(
-            "acct",
+        ChangeReporter(
+            System.ACCT,
             state,
             ledger,
             new_producer(confluent_config(module_settings.kafka)),
@@ -108,7 +108,7 @@ async def accounting(module_settings, tmp_path, tenant, *, faults=None, processi
     )
     await server.start_server()
     settings = {
-        "system": "acct",
+        "system": System.ACCT,
         "base_url": str(server.make_url("")).rstrip("/"),
         "acct_app_id": APP_ID,
         "acct_credentials": creds,
@@ -498,7 +498,7 @@ async def test_the_crm_connector_upserts_by_code_and_reports_crms_refusals(kafka
     for c in (create, again, missing, unsayable):
         kafka.produce("commands.crm", dumps(c), key=c.message_key)
     settings = {
-        "system": "crm",
+        "system": System.CRM,
         "base_url": str(server.make_url("/api/v2")),
         "crm_credentials": {tenant: CrmCredentials("app-crm", SecretStr("s3"))},
         "shared_ledger_path": tmp_path / "crm-shared.sqlite",

@@ -15,6 +15,7 @@ import asyncio
 import aiohttp
 import pytest
 
+from common.names import System
 from demo.local import local_systems
 from demo.run import business_day
 from sandboxes.faults import FaultConfig
@@ -26,8 +27,10 @@ pytestmark = pytest.mark.broker
 async def test_a_business_day_across_both_systems(kafka, module_settings, worker, tmp_path, tenant, faulty):
     faults = (
         {
-            "crm": FaultConfig(error_rate=0.2, throttle_rate=0.1, retry_after_s=0.05, seed=0),
-            "acct": FaultConfig(error_rate=0.2, throttle_rate=0.1, retry_after_s=0.05, callback_drop_rate=0.3, seed=1),
+            System.CRM: FaultConfig(error_rate=0.2, throttle_rate=0.1, retry_after_s=0.05, seed=0),
+            System.ACCT: FaultConfig(
+                error_rate=0.2, throttle_rate=0.1, retry_after_s=0.05, callback_drop_rate=0.3, seed=1
+            ),
         }
         if faulty
         else None
@@ -43,7 +46,7 @@ async def test_a_business_day_across_both_systems(kafka, module_settings, worker
         async with aiohttp.ClientSession() as session:
             await business_day(systems, tenant, session)
         await asyncio.sleep(2)  # let late retries and echoes settle before counting
-        for system in ("crm", "acct"):
+        for system in System:
             counts = systems.creations(system, tenant)
             assert counts and all(n == 1 for n in counts.values()), (system, counts)
         if faulty:
@@ -55,9 +58,9 @@ async def test_a_business_day_across_both_systems(kafka, module_settings, worker
         # the sync-health page says the same
         from aiohttp.test_utils import TestClient, TestServer
 
-        from demo.dashboard import create_dashboard
+        from demo.dashboard import create_demo_dashboard
 
-        client = TestClient(TestServer(create_dashboard(module_settings.kafka, systems, worker_metrics=None)))
+        client = TestClient(TestServer(create_demo_dashboard(module_settings.kafka, systems, worker_metrics=None)))
         await client.start_server()
         try:
             health = await (await client.get("/health.json")).json()

@@ -28,7 +28,7 @@ from amis.settings import AmisSettings
 from capture.service import serve_capture
 from capture.settings import CaptureSettings
 from capture.webhooks import create_webhooks
-from common.names import System
+from common.names import SOURCE_TS_MS, System
 from common.settings import AcctTenant, CrmTenant
 from connectors.runner import Connector, ConnectorSettings
 from sandboxes.acct import create_acct_sandbox
@@ -228,7 +228,7 @@ def connector_settings(
         else {"bootstrap_servers": module_settings.kafka.bootstrap_servers}
     )
     return ConnectorSettings(
-        system="crm",
+        system=System.CRM,
         base_url=base_url,
         crm_credentials={tenant: CrmCredentials("app-crm", SecretStr("s3"))},
         shared_ledger_path=tmp_path / "crm-shared.sqlite",
@@ -298,7 +298,7 @@ async def test_a_connector_is_ready_with_its_api_up_and_counts_results_and_api_c
         kafka.name("commands.crm"),
         key=create.message_key.encode(),
         value=dumps(create),
-        headers=[("lienthong.source_ts_ms", str(changed_ms).encode())],
+        headers=[(SOURCE_TS_MS, str(changed_ms).encode())],
     )
     kafka.producer.flush(10)
     connector = Connector(connector_settings(module_settings, tmp_path, tenant, str(server.make_url("/api/v2"))))
@@ -344,7 +344,7 @@ async def test_a_connector_is_ready_with_its_api_up_and_counts_results_and_api_c
 
 async def test_a_sandbox_serves_probes_and_counts_the_api_calls_it_served(tmp_path, tenant):
     store = CrmStore(tmp_path / "crm.sqlite")
-    server = TestServer(instrument(create_crm_sandbox(store, credentials={"app-crm": tenant}), "crm"))
+    server = TestServer(instrument(create_crm_sandbox(store, credentials={"app-crm": tenant}), System.CRM))
     await server.start_server()
     try:
         async with aiohttp.ClientSession() as session:
@@ -425,13 +425,13 @@ async def until(session: aiohttp.ClientSession, url: str, done, service: asyncio
     raise AssertionError(f"{url} never satisfied the test; last answer {last}")
 
 
-@pytest.mark.parametrize("system", ["crm", "acct"])
+@pytest.mark.parametrize("system", list(System))
 async def test_a_capture_service_is_not_ready_while_its_api_is_down_then_ready_and_counts_what_it_captures(
     system, kafka, module_settings, tmp_path, tenant
 ):
     api_port = free_port()
     settings = capture_settings(module_settings, tmp_path, tenant, api_port)
-    base = f"http://127.0.0.1:{settings.crm_capture_port if system == 'crm' else settings.capture_port}"
+    base = f"http://127.0.0.1:{settings.crm_capture_port if system == System.CRM else settings.capture_port}"
     stop = asyncio.Event()
     service = asyncio.create_task(serve_capture(system, settings, stop))
     sandbox: TestServer | None = None

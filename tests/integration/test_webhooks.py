@@ -9,7 +9,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from capture.webhooks import create_webhooks, sign
+from capture.webhooks import create_webhooks, webhook_signature
 from common.kafka_config import confluent_config
 
 pytestmark = pytest.mark.broker
@@ -38,27 +38,31 @@ async def test_signed_webhooks_become_change_events_and_bad_ones_nothing(kafka, 
     now = str(int(time.time()))
     try:
         good = await client.post(
-            f"/webhooks/crm/{tenant}", data=body, headers={"X-Timestamp": now, "X-Signature": sign("whsec", now, body)}
+            f"/webhooks/crm/{tenant}",
+            data=body,
+            headers={"X-Timestamp": now, "X-Signature": webhook_signature("whsec", now, body)},
         )
         assert good.status == 202
         wrong_secret = await client.post(
             f"/webhooks/crm/{tenant}",
             data=body.replace(b"KH0009", b"KH6666"),
-            headers={"X-Timestamp": now, "X-Signature": sign("other", now, body)},
+            headers={"X-Timestamp": now, "X-Signature": webhook_signature("other", now, body)},
         )
         tampered = await client.post(
             f"/webhooks/crm/{tenant}",
             data=body.replace(b"KH0009", b"KH6666"),
-            headers={"X-Timestamp": now, "X-Signature": sign("whsec", now, body)},
+            headers={"X-Timestamp": now, "X-Signature": webhook_signature("whsec", now, body)},
         )
         old = str(int(time.time()) - 3600)
         replayed = await client.post(
-            f"/webhooks/crm/{tenant}", data=body, headers={"X-Timestamp": old, "X-Signature": sign("whsec", old, body)}
+            f"/webhooks/crm/{tenant}",
+            data=body,
+            headers={"X-Timestamp": old, "X-Signature": webhook_signature("whsec", old, body)},
         )
         unknown = await client.post(
             "/webhooks/crm/someone-else",
             data=body,
-            headers={"X-Timestamp": now, "X-Signature": sign("whsec", now, body)},
+            headers={"X-Timestamp": now, "X-Signature": webhook_signature("whsec", now, body)},
         )
         assert [r.status for r in (wrong_secret, tampered, replayed, unknown)] == [401, 401, 401, 401]
         assert "replay" in (await replayed.json())["error"]
