@@ -209,12 +209,17 @@ def _writable(request: web.Request, resource: Resource) -> web.Response | None:
     return None
 
 
-@authenticated
-async def create(request: web.Request, tenant: str, client: str, resource: Resource) -> web.Response:
+async def _writable_items(request: web.Request, resource: Resource) -> list[Any] | web.Response:
+    """The items of a write, or the answer refusing it (a read-only resource, a body that is no array)."""
     refused = _writable(request, resource)
     if refused:
         return refused
-    items = await _items(request)
+    return await _items(request)
+
+
+@authenticated
+async def create(request: web.Request, tenant: str, client: str, resource: Resource) -> web.Response:
+    items = await _writable_items(request, resource)
     if isinstance(items, web.Response):
         return items
     store, results = request.app[STORE], list[dict[str, Any]]()
@@ -239,10 +244,7 @@ async def create(request: web.Request, tenant: str, client: str, resource: Resou
 
 @authenticated
 async def update(request: web.Request, tenant: str, client: str, resource: Resource) -> web.Response:
-    refused = _writable(request, resource)
-    if refused:
-        return refused
-    items = await _items(request)
+    items = await _writable_items(request, resource)
     if isinstance(items, web.Response):
         return items
     store, results = request.app[STORE], list[dict[str, Any]]()
@@ -262,10 +264,7 @@ async def update(request: web.Request, tenant: str, client: str, resource: Resou
 
 @authenticated
 async def delete(request: web.Request, tenant: str, client: str, resource: Resource) -> web.Response:
-    refused = _writable(request, resource)
-    if refused:
-        return refused
-    items = await _items(request)
+    items = await _writable_items(request, resource)
     if isinstance(items, web.Response):
         return items
     store, results = request.app[STORE], list[dict[str, Any]]()
