@@ -55,7 +55,7 @@ from streams.checkpoint import Checkpoint, TransactionalProducer
 from streams.core.rules import RuleBook, load_rules
 from streams.loop import LoopConfig, ProcessingLoop
 from streams.settings import WorkerSettings
-from streams.tables.memory import RocksDBMemory, limit_malloc_arenas
+from streams.tables.memory import RocksDBMemory, limit_malloc_arenas, tune_garbage_collection
 from streams.tables.store import Stores
 from streams.tables.tenants import TenantSettings
 from streams.topics import cdc_topics
@@ -392,6 +392,7 @@ def run_worker(settings: WorkerSettings | None = None) -> None:
     settings = settings or WorkerSettings()
     limit_malloc_arenas(settings.malloc_arenas)  # before the threads of RocksDB and librdkafka start
     built = create_app(settings)
+    tune_garbage_collection()  # once start-up has made what lives as long as the worker
     if settings.web_enabled:
         built.app.add_dependency(HealthServer(built))
     # logging is set up by the command line (common/logs.py): faust keeps it instead of installing its own

@@ -72,19 +72,31 @@ class Batch:
         self.messages: list[OutputMessage] = []
         self.states: dict[int, PartitionState] = {}
         self._tallies: list[Callable[[], None]] = []
+        # what the batch's inputs came to, counted once it is durable (a replayed batch counts once)
+        self.counts: Counter[str] = Counter()
+        self.events: Counter[tuple[str, str, str, str]] = Counter()  # (system, entity, rule, outcome)
+        self.commands: Counter[tuple[str, str]] = Counter()  # (target, rule)
 
     def tally(self, count: Callable[[], None]) -> None:
-        """Count (metrics, ``counts``) or log what an input came to, once the batch is durable."""
+        """Count or log what an input came to, once the batch is durable."""
         self._tallies.append(count)
 
     def count(self, name: str) -> None:
-        counts = self.processing.counts
-        self._tallies.append(lambda: counts.update((name,)))
+        self.counts[name] += 1
 
     def tallied(self) -> None:
+        """The batch is durable: its counts and metrics, once per label set, and its log lines."""
+        self.processing.counts.update(self.counts)
+        for event, n in self.events.items():
+            metrics.EVENTS_PROCESSED.labels(*event).inc(n)
+        for command, n in self.commands.items():
+            metrics.COMMANDS_EMITTED.labels(*command).inc(n)
         for count in self._tallies:
             count()
         self._tallies.clear()
+        self.counts.clear()
+        self.events.clear()
+        self.commands.clear()
 
     # --- staging ------------------------------------------------------------------------------
 
@@ -150,11 +162,11 @@ class Batch:
                 *(where.topic, where.partition, where.offset, kind, text[:500]),
                 extra=about_key(key, entity=names[1] if names else None),
             )
-            self.processing.counts[f"dead_letter.{kind}"] += 1
             metrics.DEAD_LETTERS.labels(DLQ_CDC, kind).inc()
-            metrics.EVENTS_PROCESSED.labels(system, entity, "", "dead_letter").inc()
 
         self.tally(count)
+        self.counts[f"dead_letter.{kind}"] += 1
+        self.events[(system, entity, "", "dead_letter")] += 1
         headers = dead_letter_headers(
             kind,
             text[:4000],
@@ -176,15 +188,11 @@ class Batch:
 def count_decision(batch: Batch, change: ChangeEvent, decision: Decision) -> None:
     """Metrics of one staged decision (once the batch is durable): the event (``command`` or
     ``skipped``) and its commands."""
-
-    def count() -> None:
-        for command in decision.commands:
-            metrics.COMMANDS_EMITTED.labels(command.target.value, command.rule).inc()
-        outcome = "command" if decision.commands else "skipped"
-        metrics.EVENTS_PROCESSED.labels(change.system.value, change.entity, decision.audit.rule or "", outcome).inc()
-
-    batch.tally(count)
+    for command in decision.commands:
+        batch.commands[(command.target.value, command.rule)] += 1
+    outcome = "command" if decision.commands else "skipped"
+    batch.events[(change.system.value, change.entity, decision.audit.rule or "", outcome)] += 1
 
 
 def count_event(batch: Batch, system: str, entity: str, outcome: str) -> None:
-    batch.tally(lambda: metrics.EVENTS_PROCESSED.labels(system, entity, "", outcome).inc())
+    batch.events[(system, entity, "", outcome)] += 1

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
 from typing import Any
 
 from streams.core.errors import BadInput
@@ -55,19 +54,22 @@ def check_tenant(tenant: Any, where: str) -> str:
     return tenant
 
 
-def _check_id(value: Any, path: str, where: str) -> None:
+def _check_id(value: Any, prefix: str, name: str, where: str) -> None:
+    """``prefix`` + ``name`` is the field's path, spelled only when it is wrong (every event's every
+    checked field passes here: building the path each time cost more than the check)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise BadInput(
-            "schema", f"{where}: {path} = {_shown(value)} must be a string or an integer (a record id or code)"
+            "schema",
+            f"{where}: {prefix}{name} = {_shown(value)} must be a string or an integer (a record id or code)",
         )
     if isinstance(value, str) and (not value or len(value) > LONGEST_ID or not value.isprintable()):
         raise BadInput(
             "schema",
-            f"{where}: {path} = {_shown(value)} must be 1 to {LONGEST_ID} printable characters",
+            f"{where}: {prefix}{name} = {_shown(value)} must be 1 to {LONGEST_ID} printable characters",
         )
 
 
-def _check_amount(value: Any, path: str, where: str, *, quantity: bool) -> None:
+def _check_amount(value: Any, prefix: str, name: str, where: str, *, quantity: bool) -> None:
     if value is None:
         return
     if isinstance(value, bool):
@@ -85,34 +87,42 @@ def _check_amount(value: Any, path: str, where: str, *, quantity: bool) -> None:
         expected += ", or a JSON number"
     elif isinstance(value, float):
         expected += "; money is never a JSON float"
-    raise BadInput("schema", f"{where}: {path} = {_shown(value)} must be {expected}")
+    raise BadInput("schema", f"{where}: {prefix}{name} = {_shown(value)} must be {expected}")
 
 
-def _fields(record: dict[str, Any], prefix: str) -> Iterator[tuple[str, str, Any]]:
-    """(path, field name, value) of the record's own fields and of its lines, prices, revenue entries."""
-    for name, value in record.items():
-        yield f"{prefix}{name}", name, value
+# What each checked field is: an id or code, money, or a quantity.
+_ID, _MONEY, _QUANTITY = 1, 2, 3
+_CHECKED: dict[str, int] = {
+    **dict.fromkeys(ID_FIELDS, _ID),
+    **dict.fromkeys(MONEY_FIELDS, _MONEY),
+    **dict.fromkeys(QUANTITY_FIELDS, _QUANTITY),
+}
+
+
+def _check_fields(fields: dict[str, Any], prefix: str, where: str) -> None:
+    checked = _CHECKED
+    for name, value in fields.items():
+        kind = checked.get(name)
+        if kind is None:
+            continue
+        if kind == _ID:
+            if value is not None:
+                _check_id(value, prefix, name, where)
+        else:
+            _check_amount(value, prefix, name, where, quantity=kind == _QUANTITY)
+
+
+def check_record(record: dict[str, Any] | None, side: str, where: str) -> None:
+    """Ids, codes and amounts of ``before`` or ``after``, and of its lines, prices, revenue entries."""
+    if record is None:
+        return
+    _check_fields(record, f"{side}.", where)
     for list_name in NESTED:
         items = record.get(list_name)
         if isinstance(items, list):
             for index, item in enumerate(items):
                 if isinstance(item, dict):
-                    for name, value in item.items():
-                        yield f"{prefix}{list_name}[{index}].{name}", name, value
-
-
-def check_record(record: dict[str, Any] | None, side: str, where: str) -> None:
-    """Ids, codes and amounts of ``before`` or ``after``."""
-    if record is None:
-        return
-    for path, name, value in _fields(record, f"{side}."):
-        if name in ID_FIELDS:
-            if value is not None:
-                _check_id(value, path, where)
-        elif name in MONEY_FIELDS:
-            _check_amount(value, path, where, quantity=False)
-        elif name in QUANTITY_FIELDS:
-            _check_amount(value, path, where, quantity=True)
+                    _check_fields(item, f"{side}.{list_name}[{index}].", where)
 
 
 def check_event_id(event_id: Any, where: str) -> None:
