@@ -64,7 +64,15 @@ class TransactionalProducer(Protocol):
 
 
 class BatchNotDurable(RuntimeError):
-    """The batch's transaction did not commit; nothing of it is visible, the worker must stop."""
+    """The batch's transaction did not commit; nothing of it is visible.
+
+    ``retriable``: the transaction was aborted and the producer can begin another (the broker was
+    away longer than a message may wait, a rebalance fenced the offsets): the worker reads the batch
+    again at once. Otherwise (a newer worker with this transactional id, a fatal error) it must stop."""
+
+    def __init__(self, message: str, *, retriable: bool) -> None:
+        super().__init__(message)
+        self.retriable = retriable
 
 
 class Checkpoint:
@@ -120,12 +128,14 @@ class Checkpoint:
                 producer.send_offsets_to_transaction(list(offsets), group_metadata, self.timeout)
             self._commit()
         except KafkaException as exc:
-            self._abort(exc)
-            raise BatchNotDurable(f"the batch's transaction failed: {exc.args[0]}") from exc
+            aborted = self._abort(exc)
+            raise BatchNotDurable(f"the batch's transaction failed: {exc.args[0]}", retriable=aborted) from exc
         with self._lock:
             errors, written = self._errors, self._offsets
         if errors:  # not expected once committed; never ignored
-            raise BatchNotDurable(f"{len(errors)} message(s) refused by the broker, first: {errors[0]}")
+            raise BatchNotDurable(
+                f"{len(errors)} message(s) refused by the broker, first: {errors[0]}", retriable=False
+            )
         return written
 
     def _produce(self, message: OutputMessage, on_delivery: Any) -> None:
@@ -155,16 +165,18 @@ class Checkpoint:
                     continue
                 raise
 
-    def _abort(self, exc: KafkaException) -> None:
+    def _abort(self, exc: KafkaException) -> bool:
+        """Abort the failed transaction when it can be; whether another can begin."""
         error = exc.args[0]
         log.error("aborting the batch's transaction: %s", error)
-        if getattr(error, "txn_requires_abort", lambda: False)():
-            try:
-                self.producer.abort_transaction(self.timeout)
-            except KafkaException as again:
-                log.error(
-                    "the transaction could not be aborted either (the broker aborts it on its timeout): %s", again
-                )
+        if error.fatal():
+            return False
+        try:
+            self.producer.abort_transaction(self.timeout)
+        except KafkaException as again:
+            log.error("the transaction could not be aborted either (the broker aborts it on its timeout): %s", again)
+            return False
+        return True
 
     def _on_delivery(self, error: Any, message: Any) -> None:
         with self._lock:

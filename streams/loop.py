@@ -271,6 +271,7 @@ class ProcessingLoop:
         config = self.config
         batch = Batch(self.processing, int(now * 1000))
         consumed: set[tuple[str, int]] = set()
+        first_offsets: dict[tuple[str, int], int] = {}  # where the batch began, to read it again
         decided: dict[int, list[Any]] = defaultdict(list)
         newest_ms = 0
         for message in messages:
@@ -283,6 +284,7 @@ class ProcessingLoop:
                 continue
             topic, partition = message.topic(), message.partition()
             consumed.add((topic, partition))
+            first_offsets.setdefault((topic, partition), message.offset())
             if topic == config.changes_topic:
                 if message.value() is not None:
                     decided[partition].append(message)
@@ -312,9 +314,12 @@ class ProcessingLoop:
         ]
         try:
             self.checkpoint.make_durable(batch, positions, self.consumer.consumer_group_metadata())
-        except BatchNotDurable:
-            # Nothing of the batch is visible and its offsets are not committed; this worker's state
-            # and positions are past it, so it stops at once and is read again from the last commit.
+        except BatchNotDurable as failed:
+            # Nothing of the batch is visible and its offsets are not committed.
+            if failed.retriable:
+                log.warning("the batch is read again: %s", failed)
+                self._read_again(first_offsets)
+                return
             log.critical("a batch could not be made durable; the worker stops and reads it again when restarted")
             self.stop_worker()
             raise
@@ -323,6 +328,23 @@ class ProcessingLoop:
         counts["batches"] += 1 if messages else 0
         if changes:
             metrics.BATCH_SIZE.observe(changes)
+
+    def _read_again(self, first_offsets: dict[tuple[str, int], int]) -> None:
+        """After an aborted transaction: the consumer back to where the batch began, the held changes as
+        the stores have them (the stores were not written: nothing of the batch was), and how far the
+        inputs passed asked again."""
+        for (topic, partition), offset in first_offsets.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:  # revoked meanwhile: its next owner reads it from the commit
+                log.info("not reading %s@%s again here: %s", topic, partition, exc)
+        default = self.processing.default_order_target
+        for partition, owned in self.owned.items():
+            state = PartitionState(self.stores.open[partition], self.tenant_settings, default)
+            owned.held.load(state.items_with_prefix("held", ""))
+            # what it knew the inputs had passed counted changes of the batch as decided: ask again
+            owned.inputs = InputsPassed()
+
 
     # --- time order (streams.agents.time_order) -----------------------------------------------------
 

@@ -85,11 +85,12 @@ class WorkerSettings(ServiceSettings):
         "is decided with what is known, with a warning.",
     )
     transaction_timeout: float = Field(
-        10.0,
+        60.0,
         ge=1,
-        description="Seconds the broker gives a worker's open transaction before it aborts it: how long the "
-        "unfinished batch of a worker killed without LIENTHONG_GROUP_INSTANCE_ID may hold back read_committed "
-        "readers (a worker restarted under the same instance id ends it at once).",
+        description="Seconds a batch's transaction may take, a broker outage included (longer, and the batch is "
+        "aborted and read again), and the broker gives a worker's open transaction before it aborts it: how "
+        "long the unfinished batch of a worker killed without LIENTHONG_GROUP_INSTANCE_ID may hold back "
+        "read_committed readers (a worker restarted under the same instance id ends it at once).",
     )
     web_enabled: WebEnabledSetting
     web_port: WebPortSetting

@@ -126,7 +126,9 @@ class FakeProducer:
         self.pending: list[tuple[str, int, Any, Any, Any, Any]] = []
         self.offsets: list[TopicPartition] = []
         self.in_transaction = False
-        self.fail_commit = False  # the next commit fails (the worker is fenced or the broker gone)
+        # the next commit fails: "fenced" (a newer worker took over: fatal) or "abortable" (the broker was
+        # away longer than the transaction may take)
+        self.fail_commit: str | None = None
 
     def init_transactions(self, timeout: float = 0) -> None:
         return None
@@ -146,9 +148,12 @@ class FakeProducer:
 
     def commit_transaction(self, timeout: float = 0) -> None:
         if self.fail_commit:
-            self.fail_commit = False
-            self.abort_transaction()
-            raise KafkaException(KafkaError(KafkaError._FENCED, "fenced by a newer worker"))
+            failure, self.fail_commit = self.fail_commit, None
+            if failure == "fenced":
+                raise KafkaException(KafkaError(KafkaError._FENCED, "fenced by a newer worker", fatal=True))
+            raise KafkaException(
+                KafkaError(KafkaError._TIMED_OUT, "the broker did not answer", txn_requires_abort=True)
+            )
         for topic, partition, key, value, headers, on_delivery in self.pending:
             record = self.world.append(topic, partition, key, value, headers, NOW_MS)
             if on_delivery is not None:
@@ -186,6 +191,9 @@ class FakeConsumer:
 
     def assign(self, partitions) -> None:
         self.assignment = list(partitions)
+
+    def seek(self, partition: TopicPartition) -> None:
+        self.read[(partition.topic, partition.partition)] = partition.offset
 
     def pause(self, partitions) -> None:
         self.paused |= {(tp.topic, tp.partition) for tp in partitions}

@@ -16,12 +16,12 @@ from tests.agents.test_deciding_changes import crm_copy_created_and_renamed
 
 
 def test_a_batch_whose_transaction_fails_leaves_nothing_and_is_read_again_whole(world, worker, tmp_path):
-    """The worker is fenced (or killed) before its transaction commits: no command, audit record or
-    state of the batch is visible, its offsets are not committed, and the worker stops. The next
-    owner reads the batch again and sends the same commands, with the same ids."""
+    """The worker is fenced (a newer one took over) before its transaction commits: no command, audit
+    record or state of the batch is visible, its offsets are not committed, and the worker stops. The
+    next owner reads the batch again and sends the same commands, with the same ids."""
     put(world, "cdc.acct.customer", b"t1:A1", change())
     worker.step()  # routed only: the change is on the changes topic
-    worker.producer.fail_commit = True
+    worker.producer.fail_commit = "fenced"
     with pytest.raises(BatchNotDurable):
         worker.run()
     assert not sent(world, "commands.crm") and not sent(world, "audit.sync")
@@ -34,6 +34,23 @@ def test_a_batch_whose_transaction_fails_leaves_nothing_and_is_read_again_whole(
     ((_key, command),) = sent(world, "commands.crm")
     assert command["rule"] == "CUS-6"
     assert [audit["event_id"] for _, audit in sent(world, "audit.sync")] == ["e-1"]
+
+
+def test_a_batch_aborted_because_the_broker_was_away_is_read_again_by_the_same_worker(world, worker):
+    """The broker stayed away longer than a transaction may take: the batch is aborted and read again
+    at once, whole, by the same worker, which does not stop. Each change is decided once."""
+    crm_created, crm_edited = crm_copy_created_and_renamed()
+    put(world, "cdc.acct.customer", b"t1:A1", change(), at_ms=NOW_MS - 3000)
+    put(world, "cdc.crm.customer", b"t1:C1", crm_created, at_ms=NOW_MS - 2000)
+    put(world, "cdc.crm.customer", b"t1:C1", crm_edited, at_ms=NOW_MS - 1000)
+    worker.step()  # routed
+    worker.producer.fail_commit = "abortable"
+    worker.step()  # decided, not durable: aborted (the edit held in memory is forgotten too)
+    assert not sent(world, "commands.crm") and not worker.stopped
+    worker.run()
+    assert [c["rule"] for _, c in sent(world, "commands.crm")] == ["CUS-6"]
+    assert [c["rule"] for _, c in sent(world, "commands.acct")] == ["CUS-3"]
+    assert sorted(a["event_id"] for _, a in sent(world, "audit.sync")) == ["e-1", "e-6", "e-7"]
 
 
 def test_a_worker_that_takes_a_partition_over_restores_its_tenants_links(world, worker, tmp_path):
