@@ -345,7 +345,6 @@ class ProcessingLoop:
             # what it knew the inputs had passed counted changes of the batch as decided: ask again
             owned.inputs = InputsPassed()
 
-
     # --- time order (streams.agents.time_order) -----------------------------------------------------
 
     def _release_held(self, batch: Batch) -> None:
