@@ -41,7 +41,7 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bench.workload import Event, events
+from bench.workload import Event, bulk_import, events
 from common.kafka_config import confluent_config
 from common.names import AUDIT, changes_topic
 from common.settings import KafkaSettings
@@ -60,6 +60,8 @@ class BenchReport:
     baseline: dict[str, Any] = field(default_factory=dict)
     ratio: float | None = None
     scale: list[dict[str, Any]] = field(default_factory=list)
+    bulk: dict[str, Any] = field(default_factory=dict)
+
     latency: dict[str, Any] = field(default_factory=dict)
     decide: dict[str, Any] = field(default_factory=dict)
     rss: dict[str, Any] = field(default_factory=dict)
@@ -430,7 +432,11 @@ def table(report: BenchReport) -> str:
         rows.append((f"{drained['workers']} workers drain (events/s)", drained["events_per_s"]))
     for drained in report.scale:
         rows.append((f"{drained['workers']} worker(s): CPU of all workers per event (µs)", drained["cpu_us_per_event"]))
+    if report.bulk:
+        rows.append(("one tenant's bulk import (events/s)", report.bulk["events_per_s"]))
+        rows.append(("one tenant's bulk import: all commands out after (s)", report.bulk["processing_s"]))
     width = max(len(name) for name, _ in rows)
+
     lines = [f"{name:<{width}}  {'-' if value is None else value}" for name, value in rows]
     return "\n".join(lines)
 
@@ -446,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "latest.json")
     parser.add_argument("--bootstrap", default=KafkaSettings().bootstrap_servers)
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument(
+        "--bulk", type=int, default=0, help="also: one tenant importing this many products at once (0: skip)"
+    )
     parser.add_argument(
         "--workers",
         default="1",
@@ -475,6 +484,12 @@ def main(argv: list[str] | None = None) -> int:
                             print("baseline: the same events through consume -> decode -> produce ...", flush=True)
                             report.baseline = passthrough(settings, workload)
                             report.ratio = round(report.worker["events_per_s"] / report.baseline["events_per_s"], 4)
+        if args.bulk:
+            with fresh_topics(args.bootstrap, data) as settings:
+                print(f"one tenant: {args.bulk} products imported into accounting at once ...", flush=True)
+                bulk = drain(settings, list(bulk_import(args.bulk)), data, args.timeout)
+                bulk.pop("rss_samples_mb")
+                report.bulk = bulk
         if "latency" not in args.skip:
             rate = args.rate or max(1.0, report.worker["events_per_s"] / 2)
             print(f"latency: {rate:.0f} events/s offered for {args.latency_seconds:g}s ...", flush=True)

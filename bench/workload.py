@@ -54,8 +54,10 @@ def _change(
     before: dict | None = None,
     origin: str = "user",
     ts_ms: int = TS_MS,
+    action: str | None = None,
 ) -> Event:
     record = after if after is not None else before
+
     if record is None:
         raise ValueError("a change event needs after, or before for a delete")
     value = change_event_json(
@@ -68,6 +70,7 @@ def _change(
         ts_ms=ts_ms,
         before=before,
         after=after,
+        action=action,
     )
     return Event(cdc_topic(system, entity), f"{tenant}:{record['id']}".encode(), orjson.dumps(value))
 
@@ -187,7 +190,15 @@ def events(count: int, tenants: int = 50, *, seed: int = 1, prefix: str = "t") -
         unit += 1
 
 
+def bulk_import(count: int, tenant: str = "bulk") -> Iterator[Event]:
+    """One company imports ``count`` products into accounting at once (PRD-3: each to CRM)."""
+    for n in range(count):
+        product = {"id": f"HH{n:07d}", "code": f"SP{n:07d}", "name": f"Sản phẩm {n}", "unit": "cái", "price": "150000"}
+        yield _change(tenant, System.ACCT, "product", f"{tenant}-import-{n}", product, action="import")
+
+
 def main(argv: list[str] | None = None) -> int:
+
     parser = argparse.ArgumentParser(description="Write a workload as JSON lines (topic, key, value) to stdout.")
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--tenants", type=int, default=50)

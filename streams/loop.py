@@ -272,6 +272,8 @@ class ProcessingLoop:
         batch = Batch(self.processing, int(now * 1000))
         consumed: set[tuple[str, int]] = set()
         first_offsets: dict[tuple[str, int], int] = {}  # where the batch began, to read it again
+        at_end: dict[tuple[str, int], int] = {}  # partitions the consumer said are read to their end
+
         decided: dict[int, list[Any]] = defaultdict(list)
         newest_ms = 0
         for message in messages:
@@ -279,6 +281,7 @@ class ProcessingLoop:
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     consumed.add((message.topic(), message.partition()))
+                    at_end[(message.topic(), message.partition())] = message.offset()
                 else:
                     log.warning("consumer: %s", error)
                 continue
@@ -307,11 +310,16 @@ class ProcessingLoop:
         # The consumer's positions, not the offsets after the last messages: a position moves past the
         # transaction markers that follow the last message of a transactional partition (the changes
         # topic), so a drained group shows no lag.
-        positions = [
-            position
-            for position in (self.consumer.position([TopicPartition(t, p) for t, p in consumed]) if consumed else [])
-            if position.offset >= 0
-        ]
+        # A partition read to its end commits its end: a consumer that has not consumed a message since
+        # it was assigned has no position, though the end is past a transaction marker it skipped.
+        positions = []
+        for position in self.consumer.position([TopicPartition(t, p) for t, p in consumed]) if consumed else []:
+            end = at_end.get((position.topic, position.partition), -1)
+            if end > position.offset:
+                position = TopicPartition(position.topic, position.partition, end)
+            if position.offset >= 0:
+                positions.append(position)
+
         try:
             self.checkpoint.make_durable(batch, positions, self.consumer.consumer_group_metadata())
         except BatchNotDurable as failed:

@@ -54,6 +54,7 @@ class Record:
     headers: list[tuple[str, bytes]] | None
     timestamp_ms: int
     eof: bool = False
+    marker: bool = False  # a transaction's commit marker: an offset, no message
 
     def error(self) -> Any:
         return EndOfPartition() if self.eof else None
@@ -93,8 +94,9 @@ class Message:
         return self._record.error()
 
 
-def end_of(topic: str, partition: int) -> Message:
-    return Message(Record(topic, partition, -1, None, None, None, 0, eof=True))
+def end_of(topic: str, partition: int, end: int) -> Message:
+    """The event librdkafka hands out when a partition is read to its end (its offset: the end)."""
+    return Message(Record(topic, partition, end, None, None, None, 0, eof=True))
 
 
 @dataclass
@@ -176,6 +178,8 @@ class FakeConsumer:
         self.world = world
         self.queue: list[Message] = []
         self.read: dict[tuple[str, int], int] = {}  # the next offset of each partition (Worker.pending)
+        self.delivered: set[tuple[str, int]] = set()  # partitions a message was handed out of
+
         self.paused: set[tuple[str, int]] = set()
         self.assignment: list[TopicPartition] = []
 
@@ -191,6 +195,7 @@ class FakeConsumer:
 
     def assign(self, partitions) -> None:
         self.assignment = list(partitions)
+        self.delivered.clear()
 
     def seek(self, partition: TopicPartition) -> None:
         self.read[(partition.topic, partition.partition)] = partition.offset
@@ -206,10 +211,13 @@ class FakeConsumer:
         return taken
 
     def position(self, partitions) -> list[TopicPartition]:
-        """Where the consumer is: after everything ``pending`` handed out."""
-        return [
-            TopicPartition(tp.topic, tp.partition, self.read.get((tp.topic, tp.partition), -1001)) for tp in partitions
-        ]
+        """Where the consumer is: after everything ``pending`` handed out; as librdkafka, no position
+        (-1001) for a partition no message was handed out of since it was assigned."""
+        answers = []
+        for tp in partitions:
+            where = (tp.topic, tp.partition)
+            answers.append(TopicPartition(*where, self.read[where] if where in self.delivered else -1001))
+        return answers
 
     def offsets_for_times(self, partitions, timeout: float = 0) -> list[TopicPartition]:
         """The first offset stamped at the asked time or later (-1: none); OFFSET_END asks the end."""
@@ -257,8 +265,9 @@ class FakeRestoreConsumer:
         for partition, offset in list(self.assigned.items()):
             for record in self.world.log[(topic, partition)][offset:]:
                 out.append(Message(record))
-            out.append(end_of(topic, partition))
             self.assigned[partition] = len(self.world.log[(topic, partition)])
+            out.append(end_of(topic, partition, self.assigned[partition]))
+
         return out
 
     def close(self) -> None:
@@ -341,10 +350,16 @@ class Worker:
                 continue
             records = self.world.log[where]
             start = self.consumer.read.get(where, 0)
-            out += [Message(record) for record in records[start:]]
+            # a transaction marker takes an offset and is never handed out (librdkafka skips it)
+            handed = [Message(record) for record in records[start:] if not record.marker]
+            out += handed
+            if handed:
+                self.consumer.delivered.add(where)
+
             self.consumer.read[where] = len(records)
-            if tp.topic != changes_topic(APP_ID):
-                out.append(end_of(tp.topic, tp.partition))
+
+            out.append(end_of(tp.topic, tp.partition, len(records)))
+
         return out
 
     def _holding(self) -> bool:

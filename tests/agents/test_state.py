@@ -11,7 +11,7 @@ from streams.core.decide import LinkUpdate
 from streams.tables.memory import RocksDBMemory
 from streams.tables.state import PartitionState, in_memory_state
 from streams.tables.store import RocksDBPartitionStore, Stores
-from tests.agents.conftest import NOW_MS, Worker, change, put, sent
+from tests.agents.conftest import NOW_MS, Worker, change, every_subscribed_partition, put, sent
 from tests.agents.test_deciding_changes import crm_copy_created_and_renamed
 
 
@@ -153,3 +153,18 @@ def test_a_record_whose_code_changes_keeps_its_link_under_the_new_code():
     state.apply_links([LinkUpdate("t1", "customer", "KH1", {"crm": "C9"})])
     state.apply_links([LinkUpdate("t1", "customer", "KH2", {"crm": "C9"})])  # CRM renamed the code
     assert state.linked_id("t1", _acct(), "customer", code="KH2", other_id="C9") == "A1"
+
+
+def test_a_drained_group_has_committed_the_end_of_every_partition_it_read(world, worker, tmp_path):
+    """No lag once everything is decided, even for a worker that took a partition over and found
+    nothing new on it (it has no position of its own: it commits the end the consumer reported)."""
+    put(world, "cdc.acct.customer", b"t1:A1", change())
+    worker.run()
+    successor = Worker(world, tmp_path / "successor")
+    successor.start()
+    world.append("agent-test-changes", 0, None, None, None, NOW_MS).marker = True  # a transaction's marker
+
+    successor.run()
+    for tp in every_subscribed_partition(world):
+        end = len(world.log[(tp.topic, tp.partition)])
+        assert world.group_offsets.get((tp.topic, tp.partition), 0) == end, (tp.topic, tp.partition)
