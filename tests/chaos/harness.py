@@ -195,11 +195,16 @@ def committed(bootstrap: str, group: str, partitions: list[tuple[str, int]]) -> 
 
 def lag(bootstrap: str, group: str, topics: list[str]) -> int:
     """Messages of ``topics`` the group has not committed."""
+    return sum(lagging(bootstrap, group, topics).values())
+
+
+def lagging(bootstrap: str, group: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    """Each partition of ``topics`` whose end the group has not committed, and by how much."""
     ends = {tp: end for tp, end in end_offsets(bootstrap, topics).items() if end > 0}
     if not ends:
-        return 0
+        return {}
     done = committed(bootstrap, group, list(ends))
-    return sum(max(0, end - done.get(tp, 0)) for tp, end in ends.items())
+    return {tp: end - done.get(tp, 0) for tp, end in ends.items() if end > done.get(tp, 0)}
 
 
 def read_all(bootstrap: str, topics: list[str], prefix: str) -> list[dict[str, Any]]:

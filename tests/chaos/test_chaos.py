@@ -40,7 +40,7 @@ from ops.settings import OpsSettings
 from streams.core.aggregates import AGGREGATE_ENTITIES, OrderAggregate, derive, order_key_of
 from streams.core.contract import decode_change_event
 from streams.topics import cdc_topics
-from tests.chaos.harness import OwnBroker, Service, free_port, lag, read_all, wait_for
+from tests.chaos.harness import OwnBroker, Service, free_port, lag, lagging, read_all, wait_for
 from tests.chaos.workload import (
     DERIVED_FIELDS,
     Unit,
@@ -289,7 +289,17 @@ class Suite:
         inputs = [self.prefix + spec.name for spec in cdc_topics()] + [f"{self.app_id}-changes"]
         return lag(self.broker.bootstrap, self.app_id, inputs)
 
+    def lagging(self) -> str:
+        """Which group lags where, for a failure message."""
+        inputs = [self.prefix + spec.name for spec in cdc_topics()] + [f"{self.app_id}-changes"]
+        said = [f"worker {lagging(self.broker.bootstrap, self.app_id, inputs)}"]
+        for s in ("crm", "acct"):
+            group, topic = f"{self.prefix}lienthong-connector-{s}", f"{self.prefix}commands.{s}"
+            said.append(f"connector {s} {lagging(self.broker.bootstrap, group, [topic])}")
+        return "; ".join(said)
+
     def connector_lag(self) -> int:
+
         return sum(
             lag(self.broker.bootstrap, f"{self.prefix}lienthong-connector-{s}", [f"{self.prefix}commands.{s}"])
             for s in ("crm", "acct")
@@ -425,7 +435,13 @@ def chaos(tmp_path_factory, chaos_report) -> dict[str, Any]:
                 lambda: "\n".join(records_problems(views, units, [])[:20]),
                 step=1,
             )
-            wait_for(lambda: suite.worker_lag() == 0 and suite.connector_lag() == 0, 120, "the queues to drain", step=1)
+            wait_for(
+                lambda: suite.worker_lag() == 0 and suite.connector_lag() == 0,
+                120,
+                lambda: f"the queues to drain: {suite.lagging()}",
+                step=1,
+            )
+
         finally:
             report["settled_s"] = round(time.monotonic() - conductor.started_at, 1)
         time.sleep(2)
