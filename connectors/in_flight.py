@@ -39,6 +39,9 @@ class InFlight:
         self._offsets: dict[tuple[str, int], set[int]] = defaultdict(set)
         self._done_up_to: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, int], int] = {}
+        # where the consumer said a partition ends: past the transaction markers the worker's commits
+        # leave after the last command, which no message reaches (their offsets are never done)
+        self._ends: dict[tuple[str, int], int] = {}
 
     def count(self) -> int:
         """Commands taken and not done."""
@@ -77,14 +80,21 @@ class InFlight:
         if self._tails:
             await asyncio.gather(*self._tails.values(), return_exceptions=True)
 
+    def reached_end(self, topic: str, partition: int, end: int) -> None:
+        """The consumer read the partition to ``end``: every command before it was taken."""
+        self._ends[(topic, partition)] = max(self._ends.get((topic, partition), -1), end)
+
     def to_commit(self) -> list[TopicPartition] | None:
-        """The offsets to commit (each partition's next after its done prefix), or None when they are
-        what was last committed."""
+        """The offsets to commit (each partition's next after its done prefix; its end once every
+        command taken is done), or None when they are what was last committed."""
         offsets = []
-        for tp, done in self._done_up_to.items():
+        for tp in {*self._done_up_to, *self._ends}:
             pending = self._offsets[tp]
-            next_offset = min(pending) if pending else done + 1
-            offsets.append(TopicPartition(tp[0], tp[1], next_offset))
+            after_done = max(self._done_up_to.get(tp, -1) + 1, self._ends.get(tp, -1))
+            next_offset = min(pending) if pending else after_done
+            if next_offset >= 0:
+                offsets.append(TopicPartition(tp[0], tp[1], next_offset))
+
         wanted = {(o.topic, o.partition): o.offset for o in offsets}
         if not offsets or wanted == self._committed:
             return None

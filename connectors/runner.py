@@ -102,6 +102,8 @@ class Connector:
                 # only commands of committed batches (the worker writes them in transactions): librdkafka's
                 # default, said here because applying an aborted batch's command would write twice
                 "isolation.level": "read_committed",
+                # the end of a partition is past the transactions' markers: committed once all is done
+                "enable.partition.eof": True,
                 **settings.extra_consumer_config,
             }
         )
@@ -162,9 +164,13 @@ class Connector:
                     for message in messages:
                         error = message.error()
                         if error is not None:
-                            if error.code() != KafkaError._PARTITION_EOF:
+                            if error.code() == KafkaError._PARTITION_EOF:
+                                self._in_flight.reached_end(*position(message))
+
+                            else:
                                 log.warning("consumer: %s", error)
                             continue
+
                         self._in_flight.start(message, self._work)
                     await self._commit()
                 # graceful stop: finish what was taken, then commit it
