@@ -202,24 +202,36 @@ def end_offsets(kafka: KafkaSettings, topics: tuple[str, ...] = SUMMED) -> dict[
 def tenant_counts(kafka: KafkaSettings, tenant: str, since: dict[tuple[str, int], int]) -> dict[str, int]:
     """Messages of ``tenant`` (keys ``<tenant>:…``) on each topic after the offsets ``since``: this run's
     commands and dead letters, whatever else the broker carried before or beside it."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     now = end_offsets(kafka, tuple(sorted({topic for topic, _ in since})))
     counts = {topic: 0 for topic, _ in since}
     wanted = {tp: end for tp, end in now.items() if end > since.get(tp, 0)}
     if not wanted:
         return counts
-    consumer = Consumer(confluent_config(kafka, {"group.id": "lienthong-demo-marks", "enable.auto.commit": False}))
+    consumer = Consumer(
+        confluent_config(
+            kafka, {"group.id": "lienthong-demo-marks", "enable.auto.commit": False, "enable.partition.eof": True}
+        )
+    )
     prefix = f"{tenant}:".encode()
+
     try:
         consumer.assign([TopicPartition(kafka.topic_prefix + t, p, since.get((t, p), 0)) for t, p in wanted])
         deadline = time.monotonic() + 30
         while wanted and time.monotonic() < deadline:
             message = consumer.poll(0.5)
-            if message is None or message.error():
+            if message is None:
                 continue
             topic = (message.topic() or "")[len(kafka.topic_prefix) :]
             where = (topic, message.partition() or 0)
+            error = message.error()
+            if error is not None:
+                # read to its end, past the markers the processor's transactions leave
+                if error.code() == KafkaError._PARTITION_EOF and (message.offset() or 0) >= wanted.get(where, 0):
+                    wanted.pop(where, None)
+                continue
+
             counts[topic] += (message.key() or b"").startswith(prefix)
             if (message.offset() or 0) + 1 >= wanted.get(where, 0):
                 wanted.pop(where, None)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 import orjson
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from common.kafka_config import confluent_config
 from common.names import AUDIT, TENANT_CONFIG
@@ -45,7 +45,14 @@ def read_topic(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> Itera
     consumer = Consumer(
         confluent_config(
             kafka,
-            {"group.id": f"inspect-{uuid.uuid4()}", "enable.auto.commit": False, "auto.offset.reset": "earliest"},
+            {
+                "group.id": f"inspect-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                # the processor writes in transactions, whose markers take offsets no message reaches:
+                # the end-of-partition event says a partition is read to its end
+                "enable.partition.eof": True,
+            },
         )
     )
     try:
@@ -63,9 +70,17 @@ def read_topic(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> Itera
         deadline = time.monotonic() + max(timeout, 30.0)
         while ends and time.monotonic() < deadline:
             message = consumer.poll(0.5)
-            if message is None or message.error():
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF and (message.offset() or 0) >= ends.get(
+                    message.partition() or 0, 0
+                ):
+                    ends.pop(message.partition() or 0, None)
                 continue
             partition, offset = message.partition(), message.offset()
+
             if partition is None or offset is None:
                 raise RuntimeError(f"a message of {topic} came without its partition or offset")
             yield Record(partition, offset, message.key(), message.value(), _headers(message))

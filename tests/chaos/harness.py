@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
@@ -211,7 +211,9 @@ def read_all(bootstrap: str, topics: list[str], prefix: str) -> list[dict[str, A
     """Every message of ``topics`` (names without prefix) up to their current ends, in partition order."""
     full = [prefix + t for t in topics]
     ends = {tp: end for tp, end in end_offsets(bootstrap, full).items() if end > 0}
-    reader = consumer(bootstrap)
+    # read_committed (librdkafka's default): the processor writes in transactions, whose markers take
+    # offsets no message reaches; the end-of-partition event says where a partition was read to
+    reader = consumer(bootstrap, **{"enable.partition.eof": True})
     messages: list[dict[str, Any]] = []
     try:
         reader.assign([TopicPartition(t, p, 0) for (t, p) in ends])
@@ -221,10 +223,13 @@ def read_all(bootstrap: str, topics: list[str], prefix: str) -> list[dict[str, A
             if time.monotonic() > deadline:
                 raise AssertionError(f"could not read {topics} to their ends within 60s")
             for message in reader.consume(1000, 0.5):
-                if message.error():
-                    continue
                 tp = (message.topic(), message.partition())
+                if message.error():
+                    if message.error().code() == KafkaError._PARTITION_EOF and tp in positions:
+                        positions[tp] = max(positions[tp], message.offset())
+                    continue
                 positions[tp] = message.offset() + 1
+
                 raw = message.value()
                 try:
                     value: Any = orjson.loads(raw) if raw is not None else None
