@@ -219,7 +219,11 @@ class FakeConsumer:
             answers.append(TopicPartition(*where, self.read[where] if where in self.delivered else -1001))
         return answers
 
+    def get_watermark_offsets(self, partition: TopicPartition, cached: bool = False, timeout: float = 0):
+        return 0, len(self.world.log[(partition.topic, partition.partition)])
+
     def offsets_for_times(self, partitions, timeout: float = 0) -> list[TopicPartition]:
+
         """The first offset stamped at the asked time or later (-1: none); OFFSET_END asks the end."""
         answers = []
         for tp in partitions:
