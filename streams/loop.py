@@ -153,6 +153,7 @@ class ProcessingLoop:
         self.inputs: set[tuple[str, int]] = set()  # every input partition (topic, partition)
         self._stop = threading.Event()
         self._last_probe_ms = 0
+        self._changes_read_to: dict[int, int] = {}  # changes partitions read to their end: that end
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -230,6 +231,8 @@ class ProcessingLoop:
         self.restoring.stop(changes)
         for partition in changes:
             self.owned.pop(partition, None)
+            self._changes_read_to.pop(partition, None)
+
             self.stores.revoke(partition)
             self.status.owned.discard(partition)
             self.status.restoring.discard(partition)
@@ -263,8 +266,12 @@ class ProcessingLoop:
             done = self.restoring.read(RESTORE_CHUNK)
             if done:
                 self._restored(done)
+        # librdkafka's consume waits its whole timeout unless the batch fills: that wait is what lets a
+        # batch grow with the load, and a transaction per batch costs a few round trips whatever its size
         messages = self.consumer.consume(self.config.batch_size, POLL_S)
         self.process(messages, now=self.clock())
+
+
 
     def process(self, messages: list[Any], *, now: float) -> None:
         """Route and decide one batch, then make it durable."""
@@ -282,6 +289,9 @@ class ProcessingLoop:
                 if error.code() == KafkaError._PARTITION_EOF:
                     consumed.add((message.topic(), message.partition()))
                     at_end[(message.topic(), message.partition())] = message.offset()
+                    if message.topic() == config.changes_topic:
+                        self._changes_read_to[message.partition()] = message.offset()
+
                 else:
                     log.warning("consumer: %s", error)
                 continue
@@ -367,7 +377,10 @@ class ProcessingLoop:
             self._ask_inputs(min(newest, batch.now_ms - ARRIVAL_SLACK_MS), holding)
         positions = self.consumer.position([TopicPartition(self.config.changes_topic, p) for p in holding])
         for position in positions:
-            self.owned[position.partition].inputs.read_to(position.offset)
+            # a partition with nothing new since it was assigned has no position: its end, as read
+            read = max(position.offset, self._changes_read_to.get(position.partition, -1))
+            self.owned[position.partition].inputs.read_to(read)
+
         max_wait_ms = int(self.config.order_max_wait_s * 1000)
         for partition in holding:
             release_held(batch, self._state(batch, partition), self.owned[partition], max_wait_ms)

@@ -49,10 +49,11 @@ from streams.tables.state import PartitionState
 
 log = logging.getLogger(__name__)
 
-# How long after its producer stamped it an event may still reach the broker (linger, a retry).
-ARRIVAL_SLACK_MS = 250
-# How often an owner with held changes asks the broker how far the inputs are.
-PROBE_INTERVAL_MS = 200
+# How long after its producer stamped it an event may still reach the broker (the producer's linger
+# and a round trip; the capture services send each change at once).
+ARRIVAL_SLACK_MS = 50
+# How often an owner with held changes asks the broker how far the inputs are (two requests).
+PROBE_INTERVAL_MS = 50
 
 
 @dataclass(frozen=True)
@@ -81,18 +82,21 @@ class InputsPassed:
 
     def __init__(self) -> None:
         self.passed_ms = -1  # every change stamped up to this time has been read on this partition
-        self._pending: tuple[int, int] | None = None  # (time, end of the changes partition to read to)
+        # answers waiting for the partition to be read to where it ended: (time, end), oldest first
+        self._pending: list[tuple[int, int]] = []
 
     def answered(self, at_ms: int, changes_end: int) -> None:
-        """Every input passed ``at_ms``; it counts once this partition is read to ``changes_end``."""
-        if at_ms > self.passed_ms and (self._pending is None or at_ms > self._pending[0]):
-            self._pending = (at_ms, changes_end)
+        """Every input passed ``at_ms``; it counts once this partition is read to ``changes_end``.
+
+        An answer never replaces an earlier one: under steady traffic each new end is further on, and
+        the earlier answer is the one the owner is about to reach."""
+        if at_ms > self.passed_ms and (not self._pending or at_ms > self._pending[-1][0]):
+            self._pending.append((at_ms, changes_end))
 
     def read_to(self, position: int) -> None:
         """The owner's consumer is at ``position`` on this partition."""
-        if self._pending is not None and position >= self._pending[1]:
-            self.passed_ms = max(self.passed_ms, self._pending[0])
-            self._pending = None
+        while self._pending and position >= self._pending[0][1]:
+            self.passed_ms = max(self.passed_ms, self._pending.pop(0)[0])
 
     def passed(self, moment_ms: int) -> bool:
         return moment_ms <= self.passed_ms

@@ -223,7 +223,6 @@ class FakeConsumer:
         return 0, len(self.world.log[(partition.topic, partition.partition)])
 
     def offsets_for_times(self, partitions, timeout: float = 0) -> list[TopicPartition]:
-
         """The first offset stamped at the asked time or later (-1: none); OFFSET_END asks the end."""
         answers = []
         for tp in partitions:
