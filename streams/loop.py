@@ -271,8 +271,6 @@ class ProcessingLoop:
         messages = self.consumer.consume(self.config.batch_size, POLL_S)
         self.process(messages, now=self.clock())
 
-
-
     def process(self, messages: list[Any], *, now: float) -> None:
         """Route and decide one batch, then make it durable."""
         config = self.config

@@ -6,14 +6,12 @@ from streams.core.rules import Effect, Rule, RuleBook
 
 HEADER = """# The sync matrix as the processor runs it
 
-Generated from `streams/core/rules.py` by `lienthong matrix --markdown > docs/matrix.md`; a test
-fails when this file and the rule table differ. Each row is one rule as data; `decide()` in
-`streams/core/decide.py` is its one interpreter. Rule IDs are the product's interface: every
-command names the rule that sent it, and every audit record the rules it involved. The labels are
-the original table's (Tiếng Việt) and their English reading; the wire format is `docs/contract.md`.
-
-| rule | from | entity | actions | only for | condition | effect | writes | fields | Tiếng Việt | English |
-|---|---|---|---|---|---|---|---|---|---|---|
+Generated from `streams/core/rule_table.py` (validated by `streams/core/rules.py`) by
+`lienthong matrix --markdown > docs/matrix.md`; a test fails when this file and the rule table
+differ. Each row is one rule as data; `decide()` in `streams/core/decide.py` is its one
+interpreter. Rule IDs are the product's interface: every command names the rule that sent it, and
+every audit record the rules it involved. The labels are the original table's (Tiếng Việt) and their
+English reading; the wire format is `docs/contract.md`.
 """
 
 CROSS_CUTTING_RULES = (
