@@ -129,6 +129,7 @@ class Worker:
                 "LIENTHONG_WEB_ENABLED": "false",
                 "LIENTHONG_LOG_LEVEL": settings.log.log_level,
                 "LIENTHONG_SESSION_TIMEOUT": str(settings.session_timeout),
+                "LIENTHONG_BATCH_SIZE": str(settings.batch_size),
             }
         )
         if settings.group_instance_id:

@@ -99,6 +99,9 @@ def deployment(bootstrap: str, tmp_path: Path, name: str) -> WorkerSettings:
         web_enabled=False,
         # a restarted worker takes its place in the group at once (static membership)
         group_instance_id="worker-1",
+        # small batches: a wave is many transactions, so that a kill in the middle of one finds some
+        # of it decided and committed and some not (a wave of 240 events is one batch by default)
+        batch_size=20,
     )
     create_topics(
         settings.kafka, partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor
