@@ -5,7 +5,8 @@ Master data travels through ``save_dictionary`` (each item carries its ``diction
 the two enums differ, ``amis-apis.md`` §2.5). Documents are *proposals* pushed with ``save`` (one
 ``voucher_type`` each, identified by the partner's ``org_refid``) and come back only through
 callbacks (data_type 18: generated, 22: changed by the accountant). Names are snake_case; money is
-a number with an ``_oc`` twin in the original currency (VND here, so both are equal).
+a number with an ``_oc`` twin in the original currency; the plain one is in VND (``amis/money.py``
+computes both for the proposals the connector sends).
 
 Entities or fields marked ``EXT`` / ``extension`` have no public counterpart (sales contracts,
 quotes and price policies as documents or dictionaries, reading categories back, issuance-proposal
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from amis.mapping import FieldMap, RecordMap
+from amis.money import DISCOUNT_TYPES
 
 # --- dictionaries ---------------------------------------------------------------------------------
 
@@ -129,6 +131,15 @@ ORDER_DETAIL = RecordMap(
         FieldMap("quantity", "quantity", "number"),
         FieldMap("unit_price", "unit_price", "money"),
         FieldMap("amount", "amount", "money"),
+        # §2.6's detail line: amount_oc, vat_rate, vat_amount, sort_order. It lists no discount of a line:
+        # discounts travel in the header (discount_type, total_discount_amount); see ``amis/money.py``.
+        FieldMap("amount_oc", "amount_oc", "money", source="CODE"),
+        FieldMap("vat_rate", "vat_rate", "money", source="CODE", note="percent, a number: 10"),
+        FieldMap("vat_amount", "vat_amount", "money", source="CODE"),
+        FieldMap(
+            "vat_amount_oc", "vat_amount_oc", "money", source="INF", note="§2.6: 'money fields come in pairs'"
+        ),
+        FieldMap("sort_order", "sort_order", "number", source="CODE"),
     )
 )
 DELIVERY_DETAIL = RecordMap(
@@ -150,6 +161,25 @@ class ActVoucher:
     extension: str | None = None
 
 
+# The money of a proposal's header (§2.6 request; discount_type: §2.6, sa_order's key fields). Every amount
+# is a pair: ``_oc`` in the order's currency, plain in VND; ``amis/money.py`` makes them add up.
+PROPOSAL_MONEY = (
+    FieldMap("customer_name", "account_object_name", source="CODE"),
+    FieldMap("branch_id", "branch_id", "text", source="CODE", note="LIENTHONG_ACCT_BRANCH_ID; absent: ACT's default"),
+    FieldMap("currency", "currency_id", source="CODE"),
+    FieldMap("exchange_rate", "exchange_rate", "money", source="CODE"),
+    FieldMap("discount_type", "discount_type", values=DISCOUNT_TYPES, source="CODE"),
+    FieldMap("sale_amount", "total_sale_amount", "money", source="CODE"),
+    FieldMap("sale_amount_oc", "total_sale_amount_oc", "money", source="CODE"),
+    FieldMap("discount_amount", "total_discount_amount", "money", source="CODE"),
+    FieldMap("discount_amount_oc", "total_discount_amount_oc", "money", source="CODE"),
+    FieldMap("vat_amount", "total_vat_amount", "money", source="CODE"),
+    FieldMap("vat_amount_oc", "total_vat_amount_oc", "money", source="CODE"),
+    FieldMap("total_amount", "total_amount", "money"),
+    FieldMap("total_amount_oc", "total_amount_oc", "money", source="CODE"),
+)
+
+
 def _order_fields(status: dict[str, int]) -> tuple[FieldMap, ...]:
     return (
         FieldMap("id", "refid", "text", note="= org_refid: proposals are saved with is_get_new_id false"),
@@ -157,7 +187,7 @@ def _order_fields(status: dict[str, int]) -> tuple[FieldMap, ...]:
         FieldMap("crm_id", "crm_id", "text", source="CODE"),
         FieldMap("customer_code", "account_object_code"),
         FieldMap("lines", "detail", "lines", lines=ORDER_DETAIL),
-        FieldMap("total_amount", "total_amount", "money"),
+        *PROPOSAL_MONEY,
         # A proposal is the "proposed" state itself: written as 0 (not recorded), never read back as proposed.
         FieldMap(
             "revenue_status", "revenue_status", values=REVENUE_STATUS, write_values={"proposed": 0}, source="CODE"
@@ -196,7 +226,7 @@ VOUCHERS: dict[str, ActVoucher] = {
                 FieldMap("crm_id", "crm_id", "text", source="EXT"),
                 FieldMap("customer_code", "account_object_code"),
                 FieldMap("lines", "detail", "lines", lines=ORDER_DETAIL),
-                FieldMap("total_amount", "total_amount", "money"),
+                *PROPOSAL_MONEY,
             ),
             passthrough=True,
         ),

@@ -80,6 +80,7 @@ class ConnectorSettings:
     crm_credentials: dict[str, CrmCredentials] = field(default_factory=dict)
     acct_app_id: str = ""
     acct_credentials: dict[str, ActCredentials] = field(default_factory=dict)
+    acct_branches: dict[str, str] = field(default_factory=dict)  # tenant -> ACT branch_id of its proposals
     shared_ledger_path: Path = Path("var/connectors/acct-shared.sqlite")  # recent writes and callbacks, with capture
     callback_timeout: float = 30.0  # seconds a proposal waits for its callback before pulling undelivered ones
     token_renew_before: float = 300.0  # a token is fetched again this many seconds before it ends
@@ -230,7 +231,7 @@ class Connector:
             timeout=settings.request_timeout,
             renew_before=settings.token_renew_before,
         )
-        return ActWriter(acct, self.shared)
+        return ActWriter(acct, self.shared, branches=settings.acct_branches)
 
     async def _work(self, message: Message) -> bool:
         """Handle one taken command; whether it is done (False: left for the next run)."""

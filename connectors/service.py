@@ -28,6 +28,7 @@ def build_connector(settings: ConnectorServiceSettings, system: System, **overri
         crm_credentials=crm_credentials(amis),
         acct_app_id=acct_app_id(amis),
         acct_credentials=acct_credentials(amis),
+        acct_branches=dict(settings.acct_branch_id),
         kafka=confluent_config(settings.kafka),
         topic_prefix=settings.kafka.topic_prefix,
         ledger_path=ledger_dir / f"{system}-ledger.sqlite",

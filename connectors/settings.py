@@ -29,6 +29,13 @@ class ConnectorServiceSettings(ServiceSettings):
         "get_call_back_detail_error (and saves again if the result is not there).",
     )
     token_renew_before: TokenRenewBeforeSetting
+    acct_branch_id: dict[str, str] = Field(
+        default_factory=dict,
+        description='tenant -> the ACT branch its proposals are booked to (the branch_id of a save voucher: '
+        "the id of an organisation unit of type branch, get_dictionary data_type 6), e.g. "
+        'LIENTHONG_ACCT_BRANCH_ID=\'{"cty-abc": "<guid>"}\'. A tenant not listed (unset: none): branch_id '
+        "is omitted and ACT books the proposal to its default branch.",
+    )
     crm_connector_port: int = Field(
         8093, ge=0, le=65535, description="Port of the CRM connector's /metrics, /healthz and /readyz."
     )

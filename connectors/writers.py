@@ -20,17 +20,25 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from amis import acct_mapping, crm_mapping
 from amis.acct_client import VN, ActClient, Callback, refusal
 from amis.crm_client import CrmClient
 from amis.errors import Refused, Transient
 from amis.ledger import CallbackOutcome, WriteLedger
-from amis.mapping import MappingError
+from amis.mapping import MappingError, decimal_text
+from amis.money import MoneyError, ProposalMoney, proposal_money
 from common.names import System
 from streams.core.contract import Command
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/lienthong/org_refid")
+
+# Proposals with priced lines: their money is computed from the lines (``amis/money.py``).
+PRICED_PROPOSALS = frozenset({"sale_order", "contract", "quote"})
+# Canonical fields the money is computed from and that the proposal does not carry as they came: a rate
+# off the whole order (ACT takes its amount, total_discount_amount) and a line's discount and total.
+LINE_INPUTS = ("discount_rate", "discount_amount", "discount_amount_oc", "total_amount", "total_amount_oc")
 
 
 @dataclass(frozen=True)
@@ -120,9 +128,10 @@ class CrmWriter:
 class ActWriter:
     system = System.ACCT
 
-    def __init__(self, client: ActClient, ledger: WriteLedger) -> None:
+    def __init__(self, client: ActClient, ledger: WriteLedger, *, branches: dict[str, str] | None = None) -> None:
         self.client = client
         self.ledger = ledger
+        self.branches = branches or {}  # tenant -> ACT branch_id its proposals are booked to
 
     async def apply(self, command: Command) -> Applied | Pending:
         if command.entity in acct_mapping.DICTIONARIES:
@@ -175,13 +184,25 @@ class ActWriter:
         fields = {k: v for k, v in command.fields.items() if k != "id"}
         if code and "code" not in fields:
             fields["code"] = code
+        priced = command.entity in PRICED_PROPOSALS
+        if priced:
+            if tenant in self.branches:
+                fields["branch_id"] = self.branches[tenant]
+            if isinstance(fields.get("lines"), list):
+                try:
+                    fields = with_money(fields, proposal_money(fields))
+                except MoneyError as exc:
+                    raise Refused(
+                        f"not sent: the money of {command.entity} {code or org_refid} cannot be computed: {exc}",
+                        status=400,
+                    ) from None
+            # else: an update without lines (a status) says nothing of the money, and sends none
         try:
             voucher = spec.record.to_wire({**fields, "id": org_refid}, command.entity)
             noted = spec.record.normalize(fields)
         except MappingError as exc:
             raise not_sayable("the accounting system", exc) from None
         today = datetime.fromtimestamp(since, tz=VN).strftime("%Y-%m-%d")
-        total = voucher.get("total_amount", 0)
         voucher.update(
             voucher_type=spec.voucher_type,
             org_refid=org_refid,
@@ -191,15 +212,14 @@ class ActWriter:
             is_get_new_id=False,  # the voucher ACT generates keeps our ids: refid = org_refid
             refdate=voucher.get("refdate") or today,
             posted_date=voucher.get("posted_date") or today,
-            currency_id="VND",
-            exchange_rate=1,
-            total_amount_oc=total,
         )
-        for n, line in enumerate(voucher.get("detail") or [], start=1):
-            if isinstance(line, dict):
-                line.setdefault("sort_order", n)
-                if "amount" in line:
-                    line["amount_oc"] = line["amount"]
+        if not priced:  # receipts and the like: one VND amount
+            voucher.update(currency_id="VND", exchange_rate=1, total_amount_oc=voucher.get("total_amount", 0))
+            for n, line in enumerate(voucher.get("detail") or [], start=1):
+                if isinstance(line, dict):
+                    line.setdefault("sort_order", n)
+                    if "amount" in line:
+                        line["amount_oc"] = line["amount"]
         self.ledger.note_write(System.ACCT, tenant, command.entity, record_id=org_refid, code=code, fields=noted)
         expected = self.ledger.expect_callback(tenant, org_refid, 1, command.command_id)
         await self.client.save(tenant, [voucher])
@@ -224,6 +244,46 @@ class ActWriter:
             return Applied(pending.org_refid, pending.code)  # already gone
         what = "save" if pending.data_type == 1 else "delete"
         raise refusal(f"ACT {what} of {pending.code or pending.org_refid}", outcome.error_code, outcome.error_message)
+
+
+def with_money(fields: dict[str, Any], money: ProposalMoney) -> dict[str, Any]:
+    """The proposal's canonical record with its money as ``amis.money`` computed it (decimal strings):
+    every amount and total, the currency and rate, the discount type; each line's amount, VAT and place.
+    Line discounts are not sent (§2.6 lists no such field of a line): they are in the header's
+    ``discount_amount`` (total_discount_amount), and each line's VAT is charged on its amount after them."""
+    out = {k: v for k, v in fields.items() if k != "discount_rate"}
+    lines = []
+    given = [line for line in fields.get("lines") or [] if isinstance(line, dict)]
+    for n, (line, computed) in enumerate(zip(given, money.lines, strict=True), start=1):
+        kept = {k: v for k, v in line.items() if k not in LINE_INPUTS}
+        kept.update(
+            quantity=decimal_text(computed.quantity),
+            amount=decimal_text(computed.amount),
+            amount_oc=decimal_text(computed.amount_oc),
+            vat_amount=decimal_text(computed.vat_amount),
+            vat_amount_oc=decimal_text(computed.vat_amount_oc),
+            sort_order=n,
+        )
+        if computed.unit_price is not None:
+            kept["unit_price"] = decimal_text(computed.unit_price)
+        if computed.vat_rate is not None:
+            kept["vat_rate"] = decimal_text(computed.vat_rate)
+        lines.append(kept)
+    out.update(
+        lines=lines,
+        currency=money.currency,
+        exchange_rate=decimal_text(money.exchange_rate),
+        discount_type=money.discount_type,
+        sale_amount=decimal_text(money.sale_amount),
+        sale_amount_oc=decimal_text(money.sale_amount_oc),
+        discount_amount=decimal_text(money.discount_amount),
+        discount_amount_oc=decimal_text(money.discount_amount_oc),
+        vat_amount=decimal_text(money.vat_amount),
+        vat_amount_oc=decimal_text(money.vat_amount_oc),
+        total_amount=decimal_text(money.total_amount),
+        total_amount_oc=decimal_text(money.total_amount_oc),
+    )
+    return out
 
 
 class ResultNotFound(Transient):
