@@ -136,9 +136,7 @@ ORDER_DETAIL = RecordMap(
         FieldMap("amount_oc", "amount_oc", "money", source="CODE"),
         FieldMap("vat_rate", "vat_rate", "money", source="CODE", note="percent, a number: 10"),
         FieldMap("vat_amount", "vat_amount", "money", source="CODE"),
-        FieldMap(
-            "vat_amount_oc", "vat_amount_oc", "money", source="INF", note="§2.6: 'money fields come in pairs'"
-        ),
+        FieldMap("vat_amount_oc", "vat_amount_oc", "money", source="INF", note="§2.6: 'money fields come in pairs'"),
         FieldMap("sort_order", "sort_order", "number", source="CODE"),
     )
 )

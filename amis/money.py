@@ -57,7 +57,7 @@ def decimal(value: Any, where: str) -> Decimal | None:
     money is never a float (``0.1 + 0.2`` is not ``0.3``)."""
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise MoneyError(f"{where} = {value!r} must be a decimal string or an integer, not a float")
     if isinstance(value, Decimal):
         number = value
@@ -126,7 +126,9 @@ def exchange_rate(value: Any, code: str) -> Decimal:
         return WHOLE
     rate = decimal(value, "exchange_rate")
     if rate is None or rate <= 0:
-        raise MoneyError(f"the order is in {code} but has no positive exchange_rate (got {value!r}): set it on the order")
+        raise MoneyError(
+            f"the order is in {code} but has no positive exchange_rate (got {value!r}): set it on the order"
+        )
     return rate
 
 
@@ -256,7 +258,9 @@ def proposal_money(order: Mapping[str, Any]) -> ProposalMoney:
     amounts = [amount for _, _, amount in bases]
     sale_oc = sum(amounts, ZERO)
     if kind == PER_LINE:
-        discounts = [line_discount(line, a, code, f"lines[{n}]") for n, (line, a) in enumerate(zip(lines, amounts))]
+        discounts = [
+            line_discount(line, a, code, f"lines[{n}]") for n, (line, a) in enumerate(zip(lines, amounts, strict=True))
+        ]
     elif kind == INVOICE_PERCENT:
         order_rate = percent(order.get("discount_rate"), "discount_rate") or ZERO
         discounts = share(rounded(sale_oc * order_rate / HUNDRED, code), amounts, code)
@@ -265,7 +269,7 @@ def proposal_money(order: Mapping[str, Any]) -> ProposalMoney:
     else:
         discounts = [ZERO for _ in lines]
     built = []
-    for n, (line, (count, price, amount_oc), discount_oc) in enumerate(zip(lines, bases, discounts)):
+    for n, (line, (count, price, amount_oc), discount_oc) in enumerate(zip(lines, bases, discounts, strict=True)):
         vat_rate, vat_oc = line_vat(line, amount_oc - discount_oc, code, f"lines[{n}]")
         built.append(
             LineMoney(

@@ -31,7 +31,7 @@ class ConnectorServiceSettings(ServiceSettings):
     token_renew_before: TokenRenewBeforeSetting
     acct_branch_id: dict[str, str] = Field(
         default_factory=dict,
-        description='tenant -> the ACT branch its proposals are booked to (the branch_id of a save voucher: '
+        description="tenant -> the ACT branch its proposals are booked to (the branch_id of a save voucher: "
         "the id of an organisation unit of type branch, get_dictionary data_type 6), e.g. "
         'LIENTHONG_ACCT_BRANCH_ID=\'{"cty-abc": "<guid>"}\'. A tenant not listed (unset: none): branch_id '
         "is omitted and ACT books the proposal to its default branch.",

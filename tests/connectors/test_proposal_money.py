@@ -347,7 +347,8 @@ def test_every_proposal_adds_up_on_the_wire(ledger, drawn):
             # each line converted on its own, half away from zero
             assert D(line[name]) == (D(line[f"{name}_oc"]) * rate).quantize(Decimal(1), rounding=ROUND_HALF_UP)
         given_line = (order.get("sale_order_product_mappings") or order["quote_product_mappings"])[n]
-        assert D(line["amount_oc"]) == rounded_here(Decimal(given_line["price"]) * given_line["amount"], "USD" if foreign else "VND")
+        price_times_quantity = Decimal(given_line["price"]) * given_line["amount"]
+        assert D(line["amount_oc"]) == rounded_here(price_times_quantity, "USD" if foreign else "VND")
         assert line["sort_order"] == n + 1
         assert not {"discount_rate", "discount_amount", "total_amount"} & set(line)
     # the discount is the order's, whatever its kind
@@ -356,7 +357,8 @@ def test_every_proposal_adds_up_on_the_wire(ledger, drawn):
     kind = contract.get("discount_type")
     if kind == "invoice_percent":
         assert voucher["discount_type"] == 2
-        assert discount_oc == rounded_here(sale_oc * Decimal(contract["discount_rate"]) / 100, "USD" if foreign else "VND")
+        off = sale_oc * Decimal(contract["discount_rate"]) / 100
+        assert discount_oc == rounded_here(off, "USD" if foreign else "VND")
     elif kind == "invoice_amount":
         assert voucher["discount_type"] == 3
         assert discount_oc == Decimal(contract.get("discount_amount_oc") or contract["discount_amount"])

@@ -8,6 +8,7 @@ digit (Decimal, checked against a sum made here), and CRM's wire carries the sam
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 from typing import Any
 
@@ -48,7 +49,7 @@ def receivables(draw):
     # a split of ``received`` into 1..6 receipts (cuts at any cent)
     cuts = sorted(draw(st.lists(st.integers(0, int(received * 100)), max_size=5)))
     bounds = [Decimal(0), *(Decimal(c) / 100 for c in cuts), received]
-    amounts = [b - a for a, b in zip(bounds, bounds[1:])]
+    amounts = [b - a for a, b in itertools.pairwise(bounds)]
     stream = [event("acct", "sale_order", "c", after=order(total), event_id="order")]
     for n, amount in enumerate(amounts):
         versions = []
