@@ -10,8 +10,9 @@ to the dead-letter topic whole. The rules (also in ``docs/contract.md``, "What i
 * **record ids and codes** (``id``, ``code``, ``crm_id``, ``order_id``, ``customer_code``,
   ``product_code``, ``category_code``, ``line_id``): a string of 1 to 256 printable characters, or an
   integer; never an object, a list, a boolean or a fraction.
-* **money** (``total_amount``, ``amount``, ``unit_price``, ``price``, ``vat_rate``, wherever they
-  appear in the record and its lines, prices and revenue entries): a decimal string of ASCII digits
+* **money** (``total_amount``, ``amount``, ``unit_price``, ``price``, ``vat_rate`` and the optional money
+  of orders: ``*_oc``, ``vat_amount``, ``discount_rate``, ``discount_amount``, ``sale_amount``,
+  ``exchange_rate``; wherever they appear in the record and its lines, prices and revenue entries): a decimal string of ASCII digits
   (``"200000"``, ``"-12.5"``; at most 20 digits before the point and 10 after, no exponent, no
   ``NaN``/``Infinity``) or an integer below 10^20; never a JSON float.
 * **quantities** (``quantity`` of lines): the same, or a finite JSON number (``2.5`` kg).
@@ -33,7 +34,25 @@ LARGEST_INTEGER = 10**20
 LONGEST_ID = 256
 
 ID_FIELDS = ("id", "code", "crm_id", "order_id", "customer_code", "product_code", "category_code", "line_id")
-MONEY_FIELDS = ("total_amount", "amount", "unit_price", "price", "vat_rate")
+MONEY_FIELDS = (
+    "total_amount",
+    "amount",
+    "unit_price",
+    "price",
+    "vat_rate",
+    # the money of orders, contracts and quotes (docs/contract.md, "Money of orders"): a proposal's
+    # totals are computed from them, and a float's binary value would not add up
+    "amount_oc",
+    "vat_amount",
+    "vat_amount_oc",
+    "discount_rate",
+    "discount_amount",
+    "discount_amount_oc",
+    "sale_amount",
+    "sale_amount_oc",
+    "total_amount_oc",
+    "exchange_rate",
+)
 QUANTITY_FIELDS = ("quantity",)
 # Lists of sub-records whose fields are checked like the record's own.
 NESTED = ("lines", "prices", "revenue_entries")

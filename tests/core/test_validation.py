@@ -117,6 +117,20 @@ def test_amounts_of_lines_and_prices_are_checked_too() -> None:
     assert "after.lines[0].quantity" in bad.message and "JSON number" in bad.message
 
 
+@pytest.mark.parametrize(
+    ("where", "field"),
+    [("line", "vat_amount"), ("line", "discount_amount_oc"), ("order", "exchange_rate"), ("order", "sale_amount")],
+)
+def test_the_money_a_proposal_is_computed_from_is_never_a_float(where, field) -> None:
+    line = {"line_id": "L1", "product_code": "SP1", "quantity": 1, "amount": "10", "vat_rate": "10"}
+    order = {"id": "O1", "code": "DH1", "currency": "USD", "lines": [line]}
+    (line if where == "line" else order)[field] = 0.1
+    bad = refused(raw_event(system="crm", entity="sale_order", after=order), entity="sale_order", key=b"cty-abc:O1")
+    assert field in bad.message and "never a JSON float" in bad.message
+    (line if where == "line" else order)[field] = "0.1"
+    assert decode(raw_event(system="crm", entity="sale_order", after=order), entity="sale_order", key=b"cty-abc:O1")
+
+
 @pytest.mark.parametrize("record_id", [{"x": 1}, True, [1, 2], 1.5, "", "a\nb", "x" * 257])
 def test_a_record_id_must_be_a_string_or_an_integer(record_id) -> None:
     bad = refused(raw_event(after={"id": record_id, "order_id": "AO1", "amount": "1"}), key=None)
