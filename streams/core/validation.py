@@ -12,9 +12,9 @@ to the dead-letter topic whole. The rules (also in ``docs/contract.md``, "What i
   integer; never an object, a list, a boolean or a fraction.
 * **money** (``total_amount``, ``amount``, ``unit_price``, ``price``, ``vat_rate`` and the optional money
   of orders: ``*_oc``, ``vat_amount``, ``discount_rate``, ``discount_amount``, ``sale_amount``,
-  ``exchange_rate``; wherever they appear in the record and its lines, prices and revenue entries): a decimal string of ASCII digits
-  (``"200000"``, ``"-12.5"``; at most 20 digits before the point and 10 after, no exponent, no
-  ``NaN``/``Infinity``) or an integer below 10^20; never a JSON float.
+  ``exchange_rate``; wherever they appear in the record and its lines, prices and revenue entries): a
+  decimal string of ASCII digits (``"200000"``, ``"-12.5"``; at most 20 digits before the point and 10
+  after, no exponent, no ``NaN``/``Infinity``) or an integer below 10^20; never a JSON float.
 * **quantities** (``quantity`` of lines): the same, or a finite JSON number (``2.5`` kg).
 * **the message key** of a contract event: ``<tenant>:<record id>`` as the event says. A Debezium
   envelope's key is the source table's primary key in Debezium's own form and is not compared.
