@@ -255,7 +255,8 @@ def with_money(fields: dict[str, Any], money: ProposalMoney) -> dict[str, Any]:
     lines = []
     given = [line for line in fields.get("lines") or [] if isinstance(line, dict)]
     for n, (line, computed) in enumerate(zip(given, money.lines, strict=True), start=1):
-        kept = {k: v for k, v in line.items() if k not in LINE_INPUTS}
+        # a rate or price left empty is said by leaving it out, not by an empty value ACT cannot read
+        kept = {k: v for k, v in line.items() if k not in LINE_INPUTS and k not in ("unit_price", "vat_rate")}
         kept.update(
             quantity=decimal_text(computed.quantity),
             amount=decimal_text(computed.amount),

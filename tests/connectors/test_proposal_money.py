@@ -367,7 +367,8 @@ def test_every_proposal_adds_up_on_the_wire(ledger, drawn):
     else:  # per line, said or found from the lines: each line's own rate or amount
         own = Decimal(0)
         for given_line in order.get("sale_order_product_mappings") or order["quote_product_mappings"]:
-            amount_oc = Decimal(given_line["price"]) * given_line["amount"]
+            # the rate applies to the line's amount as shown (rounded to the currency), not to price × quantity
+            amount_oc = rounded_here(Decimal(given_line["price"]) * given_line["amount"], "USD" if foreign else "VND")
             if "discount_percent" in given_line:
                 cut = amount_oc * Decimal(given_line["discount_percent"].rstrip("%")) / 100
                 own += rounded_here(cut, "USD" if foreign else "VND")
@@ -376,3 +377,10 @@ def test_every_proposal_adds_up_on_the_wire(ledger, drawn):
         assert voucher["discount_type"] == (1 if own or kind == "per_line" else 0) or own == 0
         assert discount_oc == (own if voucher["discount_type"] == 1 else 0)
     assert voucher["account_object_name"] == "Khách"
+
+
+def test_a_line_without_a_vat_rate_has_none_on_the_wire_and_no_vat(ledger):
+    order = crm_order(crm_line(1, 1000, 3, None), crm_line(2, 1000, 1, ""))
+    voucher = voucher_of(command_for(order), ledger)
+    assert [("vat_rate" in line, line["vat_amount"]) for line in voucher["detail"]] == [(False, 0), (False, 0)]
+    assert voucher["total_amount"] == voucher["total_sale_amount"] == 4000
