@@ -95,7 +95,7 @@ class CrmWriter:
         if spec is None:
             raise Refused(f"CRM has no {command.entity} resource", status=404)
         if spec.extension and not self.extensions:
-            raise extension_refused(f"CRM {spec.resource}", spec.extension)
+            raise extension_refused(f"CRM {command.entity} ({spec.resource})", spec.extension)
         record_map = spec.record if self.extensions else spec.record.documented()
         tenant, code = command.tenant, command.key.code
         record_id = command.key.id
