@@ -3,8 +3,8 @@
 The CRM sandbox is switched to each answer (``LIENTHONG_SANDBOX_CRM_ANSWERS``, ``CrmAnswers``) and
 the connector's side runs against it: a listing read from page 0 or page 1 gives every record once
 (none of the newest skipped, none twice); a POST answered 200 or 201 is applied with the new id; a
-deleted record that stays listed with ``is_deleted`` is no record to update, and an upsert of its
-code creates a new one. ``tests/capture/test_crm_unknowns.py`` runs the capture service's side.
+deleted record that stays listed with ``is_deleted`` is no record to update (nor to reconcile), and
+an upsert of its code creates a new one. ``tests/capture/test_crm_unknowns.py`` runs the capture service's side.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from amis.crm_client import CrmClient, CrmCredentials
 from amis.ledger import WriteLedger
 from common.names import System
 from connectors.writers import Applied, CrmWriter
+from ops.reconcile import read_crm
 from sandboxes.crm import create_crm_sandbox
 from sandboxes.crm_store import RESOURCES, CrmStore
 from sandboxes.settings import CrmAnswers, SandboxSettings
@@ -160,6 +161,10 @@ async def test_a_deleted_customer_is_created_again_by_an_upsert_of_its_code(crm,
     assert again.target_id not in (None, first.target_id)
     live = [r for r in world.store.by_codes(TENANT, "Customers", ["KH01"]) if not r.get("is_deleted")]
     assert [(str(r["id"]), r["account_name"]) for r in live] == [(again.target_id, "Công ty A lại")]
+    # what `lienthong reconcile` compares: the live record only, not its deleted namesake
+    assert [(s.record["id"], s.record["name"]) for s in await read_crm(world.client, TENANT, "customer")] == [
+        (again.target_id, "Công ty A lại")
+    ]
 
 
 def customer(code: str, fields: dict, op: Op = Op.UPSERT) -> Command:
