@@ -17,8 +17,9 @@ recognise the change as the integration's own (X-1).
 **Extensions** (``extensions``, the setting ``LIENTHONG_CONNECTOR_EXTENSIONS``, off by default):
 the sandboxes serve records and fields the public APIs do not have (``docs/amis-gaps.md``). Off,
 a writer refuses a command for an extension resource, dictionary or voucher type (``Refused``,
-naming it and the setting) and leaves the ``source="EXT"`` fields out of what it sends, so that a
-real tenant only ever receives the field names of the reference (``REFERENCE_FIELDS``).
+naming it and the setting) and leaves the ``source="EXT"`` fields out of what it sends (a command
+of nothing else is refused likewise), so that a real tenant only ever receives the field names of
+the reference (``REFERENCE_FIELDS``).
 """
 
 from __future__ import annotations
@@ -74,6 +75,20 @@ def extension_refused(what: str, why: str) -> Refused:
     )
 
 
+def only_extension_fields(command: Command, full: RecordMap) -> Refused | None:
+    """A command all of whose fields are extension fields (e.g. SO-10's revenue_entries): with them left
+    out nothing is left to say, and an empty write would still touch the record; refused instead."""
+    extension = {f.canonical for f in full.fields if f.source == "EXT"}
+    named = set(command.fields) - {"code", "id"}
+    if not named or not named <= extension:
+        return None
+    return Refused(
+        f"not sent: the public API has no {command.entity} field {', '.join(sorted(named))} and the command has "
+        f"no other; only the sandbox has it, written with {EXTENSIONS_SETTING}=true",
+        status=404,
+    )
+
+
 def org_refid_for(command: Command) -> str:
     """The proposal's key: the accounting id once the processor knows it (X-3), else derived."""
     if command.key.id:
@@ -97,6 +112,8 @@ class CrmWriter:
         if spec.extension and not self.extensions:
             raise extension_refused(f"CRM {command.entity} ({spec.resource})", spec.extension)
         record_map = spec.record if self.extensions else spec.record.documented()
+        if not self.extensions and (refused := only_extension_fields(command, spec.record)):
+            raise refused
         tenant, code = command.tenant, command.key.code
         record_id = command.key.id
         if not record_id and code:
@@ -160,6 +177,8 @@ class ActWriter:
                 else f"voucher_type {spec.voucher_type}"
             )
             raise extension_refused(f"ACT {command.entity} ({kind})", spec.extension)
+        if not self.extensions and (refused := only_extension_fields(command, spec.record)):
+            raise refused
         if command.entity in acct_mapping.DICTIONARIES:
             return await self._dictionary(command)
         return await self._proposal(command)

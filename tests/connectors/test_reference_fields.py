@@ -346,3 +346,25 @@ async def test_with_extensions_off_a_command_for_an_extension_is_refused_naming_
     assert "LIENTHONG_CONNECTOR_EXTENSIONS=true" in message
     assert "\n" not in message and refused.value.status == 404
     assert w.sent == []  # not even a lookup: nothing reached the system
+
+
+@pytest.mark.parametrize(
+    ("target", "entity", "fields"),
+    [
+        (System.CRM, "sale_order", {"revenue_entries": [{"id": "r1", "amount": "100", "status": "recorded"}]}),
+        (System.CRM, "sale_order", {"delivered_quantities": [{"line_id": "31", "delivered_quantity": "1"}]}),
+        (System.ACCT, "product", {"category_code": "VPP"}),
+    ],
+)
+async def test_with_extensions_off_a_command_of_extension_fields_only_is_refused_and_nothing_is_written(
+    wire, target: System, entity: str, fields: dict
+) -> None:
+    """Left out, the extension fields would leave an empty write that still touches the record."""
+    w = wire(False)
+    writer = w.crm if target == System.CRM else w.acct
+    with pytest.raises(Refused) as refused:
+        await writer.apply(command(target, entity, "X1", fields))
+    message = str(refused.value)
+    assert message.startswith(f"not sent: the public API has no {entity} field {', '.join(fields)} ")
+    assert "LIENTHONG_CONNECTOR_EXTENSIONS=true" in message and "\n" not in message
+    assert w.sent == []
