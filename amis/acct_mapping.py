@@ -75,8 +75,11 @@ DICTIONARIES: dict[str, ActDictionary] = {
                 FieldMap("name", "inventory_item_name"),
                 FieldMap("unit", "unit_name"),
                 FieldMap("unit_price", "unit_price", "money"),
-                FieldMap("category_code", "inventory_item_category_code", source="INF"),
-                FieldMap("vat_rate", "tax_rate", "money", source="INF"),
+                # Not in §2.5's type-3 item fields: sent only to the sandbox. The contract's category_code of a
+                # product read from CRM is CRM's product_category text, a category's *name* live (CRM has no
+                # category codes), the code of a ProductCategories record only in the sandbox.
+                FieldMap("category_code", "inventory_item_category_code", source="EXT"),
+                FieldMap("vat_rate", "tax_rate", "money", source="EXT", note="no VAT field among §2.5's item fields"),
             ),
             constants={"inventory_item_type": 0},
         ),
@@ -95,8 +98,9 @@ DICTIONARIES: dict[str, ActDictionary] = {
                 FieldMap("parent_code", "parent_code", source="INF"),
             )
         ),
-        extension="item groups can be written (dictionary_type 4) but have no get_dictionary data_type; "
-        "the sandbox serves them as data_type 902",
+        extension="item groups: dictionary_type 4 exists for save_dictionary but the reference names none of its "
+        "item fields, and no get_dictionary data_type reads them; the sandbox takes the fields above and serves them "
+        "as data_type 902",
     ),
     "price_policy": ActDictionary(
         "price_policy",
@@ -194,7 +198,8 @@ def _order_fields(status: dict[str, int]) -> tuple[FieldMap, ...]:
         FieldMap("delivery_status", "delivered_status", values=DELIVERED_STATUS, source="CODE"),
         FieldMap("is_invoiced", "is_invoiced", source="CODE"),
         FieldMap("delivery_deadline", "delivery_date", source="CODE"),
-        FieldMap("payment_deadline", "due_date", source="INF"),
+        # sa_order has due_day (a number of days), not due_date (§2.6 names it for sa_voucher only)
+        FieldMap("payment_deadline", "due_date", source="EXT"),
     )
 
 
@@ -285,6 +290,188 @@ VOUCHERS: dict[str, ActVoucher] = {
 
 # voucher_type -> entity, for callbacks (ba_deposit, a receipt into the bank, is a receipt too)
 ENTITY_OF_VOUCHER_TYPE: dict[int, str] = {v.voucher_type: v.entity for v in VOUCHERS.values()} | {1: "receipt"}
+
+
+# --- the reference's field names, per request kind ---------------------------------------------------
+# What amis-apis.md Part 2 names for each request body the ACT client sends, copied as written there
+# (patterns such as ``employee_*`` as the reference writes them; ``_oc`` twins are allowed by
+# ``amis.mapping.in_reference``). A kind is ("acct", <function>) for a body's top level, ("acct",
+# "save_dictionary", <dictionary_type>) for a dictionary item, ("acct", "save", <voucher_type>) for a
+# voucher and ("acct", "save", <voucher_type>, <field>) for the objects inside one of its fields. With
+# LIENTHONG_CONNECTOR_EXTENSIONS off every field the connector sends is one of these: a test holds it.
+
+_ACCOUNT_OBJECT_READ = frozenset(  # §2.5 "Fields of read records", account object (data_type 1)
+    {
+        "dictionary_type",
+        "account_object_id",
+        "account_object_code",
+        "account_object_name",
+        "account_object_type",
+        "is_customer",
+        "is_vendor",
+        "is_employee",
+        "inactive",
+        "address",
+        "district",
+        "ward_or_commune",
+        "province_or_city",
+        "country",
+        "company_tax_code",
+        "tel",
+        "mobile",
+        "email_address",
+        "contact_name",
+        "contact_mobile",
+        "branch_id",
+        "organization_unit_id",
+        "payment_term_id",
+        "maximize_debt_amount",
+        "account_object_group_*_list",
+        "state",
+        "created_date",
+        "created_by",
+        "modified_date",
+        "modified_by",
+        "crm_id",
+        "crm_group_id",
+        "amis_platform_id",
+    }
+)
+_VOUCHER_HEADER = frozenset(  # §2.6 Request (the example's voucher), Identity, Linking documents
+    {
+        "voucher_type",
+        "org_refid",
+        "org_refno",
+        "org_reftype",
+        "org_reftype_name",
+        "reftype",
+        "refdate",
+        "posted_date",
+        "branch_id",
+        "account_object_id",
+        "account_object_code",
+        "account_object_name",
+        "currency_id",
+        "exchange_rate",
+        "total_sale_amount_oc",
+        "total_sale_amount",
+        "total_discount_amount_oc",
+        "total_discount_amount",
+        "total_vat_amount_oc",
+        "total_vat_amount",
+        "total_amount_oc",
+        "total_amount",
+        "journal_memo",
+        "detail",
+        "is_get_new_id",
+        "refid",
+        "reference",
+    }
+)
+_VOUCHER_DETAIL = frozenset(  # §2.6 Request (the example's detail), Identity (ref_detail_id), Linking (line links)
+    {
+        "inventory_item_id",
+        "inventory_item_code",
+        "quantity",
+        "unit_price",
+        "amount_oc",
+        "amount",
+        "vat_rate",
+        "vat_amount",
+        "debit_account",
+        "credit_account",
+        "stock_code",
+        "sort_order",
+        "ref_detail_id",
+        "pu_order_refid",
+        "pu_order_ref_detail_id",
+    }
+)
+_REFERENCE_LINK = ("§2.6 Linking documents", frozenset({"org_refer_refid", "org_refer_refno", "org_refer_reftype"}))
+
+REFERENCE_FIELDS: dict[tuple[str | int, ...], tuple[str, frozenset[str]]] = {
+    ("acct", "connect"): ("§2.2", frozenset({"app_id", "access_code", "org_company_code"})),
+    ("acct", "save_dictionary"): (
+        "§2.5 save_dictionary request",
+        frozenset({"app_id", "org_company_code", "dictionary"}),
+    ),
+    ("acct", "save_dictionary", 1): ("§2.5 save_dictionary request; Fields of read records", _ACCOUNT_OBJECT_READ),
+    ("acct", "save_dictionary", 3): (
+        "§2.5 Item payload (type 3)",
+        frozenset(
+            {
+                "dictionary_type",  # "dictionary_type sits inside each item"
+                "inventory_item_id",
+                "inventory_item_code",
+                "inventory_item_name",
+                "inventory_item_type",
+                "unit_name",
+                "unit_price",
+                "sale_price1",
+                "inventory_account",
+                "cogs_account",
+                "sale_account",
+                "branch_id",
+                "inactive",
+                "state",
+            }
+        ),
+    ),
+    ("acct", "save"): ("§2.6 Request", frozenset({"app_id", "org_company_code", "voucher", "dictionary"})),
+    ("acct", "delete"): ("§2.4 delete", frozenset({"app_id", "org_company_code", "voucher"})),
+    ("acct", "delete", "voucher"): ("§2.4 delete", frozenset({"voucher_type", "org_refid"})),
+    ("acct", "save", 20): (
+        "§2.6 Request; Key fields of sa_order; Identity; Linking documents",
+        _VOUCHER_HEADER
+        | {
+            "crm_id",
+            "account_object_address",
+            "account_object_tax_code",
+            "delivered_status",
+            "delivery_date",
+            "discount_type",
+            "due_day",
+            "employee_*",
+            "is_invoiced",
+            "payment_term_*",
+            "quote_refid",
+            "refno",
+            "revenue_status",
+            "shipping_address",
+            "status",
+            "total_*",
+            "total_*_oc",
+            "total_receipted_amount",
+            "total_invoice_amount",
+        },
+    ),
+    ("acct", "save", 13): (
+        "§2.6 Request; Key fields of sa_voucher; Identity; Linking documents",
+        _VOUCHER_HEADER
+        | {
+            "is_sale_with_outward",
+            "in_outward",
+            "include_invoice",
+            "sa_invoice",
+            "is_paid",
+            "paid_type",
+            "outward_exported_status",
+            "payer",
+            "due_date",
+            "payment_term_*",
+            *(f"custom_field{n}" for n in range(1, 11)),
+        },
+    ),
+    ("acct", "save", 5): (
+        "§2.6 Request; ca_receipt / ba_deposit; Identity; Linking documents",
+        _VOUCHER_HEADER | {"reason_type_id", "account_object_*"},
+    ),
+    **{
+        ("acct", "save", t, "detail"): ("§2.6 Request (detail); Identity; Linking documents", _VOUCHER_DETAIL)
+        for t in (20, 13, 5)
+    },
+    **{("acct", "save", t, "reference"): _REFERENCE_LINK for t in (20, 13, 5)},
+}
 
 
 def to_acct(entity: str, record: dict) -> dict:

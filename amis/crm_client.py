@@ -5,7 +5,10 @@
   fetched again ``renew_before`` seconds before it ends, and at once when a call answers 401.
 * Every data call sends ``Authorization: Bearer <token>`` **and** ``Clientid: <client_id>``.
 * Lists are paged by ``page`` / ``pageSize`` (at most 100), newest first by ``modified_date``
-  unless told, with no total: the last page is the one shorter than ``pageSize``.
+  unless told, with no total: the last page is the one shorter than ``pageSize``. Whether the first
+  page is ``0`` or ``1`` is unknown (§1.4): ``every_row`` reads a listing right either way.
+* Whether deleted rows stay listed is unknown too (§1.4: order rows carry ``is_deleted``):
+  ``listed_as_deleted`` says a row is one, and every reader takes it for gone.
 * Writes take arrays and answer one result per item (``{"success", "data": <id>}`` or
   ``validate_infos``); PUT changes only the fields sent; DELETE takes an array of ids.
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +53,12 @@ class ItemResult:
 
     def message(self) -> str:
         return "; ".join(self.errors) or "refused without a message"
+
+
+def listed_as_deleted(row: dict[str, Any]) -> bool:
+    """A row CRM still lists after its deletion (``is_deleted`` true, as order rows carry it)."""
+    flag = row.get("is_deleted")
+    return flag is True or flag == 1 or (isinstance(flag, str) and flag.strip().lower() in ("true", "1"))
 
 
 def parse_token_response(body: Any) -> tuple[str, float]:
@@ -139,6 +148,8 @@ class CrmClient:
         self._tokens: dict[str, Token] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.logins = 0  # how many tokens were fetched (tests, the dashboard)
+        # the API's first page number once a listing has shown it (every_row); None: not known yet
+        self.first_page: int | None = None
 
     # --- tokens ----------------------------------------------------------------------------------
 
@@ -280,14 +291,45 @@ class CrmClient:
 
     async def every_row(
         self, tenant: str, resource: str, page_size: int = MAX_PAGE_SIZE
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Every record of a resource, page by page (newest first) until a page that is not full:
-        CRM's lists have no filter and no total."""
-        page = 1
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Every record of a resource, each once, page by page (newest first) until a page that is not
+        full: CRM's lists have no filter and no total.
+
+        The first page is ``0`` or ``1`` (§1.4: clients use both, and both returned data). Until a
+        listing has shown which, reading starts at page 0, which a 0-based API answers with its first
+        page and a 1-based one with its page 1 again (passed over by id on page 1), with nothing, or
+        with an error (then page 1 is read). Starting at 1 on a 0-based API would skip the newest
+        ``page_size`` records of every resource; starting at 0 on a 1-based one costs one page. The
+        number is kept (``first_page``) only on proof: page 1 repeating page 0, or page 0 refused and
+        page 1 answered (1); two full pages with no record in common (0). Rows read twice because a
+        change moved them between two pages are passed over by id as well."""
+        seen: set[str] = set()
+        page = 0 if self.first_page is None else self.first_page
+        page_zero: list[str] | None = None  # ids of page 0 while the first page is not known
+        zero_refused = False
         while True:
-            rows = await self.list_page(tenant, resource, page, page_size)
-            for row in rows:
-                yield row
+            try:
+                rows = await self.list_page(tenant, resource, page, page_size)
+            except Refused:
+                if page != 0 or self.first_page is not None:
+                    raise
+                zero_refused, page = True, 1  # a 1-based API may refuse page 0; page 1 says so
+                continue
+            ids = [str(row.get("id")) for row in rows]
+            if self.first_page is None and page == 0:
+                page_zero = ids
+            elif self.first_page is None and page == 1 and ids:
+                if zero_refused or ids == page_zero:
+                    self.first_page = 1
+                elif page_zero and len(page_zero) == page_size and not set(ids) & set(page_zero):
+                    self.first_page = 0
+            for record_id, row in zip(ids, rows, strict=True):
+                if record_id not in seen:
+                    seen.add(record_id)
+                    yield row
+            if page == 0 and not rows and self.first_page is None:
+                page = 1  # nothing on page 0: an empty resource, or a 1-based API's answer
+                continue
             if len(rows) < page_size:
                 return
             page += 1

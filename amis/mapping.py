@@ -4,8 +4,10 @@ A ``RecordMap`` is a table of ``FieldMap`` rows, one per field: the contract's n
 name, how the value travels (``kind``), the system's label for each canonical value (``values``)
 and how certain the system's name is (``source``: ``DOC``, ``OBS``, ``CODE``, ``INF`` as in the
 reference ``amis-apis.md``, or ``EXT`` for a field the public API does not have, which only the
-sandbox keeps as a labelled extension). ``to_wire`` and ``from_wire`` read the same table both
-ways; the tables themselves are ``amis/crm_mapping.py`` and ``amis/acct_mapping.py``.
+sandbox keeps as a labelled extension; ``RecordMap.documented`` is the table without them).
+``to_wire`` and ``from_wire`` read the same table both ways; the tables themselves are
+``amis/crm_mapping.py`` and ``amis/acct_mapping.py``, each with the reference's field names per
+request kind (``REFERENCE_FIELDS``, read with ``in_reference``).
 
 * ``to_wire`` writes only the fields of the table (a real client sends what the API knows) unless
   the map is ``passthrough`` (the sandbox's extension resources keep every field); a canonical
@@ -19,8 +21,9 @@ ways; the tables themselves are ``amis/crm_mapping.py`` and ``amis/acct_mapping.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
+from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 Kind = Literal["raw", "text", "id", "money", "number", "percent", "lines"]
@@ -52,6 +55,16 @@ def wire_number(value: Any) -> int | float:
         return value
     number = Decimal(decimal_text(value))
     return int(number) if number == number.to_integral_value() else float(number)
+
+
+def in_reference(name: str, names: frozenset[str]) -> bool:
+    """Whether ``name`` is one of a request kind's documented field names (``REFERENCE_FIELDS`` of
+    ``amis/crm_mapping.py``, ``amis/acct_mapping.py``): listed, matched by a listed pattern as the
+    reference writes it (``billing_*``, ``total_*_oc``), or the ``_oc`` twin of a listed field (both
+    references say money fields come in pairs: ``*_oc`` in the original currency, the plain one in VND)."""
+    if name in names or any("*" in pattern and fnmatchcase(name, pattern) for pattern in names):
+        return True
+    return name.endswith("_oc") and in_reference(name.removesuffix("_oc"), names)
 
 
 @dataclass(frozen=True)
@@ -189,3 +202,15 @@ class RecordMap:
     def normalize(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """What the system will give back for ``record``: the fields it keeps, in their canonical form."""
         return self.from_wire(self.to_wire(record))
+
+    def documented(self) -> RecordMap:
+        """The map without its ``EXT`` fields (also in its lines' maps) and without passthrough: what a
+        writer sends to a real tenant, whose API has no extension (``LIENTHONG_CONNECTOR_EXTENSIONS`` off)."""
+        fields = tuple(
+            replace(f, lines=f.lines.documented()) if f.lines is not None else f
+            for f in self.fields
+            if f.source != "EXT"
+        )
+        kept = {f.wire for f in fields}
+        aliases = tuple(a for a in self.aliases if a.source != "EXT" and a.wire in kept)
+        return RecordMap(fields=fields, aliases=aliases, constants=self.constants)

@@ -12,20 +12,25 @@ scan reads it again; images make the records already reported no news.
   are read twice (no news the second time); the moved record is newer than the watermark and is
   read by the next poll. A deletion shifts rows up; the overlap reads the last ``overlap_s``
   seconds again so a row skipped that way is read next time.
-* **Deletions** are not listed at all: every ``deletion_scan_every`` polls the whole resource is
-  listed, and records remembered but not listed are looked up by id; those CRM no longer has are
+* **Deletions**: whether CRM keeps deleted rows in its lists is unknown (§1.4). A row listed with
+  ``is_deleted`` true is reported deleted when a scan reads it. Rows dropped from the lists are
+  found another way: every ``deletion_scan_every`` polls the whole resource is listed, and records
+  remembered but not listed are looked up by id; those CRM no longer has (or has as deleted) are
   reported deleted (with their last image as ``before``). The same listing compares every record
   with its image, so a record a deletion shifted past during the first (unfiltered) scan, which no
   watermark would bring back, is reported then.
+* **The first page** is ``0`` or ``1`` (§1.4): ``CrmClient.every_row`` reads from page 0 until the
+  API has shown which, each row once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import aclosing
 from datetime import datetime
 
 from amis import crm_mapping
-from amis.crm_client import MAX_PAGE_SIZE, CrmClient
+from amis.crm_client import MAX_PAGE_SIZE, CrmClient, listed_as_deleted
 from capture.polling import PollingCapture, tried_again_next_poll
 from capture.state import ChangeReporter
 from common import metrics
@@ -81,16 +86,16 @@ class CrmCapture(PollingCapture):
         floor = None if watermark is None else watermark - self.overlap_ms
         newest = watermark or 0
         produced = 0
-        page = 1
-        while True:
-            rows = await self.client.list_page(tenant, spec.resource, page, self.page_size)
-            reached_floor = False
-            for row in rows:
+        # every_row reads the listing whichever page number is the first (0 or 1, §1.4), each row once
+        async with aclosing(self.client.every_row(tenant, spec.resource, self.page_size)) as rows:
+            async for row in rows:
                 stamp = modified_ms(row)
                 if floor is not None and stamp < floor:
-                    reached_floor = True
                     break
                 newest = max(newest, stamp)
+                if listed_as_deleted(row):
+                    produced += await self._deleted(tenant, entity, row) is not None
+                    continue
                 event = await self.reporter.observed(
                     tenant,
                     entity,
@@ -100,9 +105,6 @@ class CrmCapture(PollingCapture):
                     snapshot=watermark is None,
                 )
                 produced += event is not None
-            if reached_floor or len(rows) < self.page_size:
-                break
-            page += 1
         self.state.set_watermark(name, newest)
         metrics.CAPTURE_LAST_POLL.labels(System.CRM, entity).set_to_current_time()
         return produced
@@ -112,6 +114,9 @@ class CrmCapture(PollingCapture):
         listed: set[str] = set()
         produced = 0
         async for row in self.client.every_row(tenant, spec.resource, self.page_size):
+            if listed_as_deleted(row):
+                produced += await self._deleted(tenant, entity, row) is not None
+                continue
             listed.add(str(row.get("id")))
             # a record the incremental scans skipped (a deletion shifted it up between two pages of the
             # first, unfiltered scan) is reported now; the others equal their images and are no news
@@ -127,7 +132,8 @@ class CrmCapture(PollingCapture):
         missing = sorted(self.state.live_ids(System.CRM, tenant, entity) - listed)
         for start in range(0, len(missing), 50):
             batch = missing[start : start + 50]
-            still_there = {str(r.get("id")) for r in await self.client.by_ids(tenant, spec.resource, batch)}
+            found = await self.client.by_ids(tenant, spec.resource, batch)
+            still_there = {str(r.get("id")) for r in found if not listed_as_deleted(r)}
             for record_id in batch:
                 if record_id in still_there:
                     continue  # moved between pages while listing: not deleted
@@ -136,3 +142,7 @@ class CrmCapture(PollingCapture):
                 )
                 produced += event is not None
         return produced
+
+    async def _deleted(self, tenant: str, entity: str, row: dict) -> dict | None:
+        """A row listed with ``is_deleted``: the record's deletion (once, when it was alive in the image)."""
+        return await self.reporter.gone(tenant, entity, str(row.get("id")), marker="deleted", ts_ms=modified_ms(row))

@@ -305,6 +305,7 @@ def _sandbox(args: argparse.Namespace, settings: SandboxSettings) -> int:
                 callback_url=settings.acct_callback_url,
                 ready=ready,
                 admin_token=admin_token,
+                crm_answers=settings.sandbox_crm_answers,
             )
         )
         await stop.wait()

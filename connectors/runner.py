@@ -84,6 +84,7 @@ class ConnectorSettings:
     shared_ledger_path: Path = Path("var/connectors/acct-shared.sqlite")  # recent writes and callbacks, with capture
     callback_timeout: float = 30.0  # seconds a proposal waits for its callback before pulling undelivered ones
     token_renew_before: float = 300.0  # a token is fetched again this many seconds before it ends
+    extensions: bool = False  # write the sandboxes' extensions too (LIENTHONG_CONNECTOR_EXTENSIONS)
     # /metrics, /healthz, /readyz (docs/operations.md): None serves none; 0 takes a free port (health_port())
     health_port: int | None = None
     health_host: str = "127.0.0.1"
@@ -222,7 +223,7 @@ class Connector:
                 timeout=settings.request_timeout,
                 renew_before=settings.token_renew_before,
             )
-            return CrmWriter(crm, self.shared)
+            return CrmWriter(crm, self.shared, extensions=settings.extensions)
         acct = ActClient(
             settings.base_url,
             session,
@@ -231,7 +232,7 @@ class Connector:
             timeout=settings.request_timeout,
             renew_before=settings.token_renew_before,
         )
-        return ActWriter(acct, self.shared, branches=settings.acct_branches)
+        return ActWriter(acct, self.shared, branches=settings.acct_branches, extensions=settings.extensions)
 
     async def _work(self, message: Message) -> bool:
         """Handle one taken command; whether it is done (False: left for the next run)."""

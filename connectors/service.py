@@ -37,6 +37,7 @@ def build_connector(settings: ConnectorServiceSettings, system: System, **overri
         rate=settings.connector_rate,
         callback_timeout=settings.callback_timeout,
         token_renew_before=settings.token_renew_before,
+        extensions=settings.connector_extensions,
         health_port=settings.crm_connector_port if system == System.CRM else settings.acct_connector_port,
         health_host=settings.web_host,
     )

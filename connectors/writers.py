@@ -13,6 +13,13 @@ proposal instead of making a second one.
 
 Both note every write in the shared ledger before calling the API, so that the capture services
 recognise the change as the integration's own (X-1).
+
+**Extensions** (``extensions``, the setting ``LIENTHONG_CONNECTOR_EXTENSIONS``, off by default):
+the sandboxes serve records and fields the public APIs do not have (``docs/amis-gaps.md``). Off,
+a writer refuses a command for an extension resource, dictionary or voucher type (``Refused``,
+naming it and the setting) and leaves the ``source="EXT"`` fields out of what it sends (a command
+of nothing else is refused likewise), so that a real tenant only ever receives the field names of
+the reference (``REFERENCE_FIELDS``).
 """
 
 from __future__ import annotations
@@ -24,10 +31,10 @@ from typing import Any
 
 from amis import acct_mapping, crm_mapping
 from amis.acct_client import VN, ActClient, Callback, refusal
-from amis.crm_client import CrmClient
+from amis.crm_client import CrmClient, listed_as_deleted
 from amis.errors import Refused, Transient
 from amis.ledger import CallbackOutcome, WriteLedger
-from amis.mapping import MappingError, decimal_text
+from amis.mapping import MappingError, RecordMap, decimal_text
 from amis.money import MoneyError, ProposalMoney, proposal_money
 from common.names import System
 from streams.core.contract import Command
@@ -65,6 +72,31 @@ def not_sayable(system: str, exc: MappingError) -> Refused:
     return Refused(f"not sent: {system} cannot hold this value ({exc})", status=400)
 
 
+EXTENSIONS_SETTING = "LIENTHONG_CONNECTOR_EXTENSIONS"
+
+
+def extension_refused(what: str, why: str) -> Refused:
+    return Refused(
+        f"not sent: {what} is not in the public API ({why}); only the sandbox has it, "
+        f"written with {EXTENSIONS_SETTING}=true",
+        status=404,
+    )
+
+
+def only_extension_fields(command: Command, full: RecordMap) -> Refused | None:
+    """A command all of whose fields are extension fields (e.g. SO-10's revenue_entries): with them left
+    out nothing is left to say, and an empty write would still touch the record; refused instead."""
+    extension = {f.canonical for f in full.fields if f.source == "EXT"}
+    named = set(command.fields) - {"code", "id"}
+    if not named or not named <= extension:
+        return None
+    return Refused(
+        f"not sent: the public API has no {command.entity} field {', '.join(sorted(named))} and the command has "
+        f"no other; only the sandbox has it, written with {EXTENSIONS_SETTING}=true",
+        status=404,
+    )
+
+
 def org_refid_for(command: Command) -> str:
     """The proposal's key: the accounting id once the processor knows it (X-3), else derived."""
     if command.key.id:
@@ -76,24 +108,33 @@ def org_refid_for(command: Command) -> str:
 class CrmWriter:
     system = System.CRM
 
-    def __init__(self, client: CrmClient, ledger: WriteLedger) -> None:
+    def __init__(self, client: CrmClient, ledger: WriteLedger, *, extensions: bool = False) -> None:
         self.client = client
         self.ledger = ledger
+        self.extensions = extensions
 
     async def apply(self, command: Command) -> Applied | Pending:
         spec = crm_mapping.RESOURCES.get(command.entity)
         if spec is None:
             raise Refused(f"CRM has no {command.entity} resource", status=404)
+        if spec.extension and not self.extensions:
+            raise extension_refused(f"CRM {command.entity} ({spec.resource})", spec.extension)
+        record_map = spec.record if self.extensions else spec.record.documented()
+        if not self.extensions and (refused := only_extension_fields(command, spec.record)):
+            raise refused
         tenant, code = command.tenant, command.key.code
         record_id = command.key.id
         if not record_id and code:
-            found = await self.client.by_codes(tenant, spec.resource, [code])
+            # a row listed as deleted (is_deleted, §1.4) is no record to update: the upsert creates one
+            found = [r for r in await self.client.by_codes(tenant, spec.resource, [code]) if not listed_as_deleted(r)]
             record_id = str(found[0]["id"]) if found else None
         if command.op.value == "delete":
             if not record_id:
                 return Applied(None, code)  # already gone: deleting it again changes nothing
             (result,) = await self.client.delete(tenant, spec.resource, [record_id])
-            if not result.success and await self.client.by_ids(tenant, spec.resource, [record_id]):
+            if not result.success and any(
+                not listed_as_deleted(r) for r in await self.client.by_ids(tenant, spec.resource, [record_id])
+            ):
                 raise Refused(f"CRM refused to delete {spec.resource} {record_id}: {result.message()}", status=400)
             return Applied(record_id, code)
         if command.op.value == "update" and not record_id:
@@ -105,8 +146,8 @@ class CrmWriter:
             fields["is_read_only"] = True
         fields.pop("id", None)
         try:
-            wire = spec.record.to_wire(fields, command.entity)
-            noted = spec.record.normalize(fields)
+            wire = record_map.to_wire(fields, command.entity)
+            noted = record_map.normalize(fields)
         except MappingError as exc:
             raise not_sayable("CRM", exc) from None
         wire.pop("id", None)
@@ -128,17 +169,40 @@ class CrmWriter:
 class ActWriter:
     system = System.ACCT
 
-    def __init__(self, client: ActClient, ledger: WriteLedger, *, branches: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        client: ActClient,
+        ledger: WriteLedger,
+        *,
+        branches: dict[str, str] | None = None,
+        extensions: bool = False,
+    ) -> None:
         self.client = client
         self.ledger = ledger
         self.branches = branches or {}  # tenant -> ACT branch_id its proposals are booked to
+        self.extensions = extensions
 
     async def apply(self, command: Command) -> Applied | Pending:
+        spec = acct_mapping.DICTIONARIES.get(command.entity) or acct_mapping.VOUCHERS.get(command.entity)
+        if spec is None:
+            raise Refused(f"the accounting API has no {command.entity}", status=404)
+        if spec.extension and not self.extensions:
+            kind = (
+                f"dictionary_type {spec.dictionary_type}"
+                if isinstance(spec, acct_mapping.ActDictionary)
+                else f"voucher_type {spec.voucher_type}"
+            )
+            raise extension_refused(f"ACT {command.entity} ({kind})", spec.extension)
+        if not self.extensions and (refused := only_extension_fields(command, spec.record)):
+            raise refused
         if command.entity in acct_mapping.DICTIONARIES:
             return await self._dictionary(command)
-        if command.entity in acct_mapping.VOUCHERS:
-            return await self._proposal(command)
-        raise Refused(f"the accounting API has no {command.entity}", status=404)
+        return await self._proposal(command)
+
+    def _record_map(self, entity: str) -> RecordMap:
+        """The entity's table; without its ``EXT`` fields unless extensions are written."""
+        record_map = acct_mapping.record_map(entity)
+        return record_map if self.extensions else record_map.documented()
 
     async def _dictionary(self, command: Command) -> Applied:
         spec = acct_mapping.DICTIONARIES[command.entity]
@@ -149,9 +213,10 @@ class ActWriter:
         record_id = command.key.id or (
             str(uuid.uuid5(NAMESPACE, f"{tenant}:{command.entity}:{code}")) if code else None
         )
+        record_map = self._record_map(command.entity)
         try:
-            item = spec.record.to_wire({**fields, "id": record_id} if record_id else fields, command.entity)
-            noted = spec.record.normalize(fields)
+            item = record_map.to_wire({**fields, "id": record_id} if record_id else fields, command.entity)
+            noted = record_map.normalize(fields)
         except MappingError as exc:
             raise not_sayable("the accounting system", exc) from None
         state = {"update": 2, "delete": 3}.get(command.op.value, 1)
@@ -197,9 +262,10 @@ class ActWriter:
                         status=400,
                     ) from None
             # else: an update without lines (a status) says nothing of the money, and sends none
+        record_map = self._record_map(command.entity)
         try:
-            voucher = spec.record.to_wire({**fields, "id": org_refid}, command.entity)
-            noted = spec.record.normalize(fields)
+            voucher = record_map.to_wire({**fields, "id": org_refid}, command.entity)
+            noted = record_map.normalize(fields)
         except MappingError as exc:
             raise not_sayable("the accounting system", exc) from None
         today = datetime.fromtimestamp(since, tz=VN).strftime("%Y-%m-%d")

@@ -306,6 +306,7 @@ async def local_systems(
             data_dir=data_dir,
             ledger_dir=data_dir,
             callback_timeout=callback_timeout,
+            connector_extensions=True,  # the sandboxes' extensions: the whole sync matrix (docs/amis-gaps.md)
         )
         built: dict[System, LocalSystem] = {}
         for system, url, api_url, fault, capture in (

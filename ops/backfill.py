@@ -26,7 +26,7 @@ import orjson
 from amis import acct_mapping, crm_mapping
 from amis.acct_client import ActClient
 from amis.credentials import acct_app_id, acct_credentials, crm_credentials
-from amis.crm_client import CrmClient
+from amis.crm_client import CrmClient, listed_as_deleted
 from amis.errors import ProtocolError, Refused, Transient
 from amis.settings import AmisSettings
 from common.names import ENTITIES, System, cdc_topic
@@ -150,7 +150,8 @@ async def read_system(
                 for entity in entities:
                     spec = crm_mapping.RESOURCES[entity]
                     async for row in crm.every_row(tenant, spec.resource):
-                        yield entity, spec.record.from_wire(row)
+                        if not listed_as_deleted(row):  # still listed after its deletion: no record to send
+                            yield entity, spec.record.from_wire(row)
             else:
                 creds_acct = acct_credentials(amis)
                 _known(tenant, creds_acct, "LIENTHONG_ACCT_CREDENTIALS")

@@ -36,7 +36,7 @@ import orjson
 from amis import acct_mapping, crm_mapping
 from amis.acct_client import ActClient
 from amis.credentials import acct_app_id, acct_credentials, crm_credentials
-from amis.crm_client import CrmClient
+from amis.crm_client import CrmClient, listed_as_deleted
 from amis.errors import ProtocolError, Refused, Transient
 from amis.mapping import RecordMap
 from amis.settings import AmisSettings
@@ -262,7 +262,10 @@ def side(record: RecordMap, row: dict[str, Any]) -> Side:
 
 async def read_crm(client: CrmClient, tenant: str, entity: str) -> list[Side]:
     spec = crm_mapping.RESOURCES[entity]
-    return [side(spec.record, row) async for row in client.every_row(tenant, spec.resource)]
+    # a row still listed as deleted (is_deleted) is not a record CRM has
+    return [
+        side(spec.record, row) async for row in client.every_row(tenant, spec.resource) if not listed_as_deleted(row)
+    ]
 
 
 async def read_acct(client: ActClient, tenant: str, entity: str) -> list[Side]:

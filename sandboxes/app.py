@@ -23,6 +23,7 @@ from sandboxes.acct_store import ActStore
 from sandboxes.crm import create_crm_sandbox
 from sandboxes.crm_store import CrmStore
 from sandboxes.faults import FaultConfig
+from sandboxes.settings import CrmAnswers
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ async def run_sandbox(
     callback_url: str | None = None,
     ready: Callable[[str], None] | None = None,
     admin_token: str | None = None,
+    crm_answers: CrmAnswers | None = None,
 ) -> None:
     """Serve a sandbox on host:port (loopback unless told) until cancelled.
 
@@ -57,11 +59,14 @@ async def run_sandbox(
     ``{"<app_id>:<access_code>": tenant}``, with ``app_id`` the application's and ``callback_url``
     where its callbacks go (the accounting capture service's ``/callback``). Port 0 is a free port the
     system chooses; ``ready`` is called with the sandbox's URL once it listens. ``admin_token`` guards the
-    ``/sandbox/...`` routes (``sandboxes/admin.py``); None: a random one nobody knows."""
+    ``/sandbox/...`` routes (``sandboxes/admin.py``); None: a random one nobody knows. ``crm_answers``: the
+    CRM sandbox's answers where the reference allows several (``LIENTHONG_SANDBOX_CRM_ANSWERS``)."""
     crm_store = acct_store = None
     if system == System.CRM:
         crm_store = CrmStore(db)
-        app = create_crm_sandbox(crm_store, credentials=credentials, faults=faults, admin_token=admin_token)
+        app = create_crm_sandbox(
+            crm_store, credentials=credentials, faults=faults, admin_token=admin_token, answers=crm_answers
+        )
     else:
         if not app_id:
             raise ValueError("the accounting sandbox needs the application's app_id (LIENTHONG_ACCT_APP_ID)")

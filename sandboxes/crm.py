@@ -9,13 +9,15 @@
   alias of ``Products``), snake_case fields, numeric ``id``, codes ``account_number``,
   ``contact_code``, ``product_code``, ``sale_order_no``, pick-lists as Vietnamese labels.
 * ``GET {root}/<Resource>?page=&pageSize=&orderBy=&isDescending=``: ``page`` 0 and 1 are both the
-  first page, ``pageSize`` 10 by default and at most 100, newest first by ``modified_date`` by
+  first page (``LIENTHONG_SANDBOX_CRM_ANSWERS``: or 0 the first and 1 the second; or 1 the first and 0
+  empty or refused), ``pageSize`` 10 by default and at most 100, newest first by ``modified_date`` by
   default (ties in a stable order: the higher id first); ``{"success", "code": 200, "data"}`` and
   no total. ``/<Resource>/code?code=A&code=B`` and ``/<Resource>/id?id=1&id=2`` look records up.
 * ``POST`` / ``PUT`` take JSON arrays and answer ``{"success", "code": 200, "results": [{"success",
-  "data": <id>} | {"success": false, "validate_infos": [{"field_name", "error_message"}]}]}``; PUT
-  changes only the fields sent; ``DELETE`` takes an array of ids. Deleted records leave the lists
-  (the reference leaves it open; this sandbox decides so, and capture has to notice).
+  "data": <id>} | {"success": false, "validate_infos": [{"field_name", "error_message"}]}]}`` (a POST
+  with HTTP 200, or 201: the answers setting); PUT changes only the fields sent; ``DELETE`` takes an
+  array of ids. Deleted records leave the lists, or (the answers setting) stay in lists and lookups
+  with ``is_deleted`` true: the reference leaves it open, and capture has to notice either way.
 
 **Extensions** (not in the public API; the matrix needs them): ``ProductCategories``, ``Quotes``,
 ``InvoiceRequests``, ``PricePolicies``, the same protocol; their answers carry ``"extension"`` and
@@ -37,6 +39,7 @@ from sandboxes.admin import protect
 from sandboxes.crm_api import CONFIG, STORE, create, delete, json_response, list_records, login, lookup, stocks, update
 from sandboxes.crm_store import EXTENSION_FIELDS, RESOURCES, SYSTEM_FIELDS, CrmStore
 from sandboxes.faults import FaultConfig, fault_middleware
+from sandboxes.settings import CrmAnswers
 
 ROOTS = ("/api/v2", "/crm/gc/api/public/api/v2")
 
@@ -94,9 +97,11 @@ def create_crm_sandbox(
     token_ttl_s: float = 24 * 3600,
     product_writes: bool = True,
     admin_token: str | None = None,
+    answers: CrmAnswers | None = None,
 ) -> web.Application:
     """``credentials``: ``{client_id: tenant, "<client_id>:secret": secret}``. ``/sandbox/...`` needs
-    ``admin_token`` (``sandboxes/admin.py``; a random one when None, read back as ``app[ADMIN_TOKEN]``)."""
+    ``admin_token`` (``sandboxes/admin.py``; a random one when None, read back as ``app[ADMIN_TOKEN]``).
+    ``answers``: which of the answers the reference allows it gives (``LIENTHONG_SANDBOX_CRM_ANSWERS``)."""
     app = web.Application(
         middlewares=[fault_middleware(faults or FaultConfig(), applies=lambda path: path.startswith(ROOTS))]
     )
@@ -108,6 +113,7 @@ def create_crm_sandbox(
         "clock": store.clock,
         "revoked_before": 0.0,
         "product_writes": product_writes,
+        "answers": answers or CrmAnswers(),
     }
     protect(app, admin_token)
     app.router.add_get("/", index)

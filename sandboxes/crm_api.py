@@ -128,8 +128,9 @@ def _bool(text: str | None, default: bool) -> bool:
 
 @authenticated
 async def list_records(request: web.Request, tenant: str, _client: str, resource: Resource) -> web.Response:
+    answers = request.app[CONFIG]["answers"]
     try:
-        page = int(request.query.get("page", "1"))
+        page = int(request.query.get("page", str(answers.first_page)))
         size = int(request.query.get("pageSize", "10"))
     except ValueError:
         return doc_error(400, "InvalidParam", "page and pageSize must be integers")
@@ -137,9 +138,17 @@ async def list_records(request: web.Request, tenant: str, _client: str, resource
         return doc_error(400, "InvalidParam", f"pageSize must be between 1 and 100, not {size}")
     order_by = request.query.get("orderBy", "modified_date")
     descending = _bool(request.query.get("isDescending"), True)
-    data = request.app[STORE].page(
-        tenant, resource.name, page=page, size=size, order_by=order_by, descending=descending
-    )
+    if page < 0:
+        return doc_error(400, "InvalidParam", f"page must not be negative, not {page}")
+    if answers.first_page == 0:
+        page += 1  # the store counts from 1
+    elif page == 0 and answers.page_zero == "refused":
+        return doc_error(400, "InvalidParam", "page starts at 1")
+    store = request.app[STORE]
+    if page == 0 and answers.first_page == 1 and answers.page_zero == "empty":
+        data: list[dict[str, Any]] = []
+    else:  # the store counts from 1, and takes page 0 for page 1
+        data = store.page(tenant, resource.name, page=page, size=size, order_by=order_by, descending=descending)
     body, headers = labelled(resource, {"success": True, "code": 200, "data": data})
     return json_response(body, headers=headers)
 
@@ -198,9 +207,10 @@ async def _items(request: web.Request) -> list[Any] | web.Response:
     return body
 
 
-def _write_answer(resource: Resource, results: list[dict[str, Any]]) -> web.Response:
-    body, headers = labelled(resource, {"success": all(r["success"] for r in results), "code": 200, "results": results})
-    return json_response(body, headers=headers)
+def _write_answer(resource: Resource, results: list[dict[str, Any]], status: int = 200) -> web.Response:
+    body = {"success": all(r["success"] for r in results), "code": status, "results": results}
+    body, headers = labelled(resource, body)
+    return json_response(body, status=status, headers=headers)
 
 
 def _writable(request: web.Request, resource: Resource) -> web.Response | None:
@@ -239,7 +249,7 @@ async def create(request: web.Request, tenant: str, client: str, resource: Resou
             continue
         clean = {k: v for k, v in item.items() if k not in SYSTEM_FIELDS}
         results.append({"success": True, "data": store.create(tenant, resource, clean, client)})
-    return _write_answer(resource, results)
+    return _write_answer(resource, results, request.app[CONFIG]["answers"].post_status)
 
 
 @authenticated
@@ -274,7 +284,8 @@ async def delete(request: web.Request, tenant: str, client: str, resource: Resou
                 {"success": False, "data": item, "validate_infos": [{"field_name": "id", "error_message": "Thiếu id"}]}
             )
             continue
-        if store.delete(tenant, resource, int(item), client):
+        listed = request.app[CONFIG]["answers"].deleted_rows == "listed"
+        if store.delete(tenant, resource, int(item), client, keep=listed):
             results.append({"success": True, "data": int(item)})
         else:
             results.append(

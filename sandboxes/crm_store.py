@@ -168,13 +168,16 @@ class CrmStore:
         return everything[offset : offset + size]
 
     def by_codes(self, tenant: str, resource: str, codes: list[str]) -> list[dict[str, Any]]:
+        """The records of these codes; a code's record deleted but kept (``deleted_rows`` listed) comes
+        after the live one that took the code again."""
         found = []
         for code in codes:
-            row = self._db.execute(
-                "SELECT data FROM records WHERE tenant=? AND resource=? AND code=?", (tenant, resource, code)
-            ).fetchone()
-            if row:
-                found.append(orjson.loads(row[0]))
+            rows = self._db.execute(
+                "SELECT data FROM records WHERE tenant=? AND resource=? AND code=? ORDER BY id",
+                (tenant, resource, code),
+            ).fetchall()
+            records = [orjson.loads(r[0]) for r in rows]
+            found += sorted(records, key=lambda r: bool(r.get("is_deleted")))
         return found
 
     def by_ids(self, tenant: str, resource: str, ids: list[int]) -> list[dict[str, Any]]:
@@ -188,7 +191,8 @@ class CrmStore:
         return found
 
     def by_code(self, tenant: str, resource: str, code: str) -> dict[str, Any] | None:
-        found = self.by_codes(tenant, resource, [code])
+        """The live record of this code (a deleted one kept in the lists frees its code)."""
+        found = [r for r in self.by_codes(tenant, resource, [code]) if not r.get("is_deleted")]
         return found[0] if found else None
 
     def all(self, tenant: str, resource: str) -> list[dict[str, Any]]:
@@ -255,10 +259,10 @@ class CrmStore:
                     "SELECT data FROM records WHERE tenant=? AND resource=? AND id=?",
                     (tenant, resource.name, item["id"]),
                 ).fetchone()
-                if row is None:
+                data = orjson.loads(row[0]) if row is not None else None
+                if data is None or data.get("is_deleted"):
                     self._db.execute("COMMIT")
                     return False
-                data = orjson.loads(row[0])
                 changes = {k: v for k, v in item.items() if k not in SYSTEM_FIELDS}
                 if resource.lines_field and resource.lines_field in changes:
                     changes[resource.lines_field] = self._lines(changes[resource.lines_field])
@@ -277,15 +281,31 @@ class CrmStore:
                 raise
         return True
 
-    def delete(self, tenant: str, resource: Resource, record_id: int, client_id: str | None) -> bool:
+    def delete(
+        self, tenant: str, resource: Resource, record_id: int, client_id: str | None, *, keep: bool = False
+    ) -> bool:
+        """Delete a record; ``keep``: it stays listed with ``is_deleted`` true and its deletion as
+        ``modified_date`` (the reference does not say which a real CRM does). False: no such record."""
         now = self._now_ms()
         with self._lock:
             row = self._db.execute(
-                "SELECT code FROM records WHERE tenant=? AND resource=? AND id=?", (tenant, resource.name, record_id)
+                "SELECT code, data FROM records WHERE tenant=? AND resource=? AND id=?",
+                (tenant, resource.name, record_id),
             ).fetchone()
-            if row is None:
+            if row is None or orjson.loads(row[1]).get("is_deleted"):
                 return False
-            self._db.execute("DELETE FROM records WHERE id=?", (record_id,))
+            if keep:
+                data = {
+                    **orjson.loads(row[1]),
+                    "is_deleted": True,
+                    "modified_date": iso_vn(now),
+                    "modified_by": client_id,
+                }
+                self._db.execute(
+                    "UPDATE records SET data=?, modified_ms=? WHERE id=?", (orjson.dumps(data), now, record_id)
+                )
+            else:
+                self._db.execute("DELETE FROM records WHERE id=?", (record_id,))
             self._journal(tenant, resource.name, record_id, row[0], "delete", client_id, now)
         return True
 

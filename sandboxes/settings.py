@@ -6,9 +6,9 @@ Also the definition of ``LIENTHONG_SANDBOX_ADMIN_TOKEN``, which the demo reads a
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, SecretStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from common.settings import (
     AcctAppIdSetting,
@@ -41,6 +41,30 @@ SandboxAdminTokenSetting = Annotated[
 ]
 
 
+class CrmAnswers(BaseModel):
+    """How the CRM sandbox answers where the reference leaves the real CRM's answer open (amis-apis.md §1.4,
+    §1.5, Part 5): each choice is one the reference allows, the defaults are what the sandbox always did."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    first_page: Literal[0, 1] = Field(
+        1, description="The number of a listing's first page: 0 (page 1 is the second) or 1 (§1.4: both are used)."
+    )
+    page_zero: Literal["page_one", "empty", "refused"] = Field(
+        "page_one",
+        description="With first_page 1, what page 0 answers: page 1's rows (the clients' observation that page 0 "
+        "'returned data'), no rows, or HTTP 400 InvalidParam.",
+    )
+    post_status: Literal[200, 201] = Field(
+        200, description="The HTTP status of a POST that creates (§1.5: 200 or 201)."
+    )
+    deleted_rows: Literal["dropped", "listed"] = Field(
+        "dropped",
+        description="A deleted record leaves the lists and lookups, or stays in them with is_deleted true and its "
+        "deletion as modified_date (§1.4: unknown).",
+    )
+
+
 class SandboxSettings(ServiceSettings):
     """A sandbox."""
 
@@ -61,6 +85,13 @@ class SandboxSettings(ServiceSettings):
     crm_credentials: CrmCredentialsSetting
     acct_app_id: AcctAppIdSetting
     acct_credentials: AcctCredentialsSetting
+    sandbox_crm_answers: CrmAnswers = Field(
+        default_factory=CrmAnswers,
+        description="CRM sandbox only: its answers where the reference allows several, JSON, e.g. "
+        '{"first_page": 0, "post_status": 201, "deleted_rows": "listed"} (sandboxes.settings.CrmAnswers: '
+        "first_page 0|1, page_zero page_one|empty|refused, post_status 200|201, deleted_rows dropped|listed). "
+        "Unset: page 0 and 1 are both the first page, POST answers 200, deleted rows leave the lists.",
+    )
     acct_callback_url: str | None = Field(
         None,
         description="Accounting sandbox only: where it posts its callbacks (the capture service's /callback). "

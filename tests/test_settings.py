@@ -107,6 +107,8 @@ VARIABLES_ADDED_SINCE = [
     "LIENTHONG_ORDER_MAX_WAIT",  # the worker: how long a change may be held for the inputs to pass its time
     "LIENTHONG_TRANSACTION_TIMEOUT",  # the worker: its batches' transactions
     "LIENTHONG_ACCT_BRANCH_ID",  # the accounting connector: the ACT branch each tenant's proposals are booked to
+    "LIENTHONG_CONNECTOR_EXTENSIONS",  # the connectors: write the sandboxes' extensions (off: none)
+    "LIENTHONG_SANDBOX_CRM_ANSWERS",  # the CRM sandbox: which of the answers the reference allows it gives
 ]
 
 SECRET = "a-secret-value-5e1f0c9d"

@@ -31,6 +31,7 @@ from common.names import System
 from connectors.writers import CrmWriter
 from sandboxes.crm import create_crm_sandbox
 from sandboxes.crm_store import RESOURCES, CrmStore
+from sandboxes.settings import CrmAnswers
 from streams.core.contract import Command, CommandKey, CommandSource, Op, command_id
 from streams.settings import WorkerSettings
 from tests.capture.conftest import events_of
@@ -89,10 +90,15 @@ class World:
 
 
 @contextlib.asynccontextmanager
-async def crm_world(module_settings: WorkerSettings, tmp_path: Path, tenant: str) -> AsyncIterator[World]:
+async def crm_world(
+    module_settings: WorkerSettings, tmp_path: Path, tenant: str, answers: CrmAnswers | None = None
+) -> AsyncIterator[World]:
+    """``answers``: the sandbox's, where the reference allows several (tests/capture/test_crm_unknowns.py)."""
     clock = Clock()
     store = CrmStore(tmp_path / "crm.sqlite", clock=clock)
-    server = TestServer(create_crm_sandbox(store, credentials={"app-1": tenant, "app-1:secret": "s3cret"}))
+    server = TestServer(
+        create_crm_sandbox(store, credentials={"app-1": tenant, "app-1:secret": "s3cret"}, answers=answers)
+    )
     await server.start_server()
     session = aiohttp.ClientSession()
     client = CrmClient(

@@ -213,6 +213,8 @@ class Suite:
             "LIENTHONG_CAPTURE_POLL_INTERVAL": "0.3",
             "LIENTHONG_CAPTURE_DELETION_SCAN_EVERY": "20",
             "LIENTHONG_CALLBACK_TIMEOUT": "3",
+            # the derived order fields CRM's orders are checked for (delivered_quantities) are a sandbox extension
+            "LIENTHONG_CONNECTOR_EXTENSIONS": "true",
             "LIENTHONG_WEB_ENABLED": "false",
             "LIENTHONG_SESSION_TIMEOUT": "10",
             "LIENTHONG_COMMIT_INTERVAL": "0.5",

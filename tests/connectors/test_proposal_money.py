@@ -78,6 +78,8 @@ def command_for(crm_order: dict[str, Any], *, entity: str = "sale_order", **cont
 
 def voucher_of(command: Command, ledger: WriteLedger, **writer: Any) -> dict[str, Any]:
     client = SavingClient()
+    # contracts and quotes are the sandbox's voucher types (9001, 9002): written with extensions on
+    writer.setdefault("extensions", command.entity != "sale_order")
     asyncio.run(ActWriter(client, ledger, **writer).apply(command))  # type: ignore[arg-type]
     (voucher,) = client.saved
     return voucher
