@@ -42,6 +42,7 @@ from sandboxes.crm import create_crm_sandbox
 from sandboxes.crm_store import CrmStore
 from streams.settings import TableSettings, WorkerSettings
 from tests.integration.conftest import REPO_ROOT, Kafka, Worker, change_event
+from tests.integration.test_health import WorkerWithProbes
 
 pytestmark = pytest.mark.broker
 
@@ -224,18 +225,21 @@ async def test_services_started_before_or_after_topics_create_sync_at_once(order
         store.close()
 
 
-def test_a_waiting_worker_says_so_again_and_stops_cleanly_on_sigterm(namespace, tmp_path):
-    worker = Worker(namespace, tmp_path / "worker.log")
+def test_a_waiting_worker_is_alive_not_ready_says_why_and_stops_cleanly_on_sigterm(namespace, tmp_path):
+    worker = WorkerWithProbes(namespace, tmp_path / "worker.log")
     try:
         deadline = time.monotonic() + 60
         while WAITING not in worker.log_path.read_text(errors="replace"):
             assert worker.process.poll() is None, worker.tail()
             assert time.monotonic() < deadline, worker.tail()
             time.sleep(0.2)
+        assert worker.get("/healthz").status_code == 200  # a liveness probe does not restart it
+        ready = worker.get("/readyz")
+        assert ready.status_code == 503 and "lienthong topics create" in ready.json()["not_ready"]["topics"]
     finally:
-        code = worker.stop()
+        worker.stop()
     log = worker.log_path.read_text(errors="replace")
-    assert code == 0, log[-3000:]
+    assert worker.process.returncode == 0, log[-3000:]
     assert "Traceback" not in log and "Worker ready" not in log, log[-3000:]
     (line,) = [line for line in log.splitlines() if WAITING in line]
     # one line naming every topic it needs, the internal ones aside (it creates those itself)
