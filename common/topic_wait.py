@@ -1,13 +1,15 @@
 """A service waits, at start, until every topic it reads or writes exists; only then does it consume.
 
-Why: a librdkafka consumer that subscribes to a topic that does not exist yet sees it only at its
-next metadata refresh (``topic.metadata.refresh.interval.ms``, 5 minutes by default; aiokafka's
-``metadata_max_age_ms`` likewise), so a service started a moment before ``lienthong topics create``
-sat idle for minutes, and a producer to a missing topic fails its messages after
-``topic.metadata.propagation.max.ms``. So a service asks the broker for its topics every
-``CHECK_EVERY_S`` (a fresh metadata request each time, never a cached answer), says once every
-``SAY_EVERY_S`` which are missing and what to do, and subscribes once they are all there, which
-makes the consumer's first metadata request find them.
+Why: a consumer subscribed to topics that do not all exist yet sees the late ones only at its next
+metadata refresh: aiokafka's (``metadata_max_age_ms``, 5 minutes) for any topic; librdkafka's
+(``topic.metadata.refresh.interval.ms``, 5 minutes) once one of its topics exists (measured with
+librdkafka 2.16: a consumer subscribed to three missing topics read the first 1 s after its
+creation, and the two created 3 s later not within 90 s; a lone topic it picks up at once). A
+service started a moment before ``lienthong topics create`` sat idle for minutes; and a producer to
+a missing topic fails its messages after ``topic.metadata.propagation.max.ms``. So a service asks
+the broker for its topics every ``CHECK_EVERY_S`` (a fresh metadata request each time), says every
+``SAY_EVERY_S`` which are missing and what to do, and subscribes once they all exist: the
+consumer's first metadata request finds them all.
 
 Public topics are created by ``lienthong topics create`` only (with the contract's settings: a
 compacted ``config.tenants``, the deployment's partitions); a service never creates them. The

@@ -161,8 +161,9 @@ class Connector:
                     collectors=[metrics.ConsumerGroupLagCollector(self.settings.kafka, [self.group_id])],
                 )
             try:
-                # Subscribed once its topics exist (the probes answer meanwhile): subscribed before, the
-                # consumer would see them only at its next metadata refresh, minutes later.
+                # Subscribed once its topics exist (the probes answer meanwhile): it says what is missing
+                # and writes results and dead letters only to topics made with the contract's settings
+                # (and a subscription made before would depend on librdkafka's refreshes: common.topic_wait).
                 if await self.topics.wait_async(self._stopping):
                     await asyncio.to_thread(
                         self.consumer.subscribe, [topic], on_assign=lambda *_: metrics.REBALANCES.labels(service).inc()

@@ -35,12 +35,13 @@ from common.settings import CrmTenant, KafkaSettings
 from common.topic_wait import TopicWait
 from connectors.service import build_connector
 from connectors.settings import ConnectorServiceSettings
-from ops.admin import delete_topics_with_prefix
+from ops.admin import create_topics, delete_topics_with_prefix
 from ops.dashboard.collect import DashboardData
 from ops.operations import set_tenant
 from sandboxes.crm import create_crm_sandbox
 from sandboxes.crm_store import CrmStore
 from streams.settings import TableSettings, WorkerSettings
+from streams.topics import contract_topics
 from tests.integration.conftest import REPO_ROOT, Kafka, Worker, change_event
 from tests.integration.test_health import WorkerWithProbes
 
@@ -259,3 +260,34 @@ def test_the_waiting_line_comes_again_at_its_interval_until_the_topics_exist(nam
     assert waiting.readiness() == f"waiting for topic(s) {names[0]}: run `lienthong topics create`"
     topics_create(kafka)
     assert waiting.wait() is True and waiting.readiness() is None
+
+
+def test_a_worker_waits_for_the_last_of_its_topics_then_reads_them_all_at_once(namespace, tmp_path, tenant):
+    """Topics that appear one after another (a partial `topics create`, a slow controller): the worker
+    subscribes only once the last exists. Subscribed earlier, librdkafka would see the late ones at its
+    next metadata refresh, 5 minutes on."""
+    kafka = namespace.kafka
+    late = {spec.name for spec in contract_topics() if spec.name.startswith("cdc.acct.")}
+    create_topics(
+        kafka,
+        partitions=namespace.topic_partitions,
+        replication_factor=namespace.topic_replication_factor,
+        specs=[spec for spec in contract_topics() if spec.name not in late],
+    )
+    worker = WorkerWithProbes(namespace, tmp_path / "worker.log")
+    try:
+        ready = worker.probe_until("/readyz", lambda answer: "topics" in answer.json()["not_ready"], timeout=60)[-1]
+        missing = ready.json()["not_ready"]["topics"]
+        assert all(kafka.topic_prefix + name in missing for name in late), missing
+        assert kafka.topic_prefix + "cdc.crm.customer" not in missing, missing
+
+        topics_create(kafka)
+        created = time.monotonic()
+        event = change_event(tenant, "acct", "customer", {"id": "A1", "code": "KH0001", "name": "Công ty ABC"})
+        Kafka(kafka).produce("cdc.acct.customer", event, key=f"{tenant}:A1")
+        Kafka(kafka).read(
+            ["commands.crm"], until=lambda ms: any(m["key"].startswith(tenant + ":") for m in ms), timeout=PROMPTLY_S
+        )
+        assert time.monotonic() - created < PROMPTLY_S
+    finally:
+        worker.stop()
