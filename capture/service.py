@@ -32,8 +32,9 @@ from capture.settings import CaptureSettings
 from capture.state import CaptureState, ChangeReporter, new_producer
 from common import metrics
 from common.kafka_config import confluent_config
-from common.names import System
+from common.names import ENTITIES, System, cdc_topic
 from common.settings import KafkaSettings
+from common.topic_wait import TopicWait
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,11 @@ async def serve_capture(system: System, settings: CaptureSettings, stop: asyncio
     producer = new_producer(confluent_config(settings.kafka))
     reporter = ChangeReporter(system, state, ledger, producer, topic_prefix=settings.kafka.topic_prefix)
     runner: web.AppRunner | None = None
+    topics = TopicWait(
+        confluent_config(settings.kafka),
+        [settings.kafka.topic_prefix + cdc_topic(system, entity) for entity in ENTITIES[system]],
+        service=f"capture {system}",
+    )
     try:
         async with aiohttp.ClientSession() as session:
             capture: CrmCapture | ActCapture
@@ -89,7 +95,7 @@ async def serve_capture(system: System, settings: CaptureSettings, stop: asyncio
                 )
                 runner = web.AppRunner(
                     metrics.add_health_routes(
-                        acct.callback_app(), readiness(settings.kafka, "the accounting API", acct.client)
+                        acct.callback_app(), readiness(settings.kafka, "the accounting API", acct.client, topics)
                     ),
                     access_log=None,
                 )
@@ -99,12 +105,17 @@ async def serve_capture(system: System, settings: CaptureSettings, stop: asyncio
                 capture = acct
             if runner is None:  # CRM: a server for the probes alone
                 runner = await metrics.serve_health(
-                    settings.web_host, settings.crm_capture_port, readiness(settings.kafka, "CRM", capture.client)
+                    settings.web_host,
+                    settings.crm_capture_port,
+                    readiness(settings.kafka, "CRM", capture.client, topics),
                 )
-            task = asyncio.create_task(capture.run())
-            await stop.wait()
-            capture.stop()
-            await task
+            # Polled once its topics exist (the probes answer meanwhile): a change produced to a missing
+            # topic would fail, and the poll repeat until they exist.
+            if await topics.wait_async(stop):
+                task = asyncio.create_task(capture.run())
+                await stop.wait()
+                capture.stop()
+                await task
     finally:
         if runner is not None:
             await runner.cleanup()
@@ -113,16 +124,21 @@ async def serve_capture(system: System, settings: CaptureSettings, stop: asyncio
         ledger.close()
 
 
-def readiness(kafka: KafkaSettings, name: str, client: CrmClient | ActClient) -> metrics.Readiness:
-    """``/readyz`` of a capture service: the broker answers and a token can be had for every tenant
-    (``name``: the system, as the answer names it)."""
+def readiness(
+    kafka: KafkaSettings, name: str, client: CrmClient | ActClient, topics: TopicWait | None = None
+) -> metrics.Readiness:
+    """``/readyz`` of a capture service: the broker answers, its topics exist and a token can be had
+    for every tenant (``name``: the system, as the answer names it)."""
     broker = metrics.BrokerCheck(confluent_config(kafka))
 
     async def check() -> dict[str, str | None]:
         problems = await token_problems(client)
-        return {
+        checks = {
             "broker": await broker.problem(),
             "api": f"no token from {name} at {client.base_url} ({'; '.join(problems)})" if problems else None,
         }
+        if topics is not None and topics.missing:
+            checks["topics"] = topics.readiness()
+        return checks
 
     return check

@@ -47,6 +47,10 @@ def confluent_config(kafka: KafkaSettings, extra: Mapping[str, Any] | None = Non
         if kafka.kafka_ssl_key_password is not None:
             config["ssl.key.password"] = _secret(kafka.kafka_ssl_key_password)
         config["ssl.endpoint.identification.algorithm"] = "https" if kafka.kafka_ssl_check_hostname else "none"
+    # A topic is made by `lienthong topics create` (or the worker, its own) with the contract's settings;
+    # never by a broker that allows it, with its defaults, because a client named it (librdkafka lets
+    # producers ask that by default).
+    config["allow.auto.create.topics"] = False
     config.update(extra or {})
     for hook in CONFLUENT_HOOKS:
         for key, value in hook(config).items():

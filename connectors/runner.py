@@ -48,7 +48,8 @@ from amis.crm_client import CrmClient, CrmCredentials
 from amis.ledger import WriteLedger
 from common import metrics
 from common.logs import bind_record
-from common.names import System, commands_topic
+from common.names import DLQ_COMMANDS, System, commands_topic, results_topic
+from common.topic_wait import TopicWait
 from connectors.applying import Applier
 from connectors.command_ledger import CommandLedger, Dependencies
 from connectors.in_flight import InFlight, Stopping, position
@@ -120,6 +121,16 @@ class Connector:
         self._applier: Applier | None = None
         self._health: web.AppRunner | None = None
         self._broker = metrics.BrokerCheck(settings.kafka)
+        # what it reads and writes: made by `lienthong topics create`, waited for at start
+        self.topics = TopicWait(
+            settings.kafka,
+            [
+                self.prefix + commands_topic(settings.system),
+                self.prefix + results_topic(settings.system),
+                self.prefix + DLQ_COMMANDS,
+            ],
+            service=f"connector {settings.system}",
+        )
 
     def stop(self) -> None:
         self._stopping.set()
@@ -129,9 +140,6 @@ class Connector:
     async def run(self) -> None:
         topic = self.prefix + commands_topic(self.settings.system)
         service = f"connector-{self.settings.system}"
-        await asyncio.to_thread(
-            self.consumer.subscribe, [topic], on_assign=lambda *_: metrics.REBALANCES.labels(service).inc()
-        )
         async with aiohttp.ClientSession() as session:
             self.shared = WriteLedger(self.settings.shared_ledger_path)
             self.writer = self._writer(session)
@@ -155,6 +163,13 @@ class Connector:
                     collectors=[metrics.ConsumerGroupLagCollector(self.settings.kafka, [self.group_id])],
                 )
             try:
+                # Subscribed once its topics exist (the probes answer meanwhile): it says what is missing
+                # and writes results and dead letters only to topics made with the contract's settings
+                # (and a subscription made before would depend on librdkafka's refreshes: common.topic_wait).
+                if await self.topics.wait_async(self._stopping):
+                    await asyncio.to_thread(
+                        self.consumer.subscribe, [topic], on_assign=lambda *_: metrics.REBALANCES.labels(service).inc()
+                    )
                 limit = self.settings.max_in_flight or 4 * self.settings.concurrency
                 while not self._stopping.is_set():
                     # Take no more than can be finished soon: what is taken is what a stop must finish.
@@ -195,6 +210,8 @@ class Connector:
     async def readiness(self) -> dict[str, str | None]:
         """Ready when the broker answers and a token of the target API can be had for every tenant."""
         checks: dict[str, str | None] = {"broker": await self._broker.problem()}
+        if self.topics.missing:
+            checks["topics"] = self.topics.readiness()
         writer = self.writer
         if writer is None:
             checks["api"] = "the connector has not started"

@@ -50,6 +50,7 @@ from common.names import (
     state_changelog_topic,
 )
 from common.settings import KafkaSettings
+from common.topic_wait import TopicWait
 from streams.agents.batch import OutputTopics, Processing
 from streams.checkpoint import Checkpoint, TransactionalProducer
 from streams.core.rules import RuleBook, load_rules
@@ -113,6 +114,17 @@ def internal_topics(settings: WorkerSettings) -> list[NewTopic]:
             config={"cleanup.policy": "compact"},
         ),
     ]
+
+
+def public_topics(settings: WorkerSettings) -> list[str]:
+    """The contract topics the worker reads (change events, results, tenant settings) and writes
+    (commands, audit, dead letters), with the deployment's prefix: ``lienthong topics create``
+    makes them, and the worker waits for them at start (``common.topic_wait``)."""
+    prefix = settings.kafka.topic_prefix
+    names = [spec.name for spec in cdc_topics()]
+    names += [results_topic(system) for system in System] + [commands_topic(system) for system in System]
+    names += [TENANT_CONFIG, AUDIT, DLQ_CDC]
+    return [prefix + name for name in names]
 
 
 def ensure_internal_topics(settings: WorkerSettings, timeout: float = 30.0) -> int:
@@ -279,6 +291,8 @@ class ProcessingService(Service):
         self.tenants = tenants
         self.processing_loop: ProcessingLoop | None = None
         self.thread: threading.Thread | None = None
+        self.topics = TopicWait(confluent_config(settings.kafka), public_topics(settings), service="the worker")
+        self._stopping = threading.Event()
         # What a loop that cannot make a batch durable does to the worker: stop it at once, before
         # anything else is committed (run again, it reads the batch again).
         self.stop_worker: Callable[[], None] = _exit_now
@@ -293,26 +307,48 @@ class ProcessingService(Service):
     async def on_start(self) -> None:
         self.event_loop = asyncio.get_running_loop()
         self.settings.tables.data_dir.mkdir(parents=True, exist_ok=True)
-        self.processing_loop = await asyncio.to_thread(
-            build_loop,
-            self.settings,
-            self.rules,
-            tenant_settings=self.tenants,
-            settings_current=self.settings_current,
-            stop_worker=self.stop_worker,
-        )
-        self.thread = threading.Thread(target=self.processing_loop.run, name="processing-loop", daemon=True)
+        # The wait for the topics and the loop run in the loop's thread: the worker serves its probes
+        # meanwhile (a liveness probe must not restart a worker that waits for `lienthong topics create`).
+        self.thread = threading.Thread(target=self._run, name="processing-loop", daemon=True)
         self.thread.start()
 
+    def _run(self) -> None:
+        """The loop's thread: wait for the topics, then build and run the loop."""
+        if not self.topics.wait(stopped=self._stopping.is_set):
+            return
+        try:
+            loop = build_loop(
+                self.settings,
+                self.rules,
+                tenant_settings=self.tenants,
+                settings_current=self.settings_current,
+                stop_worker=self.stop_worker,
+            )
+        # a loop that cannot be built (the broker refused the internal topics, the data dir is not
+        # writable) stops the worker, said in one line, rather than leave it alive and idle
+        except Exception as exc:  # noqa: BLE001
+            log.critical("the worker cannot start its processing loop: %s", exc)
+            self.stop_worker()
+            return
+        self.processing_loop = loop
+        if self._stopping.is_set():  # stopped while it was built: on_stop may not have seen it
+            loop.stop()
+        loop.run()
+
     async def on_stop(self) -> None:
-        if self.processing_loop is not None and self.thread is not None:
+        self._stopping.set()
+        if self.processing_loop is not None:
             self.processing_loop.stop()
+        if self.thread is not None:
             await asyncio.to_thread(self.thread.join, self.settings.delivery_timeout + 30)
 
     def readiness(self) -> dict[str, str | None]:
         loop = self.processing_loop
         status = loop.status if loop is not None else None
         checks: dict[str, str | None] = {}
+        waiting = self.topics.readiness()
+        if waiting is not None:
+            checks["topics"] = waiting
         if status is None or status.assignments == 0:
             checks["partitions"] = "waiting for the consumer group to assign this worker its partitions"
         else:

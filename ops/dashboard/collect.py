@@ -32,6 +32,7 @@ from common.kafka_config import confluent_config
 from common.metrics import ConsumerGroupLagCollector
 from common.names import AUDIT, DLQ_CDC, DLQ_COMMANDS, System, results_topic
 from common.settings import KafkaSettings
+from common.topic_wait import TopicWait
 from ops.dashboard.health import SyncHealth
 from streams.topics import contract_topics
 
@@ -215,18 +216,22 @@ class DashboardData:
                 },
             )
         )
+        waiting = TopicWait({}, [self.prefix + t for t in topics], service="the dashboard")
         try:
             assigned: set[str] = set()
             while not self._stop.is_set():
-                if len(assigned) < len(topics):  # topics created later are picked up
+                if len(assigned) < len(topics):
+                    # Topics created later are assigned as they appear (asked every turn, never left to
+                    # a metadata refresh); only the new ones, so that nothing is read twice.
                     metadata = consumer.list_topics(timeout=5).topics
-                    new = [t for t in topics if t not in assigned and self.prefix + t in metadata]
+                    waiting.found(metadata)
+                    new = [t for t in topics if t not in assigned and self.prefix + t not in waiting.missing]
                     if new:
                         assigned.update(new)
-                        consumer.assign(
+                        consumer.incremental_assign(
                             [
                                 TopicPartition(self.prefix + t, p, 0)
-                                for t in sorted(assigned)
+                                for t in sorted(new)
                                 for p in metadata[self.prefix + t].partitions
                             ]
                         )

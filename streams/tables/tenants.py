@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
 from streams.core.rules import ORDER_TARGETS
 
@@ -44,6 +45,8 @@ def parse_tenant_settings(tenant: str, raw: bytes) -> dict[str, Any]:
 # How long the reader's fetch waits for new settings before answering "nothing new": the delay a
 # batch may wait for the reader to confirm it is current.
 POLL_MS = 10
+# How often the reader asks whether the topic exists, while it does not.
+TOPIC_CHECK_S = 0.5
 
 
 class TenantSettings:
@@ -79,9 +82,10 @@ class TenantSettings:
 
     async def run(self) -> None:
         """Follow the topic from its beginning, forever (a faust app task)."""
-        # No group: aiokafka assigns every partition of the topic to this consumer.
+        # No group: aiokafka assigns every partition of the topic to this consumer. Subscribed only
+        # once the topic exists: subscribed before, it would see the topic only at its next metadata
+        # refresh (``metadata_max_age_ms``, 5 minutes) and apply no setting until then.
         consumer = AIOKafkaConsumer(
-            self.topic,
             **self.kafka,
             group_id=None,
             enable_auto_commit=False,
@@ -89,6 +93,12 @@ class TenantSettings:
             fetch_max_wait_ms=POLL_MS,
         )
         await consumer.start()
+        try:
+            await self._exists(consumer)
+        except BaseException:
+            await consumer.stop()
+            raise
+        consumer.subscribe([self.topic])
         self._consumer = consumer
         try:
             while True:
@@ -106,6 +116,17 @@ class TenantSettings:
         finally:
             self._consumer = None
             await consumer.stop()
+
+    async def _exists(self, consumer: AIOKafkaConsumer) -> None:
+        """Return once the broker lists the topic (a fresh metadata request every ``TOPIC_CHECK_S``;
+        the worker's start-up says which topics are missing, ``common.topic_wait``)."""
+        while True:
+            try:
+                if self.topic in await consumer.topics():
+                    return
+            except KafkaError as exc:
+                log.debug("the broker did not list its topics: %s", exc)
+            await asyncio.sleep(TOPIC_CHECK_S)
 
     def _advance(self, consumer: AIOKafkaConsumer) -> None:
         """Move ``current_as_of_ms`` to the oldest "last fetch answered" over the partitions, when
