@@ -42,7 +42,7 @@ from aiohttp import web
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from pydantic import ValidationError
 
-from amis.acct_client import ActClient, ActCredentials
+from amis.acct_client import DICTIONARY_BATCH, ActClient, ActCredentials
 from amis.credentials import token_problems
 from amis.crm_client import CrmClient, CrmCredentials
 from amis.ledger import WriteLedger
@@ -72,7 +72,7 @@ class ConnectorSettings:
     backoff_base: float = 0.1
     backoff_cap: float = 5.0
     concurrency: int = 8  # per tenant
-    max_in_flight: int | None = None  # commands taken but not finished; default 4 × concurrency
+    max_in_flight: int | None = None  # commands taken but not finished; default Connector.default_in_flight()
     rate: float = 50.0  # requests per second per tenant
     dependency_timeout: float = 60.0
     request_timeout: float = 10.0
@@ -153,7 +153,7 @@ class Connector:
                     collectors=[metrics.ConsumerGroupLagCollector(self.settings.kafka, [self.group_id])],
                 )
             try:
-                limit = self.settings.max_in_flight or 4 * self.settings.concurrency
+                limit = self.settings.max_in_flight or self.default_in_flight()
                 while not self._stopping.is_set():
                     # Take no more than can be finished soon: what is taken is what a stop must finish.
                     room = limit - self._in_flight.count()
@@ -183,6 +183,12 @@ class Connector:
                 await asyncio.to_thread(self.consumer.close)
                 self.ledger.close()
                 self.shared.close()
+
+    def default_in_flight(self) -> int:
+        """Commands taken at once unless told: 4 × ``concurrency``; to accounting at least a full
+        ``save_dictionary`` (200), since what is taken together is written in one call (``Applier``)."""
+        taken = 4 * self.settings.concurrency
+        return max(taken, DICTIONARY_BATCH) if self.settings.system == System.ACCT else taken
 
     # --- health ----------------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from sandboxes.acct_answers import AcctAnswers
 from sandboxes.acct_api import (
     CONFIG,
     SANDBOX,
@@ -197,9 +198,11 @@ def create_acct_sandbox(
     callback_attempts: int = 3,
     callback_retry_s: float = 0.2,
     admin_token: str | None = None,
+    answers: AcctAnswers | None = None,
 ) -> web.Application:
     """``credentials``: ``{"<app_id>:<access_code>": tenant}``; callbacks go to ``callback_url``. ``/sandbox/...``
-    needs ``admin_token`` (``sandboxes/admin.py``; a random one when None, read back as ``app[ADMIN_TOKEN]``)."""
+    needs ``admin_token`` (``sandboxes/admin.py``; a random one when None, read back as ``app[ADMIN_TOKEN]``).
+    ``answers``: which answer it gives where the reference says [UNK] (``sandboxes/acct_answers.py``)."""
     faults = faults or FaultConfig()
     app = web.Application(
         middlewares=[fault_middleware(faults, applies=lambda path: path.startswith(("/api/", "/apir/")))]
@@ -212,6 +215,7 @@ def create_acct_sandbox(
         "processing_delay_s": processing_delay_s,
         "callback_attempts": callback_attempts,
         "callback_retry_s": callback_retry_s,
+        "answers": answers or AcctAnswers(),
         "tokens": {},
         "company_codes": {},
     }

@@ -282,8 +282,9 @@ class ActStore:
             self.journal_entry(tenant, "proposal", org_refid, found[0].get("org_refno"), "delete", "api")
         return None, None
 
-    def generate(self, tenant: str, org_refid: str) -> dict[str, Any] | None:
-        """The accountant turns a pending proposal into a voucher; returns the voucher."""
+    def generate(self, tenant: str, org_refid: str, *, recorded: bool = False) -> dict[str, Any] | None:
+        """The accountant turns a pending proposal into a voucher; returns the voucher. ``recorded``: an
+        order's revenue is recorded as it is generated (revenue_status 1)."""
         with self._lock:
             found = self.proposal(tenant, org_refid)
             if found is None or found[1] != "pending":
@@ -297,6 +298,8 @@ class ActStore:
                 "created_date": iso_vn(self.now_ms()),
                 "modified_date": iso_vn(self.now_ms()),
             }
+            if recorded and int(proposal.get("voucher_type") or 0) in (20, 9001):  # orders and contracts
+                voucher["revenue_status"] = 1
             self._db.execute(
                 "UPDATE proposals SET state='generated', refid=?, modified_ms=? WHERE tenant=? AND org_refid=?",
                 (refid, self.now_ms(), tenant, org_refid),

@@ -19,6 +19,7 @@ from aiohttp.typedefs import Handler
 from common import metrics
 from common.names import System
 from sandboxes.acct import create_acct_sandbox
+from sandboxes.acct_answers import AcctAnswers
 from sandboxes.acct_store import ActStore
 from sandboxes.crm import create_crm_sandbox
 from sandboxes.crm_store import CrmStore
@@ -50,6 +51,7 @@ async def run_sandbox(
     callback_url: str | None = None,
     ready: Callable[[str], None] | None = None,
     admin_token: str | None = None,
+    acct_answers: AcctAnswers | None = None,
 ) -> None:
     """Serve a sandbox on host:port (loopback unless told) until cancelled.
 
@@ -57,7 +59,8 @@ async def run_sandbox(
     ``{"<app_id>:<access_code>": tenant}``, with ``app_id`` the application's and ``callback_url``
     where its callbacks go (the accounting capture service's ``/callback``). Port 0 is a free port the
     system chooses; ``ready`` is called with the sandbox's URL once it listens. ``admin_token`` guards the
-    ``/sandbox/...`` routes (``sandboxes/admin.py``); None: a random one nobody knows."""
+    ``/sandbox/...`` routes (``sandboxes/admin.py``); None: a random one nobody knows. ``acct_answers``: the
+    accounting sandbox's answers where the reference says [UNK] (``sandboxes/acct_answers.py``)."""
     crm_store = acct_store = None
     if system == System.CRM:
         crm_store = CrmStore(db)
@@ -73,6 +76,7 @@ async def run_sandbox(
             callback_url=callback_url,
             faults=faults,
             admin_token=admin_token,
+            answers=acct_answers,
         )
     runner = web.AppRunner(instrument(app, system))
     await runner.setup()

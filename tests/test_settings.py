@@ -106,6 +106,7 @@ VARIABLES_RETIRED = [
 VARIABLES_ADDED_SINCE = [
     "LIENTHONG_ORDER_MAX_WAIT",  # the worker: how long a change may be held for the inputs to pass its time
     "LIENTHONG_TRANSACTION_TIMEOUT",  # the worker: its batches' transactions
+    "LIENTHONG_ACCT_ANSWERS",  # the accounting sandbox: its answer where the ACT reference says [UNK]
 ]
 
 SECRET = "a-secret-value-5e1f0c9d"
