@@ -64,7 +64,7 @@ class Applier:
         callback_timeout: float,
         stopping: asyncio.Event,
         stats: dict[str, int],
-        batch_linger: float = 0.02,
+        batch_linger: float = 0.25,
     ) -> None:
         self.writer = writer
         self.system = system
@@ -155,13 +155,13 @@ class Applier:
 
     async def _flush(self, key: tuple[str, str], limit: int, semaphore: asyncio.Semaphore, bucket: TokenBucket) -> None:
         """Once no command of this tenant and kind has come for ``batch_linger`` (or a full call's worth
-        has), write what came, ``limit`` a call."""
+        has, or a second has passed: a steady stream is not held), write what came, ``limit`` a call."""
         started = time.monotonic()
         while True:
             seen = len(self._batches.get(key, ()))
             await asyncio.sleep(self.batch_linger)
             now = len(self._batches.get(key, ()))
-            if now == seen or now >= limit or time.monotonic() - started > 20 * self.batch_linger:
+            if now == seen or now >= limit or time.monotonic() - started >= max(1.0, self.batch_linger):
                 break
         taken = self._batches.pop(key, [])
         writer = self.writer

@@ -82,6 +82,9 @@ class ConnectorSettings:
     acct_credentials: dict[str, ActCredentials] = field(default_factory=dict)
     shared_ledger_path: Path = Path("var/connectors/acct-shared.sqlite")  # recent writes and callbacks, with capture
     callback_timeout: float = 30.0  # seconds a proposal waits for its callback before pulling undelivered ones
+    # accounting: commands arriving within this of each other go in one call (0: one by one); longer
+    # than the consumer's poll, so that what it takes in a few polls as room frees goes together
+    batch_linger: float = 0.25
     token_renew_before: float = 300.0  # a token is fetched again this many seconds before it ends
     # /metrics, /healthz, /readyz (docs/operations.md): None serves none; 0 takes a free port (health_port())
     health_port: int | None = None
@@ -144,6 +147,7 @@ class Connector:
                 callback_timeout=self.settings.callback_timeout,
                 stopping=self._stopping,
                 stats=self.stats,
+                batch_linger=self.settings.batch_linger,
             )
             if self.settings.health_port is not None:
                 self._health = await metrics.serve_health(
@@ -185,10 +189,11 @@ class Connector:
                 self.shared.close()
 
     def default_in_flight(self) -> int:
-        """Commands taken at once unless told: 4 × ``concurrency``; to accounting at least a full
-        ``save_dictionary`` (200), since what is taken together is written in one call (``Applier``)."""
+        """Commands taken at once unless told: 4 × ``concurrency``; to accounting at least two full
+        ``save_dictionary`` calls (400), since what is taken together is written together (``Applier``):
+        one call's worth is written while the next is taken whole, not a few at a time as room frees."""
         taken = 4 * self.settings.concurrency
-        return max(taken, DICTIONARY_BATCH) if self.settings.system == System.ACCT else taken
+        return max(taken, 2 * DICTIONARY_BATCH) if self.settings.system == System.ACCT else taken
 
     # --- health ----------------------------------------------------------------------------------
 

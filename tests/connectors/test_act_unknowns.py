@@ -111,7 +111,9 @@ async def act_world(tmp_path: Path, *, max_attempts: int = 3, **answers: Any) ->
     )
     await sandbox.start_server()
     session = aiohttp.ClientSession()
-    client = ActClient(str(sandbox.make_url("")), session, APP_ID, {TENANT: ActCredentials(SecretStr("acc3ss"), COMPANY)})
+    client = ActClient(
+        str(sandbox.make_url("")), session, APP_ID, {TENANT: ActCredentials(SecretStr("acc3ss"), COMPANY)}
+    )
     produced = RecordingProducer()
     reporter = ChangeReporter(System.ACCT, CaptureState(tmp_path / "capture.sqlite"), ledger, produced)  # type: ignore[arg-type]
     capture = ActCapture(client, reporter, ledger, {TENANT: COMPANY}, entities=["customer"])
@@ -231,9 +233,7 @@ async def test_dictionary_records_taken_together_go_200_a_call(tmp_path, answer,
 @pytest.mark.parametrize(
     ("save_data", "save_status"), [("null", 200), ("text", 201), ("results", 200), ("results", 201)]
 )
-async def test_proposals_taken_together_go_100_a_save_and_each_waits_for_its_callback(
-    tmp_path, save_data, save_status
-):
+async def test_proposals_taken_together_go_100_a_save_and_each_waits_for_its_callback(tmp_path, save_data, save_status):
     async with act_world(tmp_path, save_data=save_data, save_status=save_status) as world:
         seed(world)
         outcomes = await world.apply(*(order_proposal(f"DH{n:03d}") for n in range(150)))
@@ -296,7 +296,9 @@ async def test_a_voucher_is_tied_to_its_order_however_act_links_them(tmp_path, o
         assert kept["sa_order_refid"] == "DH-1"
     elif order_link == "reference":
         assert "sa_order_refid" not in kept
-        assert kept["reference"] == [{"org_refer_refid": "DH-1", "org_refer_refno": "DH0001", "org_refer_reftype": 3520}]
+        assert kept["reference"] == [
+            {"org_refer_refid": "DH-1", "org_refer_refno": "DH0001", "org_refer_reftype": 3520}
+        ]
     else:
         assert "sa_order_refid" not in kept and all(line["sa_order_refid"] == "DH-1" for line in kept["detail"])
     assert event["after"]["order_id"] == "DH-1"
