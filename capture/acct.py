@@ -11,7 +11,9 @@
   ``Success: false, ErrorCode: InvalidParam`` and produces nothing. ``data_type`` 1 / 2 (results
   of ``save`` / ``delete``) are filed in the connectors' shared ledger, where the accounting
   connector waits for them; 18 (a proposal generated into a voucher) and 22 (the accountant added,
-  edited, deleted, posted a voucher) become change events. The answer is ``Success: true`` only
+  edited, deleted, posted a voucher) become change events. A sales voucher or receipt names its
+  order by any of the links ACT may use (``acct_mapping.order_of``); an order generated already
+  recorded is reported as proposed, then recorded (``_proposed_first``). The answer is ``Success: true`` only
   once the events are on the broker, so a callback that could not be taken is kept by ACT and
   pulled back from ``get_call_back_detail_error`` every ``poll_interval``.
 """

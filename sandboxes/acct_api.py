@@ -188,22 +188,22 @@ def _vouchers(body: dict[str, Any]) -> list[dict[str, Any]] | web.Response:
     return vouchers
 
 
-def accepted(request: web.Request, vouchers: list[dict[str, Any]], extension: str | None = None) -> web.Response:
-    """The synchronous answer of save / delete, as ``LIENTHONG_ACCT_ANSWERS`` says (§2.6: its Data is [UNK])."""
+def accepted(
+    request: web.Request,
+    vouchers: list[dict[str, Any]],
+    extension: str | None = None,
+    results: list[dict[str, Any]] | None = None,
+) -> web.Response:
+    """The synchronous answer of save / delete, as ``LIENTHONG_ACCT_ANSWERS`` says (§2.6: its Data is [UNK]);
+    ``results``: one entry per voucher, when the sandbox checked them at once."""
     answers = request.app[CONFIG]["answers"]
     session_id = str(uuid.uuid4())
     data: Any = None
     if answers.save_data == "text":
         data = session_id
     elif answers.save_data == "results":
-        data = [
-            {
-                "org_refid": v.get("org_refid"),
-                "voucher_type": v.get("voucher_type"),
-                "success": True,
-                "session_id": session_id,
-            }
-            for v in vouchers
+        data = [{**result, "session_id": session_id} for result in results or []] or [
+            {"org_refid": v.get("org_refid"), "voucher_type": v.get("voucher_type"), "success": True} for v in vouchers
         ]
     return envelope(data, extension=extension, status=answers.save_status)
 
@@ -220,7 +220,26 @@ async def save(request: web.Request, tenant: str, body: dict[str, Any]) -> web.R
     for item in body.get("dictionary") or []:
         if isinstance(item, dict):
             store.save_dictionary_item(tenant, item, "api")
-    sandbox.later(sandbox.process_save(tenant, vouchers))
+    results = None
+    if request.app[CONFIG]["answers"].save_data == "results":
+        # answering voucher by voucher, ACT can refuse some at once: those get no callback
+        results = []
+        for voucher in vouchers:
+            code, message = store.proposal_problem(tenant, voucher)
+            results.append(
+                {
+                    "org_refid": voucher.get("org_refid"),
+                    "voucher_type": voucher.get("voucher_type"),
+                    "success": code is None,
+                    "error_code": code,
+                    "error_message": message,
+                }
+            )
+        vouchers_later = [v for v, r in zip(vouchers, results, strict=True) if r["success"]]
+    else:
+        vouchers_later = vouchers
+    if vouchers_later:
+        sandbox.later(sandbox.process_save(tenant, vouchers_later))
     extension = next(
         (
             EXTENSION_VOUCHER_TYPES[v["voucher_type"]]
@@ -229,7 +248,7 @@ async def save(request: web.Request, tenant: str, body: dict[str, Any]) -> web.R
         ),
         None,
     )
-    return accepted(request, vouchers, extension)
+    return accepted(request, vouchers, extension, results)
 
 
 @data_call

@@ -236,22 +236,10 @@ class ActStore:
 
     def save_proposal(self, tenant: str, voucher: dict[str, Any]) -> tuple[str | None, str | None]:
         """(error code, message) or (None, None) when the proposal was saved."""
-        org_refid = str(voucher.get("org_refid") or "")
-        if not org_refid:
-            return "InvalidParam", "org_refid là bắt buộc"
-        try:
-            voucher_type = int(voucher.get("voucher_type"))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return "InvalidParam", "voucher_type là bắt buộc"
-        if voucher_type not in VOUCHER_TYPES:
-            return "InvalidParam", f"voucher_type {voucher_type} không hợp lệ"
-        customer = voucher.get("account_object_code")
-        if customer and self.dictionary_record(tenant, 1, code=str(customer)) is None:
-            return "InvalidParam", f"Không tìm thấy đối tượng {customer}"
-        for line in voucher.get("detail") or []:
-            item = line.get("inventory_item_code") if isinstance(line, dict) else None
-            if item and self.dictionary_record(tenant, 2, code=str(item)) is None:
-                return "InvalidParam", f"Không tìm thấy vật tư hàng hóa {item}"
+        code, message = self.proposal_problem(tenant, voucher)
+        if code is not None:
+            return code, message
+        org_refid, voucher_type = str(voucher["org_refid"]), int(voucher["voucher_type"])
         with self._lock:
             found = self.proposal(tenant, org_refid)
             if found is not None and found[1] == "generated":
@@ -269,6 +257,26 @@ class ActStore:
                 "update" if found else "create",
                 "api",
             )
+        return None, None
+
+    def proposal_problem(self, tenant: str, voucher: dict[str, Any]) -> tuple[str | None, str | None]:
+        """What is wrong with a proposal before it is saved (error code, message), or (None, None)."""
+        org_refid = str(voucher.get("org_refid") or "")
+        if not org_refid:
+            return "InvalidParam", "org_refid là bắt buộc"
+        try:
+            voucher_type = int(voucher.get("voucher_type"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return "InvalidParam", "voucher_type là bắt buộc"
+        if voucher_type not in VOUCHER_TYPES:
+            return "InvalidParam", f"voucher_type {voucher_type} không hợp lệ"
+        customer = voucher.get("account_object_code")
+        if customer and self.dictionary_record(tenant, 1, code=str(customer)) is None:
+            return "InvalidParam", f"Không tìm thấy đối tượng {customer}"
+        for line in voucher.get("detail") or []:
+            item = line.get("inventory_item_code") if isinstance(line, dict) else None
+            if item and self.dictionary_record(tenant, 2, code=str(item)) is None:
+                return "InvalidParam", f"Không tìm thấy vật tư hàng hóa {item}"
         return None, None
 
     def delete_proposal(self, tenant: str, org_refid: str) -> tuple[str | None, str | None]:

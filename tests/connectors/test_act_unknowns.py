@@ -243,8 +243,10 @@ async def test_proposals_taken_together_go_100_a_save_and_each_waits_for_its_cal
     assert [o.status for o in outcomes] == ["applied"] * 150 and len(proposals) == 150
 
 
-async def test_one_refused_proposal_does_not_take_the_others_with_it(tmp_path):
-    async with act_world(tmp_path) as world:
+@pytest.mark.parametrize("save_data", ["null", "text", "results"])
+async def test_one_refused_proposal_does_not_take_the_others_with_it(tmp_path, save_data):
+    """ACT refuses a proposal in its callback, or (answering voucher by voucher) at once: refused either way."""
+    async with act_world(tmp_path, save_data=save_data) as world:
         seed(world)
         good, unknown_customer = await world.apply(order_proposal("DH1"), order_proposal("DH2", customer_code="KH-X"))
     assert good.status == "applied"
