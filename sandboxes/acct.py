@@ -8,8 +8,8 @@
   ``get_dictionary_delete`` (``data_type``, ``skip``, ``take`` ≤ 100, ``last_sync_time``: records
   changed at or after it, oldest first), ``save_dictionary`` (≤ 200 items, answered at once, one
   result per item; ``LIENTHONG_ACCT_ANSWERS`` switches this and the other answers the reference
-  leaves open: ``sandboxes/acct_answers.py``), ``save`` (≤ 100 vouchers of ≤ 500 lines; answered "queued", the result comes
-  by callback ``data_type`` 1), ``delete`` (callback ``data_type`` 2), ``request_data``,
+  leaves open: ``sandboxes/acct_answers.py``), ``save`` (≤ 100 vouchers of ≤ 500 lines; answered
+  "queued", the result comes by callback ``data_type`` 1), ``delete`` (callback ``data_type`` 2), ``request_data``,
   ``get_call_back_detail_error`` (callbacks that could not be delivered).
 * A ``save`` is a *proposal* keyed by ``org_refid``: saving it again updates it until an accountant
   generates the voucher (``POST /sandbox/ui/<tenant>/proposals/<org_refid>/generate``, or the page's
