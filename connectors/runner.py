@@ -18,6 +18,9 @@
 * **Order and parallelism**: commands with one message key run one after another, in offset
   order; different keys run concurrently, at most ``concurrency`` per tenant, at most ``rate``
   requests a second per tenant. ``depends_on`` waits until those commands are in the ledger.
+* **Batches** (accounting): commands of one tenant taken together go to ACT in one call as far as
+  the API allows (``save_dictionary``: 200 records, ``save`` / ``delete``: 100 proposals); each keeps
+  its own result, ledger entry and retries (``connectors.applying``).
 * **At least once**: an offset is committed only once its result is on the broker and every
   earlier offset of its partition is done. SIGTERM stops consuming, finishes what is in flight
   and commits it.

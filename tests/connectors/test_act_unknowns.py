@@ -26,7 +26,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from amis.acct_client import ActClient, ActCredentials
+from amis import acct_mapping
+from amis.acct_client import ActClient, ActCredentials, callback_signature
 from amis.ledger import WriteLedger
 from capture.acct import ActCapture
 from capture.state import CaptureState, ChangeReporter
@@ -79,6 +80,7 @@ class World:
     applier: Applier
     produced: RecordingProducer
     session: aiohttp.ClientSession
+    receiver: TestServer  # the capture service's /callback
     calls: list[str] = field(default_factory=list)  # the ACT data calls made, by name
 
     async def apply(self, *commands: Command) -> list[Outcome]:
@@ -133,7 +135,7 @@ async def act_world(tmp_path: Path, *, max_attempts: int = 3, **answers: Any) ->
         stopping=asyncio.Event(),
         stats=defaultdict(int),
     )
-    world = World(store, sandbox, client, applier, produced, session)
+    world = World(store, sandbox, client, applier, produced, session, receiver)
     original = client.call
 
     async def counting(tenant, name, body, **kw):
@@ -348,3 +350,38 @@ async def test_crm_shows_recorded_whether_act_records_the_order_as_it_generates_
     assert recorded[0] in (first if generated == "recorded" else later)
     assert all(c.rule == "SO-8" for c in first + later)
     assert everything[-1]["after"]["revenue_status"] == "recorded"
+
+
+def test_a_reference_to_another_document_is_not_taken_for_the_order():
+    invoice_ref = {"org_refer_refid": "HD-1", "org_refer_refno": "HD0001", "org_refer_reftype": 3560}
+    line = {"sa_order_refid": "DH-1", "quantity": 1}
+    assert acct_mapping.order_of({"reference": [invoice_ref], "detail": [line]}) == "DH-1"
+    assert acct_mapping.order_of({"reference": invoice_ref}) is None
+    one_object = {"org_refer_refid": "DH-2", "org_refer_reftype": "3520"}  # one object, the type as text
+    assert acct_mapping.order_of({"reference": one_object}) == "DH-2"
+
+
+async def test_a_callback_18_that_names_the_voucher_only_by_org_refid_is_the_proposal_generated(tmp_path):
+    """Callback 18's shape is only observed: without ``refid`` the voucher is the proposal's own
+    (saved with is_get_new_id false), and carrying revenue_status 1 it is recorded in CRM."""
+    async with act_world(tmp_path) as world:
+        items = [{"org_refid": "ref-9", "voucher_type": 20, "refno": "DH9", "crm_id": "crm-9", "revenue_status": 1}]
+        data = orjson.dumps(items).decode()
+        body = {
+            "success": True,
+            "signature": callback_signature(data, APP_ID),
+            "data_type": 18,
+            "data": data,
+            "org_company_code": COMPANY,
+            "app_id": APP_ID,
+        }
+        for _ in range(2):  # delivered twice: the second changes nothing
+            async with world.session.post(world.receiver.make_url("/callback"), json=body) as answer:
+                assert (await answer.json())["Success"] is True
+        events = world.produced.events("sale_order")
+    assert [(e["op"], e["after"]["id"], e["after"]["revenue_status"]) for e in events] == [
+        ("c", "ref-9", "not_recorded"),
+        ("u", "ref-9", "recorded"),
+    ]
+    (recorded,) = crm_commands(FakeState(), events)
+    assert recorded.rule == "SO-8" and recorded.key.id == "crm-9" and recorded.fields == {"revenue_status": "recorded"}
