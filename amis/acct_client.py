@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import time
@@ -345,18 +346,22 @@ class ActClient:
 
     async def dictionary_changes(
         self, tenant: str, data_type: int, since: float, *, deleted: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], float | None]:
         """Every record of a dictionary changed (``deleted``: deleted) at or after ``since`` (epoch seconds):
         ``get_dictionary`` / ``get_dictionary_delete`` by ``last_sync_time``, ``TAKE_MAX`` a page until a
-        page that is not full. ACT has no read by code: this is the narrowest read that finds a record."""
+        page that is not full. ACT has no read by code: this is the narrowest read that finds a record.
+        Also how far ACT's clock is ahead of ours (its ``LastSyncTime`` less our clock), when it said."""
         name = "get_dictionary_delete" if deleted else "get_dictionary"
         rows: list[dict[str, Any]] = []
-        skip = 0
+        skip, ahead = 0, None
         while True:
-            page, _ = await self.dictionary_page(tenant, name, data_type, skip, TAKE_MAX, sync_time(since))
+            page, server_time = await self.dictionary_page(tenant, name, data_type, skip, TAKE_MAX, sync_time(since))
+            if ahead is None and server_time:
+                with contextlib.suppress(ValueError):
+                    ahead = parse_time(server_time) - self.clock()
             rows += page
             if len(page) < TAKE_MAX:
-                return rows
+                return rows, ahead
             skip += TAKE_MAX
 
     async def save_dictionary(self, tenant: str, items: list[dict[str, Any]]) -> list[dict[str, Any] | None]:

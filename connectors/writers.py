@@ -216,6 +216,9 @@ class ActWriter:
         # them later), and how far before the call to read back from (ACT's clock may differ from ours)
         self.read_back_timeout = read_back_timeout
         self.read_back_margin = read_back_margin
+        # how far each tenant's ACT clock is ahead of ours, once a read told: later reads start just
+        # before the call by ACT's clock instead of read_back_margin before it
+        self._act_ahead: dict[str, float] = {}
 
     @staticmethod
     def batch_kind(command: Command) -> str | None:
@@ -313,10 +316,12 @@ class ActWriter:
         self, tenant: str, unsure: list[tuple[int, DictionaryItem]], since: float, refused: Refused | None
     ) -> dict[int, Answer]:
         """Look for the records with ``get_dictionary`` (deleted ones with ``get_dictionary_delete``) by
-        ``last_sync_time`` from just before the call, until each holds what was written or
+        ``last_sync_time`` from just before the call (by ACT's clock once known), until each holds what was written or
         ``read_back_timeout`` passes (ACT may save later). Not found: refused with ACT's words when the
         call was refused, else a passing fault (the command is saved again: the same id or code)."""
-        start = since - self.read_back_margin
+        ahead = self._act_ahead.get(tenant)
+        # last_sync_time has whole seconds and ACT's LastSyncTime too: a few seconds spare
+        start = since + ahead - 3 if ahead is not None else since - self.read_back_margin
         deadline = time.monotonic() + self.read_back_timeout
         wait = 0.05
         answers: dict[int, Answer] = {}
@@ -327,7 +332,9 @@ class ActWriter:
                 groups[(it.spec.data_type, it.state == 3)].append((n, it))
             left = []
             for (data_type, deleted), group in groups.items():
-                rows = await self.client.dictionary_changes(tenant, data_type, start, deleted=deleted)
+                rows, told = await self.client.dictionary_changes(tenant, data_type, start, deleted=deleted)
+                if told is not None:
+                    self._act_ahead[tenant] = told
                 for n, it in group:
                     row = it.find(rows)
                     if row is not None and (deleted or it.holds(row)):

@@ -232,6 +232,21 @@ async def test_dictionary_records_taken_together_go_200_a_call(tmp_path, answer,
     assert reads == (0 if answer == "records" else {105: 2, 250: 6}[products])
 
 
+async def test_reading_back_reads_only_what_changed_around_the_call_by_acts_clock(tmp_path):
+    async with act_world(tmp_path, save_dictionary="null") as world:
+        for n in range(300):  # the accountant's earlier work
+            world.store.save_dictionary_item(TENANT, {"dictionary_type": 3, "inventory_item_code": f"CU{n}"}, "ui")
+        await asyncio.sleep(4.1)
+        (first,) = await world.apply(product(1))
+        first_reads = world.count("get_dictionary")
+        (second,) = await world.apply(product(2))
+        second_reads = world.count("get_dictionary") - first_reads
+    assert first.status == second.status == "applied"
+    # ACT's clock unknown: from read_back_margin before the call, the earlier work too (301 rows, 4 pages);
+    # then known from its LastSyncTime: from just before the call by ACT's clock, one short page
+    assert (first_reads, second_reads) == (4, 1)
+
+
 @pytest.mark.parametrize(
     ("save_data", "save_status"), [("null", 200), ("text", 201), ("results", 200), ("results", 201)]
 )
