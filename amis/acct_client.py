@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import time
@@ -343,19 +344,41 @@ class ActClient:
         server_time = custom.get("LastSyncTime")
         return _records(envelope.data, name), str(server_time) if server_time else None
 
-    async def save_dictionary(self, tenant: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Per-item results, in order; at most 200 items a call."""
-        results: list[dict[str, Any]] = []
+    async def dictionary_changes(
+        self, tenant: str, data_type: int, since: float, *, deleted: bool = False
+    ) -> tuple[list[dict[str, Any]], float | None]:
+        """Every record of a dictionary changed (``deleted``: deleted) at or after ``since`` (epoch seconds):
+        ``get_dictionary`` / ``get_dictionary_delete`` by ``last_sync_time``, ``TAKE_MAX`` a page until a
+        page that is not full. ACT has no read by code: this is the narrowest read that finds a record.
+        Also how far ACT's clock is ahead of ours (its ``LastSyncTime`` less our clock), when it said."""
+        name = "get_dictionary_delete" if deleted else "get_dictionary"
+        rows: list[dict[str, Any]] = []
+        skip, ahead = 0, None
+        while True:
+            page, server_time = await self.dictionary_page(tenant, name, data_type, skip, TAKE_MAX, sync_time(since))
+            if ahead is None and server_time:
+                with contextlib.suppress(ValueError):
+                    ahead = parse_time(server_time) - self.clock()
+            rows += page
+            if len(page) < TAKE_MAX:
+                return rows, ahead
+            skip += TAKE_MAX
+
+    async def save_dictionary(self, tenant: str, items: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        """ACT's answer for each item, in order; at most 200 items a call. What ``Data`` holds is [UNK]
+        (§2.5): an item's own record when ACT answers item by item (an array of records as long as the
+        call's items), else None for each (``Data`` null, empty, a count, a "queued" text): the caller
+        confirms those by reading the records back. A refused call raises ``Refused``."""
+        results: list[dict[str, Any] | None] = []
         for batch in chunks(items, DICTIONARY_BATCH):
             envelope = await self.call(tenant, "save_dictionary", {"dictionary": list(batch)})
-            answer = _records(envelope.data, "save_dictionary")
-            if len(answer) != len(batch):
-                raise ProtocolError(f"ACT save_dictionary answered {len(answer)} results for {len(batch)} items")
-            results += answer
+            results += per_item(envelope.data, len(batch))
         return results
 
-    async def save(self, tenant: str, vouchers: list[dict[str, Any]]) -> None:
-        """Queue proposals; their results come by callback (data_type 1). At most 100 a call."""
+    async def save(self, tenant: str, vouchers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Queue proposals; their results come by callback (data_type 1). At most 100 a call. Returns what
+        the answers said voucher by voucher, when they did (their ``Data`` is [UNK], §2.6: null, a text,
+        or one entry per voucher; an entry with ``success: false`` is a result already)."""
         for voucher in vouchers:
             lines = len(voucher.get("detail") or [])
             if lines > VOUCHER_LINES:
@@ -364,13 +387,20 @@ class ActClient:
                     f"ACT takes at most {VOUCHER_LINES} per voucher",
                     status=400,
                 )
+        answered: list[dict[str, Any]] = []
         for batch in chunks(vouchers, VOUCHER_BATCH):
-            await self.call(tenant, "save", {"voucher": list(batch)})
+            envelope = await self.call(tenant, "save", {"voucher": list(batch)})
+            answered += voucher_answers(envelope.data)
+        return answered
 
-    async def delete(self, tenant: str, vouchers: list[dict[str, Any]]) -> None:
-        """Queue deletions of proposals ``[{"voucher_type", "org_refid"}]``; results by callback (data_type 2)."""
+    async def delete(self, tenant: str, vouchers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Queue deletions of proposals ``[{"voucher_type", "org_refid"}]``; results by callback (data_type 2).
+        Returns what the answers said voucher by voucher, as ``save``."""
+        answered: list[dict[str, Any]] = []
         for batch in chunks(vouchers, VOUCHER_BATCH):
-            await self.call(tenant, "delete", {"voucher": list(batch)}, method="DELETE")
+            envelope = await self.call(tenant, "delete", {"voucher": list(batch)}, method="DELETE")
+            answered += voucher_answers(envelope.data)
+        return answered
 
     async def request_data(self, tenant: str, org_refids: list[str], request_data_type: int = 1) -> list[str]:
         """Ask ACT to push data back by callback; returns the request ids."""
@@ -404,6 +434,20 @@ class ActClient:
             if len(page) < TAKE_MAX:
                 return found
             skip += TAKE_MAX
+
+
+def per_item(data: Any, count: int) -> list[dict[str, Any] | None]:
+    """``Data`` of save_dictionary as one answer per item: the records when there is one per item, else Nones."""
+    if isinstance(data, list) and len(data) == count and all(isinstance(r, dict) for r in data):
+        return list(data)
+    return [None] * count
+
+
+def voucher_answers(data: Any) -> list[dict[str, Any]]:
+    """``Data`` of save / delete: the entries that name a voucher (``org_refid``), when it is such a list."""
+    if not isinstance(data, list):
+        return []
+    return [entry for entry in data if isinstance(entry, dict) and entry.get("org_refid")]
 
 
 def _records(data: Any, name: str) -> list[dict[str, Any]]:

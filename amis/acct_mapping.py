@@ -472,6 +472,30 @@ REFERENCE_FIELDS: dict[tuple[str | int, ...], tuple[str, frozenset[str]]] = {
     },
     **{("acct", "save", t, "reference"): _REFERENCE_LINK for t in (20, 13, 5)},
 }
+# reftypes of the documents a voucher's ``reference`` header can name as its order: sa_order (3520),
+# and the sandbox's contracts (9001, an extension)
+ORDER_REFTYPES = {VOUCHERS["sale_order"].reftype, VOUCHERS["contract"].reftype}
+
+
+def order_of(voucher: dict[str, Any]) -> str | None:
+    """The order a sales voucher or receipt (as a callback carries it) is for. How ACT links them is not
+    settled (§2.6): a top-level ``sa_order_refid`` (as MISA's demo model has it), the documented
+    ``reference`` header (``org_refer_refid`` with ``org_refer_reftype`` 3520 = sa_order; one object or
+    a list of them), or ``sa_order_refid`` on the lines (as ``pu_order_refid`` on purchase lines).
+    Any of them names it; a reference of another reftype (an invoice, a quote) does not."""
+    top = voucher.get("sa_order_refid")
+    if top:
+        return str(top)
+    references = voucher.get("reference")
+    for ref in references if isinstance(references, list) else [references]:
+        if isinstance(ref, dict) and ref.get("org_refer_refid"):
+            reftype = ref.get("org_refer_reftype")
+            if reftype in (None, "") or str(reftype) in {str(t) for t in ORDER_REFTYPES}:
+                return str(ref["org_refer_refid"])
+    for line in voucher.get("detail") or []:
+        if isinstance(line, dict) and line.get("sa_order_refid"):
+            return str(line["sa_order_refid"])
+    return None
 
 
 def to_acct(entity: str, record: dict) -> dict:

@@ -11,7 +11,9 @@
   ``Success: false, ErrorCode: InvalidParam`` and produces nothing. ``data_type`` 1 / 2 (results
   of ``save`` / ``delete``) are filed in the connectors' shared ledger, where the accounting
   connector waits for them; 18 (a proposal generated into a voucher) and 22 (the accountant added,
-  edited, deleted, posted a voucher) become change events. The answer is ``Success: true`` only
+  edited, deleted, posted a voucher) become change events. A sales voucher or receipt names its
+  order by any of the links ACT may use (``acct_mapping.order_of``); an order generated already
+  recorded is reported as proposed, then recorded (``_proposed_first``). The answer is ``Success: true`` only
   once the events are on the broker, so a callback that could not be taken is kept by ACT and
   pulled back from ``get_call_back_detail_error`` every ``poll_interval``.
 """
@@ -187,6 +189,9 @@ class ActCapture(PollingCapture):
         produced = 0
         for item in callback.items:
             entity = acct_mapping.ENTITY_OF_VOUCHER_TYPE.get(int(item.get("voucher_type") or 0))
+            if callback.data_type == 18 and not item.get("refid") and item.get("org_refid"):
+                # generated from our proposal, saved with is_get_new_id false: the voucher keeps its id
+                item = {**item, "refid": item["org_refid"]}
             refid = item.get("refid")
             if entity is None or not refid:
                 log.info("callback %s: voucher_type %s is not synced", callback.data_type, item.get("voucher_type"))
@@ -200,6 +205,12 @@ class ActCapture(PollingCapture):
                 record = acct_mapping.record_map(entity).from_wire(
                     {k: v for k, v in item.items() if k != "custom_param"}
                 )
+                if entity in ("sales_voucher", "receipt") and not record.get("order_id"):
+                    order_id = acct_mapping.order_of(item)  # the reference header or the lines name it
+                    if order_id:
+                        record["order_id"] = order_id
+                if callback.data_type == 18:
+                    produced += await self._proposed_first(tenant, entity, record, marker, stamp)
                 # generating a voucher from a proposal is the accountant's act, not this integration's write
                 event = await self.reporter.observed(
                     tenant,
@@ -211,6 +222,22 @@ class ActCapture(PollingCapture):
                 )
             produced += event is not None
         return produced
+
+    async def _proposed_first(self, tenant: str, entity: str, record: dict[str, Any], marker: str, stamp: int) -> int:
+        """An order generated already recorded (callback 18 carrying revenue_status 1; its shape is only
+        observed): reported as what happened, the order as proposed (not recorded) and then its
+        revenue recorded, so that the recording is a transition the rules see (SO-8: CRM shows "Đã ghi").
+        Only for an order capture has not seen: a later 18 or 22 with the same status changes nothing."""
+        if entity not in ("sale_order", "contract") or record.get("revenue_status") != "recorded":
+            return 0
+        seen = self.state.image(System.ACCT, tenant, entity, str(record.get("id") or ""))
+        if seen is not None and not seen.deleted:
+            return 0
+        proposed = {**record, "revenue_status": "not_recorded"}
+        event = await self.reporter.observed(
+            tenant, entity, proposed, marker=f"{marker}:proposed", ts_ms=stamp, origin="user"
+        )
+        return event is not None
 
     async def pull_undelivered(self, tenant: str) -> int:
         """Callbacks ACT could not deliver (this service was down, or refused them): take them now."""

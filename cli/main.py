@@ -303,6 +303,7 @@ def _sandbox(args: argparse.Namespace, settings: SandboxSettings) -> int:
                 host=settings.web_host,
                 app_id=settings.acct_app_id,
                 callback_url=settings.acct_callback_url,
+                acct_answers=settings.sandbox_acct_answers,
                 ready=ready,
                 admin_token=admin_token,
                 crm_answers=settings.sandbox_crm_answers,

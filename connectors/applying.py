@@ -5,6 +5,9 @@ ended: passing faults are retried, a proposal's result is awaited by callback.
 * **Retries** of passing faults (``Transient``: connection errors, timeouts, 408, 429, 5xx, answers
   without the documented shape) with exponential backoff and full jitter, honouring
   ``Retry-After``; ``failed`` when they run out, ``rejected`` when the system refuses (``Refused``).
+* **Batches**: commands to accounting of one tenant that arrive together go in one call (a
+  ``save_dictionary`` of up to 200 records, a ``save`` / ``delete`` of up to 100 proposals); each
+  still gets its own answer and its own retries.
 * **Proposals**: a command to accounting that ACT queued (``Pending``) is applied when its callback
   is filed in the shared ledger by the accounting capture service; when none comes within
   ``callback_timeout`` the callbacks ACT could not deliver are pulled.
@@ -22,7 +25,7 @@ from common import metrics
 from common.names import System
 from connectors.in_flight import Stopping
 from connectors.reporting import Outcome
-from connectors.writers import ActWriter, Applied, Pending, ResultNotFound, Writer, no_callback
+from connectors.writers import BATCH_LIMITS, ActWriter, Applied, Pending, ResultNotFound, Writer, no_callback
 from streams.core.contract import Command, ResultError
 
 
@@ -61,6 +64,7 @@ class Applier:
         callback_timeout: float,
         stopping: asyncio.Event,
         stats: dict[str, int],
+        batch_linger: float = 0.25,
     ) -> None:
         self.writer = writer
         self.system = system
@@ -69,6 +73,10 @@ class Applier:
         self.callback_timeout = callback_timeout
         self._stopping = stopping
         self.stats = stats
+        # commands to accounting arriving within batch_linger of each other go in one call (0: one by one)
+        self.batch_linger = batch_linger
+        self._batches: dict[tuple[str, str], list[tuple[Command, asyncio.Future[Applied | Pending]]]] = {}
+        self._flushing: set[asyncio.Task[None]] = set()
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._buckets: dict[str, TokenBucket] = {}
 
@@ -76,7 +84,6 @@ class Applier:
         tenant = command.tenant
         semaphore = self._semaphores.setdefault(tenant, asyncio.Semaphore(self.concurrency))
         bucket = self._buckets.setdefault(tenant, TokenBucket(self.rate, max(1.0, self.rate)))
-        writer = self.writer
         attempt = 0
         # ACT took the proposal: while looking for its result fails, a later attempt only looks
         # again. Saved again, it could meet the voucher an accountant generated from it meanwhile
@@ -86,9 +93,7 @@ class Applier:
             attempt += 1
             try:
                 if pending is None:
-                    async with semaphore:
-                        await bucket.take()
-                        answer = await writer.apply(command)
+                    answer = await self._write(command, semaphore, bucket)
                     if isinstance(answer, Pending):
                         metrics.CONNECTOR_RESULTS.labels(self.system, "pending").inc()
                         pending = answer
@@ -127,6 +132,58 @@ class Applier:
                 if exc.retry_after is not None:
                     delay = max(delay, exc.retry_after)
                 await asyncio.sleep(delay)
+
+    async def _write(self, command: Command, semaphore: asyncio.Semaphore, bucket: TokenBucket) -> Applied | Pending:
+        """Write one command; to accounting, together with the others of its tenant and kind that arrive
+        meanwhile (``batch_linger``): one ``save_dictionary`` for up to 200 records, one ``save`` or
+        ``delete`` for up to 100 proposals. Each command still gets its own answer."""
+        writer = self.writer
+        kind = writer.batch_kind(command) if isinstance(writer, ActWriter) and self.batch_linger > 0 else None
+        if kind is None or not isinstance(writer, ActWriter):
+            async with semaphore:
+                await bucket.take()
+                return await writer.apply(command)
+        key = (command.tenant, kind)
+        answer: asyncio.Future[Applied | Pending] = asyncio.get_running_loop().create_future()
+        waiting = self._batches.setdefault(key, [])
+        waiting.append((command, answer))
+        if len(waiting) == 1:
+            task = asyncio.create_task(self._flush(key, BATCH_LIMITS[kind], semaphore, bucket))
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
+        return await answer
+
+    async def _flush(self, key: tuple[str, str], limit: int, semaphore: asyncio.Semaphore, bucket: TokenBucket) -> None:
+        """Once no command of this tenant and kind has come for ``batch_linger`` (or a full call's worth
+        has, or a second has passed: a steady stream is not held), write what came, ``limit`` a call."""
+        started = time.monotonic()
+        while True:
+            seen = len(self._batches.get(key, ()))
+            await asyncio.sleep(self.batch_linger)
+            now = len(self._batches.get(key, ()))
+            if now == seen or now >= limit or time.monotonic() - started >= max(1.0, self.batch_linger):
+                break
+        taken = self._batches.pop(key, [])
+        writer = self.writer
+        if not isinstance(writer, ActWriter):
+            raise TypeError("only the accounting API takes commands in batches")
+
+        async def call(group: list[tuple[Command, asyncio.Future[Applied | Pending]]]) -> None:
+            try:
+                async with semaphore:
+                    await bucket.take()
+                    answers = await writer.apply_many([command for command, _ in group])
+            except Exception as exc:  # noqa: BLE001 - every command of the call ends with it
+                answers = [exc] * len(group)
+            for (_, future), answer in zip(group, answers, strict=True):
+                if future.done():
+                    continue
+                if isinstance(answer, Exception):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+
+        await asyncio.gather(*(call(taken[n : n + limit]) for n in range(0, len(taken), limit)))
 
     async def _settled(self, pending: Pending, bucket: TokenBucket) -> Applied:
         """A proposal ACT queued: wait for its callback (filed in the shared ledger by the accounting

@@ -18,6 +18,9 @@
 * **Order and parallelism**: commands with one message key run one after another, in offset
   order; different keys run concurrently, at most ``concurrency`` per tenant, at most ``rate``
   requests a second per tenant. ``depends_on`` waits until those commands are in the ledger.
+* **Batches** (accounting): commands of one tenant taken together go to ACT in one call as far as
+  the API allows (``save_dictionary``: 200 records, ``save`` / ``delete``: 100 proposals); each keeps
+  its own result, ledger entry and retries (``connectors.applying``).
 * **At least once**: an offset is committed only once its result is on the broker and every
   earlier offset of its partition is done. SIGTERM stops consuming, finishes what is in flight
   and commits it.
@@ -42,7 +45,7 @@ from aiohttp import web
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from pydantic import ValidationError
 
-from amis.acct_client import ActClient, ActCredentials
+from amis.acct_client import DICTIONARY_BATCH, ActClient, ActCredentials
 from amis.credentials import token_problems
 from amis.crm_client import CrmClient, CrmCredentials
 from amis.ledger import WriteLedger
@@ -73,7 +76,7 @@ class ConnectorSettings:
     backoff_base: float = 0.1
     backoff_cap: float = 5.0
     concurrency: int = 8  # per tenant
-    max_in_flight: int | None = None  # commands taken but not finished; default 4 × concurrency
+    max_in_flight: int | None = None  # commands taken but not finished; default Connector.default_in_flight()
     rate: float = 50.0  # requests per second per tenant
     dependency_timeout: float = 60.0
     request_timeout: float = 10.0
@@ -84,6 +87,9 @@ class ConnectorSettings:
     acct_branches: dict[str, str] = field(default_factory=dict)  # tenant -> ACT branch_id of its proposals
     shared_ledger_path: Path = Path("var/connectors/acct-shared.sqlite")  # recent writes and callbacks, with capture
     callback_timeout: float = 30.0  # seconds a proposal waits for its callback before pulling undelivered ones
+    # accounting: commands arriving within this of each other go in one call (0: one by one); longer
+    # than the consumer's poll, so that what it takes in a few polls as room frees goes together
+    batch_linger: float = 0.25
     token_renew_before: float = 300.0  # a token is fetched again this many seconds before it ends
     extensions: bool = False  # write the sandboxes' extensions too (LIENTHONG_CONNECTOR_EXTENSIONS)
     # /metrics, /healthz, /readyz (docs/operations.md): None serves none; 0 takes a free port (health_port())
@@ -154,6 +160,7 @@ class Connector:
                 callback_timeout=self.settings.callback_timeout,
                 stopping=self._stopping,
                 stats=self.stats,
+                batch_linger=self.settings.batch_linger,
             )
             if self.settings.health_port is not None:
                 self._health = await metrics.serve_health(
@@ -170,7 +177,7 @@ class Connector:
                     await asyncio.to_thread(
                         self.consumer.subscribe, [topic], on_assign=lambda *_: metrics.REBALANCES.labels(service).inc()
                     )
-                limit = self.settings.max_in_flight or 4 * self.settings.concurrency
+                limit = self.settings.max_in_flight or self.default_in_flight()
                 while not self._stopping.is_set():
                     # Take no more than can be finished soon: what is taken is what a stop must finish.
                     room = limit - self._in_flight.count()
@@ -200,6 +207,13 @@ class Connector:
                 await asyncio.to_thread(self.consumer.close)
                 self.ledger.close()
                 self.shared.close()
+
+    def default_in_flight(self) -> int:
+        """Commands taken at once unless told: 4 × ``concurrency``; to accounting at least two full
+        ``save_dictionary`` calls (400), since what is taken together is written together (``Applier``):
+        one call's worth is written while the next is taken whole, not a few at a time as room frees."""
+        taken = 4 * self.settings.concurrency
+        return max(taken, 2 * DICTIONARY_BATCH) if self.settings.system == System.ACCT else taken
 
     # --- health ----------------------------------------------------------------------------------
 

@@ -24,13 +24,26 @@ the reference (``REFERENCE_FIELDS``).
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from amis import acct_mapping, crm_mapping
-from amis.acct_client import VN, ActClient, Callback, refusal
+from amis.acct_client import (
+    DICTIONARY_BATCH,
+    VN,
+    VOUCHER_BATCH,
+    ActClient,
+    Callback,
+    chunks,
+    refusal,
+    sync_time,
+)
 from amis.crm_client import CrmClient, listed_as_deleted
 from amis.errors import Refused, Transient
 from amis.ledger import CallbackOutcome, WriteLedger
@@ -66,6 +79,74 @@ class Pending:
     data_type: int
     code: str | None
     since: float  # when it was sent (epoch seconds), to look for undelivered callbacks from then on
+
+
+Answer = Applied | Pending | Exception
+# how many commands of each kind (``ActWriter.batch_kind``) one call to ACT takes (§2.5, §2.6)
+BATCH_LIMITS = {"dictionary": DICTIONARY_BATCH, "save": VOUCHER_BATCH, "delete": VOUCHER_BATCH}
+
+
+@dataclass
+class Proposal:
+    """A proposal ready to go: a voucher for ``save`` (data_type 1) or its key for ``delete`` (2)."""
+
+    command: Command
+    org_refid: str
+    data_type: int
+    voucher: dict[str, Any]
+    noted: dict[str, Any]  # what the capture service will see of it (the ledger's note)
+    expected: int | None = None  # the shared ledger's row for its awaited callback, once noted
+
+    @property
+    def code(self) -> str | None:
+        return self.command.key.code
+
+
+@dataclass(frozen=True)
+class DictionaryItem:
+    """A dictionary record ready for ``save_dictionary``, and how to tell it in ACT's answer or lists."""
+
+    command: Command
+    spec: acct_mapping.ActDictionary
+    item: dict[str, Any]
+    noted: dict[str, Any]
+    record_id: str | None
+    state: int  # 1 insert or update, 2 update, 3 delete
+
+    @property
+    def code(self) -> str | None:
+        return self.command.key.code
+
+    def answered(self, result: dict[str, Any] | None) -> Answer | None:
+        """What ACT's own answer for this item says; None when it says too little (no record id)."""
+        if result is None:
+            return None
+        entity, code = self.command.entity, self.code
+        if result.get("success") is False or result.get("error_code"):
+            if self.state == 3 and "không tồn tại" in str(result.get("error_message")):
+                return Applied(self.record_id, code)  # already gone
+            return refusal(
+                f"ACT save_dictionary {entity} {code or ''}".rstrip(),
+                result.get("error_code"),
+                result.get("error_message"),
+            )
+        if self.state == 3:
+            return Applied(self.record_id, code)
+        target = result.get(self.spec.id_field) or self.command.key.id
+        return Applied(str(target), code) if target else None
+
+    def find(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+        """This record among listed rows, by the id sent or by its code."""
+        sent_id, code = self.item.get(self.spec.id_field), self.item.get(self.spec.code_field)
+        for row in rows:
+            if (sent_id and row.get(self.spec.id_field) == sent_id) or (code and row.get(self.spec.code_field) == code):
+                return row
+        return None
+
+    def holds(self, row: dict[str, Any]) -> bool:
+        """Whether a listed row has what was written (of the fields ACT lists: one it leaves out is no proof)."""
+        listed = self.spec.record.from_wire(row)
+        return all(listed[name] == value for name, value in self.noted.items() if name in listed)
 
 
 def not_sayable(system: str, exc: MappingError) -> Refused:
@@ -176,13 +257,39 @@ class ActWriter:
         *,
         branches: dict[str, str] | None = None,
         extensions: bool = False,
+        read_back_timeout: float = 10.0,
+        read_back_margin: float = 300.0,
     ) -> None:
         self.client = client
         self.ledger = ledger
         self.branches = branches or {}  # tenant -> ACT branch_id its proposals are booked to
         self.extensions = extensions
+        # save_dictionary without an answer per item: how long to look for the records (ACT may save
+        # them later), and how far before the call to read back from (ACT's clock may differ from ours)
+        self.read_back_timeout = read_back_timeout
+        self.read_back_margin = read_back_margin
+        # how far each tenant's ACT clock is ahead of ours, once a read told: later reads start just
+        # before the call by ACT's clock instead of read_back_margin before it
+        self._act_ahead: dict[str, float] = {}
+
+    @staticmethod
+    def batch_kind(command: Command) -> str | None:
+        """Which commands go to ACT in one call with this one: dictionary records (``save_dictionary``),
+        proposals (``save``), deletions of proposals (``delete``); None: on its own."""
+        if command.entity in acct_mapping.DICTIONARIES:
+            return "dictionary"
+        if command.entity in acct_mapping.VOUCHERS:
+            return "delete" if command.op.value == "delete" else "save"
+        return None
 
     async def apply(self, command: Command) -> Applied | Pending:
+        (answer,) = await self.apply_many([command])
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def _writable(self, command: Command) -> None:
+        """Refused unless the public API has the entity, or extensions are written."""
         spec = acct_mapping.DICTIONARIES.get(command.entity) or acct_mapping.VOUCHERS.get(command.entity)
         if spec is None:
             raise Refused(f"the accounting API has no {command.entity}", status=404)
@@ -195,16 +302,40 @@ class ActWriter:
             raise extension_refused(f"ACT {command.entity} ({kind})", spec.extension)
         if not self.extensions and (refused := only_extension_fields(command, spec.record)):
             raise refused
-        if command.entity in acct_mapping.DICTIONARIES:
-            return await self._dictionary(command)
-        return await self._proposal(command)
 
     def _record_map(self, entity: str) -> RecordMap:
         """The entity's table; without its ``EXT`` fields unless extensions are written."""
         record_map = acct_mapping.record_map(entity)
         return record_map if self.extensions else record_map.documented()
 
-    async def _dictionary(self, command: Command) -> Applied:
+    async def apply_many(self, commands: Sequence[Command]) -> list[Applied | Pending | Exception]:
+        """Commands to accounting written together: dictionary records in ``save_dictionary`` calls of at
+        most 200, proposals in ``save`` / ``delete`` calls of at most 100. One answer per command, in
+        order: what ``apply`` returns, or the exception it raises (``Refused``, ``Transient``)."""
+        answers: dict[int, Applied | Pending | Exception] = {}
+        items: dict[str, list[tuple[int, DictionaryItem]]] = defaultdict(list)
+        proposals: dict[tuple[str, int], list[tuple[int, Proposal]]] = defaultdict(list)
+        for n, command in enumerate(commands):
+            try:
+                self._writable(command)
+                if command.entity in acct_mapping.DICTIONARIES:
+                    items[command.tenant].append((n, self._dictionary(command)))
+                elif command.entity in acct_mapping.VOUCHERS:
+                    proposal = self._proposal(command)
+                    proposals[(command.tenant, proposal.data_type)].append((n, proposal))
+                else:
+                    raise Refused(f"the accounting API has no {command.entity}", status=404)
+            except (Refused, Transient) as exc:
+                answers[n] = exc
+        for tenant, prepared in items.items():
+            for chunk in chunks(prepared, DICTIONARY_BATCH):
+                answers.update(await self._save_items(tenant, chunk))
+        for (tenant, data_type), prepared_proposals in proposals.items():
+            for chunk in chunks(prepared_proposals, VOUCHER_BATCH):
+                answers.update(await self._send(tenant, data_type, chunk))
+        return [answers[n] for n in range(len(commands))]
+
+    def _dictionary(self, command: Command) -> DictionaryItem:
         spec = acct_mapping.DICTIONARIES[command.entity]
         tenant, code = command.tenant, command.key.code
         fields = {k: v for k, v in command.fields.items() if k != "id"}
@@ -221,31 +352,145 @@ class ActWriter:
             raise not_sayable("the accounting system", exc) from None
         state = {"update": 2, "delete": 3}.get(command.op.value, 1)
         item.update(dictionary_type=spec.dictionary_type, state=state)
-        if state != 3:
-            self.ledger.note_write(
-                System.ACCT, tenant, command.entity, record_id=command.key.id, code=code, fields=noted
-            )
-        (result,) = await self.client.save_dictionary(tenant, [item])
-        if result.get("success") is not True:
-            if state == 3 and "không tồn tại" in str(result.get("error_message")):
-                return Applied(record_id, code)  # already gone
-            raise refusal(
-                f"ACT save_dictionary {command.entity} {code or ''}".rstrip(),
-                result.get("error_code"),
-                result.get("error_message"),
-            )
-        target_id = str(result.get(spec.id_field) or record_id or "") or None
-        return Applied(target_id, code)
+        return DictionaryItem(command, spec, item, noted, record_id, state)
 
-    async def _proposal(self, command: Command) -> Pending:
+    async def _save_items(self, tenant: str, chunk: Sequence[tuple[int, DictionaryItem]]) -> dict[int, Answer]:
+        """One ``save_dictionary`` call. ACT's answer item by item is taken as it is; an item it did not
+        answer with its record (``Data`` null, empty, a count, "queued", success flags without ids: §2.5
+        leaves it open) is confirmed by reading the record back before it counts as applied."""
+        for _, it in chunk:
+            if it.state != 3:
+                self.ledger.note_write(
+                    System.ACCT, tenant, it.command.entity, record_id=it.command.key.id, code=it.code, fields=it.noted
+                )
+        since = self.client.clock()
+        refused: Refused | None = None
+        try:
+            results = await self.client.save_dictionary(tenant, [it.item for _, it in chunk])
+        except Refused as exc:
+            if exc.code is None or exc.status in (401, 403):  # the call itself: no item was saved
+                return {n: exc for n, _ in chunk}
+            # the call names a problem without saying which item (or whether the others were saved)
+            results, refused = [None] * len(chunk), exc
+        except Transient as exc:
+            return {n: exc for n, _ in chunk}
+        answers: dict[int, Answer] = {}
+        unsure: list[tuple[int, DictionaryItem]] = []
+        for (n, it), result in zip(chunk, results, strict=True):
+            answer = it.answered(result)
+            if answer is None:
+                unsure.append((n, it))
+            else:
+                answers[n] = answer
+        if unsure:
+            answers.update(await self._read_back(tenant, unsure, since, refused))
+        return answers
+
+    async def _read_back(
+        self, tenant: str, unsure: list[tuple[int, DictionaryItem]], since: float, refused: Refused | None
+    ) -> dict[int, Answer]:
+        """Look for the records with ``get_dictionary`` (deleted ones with ``get_dictionary_delete``) by
+        ``last_sync_time`` from just before the call (by ACT's clock once known), until each holds what was written or
+        ``read_back_timeout`` passes (ACT may save later). Not found: refused with ACT's words when the
+        call was refused, else a passing fault (the command is saved again: the same id or code)."""
+        ahead = self._act_ahead.get(tenant)
+        # last_sync_time has whole seconds and ACT's LastSyncTime too: a few seconds spare
+        start = since + ahead - 3 if ahead is not None else since - self.read_back_margin
+        deadline = time.monotonic() + self.read_back_timeout
+        wait = 0.05
+        answers: dict[int, Answer] = {}
+        left = list(unsure)
+        while True:
+            groups: dict[tuple[int, bool], list[tuple[int, DictionaryItem]]] = defaultdict(list)
+            for n, it in left:
+                groups[(it.spec.data_type, it.state == 3)].append((n, it))
+            left = []
+            for (data_type, deleted), group in groups.items():
+                rows, told = await self.client.dictionary_changes(tenant, data_type, start, deleted=deleted)
+                if told is not None:
+                    self._act_ahead[tenant] = told
+                for n, it in group:
+                    row = it.find(rows)
+                    if row is not None and (deleted or it.holds(row)):
+                        answers[n] = Applied(str(row.get(it.spec.id_field) or it.record_id or "") or None, it.code)
+                    else:
+                        left.append((n, it))
+            if not left or refused is not None or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 1.0)
+        for n, it in left:
+            what = f"ACT save_dictionary {it.command.entity} {it.code or it.record_id or ''}".rstrip()
+            if it.state == 3 and not await self._alive(tenant, it):
+                answers[n] = Applied(it.record_id, it.code)  # already gone
+            elif refused is not None:
+                answers[n] = Refused(
+                    f"{what}: not saved; ACT answered: {refused}", status=refused.status, code=refused.code
+                )
+            else:
+                answers[n] = Transient(
+                    f"{what}: ACT answered no result per item and the record is not among those changed since "
+                    f"{sync_time(start)} after {self.read_back_timeout:g}s; saving it again"
+                )
+        return answers
+
+    async def _alive(self, tenant: str, it: DictionaryItem) -> bool:
+        """Whether a record is still listed (every record of its dictionary is read: ACT has no read by code)."""
+        async for row in self.client.every_dictionary_row(tenant, it.spec.data_type):
+            if it.find([row]) is not None:
+                return True
+        return False
+
+    async def _send(self, tenant: str, data_type: int, chunk: Sequence[tuple[int, Proposal]]) -> dict[int, Answer]:
+        """One ``save`` (data_type 1) or ``delete`` (2) call; each proposal then waits for its callback."""
+        for _, proposal in chunk:
+            if proposal.expected is None:
+                if data_type == 1:
+                    self.ledger.note_write(
+                        System.ACCT,
+                        tenant,
+                        proposal.command.entity,
+                        record_id=proposal.org_refid,
+                        code=proposal.code,
+                        fields=proposal.noted,
+                    )
+                proposal.expected = self.ledger.expect_callback(
+                    tenant, proposal.org_refid, data_type, proposal.command.command_id
+                )
+        since = self.client.clock()
+        vouchers = [proposal.voucher for _, proposal in chunk]
+        try:
+            send = self.client.save if data_type == 1 else self.client.delete
+            said = await send(tenant, vouchers)
+        except Refused as exc:
+            if len(chunk) > 1 and exc.status not in (401, 403):
+                # the call was refused for what one voucher holds: each on its own gets its own answer
+                answers: dict[int, Answer] = {}
+                for one in chunk:
+                    answers.update(await self._send(tenant, data_type, [one]))
+                return answers
+            if data_type == 2 and exc.code == "VoucherNotFound":  # answered at once: already gone
+                return {n: Applied(proposal.org_refid, proposal.code) for n, proposal in chunk}
+            return {n: exc for n, _ in chunk}
+        except Transient as exc:
+            return {n: exc for n, _ in chunk}
+        for entry in said:  # a voucher the answer itself refused has its result already
+            if entry.get("success") is False:
+                self.ledger.file_callback_result(
+                    str(entry["org_refid"]), data_type, False, entry.get("error_code"), entry.get("error_message")
+                )
+        return {
+            n: Pending(proposal.expected or 0, tenant, proposal.org_refid, data_type, proposal.code, since)
+            for n, proposal in chunk
+        }
+
+    def _proposal(self, command: Command) -> Proposal:
         spec = acct_mapping.VOUCHERS[command.entity]
         tenant, code = command.tenant, command.key.code
         org_refid = org_refid_for(command)
         since = self.client.clock()
         if command.op.value == "delete":
-            expected = self.ledger.expect_callback(tenant, org_refid, 2, command.command_id)
-            await self.client.delete(tenant, [{"voucher_type": spec.voucher_type, "org_refid": org_refid}])
-            return Pending(expected, tenant, org_refid, 2, code, since)
+            return Proposal(command, org_refid, 2, {"voucher_type": spec.voucher_type, "org_refid": org_refid}, {})
         fields = {k: v for k, v in command.fields.items() if k != "id"}
         if code and "code" not in fields:
             fields["code"] = code
@@ -286,10 +531,7 @@ class ActWriter:
                     line.setdefault("sort_order", n)
                     if "amount" in line:
                         line["amount_oc"] = line["amount"]
-        self.ledger.note_write(System.ACCT, tenant, command.entity, record_id=org_refid, code=code, fields=noted)
-        expected = self.ledger.expect_callback(tenant, org_refid, 1, command.command_id)
-        await self.client.save(tenant, [voucher])
-        return Pending(expected, tenant, org_refid, 1, code, since)
+        return Proposal(command, org_refid, 1, voucher, noted)
 
     def outcome(self, pending: Pending) -> CallbackOutcome | None:
         return self.ledger.callback_outcome(pending.expected)

@@ -7,8 +7,9 @@
 * ``/apir/sync/actopen/<name>`` (``/api/sync/actopen/`` too): ``get_dictionary`` and
   ``get_dictionary_delete`` (``data_type``, ``skip``, ``take`` ≤ 100, ``last_sync_time``: records
   changed at or after it, oldest first), ``save_dictionary`` (≤ 200 items, answered at once, one
-  result per item), ``save`` (≤ 100 vouchers of ≤ 500 lines; answered "queued", the result comes
-  by callback ``data_type`` 1), ``delete`` (callback ``data_type`` 2), ``request_data``,
+  result per item; ``LIENTHONG_SANDBOX_ACCT_ANSWERS`` switches this and the other answers the reference
+  leaves open: ``sandboxes/acct_answers.py``), ``save`` (≤ 100 vouchers of ≤ 500 lines; answered
+  "queued", the result comes by callback ``data_type`` 1), ``delete`` (callback ``data_type`` 2), ``request_data``,
   ``get_call_back_detail_error`` (callbacks that could not be delivered).
 * A ``save`` is a *proposal* keyed by ``org_refid``: saving it again updates it until an accountant
   generates the voucher (``POST /sandbox/ui/<tenant>/proposals/<org_refid>/generate``, or the page's
@@ -40,6 +41,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from sandboxes.acct_answers import AcctAnswers
 from sandboxes.acct_api import (
     CONFIG,
     SANDBOX,
@@ -197,9 +199,11 @@ def create_acct_sandbox(
     callback_attempts: int = 3,
     callback_retry_s: float = 0.2,
     admin_token: str | None = None,
+    answers: AcctAnswers | None = None,
 ) -> web.Application:
     """``credentials``: ``{"<app_id>:<access_code>": tenant}``; callbacks go to ``callback_url``. ``/sandbox/...``
-    needs ``admin_token`` (``sandboxes/admin.py``; a random one when None, read back as ``app[ADMIN_TOKEN]``)."""
+    needs ``admin_token`` (``sandboxes/admin.py``; a random one when None, read back as ``app[ADMIN_TOKEN]``).
+    ``answers``: which answer it gives where the reference says [UNK] (``sandboxes/acct_answers.py``)."""
     faults = faults or FaultConfig()
     app = web.Application(
         middlewares=[fault_middleware(faults, applies=lambda path: path.startswith(("/api/", "/apir/")))]
@@ -212,6 +216,7 @@ def create_acct_sandbox(
         "processing_delay_s": processing_delay_s,
         "callback_attempts": callback_attempts,
         "callback_retry_s": callback_retry_s,
+        "answers": answers or AcctAnswers(),
         "tokens": {},
         "company_codes": {},
     }

@@ -41,6 +41,7 @@ def envelope(
     message: str | None = None,
     custom: dict[str, Any] | None = None,
     extension: str | None = None,
+    status: int = 200,
 ) -> web.Response:
     if extension:
         custom = {**(custom or {}), "Extension": extension}
@@ -53,6 +54,7 @@ def envelope(
     }
     return web.Response(
         body=orjson.dumps(body),
+        status=status,
         content_type="application/json",
         headers={EXTENSION_HEADER: extension} if extension else None,
     )
@@ -158,10 +160,23 @@ async def save_dictionary(request: web.Request, tenant: str, body: dict[str, Any
         return failure("InvalidParam", "dictionary must be an array of objects")
     if len(items) > 200:
         return failure("InvalidParam", f"at most 200 dictionary items per call, not {len(items)}")
-    store = request.app[STORE]
-    results = [store.save_dictionary_item(tenant, item, "api") for item in items]
+    store, answers = request.app[STORE], request.app[CONFIG]["answers"]
     extension = next((EXTENSION_DATA_TYPES[901] for i in items if i.get("dictionary_type") == 901), None)
-    return envelope(results, extension=extension)
+    if answers.save_dictionary == "queued":  # saved a moment later; a refused item is not reported anywhere
+        sandbox = request.app[SANDBOX]
+        sandbox.later(sandbox.process_save_dictionary(tenant, items))
+        return envelope(str(uuid.uuid4()), extension=extension)
+    results = [store.save_dictionary_item(tenant, item, "api") for item in items]
+    if answers.save_dictionary == "records":
+        return envelope(results, extension=extension)
+    if answers.save_dictionary == "flags":
+        flags = [{k: r.get(k) for k in ("success", "error_code", "error_message")} for r in results]
+        return envelope(flags, extension=extension)
+    refused = next((r for r in results if not r["success"]), None)
+    if refused is not None:  # no per-item answer: the call says what went wrong, the other items are saved
+        return envelope(success=False, code=refused["error_code"], message=refused["error_message"])
+    data: Any = {"null": None, "empty": [], "count": len(results)}[answers.save_dictionary]
+    return envelope(data, extension=extension)
 
 
 def _vouchers(body: dict[str, Any]) -> list[dict[str, Any]] | web.Response:
@@ -171,6 +186,26 @@ def _vouchers(body: dict[str, Any]) -> list[dict[str, Any]] | web.Response:
     if len(vouchers) > 100:
         return failure("InvalidParam", f"at most 100 vouchers per call, not {len(vouchers)}")
     return vouchers
+
+
+def accepted(
+    request: web.Request,
+    vouchers: list[dict[str, Any]],
+    extension: str | None = None,
+    results: list[dict[str, Any]] | None = None,
+) -> web.Response:
+    """The synchronous answer of save / delete, as ``LIENTHONG_SANDBOX_ACCT_ANSWERS`` says (§2.6: its Data is [UNK]);
+    ``results``: one entry per voucher, when the sandbox checked them at once."""
+    answers = request.app[CONFIG]["answers"]
+    session_id = str(uuid.uuid4())
+    data: Any = None
+    if answers.save_data == "text":
+        data = session_id
+    elif answers.save_data == "results":
+        data = [{**result, "session_id": session_id} for result in results or []] or [
+            {"org_refid": v.get("org_refid"), "voucher_type": v.get("voucher_type"), "success": True} for v in vouchers
+        ]
+    return envelope(data, extension=extension, status=answers.save_status)
 
 
 @data_call
@@ -185,7 +220,26 @@ async def save(request: web.Request, tenant: str, body: dict[str, Any]) -> web.R
     for item in body.get("dictionary") or []:
         if isinstance(item, dict):
             store.save_dictionary_item(tenant, item, "api")
-    sandbox.later(sandbox.process_save(tenant, vouchers))
+    results = None
+    if request.app[CONFIG]["answers"].save_data == "results":
+        # answering voucher by voucher, ACT can refuse some at once: those get no callback
+        results = []
+        for voucher in vouchers:
+            code, message = store.proposal_problem(tenant, voucher)
+            results.append(
+                {
+                    "org_refid": voucher.get("org_refid"),
+                    "voucher_type": voucher.get("voucher_type"),
+                    "success": code is None,
+                    "error_code": code,
+                    "error_message": message,
+                }
+            )
+        vouchers_later = [v for v, r in zip(vouchers, results, strict=True) if r["success"]]
+    else:
+        vouchers_later = vouchers
+    if vouchers_later:
+        sandbox.later(sandbox.process_save(tenant, vouchers_later))
     extension = next(
         (
             EXTENSION_VOUCHER_TYPES[v["voucher_type"]]
@@ -194,7 +248,7 @@ async def save(request: web.Request, tenant: str, body: dict[str, Any]) -> web.R
         ),
         None,
     )
-    return envelope(None, extension=extension)
+    return accepted(request, vouchers, extension, results)
 
 
 @data_call
@@ -202,9 +256,16 @@ async def delete(request: web.Request, tenant: str, body: dict[str, Any]) -> web
     vouchers = _vouchers(body)
     if isinstance(vouchers, web.Response):
         return vouchers
-    sandbox = request.app[SANDBOX]
+    store, sandbox = request.app[STORE], request.app[SANDBOX]
+    missing = [str(v.get("org_refid")) for v in vouchers if store.proposal(tenant, str(v.get("org_refid"))) is None]
+    if missing and request.app[CONFIG]["answers"].delete_missing == "answer":
+        # refused at once; the others are still queued (their results come by callback)
+        present = [v for v in vouchers if str(v.get("org_refid")) not in missing]
+        if present:
+            sandbox.later(sandbox.process_delete(tenant, present))
+        return failure("VoucherNotFound", f"Không tìm thấy chứng từ {', '.join(missing)}")
     sandbox.later(sandbox.process_delete(tenant, vouchers))
-    return envelope(None)
+    return accepted(request, vouchers)
 
 
 @data_call

@@ -21,6 +21,8 @@ from sandboxes.faults import FaultConfig
 
 log = logging.getLogger(__name__)
 
+ORDER_REFTYPES = {20: 3520, 9001: 9001}  # sa_order, and the sandbox's contracts (an extension)
+
 
 def callback_signature(data: str, key: str) -> str:
     return hmac.new(key.encode(), data.encode(), hashlib.sha256).hexdigest()
@@ -90,6 +92,13 @@ class ActSandbox:
             )
         self._callback(tenant, 1, results)
 
+    async def process_save_dictionary(self, tenant: str, items: list[dict[str, Any]]) -> None:
+        """save_dictionary answered "queued" (``LIENTHONG_SANDBOX_ACCT_ANSWERS``): the items are saved a
+        moment later."""
+        await asyncio.sleep(self.config["processing_delay_s"])
+        for item in items:
+            self.store.save_dictionary_item(tenant, item, "api")
+
     async def process_delete(self, tenant: str, vouchers: list[dict[str, Any]]) -> None:
         await asyncio.sleep(self.config["processing_delay_s"])
         session_id = str(uuid.uuid4())
@@ -125,15 +134,36 @@ class ActSandbox:
         self._callback(tenant, 3, items)
 
     def generate(self, tenant: str, org_refid: str) -> dict[str, Any] | None:
-        voucher = self.store.generate(tenant, org_refid)
+        recorded = self.config["answers"].generated == "recorded"
+        voucher = self.store.generate(tenant, org_refid, recorded=recorded)
         if voucher is not None:
             self._callback(tenant, 18, [voucher])
         return voucher
 
     def enter_voucher(self, tenant: str, voucher: dict[str, Any]) -> dict[str, Any]:
+        """The accountant's voucher; the order it names (``sa_order_refid`` on the screen) is linked the way
+        ``LIENTHONG_SANDBOX_ACCT_ANSWERS`` says ACT links documents."""
+        voucher = self.link_order(tenant, voucher)
         data, state = self.store.enter_voucher(tenant, voucher)
         self._callback(tenant, 22, [{**data, "custom_param": {"ModelState": state}}])
         return data
+
+    def link_order(self, tenant: str, voucher: dict[str, Any]) -> dict[str, Any]:
+        style = self.config["answers"].order_link
+        order_id = voucher.get("sa_order_refid")
+        if style == "sa_order_refid" or not order_id:
+            return voucher
+        linked = {k: v for k, v in voucher.items() if k != "sa_order_refid"}
+        if style == "reference":
+            order = self.store.voucher(tenant, str(order_id)) or {}
+            reftype = ORDER_REFTYPES.get(int(order.get("voucher_type") or 20), 3520)
+            linked["reference"] = [
+                {"org_refer_refid": order_id, "org_refer_refno": order.get("refno"), "org_refer_reftype": reftype}
+            ]
+        else:  # on each line, as the purchase side's pu_order_refid
+            lines = voucher.get("detail") or [{"amount": voucher.get("total_amount")}]
+            linked["detail"] = [{**line, "sa_order_refid": order_id} for line in lines]
+        return linked
 
     def remove_voucher(self, tenant: str, refid: str) -> dict[str, Any] | None:
         existing = self.store.remove_voucher(tenant, refid)

@@ -236,22 +236,10 @@ class ActStore:
 
     def save_proposal(self, tenant: str, voucher: dict[str, Any]) -> tuple[str | None, str | None]:
         """(error code, message) or (None, None) when the proposal was saved."""
-        org_refid = str(voucher.get("org_refid") or "")
-        if not org_refid:
-            return "InvalidParam", "org_refid là bắt buộc"
-        try:
-            voucher_type = int(voucher.get("voucher_type"))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return "InvalidParam", "voucher_type là bắt buộc"
-        if voucher_type not in VOUCHER_TYPES:
-            return "InvalidParam", f"voucher_type {voucher_type} không hợp lệ"
-        customer = voucher.get("account_object_code")
-        if customer and self.dictionary_record(tenant, 1, code=str(customer)) is None:
-            return "InvalidParam", f"Không tìm thấy đối tượng {customer}"
-        for line in voucher.get("detail") or []:
-            item = line.get("inventory_item_code") if isinstance(line, dict) else None
-            if item and self.dictionary_record(tenant, 2, code=str(item)) is None:
-                return "InvalidParam", f"Không tìm thấy vật tư hàng hóa {item}"
+        code, message = self.proposal_problem(tenant, voucher)
+        if code is not None:
+            return code, message
+        org_refid, voucher_type = str(voucher["org_refid"]), int(voucher["voucher_type"])
         with self._lock:
             found = self.proposal(tenant, org_refid)
             if found is not None and found[1] == "generated":
@@ -271,6 +259,26 @@ class ActStore:
             )
         return None, None
 
+    def proposal_problem(self, tenant: str, voucher: dict[str, Any]) -> tuple[str | None, str | None]:
+        """What is wrong with a proposal before it is saved (error code, message), or (None, None)."""
+        org_refid = str(voucher.get("org_refid") or "")
+        if not org_refid:
+            return "InvalidParam", "org_refid là bắt buộc"
+        try:
+            voucher_type = int(voucher.get("voucher_type"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return "InvalidParam", "voucher_type là bắt buộc"
+        if voucher_type not in VOUCHER_TYPES:
+            return "InvalidParam", f"voucher_type {voucher_type} không hợp lệ"
+        customer = voucher.get("account_object_code")
+        if customer and self.dictionary_record(tenant, 1, code=str(customer)) is None:
+            return "InvalidParam", f"Không tìm thấy đối tượng {customer}"
+        for line in voucher.get("detail") or []:
+            item = line.get("inventory_item_code") if isinstance(line, dict) else None
+            if item and self.dictionary_record(tenant, 2, code=str(item)) is None:
+                return "InvalidParam", f"Không tìm thấy vật tư hàng hóa {item}"
+        return None, None
+
     def delete_proposal(self, tenant: str, org_refid: str) -> tuple[str | None, str | None]:
         with self._lock:
             found = self.proposal(tenant, org_refid)
@@ -282,8 +290,9 @@ class ActStore:
             self.journal_entry(tenant, "proposal", org_refid, found[0].get("org_refno"), "delete", "api")
         return None, None
 
-    def generate(self, tenant: str, org_refid: str) -> dict[str, Any] | None:
-        """The accountant turns a pending proposal into a voucher; returns the voucher."""
+    def generate(self, tenant: str, org_refid: str, *, recorded: bool = False) -> dict[str, Any] | None:
+        """The accountant turns a pending proposal into a voucher; returns the voucher. ``recorded``: an
+        order's revenue is recorded as it is generated (revenue_status 1)."""
         with self._lock:
             found = self.proposal(tenant, org_refid)
             if found is None or found[1] != "pending":
@@ -297,6 +306,8 @@ class ActStore:
                 "created_date": iso_vn(self.now_ms()),
                 "modified_date": iso_vn(self.now_ms()),
             }
+            if recorded and int(proposal.get("voucher_type") or 0) in (20, 9001):  # orders and contracts
+                voucher["revenue_status"] = 1
             self._db.execute(
                 "UPDATE proposals SET state='generated', refid=?, modified_ms=? WHERE tenant=? AND org_refid=?",
                 (refid, self.now_ms(), tenant, org_refid),

@@ -19,6 +19,7 @@ from aiohttp.typedefs import Handler
 from common import metrics
 from common.names import System
 from sandboxes.acct import create_acct_sandbox
+from sandboxes.acct_answers import AcctAnswers
 from sandboxes.acct_store import ActStore
 from sandboxes.crm import create_crm_sandbox
 from sandboxes.crm_store import CrmStore
@@ -52,6 +53,7 @@ async def run_sandbox(
     ready: Callable[[str], None] | None = None,
     admin_token: str | None = None,
     crm_answers: CrmAnswers | None = None,
+    acct_answers: AcctAnswers | None = None,
 ) -> None:
     """Serve a sandbox on host:port (loopback unless told) until cancelled.
 
@@ -60,7 +62,8 @@ async def run_sandbox(
     where its callbacks go (the accounting capture service's ``/callback``). Port 0 is a free port the
     system chooses; ``ready`` is called with the sandbox's URL once it listens. ``admin_token`` guards the
     ``/sandbox/...`` routes (``sandboxes/admin.py``); None: a random one nobody knows. ``crm_answers``: the
-    CRM sandbox's answers where the reference allows several (``LIENTHONG_SANDBOX_CRM_ANSWERS``)."""
+    CRM sandbox's answers where the reference allows several (``LIENTHONG_SANDBOX_CRM_ANSWERS``); ``acct_answers``
+    the accounting sandbox's (``LIENTHONG_SANDBOX_ACCT_ANSWERS``, ``sandboxes/acct_answers.py``)."""
     crm_store = acct_store = None
     if system == System.CRM:
         crm_store = CrmStore(db)
@@ -78,6 +81,7 @@ async def run_sandbox(
             callback_url=callback_url,
             faults=faults,
             admin_token=admin_token,
+            answers=acct_answers,
         )
     runner = web.AppRunner(instrument(app, system))
     await runner.setup()

@@ -18,6 +18,7 @@ from common.settings import (
     ServiceSettings,
     WebHostSetting,
 )
+from sandboxes.acct_answers import AcctAnswers
 
 
 def _admin_token_is_long_enough(value: SecretStr | None) -> SecretStr | None:
@@ -96,6 +97,12 @@ class SandboxSettings(ServiceSettings):
         None,
         description="Accounting sandbox only: where it posts its callbacks (the capture service's /callback). "
         "A real tenant's callback URL is registered with MISA.",
+    )
+    sandbox_acct_answers: AcctAnswers = Field(
+        default_factory=AcctAnswers,
+        description="Accounting sandbox only: which of the answers the ACT reference leaves open it gives, JSON "
+        '(sandboxes.acct_answers.AcctAnswers), e.g. {"save_dictionary": "null", "order_link": "reference"}; '
+        "unset: the answers it always gave.",
     )
 
     @field_validator("sandbox_credentials")

@@ -109,6 +109,7 @@ VARIABLES_ADDED_SINCE = [
     "LIENTHONG_ACCT_BRANCH_ID",  # the accounting connector: the ACT branch each tenant's proposals are booked to
     "LIENTHONG_CONNECTOR_EXTENSIONS",  # the connectors: write the sandboxes' extensions (off: none)
     "LIENTHONG_SANDBOX_CRM_ANSWERS",  # the CRM sandbox: which of the answers the reference allows it gives
+    "LIENTHONG_SANDBOX_ACCT_ANSWERS",  # the accounting sandbox: its answer where the ACT reference says [UNK]
 ]
 
 SECRET = "a-secret-value-5e1f0c9d"

@@ -49,8 +49,9 @@ class SavingClient:
     def clock(self) -> float:
         return time.time()
 
-    async def save(self, tenant: str, vouchers: list[dict[str, Any]]) -> None:
+    async def save(self, tenant: str, vouchers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         self.saved.extend(vouchers)
+        return []  # queued, no answer per voucher: the results come by callback
 
 
 def D(value: Any) -> Decimal:

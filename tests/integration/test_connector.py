@@ -380,7 +380,8 @@ async def test_sigterm_finishes_in_flight_commands_and_loses_none(kafka, module_
     import signal
     import sys
 
-    commands = [command(tenant, "customer", f"KH{n:03d}", {"name": f"Khách {n}"}) for n in range(40)]
+    # more than one call's worth (save_dictionary takes 200): the stop lands between calls
+    commands = [command(tenant, "customer", f"KH{n:03d}", {"name": f"Khách {n}"}) for n in range(800)]
     for c in commands:
         kafka.produce("commands.acct", dumps(c), key=c.message_key)
     async with accounting(module_settings, tmp_path, tenant, faults=FaultConfig(latency_ms=150)) as (
@@ -431,7 +432,7 @@ async def test_sigterm_finishes_in_flight_commands_and_loses_none(kafka, module_
         await asyncio.sleep(1.5)
         second.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(second.wait(), 60) == 0
-        assert sorted(created(store, tenant)) == [f"KH{n:03d}" for n in range(40)]  # each once
+        assert sorted(created(store, tenant)) == [f"KH{n:03d}" for n in range(800)]  # each once
     wanted = {c.command_id for c in commands}
     messages = kafka.read(
         ["results.acct"],
@@ -463,6 +464,7 @@ async def test_one_key_in_order_many_keys_in_parallel_under_the_tenant_cap(kafka
         await run_connector(
             settings,
             concurrency=4,
+            batch_linger=0,  # one command a call: the cap is what this measures (batches: the next test)
             until=lambda: (
                 len(created(store, tenant)) >= 11
                 and (customer(store, tenant, "KH-ONE") or {}).get("account_object_name") == "version 2"
