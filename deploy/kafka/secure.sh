@@ -4,21 +4,30 @@
 # broker of kafka.sh: its own ports, its own data directory; the same jars, and the same broker.sh.
 #
 #   deploy/kafka/secure.sh start    make a TLS key pair and CA file (keytool), format storage with the SCRAM
-#                                   users (kafka-storage format --add-scram), start, wait; writes client.env
+#                                   users (kafka-storage format --add-scram), start, wait, apply the ACLs;
+#                                   writes client-<user>.env per user
+#   deploy/kafka/secure.sh acls     apply the ACLs again (python -m ops.acls apply, as admin): for another
+#                                   LIENTHONG_TOPIC_PREFIX or LIENTHONG_APP_ID on the same broker
 #   deploy/kafka/secure.sh stop     SIGTERM, wait (SIGKILL after a timeout)
 #   deploy/kafka/secure.sh status   exit 0 when it answers
-#   deploy/kafka/secure.sh env      print the LIENTHONG_* settings of a client (source it: set -a; . <(...))
+#   deploy/kafka/secure.sh env [USER]  print the LIENTHONG_* settings of USER (default admin; worker, capture,
+#                                   connector, dashboard): source it: set -a; . <(...)
 #   deploy/kafka/secure.sh purge    stop, delete its data directory (keys and passwords included)
 #
 # Settings (environment, all optional):
 #   LIENTHONG_SECURE_KAFKA_PORT   SASL_SSL port on 127.0.0.1 (default 19093); the controller uses PORT+1
 #   LIENTHONG_SECURE_KAFKA_DATA   data directory (default <cache>/kafka-data/secure-PORT)
+#   LIENTHONG_TOPIC_PREFIX, LIENTHONG_APP_ID  the deployment the ACLs are made for (as the services read them)
+#   LIENTHONG_PYTHON              the Python with the project installed, for the ACLs (default: the repo's
+#                                 .venv/bin/python, else python3)
 #   LIENTHONG_KAFKA_VERSION, LIENTHONG_CACHE_DIR, LIENTHONG_KAFKA_HEAP (default 512m), JAVA_HOME: as kafka.sh
 #
 # What it makes, in the data directory (mode 700): broker.p12 (key and certificate, CN=localhost,
-# SAN IP:127.0.0.1 and DNS:localhost), ca.pem (that certificate: what clients trust),
-# client.env (LIENTHONG_BOOTSTRAP_SERVERS, LIENTHONG_KAFKA_* of the SCRAM user "lienthong", random password).
-# The broker's own user "admin" (inter-broker) has another random password, in admin.password.
+# SAN IP:127.0.0.1 and DNS:localhost), ca.pem (that certificate: what clients trust), and per SCRAM user
+# (random passwords, <user>.password) client-<user>.env (LIENTHONG_BOOTSTRAP_SERVERS, LIENTHONG_KAFKA_*);
+# client.env is admin's. "admin" is the brokers' own user and the only super user (operators' commands);
+# worker, capture, connector and dashboard get what ops/acls.py allows them, and nothing else: the broker
+# authorizes every request (StandardAuthorizer, allow.everyone.if.no.acl.found=false).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,6 +43,18 @@ keytool_bin() {
   if [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/keytool" ]; then echo "$JAVA_HOME/bin/keytool"; return; fi
   command -v keytool >/dev/null 2>&1 || die "keytool not found (it comes with the JDK: apt-get install openjdk-17-jdk-headless)"
   command -v keytool
+}
+
+users=(admin worker capture connector dashboard)
+
+python_bin() {
+  local py="${LIENTHONG_PYTHON:-}"
+  if [ -z "$py" ]; then
+    if [ -x "$here/../../.venv/bin/python" ]; then py="$here/../../.venv/bin/python"; else py="python3"; fi
+  fi
+  (cd "$here/../.." && "$py" -c "import confluent_kafka, ops.acls") >/dev/null 2>&1 \
+    || die "$py cannot import the project (ops.acls, confluent_kafka): run deploy/setup.sh or set LIENTHONG_PYTHON to the project's Python"
+  echo "$py"
 }
 
 random_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=' | head -c 24; }
@@ -63,6 +84,18 @@ write_config() {
     cat <<EOF
 sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+# Every client request is authorized against the ACLs (ops/acls.py); what no ACL allows is refused.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:admin
+# Under an authorizer the controller listener authenticates too (as PLAINTEXT its principal would be
+# ANONYMOUS, which would have to be a super user): SASL/PLAIN, the broker in this JVM logging in as
+# admin (SCRAM cannot serve there: its users live in the metadata the controller serves). This line
+# replaces the map of kraft_properties (the last one read counts).
+listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$admin_password" user_admin="$admin_password";
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin_password";
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin_password";
 ssl.keystore.type=PKCS12
@@ -78,15 +111,33 @@ EOF
 }
 
 write_client_env() {
-  cat >"$data/client.env" <<EOF
+  local user
+  for user in "${users[@]}"; do
+    cat >"$data/client-$user.env" <<EOF
 LIENTHONG_BOOTSTRAP_SERVERS=127.0.0.1:$port
 LIENTHONG_KAFKA_SECURITY_PROTOCOL=SASL_SSL
 LIENTHONG_KAFKA_SASL_MECHANISM=SCRAM-SHA-512
-LIENTHONG_KAFKA_SASL_USERNAME=lienthong
-LIENTHONG_KAFKA_SASL_PASSWORD=$(cat "$data/lienthong.password")
+LIENTHONG_KAFKA_SASL_USERNAME=$user
+LIENTHONG_KAFKA_SASL_PASSWORD=$(cat "$data/$user.password")
 LIENTHONG_KAFKA_SSL_CAFILE=$data/ca.pem
 EOF
-  chmod 600 "$data/client.env"
+    chmod 600 "$data/client-$user.env"
+  done
+  cp -p "$data/client-admin.env" "$data/client.env"
+}
+
+apply_acls() {
+  # As admin (the super user); LIENTHONG_TOPIC_PREFIX and LIENTHONG_APP_ID pass through from the caller.
+  local py
+  py="$(python_bin)"
+  [ -f "$data/client-admin.env" ] || die "no $data/client-admin.env: run '$0 start' first"
+  (
+    set -a
+    # shellcheck disable=SC1091
+    . "$data/client-admin.env"
+    set +a
+    cd "$here/../.." && "$py" -m ops.acls apply
+  ) || die "the ACLs were not applied (above); the broker refuses every service until they are: fix it, then '$0 acls'"
 }
 
 start() {
@@ -96,26 +147,39 @@ start() {
   refuse_taken_ports "set LIENTHONG_SECURE_KAFKA_PORT" "$port" "$controller_port"
   mkdir -p "$data"
   chmod 700 "$data"
-  [ -f "$data/admin.password" ] || random_secret >"$data/admin.password"
-  [ -f "$data/lienthong.password" ] || random_secret >"$data/lienthong.password"
+  python_bin >/dev/null  # before anything is made: without the ACLs the broker would refuse every service
+  # SCRAM users are made only when the storage is formatted: a directory of an older secure.sh (one
+  # user "lienthong", no ACLs) would start without the services' users.
+  if [ -f "$data/logs/meta.properties" ] && [ "$(cat "$data/users" 2>/dev/null)" != "${users[*]}" ]; then
+    die "$data was made by an older secure.sh, without the users ${users[*]}: run '$0 purge', then '$0 start'"
+  fi
+  local user scram=()
+  for user in "${users[@]}"; do
+    [ -f "$data/$user.password" ] || random_secret >"$data/$user.password"
+    scram+=(--add-scram "SCRAM-SHA-512=[name=$user,password=$(cat "$data/$user.password")]")
+    scram+=(--add-scram "SCRAM-SHA-256=[name=$user,password=$(cat "$data/$user.password")]")
+  done
   make_keys
   write_config
   write_client_env
-  # The SCRAM users go into the cluster metadata as it is formatted: the broker's own and the client's.
-  format_storage \
-    --add-scram "SCRAM-SHA-512=[name=admin,password=$(cat "$data/admin.password")]" \
-    --add-scram "SCRAM-SHA-256=[name=admin,password=$(cat "$data/admin.password")]" \
-    --add-scram "SCRAM-SHA-512=[name=lienthong,password=$(cat "$data/lienthong.password")]" \
-    --add-scram "SCRAM-SHA-256=[name=lienthong,password=$(cat "$data/lienthong.password")]"
+  # The SCRAM users go into the cluster metadata as it is formatted: the broker's own and the services'.
+  format_storage "${scram[@]}"
+  echo "${users[*]}" >"$data/users"
   launch 90
-  echo "secure.sh: SASL_SSL broker (SCRAM-SHA-512) running (pid $(cat "$data/broker.pid")) on 127.0.0.1:$port; client settings: $data/client.env"
+  apply_acls
+  echo "secure.sh: SASL_SSL broker (SCRAM-SHA-512, ACLs) running (pid $(cat "$data/broker.pid")) on 127.0.0.1:$port; client settings: $data/client-<user>.env (${users[*]})"
 }
 
 case "${1:-}" in
   start) start ;;
+  acls) apply_acls ;;
   stop) stop ;;
   status) status ;;
-  env) [ -f "$data/client.env" ] || die "no $data/client.env: run '$0 start' first"; cat "$data/client.env" ;;
+  env)
+    user="${2:-admin}"
+    [ -f "$data/client-$user.env" ] || die "no $data/client-$user.env: run '$0 start' first (users: ${users[*]})"
+    cat "$data/client-$user.env"
+    ;;
   purge) stop; rm -rf "$data"; echo "secure.sh: removed $data" ;;
-  *) echo "usage: $0 start|stop|status|env|purge" >&2; exit 2 ;;
+  *) echo "usage: $0 start|acls|stop|status|env [USER]|purge" >&2; exit 2 ;;
 esac

@@ -54,6 +54,7 @@ def secure_env(tmp_path_factory) -> Iterator[dict[str, str]]:
         "LIENTHONG_SECURE_KAFKA_PORT": str(free_port_pair()),
         "LIENTHONG_SECURE_KAFKA_DATA": str(data),
         "LIENTHONG_KAFKA_HEAP": "384m",
+        "LIENTHONG_PYTHON": sys.executable,  # secure.sh applies the ACLs with the project's Python
     }
     started = subprocess.run(["bash", str(SECURE_SH), "start"], env=env, capture_output=True, text=True, timeout=150)
     try:
