@@ -10,6 +10,7 @@ and its own app id, so the prefixed ACLs are what is exercised.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -38,6 +39,8 @@ APP_ID = f"{PREFIX}lienthong"
 def users(tmp_path_factory) -> Iterator[dict[str, dict[str, str]]]:
     """A SASL_SSL broker with this module's ACLs (its prefix and app id), the contract's topics made
     by the admin; each SCRAM user's client settings."""
+    if shutil.which("keytool") is None and not os.environ.get("JAVA_HOME"):
+        pytest.skip("needs a JDK 17+ (keytool) for deploy/kafka/secure.sh: apt-get install openjdk-17-jdk-headless")
     data = tmp_path_factory.mktemp("acl-broker")
     env = {
         **os.environ,
