@@ -53,6 +53,7 @@ from common.delivery import produce_acknowledged
 from common.names import ENTITIES, System, cdc_topic
 from streams.core.contract import change_event_json, decode_change_event
 from streams.core.errors import BadInput
+from streams.core.validation import check_record
 
 
 class KeyLocks:
@@ -153,6 +154,11 @@ def _parse(system: System, tenant: str, body: bytes) -> tuple[str, str, dict[str
     action = payload.get("action")
     if action is not None and not isinstance(action, str):
         raise Refused(400, "action must be a string")
+    try:  # the raw ids too: mapping a CRM record would turn an id [] into the string "[]"
+        for name, record in records.items():
+            check_record(record, name, "the webhook")
+    except BadInput as exc:
+        raise Refused(400, exc.message) from None
     if system == System.CRM:
         try:
             records = {name: from_crm(entity, r) if r is not None else None for name, r in records.items()}
