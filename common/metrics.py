@@ -383,7 +383,13 @@ async def _read_body_in_time(
                 "%s %r from %s: %s; connection closed", request.method, request.path, request.remote, problem[1]
             )
             answer = web.json_response({"error": problem[1]}, status=problem[0])
-            answer.force_close()  # else aiohttp lingers up to 10 s reading the rest of the body
+            answer.force_close()
+            if request.transport is not None and not request.transport.is_closing():
+                await answer.prepare(request)
+                await answer.write_eof()
+            # closed now (the answer is flushed first): else aiohttp lingers up to 10 s more for the rest
+            # of the body it was promised
+            request.protocol.force_close()
             return answer
     return await handler(request)
 
