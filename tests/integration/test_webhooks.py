@@ -207,3 +207,18 @@ async def test_a_hostile_webhook_is_refused_in_one_line(
         await client.close()
     assert response.status == status
     assert reason in answer["error"] and "\n" not in answer["error"]
+
+
+async def test_a_made_up_system_is_404_and_no_metric_label_of_its_own(module_settings, tmp_path):
+    client = TestClient(
+        TestServer(create_webhooks(secrets={}, kafka=confluent_config(module_settings.kafka), data_dir=tmp_path))
+    )
+    await client.start_server()
+    made_up = f"sys{uuid.uuid4().hex}"
+    try:
+        response = await client.post(f"/webhooks/{made_up}/t1", data=b"{}")
+        scraped = await (await client.get("/metrics")).text()
+    finally:
+        await client.close()
+    assert response.status == 404
+    assert made_up not in scraped and 'lienthong_webhooks_total{status="404",system="unknown"}' in scraped

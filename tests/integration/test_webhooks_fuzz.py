@@ -104,7 +104,9 @@ def hostile(draw) -> tuple[dict[bytes, bytes], bytes, int | None]:
         del payload[draw(st.sampled_from(["event_id", "entity", "op", "ts_ms", "after"]))]
     elif kind == "record id":  # the record's id or code not a bounded string or integer
         field = draw(st.sampled_from(["id", "account_number"]))
-        value = draw(JSON.filter(lambda v: isinstance(v, (list, dict, bool, float)) or v is None or v == ""))
+        value = draw(
+            JSON.filter(lambda v: isinstance(v, (list, dict, bool, float)) or v == "" or (v is None and field == "id"))
+        )
         payload["after"] = dict(payload["after"], **{field: value})
     body = orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
     if kind == "body":
