@@ -378,6 +378,9 @@ async def _read_body_in_time(
         except (ConnectionError, HttpProcessingError) as exc:
             # a reset, a half-closed connection, a truncated or badly chunked body: the client's doing
             problem = (400, f"the request body could not be read ({_one_line(exc)}); send it whole")
+        except web.HTTPRequestEntityTooLarge:
+            # answered and closed here too: else aiohttp lingers reading the rest of the oversized body
+            problem = (413, "the request body is too large (a service takes at most 1 MiB); send less")
         if problem is not None:
             log.warning(
                 "%s %r from %s: %s; connection closed", request.method, request.path, request.remote, problem[1]

@@ -132,3 +132,28 @@ async def test_a_bug_of_ours_keeps_its_traceback(caplog):
         await runner.cleanup()
     assert status.split(b" ")[1] == b"500"
     assert any(r.exc_info and isinstance(r.exc_info[1], KeyError) for r in connection_logs(caplog))
+
+
+async def test_an_oversized_body_trickled_in_is_answered_413_and_cut_off(module_settings, tmp_path, caplog):
+    """Past aiohttp's 1 MiB the answer is 413 at once, not after lingering for the rest of the body."""
+    app = create_webhooks(
+        secrets={("crm", "t1"): "whsec"},
+        kafka=confluent_config(module_settings.kafka),
+        data_dir=tmp_path,
+        body_timeout_s=TIMEOUT_S * 20,
+    )
+    runner, port = await served(app)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        start = time.monotonic()
+        writer.write(b"POST /webhooks/crm/t1 HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\n")
+        writer.write(b"x" * (1024**2 + 10))  # past the limit, and the rest promised never comes
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), 5)
+        await asyncio.wait_for(reader.read(), 5)  # closed
+        elapsed = time.monotonic() - start
+        writer.close()
+    finally:
+        await runner.cleanup()
+    assert status.split(b" ")[1] == b"413" and elapsed < 3
+    assert any("too large" in r.getMessage() for r in connection_logs(caplog))
