@@ -46,6 +46,7 @@ class WebhookSettings(ServiceSettings):
     """The webhook receiver."""
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    data_dir: DataDirSetting  # the versions of records taken, which make a replayed webhook change nothing
     web_host: WebHostSetting
     webhook_secrets: dict[str, SecretStr] = Field(
         default_factory=dict, description="'<system>:<tenant>' -> HMAC secret; never logged."

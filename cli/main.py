@@ -330,7 +330,10 @@ def _webhooks(args: argparse.Namespace, settings: WebhookSettings) -> int:
         return 2
     web.run_app(
         create_webhooks(
-            secrets=secrets, kafka=confluent_config(settings.kafka), topic_prefix=settings.kafka.topic_prefix
+            secrets=secrets,
+            kafka=confluent_config(settings.kafka),
+            topic_prefix=settings.kafka.topic_prefix,
+            data_dir=settings.data_dir,
         ),
         host=settings.web_host,
         port=args.port,

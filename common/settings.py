@@ -233,7 +233,7 @@ DataDirSetting = Annotated[
     Field(
         Path("var/lienthong"),
         description="Where the services keep their files: the worker's RocksDB tables, the connectors' ledgers, "
-        "the capture services' state, a sandbox's database.",
+        "the capture services' state, the webhook receiver's record versions, a sandbox's database.",
     ),
 ]
 

@@ -362,9 +362,10 @@ async def test_a_sandbox_serves_probes_and_counts_the_api_calls_it_served(tmp_pa
     )
 
 
-async def test_the_webhook_receiver_serves_probes_and_counts_webhooks(module_settings):
+async def test_the_webhook_receiver_serves_probes_and_counts_webhooks(module_settings, tmp_path):
     app = create_webhooks(
         secrets={("crm", "t1"): "s"},
+        data_dir=tmp_path,
         kafka={"bootstrap.servers": module_settings.kafka.bootstrap_servers},
         topic_prefix="x.",
     )
