@@ -204,7 +204,11 @@ class ActCapture(PollingCapture):
                 if callback.data_type in (1, 2):
                     org_refid, success = result_of(item)
                     self.ledger.file_callback_result(
-                        tenant, org_refid, callback.data_type, success, text_or_none(item, "error_code"),
+                        tenant,
+                        org_refid,
+                        callback.data_type,
+                        success,
+                        text_or_none(item, "error_code"),
                         text_or_none(item, "error_message"),
                     )
                     continue
@@ -318,8 +322,10 @@ class ActCapture(PollingCapture):
             tenant = self._tenant_of_path(request.match_info.get("secret", ""))
             if tenant is None:
                 return self._refused(
-                    None, "InvalidParam", "this URL names no company: ACT posts to /callback/<callback_secret> of "
-                    "the company, as registered with MISA (SECURITY.md)"
+                    None,
+                    "InvalidParam",
+                    "this URL names no company: ACT posts to /callback/<callback_secret> of "
+                    "the company, as registered with MISA (SECURITY.md)",
                 )
             try:
                 callback = parse_callback(await request.read())
@@ -424,7 +430,7 @@ def voucher_change(data_type: int, item: Any) -> VoucherChange | None:
     try:
         entity = acct_mapping.ENTITY_OF_VOUCHER_TYPE.get(int(voucher_type))
     except ValueError:
-        raise BadItem(f"voucher_type {voucher_type[:40]!r} is not a number") from None
+        raise BadItem(f"voucher_type {str(voucher_type)[:40]!r} is not a number") from None
     if data_type == 18 and not item.get("refid") and item.get("org_refid"):
         # generated from our proposal, saved with is_get_new_id false: the voucher keeps its id
         item = {**item, "refid": item["org_refid"]}

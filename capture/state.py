@@ -126,11 +126,16 @@ class CaptureState:
                 ),
             )
 
+    def set_version(self, system: System, tenant: str, entity: str, record_id: str, version_ms: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE images SET version_ms=? WHERE system=? AND tenant=? AND entity=? AND id=?",
+                (version_ms, system, tenant, entity, record_id),
+            )
+
     def callback_taken(self, tenant: str, digest: str) -> bool:
         """This tenant's callback (by the digest of what it says) was taken whole before."""
-        row = self._db.execute(
-            "SELECT 1 FROM callbacks_taken WHERE tenant=? AND digest=?", (tenant, digest)
-        ).fetchone()
+        row = self._db.execute("SELECT 1 FROM callbacks_taken WHERE tenant=? AND digest=?", (tenant, digest)).fetchone()
         return row is not None
 
     def note_callback_taken(self, tenant: str, digest: str) -> None:
@@ -208,6 +213,10 @@ class ChangeReporter:
         if newer_only and stale(previous, ts_ms, entity, record_id):
             return None
         if previous is not None and not previous.deleted and previous.record == record:
+            if newer_only and (previous.version_ms or 0) < ts_ms:
+                # a newer version that changes nothing canonical (ACT posting a voucher): versions older
+                # than it are stale from now on
+                self.state.set_version(self.system, tenant, entity, record_id, ts_ms)
             return None
         before = previous.record if previous is not None and not previous.deleted else None
         op = "u" if before is not None else ("r" if snapshot else "c")

@@ -477,7 +477,12 @@ class ActWriter:
         for entry in said:  # a voucher the answer itself refused has its result already
             if entry.get("success") is False:
                 self.ledger.file_callback_result(
-                    tenant, str(entry["org_refid"]), data_type, False, entry.get("error_code"), entry.get("error_message")
+                    tenant,
+                    str(entry["org_refid"]),
+                    data_type,
+                    False,
+                    entry.get("error_code"),
+                    entry.get("error_message"),
                 )
         return {
             n: Pending(proposal.expected or 0, tenant, proposal.org_refid, data_type, proposal.code, since)
