@@ -35,7 +35,7 @@ class CaptureSettings(ServiceSettings):
         "categories; ACT price policies and item groups). Off against real tenants, which have none.",
     )
     capture_port: int = Field(
-        8091, ge=0, le=65535, description="Port of the accounting capture service's callback receiver (/callback/<callback_secret>)."
+        8091, ge=0, le=65535, description="Port of the accounting capture service's callback receiver (/callback)."
     )
     crm_capture_port: int = Field(
         8092, ge=0, le=65535, description="Port of the CRM capture service's /metrics, /healthz and /readyz."
