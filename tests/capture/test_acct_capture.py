@@ -360,3 +360,21 @@ async def test_a_restart_in_the_middle_of_a_dictionary_scan_repeats_the_same_eve
     ids = Counter(e["event_id"] for e in events)
     assert len(ids) == 5 and sorted(ids.values()) == [1, 1, 1, 1, 2]  # the one in flight at the crash, again
     assert {e["after"]["code"] for e in events} == {f"KH{n}" for n in range(5)}
+
+
+async def test_callbacks_refused_at_the_shared_url_are_pulled_with_the_tenants_token(module_settings, tmp_path, tenant):
+    """The shared /callback names no company and takes nothing; ACT keeps what it could not deliver,
+    and the capture service takes it from get_call_back_detail_error, once, with the tenant's token."""
+    async with acct_world(module_settings, tmp_path, tenant) as world:
+        world.sandbox.app[CONFIG]["callback_url"] = str(world.receiver.make_url("/callback"))  # no secret
+        await world.client.token(tenant)  # connected: ACT's callbacks carry the company code given then
+        entered = await world.ui(
+            "POST", f"/sandbox/ui/{tenant}/vouchers", {"voucher_type": 5, "refno": "PT0009", "total_amount": 900}
+        )
+        await wait_for(lambda: world.capture.refused_callbacks >= 3)  # ACT tried, was refused each time
+        await asyncio.sleep(0.5)
+        assert world.events("receipt") == []
+        await world.capture.poll_all()
+        await world.capture.poll_all()  # pulled again: taken once
+        (event,) = world.events("receipt")
+    assert event["op"] == "c" and event["after"]["id"] == entered["data"]["refid"]
