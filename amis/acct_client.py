@@ -122,7 +122,7 @@ def parse_token(envelope: Envelope) -> tuple[str, float]:
 
 def callback_signature(data: str, key: str) -> str:
     """HMAC-SHA256 of the ``data`` string, lowercase hex; ACT keys it with the ``app_id`` (§2.7)."""
-    return hmac.new(key.encode(), data.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key.encode(), data.encode("utf-8", "replace"), hashlib.sha256).hexdigest()
 
 
 def parse_callback(raw: bytes | str | dict[str, Any]) -> Callback:
@@ -154,7 +154,10 @@ def parse_callback(raw: bytes | str | dict[str, Any]) -> Callback:
 
 
 def signature_holds(callback: Callback, key: str) -> bool:
-    return hmac.compare_digest(callback_signature(callback.data, key), callback.signature.lower())
+    """Whether the signature is ``data``'s with ``key``. Compared as bytes: a signature of any
+    characters (compare_digest refuses non-ASCII str) is a wrong one, not an error."""
+    given = callback.signature.lower().encode("utf-8", "replace")
+    return hmac.compare_digest(callback_signature(callback.data, key).encode(), given)
 
 
 def refusal(what: str, code: str | None, message: str | None) -> Refused:
@@ -269,7 +272,7 @@ class ActClient:
             if envelope.error_code == "Exception":
                 raise Transient(f"ACT connect for {tenant}: Exception: {envelope.error_message}")
             raise Refused(
-                f"ACT refused to connect {tenant} (app {self.app_id}): {envelope.error_code}: {envelope.error_message}",
+                f"ACT refused to connect {tenant}: {envelope.error_code}: {envelope.error_message}",
                 status=401,
                 code=envelope.error_code,
             )

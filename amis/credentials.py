@@ -45,9 +45,11 @@ def acct_credentials(amis: AmisSettings) -> dict[str, ActCredentials]:
 
 
 def acct_app_id(amis: AmisSettings) -> str:
-    if amis.acct_app_id:
-        return amis.acct_app_id
-    return next((v.app_id for v in amis.connector_credentials.values() if v.app_id), "")
+    """``LIENTHONG_ACCT_APP_ID`` (else the first of ``LIENTHONG_CONNECTOR_CREDENTIALS``): for the API
+    client and the callback check only, never for a log line."""
+    if amis.acct_app_id.get_secret_value():
+        return amis.acct_app_id.get_secret_value()
+    return next((v.app_id.get_secret_value() for v in amis.connector_credentials.values() if v.app_id), "")
 
 
 async def token_problems(client: CrmClient | ActClient) -> list[str]:

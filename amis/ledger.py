@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS callbacks (
     error_code TEXT,
     error_message TEXT
 );
-CREATE INDEX IF NOT EXISTS callbacks_open ON callbacks (org_refid, data_type, resolved_ms);
+CREATE INDEX IF NOT EXISTS callbacks_of_tenant ON callbacks (tenant, org_refid, data_type, resolved_ms);
 """
 
 
@@ -228,27 +228,35 @@ class WriteLedger:
             return int(cursor.lastrowid or 0)
 
     def file_callback_result(
-        self, org_refid: str, data_type: int, success: bool, error_code: str | None, error_message: str | None
+        self,
+        tenant: str,
+        org_refid: str,
+        data_type: int,
+        success: bool,
+        error_code: str | None,
+        error_message: str | None,
     ) -> int:
-        """A result arrived (a callback, or a pull of undelivered ones): settle what waits for it.
-        Returns how many awaited results it settled."""
+        """A result arrived for ``tenant`` (a callback to its URL, or a pull of its undelivered ones):
+        settle what waits for it. Returns how many awaited results it settled. By tenant: an
+        ``org_refid`` is ours to choose but one tenant's callback must never settle another's wait."""
         now = int(time.time() * 1000)
         with self._lock:
             cursor = self._db.execute(
                 "UPDATE callbacks SET resolved_ms=?, success=?, error_code=?, error_message=? "
-                "WHERE org_refid=? AND data_type=? AND resolved_ms IS NULL",
-                (now, int(success), error_code, error_message, org_refid, data_type),
+                "WHERE tenant=? AND org_refid=? AND data_type=? AND resolved_ms IS NULL",
+                (now, int(success), error_code, error_message, tenant, org_refid, data_type),
             )
             return cursor.rowcount
 
-    def file_results(self, callback: Callback) -> None:
-        """The results of ``save`` / ``delete`` a callback carries (``data_type`` 1 / 2; other callbacks
-        carry none), each filed under its proposal's ``org_refid``."""
+    def file_results(self, callback: Callback, tenant: str) -> None:
+        """The results of ``save`` / ``delete`` a callback of ``tenant`` carries (``data_type`` 1 / 2;
+        other callbacks carry none), each filed under the tenant and its proposal's ``org_refid``."""
         if callback.data_type not in (1, 2):
             return
         for item in callback.items:
             if item.get("org_refid"):
                 self.file_callback_result(
+                    tenant,
                     str(item["org_refid"]),
                     callback.data_type,
                     item.get("success") is True,

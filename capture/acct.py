@@ -6,9 +6,14 @@
   read again when a record changed under the scan (it skips a row: ``_pages``);
   ``get_dictionary_delete`` the same way for deletions. Only account objects that are customers are
   reported (vendors and employees share data_type 1).
-* **Callbacks** (``POST /callback``, the APICallBack URL registered with MISA): the signature
-  (HMAC-SHA256 of ``data`` keyed with the ``app_id``) is checked first; a bad one is answered
-  ``Success: false, ErrorCode: InvalidParam`` and produces nothing. ``data_type`` 1 / 2 (results
+* **Callbacks** (``POST /callback/<callback_secret>``, the company's APICallBack URL registered with
+  MISA): the path names the tenant, then the signature (HMAC-SHA256 of ``data`` keyed with the
+  ``app_id``) and the ``org_company_code`` (the path's company) are checked; a bad one is answered
+  ``Success: false, ErrorCode: InvalidParam`` and produces nothing. The signature's key is shared by
+  every company and sent in clear, so only the path binds a callback to a tenant (SECURITY.md). Each
+  item is read on its own: a bad one is refused by name in the answer, the others taken. An item
+  older than the version capture holds of the voucher (its ``modified_date``), a deleted voucher's
+  older versions, and a callback taken whole before change nothing. ``data_type`` 1 / 2 (results
   of ``save`` / ``delete``) are filed in the connectors' shared ledger, where the accounting
   connector waits for them; 18 (a proposal generated into a voucher) and 22 (the accountant added,
   edited, deleted, posted a voucher) become change events. A sales voucher or receipt names its
@@ -20,14 +25,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
+from pydantic import SecretStr
 
 from amis import acct_mapping
 from amis.acct_client import TAKE_MAX, VN, ActClient, Callback, parse_callback, signature_holds, sync_time
@@ -59,6 +68,7 @@ class ActCapture(PollingCapture):
         ledger: WriteLedger,
         tenants: dict[str, str],  # tenant -> its org_company_code (how callbacks name it)
         *,
+        callback_secrets: Mapping[str, SecretStr] | None = None,  # tenant -> the secret of its callback URL
         entities: Sequence[str] = ("customer", "product"),
         overlap_s: float = 60.0,
         poll_interval: float = 5.0,
@@ -71,7 +81,7 @@ class ActCapture(PollingCapture):
         self.state = reporter.state
         self.ledger = ledger
         self.tenants = dict(tenants)
-        self.by_company = {code: tenant for tenant, code in tenants.items()}
+        self.callback_secrets = dict(callback_secrets or {})
         self.entities = list(entities)
         self.overlap_ms = int(overlap_s * 1000)
         self.refused_callbacks = 0
@@ -178,50 +188,58 @@ class ActCapture(PollingCapture):
 
     # --- callbacks -----------------------------------------------------------------------------------
 
-    async def take(self, callback: Callback, tenant: str) -> int:
-        """One verified callback: file results, report voucher changes. Returns events produced."""
-        if callback.data_type in (1, 2):
-            self.ledger.file_results(callback)
-            return 0
-        if callback.data_type not in (18, 22):
-            log.info("callback data_type %s of %s not used", callback.data_type, tenant)
-            return 0
-        produced = 0
-        for item in callback.items:
-            entity = acct_mapping.ENTITY_OF_VOUCHER_TYPE.get(int(item.get("voucher_type") or 0))
-            if callback.data_type == 18 and not item.get("refid") and item.get("org_refid"):
-                # generated from our proposal, saved with is_get_new_id false: the voucher keeps its id
-                item = {**item, "refid": item["org_refid"]}
-            refid = item.get("refid")
-            if entity is None or not refid:
-                log.info("callback %s: voucher_type %s is not synced", callback.data_type, item.get("voucher_type"))
+    async def take(self, callback: Callback, tenant: str) -> Taken:
+        """One verified callback of ``tenant``: file results, report voucher changes; each item on its
+        own, an item that cannot be read refused (and said) without stopping the others. An item of a
+        version older than what capture holds of the record changes nothing (``newer_only``)."""
+        items = callback_items(callback)
+        if isinstance(items, str):
+            return Taken(0, [items])
+        if callback.data_type not in (1, 2, 18, 22):
+            log.info("callback data_type %s of %s not used", callback.data_type, tenant, extra=about(tenant=tenant))
+            return Taken(0, [])
+        produced, refused = 0, []
+        for n, item in enumerate(items, start=1):
+            try:
+                if callback.data_type in (1, 2):
+                    org_refid, success = result_of(item)
+                    self.ledger.file_callback_result(
+                        tenant,
+                        org_refid,
+                        callback.data_type,
+                        success,
+                        text_or_none(item, "error_code"),
+                        text_or_none(item, "error_message"),
+                    )
+                    continue
+                change = voucher_change(callback.data_type, item)
+            except BadItem as exc:
+                refused.append(f"item {n}: {exc}")
                 continue
-            state = int((item.get("custom_param") or {}).get("ModelState") or 0) if callback.data_type == 22 else 1
-            stamp = stamp_ms(item.get("modified_date"), time.time())
-            marker = f"{callback.data_type}:{state}:{item.get('modified_date')}"
-            if MODEL_STATES.get(state) == "d":
-                event = await self.reporter.gone(tenant, entity, str(refid), marker=marker, ts_ms=stamp)
-            else:
-                record = acct_mapping.record_map(entity).from_wire(
-                    {k: v for k, v in item.items() if k != "custom_param"}
-                )
-                if entity in ("sales_voucher", "receipt") and not record.get("order_id"):
-                    order_id = acct_mapping.order_of(item)  # the reference header or the lines name it
-                    if order_id:
-                        record["order_id"] = order_id
-                if callback.data_type == 18:
-                    produced += await self._proposed_first(tenant, entity, record, marker, stamp)
-                # generating a voucher from a proposal is the accountant's act, not this integration's write
-                event = await self.reporter.observed(
-                    tenant,
-                    entity,
-                    record,
-                    marker=marker,
-                    ts_ms=stamp,
-                    origin="user" if callback.data_type == 18 else None,
-                )
-            produced += event is not None
-        return produced
+            if change is None:
+                continue
+            produced += await self._report(tenant, callback.data_type, change)
+        return Taken(produced, refused)
+
+    async def _report(self, tenant: str, data_type: int, change: VoucherChange) -> int:
+        entity, refid, stamp, marker = change.entity, change.refid, change.stamp, change.marker
+        if change.record is None:
+            event = await self.reporter.gone(tenant, entity, refid, marker=marker, ts_ms=stamp, newer_only=True)
+            return event is not None
+        produced = 0
+        if data_type == 18:
+            produced += await self._proposed_first(tenant, entity, change.record, marker, stamp)
+        # generating a voucher from a proposal is the accountant's act, not this integration's write
+        event = await self.reporter.observed(
+            tenant,
+            entity,
+            change.record,
+            marker=marker,
+            ts_ms=stamp,
+            origin="user" if data_type == 18 else None,
+            newer_only=True,
+        )
+        return produced + (event is not None)
 
     async def _proposed_first(self, tenant: str, entity: str, record: dict[str, Any], marker: str, stamp: int) -> int:
         """An order generated already recorded (callback 18 carrying revenue_status 1; its shape is only
@@ -235,50 +253,217 @@ class ActCapture(PollingCapture):
             return 0
         proposed = {**record, "revenue_status": "not_recorded"}
         event = await self.reporter.observed(
-            tenant, entity, proposed, marker=f"{marker}:proposed", ts_ms=stamp, origin="user"
+            tenant, entity, proposed, marker=f"{marker}:proposed", ts_ms=stamp, origin="user", newer_only=True
         )
         return event is not None
 
     async def pull_undelivered(self, tenant: str) -> int:
-        """Callbacks ACT could not deliver (this service was down, or refused them): take them now."""
+        """Callbacks ACT could not deliver (this service was down, or refused them): take them now.
+        Pulled with the tenant's own token, so they are the tenant's (their org_company_code is checked
+        all the same)."""
         name = f"acct:{tenant}:undelivered"
         now = time.time()
         since = self.state.watermark(name)
         start = (since / 1000 - self.overlap_ms / 1000) if since is not None else now - 24 * 3600
         produced = 0
         for callback in await self.client.undelivered(tenant, start, now + 1):
-            if signature_holds(callback, self.client.app_id):
-                produced += await self.take(callback, tenant)
+            problem = self._refusal(callback, tenant)
+            if problem is not None:
+                log.warning("undelivered callback of %s not taken: %s", tenant, problem[1], extra=about(tenant=tenant))
+                continue
+            produced += (await self._take_once(callback, tenant)).produced
         self.state.set_watermark(name, int(now * 1000))
         return produced
 
-    def callback_app(self, path: str = "/callback") -> web.Application:
+    def callback_path(self, tenant: str) -> str | None:
+        """The path of the tenant's callback URL (``/callback/<its callback_secret>``), to register with
+        MISA for that company; None when it has no secret. A secret: never logged."""
+        secret = self.callback_secrets.get(tenant)
+        return f"/callback/{secret.get_secret_value()}" if secret is not None else None
+
+    def _tenant_of_path(self, secret: str) -> str | None:
+        given = secret.encode("utf-8", "replace")
+        found = None
+        for tenant, known in self.callback_secrets.items():  # every one compared: no early exit to time
+            if hmac.compare_digest(known.get_secret_value().encode(), given):
+                found = tenant
+        return found
+
+    def _refusal(self, callback: Callback, tenant: str) -> tuple[str, str] | None:
+        """(ErrorCode, reason) when the callback is not the tenant's or not ACT's; None when it is both."""
+        if not signature_holds(callback, self.client.app_id):
+            return "InvalidParam", "Signature invalid"
+        company = callback.org_company_code
+        if str(company or "") != self.tenants[tenant]:
+            return "InvalidParam", f"org_company_code {str(company)[:40]!r} is not the company of this callback URL"
+        return None
+
+    async def _take_once(self, callback: Callback, tenant: str) -> Taken:
+        """``take``, unless this tenant's same callback was taken whole before (ACT retried it, a pull
+        brought it back, someone replayed it): then nothing changes."""
+        digest = hashlib.sha256(f"{callback.data_type}\n{callback.data}".encode("utf-8", "replace")).hexdigest()
+        if self.state.callback_taken(tenant, digest):
+            return Taken(0, [])
+        taken = await self.take(callback, tenant)
+        if not taken.refused:
+            self.state.note_callback_taken(tenant, digest)
+        return taken
+
+    def callback_app(self) -> web.Application:
+        """``POST /callback/<callback_secret>``: one URL per company, registered with MISA for it; the
+        path names the tenant, the callback's org_company_code must be that tenant's. ``POST /callback``
+        (no secret: any company) is answered with a refusal: ACT's signature is keyed with the app_id,
+        which every company shares and ACT sends in clear, so a callback there could be anyone's
+        (SECURITY.md). ACT keeps a refused callback; ``pull_undelivered`` takes it with the tenant's token.
+        Every answer is HTTP 200 (ACT's contract), whatever came."""
         app = web.Application()
 
         async def receive(request: web.Request) -> web.Response:
-            raw = await request.read()
-            try:
-                callback = parse_callback(raw)
-            except (ProtocolError, orjson.JSONDecodeError) as exc:
-                return answer(False, "InvalidParam", f"not a callback: {exc}")
-            if not signature_holds(callback, self.client.app_id):
-                self.refused_callbacks += 1
-                log.warning("callback refused: its signature does not match (data_type %s)", callback.data_type)
-                return answer(False, "InvalidParam", "Signature invalid")
-            tenant = self.by_company.get(str(callback.org_company_code or ""))
-            if tenant is None and len(self.tenants) == 1:
-                tenant = next(iter(self.tenants))
+            tenant = self._tenant_of_path(request.match_info.get("secret", ""))
             if tenant is None:
-                return answer(False, "InvalidParam", f"unknown org_company_code {callback.org_company_code!r}")
+                return self._refused(
+                    None,
+                    "InvalidParam",
+                    "this URL names no company: ACT posts to /callback/<callback_secret> of "
+                    "the company, as registered with MISA (SECURITY.md)",
+                )
             try:
-                await self.take(callback, tenant)
+                callback = parse_callback(await request.read())
+            except (ProtocolError, orjson.JSONDecodeError, ValueError, TypeError, OverflowError) as exc:
+                return self._refused(tenant, "InvalidParam", f"not a callback: {one_line(exc)}")
+            problem = self._refusal(callback, tenant)
+            if problem is not None:
+                return self._refused(tenant, *problem, data_type=callback.data_type)
+            try:
+                taken = await self._take_once(callback, tenant)
             except (RuntimeError, TimeoutError) as exc:  # the broker did not take the events: ACT keeps the callback
                 log.warning("callback of %s not taken: %s", tenant, exc, extra=about(tenant=tenant))
                 return answer(False, "Exception", f"not taken, send it again: {exc}")
+            if taken.refused:
+                # the good items are taken; ACT keeps the callback and a pull brings it back, and the
+                # items taken then change nothing
+                return self._refused(
+                    tenant, "InvalidParam", "refused " + "; ".join(taken.refused)[:900], data_type=callback.data_type
+                )
             return answer(True, None, None)
 
-        app.router.add_post(path, receive)
+        app.router.add_post("/callback", receive)
+        app.router.add_post("/callback/{secret}", receive)
         return app
+
+    def _refused(self, tenant: str | None, code: str, reason: str, *, data_type: int | None = None) -> web.Response:
+        self.refused_callbacks += 1
+        log.warning(
+            "callback%s refused (data_type %s): %s",
+            f" of {tenant}" if tenant else "",
+            data_type,
+            reason,
+            extra=about(tenant=tenant) if tenant else None,
+        )
+        return answer(False, code, reason)
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What a callback did: events produced, and the items refused (``item <n>: <why>``)."""
+
+    produced: int
+    refused: list[str]
+
+
+@dataclass(frozen=True)
+class VoucherChange:
+    entity: str
+    refid: str
+    record: dict[str, Any] | None  # None: deleted
+    stamp: int  # the version's time (modified_date), ms
+    marker: str
+
+
+class BadItem(ValueError):
+    """An item of a callback that cannot be read: the message says what is wrong with it."""
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def callback_items(callback: Callback) -> list[Any] | str:
+    """The items of ``data`` (a JSON array, or one object), or why there are none to read."""
+    if callback.data_type not in (1, 2, 18, 22):
+        return []
+    try:
+        parsed = orjson.loads(callback.data)
+    except orjson.JSONDecodeError:
+        return "data is not JSON"
+    if isinstance(parsed, dict):
+        return [parsed]
+    if not isinstance(parsed, list):
+        return f"data is a JSON {type(parsed).__name__}, not an array of items"
+    return parsed
+
+
+def text_or_none(item: dict[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    return None if value is None else str(value)[:500]
+
+
+def result_of(item: Any) -> tuple[str, bool]:
+    """(org_refid, success) of a save / delete result."""
+    if not isinstance(item, dict):
+        raise BadItem("not an object")
+    org_refid, success = item.get("org_refid"), item.get("success")
+    if not isinstance(org_refid, str) or not org_refid:
+        raise BadItem(f"org_refid {str(org_refid)[:40]!r} is not an id")
+    if not isinstance(success, bool):
+        raise BadItem(f"success {str(success)[:40]!r} is not true or false")
+    return org_refid, success
+
+
+def voucher_change(data_type: int, item: Any) -> VoucherChange | None:
+    """What an item of callback 18 / 22 says of a voucher; None for a voucher type not synced."""
+    if not isinstance(item, dict):
+        raise BadItem("not an object")
+    voucher_type = item.get("voucher_type")
+    if isinstance(voucher_type, bool) or not isinstance(voucher_type, (int, str)):
+        raise BadItem(f"voucher_type {str(voucher_type)[:40]!r} is not a number")
+    try:
+        entity = acct_mapping.ENTITY_OF_VOUCHER_TYPE.get(int(voucher_type))
+    except ValueError:
+        raise BadItem(f"voucher_type {str(voucher_type)[:40]!r} is not a number") from None
+    if data_type == 18 and not item.get("refid") and item.get("org_refid"):
+        # generated from our proposal, saved with is_get_new_id false: the voucher keeps its id
+        item = {**item, "refid": item["org_refid"]}
+    if entity is None:
+        log.info("callback %s: voucher_type %s is not synced", data_type, voucher_type)
+        return None
+    refid = item.get("refid")
+    if not isinstance(refid, str) or not refid:
+        raise BadItem(f"refid {str(refid)[:40]!r} is not an id")
+    state = 1
+    if data_type == 22:
+        custom = item.get("custom_param")
+        model_state = custom.get("ModelState") if isinstance(custom, dict) else None
+        if isinstance(model_state, bool) or not isinstance(model_state, int) or model_state not in MODEL_STATES:
+            raise BadItem(f"custom_param.ModelState {str(model_state)[:40]!r} is not one of 1, 2, 3, 7, 8")
+        state = model_state
+    modified = item.get("modified_date")
+    try:
+        stamp = stamp_ms(modified, time.time())
+    except (ValueError, TypeError, OverflowError, OSError):
+        raise BadItem(f"modified_date {str(modified)[:40]!r} is not a date") from None
+    marker = f"{data_type}:{state}:{modified}"
+    if MODEL_STATES[state] == "d":
+        return VoucherChange(entity, refid, None, stamp, marker)
+    try:
+        record = acct_mapping.record_map(entity).from_wire({k: v for k, v in item.items() if k != "custom_param"})
+        if entity in ("sales_voucher", "receipt") and not record.get("order_id"):
+            order_id = acct_mapping.order_of(item)  # the reference header or the lines name it
+            if order_id:
+                record["order_id"] = order_id
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # MappingError is a ValueError
+        raise BadItem(f"{entity} {refid[:40]}: {one_line(exc)}") from None
+    return VoucherChange(entity, refid, record, stamp, marker)
 
 
 def answer(success: bool, code: str | None, message: str | None) -> web.Response:

@@ -1,8 +1,8 @@
 """``lienthong capture crm|acct``: a capture service, put together from the settings.
 
 CRM: polls every tenant of ``LIENTHONG_CRM_CREDENTIALS``. Accounting: polls every tenant of
-``LIENTHONG_ACCT_CREDENTIALS`` and serves the callback URL (``/callback`` on
-``LIENTHONG_CAPTURE_PORT``) to register with MISA. Both produce to ``cdc.*``, keep their images and
+``LIENTHONG_ACCT_CREDENTIALS`` and serves each company's callback URL (``/callback/<callback_secret>``
+on ``LIENTHONG_CAPTURE_PORT``) to register with MISA. Both produce to ``cdc.*``, keep their images and
 watermarks in ``<data_dir>/capture/<system>-capture.sqlite`` and read the connectors' ledger of
 recent writes (``LIENTHONG_LEDGER_DIR``) to tell the integration's own changes (X-1).
 """
@@ -14,6 +14,7 @@ import logging
 
 import aiohttp
 from aiohttp import web
+from pydantic import SecretStr
 
 from amis import acct_mapping, crm_mapping
 from amis.acct_client import ActClient
@@ -85,6 +86,7 @@ async def serve_capture(system: System, settings: CaptureSettings, stop: asyncio
                     reporter,
                     ledger,
                     {tenant: c.org_company_code for tenant, c in creds_acct.items()},
+                    callback_secrets=callback_secrets(settings),
                     entities=[
                         e
                         for e, spec in acct_mapping.DICTIONARIES.items()
@@ -101,7 +103,19 @@ async def serve_capture(system: System, settings: CaptureSettings, stop: asyncio
                 )
                 await runner.setup()
                 await web.TCPSite(runner, settings.web_host, settings.capture_port).start()
-                log.info("accounting callbacks on http://%s:%s/callback", settings.web_host, settings.capture_port)
+                log.info(
+                    "accounting callbacks on http://%s:%s/callback/<callback_secret of the company> for %s",
+                    settings.web_host,
+                    settings.capture_port,
+                    ", ".join(sorted(acct.callback_secrets)) or "no company",
+                )
+                for tenant in sorted(set(acct.tenants) - set(acct.callback_secrets)):
+                    log.warning(
+                        "%s has no callback_secret in LIENTHONG_ACCT_CREDENTIALS: its callbacks are not received, "
+                        "only pulled from get_call_back_detail_error every poll; set one and register its URL "
+                        "with MISA (SECURITY.md)",
+                        tenant,
+                    )
                 capture = acct
             if runner is None:  # CRM: a server for the probes alone
                 runner = await metrics.serve_health(
@@ -122,6 +136,11 @@ async def serve_capture(system: System, settings: CaptureSettings, stop: asyncio
         await asyncio.to_thread(producer.flush, 10)
         state.close()
         ledger.close()
+
+
+def callback_secrets(settings: CaptureSettings) -> dict[str, SecretStr]:
+    """tenant -> the secret of its callback URL, for the tenants of LIENTHONG_ACCT_CREDENTIALS that have one."""
+    return {t: c.callback_secret for t, c in settings.amis.acct_credentials.items() if c.callback_secret is not None}
 
 
 def readiness(

@@ -8,6 +8,13 @@
 * **Watermarks**: how far a poll has read, advanced only when a scan is complete.
 * **Event ids**: derived from what was observed (system, tenant, entity, record, op and a marker of
   the version: its modification time and content), never random.
+* **Versions**: the source's time of the version each image holds (``version_ms``; for a deleted record,
+  its tombstone's). A source that may deliver out of order or again (ACT's callbacks: retried,
+  pulled back from ``get_call_back_detail_error``, replayed by anyone who saw one) asks
+  ``newer_only``: an observation older than the version held changes nothing, and nothing older
+  than (or as old as) a deletion brings the record back.
+* **Callbacks taken**: the digest of every callback taken whole, per tenant, so that the same
+  callback again (a retry, a pull, a replay) is answered and changes nothing.
 * **Origin**: ``sync`` when the connectors' ledger of recent writes says the change is the
   integration's own (X-1), else ``user``.
 """
@@ -43,7 +50,13 @@ CREATE TABLE IF NOT EXISTS images (
     PRIMARY KEY (system, tenant, entity, id)
 );
 CREATE TABLE IF NOT EXISTS watermarks (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS callbacks_taken (
+    tenant TEXT NOT NULL, digest TEXT NOT NULL, taken_ms INTEGER NOT NULL, PRIMARY KEY (tenant, digest)
+);
 """
+
+#: how long a callback taken is remembered: longer than ACT keeps one it could not deliver
+CALLBACK_MEMORY_MS = 60 * 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,7 @@ class Image:
     record: dict[str, Any]
     seen_ms: int
     deleted: bool
+    version_ms: int | None = None  # the source's time of this version (of the deletion, for a tombstone)
 
 
 def content_hash(record: Mapping[str, Any] | None) -> str:
@@ -71,6 +85,9 @@ class CaptureState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(images)")}
+        if "version_ms" not in columns:  # a state file from before versions were kept
+            self._db.execute("ALTER TABLE images ADD COLUMN version_ms INTEGER")
 
     def close(self) -> None:
         with self._lock:
@@ -78,18 +95,25 @@ class CaptureState:
 
     def image(self, system: System, tenant: str, entity: str, record_id: str) -> Image | None:
         row = self._db.execute(
-            "SELECT image, seen_ms, deleted FROM images WHERE system=? AND tenant=? AND entity=? AND id=?",
+            "SELECT image, seen_ms, deleted, version_ms FROM images WHERE system=? AND tenant=? AND entity=? AND id=?",
             (system, tenant, entity, record_id),
         ).fetchone()
-        return Image(orjson.loads(row[0]), row[1], bool(row[2])) if row else None
+        return Image(orjson.loads(row[0]), row[1], bool(row[2]), row[3]) if row else None
 
     def keep(
-        self, system: System, tenant: str, entity: str, record: Mapping[str, Any], *, deleted: bool = False
+        self,
+        system: System,
+        tenant: str,
+        entity: str,
+        record: Mapping[str, Any],
+        *,
+        deleted: bool = False,
+        version_ms: int | None = None,
     ) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO images (system, tenant, entity, id, image, seen_ms, deleted) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO images (system, tenant, entity, id, image, seen_ms, deleted, version_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     system,
                     tenant,
@@ -98,8 +122,30 @@ class CaptureState:
                     orjson.dumps(dict(record)),
                     int(time.time() * 1000),
                     int(deleted),
+                    version_ms,
                 ),
             )
+
+    def set_version(self, system: System, tenant: str, entity: str, record_id: str, version_ms: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE images SET version_ms=? WHERE system=? AND tenant=? AND entity=? AND id=?",
+                (version_ms, system, tenant, entity, record_id),
+            )
+
+    def callback_taken(self, tenant: str, digest: str) -> bool:
+        """This tenant's callback (by the digest of what it says) was taken whole before."""
+        row = self._db.execute("SELECT 1 FROM callbacks_taken WHERE tenant=? AND digest=?", (tenant, digest)).fetchone()
+        return row is not None
+
+    def note_callback_taken(self, tenant: str, digest: str) -> None:
+        now = int(time.time() * 1000)
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO callbacks_taken (tenant, digest, taken_ms) VALUES (?, ?, ?)",
+                (tenant, digest, now),
+            )
+            self._db.execute("DELETE FROM callbacks_taken WHERE taken_ms < ?", (now - CALLBACK_MEMORY_MS,))
 
     def live_ids(self, system: System, tenant: str, entity: str) -> set[str]:
         rows = self._db.execute(
@@ -148,8 +194,11 @@ class ChangeReporter:
         ts_ms: int,
         snapshot: bool = False,
         origin: str | None = None,
+        newer_only: bool = False,
     ) -> dict[str, Any] | None:
-        """A record as the system shows it now; a change event when it differs from the image."""
+        """A record as the system shows it now; a change event when it differs from the image.
+        ``newer_only``: ``ts_ms`` is the version's time, and a version older than the image's (or not
+        newer than its deletion) changes nothing."""
         record_id = str(record.get("id") or "")
         if not record_id:
             log.warning(
@@ -161,7 +210,13 @@ class ChangeReporter:
             )
             return None
         previous = self.state.image(self.system, tenant, entity, record_id)
+        if newer_only and stale(previous, ts_ms, entity, record_id):
+            return None
         if previous is not None and not previous.deleted and previous.record == record:
+            if newer_only and (previous.version_ms or 0) < ts_ms:
+                # a newer version that changes nothing canonical (ACT posting a voucher): versions older
+                # than it are stale from now on
+                self.state.set_version(self.system, tenant, entity, record_id, ts_ms)
             return None
         before = previous.record if previous is not None and not previous.deleted else None
         op = "u" if before is not None else ("r" if snapshot else "c")
@@ -186,29 +241,38 @@ class ChangeReporter:
                 created = {"id": record_id, **wrote}
                 echo = self._event(tenant, entity, op, None, created, "sync", ts_ms, f"created:{content_hash(created)}")
                 await self._produce(tenant, entity, record_id, echo)
-                self.state.keep(self.system, tenant, entity, created)
+                self.state.keep(self.system, tenant, entity, created, version_ms=ts_ms)
                 before, op, origin = created, "u", "user"
             else:
                 origin = "user"
         event = self._event(tenant, entity, op, before, record, origin, ts_ms, f"{marker}:{content_hash(record)}")
         await self._produce(tenant, entity, record_id, event)
-        self.state.keep(self.system, tenant, entity, record)
+        self.state.keep(self.system, tenant, entity, record, version_ms=ts_ms)
         if explained is not None:
             # only once the change is out and its image kept: a crash before leaves the notes to
             # explain the change when it is seen again
             self.ledger.matched(explained)
         return event
 
-    async def gone(self, tenant: str, entity: str, record_id: str, *, marker: str, ts_ms: int) -> dict[str, Any] | None:
-        """The record no longer exists; a delete event when it was alive in the image."""
+    async def gone(
+        self, tenant: str, entity: str, record_id: str, *, marker: str, ts_ms: int, newer_only: bool = False
+    ) -> dict[str, Any] | None:
+        """The record no longer exists; a delete event when it was alive in the image.
+        ``newer_only``: a deletion older than the version held changes nothing, and one of a record
+        never seen leaves a tombstone, so that an older creation arriving after it stays dead."""
         previous = self.state.image(self.system, tenant, entity, record_id)
+        if newer_only and stale(previous, ts_ms, entity, record_id):
+            return None
+        if newer_only and previous is None:
+            self.state.keep(self.system, tenant, entity, {"id": record_id}, deleted=True, version_ms=ts_ms)
+            return None
         if previous is None or previous.deleted:
             return None
         event = self._event(
             tenant, entity, "d", previous.record, None, "user", ts_ms, f"{marker}:{content_hash(previous.record)}"
         )
         await self._produce(tenant, entity, record_id, event)
-        self.state.keep(self.system, tenant, entity, previous.record, deleted=True)
+        self.state.keep(self.system, tenant, entity, previous.record, deleted=True, version_ms=ts_ms)
         return event
 
     def _event(
@@ -242,6 +306,23 @@ class ChangeReporter:
         metrics.CAPTURE_EVENTS.labels(self.system, entity, str(event["op"])).inc()
         if self.crash_after is not None and self.emitted >= self.crash_after:
             raise CrashForTest(f"stopped after {self.emitted} events, before keeping the image")
+
+
+def stale(previous: Image | None, ts_ms: int, entity: str, record_id: str) -> bool:
+    """An observation of version ``ts_ms`` is older than the image's version, or not newer than its
+    deletion (ACT's deletion callback carries the record's last modified_date: the version it ended)."""
+    if previous is None or previous.version_ms is None:
+        return False
+    older = ts_ms <= previous.version_ms if previous.deleted else ts_ms < previous.version_ms
+    if older:
+        log.info(
+            "%s %s: a version of %s older than the one held (%s) changes nothing",
+            entity,
+            record_id,
+            ts_ms,
+            "deleted" if previous.deleted else previous.version_ms,
+        )
+    return older
 
 
 class CrashForTest(Exception):

@@ -254,8 +254,21 @@ def sandbox_credentials(settings: SandboxSettings, system: System) -> dict[str, 
             accepted[f"{crm.client_id}:secret"] = crm.client_secret.get_secret_value()
     else:
         for tenant, acct in settings.acct_credentials.items():
-            accepted[f"{settings.acct_app_id}:{acct.access_code.get_secret_value()}"] = tenant
+            accepted[f"{settings.acct_app_id.get_secret_value()}:{acct.access_code.get_secret_value()}"] = tenant
     return accepted
+
+
+def acct_callback_urls(settings: SandboxSettings) -> dict[str, str]:
+    """Where the accounting sandbox posts each tenant's callbacks: LIENTHONG_ACCT_CALLBACK_URL followed by
+    the tenant's callback_secret, the URL registered with MISA for that company."""
+    base = (settings.acct_callback_url or "").rstrip("/")
+    if not base:
+        return {}
+    return {
+        tenant: f"{base}/{acct.callback_secret.get_secret_value()}"
+        for tenant, acct in settings.acct_credentials.items()
+        if acct.callback_secret is not None
+    }
 
 
 def _sandbox(args: argparse.Namespace, settings: SandboxSettings) -> int:
@@ -270,7 +283,7 @@ def _sandbox(args: argparse.Namespace, settings: SandboxSettings) -> int:
         print(f"lienthong sandbox: invalid LIENTHONG_SANDBOX_FAULTS: {exc}", file=sys.stderr)
         return 2
     system = System(args.system)
-    if system == System.ACCT and not settings.acct_app_id:
+    if system == System.ACCT and not settings.acct_app_id.get_secret_value():
         print("lienthong sandbox acct: set LIENTHONG_ACCT_APP_ID (the app id it accepts)", file=sys.stderr)
         return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -301,8 +314,9 @@ def _sandbox(args: argparse.Namespace, settings: SandboxSettings) -> int:
                 credentials=sandbox_credentials(settings, system),
                 faults=faults,
                 host=settings.web_host,
-                app_id=settings.acct_app_id,
+                app_id=settings.acct_app_id.get_secret_value(),
                 callback_url=settings.acct_callback_url,
+                callback_urls=acct_callback_urls(settings),
                 acct_answers=settings.sandbox_acct_answers,
                 ready=ready,
                 admin_token=admin_token,

@@ -248,12 +248,32 @@ class CrmTenant(BaseModel):
     client_secret: SecretStr
 
 
+#: what a tenant's callback path secret may hold: it is a URL path segment, and long enough not to be guessed
+CALLBACK_SECRET = re.compile(r"[A-Za-z0-9_-]{22,}")
+
+
 class AcctTenant(BaseModel):
-    """One company's AMIS Kế toán connection: the access code its admin generated, and the
-    partner-side company code (echoed back in ACT's callbacks; the tax code is recommended)."""
+    """One company's AMIS Kế toán connection: the access code its admin generated, the partner-side
+    company code (echoed back in ACT's callbacks; the tax code is recommended) and the secret of the
+    company's own callback URL (``/callback/<callback_secret>``, registered with MISA for that company).
+
+    ACT's callback signature is keyed with the app_id every tenant shares and ACT sends in clear, so
+    only the path secret tells which company a callback is for (SECURITY.md). Without one the
+    company's callbacks are not received, only pulled from ``get_call_back_detail_error``."""
 
     access_code: SecretStr
     org_company_code: str
+    callback_secret: SecretStr | None = None
+
+    @field_validator("callback_secret")
+    @classmethod
+    def _callback_secret_is_a_long_path_segment(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not CALLBACK_SECRET.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "callback_secret must be 22 or more of A-Z a-z 0-9 _ - (a URL path segment; make one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
+        return value
 
 
 #: LIENTHONG_CRM_CREDENTIALS
@@ -268,11 +288,11 @@ CrmCredentialsSetting = Annotated[
 
 #: LIENTHONG_ACCT_APP_ID
 AcctAppIdSetting = Annotated[
-    str,
+    SecretStr,
     Field(
-        "",
+        SecretStr(""),
         description="The app_id MISA issued to this integration for the ACT Open API; also the key ACT signs "
-        "callbacks with.",
+        "callbacks with (ACT sends it in every callback: it proves no tenant); never logged.",
     ),
 ]
 
@@ -281,8 +301,10 @@ AcctCredentialsSetting = Annotated[
     dict[str, AcctTenant],
     Field(
         default_factory=dict,
-        description='tenant -> {"access_code", "org_company_code"}: the company\'s connection code (Thiết lập → '
-        "Kết nối ứng dụng → API kết nối) and the company code sent at connect.",
+        description='tenant -> {"access_code", "org_company_code", "callback_secret"}: the company\'s connection '
+        "code (Thiết lập → Kết nối ứng dụng → API kết nối), the company code sent at connect, and the secret of "
+        "the company's callback URL /callback/<callback_secret> registered with MISA (22+ of A-Z a-z 0-9 _ -). "
+        "The code and the secret are never logged.",
     ),
 ]
 

@@ -82,7 +82,7 @@ class ConnectorSettings:
     request_timeout: float = 10.0
     extra_consumer_config: dict[str, Any] = field(default_factory=dict)
     crm_credentials: dict[str, CrmCredentials] = field(default_factory=dict)
-    acct_app_id: str = ""
+    acct_app_id: str = field(default="", repr=False)  # the key of ACT's callback signature: never shown
     acct_credentials: dict[str, ActCredentials] = field(default_factory=dict)
     acct_branches: dict[str, str] = field(default_factory=dict)  # tenant -> ACT branch_id of its proposals
     shared_ledger_path: Path = Path("var/connectors/acct-shared.sqlite")  # recent writes and callbacks, with capture

@@ -477,7 +477,12 @@ class ActWriter:
         for entry in said:  # a voucher the answer itself refused has its result already
             if entry.get("success") is False:
                 self.ledger.file_callback_result(
-                    str(entry["org_refid"]), data_type, False, entry.get("error_code"), entry.get("error_message")
+                    tenant,
+                    str(entry["org_refid"]),
+                    data_type,
+                    False,
+                    entry.get("error_code"),
+                    entry.get("error_message"),
                 )
         return {
             n: Pending(proposal.expected or 0, tenant, proposal.org_refid, data_type, proposal.code, since)
@@ -541,8 +546,8 @@ class ActWriter:
         callbacks: list[Callback] = await self.client.undelivered(
             pending.tenant, pending.since - 60, self.client.clock() + 60
         )
-        for callback in callbacks:
-            self.ledger.file_results(callback)
+        for callback in callbacks:  # pulled with the tenant's own token: the tenant's callbacks
+            self.ledger.file_results(callback, pending.tenant)
         return self.outcome(pending)
 
     def settle(self, pending: Pending, outcome: CallbackOutcome) -> Applied:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,16 +259,18 @@ async def local_systems(
             ChangeReporter(System.ACCT, acct_state, acct_ledger, producer, topic_prefix=kafka.topic_prefix),
             acct_ledger,
             {t: acct_access(t)[1] for t in tenants},
+            # each company its own callback URL, as registered with MISA (SECURITY.md): made for this run
+            callback_secrets={t: SecretStr(secrets.token_urlsafe(24)) for t in tenants},
             entities=list(acct_mapping.DICTIONARIES),
             poll_interval=poll_interval,
         )
-        callback_url = await serve(acct_capture.callback_app(), ports.get("callback", 0)) + "/callback"
+        receiver_url = await serve(acct_capture.callback_app(), ports.get("callback", 0))
         acct_url = await serve(
             create_acct_sandbox(
                 acct_store,
                 app_id=APP_ID,
                 credentials={f"{APP_ID}:{acct_access(t)[0]}": t for t in tenants},
-                callback_url=callback_url,
+                callback_urls={t: receiver_url + str(acct_capture.callback_path(t)) for t in tenants},
                 faults=acct_faults,
                 admin_token=admin_token,
             ),

@@ -193,6 +193,7 @@ def create_acct_sandbox(
     app_id: str,
     credentials: dict[str, str],
     callback_url: str | None = None,
+    callback_urls: dict[str, str] | None = None,
     faults: FaultConfig | None = None,
     token_ttl_s: float = 12 * 3600,
     processing_delay_s: float = 0.02,
@@ -201,7 +202,8 @@ def create_acct_sandbox(
     admin_token: str | None = None,
     answers: AcctAnswers | None = None,
 ) -> web.Application:
-    """``credentials``: ``{"<app_id>:<access_code>": tenant}``; callbacks go to ``callback_url``. ``/sandbox/...``
+    """``credentials``: ``{"<app_id>:<access_code>": tenant}``; a tenant's callbacks go to its URL of
+    ``callback_urls`` (as MISA keeps one APICallBack per company), else to ``callback_url``. ``/sandbox/...``
     needs ``admin_token`` (``sandboxes/admin.py``; a random one when None, read back as ``app[ADMIN_TOKEN]``).
     ``answers``: which answer it gives where the reference says [UNK] (``sandboxes/acct_answers.py``)."""
     faults = faults or FaultConfig()
@@ -212,6 +214,7 @@ def create_acct_sandbox(
         "app_id": app_id,
         "credentials": dict(credentials),
         "callback_url": callback_url,
+        "callback_urls": dict(callback_urls or {}),
         "token_ttl_s": token_ttl_s,
         "processing_delay_s": processing_delay_s,
         "callback_attempts": callback_attempts,

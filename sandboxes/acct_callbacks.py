@@ -175,8 +175,8 @@ class ActSandbox:
         self._session = aiohttp.ClientSession()
         try:
             while True:
-                for seq, _tenant, body in self.store.queued_callbacks():
-                    await self._deliver(seq, body)
+                for seq, tenant, body in self.store.queued_callbacks():
+                    await self._deliver(seq, tenant, body)
                 self._wake.clear()
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as
                 # the wake-up does, and this loop would outlive close()
@@ -186,8 +186,8 @@ class ActSandbox:
         finally:
             await self._session.close()
 
-    async def _deliver(self, seq: int, body: dict[str, Any]) -> None:
-        url = self.config["callback_url"]
+    async def _deliver(self, seq: int, tenant: str, body: dict[str, Any]) -> None:
+        url = self.config["callback_urls"].get(tenant) or self.config["callback_url"]
         if not url:
             self.store.callback_done(seq, False, 0, "no APICallBack URL is registered")
             return
@@ -211,7 +211,7 @@ class ActSandbox:
             if attempt < attempts:
                 await asyncio.sleep(self.config["callback_retry_s"] * attempt)
         self.store.callback_done(seq, False, attempts, error)
-        log.info("callback %s not delivered to %s: %s", seq, url, error)
+        log.info("callback %s of %s not delivered: %s", seq, tenant, error)  # the URL holds the tenant's secret
 
     async def close(self) -> None:
         # cancelled again until done: a task may have swallowed one cancel (asyncio.wait_for on 3.11)

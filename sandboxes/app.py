@@ -50,6 +50,7 @@ async def run_sandbox(
     host: str = "127.0.0.1",
     app_id: str = "",
     callback_url: str | None = None,
+    callback_urls: dict[str, str] | None = None,
     ready: Callable[[str], None] | None = None,
     admin_token: str | None = None,
     crm_answers: CrmAnswers | None = None,
@@ -58,8 +59,9 @@ async def run_sandbox(
     """Serve a sandbox on host:port (loopback unless told) until cancelled.
 
     ``credentials``: CRM ``{client_id: tenant, "<client_id>:secret": secret}``; accounting
-    ``{"<app_id>:<access_code>": tenant}``, with ``app_id`` the application's and ``callback_url``
-    where its callbacks go (the accounting capture service's ``/callback``). Port 0 is a free port the
+    ``{"<app_id>:<access_code>": tenant}``, with ``app_id`` the application's and ``callback_urls`` where
+    each tenant's callbacks go (the capture service's ``/callback/<callback_secret>``), ``callback_url`` for
+    a tenant without one. Port 0 is a free port the
     system chooses; ``ready`` is called with the sandbox's URL once it listens. ``admin_token`` guards the
     ``/sandbox/...`` routes (``sandboxes/admin.py``); None: a random one nobody knows. ``crm_answers``: the
     CRM sandbox's answers where the reference allows several (``LIENTHONG_SANDBOX_CRM_ANSWERS``); ``acct_answers``
@@ -79,6 +81,7 @@ async def run_sandbox(
             app_id=app_id,
             credentials=credentials,
             callback_url=callback_url,
+            callback_urls=callback_urls,
             faults=faults,
             admin_token=admin_token,
             answers=acct_answers,

@@ -40,22 +40,30 @@ SENTINELS = {
     "sandbox-crm": "sandbox-crm-secret-6b0f19",
     "sandbox-access": "sandbox-access-code-e27d55",
     "admin": "sandbox-admin-token-4c9e7b",
+    "app-id": "partner-app-id-1e9d0f",  # sent in clear by ACT, yet the key of its callback signature
+    "callback": "callback-path-secret-of-cty-a-77ab20",
 }
 
 
 def secret_env(tmp_path: Path) -> dict[str, str]:
     return {
         "LIENTHONG_CRM_CREDENTIALS": json.dumps({"cty-a": {"client_id": "app-1", "client_secret": SENTINELS["crm"]}}),
-        "LIENTHONG_ACCT_APP_ID": "partner-app",
+        "LIENTHONG_ACCT_APP_ID": SENTINELS["app-id"],
         "LIENTHONG_ACCT_CREDENTIALS": json.dumps(
-            {"cty-a": {"access_code": SENTINELS["access"], "org_company_code": "0101"}}
+            {
+                "cty-a": {
+                    "access_code": SENTINELS["access"],
+                    "org_company_code": "0101",
+                    "callback_secret": SENTINELS["callback"],
+                }
+            }
         ),
         "LIENTHONG_WEBHOOK_SECRETS": json.dumps({"crm:cty-a": SENTINELS["webhook"]}),
         # the older layout, for tenants the two variables above do not name
         "LIENTHONG_CONNECTOR_CREDENTIALS": json.dumps(
             {
                 "cty-b": {"client_id": "app-2", "client_secret": SENTINELS["legacy-crm"]},
-                "cty-c": {"app_id": "partner-app", "connection_code": SENTINELS["legacy-acct"]},
+                "cty-c": {"app_id": SENTINELS["app-id"], "connection_code": SENTINELS["legacy-acct"]},
             }
         ),
         "LIENTHONG_SANDBOX_ADMIN_TOKEN": SENTINELS["admin"],
@@ -91,7 +99,7 @@ def sandbox_logins(system: str) -> str:
     """LIENTHONG_SANDBOX_CREDENTIALS in a sandbox's own layout (the access code is part of a key)."""
     if system == "crm":
         return json.dumps({"app-9": "cty-a", "app-9:secret": SENTINELS["sandbox-crm"]})
-    return json.dumps({f"partner-app:{SENTINELS['sandbox-access']}": "cty-a"})
+    return json.dumps({f"{SENTINELS['app-id']}:{SENTINELS['sandbox-access']}": "cty-a"})
 
 
 @pytest.mark.parametrize("system", list(System))

@@ -44,6 +44,8 @@ pytestmark = pytest.mark.broker
 
 APP_ID = "app-lienthong-test"
 COMPANY = "0101234567"
+CALLBACK_SECRET = SecretStr("cb-secret-of-the-test-company-0123")
+CALLBACK_PATH = f"/callback/{CALLBACK_SECRET.get_secret_value()}"
 
 
 @dataclass
@@ -90,10 +92,18 @@ async def acct_world(module_settings: WorkerSettings, tmp_path: Path, tenant: st
         new_producer(confluent_config(module_settings.kafka)),
         topic_prefix=module_settings.kafka.topic_prefix,
     )
-    capture = ActCapture(client, reporter, ledger, {tenant: COMPANY}, entities=["customer"], overlap_s=0)
+    capture = ActCapture(
+        client,
+        reporter,
+        ledger,
+        {tenant: COMPANY},
+        callback_secrets={tenant: CALLBACK_SECRET},
+        entities=["customer"],
+        overlap_s=0,
+    )
     receiver = TestServer(capture.callback_app())
     await receiver.start_server()
-    sandbox.app[CONFIG]["callback_url"] = str(receiver.make_url("/callback"))
+    sandbox.app[CONFIG]["callback_url"] = str(receiver.make_url(CALLBACK_PATH))
     try:
         yield World(tenant, store, sandbox, receiver, capture, client, ledger, session, module_settings)
     finally:
@@ -199,7 +209,7 @@ async def test_a_callback_with_a_bad_signature_is_refused_and_produces_nothing(m
             {**signed(1, [{"org_refid": "ref-x", "success": True}]), "signature": ""},
         ]
         for body in forged:
-            async with world.session.post(world.receiver.make_url("/callback"), json=body) as answer:
+            async with world.session.post(world.receiver.make_url(CALLBACK_PATH), json=body) as answer:
                 assert answer.status == 200  # ACT expects 200 always; the envelope says no
                 assert await answer.json() == {
                     "Success": False,
@@ -207,14 +217,14 @@ async def test_a_callback_with_a_bad_signature_is_refused_and_produces_nothing(m
                     "ErrorMessage": "Signature invalid",
                     "Data": None,
                 }
-        async with world.session.post(world.receiver.make_url("/callback"), data=b"not json") as answer:
+        async with world.session.post(world.receiver.make_url(CALLBACK_PATH), data=b"not json") as answer:
             assert (await answer.json())["ErrorCode"] == "InvalidParam"
-        assert world.capture.refused_callbacks == 4
+        assert world.capture.refused_callbacks == 5  # the four forged, and the body that is no callback
         assert world.ledger.callback_outcome(awaited) is None  # nothing settled
         assert world.events("receipt") == []  # nothing produced
         # the same callback, signed as ACT signs it, is taken
         async with world.session.post(
-            world.receiver.make_url("/callback"), json=signed(22, [{**receipt, "custom_param": {"ModelState": 1}}])
+            world.receiver.make_url(CALLBACK_PATH), json=signed(22, [{**receipt, "custom_param": {"ModelState": 1}}])
         ) as answer:
             assert (await answer.json())["Success"] is True
         (event,) = world.events("receipt")
@@ -350,3 +360,21 @@ async def test_a_restart_in_the_middle_of_a_dictionary_scan_repeats_the_same_eve
     ids = Counter(e["event_id"] for e in events)
     assert len(ids) == 5 and sorted(ids.values()) == [1, 1, 1, 1, 2]  # the one in flight at the crash, again
     assert {e["after"]["code"] for e in events} == {f"KH{n}" for n in range(5)}
+
+
+async def test_callbacks_refused_at_the_shared_url_are_pulled_with_the_tenants_token(module_settings, tmp_path, tenant):
+    """The shared /callback names no company and takes nothing; ACT keeps what it could not deliver,
+    and the capture service takes it from get_call_back_detail_error, once, with the tenant's token."""
+    async with acct_world(module_settings, tmp_path, tenant) as world:
+        world.sandbox.app[CONFIG]["callback_url"] = str(world.receiver.make_url("/callback"))  # no secret
+        await world.client.token(tenant)  # connected: ACT's callbacks carry the company code given then
+        entered = await world.ui(
+            "POST", f"/sandbox/ui/{tenant}/vouchers", {"voucher_type": 5, "refno": "PT0009", "total_amount": 900}
+        )
+        await wait_for(lambda: world.capture.refused_callbacks >= 3)  # ACT tried, was refused each time
+        await asyncio.sleep(0.5)
+        assert world.events("receipt") == []
+        await world.capture.poll_all()
+        await world.capture.poll_all()  # pulled again: taken once
+        (event,) = world.events("receipt")
+    assert event["op"] == "c" and event["after"]["id"] == entered["data"]["refid"]

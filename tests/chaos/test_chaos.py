@@ -204,7 +204,15 @@ class Suite:
                 {t: {"client_id": f"lienthong-{t}", "client_secret": f"secret-{t}"} for t in TENANTS}
             ).decode(),
             "LIENTHONG_ACCT_CREDENTIALS": orjson.dumps(
-                {t: {"access_code": f"access-{t}", "org_company_code": f"company-{t}"} for t in TENANTS}
+                {
+                    # the sandbox posts each company's callbacks to <LIENTHONG_ACCT_CALLBACK_URL>/<callback_secret>
+                    t: {
+                        "access_code": f"access-{t}",
+                        "org_company_code": f"company-{t}",
+                        "callback_secret": f"chaos-callback-secret-{t}",
+                    }
+                    for t in TENANTS
+                }
             ).decode(),
             "LIENTHONG_CAPTURE_PORT": str(self.capture_port),
             "LIENTHONG_CRM_CAPTURE_PORT": str(free_port()),

@@ -49,6 +49,8 @@ from tests.fakes import FakeState
 APP_ID = "app-unknowns"
 COMPANY = "0109999999"
 TENANT = "cty-unk"
+CALLBACK_SECRET = SecretStr("cb-secret-of-cty-unk-0123456789")
+CALLBACK_PATH = f"/callback/{CALLBACK_SECRET.get_secret_value()}"
 
 
 class RecordingProducer:
@@ -118,10 +120,14 @@ async def act_world(tmp_path: Path, *, max_attempts: int = 3, **answers: Any) ->
     )
     produced = RecordingProducer()
     reporter = ChangeReporter(System.ACCT, CaptureState(tmp_path / "capture.sqlite"), ledger, produced)  # type: ignore[arg-type]
-    capture = ActCapture(client, reporter, ledger, {TENANT: COMPANY}, entities=["customer"])
+    capture = ActCapture(
+        client, reporter, ledger, {TENANT: COMPANY}, callback_secrets={TENANT: CALLBACK_SECRET}, entities=["customer"]
+    )
     receiver = TestServer(capture.callback_app())
     await receiver.start_server()
-    sandbox.app[CONFIG]["callback_url"] = str(receiver.make_url("/callback"))
+    sandbox.app[CONFIG]["callback_url"] = str(receiver.make_url(CALLBACK_PATH))
+    # connected once, as a company is before ACT calls back: its callbacks carry the org_company_code given then
+    await client.token(TENANT)
     writer = ActWriter(client, ledger, read_back_timeout=1.0)
     applier = Applier(
         writer,
@@ -391,7 +397,7 @@ async def test_a_callback_18_that_names_the_voucher_only_by_org_refid_is_the_pro
             "app_id": APP_ID,
         }
         for _ in range(2):  # delivered twice: the second changes nothing
-            async with world.session.post(world.receiver.make_url("/callback"), json=body) as answer:
+            async with world.session.post(world.receiver.make_url(CALLBACK_PATH), json=body) as answer:
                 assert (await answer.json())["Success"] is True
         events = world.produced.events("sale_order")
     assert [(e["op"], e["after"]["id"], e["after"]["revenue_status"]) for e in events] == [

@@ -92,6 +92,7 @@ async def accounting(module_settings, tmp_path, tenant, *, faults=None, processi
         ),
         ledger,
         {tenant: "0101"},
+        callback_secrets={tenant: SecretStr(uuid.uuid4().hex)},
     )
     receiver = TestServer(receiver_capture.callback_app())
     await receiver.start_server()
@@ -101,7 +102,7 @@ async def accounting(module_settings, tmp_path, tenant, *, faults=None, processi
             store,
             app_id=APP_ID,
             credentials={f"{APP_ID}:acc3ss": tenant},
-            callback_url=str(receiver.make_url("/callback")),
+            callback_url=str(receiver.make_url(str(receiver_capture.callback_path(tenant)))),
             faults=faults,
             processing_delay_s=processing_delay_s,
         )
