@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from common import metrics
+from common.listeners import serve_app
 from common.names import System
 from sandboxes.acct import create_acct_sandbox
 from sandboxes.acct_answers import AcctAnswers
@@ -83,9 +84,7 @@ async def run_sandbox(
             admin_token=admin_token,
             answers=acct_answers,
         )
-    runner = web.AppRunner(instrument(app, system))
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    runner = await serve_app(instrument(app, system), host, port)
     bound = runner.addresses[0][1] if runner.addresses else port
     url = f"http://{host}:{bound}"
     log.info("%s sandbox on %s (db %s)", system, url, db)
