@@ -3,9 +3,10 @@
 CRM: polls every tenant of ``LIENTHONG_CRM_CREDENTIALS``. Accounting: polls every tenant of
 ``LIENTHONG_ACCT_CREDENTIALS`` and serves the callback URL (``/callback`` on its public listener,
 ``LIENTHONG_PUBLIC_HOST:LIENTHONG_CALLBACK_PORT``, which serves nothing else) to register with MISA; its
-``/metrics`` and probes are on the internal listener (``LIENTHONG_WEB_HOST:LIENTHONG_CAPTURE_PORT``). Both produce to ``cdc.*``, keep their images and
-watermarks in ``<data_dir>/capture/<system>-capture.sqlite`` and read the connectors' ledger of
-recent writes (``LIENTHONG_LEDGER_DIR``) to tell the integration's own changes (X-1).
+``/metrics`` and probes are on the internal listener (``LIENTHONG_WEB_HOST:LIENTHONG_CAPTURE_PORT``).
+Both produce to ``cdc.*``, keep their images and watermarks in ``<data_dir>/capture/<system>-capture.sqlite``
+and read the connectors' ledger of recent writes (``LIENTHONG_LEDGER_DIR``) to tell the integration's own
+changes (X-1).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from capture.crm import CrmCapture
 from capture.settings import CaptureSettings
 from capture.state import CaptureState, ChangeReporter, new_producer
 from common import metrics
-from common.listeners import serve_app
 from common.kafka_config import confluent_config
+from common.listeners import serve_app
 from common.names import ENTITIES, System, cdc_topic
 from common.settings import KafkaSettings
 from common.topic_wait import TopicWait

@@ -361,7 +361,9 @@ def _dashboard(args: argparse.Namespace, settings: OpsSettings) -> int:
     from ops.dashboard.web import DashboardAccess, create_dashboard
 
     async def main(stop: asyncio.Event) -> None:
-        access = DashboardAccess.of(settings, args.port)
+        access = DashboardAccess.of(
+            web_host=settings.web_host, hosts=settings.dashboard_hosts, token=settings.dashboard_token
+        )
         runner = await serve_app(
             create_dashboard(settings.kafka, args.scrape, interval=args.interval, access=access),
             settings.web_host,

@@ -287,7 +287,9 @@ async def run_demo(
             from demo.dashboard import create_demo_dashboard
 
             worker_metrics = f"http://127.0.0.1:{settings.web_port}/metrics" if settings.web_enabled else None
-            dashboard = await serve_app(create_demo_dashboard(kafka, systems, worker_metrics), "127.0.0.1", dashboard_port)
+            dashboard = await serve_app(
+                create_demo_dashboard(kafka, systems, worker_metrics), "127.0.0.1", dashboard_port
+            )
             dashboard_url = f"http://127.0.0.1:{bound_port(dashboard)}"
             client_id, secret = crm_login(tenant)
             access_code, company = acct_access(tenant)

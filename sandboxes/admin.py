@@ -69,9 +69,7 @@ async def exchange_page_token(request: web.Request, handler: Handler) -> web.Str
     A wrong one is left to the page, which says so."""
     if request.method == "GET" and _matches(request.query.get("token"), request.app[ADMIN_TOKEN]):
         answer = web.HTTPSeeOther(without_token(request))
-        answer.set_cookie(
-            cookie_name(request), request.app[ADMIN_TOKEN], httponly=True, samesite="Strict", path="/"
-        )
+        answer.set_cookie(cookie_name(request), request.app[ADMIN_TOKEN], httponly=True, samesite="Strict", path="/")
         return answer
     return await handler(request)
 

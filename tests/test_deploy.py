@@ -420,7 +420,9 @@ INGRESS_NAMESPACE, MONITORING_NAMESPACE = "ingress-nginx", "monitoring"
 def k8s_pods() -> dict[str, dict[str, Any]]:
     """Workload name -> its pod template."""
     return {
-        o["metadata"]["name"]: o["spec"]["template"] for o in k8s_objects() if o["kind"] in ("Deployment", "StatefulSet")
+        o["metadata"]["name"]: o["spec"]["template"]
+        for o in k8s_objects()
+        if o["kind"] in ("Deployment", "StatefulSet")
     }
 
 
@@ -445,9 +447,11 @@ def selected(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 def allows(namespace: str, labels: dict[str, str], pod: dict[str, Any], port: int) -> bool:
     """Whether deploy/k8s's NetworkPolicies let a pod of ``namespace`` with ``labels`` connect to
     ``port`` of ``pod`` (a pod template of namespace lienthong), as Kubernetes reads them."""
-    names = {n: p for n, p in container_ports(pod).items()}
+    names = dict(container_ports(pod))
     policies = [
-        o for o in k8s_objects() if o["kind"] == "NetworkPolicy" and selected(o["spec"]["podSelector"], pod["metadata"]["labels"])
+        o
+        for o in k8s_objects()
+        if o["kind"] == "NetworkPolicy" and selected(o["spec"]["podSelector"], pod["metadata"]["labels"])
     ]
     assert policies, f"no NetworkPolicy selects the pods labelled {pod['metadata']['labels']}: every port is open"
     for policy in policies:
@@ -479,7 +483,9 @@ def test_k8s_public_ports_are_reached_only_through_the_callback_ingress():
         """(workload, container port) behind a Service port named or numbered as ``port_ref`` says."""
         port = next(p for p in service["spec"]["ports"] if port_ref in (p["name"], p["port"]))
         owner, template = next(
-            (n, t) for n, t in pods.items() if selected({"matchLabels": service["spec"]["selector"]}, t["metadata"]["labels"])
+            (n, t)
+            for n, t in pods.items()
+            if selected({"matchLabels": service["spec"]["selector"]}, t["metadata"]["labels"])
         )
         return owner, container_ports(template).get(port["targetPort"], port["targetPort"])
 
@@ -496,7 +502,9 @@ def test_k8s_public_ports_are_reached_only_through_the_callback_ingress():
             for path in rule["http"]["paths"]:
                 assert path["path"] == "/callback" and path["pathType"] == "Prefix"  # ACT's callbacks, no more
                 backend = path["backend"]["service"]
-                owner, port = target(services[backend["name"]], backend["port"].get("name", backend["port"].get("number")))
+                owner, port = target(
+                    services[backend["name"]], backend["port"].get("name", backend["port"].get("number"))
+                )
                 # never /metrics, the probes or the connector's port: only a public listener
                 assert port in public.get(owner, set()), f"the Ingress reaches {owner}:{port}, not a public port"
                 reached.add((owner, port))

@@ -27,13 +27,14 @@ import hmac
 import html
 import itertools
 import time
-from datetime import UTC, datetime
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from pydantic import SecretStr
 
 from common.kafka_config import confluent_config
 from common.metrics import BrokerCheck, add_health_routes
@@ -42,9 +43,6 @@ from ops.dashboard.charts import line_chart
 from ops.dashboard.collect import DashboardData, Sample, histogram_buckets, total
 from ops.dashboard.health import SYNC_STATUSES, quantile_from_buckets
 from ops.operations import audit_trail
-
-if TYPE_CHECKING:
-    from ops.settings import OpsSettings
 
 DATA = web.AppKey("data", DashboardData)
 KAFKA = web.AppKey("kafka", KafkaSettings)
@@ -82,13 +80,13 @@ class DashboardAccess:
     token: str | None = None
 
     @classmethod
-    def of(cls, settings: OpsSettings, port: int = 0) -> DashboardAccess:
-        """From ``lienthong dashboard``'s settings: loopback names, the bound address (unless it is every
-        address) and ``LIENTHONG_DASHBOARD_HOSTS``; ``LIENTHONG_DASHBOARD_TOKEN``."""
-        bound = [] if settings.web_host in ("0.0.0.0", "::", "") else [settings.web_host]
-        hosts = frozenset(_host_name(name) for name in (*LOOPBACK_NAMES, *bound, *settings.dashboard_hosts))
-        token = settings.dashboard_token.get_secret_value() if settings.dashboard_token is not None else None
-        return cls(hosts=hosts, token=token or None)
+    def of(cls, *, web_host: str, hosts: list[str], token: SecretStr | None) -> DashboardAccess:
+        """From ``lienthong dashboard``'s settings (``LIENTHONG_WEB_HOST``, ``_DASHBOARD_HOSTS``,
+        ``_DASHBOARD_TOKEN``): loopback names, the bound address (unless it is every address) and the
+        hosts named."""
+        bound = [] if web_host in ("0.0.0.0", "::", "") else [web_host]
+        names = frozenset(_host_name(name) for name in (*LOOPBACK_NAMES, *bound, *hosts))
+        return cls(hosts=names, token=token.get_secret_value() if token is not None else None)
 
 
 ACCESS = web.AppKey("access", DashboardAccess)

@@ -28,7 +28,10 @@ NOWHERE = KafkaSettings(bootstrap_servers="127.0.0.1:9")  # nothing listens: no 
 async def serve(settings: OpsSettings) -> TestClient:
     from ops.dashboard.web import DashboardAccess
 
-    app = create_dashboard(NOWHERE, [], interval=60, access=DashboardAccess.of(settings))
+    access = DashboardAccess.of(
+        web_host=settings.web_host, hosts=settings.dashboard_hosts, token=settings.dashboard_token
+    )
+    app = create_dashboard(NOWHERE, [], interval=60, access=access)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     return client
@@ -135,9 +138,7 @@ async def test_a_dead_letters_reason_shows_no_payload_value_and_the_letter_keeps
     assert "ts_ms" in reason and "0912345678" not in reason and "Bích Ngọc" not in reason
     # as the page receives the dead letter: the original bytes are the message, the reason a header
     data = open_page.app[DATA]
-    data.health.dead_letter(
-        "dlq.cdc", b"cty-a:C-1", [(ERROR_KIND, b"schema"), (ERROR_MESSAGE, reason.encode())]
-    )
+    data.health.dead_letter("dlq.cdc", b"cty-a:C-1", [(ERROR_KIND, b"schema"), (ERROR_MESSAGE, reason.encode())])
     page = await (await open_page.get("/")).text()
     shown = summary(data)["recent_dead_letters"][0]["message"]
     assert "0912345678" not in page and "0912345678" not in shown and "ts_ms" in shown

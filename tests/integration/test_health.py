@@ -28,6 +28,7 @@ from amis.settings import AmisSettings
 from capture.service import serve_capture
 from capture.settings import CaptureSettings
 from capture.webhooks import create_webhooks
+from common import metrics
 from common.names import SOURCE_TS_MS, System, changes_topic
 from common.settings import AcctTenant, CrmTenant
 from connectors.runner import Connector, ConnectorSettings
