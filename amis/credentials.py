@@ -45,9 +45,12 @@ def acct_credentials(amis: AmisSettings) -> dict[str, ActCredentials]:
 
 
 def acct_app_id(amis: AmisSettings) -> str:
-    if amis.acct_app_id:
-        return amis.acct_app_id
-    return next((v.app_id for v in amis.connector_credentials.values() if v.app_id), "")
+    """The app id (``LIENTHONG_ACCT_APP_ID``, else the older layout's), in clear for the ACT client."""
+    if amis.acct_app_id.get_secret_value():
+        return amis.acct_app_id.get_secret_value()
+    return next(
+        (v.app_id.get_secret_value() for v in amis.connector_credentials.values() if v.app_id is not None), ""
+    )
 
 
 async def token_problems(client: CrmClient | ActClient) -> list[str]:

@@ -254,7 +254,7 @@ def sandbox_credentials(settings: SandboxSettings, system: System) -> dict[str, 
             accepted[f"{crm.client_id}:secret"] = crm.client_secret.get_secret_value()
     else:
         for tenant, acct in settings.acct_credentials.items():
-            accepted[f"{settings.acct_app_id}:{acct.access_code.get_secret_value()}"] = tenant
+            accepted[f"{settings.acct_app_id.get_secret_value()}:{acct.access_code.get_secret_value()}"] = tenant
     return accepted
 
 
@@ -270,7 +270,7 @@ def _sandbox(args: argparse.Namespace, settings: SandboxSettings) -> int:
         print(f"lienthong sandbox: invalid LIENTHONG_SANDBOX_FAULTS: {exc}", file=sys.stderr)
         return 2
     system = System(args.system)
-    if system == System.ACCT and not settings.acct_app_id:
+    if system == System.ACCT and not settings.acct_app_id.get_secret_value():
         print("lienthong sandbox acct: set LIENTHONG_ACCT_APP_ID (the app id it accepts)", file=sys.stderr)
         return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -301,7 +301,7 @@ def _sandbox(args: argparse.Namespace, settings: SandboxSettings) -> int:
                 credentials=sandbox_credentials(settings, system),
                 faults=faults,
                 host=settings.web_host,
-                app_id=settings.acct_app_id,
+                app_id=settings.acct_app_id.get_secret_value(),
                 callback_url=settings.acct_callback_url,
                 acct_answers=settings.sandbox_acct_answers,
                 ready=ready,

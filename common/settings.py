@@ -280,11 +280,11 @@ CrmCredentialsSetting = Annotated[
 
 #: LIENTHONG_ACCT_APP_ID
 AcctAppIdSetting = Annotated[
-    str,
+    SecretStr,
     Field(
-        "",
+        SecretStr(""),
         description="The app_id MISA issued to this integration for the ACT Open API; also the key ACT signs "
-        "callbacks with.",
+        "callbacks with, hence secret: never logged.",
     ),
 ]
 
