@@ -48,9 +48,7 @@ def acct_app_id(amis: AmisSettings) -> str:
     """The app id (``LIENTHONG_ACCT_APP_ID``, else the older layout's), in clear for the ACT client."""
     if amis.acct_app_id.get_secret_value():
         return amis.acct_app_id.get_secret_value()
-    return next(
-        (v.app_id.get_secret_value() for v in amis.connector_credentials.values() if v.app_id is not None), ""
-    )
+    return next((v.app_id.get_secret_value() for v in amis.connector_credentials.values() if v.app_id is not None), "")
 
 
 async def token_problems(client: CrmClient | ActClient) -> list[str]:
