@@ -60,9 +60,10 @@ async def run_sandbox(
 
     ``credentials``: CRM ``{client_id: tenant, "<client_id>:secret": secret}``; accounting
     ``{"<app_id>:<access_code>": tenant}``, with ``app_id`` the application's and ``callback_url``
-    where its callbacks go (the accounting capture service's ``/callback``). Port 0 is a free port the
-    system chooses; ``ready`` is called with the sandbox's URL once it listens. ``admin_token`` guards the
-    ``/sandbox/...`` routes (``sandboxes/admin.py``); None: a random one nobody knows. ``crm_answers``: the
+    where its callbacks go (the accounting capture service's ``/callback``, on its public port). Port 0 is
+    a free port the system chooses; ``ready`` is called with the sandbox's URL once it listens.
+    ``admin_token`` guards the ``/sandbox/...`` routes (``sandboxes/admin.py``); None: a random one nobody
+    knows. ``crm_answers``: the
     CRM sandbox's answers where the reference allows several (``LIENTHONG_SANDBOX_CRM_ANSWERS``); ``acct_answers``
     the accounting sandbox's (``LIENTHONG_SANDBOX_ACCT_ANSWERS``, ``sandboxes/acct_answers.py``)."""
     crm_store = acct_store = None

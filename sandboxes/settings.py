@@ -95,7 +95,8 @@ class SandboxSettings(ServiceSettings):
     )
     acct_callback_url: str | None = Field(
         None,
-        description="Accounting sandbox only: where it posts its callbacks (the capture service's /callback). "
+        description="Accounting sandbox only: where it posts its callbacks (the capture service's /callback, on "
+        "its public port LIENTHONG_CALLBACK_PORT). "
         "A real tenant's callback URL is registered with MISA.",
     )
     sandbox_acct_answers: AcctAnswers = Field(
