@@ -21,7 +21,7 @@ class ConnectorTenant(BaseModel):
 
     client_id: str | None = None
     client_secret: SecretStr | None = None
-    app_id: SecretStr | None = None
+    app_id: SecretStr | None = None  # the key ACT signs callbacks with: a secret
     connection_code: SecretStr | None = None
     org_company_code: str | None = None
 

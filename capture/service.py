@@ -2,9 +2,11 @@
 
 CRM: polls every tenant of ``LIENTHONG_CRM_CREDENTIALS``. Accounting: polls every tenant of
 ``LIENTHONG_ACCT_CREDENTIALS`` and serves each company's callback URL (``/callback/<callback_secret>``
-on ``LIENTHONG_CAPTURE_PORT``) to register with MISA. Both produce to ``cdc.*``, keep their images and
-watermarks in ``<data_dir>/capture/<system>-capture.sqlite`` and read the connectors' ledger of
-recent writes (``LIENTHONG_LEDGER_DIR``) to tell the integration's own changes (X-1).
+on its public listener, ``LIENTHONG_PUBLIC_HOST:LIENTHONG_CALLBACK_PORT``, which serves nothing else) to
+register with MISA; its ``/metrics`` and probes are on the internal listener
+(``LIENTHONG_WEB_HOST:LIENTHONG_CAPTURE_PORT``). Both produce to ``cdc.*``, keep their images and
+watermarks in ``<data_dir>/capture/<system>-capture.sqlite`` and read the connectors' ledger of recent
+writes (``LIENTHONG_LEDGER_DIR``) to tell the integration's own changes (X-1).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from capture.settings import CaptureSettings
 from capture.state import CaptureState, ChangeReporter, new_producer
 from common import metrics
 from common.kafka_config import confluent_config
+from common.listeners import serve_app
 from common.names import ENTITIES, System, cdc_topic
 from common.settings import KafkaSettings
 from common.topic_wait import TopicWait
@@ -50,6 +53,7 @@ async def serve_capture(system: System, settings: CaptureSettings, stop: asyncio
     producer = new_producer(confluent_config(settings.kafka))
     reporter = ChangeReporter(system, state, ledger, producer, topic_prefix=settings.kafka.topic_prefix)
     runner: web.AppRunner | None = None
+    public: web.AppRunner | None = None  # the accounting capture's callback listener
     topics = TopicWait(
         confluent_config(settings.kafka),
         [settings.kafka.topic_prefix + cdc_topic(system, entity) for entity in ENTITIES[system]],
@@ -95,18 +99,13 @@ async def serve_capture(system: System, settings: CaptureSettings, stop: asyncio
                     overlap_s=settings.capture_overlap,
                     poll_interval=settings.capture_poll_interval,
                 )
-                runner = web.AppRunner(
-                    metrics.add_health_routes(
-                        acct.callback_app(), readiness(settings.kafka, "the accounting API", acct.client, topics)
-                    ),
-                    access_log=None,
-                )
-                await runner.setup()
-                await web.TCPSite(runner, settings.web_host, settings.capture_port).start()
+                # Two listeners: the callback, which the internet reaches, alone on the public one; /metrics
+                # and the probes (unauthenticated) on the internal one, which no Ingress forwards to.
+                public = await serve_app(acct.callback_app(), settings.public_host, settings.callback_port)
                 log.info(
                     "accounting callbacks on http://%s:%s/callback/<callback_secret of the company> for %s",
-                    settings.web_host,
-                    settings.capture_port,
+                    settings.public_host,
+                    metrics.bound_port(public),
                     ", ".join(sorted(acct.callback_secrets)) or "no company",
                 )
                 for tenant in sorted(set(acct.tenants) - set(acct.callback_secrets)):
@@ -117,12 +116,13 @@ async def serve_capture(system: System, settings: CaptureSettings, stop: asyncio
                         tenant,
                     )
                 capture = acct
-            if runner is None:  # CRM: a server for the probes alone
-                runner = await metrics.serve_health(
-                    settings.web_host,
-                    settings.crm_capture_port,
-                    readiness(settings.kafka, "CRM", capture.client, topics),
-                )
+            runner = await metrics.serve_health(
+                settings.web_host,
+                settings.crm_capture_port if system == System.CRM else settings.capture_port,
+                readiness(
+                    settings.kafka, "CRM" if system == System.CRM else "the accounting API", capture.client, topics
+                ),
+            )
             # Polled once its topics exist (the probes answer meanwhile): a change produced to a missing
             # topic would fail, and the poll repeat until they exist.
             if await topics.wait_async(stop):
@@ -131,8 +131,9 @@ async def serve_capture(system: System, settings: CaptureSettings, stop: asyncio
                 capture.stop()
                 await task
     finally:
-        if runner is not None:
-            await runner.cleanup()
+        for listener in (public, runner):
+            if listener is not None:
+                await listener.cleanup()
         await asyncio.to_thread(producer.flush, 10)
         state.close()
         ledger.close()

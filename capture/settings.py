@@ -7,7 +7,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 
 from amis.settings import AmisSettings, LedgerDirSetting, TokenRenewBeforeSetting
-from common.settings import DataDirSetting, KafkaSettings, ServiceSettings, WebHostSetting
+from common.settings import DataDirSetting, KafkaSettings, PublicHostSetting, ServiceSettings, WebHostSetting
 
 
 class CaptureSettings(ServiceSettings):
@@ -35,7 +35,19 @@ class CaptureSettings(ServiceSettings):
         "categories; ACT price policies and item groups). Off against real tenants, which have none.",
     )
     capture_port: int = Field(
-        8091, ge=0, le=65535, description="Port of the accounting capture service's callback receiver (/callback)."
+        8091,
+        ge=0,
+        le=65535,
+        description="Port of the accounting capture service's /metrics, /healthz and /readyz (internal; bound to "
+        "LIENTHONG_WEB_HOST).",
+    )
+    public_host: PublicHostSetting
+    callback_port: int = Field(
+        8095,
+        ge=0,
+        le=65535,
+        description="Port of the accounting capture service's callback receiver (/callback, ACT's APICallBack; "
+        "public, bound to LIENTHONG_PUBLIC_HOST): it serves nothing else.",
     )
     crm_capture_port: int = Field(
         8092, ge=0, le=65535, description="Port of the CRM capture service's /metrics, /healthz and /readyz."
@@ -48,6 +60,21 @@ class WebhookSettings(ServiceSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     data_dir: DataDirSetting  # the versions of records taken, which make a replayed webhook change nothing
     web_host: WebHostSetting
+    public_host: PublicHostSetting
+    webhook_port: int = Field(
+        8090,
+        ge=0,
+        le=65535,
+        description="Port of the webhook receiver's /webhooks/<system>/<tenant> (public, bound to "
+        "LIENTHONG_PUBLIC_HOST; lienthong webhooks --port overrides it): it serves nothing else.",
+    )
+    webhook_metrics_port: int = Field(
+        8096,
+        ge=0,
+        le=65535,
+        description="Port of the webhook receiver's /metrics, /healthz and /readyz (internal; bound to "
+        "LIENTHONG_WEB_HOST).",
+    )
     webhook_secrets: dict[str, SecretStr] = Field(
         default_factory=dict, description="'<system>:<tenant>' -> HMAC secret; never logged."
     )

@@ -251,7 +251,8 @@ def create_webhooks(
     app[PRODUCER] = Producer({**kafka, "acks": "all", "enable.idempotence": True})
     app[SETTINGS] = {"topic_prefix": topic_prefix, "tolerance_s": tolerance_s}
     app.router.add_post("/webhooks/{system}/{tenant}", receive)
-    metrics.add_health_routes(app)  # ready once it serves: the broker is checked by each delivery
+    # no /metrics or probes here: this app is the public listener (lienthong webhooks serves them on
+    # LIENTHONG_WEBHOOK_METRICS_PORT, which no Ingress forwards to)
 
     async def close_versions(app: web.Application) -> None:
         app[VERSIONS].close()

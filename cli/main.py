@@ -333,41 +333,62 @@ def _sandbox(args: argparse.Namespace, settings: SandboxSettings) -> int:
 def _webhooks(args: argparse.Namespace, settings: WebhookSettings) -> int:
     if _kafka_refuses(settings.kafka, "webhooks"):
         return 2
-    from aiohttp import web
+    import asyncio
 
     from capture.webhooks import create_webhooks, secrets_by_tenant
+    from common.listeners import serve_app
+    from common.metrics import bound_port, serve_health
 
     try:
         secrets = secrets_by_tenant(settings.webhook_secrets)
     except ValueError as exc:
         print(f"lienthong webhooks: invalid LIENTHONG_WEBHOOK_SECRETS: {exc}", file=sys.stderr)
         return 2
-    web.run_app(
-        create_webhooks(
-            secrets=secrets,
-            kafka=confluent_config(settings.kafka),
-            topic_prefix=settings.kafka.topic_prefix,
-            data_dir=settings.data_dir,
-        ),
-        host=settings.web_host,
-        port=args.port,
-    )
-    return 0
+    port = args.port if args.port is not None else settings.webhook_port
+
+    async def main(stop: asyncio.Event) -> None:
+        # the public listener serves /webhooks/... alone; /metrics and the probes (ready once it serves: the
+        # broker is checked by each delivery) are on the internal one
+        public = await serve_app(
+            create_webhooks(
+                secrets=secrets,
+                kafka=confluent_config(settings.kafka),
+                topic_prefix=settings.kafka.topic_prefix,
+                data_dir=settings.data_dir,
+            ),
+            settings.public_host,
+            port,
+        )
+        internal = await serve_health(settings.web_host, settings.webhook_metrics_port)
+        print(f"webhooks on http://{settings.public_host}:{bound_port(public)}/webhooks/<system>/<tenant>", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await public.cleanup()
+            await internal.cleanup()
+
+    return _serve_until_signal(main)
 
 
 def _dashboard(args: argparse.Namespace, settings: OpsSettings) -> int:
     import asyncio
 
-    from aiohttp import web
-
+    from common.listeners import serve_app
     from common.metrics import bound_port
-    from ops.dashboard.web import create_dashboard
+    from ops.dashboard.web import DashboardAccess, create_dashboard
 
     async def main(stop: asyncio.Event) -> None:
-        runner = web.AppRunner(create_dashboard(settings.kafka, args.scrape, interval=args.interval), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, settings.web_host, args.port).start()
+        access = DashboardAccess.of(
+            web_host=settings.web_host, hosts=settings.dashboard_hosts, token=settings.dashboard_token
+        )
+        runner = await serve_app(
+            create_dashboard(settings.kafka, args.scrape, interval=args.interval, access=access),
+            settings.web_host,
+            args.port,
+        )
         print(f"the operator's page: http://{settings.web_host}:{bound_port(runner)}/", flush=True)
+        if settings.dashboard_token is not None:
+            print("it needs LIENTHONG_DASHBOARD_TOKEN: open it once as /?token=<token>", flush=True)
         await stop.wait()
         await runner.cleanup()
 
@@ -432,7 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.set_defaults(func=_sandbox, settings=SandboxSettings)
 
     webhooks = sub.add_parser("webhooks", help="receive signed webhooks and produce change events")
-    webhooks.add_argument("--port", type=int, default=8090)
+    webhooks.add_argument(
+        "--port", type=int, default=None, help="its public port; default LIENTHONG_WEBHOOK_PORT (8090); 0: a free port"
+    )
     webhooks.set_defaults(func=_webhooks, settings=WebhookSettings)
 
     dashboard = sub.add_parser("dashboard", help="serve the operator's page (docs/dashboard.md)")

@@ -37,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, His
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from common.listeners import serve_app
 from common.names import System
 
 log = logging.getLogger(__name__)
@@ -471,9 +472,7 @@ async def serve_health(
 ) -> web.AppRunner:
     """Serve only the three routes on host:port (a service without a web server of its own).
     The caller cleans up the returned runner. Port 0 takes a free port (``bound_port``)."""
-    runner = web.AppRunner(add_health_routes(web.Application(), ready, collectors=collectors), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    runner = await serve_app(add_health_routes(web.Application(), ready, collectors=collectors), host, port)
     log.info("metrics and probes on http://%s:%s%s", host, bound_port(runner), METRICS_PATH)
     return runner
 

@@ -227,6 +227,18 @@ WebHostSetting = Annotated[
     str, Field("127.0.0.1", description="Address every service binds its HTTP port to (0.0.0.0 in a container).")
 ]
 
+#: LIENTHONG_PUBLIC_HOST: the listeners the internet reaches (ACT's callbacks, the webhook receiver) bind it; their
+#: /metrics and probes stay on LIENTHONG_WEB_HOST's internal port.
+PublicHostSetting = Annotated[
+    str,
+    Field(
+        "127.0.0.1",
+        description="Address the public listeners bind (the accounting capture's /callback port, the webhook "
+        "receiver's port): what a reverse proxy or Ingress forwards to (0.0.0.0 in a container or pod). Their "
+        "/metrics and probes are on another port, bound to LIENTHONG_WEB_HOST.",
+    ),
+]
+
 #: LIENTHONG_DATA_DIR: every service that keeps files keeps them under it.
 DataDirSetting = Annotated[
     Path,

@@ -37,6 +37,7 @@ from capture.acct import ActCapture
 from capture.crm import CrmCapture
 from capture.state import CaptureState, ChangeReporter, new_producer
 from common.kafka_config import confluent_config
+from common.listeners import serve_app
 from common.metrics import bound_port
 from common.names import System
 from common.settings import AcctTenant, CrmTenant, KafkaSettings, read_settings
@@ -220,9 +221,7 @@ async def local_systems(
     captures: list[CrmCapture | ActCapture] = []
 
     async def serve(app: web.Application, port: int) -> str:
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runner = await serve_app(app, "127.0.0.1", port)
         runners.append(runner)
         return f"http://127.0.0.1:{bound_port(runner)}"
 

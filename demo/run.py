@@ -283,15 +283,13 @@ async def run_demo(
             ports={System.CRM: crm_port, System.ACCT: acct_port},
             admin_token=given_token.get_secret_value() if given_token is not None else None,
         ) as systems:
-            from aiohttp import web
-
+            from common.listeners import serve_app
             from demo.dashboard import create_demo_dashboard
 
             worker_metrics = f"http://127.0.0.1:{settings.web_port}/metrics" if settings.web_enabled else None
-            dashboard = web.AppRunner(create_demo_dashboard(kafka, systems, worker_metrics))
-            await dashboard.setup()
-            site = web.TCPSite(dashboard, "127.0.0.1", dashboard_port)
-            await site.start()
+            dashboard = await serve_app(
+                create_demo_dashboard(kafka, systems, worker_metrics), "127.0.0.1", dashboard_port
+            )
             dashboard_url = f"http://127.0.0.1:{bound_port(dashboard)}"
             client_id, secret = crm_login(tenant)
             access_code, company = acct_access(tenant)

@@ -60,7 +60,7 @@ from sandboxes.acct_api import (
 )
 from sandboxes.acct_callbacks import ActSandbox
 from sandboxes.acct_store import EXTENSION_DATA_TYPES, READ_TYPES, VOUCHER_TYPES, ActStore
-from sandboxes.admin import ADMIN_TOKEN, page_link, page_token, protect
+from sandboxes.admin import page_token, protect
 from sandboxes.faults import FaultConfig, fault_middleware
 
 DATA_ROOTS = ("/apir/sync/actopen", "/api/sync/actopen")
@@ -71,7 +71,7 @@ DATA_ROOTS = ("/apir/sync/actopen", "/api/sync/actopen")
 
 def _ui_answer(request: web.Request, data: Any, status: int = 200) -> web.StreamResponse:
     if request.query.get("redirect"):  # a button of the page: back to it (the caller has shown the token)
-        raise web.HTTPSeeOther(page_link("", request.app[ADMIN_TOKEN]))
+        raise web.HTTPSeeOther("/")  # the page's cookie shows the buttons again
     return web.Response(
         body=orjson.dumps({"sandbox_ui": "an accountant's action in AMIS Kế toán, not part of the API", "data": data}),
         status=status,

@@ -5,8 +5,13 @@ records and tokens, so each request must carry the sandbox's admin token, either
 
 * ``Authorization: Bearer <token>`` (scripts, tests, the demo's users), or
 * a ``token`` field of an HTML form (``application/x-www-form-urlencoded``): the sandbox's own page
-  puts it in its buttons when the page was opened with ``/?token=<token>``, the link the sandbox
-  prints at start. A form field, not a cookie: a page of another local service cannot forge it.
+  puts it in its buttons when the browser holds the page's cookie. A form field, not the cookie: a
+  page of another local service is same-site (ports do not count) and could post with the cookie, but
+  cannot read the page to learn the field.
+
+The page is opened once with ``/?token=<token>``, the link the sandbox prints at start: the right token
+is exchanged for an HttpOnly, SameSite=Strict cookie and the browser is sent to the same URL without it
+(``exchange_page_token``), so the token stays out of the address bar, the history and the Referer.
 
 Anything else answers 401 and changes nothing. The token is ``LIENTHONG_SANDBOX_ADMIN_TOKEN`` when set,
 else a random one made at start (``new_admin_token``) and printed once on the console.
@@ -35,14 +40,38 @@ def page_link(url: str, token: str) -> str:
     return f"{url}/?token={quote(token, safe='')}"
 
 
+def cookie_name(request: web.BaseRequest) -> str:
+    """The page's cookie, one per port: cookies do not tell ports apart, and both sandboxes (and the
+    operator's page) may run on one host with different tokens."""
+    return f"lienthong_sandbox_{request.url.port or 0}"
+
+
 def _matches(offered: str | None, token: str) -> bool:
     return offered is not None and hmac.compare_digest(offered.encode(), token.encode())
 
 
 def page_token(request: web.Request) -> str | None:
-    """The admin token a page was opened with (``?token=``), when it is the right one."""
-    offered = request.query.get("token")
+    """The admin token the page's cookie holds (``exchange_page_token`` set it), when it is the right one."""
+    offered = request.cookies.get(cookie_name(request))
     return offered if _matches(offered, request.app[ADMIN_TOKEN]) else None
+
+
+def without_token(request: web.BaseRequest) -> str:
+    """The request's path and query, ``token`` left out."""
+    query = request.rel_url.query.copy()
+    query.popall("token", None)
+    return str(request.rel_url.with_query(query))
+
+
+@web.middleware
+async def exchange_page_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A GET carrying the right ``?token=``: the cookie instead, and the same URL without the token (303).
+    A wrong one is left to the page, which says so."""
+    if request.method == "GET" and _matches(request.query.get("token"), request.app[ADMIN_TOKEN]):
+        answer = web.HTTPSeeOther(without_token(request))
+        answer.set_cookie(cookie_name(request), request.app[ADMIN_TOKEN], httponly=True, samesite="Strict", path="/")
+        return answer
+    return await handler(request)
 
 
 async def _offered_token(request: web.Request) -> str | None:
@@ -82,5 +111,6 @@ def protect(app: web.Application, admin_token: str | None) -> str:
     if not token:
         raise ValueError("a sandbox's admin token cannot be empty")
     app[ADMIN_TOKEN] = token
+    app.middlewares.append(exchange_page_token)
     app.middlewares.append(require_admin_token)
     return token

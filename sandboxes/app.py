@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from common import metrics
+from common.listeners import serve_app
 from common.names import System
 from sandboxes.acct import create_acct_sandbox
 from sandboxes.acct_answers import AcctAnswers
@@ -60,8 +61,8 @@ async def run_sandbox(
 
     ``credentials``: CRM ``{client_id: tenant, "<client_id>:secret": secret}``; accounting
     ``{"<app_id>:<access_code>": tenant}``, with ``app_id`` the application's and ``callback_urls`` where
-    each tenant's callbacks go (the capture service's ``/callback/<callback_secret>``), ``callback_url`` for
-    a tenant without one. Port 0 is a free port the
+    each tenant's callbacks go (the capture service's ``/callback/<callback_secret>`` on its public
+    port), ``callback_url`` for a tenant without one. Port 0 is a free port the
     system chooses; ``ready`` is called with the sandbox's URL once it listens. ``admin_token`` guards the
     ``/sandbox/...`` routes (``sandboxes/admin.py``); None: a random one nobody knows. ``crm_answers``: the
     CRM sandbox's answers where the reference allows several (``LIENTHONG_SANDBOX_CRM_ANSWERS``); ``acct_answers``
@@ -86,9 +87,7 @@ async def run_sandbox(
             admin_token=admin_token,
             answers=acct_answers,
         )
-    runner = web.AppRunner(instrument(app, system))
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    runner = await serve_app(instrument(app, system), host, port)
     bound = runner.addresses[0][1] if runner.addresses else port
     url = f"http://{host}:{bound}"
     log.info("%s sandbox on %s (db %s)", system, url, db)

@@ -95,10 +95,10 @@ class SandboxSettings(ServiceSettings):
     )
     acct_callback_url: str | None = Field(
         None,
-        description="Accounting sandbox only: the capture service's /callback; it posts a tenant's callbacks to "
-        "<this>/<callback_secret of the tenant in LIENTHONG_ACCT_CREDENTIALS>, as MISA does to the URL "
-        "registered for the company (to <this> itself for a tenant without one). A real tenant's callback "
-        "URL is registered with MISA.",
+        description="Accounting sandbox only: the capture service's /callback on its public port "
+        "(LIENTHONG_CALLBACK_PORT); it posts a tenant's callbacks to <this>/<callback_secret of the tenant in "
+        "LIENTHONG_ACCT_CREDENTIALS>, as MISA does to the URL registered for the company (to <this> itself for "
+        "a tenant without one). A real tenant's callback URL is registered with MISA.",
     )
     sandbox_acct_answers: AcctAnswers = Field(
         default_factory=AcctAnswers,

@@ -108,8 +108,27 @@ def service_port(argv: list[str], env: dict[str, str]) -> int | None:
     if args.command == "sandbox":
         return args.port or (8081 if system == "crm" else 8082)
     if args.command == "webhooks":
+        return settings.webhook_metrics_port
+    if args.command == "dashboard":
         return args.port
     return None  # a one-off command (topics create): no server
+
+
+def public_port(argv: list[str], env: dict[str, str]) -> int | None:
+    """The port a lienthong command serves to the internet on (ACT's callbacks, webhooks): None for
+    a command that has none."""
+    args = build_parser().parse_args(argv)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [name for name in os.environ if name.startswith("LIENTHONG_")]:
+            patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, str(value))
+        settings = read_settings(args.settings)
+    if args.command == "capture" and args.system == "acct":
+        return settings.callback_port
+    if args.command == "webhooks":
+        return args.port if args.port is not None else settings.webhook_port
+    return None
 
 
 def compose() -> dict[str, Any]:
@@ -152,7 +171,7 @@ def container_env(container: dict[str, Any]) -> dict[str, str]:
         if "secretRef" in source:
             env.update(by_name[("Secret", source["secretRef"]["name"])]["stringData"])
     for item in container.get("env", []):
-        env[item["name"]] = item.get("value", "from-the-pod")
+        env[item["name"]] = item.get("value", "from-the-pod-as-it-starts")  # a fieldRef, a secretKeyRef
     return env
 
 
@@ -391,3 +410,146 @@ def test_k8s_manifests_are_complete_objects_listed_by_kustomize():
             continue
         for obj in yaml_documents(path):
             assert obj["apiVersion"] and obj["kind"] and obj["metadata"]["name"], path.name
+
+
+# --- the network: what the internet reaches, what may connect to what ---------------------------------
+
+INGRESS_NAMESPACE, MONITORING_NAMESPACE = "ingress-nginx", "monitoring"
+
+
+def k8s_pods() -> dict[str, dict[str, Any]]:
+    """Workload name -> its pod template."""
+    return {
+        o["metadata"]["name"]: o["spec"]["template"]
+        for o in k8s_objects()
+        if o["kind"] in ("Deployment", "StatefulSet")
+    }
+
+
+def container_ports(template: dict[str, Any]) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+
+
+def public_container_ports() -> dict[str, set[int]]:
+    """Workload -> the ports its containers serve to the internet, as their settings make them."""
+    found: dict[str, set[int]] = {}
+    for owner, _, container in k8s_containers():
+        port = public_port(container["args"], container_env(container))
+        if port is not None:
+            found.setdefault(owner, set()).add(port)
+    return found
+
+
+def selected(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def allows(namespace: str, labels: dict[str, str], pod: dict[str, Any], port: int) -> bool:
+    """Whether deploy/k8s's NetworkPolicies let a pod of ``namespace`` with ``labels`` connect to
+    ``port`` of ``pod`` (a pod template of namespace lienthong), as Kubernetes reads them."""
+    names = dict(container_ports(pod))
+    policies = [
+        o
+        for o in k8s_objects()
+        if o["kind"] == "NetworkPolicy" and selected(o["spec"]["podSelector"], pod["metadata"]["labels"])
+    ]
+    assert policies, f"no NetworkPolicy selects the pods labelled {pod['metadata']['labels']}: every port is open"
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            ports = rule.get("ports")
+            if ports and not any(names.get(p["port"], p["port"]) == port for p in ports):
+                continue
+            peers = rule.get("from")
+            if not peers:
+                return True  # from anywhere
+            for peer in peers:
+                assert "ipBlock" not in peer, f"{policy['metadata']['name']}: an address block lets anyone in"
+                in_namespace = (
+                    selected(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
+                    if "namespaceSelector" in peer
+                    else namespace == "lienthong"
+                )
+                if in_namespace and selected(peer.get("podSelector", {}), labels):
+                    return True
+    return False
+
+
+def test_k8s_public_ports_are_reached_only_through_the_callback_ingress():
+    objects, pods, public = k8s_objects(), k8s_pods(), public_container_ports()
+    assert public == {"lienthong-acct": {8095}}, "ACT's callbacks are the one public listener deployed"
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+
+    def target(service: dict[str, Any], port_ref: dict[str, Any]) -> tuple[str, int]:
+        """(workload, container port) behind a Service port named or numbered as ``port_ref`` says."""
+        port = next(p for p in service["spec"]["ports"] if port_ref in (p["name"], p["port"]))
+        owner, template = next(
+            (n, t)
+            for n, t in pods.items()
+            if selected({"matchLabels": service["spec"]["selector"]}, t["metadata"]["labels"])
+        )
+        return owner, container_ports(template).get(port["targetPort"], port["targetPort"])
+
+    # a Service with a public port has nothing else behind it (an Ingress to it reaches nothing else)
+    for service in services.values():
+        behind = {target(service, p["name"]) for p in service["spec"]["ports"]}
+        if any(port in public.get(owner, set()) for owner, port in behind):
+            assert all(port in public.get(owner, set()) for owner, port in behind), service["metadata"]["name"]
+    ingresses = [o for o in objects if o["kind"] == "Ingress"]
+    reached = set()
+    for ingress in ingresses:
+        assert "defaultBackend" not in ingress["spec"]
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert path["path"] == "/callback" and path["pathType"] == "Prefix"  # ACT's callbacks, no more
+                backend = path["backend"]["service"]
+                owner, port = target(
+                    services[backend["name"]], backend["port"].get("name", backend["port"].get("number"))
+                )
+                # never /metrics, the probes or the connector's port: only a public listener
+                assert port in public.get(owner, set()), f"the Ingress reaches {owner}:{port}, not a public port"
+                reached.add((owner, port))
+    assert reached == {(owner, port) for owner, ports in public.items() for port in ports}
+    # the public port is the one the capture container serves its callbacks on (its settings), named so
+    assert container_ports(pods["lienthong-acct"])["public"] == 8095
+
+
+def test_k8s_network_policies_let_each_caller_reach_only_its_ports():
+    objects, pods, public = k8s_objects(), k8s_pods(), public_container_ports()
+    deny = [o for o in objects if o["kind"] == "NetworkPolicy" and o["spec"]["podSelector"] == {}]
+    assert any("Ingress" in o["spec"]["policyTypes"] and not o["spec"].get("ingress") for o in deny), "no default deny"
+    monitor = next(o for o in objects if o["kind"] == "PodMonitor")
+    scraped = {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]}
+    stranger = ("elsewhere", {"app": "some-other-app"})
+    for owner, pod in pods.items():
+        ports = container_ports(pod)
+        outside = public.get(owner, set())
+        for name, port in ports.items():
+            # the internet (the Ingress controller) reaches the public ports, nothing else
+            assert allows(INGRESS_NAMESPACE, {}, pod, port) == (port in outside), f"{owner}:{name} from the Ingress"
+            # no pod of another namespace reaches anything but what it is there for
+            assert not allows(*stranger, pod, port), f"{owner}:{name} is open to any namespace"
+            if selected(monitor["spec"]["selector"], pod["metadata"]["labels"]) and name in scraped:
+                assert allows(MONITORING_NAMESPACE, {}, pod, port), f"Prometheus cannot scrape {owner}:{name}"
+            if port not in outside and name != "dashboard":
+                assert not allows("lienthong", {"app": "a-pod-of-the-namespace"}, pod, port) or name in scraped
+    # the operator's page: from inside the namespace only, never from the Ingress or monitoring
+    dashboard = pods["lienthong-dashboard"]
+    assert allows("lienthong", {"app": "a-pod-of-the-namespace"}, dashboard, 8080)
+    assert not allows(INGRESS_NAMESPACE, {}, dashboard, 8080) and not allows(MONITORING_NAMESPACE, {}, dashboard, 8080)
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert {"networkpolicy.yaml", "ingress.yaml", "dashboard.yaml"} <= set(kustomization["resources"])
+
+
+def test_k8s_listeners_bind_the_pod_address_and_the_page_asks_for_its_token():
+    configmap = next(o for o in k8s_objects() if o["kind"] == "ConfigMap")
+    assert "LIENTHONG_WEB_HOST" not in configmap["data"] and "LIENTHONG_PUBLIC_HOST" not in configmap["data"]
+    for owner, _, container in k8s_containers():
+        if "livenessProbe" not in container:
+            continue
+        env = {item["name"]: item for item in container.get("env", [])}
+        if container["args"][0] == "dashboard":  # kubectl port-forward reaches it on loopback; its token guards it
+            assert env["LIENTHONG_DASHBOARD_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "LIENTHONG_DASHBOARD_TOKEN"
+            continue
+        serves_public = public_port(container["args"], container_env(container)) is not None
+        for name in ["LIENTHONG_WEB_HOST", *(["LIENTHONG_PUBLIC_HOST"] if serves_public else [])]:
+            assert env[name]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP", f"{owner}/{container['name']}"

@@ -1,8 +1,11 @@
 """Secrets set in the environment appear in no log line, no output and no repr of the settings.
 
-Every secret setting gets a recognizable value; the services run with debug logging; what they wrote
-is searched for those values. (The SASL password is checked the same way on the SASL_SSL broker, in
-tests/integration/test_security.py, whose worker logs in with it.)
+Every secret setting gets a recognizable value; the services run with debug logging and are called
+the way users and attackers call them (a page opened with ``/?token=<admin token>``, a POST carrying
+``?token=``, a bearer token, ACT's callbacks and webhooks with secrets in the query or the path);
+what they wrote, access logs included, is searched for those values. (The SASL password is checked
+the same way on the SASL_SSL broker, in tests/integration/test_security.py, whose worker logs in with
+it.)
 """
 
 from __future__ import annotations
@@ -10,10 +13,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,13 +49,14 @@ SENTINELS = {
     "admin": "sandbox-admin-token-4c9e7b",
     "app-id": "partner-app-id-1e9d0f",  # sent in clear by ACT, yet the key of its callback signature
     "callback": "callback-path-secret-of-cty-a-77ab20",
+    "dashboard": "dashboard-token-canary-5a0e61",
 }
 
 
 def secret_env(tmp_path: Path) -> dict[str, str]:
     return {
         "LIENTHONG_CRM_CREDENTIALS": json.dumps({"cty-a": {"client_id": "app-1", "client_secret": SENTINELS["crm"]}}),
-        "LIENTHONG_ACCT_APP_ID": SENTINELS["app-id"],
+        "LIENTHONG_ACCT_APP_ID": SENTINELS["app-id"],  # also the key ACT signs its callbacks with
         "LIENTHONG_ACCT_CREDENTIALS": json.dumps(
             {
                 "cty-a": {
@@ -67,6 +75,7 @@ def secret_env(tmp_path: Path) -> dict[str, str]:
             }
         ),
         "LIENTHONG_SANDBOX_ADMIN_TOKEN": SENTINELS["admin"],
+        "LIENTHONG_DASHBOARD_TOKEN": SENTINELS["dashboard"],
         "LIENTHONG_DATA_DIR": str(tmp_path / "data"),
         "LIENTHONG_LOG_LEVEL": "debug",
         "LIENTHONG_CRM_URL": "http://127.0.0.1:9",  # nothing listens: the services log their failures
@@ -141,27 +150,131 @@ def test_an_invalid_setting_is_reported_without_the_secrets_beside_it(tmp_path, 
     assert_no_secret(str(raised.value))
 
 
-def run_for(args: list[str], env: dict[str, str], seconds: float, ready: bytes | None = None) -> str:
-    """Run ``lienthong ARGS`` for ``seconds`` (or until ``ready`` appears, then 3 s more); its output."""
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def call(url: str, *, method: str = "GET", headers: dict[str, str] | None = None, data: bytes | None = None) -> int:
+    """One request as a browser or a script sends it (redirects not followed); its status."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    request = urllib.request.Request(url, method=method, headers=headers or {}, data=data)
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return refused.code
+    except (urllib.error.URLError, OSError) as failed:
+        raise AssertionError(f"{method} {url.split('?')[0]}: {failed}") from None
+
+
+def run_for(
+    args: list[str],
+    env: dict[str, str],
+    seconds: float,
+    ready: bytes | None = None,
+    exercise: Callable[[], None] | None = None,
+) -> str:
+    """Run ``lienthong ARGS`` for ``seconds`` (or until ``ready`` appears, then ``exercise()`` and 3 s
+    more); its output."""
     log = Path(env["LIENTHONG_DATA_DIR"]).parent / f"{args[0]}-{uuid.uuid4().hex[:6]}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "cli", *args], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and process.poll() is None:
-            if ready is not None and ready in log.read_bytes():
-                deadline = min(deadline, time.monotonic() + 3)
-                ready = None
-            time.sleep(0.2)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and process.poll() is None:
+                if ready is not None and ready in log.read_bytes():
+                    ready = None
+                    if exercise is not None:
+                        exercise()
+                    deadline = min(deadline, time.monotonic() + 3)
+                time.sleep(0.2)
+            assert ready is None or exercise is None, f"lienthong {' '.join(args)} never said {ready!r}: {log}"
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(10)
     return log.read_text(errors="replace")
+
+
+def with_secrets(url: str) -> list[str]:
+    """``url`` carrying every secret in its query, as a careless (or hostile) caller sends them."""
+    return [f"{url}?token={value}" for value in SENTINELS.values()] + [f"{url}?app_id={SENTINELS['app-id']}"]
+
+
+def exercise_sandbox(system: str, port: int) -> Callable[[], None]:
+    base, admin = f"http://127.0.0.1:{port}", SENTINELS["admin"]
+
+    def run() -> None:
+        assert call(f"{base}/?token={admin}") == 303  # the page's link: exchanged for a cookie
+        assert call(f"{base}/?token=the-wrong-token-{SENTINELS['dashboard']}") == 200
+        bearer = {"Authorization": f"Bearer {admin}"}
+        control = "/sandbox/expire-tokens" if system == "acct" else "/sandbox/revoke-tokens"
+        assert call(f"{base}{control}?token={admin}", method="POST", headers=bearer) == 200
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        assert (
+            call(f"{base}{control}?token={admin}", method="POST", headers=form, data=f"token={admin}".encode()) == 200
+        )
+        for url in with_secrets(f"{base}/metrics"):
+            call(url)
+        if system == "acct":  # a connect with the app id and access code, right and wrong
+            for code in (SENTINELS["sandbox-access"], SENTINELS["access"]):
+                body = {"app_id": SENTINELS["app-id"], "access_code": code, "org_company_code": "0101"}
+                call(
+                    f"{base}/api/oauth/actopen/connect",
+                    method="POST",
+                    headers={"Content-Type": "application/json"},
+                    data=json.dumps(body).encode(),
+                )
+        else:
+            body = {"client_id": "app-9", "client_secret": SENTINELS["sandbox-crm"]}
+            call(
+                f"{base}/api/v2/Account?client_secret={SENTINELS['crm']}",
+                method="POST",
+                headers={"Content-Type": "application/json"},
+                data=json.dumps(body).encode(),
+            )
+
+    return run
+
+
+def exercise_public_and_internal(public: int, internal: int, paths: list[str]) -> Callable[[], None]:
+    """A public listener called with secrets in its query and its path; the internal one's probes too."""
+
+    def run() -> None:
+        for path in paths:
+            for url in with_secrets(f"http://127.0.0.1:{public}{path}"):
+                call(url, method="POST", data=b'{"not": "signed"}')  # refused (ACT's callbacks: 200 with an error)
+            call(f"http://127.0.0.1:{public}{path}/{SENTINELS['webhook']}", method="POST", data=b"{}")
+        for url in with_secrets(f"http://127.0.0.1:{internal}/readyz"):
+            call(url)
+        assert call(f"http://127.0.0.1:{public}/metrics") == 404  # the public port serves no metrics
+
+    return run
+
+
+def exercise_dashboard(port: int) -> Callable[[], None]:
+    base, token = f"http://127.0.0.1:{port}", SENTINELS["dashboard"]
+
+    def run() -> None:
+        assert call(f"{base}/?token={token}") == 303
+        assert call(f"{base}/api/summary.json?token={token}") == 303
+        assert call(f"{base}/api/summary.json", headers={"Authorization": f"Bearer {token}"}) == 200
+        assert call(f"{base}/?token={SENTINELS['admin']}") == 401
+        assert call(f"{base}/api/summary.json", headers={"Host": f"{token}.example:{port}"}) == 421
+
+    return run
 
 
 @pytest.mark.broker
@@ -182,24 +295,51 @@ def test_services_running_with_secrets_log_none_of_them(tmp_path):
     create_topics(
         settings.kafka, partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor
     )
+    ports = {name: free_port() for name in ("callback", "capture", "webhooks", "webhook-probes", "dashboard")}
     try:
         worker = run_for(["worker"], env, 60, ready=b"Worker ready")
         assert "Worker ready" in worker
         capture = run_for(["capture", "crm"], {**env, "LIENTHONG_CRM_CAPTURE_PORT": "0"}, 8)
+        acct_capture = run_for(
+            ["capture", "acct"],
+            {**env, "LIENTHONG_CALLBACK_PORT": str(ports["callback"]), "LIENTHONG_CAPTURE_PORT": str(ports["capture"])},
+            40,
+            ready=b"accounting callbacks on http",
+            exercise=exercise_public_and_internal(ports["callback"], ports["capture"], ["/callback"]),
+        )
         connector = run_for(["connector", "acct"], {**env, "LIENTHONG_ACCT_CONNECTOR_PORT": "0"}, 6)
-        webhooks = run_for(["webhooks", "--port", "0"], env, 5)
-        sandboxes = [
-            run_for(
-                ["sandbox", system, "--port", "0"],
-                {**env, "LIENTHONG_SANDBOX_CREDENTIALS": sandbox_logins(system)},
-                20,
-                ready=b"sandbox on http",
+        webhooks = run_for(
+            ["webhooks", "--port", str(ports["webhooks"])],
+            {**env, "LIENTHONG_WEBHOOK_METRICS_PORT": str(ports["webhook-probes"])},
+            30,
+            ready=b"webhooks on http",
+            exercise=exercise_public_and_internal(ports["webhooks"], ports["webhook-probes"], ["/webhooks/crm/cty-a"]),
+        )
+        dashboard = run_for(
+            ["dashboard", "--port", str(ports["dashboard"])],
+            env,
+            30,
+            ready=b"the operator's page: http",
+            exercise=exercise_dashboard(ports["dashboard"]),
+        )
+        sandboxes = []
+        for system in ("crm", "acct"):
+            port = free_port()
+            sandboxes.append(
+                run_for(
+                    ["sandbox", system, "--port", str(port)],
+                    {**env, "LIENTHONG_SANDBOX_CREDENTIALS": sandbox_logins(system)},
+                    30,
+                    ready=b"sandbox on http",
+                    exercise=exercise_sandbox(system, port),
+                )
             )
-            for system in ("crm", "acct")
-        ]
     finally:
         delete_topics_with_prefix(settings.kafka, prefix)
     assert all("sandbox on http" in output for output in sandboxes)
-    for output in (worker, capture, connector, webhooks, *sandboxes):
+    # the requests were logged (the access logs are part of what is searched), their secrets not
+    for output in (acct_capture, webhooks, dashboard, *sandboxes):
+        assert "token=…" in output, output[-2000:]
+    for output in (worker, capture, acct_capture, connector, webhooks, dashboard, *sandboxes):
         assert output.strip()  # each said something (debug logging), and none of it a secret
         assert_no_secret(output)

@@ -110,6 +110,12 @@ VARIABLES_ADDED_SINCE = [
     "LIENTHONG_CONNECTOR_EXTENSIONS",  # the connectors: write the sandboxes' extensions (off: none)
     "LIENTHONG_SANDBOX_CRM_ANSWERS",  # the CRM sandbox: which of the answers the reference allows it gives
     "LIENTHONG_SANDBOX_ACCT_ANSWERS",  # the accounting sandbox: its answer where the ACT reference says [UNK]
+    "LIENTHONG_PUBLIC_HOST",  # the public listeners (ACT's callbacks, webhooks): apart from /metrics and probes
+    "LIENTHONG_CALLBACK_PORT",  # the accounting capture: /callback alone, on its own port
+    "LIENTHONG_WEBHOOK_PORT",  # the webhook receiver's public port (was --port alone)
+    "LIENTHONG_WEBHOOK_METRICS_PORT",  # the webhook receiver's /metrics and probes
+    "LIENTHONG_DASHBOARD_TOKEN",  # the operator's page: a token it can require
+    "LIENTHONG_DASHBOARD_HOSTS",  # the operator's page: the Host names it answers
 ]
 
 SECRET = "a-secret-value-5e1f0c9d"

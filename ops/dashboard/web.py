@@ -4,19 +4,37 @@ Routes: ``/`` the page (refreshes itself every few seconds), ``/record/{tenant}/
 audit trail of one record with what became of each command, ``/api/summary.json`` the page's
 numbers, and ``/metrics`` (``kafka_consumergroup_lag`` as the page shows it), ``/healthz``,
 ``/readyz``. docs/dashboard.md says what each part means.
+
+Who may read it (``DashboardAccess``, checked before any route but the probes and ``/metrics``, which
+every service serves alike on its internal port):
+
+* the ``Host`` a request names must be one the page answers (loopback names, the bound address,
+  ``LIENTHONG_DASHBOARD_HOSTS``): a page of another site whose name was re-pointed at this address (DNS
+  rebinding) sends its own name and is answered 421, so it cannot read ``/api/summary.json``;
+* with ``LIENTHONG_DASHBOARD_TOKEN``, a request carries the token: the page opened once with
+  ``/?token=<token>`` gets an HttpOnly, SameSite=Strict cookie and is sent to the same URL without the
+  token; scripts send ``Authorization: Bearer <token>``;
+* every answer forbids framing and scripts (``Content-Security-Policy``: the page has none, its one
+  style sheet is allowed by its hash), sniffing and the Referer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import html
 import itertools
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import SecretStr
 
 from common.kafka_config import confluent_config
 from common.metrics import BrokerCheck, add_health_routes
@@ -40,6 +58,103 @@ th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric
 .err{color:#b00020}code{font-size:12px}
 """
 
+# The page runs no script and embeds nothing; its one <style> element is allowed by its hash.
+_STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+SECURITY_HEADERS = {
+    "Content-Security-Policy": f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; img-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+# What every service serves alike on its internal port (probes, Prometheus): no Host or token asked.
+OPEN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+@dataclass(frozen=True)
+class DashboardAccess:
+    """Who may read the page: the Host names it answers, and the token it asks for (None: none)."""
+
+    hosts: frozenset[str] = field(default_factory=lambda: frozenset(LOOPBACK_NAMES))
+    token: str | None = None
+
+    @classmethod
+    def of(cls, *, web_host: str, hosts: list[str], token: SecretStr | None) -> DashboardAccess:
+        """From ``lienthong dashboard``'s settings (``LIENTHONG_WEB_HOST``, ``_DASHBOARD_HOSTS``,
+        ``_DASHBOARD_TOKEN``): loopback names, the bound address (unless it is every address) and the
+        hosts named."""
+        bound = [] if web_host in ("0.0.0.0", "::", "") else [web_host]
+        names = frozenset(_host_name(name) for name in (*LOOPBACK_NAMES, *bound, *hosts))
+        return cls(hosts=names, token=token.get_secret_value() if token is not None else None)
+
+
+ACCESS = web.AppKey("access", DashboardAccess)
+
+
+def _host_name(host: str) -> str:
+    """The name of a Host header (or a setting), its port and brackets left out, lower case."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+def _cookie_name(request: web.BaseRequest) -> str:
+    # one per port: cookies do not tell ports apart, and a sandbox's page may run on the same host
+    return f"lienthong_dashboard_{request.url.port or 0}"
+
+
+def _same(offered: str | None, token: str) -> bool:
+    return offered is not None and hmac.compare_digest(offered.encode(), token.encode())
+
+
+def _refused(status: int, reason: str) -> web.Response:
+    return web.Response(status=status, text=reason + "\n", headers=SECURITY_HEADERS)
+
+
+@web.middleware
+async def check_access(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The Host first, then the token (``DashboardAccess``); the probes and /metrics pass."""
+    if request.path in OPEN_PATHS:
+        return await handler(request)
+    access = request.app[ACCESS]
+    if _host_name(request.host) not in access.hosts:
+        return _refused(
+            421,
+            "this page answers only the host names of LIENTHONG_DASHBOARD_HOSTS (and loopback); "
+            "open it by one of those, or add this one",
+        )
+    token = access.token
+    if token is None:
+        return await handler(request)
+    if "token" in request.query:
+        if request.method != "GET" or not _same(request.query.get("token"), token):
+            return _refused(401, "the token in this link is not LIENTHONG_DASHBOARD_TOKEN")
+        query = request.rel_url.query.copy()
+        query.popall("token")
+        answer = web.HTTPSeeOther(str(request.rel_url.with_query(query)), headers=SECURITY_HEADERS)
+        answer.set_cookie(
+            _cookie_name(request), token, httponly=True, samesite="Strict", secure=request.secure, path="/"
+        )
+        return answer
+    scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+    if _same(request.cookies.get(_cookie_name(request)), token) or (
+        scheme.lower() == "bearer" and _same(bearer.strip(), token)
+    ):
+        return await handler(request)
+    return _refused(
+        401,
+        "this page needs LIENTHONG_DASHBOARD_TOKEN: open /?token=<token> once, or send 'Authorization: Bearer <token>'",
+    )
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
 
 def _e(value: Any) -> str:
     return html.escape(str(value))
@@ -53,6 +168,12 @@ def _when(ms: int) -> str:
 
 def _num(value: float) -> str:
     return f"{value:.0f}" if value == int(value) else f"{value:.3f}"
+
+
+def _shortened(text: str, limit: int = 300) -> str:
+    """A dead letter's or a refusal's words on the page: their start (payload values in them are masked
+    where they are written, streams.core.errors.masked; a system's refusal may still quote one)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _html_table(head: list[str], rows: list[str], testid: str, empty: str = "none yet") -> str:
@@ -73,7 +194,7 @@ def summary(data: DashboardData) -> dict[str, Any]:
         health = data.health
         by_tenant = {f"{t}/{e}": row for (t, e), row in health.by_tenant_entity().items()}
         not_in_sync = [view.__dict__ for view in health.not_in_sync()]
-        letters = [letter.__dict__ for letter in reversed(health.letters)]
+        letters = [{**letter.__dict__, "message": _shortened(letter.message)} for letter in reversed(health.letters)]
         letter_counts = {f"{topic}/{reason}": n for (topic, reason), n in sorted(health.letter_counts.items())}
         latency = health.latency.percentiles()
         results = {f"{target}/{status}": n for (target, status), n in sorted(health.results_by_status.items())}
@@ -216,7 +337,7 @@ def render_page(data: DashboardData, kafka: KafkaSettings, refresh: int = REFRES
     ]
     recent_rows = [
         f'<tr data-testid="dlq-message"><td>{_e(letter["topic"])}</td><td>{_e(letter["reason"])}</td>'
-        f"<td><code>{_e(letter['key'])}</code></td><td>{_e(letter['message'][:400])}</td>"
+        f"<td><code>{_e(letter['key'])}</code></td><td>{_e(_shortened(letter['message']))}</td>"
         f"<td>{_e(_when(letter['failed_at_ms']))}</td></tr>"
         for letter in s["recent_dead_letters"]
     ]
@@ -240,7 +361,7 @@ def render_page(data: DashboardData, kafka: KafkaSettings, refresh: int = REFRES
         f'<tr data-testid="record-row" data-status="{_e(v["status"])}"><td>{_e(v["tenant"])}</td>'
         f"<td>{_e(v['entity'])}</td><td>{_record_link('', v['tenant'], v['entity'], v['record_id'])}</td>"
         f'<td class="{v["status"].replace(" ", "")}">{_e(v["status"])}</td>'
-        f'<td class="err">{_e(v["last_error"] or "")}</td><td>{_e(_when(v["last_change_ms"]))}</td></tr>'
+        f'<td class="err">{_e(_shortened(v["last_error"] or ""))}</td><td>{_e(_when(v["last_change_ms"]))}</td></tr>'
         for v in s["not_in_sync"]
     ]
     return (
@@ -343,15 +464,21 @@ async def record_page(request: web.Request) -> web.Response:
 
 
 def create_dashboard(
-    kafka: KafkaSettings, scrape_urls: list[str] | None = None, *, interval: float = 5.0, own_metrics: bool = False
+    kafka: KafkaSettings,
+    scrape_urls: list[str] | None = None,
+    *,
+    interval: float = 5.0,
+    own_metrics: bool = False,
+    access: DashboardAccess | None = None,
 ) -> web.Application:
     """The operator's page as an aiohttp application; its threads start and stop with the app.
 
     ``scrape_urls``: the services' ``/metrics`` to read; ``own_metrics``: also this process's (services
-    running in it)."""
+    running in it); ``access``: who may read it (default: loopback host names, no token)."""
     data = DashboardData(kafka, scrape_urls, interval=interval, own_metrics=own_metrics)
-    app = web.Application()
-    app[DATA], app[KAFKA] = data, kafka
+    app = web.Application(middlewares=[check_access])
+    app[DATA], app[KAFKA], app[ACCESS] = data, kafka, access or DashboardAccess()
+    app.on_response_prepare.append(_security_headers)
     broker = BrokerCheck(confluent_config(kafka))
 
     async def ready() -> dict[str, str | None]:

@@ -21,7 +21,7 @@ from common.names import System
 from streams.core.commands import audit_record, build_command
 from streams.core.contract import Action, AuditNote, ChangeEvent, Command, CommandKey, Note, named
 from streams.core.decide import Decision, State, decide
-from streams.core.errors import BadInput
+from streams.core.errors import BadInput, masked
 from streams.core.rules import RuleBook
 
 ZERO = Decimal(0)
@@ -35,11 +35,11 @@ def money(value: Any, where: str, *, quantity: bool = False) -> Decimal:
     if value is None or value == "":
         return ZERO
     if isinstance(value, bool) or (isinstance(value, float) and not quantity):
-        raise BadInput("schema", f"{where}: {value!r} must be a decimal string or an integer, not a float")
+        raise BadInput("schema", f"{where}: {masked(value)} must be a decimal string or an integer, not a float")
     try:
         return Decimal(str(value))
     except InvalidOperation:
-        raise BadInput("schema", f"{where}: {value!r} is not a decimal number") from None
+        raise BadInput("schema", f"{where}: {masked(value)} is not a decimal number") from None
 
 
 def text(value: Decimal) -> str:

@@ -30,7 +30,7 @@ from common.names import (
     TENANT,
     System,
 )
-from streams.core.errors import BadInput
+from streams.core.errors import BadInput, masked
 from streams.core.validation import check_event_id, check_key, check_record, check_tenant
 
 SCHEMA_VERSION = 1
@@ -357,8 +357,7 @@ def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors()[:5]:
         where = ".".join(str(p) for p in item["loc"]) or "(event)"
-        found = repr(item.get("input"))
-        found = found if len(found) <= 80 else found[:77] + "..."
+        found = masked(item.get("input"))  # a payload value: personal data, shown masked
         parts.append(f"{where}: {item['msg']} (found {found})")
     return "; ".join(parts)
 

@@ -10,3 +10,19 @@ class BadInput(Exception):
         super().__init__(f"{kind}: {message}")
         self.kind = kind
         self.message = message
+
+
+def masked(value: object) -> str:
+    """A payload value as a dead letter's reason (its error.message header), a log line or the operator's
+    page shows it: its type and size, and for text its first character, never the whole value. Records
+    carry personal data (names, phone numbers, addresses); the dead letter itself keeps the original bytes
+    for whoever reads it with the right to (``lienthong dlq show``)."""
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, str):
+        return f"'{value[:1]}…' ({len(value)} characters)" if value else "''"
+    if isinstance(value, int | float):
+        return f"a {type(value).__name__} of {len(str(value))} digits"
+    if isinstance(value, dict | list | tuple):
+        return f"a {type(value).__name__} of {len(value)} items"
+    return f"a {type(value).__name__}"

@@ -184,7 +184,7 @@ class Suite:
         self.services: list[Service] = []
         self.worker2: Service | None = None
         self.injected: list[tuple[str, bytes, bytes]] = [p for t in TENANTS[:2] for p in poison(t)][:8]
-        self.crm_port, self.acct_port, self.capture_port = free_port(), free_port(), free_port()
+        self.crm_port, self.acct_port, self.callback_port = free_port(), free_port(), free_port()
         self.crm_url = f"http://127.0.0.1:{self.crm_port}"
         self.acct_url = f"http://127.0.0.1:{self.acct_port}"
         self.admin_token = f"chaos-admin-{uuid.uuid4().hex}"  # the sandboxes' /sandbox/... routes
@@ -214,7 +214,8 @@ class Suite:
                     for t in TENANTS
                 }
             ).decode(),
-            "LIENTHONG_CAPTURE_PORT": str(self.capture_port),
+            "LIENTHONG_CAPTURE_PORT": str(free_port()),
+            "LIENTHONG_CALLBACK_PORT": str(self.callback_port),  # ACT's callbacks: the public listener
             "LIENTHONG_CRM_CAPTURE_PORT": str(free_port()),
             "LIENTHONG_CRM_CONNECTOR_PORT": str(free_port()),
             "LIENTHONG_ACCT_CONNECTOR_PORT": str(free_port()),
@@ -268,7 +269,7 @@ class Suite:
                 "sandbox-acct",
                 LIENTHONG_SANDBOX_CREDENTIALS=orjson.dumps({f"{APP_ID}:access-{t}": t for t in TENANTS}).decode(),
                 LIENTHONG_SANDBOX_FAULTS=orjson.dumps({**FAULTS, "callback_drop_rate": 0.2, "seed": 2}).decode(),
-                LIENTHONG_ACCT_CALLBACK_URL=f"http://127.0.0.1:{self.capture_port}/callback",
+                LIENTHONG_ACCT_CALLBACK_URL=f"http://127.0.0.1:{self.callback_port}/callback",
             ),
         )
         for sandbox in (self.sandbox_crm, self.sandbox_acct):

@@ -143,7 +143,10 @@ async def test_the_pages_button_acts_only_when_the_page_was_opened_with_the_toke
     assert "ref-2" not in plain and "<form" not in plain and "/?token=" in plain  # no button, says how
     wrong = await (await client.get("/", params={"token": "the-wrong-admin-token-999"})).text()
     assert "<form" not in wrong and "not this sandbox's admin token" in wrong
-    page = await (await client.get("/", params={"token": TOKEN})).text()
+    opened = await client.get("/", params={"token": TOKEN}, allow_redirects=False)
+    assert opened.status == 303 and opened.headers["Location"] == "/"  # the token leaves the address bar...
+    assert "HttpOnly" in opened.headers["Set-Cookie"] and "SameSite=Strict" in opened.headers["Set-Cookie"]
+    page = await (await client.get("/")).text()  # ...for a cookie the client keeps, as a browser does
     button = re.search(r"<form method=post action='([^']+)'><input type=hidden name=token value='([^']+)'>", page)
     assert button is not None, page
     action, token = button.groups()
@@ -151,7 +154,7 @@ async def test_the_pages_button_acts_only_when_the_page_was_opened_with_the_toke
     forged = await client.post(action, data={"token": "the-wrong-admin-token-999"}, allow_redirects=False)
     assert forged.status == 401 and store.proposal(TENANT, "ref-2")[1] == "pending"
     pressed = await client.post(action, data={"token": token}, allow_redirects=False)  # as the browser sends it
-    assert pressed.status == 303 and pressed.headers["Location"] == f"/?token={TOKEN}"  # back to the page
+    assert pressed.status == 303 and pressed.headers["Location"] == "/"  # back to the page
     assert store.proposal(TENANT, "ref-2")[1] == "generated"
 
 

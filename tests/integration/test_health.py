@@ -28,6 +28,7 @@ from amis.settings import AmisSettings
 from capture.service import serve_capture
 from capture.settings import CaptureSettings
 from capture.webhooks import create_webhooks
+from common import metrics
 from common.names import SOURCE_TS_MS, System, changes_topic
 from common.settings import AcctTenant, CrmTenant
 from connectors.runner import Connector, ConnectorSettings
@@ -362,7 +363,7 @@ async def test_a_sandbox_serves_probes_and_counts_the_api_calls_it_served(tmp_pa
     )
 
 
-async def test_the_webhook_receiver_serves_probes_and_counts_webhooks(module_settings, tmp_path):
+async def test_the_webhook_receiver_serves_probes_and_counts_webhooks_on_another_port(module_settings, tmp_path):
     app = create_webhooks(
         secrets={("crm", "t1"): "s"},
         data_dir=tmp_path,
@@ -371,17 +372,23 @@ async def test_the_webhook_receiver_serves_probes_and_counts_webhooks(module_set
     )
     server = TestServer(app)
     await server.start_server()
+    internal = await metrics.serve_health("127.0.0.1", 0)  # as lienthong webhooks serves them
+    probes = f"http://127.0.0.1:{metrics.bound_port(internal)}"
     try:
         async with aiohttp.ClientSession() as session:
-            async with session.get(server.make_url("/readyz")) as response:
+            async with session.get(f"{probes}/readyz") as response:
                 assert response.status == 200
                 assert await response.json() == {"ready": True, "checks": {"serving": "ok"}, "not_ready": {}}
             async with session.post(server.make_url("/webhooks/crm/t1"), data=b"{}") as response:
                 assert response.status == 401  # unsigned
-            async with session.get(server.make_url("/metrics")) as response:
+            for path in ("/metrics", "/healthz", "/readyz"):  # the public port serves none of them
+                async with session.get(server.make_url(path)) as response:
+                    assert response.status == 404, path
+            async with session.get(f"{probes}/metrics") as response:
                 text = await response.text()
     finally:
         await server.close()
+        await internal.cleanup()
     assert value(text, "lienthong_webhooks_total", system="crm", status="401") >= 1
 
 
@@ -404,6 +411,7 @@ def capture_settings(module_settings: WorkerSettings, tmp_path: Path, tenant: st
         data_dir=tmp_path / "data",
         crm_capture_port=free_port(),
         capture_port=free_port(),
+        callback_port=free_port(),
         capture_poll_interval=0.3,
         capture_overlap=0.0,
     )
@@ -450,6 +458,13 @@ async def test_a_capture_service_is_not_ready_while_its_api_is_down_then_ready_a
             name = "CRM" if system == "crm" else "the accounting API"
             assert f"no token from {name} at http://127.0.0.1:{api_port}" in answer["not_ready"]["api"]
             assert tenant in answer["not_ready"]["api"]
+            if system == System.ACCT:  # the public port (ACT's callbacks) serves neither metrics nor probes
+                public = f"http://127.0.0.1:{settings.callback_port}"
+                for path in ("/metrics", "/healthz", "/readyz"):
+                    async with session.get(public + path) as response:
+                        assert response.status == 404, path
+                async with session.post(base + "/callback", data=b"not json") as response:
+                    assert response.status == 404  # and the internal port serves no callback
 
             # the system comes up on that port: ready, without a restart
             if system == "crm":
