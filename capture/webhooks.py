@@ -18,7 +18,7 @@ tenant's secret over ``<timestamp>.<body>``. What is refused, and answered with 
   empty ``event_id``, an unknown entity or op, a ``ts_ms`` that is not a positive integer or is in
   the future, ``before``/``after`` that are not objects, a record without an id, anything the
   worker's own checks of a change event would refuse (``streams.core.validation``); 408 or 400 a
-  body that did not arrive whole in time (``common.metrics.guard_requests``).
+  body that did not arrive whole in time (``common.listeners.guard_requests``).
 
 The server, not the payload, decides ``origin``: always ``user`` (an ``origin`` in the payload is
 ignored: a webhook cannot pass itself off as the integration's own echo, which rule X-1 drops).
@@ -48,7 +48,7 @@ from pydantic import SecretStr
 
 from amis.crm_mapping import from_crm
 from capture.webhook_state import Version, WebhookVersions, verdict
-from common import metrics
+from common import listeners, metrics
 from common.delivery import produce_acknowledged
 from common.names import ENTITIES, System, cdc_topic
 from streams.core.contract import change_event_json, decode_change_event
@@ -195,7 +195,7 @@ async def _receive(request: web.Request) -> web.Response:
         system = System(name)
     except ValueError:
         return error(404, f"unknown system {name[:64]!r}")
-    body = await request.read()  # read within common.metrics.BODY_TIMEOUT_S by the app's guard
+    body = await request.read()  # read within common.listeners.BODY_TIMEOUT_S by the app's guard
     try:
         _check_signed(request, system, tenant, body)
         entity, record_id, event, key = _parse(system, tenant, body, request.app[SETTINGS]["tolerance_s"])
@@ -238,7 +238,7 @@ def create_webhooks(
     data_dir: Path,
     topic_prefix: str = "",
     tolerance_s: float = 300.0,
-    body_timeout_s: float = metrics.BODY_TIMEOUT_S,
+    body_timeout_s: float = listeners.BODY_TIMEOUT_S,
 ) -> web.Application:
     """``secrets``: (system, tenant) -> HMAC secret; ``kafka``: the client config of the cluster
     (common.kafka_config.confluent_config); ``data_dir``: where the versions taken are kept
@@ -247,7 +247,7 @@ def create_webhooks(
     app[SECRETS] = dict(secrets)
     app[VERSIONS] = WebhookVersions(Path(data_dir) / "webhooks.sqlite3")
     app[LOCKS] = KeyLocks()
-    app[metrics.BODY_TIMEOUT] = body_timeout_s
+    app[listeners.BODY_TIMEOUT] = body_timeout_s
     app[PRODUCER] = Producer({**kafka, "acks": "all", "enable.idempotence": True})
     app[SETTINGS] = {"topic_prefix": topic_prefix, "tolerance_s": tolerance_s}
     app.router.add_post("/webhooks/{system}/{tenant}", receive)

@@ -9,16 +9,22 @@ that each one logs its requests the same way and none of them writes a secret in
   (``/?token=…``): a sandbox page opened with ``/?token=<admin token>``, or a POST carrying one, logs
   neither. Requests to ``/metrics``, ``/healthz`` and ``/readyz`` are logged at DEBUG (a scrape or a
   probe every few seconds would drown the rest); every other one at INFO.
+* ``guard_requests``, applied to every application served here: a request's body must arrive whole
+  within ``BODY_TIMEOUT_S`` (else 408, connection closed), and a client that resets its connection or
+  sends a malformed message is one log line, not a traceback.
 
 This module imports no service.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +38,10 @@ MASK = "…"
 def masked_target(request: web.BaseRequest) -> str:
     """What a log line says of the request's target: its route (or, when no route matched, its first
     path segment alone) and the names of its query's parameters, never their values."""
-    route = request.match_info.route.resource if isinstance(request, web.Request) else None
+    try:
+        route = request.match_info.route.resource if isinstance(request, web.Request) else None
+    except AssertionError:  # a message aiohttp could not parse was never routed: it has no match_info
+        route = None
     if route is not None:
         path = route.canonical
     else:  # nothing matched: the rest of the path may be anything the caller sent (a wrong secret too)
@@ -62,8 +71,83 @@ class MaskedAccessLogger(AbstractAccessLogger):
         )
 
 
+#: Seconds a client has to send a request's whole body once its headers are in. The bodies the
+#: services take (webhooks, ACT callbacks, the sandboxes' API calls) are a few KB, 1 MiB at most
+#: (aiohttp's client_max_size), so 10 s is ample on a slow link; a client trickling its body (2,000
+#: such connections once held a receiver 60 s+ each) is answered 408 and cut off. A constant: nobody
+#: has needed to tune it (tests pass ``BODY_TIMEOUT`` on their application).
+BODY_TIMEOUT_S = 10.0
+BODY_TIMEOUT = web.AppKey("body_timeout_s", float)
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+@web.middleware
+async def _read_body_in_time(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if request.body_exists:
+        timeout = request.app.get(BODY_TIMEOUT, BODY_TIMEOUT_S)
+        problem: tuple[int, str] | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                await request.read()  # aiohttp keeps it: the handler's own read() returns it at once
+        except TimeoutError:
+            problem = (408, f"the request body did not arrive whole within {timeout:g} s; send it at once")
+        except (ConnectionError, HttpProcessingError) as exc:
+            # a reset, a half-closed connection, a truncated or badly chunked body: the client's doing
+            problem = (400, f"the request body could not be read ({_one_line(exc)}); send it whole")
+        except web.HTTPRequestEntityTooLarge:
+            # answered and closed here too: else aiohttp lingers reading the rest of the oversized body
+            problem = (413, "the request body is too large (a service takes at most 1 MiB); send less")
+        if problem is not None:
+            log.warning(
+                "%s %r from %s: %s; connection closed", request.method, request.path, request.remote, problem[1]
+            )
+            answer = web.json_response({"error": problem[1]}, status=problem[0])
+            answer.force_close()
+            if request.transport is not None and not request.transport.is_closing():
+                await answer.prepare(request)
+                await answer.write_eof()
+            # closed now (the answer is flushed first): else aiohttp lingers up to 10 s more for the rest
+            # of the body it was promised
+            request.protocol.force_close()
+            return answer
+    return await handler(request)
+
+
+class _ClientFaultsInOneLine(logging.Filter):
+    """aiohttp's server logs a client's reset or malformed message with a whole traceback ("Error
+    handling request"); 2,000 hostile connections made 2.4 MB of them. Those become one warning line;
+    any other exception (a bug of ours) keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (ConnectionError, HttpProcessingError, TimeoutError)):
+            record.msg, record.args = f"{record.getMessage()}: {_one_line(exc)}", None
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_CLIENT_FAULTS_IN_ONE_LINE = _ClientFaultsInOneLine()
+
+
+def guard_requests(app: web.Application) -> web.Application:
+    """The body timeout (``BODY_TIMEOUT_S``) before any other middleware of ``app``, and aiohttp's
+    logs of client faults in one line. Returns ``app``; applying it twice changes nothing."""
+    if _read_body_in_time not in app.middlewares:
+        app.middlewares.insert(0, _read_body_in_time)
+    logging.getLogger("aiohttp.server").addFilter(_CLIENT_FAULTS_IN_ONE_LINE)  # the same filter is added once
+    return app
+
+
 def app_runner(app: web.Application) -> web.AppRunner:
-    """A runner of ``app`` that logs its requests through ``MaskedAccessLogger``."""
+    """A runner of ``app``, guarded (``guard_requests``), that logs its requests through
+    ``MaskedAccessLogger``."""
+    guard_requests(app)
     return web.AppRunner(app, access_log_class=MaskedAccessLogger, access_log=ACCESS_LOGGER)
 
 

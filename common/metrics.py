@@ -12,9 +12,8 @@ processor. What is here:
 * ``BrokerCheck``: whether the broker answers, cached, for readiness;
 * ``add_health_routes``: ``GET /metrics``, ``/healthz``, ``/readyz`` on an aiohttp application,
   given a readiness callback; ``serve_health`` runs such an application on its own port;
-* ``guard_requests``, which ``add_health_routes`` applies, so every listener of the project has it:
-  a request's body must arrive whole within ``BODY_TIMEOUT_S`` (else 408, connection closed), and a
-  client that resets its connection or sends a malformed message is one log line, not a traceback.
+* ``add_health_routes`` guards the application it is given (``common.listeners.guard_requests``), as
+  ``common.listeners`` guards every application it serves.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec  # not re-exported for type checkers
@@ -37,7 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, His
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from common.listeners import serve_app
+from common.listeners import guard_requests, serve_app
 from common.names import System
 
 log = logging.getLogger(__name__)
@@ -349,79 +347,6 @@ class _Registries:
 
 
 METRICS_PATH, HEALTH_PATH, READY_PATH = "/metrics", "/healthz", "/readyz"
-
-
-#: Seconds a client has to send a request's whole body once its headers are in. The bodies the
-#: services take (webhooks, ACT callbacks, the sandboxes' API calls) are a few KB, 1 MiB at most
-#: (aiohttp's client_max_size), so 10 s is ample on a slow link; a client trickling its body (2,000
-#: such connections once held a receiver 60 s+ each) is answered 408 and cut off. A constant: nobody
-#: has needed to tune it (tests pass ``BODY_TIMEOUT`` on their application).
-BODY_TIMEOUT_S = 10.0
-BODY_TIMEOUT = web.AppKey("body_timeout_s", float)
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-
-
-@web.middleware
-async def _read_body_in_time(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    if request.body_exists:
-        timeout = request.app.get(BODY_TIMEOUT, BODY_TIMEOUT_S)
-        problem: tuple[int, str] | None = None
-        try:
-            async with asyncio.timeout(timeout):
-                await request.read()  # aiohttp keeps it: the handler's own read() returns it at once
-        except TimeoutError:
-            problem = (408, f"the request body did not arrive whole within {timeout:g} s; send it at once")
-        except (ConnectionError, HttpProcessingError) as exc:
-            # a reset, a half-closed connection, a truncated or badly chunked body: the client's doing
-            problem = (400, f"the request body could not be read ({_one_line(exc)}); send it whole")
-        except web.HTTPRequestEntityTooLarge:
-            # answered and closed here too: else aiohttp lingers reading the rest of the oversized body
-            problem = (413, "the request body is too large (a service takes at most 1 MiB); send less")
-        if problem is not None:
-            log.warning(
-                "%s %r from %s: %s; connection closed", request.method, request.path, request.remote, problem[1]
-            )
-            answer = web.json_response({"error": problem[1]}, status=problem[0])
-            answer.force_close()
-            if request.transport is not None and not request.transport.is_closing():
-                await answer.prepare(request)
-                await answer.write_eof()
-            # closed now (the answer is flushed first): else aiohttp lingers up to 10 s more for the rest
-            # of the body it was promised
-            request.protocol.force_close()
-            return answer
-    return await handler(request)
-
-
-class _ClientFaultsInOneLine(logging.Filter):
-    """aiohttp's server logs a client's reset or malformed message with a whole traceback ("Error
-    handling request"); 2,000 hostile connections made 2.4 MB of them. Those become one warning line;
-    any other exception (a bug of ours) keeps its traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (ConnectionError, HttpProcessingError, TimeoutError)):
-            record.msg, record.args = f"{record.getMessage()}: {_one_line(exc)}", None
-            record.exc_info, record.exc_text = None, None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
-
-
-_CLIENT_FAULTS_IN_ONE_LINE = _ClientFaultsInOneLine()
-
-
-def guard_requests(app: web.Application) -> web.Application:
-    """The body timeout (``BODY_TIMEOUT_S``) before any other middleware of ``app``, and aiohttp's
-    logs of client faults in one line. Returns ``app``; applying it twice changes nothing."""
-    if _read_body_in_time not in app.middlewares:
-        app.middlewares.insert(0, _read_body_in_time)
-    logging.getLogger("aiohttp.server").addFilter(_CLIENT_FAULTS_IN_ONE_LINE)  # the same filter is added once
-    return app
 
 
 def add_health_routes(

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from capture.webhooks import create_webhooks
-from common import metrics
+from common import listeners, metrics
 from common.kafka_config import confluent_config
 
 pytestmark = pytest.mark.broker
@@ -54,14 +54,14 @@ async def malformed_chunks(port: int, path: bytes) -> bytes:
 
 
 async def served(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app)
+    runner = listeners.app_runner(app)  # as every service serves an application: guarded
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0, backlog=4096).start()
     return runner, metrics.bound_port(runner)
 
 
 def connection_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name in ("common.metrics", "aiohttp.server")]
+    return [r for r in caplog.records if r.name in ("common.listeners", "aiohttp.server")]
 
 
 async def test_slow_resetting_and_malformed_clients_are_cut_off_and_logged_in_one_line_each(
@@ -102,7 +102,7 @@ async def test_slow_resetting_and_malformed_clients_are_cut_off_and_logged_in_on
 
 async def test_the_probes_of_every_service_have_the_same_body_timeout(monkeypatch, caplog):
     """``serve_health`` (connectors, worker, CRM capture): a slow body there is cut off too."""
-    monkeypatch.setattr(metrics, "BODY_TIMEOUT_S", TIMEOUT_S)
+    monkeypatch.setattr(listeners, "BODY_TIMEOUT_S", TIMEOUT_S)
     runner = await metrics.serve_health("127.0.0.1", 0)
     try:
         answers = await asyncio.wait_for(
