@@ -7,8 +7,8 @@ import uuid
 
 import orjson
 import pytest
-from prometheus_client import REGISTRY, generate_latest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import REGISTRY, generate_latest
 
 from capture.webhooks import create_webhooks, webhook_signature
 from common.kafka_config import confluent_config
