@@ -45,6 +45,7 @@ from amis.ledger import WriteLedger
 from capture.polling import PollingCapture, tried_again_next_poll
 from capture.state import ChangeReporter
 from common import metrics
+from common.listeners import guard_requests
 from common.logs import about
 from common.names import System
 
@@ -316,7 +317,9 @@ class ActCapture(PollingCapture):
         which every company shares and ACT sends in clear, so a callback there could be anyone's
         (SECURITY.md). ACT keeps a refused callback; ``pull_undelivered`` takes it with the tenant's token.
         Every answer is HTTP 200 (ACT's contract), whatever came."""
-        app = web.Application()
+        # guarded as it is made (a body-read timeout, client faults in one line): it faces the internet,
+        # however it is served
+        app = guard_requests(web.Application())
 
         async def receive(request: web.Request) -> web.Response:
             tenant = self._tenant_of_path(request.match_info.get("secret", ""))

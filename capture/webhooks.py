@@ -243,7 +243,9 @@ def create_webhooks(
     """``secrets``: (system, tenant) -> HMAC secret; ``kafka``: the client config of the cluster
     (common.kafka_config.confluent_config); ``data_dir``: where the versions taken are kept
     (``webhooks.sqlite3``)."""
-    app = web.Application()
+    # guarded as it is made (a body-read timeout, client faults in one line): it faces the internet,
+    # however it is served
+    app = listeners.guard_requests(web.Application())
     app[SECRETS] = dict(secrets)
     app[VERSIONS] = WebhookVersions(Path(data_dir) / "webhooks.sqlite3")
     app[LOCKS] = KeyLocks()

@@ -7,6 +7,7 @@ topic prefix (``LIENTHONG_TOPIC_PREFIX``) only that deployment's topics are show
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,9 +106,17 @@ def read_lag(kafka: KafkaSettings, groups: list[str] | None = None, *, timeout: 
 
 
 def require_topics(kafka: KafkaSettings, topics: list[str], *, timeout: float = 5.0) -> None:
-    """Fail fast, before anything is written: the broker answers and every topic (prefix included) exists."""
-    present = _list_topics(_admin(kafka, timeout), kafka, timeout)
-    missing = sorted({topic for topic in topics if topic not in present})
+    """Fail fast, before anything is written: the broker answers and every topic (prefix included) exists.
+    A topic created a moment ago is waited for up to ``timeout``: a busy broker's metadata shows a new
+    topic a little after its creation was acknowledged."""
+    admin = _admin(kafka, timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        present = _list_topics(admin, kafka, timeout)
+        missing = sorted({topic for topic in topics if topic not in present})
+        if not missing or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
     if missing:
         raise LagError(
             f"topic(s) {', '.join(missing)} not found on {kafka.bootstrap_servers}: create the contract's topics "
