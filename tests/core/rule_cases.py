@@ -163,11 +163,21 @@ def assert_audit(decision: Decision, rule_id: str, rules: list[str] | None = Non
 
 
 def assert_none(
-    decision: Decision, rule_id: str, *, because: str | None = None, rules: list[str] | None = None
+    decision: Decision,
+    rule_id: str,
+    *,
+    because: str | None = None,
+    rules: list[str] | None = None,
+    rests_on_absence: bool = False,
 ) -> None:
-    """No command, and the audit record names the rule (and only ``rules``) and gives a reason."""
+    """No command, and the audit record names the rule (and only ``rules``) and gives a reason.
+
+    ``rests_on_absence``: the outcome holds only because something is not known yet (no link, no
+    CRM record), so a worker that catches up decides the event again (``Decision.rests_on_absence``).
+    """
     assert decision.commands == [], [c.rule for c in decision.commands]
     assert_audit(decision, rule_id, rules)
+    assert decision.rests_on_absence is rests_on_absence
     assert decision.audit.commands == []
     assert decision.audit.reason and rule_id in decision.audit.reason
     if because:
@@ -181,7 +191,9 @@ def only_command(decision: Decision) -> Command:
 
 # What a command expectation holds. Every one names the whole command: a check of "some fields"
 # let wrong values, extra fields and a wrong audit rule through (issue 24), so there is none.
-EXPECT_KEYS = frozenset({"target", "entity", "op", "key", "fields", "read_only", "depends_on", "rules"})
+EXPECT_KEYS = frozenset(
+    {"target", "entity", "op", "key", "fields", "read_only", "depends_on", "rules", "rests_on_absence"}
+)
 REQUIRED_KEYS = frozenset({"target", "entity", "op", "key", "fields"})
 
 
@@ -209,6 +221,7 @@ def assert_command(command: Command, decision: Decision, rule_id: str, expect: d
         audit.event_id,
     )
     assert_audit(decision, rule_id, expect.get("rules"))
+    assert decision.rests_on_absence is expect.get("rests_on_absence", False)
     # the audit record lists every command under its rule
     assert [(a.command_id, a.rule) for a in audit.commands] == [(c.command_id, c.rule) for c in decision.commands]
 
@@ -228,9 +241,11 @@ def copied(record: dict[str, Any], **changes: Any) -> dict[str, Any]:
 NONE = "none"
 
 
-def none(because: str | None = None, *, rules: list[str] | None = None) -> dict[str, Any]:
+def none(
+    because: str | None = None, *, rules: list[str] | None = None, rests_on_absence: bool = False
+) -> dict[str, Any]:
     """A "none" outcome: no command; the audit names the rule (and exactly ``rules``) and ``because``."""
-    return {NONE: True, "because": because, "rules": rules}
+    return {NONE: True, "because": because, "rules": rules, "rests_on_absence": rests_on_absence}
 
 
 CASE_PARAMS = ("rule_id", "kwargs", "links", "order_target", "expect")
@@ -243,8 +258,14 @@ def check_case(
     state = base_state(order_target, links)
     decision = run(event(**kwargs), state, rules)
     if expect.get(NONE):
-        assert set(expect) == {NONE, "because", "rules"}, sorted(expect)
-        assert_none(decision, rule_id, because=expect["because"], rules=expect["rules"])
+        assert set(expect) == {NONE, "because", "rules", "rests_on_absence"}, sorted(expect)
+        assert_none(
+            decision,
+            rule_id,
+            because=expect["because"],
+            rules=expect["rules"],
+            rests_on_absence=expect["rests_on_absence"],
+        )
     else:
         assert_command(only_command(decision), decision, rule_id, expect)
 
