@@ -288,21 +288,20 @@ def test_acct_contract_rule(
 def test_ct7_propose_revenue_cancel_adds_a_proposed_negative_line(rules: RuleBook) -> None:
     rule = "CT-7"
     state = base_state("contract", (ORDER_LINK,))
-    decision = run(
-        event(
-            "crm", "sale_order", "u", action="propose_revenue_cancel", before=order("recorded"), after=order("recorded")
-        ),
-        state,
-        rules,
+    ev = event(
+        "crm", "sale_order", "u", action="propose_revenue_cancel", before=order("recorded"), after=order("recorded")
     )
+    decision = run(ev, state, rules)
     command = only_command(decision)
     assert command.rule == rule
     assert (command.target, command.entity, command.op) == (System.ACCT, "contract", Op.UPDATE)
     assert command.key == CommandKey(id="ao-1", code="DH1")
-    (entry,) = command.fields["revenue_entries"]  # the contract's canonical field
-    assert set(entry) == {"id", "amount", "status"}
-    assert entry["status"] == "proposed"
-    assert entry["amount"] == "-200000"
+    # one line of the contract's revenue-recognition table, named by the proposal that added it (so a
+    # replay adds it once), for the order's total, negated
+    assert command.fields == {
+        "revenue_entries": [{"id": f"cancel:{ev.event_id}", "amount": "-200000", "status": "proposed"}]
+    }
+    assert (decision.audit.rule, decision.audit.rules) == (rule, [rule])
 
 
 def test_ct7_without_a_total_to_cancel_is_none(rules: RuleBook) -> None:
@@ -341,8 +340,17 @@ def test_ct10_a_revenue_line_recorded_in_accounting_goes_back_to_crm(rules: Rule
         before=acct_order("recorded", revenue_entries=proposed),
         after=acct_order("recorded", revenue_entries=recorded),
     )
-    command = only_command(run(ev, base_state("contract", (ORDER_LINK,)), rules))
-    assert command.rule == rule and command.fields["revenue_entries"] == recorded
+    decision = run(ev, base_state("contract", (ORDER_LINK,)), rules)
+    command = only_command(decision)
+    assert (command.rule, command.target, command.entity, command.op, command.key) == (
+        rule,
+        System.CRM,
+        "sale_order",
+        Op.UPDATE,
+        CommandKey(id="o-1", code="DH1"),
+    )
+    assert command.fields == {"revenue_entries": recorded, "revenue_status": "recorded"}
+    assert (decision.audit.action, decision.audit.rule, decision.audit.rules) == ("record_revenue", rule, [rule])
 
 
 # --- order_target: a tenant gets SO-* or CT-* commands, never both -----------------------------

@@ -226,8 +226,9 @@ def test_x4_unlinked_customer_and_products_are_sent_first(rules: RuleBook) -> No
         "customer",
         CommandKey(code="KH5"),
     )
-    assert customer.fields["name"] == "Khách mới" and "id" not in customer.fields
+    assert customer.fields == copied(CUSTOMER, code="KH5", name="Khách mới")  # the CRM customer as last seen
     assert (product.rule, product.entity, product.key) == ("PRD-1", "product", CommandKey(code="SP7"))
+    assert product.fields == {"code": "SP7"}  # a product not seen yet: its code only, until it arrives
     assert document.rule == "SO-1"
     assert document.depends_on == [customer.command_id, product.command_id]
     assert (decision.audit.rule, decision.audit.rules) == ("SO-1", ["SO-1", "X-4"])
@@ -277,9 +278,9 @@ def test_x4_a_dependency_named_before_its_record_was_seen_gets_its_fields_when_t
     arrived = run(event("crm", "customer", after=customer), state, rules)
     (completion,) = arrived.commands
     assert (completion.rule, completion.target, completion.key) == ("CUS-10", System.ACCT, CommandKey(code="KH9"))
-    assert completion.fields["name"] == "Khách đến sau" and completion.fields["tax_code"] == "0109"
+    assert completion.fields == copied(customer)
     assert completion.command_id != placeholder.command_id
-    assert "X-4" in arrived.audit.rules
+    assert (arrived.audit.rule, arrived.audit.rules) == ("CUS-1", ["CUS-1", "CUS-10", "X-4"])
     assert [n.tag for n in arrived.audit.notes if n.rule == "CUS-10"] == [Note.DEPENDENCY_COMPLETED]
     state.apply(arrived)
     again = run(event("crm", "customer", "u", before=customer, after={**customer, "phone": "1"}), state, rules)
@@ -297,13 +298,15 @@ def test_x4_a_dependency_decided_at_the_same_moment_as_its_record_gets_its_field
     placeholder = next(c for c in early.commands if c.rule == "CUS-10")
     state.apply(early)
     # the customer's change, decided on the other worker, reached this one's tables afterwards
-    state.remember(T, "customer", {**CUSTOMER, "id": "c-9", "code": "KH9", "name": "Khách đến sau", "tax_code": "0109"})
+    customer = {**CUSTOMER, "id": "c-9", "code": "KH9", "name": "Khách đến sau", "tax_code": "0109"}
+    state.remember(T, "customer", customer)
     echo_record = {"id": "a-9", "code": "KH9", "name": None}
     echo = run(event("acct", "customer", after=echo_record, origin="sync"), state, rules)
     (completion,) = echo.commands
     assert (completion.rule, completion.target, completion.key) == ("CUS-10", System.ACCT, CommandKey(code="KH9"))
-    assert completion.fields["name"] == "Khách đến sau" and completion.fields["tax_code"] == "0109"
+    assert completion.fields == copied(customer)
     assert completion.source.id == "c-9" and completion.command_id != placeholder.command_id
+    assert (echo.audit.rule, echo.audit.rules) == ("CUS-6", ["CUS-6", "X-1", "CUS-10", "X-4"])
     assert [n.tag for n in echo.audit.notes if n.rule == "CUS-10"] == [Note.DEPENDENCY_COMPLETED]
     state.apply(echo)
     again = run(event("acct", "customer", "u", before=echo_record, after=echo_record, origin="sync"), state, rules)

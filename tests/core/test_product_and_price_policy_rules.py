@@ -214,17 +214,27 @@ def test_pp1_splits_a_policy_into_one_read_only_crm_copy_per_category(rules: Rul
     }
     decision = run(event("acct", "price_policy", after=policy), FakeState(), rules)
     assert [c.key for c in decision.commands] == [CommandKey(code=f"CSG1/{c}") for c in ("LH1", "LH2", "LH3")]
-    for command, category in zip(decision.commands, ("LH1", "LH2", "LH3"), strict=False):
+    for command, category in zip(decision.commands, ("LH1", "LH2", "LH3"), strict=True):
         assert command.rule == rule
         assert (command.target, command.entity, command.op) == (System.CRM, "price_policy", Op.UPSERT)
         assert command.read_only is True
-        assert command.fields["code"] == f"CSG1/{category}"
-        assert command.fields["category_code"] == category
+        assert command.fields == policy_copy(category, [p for p in policy["prices"] if p["category_code"] == category])
         assert command.fields["prices"], "each copy carries its category's prices"
-        assert command.fields["prices"] == [p for p in policy["prices"] if p["category_code"] == category]
-        assert command.fields["valid_from"] == "2025-01-01"
-        assert "category_codes" not in command.fields and "id" not in command.fields
-    assert decision.audit.rules == [rule]
+    assert (decision.audit.rule, decision.audit.rules) == (rule, [rule])
+
+
+def policy_copy(category: str, prices: list[dict[str, str]]) -> dict[str, object]:
+    """The CRM copy of policy CSG1 for one category (PP-1): the policy's own fields, renamed for the
+    category, with that category's prices only; neither its acct id nor its list of categories."""
+    return {
+        "code": f"CSG1/{category}",
+        "name": f"Giá đại lý / {category}",
+        "valid_from": "2025-01-01",
+        "valid_to": None,
+        "category_code": category,
+        "source_policy_code": "CSG1",
+        "prices": prices,
+    }
 
 
 def test_pp1_update_rewrites_the_same_copies_and_deletes_a_dropped_category(rules: RuleBook) -> None:
@@ -240,9 +250,10 @@ def test_pp1_update_rewrites_the_same_copies_and_deletes_a_dropped_category(rule
     upsert, delete = decision.commands
     assert (upsert.rule, upsert.op, upsert.key) == ("PP-1", Op.UPSERT, CommandKey(code="CSG1/LH1"))
     assert upsert.message_key == first.commands[0].message_key
-    assert upsert.fields["prices"] == [{"product_code": "SP1", "category_code": "LH1", "price": "85000"}]
+    assert upsert.fields == policy_copy("LH1", [{"product_code": "SP1", "category_code": "LH1", "price": "85000"}])
     assert (delete.rule, delete.op, delete.key, delete.fields) == ("PP-1", Op.DELETE, CommandKey(code="CSG1/LH2"), {})
     assert delete.read_only is True
+    assert (decision.audit.rule, decision.audit.rules) == ("PP-1", ["PP-1"])
 
 
 def test_pp2_a_crm_edit_of_a_copy_is_answered_by_the_acct_version(rules: RuleBook) -> None:
@@ -267,7 +278,8 @@ def test_pp2_a_crm_edit_of_a_copy_is_answered_by_the_acct_version(rules: RuleBoo
     assert command.fields == acct_version  # what acct says, not the CRM edit
     assert command.key.code == "CSG1/LH1"
     assert command.message_key == split.commands[0].message_key  # X-5: same record, same key
-    assert rule in decision.audit.rules and "conflict" in decision.audit.reason
+    assert (decision.audit.rule, decision.audit.rules) == (rule, [rule])
+    assert "conflict" in decision.audit.reason
 
 
 def test_pp2_a_crm_policy_that_is_not_a_copy_is_none(rules: RuleBook) -> None:
@@ -286,5 +298,5 @@ def test_pp1_drops_copies_of_categories_it_no_longer_selects_even_without_before
     narrowed = {**POLICY, "category_codes": ["LH2"], "prices": POLICY["prices"][1:]}
     decision = run(event("acct", "price_policy", "r", after=narrowed), state, rules)
     # LH2's copy is unchanged (X-2); LH1's copy is deleted
-    assert [(c.rule, c.op, c.key.code) for c in decision.commands] == [(rule, Op.DELETE, "CSG1/LH1")]
-    assert "X-2" in decision.audit.rules
+    assert [(c.rule, c.op, c.key.code, c.fields) for c in decision.commands] == [(rule, Op.DELETE, "CSG1/LH1", {})]
+    assert (decision.audit.rule, decision.audit.rules) == (rule, [rule, "X-2"])
