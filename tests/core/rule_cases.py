@@ -1,10 +1,13 @@
 """Records, state and checks shared by the rule tests of ``tests/core`` (``test_*_rules.py``).
 
 Every rule of the sync matrix (``docs/matrix.md``) goes through ``decide`` with the in-memory
-FakeState. What is asserted is what a user of the command and audit topics would check: the rule a
-command names, its target system, entity, op and key, the fields it writes; for a "none" rule,
-that no command is emitted and the audit record names the rule and says why. A case table row is
-``(rule_id, event kwargs, links, order_target, expect)``, checked by ``check_case``.
+FakeState. What is asserted is what a user of the command and audit topics would check: the whole
+command (the rule it names, target system, entity, op, key, and every field it writes with its
+value: ``==``, never a subset), and the audit record's ``rule`` and exact ``rules``; for a "none"
+outcome, that no command is emitted and the audit record names the rule and says why. Both say
+whether the outcome rests on something not known yet (``Decision.rests_on_absence``). A case table
+row is ``(rule_id, event kwargs, links, order_target, expect)``, checked by ``check_case``, which
+refuses an expectation that does not name the whole command (``EXPECT_KEYS``, ``REQUIRED_KEYS``).
 """
 
 from __future__ import annotations
