@@ -1,10 +1,13 @@
 """Records, state and checks shared by the rule tests of ``tests/core`` (``test_*_rules.py``).
 
 Every rule of the sync matrix (``docs/matrix.md``) goes through ``decide`` with the in-memory
-FakeState. What is asserted is what a user of the command and audit topics would check: the rule a
-command names, its target system, entity, op and key, the fields it writes; for a "none" rule,
-that no command is emitted and the audit record names the rule and says why. A case table row is
-``(rule_id, event kwargs, links, order_target, expect)``, checked by ``check_case``.
+FakeState. What is asserted is what a user of the command and audit topics would check: the whole
+command (the rule it names, target system, entity, op, key, and every field it writes with its
+value: ``==``, never a subset), and the audit record's ``rule`` and exact ``rules``; for a "none"
+outcome, that no command is emitted and the audit record names the rule and says why. Both say
+whether the outcome rests on something not known yet (``Decision.rests_on_absence``). A case table
+row is ``(rule_id, event kwargs, links, order_target, expect)``, checked by ``check_case``, which
+refuses an expectation that does not name the whole command (``EXPECT_KEYS``, ``REQUIRED_KEYS``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ ACCT_PRODUCT = {**PRODUCT, "id": "ap-1"}
 LINES = [{"line_id": "l1", "product_code": "SP1", "quantity": 2, "unit_price": "100000", "amount": "200000"}]
 QUOTE = {"id": "q-1", "code": "BG1", "customer_code": "KH1", "lines": LINES, "total_amount": "200000"}
 ENTRIES = [{"id": "re-1", "amount": "200000", "status": "recorded"}]
+# What QUO-1 writes to acct for quote q-1.
+QUOTE_FIELDS = {"code": "BG1", "customer_code": "KH1", "lines": LINES, "total_amount": "200000", "crm_id": "q-1"}
 
 
 def order(revenue_status: str = "proposed", **changes: Any) -> dict[str, Any]:
@@ -66,6 +71,12 @@ def order(revenue_status: str = "proposed", **changes: Any) -> dict[str, Any]:
         "revenue_entries": ENTRIES,
         **changes,
     }
+
+
+def order_fields(revenue_status: str, **changes: Any) -> dict[str, Any]:
+    """What SO-1/2/4 and CT-1/2/4 write to acct for CRM order o-1: the whole order but its CRM id,
+    which the acct record carries as ``crm_id`` (X-3)."""
+    return {k: v for k, v in order(revenue_status, **changes).items() if k != "id"} | {"crm_id": "o-1"}
 
 
 def acct_order(revenue_status: str = "proposed", **changes: Any) -> dict[str, Any]:
@@ -148,10 +159,28 @@ def run(ev, state: FakeState, rules: RuleBook) -> Decision:
     return decide(ev, state, rules, now_ms=NOW)
 
 
-def assert_none(decision: Decision, rule_id: str, *, because: str | None = None) -> None:
-    """No command, and the audit record names the rule and gives a reason."""
+def assert_audit(decision: Decision, rule_id: str, rules: list[str] | None = None) -> None:
+    """The audit record names the matched rule first (``rule``) and exactly the rules involved."""
+    assert decision.audit.rule == rule_id
+    assert decision.audit.rules == (rules if rules is not None else [rule_id])
+
+
+def assert_none(
+    decision: Decision,
+    rule_id: str,
+    *,
+    because: str | None = None,
+    rules: list[str] | None = None,
+    rests_on_absence: bool = False,
+) -> None:
+    """No command, and the audit record names the rule (and only ``rules``) and gives a reason.
+
+    ``rests_on_absence``: the outcome holds only because something is not known yet (no link, no
+    CRM record), so a worker that catches up decides the event again (``Decision.rests_on_absence``).
+    """
     assert decision.commands == [], [c.rule for c in decision.commands]
-    assert rule_id in decision.audit.rules
+    assert_audit(decision, rule_id, rules)
+    assert decision.rests_on_absence is rests_on_absence
     assert decision.audit.commands == []
     assert decision.audit.reason and rule_id in decision.audit.reason
     if because:
@@ -163,29 +192,51 @@ def only_command(decision: Decision) -> Command:
     return decision.commands[0]
 
 
+# What a command expectation holds. Every one names the whole command: a check of "some fields"
+# let wrong values, extra fields and a wrong audit rule through (issue 24), so there is none.
+EXPECT_KEYS = frozenset(
+    {"target", "entity", "op", "key", "fields", "read_only", "depends_on", "rules", "rests_on_absence"}
+)
+REQUIRED_KEYS = frozenset({"target", "entity", "op", "key", "fields"})
+
+
 def assert_command(command: Command, decision: Decision, rule_id: str, expect: dict[str, Any]) -> None:
+    """The whole command as the connector reads it, and the audit record of the decision."""
+    assert set(expect) <= EXPECT_KEYS, f"unknown expectation {sorted(set(expect) - EXPECT_KEYS)}"
+    assert set(expect) >= REQUIRED_KEYS, (
+        f"a case names the whole command: missing {sorted(REQUIRED_KEYS - set(expect))}"
+    )
     assert command.rule == rule_id
     assert command.target == System(expect["target"])
     assert command.entity == expect["entity"]
     assert command.op == Op(expect["op"])
     assert command.key == CommandKey(**expect["key"])
+    assert command.fields == expect["fields"]
     assert command.tenant == T
     assert command.read_only is expect.get("read_only", False)
-    if "fields" in expect:
-        assert command.fields == expect["fields"]
-    for name, value in expect.get("has", {}).items():
-        assert command.fields.get(name) == value, name
-    for name in expect.get("lacks", ()):
-        assert name not in command.fields, name
-    # the audit record lists the command under its rule
-    assert rule_id in decision.audit.rules
-    assert [(a.command_id, a.rule) for a in decision.audit.commands] == [
-        (c.command_id, c.rule) for c in decision.commands
-    ]
+    assert command.depends_on == expect.get("depends_on", [])
+    assert command.ts_ms == NOW
+    audit = decision.audit
+    assert (command.source.system, command.source.entity, command.source.id, command.source.event_id) == (
+        audit.system,
+        audit.entity,
+        audit.record_id,
+        audit.event_id,
+    )
+    assert_audit(decision, rule_id, expect.get("rules"))
+    assert decision.rests_on_absence is expect.get("rests_on_absence", False)
+    # the audit record lists every command under its rule
+    assert [(a.command_id, a.rule) for a in audit.commands] == [(c.command_id, c.rule) for c in decision.commands]
 
 
 def ev_kwargs(system: str, entity: str, op: str = "c", **kw: Any) -> dict[str, Any]:
     return {"system": system, "entity": entity, "op": op, **kw}
+
+
+def copied(record: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """What a copy of ``record`` writes in the other system: every field but the record's own ``id``
+    (ids are local to a system, X-3), with ``changes``."""
+    return {**{k: v for k, v in record.items() if k != "id"}, **changes}
 
 
 # --- a case table: a rule, an event, the state, what comes out -------------------------------
@@ -193,8 +244,11 @@ def ev_kwargs(system: str, entity: str, op: str = "c", **kw: Any) -> dict[str, A
 NONE = "none"
 
 
-def none(because: str | None = None) -> dict[str, Any]:
-    return {NONE: True, "because": because}
+def none(
+    because: str | None = None, *, rules: list[str] | None = None, rests_on_absence: bool = False
+) -> dict[str, Any]:
+    """A "none" outcome: no command; the audit names the rule (and exactly ``rules``) and ``because``."""
+    return {NONE: True, "because": because, "rules": rules, "rests_on_absence": rests_on_absence}
 
 
 CASE_PARAMS = ("rule_id", "kwargs", "links", "order_target", "expect")
@@ -207,7 +261,14 @@ def check_case(
     state = base_state(order_target, links)
     decision = run(event(**kwargs), state, rules)
     if expect.get(NONE):
-        assert_none(decision, rule_id, because=expect["because"])
+        assert set(expect) == {NONE, "because", "rules", "rests_on_absence"}, sorted(expect)
+        assert_none(
+            decision,
+            rule_id,
+            because=expect["because"],
+            rules=expect["rules"],
+            rests_on_absence=expect["rests_on_absence"],
+        )
     else:
         assert_command(only_command(decision), decision, rule_id, expect)
 

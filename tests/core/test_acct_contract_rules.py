@@ -15,7 +15,6 @@ from streams.core.rules import RuleBook
 from tests.core.rule_cases import (
     CASE_PARAMS,
     ENTRIES,
-    LINES,
     ORDER_LINK,
     acct_order,
     assert_none,
@@ -25,6 +24,7 @@ from tests.core.rule_cases import (
     none,
     only_command,
     order,
+    order_fields,
     run,
 )
 from tests.fakes import FakeState, event
@@ -45,8 +45,7 @@ CONTRACT_CASES = [
                 "entity": "contract",
                 "op": "create",
                 "key": {"id": None, "code": "DH1"},
-                "has": {"crm_id": "o-1", "code": "DH1", "revenue_status": "proposed", "lines": LINES},
-                "lacks": ("id",),
+                "fields": order_fields("proposed"),
             },
             id=f"CT-1/{action}",
         )
@@ -72,8 +71,7 @@ CONTRACT_CASES = [
             "entity": "contract",
             "op": "update",
             "key": {"id": "ao-1", "code": "DH1"},
-            "has": {"delivery_deadline": "2026-01-15", "crm_id": "o-1"},
-            "lacks": ("id",),
+            "fields": order_fields("proposed", delivery_deadline="2026-01-15"),
         },
         id="CT-2",
     ),
@@ -87,7 +85,7 @@ CONTRACT_CASES = [
             "entity": "contract",
             "op": "update",
             "key": {"id": "ao-1", "code": "DH1"},
-            "has": {"total_amount": "250000"},
+            "fields": order_fields("recorded", total_amount="250000"),
         },
         id="CT-2/recorded",
     ),
@@ -112,7 +110,7 @@ CONTRACT_CASES = [
             "entity": "contract",
             "op": "upsert",
             "key": {"id": None, "code": "DH1"},
-            "has": {"revenue_status": "proposed", "crm_id": "o-1"},
+            "fields": order_fields("proposed"),
         },
         id="CT-4",
     ),
@@ -206,7 +204,13 @@ CONTRACT_CASES = [
             "entity": "sale_order",
             "op": "update",
             "key": {"id": "o-1", "code": "DH1"},
-            "has": {"status": "in_progress"},
+            "fields": {
+                "status": "in_progress",
+                "delivery_deadline": "2025-12-31",
+                "payment_deadline": "2026-01-31",
+                "is_invoiced": False,
+                "delivery_status": "not_delivered",
+            },
         },
         id="CT-9/fully_delivered",
     ),
@@ -221,7 +225,7 @@ CONTRACT_CASES = [
         ),
         (ORDER_LINK,),
         "contract",
-        none(because="X-2"),
+        none(because="X-2", rules=["CT-9", "X-2"]),
         id="CT-9/in_progress-to-fully_delivered-none",
     ),
     pytest.param(
@@ -235,7 +239,7 @@ CONTRACT_CASES = [
         ),
         (ORDER_LINK,),
         "contract",
-        none(because="X-2"),
+        none(because="X-2", rules=["CT-9", "X-2"]),
         id="CT-9/other-fields-none",
     ),
     pytest.param(
@@ -284,21 +288,20 @@ def test_acct_contract_rule(
 def test_ct7_propose_revenue_cancel_adds_a_proposed_negative_line(rules: RuleBook) -> None:
     rule = "CT-7"
     state = base_state("contract", (ORDER_LINK,))
-    decision = run(
-        event(
-            "crm", "sale_order", "u", action="propose_revenue_cancel", before=order("recorded"), after=order("recorded")
-        ),
-        state,
-        rules,
+    ev = event(
+        "crm", "sale_order", "u", action="propose_revenue_cancel", before=order("recorded"), after=order("recorded")
     )
+    decision = run(ev, state, rules)
     command = only_command(decision)
     assert command.rule == rule
     assert (command.target, command.entity, command.op) == (System.ACCT, "contract", Op.UPDATE)
     assert command.key == CommandKey(id="ao-1", code="DH1")
-    (entry,) = command.fields["revenue_entries"]  # the contract's canonical field
-    assert set(entry) == {"id", "amount", "status"}
-    assert entry["status"] == "proposed"
-    assert entry["amount"] == "-200000"
+    # one line of the contract's revenue-recognition table, named by the proposal that added it (so a
+    # replay adds it once), for the order's total, negated
+    assert command.fields == {
+        "revenue_entries": [{"id": f"cancel:{ev.event_id}", "amount": "-200000", "status": "proposed"}]
+    }
+    assert (decision.audit.rule, decision.audit.rules) == (rule, [rule])
 
 
 def test_ct7_without_a_total_to_cancel_is_none(rules: RuleBook) -> None:
@@ -337,8 +340,17 @@ def test_ct10_a_revenue_line_recorded_in_accounting_goes_back_to_crm(rules: Rule
         before=acct_order("recorded", revenue_entries=proposed),
         after=acct_order("recorded", revenue_entries=recorded),
     )
-    command = only_command(run(ev, base_state("contract", (ORDER_LINK,)), rules))
-    assert command.rule == rule and command.fields["revenue_entries"] == recorded
+    decision = run(ev, base_state("contract", (ORDER_LINK,)), rules)
+    command = only_command(decision)
+    assert (command.rule, command.target, command.entity, command.op, command.key) == (
+        rule,
+        System.CRM,
+        "sale_order",
+        Op.UPDATE,
+        CommandKey(id="o-1", code="DH1"),
+    )
+    assert command.fields == {"revenue_entries": recorded, "revenue_status": "recorded"}
+    assert (decision.audit.action, decision.audit.rule, decision.audit.rules) == ("record_revenue", rule, [rule])
 
 
 # --- order_target: a tenant gets SO-* or CT-* commands, never both -----------------------------

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from common.names import System
+from streams.core.commands import mapped_fields
 from streams.core.contract import Action
 from streams.core.decide import decide
 from streams.core.errors import BadInput
@@ -63,6 +64,15 @@ from tests.fakes import FakeState, event
         ("acct", "invoice", "u", acct_invoice("issued"), acct_invoice("issued", send_status="sent"), Action.UPDATE),
         ("acct", "sales_voucher", "u", VOUCHER, {**VOUCHER, "invoice_no": "0000123"}, Action.ASSIGN_INVOICE_NO),
         ("acct", "sales_voucher", "u", VOUCHER, {**VOUCHER, "einvoice_published": True}, Action.PUBLISH_EINVOICE),
+        # published once: a later edit of the voucher is an update, not another publication
+        (
+            "acct",
+            "sales_voucher",
+            "u",
+            {**VOUCHER, "einvoice_published": True},
+            {**VOUCHER, "einvoice_published": True, "code": "X"},
+            Action.UPDATE,
+        ),
         (
             "acct",
             "sales_voucher",
@@ -110,6 +120,47 @@ def test_a_lifecycle_action_without_a_rule_is_audited_none(rules: RuleBook) -> N
     decision = run(event("crm", "product_category", "d", before=CATEGORY, after=None), base_state(), rules)
     assert decision.commands == []
     assert "no rule" in decision.audit.reason and "product_category delete" in decision.audit.reason
+
+
+# --- status vocabularies ------------------------------------------------------------------------
+
+
+ORDER_WITH = {"id": "o-1", "code": "DH1"}
+
+
+@pytest.mark.parametrize(
+    ("rule_id", "source", "record", "written"),
+    [
+        # CRM's draft and rejected have no acct value of their own: "not recorded" (spec: Status vocabularies)
+        (
+            "SO-2",
+            System.CRM,
+            {**ORDER_WITH, "revenue_status": "rejected"},
+            {"code": "DH1", "revenue_status": "not_recorded", "crm_id": "o-1"},
+        ),
+        (
+            "SO-2",
+            System.CRM,
+            {**ORDER_WITH, "revenue_status": "draft"},
+            {"code": "DH1", "revenue_status": "not_recorded", "crm_id": "o-1"},
+        ),
+        (
+            "SO-2",
+            System.CRM,
+            {**ORDER_WITH, "revenue_status": "recorded"},
+            {"code": "DH1", "revenue_status": "recorded", "crm_id": "o-1"},
+        ),
+        # CRM orders have no fully_delivered status (CT-9; delivery is CT-11's)
+        ("CT-9", System.ACCT, {"id": "ao-1", "code": "DH1", "status": "fully_delivered"}, {"status": "in_progress"}),
+    ],
+)
+def test_a_copied_status_is_written_in_the_targets_vocabulary(
+    rule_id: str, source: System, record: dict[str, Any], written: dict[str, Any], rules: RuleBook
+) -> None:
+    """What a rule writes, as ``ops.reconcile`` also compares it: no rule of ``decide`` copies a CRM
+    order while it is draft or rejected (SO-2's condition), so the map is checked where it is read."""
+    rule = rules.by_id(rule_id)
+    assert mapped_fields(rule, rule.write_target(), Action.UPDATE, record, source) == written
 
 
 # --- command ids -------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from tests.core.rule_cases import (
     assert_none,
     base_state,
     check_case,
+    copied,
     ev_kwargs,
     none,
     only_command,
@@ -47,8 +48,7 @@ CUSTOMER_CASES = [
             "entity": "customer",
             "op": "update",
             "key": {"id": "a-1", "code": "KH1"},
-            "has": {"name": "Công ty A mới", "tax_code": "0101234567", "code": "KH1"},
-            "lacks": ("id",),
+            "fields": copied(CUSTOMER, name="Công ty A mới"),
         },
         id="CUS-3",
     ),
@@ -63,10 +63,20 @@ CUSTOMER_CASES = [
         ),
         (),
         "sale_order",
-        none(because="not linked"),
+        # not linked *yet* as far as this worker knows: decided again once its tables catch up
+        none(because="not linked", rests_on_absence=True),
         id="CUS-3/unlinked-none",
     ),
     pytest.param("CUS-4", ev_kwargs("crm", "customer", "d", before=CUSTOMER), (), "sale_order", none(), id="CUS-4"),
+    pytest.param(
+        "CUS-5",
+        # absorbing other records changed none of the survivor's fields: nothing to write
+        ev_kwargs("crm", "customer", "u", action="merge", before=CUSTOMER, after=CUSTOMER, merged_ids=["c-7"]),
+        (),
+        "sale_order",
+        none(because="X-2", rules=["CUS-5", "X-2"]),
+        id="CUS-5/survivor-unchanged-none",
+    ),
     pytest.param(
         "CUS-6",
         ev_kwargs("acct", "customer", after=NEW_ACCT_CUSTOMER),
@@ -77,8 +87,7 @@ CUSTOMER_CASES = [
             "entity": "customer",
             "op": "upsert",
             "key": {"id": None, "code": "KH2"},
-            "has": {"name": "Công ty B", "code": "KH2", "tax_code": "0101234567"},
-            "lacks": ("id",),
+            "fields": copied(NEW_ACCT_CUSTOMER),
         },
         id="CUS-6",
     ),
@@ -92,8 +101,7 @@ CUSTOMER_CASES = [
             "entity": "customer",
             "op": "upsert",
             "key": {"id": None, "code": "KH2"},
-            "has": {"name": "Công ty B"},
-            "lacks": ("id",),
+            "fields": copied(NEW_ACCT_CUSTOMER),
         },
         id="CUS-7",
     ),
@@ -107,8 +115,7 @@ CUSTOMER_CASES = [
             "entity": "customer",
             "op": "upsert",
             "key": {"id": "c-1", "code": "KH1"},
-            "has": {"phone": "0909999999"},
-            "lacks": ("id",),
+            "fields": copied(ACCT_CUSTOMER, phone="0909999999"),
         },
         id="CUS-8",
     ),
@@ -146,8 +153,8 @@ def test_cus5_merge_updates_the_survivors_linked_acct_customer_and_deletes_nothi
             "entity": "customer",
             "op": "update",
             "key": {"id": "a-1", "code": "KH1"},
-            "has": {"phone": "0902000002", "email": "ketoan@example.vn", "name": CUSTOMER["name"]},
-            "lacks": ("id", "merged_ids"),
+            # the survivor's fields, not the merge's bookkeeping (merged_ids is the event's, not a field)
+            "fields": copied(survivor),
         },
     )
     assert all(c.op is not Op.DELETE for c in decision.commands)
@@ -163,7 +170,7 @@ def test_cus5_merge_of_an_unlinked_survivor_is_none(rules: RuleBook) -> None:
         base_state(),
         rules,
     )
-    assert_none(decision, "CUS-5", because="not linked")
+    assert_none(decision, "CUS-5", because="not linked", rests_on_absence=True)
 
 
 # --- CUS-10 pull -------------------------------------------------------------------------------
@@ -189,18 +196,42 @@ def test_cus10_pull_by_codes_upserts_each_requested_crm_customer(rules: RuleBook
     )
     assert [c.rule for c in decision.commands] == [rule, rule]
     kh1, kh2 = decision.commands
-    assert (kh1.target, kh1.entity, kh1.op) == (System.ACCT, "customer", Op.UPSERT)
+    assert [(c.target, c.entity, c.op, c.read_only, c.depends_on) for c in (kh1, kh2)] == [
+        (System.ACCT, "customer", Op.UPSERT, False, [])
+    ] * 2
     assert kh1.key == CommandKey(id="a-1", code="KH1")  # already linked: by id
+    assert kh1.fields == copied(CUSTOMER)
+    assert kh1.source.id == "c-1" and kh1.source.system is System.ACCT
     assert kh2.key == CommandKey(id=None, code="KH2")  # not yet linked: by code
-    assert kh2.fields == {k: v for k, v in {**CUSTOMER, "name": "B", "code": "KH2"}.items() if k != "id"}
+    assert kh2.fields == copied(CUSTOMER, code="KH2", name="B")
     assert kh2.source.id == "c-2" and kh2.source.system is System.ACCT
+    assert (decision.audit.rule, decision.audit.rules) == (rule, [rule])
     assert "KH404" in decision.audit.reason  # an unknown code is reported, not silently dropped
+    assert decision.rests_on_absence is True  # KH404 may be known once this worker catches up
     assert decision.links == []  # the request is not a customer
 
 
 def test_cus10_pull_without_codes_takes_every_unlinked_crm_customer(rules: RuleBook) -> None:
     decision = run(event("acct", "customer", action="pull", after={"id": "req-2"}), pull_state(rules), rules)
-    assert [(c.rule, c.key.code) for c in decision.commands] == [("CUS-10", "KH2"), ("CUS-10", "KH3")]
+    assert [(c.rule, c.key, c.fields) for c in decision.commands] == [
+        ("CUS-10", CommandKey(code="KH2"), copied(CUSTOMER, code="KH2", name="B")),
+        ("CUS-10", CommandKey(code="KH3"), copied(CUSTOMER, code="KH3", name="C")),
+    ]
+    assert (decision.audit.rule, decision.audit.rules) == ("CUS-10", ["CUS-10"])
+    # "every one not yet linked" is read from what this worker has seen: decided again on catching up
+    assert decision.rests_on_absence is True
+
+
+def test_cus10_a_customer_deleted_in_crm_is_not_pulled(rules: RuleBook) -> None:
+    state = pull_state(rules)
+    kh2 = {**CUSTOMER, "id": "c-2", "code": "KH2", "name": "B"}
+    deleted = run(event("crm", "customer", "d", before=kh2), state, rules)
+    assert_none(deleted, "CUS-4")
+    state.apply(deleted)
+    by_code = run(event("acct", "customer", action="pull", after={"id": "req-6", "codes": ["KH2"]}), state, rules)
+    assert_none(by_code, "CUS-10", because="not known to the processor: KH2", rests_on_absence=True)
+    every = run(event("acct", "customer", action="pull", after={"id": "req-7"}), state, rules)
+    assert [(c.rule, c.key.code) for c in every.commands] == [("CUS-10", "KH3")]
 
 
 def test_cus10_pulled_customers_are_linked_and_not_pulled_again(rules: RuleBook) -> None:
@@ -218,4 +249,4 @@ def test_cus10_pulled_customers_are_linked_and_not_pulled_again(rules: RuleBook)
 
 def test_cus10_pull_with_nothing_unlinked_is_none(rules: RuleBook) -> None:
     decision = run(event("acct", "customer", action="pull", after={"id": "req-5"}), base_state(), rules)
-    assert_none(decision, "CUS-10", because="all linked")
+    assert_none(decision, "CUS-10", because="all linked", rests_on_absence=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from streams.core.rules import RuleBook
+from tests.core.rule_cases import EXPECT_KEYS, NONE, REQUIRED_KEYS
 from tests.core.test_acct_contract_rules import CONTRACT_CASES
 from tests.core.test_customer_rules import CUSTOMER_CASES
 from tests.core.test_derived_rules import DERIVED_RULES
@@ -21,3 +22,14 @@ def test_every_rule_of_the_table_has_a_case(rules: RuleBook) -> None:
     """The case tables, the scenario tests and the derived-rule tests name every rule of RULE_TABLE."""
     named = {p.values[0] for p in CASE_TABLES} | SCENARIO_RULES | set(DERIVED_RULES)
     assert {r.id for r in rules.rules} - named == set()
+
+
+def test_every_case_names_the_whole_command_or_none() -> None:
+    """A case says exactly what comes out: every field of the command, or that there is none; a case
+    that checks only some fields let wrong values through (issue 24), and the runner refuses one."""
+    loose = [
+        p.id
+        for p in CASE_TABLES
+        if not p.values[4].get(NONE) and not (REQUIRED_KEYS <= set(p.values[4]) <= EXPECT_KEYS)
+    ]
+    assert loose == []

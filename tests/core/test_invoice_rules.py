@@ -16,6 +16,7 @@ from tests.core.rule_cases import (
     acct_invoice,
     base_state,
     check_case,
+    copied,
     crm_invoice,
     ev_kwargs,
     none,
@@ -38,8 +39,7 @@ INVOICE_CASES = [
             "entity": "invoice",
             "op": "upsert",
             "key": {"id": None, "code": "HD1"},
-            "has": {"crm_id": "i-1", "status": "proposed", "amount": "200000", "order_code": "DH1"},
-            "lacks": ("id",),
+            "fields": copied(crm_invoice("proposed"), crm_id="i-1"),
         },
         id="INV-1",
     ),
@@ -53,7 +53,7 @@ INVOICE_CASES = [
             "entity": "invoice",
             "op": "upsert",
             "key": {"id": "ai-1", "code": "HD1"},
-            "has": {"status": "proposed"},
+            "fields": copied(crm_invoice("proposed"), crm_id="i-1"),
         },
         id="INV-1/update",
     ),
@@ -89,6 +89,20 @@ INVOICE_CASES = [
         {"target": "acct", "entity": "invoice", "op": "delete", "key": {"id": "ai-1", "code": "HD1"}, "fields": {}},
         id="INV-3",
     ),
+    # Only a proposal is withdrawn (INV-3): an invoice accounting issued, or a request it rejected,
+    # set back to draft in CRM is an update of a request that is not proposed (INV-1: none); the
+    # issued invoice is not deleted.
+    *[
+        pytest.param(
+            "INV-1",
+            ev_kwargs("crm", "invoice", "u", before=crm_invoice(status, **extra), after=crm_invoice("draft", **extra)),
+            (INVOICE_LINK,),
+            "sale_order",
+            none(because="status"),
+            id=f"INV-1/{status}-to-draft-none",
+        )
+        for status, extra in (("issued", ISSUED), ("rejected", {}))
+    ],
     pytest.param(
         "INV-4",
         ev_kwargs("acct", "invoice", "u", before=acct_invoice("proposed"), after=acct_invoice("approved")),

@@ -21,6 +21,7 @@ from tests.core.rule_cases import (
     PRODUCT,
     assert_none,
     check_case,
+    copied,
     ev_kwargs,
     none,
     only_command,
@@ -43,8 +44,7 @@ CATALOGUE_CASES = [
             "entity": "product_category",
             "op": "upsert",
             "key": {"id": None, "code": "LH2"},
-            "has": {"name": "Đồ uống", "code": "LH2"},
-            "lacks": ("id",),
+            "fields": {"code": "LH2", "name": "Đồ uống", "parent_code": None},
         },
         id="CAT-1",
     ),
@@ -58,7 +58,7 @@ CATALOGUE_CASES = [
             "entity": "product_category",
             "op": "upsert",
             "key": {"id": "acat-1", "code": "LH1"},
-            "has": {"name": "Nước giải khát"},
+            "fields": {"code": "LH1", "name": "Nước giải khát", "parent_code": None},
         },
         id="CAT-1/update",
     ),
@@ -72,8 +72,7 @@ CATALOGUE_CASES = [
             "entity": "product_category",
             "op": "upsert",
             "key": {"id": None, "code": "LH1"},
-            "has": {"name": "Đồ uống"},
-            "lacks": ("id",),
+            "fields": {"code": "LH1", "name": "Đồ uống", "parent_code": None},
         },
         id="CAT-2",
     ),
@@ -87,7 +86,7 @@ CATALOGUE_CASES = [
             "entity": "product_category",
             "op": "upsert",
             "key": {"id": None, "code": "LH1"},
-            "has": {"name": "Nước"},
+            "fields": {"code": "LH1", "name": "Nước", "parent_code": None},
         },
         id="CAT-2/update",
     ),
@@ -101,8 +100,7 @@ CATALOGUE_CASES = [
             "entity": "product",
             "op": "upsert",
             "key": {"id": None, "code": "SP2"},
-            "has": {"unit_price": "100000", "vat_rate": "10", "category_code": "LH1"},
-            "lacks": ("id",),
+            "fields": copied(PRODUCT, code="SP2"),
         },
         id="PRD-1",
     ),
@@ -111,7 +109,13 @@ CATALOGUE_CASES = [
         ev_kwargs("crm", "product", action="import", after={**PRODUCT, "id": "p-2", "code": "SP2"}),
         (),
         "sale_order",
-        {"target": "acct", "entity": "product", "op": "upsert", "key": {"id": None, "code": "SP2"}},
+        {
+            "target": "acct",
+            "entity": "product",
+            "op": "upsert",
+            "key": {"id": None, "code": "SP2"},
+            "fields": copied(PRODUCT, code="SP2"),
+        },
         id="PRD-1/import",
     ),
     pytest.param(
@@ -124,7 +128,7 @@ CATALOGUE_CASES = [
             "entity": "product",
             "op": "upsert",
             "key": {"id": "ap-1", "code": "SP1"},
-            "has": {"unit_price": "110000"},
+            "fields": copied(PRODUCT, unit_price="110000"),
         },
         id="PRD-1/update",
     ),
@@ -147,8 +151,7 @@ CATALOGUE_CASES = [
             "entity": "product",
             "op": "upsert",
             "key": {"id": None, "code": "SP2"},
-            "has": {"name": "Trà xanh"},
-            "lacks": ("id",),
+            "fields": copied(ACCT_PRODUCT, code="SP2"),
         },
         id="PRD-3",
     ),
@@ -157,7 +160,13 @@ CATALOGUE_CASES = [
         ev_kwargs("acct", "product", action="import", after={**ACCT_PRODUCT, "id": "ap-2", "code": "SP2"}),
         (),
         "sale_order",
-        {"target": "crm", "entity": "product", "op": "upsert", "key": {"id": None, "code": "SP2"}},
+        {
+            "target": "crm",
+            "entity": "product",
+            "op": "upsert",
+            "key": {"id": None, "code": "SP2"},
+            "fields": copied(ACCT_PRODUCT, code="SP2"),
+        },
         id="PRD-3/import",
     ),
     pytest.param(
@@ -170,7 +179,7 @@ CATALOGUE_CASES = [
             "entity": "product",
             "op": "upsert",
             "key": {"id": "p-1", "code": "SP1"},
-            "has": {"unit": "thùng"},
+            "fields": copied(ACCT_PRODUCT, unit="thùng"),
         },
         id="PRD-3/update",
     ),
@@ -205,17 +214,27 @@ def test_pp1_splits_a_policy_into_one_read_only_crm_copy_per_category(rules: Rul
     }
     decision = run(event("acct", "price_policy", after=policy), FakeState(), rules)
     assert [c.key for c in decision.commands] == [CommandKey(code=f"CSG1/{c}") for c in ("LH1", "LH2", "LH3")]
-    for command, category in zip(decision.commands, ("LH1", "LH2", "LH3"), strict=False):
+    for command, category in zip(decision.commands, ("LH1", "LH2", "LH3"), strict=True):
         assert command.rule == rule
         assert (command.target, command.entity, command.op) == (System.CRM, "price_policy", Op.UPSERT)
         assert command.read_only is True
-        assert command.fields["code"] == f"CSG1/{category}"
-        assert command.fields["category_code"] == category
+        assert command.fields == policy_copy(category, [p for p in policy["prices"] if p["category_code"] == category])
         assert command.fields["prices"], "each copy carries its category's prices"
-        assert command.fields["prices"] == [p for p in policy["prices"] if p["category_code"] == category]
-        assert command.fields["valid_from"] == "2025-01-01"
-        assert "category_codes" not in command.fields and "id" not in command.fields
-    assert decision.audit.rules == [rule]
+    assert (decision.audit.rule, decision.audit.rules) == (rule, [rule])
+
+
+def policy_copy(category: str, prices: list[dict[str, str]]) -> dict[str, object]:
+    """The CRM copy of policy CSG1 for one category (PP-1): the policy's own fields, renamed for the
+    category, with that category's prices only; neither its acct id nor its list of categories."""
+    return {
+        "code": f"CSG1/{category}",
+        "name": f"Giá đại lý / {category}",
+        "valid_from": "2025-01-01",
+        "valid_to": None,
+        "category_code": category,
+        "source_policy_code": "CSG1",
+        "prices": prices,
+    }
 
 
 def test_pp1_update_rewrites_the_same_copies_and_deletes_a_dropped_category(rules: RuleBook) -> None:
@@ -231,9 +250,10 @@ def test_pp1_update_rewrites_the_same_copies_and_deletes_a_dropped_category(rule
     upsert, delete = decision.commands
     assert (upsert.rule, upsert.op, upsert.key) == ("PP-1", Op.UPSERT, CommandKey(code="CSG1/LH1"))
     assert upsert.message_key == first.commands[0].message_key
-    assert upsert.fields["prices"] == [{"product_code": "SP1", "category_code": "LH1", "price": "85000"}]
+    assert upsert.fields == policy_copy("LH1", [{"product_code": "SP1", "category_code": "LH1", "price": "85000"}])
     assert (delete.rule, delete.op, delete.key, delete.fields) == ("PP-1", Op.DELETE, CommandKey(code="CSG1/LH2"), {})
     assert delete.read_only is True
+    assert (decision.audit.rule, decision.audit.rules) == ("PP-1", ["PP-1"])
 
 
 def test_pp2_a_crm_edit_of_a_copy_is_answered_by_the_acct_version(rules: RuleBook) -> None:
@@ -258,7 +278,8 @@ def test_pp2_a_crm_edit_of_a_copy_is_answered_by_the_acct_version(rules: RuleBoo
     assert command.fields == acct_version  # what acct says, not the CRM edit
     assert command.key.code == "CSG1/LH1"
     assert command.message_key == split.commands[0].message_key  # X-5: same record, same key
-    assert rule in decision.audit.rules and "conflict" in decision.audit.reason
+    assert (decision.audit.rule, decision.audit.rules) == (rule, [rule])
+    assert "conflict" in decision.audit.reason
 
 
 def test_pp2_a_crm_policy_that_is_not_a_copy_is_none(rules: RuleBook) -> None:
@@ -277,5 +298,5 @@ def test_pp1_drops_copies_of_categories_it_no_longer_selects_even_without_before
     narrowed = {**POLICY, "category_codes": ["LH2"], "prices": POLICY["prices"][1:]}
     decision = run(event("acct", "price_policy", "r", after=narrowed), state, rules)
     # LH2's copy is unchanged (X-2); LH1's copy is deleted
-    assert [(c.rule, c.op, c.key.code) for c in decision.commands] == [(rule, Op.DELETE, "CSG1/LH1")]
-    assert "X-2" in decision.audit.rules
+    assert [(c.rule, c.op, c.key.code, c.fields) for c in decision.commands] == [(rule, Op.DELETE, "CSG1/LH1", {})]
+    assert (decision.audit.rule, decision.audit.rules) == (rule, [rule, "X-2"])
