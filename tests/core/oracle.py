@@ -288,6 +288,32 @@ def _receipt_code(history: list[ChangeEvent]) -> str | None:
 # --- comparing with what CRM was sent ----------------------------------------------------------
 
 
+def wire_text(value: Decimal) -> str:
+    """A Decimal as an accountant writes it: all its digits, no exponent, no trailing zeros, 0 unsigned."""
+    if value == 0:
+        return "0"
+    digits = f"{value:f}"
+    return digits.rstrip("0").rstrip(".") if "." in digits else digits
+
+
+def wire_values(values: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
+    """The oracle's typed ``values`` in the form CRM is sent them (decimal strings, lists by id)."""
+    wire: dict[str, Any] = {}
+    for name in fields:
+        value = values[name]
+        if name == "delivered_quantities":
+            wire[name] = [{"line_id": k, "delivered_quantity": wire_text(q)} for k, q in sorted(value.items())]
+        elif name == "receipts":
+            wire[name] = [
+                {"id": rid, "code": code, "amount": wire_text(amount)} for rid, (code, amount) in sorted(value.items())
+            ]
+        elif isinstance(value, Decimal):
+            wire[name] = wire_text(value)
+        else:
+            wire[name] = value
+    return wire
+
+
 def wire_number(value: Any, where: str, problems: list[str]) -> Decimal | None:
     if not isinstance(value, str) or not CANONICAL.fullmatch(value) or value == "-0":
         problems.append(f"{where}: {value!r} is not a canonical decimal string")
