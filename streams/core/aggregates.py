@@ -114,13 +114,16 @@ class OrderAggregate:
             self.kind = event.entity
             self.code = record.get("code") or self.code
             self.crm_id = record.get("crm_id") or self.crm_id
-            self.ordered = {
-                str(line.get("line_id")): money(
-                    line.get("quantity"), f"{where} line {line.get('line_id')}", quantity=True
-                )
-                for line in record.get("lines") or []
-                if isinstance(line, dict)
-            }
+            # a line_id the order repeats is one line ordered in parts: its quantities add up
+            # (as a voucher's do), the last part does not replace the others
+            ordered: dict[str, Decimal] = {}
+            for line in record.get("lines") or []:
+                if isinstance(line, dict):
+                    line_id = str(line.get("line_id"))
+                    ordered[line_id] = ordered.get(line_id, ZERO) + money(
+                        line.get("quantity"), f"{where} line {line_id}", quantity=True
+                    )
+            self.ordered = ordered
             self.total = money(record.get("total_amount"), f"{where} total_amount")
             self.status = record.get("status")
         elif event.entity == "sales_voucher":
@@ -287,7 +290,9 @@ def derive(agg: OrderAggregate) -> dict[str, Any]:
         "remaining_receivable": text(remaining),
         "pay_status": pay_status,
         "status": status,
-        "invoicing_status": "invoiced" if invoiced > 0 else "not_invoiced",
+        # SO-12: an invoice number or a published e-invoice is the trigger, whatever the amount
+        # (a voucher of free goods, invoiced at 0, is invoiced all the same).
+        "invoicing_status": "invoiced" if any(v.invoiced for v in agg.vouchers.values()) else "not_invoiced",
         "invoiced_amount": text(invoiced),
         "invoiced_date": invoiced_dates[-1] if invoiced_dates else None,
         "receipts": [

@@ -350,7 +350,9 @@ def _apply(rule: Rule, builder: _Builder) -> None:
         if total is None:
             builder.note(Note.NO_TOTAL, rule.id, f"{rule.id}: the order has no total_amount to cancel: none")
             return
-        amount = f"-{total}" if not str(total).startswith("-") else str(total).lstrip("-")
+        digits = str(total).lstrip("-")
+        # the negation of the total; a total of 0 ("0", "-0", "0.00") cancels 0, never shown "-0"
+        amount = digits if str(total).startswith("-") or not digits.strip("0.") else f"-{digits}"
         fields: dict[str, Any] = {
             "revenue_entries": [{"id": f"cancel:{event.event_id}", "amount": amount, "status": "proposed"}]
         }

@@ -33,7 +33,7 @@ from amis.errors import Refused, Transient
 from sandboxes.acct_store import ActStore
 from sandboxes.app import creations
 from sandboxes.crm_store import CrmStore
-from streams.core.aggregates import text
+from tests.core.oracle import OrderTruth, VoucherTruth, wire_values
 
 
 @dataclass
@@ -305,23 +305,22 @@ async def work(
 
 
 def expected_derived(unit: Unit) -> dict[str, Any]:
-    """What CRM's order must show once the delivery and receipts are counted (from the workload alone)."""
-    ordered = sum(line.quantity for line in unit.lines)
-    delivered = sum(line.delivered for line in unit.lines)
-    paid = sum(unit.receipts)
-    return {
-        "delivered_quantities": sorted(
-            (
-                {"line_id": line_id, "delivered_quantity": text(Decimal(line.delivered))}
-                for line_id, line in zip(unit.line_ids, unit.lines, strict=True)
-            ),
-            key=lambda d: d["line_id"],
-        ),
-        "delivery_status": "delivered" if delivered >= ordered else "delivering",
-        "receipted_amount": text(Decimal(paid)),
-        "remaining_receivable": text(Decimal(unit.total - paid)),
-        "pay_status": "paid" if paid >= unit.total else "partially_paid",
-    }
+    """What CRM's order must show once the delivery and receipts are counted: the documents the unit
+    entered (its order, its delivery, its receipts, from the workload alone) through the oracle of
+    ``tests/core/oracle.py`` (SO-9, SO-10, SO-13, SO-14 written out; not the core's aggregates)."""
+    order = OrderTruth(
+        tenant=unit.tenant, order_id=unit.acct_order_id or unit.code("DH"), kind="sale_order", had_vouchers=True
+    )
+    order.total = Decimal(unit.total)
+    delivered: dict[str, Decimal] = {}
+    for line_id, line in zip(unit.line_ids, unit.lines, strict=True):
+        order.ordered[line_id] = order.ordered.get(line_id, Decimal(0)) + line.quantity
+        if line.delivered:  # the delivery voucher carries only the lines it delivers
+            delivered[line_id] = delivered.get(line_id, Decimal(0)) + line.delivered
+    amount = sum((Decimal(line.delivered * line.unit_price) for line in unit.lines), Decimal(0))
+    order.vouchers[unit.code("XK")] = VoucherTruth(lines=delivered, amount=amount, invoiced=False, invoiced_date=None)
+    order.receipts = {f"{unit.code('PT')}-{k}": Decimal(amount) for k, amount in enumerate(unit.receipts)}
+    return wire_values(order.crm(), DERIVED_FIELDS)
 
 
 DERIVED_FIELDS = ("delivered_quantities", "delivery_status", "receipted_amount", "remaining_receivable", "pay_status")
