@@ -142,9 +142,19 @@ def test_links_learnt_on_one_worker_are_read_on_another(kafka, module_settings, 
     """Six partitions, two workers: a CRM customer update (CUS-3) reads the link that the acct
     customer's event taught, wherever either was processed."""
     second = Worker(in_data_dir(module_settings, tmp_path / "second"), tmp_path / "second.log")
+
+    def shared(topic: str) -> bool:
+        owned = [set(last_assignment(w.log_path.read_text(), topic).split(",")) - {""} for w in (worker, second)]
+        return all(owned) and not owned[0] & owned[1]
+
     try:
         second.wait_ready()
-        time.sleep(3)  # let the group rebalance settle, so both workers own partitions
+        # the group's rebalance done: both workers own partitions of both topics, and none owns another's
+        # (the first worker logs its new assignment once it gave the second its share)
+        deadline = time.monotonic() + 60
+        while not all(shared(kafka.name(f"cdc.{system}.customer")) for system in ("acct", "crm")):
+            assert time.monotonic() < deadline, [w.tail() for w in (worker, second)]
+            time.sleep(0.1)
         codes = [f"KH{n:04d}" for n in range(24)]
         for n, code in enumerate(codes):
             kafka.produce(
@@ -153,7 +163,8 @@ def test_links_learnt_on_one_worker_are_read_on_another(kafka, module_settings, 
                 key=f"{tenant}:A{n}",
             )
         kafka.read(["audit.sync"], until=lambda ms: len(audits_for(ms, tenant)) >= len(codes))
-        time.sleep(1)  # global tables are eventually consistent across workers
+        # No pause for the other worker's copy of the links: a "not linked" decision rests on an absence,
+        # and its batch is decided again once the worker has read the other workers' writes.
         for n, code in enumerate(codes):
             crm = {"id": f"C{n}", "code": code, "name": f"Khách {n}"}
             kafka.produce(
