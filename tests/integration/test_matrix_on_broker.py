@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import re
-import time
-
 import pytest
 
-from tests.integration.conftest import Worker, change_event, in_data_dir
+from tests.integration.conftest import Worker, change_event, in_data_dir, last_assignment, wait_for_shared_partitions
 
 pytestmark = pytest.mark.broker
 
 
 def keyed(messages, topic, tenant):
     return [m["value"] for m in messages if m["topic"] == topic and m["key"] and m["key"].startswith(tenant + ":")]
-
-
-def last_assignment(log: str, topic: str) -> str:
-    """The partitions of ``topic`` the worker's consumer was last assigned, as the processing loop logs
-    them ("assigned N partition(s), …: <topic> 0,3; <topic> 1"), in text or JSON logs alike; "" when none."""
-    lines = [line for line in log.splitlines() if "of the changes topic to restore" in line]
-    if not lines:
-        return ""
-    found = re.search(rf"(?:: |; ){re.escape(topic)} ([0-9,]+)", lines[-1])
-    return found.group(1) if found else ""
 
 
 def audits_for(messages, tenant):
@@ -143,18 +130,9 @@ def test_links_learnt_on_one_worker_are_read_on_another(kafka, module_settings, 
     customer's event taught, wherever either was processed."""
     second = Worker(in_data_dir(module_settings, tmp_path / "second"), tmp_path / "second.log")
 
-    def shared(topic: str) -> bool:
-        owned = [set(last_assignment(w.log_path.read_text(), topic).split(",")) - {""} for w in (worker, second)]
-        return all(owned) and not owned[0] & owned[1]
-
     try:
         second.wait_ready()
-        # the group's rebalance done: both workers own partitions of both topics, and none owns another's
-        # (the first worker logs its new assignment once it gave the second its share)
-        deadline = time.monotonic() + 60
-        while not all(shared(kafka.name(f"cdc.{system}.customer")) for system in ("acct", "crm")):
-            assert time.monotonic() < deadline, [w.tail() for w in (worker, second)]
-            time.sleep(0.1)
+        wait_for_shared_partitions([worker, second], [kafka.name(f"cdc.{s}.customer") for s in ("acct", "crm")])
         codes = [f"KH{n:04d}" for n in range(24)]
         for n, code in enumerate(codes):
             kafka.produce(
