@@ -16,6 +16,12 @@ to the dead-letter topic whole. The rules (also in ``docs/contract.md``, "What i
   decimal string of ASCII digits (``"200000"``, ``"-12.5"``; at most 20 digits before the point and 10
   after, no exponent, no ``NaN``/``Infinity``) or an integer below 10^20; never a JSON float.
 * **quantities** (``quantity`` of lines): the same, or a finite JSON number (``2.5`` kg).
+* **states** (``status``, ``revenue_status``, ``delivery_status``, ``einvoice_published``, ``invoice_no``,
+  ``invoice_date``, wherever they appear): a string, a number, a boolean or null; never an object or a
+  list. A rule's condition and the action a change means (``streams.core.transitions``) compare them
+  with names, so a value that is no name is refused here, not met there.
+* **lists** (``lines``, ``prices``, ``revenue_entries``: of objects; ``codes``, ``category_codes``: of
+  codes as above): a JSON list or null; the rules walk them item by item.
 * **the message key** of a contract event: ``<tenant>:<record id>`` as the event says. A Debezium
   envelope's key is the source table's primary key in Debezium's own form and is not compared.
 """
@@ -54,6 +60,13 @@ MONEY_FIELDS = (
     "exchange_rate",
 )
 QUANTITY_FIELDS = ("quantity",)
+# The fields a rule's condition (rule_table's "when") or the action a change means (transitions.py)
+# reads: compared with names and looked up in sets, so an object or a list there is bad input, never
+# an internal error. tests/core/test_fuzz.py checks that every condition of the table reads one.
+STATE_FIELDS = ("status", "revenue_status", "delivery_status", "einvoice_published", "invoice_no", "invoice_date")
+# Lists the rules walk item by item: of sub-records, and of codes.
+OBJECT_LIST_FIELDS = ("lines", "prices", "revenue_entries")
+CODE_LIST_FIELDS = ("codes", "category_codes")
 # Lists of sub-records whose fields are checked like the record's own.
 NESTED = ("lines", "prices", "revenue_entries")
 
@@ -109,12 +122,37 @@ def _check_amount(value: Any, prefix: str, name: str, where: str, *, quantity: b
     raise BadInput("schema", f"{where}: {prefix}{name} = {_shown(value)} must be {expected}")
 
 
-# What each checked field is: an id or code, money, or a quantity.
-_ID, _MONEY, _QUANTITY = 1, 2, 3
+def _check_state(value: Any, prefix: str, name: str, where: str) -> None:
+    if isinstance(value, (dict, list)):
+        raise BadInput(
+            "schema",
+            f"{where}: {prefix}{name} = {_shown(value)} must be a string, a number, a boolean or null (a state), "
+            f"never an object or a list",
+        )
+
+
+def _check_list(value: Any, prefix: str, name: str, where: str, *, of_codes: bool) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list):
+        what = "codes" if of_codes else "objects"
+        raise BadInput("schema", f"{where}: {prefix}{name} = {_shown(value)} must be a list of {what}")
+    for index, item in enumerate(value):
+        if of_codes:
+            _check_id(item, prefix, f"{name}[{index}]", where)
+        elif not isinstance(item, dict):
+            raise BadInput("schema", f"{where}: {prefix}{name}[{index}] = {_shown(item)} must be an object")
+
+
+# What each checked field is: an id or code, money, a quantity, a state, a list of objects or of codes.
+_ID, _MONEY, _QUANTITY, _STATE, _OBJECTS, _CODES = 1, 2, 3, 4, 5, 6
 _CHECKED: dict[str, int] = {
     **dict.fromkeys(ID_FIELDS, _ID),
     **dict.fromkeys(MONEY_FIELDS, _MONEY),
     **dict.fromkeys(QUANTITY_FIELDS, _QUANTITY),
+    **dict.fromkeys(STATE_FIELDS, _STATE),
+    **dict.fromkeys(OBJECT_LIST_FIELDS, _OBJECTS),
+    **dict.fromkeys(CODE_LIST_FIELDS, _CODES),
 }
 
 
@@ -127,6 +165,10 @@ def _check_fields(fields: dict[str, Any], prefix: str, where: str) -> None:
         if kind == _ID:
             if value is not None:
                 _check_id(value, prefix, name, where)
+        elif kind == _STATE:
+            _check_state(value, prefix, name, where)
+        elif kind >= _OBJECTS:
+            _check_list(value, prefix, name, where, of_codes=kind == _CODES)
         else:
             _check_amount(value, prefix, name, where, quantity=kind == _QUANTITY)
 

@@ -7,6 +7,7 @@ tenant. A worker is a real ``lienthong worker`` subprocess configured through LI
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,6 +110,32 @@ class Kafka:
             )
         finally:
             consumer.close()
+
+
+def last_assignment(log: str, topic: str) -> str:
+    """The partitions of ``topic`` the worker's consumer was last assigned, as the processing loop logs
+    them ("assigned N partition(s), …: <topic> 0,3; <topic> 1"), in text or JSON logs alike; "" when none."""
+    lines = [line for line in log.splitlines() if "of the changes topic to restore" in line]
+    if not lines:
+        return ""
+    found = re.search(rf"(?:: |; ){re.escape(topic)} ([0-9,]+)", lines[-1])
+    return found.group(1) if found else ""
+
+
+def wait_for_shared_partitions(workers: list[Worker], topics: list[str], timeout: float = 60.0) -> None:
+    """Until the group's rebalance is done: each worker owns partitions of each topic and none owns
+    another's (a worker logs its new assignment once it gave a newcomer its share)."""
+
+    def shared(topic: str) -> bool:
+        owned = [set(last_assignment(w.log_path.read_text(), topic).split(",")) - {""} for w in workers]
+        return all(owned) and sum(map(len, owned)) == len(set().union(*owned))
+
+    deadline = time.monotonic() + timeout
+    while not all(shared(topic) for topic in topics):
+        assert time.monotonic() < deadline, "the rebalance never gave every worker partitions:\n" + "\n".join(
+            w.tail() for w in workers
+        )
+        time.sleep(0.1)
 
 
 class Worker:

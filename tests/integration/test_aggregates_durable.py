@@ -23,6 +23,7 @@ import pytest
 from common.names import changes_topic, state_changelog_topic
 from common.settings import KafkaSettings
 from ops.admin import create_topics, delete_topics_with_prefix
+from ops.lag import read_lag
 from ops.operations import read_topic
 from streams.core.aggregates import OrderAggregate, derive
 from streams.core.contract import ChangeEvent
@@ -172,7 +173,12 @@ def test_kill_9_mid_stream_loses_no_aggregate_and_no_derived_command(fresh, tmp_
             timeout=120,
             until=lambda ms: event_ids <= {m["value"]["event_id"] for m in ms if isinstance(m["value"], dict)},
         )
-        time.sleep(2)  # the last table writes reach the changelog
+        # the worker commits its input offsets in the transaction that writes its tables: once its group has
+        # no lag, the last table writes are in the changelog
+        deadline = time.monotonic() + 60
+        while any(row.lag for row in read_lag(fresh.kafka, [fresh.app_id])):
+            assert time.monotonic() < deadline, second.tail()
+            time.sleep(0.1)
     finally:
         second.stop()
 

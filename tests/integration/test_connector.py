@@ -430,11 +430,17 @@ async def test_sigterm_finishes_in_flight_commands_and_loses_none(kafka, module_
         deadline = time.monotonic() + 60
         while written() < len(commands) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        await asyncio.sleep(1.5)
+        # every command has its result (a connector reports one only once it is done with it): nothing is
+        # left that could still write; the sandbox serves from this loop, hence the thread
+        wanted = {c.command_id for c in commands}
+
+        def answered(ms: list[dict]) -> bool:
+            return wanted <= {m["value"]["command_id"] for m in ms if m["key"] and m["key"].startswith(tenant)}
+
+        await asyncio.to_thread(kafka.read, ["results.acct"], until=answered, timeout=60)
         second.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(second.wait(), 60) == 0
         assert sorted(created(store, tenant)) == [f"KH{n:03d}" for n in range(800)]  # each once
-    wanted = {c.command_id for c in commands}
     messages = kafka.read(
         ["results.acct"],
         until=lambda ms: wanted <= {m["value"]["command_id"] for m in ms if m["key"] and m["key"].startswith(tenant)},

@@ -11,16 +11,32 @@ callbacks lost (pulled back from get_call_back_detail_error): every record writt
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 import pytest
 
 from common.names import System
+from common.settings import KafkaSettings
 from demo.local import local_systems
 from demo.run import business_day
+from ops.lag import read_lag
 from sandboxes.faults import FaultConfig
 
 pytestmark = pytest.mark.broker
+
+
+async def settled(kafka: KafkaSettings, groups: list[str], timeout: float = 120.0) -> None:
+    """Nothing of the day left in flight: the worker's group has no lag (every change and result decided)
+    and neither have the connectors' (a connector commits a command's offset only once its result is on
+    the broker: no retry can still write). Then the records counted are all the day wrote."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lag = await asyncio.to_thread(read_lag, kafka, groups)
+        if lag and all(row.lag == 0 for row in lag):
+            return
+        assert time.monotonic() < deadline, f"still in flight after {timeout}s: {[row for row in lag if row.lag]}"
+        await asyncio.sleep(0.2)  # paces the polling; the condition decides
 
 
 @pytest.mark.parametrize("faulty", [False, True], ids=["clean", "20% 5xx + 10% 429"])
@@ -45,7 +61,8 @@ async def test_a_business_day_across_both_systems(kafka, module_settings, worker
     ) as systems:
         async with aiohttp.ClientSession() as session:
             await business_day(systems, tenant, session)
-        await asyncio.sleep(2)  # let late retries and echoes settle before counting
+        connectors = [systems.crm.connector.group_id, systems.acct.connector.group_id]
+        await settled(module_settings.kafka, [module_settings.app_id, *connectors])
         for system in System:
             counts = systems.creations(system, tenant)
             assert counts and all(n == 1 for n in counts.values()), (system, counts)

@@ -178,18 +178,22 @@ def test_worker_is_alive_at_once_ready_after_recovery_and_counts_what_it_process
     kafka.produce("cdc.acct.customer", good, key=f"{tenant}:A1")  # the same event again: a duplicate
     kafka.produce("cdc.acct.customer", b"not json", key=f"{tenant}:BAD")
 
+    command = {"system": "acct", "entity": "customer", "rule": "CUS-6", "outcome": "command"}
+
     def counted(answer: Answer) -> bool:
+        # every message produced above taken (the batches' sizes add up to the three) and every count below
+        # reached: they are final then, and a message counted twice shows as a 2, with no pause to wait it out
         text = answer.text
         return (
-            value(text, "lienthong_events_processed_total", outcome="dead_letter") >= 1
+            value(text, "lienthong_batch_size_sum") >= 3
+            and value(text, "lienthong_events_processed_total", **command) >= 1
             and value(text, "lienthong_events_processed_total", outcome="duplicate") >= 1
-            and value(text, "lienthong_batch_size_count") >= 1
+            and value(text, "lienthong_events_processed_total", outcome="dead_letter") >= 1
+            and value(text, "lienthong_commands_emitted_total", target="crm", rule="CUS-6") >= 1
+            and value(text, "lienthong_dead_letters_total", topic="dlq.cdc", reason="decode") >= 1
         )
 
-    worker.probe_until("/metrics", counted, timeout=60)
-    time.sleep(1)  # nothing more should come
-    text = worker.get("/metrics").text
-    command = {"system": "acct", "entity": "customer", "rule": "CUS-6", "outcome": "command"}
+    text = worker.probe_until("/metrics", counted, timeout=60)[-1].text
     assert value(text, "lienthong_events_processed_total", **command) == 1
     assert value(text, "lienthong_events_processed_total", system="acct", entity="customer", outcome="duplicate") == 1
     assert value(text, "lienthong_events_processed_total", system="acct", entity="customer", outcome="dead_letter") == 1

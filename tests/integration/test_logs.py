@@ -65,8 +65,14 @@ def test_connector_lines_about_a_command_name_it(module_settings, kafka, tmp_pat
         text=True,
     )
     try:
-        results = kafka.read(["results.crm"], until=lambda found: len(found) >= 1, timeout=60)
-        time.sleep(1)  # the dead letter's line follows the result's
+        # the connector logs "dead-lettered …" before it writes the dead letter: once that is on the broker,
+        # both lines are in its log
+        read = kafka.read(
+            ["results.crm", "dlq.commands"],
+            until=lambda found: {m["topic"] for m in found} >= {"results.crm", "dlq.commands"},
+            timeout=60,
+        )
+        results = [m for m in read if m["topic"] == "results.crm"]
     finally:
         process.send_signal(signal.SIGTERM)
         try:

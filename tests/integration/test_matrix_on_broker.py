@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import re
-import time
-
 import pytest
 
-from tests.integration.conftest import Worker, change_event, in_data_dir
+from tests.integration.conftest import Worker, change_event, in_data_dir, last_assignment, wait_for_shared_partitions
 
 pytestmark = pytest.mark.broker
 
 
 def keyed(messages, topic, tenant):
     return [m["value"] for m in messages if m["topic"] == topic and m["key"] and m["key"].startswith(tenant + ":")]
-
-
-def last_assignment(log: str, topic: str) -> str:
-    """The partitions of ``topic`` the worker's consumer was last assigned, as the processing loop logs
-    them ("assigned N partition(s), …: <topic> 0,3; <topic> 1"), in text or JSON logs alike; "" when none."""
-    lines = [line for line in log.splitlines() if "of the changes topic to restore" in line]
-    if not lines:
-        return ""
-    found = re.search(rf"(?:: |; ){re.escape(topic)} ([0-9,]+)", lines[-1])
-    return found.group(1) if found else ""
 
 
 def audits_for(messages, tenant):
@@ -142,9 +129,10 @@ def test_links_learnt_on_one_worker_are_read_on_another(kafka, module_settings, 
     """Six partitions, two workers: a CRM customer update (CUS-3) reads the link that the acct
     customer's event taught, wherever either was processed."""
     second = Worker(in_data_dir(module_settings, tmp_path / "second"), tmp_path / "second.log")
+
     try:
         second.wait_ready()
-        time.sleep(3)  # let the group rebalance settle, so both workers own partitions
+        wait_for_shared_partitions([worker, second], [kafka.name(f"cdc.{s}.customer") for s in ("acct", "crm")])
         codes = [f"KH{n:04d}" for n in range(24)]
         for n, code in enumerate(codes):
             kafka.produce(
@@ -153,7 +141,8 @@ def test_links_learnt_on_one_worker_are_read_on_another(kafka, module_settings, 
                 key=f"{tenant}:A{n}",
             )
         kafka.read(["audit.sync"], until=lambda ms: len(audits_for(ms, tenant)) >= len(codes))
-        time.sleep(1)  # global tables are eventually consistent across workers
+        # No pause for the other worker's copy of the links: a "not linked" decision rests on an absence,
+        # and its batch is decided again once the worker has read the other workers' writes.
         for n, code in enumerate(codes):
             crm = {"id": f"C{n}", "code": code, "name": f"Khách {n}"}
             kafka.produce(

@@ -22,7 +22,7 @@ from common.kafka_config import confluent_config
 from common.settings import KafkaSettings
 from ops.admin import create_topics, delete_topics_with_prefix
 from streams.settings import TableSettings, WorkerSettings
-from tests.integration.conftest import Worker
+from tests.integration.conftest import Worker, wait_for_shared_partitions
 
 pytestmark = pytest.mark.broker
 
@@ -117,7 +117,7 @@ def assert_every_edit_became_cus3(audits: dict[str, dict]) -> None:
 def test_live_edits_milliseconds_after_the_create_are_all_synced(deployment, tmp_path):
     workers = two_workers(deployment, tmp_path)
     try:
-        time.sleep(5)  # both in the group, partitions spread over the two
+        wait_for_shared_partitions(workers, [deployment.kafka.topic_prefix + "cdc.crm.customer"])
         tenants = [f"live{n}-{uuid.uuid4().hex[:4]}" for n in range(TENANTS)]
         produce_business(deployment, tenants, spread_ms=1)
         assert_every_edit_became_cus3(audits_of_edits(deployment, tenants, timeout=120))
