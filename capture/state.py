@@ -77,14 +77,22 @@ def event_id(system: System, tenant: str, entity: str, record_id: str, op: str, 
     return f"{system}-capture-{hashlib.sha256(basis).hexdigest()[:40]}"
 
 
+def open_store(path: Path | str, schema: str) -> sqlite3.Connection:
+    """A capture service's SQLite file (its directory made), shared by its threads under the caller's
+    lock; every write durable before it returns (WAL, synchronous FULL): what capture keeps decides what
+    it reports again after a crash."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(schema)
+    return db
+
+
 class CaptureState:
     def __init__(self, path: Path | str) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self._db = open_store(path, SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(images)")}
         if "version_ms" not in columns:  # a state file from before versions were kept
             self._db.execute("ALTER TABLE images ADD COLUMN version_ms INTEGER")

@@ -9,10 +9,11 @@ is never undone by an older create or update. Kept in SQLite, written once the b
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from capture.state import open_store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS webhook_versions (
@@ -47,12 +48,8 @@ def verdict(held: Version | None, event_id: str, ts_ms: int, op: str) -> str | N
 
 class WebhookVersions:
     def __init__(self, path: Path | str) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self._db = open_store(path, SCHEMA)
 
     def close(self) -> None:
         with self._lock:
