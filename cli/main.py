@@ -30,8 +30,9 @@ from capture.settings import CaptureSettings, WebhookSettings
 from cli.command import INTERRUPTED, USER_ERROR, Args, add, argument, option, parse, usage_error
 from cli.operator import add_operator_commands
 from common.kafka_config import confluent_config
+from common.listeners import CannotListen, check_port
 from common.names import System
-from common.settings import InvalidSettings, KafkaSettings, ServiceSettings, read_settings
+from common.settings import InvalidSettings, KafkaSettings, ServiceSettings, env_name, read_settings
 from connectors.settings import ConnectorServiceSettings
 from demo.settings import DemoSettings
 from ops.settings import OpsSettings
@@ -73,7 +74,7 @@ def _topics(args: Args, settings: OpsSettings) -> int:
         )
     except RuntimeError as exc:
         print(f"lienthong topics create: {exc}", file=sys.stderr)
-        return 1
+        return USER_ERROR
     failed = False
     for outcome in outcomes:
         print(f"{outcome.status:8} {outcome.name} {outcome.detail}".rstrip())
@@ -105,6 +106,8 @@ def _worker(args: Args, settings: WorkerSettings) -> int:
 
     if _kafka_refuses(settings.kafka, "worker"):
         return 2
+    if settings.web_enabled:  # faust would start, fail to listen deep inside, and stop with a traceback
+        check_port(settings.web_host, settings.web_port)
     # faust's Worker reads sys.argv for its own options; give it none of ours.
     sys.argv = [sys.argv[0]]
     try:
@@ -154,7 +157,7 @@ def _explain(args: Args, settings: OpsSettings) -> int:
         trail = audit_trail(settings.kafka, args.tenant, args.entity, args.id)
     except RuntimeError as exc:
         print(f"lienthong explain: {exc}", file=sys.stderr)
-        return 1
+        return USER_ERROR
     if not trail:
         print(f"no audit record for {args.tenant}:{args.entity}:{args.id} on {settings.kafka.topic_prefix}audit.sync")
         return 1
@@ -165,7 +168,11 @@ def _explain(args: Args, settings: OpsSettings) -> int:
 def _tenant(args: Args, settings: OpsSettings) -> int:
     from ops.operations import set_tenant
 
-    value = set_tenant(settings.kafka, args.tenant, args.order_target)
+    try:
+        value = set_tenant(settings.kafka, args.tenant, args.order_target)
+    except RuntimeError as exc:
+        print(f"lienthong tenant: {exc}", file=sys.stderr)
+        return USER_ERROR
     print(f"tenant {args.tenant}: {value}")
     return 0
 
@@ -223,8 +230,11 @@ def _connector(args: Args, settings: ConnectorServiceSettings) -> int:
 
     async def main(stop: asyncio.Event) -> None:
         task = asyncio.create_task(connector.run())
-        await stop.wait()
-        # SIGTERM: take no new command, finish and report the ones in flight, commit, exit
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        # SIGTERM: take no new command, finish and report the ones in flight, commit, exit (or: it failed
+        # to start, its probes' port taken, say)
         connector.stop()
         await task
 
@@ -325,7 +335,11 @@ def _sandbox(args: Args, settings: SandboxSettings) -> int:
                 crm_answers=settings.sandbox_crm_answers,
             )
         )
-        await stop.wait()
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if task.done():  # it could not start (its port taken, say): said by main
+            task.result()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
@@ -418,6 +432,7 @@ add(
         "once, between stopping the old workers and starting the new (docs/deploy.md)",
         type=click.Choice(["migrate"]),
     ),
+    broker=True,
 )
 add(
     "kafka",
@@ -440,6 +455,7 @@ add(
         "create: every topic of the contract that is missing; list: each topic, its role and settings",
         type=click.Choice(["create", "list"]),
     ),
+    broker=lambda args: args.action == "create",
 )
 add(
     "matrix",
@@ -456,6 +472,7 @@ add(
     argument("tenant", "the tenant (as in LIENTHONG_CRM_CREDENTIALS)"),
     argument("entity", "the entity: customer, product, sale_order, invoice, ..."),
     argument("id", "the record's id in its system"),
+    broker=True,
 )
 add(
     "tenant",
@@ -470,6 +487,7 @@ add(
         required=True,
         help="what a CRM order becomes in accounting",
     ),
+    broker=True,
 )
 add_operator_commands()  # reconcile, lag, dlq list|show|replay, backfill (cli/operator.py)
 add("connector", ConnectorServiceSettings, _connector, "apply commands.<system> to the system's API", SYSTEM)
@@ -548,18 +566,54 @@ def main(argv: list[str] | None = None) -> int:
         # one handler for every logger of the service (faust, aiokafka and librdkafka included)
         service = "-".join([args.command, *([args.system] if hasattr(args, "system") else [])])
         setup_logging(settings.log, service=service)
+        if args.needs_broker:
+            problem = _broker_problem(getattr(settings, "kafka"))  # noqa: B009  (a command with a broker has one)
+            if problem is not None:
+                print(f"lienthong {_named(args)}: {problem}", file=sys.stderr)
+                return USER_ERROR
         return args.func(args, settings)
     except InvalidSettings as exc:  # the command's settings; the demo reads its connectors' as it starts them
-        print(_invalid_settings_message(exc), file=sys.stderr)
+        print(_invalid_settings_message(args, exc), file=sys.stderr)
+        return USER_ERROR
+    except CannotListen as exc:  # a service's port (or the worker's /readyz port) is taken
+        move = _move(args, settings, exc.port)
+        print(f"lienthong {_named(args)}: {exc}: stop that process, or {move}", file=sys.stderr)
         return USER_ERROR
     except KeyboardInterrupt:  # Ctrl-C in a one-shot command (a service stops on SIGINT and exits 0)
         print(f"lienthong {args.command}: interrupted", file=sys.stderr)
         return INTERRUPTED
 
 
-def _invalid_settings_message(exc: InvalidSettings) -> str:
-    """What the command says of invalid settings: a line per problem, each naming its variable."""
-    return "\n".join(["lienthong: invalid settings (LIENTHONG_* environment):", *(f"  {p}" for p in exc.problems)])
+def _broker_problem(kafka: KafkaSettings) -> str | None:
+    from ops.admin import broker_problem
+
+    # librdkafka's own retry lines (`Connect to … failed` every few milliseconds) would bury the one line
+    logging.getLogger("librdkafka").setLevel(logging.CRITICAL)
+    return broker_problem(kafka)
+
+
+def _named(args: Args) -> str:
+    return " ".join([args.command, *([args.system] if hasattr(args, "system") else [])])
+
+
+def _move(args: Args, settings: ServiceSettings, port: int) -> str:
+    """What moves a service off ``port``: its --port, or the setting that says it."""
+    if getattr(args, "port", None) == port:
+        return "give --port another port (0: a free one)"
+    system = getattr(args, "system", "")
+    # the system's own first (LIENTHONG_ACCT_CONNECTOR_PORT for `connector acct`)
+    for name in sorted(type(settings).model_fields, key=lambda name: not (system and name.startswith(system))):
+        if name.endswith("port") and getattr(settings, name) == port:
+            return f"set {env_name(name)} to a free port"
+    return "move it to a free port (docs/operations.md lists the port settings)"
+
+
+def _invalid_settings_message(args: Args, exc: InvalidSettings) -> str:
+    """What the command says of invalid settings: one line, every problem naming its variable."""
+    return (
+        f"lienthong {_named(args)}: invalid setting(s): {'; '.join(exc.problems)} "
+        "(fix the LIENTHONG_* environment: docs/operations.md lists every setting)"
+    )
 
 
 if __name__ == "__main__":

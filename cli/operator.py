@@ -303,6 +303,7 @@ def add_operator_commands() -> None:
             help="the system whose values win (default acct: master data is created there)",
         ),
         option("--repair", is_flag=True, help="send the commands that fix the drift"),
+        broker=lambda args: args.repair,
     )
     add(
         "lag",
@@ -313,6 +314,7 @@ def add_operator_commands() -> None:
         option("--nonzero", is_flag=True, help="only partitions that lag"),
         option("--watch", is_flag=True, help="refresh until Ctrl-C"),
         option("--interval", type=float, default=2.0, show_default=True, help="seconds between refreshes with --watch"),
+        broker=True,
     )
     add(
         "dlq",
@@ -331,6 +333,7 @@ def add_operator_commands() -> None:
         option("--since", help="only letters dead-lettered since: 2h, 30m, 7d, 2026-11-28, 2026-11-28T09:30"),
         option("--until", help="only letters dead-lettered until then (same forms)"),
         option("--dry-run", is_flag=True, help="replay: list what would be replayed"),
+        broker=True,
     )
     add(
         "backfill",
@@ -341,4 +344,5 @@ def add_operator_commands() -> None:
         option("--system", required=True, type=click.Choice([system.value for system in System]), help="crm or acct"),
         option("--entity", help="only this entity (default: every entity the system's API lists)"),
         option("--from-file", metavar="F.jsonl", help="records from a JSON-lines file, not the system"),
+        broker=True,
     )
