@@ -180,7 +180,7 @@ def _tenant(args: Args, settings: OpsSettings) -> int:
 def _demo(args: Args, settings: DemoSettings) -> int:
     import asyncio
 
-    from demo.run import DemoFailed, run_demo
+    from demo.run import DemoCannotStart, DemoFailed, run_demo
 
     if "log_level" not in settings.log.model_fields_set:
         # the demo's own output tells the story; LIENTHONG_LOG_LEVEL=info shows every service's lines too
@@ -196,7 +196,10 @@ def _demo(args: Args, settings: DemoSettings) -> int:
                 keep_running=not args.exit,
             )
         )
-    except DemoFailed as exc:
+    except DemoCannotStart as exc:  # a port, the broker, the worker: said with what to do
+        print(f"lienthong demo: {exc}", file=sys.stderr)
+        return USER_ERROR
+    except DemoFailed as exc:  # a step of the business day did not end as it should
         print(f"lienthong demo: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
