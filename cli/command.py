@@ -28,6 +28,9 @@ from common.settings import ServiceSettings
 
 OK, NOT_IN_ORDER, USER_ERROR, INTERRUPTED = 0, 1, 2, 130
 
+PORT = click.IntRange(0, 65535)  # a TCP port; 0: a free one the system chooses
+SECONDS = click.FloatRange(min=0.1)  # an interval between two looks
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 
@@ -71,6 +74,22 @@ def argument(name: str, help: str, **kwargs: Any) -> Argument:
 
 def option(*decls: str, help: str, **kwargs: Any) -> click.Option:
     return click.Option(list(decls), help=help, **kwargs)
+
+
+def json_option() -> click.Option:
+    """``--json`` of a read command: its answer as one JSON document on stdout (``args.as_json``)."""
+    return option("--json", "as_json", is_flag=True, help="print the answer as one JSON document (for scripts)")
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout: what ``--json`` prints (anything not JSON by itself as its text)."""
+    import sys
+
+    import orjson
+
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode())
+    sys.stdout.write("\n")
+    sys.stdout.flush()
 
 
 def bootstrap_option() -> click.Option:

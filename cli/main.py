@@ -27,7 +27,20 @@ import sys
 import click
 
 from capture.settings import CaptureSettings, WebhookSettings
-from cli.command import INTERRUPTED, USER_ERROR, Args, add, argument, option, parse, usage_error
+from cli.command import (
+    INTERRUPTED,
+    PORT,
+    SECONDS,
+    USER_ERROR,
+    Args,
+    add,
+    argument,
+    json_option,
+    option,
+    parse,
+    print_json,
+    usage_error,
+)
 from cli.operator import add_operator_commands
 from common.kafka_config import confluent_config
 from common.listeners import CannotListen, check_port
@@ -59,6 +72,14 @@ def _kafka(args: Args, settings: OpsSettings) -> int:
 def _topics(args: Args, settings: OpsSettings) -> int:
     from streams.topics import contract_topics
 
+    if args.action == "list" and args.as_json:
+        print_json(
+            [
+                {"name": settings.kafka.topic_prefix + spec.name, "role": spec.role, "config": spec.kafka_config()}
+                for spec in contract_topics()
+            ]
+        )
+        return 0
     if args.action == "list":
         for spec in contract_topics():
             config = ", ".join(f"{k}={v}" for k, v in spec.kafka_config().items())
@@ -142,6 +163,9 @@ def _matrix(args: Args, settings: ServiceSettings) -> int:
     from streams.core.rules import load_rules
 
     book = load_rules()
+    if args.as_json:
+        print_json([rule.model_dump(mode="json", exclude_defaults=True) for rule in book.rules])
+        return 0
     if args.markdown:
         sys.stdout.write(matrix_markdown(book))
     else:
@@ -159,7 +183,12 @@ def _explain(args: Args, settings: OpsSettings) -> int:
         print(f"lienthong explain: {exc}", file=sys.stderr)
         return USER_ERROR
     if not trail:
-        print(f"no audit record for {args.tenant}:{args.entity}:{args.id} on {settings.kafka.topic_prefix}audit.sync")
+        print(
+            f"lienthong explain: no audit record for {args.tenant}:{args.entity}:{args.id} on "
+            f"{settings.kafka.topic_prefix}audit.sync: check the tenant, entity and id (the record's id in the "
+            "system it changed in), and LIENTHONG_TOPIC_PREFIX",
+            file=sys.stderr,
+        )
         return 1
     print(format_trail(trail))
     return 0
@@ -420,7 +449,7 @@ SYSTEM = argument("system", "crm (AMIS CRM) or acct (AMIS Kế toán)", type=cli
 
 
 def _port(default: str) -> click.Option:
-    return option("--port", type=int, default=None, help=f"{default}; 0 takes a free port (printed)")
+    return option("--port", type=PORT, default=None, help=f"{default}; 0 takes a free port (printed)")
 
 
 add("worker", WorkerSettings, _worker, "run the stream processor (a faust worker)")
@@ -458,6 +487,7 @@ add(
         "create: every topic of the contract that is missing; list: each topic, its role and settings",
         type=click.Choice(["create", "list"]),
     ),
+    json_option(),
     broker=lambda args: args.action == "create",
 )
 add(
@@ -466,6 +496,7 @@ add(
     _matrix,
     "the rule table",
     option("--markdown", is_flag=True, help="as docs/matrix.md"),
+    json_option(),
 )
 add(
     "explain",
@@ -521,14 +552,14 @@ add(
     OpsSettings,
     _dashboard,
     "serve the operator's page (docs/dashboard.md)",
-    option("--port", type=int, default=8080, show_default=True, help="its port; 0 takes a free port (printed)"),
+    option("--port", type=PORT, default=8080, show_default=True, help="its port; 0 takes a free port (printed)"),
     option(
         "--scrape",
         multiple=True,
         metavar="URL",
         help="a service's /metrics to read (repeat)",
     ),
-    option("--interval", type=float, default=5.0, show_default=True, help="seconds between two looks"),
+    option("--interval", type=SECONDS, default=5.0, show_default=True, help="seconds between two looks"),
 )
 add(
     "demo",
@@ -536,9 +567,9 @@ add(
     _demo,
     "broker, worker, sandboxes, connectors and a scripted business day",
     option("--tenant", default="cty-demo", show_default=True, help="the demo's tenant"),
-    option("--crm-port", type=int, default=8081, show_default=True, help="the CRM sandbox's port"),
-    option("--acct-port", type=int, default=8082, show_default=True, help="the accounting sandbox's port"),
-    option("--dashboard-port", type=int, default=8080, show_default=True, help="the operator's page's port"),
+    option("--crm-port", type=PORT, default=8081, show_default=True, help="the CRM sandbox's port"),
+    option("--acct-port", type=PORT, default=8082, show_default=True, help="the accounting sandbox's port"),
+    option("--dashboard-port", type=PORT, default=8080, show_default=True, help="the operator's page's port"),
     option("--exit", is_flag=True, help="stop after the business day instead of running on"),
 )
 
@@ -582,6 +613,11 @@ def main(argv: list[str] | None = None) -> int:
         move = _move(args, settings, exc.port)
         print(f"lienthong {_named(args)}: {exc}: stop that process, or {move}", file=sys.stderr)
         return USER_ERROR
+    except BrokenPipeError:  # `lienthong matrix --json | head`: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would raise again
+        return 0
     except KeyboardInterrupt:  # Ctrl-C in a one-shot command (a service stops on SIGINT and exits 0)
         print(f"lienthong {args.command}: interrupted", file=sys.stderr)
         return INTERRUPTED
