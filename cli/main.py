@@ -129,6 +129,10 @@ def _worker(args: Args, settings: WorkerSettings) -> int:
         return 2
     if settings.web_enabled:  # faust would start, fail to listen deep inside, and stop with a traceback
         check_port(settings.web_host, settings.web_port)
+    problem = _broker_problem(settings.kafka)  # faust would retry for a while, then crash with a traceback
+    if problem is not None:
+        print(f"lienthong worker: {problem}", file=sys.stderr)
+        return USER_ERROR
     # faust's Worker reads sys.argv for its own options; give it none of ours.
     sys.argv = [sys.argv[0]]
     try:
@@ -254,6 +258,7 @@ def _serve_until_signal(main) -> int:
 def _connector(args: Args, settings: ConnectorServiceSettings) -> int:
     if _kafka_refuses(settings.kafka, f"connector {args.system}"):
         return 2
+    _said_if_no_broker(settings.kafka, f"connector {args.system}")
     import asyncio
 
     from connectors.service import build_connector
@@ -276,6 +281,7 @@ def _connector(args: Args, settings: ConnectorServiceSettings) -> int:
 def _capture(args: Args, settings: CaptureSettings) -> int:
     if _kafka_refuses(settings.kafka, f"capture {args.system}"):
         return 2
+    _said_if_no_broker(settings.kafka, f"capture {args.system}")
 
     from capture.service import NothingToCapture, serve_capture
 
@@ -381,6 +387,7 @@ def _sandbox(args: Args, settings: SandboxSettings) -> int:
 def _webhooks(args: Args, settings: WebhookSettings) -> int:
     if _kafka_refuses(settings.kafka, "webhooks"):
         return 2
+    _said_if_no_broker(settings.kafka, "webhooks")
     import asyncio
 
     from capture.webhooks import create_webhooks, secrets_by_tenant
@@ -627,8 +634,21 @@ def _broker_problem(kafka: KafkaSettings) -> str | None:
     from ops.admin import broker_problem
 
     # librdkafka's own retry lines (`Connect to … failed` every few milliseconds) would bury the one line
-    logging.getLogger("librdkafka").setLevel(logging.CRITICAL)
-    return broker_problem(kafka)
+    clients = logging.getLogger("librdkafka")
+    level = clients.level
+    clients.setLevel(logging.CRITICAL)
+    try:
+        return broker_problem(kafka)
+    finally:
+        clients.setLevel(level)
+
+
+def _said_if_no_broker(kafka: KafkaSettings, service: str) -> None:
+    """A service that waits for the broker (connector, capture, webhooks) says once, at start, that none
+    answers yet, and what to do; then waits as before (its /readyz says not ready meanwhile)."""
+    problem = _broker_problem(kafka)
+    if problem is not None:
+        logging.getLogger("lienthong").warning("%s; %s waits for it (its /readyz: not ready)", problem, service)
 
 
 def _named(args: Args) -> str:

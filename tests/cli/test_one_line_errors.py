@@ -177,9 +177,9 @@ def test_a_service_whose_port_is_taken_names_the_port_and_what_moves_it(bootstra
 
 
 def test_every_command_says_a_missing_broker_the_same_way_within_the_one_timeout(tmp_path):
-    env = {"LIENTHONG_BROKER_TIMEOUT": "2"}
+    env = {"LIENTHONG_BROKER_TIMEOUT": "2", "LIENTHONG_WEB_PORT": "0"}
     said = {}
-    for argv in (["lag"], ["dlq", "list"], ["topics", "create"], ["explain", "t1", "customer", "C1"]):
+    for argv in (["lag"], ["dlq", "list"], ["topics", "create"], ["explain", "t1", "customer", "C1"], ["worker"]):
         line = one_line(run_cli([*argv, "-b", NOWHERE], env, tmp_path))
         said[argv[0]] = line.split(": ", 1)[1]
     assert len(set(said.values())) == 1, said
