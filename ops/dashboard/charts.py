@@ -73,12 +73,12 @@ def line_chart(
     title: str,
     unit: Unit,
     testid: str = "",
-    width: int = 520,
-    height: int = 210,
+    width: int = 440,
+    height: int = 200,
 ) -> str:
     """``series``: name -> [(unix seconds, value)]. A figure with the SVG (axes in ``unit``, times in UTC)
     and the legend (each series' latest value), or a note while there is nothing to draw yet."""
-    left, right, top, bottom = 64, 14, 26, 30
+    left, right, top, bottom = 58, 12, 26, 30
     plot_w, plot_h = width - left - right, height - top - bottom
     points = [p for values in series.values() for p in values]
     svg = [

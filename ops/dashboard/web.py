@@ -59,7 +59,7 @@ td,th{border:1px solid #ddd;padding:3px 8px;font-size:13px;vertical-align:top}
 th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}table.wide{width:100%}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:8px 24px}
 figure.chart{margin:0}figure.chart svg{width:100%;height:auto;display:block}
-ul.legend{list-style:none;margin:2px 0 0;padding:0 0 0 12%;font-size:13px;display:flex;flex-wrap:wrap;gap:2px 16px}
+ul.legend{list-style:none;margin:2px 0 0;padding:0 0 0 13%;font-size:13px;display:flex;flex-wrap:wrap;gap:2px 16px}
 .sw{display:inline-block;width:10px;height:10px;margin-right:5px}
 .cols{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:0 32px}
 .status{border:1px solid;border-radius:6px;padding:.6em 1em;margin:.7em 0 1em}
@@ -69,7 +69,7 @@ ul.legend{list-style:none;margin:2px 0 0;padding:0 0 0 12%;font-size:13px;displa
 .s-failing,.s-down{background:#fdecee;border-color:#b00020}
 .failing{color:#b00020;font-weight:bold}.pending{color:#a66a00}.insync{color:#1b7f3b}.zero{color:#aaa}
 .err{color:#b00020}code{font-size:12px}.muted{color:#777;font-size:12px}.note{color:#555;font-size:12px;max-width:75em}
-code.cmd{user-select:all;background:#f2f2f2;border:1px solid #e0e0e0;padding:1px 5px;display:inline-block;margin:1px 0}
+code.cmd{user-select:all;white-space:nowrap;background:#f2f2f2;border:1px solid #e0e0e0;padding:1px 5px;display:inline-block;margin:1px 0}
 .differs{background:#fff3cd}
 """
     + SWATCH_CSS

@@ -1,0 +1,68 @@
+"""What the sandboxes' own pages share: records as tables of their fields, readable by a person.
+
+Each record is a row, each field a column (in the order the records first name them); a list of
+objects (an order's lines) is a small table in its cell, an object its ``field: value`` lines. Long
+text wraps inside its cell instead of running off the page.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import orjson
+
+STYLE = (
+    "<style>body{font-family:system-ui,sans-serif;margin:1em 1.5em;color:#222}"
+    "h1{font-size:1.4em}h2{font-size:1.2em;margin:1.3em 0 .3em;border-bottom:1px solid #ccc}"
+    "h3{font-size:1em;margin:1em 0 .3em}small{color:#666;font-weight:normal}"
+    "table{border-collapse:collapse;margin:.2em 0}td,th{border:1px solid #ddd;padding:2px 6px;font-size:13px;"
+    "vertical-align:top;text-align:left;overflow-wrap:anywhere;max-width:28em}th{background:#f3f3f3}"
+    "td table td,td table th{font-size:12px}.scroll{overflow-x:auto}.note{color:#555;font-size:13px}"
+    "button{font-size:13px;cursor:pointer}form{margin:0}</style>"
+)
+
+
+def cell(value: Any) -> str:
+    """One field's value as HTML: text, a nested table for a list of objects, ``field: value`` lines."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        return fields_table(value)
+    if isinstance(value, list):
+        return html.escape(", ".join(v if isinstance(v, str) else orjson.dumps(v).decode() for v in value))
+    if isinstance(value, dict):
+        return "<br>".join(f"{html.escape(str(k))}: {cell(v)}" for k, v in value.items())
+    return html.escape(str(value))
+
+
+def columns(records: list[dict[str, Any]], first: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> list[str]:
+    """Every field any record has, ``first`` first, then in the order the records name them."""
+    seen: dict[str, None] = dict.fromkeys(f for f in first if any(f in r for r in records))
+    for record in records:
+        seen.update((name, None) for name in record if name not in skip)
+    return [name for name in seen if name not in skip]
+
+
+def fields_table(
+    records: list[dict[str, Any]],
+    *,
+    first: tuple[str, ...] = (),
+    skip: tuple[str, ...] = (),
+    extra: tuple[str, list[str]] | None = None,
+    testid: str = "",
+) -> str:
+    """The records as a table of their fields; ``extra``: (heading, one cell of HTML per record) last."""
+    names = columns(records, first, skip)
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in names) + (
+        f"<th>{html.escape(extra[0])}</th>" if extra else ""
+    )
+    rows = []
+    for index, record in enumerate(records):
+        cells = "".join(f"<td>{cell(record.get(name))}</td>" for name in names)
+        if extra:
+            cells += f"<td>{extra[1][index]}</td>"
+        rows.append(f'<tr data-testid="{html.escape(testid)}">{cells}</tr>' if testid else f"<tr>{cells}</tr>")
+    return f'<div class="scroll"><table><tr>{head}</tr>{"".join(rows)}</table></div>'
