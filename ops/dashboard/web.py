@@ -69,7 +69,8 @@ ul.legend{list-style:none;margin:2px 0 0;padding:0 0 0 13%;font-size:13px;displa
 .s-failing,.s-down{background:#fdecee;border-color:#b00020}
 .failing{color:#b00020;font-weight:bold}.pending{color:#a66a00}.insync{color:#1b7f3b}.zero{color:#aaa}
 .err{color:#b00020}code{font-size:12px}.muted{color:#777;font-size:12px}.note{color:#555;font-size:12px;max-width:75em}
-code.cmd{user-select:all;white-space:nowrap;background:#f2f2f2;border:1px solid #e0e0e0;padding:1px 5px;display:inline-block;margin:1px 0}
+code.cmd{user-select:all;white-space:nowrap;background:#f2f2f2;border:1px solid #e0e0e0;padding:1px 5px}
+code.cmd{display:inline-block;margin:1px 0}
 .differs{background:#fff3cd}
 """
     + SWATCH_CSS
