@@ -55,7 +55,7 @@ STYLE = (
 body{font-family:system-ui,sans-serif;margin:1em 1.5em;color:#222}
 h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.2em 0 .4em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.3em 0}
-td,th{border:1px solid #ddd;padding:3px 8px;font-size:13px;vertical-align:top}
+td,th{border:1px solid #ddd;padding:3px 8px;font-size:13px;vertical-align:top}td.err,td.msg{overflow-wrap:anywhere}
 th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}table.wide{width:100%}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:8px 24px}
 figure.chart{margin:0}figure.chart svg{width:100%;height:auto;display:block}
@@ -69,7 +69,7 @@ ul.legend{list-style:none;margin:2px 0 0;padding:0 0 0 13%;font-size:13px;displa
 .s-failing,.s-down{background:#fdecee;border-color:#b00020}
 .failing{color:#b00020;font-weight:bold}.pending{color:#a66a00}.insync{color:#1b7f3b}.zero{color:#aaa}
 .err{color:#b00020}code{font-size:12px}.muted{color:#777;font-size:12px}.note{color:#555;font-size:12px;max-width:75em}
-code.cmd{user-select:all;white-space:nowrap;background:#f2f2f2;border:1px solid #e0e0e0;padding:1px 5px}
+code.cmd{user-select:all;background:#f2f2f2;border:1px solid #e0e0e0;padding:1px 5px}
 code.cmd{display:inline-block;margin:1px 0}
 .differs{background:#fff3cd}
 """
@@ -453,7 +453,7 @@ def render_page(data: DashboardData, kafka: KafkaSettings, refresh: int = REFRES
         )
     recent_rows = [
         f'<tr data-testid="dlq-message"><td>{_e(letter["topic"])}</td><td>{_e(letter["reason"])}</td>'
-        f"<td><code>{_e(letter['key'])}</code></td><td>{_e(_shortened(letter['message']))}</td>"
+        f"<td><code>{_e(letter['key'])}</code></td><td class=msg>{_e(_shortened(letter['message']))}</td>"
         f"<td>{_e(_when(letter['failed_at_ms']))}</td></tr>"
         for letter in s["recent_dead_letters"]
     ]

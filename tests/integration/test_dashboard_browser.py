@@ -308,6 +308,7 @@ def test_the_page_shows_what_the_services_measure(module_settings, kafka, tenant
             width = page.evaluate("document.documentElement.clientWidth")
             charts = [page.locator(f'[data-testid="{c}"]').bounding_box() for c in CHARTS]
             assert sum(c["width"] for c in charts if c) > 0.85 * width, (charts, width)
+            assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing runs off the page
             for chart in CHARTS:
                 legend = page.locator(f'[data-testid="{chart}"] [data-testid="legend-item"]').all()
                 assert legend, chart
