@@ -140,6 +140,15 @@ def _generate_button(tenant: str, org_refid: str, token: str) -> str:
     )
 
 
+def _delete_button(tenant: str, refid: str, token: str) -> str:
+    """The accountant deleting a voucher (a ``data_type`` 22 callback, ``ModelState`` 3): a form with the token."""
+    action = f"/sandbox/ui/{quote(tenant, safe='')}/vouchers/{quote(refid, safe='')}/delete?redirect=1"
+    return (
+        f'<form method=post action="{html.escape(action)}"><input type=hidden name=token value="{html.escape(token)}">'
+        f'<button data-testid="delete-voucher" data-refid="{html.escape(refid)}">Xoá (delete)</button></form>'
+    )
+
+
 async def index(request: web.Request) -> web.Response:
     store = request.app[STORE]
     parts = [
@@ -197,7 +206,15 @@ async def index(request: web.Request) -> web.Response:
         vouchers = store.vouchers(tenant)
         if vouchers:
             parts.append("<h3>vouchers (chứng từ)</h3>")
-            parts.append(fields_table(vouchers, first=("refno", "voucher_type", "refid"), testid="voucher"))
+            buttons = [
+                _delete_button(tenant, str(v.get("refid")), token) if token else "(the button needs the admin token)"
+                for v in vouchers
+            ]
+            parts.append(
+                fields_table(
+                    vouchers, first=("refno", "voucher_type", "refid"), extra=("accountant", buttons), testid="voucher"
+                )
+            )
     return web.Response(text="".join(parts), content_type="text/html")
 
 
@@ -257,6 +274,7 @@ def create_acct_sandbox(
     app.router.add_post("/sandbox/ui/{tenant}/proposals/{org_refid}/generate", ui_generate)
     app.router.add_post("/sandbox/ui/{tenant}/vouchers", ui_voucher)
     app.router.add_delete("/sandbox/ui/{tenant}/vouchers/{refid}", ui_remove_voucher)
+    app.router.add_post("/sandbox/ui/{tenant}/vouchers/{refid}/delete", ui_remove_voucher)  # the page's button
     app.router.add_post("/sandbox/expire-tokens", expire_tokens)
 
     async def start(app: web.Application) -> None:

@@ -8,6 +8,7 @@ text wraps inside its cell instead of running off the page.
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 import orjson
@@ -17,10 +18,14 @@ STYLE = (
     "h1{font-size:1.4em}h2{font-size:1.2em;margin:1.3em 0 .3em;border-bottom:1px solid #ccc}"
     "h3{font-size:1em;margin:1em 0 .3em}small{color:#666;font-weight:normal}"
     "table{border-collapse:collapse;margin:.2em 0}td,th{border:1px solid #ddd;padding:2px 6px;font-size:13px;"
-    "vertical-align:top;text-align:left;overflow-wrap:anywhere;max-width:28em}th{background:#f3f3f3}"
+    "vertical-align:top;text-align:left;overflow-wrap:break-word;max-width:28em}"
+    "th{background:#f3f3f3;white-space:nowrap}"
     "td table td,td table th{font-size:12px}.scroll{overflow-x:auto}.note{color:#555;font-size:13px}"
     "button{font-size:13px;cursor:pointer}form{margin:0}</style>"
 )
+
+
+ISO_TIME = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)?$")
 
 
 def cell(value: Any) -> str:
@@ -35,7 +40,11 @@ def cell(value: Any) -> str:
         return html.escape(", ".join(v if isinstance(v, str) else orjson.dumps(v).decode() for v in value))
     if isinstance(value, dict):
         return "<br>".join(f"{html.escape(str(k))}: {cell(v)}" for k, v in value.items())
-    return html.escape(str(value))
+    text = str(value)
+    moment = ISO_TIME.match(text)
+    if moment:  # 2026-12-08T00:25:35.616+07:00 -> 2026-12-08 00:25:35 +07:00
+        text = " ".join(part for part in moment.groups() if part)
+    return html.escape(text)
 
 
 def columns(records: list[dict[str, Any]], first: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> list[str]:
@@ -54,15 +63,16 @@ def fields_table(
     extra: tuple[str, list[str]] | None = None,
     testid: str = "",
 ) -> str:
-    """The records as a table of their fields; ``extra``: (heading, one cell of HTML per record) last."""
+    """The records as a table of their fields; ``extra``: (heading, one cell of HTML per record) first, where
+    a button in it is seen however wide the records are."""
     names = columns(records, first, skip)
-    head = "".join(f"<th>{html.escape(name)}</th>" for name in names) + (
-        f"<th>{html.escape(extra[0])}</th>" if extra else ""
+    head = (f"<th>{html.escape(extra[0])}</th>" if extra else "") + "".join(
+        f"<th>{html.escape(name)}</th>" for name in names
     )
     rows = []
     for index, record in enumerate(records):
-        cells = "".join(f"<td>{cell(record.get(name))}</td>" for name in names)
-        if extra:
-            cells += f"<td>{extra[1][index]}</td>"
+        cells = (f"<td>{extra[1][index]}</td>" if extra else "") + "".join(
+            f"<td>{cell(record.get(name))}</td>" for name in names
+        )
         rows.append(f'<tr data-testid="{html.escape(testid)}">{cells}</tr>' if testid else f"<tr>{cells}</tr>")
     return f'<div class="scroll"><table><tr>{head}</tr>{"".join(rows)}</table></div>'

@@ -469,11 +469,15 @@ def test_the_sandbox_pages_are_tables_and_the_accounting_buttons_act(tmp_path, r
             page.click('[data-testid="generate"][data-org-refid="order-1"]')
             page.wait_for_selector('[data-testid="voucher"]')
             assert page.url.rstrip("/") == acct_url
-            assert rows(page, "proposal")[0]["cells"][-1] == "generated"
+            assert rows(page, "proposal")[0]["cells"][0] == "generated"
             assert page.locator('[data-testid="generate"]').count() == 0
             voucher = page.inner_text('[data-testid="voucher"]')
             assert "SP01" in voucher and "KH0001" in voucher
             page.screenshot(path=str(artifacts / "sandbox-acct-generated.png"), full_page=True)
+            # and the accountant deletes the voucher: gone from the page (ACT reports it by callback 22)
+            page.click('[data-testid="delete-voucher"]')
+            page.wait_for_selector('[data-testid="voucher"]', state="detached")
+            assert page.url.rstrip("/") == acct_url
 
             # the CRM page: the customer as a row of fields, its long name wrapped inside the page
             page.goto(crm_url + "/")
