@@ -1,8 +1,9 @@
 """What the sandboxes' own pages share: records as tables of their fields, readable by a person.
 
-Each record is a row, each field a column (in the order the records first name them); a list of
-objects (an order's lines) is a small table in its cell, an object its ``field: value`` lines. Long
-text wraps inside its cell instead of running off the page.
+Each record is a row, each field a column (in the order the records first name them); a record with
+more fields than fit (``WIDE``) is a card of its own, a field per line. A list of objects (an order's
+lines) is a small table in its cell, an object its ``field: value`` lines, a time ``2026-12-08
+00:26:10 +07:00``. Long text wraps inside its cell instead of running off the page.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ STYLE = (
     "vertical-align:top;text-align:left;overflow-wrap:break-word;max-width:28em}"
     "th{background:#f3f3f3;white-space:nowrap}"
     "td table td,td table th{font-size:12px}.scroll{overflow-x:auto}.note{color:#555;font-size:13px}"
-    "button{font-size:13px;cursor:pointer}form{margin:0}</style>"
+    "button{font-size:13px;cursor:pointer}form{margin:0}.cards{display:flex;flex-wrap:wrap;gap:12px;align-items:start}"
+    "table.card{margin:0}table.card th{width:1%}table.card td{max-width:40em}"
+    "th.title{font-size:14px;background:#e8eef7}"
+    "th.title div{display:inline-block;margin-left:1em}</style>"
 )
 
 
@@ -55,6 +59,9 @@ def columns(records: list[dict[str, Any]], first: tuple[str, ...] = (), skip: tu
     return [name for name in seen if name not in skip]
 
 
+WIDE = 8  # records with more fields than this are shown one card each (field | value), not one row each
+
+
 def fields_table(
     records: list[dict[str, Any]],
     *,
@@ -63,9 +70,26 @@ def fields_table(
     extra: tuple[str, list[str]] | None = None,
     testid: str = "",
 ) -> str:
-    """The records as a table of their fields; ``extra``: (heading, one cell of HTML per record) first, where
-    a button in it is seen however wide the records are."""
+    """The records as a table of their fields, one row each; records with more than ``WIDE`` fields as
+    cards, one per record, a field per line, side by side as the width allows. ``extra``: (heading, one
+    cell of HTML per record) first, where a button in it is seen however wide the records are."""
     names = columns(records, first, skip)
+    mark = f' data-testid="{html.escape(testid)}"' if testid else ""
+    if len(names) > WIDE:
+        cards = []
+        for index, record in enumerate(records):
+            title = cell(record.get(names[0]))
+            action = f"<div>{extra[1][index]}</div>" if extra else ""
+            lines = "".join(
+                f"<tr><th>{html.escape(name)}</th><td>{cell(record.get(name))}</td></tr>"
+                for name in names[1:]
+                if record.get(name) not in (None, "")
+            )
+            cards.append(
+                f'<table class="card"{mark}><tr><th colspan=2 class="title">{html.escape(names[0])} {title}{action}'
+                f"</th></tr>{lines}</table>"
+            )
+        return f'<div class="cards">{"".join(cards)}</div>'
     head = (f"<th>{html.escape(extra[0])}</th>" if extra else "") + "".join(
         f"<th>{html.escape(name)}</th>" for name in names
     )
@@ -74,5 +98,5 @@ def fields_table(
         cells = (f"<td>{extra[1][index]}</td>" if extra else "") + "".join(
             f"<td>{cell(record.get(name))}</td>" for name in names
         )
-        rows.append(f'<tr data-testid="{html.escape(testid)}">{cells}</tr>' if testid else f"<tr>{cells}</tr>")
+        rows.append(f"<tr{mark}>{cells}</tr>")
     return f'<div class="scroll"><table><tr>{head}</tr>{"".join(rows)}</table></div>'
