@@ -25,16 +25,34 @@ def tools(tmp_path: Path, *names: str, uid: int = 1000) -> Path:
 
 
 def run(path: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "LIENTHONG_CHROMIUM"} | {"PATH": str(path)}
+    env = {k: v for k, v in os.environ.items() if k not in ("LIENTHONG_CHROMIUM", "DEBIAN_FRONTEND")} | {
+        "PATH": str(path)
+    }
     return subprocess.run([shutil.which("bash") or "/bin/bash", str(SCRIPT)], env=env, capture_output=True, text=True)
 
 
 def test_nothing_is_installed_when_every_tool_answers(tmp_path):
-    done = run(tools(tmp_path, "java", "mvn", "chromium"))
+    done = run(tools(tmp_path, "java", "mvn", "chromium", "node", "npm", "promtool"))
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 
 def test_without_root_or_sudo_it_names_what_to_install(tmp_path):
-    done = run(tools(tmp_path, "java", "mvn"))
+    done = run(tools(tmp_path, "java", "mvn", "node", "npm"))
     assert done.returncode == 1
-    assert done.stderr.strip() == "system-packages.sh: missing chromium; install them as root: apt-get install chromium"
+    assert done.stderr.strip() == (
+        "system-packages.sh: missing chromium prometheus; install them as root: apt-get install chromium prometheus"
+    )
+
+
+def test_as_root_it_installs_what_is_missing_with_apt_get(tmp_path):
+    bin_dir = tools(tmp_path, "java", "mvn", "node", "npm", uid=0)
+    calls = tmp_path / "apt-get.calls"
+    (bin_dir / "apt-get").write_text(f'#!/bin/sh\necho "$DEBIAN_FRONTEND $*" >> {calls}\n')
+    (bin_dir / "apt-get").chmod(0o755)
+    done = run(bin_dir)
+    assert done.returncode == 0, done.stderr
+    assert calls.read_text().splitlines() == [
+        " update -q",
+        "noninteractive install -y -q chromium",
+        "noninteractive install -y -q --no-install-recommends prometheus",
+    ]
