@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
 
 import pytest
 
@@ -147,3 +148,27 @@ def test_a_record_is_named_by_its_business_code_and_says_how_to_replay_it():
     bad = health.view(health.records[("cty a", "customer", "BAD1")])
     assert (bad.title, bad.dead_letter) == ("BAD1", (DLQ_CDC, "decode"))
     assert health.count("failing") == 2
+
+
+def test_the_page_opens_with_its_status_and_names_a_failing_record_by_code():
+    from common.settings import KafkaSettings
+    from ops.dashboard.collect import DashboardData
+    from ops.dashboard.web import render_page
+
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:9")
+    data = DashboardData(kafka, interval=5)  # not started: fed by hand
+    now = time.time()
+    data.history.extend([look(now - seconds, 0) for seconds in (10, 5, 0)])  # three recent looks: the broker answers
+    for n, status in ((1, "applied"), (2, "rejected")):
+        command = {"command_id": f"c{n}", "target": "crm", "rule": "CUS-6", "entity": "customer", "key": f"KH000{n}"}
+        data.health.audit(audit(f"uuid-{n}", [command]))
+        error = {"kind": "http_422", "message": "Phone is invalid"} if status == "rejected" else None
+        data.health.result({"command_id": f"c{n}", "target": "crm", "status": status, "ts_ms": 1500, "error": error})
+    page = render_page(data, kafka, refresh=0)
+    body = page.split("<body>", 1)[1]
+    assert body.index('data-testid="overall-status"') < body.index('class="charts"')
+    assert 'data-state="failing"' in body and "1 record failing" in body
+    assert '<td class="n zero" data-status="pending">0</td>' in body  # a zero is grey, not red
+    assert '<td class="n failing" data-status="failing">1</td>' in body
+    assert ">KH0002</a>" in body and "lienthong explain &#x27;cty a&#x27; customer KH0002" in body
+    assert "lienthong dlq replay --topic dlq.commands --tenant &#x27;cty a&#x27; --kind http_422" in body
