@@ -488,7 +488,8 @@ def render_page(data: DashboardData, kafka: KafkaSettings, refresh: int = REFRES
     return (
         '<!doctype html><html><head><meta charset="utf-8">'
         + (f'<meta http-equiv="refresh" content="{refresh}">' if refresh > 0 else "")
-        + f"<title>lienthong: {_e(status.headline)}</title><style>{STYLE}</style></head><body>"
+        + f"<title>{_e(status.headline)} · lienthong: operations and sync health</title>"
+        f"<style>{STYLE}</style></head><body>"
         f"<h1>lienthong: operations</h1>"
         f'<p class="muted">broker {_e(kafka.bootstrap_servers)}'
         f"{', topic prefix ' + _e(kafka.topic_prefix) if kafka.topic_prefix else ''}; "
