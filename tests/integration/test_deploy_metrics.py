@@ -210,7 +210,10 @@ def test_the_alert_rules_and_their_unit_tests_read_what_the_services_export(scra
         scraped = series(scrapes[labels["job"]])
         assert scraped.get(name), f"{labels['job']} exports no sample of {name} (alerts.test.yml says it does)"
         label_names = {key for sample in scraped[name] for key in sample}
-        assert set(labels) - TARGET_LABELS <= label_names, (name, sorted(label_names))
+        given = set(labels) - TARGET_LABELS
+        assert given <= label_names, (
+            f"alerts.test.yml gives {name} the labels {sorted(given)}; {labels['job']} exports {sorted(label_names)}"
+        )
 
 
 def test_every_metric_the_grafana_dashboard_reads_is_exported(scrapes):
