@@ -959,13 +959,15 @@ def test_only_the_services_that_call_amis_reach_the_internet():
     assert calls_amis("connector") and calls_amis("capture")  # the analysis finds what it looks for
     pods = k8s_pods()
     jobs = {o["metadata"]["name"]: o["spec"]["template"] for o in k8s_objects() if o["kind"] == "Job"}
-    kafka_namespace = configmap()["LIENTHONG_BOOTSTRAP_SERVERS"].split(",")[0].split(":")[0].split(".")[-1]
+    # the brokers the ConfigMap names: <pod>.<service>.<namespace>:<port>
+    brokers = [server.rsplit(":", 1) for server in configmap()["LIENTHONG_BOOTSTRAP_SERVERS"].split(",")]
+    ((kafka_namespace, kafka_port),) = {(host.split(".")[-1], int(port)) for host, port in brokers}
     for owner, template in {**pods, **jobs}.items():
         commands = {c["args"][0] for c in template["spec"]["containers"]}
         needs = any(calls_amis(command) for command in commands)
         assert egress_allows(template, None, {}, 443) == needs, f"{owner} ({commands}) and the AMIS APIs"
         assert not egress_allows(template, None, {}, 80), f"{owner}: plain HTTP to the internet"
-        assert egress_allows(template, kafka_namespace, {"app": "kafka"}, 9092), f"{owner} cannot reach Kafka"
+        assert egress_allows(template, kafka_namespace, {"app": "kafka"}, kafka_port), f"{owner} cannot reach Kafka"
         assert egress_allows(template, "kube-system", {"k8s-app": "kube-dns"}, 53), f"{owner} cannot resolve names"
         assert not egress_allows(template, "elsewhere", {"app": "some-other-app"}, 443), owner
     # the operator's page reaches what it scrapes, and nothing else of the namespace
