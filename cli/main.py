@@ -21,8 +21,10 @@ lienthong dashboard [--port] [--scrape URL ...]  the operator's page (lag, throu
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -47,11 +49,13 @@ from common.listeners import CannotListen, check_port
 from common.names import System
 from common.settings import InvalidSettings, KafkaSettings, ServiceSettings, env_name, read_settings
 from connectors.settings import ConnectorServiceSettings
-from demo.settings import DemoSettings
 from ops.settings import OpsSettings
-from sandboxes.settings import SandboxSettings
 from streams.core.rules import ORDER_TARGETS
 from streams.settings import WorkerSettings
+
+if TYPE_CHECKING:  # not in the production image: imported where the commands are added, when installed
+    from demo.settings import DemoSettings
+    from sandboxes.settings import SandboxSettings
 
 # What a command line names a system by (``System``'s values): parsed into a ``System`` by the command.
 SYSTEM_NAMES = [system.value for system in System]
@@ -450,6 +454,13 @@ def _dashboard(args: Args, settings: OpsSettings) -> int:
     return _serve_until_signal(main)
 
 
+def _installed(package: str) -> bool:
+    """Whether ``package`` is part of this installation: the production image (deploy/Dockerfile) ships
+    the services a deployment runs, not the sandboxes or the demo, and has no ``sandbox`` or ``demo``
+    command."""
+    return importlib.util.find_spec(package) is not None
+
+
 # --- the command line --------------------------------------------------------------------------------
 
 SYSTEM = argument("system", "crm (AMIS CRM) or acct (AMIS Kế toán)", type=click.Choice(SYSTEM_NAMES))
@@ -539,14 +550,17 @@ add(
     "capture a system's changes (polling, ACT callbacks) into cdc.*",
     SYSTEM,
 )
-add(
-    "sandbox",
-    SandboxSettings,
-    _sandbox,
-    "serve a sandbox of a system (its public API, labelled extensions)",
-    SYSTEM,
-    _port("default 8081 (crm) / 8082 (acct)"),
-)
+if _installed("sandboxes"):  # not in the production image (deploy/Dockerfile)
+    from sandboxes.settings import SandboxSettings
+
+    add(
+        "sandbox",
+        SandboxSettings,
+        _sandbox,
+        "serve a sandbox of a system (its public API, labelled extensions)",
+        SYSTEM,
+        _port("default 8081 (crm) / 8082 (acct)"),
+    )
 add(
     "webhooks",
     WebhookSettings,
@@ -568,17 +582,20 @@ add(
     ),
     option("--interval", type=SECONDS, default=5.0, show_default=True, help="seconds between two looks"),
 )
-add(
-    "demo",
-    DemoSettings,
-    _demo,
-    "broker, worker, sandboxes, connectors and a scripted business day",
-    option("--tenant", default="cty-demo", show_default=True, help="the demo's tenant"),
-    option("--crm-port", type=PORT, default=8081, show_default=True, help="the CRM sandbox's port"),
-    option("--acct-port", type=PORT, default=8082, show_default=True, help="the accounting sandbox's port"),
-    option("--dashboard-port", type=PORT, default=8080, show_default=True, help="the operator's page's port"),
-    option("--exit", is_flag=True, help="stop after the business day instead of running on"),
-)
+if _installed("demo"):  # not in the production image (deploy/Dockerfile)
+    from demo.settings import DemoSettings
+
+    add(
+        "demo",
+        DemoSettings,
+        _demo,
+        "broker, worker, sandboxes, connectors and a scripted business day",
+        option("--tenant", default="cty-demo", show_default=True, help="the demo's tenant"),
+        option("--crm-port", type=PORT, default=8081, show_default=True, help="the CRM sandbox's port"),
+        option("--acct-port", type=PORT, default=8082, show_default=True, help="the accounting sandbox's port"),
+        option("--dashboard-port", type=PORT, default=8080, show_default=True, help="the operator's page's port"),
+        option("--exit", is_flag=True, help="stop after the business day instead of running on"),
+    )
 
 
 def parse_command(argv: list[str] | None = None) -> Args | int:
