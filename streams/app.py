@@ -390,6 +390,8 @@ def create_app(settings: WorkerSettings | None = None) -> Lienthong:
     """The worker, not started: its faust app, the tenant-settings reader and the processing service."""
     settings = settings or WorkerSettings()
     rules = load_rules()  # a bad rule table stops here, naming the rule
+    # faust makes its folder with os.mkdir (no parents): a data dir not made yet stopped the worker
+    (settings.tables.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = WorkerApp(
         settings.app_id,
         broker=";".join(f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")),
