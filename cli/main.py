@@ -619,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         given: dict[str, object] = {}
         if args.bootstrap_server and "kafka" in args.settings.model_fields:
-            given["kafka"] = read_settings(KafkaSettings, bootstrap_servers=args.bootstrap_server)
+            # -b says where the broker is: over LIENTHONG_BOOTSTRAP_SERVERS and LIENTHONG_KAFKA_PORT both
+            given["kafka"] = read_settings(KafkaSettings, bootstrap_servers=args.bootstrap_server, kafka_port=None)
         settings = read_settings(args.settings, **given)
         # one handler for every logger of the service (faust, aiokafka and librdkafka included)
         service = "-".join([args.command, *([args.system] if hasattr(args, "system") else [])])
