@@ -112,7 +112,7 @@ def _cli() -> str:
 def validate(directory: Path = CONTRACT_DIR, timeout: float = 300) -> Outcome:
     """``asyncapi validate`` on the document (its references to the schemas resolved from ``directory``)."""
     done = subprocess.run(
-        [_cli(), "validate", ASYNCAPI_FILE, "--fail-severity", "warn", "--no-interactive"],
+        [_cli(), "validate", ASYNCAPI_FILE, "--fail-severity", "warn"],
         cwd=directory,
         env=_environment(),
         capture_output=True,
