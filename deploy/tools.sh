@@ -27,4 +27,5 @@ done
 # config here rather than in the home directory (the CLI reads ASYNCAPI_METRICS_CONFIG_PATH).
 [ -f .tools/asyncapi-analytics.json ] ||
   echo '{"analyticsEnabled": "false", "infoMessageShown": "true", "userID": "lienthong"}' > .tools/asyncapi-analytics.json
-echo "tools.sh: .tools ready (asyncapi $(.tools/asyncapi-cli/node_modules/.bin/asyncapi --version 2>/dev/null | head -1))"
+version=$(ASYNCAPI_METRICS_CONFIG_PATH=.tools/asyncapi-analytics.json .tools/asyncapi-cli/node_modules/.bin/asyncapi --version | head -1)
+echo "tools.sh: .tools ready ($version)"

@@ -103,7 +103,13 @@ def _field_schemas(*, nested: bool) -> dict[str, Any]:
 
 
 def _record_schema(*, nested: bool) -> dict[str, Any]:
-    return {"type": "object", "additionalProperties": True, "properties": _field_schemas(nested=nested)}
+    # before and after may be null: said here rather than as anyOf [record, null], so that a validator's
+    # best match for a wrong field is the field itself, not "is not null"
+    return {
+        "type": "object" if nested else ["object", "null"],
+        "additionalProperties": True,
+        "properties": _field_schemas(nested=nested),
+    }
 
 
 # --- the message values -------------------------------------------------------------------------
@@ -177,7 +183,7 @@ def change_event_schema() -> dict[str, Any]:
         "enum": sorted({entity for system in System for entity in ENTITIES[system]}),
     }
     for side in ("before", "after"):
-        properties[side] = {"anyOf": [{"$ref": "#/definitions/Record"}, {"type": "null"}]}
+        properties[side] = {"$ref": "#/definitions/Record"}
     properties["merged_ids"] = {"type": ["array", "null"], "items": _id_schema()}
     schema["definitions"]["Record"] = _record_schema(nested=False)
     schema["definitions"]["RecordItem"] = _record_schema(nested=True)
