@@ -56,11 +56,8 @@ def stale(directory: Path = CONTRACT_DIR) -> list[str]:
     out = [name for name, text in files.items() if _read(directory / name) != text]
     schema_dir = directory / SCHEMA_DIR
     if schema_dir.is_dir():
-        out += [
-            f"{SCHEMA_DIR}/{path.name}"
-            for path in sorted(schema_dir.glob("*.json"))
-            if f"{SCHEMA_DIR}/{path.name}" not in files
-        ]
+        made = (path.relative_to(directory).as_posix() for path in sorted(schema_dir.rglob("*.json")))
+        out += [name for name in made if name not in files]
     return out
 
 

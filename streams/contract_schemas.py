@@ -19,13 +19,13 @@ from pydantic import BaseModel, TypeAdapter
 from common import names
 from common.names import ENTITIES, System
 from streams.core import validation
-from streams.core.contract import SCHEMA_VERSION, AuditRecord, ChangeEvent, Command, Result
-from streams.core.rules import ORDER_TARGETS
+from streams.core.contract import SCHEMA_VERSION, Action, AuditRecord, ChangeEvent, Command, Result
+from streams.core.rules import ORDER_TARGETS, RuleBook, load_rules
 from streams.settings import AppIdSetting, TopicPartitionsSetting, TopicReplicationFactorSetting
 from streams.topics import TopicSpec, contract_topics
 
 DRAFT = "http://json-schema.org/draft-07/schema#"
-ASYNCAPI_VERSION = "3.0.0"
+ASYNCAPI_VERSION = "3.1.0"
 KAFKA_BINDING = "0.5.0"
 # Where the schemas are, relative to the AsyncAPI document (docs/contract/).
 SCHEMA_DIR = "schemas"
@@ -36,6 +36,12 @@ COMMAND = "command.json"
 RESULT = "result.json"
 AUDIT_RECORD = "audit-record.json"
 TENANT_SETTINGS = "tenant-settings.json"
+# A change event on one cdc topic: cdc/<system>.<entity>.json.
+CDC_DIR = "cdc"
+
+
+def cdc_schema_file(system: System, entity: str) -> str:
+    return f"{CDC_DIR}/{system}.{entity}.json"
 
 
 # --- the checks of streams.core.validation, as schema ------------------------------------------
@@ -213,6 +219,28 @@ def change_event_schema() -> dict[str, Any]:
     return schema
 
 
+def cdc_schema(system: System, entity: str, rules: RuleBook) -> dict[str, Any]:
+    """A change event on ``cdc.<system>.<entity>``: the change event, of the topic's system and entity, with an
+    explicit action only one that means something for the entity (``RuleBook.accepts``; X-6)."""
+    actions = [action.value for action in Action if rules.accepts(system, entity, action)]
+    return {
+        "$schema": DRAFT,
+        "title": f"Change event on {names.cdc_topic(system, entity)}",
+        "description": f"A change event (../{CHANGE_EVENT}) of {system} {entity} records, as the processor takes "
+        f"it from {names.cdc_topic(system, entity)}. Its key: <tenant>:<record id>.",
+        "allOf": [{"$ref": f"../{CHANGE_EVENT}"}],
+        "properties": {
+            "system": {"const": system.value},
+            "entity": {"const": entity},
+            "action": {
+                "description": "given: one that means something for the entity (a lifecycle action, one a rule "
+                "takes, or one that feeds an order's aggregates); absent: derived",
+                "enum": [*actions, None],
+            },
+        },
+    }
+
+
 def command_schema() -> dict[str, Any]:
     schema = _draft07(
         _model_schema(TypeAdapter(Command)),
@@ -264,8 +292,14 @@ def tenant_settings_schema() -> dict[str, Any]:
 
 def schemas() -> dict[str, dict[str, Any]]:
     """Every message value's schema, by its file name under ``schemas/``."""
+    rules = load_rules()
     return {
         CHANGE_EVENT: change_event_schema(),
+        **{
+            cdc_schema_file(system, entity): cdc_schema(system, entity, rules)
+            for system in System
+            for entity in sorted(ENTITIES[system])
+        },
         COMMAND: command_schema(),
         RESULT: result_schema(),
         AUDIT_RECORD: audit_record_schema(),
@@ -401,6 +435,10 @@ def _message(
     return message
 
 
+def _change_message(system: System | str, entity: str) -> str:
+    return f"changeEvent_{system}_{entity}"
+
+
 def _messages() -> dict[str, Any]:
     record_key = _key("<tenant>:<record id>, as the event says", f"^{TENANT_PART}:.+$")
     command_key = _key("<tenant>:<entity>:<code, else id>", f"^{TENANT_PART}:[a-z_]+:.+$")
@@ -409,15 +447,20 @@ def _messages() -> dict[str, Any]:
         "format": "binary",
         "description": "the original message's bytes (its first bytes only when dlq.truncated says so)",
     }
-    return {
-        "changeEvent": _message(
-            "changeEvent",
-            "Change event",
-            "One change of one record (or a Debezium message of it)",
-            _ref(f"{SCHEMA_DIR}/{CHANGE_EVENT}"),
+    changes = {
+        _change_message(system, entity): _message(
+            _change_message(system, entity),
+            f"Change event: {system} {entity}",
+            f"One change of one {system} {entity} (a Debezium message of it is read too: docs/contract.md, 'Debezium')",
+            _ref(f"{SCHEMA_DIR}/{cdc_schema_file(system, entity)}"),
             record_key,
             "changeHeaders",
-        ),
+        )
+        for system in System
+        for entity in sorted(ENTITIES[system])
+    }
+    return {
+        **changes,
         "command": _message(
             "command",
             "Command",
@@ -478,7 +521,7 @@ def _messages() -> dict[str, Any]:
 # What each role of ``streams.topics`` carries, who writes and who reads it.
 _ROLES: dict[str, tuple[str, str, list[str]]] = {
     # role: (message, written by, read by)
-    "cdc": ("changeEvent", "capture", ["processor"]),
+    "cdc": ("", "capture", ["processor"]),  # the message of the topic's system and entity
     "commands": ("command", "processor", ["connector"]),
     "results": ("result", "connector", ["processor"]),
     "dlq": ("deadLetter", "", ["operator"]),
@@ -544,6 +587,10 @@ def asyncapi_document() -> dict[str, Any]:
 
     for spec in contract_topics():
         message, _, readers = _ROLES[spec.role]
+        if spec.role == "cdc":
+            parsed = names.parse_cdc_topic(spec.name)
+            assert parsed is not None
+            message = _change_message(*parsed)
         writer = _writer_of(spec)
         channel_id = _channel_id(spec.name)
         channels[channel_id] = {
@@ -625,13 +672,19 @@ def _topic_description(spec: TopicSpec) -> str:
     if spec.role == "cdc":
         parsed = names.parse_cdc_topic(spec.name)
         assert parsed is not None
-        return f"Changes of {parsed[0]} {parsed[1]} records, keyed <tenant>:<record id>."
+        return (
+            f"Changes of {parsed[0]} {parsed[1]} records, keyed <tenant>:<record id> and partitioned by the key: "
+            "one record's changes stay in order, and its repeats are recognised. The processor reads the tenant and "
+            "the record from the value (a Debezium message: the tenant header)."
+        )
     return {
-        "commands": "Commands for the system, keyed <tenant>:<entity>:<code or id>.",
-        "results": "The connector's results, keyed like the command.",
-        "dlq": "Dead letters: the original key and bytes, the reason in headers.",
-        "audit": "One audit record per decided change, keyed <tenant>:<entity>:<record id>.",
-        "config": "Tenant settings, keyed by the tenant.",
+        "commands": "Commands for the system, keyed <tenant>:<entity>:<code or id> and partitioned by the key: a "
+        "record's commands land on one partition in the order of its changes (X-5), before and after it is linked.",
+        "results": "The connector's results, keyed like the command and partitioned by the key.",
+        "dlq": "Dead letters: the original key and bytes, the reason in headers; partitioned by the original key.",
+        "audit": "One audit record per decided change, keyed <tenant>:<entity>:<record id> and partitioned by the "
+        "key: a record's trail in order.",
+        "config": "Tenant settings, keyed by the tenant; every worker reads the whole topic.",
     }[spec.role]
 
 

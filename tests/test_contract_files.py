@@ -15,28 +15,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from jsonschema import Draft7Validator
 from jsonschema.exceptions import best_match
 
 from cli.main import main
 from common.names import changes_topic, state_changelog_topic
-from ops.contract_files import CONTRACT_DIR, ToolMissing, stale, validate
+from ops.contract_files import CONTRACT_DIR, ToolMissing, stale, validate, write
 from streams.core.contract import decode_change_event
+from streams.core.decide import resolve_action
 from streams.core.errors import BadInput
+from streams.core.rules import load_rules
 from streams.topics import contract_topics
+from tests.contract_schemas import SCHEMAS, validator
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMAS = CONTRACT_DIR / "schemas"
 POINTER = re.compile(r'\(JSON pointer "([^"]*)"\)$')
-
-
-def schema(name: str) -> dict:
-    return json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
-
-
-def validator(name: str) -> Draft7Validator:
-    Draft7Validator.check_schema(schema(name))
-    return Draft7Validator(schema(name))
 
 
 def test_the_committed_files_are_what_the_code_makes_now(capsys) -> None:
@@ -48,8 +40,11 @@ def test_check_names_a_stale_file(tmp_path, capsys) -> None:
     directory = tmp_path / "contract"
     shutil.copytree(CONTRACT_DIR, directory, ignore=shutil.ignore_patterns("html"))
     (directory / "schemas" / "command.json").write_text("{}\n", encoding="utf-8")
-    (directory / "schemas" / "gone.json").write_text("{}\n", encoding="utf-8")
-    assert stale(directory) == ["schemas/command.json", "schemas/gone.json"]
+    (directory / "schemas" / "cdc" / "gone.json").write_text("{}\n", encoding="utf-8")
+    assert stale(directory) == ["schemas/command.json", "schemas/cdc/gone.json"]
+    assert main(["contract", "check"]) == 0  # (the committed ones)
+    assert write(directory) == ["schemas/command.json", "schemas/cdc/gone.json"]
+    assert stale(directory) == [] and not (directory / "schemas" / "cdc" / "gone.json").exists()
 
 
 def test_every_topic_is_a_channel_with_its_cleanup_policy() -> None:
@@ -68,7 +63,12 @@ def test_every_topic_is_a_channel_with_its_cleanup_policy() -> None:
         for message in document["components"]["messages"].values()
         if "$ref" in message["payload"]
     }
-    assert referenced == {f"schemas/{path.name}" for path in SCHEMAS.glob("*.json")}
+    change_event = {f"schemas/cdc/{address[4:]}.json" for address in expected if address.startswith("cdc.")}
+    assert len(change_event) == 17
+    assert referenced == {f"schemas/{path.relative_to(SCHEMAS).as_posix()}" for path in SCHEMAS.rglob("*.json")} - {
+        "schemas/change-event.json"  # referred to by each topic's
+    }
+    assert change_event <= referenced
 
 
 def test_the_asyncapi_cli_finds_the_document_valid(tmp_path) -> None:
@@ -129,8 +129,9 @@ def test_the_contract_has_an_example_of_every_message() -> None:
     ids=[f"{section}: {line[:40]}" for section, line, _ in contract_examples()],
 )
 def test_every_example_of_the_contract_fits_its_schema(section, value) -> None:
-    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator(SCHEMA_OF_SECTION[section]).iter_errors(value)]
-    assert errors == []
+    name = SCHEMA_OF_SECTION[section]
+    check = validator(f"cdc/{value['system']}.{value['entity']}.json" if name == "change-event.json" else name)
+    assert [f"{list(e.absolute_path)}: {e.message}" for e in check.iter_errors(value)] == []
 
 
 # --- the dead letter's pointer is the schema validator's ----------------------------------------
@@ -208,7 +209,13 @@ BAD = {
     "an unknown origin": _set("origin", "robot"),
     "a delete without before": _delete(None, None),
     "a delete whose record has no id": _delete({"code": "DH0001"}, None),
+    "another system's": _set("system", "acct"),
+    "another entity's": _set("entity", "customer"),
+    "an action that means nothing for the entity": _set("action", "pull"),
 }
+
+
+RULES = load_rules()
 
 
 @pytest.mark.parametrize("change", BAD.values(), ids=BAD.keys())
@@ -217,11 +224,13 @@ def test_the_dead_letter_names_the_pointer_the_schema_validator_names(change) ->
     change(event)
     raw = json.dumps(event).encode()  # (the standard library: orjson refuses integers past 64 bits)
     with pytest.raises(BadInput) as caught:
-        decode_change_event(raw, topic_system="crm", topic_entity="sale_order", key=b"cty-abc:O1")
+        resolve_action(
+            decode_change_event(raw, topic_system="crm", topic_entity="sale_order", key=b"cty-abc:O1"), RULES
+        )
     reason = caught.value.message  # what the dead letter's error.message header says
     found = POINTER.search(reason)
     assert found, reason
-    error = best_match(validator("change-event.json").iter_errors(json.loads(raw)))
+    error = best_match(validator("cdc/crm.sale_order.json").iter_errors(json.loads(raw)))
     assert error is not None, f"the schema accepts what the processor refuses: {reason}"
     assert found.group(1) == "".join(f"/{part}" for part in error.absolute_path), (reason, error.message)
 
@@ -236,12 +245,13 @@ def test_the_schema_accepts_the_events_the_processor_accepts() -> None:
     }
     delete = {**ORDER, "op": "d", "before": ORDER["after"], "after": None}
     update = {**ORDER, "op": "u", "before": {"revenue_status": "draft"}, "after": {**ORDER["after"], "id": 17}}
-    check = validator("change-event.json")
     for event in (ORDER, pull, delete, update):
+        check = validator(f"cdc/{event['system']}.{event['entity']}.json")
         raw = json.dumps(event).encode()
         record = event["after"] or event["before"]
         decoded = decode_change_event(
             raw, topic_system=event["system"], topic_entity=event["entity"], key=f"cty-abc:{record['id']}".encode()
         )
         assert decoded.record_id == str(record["id"])
+        resolve_action(decoded, RULES)
         assert [error.message for error in check.iter_errors(event)] == []

@@ -8,7 +8,6 @@ names the JSON pointer the validator names for it.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 
@@ -24,6 +23,7 @@ from demo.run import business_day
 from ops.contract_files import CONTRACT_DIR
 from ops.operations import set_tenant
 from streams.topics import contract_topics
+from tests.contract_schemas import validator
 from tests.integration.conftest import change_event
 from tests.integration.test_end_to_end import settled
 
@@ -35,16 +35,22 @@ POINTER = re.compile(r'\(JSON pointer "([^"]*)"\)$')
 
 
 def _resolve(node: dict) -> dict:
-    """A ``$ref`` of the document (inside it, or a schema file beside it) -> what it refers to."""
+    """A ``$ref`` inside the document -> what it refers to."""
     ref = node.get("$ref")
     if ref is None:
         return node
-    if ref.startswith("#/"):
-        target = DOCUMENT
-        for part in ref[2:].split("/"):
-            target = target[part]
-        return _resolve(target)
-    return json.loads((CONTRACT_DIR / ref).read_text(encoding="utf-8"))
+    target = DOCUMENT
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return _resolve(target)
+
+
+def _payload(message: dict) -> Draft7Validator:
+    """The validator of a message's payload: a committed schema file it refers to, or its schema inline."""
+    ref = message["payload"].get("$ref", "")
+    if ref.startswith("schemas/"):
+        return validator(ref.removeprefix("schemas/"))
+    return Draft7Validator(message["payload"])
 
 
 def _message_of(topic: str) -> dict:
@@ -54,8 +60,9 @@ def _message_of(topic: str) -> dict:
     return _resolve(message)
 
 
-def _problems(schema: dict, value) -> list[str]:
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in Draft7Validator(schema).iter_errors(value)]
+def _problems(schema: dict | Draft7Validator, value) -> list[str]:
+    check = schema if isinstance(schema, Draft7Validator) else Draft7Validator(schema)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in check.iter_errors(value)]
 
 
 async def test_every_message_written_fits_its_schema(kafka, module_settings, worker, tmp_path, tenant) -> None:
@@ -99,13 +106,13 @@ async def test_every_message_written_fits_its_schema(kafka, module_settings, wor
         if message["value"] in (bad, NOT_A_COMMAND):
             continue  # the refused ones (below)
         if spec["contentType"] == "application/json":
-            problems += [f"{where}: {p}" for p in _problems(_resolve(spec["payload"]), message["value"])]
+            problems += [f"{where}: {p}" for p in _problems(_payload(spec), message["value"])]
     assert problems == [], "\n".join(problems)
     # the refused change event: its dead letter names the pointer the schema validator names
     (letter,) = [m for m in messages if m["topic"] == DLQ_CDC]
     assert letter["value"] == bad
     reason = letter["headers"][ERROR_MESSAGE]
-    error = best_match(Draft7Validator(_resolve(_message_of("cdc.crm.sale_order")["payload"])).iter_errors(bad))
+    error = best_match(_payload(_message_of("cdc.crm.sale_order")).iter_errors(bad))
     assert error is not None
     found = POINTER.search(reason)
     assert found and found.group(1) == "".join(f"/{p}" for p in error.absolute_path) == "/after/lines/0/quantity", (
