@@ -165,7 +165,7 @@ def change_event_schema() -> dict[str, Any]:
     schema = _draft07(
         _model_schema(ChangeEvent),
         "Change event",
-        "One change of one record in one system, on cdc.<system>.<entity> (docs/contract.md, 'Change event'). "
+        "One change of one record in one system, on `cdc.<system>.<entity>` (docs/contract.md, 'Change event'). "
         "Checked as the processor checks it (streams/core/validation.py); a Debezium message is read otherwise.",
     )
     properties = schema["properties"]
@@ -227,7 +227,7 @@ def cdc_schema(system: System, entity: str, rules: RuleBook) -> dict[str, Any]:
         "$schema": DRAFT,
         "title": f"Change event on {names.cdc_topic(system, entity)}",
         "description": f"A change event (../{CHANGE_EVENT}) of {system} {entity} records, as the processor takes "
-        f"it from {names.cdc_topic(system, entity)}. Its key: <tenant>:<record id>.",
+        f"it from {names.cdc_topic(system, entity)}. Its key: `<tenant>:<record id>`.",
         "allOf": [{"$ref": f"../{CHANGE_EVENT}"}],
         "properties": {
             "system": {"const": system.value},
@@ -245,7 +245,7 @@ def command_schema() -> dict[str, Any]:
     schema = _draft07(
         _model_schema(TypeAdapter(Command)),
         "Command",
-        "What the processor asks a connector to write, on commands.<target> (docs/contract.md, 'Command').",
+        "What the processor asks a connector to write, on `commands.<target>` (docs/contract.md, 'Command').",
     )
     _schema_version(schema)
     return schema
@@ -255,7 +255,7 @@ def result_schema() -> dict[str, Any]:
     return _draft07(
         _model_schema(Result),
         "Result",
-        "A connector's report of one command, on results.<target> (docs/contract.md, 'Result').",
+        "A connector's report of one command, on `results.<target>` (docs/contract.md, 'Result').",
     )
 
 
@@ -356,7 +356,7 @@ def dead_letter_headers() -> dict[str, Any]:
 
 
 def _replayed() -> dict[str, Any]:
-    return {names.REPLAYED_FROM: _header("written back by `lienthong dlq replay`: <dlq topic>:<partition>:<offset>")}
+    return {names.REPLAYED_FROM: _header("written back by `lienthong dlq replay`: `<dlq topic>:<partition>:<offset>`")}
 
 
 def change_headers() -> dict[str, Any]:
@@ -440,8 +440,8 @@ def _change_message(system: System | str, entity: str) -> str:
 
 
 def _messages() -> dict[str, Any]:
-    record_key = _key("<tenant>:<record id>, as the event says", f"^{TENANT_PART}:.+$")
-    command_key = _key("<tenant>:<entity>:<code, else id>", f"^{TENANT_PART}:[a-z_]+:.+$")
+    record_key = _key("`<tenant>:<record id>`, as the event says", f"^{TENANT_PART}:.+$")
+    command_key = _key("`<tenant>:<entity>:<code, else id>`", f"^{TENANT_PART}:[a-z_]+:.+$")
     original = {
         "type": "string",
         "format": "binary",
@@ -481,14 +481,14 @@ def _messages() -> dict[str, Any]:
             "Audit record",
             "One decided change: the rules matched, the commands sent or the reason for none",
             _ref(f"{SCHEMA_DIR}/{AUDIT_RECORD}"),
-            _key("<tenant>:<entity>:<record id>", f"^{TENANT_PART}:[a-z_]+:.+$"),
+            _key("`<tenant>:<entity>:<record id>`", f"^{TENANT_PART}:[a-z_]+:.+$"),
         ),
         "tenantSettings": _message(
             "tenantSettings",
             "Tenant settings",
             "A tenant's settings (a null value removes them)",
             _ref(f"{SCHEMA_DIR}/{TENANT_SETTINGS}"),
-            _key("<tenant>", f"^{TENANT_PART}$"),
+            _key("`<tenant>`", f"^{TENANT_PART}$"),
         ),
         "deadLetter": _message(
             "deadLetter",
@@ -504,7 +504,7 @@ def _messages() -> dict[str, Any]:
             "Routed change",
             "A cdc.* or results.* message routed to its tenant's partition, bytes and headers kept",
             {"type": "string", "format": "binary", "description": "the original message's bytes"},
-            _key("<tenant>", f"^{TENANT_PART}$"),
+            _key("`<tenant>`", f"^{TENANT_PART}$"),
             "routedHeaders",
             "application/octet-stream",
         ),
@@ -513,7 +513,7 @@ def _messages() -> dict[str, Any]:
             "State entry",
             "One key of a partition's state (the processor's own; docs/state.md)",
             {"description": "the table's value as JSON; none when deleted"},
-            _key("<table>|<key>"),
+            _key("`<table>|<key>`"),
         ),
     }
 
@@ -673,16 +673,16 @@ def _topic_description(spec: TopicSpec) -> str:
         parsed = names.parse_cdc_topic(spec.name)
         assert parsed is not None
         return (
-            f"Changes of {parsed[0]} {parsed[1]} records, keyed <tenant>:<record id> and partitioned by the key: "
+            f"Changes of {parsed[0]} {parsed[1]} records, keyed `<tenant>:<record id>` and partitioned by the key: "
             "one record's changes stay in order, and its repeats are recognised. The processor reads the tenant and "
             "the record from the value (a Debezium message: the tenant header)."
         )
     return {
-        "commands": "Commands for the system, keyed <tenant>:<entity>:<code or id> and partitioned by the key: a "
+        "commands": "Commands for the system, keyed `<tenant>:<entity>:<code or id>` and partitioned by the key: a "
         "record's commands land on one partition in the order of its changes (X-5), before and after it is linked.",
         "results": "The connector's results, keyed like the command and partitioned by the key.",
         "dlq": "Dead letters: the original key and bytes, the reason in headers; partitioned by the original key.",
-        "audit": "One audit record per decided change, keyed <tenant>:<entity>:<record id> and partitioned by the "
+        "audit": "One audit record per decided change, keyed `<tenant>:<entity>:<record id>` and partitioned by the "
         "key: a record's trail in order.",
         "config": "Tenant settings, keyed by the tenant; every worker reads the whole topic.",
     }[spec.role]
