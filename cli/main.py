@@ -23,8 +23,10 @@ lienthong dashboard [--port] [--scrape URL ...]  the operator's page (lag, throu
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from capture.settings import CaptureSettings, WebhookSettings
 from cli.operator import add_operator_commands
@@ -32,11 +34,13 @@ from common.kafka_config import confluent_config
 from common.names import System
 from common.settings import InvalidSettings, KafkaSettings, ServiceSettings, read_settings
 from connectors.settings import ConnectorServiceSettings
-from demo.settings import DemoSettings
 from ops.settings import OpsSettings
-from sandboxes.settings import SandboxSettings
 from streams.core.rules import ORDER_TARGETS
 from streams.settings import WorkerSettings
+
+if TYPE_CHECKING:  # not in the production image: imported by build_parser where they are installed
+    from demo.settings import DemoSettings
+    from sandboxes.settings import SandboxSettings
 
 # What a command line names a system by (``System``'s values): parsed into a ``System`` by the command.
 SYSTEM_NAMES = [system.value for system in System]
@@ -428,6 +432,13 @@ def _dashboard(args: argparse.Namespace, settings: OpsSettings) -> int:
     return _serve_until_signal(main)
 
 
+def _installed(package: str) -> bool:
+    """Whether ``package`` is part of this installation: the production image (deploy/Dockerfile) ships
+    the services a deployment runs, not the sandboxes or the demo, and has no ``sandbox`` or ``demo``
+    command."""
+    return importlib.util.find_spec(package) is not None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lienthong", description="Keep AMIS CRM and AMIS Kế toán in sync.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -488,12 +499,15 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("system", choices=SYSTEM_NAMES)
     capture.set_defaults(func=_capture, settings=CaptureSettings)
 
-    sandbox = sub.add_parser("sandbox", help="serve a sandbox of a system (its public API, labelled extensions)")
-    sandbox.add_argument("system", choices=SYSTEM_NAMES)
-    sandbox.add_argument(
-        "--port", type=int, default=None, help="default 8081 (crm) / 8082 (acct); 0: a free port (printed)"
-    )
-    sandbox.set_defaults(func=_sandbox, settings=SandboxSettings)
+    if _installed("sandboxes"):  # not in the production image (deploy/Dockerfile)
+        from sandboxes.settings import SandboxSettings
+
+        sandbox = sub.add_parser("sandbox", help="serve a sandbox of a system (its public API, labelled extensions)")
+        sandbox.add_argument("system", choices=SYSTEM_NAMES)
+        sandbox.add_argument(
+            "--port", type=int, default=None, help="default 8081 (crm) / 8082 (acct); 0: a free port (printed)"
+        )
+        sandbox.set_defaults(func=_sandbox, settings=SandboxSettings)
 
     webhooks = sub.add_parser("webhooks", help="receive signed webhooks and produce change events")
     webhooks.add_argument(
@@ -509,13 +523,16 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--interval", type=float, default=5.0, help="seconds between two looks (default 5)")
     dashboard.set_defaults(func=_dashboard, settings=OpsSettings)
 
-    demo = sub.add_parser("demo", help="broker, worker, sandboxes, connectors and a scripted business day")
-    demo.add_argument("--tenant", default="cty-demo")
-    demo.add_argument("--crm-port", type=int, default=8081)
-    demo.add_argument("--acct-port", type=int, default=8082)
-    demo.add_argument("--dashboard-port", type=int, default=8080)
-    demo.add_argument("--exit", action="store_true", help="stop after the business day instead of running on")
-    demo.set_defaults(func=_demo, settings=DemoSettings)
+    if _installed("demo"):  # not in the production image (deploy/Dockerfile)
+        from demo.settings import DemoSettings
+
+        demo = sub.add_parser("demo", help="broker, worker, sandboxes, connectors and a scripted business day")
+        demo.add_argument("--tenant", default="cty-demo")
+        demo.add_argument("--crm-port", type=int, default=8081)
+        demo.add_argument("--acct-port", type=int, default=8082)
+        demo.add_argument("--dashboard-port", type=int, default=8080)
+        demo.add_argument("--exit", action="store_true", help="stop after the business day instead of running on")
+        demo.set_defaults(func=_demo, settings=DemoSettings)
     return parser
 
 

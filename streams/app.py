@@ -394,6 +394,8 @@ def create_app(settings: WorkerSettings | None = None) -> Lienthong:
         settings.app_id,
         broker=";".join(f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")),
         store="memory://",
+        # faust keeps nothing of ours on disk but makes its folder anyway: under our data dir, not the cwd
+        datadir=str(settings.tables.data_dir / "faust"),
         web_enabled=False,  # HealthServer serves /metrics, /healthz and /readyz (LIENTHONG_WEB_PORT)
     )
     tenants = TenantSettings(aiokafka_config(settings.kafka), settings.kafka.topic_prefix + TENANT_CONFIG)
