@@ -5,6 +5,7 @@ lienthong kafka start|stop|status     the local Apache Kafka broker (deploy/kafk
 lienthong topics create               create every topic of the contract, idempotently
 lienthong topics list                 the contract's topics with their settings
 lienthong matrix [--markdown]         the rule table (docs/matrix.md is its markdown)
+lienthong contract generate|check|validate   docs/contract/: the AsyncAPI document and JSON Schemas
 lienthong explain TENANT ENTITY ID    the audit trail of one record
 lienthong tenant set TENANT --order-target sale_order|contract
 lienthong reconcile --tenant T [--repair]   drift between the two systems' linked records, and its repair
@@ -147,6 +148,38 @@ def _matrix(args: argparse.Namespace, settings: ServiceSettings) -> int:
         for rule in book.rules:
             print(f"{rule.id:7} {rule.source.value:4} {rule.entity:16} {rule.effect.value:14} {rule.label_en}")
     return 0
+
+
+def _contract(args: argparse.Namespace, settings: ServiceSettings) -> int:
+    from ops.contract_files import CONTRACT_DIR, ToolMissing, render_html, stale, validate, write
+
+    try:
+        if args.action == "check":
+            late = stale()
+            for name in late:
+                print(f"stale: docs/contract/{name}")
+            if late:
+                print("lienthong contract check: run `lienthong contract generate`", file=sys.stderr)
+            return 1 if late else 0
+        if args.action == "validate":
+            outcome = validate()
+            print(outcome.output)
+            return 0 if outcome.ok else 1
+        changed = write()
+        print(f"{CONTRACT_DIR}: {len(changed)} file(s) written" + "".join(f"\n  {name}" for name in changed))
+        if args.no_html:
+            return 0
+        try:
+            print(f"the HTML page: {render_html()} (the AsyncAPI CLI's html-template)")
+        except ToolMissing as exc:
+            print(f"no HTML page: {exc}")
+        return 0
+    except ToolMissing as exc:
+        print(f"lienthong contract {args.action}: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"lienthong contract {args.action}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _explain(args: argparse.Namespace, settings: OpsSettings) -> int:
@@ -433,6 +466,16 @@ def build_parser() -> argparse.ArgumentParser:
     matrix = sub.add_parser("matrix", help="the rule table")
     matrix.add_argument("--markdown", action="store_true", help="as docs/matrix.md")
     matrix.set_defaults(func=_matrix, settings=ServiceSettings)
+
+    contract = sub.add_parser("contract", help="docs/contract/: the AsyncAPI document and JSON Schemas of the contract")
+    contract.add_argument(
+        "action",
+        choices=["generate", "check", "validate"],
+        help="generate: write them from the code and render the HTML page; check: which files are stale; "
+        "validate: run `asyncapi validate` on the document (deploy/tools.sh installs the AsyncAPI CLI)",
+    )
+    contract.add_argument("--no-html", action="store_true", help="generate: without the HTML page")
+    contract.set_defaults(func=_contract, settings=ServiceSettings)
 
     explain = sub.add_parser("explain", help="the audit trail of one record")
     explain.add_argument("tenant")
