@@ -5,6 +5,7 @@ lienthong kafka start|stop|status     the local Apache Kafka broker (deploy/kafk
 lienthong topics create               create every topic of the contract, idempotently
 lienthong topics list                 the contract's topics with their settings
 lienthong matrix [--markdown]         the rule table (docs/matrix.md is its markdown)
+lienthong contract generate|check|validate   docs/contract/: the AsyncAPI document and JSON Schemas
 lienthong explain TENANT ENTITY ID    the audit trail of one record
 lienthong tenant set TENANT --order-target sale_order|contract
 lienthong reconcile --tenant T [--repair]   drift between the two systems' linked records, and its repair
@@ -180,6 +181,38 @@ def _matrix(args: Args, settings: ServiceSettings) -> int:
         for rule in book.rules:
             print(f"{rule.id:7} {rule.source.value:4} {rule.entity:16} {rule.effect.value:14} {rule.label_en}")
     return 0
+
+
+def _contract(args: Args, settings: ServiceSettings) -> int:
+    from ops.contract_files import CONTRACT_DIR, ToolMissing, render_html, stale, validate, write
+
+    try:
+        if args.action == "check":
+            late = stale()
+            for name in late:
+                print(f"stale: docs/contract/{name}")
+            if late:
+                print("lienthong contract check: run `lienthong contract generate`", file=sys.stderr)
+            return 1 if late else 0
+        if args.action == "validate":
+            outcome = validate()
+            print(outcome.output)
+            return 0 if outcome.ok else 1
+        changed = write()
+        print(f"{CONTRACT_DIR}: {len(changed)} file(s) written" + "".join(f"\n  {name}" for name in changed))
+        if args.no_html:
+            return 0
+        try:
+            print(f"the HTML page: {render_html()} (the AsyncAPI CLI's html-template)")
+        except ToolMissing as exc:
+            print(f"no HTML page: {exc}")
+        return 0
+    except ToolMissing as exc:
+        print(f"lienthong contract {args.action}: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"lienthong contract {args.action}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _explain(args: Args, settings: OpsSettings) -> int:
@@ -515,6 +548,19 @@ add(
     "the rule table",
     option("--markdown", is_flag=True, help="as docs/matrix.md"),
     json_option(),
+)
+add(
+    "contract",
+    ServiceSettings,
+    _contract,
+    "docs/contract/: the AsyncAPI document and JSON Schemas of the contract",
+    argument(
+        "action",
+        "generate: write them from the code and render the HTML page; check: which files are stale; "
+        "validate: run `asyncapi validate` on the document (deploy/tools.sh installs the AsyncAPI CLI)",
+        type=click.Choice(["generate", "check", "validate"]),
+    ),
+    option("--no-html", is_flag=True, help="generate: without the HTML page"),
 )
 add(
     "explain",

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash deploy/system-packages.sh
 bash deploy/setup.sh
+bash deploy/tools.sh  # the AsyncAPI CLI (npm, into .tools/) the suite validates docs/contract/asyncapi.yaml with
 started_here=0
 if ! bash deploy/kafka/kafka.sh status >/dev/null 2>&1; then
   bash deploy/kafka/kafka.sh start

@@ -390,8 +390,6 @@ def create_app(settings: WorkerSettings | None = None) -> Lienthong:
     """The worker, not started: its faust app, the tenant-settings reader and the processing service."""
     settings = settings or WorkerSettings()
     rules = load_rules()  # a bad rule table stops here, naming the rule
-    # faust makes its folder with os.mkdir (no parents): a data dir not made yet stopped the worker
-    (settings.tables.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = WorkerApp(
         settings.app_id,
         broker=";".join(f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")),
@@ -432,6 +430,8 @@ def run_worker(settings: WorkerSettings | None = None) -> None:
     settings = settings or WorkerSettings()
     limit_malloc_arenas(settings.malloc_arenas)  # before the threads of RocksDB and librdkafka start
     built = create_app(settings)
+    # faust makes its own folder (datadir) at start, but not the folders above it
+    settings.tables.data_dir.mkdir(parents=True, exist_ok=True)
     tune_garbage_collection()  # once start-up has made what lives as long as the worker
     if settings.web_enabled:
         built.app.add_dependency(HealthServer(built))
