@@ -708,11 +708,19 @@ def _broker_problem(kafka: KafkaSettings) -> str | None:
 
 
 def _said_if_no_broker(kafka: KafkaSettings, service: str) -> None:
-    """A service that waits for the broker (connector, capture, webhooks) says once, at start, that none
-    answers yet, and what to do; then waits as before (its /readyz says not ready meanwhile)."""
-    problem = _broker_problem(kafka)
-    if problem is not None:
-        logging.getLogger("lienthong").warning("%s; %s waits for it (its /readyz: not ready)", problem, service)
+    """A service that waits for the broker (connector, capture, webhooks) says once, soon after it starts,
+    that none answers yet, and what to do; it starts meanwhile and waits as before (its /readyz says not
+    ready). The check runs beside it, so that it starts no later than it did."""
+    import threading
+
+    from ops.admin import broker_problem
+
+    def check() -> None:
+        problem = broker_problem(kafka)
+        if problem is not None:
+            logging.getLogger("lienthong").warning("%s; %s waits for it (its /readyz: not ready)", problem, service)
+
+    threading.Thread(target=check, name="broker-check", daemon=True).start()
 
 
 def _named(args: Args) -> str:
