@@ -180,7 +180,9 @@ def check_port(host: str, port: int) -> None:
 
 async def serve_app(app: web.Application, host: str, port: int) -> web.AppRunner:
     """Serve ``app`` on host:port (port 0: a free one, ``common.metrics.bound_port``) until the caller
-    cleans up the returned runner. A port it cannot listen on raises ``CannotListen``."""
+    cleans up the returned runner. A port it cannot listen on raises ``CannotListen``, before the app
+    starts (its start-up tasks would log first: the dashboard's wait for its topics)."""
+    check_port(host, port)
     runner = app_runner(app)
     await runner.setup()
     try:
