@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from common.names import AUDIT, ENTITIES, System, results_topic
+from common.names import AUDIT, ENTITIES, System, cdc_topic, results_topic
 from common.settings import KafkaSettings
 from ops.dashboard.health import SyncHealth
 from ops.operations import read_topic
@@ -138,10 +138,15 @@ def _family(system: Any, entity: Any) -> str:
 
 
 def find(
-    tenant: str, entity: str, identifier: str, audits: Iterable[dict[str, Any]], results: Iterable[dict[str, Any]]
+    tenant: str,
+    entity: str,
+    identifier: str,
+    audits: Iterable[dict[str, Any]],
+    results: Iterable[dict[str, Any]],
+    also: Iterable[str] = (),
 ) -> Explanation:
     """The trail of ``entity`` ``identifier`` (a code or either system's id) among one tenant's audit
-    records and results."""
+    records and results; ``also``: ids the record is known to have (its change events named them)."""
     joined = _Results(results)
     family = link_family(System.ACCT, entity)  # its family: an acct contract is a CRM sale_order
     own: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (system, record id) -> its audit records
@@ -173,7 +178,7 @@ def find(
                     ids |= names(command)
         return ids
 
-    identifiers = {identifier}
+    identifiers = {identifier, *also}
     matched: set[tuple[str, str]] = set()
     grown = True
     while grown:  # the identifiers join records to records until nothing new is learned
@@ -236,7 +241,40 @@ def explain(kafka: KafkaSettings, tenant: str, entity: str, identifier: str) -> 
         if isinstance(exc, ExplainError):
             raise
         raise ExplainError(f"{exc}; start the broker or create the topics (lienthong topics create)") from None
-    return find(tenant, entity, identifier, audits, results)
+    found = find(tenant, entity, identifier, audits, results)
+    if not found.changes:
+        # a record none of whose changes sent anything: no command named its code, so the code is
+        # looked up in its change events (which carry the record whole)
+        ids = record_ids_by_code(kafka, tenant, entity, identifier)
+        if ids:
+            found = find(tenant, entity, identifier, audits, results, also=ids)
+    return found
+
+
+def record_ids_by_code(kafka: KafkaSettings, tenant: str, entity: str, code: str) -> set[str]:
+    """The ids of the records of ``entity`` whose change events (``cdc.<system>.<entity>``) carry ``code``."""
+    prefix = f"{tenant}:".encode()
+    ids: set[str] = set()
+    for system in System:
+        if entity not in ENTITIES[system]:
+            continue
+        try:
+            records = list(read_topic(kafka, kafka.topic_prefix + cdc_topic(system, entity)))
+        except RuntimeError:
+            continue  # a topic never created: no change of it
+        for record in records:
+            if record.key is None or not record.key.startswith(prefix) or not record.value:
+                continue
+            try:
+                event = orjson.loads(record.value)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            for image in (event.get("after"), event.get("before")):
+                if isinstance(image, dict) and str(image.get("code")) == code and image.get("id") is not None:
+                    ids.add(str(image["id"]))
+    return ids
 
 
 def _when(ts_ms: int) -> str:
