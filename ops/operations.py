@@ -19,9 +19,8 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from common.kafka_config import confluent_config
 from common.names import AUDIT, TENANT_CONFIG
 from common.settings import KafkaSettings
-from streams.core.rules import ORDER_TARGETS
+from streams.core.rules import ORDER_TARGETS, parse_tenant_settings
 from streams.core.validation import TENANT_ID
-from streams.tables.tenants import parse_tenant_settings
 
 Header = tuple[str, str | bytes | None]
 
