@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from amis.settings import AmisSettings
+from cli.main import main
 from common.names import System
 from demo.local import APP_ID, acct_access, crm_login, local_systems
 from demo.run import business_day
@@ -56,7 +57,7 @@ def of_tenant(tenant: str, messages: list[dict]) -> list[dict]:
 
 
 async def test_backfill_twice_on_a_synced_tenant_sends_nothing_the_target_refuses_and_explain_finds_by_code(
-    worker, module_settings, kafka, tmp_path
+    worker, module_settings, kafka, tmp_path, monkeypatch, capsys
 ):
     tenant = f"live-{uuid.uuid4().hex[:8]}"
     async with local_systems(kafka=module_settings.kafka, data_dir=tmp_path / "systems", tenants=[tenant]) as systems:
@@ -95,6 +96,14 @@ async def test_backfill_twice_on_a_synced_tenant_sends_nothing_the_target_refuse
     assert [o.status for c in order.changes for o in c.outcomes if o.command["rule"] in ("SO-1", "SO-4")] == ["applied"]
     by_crm_id = await asyncio.to_thread(explain, module_settings.kafka, tenant, "sale_order", order.records[0][1])
     assert by_crm_id.records == order.records
+    # what the demo prints, as the operator types it
+    monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.kafka.bootstrap_servers)
+    monkeypatch.setenv("LIENTHONG_TOPIC_PREFIX", module_settings.kafka.topic_prefix)
+    capsys.readouterr()
+    for entity, code in (("customer", "KH0001"), ("sale_order", "DH0001")):
+        assert await asyncio.to_thread(main, ["explain", tenant, entity, code]) == 0
+        shown = capsys.readouterr().out
+        assert shown.startswith(f"{entity} {code} of {tenant}: ") and "applied" in shown, shown
     with pytest.raises(ExplainError, match="no entity 'custmer'"):
         explain(module_settings.kafka, tenant, "custmer", "KH0001")
     with pytest.raises(ExplainError, match="no audit record of tenant 'nobody-here'"):
