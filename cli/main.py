@@ -150,6 +150,10 @@ def _matrix(args: Args, settings: ServiceSettings) -> int:
 def _explain(args: Args, settings: OpsSettings) -> int:
     import orjson
 
+    from cli.operator import _quiet_clients
+
+    _quiet_clients()
+
     from ops.explain import ExplainError, explain, format_explanation
 
     try:
@@ -174,6 +178,10 @@ def _explain(args: Args, settings: OpsSettings) -> int:
 
 def _tenant(args: Args, settings: OpsSettings) -> int:
     import orjson
+
+    from cli.operator import _quiet_clients
+
+    _quiet_clients()
 
     from ops.operations import TenantError, get_tenant, read_tenants, set_tenant
 

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaException
 
 from common.names import AUDIT, ENTITIES, System, cdc_topic, results_topic
 from common.settings import KafkaSettings
@@ -237,9 +238,14 @@ def explain(kafka: KafkaSettings, tenant: str, entity: str, identifier: str) -> 
                         continue  # the processor dead-letters an unreadable result; nothing to join
                     if isinstance(decoded, dict):
                         results.append(decoded)
+    except ExplainError:
+        raise
+    except KafkaException as exc:
+        raise ExplainError(
+            f"the broker at {kafka.bootstrap_servers} did not answer ({exc.args[0]}); is it running "
+            "(lienthong kafka status)? LIENTHONG_BOOTSTRAP_SERVERS says where it is"
+        ) from None
     except (RuntimeError, orjson.JSONDecodeError) as exc:
-        if isinstance(exc, ExplainError):
-            raise
         raise ExplainError(f"{exc}; start the broker or create the topics (lienthong topics create)") from None
     found = find(tenant, entity, identifier, audits, results)
     if not found.changes:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from common.kafka_config import confluent_config
 from common.names import AUDIT, TENANT_CONFIG
@@ -148,7 +148,7 @@ def set_tenant(kafka: KafkaSettings, tenant: str, order_target: str) -> dict[str
     """Write the tenant's settings (checked first) to ``config.tenants``; returns what was written."""
     value = tenant_settings(tenant, order_target)
     topic = kafka.topic_prefix + TENANT_CONFIG
-    producer = Producer(confluent_config(kafka, {"acks": "all"}))
+    producer = Producer(confluent_config(kafka, {"acks": "all", "message.timeout.ms": 15000}))
     errors: list[str] = []
     producer.produce(
         topic,
@@ -159,7 +159,7 @@ def set_tenant(kafka: KafkaSettings, tenant: str, order_target: str) -> dict[str
     if producer.flush(30) or errors:
         raise TenantError(
             f"could not write tenant settings to {topic} on {kafka.bootstrap_servers} "
-            f"({'; '.join(errors) or 'no answer in 30 s'}): start the broker or create the topics "
+            f"({'; '.join(errors) or 'no answer'}): start the broker or create the topics "
             "(lienthong topics create)"
         )
     return value
@@ -196,6 +196,11 @@ def read_tenants(kafka: KafkaSettings) -> dict[str, TenantSettings]:
                 found[tenant] = TenantSettings(tenant, parse_tenant_settings(tenant, record.value))
             except ValueError as exc:
                 found[tenant] = TenantSettings(tenant, None, str(exc))
+    except KafkaException as exc:
+        raise TenantError(
+            f"the broker at {kafka.bootstrap_servers} did not answer ({exc.args[0]}); is it running "
+            "(lienthong kafka status)? LIENTHONG_BOOTSTRAP_SERVERS says where it is"
+        ) from None
     except RuntimeError as exc:
         raise TenantError(f"{exc}: start the broker or create the topics (lienthong topics create)") from None
     return dict(sorted(found.items()))

@@ -91,3 +91,10 @@ def test_dlq_list_covers_every_dead_letter_topic_by_default(kafka, tenant, on_mo
     assert code == 0 and ": 2" in out and "decode" in out and "http_401" in out, out
     code, out, _ = run(capsys, ["dlq", "list", "--tenant", tenant, "--topic", "dlq.commands"])
     assert code == 0 and ": 1" in out and "http_401" in out and "decode" not in out
+
+
+def test_a_broker_that_does_not_answer_is_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # nothing listens there
+    for argv in (["explain", "t1", "customer", "KH1"], ["tenant", "get", "t1"], ["tenant", "list"]):
+        code, _, err = run(capsys, argv)
+        assert code == 2 and "127.0.0.1:1" in err and "\n" not in err.strip(), (argv, err)
