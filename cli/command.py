@@ -28,6 +28,9 @@ from common.settings import ServiceSettings
 
 OK, NOT_IN_ORDER, USER_ERROR, INTERRUPTED = 0, 1, 2, 130
 
+PORT = click.IntRange(0, 65535)  # a TCP port; 0: a free one the system chooses
+SECONDS = click.FloatRange(min=0.1)  # an interval between two looks
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 
@@ -39,6 +42,11 @@ class Args(SimpleNamespace):
     settings: type[ServiceSettings]
     func: Callable[..., int]
     bootstrap_server: str | None
+    needs_broker: bool  # one-shot work on the broker: main checks first that one answers (LIENTHONG_BROKER_TIMEOUT)
+
+    def checked(self, command: Command) -> Args:
+        self.needs_broker = command.needs_broker(self)
+        return self
 
 
 Handler = Callable[[Args, Any], int]
@@ -68,6 +76,22 @@ def option(*decls: str, help: str, **kwargs: Any) -> click.Option:
     return click.Option(list(decls), help=help, **kwargs)
 
 
+def json_option() -> click.Option:
+    """``--json`` of a read command: its answer as one JSON document on stdout (``args.as_json``)."""
+    return option("--json", "as_json", is_flag=True, help="print the answer as one JSON document (for scripts)")
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout: what ``--json`` prints (anything not JSON by itself as its text)."""
+    import sys
+
+    import orjson
+
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode())
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
 def bootstrap_option() -> click.Option:
     return option(
         "-b",
@@ -82,25 +106,41 @@ class Command(click.Command):
     """A ``lienthong`` command: parsing it gives its ``Args`` (``cli.main.main`` runs them)."""
 
     def __init__(
-        self, name: str, settings: type[ServiceSettings], handler: Handler, params: list[click.Parameter], **kwargs: Any
+        self,
+        name: str,
+        settings: type[ServiceSettings],
+        handler: Handler,
+        params: list[click.Parameter],
+        broker: bool | Callable[[Args], bool] = False,
+        **kwargs: Any,
     ) -> None:
         if "kafka" in settings.model_fields:  # the Kafka tools' -b/--bootstrap-server, on every command with a broker
             params = [*params, bootstrap_option()]
         super().__init__(name, params=params, context_settings=CONTEXT, **kwargs)
         self.settings = settings
         self.handler = handler
+        self.broker = broker
+
+    def needs_broker(self, args: Args) -> bool:
+        """Whether ``args`` ask for one-shot work on the broker: then ``main`` first checks that one answers."""
+        return self.broker(args) if callable(self.broker) else self.broker
 
     def invoke(self, ctx: click.Context) -> Args:
         params = dict(ctx.params)
         given = params.pop("bootstrap_server", None)
         root = ctx.find_root().params.get("bootstrap_server")
         return Args(
-            command=self.name, settings=self.settings, func=self.handler, bootstrap_server=given or root, **params
-        )
+            command=self.name,
+            settings=self.settings,
+            func=self.handler,
+            bootstrap_server=given or root,
+            needs_broker=False,
+            **params,
+        ).checked(self)
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         if not hasattr(click.Command, "format_arguments"):  # click 8.5 lists arguments' help itself
-            rows = [(p.human_readable_name, p.help) for p in self.get_params(ctx) if isinstance(p, Argument)]
+            rows = [(p.human_readable_name, p.help or "") for p in self.get_params(ctx) if isinstance(p, Argument)]
             if rows:
                 with formatter.section("Positional arguments"):
                     formatter.write_dl(rows)
@@ -133,9 +173,18 @@ def lienthong(bootstrap_server: str | None) -> None:
     """The group: its -b is read by each command's ``Args`` (a command's own -b wins)."""
 
 
-def add(name: str, settings: type[ServiceSettings], handler: Handler, help: str, *params: click.Parameter) -> Command:
-    """Add the command ``name`` to ``lienthong``: it reads ``settings`` and runs ``handler``."""
-    command = Command(name, settings, handler, list(params), help=help, short_help=help)
+def add(
+    name: str,
+    settings: type[ServiceSettings],
+    handler: Handler,
+    help: str,
+    *params: click.Parameter,
+    broker: bool | Callable[[Args], bool] = False,
+) -> Command:
+    """Add the command ``name`` to ``lienthong``: it reads ``settings`` and runs ``handler``. ``broker``: it
+    does one-shot work on the broker (or a test of its ``Args`` saying when), so ``main`` first checks that
+    one answers, and says so in the one wording every command uses (``common.kafka_config.unreachable``)."""
+    command = Command(name, settings, handler, list(params), broker=broker, help=help, short_help=help)
     lienthong.add_command(command)
     return command
 

@@ -27,11 +27,27 @@ import sys
 import click
 
 from capture.settings import CaptureSettings, WebhookSettings
-from cli.command import INTERRUPTED, NOT_IN_ORDER, OK, USER_ERROR, Args, add, argument, option, parse, usage_error
+from cli.command import (
+    INTERRUPTED,
+    NOT_IN_ORDER,
+    OK,
+    PORT,
+    SECONDS,
+    USER_ERROR,
+    Args,
+    add,
+    argument,
+    json_option,
+    option,
+    parse,
+    print_json,
+    usage_error,
+)
 from cli.operator import add_operator_commands
 from common.kafka_config import confluent_config
+from common.listeners import CannotListen, check_port
 from common.names import System
-from common.settings import InvalidSettings, KafkaSettings, ServiceSettings, read_settings
+from common.settings import InvalidSettings, KafkaSettings, ServiceSettings, env_name, read_settings
 from connectors.settings import ConnectorServiceSettings
 from demo.settings import DemoSettings
 from ops.settings import OpsSettings
@@ -58,6 +74,14 @@ def _kafka(args: Args, settings: OpsSettings) -> int:
 def _topics(args: Args, settings: OpsSettings) -> int:
     from streams.topics import contract_topics
 
+    if args.action == "list" and args.as_json:
+        print_json(
+            [
+                {"name": settings.kafka.topic_prefix + spec.name, "role": spec.role, "config": spec.kafka_config()}
+                for spec in contract_topics()
+            ]
+        )
+        return 0
     if args.action == "list":
         for spec in contract_topics():
             config = ", ".join(f"{k}={v}" for k, v in spec.kafka_config().items())
@@ -73,7 +97,7 @@ def _topics(args: Args, settings: OpsSettings) -> int:
         )
     except RuntimeError as exc:
         print(f"lienthong topics create: {exc}", file=sys.stderr)
-        return 1
+        return USER_ERROR
     failed = False
     for outcome in outcomes:
         print(f"{outcome.status:8} {outcome.name} {outcome.detail}".rstrip())
@@ -105,6 +129,12 @@ def _worker(args: Args, settings: WorkerSettings) -> int:
 
     if _kafka_refuses(settings.kafka, "worker"):
         return 2
+    if settings.web_enabled:  # faust would start, fail to listen deep inside, and stop with a traceback
+        check_port(settings.web_host, settings.web_port)
+    problem = _broker_problem(settings.kafka)  # faust would retry for a while, then crash with a traceback
+    if problem is not None:
+        print(f"lienthong worker: {problem}", file=sys.stderr)
+        return USER_ERROR
     # faust's Worker reads sys.argv for its own options; give it none of ours.
     sys.argv = [sys.argv[0]]
     try:
@@ -139,6 +169,9 @@ def _matrix(args: Args, settings: ServiceSettings) -> int:
     from streams.core.rules import load_rules
 
     book = load_rules()
+    if args.as_json:
+        print_json([rule.model_dump(mode="json", exclude_defaults=True) for rule in book.rules])
+        return 0
     if args.markdown:
         sys.stdout.write(matrix_markdown(book))
     else:
@@ -148,7 +181,6 @@ def _matrix(args: Args, settings: ServiceSettings) -> int:
 
 
 def _explain(args: Args, settings: OpsSettings) -> int:
-    import orjson
 
     from cli.operator import _quiet_clients
 
@@ -161,23 +193,22 @@ def _explain(args: Args, settings: OpsSettings) -> int:
     except ExplainError as exc:
         print(f"lienthong explain: {exc}", file=sys.stderr)
         return USER_ERROR
-    if args.json:
-        print(orjson.dumps(found.as_json(), option=orjson.OPT_INDENT_2).decode())
+    if args.as_json:
+        print_json(found.as_json())
     if not found.changes:
         print(
             f"lienthong explain: no {args.entity} {args.id!r} of tenant {args.tenant} on "
             f"{settings.kafka.topic_prefix}audit.sync: no change of it was decided under that code, CRM id or "
-            "accounting id",
+            "accounting id; check the id and LIENTHONG_TOPIC_PREFIX",
             file=sys.stderr,
         )
         return NOT_IN_ORDER
-    if not args.json:
+    if not args.as_json:
         print(format_explanation(found))
     return OK
 
 
 def _tenant(args: Args, settings: OpsSettings) -> int:
-    import orjson
 
     from cli.operator import _quiet_clients
 
@@ -185,25 +216,22 @@ def _tenant(args: Args, settings: OpsSettings) -> int:
 
     from ops.operations import TenantError, get_tenant, read_tenants, set_tenant
 
-    def show(value: object) -> None:
-        print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
-
     try:
         if args.action == "list":
             if args.tenant or args.order_target:
                 raise TenantError("`tenant list` takes no tenant and no --order-target")
-            show([found.as_json() for found in read_tenants(settings.kafka).values()])
+            print_json([found.as_json() for found in read_tenants(settings.kafka).values()])
             return OK
         if not args.tenant:
             raise TenantError(f"which tenant? `lienthong tenant {args.action} TENANT`")
         if args.action == "get":
             if args.order_target:
                 raise TenantError("`tenant get` takes no --order-target (`tenant set` writes it)")
-            show(get_tenant(settings.kafka, args.tenant).as_json())
+            print_json(get_tenant(settings.kafka, args.tenant).as_json())
             return OK
         if not args.order_target:
             raise TenantError(f"what to set? `lienthong tenant set {args.tenant} --order-target sale_order|contract`")
-        show(set_tenant(settings.kafka, args.tenant, args.order_target))
+        print_json(set_tenant(settings.kafka, args.tenant, args.order_target))
         return OK
     except TenantError as exc:
         print(f"lienthong tenant: {exc}", file=sys.stderr)
@@ -213,7 +241,7 @@ def _tenant(args: Args, settings: OpsSettings) -> int:
 def _demo(args: Args, settings: DemoSettings) -> int:
     import asyncio
 
-    from demo.run import DemoFailed, run_demo
+    from demo.run import DemoCannotStart, DemoFailed, run_demo
 
     if "log_level" not in settings.log.model_fields_set:
         # the demo's own output tells the story; LIENTHONG_LOG_LEVEL=info shows every service's lines too
@@ -229,7 +257,10 @@ def _demo(args: Args, settings: DemoSettings) -> int:
                 keep_running=not args.exit,
             )
         )
-    except DemoFailed as exc:
+    except DemoCannotStart as exc:  # a port, the broker, the worker: said with what to do
+        print(f"lienthong demo: {exc}", file=sys.stderr)
+        return USER_ERROR
+    except DemoFailed as exc:  # a step of the business day did not end as it should
         print(f"lienthong demo: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -255,6 +286,7 @@ def _serve_until_signal(main) -> int:
 def _connector(args: Args, settings: ConnectorServiceSettings) -> int:
     if _kafka_refuses(settings.kafka, f"connector {args.system}"):
         return 2
+    _said_if_no_broker(settings.kafka, f"connector {args.system}")
     import asyncio
 
     from connectors.service import build_connector
@@ -263,8 +295,11 @@ def _connector(args: Args, settings: ConnectorServiceSettings) -> int:
 
     async def main(stop: asyncio.Event) -> None:
         task = asyncio.create_task(connector.run())
-        await stop.wait()
-        # SIGTERM: take no new command, finish and report the ones in flight, commit, exit
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        # SIGTERM: take no new command, finish and report the ones in flight, commit, exit (or: it failed
+        # to start, its probes' port taken, say)
         connector.stop()
         await task
 
@@ -274,6 +309,7 @@ def _connector(args: Args, settings: ConnectorServiceSettings) -> int:
 def _capture(args: Args, settings: CaptureSettings) -> int:
     if _kafka_refuses(settings.kafka, f"capture {args.system}"):
         return 2
+    _said_if_no_broker(settings.kafka, f"capture {args.system}")
 
     from capture.service import NothingToCapture, serve_capture
 
@@ -365,7 +401,11 @@ def _sandbox(args: Args, settings: SandboxSettings) -> int:
                 crm_answers=settings.sandbox_crm_answers,
             )
         )
-        await stop.wait()
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if task.done():  # it could not start (its port taken, say): said by main
+            task.result()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
@@ -375,6 +415,7 @@ def _sandbox(args: Args, settings: SandboxSettings) -> int:
 def _webhooks(args: Args, settings: WebhookSettings) -> int:
     if _kafka_refuses(settings.kafka, "webhooks"):
         return 2
+    _said_if_no_broker(settings.kafka, "webhooks")
     import asyncio
 
     from capture.webhooks import create_webhooks, secrets_by_tenant
@@ -443,7 +484,7 @@ SYSTEM = argument("system", "crm (AMIS CRM) or acct (AMIS Kế toán)", type=cli
 
 
 def _port(default: str) -> click.Option:
-    return option("--port", type=int, default=None, help=f"{default}; 0 takes a free port (printed)")
+    return option("--port", type=PORT, default=None, help=f"{default}; 0 takes a free port (printed)")
 
 
 add("worker", WorkerSettings, _worker, "run the stream processor (a faust worker)")
@@ -458,6 +499,7 @@ add(
         "once, between stopping the old workers and starting the new (docs/deploy.md)",
         type=click.Choice(["migrate"]),
     ),
+    broker=True,
 )
 add(
     "kafka",
@@ -480,6 +522,8 @@ add(
         "create: every topic of the contract that is missing; list: each topic, its role and settings",
         type=click.Choice(["create", "list"]),
     ),
+    json_option(),
+    broker=lambda args: args.action == "create",
 )
 add(
     "matrix",
@@ -487,6 +531,7 @@ add(
     _matrix,
     "the rule table",
     option("--markdown", is_flag=True, help="as docs/matrix.md"),
+    json_option(),
 )
 add(
     "explain",
@@ -496,7 +541,8 @@ add(
     argument("tenant", "the tenant (as in LIENTHONG_CRM_CREDENTIALS)"),
     argument("entity", "the entity: customer, product, sale_order, invoice, ..."),
     argument("id", "the record's business code (KH0001), its CRM id or its accounting id"),
-    option("--json", is_flag=True, help="the trail as JSON: each change with its commands and their results"),
+    json_option(),
+    broker=True,
 )
 add(
     "tenant",
@@ -515,6 +561,7 @@ add(
         default=None,
         help="set: what a CRM order becomes in accounting",
     ),
+    broker=True,
 )
 add_operator_commands()  # reconcile, lag, dlq list|show|replay, backfill (cli/operator.py)
 add("connector", ConnectorServiceSettings, _connector, "apply commands.<system> to the system's API", SYSTEM)
@@ -545,14 +592,14 @@ add(
     OpsSettings,
     _dashboard,
     "serve the operator's page (docs/dashboard.md)",
-    option("--port", type=int, default=8080, show_default=True, help="its port; 0 takes a free port (printed)"),
+    option("--port", type=PORT, default=8080, show_default=True, help="its port; 0 takes a free port (printed)"),
     option(
         "--scrape",
         multiple=True,
         metavar="URL",
         help="a service's /metrics to read (repeat)",
     ),
-    option("--interval", type=float, default=5.0, show_default=True, help="seconds between two looks"),
+    option("--interval", type=SECONDS, default=5.0, show_default=True, help="seconds between two looks"),
 )
 add(
     "demo",
@@ -560,9 +607,9 @@ add(
     _demo,
     "broker, worker, sandboxes, connectors and a scripted business day",
     option("--tenant", default="cty-demo", show_default=True, help="the demo's tenant"),
-    option("--crm-port", type=int, default=8081, show_default=True, help="the CRM sandbox's port"),
-    option("--acct-port", type=int, default=8082, show_default=True, help="the accounting sandbox's port"),
-    option("--dashboard-port", type=int, default=8080, show_default=True, help="the operator's page's port"),
+    option("--crm-port", type=PORT, default=8081, show_default=True, help="the CRM sandbox's port"),
+    option("--acct-port", type=PORT, default=8082, show_default=True, help="the accounting sandbox's port"),
+    option("--dashboard-port", type=PORT, default=8080, show_default=True, help="the operator's page's port"),
     option("--exit", is_flag=True, help="stop after the business day instead of running on"),
 )
 
@@ -593,18 +640,72 @@ def main(argv: list[str] | None = None) -> int:
         # one handler for every logger of the service (faust, aiokafka and librdkafka included)
         service = "-".join([args.command, *([args.system] if hasattr(args, "system") else [])])
         setup_logging(settings.log, service=service)
+        if args.needs_broker:
+            problem = _broker_problem(getattr(settings, "kafka"))  # noqa: B009  (a command with a broker has one)
+            if problem is not None:
+                print(f"lienthong {_named(args)}: {problem}", file=sys.stderr)
+                return USER_ERROR
         return args.func(args, settings)
     except InvalidSettings as exc:  # the command's settings; the demo reads its connectors' as it starts them
-        print(_invalid_settings_message(exc), file=sys.stderr)
+        print(_invalid_settings_message(args, exc), file=sys.stderr)
         return USER_ERROR
+    except CannotListen as exc:  # a service's port (or the worker's /readyz port) is taken
+        move = _move(args, settings, exc.port)
+        print(f"lienthong {_named(args)}: {exc}: stop that process, or {move}", file=sys.stderr)
+        return USER_ERROR
+    except BrokenPipeError:  # `lienthong matrix --json | head`: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would raise again
+        return 0
     except KeyboardInterrupt:  # Ctrl-C in a one-shot command (a service stops on SIGINT and exits 0)
         print(f"lienthong {args.command}: interrupted", file=sys.stderr)
         return INTERRUPTED
 
 
-def _invalid_settings_message(exc: InvalidSettings) -> str:
-    """What the command says of invalid settings: a line per problem, each naming its variable."""
-    return "\n".join(["lienthong: invalid settings (LIENTHONG_* environment):", *(f"  {p}" for p in exc.problems)])
+def _broker_problem(kafka: KafkaSettings) -> str | None:
+    from ops.admin import broker_problem
+
+    # librdkafka's own retry lines (`Connect to … failed` every few milliseconds) would bury the one line
+    clients = logging.getLogger("librdkafka")
+    level = clients.level
+    clients.setLevel(logging.CRITICAL)
+    try:
+        return broker_problem(kafka)
+    finally:
+        clients.setLevel(level)
+
+
+def _said_if_no_broker(kafka: KafkaSettings, service: str) -> None:
+    """A service that waits for the broker (connector, capture, webhooks) says once, at start, that none
+    answers yet, and what to do; then waits as before (its /readyz says not ready meanwhile)."""
+    problem = _broker_problem(kafka)
+    if problem is not None:
+        logging.getLogger("lienthong").warning("%s; %s waits for it (its /readyz: not ready)", problem, service)
+
+
+def _named(args: Args) -> str:
+    return " ".join([args.command, *([args.system] if hasattr(args, "system") else [])])
+
+
+def _move(args: Args, settings: ServiceSettings, port: int) -> str:
+    """What moves a service off ``port``: its --port, or the setting that says it."""
+    if getattr(args, "port", None) == port:
+        return "give --port another port (0: a free one)"
+    system = getattr(args, "system", "")
+    # the system's own first (LIENTHONG_ACCT_CONNECTOR_PORT for `connector acct`)
+    for name in sorted(type(settings).model_fields, key=lambda name: not (system and name.startswith(system))):
+        if name.endswith("port") and getattr(settings, name) == port:
+            return f"set {env_name(name)} to a free port"
+    return "move it to a free port (docs/operations.md lists the port settings)"
+
+
+def _invalid_settings_message(args: Args, exc: InvalidSettings) -> str:
+    """What the command says of invalid settings: one line, every problem naming its variable."""
+    return (
+        f"lienthong {_named(args)}: invalid setting(s): {'; '.join(exc.problems)} "
+        "(fix the LIENTHONG_* environment: docs/operations.md lists every setting)"
+    )
 
 
 if __name__ == "__main__":

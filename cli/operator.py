@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.command import Args, add, argument, option
+from cli.command import SECONDS, Args, add, argument, json_option, option, print_json
 from common.names import DLQ_CDC, DLQ_COMMANDS, ERROR_KIND, System
 from ops.settings import OpsSettings
 
@@ -54,6 +54,15 @@ def _progress(description: str, total: int | None) -> Progress:
     )
 
 
+def _working(description: str) -> Any:
+    """A spinner on stderr while work of unknown length runs (on a terminal only: none in a pipe or a log)."""
+    import contextlib
+
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    return Console(file=sys.stderr).status(description)
+
+
 def _short(value: Any, width: int = 60) -> str:
     text = "—" if value is None or value == "" else str(value)
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -66,17 +75,14 @@ def _reconcile(args: Args, settings: OpsSettings) -> int:
     _quiet_clients()
     from ops.reconcile import LISTED_ENTITIES, ReconcileError, publish_repairs, reconcile
 
+    entities = tuple(args.entity or LISTED_ENTITIES)
     try:
-        report = asyncio.run(
-            reconcile(
-                settings.amis,
-                args.tenant,
-                entities=tuple(args.entity or LISTED_ENTITIES),
-                source=System(args.source),
-            )
-        )
+        with _working(f"reading {', '.join(entities)} of tenant {args.tenant} in both systems"):
+            report = asyncio.run(reconcile(settings.amis, args.tenant, entities=entities, source=System(args.source)))
     except ReconcileError as exc:
         return _fail("reconcile", exc)
+    if args.as_json:
+        return _reconcile_json(args, settings, report)
     out = _out()
     compared = ", ".join(f"{n} {entity} pair(s)" for entity, n in report.compared.items())
     if not report.drift:
@@ -112,6 +118,41 @@ def _reconcile(args: Args, settings: OpsSettings) -> int:
         )
     out.print(f"{sent} repair command(s) on {settings.kafka.topic_prefix}commands.*, each audited on audit.sync")
     return 0
+
+
+def _reconcile_json(args: Args, settings: OpsSettings, report: Any) -> int:
+    """``reconcile --json``: the report (and with --repair, what was sent) as one document; the same exit status."""
+    from dataclasses import asdict
+
+    from ops.reconcile import ReconcileError, publish_repairs
+
+    sent = 0
+    if args.repair and report.commands:
+        try:
+            sent = publish_repairs(settings.kafka, report)
+        except ReconcileError as exc:
+            return _fail("reconcile", exc)
+    print_json(
+        {
+            "tenant": report.tenant,
+            "source": report.source.value,
+            "compared": report.compared,
+            "drift": [asdict(drift) for drift in report.drift],
+            "commands": [
+                {
+                    "rule": command.rule,
+                    "op": command.op.value,
+                    "target": command.target.value,
+                    "entity": command.entity,
+                    "key": command.key.code or command.key.id,
+                    "command_id": command.command_id,
+                }
+                for command in report.commands
+            ],
+            "sent": sent,
+        }
+    )
+    return 0 if not report.drift or args.repair else 1
 
 
 # --- lag -------------------------------------------------------------------------------------------
@@ -336,6 +377,8 @@ def add_operator_commands() -> None:
             help="the system whose values win (default acct: master data is created there)",
         ),
         option("--repair", is_flag=True, help="send the commands that fix the drift"),
+        json_option(),
+        broker=lambda args: args.repair,
     )
     add(
         "lag",
@@ -345,7 +388,8 @@ def add_operator_commands() -> None:
         option("--group", multiple=True, help="only this consumer group (repeat); default every group"),
         option("--nonzero", is_flag=True, help="only partitions that lag"),
         option("--watch", is_flag=True, help="refresh until Ctrl-C"),
-        option("--interval", type=float, default=2.0, show_default=True, help="seconds between refreshes with --watch"),
+        option("--interval", type=SECONDS, default=2.0, show_default=True, help="seconds between two --watch looks"),
+        broker=True,
     )
     add(
         "dlq",
@@ -364,6 +408,7 @@ def add_operator_commands() -> None:
         option("--since", help="only letters dead-lettered since: 2h, 30m, 7d, 2026-11-28, 2026-11-28T09:30"),
         option("--until", help="only letters dead-lettered until then (same forms)"),
         option("--dry-run", is_flag=True, help="replay: list what would be replayed"),
+        broker=True,
     )
     add(
         "backfill",
@@ -374,4 +419,5 @@ def add_operator_commands() -> None:
         option("--system", required=True, type=click.Choice([system.value for system in System]), help="crm or acct"),
         option("--entity", help="only this entity (default: every entity the system's API lists)"),
         option("--from-file", metavar="F.jsonl", help="records from a JSON-lines file, not the system"),
+        broker=True,
     )

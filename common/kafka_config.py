@@ -98,5 +98,17 @@ def describe_connection(kafka: KafkaSettings) -> str:
     return said + ")"
 
 
+def unreachable(kafka: KafkaSettings, error: object) -> str:
+    """What every command says of a broker that did not answer (one wording): where it looked, for how
+    long, what librdkafka said, and what to do."""
+    said = error.args[0] if isinstance(error, Exception) and error.args else error
+    detail = said.str() if hasattr(said, "str") else str(said)
+    return (
+        f"no Kafka broker answers at {describe_connection(kafka)} within {kafka.broker_timeout:g}s ({detail}): "
+        "start one (lienthong kafka start) or say where one is (-b HOST:PORT or LIENTHONG_BOOTSTRAP_SERVERS); "
+        "LIENTHONG_BROKER_TIMEOUT waits longer"
+    )
+
+
 def _secret(value: Any) -> str | None:
     return None if value is None else value.get_secret_value()

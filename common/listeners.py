@@ -19,7 +19,9 @@ This module imports no service.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -151,13 +153,41 @@ def app_runner(app: web.Application) -> web.AppRunner:
     return web.AppRunner(app, access_log_class=MaskedAccessLogger, access_log=ACCESS_LOGGER)
 
 
+class CannotListen(OSError):
+    """A port a service was told to listen on is taken (or not allowed): ``host``, ``port`` and why."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port} ({reason})")
+        self.host, self.port, self.reason = host, port, reason
+
+
+def _reason(exc: OSError) -> str:
+    return "another process listens there" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise ``CannotListen`` when ``port`` on ``host`` cannot be listened on now (before starting a
+    service whose listener fails deep inside a framework: the faust worker's ``/readyz``)."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp's listener does
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CannotListen(host, port, _reason(exc)) from None
+
+
 async def serve_app(app: web.Application, host: str, port: int) -> web.AppRunner:
     """Serve ``app`` on host:port (port 0: a free one, ``common.metrics.bound_port``) until the caller
-    cleans up the returned runner."""
+    cleans up the returned runner. A port it cannot listen on raises ``CannotListen``."""
     runner = app_runner(app)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise CannotListen(host, port, _reason(exc)) from None
     except BaseException:
         await runner.cleanup()
         raise

@@ -125,6 +125,12 @@ class KafkaSettings(EnvSettings):
     kafka_ssl_check_hostname: bool = Field(
         True, description="Check that a broker's certificate names the host connected to (leave on in production)."
     )
+    broker_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a one-shot command (topics create, lag, dlq, explain, backfill, ...) waits for the "
+        "broker to answer before saying none does.",
+    )
     topic_prefix: str = Field(
         "",
         description="Prepended to every contract topic name (e.g. 'test-1a2b.'); empty in production. "

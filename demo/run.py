@@ -10,11 +10,15 @@ Prints what synced and where to look.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import secrets
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,106 @@ from demo.settings import DemoSettings
 
 class DemoFailed(RuntimeError):
     """A step of the business day did not end as it should: the message says what CRM or accounting showed."""
+
+
+class DemoCannotStart(DemoFailed):
+    """Something the demo needs is not there (a port, the broker, its worker): which, why, what to do."""
+
+
+# --- a run of its own ------------------------------------------------------------------------------------
+#
+# Every run starts clean: its own topics (a topic prefix made for the run, which the worker's app id
+# and the connectors' groups carry too), its own sandboxes' databases and worker files (a directory
+# made for the run). Nothing of an earlier run, of this checkout or another, is seen: the broker
+# (shared by every checkout: kafka.sh keeps its data under ~/.cache/lienthong) holds other runs'
+# topics under other prefixes. At start a run deletes what the earlier runs of this checkout left:
+# their topics and their directory.
+
+CHECKOUT = hashlib.sha1(str(Path(__file__).resolve().parents[1]).encode()).hexdigest()[:6]
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    run_id: str
+    base: KafkaSettings  # the broker as configured
+    directory: Path
+    base_app_id: str = "lienthong"  # LIENTHONG_APP_ID
+
+    @property
+    def checkout_prefix(self) -> str:
+        """What the topics of every run of this checkout start with."""
+        return f"{self.base.topic_prefix}demo-{CHECKOUT}-"
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        """The broker, with this run's topic prefix."""
+        return self.base.model_copy(update={"topic_prefix": f"{self.checkout_prefix}{self.run_id}."})
+
+    @property
+    def app_id(self) -> str:
+        """The worker's, under the run's prefix: its group and internal topics are the run's too."""
+        return f"{self.kafka.topic_prefix}{self.base_app_id}"
+
+
+def new_run(settings: DemoSettings) -> DemoRun:
+    run_id = time.strftime("%Y%m%d%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+    return DemoRun(run_id, settings.kafka, Path(settings.data_dir) / "demo" / run_id, settings.app_id)
+
+
+def clear_earlier_runs(run: DemoRun) -> list[str]:
+    """Delete the topics and files earlier demo runs of this checkout left; returns the topics deleted."""
+    from ops.admin import delete_topics_with_prefix
+
+    demo_dir = run.directory.parent
+    if demo_dir.is_dir():
+        for earlier in demo_dir.iterdir():
+            if earlier != run.directory:
+                shutil.rmtree(earlier) if earlier.is_dir() else earlier.unlink()
+    return delete_topics_with_prefix(run.base, run.checkout_prefix)
+
+
+def check_ports(settings: DemoSettings, ports: dict[str, int]) -> None:
+    """Every port the demo listens on is free: else which, held how, and the option that moves it."""
+    from common.listeners import CannotListen, check_port
+
+    wanted = {"LIENTHONG_WEB_PORT (the worker's /readyz and /metrics)": settings.web_port, **ports}
+    for mover, port in wanted.items():
+        try:
+            check_port("127.0.0.1", port)
+        except CannotListen as exc:
+            raise DemoCannotStart(f"{exc}: stop that process, or move it with {mover}") from None
+
+
+async def worker_ready(worker: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float = 90.0) -> None:
+    """Wait until the worker process answers 200 on its /readyz; say why not if it exits or takes too long."""
+    deadline = time.monotonic() + timeout
+    said = "no answer"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while True:
+            status = worker.poll()
+            if status is not None:
+                raise DemoCannotStart(
+                    f"the worker exited (status {status}) before it was ready: {_last_line(log_path)} "
+                    f"(its log: {log_path})"
+                )
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as answer:
+                    if answer.status == 200:
+                        return
+                    said = f"{answer.status} {(await answer.text()).strip()[:300]}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                said = f"no answer ({exc.__class__.__name__})"
+            if time.monotonic() > deadline:
+                raise DemoCannotStart(
+                    f"the worker was not ready within {timeout:g}s: its /readyz on port {port} said {said} "
+                    f"(its log: {log_path})"
+                )
+            await asyncio.sleep(0.3)
+
+
+def _last_line(log_path: Path) -> str:
+    lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:400] if lines else "it wrote nothing"
 
 
 def expect(holds: bool, otherwise: str) -> None:
@@ -141,23 +245,33 @@ def broker_answers(kafka: KafkaSettings, timeout: float = 3.0) -> bool:
 
 
 def _ensure_broker_and_topics(settings: DemoSettings) -> None:
-    from ops.admin import create_topics
+    _ensure_broker(settings.kafka)
+    _create_topics(settings)
+
+
+def _ensure_broker(kafka: KafkaSettings) -> None:
+    """A broker answers at the bootstrap servers: one that was there, or the local one, started."""
     from ops.local_broker import LocalBrokerError, run_kafka_script
 
-    kafka = settings.kafka
     if broker_answers(kafka):
         print(f"using the Kafka broker at {kafka.bootstrap_servers}")
     else:
         try:
             started = run_kafka_script("start", kafka) == 0
         except LocalBrokerError as exc:
-            raise DemoFailed(f"no Kafka broker answers at {kafka.bootstrap_servers}, and {exc}") from None
+            raise DemoCannotStart(f"no Kafka broker answers at {kafka.bootstrap_servers}, and {exc}") from None
         if not started:
-            raise DemoFailed(
+            raise DemoCannotStart(
                 f"no Kafka broker answers at {kafka.bootstrap_servers} and the local one did not start (the "
                 "message above says why): start one (lienthong kafka start, or docker compose up kafka) or point "
                 "LIENTHONG_BOOTSTRAP_SERVERS at one"
             )
+
+
+def _create_topics(settings: DemoSettings) -> None:
+    from ops.admin import create_topics
+
+    kafka = settings.kafka
     outcomes = create_topics(
         kafka, partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor
     )
@@ -199,13 +313,16 @@ def end_offsets(kafka: KafkaSettings, topics: tuple[str, ...] = SUMMED) -> dict[
         consumer.close()
 
 
-def tenant_counts(kafka: KafkaSettings, tenant: str, since: dict[tuple[str, int], int]) -> dict[str, int]:
-    """Messages of ``tenant`` (keys ``<tenant>:…``) on each topic after the offsets ``since``: this run's
-    commands and dead letters, whatever else the broker carried before or beside it."""
+def tenant_counts(
+    kafka: KafkaSettings, tenant: str, since: dict[tuple[str, int], int], topics: tuple[str, ...] = SUMMED
+) -> dict[str, int]:
+    """Messages of ``tenant`` (keys ``<tenant>:…``) on each of ``topics`` after the offsets ``since`` (a
+    partition not in it: from its start): this run's commands and dead letters, whatever else the broker
+    carried before or beside it."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-    now = end_offsets(kafka, tuple(sorted({topic for topic, _ in since})))
-    counts = {topic: 0 for topic, _ in since}
+    now = end_offsets(kafka, topics)
+    counts = dict.fromkeys(topics, 0)
     wanted = {tp: end for tp, end in now.items() if end > since.get(tp, 0)}
     if not wanted:
         return counts
@@ -249,32 +366,38 @@ async def run_demo(
     dashboard_port: int = 8080,
     keep_running: bool = True,
 ) -> int:
-    """The whole loop on this machine; returns a process exit code."""
-    kafka = settings.kafka
-    data = Path(settings.data_dir) / "demo"
+    """The whole loop on this machine, a run of its own (``DemoRun``); returns a process exit code."""
+    check_ports(settings, {"--crm-port": crm_port, "--acct-port": acct_port, "--dashboard-port": dashboard_port})
+    run = new_run(settings)
+    _ensure_broker(settings.kafka)
+    cleared = clear_earlier_runs(run)
+    kafka = run.kafka
+    _create_topics(settings.model_copy(update={"kafka": kafka}))
+    print(
+        f"this run: {run.run_id}; its topics: {kafka.topic_prefix}* ({len(cleared)} topic(s) of earlier runs deleted); "
+        f"its files: {run.directory}"
+    )
+    data = run.directory
     data.mkdir(parents=True, exist_ok=True)
-    _ensure_broker_and_topics(settings)
-    marks = end_offsets(kafka)
+    marks: dict[tuple[str, int], int] = {}  # the run's topics are its own: everything on them is this run's
     worker_env = {
         **os.environ,
         "LIENTHONG_DATA_DIR": str(data / "worker"),
         "LIENTHONG_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "LIENTHONG_TOPIC_PREFIX": kafka.topic_prefix,
-        "LIENTHONG_APP_ID": settings.app_id,
+        "LIENTHONG_APP_ID": run.app_id,
+        "LIENTHONG_WEB_ENABLED": "true",  # its /readyz says when it is ready
+        "LIENTHONG_WEB_PORT": str(settings.web_port),
     }
+    worker_env.pop("LIENTHONG_KAFKA_PORT", None)  # the bootstrap servers above say where the broker is
     log_path = data / "worker.log"
-    with open(log_path, "ab") as worker_log:
+    with open(log_path, "wb") as worker_log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "cli", "worker"], env=worker_env, stdout=worker_log, stderr=subprocess.STDOUT
         )
     try:
-        deadline = time.monotonic() + 90
-        while b"Worker ready" not in log_path.read_bytes()[-200_000:]:
-            if worker.poll() is not None or time.monotonic() > deadline:
-                print(f"the worker did not start; its log: {log_path}")
-                return 1
-            await asyncio.sleep(0.3)
-        print(f"worker ready (log {log_path})")
+        await worker_ready(worker, settings.web_port, log_path)
+        print(f"worker ready (pid {worker.pid}, log {log_path})")
         given_token = settings.sandbox_admin_token
         async with local_systems(
             kafka=kafka,
@@ -286,7 +409,7 @@ async def run_demo(
             from common.listeners import serve_app
             from demo.dashboard import create_demo_dashboard
 
-            worker_metrics = f"http://127.0.0.1:{settings.web_port}/metrics" if settings.web_enabled else None
+            worker_metrics = f"http://127.0.0.1:{settings.web_port}/metrics"
             dashboard = await serve_app(
                 create_demo_dashboard(kafka, systems, worker_metrics), "127.0.0.1", dashboard_port
             )
@@ -313,8 +436,10 @@ async def run_demo(
                     f"({', '.join(sorted({entity for entity, _ in counts}))}); connector {stats}"
                 )
             print(
-                f"\naudit trail of a record (by its code or either system's id):  "
-                f".venv/bin/lienthong explain {tenant} customer KH0001   (or: sale_order DH0001)"
+                f"\nthis run's topics: LIENTHONG_TOPIC_PREFIX={kafka.topic_prefix} before a command reads them, "
+                f"e.g. the audit trail of a record (by its code or either system's id): "
+                f"LIENTHONG_TOPIC_PREFIX={kafka.topic_prefix} .venv/bin/lienthong explain {tenant} customer KH0001"
+                f"   (or: sale_order DH0001)"
             )
             from demo.dashboard import broker_numbers
 

@@ -16,7 +16,6 @@ from streams.settings import (
     AppIdSetting,
     TopicPartitionsSetting,
     TopicReplicationFactorSetting,
-    WebEnabledSetting,
     WebPortSetting,
 )
 
@@ -31,9 +30,9 @@ class DemoSettings(ServiceSettings):
     data_dir: DataDirSetting
     topic_partitions: TopicPartitionsSetting
     topic_replication_factor: TopicReplicationFactorSetting
-    # the worker's, which the demo starts (under this app id) and whose /metrics its page reads
+    # the worker's, which the demo starts (under this app id, after the run's topic prefix) and whose
+    # /readyz says when it is ready and /metrics its page reads
     app_id: AppIdSetting
-    web_enabled: WebEnabledSetting
-    web_port: WebPortSetting
+    web_port: WebPortSetting  # the demo knows its worker is ready from its /readyz there (always served)
     # the demo's sandboxes' /sandbox/... routes
     sandbox_admin_token: SandboxAdminTokenSetting

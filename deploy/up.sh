@@ -4,6 +4,8 @@
 # sandboxes and both connectors, works a scripted business day across the two systems, prints what
 # synced and where to look, and keeps running (Ctrl-C stops it; `.venv/bin/lienthong kafka stop`
 # stops the broker). Extra arguments go to `lienthong demo` (--exit, --crm-port, --acct-port).
+# Run it as often as you like: each demo run has topics and files of its own and clears the earlier
+# runs' of this checkout (README, "Run it"), so every run ends the same way.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash deploy/setup.sh

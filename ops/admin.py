@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError, KafkaException
 # cimpl without re-exporting it (no `as NewTopic`, no __all__): mypy's no_implicit_reexport refuses it.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from common.kafka_config import confluent_config, describe_connection
+from common.kafka_config import confluent_config, describe_connection, unreachable
 from common.settings import KafkaSettings
 from streams.topics import TopicSpec, contract_topics
 
@@ -63,6 +63,17 @@ def _refusal(kafka: KafkaSettings, errors: list[KafkaError]) -> str | None:
     return None
 
 
+def broker_problem(kafka: KafkaSettings) -> str | None:
+    """None when a broker answers at the bootstrap servers within ``LIENTHONG_BROKER_TIMEOUT``; else what
+    every one-shot command says of it (``common.kafka_config.unreachable``)."""
+    admin = AdminClient(confluent_config(kafka, {"socket.timeout.ms": max(1000, int(kafka.broker_timeout * 1000))}))
+    try:
+        admin.list_topics(timeout=kafka.broker_timeout)
+    except KafkaException as exc:
+        return unreachable(kafka, exc)
+    return None
+
+
 def create_topics(
     kafka: KafkaSettings,
     *,
@@ -79,7 +90,7 @@ def create_topics(
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
-        raise RuntimeError(f"cannot reach Kafka at {describe_connection(kafka)}: {exc}") from None
+        raise RuntimeError(unreachable(kafka, exc)) from None
     outcomes: list[TopicOutcome] = []
     wanted: list[NewTopic] = []
     for spec in specs:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from common.kafka_config import confluent_config
+from common.kafka_config import confluent_config, unreachable
 from common.names import (
     DLQ_CDC,
     DLQ_COMMANDS,
@@ -170,10 +170,7 @@ def every_dead_letter(
 
 
 def _unreachable(kafka: KafkaSettings, exc: Exception) -> str:
-    return (
-        f"the broker at {kafka.bootstrap_servers} did not answer ({exc}); is it running (lienthong kafka status)? "
-        "LIENTHONG_BOOTSTRAP_SERVERS says where it is"
-    )
+    return unreachable(kafka, exc)
 
 
 def parse_where(text: str, topic: str | None) -> tuple[str, int, int]:

@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
-from common.kafka_config import confluent_config
+from common.kafka_config import confluent_config, unreachable
 from common.settings import KafkaSettings
 
 
@@ -43,10 +43,7 @@ def group_ids(admin: AdminClient, kafka: KafkaSettings, timeout: float) -> list[
     try:
         listed = admin.list_consumer_groups(request_timeout=timeout).result()
     except KafkaException as exc:
-        raise LagError(
-            f"no Kafka broker answers at {kafka.bootstrap_servers} ({exc.args[0]}); start one "
-            "(lienthong kafka start) or set LIENTHONG_BOOTSTRAP_SERVERS"
-        ) from None
+        raise LagError(unreachable(kafka, exc)) from None
     return sorted(group.group_id for group in listed.valid)
 
 
@@ -54,10 +51,7 @@ def _list_topics(admin: AdminClient, kafka: KafkaSettings, timeout: float) -> di
     try:
         return dict(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
-        raise LagError(
-            f"no Kafka broker answers at {kafka.bootstrap_servers} ({exc.args[0].str()}); start one "
-            "(lienthong kafka start) or set LIENTHONG_BOOTSTRAP_SERVERS"
-        ) from None
+        raise LagError(unreachable(kafka, exc)) from None
 
 
 def read_lag(kafka: KafkaSettings, groups: list[str] | None = None, *, timeout: float = 10.0) -> list[LagRow]:

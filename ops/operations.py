@@ -61,7 +61,10 @@ def read_topic(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> Itera
     try:
         metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if metadata is None or metadata.error is not None:
-            raise RuntimeError(f"topic {topic} not found on {kafka.bootstrap_servers}")
+            raise RuntimeError(
+                f"topic {topic} not found on {kafka.bootstrap_servers}: create the contract's topics "
+                "(lienthong topics create) or check LIENTHONG_TOPIC_PREFIX"
+            )
         ends = {}
         for partition in metadata.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)

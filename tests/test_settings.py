@@ -116,6 +116,7 @@ VARIABLES_ADDED_SINCE = [
     "LIENTHONG_WEBHOOK_METRICS_PORT",  # the webhook receiver's /metrics and probes
     "LIENTHONG_DASHBOARD_TOKEN",  # the operator's page: a token it can require
     "LIENTHONG_DASHBOARD_HOSTS",  # the operator's page: the Host names it answers
+    "LIENTHONG_BROKER_TIMEOUT",  # the one wait of every one-shot command for a broker to answer
 ]
 
 SECRET = "a-secret-value-5e1f0c9d"
@@ -295,10 +296,11 @@ def test_the_command_says_the_problems_and_exits_2(monkeypatch, capsys):
     assert main(["topics", "list"]) == 2
     err = capsys.readouterr().err
     assert err.splitlines() == [
-        "lienthong: invalid settings (LIENTHONG_* environment):",
-        "  LIENTHONG_KAFKA_SECURITY_PROTOCOL: input should be 'PLAINTEXT', 'SSL', 'SASL_PLAINTEXT' or 'SASL_SSL' "
-        "(found 'bogus')",
-        "  LIENTHONG_TOPIC_PARTITIONS: input should be greater than or equal to 1 (found '0')",
+        "lienthong topics: invalid setting(s): "
+        "LIENTHONG_KAFKA_SECURITY_PROTOCOL: input should be 'PLAINTEXT', 'SSL', 'SASL_PLAINTEXT' or 'SASL_SSL' "
+        "(found 'bogus'); "
+        "LIENTHONG_TOPIC_PARTITIONS: input should be greater than or equal to 1 (found '0') "
+        "(fix the LIENTHONG_* environment: docs/operations.md lists every setting)",
     ]
     assert "validation error" not in err and "pydantic" not in err
 

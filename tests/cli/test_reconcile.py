@@ -78,6 +78,13 @@ async def test_drift_is_shown_repaired_through_the_connector_and_a_second_repair
         shown = capsys.readouterr().out
         kh1 = next(line for line in shown.splitlines() if "KH1" in line and " name " in line)
         assert "Công ty An Phát" in kh1 and "Cong ty An Phat (cu)" in kh1 and "CUS-8" in kh1
+        # the same report for a script: one JSON document, the same exit status
+        assert await run(["reconcile", "--tenant", tenant, "--json"]) == 1
+        report = orjson.loads(capsys.readouterr().out)
+        assert report["tenant"] == tenant and report["source"] == "acct" and report["sent"] == 0
+        (name,) = [d for d in report["drift"] if d["code"] == "KH1" and d["field"] == "name"]
+        assert name == {**name, "crm": "Cong ty An Phat (cu)", "acct": "Công ty An Phát", "rule": "CUS-8"}
+        assert any(c["rule"] == "CUS-8" and c["key"] == "KH1" for c in report["commands"])
         assert any("SP1" in line and "missing_in_crm" in line and "PRD-3" in line for line in shown.splitlines())
         assert any("KH9" in line and "missing_in_acct" in line for line in shown.splitlines())
         assert "--repair" in shown
