@@ -212,9 +212,9 @@ def _lag(args: Args, settings: OpsSettings) -> int:
 
     def table() -> Group:
         rows = read_lag(settings.kafka, list(args.group) or None)
-        described = describe_groups(settings.kafka, list(args.group) or sorted({row.group for row in rows}))
         if args.nonzero:
             rows = [row for row in rows if row.lag]
+        described = describe_groups(settings.kafka, list(args.group) or sorted({row.group for row in rows}))
         total = sum(row.lag for row in rows)
         title = f"consumer lag on {settings.kafka.bootstrap_servers}: {total} in all ({time.strftime('%X')})"
         return Group(lag_table(rows, title), groups_table(described))
