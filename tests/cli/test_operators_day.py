@@ -8,7 +8,7 @@ import uuid
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cli.main import main
 from tests.integration.conftest import change_event
@@ -73,6 +73,9 @@ def test_lag_says_each_groups_state_and_plainly_when_it_has_no_member(on_module_
     settings = on_module_topics
     topic = settings.kafka.topic_prefix + "cdc.crm.product"
     group = f"{settings.kafka.topic_prefix}gone-{uuid.uuid4().hex[:6]}"
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    producer.produce(topic, value=b"{}", partition=0)  # the topic made a moment ago is known once this is taken
+    assert producer.flush(15) == 0
     consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": group})
     consumer.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
     consumer.close()
