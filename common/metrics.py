@@ -206,6 +206,7 @@ class ConsumerGroupLagCollector(Collector):
     ) -> None:
         self.kafka = _client_config(kafka)
         self._member_id = member_id
+        self._elected: set[str] = set()  # the groups this collector was last elected to export
         self._groups = groups if callable(groups) else (lambda fixed=list(groups): fixed)
         self.timeout = timeout
         self.cache_seconds = cache_seconds
@@ -277,12 +278,19 @@ class ConsumerGroupLagCollector(Collector):
         own = self._member_id()
         if not own:
             return []  # not (yet) a member: the members export
-        futures = self._admin_client().describe_consumer_groups(groups, request_timeout=self.timeout)
-        elected = []
-        for group in groups:
-            members = sorted(m.member_id for m in futures[group].result(timeout=self.timeout + 1).members or [])
-            if members and members[0] == own:
-                elected.append(group)
+        try:
+            futures = self._admin_client().describe_consumer_groups(groups, request_timeout=self.timeout)
+            elected = []
+            for group in groups:
+                members = sorted(m.member_id for m in futures[group].result(timeout=self.timeout + 1).members or [])
+                if members and members[0] == own:
+                    elected.append(group)
+        except (KafkaException, TimeoutError) as exc:
+            # a slow broker: keep the last election (members change at rebalances only) rather than let
+            # the group's lag go stale on this, its exporter
+            log.info("consumer groups not described (%s); the last election holds", exc)
+            return [group for group in groups if group in self._elected]
+        self._elected = set(elected)
         return elected
 
     def read_lags(self) -> dict[tuple[str, str, int], int]:
