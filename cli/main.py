@@ -5,6 +5,7 @@ lienthong kafka start|stop|status     the local Apache Kafka broker (deploy/kafk
 lienthong topics create               create every topic of the contract, idempotently
 lienthong topics list                 the contract's topics with their settings
 lienthong matrix [--markdown]         the rule table (docs/matrix.md is its markdown)
+lienthong contract generate|check|validate   docs/contract/: the AsyncAPI document and JSON Schemas
 lienthong explain TENANT ENTITY ID [--json]   one record's trail (by code or either id) and each command's result
 lienthong tenant set TENANT --order-target sale_order|contract | get TENANT | list   tenant settings, as JSON
 lienthong reconcile --tenant T [--repair]   drift between the two systems' linked records, and its repair
@@ -21,8 +22,10 @@ lienthong dashboard [--port] [--scrape URL ...]  the operator's page (lag, throu
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -49,11 +52,13 @@ from common.listeners import CannotListen, check_port
 from common.names import System
 from common.settings import InvalidSettings, KafkaSettings, ServiceSettings, env_name, read_settings
 from connectors.settings import ConnectorServiceSettings
-from demo.settings import DemoSettings
 from ops.settings import OpsSettings
-from sandboxes.settings import SandboxSettings
 from streams.core.rules import ORDER_TARGETS
 from streams.settings import WorkerSettings
+
+if TYPE_CHECKING:  # not in the production image: imported where the commands are added, when installed
+    from demo.settings import DemoSettings
+    from sandboxes.settings import SandboxSettings
 
 # What a command line names a system by (``System``'s values): parsed into a ``System`` by the command.
 SYSTEM_NAMES = [system.value for system in System]
@@ -178,6 +183,38 @@ def _matrix(args: Args, settings: ServiceSettings) -> int:
         for rule in book.rules:
             print(f"{rule.id:7} {rule.source.value:4} {rule.entity:16} {rule.effect.value:14} {rule.label_en}")
     return 0
+
+
+def _contract(args: Args, settings: ServiceSettings) -> int:
+    from ops.contract_files import CONTRACT_DIR, ToolMissing, render_html, stale, validate, write
+
+    try:
+        if args.action == "check":
+            late = stale()
+            for name in late:
+                print(f"stale: docs/contract/{name}")
+            if late:
+                print("lienthong contract check: run `lienthong contract generate`", file=sys.stderr)
+            return 1 if late else 0
+        if args.action == "validate":
+            outcome = validate()
+            print(outcome.output)
+            return 0 if outcome.ok else 1
+        changed = write()
+        print(f"{CONTRACT_DIR}: {len(changed)} file(s) written" + "".join(f"\n  {name}" for name in changed))
+        if args.no_html:
+            return 0
+        try:
+            print(f"the HTML page: {render_html()} (the AsyncAPI CLI's html-template)")
+        except ToolMissing as exc:
+            print(f"no HTML page: {exc}")
+        return 0
+    except ToolMissing as exc:
+        print(f"lienthong contract {args.action}: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"lienthong contract {args.action}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _explain(args: Args, settings: OpsSettings) -> int:
@@ -478,6 +515,13 @@ def _dashboard(args: Args, settings: OpsSettings) -> int:
     return _serve_until_signal(main)
 
 
+def _installed(package: str) -> bool:
+    """Whether ``package`` is part of this installation: the production image (deploy/Dockerfile) ships
+    the services a deployment runs, not the sandboxes or the demo, and has no ``sandbox`` or ``demo``
+    command."""
+    return importlib.util.find_spec(package) is not None
+
+
 # --- the command line --------------------------------------------------------------------------------
 
 SYSTEM = argument("system", "crm (AMIS CRM) or acct (AMIS Kế toán)", type=click.Choice(SYSTEM_NAMES))
@@ -534,6 +578,19 @@ add(
     json_option(),
 )
 add(
+    "contract",
+    ServiceSettings,
+    _contract,
+    "docs/contract/: the AsyncAPI document and JSON Schemas of the contract",
+    argument(
+        "action",
+        "generate: write them from the code and render the HTML page; check: which files are stale; "
+        "validate: run `asyncapi validate` on the document (deploy/tools.sh installs the AsyncAPI CLI)",
+        type=click.Choice(["generate", "check", "validate"]),
+    ),
+    option("--no-html", is_flag=True, help="generate: without the HTML page"),
+)
+add(
     "explain",
     OpsSettings,
     _explain,
@@ -572,14 +629,17 @@ add(
     "capture a system's changes (polling, ACT callbacks) into cdc.*",
     SYSTEM,
 )
-add(
-    "sandbox",
-    SandboxSettings,
-    _sandbox,
-    "serve a sandbox of a system (its public API, labelled extensions)",
-    SYSTEM,
-    _port("default 8081 (crm) / 8082 (acct)"),
-)
+if _installed("sandboxes"):  # not in the production image (deploy/Dockerfile)
+    from sandboxes.settings import SandboxSettings
+
+    add(
+        "sandbox",
+        SandboxSettings,
+        _sandbox,
+        "serve a sandbox of a system (its public API, labelled extensions)",
+        SYSTEM,
+        _port("default 8081 (crm) / 8082 (acct)"),
+    )
 add(
     "webhooks",
     WebhookSettings,
@@ -601,17 +661,20 @@ add(
     ),
     option("--interval", type=SECONDS, default=5.0, show_default=True, help="seconds between two looks"),
 )
-add(
-    "demo",
-    DemoSettings,
-    _demo,
-    "broker, worker, sandboxes, connectors and a scripted business day",
-    option("--tenant", default="cty-demo", show_default=True, help="the demo's tenant"),
-    option("--crm-port", type=PORT, default=8081, show_default=True, help="the CRM sandbox's port"),
-    option("--acct-port", type=PORT, default=8082, show_default=True, help="the accounting sandbox's port"),
-    option("--dashboard-port", type=PORT, default=8080, show_default=True, help="the operator's page's port"),
-    option("--exit", is_flag=True, help="stop after the business day instead of running on"),
-)
+if _installed("demo"):  # not in the production image (deploy/Dockerfile)
+    from demo.settings import DemoSettings
+
+    add(
+        "demo",
+        DemoSettings,
+        _demo,
+        "broker, worker, sandboxes, connectors and a scripted business day",
+        option("--tenant", default="cty-demo", show_default=True, help="the demo's tenant"),
+        option("--crm-port", type=PORT, default=8081, show_default=True, help="the CRM sandbox's port"),
+        option("--acct-port", type=PORT, default=8082, show_default=True, help="the accounting sandbox's port"),
+        option("--dashboard-port", type=PORT, default=8080, show_default=True, help="the operator's page's port"),
+        option("--exit", is_flag=True, help="stop after the business day instead of running on"),
+    )
 
 
 def parse_command(argv: list[str] | None = None) -> Args | int:
@@ -635,7 +698,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         given: dict[str, object] = {}
         if args.bootstrap_server and "kafka" in args.settings.model_fields:
-            given["kafka"] = read_settings(KafkaSettings, bootstrap_servers=args.bootstrap_server)
+            # -b says where the broker is: over LIENTHONG_BOOTSTRAP_SERVERS and LIENTHONG_KAFKA_PORT both
+            given["kafka"] = read_settings(KafkaSettings, bootstrap_servers=args.bootstrap_server, kafka_port=None)
         settings = read_settings(args.settings, **given)
         # one handler for every logger of the service (faust, aiokafka and librdkafka included)
         service = "-".join([args.command, *([args.system] if hasattr(args, "system") else [])])
@@ -677,11 +741,19 @@ def _broker_problem(kafka: KafkaSettings) -> str | None:
 
 
 def _said_if_no_broker(kafka: KafkaSettings, service: str) -> None:
-    """A service that waits for the broker (connector, capture, webhooks) says once, at start, that none
-    answers yet, and what to do; then waits as before (its /readyz says not ready meanwhile)."""
-    problem = _broker_problem(kafka)
-    if problem is not None:
-        logging.getLogger("lienthong").warning("%s; %s waits for it (its /readyz: not ready)", problem, service)
+    """A service that waits for the broker (connector, capture, webhooks) says once, soon after it starts,
+    that none answers yet, and what to do; it starts meanwhile and waits as before (its /readyz says not
+    ready). The check runs beside it, so that it starts no later than it did."""
+    import threading
+
+    from ops.admin import broker_problem
+
+    def check() -> None:
+        problem = broker_problem(kafka)
+        if problem is not None:
+            logging.getLogger("lienthong").warning("%s; %s waits for it (its /readyz: not ready)", problem, service)
+
+    threading.Thread(target=check, name="broker-check", daemon=True).start()
 
 
 def _named(args: Args) -> str:

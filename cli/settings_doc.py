@@ -9,13 +9,13 @@ tests/test_settings.py regenerates it and compares.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, Union
 
+import click
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
@@ -159,11 +159,10 @@ def _updated(text: str) -> str:
     return before + settings_markdown() + rest.split(END, 1)[1]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cli.settings_doc", description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 when docs/operations.md is stale")
-    args = parser.parse_args(argv)
-    if args.check:
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, help=__doc__.splitlines()[0])
+@click.option("--check", is_flag=True, help="exit 1 when docs/operations.md is stale")
+def main(check: bool) -> int:
+    if check:
         if current():
             return 0
         print(f"{DOC} is stale: run `{REGENERATE}`", file=sys.stderr)
@@ -173,4 +172,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:  # not standalone: main's return value is the exit status
+        sys.exit(main.main(prog_name="python -m cli.settings_doc", standalone_mode=False))
+    except click.UsageError as exc:
+        exc.show()
+        sys.exit(2)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import html
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from aiohttp import web
@@ -62,6 +63,7 @@ from sandboxes.acct_callbacks import ActSandbox
 from sandboxes.acct_store import EXTENSION_DATA_TYPES, READ_TYPES, VOUCHER_TYPES, ActStore
 from sandboxes.admin import page_token, protect
 from sandboxes.faults import FaultConfig, fault_middleware
+from sandboxes.pages import STYLE, fields_table
 
 DATA_ROOTS = ("/apir/sync/actopen", "/api/sync/actopen")
 
@@ -118,23 +120,56 @@ async def expire_tokens(request: web.Request) -> web.Response:
     return web.json_response({"expired": True, "sandbox_control": "not part of AMIS Kế toán"})
 
 
+DICTIONARY_NAMES = {
+    1: "customers (account objects)",
+    2: "products (inventory items)",
+    3: "stocks",
+    4: "units",
+    901: "price policies",
+    902: "item groups",
+}
+
+
+def _generate_button(tenant: str, org_refid: str, token: str) -> str:
+    """The accountant's "generate the voucher" for a pending proposal: a form carrying the admin token."""
+    action = f"/sandbox/ui/{quote(tenant, safe='')}/proposals/{quote(org_refid, safe='')}/generate?redirect=1"
+    return (
+        f'<form method=post action="{html.escape(action)}"><input type=hidden name=token value="{html.escape(token)}">'
+        f'<button data-testid="generate" data-org-refid="{html.escape(org_refid)}">Sinh chứng từ (generate)</button>'
+        "</form>"
+    )
+
+
+def _delete_button(tenant: str, refid: str, token: str) -> str:
+    """The accountant deleting a voucher (a ``data_type`` 22 callback, ``ModelState`` 3): a form with the token."""
+    action = f"/sandbox/ui/{quote(tenant, safe='')}/vouchers/{quote(refid, safe='')}/delete?redirect=1"
+    return (
+        f'<form method=post action="{html.escape(action)}"><input type=hidden name=token value="{html.escape(token)}">'
+        f'<button data-testid="delete-voucher" data-refid="{html.escape(refid)}">Xoá (delete)</button></form>'
+    )
+
+
 async def index(request: web.Request) -> web.Response:
     store = request.app[STORE]
     parts = [
         "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=5><title>acct sandbox</title>"
-        "<h1>AMIS Kế toán sandbox</h1><p>The ACT Open API under <code>/apir/sync/actopen</code>. "
+        + STYLE
+        + "<h1>AMIS Kế toán sandbox</h1><p class=note>The ACT Open API under <code>/apir/sync/actopen</code>. "
         "Data types 901/902 and voucher types 9001/9002 are <b>extensions</b> of this sandbox. The buttons are "
-        "what an accountant does in AMIS Kế toán's screens.</p>"
+        "what an accountant does in AMIS Kế toán's screens. The page reloads every 5 s.</p>"
     ]
     token = page_token(request)
     if token is None:
         parts.append(
-            "<p><b>"
+            '<p data-testid="needs-token"><b>'
             + ("The token in this link is not this sandbox's admin token. " if "token" in request.query else "")
             + "The buttons need the sandbox's admin token: open the <code>/?token=…</code> link the sandbox printed "
             "at start (SECURITY.md).</b></p>"
         )
-    for tenant in store.tenants():
+    tenants = store.tenants()
+    if not tenants:
+        parts.append("<p>No records yet.</p>")
+    for tenant in tenants:
         parts.append(f"<h2>{html.escape(tenant)}</h2>")
         for data_type, (_write, id_field, code_field) in sorted(READ_TYPES.items()):
             records = store.dictionary_page(tenant, data_type, skip=0, take=500, since_ms=None, deleted=False)
@@ -144,46 +179,42 @@ async def index(request: web.Request) -> web.Response:
                     if data_type in EXTENSION_DATA_TYPES
                     else ""
                 )
+                name = DICTIONARY_NAMES.get(data_type, "dictionary")
+                parts.append(f"<h3>{name}: data_type {data_type} ({len(records)}){label}</h3>")
                 parts.append(
-                    f"<h3>dictionary data_type {data_type} ({len(records)}){label}</h3><table border=1 cellpadding=3>"
+                    fields_table(records, first=(code_field,), skip=(id_field,), testid=f"dictionary-{data_type}")
                 )
-                for record in records:
-                    rest = {k: v for k, v in record.items() if k not in (id_field, code_field)}
-                    parts.append(
-                        f"<tr><td>{html.escape(str(record.get(code_field)))}</td><td><code>"
-                        f"{html.escape(orjson.dumps(rest).decode())}</code></td></tr>"
-                    )
-                parts.append("</table>")
         proposals = store.proposals(tenant)
         if proposals:
-            parts.append("<h3>proposals (đề nghị sinh chứng từ)</h3><table border=1 cellpadding=3>")
+            actions = []
             for proposal, state in proposals:
-                ref = html.escape(str(proposal.get("org_refid")))
                 if state != "pending":
-                    button = "generated"
+                    actions.append(html.escape(state))
                 elif token is None:
-                    button = "pending"
+                    actions.append("pending (the button needs the admin token)")
                 else:
-                    button = (
-                        f"<form method=post action='/sandbox/ui/{html.escape(tenant)}/proposals/{ref}/generate"
-                        f"?redirect=1'><input type=hidden name=token value='{html.escape(token)}'>"
-                        "<button>Sinh chứng từ (generate)</button></form>"
-                    )
-                parts.append(
-                    f"<tr><td>{html.escape(str(proposal.get('org_refno')))}</td><td>voucher_type "
-                    f"{proposal.get('voucher_type')}</td><td>{button}</td></tr>"
+                    actions.append(_generate_button(tenant, str(proposal.get("org_refid")), token))
+            parts.append("<h3>proposals (đề nghị sinh chứng từ)</h3>")
+            parts.append(
+                fields_table(
+                    [proposal for proposal, _ in proposals],
+                    first=("org_refno", "voucher_type", "org_refid"),
+                    extra=("state", actions),
+                    testid="proposal",
                 )
-            parts.append("</table>")
+            )
         vouchers = store.vouchers(tenant)
         if vouchers:
-            parts.append("<h3>vouchers (chứng từ)</h3><table border=1 cellpadding=3>")
-            for voucher in vouchers:
-                rest = {k: v for k, v in voucher.items() if k not in ("refid", "refno")}
-                parts.append(
-                    f"<tr><td>{html.escape(str(voucher.get('refno')))}</td><td><code>"
-                    f"{html.escape(orjson.dumps(rest).decode()[:400])}</code></td></tr>"
+            parts.append("<h3>vouchers (chứng từ)</h3>")
+            buttons = [
+                _delete_button(tenant, str(v.get("refid")), token) if token else "(the button needs the admin token)"
+                for v in vouchers
+            ]
+            parts.append(
+                fields_table(
+                    vouchers, first=("refno", "voucher_type", "refid"), extra=("accountant", buttons), testid="voucher"
                 )
-            parts.append("</table>")
+            )
     return web.Response(text="".join(parts), content_type="text/html")
 
 
@@ -243,6 +274,7 @@ def create_acct_sandbox(
     app.router.add_post("/sandbox/ui/{tenant}/proposals/{org_refid}/generate", ui_generate)
     app.router.add_post("/sandbox/ui/{tenant}/vouchers", ui_voucher)
     app.router.add_delete("/sandbox/ui/{tenant}/vouchers/{refid}", ui_remove_voucher)
+    app.router.add_post("/sandbox/ui/{tenant}/vouchers/{refid}/delete", ui_remove_voucher)  # the page's button
     app.router.add_post("/sandbox/expire-tokens", expire_tokens)
 
     async def start(app: web.Application) -> None:

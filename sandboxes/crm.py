@@ -32,13 +32,13 @@ from __future__ import annotations
 import html
 import secrets
 
-import orjson
 from aiohttp import web
 
 from sandboxes.admin import protect
 from sandboxes.crm_api import CONFIG, STORE, create, delete, json_response, list_records, login, lookup, stocks, update
 from sandboxes.crm_store import EXTENSION_FIELDS, RESOURCES, SYSTEM_FIELDS, CrmStore
 from sandboxes.faults import FaultConfig, fault_middleware
+from sandboxes.pages import STYLE, fields_table
 from sandboxes.settings import CrmAnswers
 
 ROOTS = ("/api/v2", "/crm/gc/api/public/api/v2")
@@ -58,10 +58,15 @@ async def index(request: web.Request) -> web.Response:
     store = request.app[STORE]
     parts = [
         "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=5><title>crm sandbox</title>"
-        "<h1>AMIS CRM sandbox</h1><p>The public CRM Open API v2 under <code>/api/v2</code>. Resources marked "
-        "<b>extension</b> are not part of it: only this sandbox has them.</p>"
+        + STYLE
+        + "<h1>AMIS CRM sandbox</h1><p class=note>The public CRM Open API v2 under <code>/api/v2</code>. Resources "
+        "marked <b>extension</b> are not part of it: only this sandbox has them. The page reloads every 5 s."
+        "</p>"
     ]
-    for tenant in store.tenants():
+    tenants = store.tenants()
+    if not tenants:
+        parts.append("<p>No records yet.</p>")
+    for tenant in tenants:
         parts.append(f"<h2>{html.escape(tenant)}</h2>")
         for resource in RESOURCES.values():
             records = store.all(tenant, resource.name)
@@ -74,18 +79,15 @@ async def index(request: web.Request) -> web.Response:
                     + html.escape(", ".join(EXTENSION_FIELDS[resource.name]))
                     + ")</small>"
                 )
+            parts.append(f"<h3>{resource.name} ({len(records)}){label}</h3>")
             parts.append(
-                f"<h3>{resource.name} ({len(records)}){label}</h3><table border=1 cellpadding=3>"
-                f"<tr><th>id</th><th>{resource.code_field}</th><th>modified_date</th><th>record</th></tr>"
-            )
-            for record in records:
-                rest = {k: v for k, v in record.items() if k not in ("id", resource.code_field, *SYSTEM_FIELDS)}
-                parts.append(
-                    f"<tr><td>{record['id']}</td><td>{html.escape(str(record.get(resource.code_field, '')))}</td>"
-                    f"<td>{html.escape(str(record.get('modified_date')))}</td>"
-                    f"<td><code>{html.escape(orjson.dumps(rest).decode())}</code></td></tr>"
+                fields_table(
+                    records,
+                    first=("id", resource.code_field, "modified_date"),
+                    skip=tuple(f for f in SYSTEM_FIELDS if f not in ("id", "modified_date")),
+                    testid=f"crm-{resource.name}",
                 )
-            parts.append("</table>")
+            )
     return web.Response(text="".join(parts), content_type="text/html")
 
 

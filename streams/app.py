@@ -405,6 +405,8 @@ def create_app(settings: WorkerSettings | None = None) -> Lienthong:
         settings.app_id,
         broker=";".join(f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")),
         store="memory://",
+        # faust keeps nothing of ours on disk but makes its folder anyway: under our data dir, not the cwd
+        datadir=str(settings.tables.data_dir / "faust"),
         web_enabled=False,  # HealthServer serves /metrics, /healthz and /readyz (LIENTHONG_WEB_PORT)
     )
     tenants = TenantSettings(aiokafka_config(settings.kafka), settings.kafka.topic_prefix + TENANT_CONFIG)
@@ -439,6 +441,8 @@ def run_worker(settings: WorkerSettings | None = None) -> None:
     settings = settings or WorkerSettings()
     limit_malloc_arenas(settings.malloc_arenas)  # before the threads of RocksDB and librdkafka start
     built = create_app(settings)
+    # faust makes its own folder (datadir) at start, but not the folders above it
+    settings.tables.data_dir.mkdir(parents=True, exist_ok=True)
     tune_garbage_collection()  # once start-up has made what lives as long as the worker
     if settings.web_enabled:
         built.app.add_dependency(HealthServer(built))

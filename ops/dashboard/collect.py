@@ -123,6 +123,7 @@ class DashboardData:
         self.health = SyncHealth()
         self.history: deque[Sample] = deque(maxlen=history)
         self.tail_error: str | None = None
+        self.sample_error: str | None = None  # why the last look failed (None: it did not)
         self.tail_position: dict[str, int] = {}  # topic -> messages read
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -196,10 +197,12 @@ class DashboardData:
                 sample = self.sample_now()
             except KafkaException as exc:
                 log.warning("the broker did not answer the dashboard's sample: %s", exc)
+                self.sample_error = f"the broker at {self.kafka.bootstrap_servers} did not answer the last look: {exc}"
             else:
                 with self.lock:
                     sample.latency = self.health.latency.percentiles()
                     self.history.append(sample)
+                    self.sample_error = None
             self._stop.wait(self.interval)
 
     # --- the tail ------------------------------------------------------------------------------------

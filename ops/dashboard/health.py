@@ -16,7 +16,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from common.names import DLQ_CDC, ERROR_KIND, ERROR_MESSAGE, FAILED_AT_MS, ORIGIN_TOPIC, parse_cdc_topic
+from common.names import DLQ_CDC, DLQ_COMMANDS, ERROR_KIND, ERROR_MESSAGE, FAILED_AT_MS, ORIGIN_TOPIC, parse_cdc_topic
 
 SyncStatus = Literal["in sync", "pending", "failing"]
 SYNC_STATUSES: tuple[SyncStatus, ...] = ("in sync", "pending", "failing")
@@ -30,6 +30,7 @@ class CommandState:
     decided_ms: int
     status: str | None = None  # None: no result yet
     error: str | None = None
+    error_kind: str | None = None  # the result's error.kind: the reason its dead letter on dlq.commands carries
     finished_ms: int = 0
 
 
@@ -39,9 +40,11 @@ class RecordState:
     entity: str
     record_id: str
     system: str
+    code: str | None = None  # its business code: the key of a command its changes sent for its own entity
     last_change_ms: int = 0
     commands: list[str] = field(default_factory=list)  # of the latest audit record that sent some
     dead_letter: str | None = None  # a change of it that was dead-lettered after that audit record
+    dead_letter_kind: str | None = None
     dead_letter_ms: int = 0
 
 
@@ -64,6 +67,14 @@ class RecordView:
     status: SyncStatus
     last_error: str | None
     last_change_ms: int
+    code: str | None = None  # the business code, when a command named it (None: only the id is known)
+    # where the dead letter of a failing record is, to replay it once the cause is fixed: (topic, error.kind)
+    dead_letter: tuple[str, str] | None = None
+
+    @property
+    def title(self) -> str:
+        """How a person names the record: its business code, else its id."""
+        return self.code or self.record_id
 
 
 def _text(value: Any) -> str:
@@ -126,7 +137,9 @@ class SyncHealth:
         commands = value.get("commands") or []
         if commands:
             record.commands = [str(c["command_id"]) for c in commands if c.get("command_id")]
-            record.dead_letter = None
+            record.dead_letter = record.dead_letter_kind = None
+            own = [str(c["key"]) for c in commands if c.get("entity") == record.entity and c.get("key")]
+            record.code = own[0] if own else record.code
             for command in commands:
                 command_id = str(command.get("command_id", ""))
                 if command_id and command_id not in self.commands:
@@ -144,6 +157,7 @@ class SyncHealth:
         error = value.get("error") or None
         command.status, command.finished_ms = status, int(value.get("ts_ms") or 0)
         command.error = f"{error.get('kind', '?')}: {error.get('message', '')}" if isinstance(error, dict) else None
+        command.error_kind = (str(error.get("kind") or "") or None) if isinstance(error, dict) else None
         if status in DONE and command.decided_ms and command.finished_ms:
             self.latency.add(target, (command.finished_ms - command.decided_ms) / 1000)
 
@@ -171,6 +185,7 @@ class SyncHealth:
             if record is None:
                 record = self.records[key_] = RecordState(*key_, system=system)
             record.dead_letter = f"dead-lettered on {topic}: {letter.reason}: {letter.message}"
+            record.dead_letter_kind = letter.reason
             record.dead_letter_ms = letter.failed_at_ms
             record.last_change_ms = max(record.last_change_ms, letter.failed_at_ms)
 
@@ -179,17 +194,32 @@ class SyncHealth:
     def view(self, record: RecordState) -> RecordView:
         status: SyncStatus = "in sync"
         error: str | None = None
+        letter: tuple[str, str] | None = None
         for command_id in record.commands:
             command = self.commands.get(command_id)
             if command is None or command.status is None or command.status == "pending":
                 status = "pending" if status != "failing" else status
             elif command.status in FAILED:
                 status, error = "failing", command.error or f"command {command_id[:12]} {command.status}"
+                letter = (DLQ_COMMANDS, command.error_kind or command.status)
         if record.dead_letter:
             status, error = "failing", record.dead_letter
+            letter = (DLQ_CDC, record.dead_letter_kind or "unknown")
         return RecordView(
-            record.tenant, record.entity, record.record_id, record.system, status, error, record.last_change_ms
+            record.tenant,
+            record.entity,
+            record.record_id,
+            record.system,
+            status,
+            error,
+            record.last_change_ms,
+            code=record.code,
+            dead_letter=letter,
         )
+
+    def count(self, status: SyncStatus) -> int:
+        """How many records are in ``status``, over every tenant and entity."""
+        return sum(1 for record in self.records.values() if self.view(record).status == status)
 
     def by_tenant_entity(self) -> dict[tuple[str, str], dict[SyncStatus, int]]:
         """(tenant, entity) -> records in sync / pending / failing."""

@@ -30,7 +30,7 @@ from common.names import (
     TENANT,
     System,
 )
-from streams.core.errors import BadInput, masked
+from streams.core.errors import BadInput, json_pointer, masked
 from streams.core.validation import check_event_id, check_key, check_record, check_tenant
 
 SCHEMA_VERSION = 1
@@ -362,6 +362,19 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _pointer(error: ValidationError) -> str:
+    """The JSON pointer of the first problem, as a JSON Schema validator names it: the field's own, or for
+    a missing field its parent's (where ``required`` fails)."""
+    first = error.errors()[0]
+    loc = first["loc"][:-1] if first["type"] == "missing" else first["loc"]
+    return json_pointer(*loc)
+
+
+def _there(document: dict[str, Any], name: str) -> str:
+    """The pointer of a top-level field, or of the event itself when it lacks the field."""
+    return json_pointer(name) if name in document else ""
+
+
 # Where a Debezium connector read a change in its database's log, by connector: Postgres (lsn,
 # txId), MySQL (file, pos, row, gtid), SQL Server (change_lsn, commit_lsn, event_serial_no), Oracle
 # (scn, commit_scn, rs_id, ssn), MongoDB (ord, h), Db2 (change_lsn, commit_lsn).
@@ -509,6 +522,7 @@ def decode_change_event(
         raise BadInput(
             "schema_version",
             f"event on {where} has schema_version {version!r}; this processor reads version {SCHEMA_VERSION}",
+            _there(document, "schema_version"),
         )
     action = document.get("action")
     if action is not None and (not isinstance(action, str) or action not in ACTION_NAMES):
@@ -516,27 +530,42 @@ def decode_change_event(
             "unknown_action",
             f"event {document.get('event_id')!r} on {where} has action {action!r}; known: "
             + ", ".join(a.value for a in Action),
+            "/action",
         )
     entity = document.get("entity")
     if entity is not None and entity != topic_entity:
         kind = "topic_mismatch" if isinstance(entity, str) and entity in entities else "unknown_entity"
-        raise BadInput(kind, f"event on {where} says entity {entity!r} but the topic is for {topic_entity!r}")
+        raise BadInput(
+            kind, f"event on {where} says entity {entity!r} but the topic is for {topic_entity!r}", "/entity"
+        )
     if document.get("system") not in (None, topic_system):
         raise BadInput(
             "topic_mismatch",
             f"event on {where} says system {document.get('system')!r} but the topic is for {topic_system!r}",
+            "/system",
         )
-    check_tenant(document.get("tenant"), f"event on {where}")
+    check_tenant(document.get("tenant"), f"event on {where}", _there(document, "tenant"))
     try:
         event = ChangeEvent.model_validate(document)
     except ValidationError as exc:
-        raise BadInput("schema", f"event on {where} does not fit the change-event schema: {_describe(exc)}") from None
+        raise BadInput(
+            "schema", f"event on {where} does not fit the change-event schema: {_describe(exc)}", _pointer(exc)
+        ) from None
     if event.op in ("c", "r", "u") and event.after is None:
-        raise BadInput("schema", f"event {event.event_id!r} on {where}: op {event.op!r} needs 'after'")
+        raise BadInput(
+            "schema", f"event {event.event_id!r} on {where}: op {event.op!r} needs 'after'", _there(document, "after")
+        )
     if event.op == "d" and event.before is None:
-        raise BadInput("schema", f"event {event.event_id!r} on {where}: op 'd' needs 'before'")
+        raise BadInput(
+            "schema", f"event {event.event_id!r} on {where}: op 'd' needs 'before'", _there(document, "before")
+        )
     if not event.record_id:
-        raise BadInput("schema", f"event {event.event_id!r} on {where}: the record has no 'id'")
+        side = "after" if event.after is not None else "before"
+        raise BadInput(
+            "schema",
+            f"event {event.event_id!r} on {where}: the record has no 'id'",
+            json_pointer(side, "id") if "id" in event.record else json_pointer(side),
+        )
     said = f"event {event.event_id!r} on {where}"
     check_event_id(event.event_id, f"event on {where}")
     check_record(event.before, "before", said)

@@ -121,6 +121,7 @@ def resolve_action(event: ChangeEvent, rules: RuleBook) -> Action:
         "unknown_action",
         f"event {event.event_id!r}: action {action.value!r} does not apply to {event.system.value} "
         f"{event.entity} (no rule of the matrix takes it)",
+        "/action",
     )
 
 

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 
 class BadInput(Exception):
-    """An input that cannot be processed; it goes to a dead-letter topic with ``kind`` and ``message``."""
+    """An input that cannot be processed; it goes to a dead-letter topic with ``kind`` and ``message``.
 
-    def __init__(self, kind: str, message: str) -> None:
+    ``pointer``: for a value that does not fit the change event's schema, the JSON pointer (RFC 6901) of
+    where it is in the message, as a JSON Schema validator names it (``docs/contract/schemas``): the message
+    ends with it, ``(JSON pointer "/after/lines/0/quantity")``, so a producer finds the same place either way.
+    """
+
+    def __init__(self, kind: str, message: str, pointer: str | None = None) -> None:
+        if pointer is not None:
+            message = f'{message} (JSON pointer "{pointer}")'
         super().__init__(f"{kind}: {message}")
         self.kind = kind
         self.message = message
+        self.pointer = pointer
+
+
+def json_pointer(*path: str | int) -> str:
+    """``("after", "lines", 0, "quantity")`` -> ``/after/lines/0/quantity`` (RFC 6901, escaped)."""
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
 
 
 def masked(value: object) -> str:

@@ -32,7 +32,7 @@ import math
 import re
 from typing import Any
 
-from streams.core.errors import BadInput
+from streams.core.errors import BadInput, json_pointer
 
 TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DECIMAL = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,10})?")
@@ -71,17 +71,25 @@ CODE_LIST_FIELDS = ("codes", "category_codes")
 NESTED = ("lines", "prices", "revenue_entries")
 
 
+def _pointer(prefix: str, name: str) -> str:
+    """``after.lines[0].`` + ``quantity`` -> ``/after/lines/0/quantity``: where a JSON Schema validator
+    says the value is (``docs/contract/schemas/change-event.json``). Built only when the value is wrong."""
+    return json_pointer(*re.findall(r"[^.\[\]]+", prefix + name))
+
+
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def check_tenant(tenant: Any, where: str) -> str:
+def check_tenant(tenant: Any, where: str, pointer: str | None = None) -> str:
+    """``pointer``: where the tenant is in the message (``/tenant``; ``""`` when it lacks one), if anywhere."""
     if not isinstance(tenant, str) or not TENANT_ID.fullmatch(tenant):
         raise BadInput(
             "schema",
             f"{where}: tenant {_shown(tenant)} is not a tenant id (1 to 64 ASCII letters, digits, '.', '_' or "
             f"'-', starting with a letter or digit; no ':')",
+            pointer,
         )
     return tenant
 
@@ -93,11 +101,13 @@ def _check_id(value: Any, prefix: str, name: str, where: str) -> None:
         raise BadInput(
             "schema",
             f"{where}: {prefix}{name} = {_shown(value)} must be a string or an integer (a record id or code)",
+            _pointer(prefix, name),
         )
     if isinstance(value, str) and (not value or len(value) > LONGEST_ID or not value.isprintable()):
         raise BadInput(
             "schema",
             f"{where}: {prefix}{name} = {_shown(value)} must be 1 to {LONGEST_ID} printable characters",
+            _pointer(prefix, name),
         )
 
 
@@ -119,7 +129,7 @@ def _check_amount(value: Any, prefix: str, name: str, where: str, *, quantity: b
         expected += ", or a JSON number"
     elif isinstance(value, float):
         expected += "; money is never a JSON float"
-    raise BadInput("schema", f"{where}: {prefix}{name} = {_shown(value)} must be {expected}")
+    raise BadInput("schema", f"{where}: {prefix}{name} = {_shown(value)} must be {expected}", _pointer(prefix, name))
 
 
 def _check_state(value: Any, prefix: str, name: str, where: str) -> None:
@@ -128,6 +138,7 @@ def _check_state(value: Any, prefix: str, name: str, where: str) -> None:
             "schema",
             f"{where}: {prefix}{name} = {_shown(value)} must be a string, a number, a boolean or null (a state), "
             f"never an object or a list",
+            _pointer(prefix, name),
         )
 
 
@@ -136,12 +147,18 @@ def _check_list(value: Any, prefix: str, name: str, where: str, *, of_codes: boo
         return
     if not isinstance(value, list):
         what = "codes" if of_codes else "objects"
-        raise BadInput("schema", f"{where}: {prefix}{name} = {_shown(value)} must be a list of {what}")
+        raise BadInput(
+            "schema", f"{where}: {prefix}{name} = {_shown(value)} must be a list of {what}", _pointer(prefix, name)
+        )
     for index, item in enumerate(value):
         if of_codes:
             _check_id(item, prefix, f"{name}[{index}]", where)
         elif not isinstance(item, dict):
-            raise BadInput("schema", f"{where}: {prefix}{name}[{index}] = {_shown(item)} must be an object")
+            raise BadInput(
+                "schema",
+                f"{where}: {prefix}{name}[{index}] = {_shown(item)} must be an object",
+                _pointer(prefix, f"{name}[{index}]"),
+            )
 
 
 # What each checked field is: an id or code, money, a quantity, a state, a list of objects or of codes.
@@ -188,7 +205,11 @@ def check_record(record: dict[str, Any] | None, side: str, where: str) -> None:
 
 def check_event_id(event_id: Any, where: str) -> None:
     if not isinstance(event_id, str) or not event_id or len(event_id) > LONGEST_ID or not event_id.isprintable():
-        raise BadInput("schema", f"{where}: event_id {_shown(event_id)} must be 1 to {LONGEST_ID} printable characters")
+        raise BadInput(
+            "schema",
+            f"{where}: event_id {_shown(event_id)} must be 1 to {LONGEST_ID} printable characters",
+            "/event_id",
+        )
 
 
 def check_key(key: bytes | None, tenant: str, record_id: str, where: str) -> None:

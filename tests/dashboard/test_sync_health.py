@@ -96,6 +96,6 @@ def test_no_quantile_without_observations():
 
 
 def test_a_chart_draws_each_series_and_says_when_there_is_nothing_yet():
-    svg = line_chart({"g1": [(0, 1), (5, 3)], "g2": [(0, 0), (5, 2)]}, title="lag", testid="chart-lag")
-    assert svg.count("<polyline") == 2 and 'data-testid="chart-lag"' in svg and "g1: 3" in svg
-    assert "collecting" in line_chart({}, title="lag")
+    svg = line_chart({"g1": [(0, 1), (5, 3)], "g2": [(0, 0), (5, 2)]}, title="lag", unit="messages", testid="chart-lag")
+    assert svg.count("<polyline") == 2 and 'data-testid="chart-lag"' in svg and "g1: <b>3</b>" in svg
+    assert "collecting" in line_chart({}, title="lag", unit="messages")
