@@ -6,8 +6,8 @@ lienthong topics create               create every topic of the contract, idempo
 lienthong topics list                 the contract's topics with their settings
 lienthong matrix [--markdown]         the rule table (docs/matrix.md is its markdown)
 lienthong contract generate|check|validate   docs/contract/: the AsyncAPI document and JSON Schemas
-lienthong explain TENANT ENTITY ID    the audit trail of one record
-lienthong tenant set TENANT --order-target sale_order|contract
+lienthong explain TENANT ENTITY ID [--json]   one record's trail (by code or either id) and each command's result
+lienthong tenant set TENANT --order-target sale_order|contract | get TENANT | list   tenant settings, as JSON
 lienthong reconcile --tenant T [--repair]   drift between the two systems' linked records, and its repair
 lienthong lag [--watch]               committed offset, end offset and lag per group/topic/partition
 lienthong dlq list|show|replay        dead letters: filter (--kind, --tenant, --since/--until), show whole, replay
@@ -32,6 +32,8 @@ import click
 from capture.settings import CaptureSettings, WebhookSettings
 from cli.command import (
     INTERRUPTED,
+    NOT_IN_ORDER,
+    OK,
     PORT,
     SECONDS,
     USER_ERROR,
@@ -216,35 +218,61 @@ def _contract(args: Args, settings: ServiceSettings) -> int:
 
 
 def _explain(args: Args, settings: OpsSettings) -> int:
-    from ops.operations import audit_trail, format_trail
+
+    from cli.operator import _quiet_clients
+
+    _quiet_clients()
+
+    from ops.explain import ExplainError, explain, format_explanation
 
     try:
-        trail = audit_trail(settings.kafka, args.tenant, args.entity, args.id)
-    except RuntimeError as exc:
+        found = explain(settings.kafka, args.tenant, args.entity, args.id)
+    except ExplainError as exc:
         print(f"lienthong explain: {exc}", file=sys.stderr)
         return USER_ERROR
-    if not trail:
+    if args.as_json:
+        print_json(found.as_json())
+    if not found.changes:
         print(
-            f"lienthong explain: no audit record for {args.tenant}:{args.entity}:{args.id} on "
-            f"{settings.kafka.topic_prefix}audit.sync: check the tenant, entity and id (the record's id in the "
-            "system it changed in), and LIENTHONG_TOPIC_PREFIX",
+            f"lienthong explain: no {args.entity} {args.id!r} of tenant {args.tenant} on "
+            f"{settings.kafka.topic_prefix}audit.sync: no change of it was decided under that code, CRM id or "
+            "accounting id; check the id and LIENTHONG_TOPIC_PREFIX",
             file=sys.stderr,
         )
-        return 1
-    print(format_trail(trail))
-    return 0
+        return NOT_IN_ORDER
+    if not args.as_json:
+        print(format_explanation(found))
+    return OK
 
 
 def _tenant(args: Args, settings: OpsSettings) -> int:
-    from ops.operations import set_tenant
+
+    from cli.operator import _quiet_clients
+
+    _quiet_clients()
+
+    from ops.operations import TenantError, get_tenant, read_tenants, set_tenant
 
     try:
-        value = set_tenant(settings.kafka, args.tenant, args.order_target)
-    except RuntimeError as exc:
+        if args.action == "list":
+            if args.tenant or args.order_target:
+                raise TenantError("`tenant list` takes no tenant and no --order-target")
+            print_json([found.as_json() for found in read_tenants(settings.kafka).values()])
+            return OK
+        if not args.tenant:
+            raise TenantError(f"which tenant? `lienthong tenant {args.action} TENANT`")
+        if args.action == "get":
+            if args.order_target:
+                raise TenantError("`tenant get` takes no --order-target (`tenant set` writes it)")
+            print_json(get_tenant(settings.kafka, args.tenant).as_json())
+            return OK
+        if not args.order_target:
+            raise TenantError(f"what to set? `lienthong tenant set {args.tenant} --order-target sale_order|contract`")
+        print_json(set_tenant(settings.kafka, args.tenant, args.order_target))
+        return OK
+    except TenantError as exc:
         print(f"lienthong tenant: {exc}", file=sys.stderr)
-        return USER_ERROR
-    print(f"tenant {args.tenant}: {value}")
-    return 0
+        return NOT_IN_ORDER if args.action == "get" and "has no settings" in str(exc) else USER_ERROR
 
 
 def _demo(args: Args, settings: DemoSettings) -> int:
@@ -566,24 +594,29 @@ add(
     "explain",
     OpsSettings,
     _explain,
-    "the audit trail of one record",
+    "the audit trail of one record: each change, its rules, its commands and what became of each",
     argument("tenant", "the tenant (as in LIENTHONG_CRM_CREDENTIALS)"),
     argument("entity", "the entity: customer, product, sale_order, invoice, ..."),
-    argument("id", "the record's id in its system"),
+    argument("id", "the record's business code (KH0001), its CRM id or its accounting id"),
+    json_option(),
     broker=True,
 )
 add(
     "tenant",
     OpsSettings,
     _tenant,
-    "tenant settings on config.tenants",
-    argument("action", "set: publish the tenant's settings", type=click.Choice(["set"])),
-    argument("tenant", "the tenant"),
+    "tenant settings on config.tenants, as JSON",
+    argument(
+        "action",
+        "set: check and publish the tenant's settings; get: one tenant's; list: every tenant's",
+        type=click.Choice(["set", "get", "list"]),
+    ),
+    argument("tenant", "the tenant (set, get)", required=False),
     option(
         "--order-target",
         type=click.Choice(list(ORDER_TARGETS)),
-        required=True,
-        help="what a CRM order becomes in accounting",
+        default=None,
+        help="set: what a CRM order becomes in accounting",
     ),
     broker=True,
 )

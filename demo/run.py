@@ -437,8 +437,9 @@ async def run_demo(
                 )
             print(
                 f"\nthis run's topics: LIENTHONG_TOPIC_PREFIX={kafka.topic_prefix} before a command reads them, "
-                f"e.g. the audit trail of a record: LIENTHONG_TOPIC_PREFIX={kafka.topic_prefix} "
-                f".venv/bin/lienthong explain {tenant} customer <id>"
+                f"e.g. the audit trail of a record (by its code or either system's id): "
+                f"LIENTHONG_TOPIC_PREFIX={kafka.topic_prefix} .venv/bin/lienthong explain {tenant} customer KH0001"
+                f"   (or: sale_order DH0001)"
             )
             from demo.dashboard import broker_numbers
 

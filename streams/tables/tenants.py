@@ -16,30 +16,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from streams.core.rules import ORDER_TARGETS
+from streams.core.rules import parse_tenant_settings
 
 log = logging.getLogger(__name__)
-
-
-def parse_tenant_settings(tenant: str, raw: bytes) -> dict[str, Any]:
-    """A ``config.tenants`` value -> settings dict; ValueError says what is wrong."""
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ValueError("not a JSON object")
-    if value.get("schema_version", 1) != 1:
-        raise ValueError(f"schema_version {value.get('schema_version')!r}; this processor reads version 1")
-    if value.get("order_target") not in (None, *ORDER_TARGETS):
-        raise ValueError(f"order_target {value.get('order_target')!r}; expected one of {', '.join(ORDER_TARGETS)}")
-    if value.get("tenant") not in (None, tenant):
-        raise ValueError(f"value names tenant {value.get('tenant')!r} but the key is {tenant!r}")
-    return value
 
 
 # How long the reader's fetch waits for new settings before answering "nothing new": the delay a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -48,6 +49,17 @@ def test_demo_runs_a_business_day_and_exits(bootstrap, tmp_path):
             text=True,
             timeout=240,
         )
+        # the audit trail the demo points to, typed as it prints it (its topic prefix, the code it shows)
+        shown = re.search(r"LIENTHONG_TOPIC_PREFIX=(\S+) \.venv/bin/lienthong (explain \S+ \S+ \S+)", result.stdout)
+        assert shown is not None, result.stdout[-3000:]
+        explained = subprocess.run(
+            [sys.executable, "-m", "cli", *shown.group(2).split()],
+            cwd=REPO,
+            env={**env, "LIENTHONG_TOPIC_PREFIX": shown.group(1)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         delete_topics_with_prefix(KafkaSettings(bootstrap_servers=bootstrap), prefix)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -57,3 +69,6 @@ def test_demo_runs_a_business_day_and_exits(bootstrap, tmp_path):
     assert "http://127.0.0.1:" in out
     health = next(line for line in out.splitlines() if line.startswith("sync health: lag"))
     assert "dead letters 0" in health, out[out.index("sync health: lag") :]
+    assert explained.returncode == 0, explained.stdout + explained.stderr
+    assert explained.stdout.startswith("customer KH0001 of ") and "-> CUS-6: " in explained.stdout, explained.stdout
+    assert "applied (id " in explained.stdout, explained.stdout
