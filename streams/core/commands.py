@@ -96,6 +96,7 @@ def audit_record(
     commands: list[Command],
     notes: list[AuditNote],
     now_ms: int,
+    settings_revision: int = 0,
 ) -> AuditRecord:
     """The audit record of one decision: the rules involved, the commands, and why (``notes``)."""
     return AuditRecord(
@@ -111,6 +112,7 @@ def audit_record(
         commands=[AuditCommand.of(command) for command in commands],
         reason="; ".join(note.text for note in notes) or None,
         notes=notes,
+        settings_revision=settings_revision,
         ts_ms=now_ms,
     )
 

@@ -142,6 +142,8 @@ class Rule(BaseModel):
     derives_also: tuple[DerivedExtra, ...] = ()
     # records of the document that must exist in the target first, sent by the named rules
     dependencies: tuple[Dependency, ...] = ()
+    # Why a tenant cannot switch the rule off (streams.core.sync_settings); None: it can.
+    locked: str | None = None
     label_vi: str
     label_en: str
 

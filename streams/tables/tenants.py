@@ -20,26 +20,19 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from streams.core.rules import ORDER_TARGETS
+from streams.core.rules import RuleBook
+from streams.core.sync_settings import DEFAULT_SETTINGS, SyncSettings, parse_settings
 
 log = logging.getLogger(__name__)
 
 
-def parse_tenant_settings(tenant: str, raw: bytes) -> dict[str, Any]:
-    """A ``config.tenants`` value -> settings dict; ValueError says what is wrong."""
+def parse_tenant_settings(tenant: str, raw: bytes, rules: RuleBook | None = None) -> SyncSettings:
+    """A ``config.tenants`` value -> settings; ValueError (``SettingsError``) says what is wrong."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ValueError("not a JSON object")
-    if value.get("schema_version", 1) != 1:
-        raise ValueError(f"schema_version {value.get('schema_version')!r}; this processor reads version 1")
-    if value.get("order_target") not in (None, *ORDER_TARGETS):
-        raise ValueError(f"order_target {value.get('order_target')!r}; expected one of {', '.join(ORDER_TARGETS)}")
-    if value.get("tenant") not in (None, tenant):
-        raise ValueError(f"value names tenant {value.get('tenant')!r} but the key is {tenant!r}")
-    return value
+    return parse_settings(tenant, value, rules)
 
 
 # How long the reader's fetch waits for new settings before answering "nothing new": the delay a
@@ -52,17 +45,20 @@ TOPIC_CHECK_S = 0.5
 class TenantSettings:
     """Every tenant's settings in memory, kept current by ``run()``."""
 
-    def __init__(self, kafka: Mapping[str, Any], topic: str, *, max_wait: float = 5.0) -> None:
+    def __init__(
+        self, kafka: Mapping[str, Any], topic: str, *, max_wait: float = 5.0, rules: RuleBook | None = None
+    ) -> None:
         self.kafka = dict(kafka)  # aiokafka client arguments: common.kafka_config.aiokafka_config
         self.topic = topic
         self.max_wait = max_wait
-        self.by_tenant: dict[str, dict[str, Any]] = {}
+        self.rules = rules  # rule ids switched off are checked against it
+        self.by_tenant: dict[str, SyncSettings] = {}
         self.current_as_of_ms = 0  # every record written before this moment has been read
         self._consumer: AIOKafkaConsumer | None = None
         self._next_offset: dict[int, int] = {}  # partition -> offset after the last record read
 
-    def get(self, tenant: str) -> dict[str, Any]:
-        return self.by_tenant.get(tenant) or {}
+    def get(self, tenant: str) -> SyncSettings:
+        return self.by_tenant.get(tenant) or DEFAULT_SETTINGS
 
     def _apply(self, key: bytes | None, value: bytes | None, where: str) -> None:
         tenant = (key or b"").decode("utf-8", "replace")
@@ -73,8 +69,8 @@ class TenantSettings:
             self.by_tenant.pop(tenant, None)
             return
         try:
-            self.by_tenant[tenant] = parse_tenant_settings(tenant, value)
-            log.info("tenant %s settings: %s", tenant, self.by_tenant[tenant])
+            self.by_tenant[tenant] = parse_tenant_settings(tenant, value, self.rules)
+            log.info("tenant %s settings: %s", tenant, self.by_tenant[tenant].document())
         except ValueError as exc:
             # Not the previous settings, not a guess: the defaults, as for a tenant without settings.
             self.by_tenant.pop(tenant, None)
