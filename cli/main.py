@@ -21,11 +21,13 @@ lienthong dashboard [--port] [--scrape URL ...]  the operator's page (lag, throu
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
+import click
+
 from capture.settings import CaptureSettings, WebhookSettings
+from cli.command import INTERRUPTED, USER_ERROR, Args, add, argument, option, parse, usage_error
 from cli.operator import add_operator_commands
 from common.kafka_config import confluent_config
 from common.names import System
@@ -40,10 +42,10 @@ from streams.settings import WorkerSettings
 # What a command line names a system by (``System``'s values): parsed into a ``System`` by the command.
 SYSTEM_NAMES = [system.value for system in System]
 
-# Each command reads the settings of its service (``settings=`` of its parser), once, in ``main``.
+# Each command reads the settings of its service (``add(name, SettingsClass, ...)``), once, in ``main``.
 
 
-def _kafka(args: argparse.Namespace, settings: OpsSettings) -> int:
+def _kafka(args: Args, settings: OpsSettings) -> int:
     from ops.local_broker import LocalBrokerError, run_kafka_script
 
     try:
@@ -53,7 +55,7 @@ def _kafka(args: argparse.Namespace, settings: OpsSettings) -> int:
         return 2
 
 
-def _topics(args: argparse.Namespace, settings: OpsSettings) -> int:
+def _topics(args: Args, settings: OpsSettings) -> int:
     from streams.topics import contract_topics
 
     if args.action == "list":
@@ -97,7 +99,7 @@ def _kafka_refuses(kafka: KafkaSettings, command: str) -> bool:
     return problem is not None
 
 
-def _worker(args: argparse.Namespace, settings: WorkerSettings) -> int:
+def _worker(args: Args, settings: WorkerSettings) -> int:
     from streams.app import run_worker
     from streams.core.rules import RuleTableError
 
@@ -113,7 +115,7 @@ def _worker(args: argparse.Namespace, settings: WorkerSettings) -> int:
     return 0
 
 
-def _tables(args: argparse.Namespace, settings: WorkerSettings) -> int:
+def _tables(args: Args, settings: WorkerSettings) -> int:
     """``lienthong tables migrate``: the faust tables of a deployment from before 2026-12 to the state
     changelog (docs/deploy.md, "Upgrading from the faust tables")."""
     from streams.app import ensure_internal_topics
@@ -132,7 +134,7 @@ def _tables(args: argparse.Namespace, settings: WorkerSettings) -> int:
     return 0
 
 
-def _matrix(args: argparse.Namespace, settings: ServiceSettings) -> int:
+def _matrix(args: Args, settings: ServiceSettings) -> int:
     from streams.core.matrix_doc import matrix_markdown
     from streams.core.rules import load_rules
 
@@ -145,7 +147,7 @@ def _matrix(args: argparse.Namespace, settings: ServiceSettings) -> int:
     return 0
 
 
-def _explain(args: argparse.Namespace, settings: OpsSettings) -> int:
+def _explain(args: Args, settings: OpsSettings) -> int:
     from ops.operations import audit_trail, format_trail
 
     try:
@@ -160,7 +162,7 @@ def _explain(args: argparse.Namespace, settings: OpsSettings) -> int:
     return 0
 
 
-def _tenant(args: argparse.Namespace, settings: OpsSettings) -> int:
+def _tenant(args: Args, settings: OpsSettings) -> int:
     from ops.operations import set_tenant
 
     value = set_tenant(settings.kafka, args.tenant, args.order_target)
@@ -168,7 +170,7 @@ def _tenant(args: argparse.Namespace, settings: OpsSettings) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace, settings: DemoSettings) -> int:
+def _demo(args: Args, settings: DemoSettings) -> int:
     import asyncio
 
     from demo.run import DemoFailed, run_demo
@@ -210,7 +212,7 @@ def _serve_until_signal(main) -> int:
     return 0
 
 
-def _connector(args: argparse.Namespace, settings: ConnectorServiceSettings) -> int:
+def _connector(args: Args, settings: ConnectorServiceSettings) -> int:
     if _kafka_refuses(settings.kafka, f"connector {args.system}"):
         return 2
     import asyncio
@@ -229,7 +231,7 @@ def _connector(args: argparse.Namespace, settings: ConnectorServiceSettings) -> 
     return _serve_until_signal(main)
 
 
-def _capture(args: argparse.Namespace, settings: CaptureSettings) -> int:
+def _capture(args: Args, settings: CaptureSettings) -> int:
     if _kafka_refuses(settings.kafka, f"capture {args.system}"):
         return 2
 
@@ -271,7 +273,7 @@ def acct_callback_urls(settings: SandboxSettings) -> dict[str, str]:
     }
 
 
-def _sandbox(args: argparse.Namespace, settings: SandboxSettings) -> int:
+def _sandbox(args: Args, settings: SandboxSettings) -> int:
     import asyncio
 
     from sandboxes.app import run_sandbox
@@ -330,7 +332,7 @@ def _sandbox(args: argparse.Namespace, settings: SandboxSettings) -> int:
     return _serve_until_signal(main)
 
 
-def _webhooks(args: argparse.Namespace, settings: WebhookSettings) -> int:
+def _webhooks(args: Args, settings: WebhookSettings) -> int:
     if _kafka_refuses(settings.kafka, "webhooks"):
         return 2
     import asyncio
@@ -370,7 +372,7 @@ def _webhooks(args: argparse.Namespace, settings: WebhookSettings) -> int:
     return _serve_until_signal(main)
 
 
-def _dashboard(args: argparse.Namespace, settings: OpsSettings) -> int:
+def _dashboard(args: Args, settings: OpsSettings) -> int:
     import asyncio
 
     from common.listeners import serve_app
@@ -382,7 +384,7 @@ def _dashboard(args: argparse.Namespace, settings: OpsSettings) -> int:
             web_host=settings.web_host, hosts=settings.dashboard_hosts, token=settings.dashboard_token
         )
         runner = await serve_app(
-            create_dashboard(settings.kafka, args.scrape, interval=args.interval, access=access),
+            create_dashboard(settings.kafka, list(args.scrape), interval=args.interval, access=access),
             settings.web_host,
             args.port,
         )
@@ -395,100 +397,164 @@ def _dashboard(args: argparse.Namespace, settings: OpsSettings) -> int:
     return _serve_until_signal(main)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lienthong", description="Keep AMIS CRM and AMIS Kế toán in sync.")
-    sub = parser.add_subparsers(dest="command", required=True)
+# --- the command line --------------------------------------------------------------------------------
 
-    worker = sub.add_parser("worker", help="run the stream processor")
-    worker.set_defaults(func=_worker, settings=WorkerSettings)
+SYSTEM = argument("system", "crm (AMIS CRM) or acct (AMIS Kế toán)", type=click.Choice(SYSTEM_NAMES))
 
-    tables = sub.add_parser("tables", help="the processor's state")
-    tables.add_argument(
+
+def _port(default: str) -> click.Option:
+    return option("--port", type=int, default=None, help=f"{default}; 0 takes a free port (printed)")
+
+
+add("worker", WorkerSettings, _worker, "run the stream processor (a faust worker)")
+add(
+    "tables",
+    WorkerSettings,
+    _tables,
+    "the processor's state",
+    argument(
         "action",
-        choices=["migrate"],
-        help="migrate: copy the faust tables of a deployment from before 2026-12 to the state changelog, "
+        "migrate: copy the faust tables of a deployment from before 2026-12 to the state changelog, "
         "once, between stopping the old workers and starting the new (docs/deploy.md)",
-    )
-    tables.set_defaults(func=_tables, settings=WorkerSettings)
+        type=click.Choice(["migrate"]),
+    ),
+)
+add(
+    "kafka",
+    OpsSettings,
+    _kafka,
+    "the local Apache Kafka broker on loopback (deploy/kafka/kafka.sh)",
+    argument(
+        "action",
+        "start, stop, status (is it up, where), fetch (download Kafka only), purge (stop, delete its data)",
+        type=click.Choice(["start", "stop", "status", "fetch", "purge"]),
+    ),
+)
+add(
+    "topics",
+    OpsSettings,
+    _topics,
+    "the contract's topics: create them (idempotently) or list them with their settings",
+    argument(
+        "action",
+        "create: every topic of the contract that is missing; list: each topic, its role and settings",
+        type=click.Choice(["create", "list"]),
+    ),
+)
+add(
+    "matrix",
+    ServiceSettings,
+    _matrix,
+    "the rule table",
+    option("--markdown", is_flag=True, help="as docs/matrix.md"),
+)
+add(
+    "explain",
+    OpsSettings,
+    _explain,
+    "the audit trail of one record",
+    argument("tenant", "the tenant (as in LIENTHONG_CRM_CREDENTIALS)"),
+    argument("entity", "the entity: customer, product, sale_order, invoice, ..."),
+    argument("id", "the record's id in its system"),
+)
+add(
+    "tenant",
+    OpsSettings,
+    _tenant,
+    "tenant settings on config.tenants",
+    argument("action", "set: publish the tenant's settings", type=click.Choice(["set"])),
+    argument("tenant", "the tenant"),
+    option(
+        "--order-target",
+        type=click.Choice(list(ORDER_TARGETS)),
+        required=True,
+        help="what a CRM order becomes in accounting",
+    ),
+)
+add_operator_commands()  # reconcile, lag, dlq list|show|replay, backfill (cli/operator.py)
+add("connector", ConnectorServiceSettings, _connector, "apply commands.<system> to the system's API", SYSTEM)
+add(
+    "capture",
+    CaptureSettings,
+    _capture,
+    "capture a system's changes (polling, ACT callbacks) into cdc.*",
+    SYSTEM,
+)
+add(
+    "sandbox",
+    SandboxSettings,
+    _sandbox,
+    "serve a sandbox of a system (its public API, labelled extensions)",
+    SYSTEM,
+    _port("default 8081 (crm) / 8082 (acct)"),
+)
+add(
+    "webhooks",
+    WebhookSettings,
+    _webhooks,
+    "receive signed webhooks and produce change events",
+    _port("its public port; default LIENTHONG_WEBHOOK_PORT (8090)"),
+)
+add(
+    "dashboard",
+    OpsSettings,
+    _dashboard,
+    "serve the operator's page (docs/dashboard.md)",
+    option("--port", type=int, default=8080, show_default=True, help="its port; 0 takes a free port (printed)"),
+    option(
+        "--scrape",
+        multiple=True,
+        metavar="URL",
+        help="a service's /metrics to read (repeat)",
+    ),
+    option("--interval", type=float, default=5.0, show_default=True, help="seconds between two looks"),
+)
+add(
+    "demo",
+    DemoSettings,
+    _demo,
+    "broker, worker, sandboxes, connectors and a scripted business day",
+    option("--tenant", default="cty-demo", show_default=True, help="the demo's tenant"),
+    option("--crm-port", type=int, default=8081, show_default=True, help="the CRM sandbox's port"),
+    option("--acct-port", type=int, default=8082, show_default=True, help="the accounting sandbox's port"),
+    option("--dashboard-port", type=int, default=8080, show_default=True, help="the operator's page's port"),
+    option("--exit", is_flag=True, help="stop after the business day instead of running on"),
+)
 
-    kafka = sub.add_parser("kafka", help="the local Apache Kafka broker on loopback")
-    kafka.add_argument("action", choices=["start", "stop", "status", "fetch", "purge"])
-    kafka.set_defaults(func=_kafka, settings=OpsSettings)
 
-    topics = sub.add_parser("topics", help="contract topics")
-    topics.add_argument("action", choices=["create", "list"])
-    topics.set_defaults(func=_topics, settings=OpsSettings)
-
-    matrix = sub.add_parser("matrix", help="the rule table")
-    matrix.add_argument("--markdown", action="store_true", help="as docs/matrix.md")
-    matrix.set_defaults(func=_matrix, settings=ServiceSettings)
-
-    explain = sub.add_parser("explain", help="the audit trail of one record")
-    explain.add_argument("tenant")
-    explain.add_argument("entity")
-    explain.add_argument("id")
-    explain.set_defaults(func=_explain, settings=OpsSettings)
-
-    tenant = sub.add_parser("tenant", help="tenant settings on config.tenants")
-    tenant.add_argument("action", choices=["set"])
-    tenant.add_argument("tenant")
-    tenant.add_argument("--order-target", choices=list(ORDER_TARGETS), required=True)
-    tenant.set_defaults(func=_tenant, settings=OpsSettings)
-
-    add_operator_commands(sub)  # reconcile, lag, dlq list|show|replay, backfill (cli/operator.py)
-
-    connector = sub.add_parser("connector", help="apply commands.<system> to the system's API")
-    connector.add_argument("system", choices=SYSTEM_NAMES)
-    connector.set_defaults(func=_connector, settings=ConnectorServiceSettings)
-
-    capture = sub.add_parser("capture", help="capture a system's changes (polling, ACT callbacks) into cdc.*")
-    capture.add_argument("system", choices=SYSTEM_NAMES)
-    capture.set_defaults(func=_capture, settings=CaptureSettings)
-
-    sandbox = sub.add_parser("sandbox", help="serve a sandbox of a system (its public API, labelled extensions)")
-    sandbox.add_argument("system", choices=SYSTEM_NAMES)
-    sandbox.add_argument(
-        "--port", type=int, default=None, help="default 8081 (crm) / 8082 (acct); 0: a free port (printed)"
-    )
-    sandbox.set_defaults(func=_sandbox, settings=SandboxSettings)
-
-    webhooks = sub.add_parser("webhooks", help="receive signed webhooks and produce change events")
-    webhooks.add_argument(
-        "--port", type=int, default=None, help="its public port; default LIENTHONG_WEBHOOK_PORT (8090); 0: a free port"
-    )
-    webhooks.set_defaults(func=_webhooks, settings=WebhookSettings)
-
-    dashboard = sub.add_parser("dashboard", help="serve the operator's page (docs/dashboard.md)")
-    dashboard.add_argument("--port", type=int, default=8080, help="default 8080; 0 takes a free port")
-    dashboard.add_argument(
-        "--scrape", action="append", default=[], metavar="URL", help="a service's /metrics to read (repeat)"
-    )
-    dashboard.add_argument("--interval", type=float, default=5.0, help="seconds between two looks (default 5)")
-    dashboard.set_defaults(func=_dashboard, settings=OpsSettings)
-
-    demo = sub.add_parser("demo", help="broker, worker, sandboxes, connectors and a scripted business day")
-    demo.add_argument("--tenant", default="cty-demo")
-    demo.add_argument("--crm-port", type=int, default=8081)
-    demo.add_argument("--acct-port", type=int, default=8082)
-    demo.add_argument("--dashboard-port", type=int, default=8080)
-    demo.add_argument("--exit", action="store_true", help="stop after the business day instead of running on")
-    demo.set_defaults(func=_demo, settings=DemoSettings)
-    return parser
+def parse_command(argv: list[str] | None = None) -> Args | int:
+    """The ``Args`` of a command line (or the exit status of ``--help``, ``--version``): what ``main``
+    runs, and what tests read a command's settings class and parameters from."""
+    return parse(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse(argv)
+    except click.UsageError as exc:
+        print(usage_error(exc) or exc.format_message(), file=sys.stderr)
+        return USER_ERROR
+    except click.Abort:
+        return INTERRUPTED
+    if isinstance(args, int):
+        return args
     from common.logs import setup_logging
 
     try:
-        settings = read_settings(args.settings)
+        given: dict[str, object] = {}
+        if args.bootstrap_server and "kafka" in args.settings.model_fields:
+            given["kafka"] = read_settings(KafkaSettings, bootstrap_servers=args.bootstrap_server)
+        settings = read_settings(args.settings, **given)
         # one handler for every logger of the service (faust, aiokafka and librdkafka included)
         service = "-".join([args.command, *([args.system] if hasattr(args, "system") else [])])
         setup_logging(settings.log, service=service)
         return args.func(args, settings)
     except InvalidSettings as exc:  # the command's settings; the demo reads its connectors' as it starts them
         print(_invalid_settings_message(exc), file=sys.stderr)
-        return 2
+        return USER_ERROR
+    except KeyboardInterrupt:  # Ctrl-C in a one-shot command (a service stops on SIGINT and exits 0)
+        print(f"lienthong {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 def _invalid_settings_message(exc: InvalidSettings) -> str:

@@ -1,6 +1,6 @@
 """The operator's subcommands of ``lienthong``: ``reconcile``, ``lag``, ``dlq list|show|replay``, ``backfill``.
 
-Registered on the command line by ``cli.main`` (``add_operator_commands``). Tables and progress
+Added to the command line by ``cli.main`` (``add_operator_commands``). Tables and progress
 bars are drawn with ``rich``. A user's mistake (an unknown tenant, a broker that does not answer, a
 bad file, an unknown topic) is one line on stderr saying what was wrong and what to do, and exit
 code 2, never a traceback.
@@ -8,22 +8,20 @@ code 2, never a traceback.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli.command import Args, add, argument, option
 from common.names import DLQ_CDC, DLQ_COMMANDS, ERROR_KIND, System
 from ops.settings import OpsSettings
-
-Handler = Callable[[argparse.Namespace, OpsSettings], int]
 
 
 def _out() -> Console:
@@ -64,7 +62,7 @@ def _short(value: Any, width: int = 60) -> str:
 # --- reconcile -------------------------------------------------------------------------------------
 
 
-def _reconcile(args: argparse.Namespace, settings: OpsSettings) -> int:
+def _reconcile(args: Args, settings: OpsSettings) -> int:
     _quiet_clients()
     from ops.reconcile import LISTED_ENTITIES, ReconcileError, publish_repairs, reconcile
 
@@ -142,14 +140,14 @@ def lag_table(rows: list[Any], title: str) -> Table:
     return table
 
 
-def _lag(args: argparse.Namespace, settings: OpsSettings) -> int:
+def _lag(args: Args, settings: OpsSettings) -> int:
     _quiet_clients()
     from rich.live import Live
 
     from ops.lag import LagError, read_lag
 
     def table() -> Table:
-        rows = read_lag(settings.kafka, args.group or None)
+        rows = read_lag(settings.kafka, list(args.group) or None)
         if args.nonzero:
             rows = [row for row in rows if row.lag]
         total = sum(row.lag for row in rows)
@@ -174,7 +172,7 @@ def _lag(args: argparse.Namespace, settings: OpsSettings) -> int:
 # --- dlq -------------------------------------------------------------------------------------------
 
 
-def _filters(args: argparse.Namespace) -> Any:
+def _filters(args: Args) -> Any:
     from ops.deadletters import Filters, parse_moment
 
     return Filters(
@@ -185,7 +183,7 @@ def _filters(args: argparse.Namespace) -> Any:
     )
 
 
-def _dlq(args: argparse.Namespace, settings: OpsSettings) -> int:
+def _dlq(args: Args, settings: OpsSettings) -> int:
     _quiet_clients()
     from datetime import UTC, datetime
 
@@ -243,7 +241,7 @@ def _dlq(args: argparse.Namespace, settings: OpsSettings) -> int:
 # --- backfill --------------------------------------------------------------------------------------
 
 
-def _backfill(args: argparse.Namespace, settings: OpsSettings) -> int:
+def _backfill(args: Args, settings: OpsSettings) -> int:
     _quiet_clients()
     from ops.backfill import BackfillError, Snapshot, publish, read_system, snapshot, system_entities
 
@@ -282,48 +280,65 @@ def _backfill(args: argparse.Namespace, settings: OpsSettings) -> int:
     return 0
 
 
-# --- the parser ------------------------------------------------------------------------------------
+# --- the commands ------------------------------------------------------------------------------------
 
 
-def add_operator_commands(sub: Any) -> None:
-    """Add ``reconcile``, ``lag``, ``dlq`` and ``backfill`` to the ``lienthong`` subcommand parsers."""
-    reconcile = sub.add_parser(
-        "reconcile", help="compare a tenant's linked records in both systems; --repair sends the fixing commands"
+def add_operator_commands() -> None:
+    """Add ``reconcile``, ``lag``, ``dlq`` and ``backfill`` to the ``lienthong`` command group."""
+    add(
+        "reconcile",
+        OpsSettings,
+        _reconcile,
+        "compare a tenant's linked records in both systems; --repair sends the fixing commands",
+        option("--tenant", required=True, help="the tenant (as in LIENTHONG_CRM_CREDENTIALS)"),
+        option(
+            "--entity",
+            multiple=True,
+            help="customer, product (default both); product_category against sandboxes (repeat)",
+        ),
+        option(
+            "--source",
+            type=click.Choice([System.ACCT.value, System.CRM.value]),
+            default=System.ACCT.value,
+            help="the system whose values win (default acct: master data is created there)",
+        ),
+        option("--repair", is_flag=True, help="send the commands that fix the drift"),
     )
-    reconcile.add_argument("--tenant", required=True)
-    reconcile.add_argument(
-        "--entity", action="append", help="customer, product (default both); product_category against sandboxes"
+    add(
+        "lag",
+        OpsSettings,
+        _lag,
+        "committed offset, end offset and lag per group, topic and partition",
+        option("--group", multiple=True, help="only this consumer group (repeat); default every group"),
+        option("--nonzero", is_flag=True, help="only partitions that lag"),
+        option("--watch", is_flag=True, help="refresh until Ctrl-C"),
+        option("--interval", type=float, default=2.0, show_default=True, help="seconds between refreshes with --watch"),
     )
-    reconcile.add_argument(
-        "--source",
-        choices=[System.ACCT.value, System.CRM.value],
-        default=System.ACCT.value,
-        help="the system whose values win (default acct: master data is created there)",
+    add(
+        "dlq",
+        OpsSettings,
+        _dlq,
+        "dead letters: list, show one whole, replay to their origin topics",
+        argument(
+            "action",
+            "list: the letters (filtered); show: one whole; replay: back to their origin topics",
+            type=click.Choice(["list", "show", "replay"]),
+        ),
+        argument("where", "show: TOPIC:PARTITION:OFFSET, as list prints it", required=False),
+        option("--topic", default=DLQ_CDC, help=f"{DLQ_CDC} (default) or {DLQ_COMMANDS}"),
+        option("--kind", help=f"only letters with this {ERROR_KIND} (decode, schema, key, http_400, …)"),
+        option("--tenant", help="only this tenant's letters"),
+        option("--since", help="only letters dead-lettered since: 2h, 30m, 7d, 2026-11-28, 2026-11-28T09:30"),
+        option("--until", help="only letters dead-lettered until then (same forms)"),
+        option("--dry-run", is_flag=True, help="replay: list what would be replayed"),
     )
-    reconcile.add_argument("--repair", action="store_true", help="send the commands that fix the drift")
-    reconcile.set_defaults(func=_reconcile, settings=OpsSettings)
-
-    lag = sub.add_parser("lag", help="committed offset, end offset and lag per group, topic and partition")
-    lag.add_argument("--group", action="append", help="only this consumer group (repeat); default every group")
-    lag.add_argument("--nonzero", action="store_true", help="only partitions that lag")
-    lag.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    lag.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch")
-    lag.set_defaults(func=_lag, settings=OpsSettings)
-
-    dlq = sub.add_parser("dlq", help="dead letters: list, show one whole, replay to their origin topics")
-    dlq.add_argument("action", choices=["list", "show", "replay"])
-    dlq.add_argument("where", nargs="?", help="show: TOPIC:PARTITION:OFFSET, as list prints it")
-    dlq.add_argument("--topic", default=DLQ_CDC, help=f"{DLQ_CDC} (default) or {DLQ_COMMANDS}")
-    dlq.add_argument("--kind", help=f"only letters with this {ERROR_KIND} (decode, schema, key, http_400, …)")
-    dlq.add_argument("--tenant", help="only this tenant's letters")
-    dlq.add_argument("--since", help="only letters dead-lettered since: 2h, 30m, 7d, 2026-11-28, 2026-11-28T09:30")
-    dlq.add_argument("--until", help="only letters dead-lettered until then (same forms)")
-    dlq.add_argument("--dry-run", action="store_true", help="replay: list what would be replayed")
-    dlq.set_defaults(func=_dlq, settings=OpsSettings)
-
-    backfill = sub.add_parser("backfill", help="publish a tenant's records as op=r snapshot change events")
-    backfill.add_argument("--tenant", required=True)
-    backfill.add_argument("--system", required=True, choices=[system.value for system in System])
-    backfill.add_argument("--entity", help="only this entity (default: every entity the system's API lists)")
-    backfill.add_argument("--from-file", metavar="F.jsonl", help="records from a JSON-lines file, not the system")
-    backfill.set_defaults(func=_backfill, settings=OpsSettings)
+    add(
+        "backfill",
+        OpsSettings,
+        _backfill,
+        "publish a tenant's records as op=r snapshot change events",
+        option("--tenant", required=True, help="the tenant (as in LIENTHONG_CRM_CREDENTIALS)"),
+        option("--system", required=True, type=click.Choice([system.value for system in System]), help="crm or acct"),
+        option("--entity", help="only this entity (default: every entity the system's API lists)"),
+        option("--from-file", metavar="F.jsonl", help="records from a JSON-lines file, not the system"),
+    )

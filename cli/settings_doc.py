@@ -1,5 +1,5 @@
 """The settings of every service as docs/operations.md lists them (between its markers), generated from
-the settings classes the commands read (``settings=`` of each command's parser in ``cli/main.py``).
+the settings classes the commands read (``add(name, SettingsClass, ...)`` of each command in ``cli/main.py``).
 
     python -m cli.settings_doc           rewrite that section of docs/operations.md
     python -m cli.settings_doc --check   only say whether it is current (exit 1 when it is not)
@@ -19,7 +19,8 @@ from typing import Any, Literal, Union
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
-from cli.main import build_parser
+import cli.main  # noqa: F401  (adds every command to the group)
+from cli.command import Command, lienthong
 from common.settings import EnvSettings, ServiceSettings, block_type, env_name, holds_secret
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
@@ -30,12 +31,10 @@ REGENERATE = "python -m cli.settings_doc"
 
 def services() -> dict[type[ServiceSettings], list[str]]:
     """Each service's settings class and the commands that read it, in the command line's order."""
-    parser = build_parser()
-    # argparse lists a parser's subcommands only through its (private) subparsers action
-    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
     found: dict[type[ServiceSettings], list[str]] = {}
-    for name, command in commands.choices.items():
-        found.setdefault(command.get_default("settings"), []).append(name)
+    for name, command in lienthong.commands.items():
+        if isinstance(command, Command):
+            found.setdefault(command.settings, []).append(name)
     return found
 
 
