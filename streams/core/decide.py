@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from common.names import System
-from streams.core.commands import LOCAL_FIELDS, audit_record, build_command, command_key_text, mapped_fields
+from streams.core.commands import audit_record, build_command, command_key_text, copied, mapped_fields
 from streams.core.contract import (
     Action,
     AuditNote,
@@ -452,7 +452,7 @@ def _dependencies(rule: Rule, builder: _Builder) -> list[str]:
                 continue
             builder.rests_on_absence = True  # not in the target yet, as far as this worker knows
             known = builder.state.crm_record(tenant, dependency.entity, code)
-            fields = {k: v for k, v in (known or {"code": code}).items() if k not in LOCAL_FIELDS}
+            fields = copied(known or {"code": code})
             if known:
                 fields = builder.with_mappings(fields, sender, known, System.CRM, dependency.entity)
             command = builder.emit(
@@ -516,9 +516,7 @@ def _send_dependency_fields(
     previous = builder.written.get(store_key) or builder.state.last_written(store_key)
     if previous is None or set(previous.fields) - {"code"}:
         return
-    fields = builder.with_mappings(
-        {k: v for k, v in record.items() if k not in LOCAL_FIELDS}, sender, record, System.CRM, entity
-    )
+    fields = builder.with_mappings(copied(record), sender, record, System.CRM, entity)
     command = builder.emit(
         sender,
         fields=fields,
@@ -566,9 +564,7 @@ def _pull(rule: Rule, builder: _Builder) -> None:
     for customer in sorted(customers, key=lambda c: str(c.get("code"))):
         code = str(customer["code"])
         acct_id = state.linked_id(tenant, write.system, "customer", code=code, other_id=str(customer.get("id") or ""))
-        fields = builder.with_mappings(
-            {k: v for k, v in customer.items() if k not in LOCAL_FIELDS}, rule, customer, System.CRM, "customer"
-        )
+        fields = builder.with_mappings(copied(customer), rule, customer, System.CRM, "customer")
         builder.emit(
             rule,
             fields=fields,
@@ -598,7 +594,7 @@ def _split_policy(rule: Rule, builder: _Builder) -> None:
     prices = [p for p in record.get("prices") or [] if isinstance(p, dict)]
     for category in categories:
         copy_code = _policy_copy_key(policy_code, category)
-        fields = {k: v for k, v in record.items() if k not in LOCAL_FIELDS | {"category_codes", "prices"}}
+        fields = copied(record, leaving=frozenset({"category_codes", "prices"}))
         fields.update(
             code=copy_code,
             name=f"{record.get('name', policy_code)} / {category}",
