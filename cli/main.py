@@ -29,6 +29,7 @@ import click
 from capture.settings import CaptureSettings, WebhookSettings
 from cli.command import INTERRUPTED, USER_ERROR, Args, add, argument, option, parse, usage_error
 from cli.operator import add_operator_commands
+from cli.whatif import add_whatif_command
 from common.kafka_config import confluent_config
 from common.names import System
 from common.settings import InvalidSettings, KafkaSettings, ServiceSettings, read_settings
@@ -472,6 +473,7 @@ add(
     ),
 )
 add_operator_commands()  # reconcile, lag, dlq list|show|replay, backfill (cli/operator.py)
+add_whatif_command()  # whatif (cli/whatif.py)
 add("connector", ConnectorServiceSettings, _connector, "apply commands.<system> to the system's API", SYSTEM)
 add(
     "capture",
