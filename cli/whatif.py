@@ -170,7 +170,7 @@ def _whatif(args: Args, settings: OpsSettings) -> int:
             f"{example['kind']} {example['op']}",
             f"{example['target']} {example['entity']} {example['key']}",
             fields or "—",
-            f"{example['event']} ({example['event_id']})",
+            f"{example['event']}, {_when(example['ts_ms'])} ({example['event_id']})",
         )
     out.print(examples)
     return 0

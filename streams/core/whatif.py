@@ -35,7 +35,7 @@ class Example:
     key: str  # the target record's code (or id)
     fields: dict[str, tuple[Any, Any]]  # field -> (in force, proposed); absent is None
     event_id: str
-    event: str  # "crm sale_order DH1 create at <ts_ms>"
+    event: str  # "crm sale_order DH1 (Đơn trà) create"
     source_record: str  # the record that changed, in its system: "crm sale_order DH1 (Đơn hàng A)"
     ts_ms: int
 
@@ -124,7 +124,7 @@ class WhatIfReport:
                 key=command.key.as_text(),
                 fields=field_differences(old.fields if old else {}, new.fields if new else {}),
                 event_id=event.event_id,
-                event=f"{event.system.value} {event.entity} {record_name(event)} {action} at {event.ts_ms}",
+                event=f"{event.system.value} {event.entity} {record_name(event)} {action}",
                 source_record=f"{event.system.value} {event.entity} {record_name(event)}",
                 ts_ms=event.ts_ms,
             )
