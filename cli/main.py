@@ -5,8 +5,8 @@ lienthong kafka start|stop|status     the local Apache Kafka broker (deploy/kafk
 lienthong topics create               create every topic of the contract, idempotently
 lienthong topics list                 the contract's topics with their settings
 lienthong matrix [--markdown]         the rule table (docs/matrix.md is its markdown)
-lienthong explain TENANT ENTITY ID    the audit trail of one record
-lienthong tenant set TENANT --order-target sale_order|contract
+lienthong explain TENANT ENTITY ID [--json]   one record's trail (by code or either id) and each command's result
+lienthong tenant set TENANT --order-target sale_order|contract | get TENANT | list   tenant settings, as JSON
 lienthong reconcile --tenant T [--repair]   drift between the two systems' linked records, and its repair
 lienthong lag [--watch]               committed offset, end offset and lag per group/topic/partition
 lienthong dlq list|show|replay        dead letters: filter (--kind, --tenant, --since/--until), show whole, replay
@@ -27,7 +27,7 @@ import sys
 import click
 
 from capture.settings import CaptureSettings, WebhookSettings
-from cli.command import INTERRUPTED, USER_ERROR, Args, add, argument, option, parse, usage_error
+from cli.command import INTERRUPTED, NOT_IN_ORDER, OK, USER_ERROR, Args, add, argument, option, parse, usage_error
 from cli.operator import add_operator_commands
 from cli.whatif import add_whatif_command
 from common.kafka_config import confluent_config
@@ -38,6 +38,7 @@ from demo.settings import DemoSettings
 from ops.settings import OpsSettings
 from sandboxes.settings import SandboxSettings
 from streams.core.rules import ORDER_TARGETS
+from streams.core.sync_settings import SyncSettings
 from streams.settings import WorkerSettings
 
 # What a command line names a system by (``System``'s values): parsed into a ``System`` by the command.
@@ -149,26 +150,96 @@ def _matrix(args: Args, settings: ServiceSettings) -> int:
 
 
 def _explain(args: Args, settings: OpsSettings) -> int:
-    from ops.operations import audit_trail, format_trail
+    import orjson
+
+    from cli.operator import _quiet_clients
+
+    _quiet_clients()
+
+    from ops.explain import ExplainError, explain, format_explanation
 
     try:
-        trail = audit_trail(settings.kafka, args.tenant, args.entity, args.id)
-    except RuntimeError as exc:
+        found = explain(settings.kafka, args.tenant, args.entity, args.id)
+    except ExplainError as exc:
         print(f"lienthong explain: {exc}", file=sys.stderr)
-        return 1
-    if not trail:
-        print(f"no audit record for {args.tenant}:{args.entity}:{args.id} on {settings.kafka.topic_prefix}audit.sync")
-        return 1
-    print(format_trail(trail))
-    return 0
+        return USER_ERROR
+    if args.json:
+        print(orjson.dumps(found.as_json(), option=orjson.OPT_INDENT_2).decode())
+    if not found.changes:
+        print(
+            f"lienthong explain: no {args.entity} {args.id!r} of tenant {args.tenant} on "
+            f"{settings.kafka.topic_prefix}audit.sync: no change of it was decided under that code, CRM id or "
+            "accounting id",
+            file=sys.stderr,
+        )
+        return NOT_IN_ORDER
+    if not args.json:
+        print(format_explanation(found))
+    return OK
 
 
 def _tenant(args: Args, settings: OpsSettings) -> int:
-    from ops.operations import set_tenant
+    import orjson
 
-    value = set_tenant(settings.kafka, args.tenant, args.order_target)
-    print(f"tenant {args.tenant}: {value}")
-    return 0
+    from cli.operator import _quiet_clients
+
+    _quiet_clients()
+
+    from ops.operations import TenantError, get_tenant, read_tenants, set_tenant
+
+    def show(value: object) -> None:
+        print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+    try:
+        if args.action == "list":
+            if args.tenant or args.order_target or args.settings_file:
+                raise TenantError("`tenant list` takes no tenant, --order-target or --file")
+            show([found.as_json() for found in read_tenants(settings.kafka).values()])
+            return OK
+        if not args.tenant:
+            raise TenantError(f"which tenant? `lienthong tenant {args.action} TENANT`")
+        if args.action == "get":
+            if args.order_target or args.settings_file:
+                raise TenantError("`tenant get` takes no --order-target or --file (`tenant set` writes them)")
+            show(get_tenant(settings.kafka, args.tenant).as_json())
+            return OK
+        if args.settings_file:
+            if args.order_target:
+                raise TenantError("give --order-target or --file, not both (the file may say order_target)")
+            show(set_tenant(settings.kafka, args.tenant, settings=_settings_file(args, settings)))
+            return OK
+        if not args.order_target:
+            raise TenantError(
+                f"what to set? `lienthong tenant set {args.tenant} --order-target sale_order|contract` "
+                "or `--file SETTINGS.toml` (docs/sync-settings.md)"
+            )
+        show(set_tenant(settings.kafka, args.tenant, args.order_target))
+        return OK
+    except TenantError as exc:
+        print(f"lienthong tenant: {exc}", file=sys.stderr)
+        return NOT_IN_ORDER if args.action == "get" and "has no settings" in str(exc) else USER_ERROR
+
+
+def _settings_file(args: Args, settings: OpsSettings) -> SyncSettings:
+    """The settings in ``--file``, checked (the next revision of those in force); ``TenantError`` if not."""
+    from pathlib import Path
+
+    from ops.operations import TenantError, settings_in_force
+    from ops.settings_file import load_settings_file
+    from streams.core.rules import load_rules
+    from streams.core.sync_settings import SettingsError
+
+    try:
+        in_force = settings_in_force(settings.kafka, args.tenant)
+        return load_settings_file(
+            Path(args.settings_file),
+            args.tenant,
+            load_rules(),
+            revision=in_force.revision + 1,
+            extensions=settings.connector_extensions,
+        )
+    except SettingsError as exc:
+        raise TenantError(str(exc)) from None
 
 
 def _demo(args: Args, settings: DemoSettings) -> int:
@@ -453,23 +524,34 @@ add(
     "explain",
     OpsSettings,
     _explain,
-    "the audit trail of one record",
+    "the audit trail of one record: each change, its rules, its commands and what became of each",
     argument("tenant", "the tenant (as in LIENTHONG_CRM_CREDENTIALS)"),
     argument("entity", "the entity: customer, product, sale_order, invoice, ..."),
-    argument("id", "the record's id in its system"),
+    argument("id", "the record's business code (KH0001), its CRM id or its accounting id"),
+    option("--json", is_flag=True, help="the trail as JSON: each change with its commands and their results"),
 )
 add(
     "tenant",
     OpsSettings,
     _tenant,
-    "tenant settings on config.tenants",
-    argument("action", "set: publish the tenant's settings", type=click.Choice(["set"])),
-    argument("tenant", "the tenant"),
+    "tenant settings on config.tenants, as JSON",
+    argument(
+        "action",
+        "set: check and publish the tenant's settings; get: one tenant's; list: every tenant's",
+        type=click.Choice(["set", "get", "list"]),
+    ),
+    argument("tenant", "the tenant (set, get)", required=False),
     option(
         "--order-target",
         type=click.Choice(list(ORDER_TARGETS)),
-        required=True,
-        help="what a CRM order becomes in accounting",
+        default=None,
+        help="set: what a CRM order becomes in accounting",
+    ),
+    option(
+        "--file",
+        "settings_file",
+        metavar="FILE",
+        help="set: the tenant's whole sync settings from a TOML or JSON file (docs/sync-settings.md)",
     ),
 )
 add_operator_commands()  # reconcile, lag, dlq list|show|replay, backfill (cli/operator.py)

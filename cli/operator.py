@@ -140,19 +140,43 @@ def lag_table(rows: list[Any], title: str) -> Table:
     return table
 
 
+def groups_table(groups: list[Any]) -> Table:
+    """Each group's state and members (``ops.lag.describe_groups``); plainly when a group has none."""
+    table = Table(title="consumer groups: state and members")
+    for column in ("group", "state", "members", "member (client id @ host)", "assigned partitions"):
+        table.add_column(column)
+    for group in groups:
+        if not group.members:
+            table.add_row(group.group, group.state, "0", "none: nothing consumes for this group", "—")
+        for n, member in enumerate(group.members):
+            assigned: dict[str, list[int]] = {}
+            for topic, partition in member.partitions:
+                assigned.setdefault(topic, []).append(partition)
+            table.add_row(
+                group.group if n == 0 else "",
+                group.state if n == 0 else "",
+                str(len(group.members)) if n == 0 else "",
+                f"{member.client_id} @ {member.host.lstrip('/')}",
+                "; ".join(f"{topic} {','.join(map(str, parts))}" for topic, parts in assigned.items()) or "none",
+            )
+    return table
+
+
 def _lag(args: Args, settings: OpsSettings) -> int:
     _quiet_clients()
+    from rich.console import Group
     from rich.live import Live
 
-    from ops.lag import LagError, read_lag
+    from ops.lag import LagError, describe_groups, read_lag
 
-    def table() -> Table:
+    def table() -> Group:
         rows = read_lag(settings.kafka, list(args.group) or None)
+        described = describe_groups(settings.kafka, list(args.group) or sorted({row.group for row in rows}))
         if args.nonzero:
             rows = [row for row in rows if row.lag]
         total = sum(row.lag for row in rows)
         title = f"consumer lag on {settings.kafka.bootstrap_servers}: {total} in all ({time.strftime('%X')})"
-        return lag_table(rows, title)
+        return Group(lag_table(rows, title), groups_table(described))
 
     try:
         first = table()
@@ -187,7 +211,15 @@ def _dlq(args: Args, settings: OpsSettings) -> int:
     _quiet_clients()
     from datetime import UTC, datetime
 
-    from ops.deadletters import DeadLetterError, check_topic, dead_letter, dead_letters, describe_letter, parse_where
+    from ops.deadletters import (
+        DLQ_TOPICS,
+        DeadLetterError,
+        check_topic,
+        dead_letter,
+        describe_letter,
+        every_dead_letter,
+        parse_where,
+    )
     from ops.deadletters import replay as replay_letters
 
     out = _out()
@@ -203,10 +235,11 @@ def _dlq(args: Args, settings: OpsSettings) -> int:
             return 0
         if args.where:
             raise DeadLetterError(f"`dlq {args.action}` takes no position; filter with --kind, --tenant, --since")
-        topic = check_topic(args.topic)
-        letters = list(dead_letters(settings.kafka, topic, _filters(args)))
+        topics = [check_topic(args.topic)] if args.topic else list(DLQ_TOPICS)
+        topic = ", ".join(settings.kafka.topic_prefix + t for t in topics)
+        letters = list(every_dead_letter(settings.kafka, topics, _filters(args)))
         if args.action == "list":
-            table = Table(title=f"dead letters on {settings.kafka.topic_prefix}{topic}: {len(letters)}")
+            table = Table(title=f"dead letters on {topic}: {len(letters)}")
             for column in ("where", "failed at (UTC)", "kind", "tenant", "key", "message"):
                 table.add_column(column)
             for letter in letters:
@@ -308,7 +341,7 @@ def add_operator_commands() -> None:
         "lag",
         OpsSettings,
         _lag,
-        "committed offset, end offset and lag per group, topic and partition",
+        "committed offset, end offset and lag per group, topic and partition; each group's state and members",
         option("--group", multiple=True, help="only this consumer group (repeat); default every group"),
         option("--nonzero", is_flag=True, help="only partitions that lag"),
         option("--watch", is_flag=True, help="refresh until Ctrl-C"),
@@ -325,7 +358,7 @@ def add_operator_commands() -> None:
             type=click.Choice(["list", "show", "replay"]),
         ),
         argument("where", "show: TOPIC:PARTITION:OFFSET, as list prints it", required=False),
-        option("--topic", default=DLQ_CDC, help=f"{DLQ_CDC} (default) or {DLQ_COMMANDS}"),
+        option("--topic", default=None, help=f"only {DLQ_CDC} or {DLQ_COMMANDS} (default: every dead-letter topic)"),
         option("--kind", help=f"only letters with this {ERROR_KIND} (decode, schema, key, http_400, …)"),
         option("--tenant", help="only this tenant's letters"),
         option("--since", help="only letters dead-lettered since: 2h, 30m, 7d, 2026-11-28, 2026-11-28T09:30"),

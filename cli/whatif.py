@@ -60,7 +60,8 @@ def load_rule_changes(path: Path) -> Any:
 
 def _whatif(args: Args, settings: OpsSettings) -> int:
     from ops.deadletters import parse_moment
-    from ops.retained import HistoryError, read_history, settings_in_force
+    from ops.operations import TenantError, settings_in_force
+    from ops.retained import HistoryError, read_history
     from ops.settings_file import load_settings_file
     from streams.core.rules import RuleTableError, load_rules
     from streams.core.sync_settings import SettingsError
@@ -72,7 +73,7 @@ def _whatif(args: Args, settings: OpsSettings) -> int:
     try:
         since_ms = parse_moment(args.since) if args.since else None
         until_ms = parse_moment(args.until) if args.until else None
-        in_force = settings_in_force(settings.kafka, args.tenant, rules)
+        in_force = settings_in_force(settings.kafka, args.tenant)
         proposed_rules = load_rule_changes(Path(args.rules)) if args.rules else rules
         proposed = (
             load_settings_file(
@@ -85,7 +86,7 @@ def _whatif(args: Args, settings: OpsSettings) -> int:
             if args.settings_file
             else in_force
         )
-    except (SettingsError, RuleTableError, click.BadParameter, HistoryError, ValueError) as exc:
+    except (SettingsError, RuleTableError, click.BadParameter, HistoryError, TenantError, ValueError) as exc:
         return _fail(exc.format_message() if isinstance(exc, click.BadParameter) else exc)
 
     with _progress(sys.stderr.isatty() and not args.json) as progress:

@@ -184,6 +184,14 @@ class ConsumerGroupLagCollector(Collector):
     Read at scrape time with the admin client, at most once per ``cache_seconds``; a scrape waits at
     most ``timeout`` seconds for a refresh and otherwise answers the last values (a refresh goes on
     in a background thread, one at a time). A broker that does not answer leaves the last values.
+
+    **Once per group.** Every replica of a service (workers, connectors) serves ``/metrics``; if each
+    exported its group's lag, ``sum by (consumergroup)`` would count it once per replica. Given
+    ``member_id`` (this process's consumer's member id in the group, ``Consumer.memberid()``), a
+    collector exports a group's lag only while it is the group's elected exporter: the member whose
+    id sorts first among the group's members (``describe_consumer_groups``). A group with no member
+    then has no exporter (nothing runs it: ``lienthong lag`` says so). Without ``member_id`` (one
+    reader, such as the dashboard) it exports every group it is given.
     """
 
     def __init__(
@@ -194,8 +202,10 @@ class ConsumerGroupLagCollector(Collector):
         timeout: float = 2.0,
         cache_seconds: float = 5.0,
         admin: AdminClient | None = None,
+        member_id: Callable[[], str | None] | None = None,
     ) -> None:
         self.kafka = _client_config(kafka)
+        self._member_id = member_id
         self._groups = groups if callable(groups) else (lambda fixed=list(groups): fixed)
         self.timeout = timeout
         self.cache_seconds = cache_seconds
@@ -258,11 +268,28 @@ class ConsumerGroupLagCollector(Collector):
         with self._lock:
             self._lags, self._taken_at, self.last_error = lags, time.monotonic(), None
 
+    def exported_groups(self) -> list[str]:
+        """The groups this collector exports: all it is given, or (with ``member_id``) those it is the
+        elected exporter of."""
+        groups = list(self._groups())
+        if self._member_id is None or not groups:
+            return groups
+        own = self._member_id()
+        if not own:
+            return []  # not (yet) a member: the members export
+        futures = self._admin_client().describe_consumer_groups(groups, request_timeout=self.timeout)
+        elected = []
+        for group in groups:
+            members = sorted(m.member_id for m in futures[group].result(timeout=self.timeout + 1).members or [])
+            if members and members[0] == own:
+                elected.append(group)
+        return elected
+
     def read_lags(self) -> dict[tuple[str, str, int], int]:
         """Read committed and end offsets now (blocking, bounded by ``timeout`` per request)."""
         admin = self._admin_client()
         committed: dict[tuple[str, str, int], int] = {}
-        for group in self._groups():
+        for group in self.exported_groups():
             futures = admin.list_consumer_group_offsets(
                 [ConsumerGroupTopicPartitions(group)], request_timeout=self.timeout
             )

@@ -167,7 +167,11 @@ class Connector:
                     self.settings.health_host,
                     self.settings.health_port,
                     self.readiness,
-                    collectors=[metrics.ConsumerGroupLagCollector(self.settings.kafka, [self.group_id])],
+                    collectors=[
+                        metrics.ConsumerGroupLagCollector(
+                            self.settings.kafka, [self.group_id], member_id=self._member_id
+                        )
+                    ],
                 )
             try:
                 # Subscribed once its topics exist (the probes answer meanwhile): it says what is missing
@@ -207,6 +211,13 @@ class Connector:
                 await asyncio.to_thread(self.consumer.close)
                 self.ledger.close()
                 self.shared.close()
+
+    def _member_id(self) -> str | None:
+        """This connector's member id in its group: one replica exports the group's lag (common.metrics)."""
+        try:
+            return self.consumer.memberid()
+        except RuntimeError:  # closed
+            return None
 
     def default_in_flight(self) -> int:
         """Commands taken at once unless told: 4 × ``concurrency``; to accounting at least two full

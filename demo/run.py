@@ -312,7 +312,10 @@ async def run_demo(
                     f"  {local.system}: {len(counts)} records created "
                     f"({', '.join(sorted({entity for entity, _ in counts}))}); connector {stats}"
                 )
-            print(f"\naudit trail of a record:  .venv/bin/lienthong explain {tenant} customer <id>")
+            print(
+                f"\naudit trail of a record (by its code or either system's id):  "
+                f".venv/bin/lienthong explain {tenant} customer KH0001   (or: sale_order DH0001)"
+            )
             from demo.dashboard import broker_numbers
 
             await asyncio.sleep(1.5)  # the last commits

@@ -160,6 +160,15 @@ def dead_letters(kafka: KafkaSettings, topic: str, filters: Filters = Filters())
         raise DeadLetterError(f"{exc}: are the topics created (lienthong topics create)?") from None
 
 
+def every_dead_letter(
+    kafka: KafkaSettings, topics: Iterable[str] | None = None, filters: Filters = Filters()
+) -> Iterator[DeadLetter]:
+    """The letters of ``topics`` (default: every dead-letter topic, ``DLQ_TOPICS``) that pass ``filters``,
+    topic after topic, each in partition order."""
+    for topic in topics or DLQ_TOPICS:
+        yield from dead_letters(kafka, topic, filters)
+
+
 def _unreachable(kafka: KafkaSettings, exc: Exception) -> str:
     return (
         f"the broker at {kafka.bootstrap_servers} did not answer ({exc}); is it running (lienthong kafka status)? "

@@ -105,6 +105,65 @@ def read_lag(kafka: KafkaSettings, groups: list[str] | None = None, *, timeout: 
     )
 
 
+@dataclass(frozen=True)
+class Member:
+    member_id: str
+    client_id: str
+    host: str
+    partitions: tuple[tuple[str, int], ...]  # (topic, partition) assigned to it
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """A consumer group as the broker describes it: its state and the members consuming for it."""
+
+    group: str
+    state: str  # stable, empty, preparing_rebalance, completing_rebalance, dead, unknown
+    members: tuple[Member, ...]
+
+    @property
+    def summary(self) -> str:
+        """The group in words, for people: plainly saying when nothing consumes for it."""
+        if not self.members:
+            return f"{self.state}: no member, nothing consumes for this group (start its workers or connectors)"
+        return f"{self.state}: {len(self.members)} member(s)"
+
+
+def describe_groups(kafka: KafkaSettings, groups: list[str], *, timeout: float = 10.0) -> list[GroupState]:
+    """The state and members of each of ``groups`` (``describe_consumer_groups``)."""
+    if not groups:
+        return []
+    admin = _admin(kafka, timeout)
+    described: list[GroupState] = []
+    for group, future in admin.describe_consumer_groups(groups, request_timeout=timeout).items():
+        try:
+            answer = future.result()
+        except KafkaException as exc:
+            raise LagError(f"could not describe group {group}: {exc.args[0]}") from None
+        state = getattr(answer.state, "name", str(answer.state)).lower()
+        members = tuple(
+            sorted(
+                (
+                    Member(
+                        member.member_id,
+                        member.client_id or "",
+                        member.host or "",
+                        tuple(
+                            sorted(
+                                (tp.topic, tp.partition)
+                                for tp in (member.assignment.topic_partitions if member.assignment else None) or []
+                            )
+                        ),
+                    )
+                    for member in answer.members or []
+                ),
+                key=lambda m: m.member_id,
+            )
+        )
+        described.append(GroupState(group, state, members))
+    return sorted(described, key=lambda g: g.group)
+
+
 def require_topics(kafka: KafkaSettings, topics: list[str], *, timeout: float = 5.0) -> None:
     """Fail fast, before anything is written: the broker answers and every topic (prefix included) exists.
     A topic created a moment ago is waited for up to ``timeout``: a busy broker's metadata shows a new

@@ -9,15 +9,19 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from common.kafka_config import confluent_config
 from common.names import AUDIT, TENANT_CONFIG
 from common.settings import KafkaSettings
+from streams.core.rules import ORDER_TARGETS, load_rules
+from streams.core.sync_settings import DEFAULT_SETTINGS, SyncSettings, parse_tenant_settings
+from streams.core.validation import TENANT_ID
 
 Header = tuple[str, str | bytes | None]
 
@@ -119,10 +123,125 @@ def format_trail(trail: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def set_tenant(kafka: KafkaSettings, tenant: str, order_target: str) -> dict:
+class TenantError(RuntimeError):
+    """A tenant name or setting the contract refuses, or settings that cannot be read; one line."""
+
+
+def tenant_settings(tenant: str, order_target: str) -> dict[str, Any]:
+    """The ``config.tenants`` value for ``tenant``, checked as the contract's tenant rule and the worker
+    check it (docs/contract.md, "Tenant settings"); ``TenantError`` naming what is wrong."""
+    if not TENANT_ID.fullmatch(tenant):
+        raise TenantError(
+            f"tenant {tenant!r} is not a tenant id: 1 to 64 ASCII letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (docs/contract.md)"
+        )
+    if order_target not in ORDER_TARGETS:
+        raise TenantError(f"order target {order_target!r}: expected one of {', '.join(ORDER_TARGETS)}")
     value = {"schema_version": 1, "tenant": tenant, "order_target": order_target}
-    producer = Producer(confluent_config(kafka, {"acks": "all"}))
-    producer.produce(kafka.topic_prefix + TENANT_CONFIG, key=tenant.encode(), value=orjson.dumps(value))
-    if producer.flush(30):
-        raise RuntimeError(f"could not write tenant settings to {kafka.topic_prefix + TENANT_CONFIG}")
+    try:
+        parse_tenant_settings(tenant, orjson.dumps(value))  # what the worker will make of it
+    except ValueError as exc:
+        raise TenantError(f"tenant {tenant}: {exc}") from None
     return value
+
+
+def set_tenant(
+    kafka: KafkaSettings, tenant: str, order_target: str | None = None, *, settings: SyncSettings | None = None
+) -> dict[str, Any]:
+    """Write the tenant's settings (checked first) to ``config.tenants``; returns what was written.
+
+    ``settings`` (from a file, ``ops.settings_file``) replace the ones in force; ``order_target`` alone
+    changes only that: settings of version 2 in force keep the rest and go to the next revision."""
+    if settings is not None:
+        value = settings.document()
+    else:
+        if order_target is None:
+            raise TenantError("nothing to set: give --order-target or --file")
+        value = tenant_settings(tenant, order_target)
+        in_force = read_tenants(kafka).get(tenant)
+        if in_force is not None and in_force.settings is not None and in_force.settings.schema_version >= 2:
+            current = in_force.settings
+            value = current.model_copy(
+                update={"order_target": order_target, "revision": current.revision + 1}
+            ).document()
+    topic = kafka.topic_prefix + TENANT_CONFIG
+    producer = Producer(confluent_config(kafka, {"acks": "all", "message.timeout.ms": 15000}))
+    errors: list[str] = []
+    producer.produce(
+        topic,
+        key=tenant.encode(),
+        value=orjson.dumps(value),
+        on_delivery=lambda error, _message: errors.append(str(error)) if error is not None else None,
+    )
+    if producer.flush(30) or errors:
+        raise TenantError(
+            f"could not write tenant settings to {topic} on {kafka.bootstrap_servers} "
+            f"({'; '.join(errors) or 'no answer'}): start the broker or create the topics "
+            "(lienthong topics create)"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    """A tenant's settings as the worker reads them: ``value`` when valid, else ``problem`` (the
+    worker then puts the tenant on the defaults)."""
+
+    tenant: str
+    value: dict[str, Any] | None
+    problem: str | None = None
+    settings: SyncSettings | None = None  # ``value`` read as the worker reads it
+
+    def as_json(self) -> dict[str, Any]:
+        if self.value is not None:
+            return {"tenant": self.tenant, **self.value, "valid": True}
+        return {"tenant": self.tenant, "valid": False, "problem": self.problem, "applies": "the defaults"}
+
+
+def read_tenants(kafka: KafkaSettings) -> dict[str, TenantSettings]:
+    """Every tenant with settings on ``config.tenants`` (its last value; a tombstone removes it)."""
+    topic = kafka.topic_prefix + TENANT_CONFIG
+    rules = load_rules()  # a rule switched off must exist and be switchable, as the worker checks
+    found: dict[str, TenantSettings] = {}
+    try:
+        for record in read_topic(kafka, topic):
+            if record.key is None:
+                continue  # the worker ignores a setting without a key
+            tenant = record.key.decode(errors="replace")
+            if record.value is None:
+                found.pop(tenant, None)
+                continue
+            try:
+                settings = parse_tenant_settings(tenant, record.value, rules)
+                found[tenant] = TenantSettings(tenant, settings.document(), settings=settings)
+            except ValueError as exc:
+                found[tenant] = TenantSettings(tenant, None, str(exc))
+    except KafkaException as exc:
+        raise TenantError(
+            f"the broker at {kafka.bootstrap_servers} did not answer ({exc.args[0]}); is it running "
+            "(lienthong kafka status)? LIENTHONG_BOOTSTRAP_SERVERS says where it is"
+        ) from None
+    except RuntimeError as exc:
+        raise TenantError(f"{exc}: start the broker or create the topics (lienthong topics create)") from None
+    return dict(sorted(found.items()))
+
+
+def get_tenant(kafka: KafkaSettings, tenant: str) -> TenantSettings:
+    """One tenant's settings; ``TenantError`` when it has none (it then follows the worker's default)."""
+    if not TENANT_ID.fullmatch(tenant):
+        raise TenantError(f"tenant {tenant!r} is not a tenant id (docs/contract.md)")
+    found = read_tenants(kafka).get(tenant)
+    if found is None:
+        raise TenantError(
+            f"tenant {tenant} has no settings on {kafka.topic_prefix + TENANT_CONFIG}: it follows "
+            "LIENTHONG_DEFAULT_ORDER_TARGET (sale_order unless configured); set them with "
+            f"`lienthong tenant set {tenant} --order-target sale_order|contract`"
+        )
+    return found
+
+
+def settings_in_force(kafka: KafkaSettings, tenant: str) -> SyncSettings:
+    """The settings the worker decides the tenant's changes with: its valid record on ``config.tenants``,
+    else the defaults (no record, or an invalid one: the worker uses the defaults then too)."""
+    found = read_tenants(kafka).get(tenant)
+    return found.settings if found is not None and found.settings is not None else DEFAULT_SETTINGS

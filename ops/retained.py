@@ -13,16 +13,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from common.kafka_config import confluent_config
 from common.messages import Retained
-from common.names import ENTITIES, TENANT, TENANT_CONFIG, System, cdc_topic, results_topic
+from common.names import ENTITIES, TENANT, System, cdc_topic, results_topic
 from common.settings import KafkaSettings
-from ops.operations import read_topic
-from streams.core.rules import RuleBook
-from streams.core.sync_settings import DEFAULT_SETTINGS, SettingsError, SyncSettings, parse_settings
 
 
 class HistoryError(RuntimeError):
@@ -182,21 +178,3 @@ def read_history(
 def _headers_of(raw: object) -> list[tuple[str, bytes]]:
     pairs = raw.items() if isinstance(raw, dict) else raw if isinstance(raw, list) else []
     return [(str(name), value) for name, value in pairs if isinstance(value, bytes)]
-
-
-def settings_in_force(kafka: KafkaSettings, tenant: str, rules: RuleBook) -> SyncSettings:
-    """The tenant's settings on ``config.tenants`` (its last record), as the worker reads them; the
-    defaults when it has none, or when its record is invalid (the worker then uses the defaults too)."""
-    value: bytes | None = None
-    try:
-        for record in read_topic(kafka, kafka.topic_prefix + TENANT_CONFIG):
-            if record.key == tenant.encode():
-                value = record.value
-    except RuntimeError as exc:
-        raise HistoryError(str(exc)) from None
-    if value is None:
-        return DEFAULT_SETTINGS
-    try:
-        return parse_settings(tenant, orjson.loads(value), rules)
-    except (orjson.JSONDecodeError, SettingsError):
-        return DEFAULT_SETTINGS

@@ -342,6 +342,15 @@ class ProcessingService(Service):
         if self.thread is not None:
             await asyncio.to_thread(self.thread.join, self.settings.delivery_timeout + 30)
 
+    def member_id(self) -> str | None:
+        """This worker's member id in its consumer group (None until it has joined): the lag of the
+        group is exported by one member only (common.metrics.ConsumerGroupLagCollector)."""
+        loop = self.processing_loop
+        try:
+            return loop.consumer.memberid() if loop is not None else None
+        except RuntimeError:  # the consumer is closed: the worker stops
+            return None
+
     def readiness(self) -> dict[str, str | None]:
         loop = self.processing_loop
         status = loop.status if loop is not None else None
@@ -374,7 +383,9 @@ class HealthServer(Service):
     async def on_start(self) -> None:
         settings = self.built.settings
         broker = metrics.BrokerCheck(confluent_config(settings.kafka))
-        lag = metrics.ConsumerGroupLagCollector(confluent_config(settings.kafka), [settings.app_id])
+        lag = metrics.ConsumerGroupLagCollector(
+            confluent_config(settings.kafka), [settings.app_id], member_id=self.built.processing.member_id
+        )
 
         async def readiness() -> dict[str, str | None]:
             return {"broker": await broker.problem(), **self.built.processing.readiness()}

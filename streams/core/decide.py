@@ -393,6 +393,18 @@ def _apply(rule: Rule, builder: _Builder) -> None:
         )
         return
 
+    if event.op == "r" and _target_has_it(builder, write, key):
+        # A snapshot (op r: lienthong backfill, a Debezium snapshot) is harmless to repeat: it sends
+        # only what the target lacks. A record the target already has (linked by X-3, or already
+        # sent) is left as it is; drift between the two is reconcile's to find and repair.
+        builder.note(
+            Note.UNCHANGED,
+            rule.id,
+            f"X-2: {rule.id}: snapshot (op r) of {event.entity} {code or event.record_id}: "
+            f"{write.system.value} {write.entity} {key.code or key.id} already has it: none",
+        )
+        return
+
     if rule.effect is Effect.CANCEL_REVENUE:
         total = record.get("total_amount")
         if total is None:
@@ -427,6 +439,14 @@ def _apply(rule: Rule, builder: _Builder) -> None:
     if write.op is Op.DELETE:
         fields = {}
     builder.emit(rule, fields=fields, key=key, depends_on=depends_on)
+
+
+def _target_has_it(builder: _Builder, write: WriteTarget, key: CommandKey) -> bool:
+    """The target record is known to exist: linked (X-3), or a command was already sent to it (X-2)."""
+    if key.id:
+        return True
+    store_key = command_key_text(builder.event.tenant, write.system, write.entity, key)
+    return builder.state.last_written(store_key) is not None
 
 
 def _dependencies(rule: Rule, builder: _Builder) -> list[str]:

@@ -15,6 +15,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from common.names import ENTITIES, System
@@ -198,6 +199,16 @@ def parse_settings(tenant: str, value: Any, rules: RuleBook | None = None) -> Sy
     return settings
 
 
+def parse_tenant_settings(tenant: str, raw: bytes, rules: RuleBook | None = None) -> SyncSettings:
+    """A ``config.tenants`` value (bytes) -> settings; ``ValueError`` (``SettingsError``) says what is wrong.
+    The worker reads the topic with it; ``lienthong tenant set|get|list`` and ``whatif`` check with it."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise SettingsError(f"not JSON: {exc}") from None
+    return parse_settings(tenant, value, rules)
+
+
 def check_rules(settings: SyncSettings, rules: RuleBook) -> None:
     """Every rule switched off exists and may be switched off; ``SettingsError`` names the others and why."""
     problems = []
@@ -223,4 +234,5 @@ __all__ = [
     "SyncSettings",
     "check_rules",
     "parse_settings",
+    "parse_tenant_settings",
 ]

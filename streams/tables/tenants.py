@@ -16,23 +16,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from streams.core.rules import RuleBook
-from streams.core.sync_settings import DEFAULT_SETTINGS, SyncSettings, parse_settings
+from streams.core.sync_settings import DEFAULT_SETTINGS, SyncSettings, parse_tenant_settings
 
 log = logging.getLogger(__name__)
-
-
-def parse_tenant_settings(tenant: str, raw: bytes, rules: RuleBook | None = None) -> SyncSettings:
-    """A ``config.tenants`` value -> settings; ValueError (``SettingsError``) says what is wrong."""
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    return parse_settings(tenant, value, rules)
 
 
 # How long the reader's fetch waits for new settings before answering "nothing new": the delay a

@@ -12,8 +12,7 @@ from common.names import System
 from streams.core.aggregates import OrderAggregate, decide_for_order
 from streams.core.contract import Note
 from streams.core.rules import RuleBook
-from streams.core.sync_settings import FieldMapping, SettingsError, SyncSettings, parse_settings
-from streams.tables.tenants import parse_tenant_settings
+from streams.core.sync_settings import FieldMapping, SettingsError, SyncSettings, parse_settings, parse_tenant_settings
 from tests.core.rule_cases import (
     CUSTOMER,
     NOW,

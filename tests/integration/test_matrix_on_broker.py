@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from tests.integration.conftest import Worker, change_event, in_data_dir, last_assignment, wait_for_shared_partitions
@@ -226,7 +227,14 @@ def test_explain_prints_the_audit_trail_of_a_record(kafka, module_settings, work
         assert cli(["explain", tenant, "customer", "C5"]) == 0
         out = capsys.readouterr().out
         assert cli(["explain", tenant, "customer", "nobody"]) == 1
+        assert cli(["explain", tenant, "customer", "KH0005", "--json"]) == 0  # by its code too
+        found = orjson.loads(capsys.readouterr().out)
+    assert [(c["system"], c["record_id"], c["rule"]) for c in found["changes"]] == [
+        ("crm", "C5", "CUS-1"),
+        ("crm", "C5", "CUS-3"),
+    ]
     lines = out.splitlines()
-    assert "crm create" in lines[0] and "rules: CUS-1" in lines[0]
-    assert any("crm update" in line and "rules: CUS-3" in line for line in lines)
+    assert lines[0].startswith("customer C5 of ")
+    assert "crm C5 create" in lines[1] and "rules: CUS-1" in lines[1]
+    assert any("crm C5 update" in line and "rules: CUS-3" in line for line in lines)
     assert any("not linked" in line for line in lines)
