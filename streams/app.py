@@ -441,6 +441,8 @@ def run_worker(settings: WorkerSettings | None = None) -> None:
     settings = settings or WorkerSettings()
     limit_malloc_arenas(settings.malloc_arenas)  # before the threads of RocksDB and librdkafka start
     built = create_app(settings)
+    # faust makes its own folder (datadir) at start, but not the folders above it
+    settings.tables.data_dir.mkdir(parents=True, exist_ok=True)
     tune_garbage_collection()  # once start-up has made what lives as long as the worker
     if settings.web_enabled:
         built.app.add_dependency(HealthServer(built))
