@@ -59,6 +59,10 @@ ORDER_LINE = RecordMap(
 )
 
 
+# "Custom fields are custom_field<N>" (amis-apis.md §1.6): read and written under their own names.
+CUSTOM_FIELDS = "custom_field*"
+
+
 @dataclass(frozen=True)
 class CrmResource:
     entity: str  # the contract's entity
@@ -74,6 +78,7 @@ RESOURCES: dict[str, CrmResource] = {
         "Customers",
         "account_number",
         RecordMap(
+            custom=CUSTOM_FIELDS,
             fields=(
                 FieldMap("id", "id", "id"),
                 FieldMap("code", "account_number"),
@@ -83,7 +88,7 @@ RESOURCES: dict[str, CrmResource] = {
                 FieldMap("phone", "office_tel"),
                 FieldMap("email", "office_email"),
                 FieldMap("is_personal", "is_personal"),
-            )
+            ),
         ),
     ),
     "product": CrmResource(
@@ -91,6 +96,7 @@ RESOURCES: dict[str, CrmResource] = {
         "Products",
         "product_code",
         RecordMap(
+            custom=CUSTOM_FIELDS,
             fields=(
                 FieldMap("id", "id", "id"),
                 FieldMap("code", "product_code"),
@@ -99,7 +105,7 @@ RESOURCES: dict[str, CrmResource] = {
                 FieldMap("unit", "usage_unit"),
                 FieldMap("unit_price", "unit_price", "money"),
                 FieldMap("vat_rate", "tax", "percent", source="OBS", note="VAT as text, e.g. '10%'"),
-            )
+            ),
         ),
     ),
     "sale_order": CrmResource(
@@ -107,6 +113,7 @@ RESOURCES: dict[str, CrmResource] = {
         "SaleOrders",
         "sale_order_no",
         RecordMap(
+            custom=CUSTOM_FIELDS,
             fields=(
                 FieldMap("id", "id", "id"),
                 FieldMap("code", "sale_order_no"),
@@ -184,6 +191,7 @@ RESOURCES: dict[str, CrmResource] = {
         "InvoiceRequests",
         "invoice_request_code",
         RecordMap(
+            custom=CUSTOM_FIELDS,
             fields=(
                 FieldMap("id", "id", "id"),
                 FieldMap("code", "invoice_request_code", source="EXT"),

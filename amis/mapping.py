@@ -151,6 +151,9 @@ class RecordMap:
     aliases: tuple[FieldMap, ...] = ()  # other canonical names written to a field of ``fields``; read back as that one
     constants: Mapping[str, Any] = field(default_factory=dict)  # wire fields every write sends (e.g. is_customer)
     passthrough: bool = False  # extension records: fields outside the table travel under their canonical names
+    # The system's own custom fields (CRM's ``custom_field<N>``, DOC), as a pattern: they travel both ways under
+    # their own names, so that a company's field mappings (tenant settings) can read and write them.
+    custom: str | None = None
 
     def __post_init__(self) -> None:
         wires = [f.wire for f in self.fields]
@@ -174,7 +177,7 @@ class RecordMap:
             mapped = by_canonical.get(name) or aliases.get(name)
             if mapped is not None:
                 out[mapped.wire] = mapped.out(value, f"{where}.{name}")
-            elif self.passthrough:
+            elif self.passthrough or self.is_custom(name):
                 out[name] = value
         for name, value in self.constants.items():
             out.setdefault(name, value)
@@ -190,14 +193,23 @@ class RecordMap:
             for name, value in record.items():
                 if name not in known_wire and name not in out:
                     out[name] = value
+        elif self.custom is not None:
+            out.update((name, value) for name, value in record.items() if self.is_custom(name))
         return out
+
+    def is_custom(self, name: str) -> bool:
+        """Whether ``name`` is one of the system's custom fields (``custom``)."""
+        return self.custom is not None and fnmatchcase(name, self.custom)
+
+    def canonical_names(self) -> frozenset[str]:
+        """The contract's names of the fields the map reads and writes (its lines' fields excluded)."""
+        return frozenset(f.canonical for f in self.fields) | {a.canonical for a in self.aliases}
 
     def unmapped(self, record: Mapping[str, Any]) -> list[str]:
         """Canonical fields of ``record`` that ``to_wire`` leaves out."""
         if self.passthrough:
             return []
-        known = {f.canonical for f in self.fields} | {a.canonical for a in self.aliases}
-        return sorted(set(record) - known)
+        return sorted(name for name in set(record) - self.canonical_names() if not self.is_custom(name))
 
     def normalize(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """What the system will give back for ``record``: the fields it keeps, in their canonical form."""
@@ -213,4 +225,4 @@ class RecordMap:
         )
         kept = {f.wire for f in fields}
         aliases = tuple(a for a in self.aliases if a.source != "EXT" and a.wire in kept)
-        return RecordMap(fields=fields, aliases=aliases, constants=self.constants)
+        return RecordMap(fields=fields, aliases=aliases, constants=self.constants, custom=self.custom)

@@ -47,6 +47,17 @@ class AmisSettings(EnvSettings):
 
 
 #: LIENTHONG_LEDGER_DIR
+#: LIENTHONG_CONNECTOR_EXTENSIONS: the connectors write the sandboxes' extensions; whatif checks field mappings so.
+ConnectorExtensionsSetting = Annotated[
+    bool,
+    Field(
+        False,
+        description="Also write the sandboxes' extensions (CRM quotes, invoice requests, price policies, categories "
+        "and fields such as delivered_quantities; ACT contracts, quotes, invoices, price policies, item groups and "
+        "fields such as inventory_item_category_code). Off against real tenants, which have none: those "
+        "commands are refused and those fields left out.",
+    ),
+]
 LedgerDirSetting = Annotated[
     Path | None,
     Field(

@@ -35,6 +35,7 @@ from streams.core.aggregates import OrderAggregate, decide_for_order
 from streams.core.contract import ChangeEvent, change_event_json
 from streams.core.decide import Written
 from streams.core.rules import load_rules
+from streams.core.sync_settings import DEFAULT_SETTINGS, SyncSettings
 
 
 class BenchState:
@@ -42,6 +43,9 @@ class BenchState:
 
     def order_target(self, tenant: str) -> str:
         return "sale_order"
+
+    def sync_settings(self, tenant: str) -> SyncSettings:
+        return DEFAULT_SETTINGS
 
     def linked_id(self, tenant: str, system: System, family: str, *, code: str | None, other_id: str | None):
         return None

@@ -47,6 +47,7 @@ from cli.command import (
     usage_error,
 )
 from cli.operator import add_operator_commands
+from cli.whatif import add_whatif_command
 from common.kafka_config import confluent_config
 from common.listeners import CannotListen, check_port
 from common.names import System
@@ -54,6 +55,7 @@ from common.settings import InvalidSettings, KafkaSettings, ServiceSettings, env
 from connectors.settings import ConnectorServiceSettings
 from ops.settings import OpsSettings
 from streams.core.rules import ORDER_TARGETS
+from streams.core.sync_settings import SyncSettings
 from streams.settings import WorkerSettings
 
 if TYPE_CHECKING:  # not in the production image: imported where the commands are added, when installed
@@ -255,24 +257,54 @@ def _tenant(args: Args, settings: OpsSettings) -> int:
 
     try:
         if args.action == "list":
-            if args.tenant or args.order_target:
-                raise TenantError("`tenant list` takes no tenant and no --order-target")
+            if args.tenant or args.order_target or args.settings_file:
+                raise TenantError("`tenant list` takes no tenant, --order-target or --file")
             print_json([found.as_json() for found in read_tenants(settings.kafka).values()])
             return OK
         if not args.tenant:
             raise TenantError(f"which tenant? `lienthong tenant {args.action} TENANT`")
         if args.action == "get":
-            if args.order_target:
-                raise TenantError("`tenant get` takes no --order-target (`tenant set` writes it)")
+            if args.order_target or args.settings_file:
+                raise TenantError("`tenant get` takes no --order-target or --file (`tenant set` writes them)")
             print_json(get_tenant(settings.kafka, args.tenant).as_json())
             return OK
+        if args.settings_file:
+            if args.order_target:
+                raise TenantError("give --order-target or --file, not both (the file may say order_target)")
+            print_json(set_tenant(settings.kafka, args.tenant, settings=_settings_file(args, settings)))
+            return OK
         if not args.order_target:
-            raise TenantError(f"what to set? `lienthong tenant set {args.tenant} --order-target sale_order|contract`")
+            raise TenantError(
+                f"what to set? `lienthong tenant set {args.tenant} --order-target sale_order|contract` "
+                "or `--file SETTINGS.toml` (docs/sync-settings.md)"
+            )
         print_json(set_tenant(settings.kafka, args.tenant, args.order_target))
         return OK
     except TenantError as exc:
         print(f"lienthong tenant: {exc}", file=sys.stderr)
         return NOT_IN_ORDER if args.action == "get" and "has no settings" in str(exc) else USER_ERROR
+
+
+def _settings_file(args: Args, settings: OpsSettings) -> SyncSettings:
+    """The settings in ``--file``, checked (the next revision of those in force); ``TenantError`` if not."""
+    from pathlib import Path
+
+    from ops.operations import TenantError, settings_in_force
+    from ops.settings_file import load_settings_file
+    from streams.core.rules import load_rules
+    from streams.core.sync_settings import SettingsError
+
+    try:
+        in_force = settings_in_force(settings.kafka, args.tenant)
+        return load_settings_file(
+            Path(args.settings_file),
+            args.tenant,
+            load_rules(),
+            revision=in_force.revision + 1,
+            extensions=settings.connector_extensions,
+        )
+    except SettingsError as exc:
+        raise TenantError(str(exc)) from None
 
 
 def _demo(args: Args, settings: DemoSettings) -> int:
@@ -618,9 +650,15 @@ add(
         default=None,
         help="set: what a CRM order becomes in accounting",
     ),
-    broker=True,
+    option(
+        "--file",
+        "settings_file",
+        metavar="FILE",
+        help="set: the tenant's whole sync settings from a TOML or JSON file (docs/sync-settings.md)",
+    ),
 )
 add_operator_commands()  # reconcile, lag, dlq list|show|replay, backfill (cli/operator.py)
+add_whatif_command()  # whatif (cli/whatif.py)
 add("connector", ConnectorServiceSettings, _connector, "apply commands.<system> to the system's API", SYSTEM)
 add(
     "capture",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from amis.settings import AmisSettings, LedgerDirSetting, TokenRenewBeforeSetting
+from amis.settings import AmisSettings, ConnectorExtensionsSetting, LedgerDirSetting, TokenRenewBeforeSetting
 from common.settings import DataDirSetting, KafkaSettings, ServiceSettings, WebHostSetting
 
 
@@ -36,13 +36,7 @@ class ConnectorServiceSettings(ServiceSettings):
         'LIENTHONG_ACCT_BRANCH_ID=\'{"cty-abc": "<guid>"}\'. A tenant not listed (unset: none): branch_id '
         "is omitted and ACT books the proposal to its default branch.",
     )
-    connector_extensions: bool = Field(
-        False,
-        description="Also write the sandboxes' extensions (CRM quotes, invoice requests, price policies, categories "
-        "and fields such as delivered_quantities; ACT contracts, quotes, invoices, price policies, item groups and "
-        "fields such as inventory_item_category_code). Off against real tenants, which have none: those "
-        "commands are refused and those fields left out.",
-    )
+    connector_extensions: ConnectorExtensionsSetting
     crm_connector_port: int = Field(
         8093, ge=0, le=65535, description="Port of the CRM connector's /metrics, /healthz and /readyz."
     )

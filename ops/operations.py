@@ -19,7 +19,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from common.kafka_config import confluent_config
 from common.names import AUDIT, TENANT_CONFIG
 from common.settings import KafkaSettings
-from streams.core.rules import ORDER_TARGETS, parse_tenant_settings
+from streams.core.rules import ORDER_TARGETS, load_rules
+from streams.core.sync_settings import DEFAULT_SETTINGS, SyncSettings, parse_tenant_settings
 from streams.core.validation import TENANT_ID
 
 Header = tuple[str, str | bytes | None]
@@ -147,9 +148,25 @@ def tenant_settings(tenant: str, order_target: str) -> dict[str, Any]:
     return value
 
 
-def set_tenant(kafka: KafkaSettings, tenant: str, order_target: str) -> dict[str, Any]:
-    """Write the tenant's settings (checked first) to ``config.tenants``; returns what was written."""
-    value = tenant_settings(tenant, order_target)
+def set_tenant(
+    kafka: KafkaSettings, tenant: str, order_target: str | None = None, *, settings: SyncSettings | None = None
+) -> dict[str, Any]:
+    """Write the tenant's settings (checked first) to ``config.tenants``; returns what was written.
+
+    ``settings`` (from a file, ``ops.settings_file``) replace the ones in force; ``order_target`` alone
+    changes only that: settings of version 2 in force keep the rest and go to the next revision."""
+    if settings is not None:
+        value = settings.document()
+    else:
+        if order_target is None:
+            raise TenantError("nothing to set: give --order-target or --file")
+        value = tenant_settings(tenant, order_target)
+        in_force = read_tenants(kafka).get(tenant)
+        if in_force is not None and in_force.settings is not None and in_force.settings.schema_version >= 2:
+            current = in_force.settings
+            value = current.model_copy(
+                update={"order_target": order_target, "revision": current.revision + 1}
+            ).document()
     topic = kafka.topic_prefix + TENANT_CONFIG
     producer = Producer(confluent_config(kafka, {"acks": "all", "message.timeout.ms": 15000}))
     errors: list[str] = []
@@ -176,6 +193,7 @@ class TenantSettings:
     tenant: str
     value: dict[str, Any] | None
     problem: str | None = None
+    settings: SyncSettings | None = None  # ``value`` read as the worker reads it
 
     def as_json(self) -> dict[str, Any]:
         if self.value is not None:
@@ -186,6 +204,7 @@ class TenantSettings:
 def read_tenants(kafka: KafkaSettings) -> dict[str, TenantSettings]:
     """Every tenant with settings on ``config.tenants`` (its last value; a tombstone removes it)."""
     topic = kafka.topic_prefix + TENANT_CONFIG
+    rules = load_rules()  # a rule switched off must exist and be switchable, as the worker checks
     found: dict[str, TenantSettings] = {}
     try:
         for record in read_topic(kafka, topic):
@@ -196,7 +215,8 @@ def read_tenants(kafka: KafkaSettings) -> dict[str, TenantSettings]:
                 found.pop(tenant, None)
                 continue
             try:
-                found[tenant] = TenantSettings(tenant, parse_tenant_settings(tenant, record.value))
+                settings = parse_tenant_settings(tenant, record.value, rules)
+                found[tenant] = TenantSettings(tenant, settings.document(), settings=settings)
             except ValueError as exc:
                 found[tenant] = TenantSettings(tenant, None, str(exc))
     except KafkaException as exc:
@@ -221,3 +241,10 @@ def get_tenant(kafka: KafkaSettings, tenant: str) -> TenantSettings:
             f"`lienthong tenant set {tenant} --order-target sale_order|contract`"
         )
     return found
+
+
+def settings_in_force(kafka: KafkaSettings, tenant: str) -> SyncSettings:
+    """The settings the worker decides the tenant's changes with: its valid record on ``config.tenants``,
+    else the defaults (no record, or an invalid one: the worker uses the defaults then too)."""
+    found = read_tenants(kafka).get(tenant)
+    return found.settings if found is not None and found.settings is not None else DEFAULT_SETTINGS

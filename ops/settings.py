@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
-from amis.settings import AmisSettings
+from amis.settings import AmisSettings, ConnectorExtensionsSetting
 from common.settings import KafkaSettings, ServiceSettings, WebHostSetting
-from streams.settings import TopicPartitionsSetting, TopicReplicationFactorSetting
+from streams.settings import DefaultOrderTargetSetting, TopicPartitionsSetting, TopicReplicationFactorSetting
 
 
 class OpsSettings(ServiceSettings):
@@ -23,6 +23,8 @@ class OpsSettings(ServiceSettings):
     topic_partitions: TopicPartitionsSetting
     topic_replication_factor: TopicReplicationFactorSetting
     web_host: WebHostSetting
+    default_order_target: DefaultOrderTargetSetting  # whatif replays with the worker's
+    connector_extensions: ConnectorExtensionsSetting  # whatif checks field mappings as the connectors write
     dashboard_token: SecretStr | None = Field(
         None,
         description="The operator's page (lienthong dashboard) needs it when set: opened once as /?token=<token> "

@@ -409,7 +409,7 @@ def create_app(settings: WorkerSettings | None = None) -> Lienthong:
         datadir=str(settings.tables.data_dir / "faust"),
         web_enabled=False,  # HealthServer serves /metrics, /healthz and /readyz (LIENTHONG_WEB_PORT)
     )
-    tenants = TenantSettings(aiokafka_config(settings.kafka), settings.kafka.topic_prefix + TENANT_CONFIG)
+    tenants = TenantSettings(aiokafka_config(settings.kafka), settings.kafka.topic_prefix + TENANT_CONFIG, rules=rules)
     processing = ProcessingService(settings, rules, tenants)
     built = Lienthong(app=app, settings=settings, rules=rules, tenants=tenants, processing=processing)
 

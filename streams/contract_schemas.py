@@ -21,6 +21,7 @@ from common.names import ENTITIES, System
 from streams.core import validation
 from streams.core.contract import SCHEMA_VERSION, Action, AuditRecord, ChangeEvent, Command, Result
 from streams.core.rules import ORDER_TARGETS, RuleBook, load_rules
+from streams.core.sync_settings import SETTINGS_VERSIONS, SyncSettings
 from streams.settings import AppIdSetting, TopicPartitionsSetting, TopicReplicationFactorSetting
 from streams.topics import TopicSpec, contract_topics
 
@@ -270,24 +271,48 @@ def audit_record_schema() -> dict[str, Any]:
 
 
 def tenant_settings_schema() -> dict[str, Any]:
-    """What ``streams.tables.tenants.parse_tenant_settings`` accepts (its rules are these constants)."""
-    return {
-        "$schema": DRAFT,
-        "title": "Tenant settings",
-        "description": "One compacted record per tenant on config.tenants, keyed by the tenant (docs/contract.md, "
+    """What ``streams.core.sync_settings.parse_tenant_settings`` accepts: the ``SyncSettings`` model, version 1
+    (``order_target`` and any other field, ignored) or 2 (revision, rules switched off, field mappings, no
+    other field). Which rules exist and may be switched off, and which fields a system takes, only the
+    processor and ``lienthong tenant set`` check."""
+    schema = _draft07(
+        _model_schema(SyncSettings),
+        "Tenant settings",
+        "One compacted record per tenant on config.tenants, keyed by the tenant (docs/contract.md, "
         "'Tenant settings'); a null value (tombstone) removes them.",
-        "type": "object",
-        "additionalProperties": True,
-        "properties": {
-            "schema_version": {"description": f"the integer {SCHEMA_VERSION}", "const": SCHEMA_VERSION},
-            "tenant": {"description": "the message key, when given", "type": "string"},
-            "order_target": {
-                "description": "what a CRM order becomes in accounting",
-                "type": "string",
-                "enum": list(ORDER_TARGETS),
-            },
-        },
+    )
+    properties = schema["properties"]
+    properties["schema_version"] = {
+        "description": "1 (order_target only) or 2 (revision, rules_off, field_mappings); absent: 1",
+        "type": "integer",
+        "enum": list(SETTINGS_VERSIONS),
     }
+    properties["tenant"] = {"description": "the message key, when given", "type": "string"}
+    properties["order_target"] = {
+        "description": "what a CRM order becomes in accounting",
+        "type": "string",
+        "enum": list(ORDER_TARGETS),
+    }
+    properties["rules_off"] = {
+        "description": "rule ids (docs/matrix.md) that send nothing for this tenant; version 2",
+        "type": "array",
+        "items": {"type": "string", "pattern": "^(CUS|CAT|PRD|PP|QUO|SO|CT|INV)-[0-9]+$"},
+        "uniqueItems": True,
+    }
+    v2_only = ["revision", "rules_off", "field_mappings"]
+    schema["allOf"] = [
+        {
+            # version 1 (or none): none of version 2's fields
+            "if": {"properties": {"schema_version": {"const": 1}}},
+            "then": {"not": {"anyOf": [{"required": [name]} for name in v2_only]}},
+        },
+        {
+            # version 2: only its own fields
+            "if": {"properties": {"schema_version": {"const": 2}}, "required": ["schema_version"]},
+            "then": {"propertyNames": {"enum": ["schema_version", "tenant", "order_target", *v2_only]}},
+        },
+    ]
+    return schema
 
 
 def schemas() -> dict[str, dict[str, Any]]:

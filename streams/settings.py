@@ -35,6 +35,13 @@ WebPortSetting = Annotated[
 ]
 
 
+#: LIENTHONG_DEFAULT_ORDER_TARGET (the worker decides with it; whatif replays with it)
+DefaultOrderTargetSetting = Annotated[
+    OrderTarget,
+    Field("sale_order", description="What a CRM order becomes in accounting when the tenant has no setting."),
+]
+
+
 class TableSettings(EnvSettings):
     """The worker's tables.
 
@@ -119,6 +126,4 @@ class WorkerSettings(ServiceSettings):
     delivery_timeout: float = Field(
         300.0, gt=0, description="Seconds the producer keeps retrying a message before the worker gives up and stops."
     )
-    default_order_target: OrderTarget = Field(
-        "sale_order", description="What a CRM order becomes in accounting when the tenant has no setting."
-    )
+    default_order_target: DefaultOrderTargetSetting

@@ -15,6 +15,7 @@ from typing import Any
 from common.names import System
 from streams.core.contract import SCHEMA_VERSION, ChangeEvent
 from streams.core.decide import Decision, Written
+from streams.core.sync_settings import DEFAULT_SETTINGS, SyncSettings
 
 TS_MS = 1_764_201_600_000
 
@@ -35,6 +36,7 @@ class FakeState:
     """
 
     order_targets: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, SyncSettings] = field(default_factory=dict)  # tenant -> its sync settings
     default_order_target: str = "sale_order"
     links: dict[tuple[str, str, str], dict[str, str]] = field(default_factory=dict)
     links_by_id: dict[tuple[str, str, str, str], dict[str, str]] = field(default_factory=dict)
@@ -45,6 +47,9 @@ class FakeState:
 
     def order_target(self, tenant: str) -> str:
         return self.order_targets.get(tenant) or self.default_order_target
+
+    def sync_settings(self, tenant: str) -> SyncSettings:
+        return self.settings.get(tenant) or DEFAULT_SETTINGS
 
     def linked_id(
         self, tenant: str, system: System, family: str, *, code: str | None, other_id: str | None

@@ -310,14 +310,24 @@ def baseline(agg: OrderAggregate) -> dict[str, Any]:
 
 
 def derived_commands(
-    agg: OrderAggregate, event: ChangeEvent, rules: RuleBook, *, order_target: str, crm_id: str | None, now_ms: int
+    agg: OrderAggregate,
+    event: ChangeEvent,
+    rules: RuleBook,
+    *,
+    order_target: str,
+    crm_id: str | None,
+    now_ms: int,
+    rules_off: frozenset[str] = frozenset(),
+    switched_off: list[str] | None = None,
 ) -> list[Command]:
     """One command per derived rule whose values changed since last sent (X-2); remembers them in ``agg``.
 
     Nothing while the order itself has not arrived (its documents are held). ``crm_id``: the CRM
     order's id when known (the acct record's ``crm_id`` or a link, X-3). A rule's ``when`` reads the
     derived values (SO-11 sends nothing while the order never had a voucher); ``derives_also`` adds
-    values when one says so (SO-11's reset also writes the delivered quantities).
+    values when one says so (SO-11's reset also writes the delivered quantities). A rule in ``rules_off``
+    (the tenant's settings) sends nothing and remembers nothing: switched on again, it sends what changed
+    since its last command; its id goes to ``switched_off`` when it would have sent something.
     """
     if agg.kind is None:
         return []
@@ -339,6 +349,10 @@ def derived_commands(
         reference = previous["values"] if previous else {name: (base or {})[name] for name in fields}
         replay = previous is not None and previous.get("event_id") == event.event_id
         if fields == reference and not replay:
+            continue
+        if rule.id in rules_off:
+            if switched_off is not None:
+                switched_off.append(rule.id)
             continue
         command = build_command(
             rule,
@@ -364,8 +378,17 @@ def decide_for_order(
     decision = decide(event, state, rules, now_ms=now_ms)
     agg.apply(event)
     crm_id = agg.crm_id or state.linked_id(agg.tenant, System.CRM, "sale_order", code=agg.code, other_id=agg.order_id)
+    settings = state.sync_settings(agg.tenant)
+    switched_off: list[str] = []
     derived = derived_commands(
-        agg, event, rules, order_target=state.order_target(agg.tenant), crm_id=crm_id, now_ms=now_ms
+        agg,
+        event,
+        rules,
+        order_target=state.order_target(agg.tenant),
+        crm_id=crm_id,
+        now_ms=now_ms,
+        rules_off=settings.rules_off,
+        switched_off=switched_off,
     )
     agg.remember_seen(event.event_id)
     audit = decision.audit
@@ -381,6 +404,9 @@ def decide_for_order(
         else:
             unchanged = f"aggregates of order {agg.code or agg.order_id} updated; no derived value changed (X-2)"
             notes = [AuditNote(tag=Note.AGGREGATES_UNCHANGED, rule=None, text=unchanged)]
+    for rule_id in switched_off:
+        off = f"{rule_id}: switched off in the tenant's settings (revision {settings.revision}): none"
+        notes = [*notes, AuditNote(tag=Note.SWITCHED_OFF, rule=rule_id, text=off)]
     decision.audit = audit_record(
         event,
         Action(audit.action),
@@ -388,6 +414,7 @@ def decide_for_order(
         commands=decision.commands,
         notes=notes,
         now_ms=now_ms,
+        settings_revision=settings.revision,
     )
     return decision
 

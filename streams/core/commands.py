@@ -7,6 +7,7 @@ command's id, its fields and its audit read the same whoever sent it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from common.names import System
@@ -26,6 +27,19 @@ from streams.core.rules import Rule, WriteTarget
 
 # Fields that name a record in its own system; never copied to the other system.
 LOCAL_FIELDS = frozenset({"id", "crm_id"})
+# A system's custom fields (CRM's ``custom_field<N>``): a company's own, they mean nothing in the other
+# system under that name; only the company's field mappings (tenant settings) carry them across.
+CUSTOM_FIELD = re.compile(r"custom_field[0-9]+")
+
+
+def copied(record: dict[str, Any], *, leaving: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The fields of ``record`` a copy to the other system carries: all but its own ids, its custom
+    fields and ``leaving``."""
+    return {
+        k: v for k, v in record.items() if k not in LOCAL_FIELDS and k not in leaving and not CUSTOM_FIELD.fullmatch(k)
+    }
+
+
 # acct entities that carry ``crm_id``: the CRM record they came from (X-3).
 CRM_ID_CARRIERS = frozenset({"sale_order", "contract", "invoice", "quote"})
 
@@ -96,6 +110,7 @@ def audit_record(
     commands: list[Command],
     notes: list[AuditNote],
     now_ms: int,
+    settings_revision: int = 0,
 ) -> AuditRecord:
     """The audit record of one decision: the rules involved, the commands, and why (``notes``)."""
     return AuditRecord(
@@ -111,6 +126,7 @@ def audit_record(
         commands=[AuditCommand.of(command) for command in commands],
         reason="; ".join(note.text for note in notes) or None,
         notes=notes,
+        settings_revision=settings_revision,
         ts_ms=now_ms,
     )
 
@@ -131,7 +147,7 @@ def mapped_fields(
 ) -> dict[str, Any]:
     """The fields a rule writes, in the target's canonical names and status vocabulary."""
     if rule.only_fields is None:
-        fields = {k: v for k, v in record.items() if k not in LOCAL_FIELDS}
+        fields = copied(record)
         if source is System.CRM and write.system is System.ACCT and write.entity in CRM_ID_CARRIERS:
             fields["crm_id"] = record.get("id")
     else:

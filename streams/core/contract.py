@@ -257,6 +257,8 @@ class Note(StrEnum):
     NOT_A_COPY = "not_a_copy"  # PP-2: the edited CRM policy is not a copy from acct
     POLICY_CONFLICT = "policy_conflict"  # PP-2: a read-only copy was edited; the acct version is re-sent
     NO_TOTAL = "no_total"  # CT-7: the order has no total to cancel
+    SWITCHED_OFF = "switched_off"  # the tenant's settings switch the rule off
+    FIELD_NOT_MAPPED = "field_not_mapped"  # a field mapping of the tenant could not convert the value
     DEPENDENCY_COMPLETED = "dependency_completed"  # a dependency sent by code only gets its fields
 
 
@@ -287,6 +289,8 @@ class AuditRecord:
     commands: list[AuditCommand] = field(default_factory=list)
     reason: str | None = None
     notes: list[AuditNote] = field(default_factory=list)
+    # the revision of the tenant's settings (config.tenants) the decision was made with; 0: the defaults
+    settings_revision: int = 0
     ts_ms: int
 
     @property

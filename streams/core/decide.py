@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from common.names import System
-from streams.core.commands import LOCAL_FIELDS, audit_record, build_command, command_key_text, mapped_fields
+from streams.core.commands import audit_record, build_command, command_key_text, copied, mapped_fields
 from streams.core.contract import (
     Action,
     AuditNote,
@@ -31,6 +31,7 @@ from streams.core.contract import (
 )
 from streams.core.errors import BadInput
 from streams.core.rules import Effect, Rule, RuleBook, WriteTarget
+from streams.core.sync_settings import SyncSettings
 from streams.core.transitions import derive_action
 
 
@@ -54,6 +55,9 @@ class State(Protocol):
     """What ``decide`` may read. Implemented over faust tables (streams/tables) and by test fakes."""
 
     def order_target(self, tenant: str) -> str: ...
+
+    def sync_settings(self, tenant: str) -> SyncSettings:
+        """The tenant's settings (``DEFAULT_SETTINGS`` when it has none): rules off, field mappings."""
 
     def linked_id(
         self, tenant: str, system: System, family: str, *, code: str | None, other_id: str | None
@@ -140,6 +144,7 @@ class _Builder:
         "rests_on_absence",
         "rule_book",
         "rules",
+        "settings",
         "state",
         "written",
     )
@@ -155,10 +160,41 @@ class _Builder:
         self.notes: list[AuditNote] = []
         self.rules: list[str] = []
         self.rests_on_absence = False  # Decision.rests_on_absence
+        self.settings = state.sync_settings(event.tenant)
 
     def note(self, tag: Note, rule: str | None, text: str, *, first: bool = False) -> None:
         """Say why; ``first`` for the main reason of an outcome decided after other notes were made."""
         self.notes.insert(0 if first else len(self.notes), AuditNote(tag=tag, rule=rule, text=text))
+
+    def fields(self, rule: Rule, write: WriteTarget, record: dict[str, Any]) -> dict[str, Any]:
+        """What ``rule`` writes of ``record``: the mapped fields, then the tenant's own field mappings."""
+        fields = mapped_fields(rule, write, self.action, record, self.event.system)
+        return self.with_mappings(fields, rule, record, self.event.system, self.event.entity)
+
+    def with_mappings(
+        self, fields: dict[str, Any], rule: Rule, record: dict[str, Any], system: System, entity: str
+    ) -> dict[str, Any]:
+        """``fields`` and the values of the tenant's field mappings from ``record`` (a ``system`` ``entity``
+        record) that ``rule`` writes; a value a mapping cannot convert is left out and noted."""
+        mappings = self.settings.mappings_from(system, entity) if self.settings.field_mappings else ()
+        if not mappings:
+            return fields
+        fields = dict(fields)
+        for mapping in mappings:
+            raw = mapping.value if mapping.value is not None else record.get(mapping.source_field or "")
+            value, problem = mapping.convert(raw)
+            if problem is not None:
+                self.note(
+                    Note.FIELD_NOT_MAPPED,
+                    rule.id,
+                    f"{rule.id}: field mapping {mapping.describe()} not applied: {problem}",
+                )
+            elif value is not None:
+                fields[mapping.target_field] = value
+        return fields
+
+    def is_off(self, rule: Rule) -> bool:
+        return bool(self.settings.rules_off) and self.settings.is_off(rule.id)
 
     def target_key(self, write: WriteTarget, record: dict[str, Any], code: str | None) -> CommandKey:
         event = self.event
@@ -257,6 +293,12 @@ def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) ->
             builder.note(Note.RULE_NONE, rule.id, f"{rule.id}: {rule.label_en}")
         elif rule.effect is Effect.DERIVED:
             builder.note(Note.DERIVED, rule.id, f"{rule.id}: derived from aggregate tables")
+        elif builder.is_off(rule):
+            builder.note(
+                Note.SWITCHED_OFF,
+                rule.id,
+                f"{rule.id}: switched off in the tenant's settings (revision {builder.settings.revision}): none",
+            )
         elif rule.when is not None and not rule.when.holds(event.record):
             builder.note(
                 Note.CONDITION,
@@ -276,7 +318,13 @@ def decide(event: ChangeEvent, state: State, rules: RuleBook, *, now_ms: int) ->
     if any(command.depends_on for command in builder.commands):
         builder.rules.append("X-4")
     audit = audit_record(
-        event, action, rules=builder.rules, commands=builder.commands, notes=builder.notes, now_ms=now_ms
+        event,
+        action,
+        rules=builder.rules,
+        commands=builder.commands,
+        notes=builder.notes,
+        now_ms=now_ms,
+        settings_revision=builder.settings.revision,
     )
     forget = []
     if event.origin == "user":
@@ -372,11 +420,11 @@ def _apply(rule: Rule, builder: _Builder) -> None:
         builder.emit(rule, fields=fields, key=key)
         return
 
-    fields = mapped_fields(rule, write, builder.action, record, event.system)
+    fields = builder.fields(rule, write, record)
     if (
         builder.action in (Action.UPDATE, Action.MERGE)
         and event.before is not None
-        and mapped_fields(rule, write, builder.action, event.before, event.system) == fields
+        and builder.fields(rule, write, event.before) == fields
     ):
         # X-2 (and CT-9's "any other changed field: none"): the change touched nothing this rule writes.
         # Status actions are left out: for them the action itself is the change.
@@ -410,12 +458,24 @@ def _dependencies(rule: Rule, builder: _Builder) -> list[str]:
     for dependency in rule.dependencies:
         sender = builder.rule_book.by_id(dependency.rule)
         write = sender.write_target()
+        if builder.is_off(sender):
+            codes = dependency.codes(record)
+            if codes:
+                builder.note(
+                    Note.SWITCHED_OFF,
+                    sender.id,
+                    f"X-4: {sender.id} is switched off in the tenant's settings: {dependency.entity} "
+                    f"{', '.join(codes)} not sent first (the target is expected to have them)",
+                )
+            continue
         for code in dependency.codes(record):
             if builder.state.linked_id(tenant, write.system, dependency.entity, code=code, other_id=None):
                 continue
             builder.rests_on_absence = True  # not in the target yet, as far as this worker knows
             known = builder.state.crm_record(tenant, dependency.entity, code)
-            fields = {k: v for k, v in (known or {"code": code}).items() if k not in LOCAL_FIELDS}
+            fields = copied(known or {"code": code})
+            if known:
+                fields = builder.with_mappings(fields, sender, known, System.CRM, dependency.entity)
             command = builder.emit(
                 sender,
                 fields=fields,
@@ -469,13 +529,15 @@ def _send_dependency_fields(
 ) -> None:
     """``sender`` sends ``record``'s fields to where it sent ``code`` alone, if that is still all it sent."""
     event = builder.event
+    if builder.is_off(sender):
+        return
     write = sender.write_target()
     key = CommandKey(id=None, code=code)
     store_key = command_key_text(event.tenant, write.system, write.entity, key)
     previous = builder.written.get(store_key) or builder.state.last_written(store_key)
     if previous is None or set(previous.fields) - {"code"}:
         return
-    fields = {k: v for k, v in record.items() if k not in LOCAL_FIELDS}
+    fields = builder.with_mappings(copied(record), sender, record, System.CRM, entity)
     command = builder.emit(
         sender,
         fields=fields,
@@ -523,7 +585,7 @@ def _pull(rule: Rule, builder: _Builder) -> None:
     for customer in sorted(customers, key=lambda c: str(c.get("code"))):
         code = str(customer["code"])
         acct_id = state.linked_id(tenant, write.system, "customer", code=code, other_id=str(customer.get("id") or ""))
-        fields = {k: v for k, v in customer.items() if k not in LOCAL_FIELDS}
+        fields = builder.with_mappings(copied(customer), rule, customer, System.CRM, "customer")
         builder.emit(
             rule,
             fields=fields,
@@ -553,7 +615,7 @@ def _split_policy(rule: Rule, builder: _Builder) -> None:
     prices = [p for p in record.get("prices") or [] if isinstance(p, dict)]
     for category in categories:
         copy_code = _policy_copy_key(policy_code, category)
-        fields = {k: v for k, v in record.items() if k not in LOCAL_FIELDS | {"category_codes", "prices"}}
+        fields = copied(record, leaving=frozenset({"category_codes", "prices"}))
         fields.update(
             code=copy_code,
             name=f"{record.get('name', policy_code)} / {category}",

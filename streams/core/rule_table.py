@@ -224,6 +224,8 @@ RULE_TABLE: list[dict[str, Any]] = [
         "target_entity": "price_policy",
         "op": "upsert",
         "read_only": True,
+        "locked": "it keeps CRM's read-only copies of accounting's price policies equal to accounting's; "
+        "without it a CRM edit would stay and the two systems would quote different prices",
         "label_vi": "Chính sách giá đồng bộ từ Kế toán không được phép Sửa, Sửa nhanh",
         "label_en": "update of a copy from acct: re-send the acct version (conflict audited)",
     },
@@ -367,6 +369,8 @@ RULE_TABLE: list[dict[str, Any]] = [
             "record_revenue": {"revenue_status": "recorded"},
             "reject_revenue": {"revenue_status": "rejected"},
         },
+        "locked": "CRM's revenue_status, which SO-1's and SO-2's condition reads, would never learn that "
+        "accounting recorded or rejected the revenue",
         "label_vi": "Ghi doanh số/Từ chối ghi doanh số (Kế toán): đồng bộ về tình trạng ghi doanh số của CRM",
         "label_en": "record/reject_revenue: CRM revenue_status := recorded / rejected",
     },
@@ -605,6 +609,8 @@ RULE_TABLE: list[dict[str, Any]] = [
             "record_revenue": {"revenue_status": "recorded"},
             "reject_revenue": {"revenue_status": "rejected"},
         },
+        "locked": "CRM's revenue_status, which CT-1's and CT-2's condition reads, would never learn that "
+        "accounting recorded or rejected the revenue",
         "label_vi": "Ghi doanh số/Từ chối ghi doanh số (Kế toán): tình trạng ghi doanh số và bảng ghi nhận DS của CRM",
         "label_en": "record/reject_revenue: CRM revenue_status and revenue-recognition table := acct's",
     },

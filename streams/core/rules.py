@@ -13,7 +13,6 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from common.names import ENTITIES, System
@@ -22,24 +21,6 @@ from streams.core.rule_table import RULE_TABLE
 
 OrderTarget = Literal["sale_order", "contract"]
 ORDER_TARGETS: tuple[OrderTarget, ...] = ("sale_order", "contract")
-
-
-def parse_tenant_settings(tenant: str, raw: bytes) -> dict[str, Any]:
-    """A ``config.tenants`` value -> settings dict; ValueError says what is wrong (docs/contract.md,
-    "Tenant settings"). The worker reads them with it; ``lienthong tenant set`` checks what it writes."""
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ValueError("not a JSON object")
-    if value.get("schema_version", 1) != 1:
-        raise ValueError(f"schema_version {value.get('schema_version')!r}; this processor reads version 1")
-    if value.get("order_target") not in (None, *ORDER_TARGETS):
-        raise ValueError(f"order_target {value.get('order_target')!r}; expected one of {', '.join(ORDER_TARGETS)}")
-    if value.get("tenant") not in (None, tenant):
-        raise ValueError(f"value names tenant {value.get('tenant')!r} but the key is {tenant!r}")
-    return value
 
 
 class Effect(StrEnum):
@@ -161,6 +142,8 @@ class Rule(BaseModel):
     derives_also: tuple[DerivedExtra, ...] = ()
     # X-4: records of the document that must exist in the target first, sent by the named rules
     dependencies: tuple[Dependency, ...] = ()
+    # Why a tenant cannot switch the rule off (streams.core.sync_settings); None: it can.
+    locked: str | None = None
     label_vi: str
     label_en: str
 

@@ -16,6 +16,7 @@ import orjson
 
 from common.names import System
 from streams.core.decide import Decision, LinkUpdate, Written
+from streams.core.sync_settings import DEFAULT_SETTINGS, SyncSettings
 from streams.outputs import OutputMessage
 from streams.tables.store import MemoryPartitionStore, PartitionStore, TableName, encode_key, read_value
 
@@ -121,7 +122,10 @@ class PartitionState:
     # --- streams.core.decide.State -------------------------------------------------------------
 
     def order_target(self, tenant: str) -> str:
-        return str(self.tenant_settings.get(tenant).get("order_target") or self.default_order_target)
+        return str(self.tenant_settings.get(tenant).order_target or self.default_order_target)
+
+    def sync_settings(self, tenant: str) -> SyncSettings:
+        return self.tenant_settings.get(tenant)
 
     def linked_id(
         self, tenant: str, system: System, family: str, *, code: str | None, other_id: str | None
@@ -229,8 +233,8 @@ class PartitionState:
 class NoTenantSettings:
     """Tenant settings where there are none: every tenant follows the defaults."""
 
-    def get(self, tenant: str) -> dict[str, Any]:
-        return {}
+    def get(self, tenant: str) -> SyncSettings:
+        return DEFAULT_SETTINGS
 
 
 def in_memory_state(default_order_target: str = "sale_order") -> PartitionState:

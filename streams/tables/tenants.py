@@ -19,7 +19,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from streams.core.rules import parse_tenant_settings
+from streams.core.rules import RuleBook
+from streams.core.sync_settings import DEFAULT_SETTINGS, SyncSettings, parse_tenant_settings
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +35,20 @@ TOPIC_CHECK_S = 0.5
 class TenantSettings:
     """Every tenant's settings in memory, kept current by ``run()``."""
 
-    def __init__(self, kafka: Mapping[str, Any], topic: str, *, max_wait: float = 5.0) -> None:
+    def __init__(
+        self, kafka: Mapping[str, Any], topic: str, *, max_wait: float = 5.0, rules: RuleBook | None = None
+    ) -> None:
         self.kafka = dict(kafka)  # aiokafka client arguments: common.kafka_config.aiokafka_config
         self.topic = topic
         self.max_wait = max_wait
-        self.by_tenant: dict[str, dict[str, Any]] = {}
+        self.rules = rules  # rule ids switched off are checked against it
+        self.by_tenant: dict[str, SyncSettings] = {}
         self.current_as_of_ms = 0  # every record written before this moment has been read
         self._consumer: AIOKafkaConsumer | None = None
         self._next_offset: dict[int, int] = {}  # partition -> offset after the last record read
 
-    def get(self, tenant: str) -> dict[str, Any]:
-        return self.by_tenant.get(tenant) or {}
+    def get(self, tenant: str) -> SyncSettings:
+        return self.by_tenant.get(tenant) or DEFAULT_SETTINGS
 
     def _apply(self, key: bytes | None, value: bytes | None, where: str) -> None:
         tenant = (key or b"").decode("utf-8", "replace")
@@ -55,8 +59,8 @@ class TenantSettings:
             self.by_tenant.pop(tenant, None)
             return
         try:
-            self.by_tenant[tenant] = parse_tenant_settings(tenant, value)
-            log.info("tenant %s settings: %s", tenant, self.by_tenant[tenant])
+            self.by_tenant[tenant] = parse_tenant_settings(tenant, value, self.rules)
+            log.info("tenant %s settings: %s", tenant, self.by_tenant[tenant].document())
         except ValueError as exc:
             # Not the previous settings, not a guess: the defaults, as for a tenant without settings.
             self.by_tenant.pop(tenant, None)

@@ -25,6 +25,7 @@ from common.names import AUDIT, DLQ_CDC, System, changes_topic, commands_topic, 
 from common.settings import KafkaSettings
 from streams.app import build_loop
 from streams.core.rules import load_rules
+from streams.core.sync_settings import DEFAULT_SETTINGS, SyncSettings
 from streams.loop import ProcessingLoop
 from streams.settings import TableSettings, WorkerSettings
 from streams.topics import cdc_topics
@@ -281,10 +282,10 @@ class TenantSettingsByHand:
     """Tenant settings a test sets directly (the config.tenants reader is tested on the broker)."""
 
     def __init__(self) -> None:
-        self.by_tenant: dict[str, dict[str, Any]] = {}
+        self.by_tenant: dict[str, SyncSettings] = {}
 
-    def get(self, tenant: str) -> dict[str, Any]:
-        return self.by_tenant.get(tenant) or {}
+    def get(self, tenant: str) -> SyncSettings:
+        return self.by_tenant.get(tenant) or DEFAULT_SETTINGS
 
 
 def worker_settings(tmp_path, store: str = "memory://", **given: Any) -> WorkerSettings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from streams.core.sync_settings import SyncSettings
 from tests.agents.conftest import NOW_MS, ROUND_MS, Worker, change, every_subscribed_partition, headers_of, put, sent
 
 
@@ -170,7 +171,7 @@ def test_a_duplicate_event_id_is_dropped(world, worker):
 
 def test_a_contract_tenant_gets_contract_commands(world, worker):
     """order_target from tenant settings: the same CRM proposal is CT-4 for a contract tenant."""
-    worker.tenants.by_tenant["t2"] = {"schema_version": 1, "tenant": "t2", "order_target": "contract"}
+    worker.tenants.by_tenant["t2"] = SyncSettings(tenant="t2", order_target="contract")
     order = {"id": "O1", "code": "DH1", "customer_code": "KH1", "revenue_status": "proposed", "lines": []}
     for tenant in ("t1", "t2"):
         put(

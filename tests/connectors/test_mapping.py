@@ -190,6 +190,13 @@ def test_crm_speaks_snake_case_labels_and_numbers():
         "revenue_status": "rejected",
         "delivery_status": "delivered",
         "total_amount": "200000",
+        # a custom field is the company's own: read under its name, for its field mappings (tenant settings)
+        "custom_field1": "x",
+    }
+    # and written back under its name, as CRM's reference names them (custom_field<N>)
+    assert crm_mapping.to_crm("customer", {"code": "KH1", "custom_field3": "Đại lý"}) == {
+        "account_number": "KH1",
+        "custom_field3": "Đại lý",
     }
 
 
