@@ -285,6 +285,25 @@ def test_x4_every_unlinked_product_of_an_order_is_sent_first(rules: RuleBook) ->
     assert decision.commands[-1].depends_on == [c.command_id for c in decision.commands[:2]]
 
 
+def test_x4_a_product_named_on_two_lines_is_sent_once(rules: RuleBook) -> None:
+    line = {"line_id": "l1", "product_code": "SP7", "quantity": 1, "unit_price": "5", "amount": "5"}
+    lines = [line, {**line, "line_id": "l2"}]
+    decision = run(event("crm", "sale_order", after=order("proposed", lines=lines)), base_state(), rules)
+    assert [(c.rule, c.key.code) for c in decision.commands] == [("PRD-1", "SP7"), ("SO-1", "DH1")]
+
+
+def test_a_condition_that_does_not_hold_is_said_with_every_value_it_takes(rules: RuleBook) -> None:
+    ev = event("crm", "sale_order", "u", before=order("draft"), after=order("draft", total_amount="1"))
+    decision = run(ev, base_state(links=(ORDER_LINK,)), rules)
+    assert decision.audit.notes == [
+        AuditNote(
+            tag=Note.CONDITION,
+            rule="SO-2",
+            text="SO-2: condition revenue_status ∈ {proposed, recorded} does not hold (revenue_status = 'draft'): none",
+        )
+    ]
+
+
 def test_x4_a_linked_customers_own_update_is_not_doubled_by_a_completion(rules: RuleBook) -> None:
     """KH9 went to accounting with its code only and its echo linked it there; the CRM customer's own
     update then goes by CUS-3 with its fields, which is all the completion would have sent."""
