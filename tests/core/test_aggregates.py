@@ -23,7 +23,7 @@ from streams.core.aggregates import (
     derive,
     order_key_of,
 )
-from streams.core.contract import ChangeEvent
+from streams.core.contract import AuditNote, ChangeEvent, CommandKey, Note
 from streams.core.errors import BadInput
 from streams.core.rules import RuleBook
 from tests.core.oracle import SALE_ORDER_FIELDS, truths, wire_problems
@@ -446,3 +446,55 @@ def test_the_same_event_decided_again_sends_the_same_commands_again(rules: RuleB
     assert [c.command_id for c in again.commands] == [c.command_id for c in first.commands] != []
     other = event("acct", "receipt", "u", before=receipt(), after=receipt())
     assert decide_for_order(other, order.aggregate, order.state, rules, now_ms=NOW).commands == []
+
+
+def test_a_documents_audit_says_what_its_order_made_of_it(rules: RuleBook) -> None:
+    order = Order(rules)
+    held = order.send(event("acct", "receipt", after=receipt("r-0", "0")))
+    assert held.audit.notes == [
+        AuditNote(tag=Note.HELD, rule=None, text="held: receipt r-0 counts once order ao-1 arrives")
+    ]
+    order.send(event("acct", "sale_order", after=acct_order()))
+    counted = order.send(event("acct", "receipt", after=receipt("r-1", "400")))
+    # derived commands went out: "no rule of the matrix" for a receipt is not why, and not said
+    assert counted.commands and counted.audit.notes == [] and counted.audit.reason is None
+    assert counted.audit.ts_ms == NOW and {c.ts_ms for c in counted.commands} == {NOW}
+    unchanged = order.send(event("acct", "receipt", after=receipt("r-2", "0")))
+    assert unchanged.commands == []
+    assert unchanged.audit.notes == [
+        AuditNote(
+            tag=Note.AGGREGATES_UNCHANGED,
+            rule=None,
+            text="aggregates of order DH1 updated; no derived value changed (X-2)",
+        )
+    ]
+
+
+@pytest.mark.parametrize("linked_by", ["code", "id"])
+def test_an_order_without_crm_id_is_addressed_by_its_link(linked_by: str, rules: RuleBook) -> None:
+    order = Order(rules)
+    if linked_by == "code":
+        order.state.link(T, "sale_order", "DH1", crm="o-1")
+    else:
+        order.state.link(T, "sale_order", None, crm="o-1", acct="ao-1")
+    order.send(event("acct", "sale_order", after=acct_order(crm_id=None)))
+    decision = order.send(event("acct", "receipt", after=receipt()))
+    assert {c.key for c in decision.commands} == {CommandKey(id="o-1", code="DH1")}
+
+
+def test_derived_command_ids_of_an_order_without_code_do_not_change_once_it_is_linked(rules: RuleBook) -> None:
+    stored = Order(rules)
+    stored.send(event("acct", "sale_order", after=acct_order(code=None, crm_id=None)))
+    snapshot = stored.aggregate.to_json()
+    ev = event("acct", "receipt", after=receipt())
+    before = decide_for_order(ev, OrderAggregate.from_json(snapshot), stored.state, rules, now_ms=NOW)
+    stored.state.link(T, "sale_order", None, crm="o-1", acct="ao-1")
+    after = decide_for_order(ev, OrderAggregate.from_json(snapshot), stored.state, rules, now_ms=NOW)
+    assert [c.key.id for c in before.commands] == [None, None] and [c.key.id for c in after.commands] == ["o-1"] * 2
+    assert [c.command_id for c in before.commands] == [c.command_id for c in after.commands]
+
+
+def test_a_moved_document_with_an_explicit_action_leaves_its_old_order_as_a_deletion() -> None:
+    ev = event("acct", "receipt", "u", action="update", before=receipt(), after={**receipt(), "order_id": "ao-2"})
+    (_, removal, _), _ = aggregate_inputs(ev)
+    assert (removal.op, removal.action) == ("d", None)

@@ -142,3 +142,21 @@ def test_what_a_change_teaches_and_what_a_users_change_forgets(rules: RuleBook) 
     assert copied(PRODUCT) == next(c.fields for c in product.commands)
     assert product.commands[0].key == CommandKey(id="ap-1", code="SP1")
     assert product.commands[0].target is System.ACCT
+
+
+def test_no_rule_for_an_acct_contract_names_the_order_target(rules: RuleBook) -> None:
+    decision = run(event("acct", "contract", after=acct_order()), base_state("sale_order"), rules)
+    assert decision.audit.notes == [
+        note(Note.NO_RULE, None, "no rule of the matrix for acct contract create (order_target=sale_order): none")
+    ]
+
+
+def test_x2_a_crm_order_updated_to_what_it_was_sends_nothing(rules: RuleBook) -> None:
+    """The copy carries the CRM id (X-3) on both sides of the comparison: nothing it writes changed."""
+    decision = run(
+        event("crm", "sale_order", "u", before=order("proposed"), after=order("proposed")),
+        base_state(links=(ORDER_LINK,)),
+        rules,
+    )
+    assert decision.commands == []
+    assert [n.tag for n in decision.audit.notes] == [Note.UNCHANGED]
