@@ -111,6 +111,44 @@ class Kafka:
         finally:
             consumer.close()
 
+    def read_to_end(self, topics: list[str], timeout: float = 30.0) -> list[dict]:
+        """Every message of ``topics`` written before the call: read up to the end offsets they had
+        then (what a producer that flushed before the call wrote is all there). Same shape as ``read``."""
+        consumer = Consumer(
+            confluent_config(
+                self.settings,
+                {"group.id": f"reader-{uuid.uuid4()}", "enable.auto.commit": False, "auto.offset.reset": "earliest"},
+            )
+        )
+        messages: list[dict] = []
+        try:
+            metadata = consumer.list_topics(timeout=10).topics
+            assignment = [TopicPartition(self.name(t), p, 0) for t in topics for p in metadata[self.name(t)].partitions]
+            ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in assignment}
+            consumer.assign(assignment)
+            deadline = time.monotonic() + timeout
+            # a partition not fetched yet has no position (a negative offset): it is at 0, where it was assigned
+            while any(max(p.offset, 0) < ends[(p.topic, p.partition)] for p in consumer.position(assignment)):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"could not read {topics} to their end offsets {ends} within {timeout}s")
+                message = consumer.poll(0.2)
+                if message is not None and not message.error():
+                    try:
+                        value = orjson.loads(message.value())
+                    except orjson.JSONDecodeError:
+                        value = message.value()
+                    messages.append(
+                        {
+                            "topic": message.topic()[len(self.settings.topic_prefix) :],
+                            "key": message.key().decode() if message.key() else None,
+                            "value": value,
+                            "headers": {k: v.decode() for k, v in (message.headers() or [])},
+                        }
+                    )
+        finally:
+            consumer.close()
+        return messages
+
 
 def last_assignment(log: str, topic: str) -> str:
     """The partitions of ``topic`` the worker's consumer was last assigned, as the processing loop logs
