@@ -498,3 +498,20 @@ def test_a_moved_document_with_an_explicit_action_leaves_its_old_order_as_a_dele
     ev = event("acct", "receipt", "u", action="update", before=receipt(), after={**receipt(), "order_id": "ao-2"})
     (_, removal, _), _ = aggregate_inputs(ev)
     assert (removal.op, removal.action) == ("d", None)
+
+
+def test_an_order_linked_by_code_gets_the_statuses_of_documents_held_for_it(rules: RuleBook) -> None:
+    """A receipt before its order (held); the order comes without crm_id, its CRM order known by code."""
+    order = Order(rules)
+    order.state.link(T, "sale_order", "DH1", crm="o-1")
+    order.send(event("acct", "receipt", after=receipt()))
+    decision = order.send(event("acct", "sale_order", after=acct_order(crm_id=None)))
+    assert {c.key for c in decision.commands} == {CommandKey(id="o-1", code="DH1")}
+
+
+def test_a_rule_of_the_matrix_on_an_order_is_stamped_with_the_decisions_time(rules: RuleBook) -> None:
+    order = Order(rules)
+    order.send(event("acct", "sale_order", after=acct_order(revenue_status="proposed")))
+    ev = event("acct", "sale_order", "u", before=acct_order(revenue_status="proposed"), after=acct_order())
+    decision = order.send(ev)
+    assert [(c.rule, c.ts_ms) for c in decision.commands] == [("SO-8", NOW)]
