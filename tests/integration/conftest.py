@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from common.kafka_config import confluent_config
 from common.settings import KafkaSettings
@@ -124,9 +124,9 @@ class Kafka:
         try:
             metadata = consumer.list_topics(timeout=10).topics
             assignment = [TopicPartition(self.name(t), p, 0) for t in topics for p in metadata[self.name(t)].partitions]
-            ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in assignment}
-            consumer.assign(assignment)
             deadline = time.monotonic() + timeout
+            ends = {(tp.topic, tp.partition): self._end_offset(consumer, tp, deadline) for tp in assignment}
+            consumer.assign(assignment)
             # a partition not fetched yet has no position (a negative offset): it is at 0, where it was assigned
             while any(max(p.offset, 0) < ends[(p.topic, p.partition)] for p in consumer.position(assignment)):
                 if time.monotonic() > deadline:
@@ -148,6 +148,19 @@ class Kafka:
         finally:
             consumer.close()
         return messages
+
+    @staticmethod
+    def _end_offset(consumer: Consumer, partition: TopicPartition, deadline: float) -> int:
+        """The partition's end offset; asked again while a fresh topic's partition has no leader yet."""
+        while True:
+            try:
+                return consumer.get_watermark_offsets(partition, timeout=10)[1]
+            except KafkaException as exc:
+                if not exc.args[0].retriable() and exc.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION:
+                    raise
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no end offset for {partition}: {exc}") from exc
+                time.sleep(0.2)
 
 
 def last_assignment(log: str, topic: str) -> str:
