@@ -62,13 +62,12 @@ class Kafka:
         topics: list[str],
         until: Callable[[list[dict]], bool],
         timeout: float = 30.0,
-        settle: float = 0.0,
     ) -> list[dict]:
         """Read every message of ``topics`` from the beginning until ``until(messages)`` holds.
 
-        With ``settle``, keep reading that many seconds more once it holds (to see that nothing
-        unwanted follows). Each message: topic (without prefix), key, value (decoded JSON when it is
-        JSON, else bytes), headers (dict).
+        Each message: topic (without prefix), key, value (decoded JSON when it is JSON, else bytes),
+        headers (dict). To see that nothing unwanted follows, read on with ``read_to_end`` once what
+        made them is known to be written (a returned command, a committed batch), never for a while.
         """
         consumer = Consumer(
             confluent_config(
@@ -81,7 +80,6 @@ class Kafka:
         consumer.assign(assignment)
         messages: list[dict] = []
         deadline = time.monotonic() + timeout
-        held_since: float | None = None
         try:
             while time.monotonic() < deadline:
                 message = consumer.poll(0.2)
@@ -99,11 +97,7 @@ class Kafka:
                         }
                     )
                 if until(messages):
-                    held_since = held_since or time.monotonic()
-                    if time.monotonic() - held_since >= settle:
-                        return messages
-                else:
-                    held_since = None
+                    return messages
             raise AssertionError(
                 f"timed out after {timeout}s waiting on {topics}; read {len(messages)}: "
                 f"{[(m['topic'], m['key']) for m in messages][:20]}"
