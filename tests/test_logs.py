@@ -12,9 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 from confluent_kafka import Producer
@@ -152,15 +154,35 @@ def test_a_service_run_with_json_logs_writes_only_json_lines(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
+    # both streams read as they come: the service runs until it has said it waits for Kafka (its
+    # client was refused by then; librdkafka's own lines about it come out as the client is closed)
+    seen: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    refused = threading.Event()
+
+    def read(name: str, stream: IO[str]) -> None:
+        for line in stream:
+            seen[name].append(line)
+            if name == "stderr" and "waits for Kafka" in line:
+                refused.set()
+
+    readers = [
+        threading.Thread(target=read, args=(name, stream), daemon=True)
+        for name, stream in (("stdout", process.stdout), ("stderr", process.stderr))
+    ]
+    for reader in readers:
+        reader.start()
     try:
-        time.sleep(6)
+        assert refused.wait(60), "not waiting for Kafka within 60 s: " + "".join(seen["stderr"])[-2000:]
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            stdout, stderr = process.communicate(timeout=30)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
-            stdout, stderr = process.communicate()
+            process.wait()
+        for reader in readers:
+            reader.join(10)
+    stdout, stderr = "".join(seen["stdout"]), "".join(seen["stderr"])
     lines = json_lines(stderr)
     assert any(line["logger"] == "librdkafka" and "Connection refused" in line["message"] for line in lines), stderr[
         -2000:

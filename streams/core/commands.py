@@ -43,10 +43,11 @@ def copied(record: dict[str, Any], *, leaving: frozenset[str] = frozenset()) -> 
 # acct entities that carry ``crm_id``: the CRM record they came from.
 CRM_ID_CARRIERS = frozenset({"sale_order", "contract", "invoice", "quote"})
 
-# Status values differ between the systems (spec "Status vocabularies"): a copy maps them.
+# Status values differ between the systems (spec "Status vocabularies"): a copy maps them. No rule
+# copies an acct revenue_status to CRM (SO-8 and CT-10 set it: reject_revenue := rejected), so CRM
+# has no entry for it.
 VALUE_MAPS: dict[tuple[System, str], dict[str, str]] = {
     (System.ACCT, "revenue_status"): {"draft": "not_recorded", "rejected": "not_recorded"},
-    (System.CRM, "revenue_status"): {"not_recorded": "rejected"},
     # CRM orders have no "fully delivered" status; their delivery_status says it (CT-9, CT-11).
     (System.CRM, "status"): {"fully_delivered": "in_progress"},
 }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -56,17 +58,37 @@ def test_watch_refreshes_until_ctrl_c(module_settings):
     consumer = Consumer({"bootstrap.servers": module_settings.kafka.bootstrap_servers, "group.id": group})
     consumer.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
     consumer.close()
-    env = {**os.environ, "LIENTHONG_BOOTSTRAP_SERVERS": module_settings.kafka.bootstrap_servers}
+    # a terminal of 200 columns (a pty), as a person watching it has: the table is redrawn in place
+    env = {**os.environ, "LIENTHONG_BOOTSTRAP_SERVERS": module_settings.kafka.bootstrap_servers, "COLUMNS": "200"}
+    screen, terminal = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "cli", "lag", "--group", group, "--watch", "--interval", "0.3"],
         cwd=REPO_ROOT,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=terminal,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(4)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=20)
+    os.close(terminal)
+    shown = b""
+
+    def read_screen(until, seconds: float) -> None:
+        nonlocal shown
+        deadline = time.monotonic() + seconds
+        while not until() and time.monotonic() < deadline:
+            if select.select([screen], [], [], 0.2)[0]:
+                try:
+                    shown += os.read(screen, 65536)
+                except OSError:  # the terminal's other end is closed: the process is gone
+                    return
+
+    try:
+        read_screen(lambda: shown.count(group.encode()) >= 2, 60)  # drawn, then drawn again
+        assert shown.count(group.encode()) >= 2, f"the table was not redrawn within 60 s: {shown[-2000:]!r}"
+    finally:
+        process.send_signal(signal.SIGINT)
+        read_screen(lambda: process.poll() is not None, 20)  # what it writes as it stops, read
+        _, err = process.communicate(timeout=20)
+        os.close(screen)
     assert process.returncode == 0 and "Traceback" not in err, err
-    assert group in out and topic in out
+    assert topic.encode() in shown

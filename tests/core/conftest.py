@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from streams.core.rules import RuleBook, load_rules
@@ -11,6 +13,8 @@ from streams.core.rules import RuleBook, load_rules
 pytest.register_assert_rewrite("tests.core.rule_cases")
 
 
-@pytest.fixture(scope="session")
+# Under mutmut (docs/mutation.md) the rule book is built for each test: mutmut maps a mutant of
+# load_rules or RuleBook to the tests that called them, and a session's book is built in one test only.
+@pytest.fixture(scope="function" if "MUTANT_UNDER_TEST" in os.environ else "session")
 def rules() -> RuleBook:
     return load_rules()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.names import System
-from streams.core.contract import Command, CommandKey, Op
+from streams.core.contract import Command, CommandKey, Note, Op
 from streams.core.decide import Decision, decide
 from streams.core.rules import RuleBook
 from tests.fakes import FakeState, event
@@ -159,10 +159,21 @@ def run(ev, state: FakeState, rules: RuleBook) -> Decision:
     return decide(ev, state, rules, now_ms=NOW)
 
 
+# Notes that are about no rule: nothing matched, or a document is only counted.
+RULELESS_NOTES = frozenset({Note.NO_RULE, Note.HELD, Note.AGGREGATES_UNCHANGED})
+
+
 def assert_audit(decision: Decision, rule_id: str, rules: list[str] | None = None) -> None:
-    """The audit record names the matched rule first (``rule``) and exactly the rules involved."""
-    assert decision.audit.rule == rule_id
-    assert decision.audit.rules == (rules if rules is not None else [rule_id])
+    """The audit record names the matched rule first (``rule``) and exactly the rules involved; each
+    of its notes has a tag a program can read and names one of those rules (unless it is about none),
+    and ``reason`` says what the notes say, in their order."""
+    audit = decision.audit
+    assert audit.rule == rule_id
+    assert audit.rules == (rules if rules is not None else [rule_id])
+    for note in audit.notes:
+        assert isinstance(note.tag, Note), note
+        assert (note.rule is None) if note.tag in RULELESS_NOTES else (note.rule in audit.rules), note
+    assert audit.reason == ("; ".join(note.text for note in audit.notes) or None)
 
 
 def assert_none(

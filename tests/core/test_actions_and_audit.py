@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from common.names import System
-from streams.core.commands import mapped_fields
+from streams.core.commands import VALUE_MAPS, mapped_fields
 from streams.core.contract import Action
 from streams.core.decide import decide
 from streams.core.errors import BadInput
-from streams.core.rules import RuleBook
+from streams.core.rules import Effect, RuleBook
 from streams.core.transitions import derive_action
 from tests.core.rule_cases import (
     CATEGORY,
@@ -161,6 +161,34 @@ def test_a_copied_status_is_written_in_the_targets_vocabulary(
     order while it is draft or rejected (SO-2's condition), so the map is checked where it is read."""
     rule = rules.by_id(rule_id)
     assert mapped_fields(rule, rule.write_target(), Action.UPDATE, record, source) == written
+
+
+def test_every_status_map_is_read_by_a_rule_that_copies_that_status(rules: RuleBook) -> None:
+    """A value map no rule reaches is a promise nobody keeps. The maps are of orders' statuses (spec
+    "Status vocabularies"): each (target, field) of ``VALUE_MAPS`` is copied to an order of that target
+    by some rule, which writes every field or names ``field`` among its ``only_fields``."""
+    copied = {
+        (rule.target, field)
+        for rule in rules.rules
+        if rule.effect is Effect.WRITE and rule.target_entity in ("sale_order", "contract")
+        for target, field in VALUE_MAPS
+        if rule.target is target and (rule.only_fields is None or field in rule.only_fields)
+    }
+    assert set(VALUE_MAPS) == copied, f"mapped but never copied: {set(VALUE_MAPS) - copied}"
+
+
+@pytest.mark.parametrize("rule_id", ["SO-8", "CT-10"])
+def test_an_accounting_not_recorded_reaches_crm_as_rejected(rule_id: str, rules: RuleBook) -> None:
+    """Spec "Status vocabularies": accounting's "not recorded" is CRM's "rejected" (set by the rule)."""
+    entity = "sale_order" if rule_id == "SO-8" else "contract"
+    record = {"id": "ao-1", "code": "DH1", "crm_id": "o-1", "revenue_status": "not_recorded"}
+    ev = event(
+        **ev_kwargs("acct", entity, "u", before={**record, "revenue_status": "proposed"}, after=record),
+    )
+    decision = decide(ev, FakeState(default_order_target=entity), rules, now_ms=NOW)
+    (command,) = decision.commands
+    assert command.rule == rule_id and command.target is System.CRM
+    assert command.fields["revenue_status"] == "rejected"
 
 
 # --- command ids -------------------------------------------------------------------------------

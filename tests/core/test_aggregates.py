@@ -15,8 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.core.aggregates import OrderAggregate, decide_for_order, derive
-from streams.core.contract import ChangeEvent
+from streams.core.aggregates import (
+    OrderAggregate,
+    aggregate_inputs,
+    check_document,
+    decide_for_order,
+    derive,
+    order_key_of,
+)
+from streams.core.contract import AuditNote, ChangeEvent, CommandKey, Note
 from streams.core.errors import BadInput
 from streams.core.rules import RuleBook
 from tests.core.oracle import SALE_ORDER_FIELDS, truths, wire_problems
@@ -341,3 +348,170 @@ def test_any_interleaving_with_duplicates_matches_the_oracle(rules: RuleBook, hi
     # the last command of each rule says what the truth says (nothing lost, nothing stale)
     for rule_id, fields in sent.items():
         assert wire_problems(fields, truth, fields) == [], rule_id
+
+
+# --- the edges of what CRM is shown (found by mutation testing, docs/mutation.md) ------------------
+
+
+def shown(order_changes: dict[str, Any], *documents: ChangeEvent, kind: str = "sale_order") -> dict[str, Any]:
+    """What CRM shows for an accounting order after ``documents`` (derive over its aggregate)."""
+    aggregate = OrderAggregate(tenant=T, order_id="ao-1")
+    aggregate.apply(event("acct", kind, after=acct_order(kind, **order_changes)))
+    for document in documents:
+        aggregate.apply(document)
+    return derive(aggregate)
+
+
+def test_an_order_nothing_happened_to_is_unpaid_not_invoiced_and_keeps_its_crm_status() -> None:
+    values = shown({})
+    assert (values["pay_status"], values["invoicing_status"], values["status"]) == ("unpaid", "not_invoiced", None)
+    assert values["delivery_status"] == "not_delivered" and values["invoiced_date"] is None
+
+
+def test_an_order_of_one_unit_and_one_dong() -> None:
+    """The smallest order there is: its one unit delivered is "delivered", its one đồng owed "unpaid",
+    its one đồng invoiced "completed"."""
+    lines = [{"line_id": "l1", "product_code": "SP1", "quantity": 1, "amount": "1"}]
+    one = {"total_amount": "1", "lines": lines}
+    assert shown(one)["pay_status"] == "unpaid"
+    delivered = event("acct", "sales_voucher", after=voucher(l1=1, lines=[{**lines[0]}], invoice_no="1"))
+    values = shown(one, delivered)
+    assert (values["delivery_status"], values["status"], values["invoiced_amount"]) == ("delivered", "completed", "1")
+
+
+def test_an_order_of_nothing_is_paid_and_whatever_is_delivered_is_delivering() -> None:
+    """An order of total 0 owes nothing (paid, never "completed" by invoicing nothing); one without
+    lines, of which a voucher delivers something, is delivering, never delivered."""
+    values = shown({"total_amount": "0", "lines": []})
+    assert (values["pay_status"], values["status"]) == ("paid", None)
+    values = shown({"total_amount": "0", "lines": []}, event("acct", "sales_voucher", after=voucher(l1=1)))
+    assert values["delivery_status"] == "delivering"
+
+
+def test_an_empty_amount_counts_as_zero_and_a_bad_one_is_bad_input_naming_it(rules: RuleBook) -> None:
+    """An event that reached the aggregates without the edge's checks (validation refuses these first)."""
+    assert shown({}, event("acct", "receipt", after=receipt(amount="")))["receipted_amount"] == "0"
+    with pytest.raises(BadInput) as raised:
+        shown({}, event("acct", "receipt", after=receipt(amount="12,5")))
+    assert raised.value.kind == "schema"
+    assert raised.value.message.endswith("amount: '1…' (4 characters) is not a decimal number")
+    with pytest.raises(BadInput) as raised:
+        shown({}, event("acct", "receipt", after={**receipt(), "amount": 0.1}))
+    assert raised.value.message.endswith(
+        "amount: a float of 3 digits must be a decimal string or an integer, not a float"
+    )
+
+
+def test_a_receipt_without_its_order_is_bad_input_and_a_contract_is_its_own_aggregate() -> None:
+    orphan = event("acct", "receipt", after={**receipt(), "order_id": None})
+    with pytest.raises(BadInput) as raised:
+        check_document(orphan)
+    assert raised.value.kind == "schema" and "receipt r-1 has no order_id" in raised.value.message
+    with pytest.raises(BadInput) as raised:
+        aggregate_inputs(orphan)
+    assert (raised.value.kind, raised.value.message) == (
+        "schema",
+        f"event {orphan.event_id!r}: receipt r-1 names no order it belongs to",
+    )
+    assert order_key_of(event("acct", "contract", after=acct_order("contract"))) == "t1:ao-1"
+    assert order_key_of(event("crm", "sale_order", after={"id": "o-1", "code": "DH1"})) is None
+
+
+@pytest.mark.parametrize("entity", ["sales_voucher", "receipt"])
+def test_a_document_moved_to_another_order_leaves_the_first(entity: str) -> None:
+    document = voucher() if entity == "sales_voucher" else receipt()
+    moved = {**document, "order_id": "ao-2"}
+    ev = event("acct", entity, "u", before=document, after=moved)
+    (old, removal, part), (new, same, new_part) = aggregate_inputs(ev)
+    assert (old, part, new, new_part, same) == ("t1:ao-1", "removal", "t1:ao-2", "document", ev)
+    assert (removal.op, removal.after, removal.action, removal.record_id) == ("d", None, None, document["id"])
+    assert removal.event_id == f"{ev.event_id}:moved-from:ao-1"
+    kept = event("acct", entity, "u", before=document, after={**document, "code": "NEW"})
+    assert [(key, part) for key, _, part in aggregate_inputs(kept)] == [("t1:ao-1", "document")]
+    created = event("acct", entity, "c", before=None, after=moved)
+    assert [(key, part) for key, _, part in aggregate_inputs(created)] == [("t1:ao-2", "document")]
+    deleted = event("acct", entity, "d", before=document, after=None)
+    assert [(key, part) for key, _, part in aggregate_inputs(deleted)] == [("t1:ao-1", "document")]
+
+
+def test_the_same_event_decided_again_sends_the_same_commands_again(rules: RuleBook) -> None:
+    """A replay the aggregate already counted (its id no longer among the recent ones) re-sends what
+    it sent, with the same ids: the connector answers duplicate. Another event with the same values
+    sends nothing (X-2)."""
+    order = Order(rules)
+    order.send(event("acct", "sale_order", after=acct_order()))
+    ev = event("acct", "receipt", after=receipt())
+    first = decide_for_order(ev, order.aggregate, order.state, rules, now_ms=NOW)
+    again = decide_for_order(ev, order.aggregate, order.state, rules, now_ms=NOW)
+    assert [c.command_id for c in again.commands] == [c.command_id for c in first.commands] != []
+    other = event("acct", "receipt", "u", before=receipt(), after=receipt())
+    assert decide_for_order(other, order.aggregate, order.state, rules, now_ms=NOW).commands == []
+
+
+def test_a_documents_audit_says_what_its_order_made_of_it(rules: RuleBook) -> None:
+    order = Order(rules)
+    held = order.send(event("acct", "receipt", after=receipt("r-0", "0")))
+    assert held.audit.notes == [
+        AuditNote(tag=Note.HELD, rule=None, text="held: receipt r-0 counts once order ao-1 arrives")
+    ]
+    order.send(event("acct", "sale_order", after=acct_order()))
+    counted = order.send(event("acct", "receipt", after=receipt("r-1", "400")))
+    # derived commands went out: "no rule of the matrix" for a receipt is not why, and not said
+    assert counted.commands and counted.audit.notes == [] and counted.audit.reason is None
+    assert counted.audit.ts_ms == NOW and {c.ts_ms for c in counted.commands} == {NOW}
+    unchanged = order.send(event("acct", "receipt", after=receipt("r-2", "0")))
+    assert unchanged.commands == []
+    assert unchanged.audit.notes == [
+        AuditNote(
+            tag=Note.AGGREGATES_UNCHANGED,
+            rule=None,
+            text="aggregates of order DH1 updated; no derived value changed (X-2)",
+        )
+    ]
+
+
+@pytest.mark.parametrize("linked_by", ["code", "id"])
+def test_an_order_without_crm_id_is_addressed_by_its_link(linked_by: str, rules: RuleBook) -> None:
+    order = Order(rules)
+    if linked_by == "code":
+        order.state.link(T, "sale_order", "DH1", crm="o-1")
+    else:
+        order.state.link(T, "sale_order", None, crm="o-1", acct="ao-1")
+    order.send(event("acct", "sale_order", after=acct_order(crm_id=None)))
+    decision = order.send(event("acct", "receipt", after=receipt()))
+    assert {c.key for c in decision.commands} == {CommandKey(id="o-1", code="DH1")}
+
+
+def test_derived_command_ids_of_an_order_without_code_do_not_change_once_it_is_linked(rules: RuleBook) -> None:
+    stored = Order(rules)
+    stored.send(event("acct", "sale_order", after=acct_order(code=None, crm_id=None)))
+    snapshot = stored.aggregate.to_json()
+    ev = event("acct", "receipt", after=receipt())
+    before = decide_for_order(ev, OrderAggregate.from_json(snapshot), stored.state, rules, now_ms=NOW)
+    stored.state.link(T, "sale_order", None, crm="o-1", acct="ao-1")
+    after = decide_for_order(ev, OrderAggregate.from_json(snapshot), stored.state, rules, now_ms=NOW)
+    assert [c.key.id for c in before.commands] == [None, None] and [c.key.id for c in after.commands] == ["o-1"] * 2
+    assert [c.command_id for c in before.commands] == [c.command_id for c in after.commands]
+
+
+def test_a_moved_document_with_an_explicit_action_leaves_its_old_order_as_a_deletion() -> None:
+    ev = event("acct", "receipt", "u", action="update", before=receipt(), after={**receipt(), "order_id": "ao-2"})
+    (_, removal, _), _ = aggregate_inputs(ev)
+    assert (removal.op, removal.action) == ("d", None)
+
+
+def test_an_order_linked_by_code_gets_the_statuses_of_documents_held_for_it(rules: RuleBook) -> None:
+    """A receipt before its order (held); the order comes without crm_id, its CRM order known by code."""
+    order = Order(rules)
+    order.state.link(T, "sale_order", "DH1", crm="o-1")
+    order.send(event("acct", "receipt", after=receipt()))
+    decision = order.send(event("acct", "sale_order", after=acct_order(crm_id=None)))
+    assert {c.key for c in decision.commands} == {CommandKey(id="o-1", code="DH1")}
+
+
+def test_a_rule_of_the_matrix_on_an_order_is_stamped_with_the_decisions_time(rules: RuleBook) -> None:
+    order = Order(rules)
+    order.send(event("acct", "sale_order", after=acct_order(revenue_status="proposed")))
+    ev = event("acct", "sale_order", "u", before=acct_order(revenue_status="proposed"), after=acct_order())
+    decision = order.send(ev)
+    assert [(c.rule, c.ts_ms) for c in decision.commands] == [("SO-8", NOW)]

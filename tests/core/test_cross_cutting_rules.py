@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from common.names import System
-from streams.core.contract import CommandKey, Note, Op, decode_change_event
+from streams.core.contract import AuditNote, CommandKey, Note, Op, decode_change_event
 from streams.core.errors import BadInput
 from streams.core.rules import RuleBook
 from tests.core.rule_cases import (
@@ -229,6 +229,9 @@ def test_x4_unlinked_customer_and_products_are_sent_first(rules: RuleBook) -> No
     assert customer.fields == copied(CUSTOMER, code="KH5", name="Khách mới")  # the CRM customer as last seen
     assert (product.rule, product.entity, product.key) == ("PRD-1", "product", CommandKey(code="SP7"))
     assert product.fields == {"code": "SP7"}  # a product not seen yet: its code only, until it arrives
+    # where each came from: the CRM customer as seen; the product, known only by the code the order names
+    assert (customer.source.system, customer.source.entity, customer.source.id) == (System.CRM, "sale_order", "c-5")
+    assert product.source.id == "SP7"
     assert document.rule == "SO-1"
     assert document.depends_on == [customer.command_id, product.command_id]
     assert (decision.audit.rule, decision.audit.rules) == ("SO-1", ["SO-1", "X-4"])
@@ -264,6 +267,55 @@ def test_x4_a_status_only_write_sends_no_dependencies(rules: RuleBook) -> None:
     assert command.rule == rule and command.depends_on == []
 
 
+COMPLETED_KH9 = AuditNote(
+    tag=Note.DEPENDENCY_COMPLETED,
+    rule="CUS-10",
+    text="X-4: customer KH9 went to acct with its code only (named by a document before the processor saw it); "
+    "CUS-10 sends its fields now",
+)
+
+
+def test_x4_every_unlinked_product_of_an_order_is_sent_first(rules: RuleBook) -> None:
+    lines = [
+        {"line_id": "l1", "product_code": "SP7", "quantity": 1, "unit_price": "5", "amount": "5"},
+        {"line_id": "l2", "product_code": "SP8", "quantity": 1, "unit_price": "5", "amount": "5"},
+    ]
+    decision = run(event("crm", "sale_order", after=order("proposed", lines=lines)), base_state(), rules)
+    assert [(c.rule, c.key.code) for c in decision.commands] == [("PRD-1", "SP7"), ("PRD-1", "SP8"), ("SO-1", "DH1")]
+    assert decision.commands[-1].depends_on == [c.command_id for c in decision.commands[:2]]
+
+
+def test_x4_a_product_named_on_two_lines_is_sent_once(rules: RuleBook) -> None:
+    line = {"line_id": "l1", "product_code": "SP7", "quantity": 1, "unit_price": "5", "amount": "5"}
+    lines = [line, {**line, "line_id": "l2"}]
+    decision = run(event("crm", "sale_order", after=order("proposed", lines=lines)), base_state(), rules)
+    assert [(c.rule, c.key.code) for c in decision.commands] == [("PRD-1", "SP7"), ("SO-1", "DH1")]
+
+
+def test_a_condition_that_does_not_hold_is_said_with_every_value_it_takes(rules: RuleBook) -> None:
+    ev = event("crm", "sale_order", "u", before=order("draft"), after=order("draft", total_amount="1"))
+    decision = run(ev, base_state(links=(ORDER_LINK,)), rules)
+    assert decision.audit.notes == [
+        AuditNote(
+            tag=Note.CONDITION,
+            rule="SO-2",
+            text="SO-2: condition revenue_status ∈ {proposed, recorded} does not hold (revenue_status = 'draft'): none",
+        )
+    ]
+
+
+def test_x4_a_linked_customers_own_update_is_not_doubled_by_a_completion(rules: RuleBook) -> None:
+    """KH9 went to accounting with its code only and its echo linked it there; the CRM customer's own
+    update then goes by CUS-3 with its fields, which is all the completion would have sent."""
+    state = base_state()
+    state.apply(run(event("crm", "sale_order", after=order("proposed", customer_code="KH9")), state, rules))
+    state.apply(run(event("acct", "customer", after={"id": "a-9", "code": "KH9"}, origin="sync"), state, rules))
+    customer = {**CUSTOMER, "id": "c-9", "code": "KH9", "name": "Khách đến sau"}
+    decision = run(event("crm", "customer", "u", before={**customer, "name": "cũ"}, after=customer), state, rules)
+    (update,) = decision.commands
+    assert (update.rule, update.key, update.fields) == ("CUS-3", CommandKey(id="a-9", code="KH9"), copied(customer))
+
+
 def test_x4_a_dependency_named_before_its_record_was_seen_gets_its_fields_when_the_record_arrives(
     rules: RuleBook,
 ) -> None:
@@ -281,7 +333,7 @@ def test_x4_a_dependency_named_before_its_record_was_seen_gets_its_fields_when_t
     assert completion.fields == copied(customer)
     assert completion.command_id != placeholder.command_id
     assert (arrived.audit.rule, arrived.audit.rules) == ("CUS-1", ["CUS-1", "CUS-10", "X-4"])
-    assert [n.tag for n in arrived.audit.notes if n.rule == "CUS-10"] == [Note.DEPENDENCY_COMPLETED]
+    assert [n for n in arrived.audit.notes if n.rule == "CUS-10"] == [COMPLETED_KH9]
     state.apply(arrived)
     again = run(event("crm", "customer", "u", before=customer, after={**customer, "phone": "1"}), state, rules)
     assert "CUS-10" not in [c.rule for c in again.commands]  # completed once; later edits follow CUS-3
@@ -307,7 +359,7 @@ def test_x4_a_dependency_decided_at_the_same_moment_as_its_record_gets_its_field
     assert completion.fields == copied(customer)
     assert completion.source.id == "c-9" and completion.command_id != placeholder.command_id
     assert (echo.audit.rule, echo.audit.rules) == ("CUS-6", ["CUS-6", "X-1", "CUS-10", "X-4"])
-    assert [n.tag for n in echo.audit.notes if n.rule == "CUS-10"] == [Note.DEPENDENCY_COMPLETED]
+    assert [n for n in echo.audit.notes if n.rule == "CUS-10"] == [COMPLETED_KH9]
     state.apply(echo)
     again = run(event("acct", "customer", "u", before=echo_record, after=echo_record, origin="sync"), state, rules)
     assert again.commands == []  # completed once

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from common.names import System
-from streams.core.contract import CommandKey, Op
+from streams.core.contract import AuditNote, CommandKey, Note, Op
 from streams.core.rules import RuleBook
 from tests.core.rule_cases import (
     ACCT_CUSTOMER,
@@ -250,3 +250,42 @@ def test_cus10_pulled_customers_are_linked_and_not_pulled_again(rules: RuleBook)
 def test_cus10_pull_with_nothing_unlinked_is_none(rules: RuleBook) -> None:
     decision = run(event("acct", "customer", action="pull", after={"id": "req-5"}), base_state(), rules)
     assert_none(decision, "CUS-10", because="all linked", rests_on_absence=True)
+
+
+def test_cus10_notes_name_the_unknown_codes_and_why_nothing_was_pulled(rules: RuleBook) -> None:
+    some = run(
+        event("acct", "customer", action="pull", after={"id": "req-8", "codes": ["KH404", "KH2", "KH405"]}),
+        pull_state(rules),
+        rules,
+    )
+    assert [c.key.code for c in some.commands] == ["KH2"]
+    assert some.audit.notes == [
+        AuditNote(
+            tag=Note.PULL_UNKNOWN, rule="CUS-10", text="CUS-10: CRM customers not known to the processor: KH404, KH405"
+        )
+    ]
+    none_known = run(
+        event("acct", "customer", action="pull", after={"id": "req-9", "codes": ["KH404"]}), pull_state(rules), rules
+    )
+    assert none_known.audit.notes == [  # why nothing came first, then what was not known
+        AuditNote(tag=Note.NOTHING_TO_PULL, rule="CUS-10", text="CUS-10: no CRM customer to pull"),
+        AuditNote(tag=Note.PULL_UNKNOWN, rule="CUS-10", text="CUS-10: CRM customers not known to the processor: KH404"),
+    ]
+    all_linked = run(event("acct", "customer", action="pull", after={"id": "req-10"}), base_state(), rules)
+    assert all_linked.audit.notes == [
+        AuditNote(tag=Note.NOTHING_TO_PULL, rule="CUS-10", text="CUS-10: no CRM customer to pull (all linked already)")
+    ]
+
+
+def test_cus10_a_pulled_customer_linked_by_its_code_or_by_its_crm_id_is_updated_in_place(rules: RuleBook) -> None:
+    """Linked by code (the acct customer of the same code) or by id (an acct customer that carries the
+    CRM id, whatever its code): either way the upsert goes to that acct record, not a new one."""
+    state = base_state()
+    state.remember(T, "customer", {**CUSTOMER, "id": "c-7", "code": "KH7"})
+    state.remember(T, "customer", {**CUSTOMER, "id": "c-8", "code": "KH8"})
+    state.link(T, "customer", "KH7", acct="a-7")  # by code: acct a-7 has code KH7
+    state.link(T, "customer", None, crm="c-8", acct="a-8")  # by id: acct a-8 carries crm_id c-8
+    decision = run(
+        event("acct", "customer", action="pull", after={"id": "req-11", "codes": ["KH7", "KH8"]}), state, rules
+    )
+    assert [c.key for c in decision.commands] == [CommandKey(id="a-7", code="KH7"), CommandKey(id="a-8", code="KH8")]

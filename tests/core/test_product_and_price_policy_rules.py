@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from common.names import System
-from streams.core.contract import CommandKey, Op
+from streams.core.contract import AuditNote, CommandKey, Note, Op
 from streams.core.rules import RuleBook
 from tests.core.rule_cases import (
     ACCT_CATEGORY,
@@ -300,3 +300,78 @@ def test_pp1_drops_copies_of_categories_it_no_longer_selects_even_without_before
     # LH2's copy is unchanged (X-2); LH1's copy is deleted
     assert [(c.rule, c.op, c.key.code, c.fields) for c in decision.commands] == [(rule, Op.DELETE, "CSG1/LH1", {})]
     assert (decision.audit.rule, decision.audit.rules) == (rule, [rule, "X-2"])
+
+
+def test_pp1_a_policy_without_a_code_or_name_is_named_by_its_id(rules: RuleBook) -> None:
+    policy = {k: v for k, v in POLICY.items() if k not in ("code", "name")}
+    decision = run(event("acct", "price_policy", after=policy), FakeState(), rules)
+    assert [(c.key, c.fields["name"], c.fields["source_policy_code"]) for c in decision.commands] == [
+        (CommandKey(code="pp-1/LH1"), "pp-1 / LH1", "pp-1"),
+        (CommandKey(code="pp-1/LH2"), "pp-1 / LH2", "pp-1"),
+    ]
+
+
+def test_pp1_a_policy_that_selects_no_category_and_dropped_none_is_none(rules: RuleBook) -> None:
+    decision = run(event("acct", "price_policy", after={**POLICY, "category_codes": []}), FakeState(), rules)
+    assert_none(decision, "PP-1")
+    assert decision.audit.notes == [
+        AuditNote(tag=Note.NO_CATEGORY, rule="PP-1", text="PP-1: the policy selects no category and dropped none: none")
+    ]
+
+
+def test_pp1_deletes_the_copies_before_names_even_on_a_worker_that_never_split_the_policy(rules: RuleBook) -> None:
+    """The categories ``before`` lists count as split (the memory of another worker, or lost), and so do
+    those remembered: a category either names and the update drops is deleted."""
+    narrowed = {**POLICY, "category_codes": ["LH1"], "prices": POLICY["prices"][:1]}
+    decision = run(event("acct", "price_policy", "u", before=POLICY, after=narrowed), FakeState(), rules)
+    assert [(c.op, c.key.code) for c in decision.commands] == [(Op.UPSERT, "CSG1/LH1"), (Op.DELETE, "CSG1/LH2")]
+    state = FakeState()
+    state.apply(run(event("acct", "price_policy", after=POLICY), state, rules))  # remembers LH1, LH2
+    wider_before = {**POLICY, "category_codes": ["LH1", "LH2", "LH3"]}  # LH3 split by an update not seen here
+    decision = run(event("acct", "price_policy", "u", before=wider_before, after=narrowed), state, rules)
+    assert [(c.op, c.key.code) for c in decision.commands] == [(Op.DELETE, "CSG1/LH2"), (Op.DELETE, "CSG1/LH3")]
+
+
+def test_pp1_what_one_policy_split_is_not_dropped_by_another(rules: RuleBook) -> None:
+    state = FakeState()
+    state.apply(run(event("acct", "price_policy", after=POLICY), state, rules))
+    other = {**POLICY, "id": "pp-2", "code": "CSG2", "category_codes": ["LH3"], "prices": []}
+    decision = run(event("acct", "price_policy", "r", after=other), state, rules)
+    assert [(c.op, c.key.code) for c in decision.commands] == [(Op.UPSERT, "CSG2/LH3")]
+
+
+def test_pp2_notes_say_why_and_the_acct_version_goes_to_the_edited_crm_record(rules: RuleBook) -> None:
+    state = FakeState()
+    split = run(event("acct", "price_policy", after=POLICY), state, rules)
+    state.apply(split)
+    copy = {**split.commands[0].fields, "id": "crm-pp-1"}
+    edited = {**copy, "name": "sửa tay"}
+    decision = run(event("crm", "price_policy", "u", before=copy, after=edited), state, rules)
+    command = only_command(decision)
+    assert command.key == CommandKey(id="crm-pp-1", code="CSG1/LH1")
+    assert decision.audit.notes == [
+        AuditNote(
+            tag=Note.POLICY_CONFLICT,
+            rule="PP-2",
+            text="PP-2 conflict: CRM edited read-only copy CSG1/LH1; the acct version is re-sent",
+        )
+    ]
+    # edited again the same way: answered again (the conflict is not "nothing new", X-2), and the
+    # copy is still remembered as what acct says
+    state.apply(decision)
+    again = run(event("crm", "price_policy", "u", before=copy, after=edited), state, rules)
+    assert only_command(again).fields == split.commands[0].fields
+    state.apply(again)
+    thrice = run(event("crm", "price_policy", "u", before=copy, after=edited), state, rules)
+    assert only_command(thrice).fields == split.commands[0].fields
+
+
+def test_pp2_a_crm_policy_without_code_that_is_not_a_copy_is_named_by_its_id(rules: RuleBook) -> None:
+    own = {"id": "crm-pp-9", "name": "Giá riêng"}
+    decision = run(event("crm", "price_policy", "u", before=own, after={**own, "name": "2"}), FakeState(), rules)
+    assert_none(decision, "PP-2")
+    assert decision.audit.notes == [
+        AuditNote(
+            tag=Note.NOT_A_COPY, rule="PP-2", text="PP-2: CRM price policy crm-pp-9 is not a copy from acct: none"
+        )
+    ]

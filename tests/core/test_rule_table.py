@@ -148,3 +148,75 @@ def test_load_rules_does_not_change_the_shipped_table() -> None:
     with pytest.raises(RuleTableError):
         load_rules(broken("CUS-3", lambda r: r.update(entity="widget")))
     assert before == RULE_TABLE
+
+
+def _first_dependency_sent_by(rule_id: str) -> Callable[[list[dict[str, Any]]], None]:
+    def change(table: list[dict[str, Any]]) -> None:
+        # the documents' dependencies are one tuple the rows share: QUO-1, the first of them, is named
+        next(r for r in table if r["id"] == "SO-1")["dependencies"][0]["rule"] = rule_id
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        pytest.param(lambda t: t[5].pop("id"), "rule #6: id: Field required", id="a row without id"),
+        pytest.param(
+            lambda t: t[5].update(when={"field": "x", "values": [{}]}),
+            "rule CUS-6: when.values.0: Input should be a valid string",
+            id="where in the row",
+        ),
+        pytest.param(
+            lambda t: next(r for r in t if r["id"] == "CUS-3").update(entity="widget"),
+            "rule CUS-3: (rule): Value error, entity 'widget' is not an entity of crm",
+            id="the row as a whole",
+        ),
+        pytest.param(
+            lambda t: next(r for r in t if r["id"] == "SO-3").update(id="SO-1"),
+            "rule SO-1: defined twice (rows 22 and 24)",
+            id="the rows of a twice-defined rule",
+        ),
+        pytest.param(
+            lambda t: next(r for r in t if r["id"] == "SO-4").update(
+                actions=set(next(r for r in t if r["id"] == "SO-5")["actions"])
+            ),
+            "rule SO-5: action(s) ['withdraw_revenue'] on crm sale_order already belong to rule SO-4",
+            id="overlap within one order target",
+        ),
+        pytest.param(
+            _first_dependency_sent_by("CUS-99"),
+            "rule QUO-1: dependency customer is sent by rule CUS-99, which must write customer to acct",
+            id="a dependency sent by no rule",
+        ),
+        pytest.param(
+            _first_dependency_sent_by("CUS-6"),
+            "rule QUO-1: dependency customer is sent by rule CUS-6, which must write customer to acct",
+            id="a dependency sent to the other system",
+        ),
+        pytest.param(
+            _first_dependency_sent_by("PRD-1"),
+            "rule QUO-1: dependency customer is sent by rule PRD-1, which must write customer to acct",
+            id="a dependency sent as another entity",
+        ),
+    ],
+)
+def test_the_start_up_error_of_a_broken_table_says_exactly_what_is_wrong(
+    change: Callable[[list[dict[str, Any]]], None], says: str
+) -> None:
+    table = copy.deepcopy(RULE_TABLE)
+    change(table)
+    with pytest.raises(RuleTableError) as caught:
+        load_rules(table)
+    assert str(caught.value) == says
+
+
+def test_the_rule_book_says_what_it_holds_and_a_rule_without_a_target_cannot_write() -> None:
+    book = load_rules()
+    assert repr(book) == f"RuleBook({len(RULE_TABLE)} rules: {RULE_TABLE[0]['id']} … {RULE_TABLE[-1]['id']})"
+    with pytest.raises(RuleTableError) as caught:
+        book.by_id("CUS-1").write_target()
+    assert str(caught.value) == "rule CUS-1: effect none needs target, target_entity and op"
+    # an entity no rule takes any action on: only its lifecycle actions mean something
+    assert book.actions_for(System.CRM, "no_such_entity") == frozenset()
+    assert not book.accepts(System.CRM, "no_such_entity", Action.PULL)

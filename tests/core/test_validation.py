@@ -240,3 +240,45 @@ def test_without_a_source_position_the_event_id_is_the_message_position() -> Non
         headers={"tenant": b"cty-abc"},
     )
     assert event.event_id == "cdc.acct.customer:2:40"
+
+
+WHERE = "event 'e-1' on cdc.acct.receipt@1:7: "
+MONEY = 'must be a decimal string like "12.5" (ASCII digits, no exponent) or an integer'
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("codes", "KH1", "after.codes = 'KH1' must be a list of codes"),
+        ("codes", ["", "KH2"], "after.codes[0] = '' must be 1 to 256 printable characters"),
+        ("lines", "L1", "after.lines = 'L1' must be a list of objects"),
+        ("lines", [1], "after.lines[0] = 1 must be an object"),
+        ("order_id", {"a": 1}, "after.order_id = {'a': 1} must be a string or an integer (a record id or code)"),
+        (
+            "status",
+            [1],
+            "after.status = [1] must be a string, a number, a boolean or null (a state), never an object or a list",
+        ),
+        ("amount", 1.5, f"after.amount = 1.5 {MONEY}; money is never a JSON float"),
+        ("lines", [{"line_id": "L1", "quantity": "x"}], f"after.lines[0].quantity = 'x' {MONEY}, or a JSON number"),
+        ("amount", "x" * 78, f"after.amount = '{'x' * 78}' {MONEY}"),  # a value shown whole: 80 characters
+        ("amount", "x" * 79, f"after.amount = '{'x' * 76}... {MONEY}"),  # longer: its first 77, then "..."
+    ],
+)
+def test_a_dead_letters_reason_says_where_which_field_its_value_and_what_was_expected(field, value, says) -> None:
+    bad = refused(raw_event(after={"id": "R1", "order_id": "AO1", "amount": "500", field: value}))
+    assert bad.kind == "schema"
+    assert bad.message.startswith(WHERE) and says in bad.message, bad.message
+    assert bad.message.endswith(says.rsplit(" must ", 1)[1]), bad.message
+
+
+def test_an_event_id_that_is_not_printable_is_refused_naming_it() -> None:
+    bad = refused(raw_event(event_id="e\n1"))
+    assert bad.kind == "schema"
+    assert bad.message.endswith("event_id 'e\\n1' must be 1 to 256 printable characters"), bad.message
+
+
+@pytest.mark.parametrize(("key", "shown"), [(None, "no key"), (b"cty-abc:R2", "key b'cty-abc:R2'")])
+def test_a_wrong_key_is_shown_in_the_reason(key, shown) -> None:
+    bad = refused(raw_event(), key=key)
+    assert bad.message.startswith(f"{WHERE}{shown}, but the event is for 'cty-abc:R1'"), bad.message

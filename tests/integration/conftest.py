@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from common.kafka_config import confluent_config
 from common.settings import KafkaSettings
@@ -62,13 +62,12 @@ class Kafka:
         topics: list[str],
         until: Callable[[list[dict]], bool],
         timeout: float = 30.0,
-        settle: float = 0.0,
     ) -> list[dict]:
         """Read every message of ``topics`` from the beginning until ``until(messages)`` holds.
 
-        With ``settle``, keep reading that many seconds more once it holds (to see that nothing
-        unwanted follows). Each message: topic (without prefix), key, value (decoded JSON when it is
-        JSON, else bytes), headers (dict).
+        Each message: topic (without prefix), key, value (decoded JSON when it is JSON, else bytes),
+        headers (dict). To see that nothing unwanted follows, read on with ``read_to_end`` once what
+        made them is known to be written (a returned command, a committed batch), never for a while.
         """
         consumer = Consumer(
             confluent_config(
@@ -81,7 +80,6 @@ class Kafka:
         consumer.assign(assignment)
         messages: list[dict] = []
         deadline = time.monotonic() + timeout
-        held_since: float | None = None
         try:
             while time.monotonic() < deadline:
                 message = consumer.poll(0.2)
@@ -99,17 +97,64 @@ class Kafka:
                         }
                     )
                 if until(messages):
-                    held_since = held_since or time.monotonic()
-                    if time.monotonic() - held_since >= settle:
-                        return messages
-                else:
-                    held_since = None
+                    return messages
             raise AssertionError(
                 f"timed out after {timeout}s waiting on {topics}; read {len(messages)}: "
                 f"{[(m['topic'], m['key']) for m in messages][:20]}"
             )
         finally:
             consumer.close()
+
+    def read_to_end(self, topics: list[str], timeout: float = 30.0) -> list[dict]:
+        """Every message of ``topics`` written before the call: read up to the end offsets they had
+        then (what a producer that flushed before the call wrote is all there). Same shape as ``read``."""
+        consumer = Consumer(
+            confluent_config(
+                self.settings,
+                {"group.id": f"reader-{uuid.uuid4()}", "enable.auto.commit": False, "auto.offset.reset": "earliest"},
+            )
+        )
+        messages: list[dict] = []
+        try:
+            metadata = consumer.list_topics(timeout=10).topics
+            assignment = [TopicPartition(self.name(t), p, 0) for t in topics for p in metadata[self.name(t)].partitions]
+            deadline = time.monotonic() + timeout
+            ends = {(tp.topic, tp.partition): self._end_offset(consumer, tp, deadline) for tp in assignment}
+            consumer.assign(assignment)
+            # a partition not fetched yet has no position (a negative offset): it is at 0, where it was assigned
+            while any(max(p.offset, 0) < ends[(p.topic, p.partition)] for p in consumer.position(assignment)):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"could not read {topics} to their end offsets {ends} within {timeout}s")
+                message = consumer.poll(0.2)
+                if message is not None and not message.error():
+                    try:
+                        value = orjson.loads(message.value())
+                    except orjson.JSONDecodeError:
+                        value = message.value()
+                    messages.append(
+                        {
+                            "topic": message.topic()[len(self.settings.topic_prefix) :],
+                            "key": message.key().decode() if message.key() else None,
+                            "value": value,
+                            "headers": {k: v.decode() for k, v in (message.headers() or [])},
+                        }
+                    )
+        finally:
+            consumer.close()
+        return messages
+
+    @staticmethod
+    def _end_offset(consumer: Consumer, partition: TopicPartition, deadline: float) -> int:
+        """The partition's end offset; asked again while a fresh topic's partition has no leader yet."""
+        while True:
+            try:
+                return consumer.get_watermark_offsets(partition, timeout=10)[1]
+            except KafkaException as exc:
+                if not exc.args[0].retriable() and exc.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION:
+                    raise
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no end offset for {partition}: {exc}") from exc
+                time.sleep(0.2)
 
 
 def last_assignment(log: str, topic: str) -> str:

@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestServer
+from confluent_kafka import Consumer, TopicPartition
 from pydantic import SecretStr
 
 from amis.acct_client import ActClient, ActCredentials
@@ -27,7 +28,7 @@ from amis.ledger import WriteLedger
 from capture.acct import ActCapture
 from capture.state import CaptureState, ChangeReporter, new_producer
 from common.kafka_config import confluent_config
-from common.names import System
+from common.names import System, commands_topic
 from connectors.runner import Connector, ConnectorSettings
 from connectors.writers import NAMESPACE
 from sandboxes.acct import create_acct_sandbox
@@ -132,18 +133,40 @@ async def accounting(module_settings, tmp_path, tenant, *, faults=None, processi
         ledger.close()
 
 
-async def run_connector(settings: dict, *, until, timeout=60.0, **overrides) -> Connector:
+async def run_connector(settings: dict, *, until=None, timeout=60.0, **overrides) -> Connector:
+    """Run a connector until ``until()`` holds (when given) and it has then committed every command
+    already on its topic (it commits a command's offset once its result is on the broker), then stop it."""
     connector = Connector(ConnectorSettings(**{**settings, **overrides}))
     task = asyncio.create_task(connector.run())
     try:
         deadline = time.monotonic() + timeout
-        while not until() and time.monotonic() < deadline:
+        while until is not None and not until():
+            assert time.monotonic() < deadline, f"the connector did not get there within {timeout}s"
             await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)
+        await asyncio.to_thread(wait_until_committed, settings, deadline)
     finally:
         connector.stop()
         await asyncio.wait_for(task, 30)
     return connector
+
+
+def wait_until_committed(settings: dict, deadline: float) -> None:
+    """Until the connector's group has committed offsets up to the end its commands topic has now."""
+    consumer = Consumer({**settings["kafka"], "group.id": settings["group_id"], "enable.auto.commit": False})
+    try:
+        topic = settings["topic_prefix"] + commands_topic(settings["system"])
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        partitions = [TopicPartition(topic, p) for p in metadata.partitions]
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
+        while True:
+            committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
+            behind = {p: (committed[p], end) for p, end in ends.items() if end > 0 and committed[p] < end}
+            if not behind:
+                return
+            assert time.monotonic() < deadline, f"the connector has not committed {topic} to its end: {behind}"
+            time.sleep(0.1)
+    finally:
+        consumer.close()
 
 
 def results_for(kafka, tenant, count, topic="results.acct"):
@@ -204,7 +227,7 @@ async def test_a_refused_command_is_rejected_with_the_systems_message_and_dead_l
     refused = command(tenant, "customer", "KH404", {"name": "x"}, op=Op.UPDATE, rule="CUS-3")  # nothing to update
     kafka.produce("commands.acct", dumps(refused), key=refused.message_key)
     async with accounting(module_settings, tmp_path, tenant) as (_store, _server, settings):
-        await run_connector(settings, until=lambda: False, timeout=3.0)
+        await run_connector(settings)
     (result,) = results_for(kafka, tenant, 1)
     assert result["status"] == "rejected" and result["error"]["kind"] == "http_400"
     assert "InvalidParam" in result["error"]["message"] and "không tồn tại" in result["error"]["message"]

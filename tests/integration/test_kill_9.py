@@ -148,7 +148,8 @@ def event_ids(events: list[Event]) -> set[str]:
 def outputs(kafka: Kafka) -> tuple[dict[str, list[dict]], list[dict]]:
     """Commands by id (every copy), and the dead letters, as the run left them."""
     commands: dict[str, list[dict]] = defaultdict(list)
-    messages = kafka.read(["commands.crm", "commands.acct", "dlq.cdc"], until=lambda ms: True, settle=3.0)
+    # read once the run's worker committed everything and stopped: all it wrote is there, to the end
+    messages = kafka.read_to_end(["commands.crm", "commands.acct", "dlq.cdc"])
     for message in messages:
         if message["topic"].startswith("commands."):
             command = dict(message["value"])

@@ -16,12 +16,12 @@ def customer(tenant: str, record_id: str, **more) -> dict:
     return change_event(tenant, "acct", "customer", {"id": record_id, "code": f"KH-{record_id}", "name": "ABC", **more})
 
 
-def commands_for(kafka: Kafka, tenant: str, count: int, timeout: float = 60.0, settle: float = 0.0) -> list[dict]:
+def commands_for(kafka: Kafka, tenant: str, count: int, timeout: float = 60.0) -> list[dict]:
     def mine(messages: list[dict]) -> list[dict]:
         return [m["value"] for m in messages if (m["key"] or "").startswith(f"{tenant}:")]
 
     topics = ["commands.crm", "commands.acct"]
-    return mine(kafka.read(topics, until=lambda ms: len(mine(ms)) >= count, timeout=timeout, settle=settle))
+    return mine(kafka.read(topics, until=lambda ms: len(mine(ms)) >= count, timeout=timeout))
 
 
 def test_poison_goes_to_the_dead_letter_topic_whole_and_the_stream_goes_on(kafka, worker, tenant):

@@ -71,11 +71,9 @@ async def test_signed_webhooks_become_change_events_and_bad_ones_nothing(kafka, 
     finally:
         await client.close()
 
-    messages = kafka.read(
-        ["cdc.crm.customer", "audit.sync"],
-        settle=2.0,
-        until=lambda ms: any(m["topic"] == "cdc.crm.customer" and m["key"] == f"{tenant}:9" for m in ms),
-    )
+    # a webhook taken is answered once the broker acknowledged its event: every answer is in, so
+    # whatever the receiver produced is on the topic up to its end
+    messages = kafka.read_to_end(["cdc.crm.customer"])
     produced = [m for m in messages if m["topic"] == "cdc.crm.customer" and m["key"].startswith(tenant)]
     assert len(produced) == 1  # only the good one
     event = produced[0]["value"]
@@ -145,11 +143,7 @@ async def test_replayed_webhooks_out_of_order_leave_the_record_at_its_newest(kaf
     assert answers == [202, 200, 202, 200, 200, 200, 202, 200, 200, 200]
     assert ignored["reason"] == "already accepted"
 
-    messages = kafka.read(
-        ["cdc.crm.customer"],
-        settle=2.0,
-        until=lambda ms: any(m["key"] == f"{tenant}:7" and m["value"]["op"] == "d" for m in ms),
-    )
+    messages = kafka.read_to_end(["cdc.crm.customer"])  # every answer is in: all it produced is there
     produced = [m["value"] for m in messages if m["key"] == f"{tenant}:7"]
     assert [(e["op"], (e["after"] or e["before"])["name"]) for e in produced] == [("u", "v2"), ("u", "v3"), ("d", "v3")]
     # the payload said "sync" (which rule X-1 drops as the integration's own echo): the server says user
