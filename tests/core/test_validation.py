@@ -269,13 +269,17 @@ def test_a_dead_letters_reason_says_where_which_field_its_value_and_what_was_exp
     bad = refused(raw_event(after={"id": "R1", "order_id": "AO1", "amount": "500", field: value}))
     assert bad.kind == "schema"
     assert bad.message.startswith(WHERE) and says in bad.message, bad.message
-    assert bad.message.endswith(says.rsplit(" must ", 1)[1]), bad.message
+    # ... and ends with what was expected, then where in the document, as a JSON Schema validator names it
+    pointer = "/" + says.split(" = ")[0].replace("[", ".").replace("]", "").replace(".", "/")
+    assert bad.message.endswith(f'{says.rsplit(" must ", 1)[1]} (JSON pointer "{pointer}")'), bad.message
 
 
 def test_an_event_id_that_is_not_printable_is_refused_naming_it() -> None:
     bad = refused(raw_event(event_id="e\n1"))
     assert bad.kind == "schema"
-    assert bad.message.endswith("event_id 'e\\n1' must be 1 to 256 printable characters"), bad.message
+    assert bad.message.endswith(
+        "event_id 'e\\n1' must be 1 to 256 printable characters (JSON pointer \"/event_id\")"
+    ), bad.message
 
 
 @pytest.mark.parametrize(("key", "shown"), [(None, "no key"), (b"cty-abc:R2", "key b'cty-abc:R2'")])
