@@ -42,7 +42,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
 from amis.acct_client import DICTIONARY_BATCH, ActClient, ActCredentials
@@ -102,6 +102,7 @@ class Connector:
         self.settings = settings
         self.prefix = settings.topic_prefix
         self.ledger = CommandLedger(settings.ledger_path)
+        self.member_id: str | None = None  # in the consumer group (set at each assignment)
         self.consumer = Consumer(
             {
                 **settings.kafka,
@@ -145,7 +146,6 @@ class Connector:
 
     async def run(self) -> None:
         topic = self.prefix + commands_topic(self.settings.system)
-        service = f"connector-{self.settings.system}"
         async with aiohttp.ClientSession() as session:
             self.shared = WriteLedger(self.settings.shared_ledger_path)
             self.writer = self._writer(session)
@@ -178,9 +178,7 @@ class Connector:
                 # and writes results and dead letters only to topics made with the contract's settings
                 # (and a subscription made before would depend on librdkafka's refreshes: common.topic_wait).
                 if await self.topics.wait_async(self._stopping):
-                    await asyncio.to_thread(
-                        self.consumer.subscribe, [topic], on_assign=lambda *_: metrics.REBALANCES.labels(service).inc()
-                    )
+                    await asyncio.to_thread(self.consumer.subscribe, [topic], on_assign=self._on_assign)
                 limit = self.settings.max_in_flight or self.default_in_flight()
                 while not self._stopping.is_set():
                     # Take no more than can be finished soon: what is taken is what a stop must finish.
@@ -212,12 +210,14 @@ class Connector:
                 self.ledger.close()
                 self.shared.close()
 
+    def _on_assign(self, consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        metrics.REBALANCES.labels(f"connector-{self.settings.system}").inc()
+        # read here, in the consumer's own thread: asked from another it is a round trip to librdkafka's
+        self.member_id = consumer.memberid()
+
     def _member_id(self) -> str | None:
         """This connector's member id in its group: one replica exports the group's lag (common.metrics)."""
-        try:
-            return self.consumer.memberid()
-        except RuntimeError:  # closed
-            return None
+        return self.member_id
 
     def default_in_flight(self) -> int:
         """Commands taken at once unless told: 4 × ``concurrency``; to accounting at least two full

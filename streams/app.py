@@ -346,10 +346,7 @@ class ProcessingService(Service):
         """This worker's member id in its consumer group (None until it has joined): the lag of the
         group is exported by one member only (common.metrics.ConsumerGroupLagCollector)."""
         loop = self.processing_loop
-        try:
-            return loop.consumer.memberid() if loop is not None else None
-        except RuntimeError:  # the consumer is closed: the worker stops
-            return None
+        return loop.member_id if loop is not None else None
 
     def readiness(self) -> dict[str, str | None]:
         loop = self.processing_loop

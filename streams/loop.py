@@ -141,6 +141,7 @@ class ProcessingLoop:
         self.config = config
         self.processing = processing
         self.consumer = consumer
+        self.member_id: str | None = None  # in the group (set at each assignment)
         self.restoring = Restoring(restore_consumer, config.changelog_topic)
         self.checkpoint = checkpoint
         self.stores = stores
@@ -207,6 +208,9 @@ class ProcessingLoop:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         changes = [tp.partition for tp in partitions if tp.topic == self.config.changes_topic]
+        # this member's id in the group, read here, in the consumer's own thread, for the lag exporter's
+        # election (common.metrics): asked from another thread it is a round trip to librdkafka's
+        self.member_id = consumer.memberid()
         consumer.assign(partitions)
         if changes:
             consumer.pause([TopicPartition(self.config.changes_topic, p) for p in changes])

@@ -184,6 +184,9 @@ class FakeConsumer:
         self.paused: set[tuple[str, int]] = set()
         self.assignment: list[TopicPartition] = []
 
+    def memberid(self) -> str:
+        return "fake-member"
+
     def list_topics(self, timeout: float = 0) -> Any:
         topics = {
             name: SimpleNamespace(error=None, partitions=dict.fromkeys(range(count)))
