@@ -5,7 +5,7 @@ lienthong kafka start|stop|status     the local Apache Kafka broker (deploy/kafk
 lienthong topics create               create every topic of the contract, idempotently
 lienthong topics list                 the contract's topics with their settings
 lienthong matrix [--markdown]         the rule table (docs/matrix.md is its markdown)
-lienthong explain TENANT ENTITY ID [--json]   one record's trail (by code or either id) and each command's result
+lienthong history TENANT ENTITY ID [--json]   one record's story on both sides (explain: its old name)
 lienthong tenant set TENANT --order-target sale_order|contract | get TENANT | list   tenant settings, as JSON
 lienthong reconcile --tenant T [--repair]   drift between the two systems' linked records, and its repair
 lienthong lag [--watch]               committed offset, end offset and lag per group/topic/partition
@@ -28,6 +28,7 @@ import click
 
 from capture.settings import CaptureSettings, WebhookSettings
 from cli.command import INTERRUPTED, NOT_IN_ORDER, OK, USER_ERROR, Args, add, argument, option, parse, usage_error
+from cli.history import add_history_commands
 from cli.operator import add_operator_commands
 from cli.whatif import add_whatif_command
 from common.kafka_config import confluent_config
@@ -147,35 +148,6 @@ def _matrix(args: Args, settings: ServiceSettings) -> int:
         for rule in book.rules:
             print(f"{rule.id:7} {rule.source.value:4} {rule.entity:16} {rule.effect.value:14} {rule.label_en}")
     return 0
-
-
-def _explain(args: Args, settings: OpsSettings) -> int:
-    import orjson
-
-    from cli.operator import _quiet_clients
-
-    _quiet_clients()
-
-    from ops.explain import ExplainError, explain, format_explanation
-
-    try:
-        found = explain(settings.kafka, args.tenant, args.entity, args.id)
-    except ExplainError as exc:
-        print(f"lienthong explain: {exc}", file=sys.stderr)
-        return USER_ERROR
-    if args.json:
-        print(orjson.dumps(found.as_json(), option=orjson.OPT_INDENT_2).decode())
-    if not found.changes:
-        print(
-            f"lienthong explain: no {args.entity} {args.id!r} of tenant {args.tenant} on "
-            f"{settings.kafka.topic_prefix}audit.sync: no change of it was decided under that code, CRM id or "
-            "accounting id",
-            file=sys.stderr,
-        )
-        return NOT_IN_ORDER
-    if not args.json:
-        print(format_explanation(found))
-    return OK
 
 
 def _tenant(args: Args, settings: OpsSettings) -> int:
@@ -521,16 +493,6 @@ add(
     option("--markdown", is_flag=True, help="as docs/matrix.md"),
 )
 add(
-    "explain",
-    OpsSettings,
-    _explain,
-    "the audit trail of one record: each change, its rules, its commands and what became of each",
-    argument("tenant", "the tenant (as in LIENTHONG_CRM_CREDENTIALS)"),
-    argument("entity", "the entity: customer, product, sale_order, invoice, ..."),
-    argument("id", "the record's business code (KH0001), its CRM id or its accounting id"),
-    option("--json", is_flag=True, help="the trail as JSON: each change with its commands and their results"),
-)
-add(
     "tenant",
     OpsSettings,
     _tenant,
@@ -556,6 +518,7 @@ add(
 )
 add_operator_commands()  # reconcile, lag, dlq list|show|replay, backfill (cli/operator.py)
 add_whatif_command()  # whatif (cli/whatif.py)
+add_history_commands()  # history, and explain its old name (cli/history.py)
 add("connector", ConnectorServiceSettings, _connector, "apply commands.<system> to the system's API", SYSTEM)
 add(
     "capture",
