@@ -99,6 +99,7 @@ async def test_backfill_twice_on_a_synced_tenant_sends_nothing_the_target_refuse
     # what the demo prints, as the operator types it
     monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.kafka.bootstrap_servers)
     monkeypatch.setenv("LIENTHONG_TOPIC_PREFIX", module_settings.kafka.topic_prefix)
+    monkeypatch.setenv("LIENTHONG_DATA_DIR", str(tmp_path / "history"))  # the index of `explain` (history)
     capsys.readouterr()
     for entity, code in (("customer", "KH0001"), ("sale_order", "DH0001")):
         assert await asyncio.to_thread(main, ["explain", tenant, entity, code]) == 0
