@@ -444,12 +444,15 @@ class HistoryIndex:
             raise HistoryIndexError(
                 f"the history index {path} cannot be opened ({exc}); LIENTHONG_DATA_DIR says where it is kept"
             ) from None
+        self._fetcher: Consumer | None = None  # reused by each fetch of one question
         self._topic_ids: dict[str, int] = {}
         self._topic_names: dict[int, str] = {}
         for topic_id, name in self.db.execute("SELECT id, name FROM topic"):
             self._topic_ids[name], self._topic_names[topic_id] = topic_id, name
 
     def close(self) -> None:
+        if self._fetcher is not None:
+            self._fetcher.close()
         self.db.close()
 
     def __enter__(self) -> HistoryIndex:
@@ -465,7 +468,7 @@ class HistoryIndex:
             self._topic_ids[name], self._topic_names[topic_id] = topic_id, name
         return self._topic_ids[name]
 
-    def _consumer(self) -> Consumer:
+    def _consumer(self, **extra: Any) -> Consumer:
         return Consumer(
             confluent_config(
                 self.kafka,
@@ -474,6 +477,7 @@ class HistoryIndex:
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
                     "enable.partition.eof": True,
+                    **extra,
                 },
             )
         )
@@ -507,21 +511,29 @@ class HistoryIndex:
             start: list[TopicPartition] = []
             ends: dict[tuple[str, int], int] = {}
             lows: list[tuple[str, int, int]] = []
-            for topic in wanted:
-                for partition in listed[topic].partitions:
-                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.timeout)
-                    next_offset, known_low = stored.get((topic, partition), (0, 0))
-                    if high < next_offset:  # the topic was deleted and made again: index it anew
-                        self._forget(topic, partition)
-                        next_offset, known_low = 0, 0
-                    if low > known_low:
-                        lows.append((topic, partition, low))
-                    begin = max(next_offset, low)
-                    if high > begin:
-                        ends[(topic, partition)] = high
-                        start.append(TopicPartition(topic, partition, begin))
-                    elif begin != next_offset or (topic, partition) not in stored:
-                        self._done(topic, partition, begin)
+            every = [TopicPartition(topic, partition) for topic in wanted for partition in listed[topic].partitions]
+            # every partition's first and end offsets in two requests (-2: earliest, -1: latest), not one each
+            firsts = consumer.offsets_for_times(
+                [TopicPartition(tp.topic, tp.partition, -2) for tp in every], self.timeout
+            )
+            lasts = consumer.offsets_for_times(
+                [TopicPartition(tp.topic, tp.partition, -1) for tp in every], self.timeout
+            )
+            for first, last in zip(firsts, lasts, strict=True):
+                topic, partition = first.topic, first.partition
+                low, high = max(first.offset, 0), max(last.offset, 0)
+                next_offset, known_low = stored.get((topic, partition), (0, 0))
+                if high < next_offset:  # the topic was deleted and made again: index it anew
+                    self._forget(topic, partition)
+                    next_offset, known_low = 0, 0
+                if low > known_low:
+                    lows.append((topic, partition, low))
+                begin = max(next_offset, low)
+                if high > begin:
+                    ends[(topic, partition)] = high
+                    start.append(TopicPartition(topic, partition, begin))
+                elif begin != next_offset or (topic, partition) not in stored:
+                    self._done(topic, partition, begin)
             if lows:
                 self._note_lows(consumer, lows)
             behind = sum(ends[(tp.topic, tp.partition)] - tp.offset for tp in start)
@@ -683,9 +695,13 @@ class HistoryIndex:
         for offsets in wanted.values():
             offsets.sort(reverse=True)  # popped from the end: the smallest first
         prefix = self.kafka.topic_prefix
-        consumer = self._consumer()
+        if self._fetcher is None:  # a few messages, at once: the broker need not wait to fill a fetch
+            self._fetcher = self._consumer(**{"fetch.wait.max.ms": 5, "fetch.min.bytes": 1})
+        consumer = self._fetcher
         try:
-            consumer.assign([TopicPartition(t, p, offsets[-1]) for (t, p), offsets in wanted.items()])
+            assignment = [TopicPartition(t, p, offsets[-1]) for (t, p), offsets in wanted.items()]
+            consumer.assign(assignment)
+            consumer.resume(assignment)
             deadline = time.monotonic() + max(self.timeout, 30.0)
             while wanted and time.monotonic() < deadline:
                 batch = consumer.consume(500, 0.2)
@@ -723,7 +739,7 @@ class HistoryIndex:
         except KafkaException as exc:
             raise self._broker_error(exc) from None
         finally:
-            consumer.close()
+            consumer.unassign()
 
 
 def _from_envelope(topic: str, value: dict[str, Any], headers: object) -> dict[str, Any]:

@@ -97,6 +97,11 @@ def test_dlq_list_covers_every_dead_letter_topic_by_default(kafka, tenant, on_mo
 def test_a_broker_that_does_not_answer_is_one_line(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # nothing listens there
     monkeypatch.setenv("LIENTHONG_DATA_DIR", str(tmp_path))
-    for argv in (["explain", "t1", "customer", "KH1"], ["history", "t1", "customer", "KH1"], ["tenant", "get", "t1"], ["tenant", "list"]):
+    for argv in (
+        ["explain", "t1", "customer", "KH1"],
+        ["history", "t1", "customer", "KH1"],
+        ["tenant", "get", "t1"],
+        ["tenant", "list"],
+    ):
         code, _, err = run(capsys, argv)
         assert code == 2 and "127.0.0.1:1" in err and "\n" not in err.strip(), (argv, err)

@@ -54,7 +54,9 @@ def test_history_of_an_order_proposed_recorded_delivered_invoiced_paid(
     }
     step("cdc.crm.sale_order", change_event(tenant, "crm", "sale_order", draft), "O1", 1)
     proposed = dict(draft, revenue_status="proposed")
-    audits = step("cdc.crm.sale_order", change_event(tenant, "crm", "sale_order", proposed, op="u", before=draft), "O1", 2)
+    audits = step(
+        "cdc.crm.sale_order", change_event(tenant, "crm", "sale_order", proposed, op="u", before=draft), "O1", 2
+    )
     commands = {c["rule"]: c for c in audits[-1]["commands"]}
     result("acct", commands["CUS-10"], "applied", "AC1")
     result("acct", commands["PRD-1"], "applied", "AP1")
@@ -156,7 +158,9 @@ def test_history_of_an_order_proposed_recorded_delivered_invoiced_paid(
     # paid: remaining receivable 0, from receipt PT0001
     paid = versions[6]
     assert {"SO-10", "SO-14"} <= set(paid["decision"]["rules"])
-    assert paid["derived"]["values"]["remaining_receivable"] == "0" and paid["derived"]["values"]["pay_status"] == "paid"
+    assert (
+        paid["derived"]["values"]["remaining_receivable"] == "0" and paid["derived"]["values"]["pay_status"] == "paid"
+    )
     assert [r["code"] for r in paid["derived"]["receipts"]] == ["PT0001"]
     assert {c["status"] for c in paid["decision"]["commands"]} == {"applied"}
     assert story["not_retained"] is None
