@@ -20,101 +20,12 @@ HELP = (
 )
 
 
-def _short(value: Any, width: int = 60) -> str:
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _outcome(outcome: Any) -> str:
-    from ops.explain import _outcome_text
-
-    return str(_outcome_text(outcome))
-
-
-def _decision_lines(change: Any) -> list[str]:
-    audit = change.audit
-    rules = ", ".join(audit.get("rules") or []) or "no rule"
-    lines = [
-        f"    decided: rules {rules}"
-        + (f" (settings revision {audit['settings_revision']})" if audit.get("settings_revision") else "")
-    ]
-    for outcome in change.outcomes:
-        command = outcome.command
-        lines.append(
-            f"    -> {command.get('rule')}: {command.get('op')} {command.get('target')} {command.get('entity')} "
-            f"{command.get('key')}  [{str(command.get('command_id', ''))[:12]}]  {_outcome(outcome)}"
-        )
-    if audit.get("reason"):
-        lines.append(f"    {audit['reason']}")
-    return lines
-
-
-def format_history(story: Any) -> list[str]:
-    """The story for people: one entry per version (or decision), oldest first (plain text lines)."""
-    from ops.explain import Change
-    from ops.history import time_text
-
-    explanation = story.explanation
-    records = ", ".join(f"{system} {record_id}" for system, record_id in explanation.records) or "no decided change"
-    lines = [
-        f"{explanation.entity} {explanation.query} of {explanation.tenant}: {records}; "
-        f"known as {', '.join(explanation.identifiers)} (UTC times)"
-    ]
-    note = story.gone_note()
-    if note:
-        lines.append(f"note: {note}")
-    for entry in story.timeline():
-        if isinstance(entry, Change):
-            audit = entry.audit
-            where = f"via {entry.via} {audit.get('record_id')}" if entry.via else f"{audit.get('record_id')}"
-            lines.append(
-                f"{time_text(int(audit.get('ts_ms') or 0))}  {audit.get('system')} {where} {audit.get('action')} "
-                f"(event {audit.get('event_id')}, origin {audit.get('origin')}; its change event is not shown)"
-                f"  rules: {', '.join(audit.get('rules') or []) or 'no rule'}"
-            )
-            lines += _decision_lines(entry)[1:]
-            continue
-        record, event = entry.record, entry.event
-        code = f" ({record['code']})" if record.get("code") and str(record.get("code")) != str(record.get("id")) else ""
-        for_order = f" of order {record['order_id']}" if entry.role == "document" and record.get("order_id") else ""
-        action = (
-            event.get("action") or (entry.decision.audit.get("action") if entry.decision else None) or event.get("op")
-        )
-        lines.append(
-            f"{time_text(entry.ts_ms)}  {event.get('system')} {event.get('entity')} {record.get('id')}{code}"
-            f"{for_order} "
-            f"{action} by {entry.who}  [event {event.get('event_id')}]"
-        )
-        if event.get("op") in ("c", "r") or not event.get("before"):
-            shown = {k: v for k, v in record.items() if k != "id" and v not in (None, "", [])}
-            lines.append("    " + ", ".join(f"{k} = {_short(v, 40)}" for k, v in shown.items()))
-        else:
-            for name, (old, new) in entry.diff.items():
-                lines.append(f"    {name}: {_short(old)} -> {_short(new)}")
-        if entry.derived:
-            values = ", ".join(f"{k} = {_short(v, 50)}" for k, v in entry.derived["values"].items() if v is not None)
-            lines.append(f"    order's derived values: {values}")
-            made = [
-                f"voucher {v['code'] or v['id']} ({', '.join(f'{line}: {q}' for line, q in v['quantities'].items())}; "
-                f"{v['amount']}{', invoiced' if v['invoiced'] else ''})"
-                for v in entry.derived["vouchers"]
-            ] + [f"receipt {r['code'] or r['id']} ({r['amount']})" for r in entry.derived["receipts"]]
-            lines.append(
-                f"    made of (order total {entry.derived['order_total']}): {'; '.join(made) or 'no document'}"
-            )
-        if entry.decision is not None:
-            lines += _decision_lines(entry.decision)
-        else:
-            lines.append("    no decision on audit.sync (not decided yet, dropped as a repeat, or dead-lettered)")
-    return lines
-
-
 def _history(args: Args, settings: OpsSettings) -> int:
     from cli.operator import _quiet_clients
 
     _quiet_clients()
 
-    from ops.history import HistoryIndex, HistoryIndexError, history, index_path
+    from ops.history import HistoryIndex, HistoryIndexError, format_history, history, index_path
 
     name = args.command  # history, or explain: its old name
     err = Console(stderr=True)

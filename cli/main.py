@@ -422,13 +422,20 @@ def _dashboard(args: Args, settings: OpsSettings) -> int:
     from common.listeners import serve_app
     from common.metrics import bound_port
     from ops.dashboard.web import DashboardAccess, create_dashboard
+    from ops.history import KeptIndex
 
     async def main(stop: asyncio.Event) -> None:
         access = DashboardAccess.of(
             web_host=settings.web_host, hosts=settings.dashboard_hosts, token=settings.dashboard_token
         )
         runner = await serve_app(
-            create_dashboard(settings.kafka, list(args.scrape), interval=args.interval, access=access),
+            create_dashboard(
+                settings.kafka,
+                list(args.scrape),
+                interval=args.interval,
+                access=access,
+                history=KeptIndex(settings.kafka, settings.data_dir),
+            ),
             settings.web_host,
             args.port,
         )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -39,7 +40,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from common.kafka_config import confluent_config
 from common.names import AUDIT, ENTITIES, TENANT, System, cdc_topic, results_topic
 from common.settings import KafkaSettings
-from ops.explain import Change, ExplainError, Explanation, _Results, entities, find
+from ops.explain import Change, ExplainError, Explanation, _outcome_text, _Results, entities, find
 from ops.retained import Retention
 from streams.core.aggregates import OrderAggregate, derive
 from streams.core.contract import decode_change_event
@@ -362,6 +363,93 @@ def build(
         version.derived = derivation.apply(event)
     without = [change for key, change in decisions.items() if key not in seen]
     return History(explanation, versions, without, retention or Retention())
+
+
+# --- for people ---
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _outcome(outcome: Any) -> str:
+    return str(_outcome_text(outcome))
+
+
+def _decision_lines(change: Any) -> list[str]:
+    audit = change.audit
+    rules = ", ".join(audit.get("rules") or []) or "no rule"
+    lines = [
+        f"    decided: rules {rules}"
+        + (f" (settings revision {audit['settings_revision']})" if audit.get("settings_revision") else "")
+    ]
+    for outcome in change.outcomes:
+        command = outcome.command
+        lines.append(
+            f"    -> {command.get('rule')}: {command.get('op')} {command.get('target')} {command.get('entity')} "
+            f"{command.get('key')}  [{str(command.get('command_id', ''))[:12]}]  {_outcome(outcome)}"
+        )
+    if audit.get("reason"):
+        lines.append(f"    {audit['reason']}")
+    return lines
+
+
+def format_history(story: History) -> list[str]:
+    """The story for people: one entry per version (or decision), oldest first (plain text lines)."""
+    explanation = story.explanation
+    records = ", ".join(f"{system} {record_id}" for system, record_id in explanation.records) or "no decided change"
+    lines = [
+        f"{explanation.entity} {explanation.query} of {explanation.tenant}: {records}; "
+        f"known as {', '.join(explanation.identifiers)} (UTC times)"
+    ]
+    note = story.gone_note()
+    if note:
+        lines.append(f"note: {note}")
+    for entry in story.timeline():
+        if isinstance(entry, Change):
+            audit = entry.audit
+            where = f"via {entry.via} {audit.get('record_id')}" if entry.via else f"{audit.get('record_id')}"
+            lines.append(
+                f"{time_text(int(audit.get('ts_ms') or 0))}  {audit.get('system')} {where} {audit.get('action')} "
+                f"(event {audit.get('event_id')}, origin {audit.get('origin')}; its change event is not shown)"
+                f"  rules: {', '.join(audit.get('rules') or []) or 'no rule'}"
+            )
+            lines += _decision_lines(entry)[1:]
+            continue
+        record, event = entry.record, entry.event
+        code = f" ({record['code']})" if record.get("code") and str(record.get("code")) != str(record.get("id")) else ""
+        for_order = f" of order {record['order_id']}" if entry.role == "document" and record.get("order_id") else ""
+        action = (
+            event.get("action") or (entry.decision.audit.get("action") if entry.decision else None) or event.get("op")
+        )
+        lines.append(
+            f"{time_text(entry.ts_ms)}  {event.get('system')} {event.get('entity')} {record.get('id')}{code}"
+            f"{for_order} "
+            f"{action} by {entry.who}  [event {event.get('event_id')}]"
+        )
+        if event.get("op") in ("c", "r") or not event.get("before"):
+            shown = {k: v for k, v in record.items() if k != "id" and v not in (None, "", [])}
+            lines.append("    " + ", ".join(f"{k} = {_short(v, 40)}" for k, v in shown.items()))
+        else:
+            for name, (old, new) in entry.diff.items():
+                lines.append(f"    {name}: {_short(old)} -> {_short(new)}")
+        if entry.derived:
+            values = ", ".join(f"{k} = {_short(v, 50)}" for k, v in entry.derived["values"].items() if v is not None)
+            lines.append(f"    order's derived values: {values}")
+            made = [
+                f"voucher {v['code'] or v['id']} ({', '.join(f'{line}: {q}' for line, q in v['quantities'].items())}; "
+                f"{v['amount']}{', invoiced' if v['invoiced'] else ''})"
+                for v in entry.derived["vouchers"]
+            ] + [f"receipt {r['code'] or r['id']} ({r['amount']})" for r in entry.derived["receipts"]]
+            lines.append(
+                f"    made of (order total {entry.derived['order_total']}): {'; '.join(made) or 'no document'}"
+            )
+        if entry.decision is not None:
+            lines += _decision_lines(entry.decision)
+        else:
+            lines.append("    no decision on audit.sync (not decided yet, dropped as a repeat, or dead-lettered)")
+    return lines
 
 
 # --- the index ---------------------------------------------------------------------------------------
@@ -704,7 +792,7 @@ class HistoryIndex:
             consumer.resume(assignment)
             deadline = time.monotonic() + max(self.timeout, 30.0)
             while wanted and time.monotonic() < deadline:
-                batch = consumer.consume(500, 0.2)
+                batch = consumer.consume(500, 0.01)  # consume waits the whole timeout unless 500 come
                 if batch:
                     deadline = time.monotonic() + max(self.timeout, 30.0)
                 for message in batch:
@@ -818,3 +906,54 @@ def history(
     story = build(tenant, entity, identifier, messages, index.retention(topics))
     story.indexed = indexed
     return story
+
+
+class KeptIndex:
+    """The index of a long-running process (the operator's page): brought up to date every ``every``
+    seconds in a thread, so that a question finds it current; one question or update at a time."""
+
+    def __init__(self, kafka: KafkaSettings, data_dir: Path, every: float = 5.0) -> None:
+        self.kafka, self.path, self.every = kafka, index_path(data_dir, kafka), every
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.index: HistoryIndex | None = None
+        self.thread = threading.Thread(target=self._run, name="history-index", daemon=True)
+
+    def _open(self) -> HistoryIndex:
+        if self.index is None:
+            self.index = HistoryIndex(self.kafka, self.path)
+        return self.index
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                with self.lock:
+                    self._open().catch_up()
+            except HistoryIndexError:
+                pass  # no broker or no topics yet: the next round tries again, a question says why
+            self.stopping.wait(self.every)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=30)
+        with self.lock:
+            if self.index is not None:
+                self.index.close()
+                self.index = None
+
+    def story(self, tenant: str, entity: str, identifier: str) -> History:
+        with self.lock:
+            return history(self._open(), tenant, entity, identifier)
+
+    def text(self, tenant: str, entity: str, identifier: str) -> str:
+        """The story for the operator's page, or the one line saying why there is none."""
+        try:
+            story = self.story(tenant, entity, identifier)
+        except HistoryIndexError as exc:
+            return str(exc)
+        if not story.found:
+            return f"no {entity} {identifier!r} of tenant {tenant} is retained"
+        return "\n".join(format_history(story))
