@@ -99,6 +99,7 @@ class Version:
     diff: dict[str, list[Any]]  # field -> [before, after]
     decision: Change | None = None  # the audit record of this change and its commands' outcomes
     derived: dict[str, Any] | None = None  # an order's derived values after this document, and what made them
+    reached_ms: int = 0  # when it reached Kafka: orders changes of one source time (ts_ms) as the worker saw them
 
     @property
     def ts_ms(self) -> int:
@@ -283,6 +284,7 @@ def build(
     audits: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
+    reached: dict[int, int] = {}  # id(event) -> when it reached Kafka
     for message in messages:
         value = message.value
         if message.topic == AUDIT:
@@ -291,6 +293,7 @@ def build(
             results.append(value)
         elif message.topic.startswith("cdc.") and value.get("tenant") == tenant:
             events.append(value)
+            reached[id(value)] = message.timestamp_ms
     family = link_family(System.ACCT, entity)
     # identifiers the change events give (a record none of whose changes sent anything: no command names
     # its code), then explain's search over the audit records and results
@@ -347,10 +350,9 @@ def build(
             if key in seen:
                 continue  # a change event sent twice (at least once): one version
             seen.add(key)
-            versions.append(
-                Version(event, role, field_diff(event.get("before"), event.get("after")), decisions.get(key))
-            )
-    versions.sort(key=lambda v: (v.ts_ms, v.role != "record"))
+            diff = field_diff(event.get("before"), event.get("after"))
+            versions.append(Version(event, role, diff, decisions.get(key), reached_ms=reached.get(id(event), 0)))
+    versions.sort(key=lambda v: (v.ts_ms, v.reached_ms, v.role != "record"))
     derivations: dict[str, _Derivation] = {}
     for version in versions:
         event = version.event
@@ -532,15 +534,16 @@ class HistoryIndex:
             raise HistoryIndexError(
                 f"the history index {path} cannot be opened ({exc}); LIENTHONG_DATA_DIR says where it is kept"
             ) from None
-        self._fetcher: Consumer | None = None  # reused by each fetch of one question
+        self._client: Consumer | None = None  # one client for indexing and fetching: one connection to set up
         self._topic_ids: dict[str, int] = {}
         self._topic_names: dict[int, str] = {}
         for topic_id, name in self.db.execute("SELECT id, name FROM topic"):
             self._topic_ids[name], self._topic_names[topic_id] = topic_id, name
 
     def close(self) -> None:
-        if self._fetcher is not None:
-            self._fetcher.close()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
         self.db.close()
 
     def __enter__(self) -> HistoryIndex:
@@ -570,6 +573,18 @@ class HistoryIndex:
             )
         )
 
+    def _reader(self) -> Consumer:
+        if self._client is None:  # a few messages, at once: the broker need not wait to fill a fetch
+            self._client = self._consumer(**{"fetch.wait.max.ms": 5})
+        return self._client
+
+    def _unassign(self, consumer: Consumer) -> None:
+        try:
+            consumer.unassign()
+        except KafkaException:
+            self._client = None  # a broken client: the next use makes another
+            consumer.close()
+
     def _broker_error(self, exc: Exception) -> HistoryIndexError:
         reason = exc.args[0] if exc.args else exc
         return HistoryIndexError(
@@ -580,7 +595,7 @@ class HistoryIndex:
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Index every message that reached the topics since the last time; returns how many were read.
         ``progress(read, behind)`` as it goes."""
-        consumer = self._consumer()
+        consumer = self._reader()
         try:
             try:
                 listed = consumer.list_topics(timeout=self.timeout).topics
@@ -634,7 +649,7 @@ class HistoryIndex:
         except sqlite3.Error as exc:
             raise HistoryIndexError(f"the history index {self.path} cannot be written ({exc})") from None
         finally:
-            consumer.close()
+            self._unassign(consumer)
 
     def _forget(self, topic: str, partition: int) -> None:
         topic_id = self._topic_id(topic)
@@ -783,9 +798,7 @@ class HistoryIndex:
         for offsets in wanted.values():
             offsets.sort(reverse=True)  # popped from the end: the smallest first
         prefix = self.kafka.topic_prefix
-        if self._fetcher is None:  # a few messages, at once: the broker need not wait to fill a fetch
-            self._fetcher = self._consumer(**{"fetch.wait.max.ms": 5, "fetch.min.bytes": 1})
-        consumer = self._fetcher
+        consumer = self._reader()
         try:
             assignment = [TopicPartition(t, p, offsets[-1]) for (t, p), offsets in wanted.items()]
             consumer.assign(assignment)
@@ -827,7 +840,7 @@ class HistoryIndex:
         except KafkaException as exc:
             raise self._broker_error(exc) from None
         finally:
-            consumer.unassign()
+            self._unassign(consumer)
 
 
 def _from_envelope(topic: str, value: dict[str, Any], headers: object) -> dict[str, Any]:
