@@ -151,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             LIENTHONG_DATA_DIR=str(data),
             PYTHONPATH=str(Path(__file__).resolve().parents[1]),
         )
+        for _ in range(3):  # the baseline: a new process that only starts the command line
+            started = time.monotonic()
+            subprocess.run([sys.executable, "-m", "cli", "--version"], env=env, capture_output=True, check=True)
+            print(f"new process: `lienthong --version`: {(time.monotonic() - started) * 1000:.0f} ms wall", flush=True)
         for _ in range(3):
             started = time.monotonic()
             done = subprocess.run(

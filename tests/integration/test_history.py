@@ -174,3 +174,28 @@ def test_history_of_an_order_proposed_recorded_delivered_invoiced_paid(
     assert any("receipt PT0001 (100000)" in line for line in lines)
     assert f"no sale_order 'DH0999' of tenant {tenant}" in missing and len(missing.splitlines()) == 1
     assert "no message of tenant 'nobody-here'" in unknown_tenant and len(unknown_tenant.splitlines()) == 1
+
+    # the operator's page shows the same story, from the index it keeps current
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from ops.dashboard.web import create_dashboard
+    from ops.history import KeptIndex
+
+    async def page() -> tuple[str, str]:
+        app = create_dashboard(module_settings.kafka, history=KeptIndex(module_settings.kafka, tmp_path / "page"))
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        try:
+            record = await (await client.get(f"/record/{tenant}/sale_order/O1")).text()
+            story = await (await client.get(f"/history/{tenant}/sale_order/DH0001")).text()
+        finally:
+            await client.close()
+        return record, story
+
+    record_page, history_page = asyncio.run(page())
+    assert f'href="/history/{tenant}/sale_order/O1"' in record_page
+    assert "acct sale_order AO1 (DH0001) record_revenue by user ketoan.binh" in history_page
+    assert "rejected: http_400: đơn hàng đang bị khóa" in history_page
+    assert "receipt PT0001 (100000)" in history_page
