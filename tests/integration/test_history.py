@@ -199,3 +199,50 @@ def test_history_of_an_order_proposed_recorded_delivered_invoiced_paid(
     assert "acct sale_order AO1 (DH0001) record_revenue by user ketoan.binh" in history_page
     assert "rejected: http_400: đơn hàng đang bị khóa" in history_page
     assert "receipt PT0001 (100000)" in history_page
+
+
+def test_history_says_when_the_records_story_starts_before_what_is_retained(
+    kafka, module_settings, worker, tenant, tmp_path, capsys
+):
+    """The start of the record's topic deleted (as retention does): the story shows what is left and says
+    plainly that older versions are gone."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from cli.main import main as cli
+    from common.kafka_config import confluent_config
+    from ops.admin import admin_client
+
+    topic = kafka.name("cdc.crm.customer")
+    reader = Consumer(confluent_config(module_settings.kafka, {"group.id": "watermarks"}))
+    try:
+        _, first = reader.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    finally:
+        reader.close()
+    customer = {"id": "C9", "code": "KH0009", "name": "Khách 9"}
+    renamed = dict(customer, name="Khách chín")
+    for event in (
+        change_event(tenant, "crm", "customer", customer),
+        change_event(tenant, "crm", "customer", renamed, op="u", before=customer),
+    ):
+        kafka.producer.produce(topic, key=f"{tenant}:C9".encode(), value=orjson.dumps(event), partition=0)
+    kafka.producer.flush(10)
+
+    def ask() -> dict:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.kafka.bootstrap_servers)
+            patch.setenv("LIENTHONG_TOPIC_PREFIX", module_settings.kafka.topic_prefix)
+            patch.setenv("LIENTHONG_DATA_DIR", str(tmp_path))
+            capsys.readouterr()
+            assert cli(["history", tenant, "customer", "KH0009", "--json"]) == 0
+            return orjson.loads(capsys.readouterr().out)
+
+    whole = ask()
+    assert [v["op"] for v in whole["versions"]] == ["c", "u"] and whole["not_retained"] is None
+    admin = admin_client(module_settings.kafka)  # kept until its answer came
+    futures = admin.delete_records([TopicPartition(topic, 0, first + 1)])
+    for future in futures.values():
+        future.result(10)
+    cut = ask()  # the same index, brought up to date: it notices the partition's new start
+    assert [v["op"] for v in cut["versions"]] == ["u"]
+    assert cut["versions"][0]["diff"] == {"name": ["Khách 9", "Khách chín"]}
+    assert "no longer retained" in cut["not_retained"] and "cdc.crm.customer" in cut["not_retained"]
