@@ -28,7 +28,7 @@ def _history(args: Args, settings: OpsSettings) -> int:
     from ops.history import HistoryIndex, HistoryIndexError, format_history, history, index_path
 
     name = args.command  # history, or explain: its old name
-    err = Console(stderr=True)
+    err = Console(stderr=True, highlight=False)
     progress: Progress | None = None
     task = None
 

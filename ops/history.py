@@ -915,7 +915,15 @@ def history(
         got = list(index.fetch(where))
         messages.extend(got)
         idents |= _follow(tenant, family, got)
-    topics = {m.topic for m in messages} | {AUDIT}
+    # the topics the record's story is read from: the family's changes on both sides (an order's vouchers
+    # and receipts too), the decisions and the results; what retention cut from any of them is said
+    topics = {m.topic for m in messages} | {AUDIT} | {results_topic(system) for system in System}
+    topics |= {
+        cdc_topic(system, name)
+        for system in System
+        for name in ENTITIES[system]
+        if _family(system.value, name) == family or (family == "sale_order" and name in DOCUMENT_ENTITIES)
+    }
     story = build(tenant, entity, identifier, messages, index.retention(topics))
     story.indexed = indexed
     return story
