@@ -529,6 +529,7 @@ class HistoryIndex:
             self.db = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA cache_size=-65536")  # 64 MB of pages: indexing touches the whole B-tree
             self.db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise HistoryIndexError(
@@ -708,6 +709,7 @@ class HistoryIndex:
         deadline = time.monotonic() + max(self.timeout, 30.0)
 
         def flush() -> None:
+            rows.sort()  # in key order: each insert lands next to the last one in the B-tree
             self.db.executemany("INSERT OR IGNORE INTO name VALUES (?, ?, ?, ?, ?)", rows)
             for (topic, partition), next_offset in reached.items():
                 self._done(topic, partition, next_offset)
@@ -744,7 +746,7 @@ class HistoryIndex:
                 tenant, idents = named
                 topic_id = self._topic_id(topic)
                 rows.extend((tenant, ident, topic_id, partition, offset) for ident in idents)
-            if len(rows) >= 20000 or not ends:
+            if len(rows) >= 200_000 or not ends:
                 flush()
             if progress is not None:
                 progress(read, behind)
