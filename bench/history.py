@@ -5,10 +5,12 @@
 Loads ``--events`` change events of the business workload (``bench/workload.py``, 50 tenants) under a fresh
 topic prefix, with what the worker and the connectors would have written for them: each event's audit
 record (decided in process by the core, ``streams.replay.decide_and_remember``) and an ``applied`` result
-per command. Then: the index built from nothing (time, messages per second, its size on disk), the index
-brought up to date when nothing is new (what every question pays first), and one order's story asked by a
-new process (``python -m cli history``, a cold process on a warm index) and in process. The topics are
-deleted at the end unless ``--keep``; the numbers go to docs/performance.md by hand.
+per command (``--decided N``: only for the first N events). Then: the index built from nothing (time,
+messages per second, its size on disk), the index brought up to date when nothing is new (what every
+question pays first), and one order's story asked in process and by a new process (``python -m cli
+history``, a cold process on a warm index), beside a new process that only starts. The topics are deleted
+at the end unless ``--keep`` (``--load-only`` keeps them for ``--prefix``); the numbers go to
+docs/performance.md by hand.
 """
 
 from __future__ import annotations
@@ -99,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--decided",
         type=int,
-        default=50_000,
-        help="the first N events also get their audit records and results (deciding in process is the slow part)",
+        default=None,
+        help="only the first N events get their audit records and results (default: every one; deciding in "
+        "process is the slow part of loading)",
     )
     parser.add_argument("--prefix", help="reuse topics loaded before (skips loading)")
     parser.add_argument("--keep", action="store_true", help="keep the topics")
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.prefix:
             create_topics(kafka, partitions=6, replication_factor=1)
             started = time.monotonic()
-            counts = load(kafka, args.events, args.decided)
+            counts = load(kafka, args.events, args.events if args.decided is None else args.decided)
             print(f"loaded {counts} under {prefix} in {time.monotonic() - started:.0f} s", flush=True)
             if args.load_only:
                 args.keep = True

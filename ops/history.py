@@ -106,6 +106,11 @@ class Version:
         return int(self.event.get("ts_ms") or 0)
 
     @property
+    def decided_ms(self) -> int:
+        """When the processor decided it (0: not decided): the order it took changes of one time in."""
+        return int(self.decision.audit.get("ts_ms") or 0) if self.decision else 0
+
+    @property
     def record(self) -> dict[str, Any]:
         after, before = self.event.get("after"), self.event.get("before")
         return after if isinstance(after, dict) else before if isinstance(before, dict) else {}
@@ -352,7 +357,7 @@ def build(
             seen.add(key)
             diff = field_diff(event.get("before"), event.get("after"))
             versions.append(Version(event, role, diff, decisions.get(key), reached_ms=reached.get(id(event), 0)))
-    versions.sort(key=lambda v: (v.ts_ms, v.reached_ms, v.role != "record"))
+    versions.sort(key=lambda v: (v.ts_ms, v.reached_ms, v.decided_ms, v.role != "record"))
     derivations: dict[str, _Derivation] = {}
     for version in versions:
         event = version.event
