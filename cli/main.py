@@ -6,7 +6,7 @@ lienthong topics create               create every topic of the contract, idempo
 lienthong topics list                 the contract's topics with their settings
 lienthong matrix [--markdown]         the rule table (docs/matrix.md is its markdown)
 lienthong contract generate|check|validate   docs/contract/: the AsyncAPI document and JSON Schemas
-lienthong explain TENANT ENTITY ID [--json]   one record's trail (by code or either id) and each command's result
+lienthong history TENANT ENTITY ID [--json]   one record's story on both sides (explain: its old name)
 lienthong tenant set TENANT --order-target sale_order|contract | get TENANT | list   tenant settings, as JSON
 lienthong reconcile --tenant T [--repair]   drift between the two systems' linked records, and its repair
 lienthong lag [--watch]               committed offset, end offset and lag per group/topic/partition
@@ -46,6 +46,7 @@ from cli.command import (
     print_json,
     usage_error,
 )
+from cli.history import add_history_commands
 from cli.operator import add_operator_commands
 from cli.whatif import add_whatif_command
 from common.kafka_config import confluent_config
@@ -217,34 +218,6 @@ def _contract(args: Args, settings: ServiceSettings) -> int:
     except RuntimeError as exc:
         print(f"lienthong contract {args.action}: {exc}", file=sys.stderr)
         return 1
-
-
-def _explain(args: Args, settings: OpsSettings) -> int:
-
-    from cli.operator import _quiet_clients
-
-    _quiet_clients()
-
-    from ops.explain import ExplainError, explain, format_explanation
-
-    try:
-        found = explain(settings.kafka, args.tenant, args.entity, args.id)
-    except ExplainError as exc:
-        print(f"lienthong explain: {exc}", file=sys.stderr)
-        return USER_ERROR
-    if args.as_json:
-        print_json(found.as_json())
-    if not found.changes:
-        print(
-            f"lienthong explain: no {args.entity} {args.id!r} of tenant {args.tenant} on "
-            f"{settings.kafka.topic_prefix}audit.sync: no change of it was decided under that code, CRM id or "
-            "accounting id; check the id and LIENTHONG_TOPIC_PREFIX",
-            file=sys.stderr,
-        )
-        return NOT_IN_ORDER
-    if not args.as_json:
-        print(format_explanation(found))
-    return OK
 
 
 def _tenant(args: Args, settings: OpsSettings) -> int:
@@ -528,13 +501,20 @@ def _dashboard(args: Args, settings: OpsSettings) -> int:
     from common.listeners import serve_app
     from common.metrics import bound_port
     from ops.dashboard.web import DashboardAccess, create_dashboard
+    from ops.history import KeptIndex
 
     async def main(stop: asyncio.Event) -> None:
         access = DashboardAccess.of(
             web_host=settings.web_host, hosts=settings.dashboard_hosts, token=settings.dashboard_token
         )
         runner = await serve_app(
-            create_dashboard(settings.kafka, list(args.scrape), interval=args.interval, access=access),
+            create_dashboard(
+                settings.kafka,
+                list(args.scrape),
+                interval=args.interval,
+                access=access,
+                history=KeptIndex(settings.kafka, settings.data_dir),
+            ),
             settings.web_host,
             args.port,
         )
@@ -623,17 +603,6 @@ add(
     option("--no-html", is_flag=True, help="generate: without the HTML page"),
 )
 add(
-    "explain",
-    OpsSettings,
-    _explain,
-    "the audit trail of one record: each change, its rules, its commands and what became of each",
-    argument("tenant", "the tenant (as in LIENTHONG_CRM_CREDENTIALS)"),
-    argument("entity", "the entity: customer, product, sale_order, invoice, ..."),
-    argument("id", "the record's business code (KH0001), its CRM id or its accounting id"),
-    json_option(),
-    broker=True,
-)
-add(
     "tenant",
     OpsSettings,
     _tenant,
@@ -659,6 +628,7 @@ add(
 )
 add_operator_commands()  # reconcile, lag, dlq list|show|replay, backfill (cli/operator.py)
 add_whatif_command()  # whatif (cli/whatif.py)
+add_history_commands()  # history, and explain its old name (cli/history.py)
 add("connector", ConnectorServiceSettings, _connector, "apply commands.<system> to the system's API", SYSTEM)
 add(
     "capture",

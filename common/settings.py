@@ -251,7 +251,8 @@ DataDirSetting = Annotated[
     Field(
         Path("var/lienthong"),
         description="Where the services keep their files: the worker's RocksDB tables, the connectors' ledgers, "
-        "the capture services' state, the webhook receiver's record versions, a sandbox's database.",
+        "the capture services' state, the webhook receiver's record versions, a sandbox's database, the operator's "
+        "history index (lienthong history, the operator's page).",
     ),
 ]
 

@@ -1,4 +1,6 @@
-"""``lienthong explain TENANT ENTITY ID``: one record's audit trail, and what became of each command.
+"""Finding one record by code or either id through its audit records and results, and what became of each
+command: the search and the join ``lienthong history`` (and ``explain``, its old name) tells the story with
+(``ops/history.py``, which reads the messages).
 
 The record is found by whatever the operator has at hand: its business code (``KH0001``), its CRM id
 or its accounting id. Audit records are keyed by the changed record's id in its own system
@@ -12,23 +14,17 @@ Each command's outcome is joined from ``results.*`` exactly as the dashboard's r
 the system's message, ``pending`` while no result came back; ``retried`` when the connector needed
 more than one attempt or the command came back more than once (replayed).
 
-``find`` is pure (fed the decoded audit records and results); ``explain`` reads the topics.
+``find`` is pure (fed the decoded audit records and results).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-from confluent_kafka import KafkaException
-
-from common.names import AUDIT, ENTITIES, System, cdc_topic, results_topic
-from common.settings import KafkaSettings
+from common.names import ENTITIES, System
 from ops.dashboard.health import SyncHealth
-from ops.operations import read_topic
 from streams.core.decide import link_family
 
 
@@ -206,87 +202,6 @@ def find(
     return Explanation(tenant, entity, identifier, sorted(matched), sorted(identifiers), changes)
 
 
-def explain(kafka: KafkaSettings, tenant: str, entity: str, identifier: str) -> Explanation:
-    """Read ``audit.sync`` and ``results.*`` and find the record; ``ExplainError`` for an unknown
-    entity or a tenant with no audit record at all."""
-    if entity not in entities():
-        raise ExplainError(f"no entity {entity!r}; the entities are: {', '.join(entities())}")
-    prefix = f"{tenant}:".encode()
-    audits: list[dict[str, Any]] = []
-    tenants: set[str] = set()
-    try:
-        for record in read_topic(kafka, kafka.topic_prefix + AUDIT):
-            if record.key is None or not record.value:
-                continue
-            if not record.key.startswith(prefix):
-                tenants.add(record.key.split(b":", 1)[0].decode(errors="replace"))
-                continue
-            audits.append(orjson.loads(record.value))
-        if not audits:
-            seen = sorted(tenants)
-            raise ExplainError(
-                f"no audit record of tenant {tenant!r} on {kafka.topic_prefix}{AUDIT}: check the tenant's name "
-                f"(tenants there: {', '.join(seen[:20]) or 'none'}{' …' if len(seen) > 20 else ''})"
-            )
-        results: list[dict[str, Any]] = []
-        for system in System:
-            for record in read_topic(kafka, kafka.topic_prefix + results_topic(system)):
-                if record.key is not None and record.key.startswith(prefix) and record.value:
-                    try:
-                        decoded = orjson.loads(record.value)
-                    except orjson.JSONDecodeError:
-                        continue  # the processor dead-letters an unreadable result; nothing to join
-                    if isinstance(decoded, dict):
-                        results.append(decoded)
-    except ExplainError:
-        raise
-    except KafkaException as exc:
-        raise ExplainError(
-            f"the broker at {kafka.bootstrap_servers} did not answer ({exc.args[0]}); is it running "
-            "(lienthong kafka status)? LIENTHONG_BOOTSTRAP_SERVERS says where it is"
-        ) from None
-    except (RuntimeError, orjson.JSONDecodeError) as exc:
-        raise ExplainError(f"{exc}; start the broker or create the topics (lienthong topics create)") from None
-    found = find(tenant, entity, identifier, audits, results)
-    if not found.changes:
-        # a record none of whose changes sent anything: no command named its code, so the code is
-        # looked up in its change events (which carry the record whole)
-        ids = record_ids_by_code(kafka, tenant, entity, identifier)
-        if ids:
-            found = find(tenant, entity, identifier, audits, results, also=ids)
-    return found
-
-
-def record_ids_by_code(kafka: KafkaSettings, tenant: str, entity: str, code: str) -> set[str]:
-    """The ids of the records of ``entity`` whose change events (``cdc.<system>.<entity>``) carry ``code``."""
-    prefix = f"{tenant}:".encode()
-    ids: set[str] = set()
-    for system in System:
-        if entity not in ENTITIES[system]:
-            continue
-        try:
-            records = list(read_topic(kafka, kafka.topic_prefix + cdc_topic(system, entity)))
-        except RuntimeError:
-            continue  # a topic never created: no change of it
-        for record in records:
-            if record.key is None or not record.key.startswith(prefix) or not record.value:
-                continue
-            try:
-                event = orjson.loads(record.value)
-            except orjson.JSONDecodeError:
-                continue
-            if not isinstance(event, dict):
-                continue
-            for image in (event.get("after"), event.get("before")):
-                if isinstance(image, dict) and str(image.get("code")) == code and image.get("id") is not None:
-                    ids.add(str(image["id"]))
-    return ids
-
-
-def _when(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _outcome_text(outcome: Outcome) -> str:
     text = outcome.status
     if outcome.status in ("rejected", "failed") and outcome.error:
@@ -296,29 +211,3 @@ def _outcome_text(outcome: Outcome) -> str:
     if outcome.retried:
         text += f", retried ({outcome.attempts} attempt(s), {outcome.results} result(s))"
     return text
-
-
-def format_explanation(explanation: Explanation) -> str:
-    """The trail for people: per change, the rules, the commands and what became of each."""
-    records = ", ".join(f"{system} {record_id}" for system, record_id in explanation.records)
-    lines = [
-        f"{explanation.entity} {explanation.query} of {explanation.tenant}: {records}; "
-        f"known as {', '.join(explanation.identifiers)} (UTC times)"
-    ]
-    for change in explanation.changes:
-        audit = change.audit
-        rules = ", ".join(audit.get("rules") or []) or "no rule"
-        via = f" via {change.via} {audit.get('record_id')}" if change.via else f" {audit.get('record_id')}"
-        lines.append(
-            f"{_when(int(audit.get('ts_ms') or 0))}  {audit.get('system')}{via} {audit.get('action')} "
-            f"(event {audit.get('event_id')}, origin {audit.get('origin')})  rules: {rules}"
-        )
-        for outcome in change.outcomes:
-            command = outcome.command
-            lines.append(
-                f"    -> {command.get('rule')}: {command.get('op')} {command.get('target')} {command.get('entity')} "
-                f"{command.get('key')}  [{str(command.get('command_id', ''))[:12]}]  {_outcome_text(outcome)}"
-            )
-        if audit.get("reason") and not change.via:
-            lines.append(f"    {audit['reason']}")
-    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The settings of the operator's commands (``lienthong topics|lag|dlq|reconcile|backfill|explain|tenant|
+"""The settings of the operator's commands (``lienthong topics|lag|dlq|reconcile|backfill|history|explain|tenant|
 dashboard|kafka``): ``OpsSettings``. Each command hands its parts the block they use: the Kafka
 connection to every command, the AMIS APIs' to reconcile and backfill."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 
 from amis.settings import AmisSettings, ConnectorExtensionsSetting
-from common.settings import KafkaSettings, ServiceSettings, WebHostSetting
+from common.settings import DataDirSetting, KafkaSettings, ServiceSettings, WebHostSetting
 from streams.settings import DefaultOrderTargetSetting, TopicPartitionsSetting, TopicReplicationFactorSetting
 
 
@@ -23,6 +23,7 @@ class OpsSettings(ServiceSettings):
     topic_partitions: TopicPartitionsSetting
     topic_replication_factor: TopicReplicationFactorSetting
     web_host: WebHostSetting
+    data_dir: DataDirSetting  # history's index (lienthong history, the operator's page)
     default_order_target: DefaultOrderTargetSetting  # whatif replays with the worker's
     connector_extensions: ConnectorExtensionsSetting  # whatif checks field mappings as the connectors write
     dashboard_token: SecretStr | None = Field(

@@ -48,6 +48,7 @@ from ops.operations import audit_trail
 
 DATA = web.AppKey("data", DashboardData)
 KAFKA = web.AppKey("kafka", KafkaSettings)
+HISTORY = web.AppKey("history", object)  # ops.history.KeptIndex, or None: no history page
 REFRESH_SECONDS = 5
 
 STYLE = (
@@ -617,6 +618,12 @@ async def record_page(request: web.Request) -> web.Response:
         f'<h1 data-testid="record-title">{_e(entity)} {_e(view.title)} of {_e(tenant)}</h1>'
         f'<p class="muted">record id <code data-testid="record-id">{_e(record_id)}</code>'
         f"{' in ' + _e(view.system) if view.system else ''}</p>{state}{todo}"
+        + (
+            f'<p><a data-testid="history-link" href="/history/{quote(tenant, safe="")}/{quote(entity, safe="")}/'
+            f'{quote(record_id, safe="")}">its whole history on both sides</a></p>'
+            if request.app[HISTORY] is not None
+            else ""
+        )
         + "<h2>Audit trail</h2>"
         + _html_table(
             ["decided", "system", "action", "origin", "rules", "commands and their results"],
@@ -629,6 +636,25 @@ async def record_page(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/html")
 
 
+async def history_page(request: web.Request) -> web.Response:
+    """``/history/{tenant}/{entity}/{id}``: ``lienthong history`` of one record, from the index this
+    process keeps current (ops.history)."""
+    kept = request.app[HISTORY]
+    tenant, entity, record_id = (request.match_info[k] for k in ("tenant", "entity", "record_id"))
+    if kept is None:
+        raise web.HTTPNotFound(text="this page keeps no history index (lienthong dashboard keeps one)")
+    text = await asyncio.to_thread(kept.text, tenant, entity, record_id)  # type: ignore[attr-defined]
+    body = (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>history of {_e(entity)} {_e(record_id)}</title>'
+        f"<style>{STYLE}</style></head><body><p><a href='/'>← operations</a></p>"
+        f"<h1>{_e(entity)} {_e(record_id)} of {_e(tenant)}: its history on both sides</h1>"
+        f'<pre data-testid="history">{_e(text)}</pre>'
+        f"<p class='muted'>the same as <code>lienthong history {_e(tenant)} {_e(entity)} {_e(record_id)}</code></p>"
+        "</body></html>"
+    )
+    return web.Response(text=body, content_type="text/html")
+
+
 def create_dashboard(
     kafka: KafkaSettings,
     scrape_urls: list[str] | None = None,
@@ -636,14 +662,18 @@ def create_dashboard(
     interval: float = 5.0,
     own_metrics: bool = False,
     access: DashboardAccess | None = None,
+    history: Any = None,
 ) -> web.Application:
     """The operator's page as an aiohttp application; its threads start and stop with the app.
 
     ``scrape_urls``: the services' ``/metrics`` to read; ``own_metrics``: also this process's (services
-    running in it); ``access``: who may read it (default: loopback host names, no token)."""
+    running in it); ``access``: who may read it (default: loopback host names, no token); ``history``:
+    the history index this process keeps current in the background (``ops.history.KeptIndex``: ``start``,
+    ``stop``, ``text``), for the ``/history/…`` page (None: no such page)."""
     data = DashboardData(kafka, scrape_urls, interval=interval, own_metrics=own_metrics)
+    kept = history
     app = web.Application(middlewares=[check_access])
-    app[DATA], app[KAFKA], app[ACCESS] = data, kafka, access or DashboardAccess()
+    app[DATA], app[KAFKA], app[ACCESS], app[HISTORY] = data, kafka, access or DashboardAccess(), kept
     app.on_response_prepare.append(_security_headers)
     broker = BrokerCheck(confluent_config(kafka))
 
@@ -655,14 +685,19 @@ def create_dashboard(
 
     async def start(app: web.Application) -> None:
         data.start()
+        if kept is not None:
+            kept.start()
 
     async def stop(app: web.Application) -> None:
         await asyncio.to_thread(data.stop)
+        if kept is not None:
+            await asyncio.to_thread(kept.stop)
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
     app.router.add_get("/", page)
     app.router.add_get("/api/summary.json", summary_json)
     app.router.add_get("/record/{tenant}/{entity}/{record_id}", record_page)
+    app.router.add_get("/history/{tenant}/{entity}/{record_id}", history_page)
     add_health_routes(app, ready, collectors=[data.lag_collector])
     return app

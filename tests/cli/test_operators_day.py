@@ -17,8 +17,9 @@ pytestmark = pytest.mark.broker
 
 
 @pytest.fixture()
-def on_module_topics(module_settings, monkeypatch):
+def on_module_topics(module_settings, monkeypatch, tmp_path):
     monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.kafka.bootstrap_servers)
+    monkeypatch.setenv("LIENTHONG_DATA_DIR", str(tmp_path))  # history's index
     monkeypatch.setenv("LIENTHONG_TOPIC_PREFIX", module_settings.kafka.topic_prefix)
     return module_settings
 
@@ -50,7 +51,7 @@ def test_explain_by_code_as_json_and_its_refusals(worker, kafka, tenant, on_modu
     code, _, err = run(capsys, ["explain", tenant, "custmer", "KH0007"])
     assert code == 2 and "no entity 'custmer'" in err and "customer" in err and "\n" not in err.strip()
     code, _, err = run(capsys, ["explain", f"{tenant}-typo", "customer", "KH0007"])
-    assert code == 2 and f"no audit record of tenant '{tenant}-typo'" in err and "\n" not in err.strip()
+    assert code == 2 and f"no message of tenant '{tenant}-typo'" in err and "\n" not in err.strip()
 
 
 def test_tenant_set_get_list_print_json_and_refuse_what_the_contract_refuses(on_module_topics, tenant, capsys):
@@ -96,8 +97,14 @@ def test_dlq_list_covers_every_dead_letter_topic_by_default(kafka, tenant, on_mo
     assert code == 0 and ": 1" in out and "http_401" in out and "decode" not in out
 
 
-def test_a_broker_that_does_not_answer_is_one_line(monkeypatch, capsys):
+def test_a_broker_that_does_not_answer_is_one_line(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # nothing listens there
-    for argv in (["explain", "t1", "customer", "KH1"], ["tenant", "get", "t1"], ["tenant", "list"]):
+    monkeypatch.setenv("LIENTHONG_DATA_DIR", str(tmp_path))
+    for argv in (
+        ["explain", "t1", "customer", "KH1"],
+        ["history", "t1", "customer", "KH1"],
+        ["tenant", "get", "t1"],
+        ["tenant", "list"],
+    ):
         code, _, err = run(capsys, argv)
         assert code == 2 and "127.0.0.1:1" in err and "\n" not in err.strip(), (argv, err)

@@ -208,7 +208,7 @@ def test_tenant_settings_apply_to_the_events_that_follow(kafka, module_settings,
     assert (again["rule"], again["entity"]) == ("SO-1", "sale_order")
 
 
-def test_explain_prints_the_audit_trail_of_a_record(kafka, module_settings, worker, tenant, capsys):
+def test_explain_prints_the_audit_trail_of_a_record(kafka, module_settings, worker, tenant, capsys, tmp_path):
     from cli.main import main as cli
 
     customer = {"id": "C5", "code": "KH0005", "name": "Khách 5"}
@@ -222,6 +222,7 @@ def test_explain_prints_the_audit_trail_of_a_record(kafka, module_settings, work
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.kafka.bootstrap_servers)
         patch.setenv("LIENTHONG_TOPIC_PREFIX", module_settings.kafka.topic_prefix)
+        patch.setenv("LIENTHONG_DATA_DIR", str(tmp_path))  # history's index (explain is history's old name)
         capsys.readouterr()
         assert cli(["explain", tenant, "customer", "C5"]) == 0
         out = capsys.readouterr().out
@@ -234,6 +235,7 @@ def test_explain_prints_the_audit_trail_of_a_record(kafka, module_settings, work
     ]
     lines = out.splitlines()
     assert lines[0].startswith("customer C5 of ")
-    assert "crm C5 create" in lines[1] and "rules: CUS-1" in lines[1]
-    assert any("crm C5 update" in line and "rules: CUS-3" in line for line in lines)
+    assert "crm customer C5 (KH0005) create by user" in lines[1] and "decided: rules CUS-1" in lines[3]
+    assert any("crm customer C5 (KH0005) update" in line for line in lines)
+    assert "    name: Khách 5 -> Khách 5b" in lines and "    decided: rules CUS-3" in lines
     assert any("not linked" in line for line in lines)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ops.explain import find, format_explanation
+from ops.explain import find
+from ops.history import Message, build, format_history
 
 T = "cty-demo"
 
@@ -106,7 +107,9 @@ def test_each_command_shows_what_became_of_it() -> None:
     ]
     retried = find(T, "customer", "KH0002", AUDITS, RESULTS).changes[0].outcomes[0]
     assert (retried.status, retried.attempts, retried.retried) == ("applied", 3, True)
-    text = format_explanation(find(T, "customer", "KH0001", AUDITS, RESULTS))
+    messages = [Message("audit.sync", 0, n, 0, a) for n, a in enumerate(AUDITS)]
+    messages += [Message(f"results.{r['target']}", 0, n, 0, r) for n, r in enumerate(RESULTS)]
+    text = "\n".join(format_history(build(T, "customer", "KH0001", messages)))
     assert "rejected: http_401: the token was refused" in text and "applied (id 17)" in text
 
 

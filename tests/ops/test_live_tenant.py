@@ -1,6 +1,6 @@
 """A synced tenant (the demo's business day, through a real worker, sandboxes, capture and connectors)
 as the operator meets it on the real broker: ``backfill`` twice sends nothing the target already has
-(no command rejected, nothing on ``dlq.commands``), ``explain`` finds records by their business code
+(no command rejected, nothing on ``dlq.commands``), ``history`` (``explain``) finds records by their business code
 with what became of each command, ``every_dead_letter`` reads every dead-letter topic, tenant settings
 are checked, written and read back."""
 
@@ -21,7 +21,7 @@ from demo.local import APP_ID, acct_access, crm_login, local_systems
 from demo.run import business_day
 from ops.backfill import publish, read_system, snapshot, system_entities
 from ops.deadletters import DLQ_TOPICS, every_dead_letter
-from ops.explain import ExplainError, explain
+from ops.history import HistoryIndex, HistoryIndexError, history
 from ops.operations import TenantError, get_tenant, read_tenants, set_tenant, tenant_settings
 
 pytestmark = pytest.mark.broker
@@ -87,27 +87,34 @@ async def test_backfill_twice_on_a_synced_tenant_sends_nothing_the_target_refuse
     letters = list(every_dead_letter(module_settings.kafka))
     assert [letter.where for letter in letters if letter.tenant == tenant] == []
 
-    customer = await asyncio.to_thread(explain, module_settings.kafka, tenant, "customer", "KH0001")
+    index = HistoryIndex(module_settings.kafka, tmp_path / "index.sqlite")
+
+    def explain(tenant: str, entity: str, identifier: str):  # what `lienthong history` (explain) finds
+        return history(index, tenant, entity, identifier).explanation
+
+    customer = await asyncio.to_thread(explain, tenant, "customer", "KH0001")
     assert {system for system, _ in customer.records} == {"acct", "crm"}
     created = [o for c in customer.changes for o in c.outcomes if o.command["rule"] == "CUS-6"]
     crm_ids = [record_id for system, record_id in customer.records if system == "crm"]
     assert [(o.status, o.target_id) for o in created] == [("applied", crm_ids[0])]
-    order = await asyncio.to_thread(explain, module_settings.kafka, tenant, "sale_order", "DH0001")
+    order = await asyncio.to_thread(explain, tenant, "sale_order", "DH0001")
     assert [o.status for c in order.changes for o in c.outcomes if o.command["rule"] in ("SO-1", "SO-4")] == ["applied"]
-    by_crm_id = await asyncio.to_thread(explain, module_settings.kafka, tenant, "sale_order", order.records[0][1])
+    by_crm_id = await asyncio.to_thread(explain, tenant, "sale_order", order.records[0][1])
     assert by_crm_id.records == order.records
     # what the demo prints, as the operator types it
     monkeypatch.setenv("LIENTHONG_BOOTSTRAP_SERVERS", module_settings.kafka.bootstrap_servers)
     monkeypatch.setenv("LIENTHONG_TOPIC_PREFIX", module_settings.kafka.topic_prefix)
+    monkeypatch.setenv("LIENTHONG_DATA_DIR", str(tmp_path / "history"))  # the index of `explain` (history)
     capsys.readouterr()
     for entity, code in (("customer", "KH0001"), ("sale_order", "DH0001")):
         assert await asyncio.to_thread(main, ["explain", tenant, entity, code]) == 0
         shown = capsys.readouterr().out
         assert shown.startswith(f"{entity} {code} of {tenant}: ") and "applied" in shown, shown
-    with pytest.raises(ExplainError, match="no entity 'custmer'"):
-        explain(module_settings.kafka, tenant, "custmer", "KH0001")
-    with pytest.raises(ExplainError, match="no audit record of tenant 'nobody-here'"):
-        explain(module_settings.kafka, "nobody-here", "customer", "KH0001")
+    with pytest.raises(HistoryIndexError, match="no entity 'custmer'"):
+        explain(tenant, "custmer", "KH0001")
+    with pytest.raises(HistoryIndexError, match="no message of tenant 'nobody-here'"):
+        explain("nobody-here", "customer", "KH0001")
+    index.close()
 
 
 def test_every_dead_letter_reads_both_topics(module_settings, kafka, tenant):
