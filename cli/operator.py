@@ -220,6 +220,47 @@ def _lag(args: Args, settings: OpsSettings) -> int:
         return Group(lag_table(rows, title), groups_table(described))
 
     try:
+        if args.as_json:
+            if args.watch:
+                raise LagError("--json prints one look; leave out --watch (or loop in your script)")
+            rows = read_lag(settings.kafka, list(args.group) or None)
+            if args.nonzero:
+                rows = [row for row in rows if row.lag]
+            described = describe_groups(settings.kafka, list(args.group) or sorted({row.group for row in rows}))
+            print_json(
+                {
+                    "bootstrap_servers": settings.kafka.bootstrap_servers,
+                    "lag": sum(row.lag for row in rows),
+                    "partitions": [
+                        {
+                            "group": row.group,
+                            "topic": row.topic,
+                            "partition": row.partition,
+                            "committed": row.committed,
+                            "end": row.end,
+                            "lag": row.lag,
+                        }
+                        for row in rows
+                    ],
+                    "groups": [
+                        {
+                            "group": group.group,
+                            "state": group.state,
+                            "members": [
+                                {
+                                    "member_id": member.member_id,
+                                    "client_id": member.client_id,
+                                    "host": member.host,
+                                    "partitions": [{"topic": t, "partition": p} for t, p in member.partitions],
+                                }
+                                for member in group.members
+                            ],
+                        }
+                        for group in described
+                    ],
+                }
+            )
+            return 0
         first = table()
         if not args.watch:
             _out().print(first)
@@ -272,13 +313,23 @@ def _dlq(args: Args, settings: OpsSettings) -> int:
             shown = describe_letter(dead_letter(settings.kafka, topic, partition, offset))
             import orjson
 
-            out.print_json(orjson.dumps(shown).decode())
+            if args.as_json:
+                print_json(shown)
+            else:
+                out.print_json(orjson.dumps(shown).decode())
             return 0
         if args.where:
             raise DeadLetterError(f"`dlq {args.action}` takes no position; filter with --kind, --tenant, --since")
         topics = [check_topic(args.topic)] if args.topic else list(DLQ_TOPICS)
         topic = ", ".join(settings.kafka.topic_prefix + t for t in topics)
         letters = list(every_dead_letter(settings.kafka, topics, _filters(args)))
+        if args.as_json and args.action == "replay":
+            raise DeadLetterError(
+                "--json is for `dlq list` and `dlq show`; `dlq replay --dry-run` lists what it would send"
+            )
+        if args.as_json:
+            print_json([describe_letter(letter) for letter in letters])
+            return 0
         if args.action == "list":
             table = Table(title=f"dead letters on {topic}: {len(letters)}")
             for column in ("where", "failed at (UTC)", "kind", "tenant", "key", "message"):
@@ -389,6 +440,7 @@ def add_operator_commands() -> None:
         option("--nonzero", is_flag=True, help="only partitions that lag"),
         option("--watch", is_flag=True, help="refresh until Ctrl-C"),
         option("--interval", type=SECONDS, default=2.0, show_default=True, help="seconds between two --watch looks"),
+        json_option(),
         broker=True,
     )
     add(
@@ -408,6 +460,7 @@ def add_operator_commands() -> None:
         option("--since", help="only letters dead-lettered since: 2h, 30m, 7d, 2026-11-28, 2026-11-28T09:30"),
         option("--until", help="only letters dead-lettered until then (same forms)"),
         option("--dry-run", is_flag=True, help="replay: list what would be replayed"),
+        json_option(),
         broker=True,
     )
     add(

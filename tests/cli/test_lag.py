@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 
+import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -50,6 +51,14 @@ def test_a_group_behind_shows_committed_end_and_lag_per_partition(module_setting
     assert main(["lag", "--nonzero"]) == 0  # every group of this prefix, only partitions that lag
     shown = capsys.readouterr().out
     assert group in shown and shown.count(topic) == 1
+    assert main(["lag", "--group", group, "--json"]) == 0  # the same, for a script
+    document = orjson.loads(capsys.readouterr().out)
+    assert document["lag"] == 2
+    assert [(p["topic"], p["partition"], p["committed"], p["end"], p["lag"]) for p in document["partitions"]] == [
+        (topic, 0, 5, 7, 2),
+        (topic, 1, 3, 3, 0),
+    ]
+    assert document["groups"] == [{"group": group, "state": "empty", "members": []}]
 
 
 def test_watch_refreshes_until_ctrl_c(module_settings):

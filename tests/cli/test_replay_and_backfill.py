@@ -65,6 +65,10 @@ def test_dead_letters_are_listed_by_reason_tenant_and_time_shown_whole_and_repla
     where = rows[0].split("│")[1].strip()
     assert main(["dlq", "list", "--tenant", tenant, "--until", "2000-01-01"]) == 0
     assert ": 0" in capsys.readouterr().out
+    assert main(["dlq", "list", "--tenant", tenant, "--json"]) == 0  # the same letters, whole, for a script
+    letters = orjson.loads(capsys.readouterr().out)
+    assert sorted(letter["kind"] for letter in letters) == ["decode", "internal"]
+    assert {letter["tenant"] for letter in letters} == {tenant} and where in [letter["where"] for letter in letters]
 
     assert main(["dlq", "show", where]) == 0
     shown = orjson.loads(capsys.readouterr().out)
