@@ -73,6 +73,13 @@ def _kafka(args: Args, settings: OpsSettings) -> int:
     from ops.local_broker import LocalBrokerError, run_kafka_script
 
     try:
+        if args.as_json:
+            if args.action != "status":
+                raise LocalBrokerError("--json is for `lienthong kafka status`")
+            said: list[str] = []
+            code = run_kafka_script("status", settings.kafka, said=said)
+            print_json({"running": code == 0, "bootstrap_servers": settings.kafka.bootstrap_servers, "said": said})
+            return 0 if code == 0 else NOT_IN_ORDER
         return run_kafka_script(args.action, settings.kafka)
     except LocalBrokerError as exc:
         print(f"lienthong: {exc}", file=sys.stderr)
@@ -567,6 +574,7 @@ add(
         "start, stop, status (is it up, where), fetch (download Kafka only), purge (stop, delete its data)",
         type=click.Choice(["start", "stop", "status", "fetch", "purge"]),
     ),
+    json_option(),
 )
 add(
     "topics",

@@ -20,8 +20,9 @@ class LocalBrokerError(RuntimeError):
     """The local broker cannot be driven here; the message says why and what to do."""
 
 
-def run_kafka_script(action: str, kafka: KafkaSettings) -> int:
-    """Run ``kafka.sh <action>`` for the broker the settings point at; returns its exit code."""
+def run_kafka_script(action: str, kafka: KafkaSettings, *, said: list[str] | None = None) -> int:
+    """Run ``kafka.sh <action>`` for the broker the settings point at; returns its exit code. With ``said``,
+    what the script prints is collected there instead of shown."""
     if not KAFKA_SCRIPT.exists():
         raise LocalBrokerError(f"{KAFKA_SCRIPT} not found; run from a checkout of the project (pip install -e .)")
     first = kafka.bootstrap_servers.split(",")[0].strip()
@@ -30,4 +31,8 @@ def run_kafka_script(action: str, kafka: KafkaSettings) -> int:
         raise LocalBrokerError(f"the local broker runs on loopback only; LIENTHONG_BOOTSTRAP_SERVERS={first}")
     env = dict(os.environ)
     env.setdefault("LIENTHONG_KAFKA_PORT", port or "9092")
-    return subprocess.call(["bash", str(KAFKA_SCRIPT), action], env=env)
+    if said is None:
+        return subprocess.call(["bash", str(KAFKA_SCRIPT), action], env=env)
+    done = subprocess.run(["bash", str(KAFKA_SCRIPT), action], env=env, capture_output=True, text=True)
+    said.extend(line for line in (done.stdout + done.stderr).splitlines() if line.strip())
+    return done.returncode
