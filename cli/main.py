@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -295,6 +296,9 @@ def _demo(args: Args, settings: DemoSettings) -> int:
     if "log_level" not in settings.log.model_fields_set:
         # the demo's own output tells the story; LIENTHONG_LOG_LEVEL=info shows every service's lines too
         logging.getLogger().setLevel(logging.WARNING)
+    # SIGTERM stops the demo as Ctrl-C does: through its finally clauses, which stop the worker it started
+    # (Python's default for SIGTERM ends the process at once and left the worker running)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return asyncio.run(
             run_demo(

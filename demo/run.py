@@ -392,8 +392,14 @@ async def run_demo(
     worker_env.pop("LIENTHONG_KAFKA_PORT", None)  # the bootstrap servers above say where the broker is
     log_path = data / "worker.log"
     with open(log_path, "wb") as worker_log:
+        # its own session: Ctrl-C in the terminal reaches the demo only, which stops the worker after the
+        # services that feed it (the finally below), instead of killing it under them
         worker = subprocess.Popen(
-            [sys.executable, "-m", "cli", "worker"], env=worker_env, stdout=worker_log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "cli", "worker"],
+            env=worker_env,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         await worker_ready(worker, settings.web_port, log_path)
