@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from common.kafka_config import confluent_config
+from common.kafka_config import confluent_config, unreachable
 from common.names import AUDIT, ENTITIES, TENANT, System, cdc_topic, results_topic
 from common.settings import KafkaSettings
 from ops.explain import Change, ExplainError, Explanation, _outcome_text, _Results, entities, find
@@ -592,11 +592,7 @@ class HistoryIndex:
             consumer.close()
 
     def _broker_error(self, exc: Exception) -> HistoryIndexError:
-        reason = exc.args[0] if exc.args else exc
-        return HistoryIndexError(
-            f"the broker at {self.kafka.bootstrap_servers} did not answer ({reason}); is it running "
-            "(lienthong kafka status)? LIENTHONG_BOOTSTRAP_SERVERS says where it is"
-        )
+        return HistoryIndexError(unreachable(self.kafka, exc))
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Index every message that reached the topics since the last time; returns how many were read.

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from common.kafka_config import confluent_config
+from common.kafka_config import confluent_config, unreachable
 from common.names import AUDIT, TENANT_CONFIG
 from common.settings import KafkaSettings
 from streams.core.rules import ORDER_TARGETS, load_rules
@@ -220,10 +220,7 @@ def read_tenants(kafka: KafkaSettings) -> dict[str, TenantSettings]:
             except ValueError as exc:
                 found[tenant] = TenantSettings(tenant, None, str(exc))
     except KafkaException as exc:
-        raise TenantError(
-            f"the broker at {kafka.bootstrap_servers} did not answer ({exc.args[0]}); is it running "
-            "(lienthong kafka status)? LIENTHONG_BOOTSTRAP_SERVERS says where it is"
-        ) from None
+        raise TenantError(unreachable(kafka, exc)) from None
     except RuntimeError as exc:
         raise TenantError(f"{exc}: start the broker or create the topics (lienthong topics create)") from None
     return dict(sorted(found.items()))
