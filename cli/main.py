@@ -17,7 +17,7 @@ lienthong connector crm|acct          a connector service (LIENTHONG_CRM_CREDENT
 lienthong capture crm|acct            a capture service: polls the system (and takes ACT's callbacks) into cdc.*
 lienthong sandbox crm|acct [--port]   a sandbox of one system (LIENTHONG_SANDBOX_CREDENTIALS, _FAULTS, _ADMIN_TOKEN)
 lienthong webhooks [--port]           the webhook receiver (LIENTHONG_WEBHOOK_SECRETS)
-lienthong dashboard [--port] [--scrape URL ...]  the operator's page (lag, throughput, latency, sync health)
+lienthong dashboard [--port] [--scrape URL ...] [--whatif FILE]  the operator's page (lag, sync health, whatif reports)
 """
 
 from __future__ import annotations
@@ -508,11 +508,19 @@ def _webhooks(args: Args, settings: WebhookSettings) -> int:
 
 def _dashboard(args: Args, settings: OpsSettings) -> int:
     import asyncio
+    from pathlib import Path
 
     from common.listeners import serve_app
     from common.metrics import bound_port
     from ops.dashboard.web import DashboardAccess, create_dashboard
+    from ops.dashboard.whatif_page import ReportError, load_report
     from ops.history import KeptIndex
+
+    try:
+        reports = [load_report(Path(path)) for path in args.whatif]
+    except ReportError as exc:
+        print(f"lienthong dashboard: {exc}", file=sys.stderr)
+        return 2
 
     async def main(stop: asyncio.Event) -> None:
         access = DashboardAccess.of(
@@ -525,6 +533,7 @@ def _dashboard(args: Args, settings: OpsSettings) -> int:
                 interval=args.interval,
                 access=access,
                 history=KeptIndex(settings.kafka, settings.data_dir),
+                whatif_reports=reports,
             ),
             settings.web_host,
             args.port,
@@ -680,6 +689,12 @@ add(
         help="a service's /metrics to read (repeat)",
     ),
     option("--interval", type=SECONDS, default=5.0, show_default=True, help="seconds between two looks"),
+    option(
+        "--whatif",
+        multiple=True,
+        metavar="FILE",
+        help="a saved `lienthong whatif --json` report to show at /whatif/N (repeat)",
+    ),
 )
 if _installed("demo"):  # not in the production image (deploy/Dockerfile)
     from demo.settings import DemoSettings

@@ -2,8 +2,9 @@
 
 Routes: ``/`` the page (refreshes itself every few seconds), ``/record/{tenant}/{entity}/{id}`` the
 audit trail of one record with what became of each command, ``/api/summary.json`` the page's
-numbers, and ``/metrics`` (``kafka_consumergroup_lag`` as the page shows it), ``/healthz``,
-``/readyz``. docs/dashboard.md says what each part means.
+numbers, ``/whatif/{n}`` a saved ``whatif --json`` report (``--whatif FILE``), and ``/metrics``
+(``kafka_consumergroup_lag`` as the page shows it), ``/healthz``, ``/readyz``.
+docs/dashboard.md says what each part means.
 
 Who may read it (``DashboardAccess``, checked before any route but the probes and ``/metrics``, which
 every service serves alike on its internal port):
@@ -40,6 +41,7 @@ from pydantic import SecretStr
 from common.kafka_config import confluent_config
 from common.metrics import BrokerCheck, add_health_routes
 from common.settings import KafkaSettings
+from ops.dashboard import whatif_page
 from ops.dashboard.charts import SWATCH_CSS, Unit, human, line_chart
 from ops.dashboard.collect import DashboardData, Sample, histogram_buckets, total
 from ops.dashboard.health import SYNC_STATUSES, RecordView, quantile_from_buckets
@@ -49,6 +51,7 @@ from ops.operations import audit_trail
 DATA = web.AppKey("data", DashboardData)
 KAFKA = web.AppKey("kafka", KafkaSettings)
 HISTORY = web.AppKey("history", object)  # ops.history.KeptIndex, or None: no history page
+WHATIF = web.AppKey("whatif", list)  # ops.dashboard.whatif_page.SavedReport, given with --whatif
 REFRESH_SECONDS = 5
 
 STYLE = (
@@ -397,7 +400,9 @@ def _count_cell(status: str, count: int) -> str:
     return f'<td class="n {css}" data-status="{_e(status)}">{count}</td>'
 
 
-def render_page(data: DashboardData, kafka: KafkaSettings, refresh: int = REFRESH_SECONDS) -> str:
+def render_page(
+    data: DashboardData, kafka: KafkaSettings, refresh: int = REFRESH_SECONDS, whatif_list: str = ""
+) -> str:
     """The page; it reloads itself every ``refresh`` seconds (0: never)."""
     s, status, views = _summary(data)
     sampled = time.strftime("%H:%M:%S UTC", time.gmtime(s["sampled_at"])) if s["sampled_at"] else "not yet"
@@ -543,6 +548,7 @@ def render_page(data: DashboardData, kafka: KafkaSettings, refresh: int = REFRES
         "so a topic the processor writes shows more than its messages. Events processed count what the "
         "worker read, by what it did with each.</p>"
         + "</div></div>"
+        + whatif_list
         + '<p class="muted"><a href="/api/summary.json">as JSON</a> · <a href="/metrics">/metrics</a></p>'
         + "</body></html>"
     )
@@ -553,7 +559,8 @@ async def page(request: web.Request) -> web.Response:
         refresh = int(request.query.get("refresh", REFRESH_SECONDS))
     except ValueError as exc:
         raise web.HTTPBadRequest(text="?refresh= takes whole seconds between reloads (0: never)") from exc
-    return web.Response(text=render_page(request.app[DATA], request.app[KAFKA], refresh), content_type="text/html")
+    text = render_page(request.app[DATA], request.app[KAFKA], refresh, whatif_page.list_html(request.app[WHATIF]))
+    return web.Response(text=text, content_type="text/html")
 
 
 async def summary_json(request: web.Request) -> web.Response:
@@ -655,6 +662,18 @@ async def history_page(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/html")
 
 
+async def whatif_report_page(request: web.Request) -> web.Response:
+    """``/whatif/{n}``: the n-th saved ``whatif --json`` report given with ``--whatif`` (from 1)."""
+    reports = request.app[WHATIF]
+    n = request.match_info["n"]
+    if not n.isdigit() or not 1 <= int(n) <= len(reports):
+        raise web.HTTPNotFound(
+            text=f"no saved whatif report {n}: this page has {len(reports)} (lienthong dashboard --whatif FILE)"
+        )
+    text = whatif_page.render_report(reports[int(n) - 1], int(n), STYLE)
+    return web.Response(text=text, content_type="text/html")
+
+
 def create_dashboard(
     kafka: KafkaSettings,
     scrape_urls: list[str] | None = None,
@@ -663,17 +682,20 @@ def create_dashboard(
     own_metrics: bool = False,
     access: DashboardAccess | None = None,
     history: Any = None,
+    whatif_reports: list[whatif_page.SavedReport] | None = None,
 ) -> web.Application:
     """The operator's page as an aiohttp application; its threads start and stop with the app.
 
     ``scrape_urls``: the services' ``/metrics`` to read; ``own_metrics``: also this process's (services
     running in it); ``access``: who may read it (default: loopback host names, no token); ``history``:
     the history index this process keeps current in the background (``ops.history.KeptIndex``: ``start``,
-    ``stop``, ``text``), for the ``/history/…`` page (None: no such page)."""
+    ``stop``, ``text``), for the ``/history/…`` page (None: no such page); ``whatif_reports``: saved
+    ``whatif --json`` reports, listed on the page and shown at ``/whatif/{n}``."""
     data = DashboardData(kafka, scrape_urls, interval=interval, own_metrics=own_metrics)
     kept = history
     app = web.Application(middlewares=[check_access])
     app[DATA], app[KAFKA], app[ACCESS], app[HISTORY] = data, kafka, access or DashboardAccess(), kept
+    app[WHATIF] = list(whatif_reports or [])
     app.on_response_prepare.append(_security_headers)
     broker = BrokerCheck(confluent_config(kafka))
 
@@ -699,5 +721,6 @@ def create_dashboard(
     app.router.add_get("/api/summary.json", summary_json)
     app.router.add_get("/record/{tenant}/{entity}/{record_id}", record_page)
     app.router.add_get("/history/{tenant}/{entity}/{record_id}", history_page)
+    app.router.add_get("/whatif/{n}", whatif_report_page)
     add_health_routes(app, ready, collectors=[data.lag_collector])
     return app
