@@ -113,6 +113,10 @@ def test_an_explicit_action_no_rule_takes_is_still_bad_input(rules: RuleBook) ->
     with pytest.raises(BadInput) as raised:
         run(ev, base_state(), rules)
     assert raised.value.kind == "unknown_action"
+    assert raised.value.message == (
+        f"event {ev.event_id!r}: action 'propose_revenue' does not apply to acct sale_order (no rule of the "
+        'matrix takes it) (JSON pointer "/action")'
+    )
 
 
 def test_a_lifecycle_action_without_a_rule_is_audited_none(rules: RuleBook) -> None:

@@ -264,3 +264,80 @@ def test_the_worker_reads_version_1_as_before_and_version_2_with_its_additions(r
     assert parse_tenant_settings(T, orjson.dumps(v2.document()), rules) == v2
     with pytest.raises(ValueError, match="not JSON"):
         parse_tenant_settings(T, b"{", rules)
+
+
+def test_a_derived_rule_off_leaves_the_others_of_the_order(rules: RuleBook) -> None:
+    """SO-9 (delivered quantities) off: the statuses a voucher moves (SO-11, SO-13) still go."""
+    state = with_settings(base_state("sale_order", (ORDER_LINK,)), revision=2, rules_off={"SO-9"})
+    aggregate = OrderAggregate(tenant=T, order_id="ao-1")
+    decide_for_order(event("acct", "sale_order", after=acct_order("recorded")), aggregate, state, rules, now_ms=NOW)
+    decision = decide_for_order(event("acct", "sales_voucher", after=VOUCHER), aggregate, state, rules, now_ms=NOW)
+    assert [c.rule for c in decision.commands] == ["SO-11", "SO-13"]
+    assert [(tag, rule, text) for tag, rule, text in notes(decision) if tag is Note.SWITCHED_OFF] == [
+        (Note.SWITCHED_OFF, "SO-9", "SO-9: switched off in the tenant's settings (revision 2): none")
+    ]
+
+
+def test_the_customer_rule_off_still_sends_the_product_first(rules: RuleBook) -> None:
+    """CUS-10 off (the customers are accounting's): an order's product still goes first (PRD-1), and the
+    audit names every customer code not sent."""
+    state = with_settings(FakeState(order_targets={T: "sale_order"}), revision=1, rules_off={"CUS-10"})
+    state.remember(T, "product", PRODUCT)
+    decision = run(event("crm", "sale_order", after=order()), state, rules)
+    assert [c.rule for c in decision.commands] == ["PRD-1", "SO-1"]
+    assert [text for tag, _, text in notes(decision) if tag is Note.SWITCHED_OFF] == [
+        "X-4: CUS-10 is switched off in the tenant's settings: customer KH1 not sent first "
+        "(the target is expected to have them)"
+    ]
+    two = order(lines=[{**order()["lines"][0]}, {**order()["lines"][0], "line_id": "l2", "product_code": "SP2"}])
+    state = with_settings(FakeState(order_targets={T: "sale_order"}), revision=1, rules_off={"PRD-1"})
+    state.remember(T, "customer", CUSTOMER)
+    decision = run(event("crm", "sale_order", after=two), state, rules)
+    assert [text for tag, _, text in notes(decision) if tag is Note.SWITCHED_OFF] == [
+        "X-4: PRD-1 is switched off in the tenant's settings: product SP1, SP2 not sent first "
+        "(the target is expected to have them)"
+    ]
+
+
+CHOICE = FieldMapping(
+    system=System.CRM,
+    entity="customer",
+    source_field="custom_field3",
+    target_field="customer_group",
+    type="choice",
+    values={"Đại lý": "dealer"},
+)
+
+
+def test_a_mapping_that_cannot_convert_is_noted_under_the_rule_that_sends_the_record(rules: RuleBook) -> None:
+    """Whatever path the customer takes to accounting (an order's dependency, a pull, the completion of a
+    dependency sent by code), a value that cannot convert is left out and noted under that path's rule."""
+    customer = {**CUSTOMER, "custom_field12": "a.vn", "custom_field3": "Khách VIP"}
+    mapped = (MAPPINGS[0], CHOICE)
+    # an order's dependency (X-4, CUS-10)
+    state = with_settings(FakeState(order_targets={T: "sale_order"}), field_mappings=mapped)
+    state.remember(T, "customer", customer)
+    state.link(T, "product", "SP1", crm="p-1", acct="ap-1")
+    decision = run(event("crm", "sale_order", after=order()), state, rules)
+    sent = next(c for c in decision.commands if c.rule == "CUS-10")
+    assert (sent.fields["website"], "customer_group" in sent.fields) == ("a.vn", False)
+    assert [(tag, rule) for tag, rule, _ in notes(decision) if tag is Note.FIELD_NOT_MAPPED] == [
+        (Note.FIELD_NOT_MAPPED, "CUS-10")
+    ]
+    # a pull (CUS-10)
+    state = with_settings(FakeState(), field_mappings=mapped)
+    state.remember(T, "customer", customer)
+    pulled = run(event("acct", "customer", "u", action="pull", after={"id": "p", "codes": ["KH1"]}), state, rules)
+    assert [(tag, rule) for tag, rule, _ in notes(pulled) if tag is Note.FIELD_NOT_MAPPED] == [
+        (Note.FIELD_NOT_MAPPED, "CUS-10")
+    ]
+    # the completion of a dependency that went with its code only (the order before its customer)
+    state = with_settings(FakeState(order_targets={T: "sale_order"}), field_mappings=mapped)
+    state.link(T, "product", "SP1", crm="p-1", acct="ap-1")
+    state.apply(run(event("crm", "sale_order", after=order()), state, rules))
+    completed = run(event("crm", "customer", "c", after=customer), state, rules)
+    sent = next(c for c in completed.commands if c.rule == "CUS-10")
+    assert sent.fields["website"] == "a.vn" and "customer_group" not in sent.fields
+    assert [(tag, rule) for tag, rule, _ in notes(completed) if tag is Note.FIELD_NOT_MAPPED] == [
+        (Note.FIELD_NOT_MAPPED, "CUS-10")
+    ]

@@ -63,6 +63,7 @@ def test_a_tenant_that_could_reach_other_keys_is_refused(tenant) -> None:
     assert bad.kind == "schema"
     assert "tenant" in bad.message and repr(tenant)[:30] in bad.message
     assert "no ':'" in bad.message  # what is expected
+    assert bad.message.endswith('(JSON pointer "/tenant")')  # where, as a JSON Schema validator says it
 
 
 @pytest.mark.parametrize(
