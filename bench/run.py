@@ -160,8 +160,9 @@ class WorkerProcess:
     def sample_rss(self) -> float:
         try:
             # Right after fork the pid is still a copy of this process (a few hundred KB of RSS until
-            # exec); only the worker's own samples count.
-            if b"\0cli\0" not in Path(f"/proc/{self.process.pid}/cmdline").read_bytes():  # python -m cli worker
+            # exec); only the worker's own samples count. (Not "is it `python -m cli worker`": faust
+            # renames its process, "[Faust:Worker] ...", when setproctitle is installed, as mutmut's is.)
+            if Path(f"/proc/{self.process.pid}/cmdline").read_bytes() == Path("/proc/self/cmdline").read_bytes():
                 return 0.0
             for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

@@ -44,6 +44,24 @@ def _headers(message: Message) -> list[Header]:
     return headers
 
 
+# What a partition of a topic just created answers until its leader is elected: wait, it passes.
+_NOT_YET = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
+
+
+def watermarks(consumer: Consumer, partition: TopicPartition, timeout: float) -> tuple[int, int]:
+    """A partition's low and high offsets, waiting (within ``timeout``) for a leader a new topic lacks."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=timeout)
+            return low, high
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if getattr(error, "code", lambda: None)() not in _NOT_YET or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def read_topic(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> Iterator[Record]:
     """Every message of ``topic`` now on the broker (up to its end offsets when called); no group."""
     consumer = Consumer(
@@ -68,7 +86,7 @@ def read_topic(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> Itera
             )
         ends = {}
         for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            low, high = watermarks(consumer, TopicPartition(topic, partition), timeout)
             if high > low:
                 ends[partition] = high
         if not ends:

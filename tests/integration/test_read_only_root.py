@@ -24,10 +24,15 @@ from tests.integration.test_health import free_port, http_get, value
 pytestmark = pytest.mark.broker
 
 # the filesystem as the pod sees it: / read-only, /tmp in memory, the data directory the working directory
+# (a checkout under /tmp, as CI's clean clone may be, is bound back into the fresh /tmp: $KEEP)
 READ_ONLY_ROOT = (
-    "mount --make-rprivate / && mount -o remount,bind,ro / && mount -t tmpfs -o size=256m tmpfs /tmp"
+    "mount --make-rprivate / && mount --bind /tmp /mnt && mount -o remount,bind,ro /"
+    " && mount -t tmpfs -o size=256m tmpfs /tmp"
+    ' && for kept in $KEEP; do mkdir -p "$kept" && mount --bind "/mnt${kept#/tmp}" "$kept"; done'
     ' && mkdir /tmp/data && cd /tmp/data && exec "$0" -m cli "$@"'
 )
+# what must stay visible under /tmp: this checkout (its code and its .venv), when it lives there
+KEEP = " ".join(str(p) for p in {REPO_ROOT, Path(sys.executable).parent.parent} if str(p).startswith("/tmp/"))
 
 
 def read_only_root_available() -> bool:
@@ -64,6 +69,7 @@ class ReadOnlyService:
                 "PYTHONDONTWRITEBYTECODE": "1",
                 "HOME": "/tmp",
                 "LIENTHONG_DATA_DIR": "/tmp/data",
+                "KEEP": KEEP,
                 "LIENTHONG_LOG_FORMAT": "json",
                 **env,
             },
@@ -167,7 +173,14 @@ def test_the_other_services_start_and_serve_on_a_read_only_root(kafka_env, servi
         service.get_until(f"http://127.0.0.1:{port}/healthz", lambda status, _: status == 200)
     topics = subprocess.run(
         ["unshare", "-m", "sh", "-c", READ_ONLY_ROOT, sys.executable, "topics", "create"],
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/tmp", **kafka_env},
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "HOME": "/tmp",
+            "KEEP": KEEP,
+            **kafka_env,
+        },
         capture_output=True,
         text=True,
         timeout=120,
