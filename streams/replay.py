@@ -21,16 +21,9 @@ from pydantic import ValidationError
 
 from common.messages import Retained
 from common.names import System, parse_cdc_topic, results_topic
-from streams.agents.changes import forget_unwritten, link_from_result
-from streams.core.aggregates import (
-    AGGREGATE_ENTITIES,
-    OrderAggregate,
-    aggregate_inputs,
-    check_document,
-    decide_for_order,
-)
+from streams.agents.changes import decide_change, forget_unwritten, link_from_result
 from streams.core.contract import ChangeEvent, Result, decode_change_event
-from streams.core.decide import Decision, decide, resolve_action
+from streams.core.decide import Decision
 from streams.core.errors import BadInput
 from streams.core.rules import RuleBook
 from streams.core.sync_settings import DEFAULT_SETTINGS, SyncSettings
@@ -96,30 +89,13 @@ class OneTenantSettings:
 
 
 def decide_and_remember(state: PartitionState, change: ChangeEvent, rules: RuleBook, now_ms: int) -> list[Decision]:
-    """One change event's decisions, remembered in ``state`` as the worker remembers them; ``[]`` for a
-    duplicate (an ``event_id`` the record or every order it counts for has seen). Raises ``BadInput``."""
-    if change.system is System.ACCT and change.entity in AGGREGATE_ENTITIES:
-        resolve_action(change, rules)
-        check_document(change)
-        decisions = []
-        for key, document, _part in aggregate_inputs(change):
-            stored = state.get("orders", key)
-            tenant, _, order_id = key.partition(":")
-            aggregate = OrderAggregate.from_json(stored) if stored else OrderAggregate(tenant=tenant, order_id=order_id)
-            if change.event_id in aggregate.seen:
-                continue
-            decision = decide_for_order(document, aggregate, state, rules, now_ms=now_ms)
-            state.apply_decision(decision)
-            state.set("orders", key, aggregate.to_json())
-            decisions.append(decision)
-        return decisions
-    record_key = f"{change.tenant}:{change.system}:{change.entity}:{change.record_id}"
-    if state.is_duplicate(record_key, change.event_id):
+    """One change event's decisions as the worker decides them (``decide_change``), remembered in ``state``
+    at once; ``[]`` for a duplicate. Raises ``BadInput``."""
+    decided = decide_change(state, change, rules, now_ms)
+    if decided is None:
         return []
-    decision = decide(change, state, rules, now_ms=now_ms)
-    state.apply_decision(decision)
-    state.mark_seen(record_key, change.event_id)
-    return [decision]
+    decided.remember()
+    return decided.decisions
 
 
 class Replay:

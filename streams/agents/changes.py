@@ -19,6 +19,7 @@ original key and bytes and where it was first read; a bug on one input dead-lett
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,7 @@ from streams.core.commands import command_key_text
 from streams.core.contract import ChangeEvent, CommandKey, Result, Where, decode_change_event
 from streams.core.decide import Decision, LinkUpdate, decide, link_family, resolve_action
 from streams.core.errors import BadInput
+from streams.core.rules import RuleBook
 from streams.outputs import OutputMessage
 from streams.tables.state import PartitionState
 
@@ -204,27 +206,11 @@ def _decide_change(
     if not releasing and owned.held.holds(record_key):
         _hold(batch, state, owned, routed, record_key)  # behind its record's held changes
         return
-    rules = batch.processing.rules
-    if change.system is System.ACCT and change.entity in AGGREGATE_ENTITIES:
-        resolve_action(change, rules)
-        check_document(change)
-        decisions, values, remember = _decide_documents(batch, state, change)
-        if decisions is None:
-            _duplicate(batch, change, record_key)
-            return
-    else:
-        if state.is_duplicate(record_key, change.event_id):
-            _duplicate(batch, change, record_key)
-            return
-        decision = decide(change, state, rules, now_ms=batch.now_ms)
-        decisions = [decision]
-        values = [record.record for record in decision.crm_records if record.record is not None]
-        values += [written.fields for written in decision.written.values()]
-
-        def remember() -> None:
-            state.apply_decision(decision)
-            state.mark_seen(record_key, change.event_id)
-
+    decided = decide_change(state, change, batch.processing.rules, batch.now_ms)
+    if decided is None:
+        _duplicate(batch, change, record_key)
+        return
+    decisions, values, remember = decided.decisions, decided.values, decided.remember
     rests_on_absence = any(decision.rests_on_absence for decision in decisions)
     if rests_on_absence and not must_decide and not owned.inputs.passed(routed.timestamp_ms):
         if releasing:
@@ -240,12 +226,42 @@ def _decide_change(
         count_decision(batch, change, decision)
 
 
-def _decide_documents(
-    batch: Batch, state: PartitionState, change: ChangeEvent
-) -> tuple[list[Decision] | None, list[Any], Any]:
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """One change event's decisions, what they will store (``values``: checked for size before staging)
+    and how to remember them in the state once they are durable (``remember``)."""
+
+    decisions: list[Decision]
+    values: list[Any]
+    remember: Callable[[], None]
+
+
+def decide_change(state: PartitionState, change: ChangeEvent, rules: RuleBook, now_ms: int) -> Decided | None:
+    """Decide one change event against ``state`` without changing it: the worker stages the decisions
+    and remembers them once the batch is committed; a replay (``streams.replay``) remembers them at once.
+    None for a duplicate (an ``event_id`` the record, or every order it counts for, has seen). Raises
+    ``BadInput``."""
+    if change.system is System.ACCT and change.entity in AGGREGATE_ENTITIES:
+        resolve_action(change, rules)
+        check_document(change)
+        return _decide_documents(state, change, rules, now_ms)
+    record_key = f"{change.tenant}:{change.system}:{change.entity}:{change.record_id}"
+    if state.is_duplicate(record_key, change.event_id):
+        return None
+    decision = decide(change, state, rules, now_ms=now_ms)
+    values = [record.record for record in decision.crm_records if record.record is not None]
+    values += [written.fields for written in decision.written.values()]
+
+    def remember() -> None:
+        state.apply_decision(decision)
+        state.mark_seen(record_key, change.event_id)
+
+    return Decided([decision], values, remember)
+
+
+def _decide_documents(state: PartitionState, change: ChangeEvent, rules: RuleBook, now_ms: int) -> Decided | None:
     """An accounting document's decisions, one per order it counts for (a voucher moved to another
-    order leaves the first), and how to remember them; (None, …) when every order has seen it."""
-    rules = batch.processing.rules
+    order leaves the first), and how to remember them; None when every order has seen it."""
     decisions: list[Decision] = []
     stored: list[tuple[str, dict[str, Any]]] = []
     for key, document, _part in aggregate_inputs(change):
@@ -254,10 +270,10 @@ def _decide_documents(
         aggregate = OrderAggregate.from_json(value) if value else OrderAggregate(tenant=tenant, order_id=order_id)
         if change.event_id in aggregate.seen:
             continue
-        decisions.append(decide_for_order(document, aggregate, state, rules, now_ms=batch.now_ms))
+        decisions.append(decide_for_order(document, aggregate, state, rules, now_ms=now_ms))
         stored.append((key, aggregate.to_json()))
     if not decisions:
-        return None, [], None
+        return None
 
     def remember() -> None:
         for decision in decisions:
@@ -265,7 +281,7 @@ def _decide_documents(
         for key, value in stored:
             state.set("orders", key, value)
 
-    return decisions, [value for _key, value in stored], remember
+    return Decided(decisions, [value for _key, value in stored], remember)
 
 
 def _duplicate(batch: Batch, change: ChangeEvent, record_key: str) -> None:
