@@ -157,6 +157,19 @@ class Kafka:
                 time.sleep(0.2)
 
 
+def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+    """Stop a service the test started as its operator would (``sig``, SIGTERM: a clean stop), killing it
+    if it has not stopped within ``timeout``; its exit status."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    return process.returncode
+
+
 def last_assignment(log: str, topic: str) -> str:
     """The partitions of ``topic`` the worker's consumer was last assigned, as the processing loop logs
     them ("assigned N partition(s), …: <topic> 0,3; <topic> 1"), in text or JSON logs alike; "" when none."""
@@ -229,15 +242,9 @@ class Worker:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        code = stop_process(self.process, sig, timeout)
         self.log.close()
-        return self.process.returncode
+        return code
 
 
 @pytest.fixture(scope="module")

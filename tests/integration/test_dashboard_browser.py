@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.settings import WorkerSettings
-from tests.integration.conftest import REPO_ROOT, Kafka, change_event, in_data_dir
+from tests.integration.conftest import REPO_ROOT, Kafka, change_event, in_data_dir, stop_process
 
 pytestmark = pytest.mark.broker
 
@@ -99,13 +99,7 @@ class Service:
         )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
         self.log.close()
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.settings import WorkerSettings
-from tests.integration.conftest import REPO_ROOT, change_event
+from tests.integration.conftest import REPO_ROOT, change_event, stop_process
 from tests.integration.test_health import WorkerWithProbes, free_port, http_get
 from tests.test_deploy import MONITORING, promql_metric_names
 
@@ -62,13 +61,7 @@ class Service:
         )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
         self.log.close()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from sandboxes.crm_store import RESOURCES as CRM_RESOURCES
 from sandboxes.crm_store import CrmStore
 from streams.core.contract import Command, CommandKey, CommandSource, Op, command_id, dumps
 from streams.settings import WorkerSettings
-from tests.integration.conftest import REPO_ROOT, change_event, in_data_dir
+from tests.integration.conftest import REPO_ROOT, change_event, in_data_dir, stop_process
 
 pytestmark = pytest.mark.broker
 
@@ -136,13 +135,7 @@ class WorkerWithProbes:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
         self.log.close()
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from streams.settings import WorkerSettings
-from tests.integration.conftest import REPO_ROOT, change_event
+from tests.integration.conftest import REPO_ROOT, change_event, stop_process
 from tests.integration.test_health import free_port, http_get, value
 
 pytestmark = pytest.mark.broker
@@ -92,13 +91,7 @@ class ReadOnlyService:
         raise AssertionError(f"{url} never answered as the test waits for:\n{self.tail()}")
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
         self.log.close()
         assert "Read-only file system" not in self.log_path.read_text(errors="replace"), self.tail()
         return self.process.returncode
