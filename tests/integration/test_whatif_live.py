@@ -26,6 +26,7 @@ from streams.core.contract import ChangeEvent, Command, change_event_json, parse
 from streams.core.rules import load_rules
 from streams.core.sync_settings import DEFAULT_SETTINGS
 from streams.replay import OneTenantSettings, Replay, read
+from tests.agents.test_whatif import CUSTOMER, ORDER, PRODUCT  # the scripted day's records
 
 SETTINGS = """
 # Accounting is our product master: CRM products no longer go to accounting.
@@ -40,17 +41,6 @@ target_field = "address"
 type = "text"
 """
 
-CUSTOMER = {"id": "c-1", "code": "KH1", "name": "Công ty A", "phone": "0901", "custom_field12": "a.vn"}
-PRODUCT = {"id": "p-1", "code": "SP1", "name": "Trà xanh", "unit_price": "100000"}
-ORDER = {
-    "id": "o-1",
-    "code": "DH1",
-    "name": "Đơn trà",
-    "customer_code": "KH1",
-    "revenue_status": "proposed",
-    "lines": [{"line_id": "l1", "product_code": "SP1", "quantity": 2, "unit_price": "100000", "amount": "200000"}],
-    "total_amount": "200000",
-}
 CUSTOMER2 = {"id": "c-2", "code": "KH2", "name": "Công ty B", "phone": "0903", "custom_field12": "kho B"}
 PRODUCT2 = {"id": "p-2", "code": "SP2", "name": "Trà đen", "unit_price": "90000"}
 ORDER2 = {
