@@ -91,7 +91,8 @@ class Checkpoint:
 
     def make_durable(self, batch: Batch, offsets: Sequence[TopicPartition], group_metadata: Any) -> None:
         """The batch's outputs and state changelog with the inputs' offsets in one transaction; then
-        each partition's state in its store, at the changelog offset it reached; then its tallies."""
+        each partition's state in its store, at the changelog offset it reached. (Its tallies are the
+        loop's, in the loop's thread, once it knows this returned: ``streams.loop``.)"""
         changelog_topic = batch.processing.topics.state_changelog
         changelog = [message for state in batch.states.values() for message in state.changelog(changelog_topic)]
         if not batch.messages and not changelog and not offsets:
@@ -99,7 +100,6 @@ class Checkpoint:
         written = self.commit(batch.messages, changelog, offsets, group_metadata)
         for partition, state in batch.states.items():
             state.write_to_store(written.get((changelog_topic, partition)))
-        batch.tallied()
 
     def commit(
         self,

@@ -11,7 +11,11 @@ the group spreads over its workers:
   tenants (``streams.tables``) and decides their changes (``streams.agents.changes``).
 
 A batch is whatever the consumer has (up to ``LIENTHONG_BATCH_SIZE`` messages): routed and decided,
-then made durable in one transaction with its offsets (``streams.checkpoint``). Group membership,
+then made durable in one transaction with its offsets (``streams.checkpoint``). **Pipelined**: while a
+batch's transaction commits (round trips to the broker, on a thread of its own), the next batch is
+read and decided, reading the committing batch's state changes as if they were in the store; it is
+handed to the transaction only once the one before has committed. When that one fails, the next is
+dropped with it and both are read again; a rebalance waits for the committing batch first. Group membership,
 partition assignment and rebalancing are librdkafka's. When the group gives a worker a partition of
 the changes topic, that partition stays paused until its store has read its changelog to the end
 (``Restoring``); then its held changes are loaded and it is resumed.
@@ -24,6 +28,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +73,26 @@ class LoopStatus:
     running: bool = False
     stopped: bool = False
     ready: bool = False  # every partition of the first assignment restored (logged "Worker ready")
+
+
+@dataclass
+class Committing:
+    """A batch handed to the transaction, not yet known to be durable."""
+
+    batch: Batch
+    first_offsets: dict[tuple[str, int], int]  # where it began, to read it again
+    messages: int
+    changes: int
+    done: Future[None]
+
+
+def first_offsets(messages: list[Any]) -> dict[tuple[str, int], int]:
+    """Where ``messages`` begin, per partition (to read them again)."""
+    begun: dict[tuple[str, int], int] = {}
+    for message in messages:
+        if message.error() is None:
+            begun.setdefault((message.topic(), message.partition()), message.offset())
+    return begun
 
 
 class Restoring:
@@ -155,6 +180,9 @@ class ProcessingLoop:
         self._stop = threading.Event()
         self._last_probe_ms = 0
         self._changes_read_to: dict[int, int] = {}  # changes partitions read to their end: that end
+        # one transaction at a time, on a thread of its own, while the loop decides the next batch
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lienthong-commit")
+        self._committing: Committing | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -175,6 +203,7 @@ class ProcessingLoop:
             )
             while not self._stop.is_set():
                 self.turn()
+            self.await_durable()
         except Exception:
             log.critical(
                 "the processing loop failed; the worker stops and reads the batch again when restarted", exc_info=True
@@ -187,6 +216,7 @@ class ProcessingLoop:
             self._close()
 
     def _close(self) -> None:
+        self._committer.shutdown(wait=True)  # a transaction still committing ends before the stores close
         for client in (self.consumer, self.restoring.consumer):
             try:
                 client.close()
@@ -231,6 +261,9 @@ class ProcessingLoop:
         )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # the committing batch ends first: its offsets belong to this generation of the group, and its
+        # state goes to stores about to close
+        self.await_durable()
         changes = [tp.partition for tp in partitions if tp.topic == self.config.changes_topic]
         self.restoring.stop(changes)
         for partition in changes:
@@ -272,7 +305,18 @@ class ProcessingLoop:
                 self._restored(done)
         # librdkafka's consume waits its whole timeout unless the batch fills: that wait is what lets a
         # batch grow with the load, and a transaction per batch costs a few round trips whatever its size
-        messages = self.consumer.consume(self.config.batch_size, POLL_S)
+        size = self.config.batch_size
+        if self._committing is None:
+            messages = self.consumer.consume(size, POLL_S)
+        else:
+            # A full batch waiting (a backlog) is decided while the one before commits. Otherwise the
+            # next batch waits for that commit, which makes what it routed readable here: deciding
+            # meanwhile would only put those changes off by a batch.
+            messages = self.consumer.consume(size, 0)
+            if len(messages) < size:
+                if not self.await_durable(first_offsets=first_offsets(messages)):
+                    return
+                messages += self.consumer.consume(size - len(messages), POLL_S)
         self.process(messages, now=self.clock())
 
     def process(self, messages: list[Any], *, now: float) -> None:
@@ -280,7 +324,7 @@ class ProcessingLoop:
         config = self.config
         batch = Batch(self.processing, int(now * 1000))
         consumed: set[tuple[str, int]] = set()
-        first_offsets: dict[tuple[str, int], int] = {}  # where the batch began, to read it again
+        begun = first_offsets(messages)  # where the batch began, to read it again
         at_end: dict[tuple[str, int], int] = {}  # partitions the consumer said are read to their end
 
         decided: dict[int, list[Any]] = defaultdict(list)
@@ -299,7 +343,6 @@ class ProcessingLoop:
                 continue
             topic, partition = message.topic(), message.partition()
             consumed.add((topic, partition))
-            first_offsets.setdefault((topic, partition), message.offset())
             if topic == config.changes_topic:
                 if message.value() is not None:
                     decided[partition].append(message)
@@ -332,22 +375,52 @@ class ProcessingLoop:
             if position.offset >= 0:
                 positions.append(position)
 
+        # what each state writes, fixed before the next batch reads its values
+        state_changed = [bool(state.sealed()) for state in batch.states.values()]
+        if not self.await_durable(then=batch, first_offsets=begun):
+            return  # the batch before failed: this one is dropped with it, both are read again
+        if not batch.messages and not positions and not any(state_changed):
+            return
+        group_metadata = self.consumer.consumer_group_metadata()
+        self._committing = Committing(
+            batch,
+            begun,
+            len(messages),
+            changes,
+            self._committer.submit(self.checkpoint.make_durable, batch, positions, group_metadata),
+        )
+
+    def await_durable(
+        self, *, then: Batch | None = None, first_offsets: dict[tuple[str, int], int] | None = None
+    ) -> bool:
+        """Wait until the committing batch is durable, then count it; whether it is.
+
+        ``then``: the batch decided meanwhile, on top of its state (``first_offsets``: where it began).
+        A committing batch that failed is read again from where it began, and ``then`` with it."""
+        committing, self._committing = self._committing, None
+        if committing is None:
+            return True
         try:
-            self.checkpoint.make_durable(batch, positions, self.consumer.consumer_group_metadata())
+            committing.done.result()
         except BatchNotDurable as failed:
             # Nothing of the batch is visible and its offsets are not committed.
             if failed.retriable:
                 log.warning("the batch is read again: %s", failed)
-                self._read_again(first_offsets)
-                return
+                self._read_again({**(first_offsets or {}), **committing.first_offsets})
+                return False
             log.critical("a batch could not be made durable; the worker stops and reads it again when restarted")
             self.stop_worker()
             raise
+        if then is not None:
+            for state in then.states.values():
+                state.committing = None  # in the store now
+        committing.batch.tallied()
         counts = self.processing.counts
-        counts["messages"] += len(messages)
-        counts["batches"] += 1 if messages else 0
-        if changes:
-            metrics.BATCH_SIZE.observe(changes)
+        counts["messages"] += committing.messages
+        counts["batches"] += 1 if committing.messages else 0
+        if committing.changes:
+            metrics.BATCH_SIZE.observe(committing.changes)
+        return True
 
     def _read_again(self, first_offsets: dict[tuple[str, int], int]) -> None:
         """After an aborted transaction: the consumer back to where the batch began, the held changes as
@@ -421,6 +494,9 @@ class ProcessingLoop:
         state = batch.states.get(partition)
         if state is None:
             store = self.stores.open[partition]
-            state = PartitionState(store, self.tenant_settings, self.processing.default_order_target)
+            committing = self._committing.batch.states.get(partition) if self._committing is not None else None
+            state = PartitionState(
+                store, self.tenant_settings, self.processing.default_order_target, committing=committing
+            )
             batch.states[partition] = state
         return state

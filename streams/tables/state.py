@@ -51,8 +51,18 @@ def link_fact_key(tenant: str, family: str, lookup: str, field: str) -> str:
 class PartitionState:
     """The tables of one partition's tenants through one batch (``streams.core.decide.State``)."""
 
-    def __init__(self, store: PartitionStore, tenant_settings: Any, default_order_target: str) -> None:
+    def __init__(
+        self,
+        store: PartitionStore,
+        tenant_settings: Any,
+        default_order_target: str,
+        *,
+        committing: PartitionState | None = None,
+    ) -> None:
         self.store = store
+        # the state of the batch before this one while its transaction commits (``streams.loop``): its
+        # changes are read as if in the store, which they reach once it has committed
+        self.committing = committing
         self.tenant_settings = tenant_settings  # streams.tables.tenants.TenantSettings (or a fake)
         self.default_order_target = default_order_target
         # (table, key) -> new value, or _DELETED
@@ -63,6 +73,9 @@ class PartitionState:
 
     def get(self, table: TableName, key: str) -> Any:
         change = self._changes.get((table, key), None)
+        if change is None and self.committing is not None:
+            # written to the store before they are cleared here: read here first, then the store
+            change = self.committing._changes.get((table, key), None)
         if change is not None:
             return None if change is _DELETED else change
         return read_value(self.store, table, key)
@@ -83,7 +96,9 @@ class PartitionState:
         skip = len(table) + 1
         for raw_key, raw_value in self.store.items_from(encode_key(table, prefix)):
             found[raw_key[skip:].decode()] = orjson.loads(raw_value)
-        for (changed_table, key), value in self._changes.items():
+        # a copy of the committing batch's changes: its commit clears them from another thread
+        earlier = list(self.committing._changes.items()) if self.committing is not None else []
+        for (changed_table, key), value in [*earlier, *self._changes.items()]:
             if changed_table == table and key.startswith(prefix):
                 if value is _DELETED:
                     found.pop(key, None)
@@ -100,8 +115,15 @@ class PartitionState:
         """The batch's changes as messages of the state changelog (this store's partition), each
         value encoded once: ``write_to_store`` writes the same bytes."""
         partition = self.store.partition
-        encoded = self._encoded = self._encode()
+        encoded = self._encoded = self.sealed()
         return [OutputMessage(topic, key, value, None, partition) for key, value in encoded]
+
+    def sealed(self) -> list[tuple[bytes, bytes | None]]:
+        """The batch's changes encoded now, as the changelog and the store will have them: a value the
+        next batch changes in place after this point does not change what this batch writes."""
+        if self._encoded is None:
+            self._encoded = self._encode()
+        return self._encoded
 
     def write_to_store(self, changelog_offset: int | None) -> None:
         """Apply the batch's changes to the store, once their changelog messages are committed."""

@@ -134,8 +134,9 @@ class MemoryPartitionStore:
         return self.data.get(raw_key)
 
     def items_from(self, raw_prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        for key in sorted(k for k in self.data if k.startswith(raw_prefix)):
-            yield key, self.data[key]
+        data = dict(self.data)  # a copy: a committing batch writes from another thread (streams.loop)
+        for key in sorted(k for k in data if k.startswith(raw_prefix)):
+            yield key, data[key]
 
     def write(self, changes: Iterable[tuple[bytes, bytes | None]], changelog_offset: int | None) -> None:
         for key, value in changes:

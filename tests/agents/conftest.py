@@ -376,6 +376,7 @@ class Worker:
         """One batch: what the consumer has now. Whether it held any message."""
         messages = self.pending()
         self.loop.process(messages, now=now_ms / 1000)
+        self.loop.await_durable()  # a test looks at the batch once it is durable
         return any(message.error() is None for message in messages)
 
     def run(self, *, rounds: int = 20, now_ms: int = NOW_MS) -> None:

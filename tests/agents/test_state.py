@@ -3,6 +3,8 @@ worker owns the partition next, never ahead of what the broker committed."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from confluent_kafka import TopicPartition
 
@@ -47,6 +49,79 @@ def test_a_batch_aborted_because_the_broker_was_away_is_read_again_by_the_same_w
     worker.producer.fail_commit = "abortable"
     worker.step()  # decided, not durable: aborted (the edit held in memory is forgotten too)
     assert not sent(world, "commands.crm") and not worker.stopped
+    worker.run()
+    assert [c["rule"] for _, c in sent(world, "commands.crm")] == ["CUS-6"]
+    assert [c["rule"] for _, c in sent(world, "commands.acct")] == ["CUS-3"]
+    assert sorted(a["event_id"] for _, a in sent(world, "audit.sync")) == ["e-1", "e-6", "e-7"]
+
+
+def _routed_in_two(world, worker):
+    """The acct customer A1, then its CRM copy C1 created and edited, routed onto the changes topic in
+    that order and not decided yet: (the customer's message, the copy's two messages and the ends)."""
+    crm_created, crm_edited = crm_copy_created_and_renamed()
+    put(world, "cdc.acct.customer", b"t1:A1", change(), at_ms=NOW_MS - 3000)
+    worker.step()  # routed
+    put(world, "cdc.crm.customer", b"t1:C1", crm_created, at_ms=NOW_MS - 2000)
+    put(world, "cdc.crm.customer", b"t1:C1", crm_edited, at_ms=NOW_MS - 1000)
+    pending = worker.pending()
+    acct_customer = [m for m in pending if m.error() is None and m.topic() == worker.loop.config.changes_topic]
+    worker.loop.process([m for m in pending if m.topic() != worker.loop.config.changes_topic], now=NOW_MS / 1000)
+    worker.loop.await_durable()  # the CRM copy's messages routed
+    crm_copy = worker.pending()
+    assert len(acct_customer) == 1 and len([m for m in crm_copy if m.error() is None]) == 2
+    return acct_customer, crm_copy
+
+
+def _commit_waits_for_the_next_batch(worker):
+    """The worker's transactions commit only once the loop has decided the batch after them (it waits
+    for the one before when it has): what the loop sees meanwhile is recorded."""
+    release = threading.Event()
+    seen_while_committing: list[list[str]] = []
+    commit, await_durable = worker.producer.commit_transaction, worker.loop.await_durable
+
+    def slow_commit(timeout: float = 0) -> None:
+        assert release.wait(10), "the loop never waited for the committing batch"
+        commit(timeout)
+
+    def awaiting(**kwargs):
+        seen_while_committing.append([c["rule"] for _, c in sent(worker.world, "commands.crm")])
+        release.set()
+        try:
+            return await_durable(**kwargs)
+        finally:
+            release.clear()
+
+    worker.producer.commit_transaction = slow_commit
+    worker.loop.await_durable = awaiting
+    return seen_while_committing
+
+
+def test_the_next_batch_is_decided_while_one_commits_and_sees_its_state(world, worker):
+    """Pipelined batches: the accounting customer is decided in one batch, whose transaction is still
+    committing when the next batch decides the salesperson's edit of its CRM copy. The edit reads
+    the link the committing batch learnt (CUS-3 to A1), not "not linked", and nothing is held."""
+    acct_customer, crm_copy = _routed_in_two(world, worker)
+    seen = _commit_waits_for_the_next_batch(worker)
+    worker.loop.process(acct_customer, now=NOW_MS / 1000)  # the acct customer: its transaction commits...
+    worker.loop.process(crm_copy, now=NOW_MS / 1000)  # ...while the CRM copy and its edit are decided
+    worker.loop.await_durable()
+    assert seen[0] == [], "the second batch was decided before the first was visible"
+    assert [c["rule"] for _, c in sent(world, "commands.crm")] == ["CUS-6"]
+    ((_key, command),) = sent(world, "commands.acct")
+    assert command["rule"] == "CUS-3" and command["key"] == {"id": "A1", "code": "KH0001"}
+    assert not any(owned.held.by_record for owned in worker.loop.owned.values())
+
+
+def test_when_a_committing_batch_fails_the_batch_decided_meanwhile_is_read_again_with_it(world, worker):
+    """The first batch's transaction is aborted (the broker was away) while the next one was decided on
+    top of its state: neither is visible; both are read again, and each change is decided once."""
+    acct_customer, crm_copy = _routed_in_two(world, worker)
+    _commit_waits_for_the_next_batch(worker)
+    worker.producer.fail_commit = "abortable"
+    worker.loop.process(acct_customer, now=NOW_MS / 1000)
+    worker.loop.process(crm_copy, now=NOW_MS / 1000)
+    worker.loop.await_durable()
+    assert not sent(world, "commands.crm") and not sent(world, "commands.acct") and not worker.stopped
     worker.run()
     assert [c["rule"] for _, c in sent(world, "commands.crm")] == ["CUS-6"]
     assert [c["rule"] for _, c in sent(world, "commands.acct")] == ["CUS-3"]
