@@ -67,6 +67,18 @@ LedgerDirSetting = Annotated[
     ),
 ]
 
+#: LIENTHONG_LEDGER_TOKEN: the capture service serves its ledger API with it; a connector sends it
+LedgerTokenSetting = Annotated[
+    SecretStr | None,
+    Field(
+        None,
+        description="Shared secret of a system's ledger API (the capture service serves the ledger to connector "
+        "replicas, LIENTHONG_LEDGER_URL): capture serves the API only when it is set, and a connector given "
+        "LIENTHONG_LEDGER_URL sends it; the same random value on both (e.g. "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`). Never logged.",
+    ),
+]
+
 #: LIENTHONG_TOKEN_RENEW_BEFORE
 TokenRenewBeforeSetting = Annotated[
     float, Field(600.0, ge=0, description="A CRM or ACT token is fetched again this many seconds before it ends.")

@@ -197,7 +197,7 @@ class Applier:
             if self._stopping.is_set():
                 raise Stopping()  # not known to be applied: the next run saves it again (same org_refid)
             await asyncio.sleep(0.05)
-            outcome = writer.outcome(pending)
+            outcome = await writer.outcome(pending)
         if outcome is None:
             await bucket.take()
             outcome = await writer.recover(pending)
