@@ -88,7 +88,7 @@ def ledger_app(
             if key is not None and key in answered:
                 return web.json_response(answered[key])
             try:
-                body = await request.json() if request.can_read_body else {}
+                body = await request.json() if request.body_exists else {}
                 if not isinstance(body, dict):
                     raise TypeError("a JSON object is expected")
                 answer = handler(body)

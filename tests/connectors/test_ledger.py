@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from amis.acct_client import Callback
 from amis.ledger import CallbackOutcome, CommandLedger, ConnectorLedger, LocalLedger, WriteLedger
 from amis.ledger_http import PREFIX, HttpLedger, LedgerRefused, LedgerUnavailable, ledger_app
+from common.listeners import app_runner, guard_requests
 from common.names import System
 from common.settings import InvalidSettings, read_settings
 from connectors.command_ledger import Dependencies
@@ -47,7 +48,7 @@ async def ledgers(request, tmp_path: Path) -> AsyncIterator[Ledgers]:
         files.close()
         commands.close()
         return
-    server = TestServer(ledger_app(files, commands, token=TOKEN, system=System.CRM))
+    server = TestServer(guard_requests(ledger_app(files, commands, token=TOKEN, system=System.CRM)))
     await server.start_server()
     client = HttpLedger(str(server.make_url("")), TOKEN, backoff_base=0.01, backoff_cap=0.05)
     try:
@@ -158,7 +159,7 @@ async def test_a_dependency_another_replica_failed_fails_the_command(ledgers: Le
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[TestServer, WriteLedger, CommandLedger]]:
     files, commands = WriteLedger(tmp_path / "acct-shared.sqlite"), CommandLedger(tmp_path / "acct-ledger.sqlite")
-    server = TestServer(ledger_app(files, commands, token=TOKEN, system=System.ACCT))
+    server = TestServer(guard_requests(ledger_app(files, commands, token=TOKEN, system=System.ACCT)))
     await server.start_server()
     yield server, files, commands
     await server.close()
@@ -205,7 +206,7 @@ async def test_a_wrong_token_is_refused_and_the_connector_waits_saying_why(serve
 
 async def test_a_capture_service_without_a_token_serves_nothing(tmp_path: Path):
     files, commands = WriteLedger(tmp_path / "s.sqlite"), CommandLedger(tmp_path / "c.sqlite")
-    server = TestServer(ledger_app(files, commands, token=None, system=System.CRM))
+    server = TestServer(guard_requests(ledger_app(files, commands, token=None, system=System.CRM)))
     await server.start_server()
     try:
         headers = {"Authorization": "Bearer "}
@@ -236,7 +237,7 @@ async def test_while_capture_is_down_the_connector_waits_and_goes_on_when_it_is_
         recording = asyncio.create_task(client.record_command("cmd-1", "applied", "id-1"))
         await wait_for(lambda: client.last_problem is not None)
         assert not recording.done()
-        runner = web.AppRunner(ledger_app(files, commands, token=TOKEN, system=System.CRM))
+        runner = app_runner(ledger_app(files, commands, token=TOKEN, system=System.CRM))
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         await asyncio.wait_for(recording, 10)
