@@ -64,6 +64,11 @@ from streams.core.contract import ResultError, parse_command
 log = logging.getLogger(__name__)
 
 
+def group_id(topic_prefix: str, system: System) -> str:
+    """The consumer group of a system's connector replicas (what deploy/k8s/keda.yaml sizes by its lag)."""
+    return f"{topic_prefix}lienthong-connector-{system}"
+
+
 @dataclass
 class ConnectorSettings:
     system: System
@@ -112,7 +117,7 @@ class Connector:
         self.consumer = Consumer(
             {
                 **settings.kafka,
-                "group.id": settings.group_id or f"{self.prefix}lienthong-connector-{settings.system}",
+                "group.id": settings.group_id or group_id(self.prefix, settings.system),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 # only commands of committed batches (the worker writes them in transactions): librdkafka's
@@ -128,7 +133,7 @@ class Connector:
         self._in_flight = InFlight()
         self.dependencies = Dependencies(self.ledger, timeout=settings.dependency_timeout, stopping=self._stopping)
         self.stats: dict[str, int] = defaultdict(int)
-        self.group_id = settings.group_id or f"{self.prefix}lienthong-connector-{settings.system}"
+        self.group_id = settings.group_id or group_id(self.prefix, settings.system)
         self.writer: Writer | None = None
         self._applier: Applier | None = None
         self._health: web.AppRunner | None = None
@@ -182,6 +187,8 @@ class Connector:
                 stopping=self._stopping,
                 stats=self.stats,
                 batch_linger=self.settings.batch_linger,
+                # a callback is looked for in the ledger this often: less often over HTTP (one request each)
+                callback_poll=0.25 if self.ledger.shared_by_replicas else 0.05,
             )
             if self.settings.health_port is not None:
                 self._health = await metrics.serve_health(
