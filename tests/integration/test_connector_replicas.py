@@ -113,6 +113,17 @@ def ledger_answers(url: str, token: str) -> bool:
         return False
 
 
+def ready(port: int) -> dict[str, str] | None:
+    """What a connector's /readyz says is not ready ({} when ready); None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return {} if response.status == 200 else None
+    except urllib.error.HTTPError as exc:
+        return json.loads(exc.read()).get("not_ready", {})
+    except (urllib.error.URLError, OSError):
+        return None
+
+
 def assignments(admin: AdminClient, group: str) -> list[set[int]]:
     """The partitions each member of ``group`` owns, once the group is stable (else [])."""
     (described,) = admin.describe_consumer_groups([group]).values()
@@ -158,34 +169,41 @@ def test_two_replicas_share_the_commands_apply_each_once_and_capture_knows_every
         "LIENTHONG_LEDGER_TOKEN": token,
         "LIENTHONG_LOG_LEVEL": "info",
     }
-    capture = Service(
-        ["capture", "crm"],
-        {
-            **common,
-            "LIENTHONG_DATA_DIR": str(tmp_path / "capture"),
-            "LIENTHONG_CRM_CAPTURE_PORT": "0",
-            "LIENTHONG_CRM_LEDGER_PORT": str(ledger_port),
-            "LIENTHONG_CAPTURE_POLL_INTERVAL": "0.5",
-        },
-        tmp_path / "capture.log",
-    )
-    services = [capture]
+    # the replicas first: without their ledger they wait, not ready, and say why
+    probes = [free_port() for _ in range(2)]
+    replicas = [
+        Service(
+            ["connector", "crm"],
+            {
+                **common,
+                "LIENTHONG_DATA_DIR": str(tmp_path / f"connector-{n}"),
+                "LIENTHONG_LEDGER_URL": ledger_url,
+                "LIENTHONG_CRM_CONNECTOR_PORT": str(probes[n]),
+            },
+            tmp_path / f"connector-{n}.log",
+        )
+        for n in range(2)
+    ]
+    services = list(replicas)
     try:
-        wait(lambda: ledger_answers(ledger_url, token), "the capture service's ledger API", services)
-        replicas = [
-            Service(
-                ["connector", "crm"],
-                {
-                    **common,
-                    "LIENTHONG_DATA_DIR": str(tmp_path / f"connector-{n}"),
-                    "LIENTHONG_LEDGER_URL": ledger_url,
-                    "LIENTHONG_CRM_CONNECTOR_PORT": "0",
-                },
-                tmp_path / f"connector-{n}.log",
+        for port in probes:
+            wait(
+                lambda port=port: "LIENTHONG_LEDGER_URL" in (ready(port) or {}).get("ledger", ""), "a ledger", services
             )
-            for n in range(2)
-        ]
-        services += replicas
+        capture = Service(
+            ["capture", "crm"],
+            {
+                **common,
+                "LIENTHONG_DATA_DIR": str(tmp_path / "capture"),
+                "LIENTHONG_CRM_CAPTURE_PORT": "0",
+                "LIENTHONG_CRM_LEDGER_PORT": str(ledger_port),
+                "LIENTHONG_CAPTURE_POLL_INTERVAL": "0.5",
+            },
+            tmp_path / "capture.log",
+        )
+        services.append(capture)
+        for port in probes:  # ready once the ledger answers (the broker, the topics and CRM's tokens too)
+            wait(lambda port=port: ready(port) == {}, "the replicas ready", services)
         admin = AdminClient(confluent_config(module_settings.kafka))
         group = f"{prefix}lienthong-connector-crm"
         wait(lambda: len([p for p in assignments(admin, group) if p]) == 2, "both replicas owning partitions", services)
