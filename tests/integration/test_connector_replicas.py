@@ -1,19 +1,22 @@
-"""Connectors scaled out (docs/deploy.md, "Connectors scale out"): two ``lienthong connector crm``
-processes in one consumer group, whose ledger is the ``lienthong capture crm`` service's (its ledger
-API, ``LIENTHONG_LEDGER_URL``), against the CRM sandbox, on the real broker.
+"""Connectors scaled out (docs/deploy.md, "Connectors scale out"): two ``lienthong connector <system>``
+processes in one consumer group, whose ledger is the ``lienthong capture <system>`` service's (its
+ledger API, ``LIENTHONG_LEDGER_URL``), against the sandboxes, on the real broker.
 
-Commands of several tenants are split between the replicas by partition; each is applied once and
-none is lost; a repeat is answered ``duplicate``; a command whose ``depends_on`` is on a partition of
-the other replica goes once that one is applied; and capture, polling CRM, tells every write of
-either replica for the integration's own (X-1: ``origin = sync``).
+CRM: commands of several tenants are split between the replicas by partition; each is applied once
+and none is lost; a repeat is answered ``duplicate``; a command whose ``depends_on`` is on a partition
+of the other replica goes once that one is applied; and capture, polling CRM, tells every write of
+either replica for the integration's own (X-1: ``origin = sync``). Accounting: a proposal saved by one
+replica is applied when ACT's callback, received by capture, is in capture's ledger.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -32,6 +35,9 @@ from confluent_kafka.admin import AdminClient
 
 from common.kafka_config import confluent_config
 from common.names import System
+from connectors.runner import group_id
+from sandboxes.acct import create_acct_sandbox
+from sandboxes.acct_store import ActStore
 from sandboxes.crm import create_crm_sandbox
 from sandboxes.crm_store import CrmStore
 from streams.core.contract import Command, dumps
@@ -47,11 +53,11 @@ RETRIED = (KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_A
 
 
 class Sandbox:
-    """The CRM sandbox served from a thread of its own (the services are other processes)."""
+    """A sandbox served from a thread of its own (the services are other processes)."""
 
-    def __init__(self, store: CrmStore, credentials: dict[str, str]) -> None:
+    def __init__(self, app: web.Application) -> None:
         self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(create_crm_sandbox(store, credentials=credentials))
+        self.runner = web.AppRunner(app)
         self.port = free_port()
         started = threading.Event()
 
@@ -138,6 +144,33 @@ def assignments(admin: AdminClient, group: str) -> list[set[int]]:
     return [{tp.partition for tp in member.assignment.topic_partitions} for member in result.members]
 
 
+def start_replicas(system: str, env: dict[str, str], tmp_path: Path) -> tuple[list[Service], list[int]]:
+    """Two ``lienthong connector <system>`` of one group on the capture service's ledger API (in ``env``),
+    and the ports of their probes."""
+    probes = [free_port() for _ in range(2)]
+    replicas = [
+        Service(
+            ["connector", system],
+            {
+                **env,
+                "LIENTHONG_DATA_DIR": str(tmp_path / f"{system}-connector-{n}"),
+                f"LIENTHONG_{system.upper()}_CONNECTOR_PORT": str(probes[n]),
+            },
+            tmp_path / f"{system}-connector-{n}.log",
+        )
+        for n in range(2)
+    ]
+    return replicas, probes
+
+
+def partitions_of_each(kafka_settings, group: str, services: list[Service]) -> tuple[set[int], set[int]]:
+    """The partitions each of the two replicas owns, once both own some."""
+    admin = AdminClient(confluent_config(kafka_settings))
+    wait(lambda: len([p for p in assignments(admin, group) if p]) == 2, "both replicas owning partitions", services)
+    first, second = assignments(admin, group)
+    return first, second
+
+
 @pytest.fixture
 def crm(tmp_path: Path) -> Iterator[tuple[CrmStore, Sandbox, dict[str, dict[str, str]]]]:
     store = CrmStore(tmp_path / "crm.sqlite")
@@ -147,7 +180,7 @@ def crm(tmp_path: Path) -> Iterator[tuple[CrmStore, Sandbox, dict[str, dict[str,
     credentials: dict[str, str] = {}
     for tenant, login in logins.items():
         credentials.update({login["client_id"]: tenant, f"{login['client_id']}:secret": login["client_secret"]})
-    sandbox = Sandbox(store, credentials)
+    sandbox = Sandbox(create_crm_sandbox(store, credentials=credentials))
     yield store, sandbox, logins
     sandbox.close()
     store.close()
@@ -170,20 +203,7 @@ def test_two_replicas_share_the_commands_apply_each_once_and_capture_knows_every
         "LIENTHONG_LOG_LEVEL": "info",
     }
     # the replicas first: without their ledger they wait, not ready, and say why
-    probes = [free_port() for _ in range(2)]
-    replicas = [
-        Service(
-            ["connector", "crm"],
-            {
-                **common,
-                "LIENTHONG_DATA_DIR": str(tmp_path / f"connector-{n}"),
-                "LIENTHONG_LEDGER_URL": ledger_url,
-                "LIENTHONG_CRM_CONNECTOR_PORT": str(probes[n]),
-            },
-            tmp_path / f"connector-{n}.log",
-        )
-        for n in range(2)
-    ]
+    replicas, probes = start_replicas("crm", {**common, "LIENTHONG_LEDGER_URL": ledger_url}, tmp_path)
     services = list(replicas)
     try:
         for port in probes:
@@ -204,10 +224,8 @@ def test_two_replicas_share_the_commands_apply_each_once_and_capture_knows_every
         services.append(capture)
         for port in probes:  # ready once the ledger answers (the broker, the topics and CRM's tokens too)
             wait(lambda port=port: ready(port) == {}, "the replicas ready", services)
-        admin = AdminClient(confluent_config(module_settings.kafka))
-        group = f"{prefix}lienthong-connector-crm"
-        wait(lambda: len([p for p in assignments(admin, group) if p]) == 2, "both replicas owning partitions", services)
-        first, second = assignments(admin, group)
+        group = group_id(prefix, System.CRM)
+        first, second = partitions_of_each(module_settings.kafka, group, services)
 
         # Each tenant's customers, keyed as the worker keys them (spread over the partitions), and a
         # dependent pair placed on partitions of different replicas, the dependent one first.
@@ -246,7 +264,7 @@ def test_two_replicas_share_the_commands_apply_each_once_and_capture_knows_every
             for m in kafka.read(["results.crm"], until=lambda ms: len(ms) >= expected, timeout=45)
             if m["value"]["tenant"] in logins
         ]
-        assert assignments(admin, group) == [first, second], "the replicas were rebalanced meanwhile"
+        assert list(partitions_of_each(module_settings.kafka, group, services)) == [first, second], "rebalanced"
         statuses = Counter((r["command_id"], r["status"]) for r in results)
         for c in everything:
             twice = c in repeated
@@ -274,9 +292,124 @@ def test_two_replicas_share_the_commands_apply_each_once_and_capture_knows_every
 
         # the replicas keep no ledger of their own: it is the capture service's
         for n in range(2):
-            assert not (tmp_path / f"connector-{n}" / "connectors").exists()
+            assert not (tmp_path / f"crm-connector-{n}" / "connectors").exists()
         assert (tmp_path / "capture" / "connectors" / "crm-ledger.sqlite").exists()
     finally:
         codes = [s.stop() for s in reversed(services)]
     assert codes == [0] * len(services), "\n\n".join(s.tail() for s in services)
+    assert time.monotonic() - started < 60
+
+
+APP_ID = "app-lienthong"
+
+
+def test_accounting_replicas_learn_acts_callbacks_from_the_capture_service_that_received_them(
+    kafka, module_settings, tmp_path
+):
+    """ACT answers a proposal by calling back one URL, the capture service's; the replica that saved the
+    proposal, wherever it runs, learns the result from capture's ledger. An order waits for its customer
+    and product, applied by the other replica."""
+    started = time.monotonic()
+    tenants = {f"cty-{uuid.uuid4().hex[:6]}": (f"acc3ss-{n}", f"010{n}") for n in range(2)}
+    callback_port, ledger_port = free_port(), free_port()
+    secrets_of = {tenant: secrets.token_urlsafe(24) for tenant in tenants}
+    store = ActStore(tmp_path / "acct.sqlite")
+    sandbox = Sandbox(
+        create_acct_sandbox(
+            store,
+            app_id=APP_ID,
+            credentials={f"{APP_ID}:{access}": tenant for tenant, (access, _) in tenants.items()},
+            callback_urls={t: f"http://127.0.0.1:{callback_port}/callback/{secrets_of[t]}" for t in tenants},
+        )
+    )
+    token = secrets.token_urlsafe(24)
+    common = {
+        "LIENTHONG_BOOTSTRAP_SERVERS": module_settings.kafka.bootstrap_servers,
+        "LIENTHONG_TOPIC_PREFIX": module_settings.kafka.topic_prefix,
+        "LIENTHONG_ACCT_URL": f"http://127.0.0.1:{sandbox.port}",
+        "LIENTHONG_ACCT_APP_ID": APP_ID,
+        "LIENTHONG_ACCT_CREDENTIALS": json.dumps(
+            {
+                tenant: {"access_code": access, "org_company_code": company, "callback_secret": secrets_of[tenant]}
+                for tenant, (access, company) in tenants.items()
+            }
+        ),
+        "LIENTHONG_LEDGER_TOKEN": token,
+    }
+    capture = Service(
+        ["capture", "acct"],
+        {
+            **common,
+            "LIENTHONG_DATA_DIR": str(tmp_path / "capture"),
+            "LIENTHONG_CAPTURE_PORT": "0",
+            "LIENTHONG_CALLBACK_PORT": str(callback_port),
+            "LIENTHONG_ACCT_LEDGER_PORT": str(ledger_port),
+            "LIENTHONG_CAPTURE_POLL_INTERVAL": "0.5",
+        },
+        tmp_path / "capture.log",
+    )
+    services = [capture]
+    try:
+        ledger_url = f"http://127.0.0.1:{ledger_port}"
+        wait(lambda: ledger_answers(ledger_url, token), "the capture service's ledger API", services)
+        replicas, _ = start_replicas("acct", {**common, "LIENTHONG_LEDGER_URL": ledger_url}, tmp_path)
+        services += replicas
+        group = group_id(module_settings.kafka.topic_prefix, System.ACCT)
+        first, second = partitions_of_each(module_settings.kafka, group, services)
+
+        producer = Producer(confluent_config(module_settings.kafka, {"linger.ms": 5}))
+        topic = kafka.name("commands.acct")
+        commands: list[Command] = []
+        for tenant in tenants:
+            setup = [
+                command(tenant, "customer", "KH1", {"name": "Khách"}),
+                command(tenant, "product", "SP1", {"name": "Bút", "unit": "cái"}, rule="PRD-1"),
+            ]
+            lines = [{"line_id": "L1", "product_code": "SP1", "quantity": 2, "unit_price": "50", "amount": "100"}]
+            order = command(
+                tenant,
+                "sale_order",
+                "DH1",
+                {"customer_code": "KH1", "total_amount": "100", "revenue_status": "proposed", "lines": lines},
+                rule="SO-4",
+                depends_on=[c.command_id for c in setup],
+            )
+            # the order on a partition of one replica, first; what it names on the other's
+            producer.produce(topic, dumps(order), key=order.message_key, partition=min(first))
+            producer.flush(10)
+            for c in setup:
+                producer.produce(topic, dumps(c), key=c.message_key, partition=min(second))
+            commands += [order, *setup]
+        producer.flush(10)
+        results = [
+            m["value"]
+            for m in kafka.read(["results.acct"], until=lambda ms: len(ms) >= len(commands), timeout=45)
+            if m["value"]["tenant"] in tenants
+        ]
+        assert sorted((r["command_id"], r["status"]) for r in results) == sorted(
+            (c.command_id, "applied") for c in commands
+        ), results
+        assert list(partitions_of_each(module_settings.kafka, group, services)) == [first, second], "rebalanced"
+        for tenant in tenants:  # one proposal each, saved once: applied because ACT's callback said so
+            ((proposal, _state),) = store.proposals(tenant)
+            assert proposal["org_refno"] == "DH1"
+            assert [e["op"] for e in store.journal(tenant) if e["kind"].startswith("proposal")] == ["create"]
+        # the results came by callback to capture and were filed in its ledger, where the replicas waited
+        with contextlib.closing(sqlite3.connect(tmp_path / "capture" / "connectors" / "acct-shared.sqlite")) as db:
+            filed = db.execute("SELECT tenant, success FROM callbacks WHERE resolved_ms IS NOT NULL").fetchall()
+        assert sorted(filed) == sorted((tenant, 1) for tenant in tenants)
+        # X-1: capture tells the customers and products the replicas wrote for the integration's
+        codes = {(t, code) for t in tenants for code in ("KH1", "SP1")}
+        events = kafka.read(
+            ["cdc.acct.customer", "cdc.acct.product"],
+            until=lambda ms: {(m["value"]["tenant"], m["value"]["after"]["code"]) for m in ms} >= codes,
+            timeout=30,
+        )
+        seen = [m["value"] for m in events if (m["value"]["tenant"], m["value"]["after"]["code"]) in codes]
+        assert {e["origin"] for e in seen} == {"sync"}
+    finally:
+        codes_ = [s.stop() for s in reversed(services)]
+        sandbox.close()
+        store.close()
+    assert codes_ == [0] * len(services), "\n\n".join(s.tail() for s in services)
     assert time.monotonic() - started < 60
