@@ -6,6 +6,7 @@ Then what only the HTTP ledger has: its token, waiting out an outage, a repeated
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 import uuid
@@ -282,3 +283,24 @@ def test_a_ledger_url_without_its_token_is_one_line_naming_both(monkeypatch):
     assert "LIENTHONG_LEDGER_URL" in str(raised.value) and "LIENTHONG_LEDGER_TOKEN" in str(raised.value)
     monkeypatch.setenv("LIENTHONG_LEDGER_TOKEN", TOKEN.get_secret_value())
     assert read_settings(ConnectorServiceSettings).ledger_url == "http://capture-crm:8097"
+
+
+async def test_the_token_is_in_no_log_line(served, caplog):
+    server, _files, _commands = served
+    caplog.set_level(logging.DEBUG)
+    wrong, stopping = SecretStr("wrong-" + uuid.uuid4().hex), asyncio.Event()
+    client, refused = (HttpLedger(str(server.make_url("")), t, stopping=stopping) for t in (TOKEN, wrong))
+    try:
+        await client.record_command("c", "applied", None)
+        assert "401" in (await refused.problem() or "")
+    finally:
+        await client.close()
+        await refused.close()
+    stopping.set()
+    gone = HttpLedger(f"http://127.0.0.1:{free_port()}", TOKEN, stopping=stopping)
+    with pytest.raises(LedgerUnavailable) as raised:
+        await gone.command_state("c")
+    await gone.close()
+    said = caplog.text + str(raised.value)
+    assert "cannot be used" in said  # the outage was logged ...
+    assert TOKEN.get_secret_value() not in said and wrong.get_secret_value() not in said  # ... not the tokens
