@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREFIX = "/ledger/v1"
+#: the system of the connector asking: a connector pointed at the other system's ledger is refused (409)
+SYSTEM_HEADER = "Lienthong-System"
 #: answers kept for repeated requests (a retry after a lost answer): far more than are in flight
 IDEMPOTENCY_KEYS = 10_000
 
@@ -80,6 +82,12 @@ def ledger_app(
         scheme, _, value = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), secret):
             return refusal(401, "wrong or missing ledger token: give LIENTHONG_LEDGER_TOKEN as capture has it")
+        asked = request.headers.get(SYSTEM_HEADER)
+        if asked is not None and asked != system.value:
+            return refusal(
+                409,
+                f"this is the {system} ledger, not the {asked} one: point LIENTHONG_LEDGER_URL at capture {asked}'s",
+            )
         return await handler(request)
 
     def route(handler: Handler, *, once: bool = False) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -196,6 +204,7 @@ class HttpLedger:
         url: str,
         token: SecretStr,
         *,
+        system: System | None = None,
         stopping: asyncio.Event | None = None,
         timeout: float = 5.0,
         backoff_base: float = 0.1,
@@ -203,6 +212,7 @@ class HttpLedger:
     ) -> None:
         self.url = url.rstrip("/")
         self._token = token
+        self.system = system  # said with every request: the ledger of another system refuses it
         self._stopping = stopping or asyncio.Event()
         self.timeout = timeout
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
@@ -226,6 +236,8 @@ class HttpLedger:
         headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"}
         if key is not None:
             headers["Idempotency-Key"] = key
+        if self.system is not None:
+            headers[SYSTEM_HEADER] = self.system.value
         try:
             session = self._client()
             request = (

@@ -162,6 +162,7 @@ class Connector:
             return HttpLedger(
                 settings.ledger_url,
                 settings.ledger_token,
+                system=settings.system,
                 stopping=self._stopping,
                 timeout=settings.request_timeout,
                 backoff_base=settings.backoff_base,

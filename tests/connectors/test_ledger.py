@@ -304,3 +304,18 @@ async def test_the_token_is_in_no_log_line(served, caplog):
     said = caplog.text + str(raised.value)
     assert "cannot be used" in said  # the outage was logged ...
     assert TOKEN.get_secret_value() not in said and wrong.get_secret_value() not in said  # ... not the tokens
+
+
+async def test_a_connector_pointed_at_the_other_systems_ledger_waits_saying_so(served):
+    server, _files, commands = served  # the accounting capture's ledger
+    stopping = asyncio.Event()
+    client = HttpLedger(str(server.make_url("")), TOKEN, system=System.CRM, stopping=stopping, backoff_base=0.01)
+    try:
+        problem = await client.problem()
+        assert problem is not None and "acct ledger, not the crm one" in problem and "LIENTHONG_LEDGER_URL" in problem
+        stopping.set()
+        with pytest.raises(LedgerUnavailable):
+            await client.record_command("c", "applied", None)
+    finally:
+        await client.close()
+    assert commands.get("c") is None
