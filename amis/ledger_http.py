@@ -62,7 +62,7 @@ class LedgerRefused(RuntimeError):
 # --- the server (the capture service) -----------------------------------------------------------------
 
 
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
+Handler = Callable[[dict[str, Any]], dict[str, Any]]  # a request's JSON body -> the answer's
 
 
 def ledger_app(
@@ -99,9 +99,7 @@ def ledger_app(
                 body = await request.json() if request.body_exists else {}
                 if not isinstance(body, dict):
                     raise TypeError("a JSON object is expected")
-                answer = handler(body)
-                if not isinstance(answer, dict):
-                    answer = await answer
+                answer = handler(body)  # SQLite, at once: a note is a row
             except (KeyError, TypeError, ValueError) as exc:
                 return refusal(400, f"not a ledger request: {type(exc).__name__}: {exc}")
             if key is not None:
