@@ -63,7 +63,8 @@ LedgerDirSetting = Annotated[
     Field(
         None,
         description="Where the connectors keep the ledger of their recent writes and awaited callbacks, shared "
-        "with the capture services (same host or shared volume). Default: <data_dir>/connectors.",
+        "with the capture services (same host or shared volume); with LIENTHONG_LEDGER_TOKEN, where the capture "
+        "service keeps it, with the connectors' command ids, and serves it to them. Default: <data_dir>/connectors.",
     ),
 ]
 
