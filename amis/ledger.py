@@ -8,8 +8,13 @@ capture service also receives ACT's callbacks; it files the results of ``save`` 
 ``callback_outcome``).
 
 This is the only connector module capture imports (an import contract in ``pyproject.toml`` says
-so): the two sides share data, not code paths. Both open the same file (``LIENTHONG_LEDGER_DIR``),
-so they run on one host or share a volume.
+so): the two sides share data, not code paths. Also here: ``CommandLedger``, the connector's own
+ledger of command ids (idempotency, ``depends_on``).
+
+Where the files are: on one host (or one volume), the connector opens them itself (``LocalLedger``,
+``LIENTHONG_LEDGER_DIR``); scaled out, the capture service of the system owns them and serves them
+to every connector replica over HTTP (``amis.ledger_http``, ``LIENTHONG_LEDGER_URL``). The connector
+sees either through one protocol, ``ConnectorLedger``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -271,3 +276,167 @@ class WriteLedger:
         if row is None or row[0] is None:
             return None
         return CallbackOutcome(success=bool(row[1]), error_code=row[2], error_message=row[3])
+
+
+def command_ledger_path(data_dir: Path, ledger_dir: Path | None, system: System) -> Path:
+    """Where the capture service keeps the connectors' command ids when it serves its ledger API: beside
+    the shared ledger (``LIENTHONG_LEDGER_DIR``, else ``<LIENTHONG_DATA_DIR>/connectors``), where a
+    connector on the same volume kept them (``<data_dir>/connectors/<system>-ledger.sqlite``)."""
+    return (ledger_dir or data_dir / "connectors") / f"{system}-ledger.sqlite"
+
+
+class CommandLedger:
+    """Command ids and how they ended (applied / rejected / failed), durable (SQLite).
+
+    Only ``applied`` makes a repeat a ``duplicate``: a failed or rejected command replayed from
+    ``dlq.commands`` is tried again. A command depending on a rejected or failed one fails at once.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS applied (command_id TEXT PRIMARY KEY, status TEXT NOT NULL, "
+            "target_id TEXT, ts_ms INTEGER NOT NULL)"
+        )
+
+    def get(self, command_id: str) -> tuple[str, str | None] | None:
+        with self._lock:
+            row = self._db.execute("SELECT status, target_id FROM applied WHERE command_id=?", (command_id,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def record(self, command_id: str, status: str, target_id: str | None) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO applied VALUES (?, ?, ?, ?)",
+                (command_id, status, target_id, int(time.time() * 1000)),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+# --- what a connector uses of the ledgers, wherever they are ---------------------------------------
+
+
+class WriteNotes(Protocol):
+    """What a connector's writers use of the ledger of writes and callbacks (``WriteLedger``'s
+    operations of the connector side), awaited: the ledger may be another process's (``amis.ledger_http``)."""
+
+    async def note_write(
+        self,
+        system: System,
+        tenant: str,
+        entity: str,
+        *,
+        record_id: str | None,
+        code: str | None,
+        fields: Mapping[str, Any],
+    ) -> int: ...
+
+    async def identify(self, note: int, record_id: str) -> None: ...
+
+    async def expect_callback(self, tenant: str, org_refid: str, data_type: int, command_id: str | None) -> int: ...
+
+    async def file_callback_result(
+        self,
+        tenant: str,
+        org_refid: str,
+        data_type: int,
+        success: bool,
+        error_code: str | None,
+        error_message: str | None,
+    ) -> int: ...
+
+    async def file_results(self, callback: Callback, tenant: str) -> None: ...
+
+    async def callback_outcome(self, expected: int) -> CallbackOutcome | None: ...
+
+
+class ConnectorLedger(WriteNotes, Protocol):
+    """Everything a connector keeps: its writes and awaited callbacks (``WriteNotes``) and its command
+    ids (``CommandLedger``'s ``get`` / ``record``)."""
+
+    #: whether another process records commands too (replicas of one group): ``depends_on`` looks again
+    #: periodically, not only when this connector records one
+    shared_by_replicas: bool
+
+    async def command_state(self, command_id: str) -> tuple[str, str | None] | None: ...
+
+    async def record_command(self, command_id: str, status: str, target_id: str | None) -> None: ...
+
+    async def problem(self) -> str | None:
+        """None when the ledger can be used now; else why not, in one line (for ``/readyz``)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class LocalWrites:
+    """``WriteNotes`` over a ``WriteLedger`` file this process opened (one host, or a shared volume)."""
+
+    def __init__(self, writes: WriteLedger) -> None:
+        self.writes = writes
+
+    async def note_write(
+        self,
+        system: System,
+        tenant: str,
+        entity: str,
+        *,
+        record_id: str | None,
+        code: str | None,
+        fields: Mapping[str, Any],
+    ) -> int:
+        return self.writes.note_write(system, tenant, entity, record_id=record_id, code=code, fields=fields)
+
+    async def identify(self, note: int, record_id: str) -> None:
+        self.writes.identify(note, record_id)
+
+    async def expect_callback(self, tenant: str, org_refid: str, data_type: int, command_id: str | None) -> int:
+        return self.writes.expect_callback(tenant, org_refid, data_type, command_id)
+
+    async def file_callback_result(
+        self,
+        tenant: str,
+        org_refid: str,
+        data_type: int,
+        success: bool,
+        error_code: str | None,
+        error_message: str | None,
+    ) -> int:
+        return self.writes.file_callback_result(tenant, org_refid, data_type, success, error_code, error_message)
+
+    async def file_results(self, callback: Callback, tenant: str) -> None:
+        self.writes.file_results(callback, tenant)
+
+    async def callback_outcome(self, expected: int) -> CallbackOutcome | None:
+        return self.writes.callback_outcome(expected)
+
+
+class LocalLedger(LocalWrites):
+    """``ConnectorLedger`` over SQLite files this process opened: the connector of a system on the
+    same host (or volume) as its capture service, ``LIENTHONG_LEDGER_URL`` unset."""
+
+    shared_by_replicas = False
+
+    def __init__(self, writes: WriteLedger, commands: CommandLedger) -> None:
+        super().__init__(writes)
+        self.commands = commands
+
+    async def command_state(self, command_id: str) -> tuple[str, str | None] | None:
+        return self.commands.get(command_id)
+
+    async def record_command(self, command_id: str, status: str, target_id: str | None) -> None:
+        self.commands.record(command_id, status, target_id)
+
+    async def problem(self) -> str | None:
+        return None
+
+    async def close(self) -> None:
+        self.commands.close()
+        self.writes.close()

@@ -63,7 +63,20 @@ LedgerDirSetting = Annotated[
     Field(
         None,
         description="Where the connectors keep the ledger of their recent writes and awaited callbacks, shared "
-        "with the capture services (same host or shared volume). Default: <data_dir>/connectors.",
+        "with the capture services (same host or shared volume); with LIENTHONG_LEDGER_TOKEN, where the capture "
+        "service keeps it, with the connectors' command ids, and serves it to them. Default: <data_dir>/connectors.",
+    ),
+]
+
+#: LIENTHONG_LEDGER_TOKEN: the capture service serves its ledger API with it; a connector sends it
+LedgerTokenSetting = Annotated[
+    SecretStr | None,
+    Field(
+        None,
+        description="Shared secret of a system's ledger API (the capture service serves the ledger to connector "
+        "replicas, LIENTHONG_LEDGER_URL): capture serves the API only when it is set, and a connector given "
+        "LIENTHONG_LEDGER_URL sends it; the same random value on both (e.g. "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`). Never logged.",
     ),
 ]
 

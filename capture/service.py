@@ -7,6 +7,10 @@ register with MISA; its ``/metrics`` and probes are on the internal listener
 (``LIENTHONG_WEB_HOST:LIENTHONG_CAPTURE_PORT``). Both produce to ``cdc.*``, keep their images and
 watermarks in ``<data_dir>/capture/<system>-capture.sqlite`` and read the connectors' ledger of recent
 writes (``LIENTHONG_LEDGER_DIR``) to tell the integration's own changes (X-1).
+
+With ``LIENTHONG_LEDGER_TOKEN`` set, the capture service is the ledger's one owner and serves it to the
+connector replicas of its system (``amis.ledger_http``: their writes, awaited callbacks and command ids)
+on ``LIENTHONG_WEB_HOST:LIENTHONG_CRM_LEDGER_PORT`` / ``LIENTHONG_ACCT_LEDGER_PORT``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from amis.credentials import (
     token_problems,
 )
 from amis.crm_client import CrmClient
-from amis.ledger import WriteLedger
+from amis.ledger import CommandLedger, WriteLedger, command_ledger_path
+from amis.ledger_http import ledger_app
 from capture.acct import ActCapture
 from capture.crm import CrmCapture
 from capture.settings import CaptureSettings
@@ -54,12 +59,26 @@ async def serve_capture(system: System, settings: CaptureSettings, stop: asyncio
     reporter = ChangeReporter(system, state, ledger, producer, topic_prefix=settings.kafka.topic_prefix)
     runner: web.AppRunner | None = None
     public: web.AppRunner | None = None  # the accounting capture's callback listener
+    served: web.AppRunner | None = None  # the ledger API, for the connector replicas
+    commands: CommandLedger | None = None
     topics = TopicWait(
         confluent_config(settings.kafka),
         [settings.kafka.topic_prefix + cdc_topic(system, entity) for entity in ENTITIES[system]],
         service=f"capture {system}",
     )
     try:
+        if settings.ledger_token is not None and settings.ledger_token.get_secret_value():
+            commands = CommandLedger(command_ledger_path(settings.data_dir, settings.ledger_dir, system))
+            port = settings.crm_ledger_port if system == System.CRM else settings.acct_ledger_port
+            served = await serve_app(
+                ledger_app(ledger, commands, token=settings.ledger_token, system=system), settings.web_host, port
+            )
+            log.info(
+                "the %s ledger API for the connector replicas on http://%s:%s",
+                system,
+                settings.web_host,
+                metrics.bound_port(served),
+            )
         async with aiohttp.ClientSession() as session:
             capture: CrmCapture | ActCapture
             if system == System.CRM:
@@ -131,12 +150,14 @@ async def serve_capture(system: System, settings: CaptureSettings, stop: asyncio
                 capture.stop()
                 await task
     finally:
-        for listener in (public, runner):
+        for listener in (public, runner, served):
             if listener is not None:
                 await listener.cleanup()
         await asyncio.to_thread(producer.flush, 10)
         state.close()
         ledger.close()
+        if commands is not None:
+            commands.close()
 
 
 def callback_secrets(settings: CaptureSettings) -> dict[str, SecretStr]:

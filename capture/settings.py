@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from amis.settings import AmisSettings, LedgerDirSetting, TokenRenewBeforeSetting
+from amis.settings import AmisSettings, LedgerDirSetting, LedgerTokenSetting, TokenRenewBeforeSetting
 from common.settings import DataDirSetting, KafkaSettings, PublicHostSetting, ServiceSettings, WebHostSetting
 
 
@@ -51,6 +51,21 @@ class CaptureSettings(ServiceSettings):
     )
     crm_capture_port: int = Field(
         8092, ge=0, le=65535, description="Port of the CRM capture service's /metrics, /healthz and /readyz."
+    )
+    ledger_token: LedgerTokenSetting
+    crm_ledger_port: int = Field(
+        8097,
+        ge=0,
+        le=65535,
+        description="Port of the CRM capture service's ledger API (internal, bound to LIENTHONG_WEB_HOST; served "
+        "only when LIENTHONG_LEDGER_TOKEN is set): the CRM connector replicas' LIENTHONG_LEDGER_URL.",
+    )
+    acct_ledger_port: int = Field(
+        8098,
+        ge=0,
+        le=65535,
+        description="Port of the accounting capture service's ledger API (internal, bound to LIENTHONG_WEB_HOST; "
+        "served only when LIENTHONG_LEDGER_TOKEN is set): the accounting connector replicas' LIENTHONG_LEDGER_URL.",
     )
 
 

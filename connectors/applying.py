@@ -65,6 +65,7 @@ class Applier:
         stopping: asyncio.Event,
         stats: dict[str, int],
         batch_linger: float = 0.25,
+        callback_poll: float = 0.05,
     ) -> None:
         self.writer = writer
         self.system = system
@@ -75,6 +76,7 @@ class Applier:
         self.stats = stats
         # commands to accounting arriving within batch_linger of each other go in one call (0: one by one)
         self.batch_linger = batch_linger
+        self.callback_poll = callback_poll  # seconds between two looks for a proposal's callback in the ledger
         self._batches: dict[tuple[str, str], list[tuple[Command, asyncio.Future[Applied | Pending]]]] = {}
         self._flushing: set[asyncio.Task[None]] = set()
         self._semaphores: dict[str, asyncio.Semaphore] = {}
@@ -196,8 +198,8 @@ class Applier:
         while outcome is None and time.monotonic() < deadline:
             if self._stopping.is_set():
                 raise Stopping()  # not known to be applied: the next run saves it again (same org_refid)
-            await asyncio.sleep(0.05)
-            outcome = writer.outcome(pending)
+            await asyncio.sleep(self.callback_poll)
+            outcome = await writer.outcome(pending)
         if outcome is None:
             await bucket.take()
             outcome = await writer.recover(pending)

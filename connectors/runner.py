@@ -7,7 +7,7 @@
   not deliver, and saves again (the same ``org_refid``: the same proposal) if the result is not there.
   When the pull itself fails (a passing fault), it pulls again rather than saving again: an
   accountant may have generated the voucher meanwhile, and a second save would be refused.
-* **Idempotent by command id**: a durable SQLite ledger of applied ids; a repeat gets a
+* **Idempotent by command id**: a durable ledger of applied ids; a repeat gets a
   ``duplicate`` result and nothing is written again. Writes are upserts by code, id or derived
   ``org_refid``, so a crash between the API call and the ledger entry repeats a write with the same effect.
 * **Retries** of passing faults (connection errors, timeouts, 408, 429, 5xx, answers without the
@@ -43,24 +43,30 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from amis.acct_client import DICTIONARY_BATCH, ActClient, ActCredentials
 from amis.credentials import token_problems
 from amis.crm_client import CrmClient, CrmCredentials
-from amis.ledger import WriteLedger
+from amis.ledger import CommandLedger, ConnectorLedger, LocalLedger, WriteLedger
+from amis.ledger_http import HttpLedger, LedgerUnavailable
 from common import metrics
 from common.logs import bind_record
 from common.names import DLQ_COMMANDS, System, commands_topic, results_topic
 from common.topic_wait import TopicWait
 from connectors.applying import Applier
-from connectors.command_ledger import CommandLedger, Dependencies
+from connectors.command_ledger import Dependencies
 from connectors.in_flight import InFlight, Stopping, position
 from connectors.reporting import Outcome, ResultReporter
 from connectors.writers import ActWriter, CrmWriter, Writer
 from streams.core.contract import ResultError, parse_command
 
 log = logging.getLogger(__name__)
+
+
+def group_id(topic_prefix: str, system: System) -> str:
+    """The consumer group of a system's connector replicas (what deploy/k8s/keda.yaml sizes by its lag)."""
+    return f"{topic_prefix}lienthong-connector-{system}"
 
 
 @dataclass
@@ -86,6 +92,10 @@ class ConnectorSettings:
     acct_credentials: dict[str, ActCredentials] = field(default_factory=dict)
     acct_branches: dict[str, str] = field(default_factory=dict)  # tenant -> ACT branch_id of its proposals
     shared_ledger_path: Path = Path("var/connectors/acct-shared.sqlite")  # recent writes and callbacks, with capture
+    # the capture service's ledger API (LIENTHONG_LEDGER_URL): set, it replaces ledger_path and
+    # shared_ledger_path, and replicas of the connector may share the group (docs/deploy.md)
+    ledger_url: str | None = None
+    ledger_token: SecretStr | None = field(default=None, repr=False)
     callback_timeout: float = 30.0  # seconds a proposal waits for its callback before pulling undelivered ones
     # accounting: commands arriving within this of each other go in one call (0: one by one); longer
     # than the consumer's poll, so that what it takes in a few polls as room frees goes together
@@ -101,12 +111,13 @@ class Connector:
     def __init__(self, settings: ConnectorSettings) -> None:
         self.settings = settings
         self.prefix = settings.topic_prefix
-        self.ledger = CommandLedger(settings.ledger_path)
+        self._stopping = asyncio.Event()
+        self.ledger = self._ledger()
         self.member_id: str | None = None  # in the consumer group (set at each assignment)
         self.consumer = Consumer(
             {
                 **settings.kafka,
-                "group.id": settings.group_id or f"{self.prefix}lienthong-connector-{settings.system}",
+                "group.id": settings.group_id or group_id(self.prefix, settings.system),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 # only commands of committed batches (the worker writes them in transactions): librdkafka's
@@ -119,11 +130,10 @@ class Connector:
         )
         self.producer = Producer({**settings.kafka, "acks": "all", "enable.idempotence": True, "linger.ms": 2})
         self.reporter = ResultReporter(self.producer, system=settings.system, topic_prefix=self.prefix)
-        self._stopping = asyncio.Event()
         self._in_flight = InFlight()
         self.dependencies = Dependencies(self.ledger, timeout=settings.dependency_timeout, stopping=self._stopping)
         self.stats: dict[str, int] = defaultdict(int)
-        self.group_id = settings.group_id or f"{self.prefix}lienthong-connector-{settings.system}"
+        self.group_id = settings.group_id or group_id(self.prefix, settings.system)
         self.writer: Writer | None = None
         self._applier: Applier | None = None
         self._health: web.AppRunner | None = None
@@ -142,12 +152,29 @@ class Connector:
     def stop(self) -> None:
         self._stopping.set()
 
+    def _ledger(self) -> ConnectorLedger:
+        """The capture service's ledger API when ``ledger_url`` is set (replicas share it), else the
+        SQLite files on this host (or volume), shared with capture by path."""
+        settings = self.settings
+        if settings.ledger_url:
+            if settings.ledger_token is None or not settings.ledger_token.get_secret_value():
+                raise ValueError("LIENTHONG_LEDGER_URL is set but LIENTHONG_LEDGER_TOKEN is not: set capture's token")
+            return HttpLedger(
+                settings.ledger_url,
+                settings.ledger_token,
+                system=settings.system,
+                stopping=self._stopping,
+                timeout=settings.request_timeout,
+                backoff_base=settings.backoff_base,
+                backoff_cap=settings.backoff_cap,
+            )
+        return LocalLedger(WriteLedger(settings.shared_ledger_path), CommandLedger(settings.ledger_path))
+
     # --- the loop --------------------------------------------------------------------------------
 
     async def run(self) -> None:
         topic = self.prefix + commands_topic(self.settings.system)
         async with aiohttp.ClientSession() as session:
-            self.shared = WriteLedger(self.settings.shared_ledger_path)
             self.writer = self._writer(session)
             self._applier = Applier(
                 self.writer,
@@ -161,6 +188,8 @@ class Connector:
                 stopping=self._stopping,
                 stats=self.stats,
                 batch_linger=self.settings.batch_linger,
+                # a callback is looked for in the ledger this often: less often over HTTP (one request each)
+                callback_poll=0.25 if self.ledger.shared_by_replicas else 0.05,
             )
             if self.settings.health_port is not None:
                 self._health = await metrics.serve_health(
@@ -207,8 +236,7 @@ class Connector:
                     await self._health.cleanup()
                 await asyncio.to_thread(self.producer.flush, 30)
                 await asyncio.to_thread(self.consumer.close)
-                self.ledger.close()
-                self.shared.close()
+                await self.ledger.close()
 
     def _on_assign(self, consumer: Consumer, _partitions: list[TopicPartition]) -> None:
         metrics.REBALANCES.labels(f"connector-{self.settings.system}").inc()
@@ -235,6 +263,8 @@ class Connector:
     async def readiness(self) -> dict[str, str | None]:
         """Ready when the broker answers and a token of the target API can be had for every tenant."""
         checks: dict[str, str | None] = {"broker": await self._broker.problem()}
+        if self.settings.ledger_url:  # the capture service's ledger API: commands wait while it cannot be reached
+            checks["ledger"] = await self.ledger.problem()
         if self.topics.missing:
             checks["topics"] = self.topics.readiness()
         writer = self.writer
@@ -265,7 +295,7 @@ class Connector:
                 timeout=settings.request_timeout,
                 renew_before=settings.token_renew_before,
             )
-            return CrmWriter(crm, self.shared, extensions=settings.extensions)
+            return CrmWriter(crm, self.ledger, extensions=settings.extensions)
         acct = ActClient(
             settings.base_url,
             session,
@@ -274,13 +304,13 @@ class Connector:
             timeout=settings.request_timeout,
             renew_before=settings.token_renew_before,
         )
-        return ActWriter(acct, self.shared, branches=settings.acct_branches, extensions=settings.extensions)
+        return ActWriter(acct, self.ledger, branches=settings.acct_branches, extensions=settings.extensions)
 
     async def _work(self, message: Message) -> bool:
         """Handle one taken command; whether it is done (False: left for the next run)."""
         try:
             await self._handle(message)
-        except Stopping:
+        except (Stopping, LedgerUnavailable):
             # Not done: its offset stays in flight, so nothing at or after it is committed, and the
             # next run takes it again (the ledger makes that safe).
             topic, partition, offset = position(message)
@@ -322,7 +352,7 @@ class Connector:
             rule=command.rule,
             command_id=command.command_id,
         )
-        seen = self.ledger.get(command.command_id)
+        seen = await self.ledger.command_state(command.command_id)
         if seen is not None and seen[0] == "applied":
             self.stats["duplicate"] += 1
             await self.reporter.report(message, command, Outcome("duplicate", target_id=seen[1], code=command.key.code))
@@ -337,7 +367,7 @@ class Connector:
                 )
                 return
         outcome = await self._started_applier().apply(command)
-        self.ledger.record(command.command_id, outcome.status, outcome.target_id)
+        await self.ledger.record_command(command.command_id, outcome.status, outcome.target_id)
         await self.dependencies.recorded()
         self.stats[outcome.status] += 1
         await self.reporter.report(message, command, outcome)

@@ -20,7 +20,8 @@ def build_connector(settings: ConnectorServiceSettings, system: System, **overri
     """The connector of ``system``; ``overrides``: ``ConnectorSettings`` fields that
     are no setting of the service (the tests' backoff, the demo's connectors that serve no probes)."""
     ledger_dir = settings.data_dir / "connectors"
-    ledger_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.ledger_url:  # else the ledger is the capture service's (LIENTHONG_LEDGER_URL): no file here
+        ledger_dir.mkdir(parents=True, exist_ok=True)
     amis = settings.amis
     config = ConnectorSettings(
         system=system,
@@ -33,6 +34,8 @@ def build_connector(settings: ConnectorServiceSettings, system: System, **overri
         topic_prefix=settings.kafka.topic_prefix,
         ledger_path=ledger_dir / f"{system}-ledger.sqlite",
         shared_ledger_path=shared_ledger_path(settings.data_dir, settings.ledger_dir, system),
+        ledger_url=settings.ledger_url,
+        ledger_token=settings.ledger_token,
         concurrency=settings.connector_concurrency,
         rate=settings.connector_rate,
         callback_timeout=settings.callback_timeout,

@@ -6,9 +6,15 @@ included; ``connectors.service.build_connector`` makes it from these, in one pla
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from amis.settings import AmisSettings, ConnectorExtensionsSetting, LedgerDirSetting, TokenRenewBeforeSetting
+from amis.settings import (
+    AmisSettings,
+    ConnectorExtensionsSetting,
+    LedgerDirSetting,
+    LedgerTokenSetting,
+    TokenRenewBeforeSetting,
+)
 from common.settings import DataDirSetting, KafkaSettings, ServiceSettings, WebHostSetting
 
 
@@ -20,8 +26,21 @@ class ConnectorServiceSettings(ServiceSettings):
     data_dir: DataDirSetting
     ledger_dir: LedgerDirSetting
     web_host: WebHostSetting
-    connector_concurrency: int = Field(8, ge=1, description="Commands in flight per tenant.")
-    connector_rate: float = Field(50.0, gt=0, description="API requests per second per tenant.")
+    ledger_url: str | None = Field(
+        None,
+        description="The capture service's ledger API of the connector's system (e.g. http://capture-crm:8097): "
+        "the connector keeps its writes, awaited callbacks and command ids there instead of in files of its own "
+        "(LIENTHONG_LEDGER_DIR), so that replicas of it, on any node, can share its consumer group. Needs "
+        "LIENTHONG_LEDGER_TOKEN. Unset: the local files, shared with capture on one host or volume.",
+    )
+    ledger_token: LedgerTokenSetting
+    connector_concurrency: int = Field(8, ge=1, description="Commands in flight per tenant (per replica).")
+    connector_rate: float = Field(
+        50.0,
+        gt=0,
+        description="API requests per second per tenant, per replica: N replicas may send N times this to one "
+        "tenant (size the replicas' maximum against the tenant's quota, docs/deploy.md).",
+    )
     callback_timeout: float = Field(
         60.0,
         gt=0,
@@ -43,3 +62,13 @@ class ConnectorServiceSettings(ServiceSettings):
     acct_connector_port: int = Field(
         8094, ge=0, le=65535, description="Port of the accounting connector's /metrics, /healthz and /readyz."
     )
+
+    @model_validator(mode="after")
+    def _ledger_url_has_its_token(self) -> ConnectorServiceSettings:
+        if self.ledger_url and (self.ledger_token is None or not self.ledger_token.get_secret_value()):
+            raise ValueError(
+                "LIENTHONG_LEDGER_URL is set but LIENTHONG_LEDGER_TOKEN is not: set the token the capture service has"
+            )
+        if self.ledger_url and not self.ledger_url.startswith(("http://", "https://")):
+            raise ValueError(f"LIENTHONG_LEDGER_URL={self.ledger_url} is no http:// or https:// URL")
+        return self

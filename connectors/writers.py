@@ -46,7 +46,7 @@ from amis.acct_client import (
 )
 from amis.crm_client import CrmClient, listed_as_deleted
 from amis.errors import Refused, Transient
-from amis.ledger import CallbackOutcome, WriteLedger
+from amis.ledger import CallbackOutcome, WriteNotes
 from amis.mapping import MappingError, RecordMap, decimal_text
 from amis.money import MoneyError, ProposalMoney, proposal_money
 from common.names import System
@@ -189,7 +189,7 @@ def org_refid_for(command: Command) -> str:
 class CrmWriter:
     system = System.CRM
 
-    def __init__(self, client: CrmClient, ledger: WriteLedger, *, extensions: bool = False) -> None:
+    def __init__(self, client: CrmClient, ledger: WriteNotes, *, extensions: bool = False) -> None:
         self.client = client
         self.ledger = ledger
         self.extensions = extensions
@@ -232,7 +232,9 @@ class CrmWriter:
         except MappingError as exc:
             raise not_sayable("CRM", exc) from None
         wire.pop("id", None)
-        note = self.ledger.note_write(System.CRM, tenant, command.entity, record_id=record_id, code=code, fields=noted)
+        note = await self.ledger.note_write(
+            System.CRM, tenant, command.entity, record_id=record_id, code=code, fields=noted
+        )
         if record_id:
             (result,) = await self.client.update(tenant, spec.resource, [{"id": int(record_id), **wire}])
             if result.success:
@@ -243,7 +245,7 @@ class CrmWriter:
         (result,) = await self.client.create(tenant, spec.resource, [wire])
         if not result.success or result.id is None:
             raise Refused(f"CRM refused {command.entity} {code or ''}: {result.message()}".rstrip(), status=400)
-        self.ledger.identify(note, result.id)
+        await self.ledger.identify(note, result.id)
         return Applied(result.id, code)
 
 
@@ -253,7 +255,7 @@ class ActWriter:
     def __init__(
         self,
         client: ActClient,
-        ledger: WriteLedger,
+        ledger: WriteNotes,
         *,
         branches: dict[str, str] | None = None,
         extensions: bool = False,
@@ -360,7 +362,7 @@ class ActWriter:
         leaves it open) is confirmed by reading the record back before it counts as applied."""
         for _, it in chunk:
             if it.state != 3:
-                self.ledger.note_write(
+                await self.ledger.note_write(
                     System.ACCT, tenant, it.command.entity, record_id=it.command.key.id, code=it.code, fields=it.noted
                 )
         since = self.client.clock()
@@ -446,7 +448,7 @@ class ActWriter:
         for _, proposal in chunk:
             if proposal.expected is None:
                 if data_type == 1:
-                    self.ledger.note_write(
+                    await self.ledger.note_write(
                         System.ACCT,
                         tenant,
                         proposal.command.entity,
@@ -454,7 +456,7 @@ class ActWriter:
                         code=proposal.code,
                         fields=proposal.noted,
                     )
-                proposal.expected = self.ledger.expect_callback(
+                proposal.expected = await self.ledger.expect_callback(
                     tenant, proposal.org_refid, data_type, proposal.command.command_id
                 )
         since = self.client.clock()
@@ -476,7 +478,7 @@ class ActWriter:
             return {n: exc for n, _ in chunk}
         for entry in said:  # a voucher the answer itself refused has its result already
             if entry.get("success") is False:
-                self.ledger.file_callback_result(
+                await self.ledger.file_callback_result(
                     tenant,
                     str(entry["org_refid"]),
                     data_type,
@@ -538,8 +540,8 @@ class ActWriter:
                         line["amount_oc"] = line["amount"]
         return Proposal(command, org_refid, 1, voucher, noted)
 
-    def outcome(self, pending: Pending) -> CallbackOutcome | None:
-        return self.ledger.callback_outcome(pending.expected)
+    async def outcome(self, pending: Pending) -> CallbackOutcome | None:
+        return await self.ledger.callback_outcome(pending.expected)
 
     async def recover(self, pending: Pending) -> CallbackOutcome | None:
         """No callback came: ask ACT for the callbacks it could not deliver since the proposal was sent."""
@@ -547,8 +549,8 @@ class ActWriter:
             pending.tenant, pending.since - 60, self.client.clock() + 60
         )
         for callback in callbacks:  # pulled with the tenant's own token: the tenant's callbacks
-            self.ledger.file_results(callback, pending.tenant)
-        return self.outcome(pending)
+            await self.ledger.file_results(callback, pending.tenant)
+        return await self.outcome(pending)
 
     def settle(self, pending: Pending, outcome: CallbackOutcome) -> Applied:
         if outcome.success:

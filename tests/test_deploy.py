@@ -21,9 +21,12 @@ from typing import Any
 import pytest
 import yaml
 
+from capture.settings import CaptureSettings
 from cli.main import parse_command
 from cli.settings_doc import services
+from common.names import System
 from common.settings import read_settings, variables
+from connectors.runner import group_id
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "deploy" / "kafka" / "kafka.sh"
@@ -397,14 +400,43 @@ def test_k8s_workers_are_a_statefulset_with_static_membership_and_a_volume_for_t
     assert workers["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
     assert env["LIENTHONG_DATA_DIR"] == mount["mountPath"] and env["LIENTHONG_STORE"].startswith("rocksdb://")
     assert ("Service", workers["spec"]["serviceName"]) in objects
-    # the connector and capture of a system share one volume (the ledger) in one pod, one replica
+
+
+def test_k8s_capture_owns_the_ledger_and_the_connectors_reach_it_without_a_volume():
+    """Each system: capture, one replica, the volume with the ledger and its ledger API on a Service port;
+    the connector, stateless (no volume), given that Service's ledger port and the token (docs/deploy.md)."""
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in k8s_objects()}
     for system in ("crm", "acct"):
-        deployment = objects[("Deployment", f"lienthong-{system}")]
-        assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
-        pod = deployment["spec"]["template"]["spec"]
-        assert {" ".join(c["args"]) for c in pod["containers"]} == {f"connector {system}", f"capture {system}"}
-        data = {c["name"]: next(m for m in c["volumeMounts"] if m["name"] == "data") for c in pod["containers"]}
-        assert {m["mountPath"] for m in data.values()} == {env["LIENTHONG_DATA_DIR"]}, system
+        capture = objects[("Deployment", f"lienthong-{system}-capture")]
+        assert capture["spec"]["replicas"] == 1 and capture["spec"]["strategy"]["type"] == "Recreate"
+        (container,) = capture["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == ["capture", system]
+        env = container_env(container)
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "data")
+        assert env["LIENTHONG_DATA_DIR"] == mount["mountPath"]
+        assert env["LIENTHONG_LEDGER_TOKEN"]  # the ledger API is served
+        with pytest.MonkeyPatch.context() as patch:
+            for name in [name for name in os.environ if name.startswith("LIENTHONG_")]:
+                patch.delenv(name)
+            for name, value in env.items():
+                patch.setenv(name, value)
+            settings = read_settings(CaptureSettings)
+        ledger_port = settings.crm_ledger_port if system == "crm" else settings.acct_ledger_port
+        assert container_ports(capture["spec"]["template"])["ledger"] == ledger_port
+
+        connector = objects[("Deployment", f"lienthong-{system}-connector")]
+        (one,) = connector["spec"]["template"]["spec"]["containers"]
+        assert one["args"] == ["connector", system]
+        assert [m["mountPath"] for m in one["volumeMounts"]] == ["/tmp"], "a connector keeps no file"
+        assert all("persistentVolumeClaim" not in v for v in connector["spec"]["template"]["spec"]["volumes"])
+        given = container_env(one)
+        assert given["LIENTHONG_LEDGER_TOKEN"] == env["LIENTHONG_LEDGER_TOKEN"]
+        url = given["LIENTHONG_LEDGER_URL"]
+        host, port = url.removeprefix("http://").split(":")
+        service = objects[("Service", host)]
+        assert service["spec"]["selector"].items() <= capture["spec"]["template"]["metadata"]["labels"].items()
+        (ledger,) = [p for p in service["spec"]["ports"] if p["port"] == int(port)]
+        assert ledger["targetPort"] == "ledger", url
 
 
 def test_k8s_services_point_at_container_ports():
@@ -494,7 +526,9 @@ def allows(namespace: str, labels: dict[str, str], pod: dict[str, Any], port: in
 
 def test_k8s_public_ports_are_reached_only_through_the_callback_ingress():
     objects, pods, public = k8s_objects(), k8s_pods(), public_container_ports()
-    assert public == {"lienthong-acct": {8095}, "lienthong-webhooks": {8090}}, "ACT's callbacks and the webhooks"
+    assert public == {"lienthong-acct-capture": {8095}, "lienthong-webhooks": {8090}}, (
+        "ACT's callbacks and the webhooks"
+    )
     services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
 
     def target(service: dict[str, Any], port_ref: dict[str, Any]) -> tuple[str, int]:
@@ -524,7 +558,7 @@ def test_k8s_public_ports_are_reached_only_through_the_callback_ingress():
                 )
                 # ACT's callbacks to capture acct alone, the webhooks to the receiver alone; no more
                 assert (path["path"], path["pathType"], owner) in {
-                    ("/callback", "Prefix", "lienthong-acct"),
+                    ("/callback", "Prefix", "lienthong-acct-capture"),
                     ("/webhooks", "Prefix", "lienthong-webhooks"),
                 }, path
                 # never /metrics, the probes or the connector's port: only a public listener
@@ -532,7 +566,7 @@ def test_k8s_public_ports_are_reached_only_through_the_callback_ingress():
                 reached.add((owner, port))
     assert reached == {(owner, port) for owner, ports in public.items() for port in ports}
     # the public port is the one the capture container serves its callbacks on (its settings), named so
-    assert container_ports(pods["lienthong-acct"])["public"] == 8095
+    assert container_ports(pods["lienthong-acct-capture"])["public"] == 8095
     assert container_ports(pods["lienthong-webhooks"])["public"] == 8090
     # over TLS only: every host routed is one the Ingress has a certificate for
     for ingress in ingresses:
@@ -566,6 +600,26 @@ def test_k8s_network_policies_let_each_caller_reach_only_its_ports():
     assert not allows(INGRESS_NAMESPACE, {}, dashboard, 8080) and not allows(MONITORING_NAMESPACE, {}, dashboard, 8080)
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     assert {"networkpolicy.yaml", "ingress.yaml", "dashboard.yaml"} <= set(kustomization["resources"])
+
+
+def test_k8s_a_systems_ledger_is_reached_by_its_connectors_alone():
+    pods = k8s_pods()
+    for system, other in (("crm", "acct"), ("acct", "crm")):
+        capture, connector = pods[f"lienthong-{system}-capture"], pods[f"lienthong-{system}-connector"]
+        port = container_ports(capture)["ledger"]
+        labels = connector["metadata"]["labels"]
+        assert allows("lienthong", labels, capture, port) and egress_allows(
+            connector, "lienthong", capture["metadata"]["labels"], port
+        )
+        # not the other system's connectors, the worker, the page, any pod of the namespace or Prometheus
+        for stranger in (pods[f"lienthong-{other}-connector"], pods["lienthong-worker"], pods["lienthong-dashboard"]):
+            assert not allows("lienthong", stranger["metadata"]["labels"], capture, port), system
+        assert not allows("lienthong", {"app": "a-pod-of-the-namespace"}, capture, port)
+        assert not allows(MONITORING_NAMESPACE, {}, capture, port) and not allows(INGRESS_NAMESPACE, {}, capture, port)
+        other_capture = pods[f"lienthong-{other}-capture"]
+        assert not egress_allows(
+            connector, "lienthong", other_capture["metadata"]["labels"], container_ports(other_capture)["ledger"]
+        )
 
 
 def test_k8s_listeners_bind_the_pod_address_and_the_page_asks_for_its_token():
@@ -866,9 +920,11 @@ def configmap() -> dict[str, str]:
 def test_worker_autoscaling_follows_the_groups_lag_bounded_by_the_partitions():
     objects = {(o["kind"], o["metadata"]["name"]): o for o in k8s_objects()}
     scaled = [o for o in k8s_objects() if o["kind"] == "ScaledObject"]
-    assert [o["spec"]["scaleTargetRef"] for o in scaled] == [
-        {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "lienthong-worker"}
-    ]
+    assert scaled[0]["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "name": "lienthong-worker",
+    }
     spec = scaled[0]["spec"]
     settings = configmap()
     # more workers than partitions of <app id>-changes would own nothing
@@ -884,6 +940,28 @@ def test_worker_autoscaling_follows_the_groups_lag_bounded_by_the_partitions():
     assert all(isinstance(value, str) for value in meta.values())  # KEDA's metadata is a map of strings
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300  # no rebalancing back and forth
+
+
+def test_connector_autoscaling_follows_each_groups_lag_on_its_commands_bounded_by_the_partitions():
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in k8s_objects()}
+    scaled = {o["spec"]["scaleTargetRef"]["name"]: o["spec"] for o in objects.values() if o["kind"] == "ScaledObject"}
+    settings = configmap()
+    assert set(scaled) == {"lienthong-worker", "lienthong-crm-connector", "lienthong-acct-connector"}
+    for system in ("crm", "acct"):
+        spec = scaled[f"lienthong-{system}-connector"]
+        assert spec["scaleTargetRef"]["kind"] == "Deployment"
+        assert ("Deployment", spec["scaleTargetRef"]["name"]) in objects
+        # more replicas than partitions of commands.<system> would own nothing
+        assert spec["maxReplicaCount"] == int(settings["LIENTHONG_TOPIC_PARTITIONS"])
+        assert spec["minReplicaCount"] >= 1
+        (trigger,) = spec["triggers"]
+        meta = trigger["metadata"]
+        assert trigger["type"] == "kafka" and meta["bootstrapServers"] == settings["LIENTHONG_BOOTSTRAP_SERVERS"]
+        # the group the connector joins and the topic it reads, as the code names them
+        assert meta["consumerGroup"] == group_id(settings.get("LIENTHONG_TOPIC_PREFIX", ""), System(system))
+        assert meta["topic"] == f"commands.{system}"
+        assert int(meta["lagThreshold"]) > 0 and meta["allowIdleConsumers"] == "false"
+        assert all(isinstance(value, str) for value in meta.values())
 
 
 def test_every_workload_has_a_disruption_budget_that_lets_a_drain_proceed():
@@ -979,4 +1057,4 @@ def test_only_the_services_that_call_amis_reach_the_internet():
             service, port = scrape.removeprefix("--scrape=http://").split("/")[0].split(":")
             target = next(t for n, t in pods.items() if n == service)
             assert egress_allows(dashboard, "lienthong", target["metadata"]["labels"], int(port)), scrape
-    assert not egress_allows(dashboard, "lienthong", pods["lienthong-acct"]["metadata"]["labels"], 8095)
+    assert not egress_allows(dashboard, "lienthong", pods["lienthong-acct-capture"]["metadata"]["labels"], 8095)

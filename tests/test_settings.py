@@ -117,6 +117,10 @@ VARIABLES_ADDED_SINCE = [
     "LIENTHONG_DASHBOARD_TOKEN",  # the operator's page: a token it can require
     "LIENTHONG_DASHBOARD_HOSTS",  # the operator's page: the Host names it answers
     "LIENTHONG_BROKER_TIMEOUT",  # the one wait of every one-shot command for a broker to answer
+    "LIENTHONG_LEDGER_URL",  # a connector: the capture service's ledger API, so that replicas share a group
+    "LIENTHONG_LEDGER_TOKEN",  # capture serves its ledger API with it, a connector sends it
+    "LIENTHONG_CRM_LEDGER_PORT",  # the CRM capture service's ledger API
+    "LIENTHONG_ACCT_LEDGER_PORT",  # the accounting capture service's ledger API
 ]
 
 SECRET = "a-secret-value-5e1f0c9d"

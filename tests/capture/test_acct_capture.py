@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 from amis.acct_client import ActClient, ActCredentials, callback_signature
-from amis.ledger import CallbackOutcome, WriteLedger
+from amis.ledger import CallbackOutcome, LocalWrites, WriteLedger
 from capture.acct import ActCapture
 from capture.state import CaptureState, ChangeReporter, CrashForTest, new_producer
 from common.kafka_config import confluent_config
@@ -318,7 +318,7 @@ def customer_command(tenant: str, code: str, fields: dict[str, Any]) -> Command:
 async def test_the_integrations_own_dictionary_writes_come_out_as_sync(module_settings, tmp_path, tenant):
     async with acct_world(module_settings, tmp_path, tenant) as world:
         await world.capture.poll_all()  # an empty company: the snapshot is done
-        writer = ActWriter(world.client, world.ledger)
+        writer = ActWriter(world.client, LocalWrites(world.ledger))
         await writer.apply(customer_command(tenant, "KH-CRM", {"name": "Từ CRM", "tax_code": "0101"}))
         await world.capture.poll_all()
         await asyncio.sleep(1.1)  # a later second: last_sync_time has whole seconds

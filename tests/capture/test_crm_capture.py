@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 from amis.crm_client import CrmClient, CrmCredentials
-from amis.ledger import WriteLedger
+from amis.ledger import LocalWrites, WriteLedger
 from capture.crm import CrmCapture
 from capture.state import CaptureState, ChangeReporter, CrashForTest, new_producer
 from common.kafka_config import confluent_config
@@ -268,7 +268,7 @@ async def test_a_restart_in_the_middle_of_a_scan_loses_nothing_and_repeats_the_s
 
 async def test_the_integrations_own_writes_come_out_as_sync_and_a_persons_as_user(module_settings, tmp_path, tenant):
     async with crm_world(module_settings, tmp_path, tenant) as world:
-        writer = CrmWriter(world.client, world.ledger)
+        writer = CrmWriter(world.client, LocalWrites(world.ledger))
         capture = world.capture(page_size=100)
         await capture.poll(tenant, "customer")  # an empty CRM: the snapshot is done
         await writer.apply(command(tenant, "KH-SYNC", {"name": "Từ kế toán", "tax_code": "0101"}))
@@ -352,7 +352,7 @@ async def test_an_api_call_that_lands_after_the_next_poll_began_is_still_the_int
             return noted(*args, **kwargs, now_ms=int(time.time() * 1000) - 30_000)
 
         world.ledger.note_write = noted_long_ago  # type: ignore[method-assign]
-        writer = CrmWriter(world.client, world.ledger)
+        writer = CrmWriter(world.client, LocalWrites(world.ledger))
         await writer.apply(command(tenant, "KH-SLOW", {"name": "Từ kế toán"}))
         world.ledger.note_write = noted  # type: ignore[method-assign]
         world.clock.tick()
@@ -382,7 +382,7 @@ async def test_a_poll_between_two_of_the_integrations_writes_sees_both_as_its_ow
     rejected by accounting since the order had been generated). Each write comes out as sync; a
     person's edit after them is still a person's."""
     async with crm_world(module_settings, tmp_path, tenant) as world:
-        writer = CrmWriter(world.client, world.ledger)
+        writer = CrmWriter(world.client, LocalWrites(world.ledger))
         capture = world.capture(page_size=100)
         await capture.poll(tenant, "customer")  # an empty CRM: the snapshot is done
         await writer.apply(command(tenant, "KH-2W", {"name": "Một", "tax_code": "0101"}))

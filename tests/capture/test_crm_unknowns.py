@@ -13,6 +13,7 @@ from collections import Counter
 
 import pytest
 
+from amis.ledger import LocalWrites
 from capture.crm import CrmCapture
 from connectors.writers import CrmWriter
 from sandboxes.settings import CrmAnswers
@@ -78,7 +79,9 @@ async def test_a_deletion_is_reported_once_whether_deleted_rows_leave_the_lists_
         await capture.poll(tenant, "customer")
         await capture.scan_deletions(tenant, "customer")  # reported already: nothing more
         # accounting sends the code again: a new CRM record, the integration's
-        await CrmWriter(world.client, world.ledger).apply(command(tenant, "KH2", {"name": "Lại từ kế toán"}))
+        await CrmWriter(world.client, LocalWrites(world.ledger)).apply(
+            command(tenant, "KH2", {"name": "Lại từ kế toán"})
+        )
         world.clock.tick()
         await capture.poll(tenant, "customer")
         await capture.scan_deletions(tenant, "customer")

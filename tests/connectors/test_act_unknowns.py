@@ -28,7 +28,7 @@ from pydantic import SecretStr
 
 from amis import acct_mapping
 from amis.acct_client import ActClient, ActCredentials, callback_signature
-from amis.ledger import WriteLedger
+from amis.ledger import LocalWrites, WriteLedger
 from capture.acct import ActCapture
 from capture.state import CaptureState, ChangeReporter
 from common.names import System
@@ -128,7 +128,7 @@ async def act_world(tmp_path: Path, *, max_attempts: int = 3, **answers: Any) ->
     sandbox.app[CONFIG]["callback_url"] = str(receiver.make_url(CALLBACK_PATH))
     # connected once, as a company is before ACT calls back: its callbacks carry the org_company_code given then
     await client.token(TENANT)
-    writer = ActWriter(client, ledger, read_back_timeout=1.0)
+    writer = ActWriter(client, LocalWrites(ledger), read_back_timeout=1.0)
     applier = Applier(
         writer,
         system=System.ACCT,

@@ -23,7 +23,7 @@ from aiohttp.typedefs import Handler
 from pydantic import SecretStr
 
 from amis.crm_client import CrmClient, CrmCredentials
-from amis.ledger import WriteLedger
+from amis.ledger import LocalWrites, WriteLedger
 from common.names import System
 from connectors.writers import Applied, CrmWriter
 from ops.reconcile import read_crm
@@ -95,7 +95,7 @@ async def crm(tmp_path: Path) -> AsyncIterator[Callable]:
         client = CrmClient(
             str(server.make_url("/api/v2")), session, {TENANT: CrmCredentials("app-1", SecretStr("s3cret"))}
         )
-        return Crm(store, clock, client, CrmWriter(client, ledger), pages, statuses)
+        return Crm(store, clock, client, CrmWriter(client, LocalWrites(ledger)), pages, statuses)
 
     yield start
     await session.close()

@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from amis import crm_mapping
 from amis.acct_client import ActClient, ActCredentials
 from amis.errors import Refused
-from amis.ledger import WriteLedger
+from amis.ledger import LocalWrites, WriteLedger
 from amis.money import MoneyError, percent, proposal_money, share, to_vnd
 from connectors.writers import ActWriter
 from sandboxes.acct import create_acct_sandbox
@@ -81,7 +81,7 @@ def voucher_of(command: Command, ledger: WriteLedger, **writer: Any) -> dict[str
     client = SavingClient()
     # contracts and quotes are the sandbox's voucher types (9001, 9002): written with extensions on
     writer.setdefault("extensions", command.entity != "sale_order")
-    asyncio.run(ActWriter(client, ledger, **writer).apply(command))  # type: ignore[arg-type]
+    asyncio.run(ActWriter(client, LocalWrites(ledger), **writer).apply(command))  # type: ignore[arg-type]
     (voucher,) = client.saved
     return voucher
 
@@ -153,7 +153,7 @@ async def test_the_issues_order_reaches_the_accounting_sandbox_as_computed(tmp_p
     ledger = WriteLedger(tmp_path / "shared.sqlite")
     try:
         client = ActClient(str(sandbox.make_url("")), session, app_id, {T: ActCredentials(SecretStr("acc3ss"), "01")})
-        pending = await ActWriter(client, ledger, branches={T: "b-1"}).apply(command_for(ISSUE_ORDER))
+        pending = await ActWriter(client, LocalWrites(ledger), branches={T: "b-1"}).apply(command_for(ISSUE_ORDER))
         deadline = time.monotonic() + 5
         while store.proposal(T, pending.org_refid) is None and time.monotonic() < deadline:  # type: ignore[union-attr]
             await asyncio.sleep(0.02)

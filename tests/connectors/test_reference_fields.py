@@ -31,7 +31,7 @@ from amis import acct_mapping, crm_mapping
 from amis.acct_client import ActClient, ActCredentials
 from amis.crm_client import CrmClient, CrmCredentials
 from amis.errors import Refused
-from amis.ledger import WriteLedger
+from amis.ledger import LocalWrites, WriteLedger
 from amis.mapping import in_reference
 from common.names import System
 from connectors.writers import ActWriter, CrmWriter
@@ -274,8 +274,8 @@ async def wire(tmp_path: Path) -> AsyncIterator[Callable[[bool], Wire]]:
 
     def writers(extensions: bool) -> Wire:
         return Wire(
-            CrmWriter(crm_client, ledgers[0], extensions=extensions),
-            ActWriter(acct_client, ledgers[1], extensions=extensions),
+            CrmWriter(crm_client, LocalWrites(ledgers[0]), extensions=extensions),
+            ActWriter(acct_client, LocalWrites(ledgers[1]), extensions=extensions),
             sent,
         )
 
