@@ -50,6 +50,7 @@ SENTINELS = {
     "app-id": "partner-app-id-1e9d0f",  # sent in clear by ACT, yet the key of its callback signature
     "callback": "callback-path-secret-of-cty-a-77ab20",
     "dashboard": "dashboard-token-canary-5a0e61",
+    "ledger": "ledger-token-canary-3b7d90",
 }
 
 
@@ -76,6 +77,7 @@ def secret_env(tmp_path: Path) -> dict[str, str]:
         ),
         "LIENTHONG_SANDBOX_ADMIN_TOKEN": SENTINELS["admin"],
         "LIENTHONG_DASHBOARD_TOKEN": SENTINELS["dashboard"],
+        "LIENTHONG_LEDGER_TOKEN": SENTINELS["ledger"],
         "LIENTHONG_DATA_DIR": str(tmp_path / "data"),
         "LIENTHONG_LOG_LEVEL": "debug",
         "LIENTHONG_CRM_URL": "http://127.0.0.1:9",  # nothing listens: the services log their failures
