@@ -6,7 +6,8 @@ the group spreads over its workers:
 
 * **inputs** — every ``cdc.<system>.<entity>`` and ``results.<system>`` partition: each message is
   routed, unread, to its tenant's partition of the changes topic (``streams.agents.route``), and the
-  router's progress follows it there (``streams.agents.time_order``);
+  router's progress follows it there (``streams.agents.time_order``) — or, when this worker owns that
+  partition, decided at once (``streams.agents.changes``, "decided where it is read");
 * **the changes topic** — each partition is owned by one worker, which holds the state of its
   tenants (``streams.tables``) and decides their changes (``streams.agents.changes``).
 
@@ -36,8 +37,8 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 
 from common import metrics
 from streams.agents.batch import Batch, Processing
-from streams.agents.changes import Owned, Routed, decide_routed, release_held
-from streams.agents.route import route
+from streams.agents.changes import Deferred, Owned, Routed, decide_routed, release_held
+from streams.agents.route import TenantPartitions, route
 from streams.agents.time_order import ARRIVAL_SLACK_MS, PROBE_INTERVAL_MS, HeldChanges, InputsAnswer, InputsPassed
 from streams.checkpoint import BatchNotDurable, Checkpoint
 from streams.tables.state import PartitionState
@@ -182,6 +183,10 @@ class ProcessingLoop:
         self._stop = threading.Event()
         self._last_probe_ms = 0
         self._changes_read_to: dict[int, int] = {}  # changes partitions read to their end: that end
+        self._partition_of = TenantPartitions(config.changes_partitions)
+        # owned partitions whose changes read on the inputs are decided at once: read to their end since
+        # they were assigned (or a batch was read again), so that nothing routed earlier is still unread
+        self._direct: set[int] = set()
         # one transaction at a time, on a thread of its own, while the loop decides the next batch
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lienthong-commit")
         self._committing: Committing | None = None
@@ -244,6 +249,7 @@ class ProcessingLoop:
         # election (common.metrics): asked from another thread it is a round trip to librdkafka's
         self.member_id = consumer.memberid()
         consumer.assign(partitions)
+        self._direct.difference_update(changes)
         if changes:
             consumer.pause([TopicPartition(self.config.changes_topic, p) for p in changes])
             self.restoring.start(self.stores.assign(p) for p in changes)
@@ -271,6 +277,7 @@ class ProcessingLoop:
         for partition in changes:
             self.owned.pop(partition, None)
             self._changes_read_to.pop(partition, None)
+            self._direct.discard(partition)
 
             self.stores.revoke(partition)
             self.status.owned.discard(partition)
@@ -330,6 +337,8 @@ class ProcessingLoop:
         at_end: dict[tuple[str, int], int] = {}  # partitions the consumer said are read to their end
 
         decided: dict[int, list[Any]] = defaultdict(list)
+        direct: dict[int, list[tuple[Any, Any]]] = defaultdict(list)  # (input message, its routed form)
+        read_to_end: list[int] = []
         newest_ms = 0
         for message in messages:
             error = message.error()
@@ -339,6 +348,7 @@ class ProcessingLoop:
                     at_end[(message.topic(), message.partition())] = message.offset()
                     if message.topic() == config.changes_topic:
                         self._changes_read_to[message.partition()] = message.offset()
+                        read_to_end.append(message.partition())
 
                 else:
                     log.warning("consumer: %s", error)
@@ -350,8 +360,13 @@ class ProcessingLoop:
                     decided[partition].append(message)
                     newest_ms = max(newest_ms, message.timestamp()[1])
                 continue
-            outgoing = route(message, config.changes_topic)
-            if outgoing is not None:
+            outgoing = route(message, config.changes_topic, self._partition_of)
+            if outgoing is None:
+                continue
+            if outgoing.partition in self._direct:
+                direct[outgoing.partition].append((message, outgoing))
+                newest_ms = max(newest_ms, message.timestamp()[1])
+            else:
                 batch.send(outgoing)
         if newest_ms:
             # tenant settings written before the newest change reached the broker apply to the batch
@@ -361,9 +376,19 @@ class ProcessingLoop:
             state = self._state(batch, partition)
             for message in decided.get(partition, ()):
                 routed = Routed.of(message.key(), message.value(), message.headers() or [], message.offset())
+                owned.deferred.read_back(routed.where)
                 decide_routed(batch, state, owned, routed)
                 changes += 1
+            for message, outgoing in direct.get(partition, ()):
+                routed = Routed.read_directly(outgoing.key, message)
+                try:
+                    decide_routed(batch, state, owned, routed, direct=True)
+                    changes += 1
+                except Deferred as deferred:  # it would be held: routed, and its record's next ones behind it
+                    batch.send(outgoing)
+                    owned.deferred.add(routed.where, deferred.record_key)
         self._release_held(batch)
+        self._direct.update(p for p in read_to_end if p in self.owned)
         # The consumer's positions, not the offsets after the last messages: a position moves past the
         # transaction markers that follow the last message of a transactional partition (the changes
         # topic), so a drained group shows no lag.
@@ -434,9 +459,13 @@ class ProcessingLoop:
             except KafkaException as exc:  # revoked meanwhile: its next owner reads it from the commit
                 log.info("not reading %s@%s again here: %s", topic, partition, exc)
         default = self.processing.default_order_target
+        # changes routed in the dropped batches are read back as anything routed: until each partition
+        # is read to its end again, its tenants' changes are routed too
+        self._direct.clear()
         for partition, owned in self.owned.items():
             state = PartitionState(self.stores.open[partition], self.tenant_settings, default)
             owned.held.load(state.items_with_prefix("held", ""))
+            owned.deferred.clear()
             # what it knew the inputs had passed counted changes of the batch as decided: ask again
             owned.inputs = InputsPassed()
 

@@ -28,6 +28,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from common.kafka_config import confluent_config
 from common.names import changes_topic, state_changelog_topic
+from streams.agents import route
 from streams.settings import WorkerSettings
 from streams.tables.store import TableName, encode_key
 
@@ -42,46 +43,9 @@ class MigrationRefused(RuntimeError):
     """The migration would lose or mix state; the message says why and what to do."""
 
 
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``), as a signed 32-bit int."""
-    length = len(data)
-    seed = 0x9747B28C
-    m = 0x5BD1E995
-    r = 24
-    h = (seed ^ length) & 0xFFFFFFFF
-    length4 = length // 4
-    for i in range(length4):
-        i4 = i * 4
-        k = (
-            (data[i4] & 0xFF)
-            + ((data[i4 + 1] & 0xFF) << 8)
-            + ((data[i4 + 2] & 0xFF) << 16)
-            + ((data[i4 + 3] & 0xFF) << 24)
-        )
-        k = (k * m) & 0xFFFFFFFF
-        k ^= k >> r
-        k = (k * m) & 0xFFFFFFFF
-        h = (h * m) & 0xFFFFFFFF
-        h ^= k
-    extra = length % 4
-    index = length & ~3
-    if extra == 3:
-        h ^= (data[index + 2] & 0xFF) << 16
-    if extra >= 2:
-        h ^= (data[index + 1] & 0xFF) << 8
-    if extra >= 1:
-        h ^= data[index] & 0xFF
-        h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 15
-    return h - 0x100000000 if h & 0x80000000 else h
-
-
 def partition_of(tenant: str, partitions: int) -> int:
-    """The partition of the changes topic a tenant's changes are routed to (the producer's
-    ``murmur2_random`` partitioner for a key: ``toPositive(murmur2(key)) % partitions``)."""
-    return (murmur2(tenant.encode()) & 0x7FFFFFFF) % partitions
+    """The partition of the changes topic a tenant's changes are routed to (``streams.agents.route``)."""
+    return route.partition_of(tenant.encode(), partitions)
 
 
 @dataclass

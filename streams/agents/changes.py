@@ -11,7 +11,13 @@ Every message of the changes topic (``streams.agents.route``) is one of:
   a refused one makes X-2 forget what it wrote;
 
 A change whose decision rests on an absent record is held until every input has passed its time
-(``time_order``). Bad input is dead-lettered to ``dlq.cdc`` with the reason in headers, under its
+(``time_order``).
+
+**Decided where it is read.** A change read by the worker that also owns its tenant's partition is
+decided at once, in the same batch (``direct``), instead of being routed and read back: one hop, not
+two. Unless it would be held (it rests on an absence, or its record has held changes): then it is
+routed as any other (``Deferred``), and its record's later changes follow it there until the owner
+has read it back (``DeferredChanges``). Bad input is dead-lettered to ``dlq.cdc`` with the reason in headers, under its
 original key and bytes and where it was first read; a bug on one input dead-letters that input
 (``internal``) and the stream goes on.
 """
@@ -19,8 +25,9 @@ original key and bytes and where it was first read; a bug on one input dead-lett
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -96,6 +103,19 @@ class Routed:
         )
 
     @classmethod
+    def read_directly(cls, tenant: bytes, message: Any) -> Routed:
+        """An input message (``confluent_kafka.Message``) decided where it was read, unrouted."""
+        return cls(
+            tenant=tenant.decode("utf-8", "replace"),
+            value=message.value(),
+            headers=message.headers() or [],
+            where=Where(message.topic(), message.partition(), message.offset()),
+            original_key=message.key(),
+            timestamp_ms=message.timestamp()[1],
+            offset=-1,  # never on the changes topic: never held
+        )
+
+    @classmethod
     def of_held(cls, tenant: str, held: HeldChange) -> Routed:
         return cls.of(tenant.encode(), held.value, held.headers, held.offset)
 
@@ -103,21 +123,60 @@ class Routed:
         return dict(self.headers)
 
 
+class DeferredChanges:
+    """Changes of an owned partition's tenants routed instead of decided at once (``Deferred``), by
+    where they were read, until the owner reads them back from the changes topic: their records'
+    later changes are routed behind them."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, int, int], str] = {}  # where read -> record key
+        self._per_record: Counter[str] = Counter()
+
+    def add(self, where: Where, record_key: str) -> None:
+        self.records[(where.topic, where.partition, where.offset)] = record_key
+        self._per_record[record_key] += 1
+
+    def read_back(self, where: Where) -> None:
+        record_key = self.records.pop((where.topic, where.partition, where.offset), None)
+        if record_key is not None:
+            self._per_record[record_key] -= 1
+            if not self._per_record[record_key]:
+                del self._per_record[record_key]
+
+    def holds(self, record_key: str) -> bool:
+        return record_key in self._per_record
+
+    def clear(self) -> None:
+        self.records.clear()
+        self._per_record.clear()
+
+
 @dataclass
 class Owned:
     """What the owner keeps of one partition besides its store: how far the inputs have passed,
-    and the changes held until they do."""
+    the changes held until they do, and those routed rather than decided where they were read."""
 
     inputs: InputsPassed
     held: HeldChanges
+    deferred: DeferredChanges = field(default_factory=DeferredChanges)
 
 
 class Held(Exception):
     """The change rests on an absence and the inputs have not passed its time yet."""
 
 
-def decide_routed(batch: Batch, state: PartitionState, owned: Owned, routed: Routed) -> None:
-    """Stage one routed message: its decision, what it teaches, its hold, or its dead letter."""
+class Deferred(Exception):
+    """A change read directly would be held: it is routed instead (nothing of it was staged)."""
+
+    def __init__(self, record_key: str) -> None:
+        super().__init__(record_key)
+        self.record_key = record_key
+
+
+def decide_routed(batch: Batch, state: PartitionState, owned: Owned, routed: Routed, *, direct: bool = False) -> None:
+    """Stage one routed message (``direct``: one read where it was written, unrouted): its decision,
+    what it teaches, its hold, or its dead letter. Raises ``Deferred`` for a direct one that would be
+    held."""
     prefix = batch.processing.topic_prefix
     topic = routed.where.topic
     try:
@@ -125,7 +184,9 @@ def decide_routed(batch: Batch, state: PartitionState, owned: Owned, routed: Rou
             learn_from_result(batch, state, routed)
             return
         change = decode(routed, prefix)
-        _decide_change(batch, state, owned, routed, change, releasing=False)
+        _decide_change(batch, state, owned, routed, change, releasing=False, direct=direct)
+    except Deferred:
+        raise
     except BadInput as bad:
         batch.dead_letter(routed.original_key, routed.value, bad.kind, bad.message, routed.where)
     except Unstageable as failed:
@@ -196,13 +257,17 @@ def _decide_change(
     *,
     releasing: bool,
     must_decide: bool = False,
+    direct: bool = False,
 ) -> None:
-    """Decide one change event (raises ``Held`` when releasing a change that must still wait)."""
+    """Decide one change event (raises ``Held`` when releasing a change that must still wait, and
+    ``Deferred`` for a direct one that would be held)."""
     if change.tenant != routed.tenant:
         raise BadInput(
             "schema", f"event {change.event_id!r} of tenant {change.tenant!r} was routed as {routed.tenant!r}"
         )
     record_key = f"{change.tenant}:{change.system}:{change.entity}:{change.record_id}"
+    if direct and (owned.held.holds(record_key) or owned.deferred.holds(record_key)):
+        raise Deferred(record_key)  # behind its record's held or routed changes
     if not releasing and owned.held.holds(record_key):
         _hold(batch, state, owned, routed, record_key)  # behind its record's held changes
         return
@@ -215,6 +280,8 @@ def _decide_change(
     if rests_on_absence and not must_decide and not owned.inputs.passed(routed.timestamp_ms):
         if releasing:
             raise Held()
+        if direct:
+            raise Deferred(record_key)
         _hold(batch, state, owned, routed, record_key)
         return
     messages: list[OutputMessage] = []

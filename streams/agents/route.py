@@ -33,9 +33,66 @@ def tenant_of(key: bytes | None, headers: list[tuple[str, bytes]] | None) -> byt
     return key.split(b":", 1)[0]
 
 
-def route(message: Any, changes_topic: str) -> OutputMessage | None:
+class TenantPartitions:
+    """The partition of the changes topic each tenant is routed to (``partition_of``, remembered)."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self._known: dict[bytes, int] = {}
+
+    def __call__(self, tenant: bytes) -> int:
+        partition = self._known.get(tenant)
+        if partition is None:
+            partition = self._known[tenant] = partition_of(tenant, self.partitions)
+        return partition
+
+
+def partition_of(tenant: bytes, partitions: int) -> int:
+    """The partition of the changes topic a tenant's changes go to: the Java client's partitioner for
+    the tenant as a key (``toPositive(murmur2(key)) % partitions``, librdkafka's ``murmur2_random``),
+    so that it is the same whichever client routed it."""
+    return (murmur2(tenant) & 0x7FFFFFFF) % partitions
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``), as a signed 32-bit int."""
+    length = len(data)
+    seed = 0x9747B28C
+    m = 0x5BD1E995
+    r = 24
+    h = (seed ^ length) & 0xFFFFFFFF
+    length4 = length // 4
+    for i in range(length4):
+        i4 = i * 4
+        k = (
+            (data[i4] & 0xFF)
+            + ((data[i4 + 1] & 0xFF) << 8)
+            + ((data[i4 + 2] & 0xFF) << 16)
+            + ((data[i4 + 3] & 0xFF) << 24)
+        )
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = (h * m) & 0xFFFFFFFF
+        h ^= k
+    extra = length % 4
+    index = length & ~3
+    if extra == 3:
+        h ^= (data[index + 2] & 0xFF) << 16
+    if extra >= 2:
+        h ^= (data[index + 1] & 0xFF) << 8
+    if extra >= 1:
+        h ^= data[index] & 0xFF
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - 0x100000000 if h & 0x80000000 else h
+
+
+def route(message: Any, changes_topic: str, partition_of_tenant: TenantPartitions) -> OutputMessage | None:
     """A consumed message (``confluent_kafka.Message``) as a message of the changes topic, keyed by
-    its tenant; None for a tombstone."""
+    its tenant, on the tenant's partition; None for a tombstone."""
     value = message.value()
     if value is None:
         return None
@@ -50,4 +107,5 @@ def route(message: Any, changes_topic: str) -> OutputMessage | None:
     ]
     if key is not None:  # no header: the original had no key (an empty one is kept as empty)
         routed.append((ORIGIN_KEY, key))
-    return OutputMessage(changes_topic, tenant_of(key, headers), value, routed)
+    tenant = tenant_of(key, headers)
+    return OutputMessage(changes_topic, tenant, value, routed, partition_of_tenant(tenant))

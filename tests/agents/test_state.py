@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import orjson
 import pytest
 from confluent_kafka import TopicPartition
 
@@ -55,26 +56,9 @@ def test_a_batch_aborted_because_the_broker_was_away_is_read_again_by_the_same_w
     assert sorted(a["event_id"] for _, a in sent(world, "audit.sync")) == ["e-1", "e-6", "e-7"]
 
 
-def _routed_in_two(world, worker):
-    """The acct customer A1, then its CRM copy C1 created and edited, routed onto the changes topic in
-    that order and not decided yet: (the customer's message, the copy's two messages and the ends)."""
-    crm_created, crm_edited = crm_copy_created_and_renamed()
-    put(world, "cdc.acct.customer", b"t1:A1", change(), at_ms=NOW_MS - 3000)
-    worker.step()  # routed
-    put(world, "cdc.crm.customer", b"t1:C1", crm_created, at_ms=NOW_MS - 2000)
-    put(world, "cdc.crm.customer", b"t1:C1", crm_edited, at_ms=NOW_MS - 1000)
-    pending = worker.pending()
-    acct_customer = [m for m in pending if m.error() is None and m.topic() == worker.loop.config.changes_topic]
-    worker.loop.process([m for m in pending if m.topic() != worker.loop.config.changes_topic], now=NOW_MS / 1000)
-    worker.loop.await_durable()  # the CRM copy's messages routed
-    crm_copy = worker.pending()
-    assert len(acct_customer) == 1 and len([m for m in crm_copy if m.error() is None]) == 2
-    return acct_customer, crm_copy
-
-
 def _commit_waits_for_the_next_batch(worker):
     """The worker's transactions commit only once the loop has decided the batch after them (it waits
-    for the one before when it has): what the loop sees meanwhile is recorded."""
+    for the one before when it has): what the world shows at that moment is recorded."""
     release = threading.Event()
     seen_while_committing: list[list[str]] = []
     commit, await_durable = worker.producer.commit_transaction, worker.loop.await_durable
@@ -96,36 +80,102 @@ def _commit_waits_for_the_next_batch(worker):
     return seen_while_committing
 
 
-def test_the_next_batch_is_decided_while_one_commits_and_sees_its_state(world, worker):
-    """Pipelined batches: the accounting customer is decided in one batch, whose transaction is still
-    committing when the next batch decides the salesperson's edit of its CRM copy. The edit reads
-    the link the committing batch learnt (CUS-3 to A1), not "not linked", and nothing is held."""
-    acct_customer, crm_copy = _routed_in_two(world, worker)
-    seen = _commit_waits_for_the_next_batch(worker)
-    worker.loop.process(acct_customer, now=NOW_MS / 1000)  # the acct customer: its transaction commits...
-    worker.loop.process(crm_copy, now=NOW_MS / 1000)  # ...while the CRM copy and its edit are decided
+def _customer_then_its_copy_in_two_batches(world, worker) -> None:
+    """The acct customer A1 decided in one batch; while its transaction commits, its CRM copy C1
+    created and edited by a salesperson decided in the next (all read by the owner of t1)."""
+    crm_created, crm_edited = crm_copy_created_and_renamed()
+    worker.step()  # the changes topic read to its end: changes are decided where they are read
+    put(world, "cdc.acct.customer", b"t1:A1", change(), at_ms=NOW_MS - 3000)
+    worker.loop.process(worker.pending(), now=NOW_MS / 1000)  # its transaction commits...
+    put(world, "cdc.crm.customer", b"t1:C1", crm_created, at_ms=NOW_MS - 2000)
+    put(world, "cdc.crm.customer", b"t1:C1", crm_edited, at_ms=NOW_MS - 1000)
+    worker.loop.process(worker.pending(), now=NOW_MS / 1000)  # ...while these are decided
     worker.loop.await_durable()
+
+
+def test_the_next_batch_is_decided_while_one_commits_and_sees_its_state(world, worker):
+    """Pipelined batches: the salesperson's edit, decided while the batch that learnt A1's link is still
+    committing, reads that link (CUS-3 to A1), not "not linked"; nothing is held or routed."""
+    seen = _commit_waits_for_the_next_batch(worker)
+    _customer_then_its_copy_in_two_batches(world, worker)
     assert seen[0] == [], "the second batch was decided before the first was visible"
     assert [c["rule"] for _, c in sent(world, "commands.crm")] == ["CUS-6"]
     ((_key, command),) = sent(world, "commands.acct")
     assert command["rule"] == "CUS-3" and command["key"] == {"id": "A1", "code": "KH0001"}
+    assert not world.records(worker.loop.config.changes_topic), "decided where read: nothing routed"
     assert not any(owned.held.by_record for owned in worker.loop.owned.values())
 
 
 def test_when_a_committing_batch_fails_the_batch_decided_meanwhile_is_read_again_with_it(world, worker):
     """The first batch's transaction is aborted (the broker was away) while the next one was decided on
     top of its state: neither is visible; both are read again, and each change is decided once."""
-    acct_customer, crm_copy = _routed_in_two(world, worker)
     _commit_waits_for_the_next_batch(worker)
     worker.producer.fail_commit = "abortable"
-    worker.loop.process(acct_customer, now=NOW_MS / 1000)
-    worker.loop.process(crm_copy, now=NOW_MS / 1000)
-    worker.loop.await_durable()
+    _customer_then_its_copy_in_two_batches(world, worker)
     assert not sent(world, "commands.crm") and not sent(world, "commands.acct") and not worker.stopped
     worker.run()
     assert [c["rule"] for _, c in sent(world, "commands.crm")] == ["CUS-6"]
     assert [c["rule"] for _, c in sent(world, "commands.acct")] == ["CUS-3"]
     assert sorted(a["event_id"] for _, a in sent(world, "audit.sync")) == ["e-1", "e-6", "e-7"]
+
+
+def test_a_change_its_owner_reads_is_decided_at_once_unless_it_would_be_held(world, worker):
+    """Read by the owner of its tenant, a change is decided at once, unless it would be held: a
+    salesperson's edit of CRM customer C1, read before accounting's A1 (whose copy C1 is), rests on an
+    absence, so it is routed onto the changes topic and held there; C1's next edit, read at once
+    after A1, follows it there instead of overtaking it. Both become CUS-3 to A1, in their order."""
+    crm_created, crm_edited = crm_copy_created_and_renamed()
+    edited_again = change(
+        system="crm",
+        event_id="e-8",
+        op="u",
+        before={"id": "C1", "code": "KH0001", "name": "ABC mới"},
+        after={"id": "C1", "code": "KH0001", "name": "ABC mới 2"},
+    )
+    worker.step()  # the changes topic read to its end: changes are decided where they are read
+    put(world, "cdc.crm.customer", b"t1:C1", crm_created, at_ms=NOW_MS - 3000)
+    put(world, "cdc.crm.customer", b"t1:C1", crm_edited, at_ms=NOW_MS - 2500)
+    worker.step()
+    put(world, "cdc.acct.customer", b"t1:A1", change(), at_ms=NOW_MS - 3500)
+    put(world, "cdc.crm.customer", b"t1:C1", edited_again, at_ms=NOW_MS - 2000)
+    worker.run()
+    routed = [orjson.loads(record.value)["event_id"] for record in world.records(worker.loop.config.changes_topic)]
+    assert routed == ["e-7", "e-8"], "only the edit that rested on an absence, and the one behind it"
+    assert [(c["rule"], c["source"]["event_id"]) for _, c in sent(world, "commands.acct")] == [
+        ("CUS-3", "e-7"),
+        ("CUS-3", "e-8"),
+    ]
+    assert [c["rule"] for _, c in sent(world, "commands.crm")] == ["CUS-6"]
+
+
+def test_a_record_routed_to_wait_is_not_overtaken_by_its_next_change_decided_at_once(world, worker):
+    """Pipelined and decided where read: the edit e-7 of C1, read before accounting's A1, rests on an
+    absence and is routed; its batch is still committing when C1's next edit e-8 is read. A1's link is
+    known by then, yet e-8 is routed behind e-7 instead of being decided at once: accounting gets
+    e-7's name, then e-8's, and keeps the newer one."""
+    crm_created, crm_edited = crm_copy_created_and_renamed()
+    edited_again = change(
+        system="crm",
+        event_id="e-8",
+        op="u",
+        before={"id": "C1", "code": "KH0001", "name": "ABC mới"},
+        after={"id": "C1", "code": "KH0001", "name": "ABC mới 2"},
+    )
+    worker.step()  # the changes topic read to its end: changes are decided where they are read
+    _commit_waits_for_the_next_batch(worker)
+    put(world, "cdc.crm.customer", b"t1:C1", crm_created, at_ms=NOW_MS - 3000)
+    put(world, "cdc.crm.customer", b"t1:C1", crm_edited, at_ms=NOW_MS - 2500)
+    put(world, "cdc.acct.customer", b"t1:A1", change(), at_ms=NOW_MS - 2400)
+    # read in this order: e-7 rests on A1's absence (routed), then A1 is decided; the batch commits...
+    worker.loop.process(worker.pending(), now=NOW_MS / 1000)
+    put(world, "cdc.crm.customer", b"t1:C1", edited_again, at_ms=NOW_MS - 2000)
+    worker.loop.process(worker.pending(), now=NOW_MS / 1000)  # ...while e-8 is read, A1's link known
+    worker.loop.await_durable()
+    worker.run()
+    assert [(c["source"]["event_id"], c["fields"]["name"]) for _, c in sent(world, "commands.acct")] == [
+        ("e-7", "ABC mới"),
+        ("e-8", "ABC mới 2"),
+    ]
 
 
 def test_a_worker_that_takes_a_partition_over_restores_its_tenants_links(world, worker, tmp_path):
