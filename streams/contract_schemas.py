@@ -637,8 +637,10 @@ def asyncapi_document() -> dict[str, Any]:
             names.changes_topic("{appId}"),
             "routedChange",
             False,
-            "Every cdc.* and results.* message routed by tenant: one partition holds all of a tenant's changes. "
-            "Created by the worker; nobody else writes it. Its partitions are fixed once created.",
+            "Every cdc.* and results.* message routed by tenant: one partition holds all of a tenant's changes "
+            "(a change read by the worker that owns its tenant's partition is decided there, unrouted, unless it "
+            "must wait for others). Created by the worker; nobody else writes it. Its partitions are fixed once "
+            "created.",
         ),
         (
             names.state_changelog_topic("{appId}"),
