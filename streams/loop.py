@@ -16,10 +16,11 @@ then made durable in one transaction with its offsets (``streams.checkpoint``). 
 batch's transaction commits (round trips to the broker, on a thread of its own), the next batch is
 read and decided, reading the committing batch's state changes as if they were in the store; it is
 handed to the transaction only once the one before has committed. When that one fails, the next is
-dropped with it and both are read again; a rebalance waits for the committing batch first. Group membership,
-partition assignment and rebalancing are librdkafka's. When the group gives a worker a partition of
-the changes topic, that partition stays paused until its store has read its changelog to the end
-(``Restoring``); then its held changes are loaded and it is resumed.
+dropped with it and both are read again; a rebalance waits for the committing batch first.
+
+Group membership, partition assignment and rebalancing are librdkafka's. When the group gives a
+worker a partition of the changes topic, that partition stays paused until its store has read its
+changelog to the end (``Restoring``); then its held changes are loaded and it is resumed.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ A change whose decision rests on an absent record is held until every input has 
 decided at once, in the same batch (``direct``), instead of being routed and read back: one hop, not
 two. Unless it would be held (it rests on an absence, or its record has held changes): then it is
 routed as any other (``Deferred``), and its record's later changes follow it there until the owner
-has read it back (``DeferredChanges``). Bad input is dead-lettered to ``dlq.cdc`` with the reason in headers, under its
+has read it back (``DeferredChanges``).
+
+Bad input is dead-lettered to ``dlq.cdc`` with the reason in headers, under its
 original key and bytes and where it was first read; a bug on one input dead-letters that input
 (``internal``) and the stream goes on.
 """
