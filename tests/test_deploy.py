@@ -494,6 +494,17 @@ def selected(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return selector.get("matchLabels", {}).items() <= labels.items()
 
 
+def peer_selects(peer: dict[str, Any], namespace: str, labels: dict[str, str]) -> bool:
+    """Whether a NetworkPolicy peer (no ``ipBlock``) names the pods of ``namespace`` with ``labels``: its
+    namespace selector, or the policy's own namespace (lienthong) without one, and its pod selector."""
+    in_namespace = (
+        selected(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
+        if "namespaceSelector" in peer
+        else namespace == "lienthong"
+    )
+    return in_namespace and selected(peer.get("podSelector", {}), labels)
+
+
 def allows(namespace: str, labels: dict[str, str], pod: dict[str, Any], port: int) -> bool:
     """Whether deploy/k8s's NetworkPolicies let a pod of ``namespace`` with ``labels`` connect to
     ``port`` of ``pod`` (a pod template of namespace lienthong), as Kubernetes reads them."""
@@ -514,12 +525,7 @@ def allows(namespace: str, labels: dict[str, str], pod: dict[str, Any], port: in
                 return True  # from anywhere
             for peer in peers:
                 assert "ipBlock" not in peer, f"{policy['metadata']['name']}: an address block lets anyone in"
-                in_namespace = (
-                    selected(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
-                    if "namespaceSelector" in peer
-                    else namespace == "lienthong"
-                )
-                if in_namespace and selected(peer.get("podSelector", {}), labels):
+                if peer_selects(peer, namespace, labels):
                     return True
     return False
 
@@ -1025,12 +1031,7 @@ def egress_allows(pod: dict[str, Any], namespace: str, labels: dict[str, str], p
                     continue
                 if namespace is None:
                     continue
-                in_namespace = (
-                    selected(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
-                    if "namespaceSelector" in peer
-                    else namespace == "lienthong"
-                )
-                if in_namespace and selected(peer.get("podSelector", {}), labels):
+                if peer_selects(peer, namespace, labels):
                     return True
     return False
 
