@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from common.kafka_config import confluent_config
 from common.settings import KafkaSettings
@@ -84,18 +84,7 @@ class Kafka:
             while time.monotonic() < deadline:
                 message = consumer.poll(0.2)
                 if message is not None and not message.error():
-                    try:
-                        value = orjson.loads(message.value())
-                    except orjson.JSONDecodeError:
-                        value = message.value()
-                    messages.append(
-                        {
-                            "topic": message.topic()[len(self.settings.topic_prefix) :],
-                            "key": message.key().decode() if message.key() else None,
-                            "value": value,
-                            "headers": {k: v.decode() for k, v in (message.headers() or [])},
-                        }
-                    )
+                    messages.append(self._as_read(message))
                 if until(messages):
                     return messages
             raise AssertionError(
@@ -127,21 +116,24 @@ class Kafka:
                     raise AssertionError(f"could not read {topics} to their end offsets {ends} within {timeout}s")
                 message = consumer.poll(0.2)
                 if message is not None and not message.error():
-                    try:
-                        value = orjson.loads(message.value())
-                    except orjson.JSONDecodeError:
-                        value = message.value()
-                    messages.append(
-                        {
-                            "topic": message.topic()[len(self.settings.topic_prefix) :],
-                            "key": message.key().decode() if message.key() else None,
-                            "value": value,
-                            "headers": {k: v.decode() for k, v in (message.headers() or [])},
-                        }
-                    )
+                    messages.append(self._as_read(message))
         finally:
             consumer.close()
         return messages
+
+    def _as_read(self, message: Message) -> dict:
+        """A consumed message as ``read`` gives it: topic without the prefix, key, value (JSON when it is),
+        headers."""
+        try:
+            value = orjson.loads(message.value())
+        except orjson.JSONDecodeError:
+            value = message.value()
+        return {
+            "topic": message.topic()[len(self.settings.topic_prefix) :],
+            "key": message.key().decode() if message.key() else None,
+            "value": value,
+            "headers": {k: v.decode() for k, v in (message.headers() or [])},
+        }
 
     @staticmethod
     def _end_offset(consumer: Consumer, partition: TopicPartition, deadline: float) -> int:
