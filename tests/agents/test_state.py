@@ -56,6 +56,17 @@ def test_a_batch_aborted_because_the_broker_was_away_is_read_again_by_the_same_w
     assert sorted(a["event_id"] for _, a in sent(world, "audit.sync")) == ["e-1", "e-6", "e-7"]
 
 
+def crm_copy_renamed_again() -> bytes:
+    """The salesperson renames CRM copy C1 once more (e-8), after ``crm_copy_created_and_renamed``."""
+    return change(
+        system="crm",
+        event_id="e-8",
+        op="u",
+        before={"id": "C1", "code": "KH0001", "name": "ABC mới"},
+        after={"id": "C1", "code": "KH0001", "name": "ABC mới 2"},
+    )
+
+
 def _commit_waits_for_the_next_batch(worker):
     """The worker's transactions commit only once the loop has decided the batch after them (it waits
     for the one before when it has): what the world shows at that moment is recorded."""
@@ -125,13 +136,7 @@ def test_a_change_its_owner_reads_is_decided_at_once_unless_it_would_be_held(wor
     absence, so it is routed onto the changes topic and held there; C1's next edit, read at once
     after A1, follows it there instead of overtaking it. Both become CUS-3 to A1, in their order."""
     crm_created, crm_edited = crm_copy_created_and_renamed()
-    edited_again = change(
-        system="crm",
-        event_id="e-8",
-        op="u",
-        before={"id": "C1", "code": "KH0001", "name": "ABC mới"},
-        after={"id": "C1", "code": "KH0001", "name": "ABC mới 2"},
-    )
+    edited_again = crm_copy_renamed_again()
     worker.step()  # the changes topic read to its end: changes are decided where they are read
     put(world, "cdc.crm.customer", b"t1:C1", crm_created, at_ms=NOW_MS - 3000)
     put(world, "cdc.crm.customer", b"t1:C1", crm_edited, at_ms=NOW_MS - 2500)
@@ -154,13 +159,7 @@ def test_a_record_routed_to_wait_is_not_overtaken_by_its_next_change_decided_at_
     known by then, yet e-8 is routed behind e-7 instead of being decided at once: accounting gets
     e-7's name, then e-8's, and keeps the newer one."""
     crm_created, crm_edited = crm_copy_created_and_renamed()
-    edited_again = change(
-        system="crm",
-        event_id="e-8",
-        op="u",
-        before={"id": "C1", "code": "KH0001", "name": "ABC mới"},
-        after={"id": "C1", "code": "KH0001", "name": "ABC mới 2"},
-    )
+    edited_again = crm_copy_renamed_again()
     worker.step()  # the changes topic read to its end: changes are decided where they are read
     _commit_waits_for_the_next_batch(worker)
     put(world, "cdc.crm.customer", b"t1:C1", crm_created, at_ms=NOW_MS - 3000)
