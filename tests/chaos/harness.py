@@ -22,6 +22,8 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from tests.integration.conftest import stop_process
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
 
@@ -131,17 +133,9 @@ class Service:
 
     def signal(self, sig: int, timeout: float = 40) -> int:
         """Send ``sig`` and wait for the process to end (SIGKILL after ``timeout``); its exit status."""
-        process = self.process
-        if process is None:
+        if self.process is None:
             return 0
-        if process.poll() is None:
-            process.send_signal(sig)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-        return process.returncode
+        return stop_process(self.process, sig, timeout)
 
     def kill9(self) -> int:
         return self.signal(signal.SIGKILL)
