@@ -45,6 +45,7 @@ from bench.workload import Event, bulk_import, events
 from common.kafka_config import confluent_config
 from common.names import AUDIT, changes_topic
 from common.settings import KafkaSettings
+from common.topic_wait import watermarks
 from ops.admin import create_topics, delete_topics_with_prefix
 from streams.settings import TableSettings, WorkerSettings
 from streams.topics import cdc_topics
@@ -99,7 +100,7 @@ def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]
         ends = {}
         for topic in topics:
             for partition in metadata[topic].partitions:
-                ends[(topic, partition)] = probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+                ends[(topic, partition)] = watermarks(probe, TopicPartition(topic, partition), 10)[1]
         return ends
     finally:
         probe.close()

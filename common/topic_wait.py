@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 log = logging.getLogger(__name__)
@@ -140,3 +140,26 @@ def _usable(topic: Any) -> bool:
     if topic is None or topic.error is not None or not topic.partitions:
         return False
     return all(partition.leader >= 0 for partition in topic.partitions.values())
+
+
+# What a partition of a topic just created (or one whose leader moves) answers until its leader is
+# elected; the broker says so for a moment, then it passes. Seen in CI: `lienthong history` asked for
+# the offsets of topics created a moment before and got NOT_LEADER_FOR_PARTITION.
+_NO_LEADER_YET = frozenset(
+    {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
+)
+
+
+def watermarks(consumer: Consumer, partition: TopicPartition, timeout: float) -> tuple[int, int]:
+    """A partition's low and high offsets, asked again (within ``timeout``) while it has no leader."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=max(0.1, deadline - time.monotonic()))
+            return low, high
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code not in _NO_LEADER_YET or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)

@@ -28,6 +28,7 @@ from common.kafka_config import confluent_config
 from common.metrics import bound_port
 from common.names import DLQ_CDC, DLQ_COMMANDS, System, commands_topic
 from common.settings import KafkaSettings
+from common.topic_wait import watermarks
 from demo.local import APP_ID, Accountant, CrmUser, LocalSystems, acct_access, crm_login, local_systems
 from demo.settings import DemoSettings
 
@@ -290,10 +291,10 @@ def _end(consumer, partition) -> int:
 
     for _ in range(20):
         try:
-            return consumer.get_watermark_offsets(partition, timeout=10)[1]
+            return watermarks(consumer, partition, 10)[1]
         except KafkaException:
             time.sleep(0.5)
-    return consumer.get_watermark_offsets(partition, timeout=10)[1]
+    return watermarks(consumer, partition, 10)[1]
 
 
 def end_offsets(kafka: KafkaSettings, topics: tuple[str, ...] = SUMMED) -> dict[tuple[str, int], int]:

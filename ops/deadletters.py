@@ -34,6 +34,7 @@ from common.names import (
     TRUNCATED,
 )
 from common.settings import KafkaSettings
+from common.topic_wait import watermarks
 from ops.operations import Record, _headers, read_topic
 
 DLQ_TOPICS = (DLQ_CDC, DLQ_COMMANDS)
@@ -205,7 +206,7 @@ def dead_letter(kafka: KafkaSettings, topic: str, partition: int, offset: int, t
             raise DeadLetterError(f"topic {name} not found on {kafka.bootstrap_servers}: lienthong topics create")
         if partition not in metadata.partitions:
             raise DeadLetterError(f"{name} has partitions 0..{len(metadata.partitions) - 1}, not {partition}")
-        low, high = consumer.get_watermark_offsets(TopicPartition(name, partition), timeout=timeout)
+        low, high = watermarks(consumer, TopicPartition(name, partition), timeout)
         if not low <= offset < high:
             raise DeadLetterError(
                 f"no dead letter at {topic}:{partition}:{offset} (partition {partition} holds offsets "

@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from common.kafka_config import confluent_config, unreachable
 from common.names import AUDIT, TENANT_CONFIG
 from common.settings import KafkaSettings
+from common.topic_wait import watermarks
 from streams.core.rules import ORDER_TARGETS, load_rules
 from streams.core.sync_settings import DEFAULT_SETTINGS, SyncSettings, parse_tenant_settings
 from streams.core.validation import TENANT_ID
@@ -42,24 +43,6 @@ def _headers(message: Message) -> list[Header]:
     if not isinstance(headers, list):
         raise TypeError(f"headers of a consumed message are a {type(headers).__name__}, not a list of pairs")
     return headers
-
-
-# What a partition of a topic just created answers until its leader is elected: wait, it passes.
-_NOT_YET = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
-
-
-def watermarks(consumer: Consumer, partition: TopicPartition, timeout: float) -> tuple[int, int]:
-    """A partition's low and high offsets, waiting (within ``timeout``) for a leader a new topic lacks."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            low, high = consumer.get_watermark_offsets(partition, timeout=timeout)
-            return low, high
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if getattr(error, "code", lambda: None)() not in _NOT_YET or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def read_topic(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> Iterator[Record]:

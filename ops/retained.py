@@ -19,6 +19,7 @@ from common.kafka_config import confluent_config
 from common.messages import Retained
 from common.names import ENTITIES, TENANT, System, cdc_topic, results_topic
 from common.settings import KafkaSettings
+from common.topic_wait import watermarks
 
 
 class HistoryError(RuntimeError):
@@ -97,7 +98,7 @@ def read_history(
         trimmed: dict[tuple[str, int], int] = {}  # partitions retention has trimmed -> their first offset
         for topic in wanted:
             for partition in listed[topic].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+                low, high = watermarks(consumer, TopicPartition(topic, partition), timeout)
                 if high <= low:
                     if low > 0:  # everything it ever held is gone
                         retention.gone_before_ms[topic] = int(time.time() * 1000)

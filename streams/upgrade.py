@@ -28,6 +28,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from common.kafka_config import confluent_config
 from common.names import changes_topic, state_changelog_topic
+from common.topic_wait import watermarks
 from streams.agents import route
 from streams.settings import WorkerSettings
 from streams.tables.store import TableName, encode_key
@@ -97,7 +98,7 @@ def _undecided(settings: WorkerSettings, topic: str, timeout: float) -> int:
         committed = {tp.partition: tp.offset for tp in group.committed(partitions, timeout=timeout)}
         undecided = 0
         for tp in partitions:
-            _low, end = group.get_watermark_offsets(tp, timeout=timeout)
+            _low, end = watermarks(group, tp, timeout)
             undecided += max(0, end - max(committed.get(tp.partition, 0), 0))
         return undecided
     finally:

@@ -32,7 +32,7 @@ from common.kafka_config import confluent_config
 from common.metrics import ConsumerGroupLagCollector
 from common.names import AUDIT, DLQ_CDC, DLQ_COMMANDS, System, results_topic
 from common.settings import KafkaSettings
-from common.topic_wait import TopicWait
+from common.topic_wait import TopicWait, watermarks
 from ops.dashboard.health import SyncHealth
 from streams.topics import contract_topics
 
@@ -174,7 +174,7 @@ class DashboardData:
             for name, short in ours.items():
                 if name in metadata:
                     for partition in metadata[name].partitions:
-                        _, high = probe.get_watermark_offsets(TopicPartition(name, partition), timeout=5)
+                        _, high = watermarks(probe, TopicPartition(name, partition), 5)
                         ends[short] = ends.get(short, 0) + high
         finally:
             probe.close()

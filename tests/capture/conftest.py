@@ -12,6 +12,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from common.settings import KafkaSettings
+from common.topic_wait import watermarks
 from streams.settings import WorkerSettings
 from tests.integration.conftest import Kafka, bootstrap, kafka, module_settings, tenant
 
@@ -58,7 +59,7 @@ def _end_offset(consumer: Consumer, partition: TopicPartition) -> int:
     for a moment while its leader is elected."""
     for attempt in range(20):
         try:
-            return int(consumer.get_watermark_offsets(partition, timeout=10)[1])
+            return int(watermarks(consumer, partition, 10)[1])
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION or attempt == 19:
                 raise

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from common.topic_wait import watermarks
 from tests.integration.conftest import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -172,7 +173,7 @@ def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]
         ends = {}
         for topic in topics:
             for partition in metadata[topic].partitions:
-                ends[(topic, partition)] = probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+                ends[(topic, partition)] = watermarks(probe, TopicPartition(topic, partition), 10)[1]
         return ends
     finally:
         probe.close()

@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from cli.main import main
 from common.kafka_config import confluent_config
 from common.names import TENANT_CONFIG
+from common.topic_wait import watermarks
 from tests.agents.test_whatif import business_day
 
 SETTINGS = """
@@ -63,7 +64,7 @@ def watermark(consumer: Consumer, partition: TopicPartition) -> int:
     deadline = time.monotonic() + 30
     while True:
         try:
-            return consumer.get_watermark_offsets(partition, timeout=10)[1]
+            return watermarks(consumer, partition, 10)[1]
         except KafkaException:
             if time.monotonic() > deadline:
                 raise

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from common.kafka_config import confluent_config
 from common.settings import KafkaSettings
+from common.topic_wait import watermarks
 from ops.admin import admin_client, create_topics, delete_topics_with_prefix
 from streams.settings import TableSettings, WorkerSettings
 
@@ -108,7 +109,10 @@ class Kafka:
             metadata = consumer.list_topics(timeout=10).topics
             assignment = [TopicPartition(self.name(t), p, 0) for t in topics for p in metadata[self.name(t)].partitions]
             deadline = time.monotonic() + timeout
-            ends = {(tp.topic, tp.partition): self._end_offset(consumer, tp, deadline) for tp in assignment}
+            ends = {
+                (tp.topic, tp.partition): watermarks(consumer, tp, max(0.1, deadline - time.monotonic()))[1]
+                for tp in assignment
+            }
             consumer.assign(assignment)
             # a partition not fetched yet has no position (a negative offset): it is at 0, where it was assigned
             while any(max(p.offset, 0) < ends[(p.topic, p.partition)] for p in consumer.position(assignment)):
@@ -134,19 +138,6 @@ class Kafka:
             "value": value,
             "headers": {k: v.decode() for k, v in (message.headers() or [])},
         }
-
-    @staticmethod
-    def _end_offset(consumer: Consumer, partition: TopicPartition, deadline: float) -> int:
-        """The partition's end offset; asked again while a fresh topic's partition has no leader yet."""
-        while True:
-            try:
-                return consumer.get_watermark_offsets(partition, timeout=10)[1]
-            except KafkaException as exc:
-                if not exc.args[0].retriable() and exc.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION:
-                    raise
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"no end offset for {partition}: {exc}") from exc
-                time.sleep(0.2)
 
 
 def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:

@@ -29,6 +29,7 @@ from capture.acct import ActCapture
 from capture.state import CaptureState, ChangeReporter, new_producer
 from common.kafka_config import confluent_config
 from common.names import System, commands_topic
+from common.topic_wait import watermarks
 from connectors.runner import Connector, ConnectorSettings
 from connectors.writers import NAMESPACE
 from sandboxes.acct import create_acct_sandbox
@@ -157,7 +158,7 @@ def wait_until_committed(settings: dict, deadline: float) -> None:
         topic = settings["topic_prefix"] + commands_topic(settings["system"])
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
         partitions = [TopicPartition(topic, p) for p in metadata.partitions]
-        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
+        ends = {tp.partition: watermarks(consumer, tp, 10)[1] for tp in partitions}
         while True:
             committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
             behind = {p: (committed[p], end) for p, end in ends.items() if end > 0 and committed[p] < end}

@@ -24,6 +24,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.topic_wait import watermarks
 from streams.settings import WorkerSettings
 from tests.integration.conftest import REPO_ROOT, Kafka, change_event, in_data_dir, stop_process
 
@@ -145,7 +146,7 @@ def end_offsets(settings: WorkerSettings, topic: str) -> int:
     probe = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "lienthong-test-probe"})
     try:
         partitions = probe.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+        return sum(watermarks(probe, TopicPartition(topic, p), 10)[1] for p in partitions)
     finally:
         probe.close()
 

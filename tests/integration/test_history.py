@@ -7,6 +7,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from common.topic_wait import watermarks
 from tests.integration.conftest import change_event
 
 pytestmark = pytest.mark.broker
@@ -209,7 +210,7 @@ def test_history_says_when_the_records_story_starts_before_what_is_retained(
     topic = kafka.name("cdc.crm.customer")
     reader = Consumer(confluent_config(module_settings.kafka, {"group.id": "watermarks"}))
     try:
-        _, first = reader.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        _, first = watermarks(reader, TopicPartition(topic, 0), 10)
     finally:
         reader.close()
     customer = {"id": "C9", "code": "KH0009", "name": "Khách 9"}

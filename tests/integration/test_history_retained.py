@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from common.kafka_config import confluent_config
+from common.topic_wait import watermarks
 from ops.admin import admin_client
 from ops.retained import read_history
 from streams.core.rules import load_rules
@@ -79,7 +80,7 @@ def test_history_removed_by_retention_is_said(day, kafka, module_settings) -> No
         held = [
             p
             for p in range(module_settings.topic_partitions)
-            if reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] > 0
+            if watermarks(reader, TopicPartition(topic, p), 10)[1] > 0
         ]
     finally:
         reader.close()

@@ -1,0 +1,49 @@
+"""Offsets of a partition that has no leader for a moment (a topic just created, a broker restarting)."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from common.topic_wait import watermarks
+
+
+class LeaderElectedLate:
+    """A consumer whose partition answers ``code`` ``failures`` times, then its offsets."""
+
+    def __init__(self, code: int, failures: int) -> None:
+        self.code = code
+        self.failures = failures
+        self.asked = 0
+
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float) -> tuple[int, int]:
+        self.asked += 1
+        if self.asked <= self.failures:
+            raise KafkaException(KafkaError(self.code))
+        return 3, 17
+
+
+@pytest.mark.parametrize(
+    "code", [KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART]
+)
+def test_a_partition_without_a_leader_yet_is_asked_again_until_it_answers(code: int) -> None:
+    consumer = LeaderElectedLate(code, failures=2)
+
+    assert watermarks(consumer, TopicPartition("cdc.crm.customer", 0), timeout=5) == (3, 17)
+    assert consumer.asked == 3
+
+
+def test_an_error_that_does_not_pass_is_raised_at_once() -> None:
+    consumer = LeaderElectedLate(KafkaError.TOPIC_AUTHORIZATION_FAILED, failures=1)
+
+    with pytest.raises(KafkaException):
+        watermarks(consumer, TopicPartition("cdc.crm.customer", 0), timeout=5)
+    assert consumer.asked == 1
+
+
+def test_a_leader_that_never_comes_is_an_error_once_the_time_is_up() -> None:
+    consumer = LeaderElectedLate(KafkaError.NOT_LEADER_FOR_PARTITION, failures=1_000)
+
+    with pytest.raises(KafkaException):
+        watermarks(consumer, TopicPartition("cdc.crm.customer", 0), timeout=0.5)
+    assert 2 <= consumer.asked <= 5
