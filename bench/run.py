@@ -366,23 +366,35 @@ def latency(
         audits = read_timestamps(bootstrap, settings.kafka.topic_prefix + AUDIT, len(offered) + 1, timeout=120)
     finally:
         worker.stop()
-    delays = sorted(
-        ts - sent_at[event_id] for ts, value in audits if (event_id := orjson.loads(value)["event_id"]) in sent_at
-    )
+    by_input: dict[str, list[int]] = {}  # "<system>.<entity>" -> its events' delays: where the tail is
+    for ts, value in audits:
+        audit = orjson.loads(value)
+        if audit["event_id"] in sent_at:
+            by_input.setdefault(f"{audit['system']}.{audit['entity']}", []).append(ts - sent_at[audit["event_id"]])
+    delays = sorted(delay for some in by_input.values() for delay in some)
     if not delays:
         raise RuntimeError("no audit record came back for the offered events")
-
-    def pct(q: float) -> int:
-        return delays[min(len(delays) - 1, int(q * len(delays)))]
-
     return {
         "offered_per_s": round(len(offered) / offer_s),
         "events": len(delays),
-        "p50_ms": pct(0.50),
-        "p95_ms": pct(0.95),
-        "p99_ms": pct(0.99),
+        "p50_ms": percentile(delays, 0.50),
+        "p95_ms": percentile(delays, 0.95),
+        "p99_ms": percentile(delays, 0.99),
         "max_ms": delays[-1],
+        "by_input": {
+            name: {
+                "share": round(len(some) / len(delays), 3),
+                "p50_ms": percentile(sorted(some), 0.50),
+                "p99_ms": percentile(sorted(some), 0.99),
+            }
+            for name, some in sorted(by_input.items())
+        },
     }
+
+
+def percentile(ordered: list[int], q: float) -> int:
+    """The ``q`` quantile of ``ordered`` (ascending), by rank."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # --- in process ---------------------------------------------------------------------------------------

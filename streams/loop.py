@@ -30,7 +30,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ from common import metrics
 from streams.agents.batch import Batch, Processing
 from streams.agents.changes import Deferred, Owned, Routed, decide_routed, release_held
 from streams.agents.route import TenantPartitions, route
-from streams.agents.time_order import ARRIVAL_SLACK_MS, PROBE_INTERVAL_MS, HeldChanges, InputsAnswer, InputsPassed
+from streams.agents.time_order import PROBE_INTERVAL_MS, HeldChanges, InputsAnswer, InputsPassed, times_to_ask
 from streams.checkpoint import BatchNotDurable, Checkpoint
 from streams.tables.state import PartitionState
 from streams.tables.store import PartitionStore, Stores
@@ -88,6 +88,14 @@ class Committing:
     messages: int
     changes: int
     done: Future[None]
+
+
+@dataclass
+class Probing:
+    """A question to the broker about how far the inputs are, asked on the probe's thread."""
+
+    generation: int  # the loop's: an answer to a question asked before a batch was read again is dropped
+    done: Future[tuple[InputsAnswer, dict[int, int]]]  # the answer, and the changes topic's ends after it
 
 
 def first_offsets(messages: list[Any]) -> dict[tuple[str, int], int]:
@@ -191,6 +199,11 @@ class ProcessingLoop:
         # one transaction at a time, on a thread of its own, while the loop decides the next batch
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lienthong-commit")
         self._committing: Committing | None = None
+        # how far the inputs are is asked on a thread of its own, one question at a time, while the
+        # loop goes on deciding (streams.agents.time_order)
+        self._prober = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lienthong-probe")
+        self._probing: Probing | None = None
+        self._probe_generation = 0
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -225,6 +238,7 @@ class ProcessingLoop:
 
     def _close(self) -> None:
         self._committer.shutdown(wait=True)  # a transaction still committing ends before the stores close
+        self._prober.shutdown(wait=True)  # a question still asked ends before its consumer closes
         for client in (self.consumer, self.restoring.consumer):
             try:
                 client.close()
@@ -463,6 +477,7 @@ class ProcessingLoop:
         # changes routed in the dropped batches are read back as anything routed: until each partition
         # is read to its end again, its tenants' changes are routed too
         self._direct.clear()
+        self._probe_generation += 1
         for partition, owned in self.owned.items():
             state = PartitionState(self.stores.open[partition], self.tenant_settings, default)
             owned.held.load(state.items_with_prefix("held", ""))
@@ -473,15 +488,20 @@ class ProcessingLoop:
     # --- time order (streams.agents.time_order) -----------------------------------------------------
 
     def _release_held(self, batch: Batch) -> None:
-        """Ask how far the inputs are (while changes are held), then decide the held changes they passed
-        or that waited too long."""
+        """Count the broker's answer about the inputs if it came, ask again (while changes are held),
+        then decide the held changes the inputs passed or that waited too long."""
+        self._answered()
         holding = [partition for partition, owned in self.owned.items() if owned.held.by_record]
         if not holding:
             return
-        if batch.now_ms - self._last_probe_ms >= PROBE_INTERVAL_MS:
-            self._last_probe_ms = batch.now_ms
-            newest = max(self.owned[partition].held.newest_ms() for partition in holding)
-            self._ask_inputs(min(newest, batch.now_ms - ARRIVAL_SLACK_MS), holding)
+        if self._probing is None and batch.now_ms - self._last_probe_ms >= PROBE_INTERVAL_MS:
+            owned = self.owned
+            waiting = [moment for p in holding for moment in owned[p].held.times_after(owned[p].inputs.passed_ms)]
+            times = times_to_ask(waiting, batch.now_ms)
+            if times:
+                self._last_probe_ms = batch.now_ms
+                asked = self._prober.submit(self._ask_inputs, times, sorted(self.inputs), holding)
+                self._probing = Probing(self._probe_generation, asked)
         positions = self.consumer.position([TopicPartition(self.config.changes_topic, p) for p in holding])
         for position in positions:
             # a partition with nothing new since it was assigned has no position: its end, as read
@@ -492,35 +512,56 @@ class ProcessingLoop:
         for partition in holding:
             release_held(batch, self._state(batch, partition), self.owned[partition], max_wait_ms)
 
-    def _ask_inputs(self, at_ms: int, holding: list[int]) -> None:
-        """Whether every input has routed and committed every event stamped before ``at_ms``; if so, each
-        holding partition counts it once read to the end it has now."""
-        if at_ms < 0:
+    def await_probe(self) -> None:
+        """Wait for the question in flight about the inputs, if any (it counts at the next batch)."""
+        if self._probing is not None:
+            wait([self._probing.done])
+
+    def _answered(self) -> None:
+        """The answer to the question in flight, once it came: each holding partition counts the latest
+        time every input passed, once it is read to the end it had after the answer."""
+        probing = self._probing
+        if probing is None or not probing.done.done():
             return
-        inputs = [TopicPartition(topic, partition) for topic, partition in sorted(self.inputs)]
-        changes = [TopicPartition(self.config.changes_topic, p) for p in holding]
+        self._probing = None
         try:
-            first = self.consumer.offsets_for_times(
-                [TopicPartition(tp.topic, tp.partition, at_ms) for tp in inputs], 10
-            )
-            ends = self.consumer.offsets_for_times(
-                [TopicPartition(tp.topic, tp.partition, OFFSET_END) for tp in [*inputs, *changes]], 10
-            )
-            committed = self.consumer.committed(inputs, 10)
+            answer, changes_ends = probing.done.result()
         except KafkaException as exc:
             log.warning("could not ask the broker how far the inputs are (held changes wait): %s", exc)
             return
+        passed_ms = answer.passed_ms()
+        if probing.generation != self._probe_generation or passed_ms is None:
+            return
+        for partition, end in changes_ends.items():
+            owned = self.owned.get(partition)
+            if owned is not None:  # not revoked meanwhile
+                owned.inputs.answered(passed_ms, end)
+
+    def _ask_inputs(
+        self, times: list[int], inputs: list[tuple[str, int]], holding: list[int]
+    ) -> tuple[InputsAnswer, dict[int, int]]:
+        """On the probe's thread: whether every input has routed and committed every event stamped
+        before each of ``times``; and the end of each holding partition of the changes topic, asked
+        last — a router's transaction that commits between the questions is then within those ends
+        (asked before the committed offsets, its routed changes could lie beyond the end the owner
+        reads to, though the offsets say they were routed)."""
+        first = {
+            at_ms: {
+                (tp.topic, tp.partition): tp.offset
+                for tp in self.consumer.offsets_for_times([TopicPartition(t, p, at_ms) for t, p in inputs], 10)
+            }
+            for at_ms in times
+        }
+        ends = self.consumer.offsets_for_times([TopicPartition(t, p, OFFSET_END) for t, p in inputs], 10)
+        committed = self.consumer.committed([TopicPartition(t, p) for t, p in inputs], 10)
+        changes = [TopicPartition(self.config.changes_topic, p, OFFSET_END) for p in holding]
+        changes_ends = {tp.partition: tp.offset for tp in self.consumer.offsets_for_times(changes, 10)}
         answer = InputsAnswer(
-            at_ms=at_ms,
-            first_at_or_after={(tp.topic, tp.partition): tp.offset for tp in first},
-            ends={(tp.topic, tp.partition): tp.offset for tp in ends if tp.topic != self.config.changes_topic},
+            first_at_or_after=first,
+            ends={(tp.topic, tp.partition): tp.offset for tp in ends},
             committed={(tp.topic, tp.partition): tp.offset for tp in committed},
         )
-        if answer.behind():
-            return
-        for tp in ends:
-            if tp.topic == self.config.changes_topic:
-                self.owned[tp.partition].inputs.answered(at_ms, tp.offset)
+        return answer, changes_ends
 
     def _state(self, batch: Batch, partition: int) -> PartitionState:
         state = batch.states.get(partition)
