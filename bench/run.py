@@ -239,6 +239,7 @@ def drain(
                 raise RuntimeError(f"the {workers} worker(s) did not all become ready (logs in {log_dir})")
             time.sleep(0.2)
         cpu_before = sum(worker.cpu_seconds() for worker in running)
+        busy_before, measured_from = machine_busy_seconds(), time.monotonic()
         preload(bootstrap, settings.kafka.topic_prefix, workload)
         inputs = [settings.kafka.topic_prefix + spec.name for spec in cdc_topics()]
         ends = {tp: end for tp, end in end_offsets(bootstrap, inputs).items() if end > 0}
@@ -258,6 +259,7 @@ def drain(
                     done = True
                     break
         cpu = sum(worker.cpu_seconds() for worker in running) - cpu_before
+        busy_cores = (machine_busy_seconds() - busy_before) / (time.monotonic() - measured_from)
         wall = time.monotonic() - started
         if not done:
             raise RuntimeError(
@@ -280,9 +282,20 @@ def drain(
         "events_per_s": round(len(workload) / processing),
         "commands_per_s": round(commands / processing),
         "cpu_us_per_event": round(cpu / len(workload) * 1e6, 1),
+        # the whole machine (workers, broker, this script's producer) from the produce to the drain:
+        # near the number of cores, adding workers cannot drain faster here
+        "machine_busy_cores": round(busy_cores, 2),
+        "cores": os.cpu_count(),
         "peak_rss_mb": round(max(worker.peak_rss_mb for worker in running), 1),
         "rss_samples_mb": [round(s, 1) for s in running[0].rss_samples],
     }
+
+
+def machine_busy_seconds() -> float:
+    """CPU time every core of the machine has spent busy since boot (/proc/stat: all but idle and iowait)."""
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def group_members(bootstrap: str, group: str) -> int:
@@ -446,6 +459,12 @@ def table(report: BenchReport) -> str:
         rows.append((f"{drained['workers']} workers drain (events/s)", drained["events_per_s"]))
     for drained in report.scale:
         rows.append((f"{drained['workers']} worker(s): CPU of all workers per event (µs)", drained["cpu_us_per_event"]))
+        rows.append(
+            (
+                f"{drained['workers']} worker(s): machine busy (cores of {drained['cores']})",
+                drained["machine_busy_cores"],
+            )
+        )
     if report.bulk:
         rows.append(("one tenant's bulk import (events/s)", report.bulk["events_per_s"]))
         rows.append(("one tenant's bulk import: all commands out after (s)", report.bulk["processing_s"]))
