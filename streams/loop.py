@@ -30,7 +30,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ from common import metrics
 from streams.agents.batch import Batch, Processing
 from streams.agents.changes import Deferred, Owned, Routed, decide_routed, release_held
 from streams.agents.route import TenantPartitions, route
-from streams.agents.time_order import PROBE_INTERVAL_MS, HeldChanges, InputsAnswer, InputsPassed, times_to_ask
+from streams.agents.time_order import ARRIVAL_SLACK_MS, PROBE_INTERVAL_MS, HeldChanges, InputsAnswer, InputsPassed
 from streams.checkpoint import BatchNotDurable, Checkpoint
 from streams.tables.state import PartitionState
 from streams.tables.store import PartitionStore, Stores
@@ -88,14 +88,6 @@ class Committing:
     messages: int
     changes: int
     done: Future[None]
-
-
-@dataclass
-class Probing:
-    """A question to the broker about how far the inputs are, asked on the probe's thread."""
-
-    generation: int  # the loop's: an answer to a question asked before a batch was read again is dropped
-    done: Future[tuple[InputsAnswer, dict[int, int]]]  # the answer, and the changes topic's ends after it
 
 
 def first_offsets(messages: list[Any]) -> dict[tuple[str, int], int]:
@@ -199,11 +191,6 @@ class ProcessingLoop:
         # one transaction at a time, on a thread of its own, while the loop decides the next batch
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lienthong-commit")
         self._committing: Committing | None = None
-        # how far the inputs are is asked on a thread of its own, one question at a time, while the
-        # loop goes on deciding (streams.agents.time_order)
-        self._prober = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lienthong-probe")
-        self._probing: Probing | None = None
-        self._probe_generation = 0
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -238,7 +225,6 @@ class ProcessingLoop:
 
     def _close(self) -> None:
         self._committer.shutdown(wait=True)  # a transaction still committing ends before the stores close
-        self._prober.shutdown(wait=True)  # a question still asked ends before its consumer closes
         for client in (self.consumer, self.restoring.consumer):
             try:
                 client.close()
@@ -477,7 +463,6 @@ class ProcessingLoop:
         # changes routed in the dropped batches are read back as anything routed: until each partition
         # is read to its end again, its tenants' changes are routed too
         self._direct.clear()
-        self._probe_generation += 1
         for partition, owned in self.owned.items():
             state = PartitionState(self.stores.open[partition], self.tenant_settings, default)
             owned.held.load(state.items_with_prefix("held", ""))
@@ -488,20 +473,15 @@ class ProcessingLoop:
     # --- time order (streams.agents.time_order) -----------------------------------------------------
 
     def _release_held(self, batch: Batch) -> None:
-        """Count the broker's answer about the inputs if it came, ask again (while changes are held),
-        then decide the held changes the inputs passed or that waited too long."""
-        self._answered()
+        """Ask how far the inputs are (while changes are held), then decide the held changes they passed
+        or that waited too long."""
         holding = [partition for partition, owned in self.owned.items() if owned.held.by_record]
         if not holding:
             return
-        if self._probing is None and batch.now_ms - self._last_probe_ms >= PROBE_INTERVAL_MS:
-            owned = self.owned
-            waiting = [moment for p in holding for moment in owned[p].held.times_after(owned[p].inputs.passed_ms)]
-            times = times_to_ask(waiting, batch.now_ms)
-            if times:
-                self._last_probe_ms = batch.now_ms
-                asked = self._prober.submit(self._ask_inputs, times, sorted(self.inputs), holding)
-                self._probing = Probing(self._probe_generation, asked)
+        if batch.now_ms - self._last_probe_ms >= PROBE_INTERVAL_MS:
+            self._last_probe_ms = batch.now_ms
+            newest = max(self.owned[partition].held.newest_ms() for partition in holding)
+            self._ask_inputs(min(newest, batch.now_ms - ARRIVAL_SLACK_MS), holding)
         positions = self.consumer.position([TopicPartition(self.config.changes_topic, p) for p in holding])
         for position in positions:
             # a partition with nothing new since it was assigned has no position: its end, as read
@@ -512,56 +492,48 @@ class ProcessingLoop:
         for partition in holding:
             release_held(batch, self._state(batch, partition), self.owned[partition], max_wait_ms)
 
-    def await_probe(self) -> None:
-        """Wait for the question in flight about the inputs, if any (it counts at the next batch)."""
-        if self._probing is not None:
-            wait([self._probing.done])
+    def _ask_inputs(self, at_ms: int, holding: list[int]) -> None:
+        """Whether every input has routed and committed every event stamped before ``at_ms``; if so, each
+        holding partition counts it once read to the end it has then.
 
-    def _answered(self) -> None:
-        """The answer to the question in flight, once it came: each holding partition counts the latest
-        time every input passed, once it is read to the end it had after the answer."""
-        probing = self._probing
-        if probing is None or not probing.done.done():
+        Asked in this order: the inputs' ends, then the group's committed offsets — an input committed
+        to its end has routed everything stamped before ``at_ms`` and is not asked more; then, for the
+        others only, the first offset stamped ``at_ms`` or later (the broker looks each partition's time
+        index up); the changes topic's ends last, so that a router's transaction committed between these
+        questions is within them (asked before the committed offsets, its routed changes could lie
+        beyond the end the owner reads to, though the offsets say they were routed)."""
+        if at_ms < 0:
             return
-        self._probing = None
+        inputs = sorted(self.inputs)
+        consumer = self.consumer
         try:
-            answer, changes_ends = probing.done.result()
+            ends = {
+                (tp.topic, tp.partition): tp.offset
+                for tp in consumer.offsets_for_times([TopicPartition(t, p, OFFSET_END) for t, p in inputs], 10)
+            }
+            committed = {
+                (tp.topic, tp.partition): tp.offset
+                for tp in consumer.committed([TopicPartition(t, p) for t, p in inputs], 10)
+            }
+            behind = [
+                TopicPartition(t, p, at_ms) for (t, p), end in ends.items() if max(committed.get((t, p), -1), 0) < end
+            ]
+            first = consumer.offsets_for_times(behind, 10) if behind else []
+            answer = InputsAnswer(
+                at_ms=at_ms,
+                first_at_or_after={(tp.topic, tp.partition): tp.offset for tp in first},
+                ends=ends,
+                committed=committed,
+            )
+            if answer.behind():
+                return
+            changes = [TopicPartition(self.config.changes_topic, p, OFFSET_END) for p in holding]
+            changes_ends = consumer.offsets_for_times(changes, 10)
         except KafkaException as exc:
             log.warning("could not ask the broker how far the inputs are (held changes wait): %s", exc)
             return
-        passed_ms = answer.passed_ms()
-        if probing.generation != self._probe_generation or passed_ms is None:
-            return
-        for partition, end in changes_ends.items():
-            owned = self.owned.get(partition)
-            if owned is not None:  # not revoked meanwhile
-                owned.inputs.answered(passed_ms, end)
-
-    def _ask_inputs(
-        self, times: list[int], inputs: list[tuple[str, int]], holding: list[int]
-    ) -> tuple[InputsAnswer, dict[int, int]]:
-        """On the probe's thread: whether every input has routed and committed every event stamped
-        before each of ``times``; and the end of each holding partition of the changes topic, asked
-        last — a router's transaction that commits between the questions is then within those ends
-        (asked before the committed offsets, its routed changes could lie beyond the end the owner
-        reads to, though the offsets say they were routed)."""
-        first = {
-            at_ms: {
-                (tp.topic, tp.partition): tp.offset
-                for tp in self.consumer.offsets_for_times([TopicPartition(t, p, at_ms) for t, p in inputs], 10)
-            }
-            for at_ms in times
-        }
-        ends = self.consumer.offsets_for_times([TopicPartition(t, p, OFFSET_END) for t, p in inputs], 10)
-        committed = self.consumer.committed([TopicPartition(t, p) for t, p in inputs], 10)
-        changes = [TopicPartition(self.config.changes_topic, p, OFFSET_END) for p in holding]
-        changes_ends = {tp.partition: tp.offset for tp in self.consumer.offsets_for_times(changes, 10)}
-        answer = InputsAnswer(
-            first_at_or_after=first,
-            ends={(tp.topic, tp.partition): tp.offset for tp in ends},
-            committed={(tp.topic, tp.partition): tp.offset for tp in committed},
-        )
-        return answer, changes_ends
+        for tp in changes_ends:
+            self.owned[tp.partition].inputs.answered(at_ms, tp.offset)
 
     def _state(self, batch: Batch, partition: int) -> PartitionState:
         state = batch.states.get(partition)

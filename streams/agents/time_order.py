@@ -22,13 +22,13 @@ reached that first offset has routed every event that reached Kafka before *T*, 
 topic, committed. Once the owner has then read its partition of the changes topic to the end it had
 after the question, it has read them all, and every change held with a time up to *T* is decided.
 The changes topic's end is asked after the committed offsets, so that a router's transaction that
-commits between the questions is within it. Nothing is written for it — no progress messages, no
-chatter on an idle system — and it costs a few requests to the broker, asked on a thread of the
-loop's own (``streams.loop``), only while changes are held, at most every ``PROBE_INTERVAL_MS``.
+commits between the questions is within it; the first offsets at *T* only of the inputs not committed
+to their end. Nothing is written for it — no progress messages, no chatter on an idle system — and it
+costs three or four requests to the broker, asked only while changes are held, at most every
+``PROBE_INTERVAL_MS``.
 
 *T* is asked no later than ``ARRIVAL_SLACK_MS`` before the worker's clock: an event stamped before *T*
-by its producer may reach the broker up to that much later (linger, retries). Several times are
-asked at once (``times_to_ask``): the committed offsets trail the clock under load.
+by its producer may reach the broker up to that much later (linger, retries).
 
 **Bounded**: a change is held at most ``max_wait`` (``LIENTHONG_ORDER_MAX_WAIT``) on the worker's
 clock; past that it is decided with what is known, and said so in the log. That happens only when
@@ -55,49 +55,31 @@ log = logging.getLogger(__name__)
 # How long after its producer stamped it an event may still reach the broker (the producer's linger
 # and a round trip; the capture services send each change at once).
 ARRIVAL_SLACK_MS = 50
-# How often an owner with held changes asks the broker how far the inputs are (two requests).
+# How often an owner with held changes asks the broker how far the inputs are (three or four requests).
 PROBE_INTERVAL_MS = 50
 
 
 @dataclass(frozen=True)
 class InputsAnswer:
-    """The broker's answer about every input partition at one moment, for a few times asked about."""
+    """The broker's answer about every input partition at one moment, for a time ``at_ms``."""
 
-    # time asked -> input -> the first offset stamped then or later (-1: none)
-    first_at_or_after: Mapping[int, Mapping[tuple[str, int], int]]
+    at_ms: int  # the time asked about
+    first_at_or_after: Mapping[tuple[str, int], int]  # input -> first offset stamped at_ms or later; -1: none
     ends: Mapping[tuple[str, int], int]  # input -> its end offset
     committed: Mapping[tuple[str, int], int]  # input -> the group's committed offset (-1: none)
 
-    def behind(self, at_ms: int) -> list[tuple[str, int]]:
-        """The inputs that have not routed (and committed) every event stamped before ``at_ms``."""
-        first_of = self.first_at_or_after[at_ms]
+    def behind(self) -> list[tuple[str, int]]:
+        """The inputs that have not routed (and committed) every event stamped before ``at_ms``.
+
+        An input not in ``first_at_or_after`` was not asked (committed to its end); a first offset
+        asked after the end counts no further than that end."""
         late = []
         for where, end in self.ends.items():
-            first = first_of.get(where, -1)
-            needed = end if first < 0 else first
+            first = self.first_at_or_after.get(where, -1)
+            needed = end if first < 0 else min(first, end)
             if max(self.committed.get(where, -1), 0) < needed:
                 late.append(where)
         return late
-
-    def passed_ms(self) -> int | None:
-        """The latest time asked about that every input has passed; None: not even the earliest."""
-        return max((at_ms for at_ms in self.first_at_or_after if not self.behind(at_ms)), default=None)
-
-
-def times_to_ask(waiting_ms: Iterable[int], now_ms: int) -> list[int]:
-    """The times a probe asks about, given the times of the held changes not known passed yet.
-
-    The latest time a change can be released at is the clock less ``ARRIVAL_SLACK_MS``; but the
-    inputs' committed offsets trail the clock by a batch and its commit, often more than that slack
-    under load, so the latest time alone is rarely passed when asked and the held changes would wait
-    for a lull. So the oldest, the middle and the newest held times before it are asked too (one
-    request each), and the answer counts for the latest of them that every input has passed. None
-    when no held change can be released yet."""
-    latest = now_ms - ARRIVAL_SLACK_MS
-    waiting = sorted({moment for moment in waiting_ms if 0 <= moment <= latest})
-    if not waiting:
-        return []
-    return sorted({waiting[0], waiting[len(waiting) // 2], waiting[-1], latest})
 
 
 class InputsPassed:
@@ -182,14 +164,9 @@ class HeldChanges:
     def __len__(self) -> int:
         return sum(len(queue) for queue in self.by_record.values())
 
-    def times_after(self, passed_ms: int) -> list[int]:
-        """The times of the held changes that every input is not known to have passed."""
-        return [
-            change.timestamp_ms
-            for queue in self.by_record.values()
-            for change in queue
-            if change.timestamp_ms > passed_ms
-        ]
+    def newest_ms(self) -> int:
+        """The latest time among the held changes (-1: none held)."""
+        return max((change.timestamp_ms for queue in self.by_record.values() for change in queue), default=-1)
 
     def holds(self, record_key: str) -> bool:
         return record_key in self.by_record

@@ -377,7 +377,6 @@ class Worker:
         messages = self.pending()
         self.loop.process(messages, now=now_ms / 1000)
         self.loop.await_durable()  # a test looks at the batch once it is durable
-        self.loop.await_probe()  # and a question about the inputs is answered by the next batch
         return any(message.error() is None for message in messages)
 
     def run(self, *, rounds: int = 20, now_ms: int = NOW_MS) -> None:
