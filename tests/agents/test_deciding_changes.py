@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from confluent_kafka import TopicPartition
+
 from streams.core.sync_settings import SyncSettings
 from tests.agents.conftest import NOW_MS, ROUND_MS, Worker, change, every_subscribed_partition, headers_of, put, sent
 
@@ -132,6 +134,37 @@ def test_a_held_change_waits_for_an_input_with_no_router_at_most_the_order_wait(
     ((_, audit),) = sent(world, "audit.sync")
     assert audit["event_id"] == "e-7" and [note["tag"] for note in audit["notes"]] == ["not_linked"]
     assert "before every input passed its time" in caplog.text
+
+
+def test_a_change_routed_by_another_worker_while_the_owner_asks_is_read_before_what_it_held(world, tmp_path):
+    """Another worker routes the acct create (earlier) and commits that transaction while the owner
+    asks the broker how far the inputs are, between its questions: the committed offsets then say
+    the create was routed. The owner counts the inputs as passed only once it has read its partition
+    of the changes topic to an end asked after those offsets, so the create is decided before the
+    held edit: CUS-3, never "not linked"."""
+    acct_create = world.partition_of("cdc.acct.customer", b"t1:A1")
+    others = [("cdc.acct.customer", acct_create)]
+    owner, router = Worker(world, tmp_path / "owner"), Worker(world, tmp_path / "router")
+    owner.start([tp for tp in every_subscribed_partition(world) if (tp.topic, tp.partition) not in others])
+    router.start([TopicPartition(*where) for where in others])
+    put(world, "cdc.acct.customer", b"t1:A1", change(), at_ms=NOW_MS - 3000)
+    crm_created, crm_edited = crm_copy_created_and_renamed()
+    put(world, "cdc.crm.customer", b"t1:C1", crm_created, at_ms=NOW_MS - 2000)
+    put(world, "cdc.crm.customer", b"t1:C1", crm_edited, at_ms=NOW_MS - 1000)
+    asked = owner.consumer.committed
+
+    def router_commits_meanwhile(partitions, timeout=0):
+        if not router.counts["batches"]:
+            router.step()  # routes the create and commits its offset, in one transaction
+        return asked(partitions, timeout)
+
+    owner.consumer.committed = router_commits_meanwhile
+    owner.run()
+    assert router.counts["batches"] == 1 and owner.counts["held"] == 1
+    ((_key, command),) = sent(world, "commands.acct")
+    assert command["rule"] == "CUS-3"
+    edit = next(audit for _, audit in sent(world, "audit.sync") if audit["event_id"] == "e-7")
+    assert "not_linked" not in [note["tag"] for note in edit["notes"]]
 
 
 def test_later_changes_of_a_held_record_wait_behind_it_in_their_order(world, worker):
