@@ -25,6 +25,7 @@ changelog to the end (``Restoring``); then its held changes are loaded and it is
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -515,16 +516,14 @@ class ProcessingLoop:
                 (tp.topic, tp.partition): tp.offset
                 for tp in consumer.committed([TopicPartition(t, p) for t, p in inputs], 10)
             }
-            behind = [
-                TopicPartition(t, p, at_ms) for (t, p), end in ends.items() if max(committed.get((t, p), -1), 0) < end
-            ]
-            first = consumer.offsets_for_times(behind, 10) if behind else []
-            answer = InputsAnswer(
-                at_ms=at_ms,
-                first_at_or_after={(tp.topic, tp.partition): tp.offset for tp in first},
-                ends=ends,
-                committed=committed,
-            )
+            # asked nothing more, an input is behind unless committed to its end
+            answer = InputsAnswer(at_ms=at_ms, first_at_or_after={}, ends=ends, committed=committed)
+            behind = [TopicPartition(t, p, at_ms) for t, p in answer.behind()]
+            if behind:
+                first = consumer.offsets_for_times(behind, 10)
+                answer = dataclasses.replace(
+                    answer, first_at_or_after={(tp.topic, tp.partition): tp.offset for tp in first}
+                )
             if answer.behind():
                 return
             changes = [TopicPartition(self.config.changes_topic, p, OFFSET_END) for p in holding]
