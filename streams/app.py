@@ -32,7 +32,7 @@ from typing import Any
 
 import faust
 from aiohttp import web
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # see ops/admin.py
 from faust.app.base import BootStrategy
 from mode import Service
@@ -54,7 +54,7 @@ from common.topic_wait import TopicWait
 from streams.agents.batch import OutputTopics, Processing
 from streams.checkpoint import Checkpoint, TransactionalProducer
 from streams.core.rules import RuleBook, load_rules
-from streams.loop import LoopConfig, ProcessingLoop
+from streams.loop import GroupOffsets, LoopConfig, ProcessingLoop
 from streams.settings import WorkerSettings
 from streams.tables.memory import RocksDBMemory, limit_malloc_arenas, tune_garbage_collection
 from streams.tables.store import Stores
@@ -228,6 +228,7 @@ def build_loop(
     consumer: Any = None,
     restore: Any = None,
     producer: TransactionalProducer | None = None,
+    group_offsets: Callable[[list[TopicPartition], float], list[TopicPartition]] | None = None,
     changes_partitions: int | None = None,
 ) -> ProcessingLoop:
     """The processing loop from the worker's settings; tests give their own clients (and the changes
@@ -266,6 +267,7 @@ def build_loop(
         consumer=consumer or loop_consumer(settings),
         restore_consumer=restore or restore_consumer(settings.kafka, settings.app_id),
         checkpoint=Checkpoint(producer or loop_producer(settings), timeout=settings.delivery_timeout),
+        group_offsets=group_offsets or GroupOffsets(AdminClient(confluent_config(settings.kafka)), settings.app_id),
         stores=Stores(tables.data_dir if on_rocksdb else None, memory),
         tenant_settings=tenant_settings,
         settings_current=settings_current,

@@ -320,6 +320,7 @@ class Worker:
             consumer=self.consumer,
             restore=self.restore,
             producer=self.producer,
+            group_offsets=self.consumer.committed,
             changes_partitions=world.partitions[changes_topic(APP_ID)],
         )
 

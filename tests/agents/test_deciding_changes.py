@@ -151,14 +151,14 @@ def test_a_change_routed_by_another_worker_while_the_owner_asks_is_read_before_w
     crm_created, crm_edited = crm_copy_created_and_renamed()
     put(world, "cdc.crm.customer", b"t1:C1", crm_created, at_ms=NOW_MS - 2000)
     put(world, "cdc.crm.customer", b"t1:C1", crm_edited, at_ms=NOW_MS - 1000)
-    asked = owner.consumer.committed
+    asked = owner.loop.group_offsets
 
     def router_commits_meanwhile(partitions, timeout=0):
         if not router.counts["batches"]:
             router.step()  # routes the create and commits its offset, in one transaction
         return asked(partitions, timeout)
 
-    owner.consumer.committed = router_commits_meanwhile
+    owner.loop.group_offsets = router_commits_meanwhile
     owner.run()
     assert router.counts["batches"] == 1 and owner.counts["held"] == 1
     ((_key, command),) = sent(world, "commands.acct")
