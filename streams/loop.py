@@ -97,6 +97,7 @@ class Committing:
     first_offsets: dict[tuple[str, int], int]  # where it began, to read it again
     messages: int
     changes: int
+    routed_here: bool  # it routed changes to a partition this worker owns: readable once it commits
     done: Future[None]
 
 
@@ -352,12 +353,14 @@ class ProcessingLoop:
         if self._committing is None:
             messages = self.consumer.consume(size, POLL_S)
         else:
-            # A full batch waiting (a backlog) is decided while the one before commits. Otherwise the
+            # A full batch waiting (a backlog) is decided while the one before commits, and so is any
+            # batch when the one before routed nothing to a partition this worker owns. Otherwise the
             # next batch waits for that commit, which makes what it routed readable here: deciding
-            # meanwhile would only put those changes off by a batch.
+            # meanwhile would put those changes (held ones: they wait for that commit anyway) off by
+            # a batch.
             messages = self.consumer.consume(size, 0)
             if len(messages) < size:
-                if not self.await_durable(first_offsets=first_offsets(messages)):
+                if self._committing.routed_here and not self.await_durable(first_offsets=first_offsets(messages)):
                     return
                 messages += self.consumer.consume(size - len(messages), POLL_S)
         self.process(messages, now=self.clock())
@@ -373,6 +376,7 @@ class ProcessingLoop:
         decided: dict[int, list[Any]] = defaultdict(list)
         direct: dict[int, list[tuple[Any, Any]]] = defaultdict(list)  # (input message, its routed form)
         read_to_end: list[int] = []
+        routed_here = False  # a change routed to a partition this worker owns (read once the batch commits)
         newest_ms = 0
         for message in messages:
             error = message.error()
@@ -402,6 +406,7 @@ class ProcessingLoop:
                 newest_ms = max(newest_ms, message.timestamp()[1])
             else:
                 batch.send(outgoing)
+                routed_here = routed_here or outgoing.partition in self.owned
         if newest_ms:
             # tenant settings written before the newest change reached the broker apply to the batch
             self.settings_current(newest_ms)
@@ -420,6 +425,7 @@ class ProcessingLoop:
                     changes += 1
                 except Deferred as deferred:  # it would be held: routed, and its record's next ones behind it
                     batch.send(outgoing)
+                    routed_here = True
                     owned.deferred.add(routed.where, deferred.record_key)
         self._release_held(batch)
         self._direct.update(p for p in read_to_end if p in self.owned)
@@ -448,6 +454,7 @@ class ProcessingLoop:
             begun,
             len(messages),
             changes,
+            routed_here,
             self._committer.submit(self.checkpoint.make_durable, batch, positions, group_metadata),
         )
 
