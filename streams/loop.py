@@ -356,8 +356,7 @@ class ProcessingLoop:
             # A full batch waiting (a backlog) is decided while the one before commits, and so is any
             # batch when the one before routed nothing to a partition this worker owns. Otherwise the
             # next batch waits for that commit, which makes what it routed readable here: deciding
-            # meanwhile would put those changes (held ones: they wait for that commit anyway) off by
-            # a batch.
+            # meanwhile would read those changes (mostly held ones) a batch later.
             messages = self.consumer.consume(size, 0)
             if len(messages) < size:
                 if self._committing.routed_here and not self.await_durable(first_offsets=first_offsets(messages)):
@@ -537,12 +536,12 @@ class ProcessingLoop:
         holding partition counts it once read to the end it has then.
 
         Asked in this order: the inputs' ends, then the group's committed offsets (``GroupOffsets``:
-        transactions in flight left out) — an input committed
-        to its end has routed everything stamped before ``at_ms`` and is not asked more; then, for the
-        others only, the first offset stamped ``at_ms`` or later (the broker looks each partition's time
-        index up); the changes topic's ends last, so that a router's transaction committed between these
-        questions is within them (asked before the committed offsets, its routed changes could lie
-        beyond the end the owner reads to, though the offsets say they were routed)."""
+        transactions in flight left out) — an input committed to its end has routed everything stamped
+        before ``at_ms`` and is not asked more; then, for the others only, the first offset stamped
+        ``at_ms`` or later (the broker looks each partition's time index up); the changes topic's ends
+        last, so that a router's transaction committed between these questions is within them (asked
+        before the committed offsets, its routed changes could lie beyond the end the owner reads to,
+        though the offsets say they were routed)."""
         if at_ms < 0:
             return
         inputs = sorted(self.inputs)
