@@ -45,7 +45,7 @@ from bench.workload import Event, bulk_import, events
 from common.kafka_config import confluent_config
 from common.names import AUDIT, changes_topic
 from common.settings import KafkaSettings
-from common.topic_wait import watermarks
+from common.topic_wait import end_offsets
 from ops.admin import create_topics, delete_topics_with_prefix
 from streams.settings import TableSettings, WorkerSettings
 from streams.topics import cdc_topics
@@ -93,15 +93,10 @@ def preload(bootstrap: str, prefix: str, workload: list[Event]) -> None:
         raise RuntimeError("the workload did not reach the broker")
 
 
-def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+def ends_of(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
     probe = Consumer(kafka_client(bootstrap, {"group.id": f"bench-probe-{uuid.uuid4()}"}))
     try:
-        metadata = probe.list_topics(timeout=10).topics
-        ends = {}
-        for topic in topics:
-            for partition in metadata[topic].partitions:
-                ends[(topic, partition)] = watermarks(probe, TopicPartition(topic, partition), 10)[1]
-        return ends
+        return end_offsets(probe, topics, 10)
     finally:
         probe.close()
 
@@ -242,7 +237,7 @@ def drain(
         busy_before, measured_from = machine_busy_seconds(), time.monotonic()
         preload(bootstrap, settings.kafka.topic_prefix, workload)
         inputs = [settings.kafka.topic_prefix + spec.name for spec in cdc_topics()]
-        ends = {tp: end for tp, end in end_offsets(bootstrap, inputs).items() if end > 0}
+        ends = {tp: end for tp, end in ends_of(bootstrap, inputs).items() if end > 0}
         deadline = time.monotonic() + timeout
         done = False
         while time.monotonic() < deadline and all(worker.process.poll() is None for worker in running):
@@ -253,7 +248,7 @@ def drain(
             if all(group.get(tp, 0) >= end for tp, end in ends.items()):
                 # the changes topic too: everything routed by tenant has been decided
                 internal = changes_topic(settings.app_id)
-                internal_ends = {tp: e for tp, e in end_offsets(bootstrap, [internal]).items() if e > 0}
+                internal_ends = {tp: e for tp, e in ends_of(bootstrap, [internal]).items() if e > 0}
                 inner = committed(bootstrap, settings.app_id, list(internal_ends))
                 if all(inner.get(tp, 0) >= end for tp, end in internal_ends.items()):
                     done = True

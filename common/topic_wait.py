@@ -142,16 +142,24 @@ def _usable(topic: Any) -> bool:
     return all(partition.leader >= 0 for partition in topic.partitions.values())
 
 
-# What a partition of a topic just created (or one whose leader moves) answers until its leader is
-# elected; the broker says so for a moment, then it passes. Seen in CI: `lienthong history` asked for
-# the offsets of topics created a moment before and got NOT_LEADER_FOR_PARTITION.
-_NO_LEADER_YET = frozenset(
-    {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
+# What a partition answers for a moment, then passes: no leader yet (a topic just created, or one
+# whose leader moves; seen in CI: `lienthong history` asked for the offsets of topics created a moment
+# before and got NOT_LEADER_FOR_PARTITION), or no broker reachable yet (one starting or restarting).
+_ASK_AGAIN = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TIMED_OUT,
+    }
 )
 
 
 def watermarks(consumer: Consumer, partition: TopicPartition, timeout: float) -> tuple[int, int]:
-    """A partition's low and high offsets, asked again (within ``timeout``) while it has no leader."""
+    """A partition's low and high offsets, asked again (within ``timeout``) while it has no leader or
+    no broker answers, and on any error librdkafka says may pass."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -159,7 +167,19 @@ def watermarks(consumer: Consumer, partition: TopicPartition, timeout: float) ->
             return low, high
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            code = error.code() if isinstance(error, KafkaError) else None
-            if code not in _NO_LEADER_YET or time.monotonic() >= deadline:
+            passes = isinstance(error, KafkaError) and (error.code() in _ASK_AGAIN or error.retriable())
+            if not passes or time.monotonic() >= deadline:
                 raise
             time.sleep(0.2)
+
+
+def end_offsets(consumer: Consumer, topics: Iterable[str], timeout: float) -> dict[tuple[str, int], int]:
+    """Where each partition of ``topics`` ends now, by (topic, partition); a topic the broker does not
+    list has no partitions here."""
+    listed = consumer.list_topics(timeout=timeout).topics
+    return {
+        (topic, partition): watermarks(consumer, TopicPartition(topic, partition), timeout)[1]
+        for topic in topics
+        if topic in listed
+        for partition in listed[topic].partitions
+    }

@@ -24,11 +24,11 @@ from typing import Any
 
 import aiohttp
 
+from common import topic_wait
 from common.kafka_config import confluent_config
 from common.metrics import bound_port
 from common.names import DLQ_CDC, DLQ_COMMANDS, System, commands_topic
 from common.settings import KafkaSettings
-from common.topic_wait import watermarks
 from demo.local import APP_ID, Accountant, CrmUser, LocalSystems, acct_access, crm_login, local_systems
 from demo.settings import DemoSettings
 
@@ -285,31 +285,15 @@ def _create_topics(settings: DemoSettings) -> None:
 SUMMED = (commands_topic(System.CRM), commands_topic(System.ACCT), DLQ_CDC, DLQ_COMMANDS)
 
 
-def _end(consumer, partition) -> int:
-    """The end offset; a partition whose leader is still being elected (a fresh topic) is asked again."""
-    from confluent_kafka import KafkaException
-
-    for _ in range(20):
-        try:
-            return watermarks(consumer, partition, 10)[1]
-        except KafkaException:
-            time.sleep(0.5)
-    return watermarks(consumer, partition, 10)[1]
-
-
 def end_offsets(kafka: KafkaSettings, topics: tuple[str, ...] = SUMMED) -> dict[tuple[str, int], int]:
     """Where each partition of ``topics`` ends now: the demo counts what comes after."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer
 
     consumer = Consumer(confluent_config(kafka, {"group.id": "lienthong-demo-marks", "enable.auto.commit": False}))
+    prefix = kafka.topic_prefix
     try:
-        ends = {}
-        metadata = consumer.list_topics(timeout=10).topics
-        for topic in topics:
-            name = kafka.topic_prefix + topic
-            for partition in metadata[name].partitions if name in metadata else ():
-                ends[(topic, partition)] = _end(consumer, TopicPartition(name, partition))
-        return ends
+        ends = topic_wait.end_offsets(consumer, [prefix + topic for topic in topics], 30)
+        return {(name.removeprefix(prefix), partition): end for (name, partition), end in ends.items()}
     finally:
         consumer.close()
 

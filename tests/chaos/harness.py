@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from common.topic_wait import watermarks
+from common.topic_wait import end_offsets
 from tests.integration.conftest import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -166,15 +166,10 @@ def consumer(bootstrap: str, **extra: Any) -> Consumer:
     )
 
 
-def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+def ends_of(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
     probe = consumer(bootstrap)
     try:
-        metadata = probe.list_topics(timeout=10).topics
-        ends = {}
-        for topic in topics:
-            for partition in metadata[topic].partitions:
-                ends[(topic, partition)] = watermarks(probe, TopicPartition(topic, partition), 10)[1]
-        return ends
+        return end_offsets(probe, topics, 10)
     finally:
         probe.close()
 
@@ -195,7 +190,7 @@ def lag(bootstrap: str, group: str, topics: list[str]) -> int:
 
 def lagging(bootstrap: str, group: str, topics: list[str]) -> dict[tuple[str, int], int]:
     """Each partition of ``topics`` whose end the group has not committed, and by how much."""
-    ends = {tp: end for tp, end in end_offsets(bootstrap, topics).items() if end > 0}
+    ends = {tp: end for tp, end in ends_of(bootstrap, topics).items() if end > 0}
     if not ends:
         return {}
     done = committed(bootstrap, group, list(ends))
@@ -205,7 +200,7 @@ def lagging(bootstrap: str, group: str, topics: list[str]) -> dict[tuple[str, in
 def read_all(bootstrap: str, topics: list[str], prefix: str) -> list[dict[str, Any]]:
     """Every message of ``topics`` (names without prefix) up to their current ends, in partition order."""
     full = [prefix + t for t in topics]
-    ends = {tp: end for tp, end in end_offsets(bootstrap, full).items() if end > 0}
+    ends = {tp: end for tp, end in ends_of(bootstrap, full).items() if end > 0}
     # read_committed (librdkafka's default): the processor writes in transactions, whose markers take
     # offsets no message reaches; the end-of-partition event says where a partition was read to
     reader = consumer(bootstrap, **{"enable.partition.eof": True})

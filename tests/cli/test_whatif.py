@@ -9,12 +9,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer
 
 from cli.main import main
+from common import topic_wait
 from common.kafka_config import confluent_config
 from common.names import TENANT_CONFIG
-from common.topic_wait import watermarks
 from tests.agents.test_whatif import business_day
 
 SETTINGS = """
@@ -48,27 +48,11 @@ def end_offsets(module_settings) -> dict[tuple[str, int], int]:
     """Every partition's end offset of the module's topics: what a command that writes would move."""
     consumer = Consumer(confluent_config(module_settings.kafka, {"group.id": "ends"}))
     try:
-        topics = consumer.list_topics(timeout=10).topics
-        ends = {}
-        for topic, metadata in topics.items():
-            if topic.startswith(module_settings.kafka.topic_prefix):
-                for partition in metadata.partitions:
-                    ends[(topic, partition)] = watermark(consumer, TopicPartition(topic, partition))
-        return ends
+        prefix = module_settings.kafka.topic_prefix
+        topics = [topic for topic in consumer.list_topics(timeout=10).topics if topic.startswith(prefix)]
+        return topic_wait.end_offsets(consumer, topics, 30)
     finally:
         consumer.close()
-
-
-def watermark(consumer: Consumer, partition: TopicPartition) -> int:
-    """The end offset, once the partition has a leader (topics the module just created may not yet)."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return watermarks(consumer, partition, 10)[1]
-        except KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def test_whatif_previews_a_settings_file_and_writes_nothing(day, module_settings, tmp_path: Path, capsys) -> None:

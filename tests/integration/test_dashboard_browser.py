@@ -24,7 +24,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.topic_wait import watermarks
+from common.topic_wait import end_offsets
 from streams.settings import WorkerSettings
 from tests.integration.conftest import REPO_ROOT, Kafka, change_event, in_data_dir, stop_process
 
@@ -139,14 +139,13 @@ def act_as_connector(kafka: Kafka, settings: WorkerSettings, commands: list[dict
         group.close()
 
 
-def end_offsets(settings: WorkerSettings, topic: str) -> int:
+def summed_end(settings: WorkerSettings, topic: str) -> int:
     """The sum of the partitions' end offsets, as the broker reports them: what a group committed at
     0 lags by, as ``kafka-consumer-groups.sh --describe`` counts it. The worker publishes commands in
     transactions, so the commit markers take offsets too and this is more than the commands."""
     probe = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "lienthong-test-probe"})
     try:
-        partitions = probe.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(watermarks(probe, TopicPartition(topic, p), 10)[1] for p in partitions)
+        return sum(end_offsets(probe, [topic], 10).values())
     finally:
         probe.close()
 
@@ -221,7 +220,7 @@ def test_the_page_shows_what_the_services_measure(module_settings, kafka, tenant
             return text if ready and summary["lag_by_group"].get(settings.app_id) == 0 else None
 
         # five commands and the markers of the transactions that published them
-        connector_behind = end_offsets(settings, kafka.name("commands.crm"))
+        connector_behind = summed_end(settings, kafka.name("commands.crm"))
         assert connector_behind >= 5
         wait_for("the worker and the page settled", settled, logs=logs)
 
