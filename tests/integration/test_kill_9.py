@@ -27,7 +27,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer
 
-from bench.run import committed, end_offsets
+from bench.run import committed, ends_of
 from bench.workload import Event, business_unit
 from common.names import changes_topic
 from common.settings import KafkaSettings
@@ -128,7 +128,7 @@ def processed(settings: WorkerSettings) -> bool:
     cdc = [settings.kafka.topic_prefix + spec.name for spec in cdc_topics()]
     internal = [changes_topic(settings.app_id)]
     for topics in (cdc, internal):
-        ends = {tp: end for tp, end in end_offsets(settings.kafka.bootstrap_servers, topics).items() if end > 0}
+        ends = {tp: end for tp, end in ends_of(settings.kafka.bootstrap_servers, topics).items() if end > 0}
         group = committed(settings.kafka.bootstrap_servers, settings.app_id, list(ends))
         if any(group.get(tp, 0) < end for tp, end in ends.items()):
             return False
