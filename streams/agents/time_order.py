@@ -18,9 +18,9 @@ then decided (again) with what is known by then.
 input partition: the first offset whose timestamp is *T* or later (or the end, when there is none),
 and the offset the group has committed (as last committed: a transaction in flight is left out,
 not waited for — ``streams.loop.GroupOffsets``). A router commits an input's offset in the same
-transaction as the changes it routed from it (``streams.checkpoint``), so an input whose committed offset has
-reached that first offset has routed every event that reached Kafka before *T*, onto the changes
-topic, committed. Once the owner has then read its partition of the changes topic to the end it had
+transaction as the changes it routed from it (``streams.checkpoint``), so an input whose committed
+offset has reached that first offset has routed every event that reached Kafka before *T*, onto the
+changes topic, committed. Once the owner has then read its partition of the changes topic to the end it had
 after the question, it has read them all, and every change held with a time up to *T* is decided.
 The changes topic's end is asked after the committed offsets, so that a router's transaction that
 commits between the questions is within it; the first offsets at *T* only of the inputs not committed

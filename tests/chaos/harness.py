@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from common.topic_wait import end_offsets
+from bench.run import committed, ends_of
 from tests.integration.conftest import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -164,23 +164,6 @@ def consumer(bootstrap: str, **extra: Any) -> Consumer:
             **extra,
         }
     )
-
-
-def ends_of(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
-    probe = consumer(bootstrap)
-    try:
-        return end_offsets(probe, topics, 10)
-    finally:
-        probe.close()
-
-
-def committed(bootstrap: str, group: str, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    reader = consumer(bootstrap, **{"group.id": group})
-    try:
-        found = reader.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
-        return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in found}
-    finally:
-        reader.close()
 
 
 def lag(bootstrap: str, group: str, topics: list[str]) -> int:
