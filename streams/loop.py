@@ -49,7 +49,7 @@ from confluent_kafka.admin import AdminClient
 from common import metrics
 from streams.agents.batch import Batch, Processing
 from streams.agents.changes import Deferred, Owned, Routed, decide_routed, release_held
-from streams.agents.route import TenantPartitions, route
+from streams.agents.route import TenantPartitions, destination, route
 from streams.agents.time_order import ARRIVAL_SLACK_MS, PROBE_INTERVAL_MS, HeldChanges, InputsAnswer, InputsPassed
 from streams.checkpoint import BatchNotDurable, Checkpoint
 from streams.tables.state import PartitionState
@@ -373,7 +373,7 @@ class ProcessingLoop:
         at_end: dict[tuple[str, int], int] = {}  # partitions the consumer said are read to their end
 
         decided: dict[int, list[Any]] = defaultdict(list)
-        direct: dict[int, list[tuple[Any, Any]]] = defaultdict(list)  # (input message, its routed form)
+        direct: dict[int, list[tuple[Any, bytes]]] = defaultdict(list)  # (input message, its tenant)
         read_to_end: list[int] = []
         routed_here = False  # a change routed to a partition this worker owns (read once the batch commits)
         newest_ms = 0
@@ -397,15 +397,16 @@ class ProcessingLoop:
                     decided[partition].append(message)
                     newest_ms = max(newest_ms, message.timestamp()[1])
                 continue
-            outgoing = route(message, config.changes_topic, self._partition_of)
-            if outgoing is None:
+            bound = destination(message, self._partition_of)
+            if bound is None:
                 continue
-            if outgoing.partition in self._direct:
-                direct[outgoing.partition].append((message, outgoing))
+            tenant, to = bound
+            if to in self._direct:
+                direct[to].append((message, tenant))
                 newest_ms = max(newest_ms, message.timestamp()[1])
             else:
-                batch.send(outgoing)
-                routed_here = routed_here or outgoing.partition in self.owned
+                batch.send(route(message, config.changes_topic, tenant, to))
+                routed_here = routed_here or to in self.owned
         if newest_ms:
             # tenant settings written before the newest change reached the broker apply to the batch
             self.settings_current(newest_ms)
@@ -417,13 +418,13 @@ class ProcessingLoop:
                 owned.deferred.read_back(routed.where)
                 decide_routed(batch, state, owned, routed)
                 changes += 1
-            for message, outgoing in direct.get(partition, ()):
-                routed = Routed.read_directly(outgoing.key, message)
+            for message, tenant in direct.get(partition, ()):
+                routed = Routed.read_directly(tenant, message)
                 try:
                     decide_routed(batch, state, owned, routed, direct=True)
                     changes += 1
                 except Deferred as deferred:  # it would be held: routed, and its record's next ones behind it
-                    batch.send(outgoing)
+                    batch.send(route(message, config.changes_topic, tenant, partition))
                     routed_here = True
                     owned.deferred.add(routed.where, deferred.record_key)
         self._release_held(batch)

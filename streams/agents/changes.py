@@ -210,7 +210,7 @@ def release_held(batch: Batch, state: PartitionState, owned: Owned, max_wait_ms:
             waited = batch.now_ms - change.held_at_ms
             must = owned.inputs.passed(change.timestamp_ms) or waited >= max_wait_ms
             try:
-                event = decode(routed, prefix)
+                event = change.event if change.event is not None else decode(routed, prefix)
                 _decide_change(batch, state, owned, routed, event, releasing=True, must_decide=must)
             except Held:
                 break  # still waiting, and so is every later change of its record
@@ -271,7 +271,7 @@ def _decide_change(
     if direct and (owned.held.holds(record_key) or owned.deferred.holds(record_key)):
         raise Deferred(record_key)  # behind its record's held or routed changes
     if not releasing and owned.held.holds(record_key):
-        _hold(batch, state, owned, routed, record_key)  # behind its record's held changes
+        _hold(batch, state, owned, routed, record_key, change)  # behind its record's held changes
         return
     decided = decide_change(state, change, batch.processing.rules, batch.now_ms)
     if decided is None:
@@ -284,7 +284,7 @@ def _decide_change(
             raise Held()
         if direct:
             raise Deferred(record_key)
-        _hold(batch, state, owned, routed, record_key)
+        _hold(batch, state, owned, routed, record_key, change)
         return
     messages: list[OutputMessage] = []
     for decision in decisions:
@@ -364,7 +364,9 @@ def _duplicate(batch: Batch, change: ChangeEvent, record_key: str) -> None:
     count_event(batch, change.system.value, change.entity, "duplicate")
 
 
-def _hold(batch: Batch, state: PartitionState, owned: Owned, routed: Routed, record_key: str) -> None:
+def _hold(
+    batch: Batch, state: PartitionState, owned: Owned, routed: Routed, record_key: str, change: ChangeEvent
+) -> None:
     held = HeldChange(
         held_key=held_key(routed.tenant, routed.offset),
         record_key=record_key,
@@ -373,6 +375,7 @@ def _hold(batch: Batch, state: PartitionState, owned: Owned, routed: Routed, rec
         value=routed.value,
         headers=[*routed.headers, *_routing_headers(routed)],
         offset=routed.offset,
+        event=change,
     )
     owned.held.hold(state, held)
     batch.count("held")

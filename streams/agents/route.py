@@ -90,16 +90,22 @@ def murmur2(data: bytes) -> int:
     return h - 0x100000000 if h & 0x80000000 else h
 
 
-def route(message: Any, changes_topic: str, partition_of_tenant: TenantPartitions) -> OutputMessage | None:
-    """A consumed message (``confluent_kafka.Message``) as a message of the changes topic, keyed by
-    its tenant, on the tenant's partition; None for a tombstone."""
-    value = message.value()
-    if value is None:
+def destination(message: Any, partition_of_tenant: TenantPartitions) -> tuple[bytes, int] | None:
+    """The tenant a consumed message (``confluent_kafka.Message``) belongs to and its partition of the
+    changes topic; None for a tombstone."""
+    if message.value() is None:
         return None
+    tenant = tenant_of(message.key(), message.headers())
+    return tenant, partition_of_tenant(tenant)
+
+
+def route(message: Any, changes_topic: str, tenant: bytes, partition: int) -> OutputMessage:
+    """A consumed message as a message of the changes topic, keyed by its tenant, on its partition
+    (``destination``): its bytes and headers, and where it came from. Built only for a message that
+    is routed: one its owner decides where it is read needs none."""
     key = message.key()
-    headers = message.headers() or []
     routed = [
-        *headers,
+        *(message.headers() or []),
         (ORIGIN_TOPIC, message.topic().encode()),
         (ORIGIN_PARTITION, str(message.partition()).encode()),
         (ORIGIN_OFFSET, str(message.offset()).encode()),
@@ -107,5 +113,4 @@ def route(message: Any, changes_topic: str, partition_of_tenant: TenantPartition
     ]
     if key is not None:  # no header: the original had no key (an empty one is kept as empty)
         routed.append((ORIGIN_KEY, key))
-    tenant = tenant_of(key, headers)
-    return OutputMessage(changes_topic, tenant, value, routed, partition_of_tenant(tenant))
+    return OutputMessage(changes_topic, tenant, message.value(), routed, partition)

@@ -46,7 +46,7 @@ import base64
 import logging
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from streams.tables.state import PartitionState
@@ -120,6 +120,9 @@ class HeldChange:
     value: bytes
     headers: list[tuple[str, bytes]]
     offset: int  # where it was on the changes topic
+    # ``value`` decoded when it was held (a ``ChangeEvent``): not decoded again when it is released.
+    # None once recovered from the table, where only the bytes are kept.
+    event: Any = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -234,6 +234,19 @@ def test_a_store_on_rocksdb_survives_a_restart_and_knows_how_far_its_changelog_w
     )
 
 
+def test_a_state_kept_over_many_batches_reads_what_each_batch_wrote_after_reading_it_absent():
+    state = in_memory_state()  # as a replay keeps one (streams.replay): written every batch, never new
+    key = "t1:customer:code=KH1>acct"
+    for batch, value in enumerate(("A1", "A2", None, "A3")):
+        assert state.get("links", key) == (None if batch == 0 else ["A1", "A2", None][batch - 1])
+        if value is None:
+            state.delete("links", key)
+        else:
+            state.set("links", key, value)
+        state.write_to_store(None)
+    assert state.get("links", key) == "A3"
+
+
 def _acct():
     from common.names import System
 
