@@ -172,11 +172,7 @@ class WorkerProcess:
 
     def cpu_seconds(self) -> float:
         """CPU time of the worker process so far, all its threads (user + system)."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.process.pid)
 
     def ready(self) -> bool:
         return b"Worker ready" in self.log_path.read_bytes()
@@ -234,6 +230,8 @@ def drain(
                 raise RuntimeError(f"the {workers} worker(s) did not all become ready (logs in {log_dir})")
             time.sleep(0.2)
         cpu_before = sum(worker.cpu_seconds() for worker in running)
+        broker = local_broker_pid(bootstrap)
+        broker_before, bench_before = process_cpu_seconds(broker), time.process_time()
         busy_before, measured_from = machine_busy_seconds(), time.monotonic()
         preload(bootstrap, settings.kafka.topic_prefix, workload)
         inputs = [settings.kafka.topic_prefix + spec.name for spec in cdc_topics()]
@@ -254,6 +252,8 @@ def drain(
                     done = True
                     break
         cpu = sum(worker.cpu_seconds() for worker in running) - cpu_before
+        broker_cpu = process_cpu_seconds(broker) - broker_before if broker is not None else None
+        bench_cpu = time.process_time() - bench_before
         busy_cores = (machine_busy_seconds() - busy_before) / (time.monotonic() - measured_from)
         wall = time.monotonic() - started
         if not done:
@@ -277,6 +277,10 @@ def drain(
         "events_per_s": round(len(workload) / processing),
         "commands_per_s": round(commands / processing),
         "cpu_us_per_event": round(cpu / len(workload) * 1e6, 1),
+        # beside the workers on this machine, from the produce to the drain: the broker (when it is the
+        # one deploy/kafka/kafka.sh runs here) and this script (its producer of the workload)
+        "broker_cpu_us_per_event": None if broker_cpu is None else round(broker_cpu / len(workload) * 1e6, 1),
+        "bench_cpu_us_per_event": round(bench_cpu / len(workload) * 1e6, 1),
         # the whole machine (workers, broker, this script's producer) from the produce to the drain:
         # near the number of cores, adding workers cannot drain faster here
         "machine_busy_cores": round(busy_cores, 2),
@@ -284,6 +288,31 @@ def drain(
         "peak_rss_mb": round(max(worker.peak_rss_mb for worker in running), 1),
         "rss_samples_mb": [round(s, 1) for s in running[0].rss_samples],
     }
+
+
+def process_cpu_seconds(pid: int | None) -> float:
+    """CPU time of a process of this machine so far, all its threads (user + system); 0 when there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def local_broker_pid(bootstrap: str) -> int | None:
+    """The pid of the broker ``deploy/kafka/kafka.sh`` runs on this machine for ``bootstrap`` (one
+    address, its port), if any: the broker's CPU shares the machine with the workers."""
+    port = bootstrap.split(",")[0].rsplit(":", 1)[-1]
+    # where deploy/kafka/broker.sh keeps its data (its ``cache``)
+    cache = (
+        os.environ.get("LIENTHONG_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lienthong"
+    )
+    try:
+        pid = int((Path(cache) / "kafka-data" / port / "broker.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
 
 
 def machine_busy_seconds() -> float:
@@ -460,6 +489,12 @@ def table(report: BenchReport) -> str:
             (
                 f"{drained['workers']} worker(s): machine busy (cores of {drained['cores']})",
                 drained["machine_busy_cores"],
+            )
+        )
+        rows.append(
+            (
+                f"{drained['workers']} worker(s): CPU of the broker / this script per event (µs)",
+                f"{drained.get('broker_cpu_us_per_event')} / {drained.get('bench_cpu_us_per_event')}",
             )
         )
     if report.bulk:

@@ -14,6 +14,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bench.run import local_broker_pid
+
 pytestmark = pytest.mark.broker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +54,12 @@ def test_a_small_benchmark_run_completes_and_reports_every_measurement(bootstrap
     worker = report["worker"]
     assert worker["events"] == 600 and worker["audit_records"] == 600
     assert worker["commands"] > 0 and worker["events_per_s"] > 0 and worker["peak_rss_mb"] > 0
+    # what the rest of the machine cost beside the workers: the broker's CPU when it runs here
+    assert worker["bench_cpu_us_per_event"] > 0
+    if local_broker_pid(bootstrap) is not None:
+        assert worker["broker_cpu_us_per_event"] > 0
+    else:
+        assert worker["broker_cpu_us_per_event"] is None
     assert report["baseline"]["events"] == 600 and report["baseline"]["events_per_s"] > 0
     assert 0 < report["ratio"] == round(worker["events_per_s"] / report["baseline"]["events_per_s"], 4)
     latency = report["latency"]
@@ -64,6 +72,7 @@ def test_a_small_benchmark_run_completes_and_reports_every_measurement(bootstrap
 
     for line in (
         "worker drain (events/s)",
+        "1 worker(s): CPU of the broker / this script per event (µs)",
         "baseline passthrough (events/s)",
         "latency p50 / p95 / p99 (ms)",
         "decide() in process (events/s)",
