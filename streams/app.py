@@ -58,7 +58,7 @@ from streams.loop import GroupOffsets, LoopConfig, ProcessingLoop
 from streams.settings import WorkerSettings
 from streams.tables.memory import RocksDBMemory, limit_malloc_arenas, tune_garbage_collection
 from streams.tables.store import Stores
-from streams.tables.tenants import TenantSettings
+from streams.tables.tenants import TenantSettings, TopicEnds
 from streams.topics import cdc_topics
 
 log = logging.getLogger(__name__)
@@ -408,7 +408,12 @@ def create_app(settings: WorkerSettings | None = None) -> Lienthong:
         datadir=str(settings.tables.data_dir / "faust"),
         web_enabled=False,  # HealthServer serves /metrics, /healthz and /readyz (LIENTHONG_WEB_PORT)
     )
-    tenants = TenantSettings(aiokafka_config(settings.kafka), settings.kafka.topic_prefix + TENANT_CONFIG, rules=rules)
+    tenants = TenantSettings(
+        aiokafka_config(settings.kafka),
+        settings.kafka.topic_prefix + TENANT_CONFIG,
+        rules=rules,
+        ends=TopicEnds(AdminClient(confluent_config(settings.kafka))),
+    )
     processing = ProcessingService(settings, rules, tenants)
     built = Lienthong(app=app, settings=settings, rules=rules, tenants=tenants, processing=processing)
 

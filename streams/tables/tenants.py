@@ -1,11 +1,16 @@
 """Tenant settings from the compacted ``config.tenants`` topic, read whole by every worker.
 
 Contract: "a change applies to the events that follow it". The reader follows the topic in the
-background with a short long-poll, and knows from its own fetch responses how current it is:
+background with a long poll (a new setting is answered at once), and knows how current it is:
 when every partition's last fetch answered at time *t* and the reader had read up to that
 partition's end, every settings record written before *t* has been read. Before a batch is
-decided, ``wait_until_current(t)`` waits (usually a poll interval or less, never a round trip of
-its own) until that is so for the batch's newest event.
+decided, ``wait_until_current(t)`` makes sure that is so for the batch's newest event: when the
+fetch answers are not that recent, it asks the broker the topic's ends (``TopicEnds``, one round
+trip on a connection no fetch waits on) and returns once the reader has read to them.
+
+Why not fetch answers alone, with a short poll: a fetch every 10 ms, in aiokafka's Python on the
+worker's event loop, cost an idle worker ~6 % of a core and held the GIL the processing loop needs
+(docs/performance.md); a live batch asks once, in about half a millisecond.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._listoffsets import OffsetSpec  # not re-exported for type checkers
 
 from streams.core.rules import RuleBook
 from streams.core.sync_settings import DEFAULT_SETTINGS, SyncSettings, parse_tenant_settings
@@ -25,21 +33,46 @@ from streams.core.sync_settings import DEFAULT_SETTINGS, SyncSettings, parse_ten
 log = logging.getLogger(__name__)
 
 
-# How long the reader's fetch waits for new settings before answering "nothing new": the delay a
-# batch may wait for the reader to confirm it is current.
-POLL_MS = 10
+# How long the reader's fetch waits for new settings before answering "nothing new" (a new setting
+# is answered at once): how old its own proof of being current may be when a batch asks for one.
+POLL_MS = 250
+# How often a batch waiting for the reader looks again (the reader's next answer comes on new data).
+WAIT_STEP_S = 0.002
 # How often the reader asks whether the topic exists, while it does not.
 TOPIC_CHECK_S = 0.5
+
+
+class TopicEnds:
+    """Where each asked partition of a topic ends now, from an admin client: its connection carries no
+    fetch, so the answer never waits behind a long poll (about half a millisecond on a local broker)."""
+
+    def __init__(self, admin: AdminClient, timeout: float = 5.0) -> None:
+        self.admin = admin
+        self.timeout = timeout
+
+    def __call__(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        asked = {TopicPartition(topic, partition): OffsetSpec.latest() for partition in partitions}
+        answers = self.admin.list_offsets(asked, request_timeout=self.timeout)
+        return {tp.partition: future.result(timeout=self.timeout + 1).offset for tp, future in answers.items()}
 
 
 class TenantSettings:
     """Every tenant's settings in memory, kept current by ``run()``."""
 
     def __init__(
-        self, kafka: Mapping[str, Any], topic: str, *, max_wait: float = 5.0, rules: RuleBook | None = None
+        self,
+        kafka: Mapping[str, Any],
+        topic: str,
+        *,
+        max_wait: float = 5.0,
+        rules: RuleBook | None = None,
+        ends: Callable[[str, list[int]], dict[int, int]] | None = None,
     ) -> None:
         self.kafka = dict(kafka)  # aiokafka client arguments: common.kafka_config.aiokafka_config
         self.topic = topic
+        # the broker's end offsets of the topic's partitions, asked now (blocking; run off the event
+        # loop): None waits for the reader's own fetch answers alone
+        self.ends = ends
         self.max_wait = max_wait
         self.rules = rules  # rule ids switched off are checked against it
         self.by_tenant: dict[str, SyncSettings] = {}
@@ -88,7 +121,7 @@ class TenantSettings:
         self._consumer = consumer
         try:
             while True:
-                batches = await consumer.getmany(timeout_ms=POLL_MS * 20)
+                batches = await consumer.getmany(timeout_ms=200)
                 for tp, records in batches.items():
                     for record in records:
                         self._apply(record.key, record.value, f"{tp.topic}@{tp.partition}:{record.offset}")
@@ -139,9 +172,12 @@ class TenantSettings:
         if as_of_ms <= self.current_as_of_ms:
             return
         deadline = time.monotonic() + self.max_wait
+        asked = False
         while True:
             if self._consumer is not None:
                 self._advance(self._consumer)  # the fetcher's latest answers, without waiting for the loop
+                if as_of_ms > self.current_as_of_ms and not asked:
+                    asked = await self._ask_ends(self._consumer, as_of_ms, deadline)
             if as_of_ms <= self.current_as_of_ms:
                 return
             if time.monotonic() > deadline:
@@ -153,4 +189,28 @@ class TenantSettings:
                 # one warning per stall, not one per batch: count this moment as checked
                 self.current_as_of_ms = max(self.current_as_of_ms, as_of_ms)
                 return
-            await asyncio.sleep(POLL_MS / 2000)
+            await asyncio.sleep(WAIT_STEP_S)
+
+    async def _ask_ends(self, consumer: AIOKafkaConsumer, as_of_ms: int, deadline: float) -> bool:
+        """Ask the broker the topic's ends now and wait until the reader has read to them: then every
+        record written before the moment asked has been read. Whether it was asked (not when this
+        worker's clock has not reached ``as_of_ms`` yet, nor without ``ends``: the fetch answers tell)."""
+        asked_ms = int(time.time() * 1000)
+        partitions = sorted(tp.partition for tp in consumer.assignment())
+        if self.ends is None or asked_ms < as_of_ms or not partitions:
+            return False
+        try:
+            ends = await asyncio.get_running_loop().run_in_executor(None, self.ends, self.topic, partitions)
+        except (KafkaException, TimeoutError) as exc:  # the fetch answers still tell, a poll later
+            log.debug("could not ask the ends of %s: %s", self.topic, exc)
+            return True
+        while any(self._next_offset.get(partition, 0) < end for partition, end in ends.items()):
+            if time.monotonic() > deadline:
+                return True
+            for tp in consumer.assignment():  # a position past offsets compaction removed
+                position = await consumer.position(tp)
+                if position > self._next_offset.get(tp.partition, 0):
+                    self._next_offset[tp.partition] = position
+            await asyncio.sleep(WAIT_STEP_S)
+        self.current_as_of_ms = max(self.current_as_of_ms, asked_ms)
+        return True
