@@ -187,9 +187,10 @@ def set_tenant(
 
 
 @dataclass(frozen=True)
-class TenantSettings:
-    """A tenant's settings as the worker reads them: ``value`` when valid, else ``problem`` (the
-    worker then puts the tenant on the defaults)."""
+class StoredTenantSettings:
+    """A tenant's settings record on ``config.tenants`` as the worker reads it: ``value`` when valid,
+    else ``problem`` (the worker then puts the tenant on the defaults). Not the worker's reader of
+    them (``streams.tables.tenants.TenantSettings``)."""
 
     tenant: str
     value: dict[str, Any] | None
@@ -202,11 +203,11 @@ class TenantSettings:
         return {"tenant": self.tenant, "valid": False, "problem": self.problem, "applies": "the defaults"}
 
 
-def read_tenants(kafka: KafkaSettings) -> dict[str, TenantSettings]:
+def read_tenants(kafka: KafkaSettings) -> dict[str, StoredTenantSettings]:
     """Every tenant with settings on ``config.tenants`` (its last value; a tombstone removes it)."""
     topic = kafka.topic_prefix + TENANT_CONFIG
     rules = load_rules()  # a rule switched off must exist and be switchable, as the worker checks
-    found: dict[str, TenantSettings] = {}
+    found: dict[str, StoredTenantSettings] = {}
     try:
         for record in read_topic(kafka, topic):
             if record.key is None:
@@ -217,9 +218,9 @@ def read_tenants(kafka: KafkaSettings) -> dict[str, TenantSettings]:
                 continue
             try:
                 settings = parse_tenant_settings(tenant, record.value, rules)
-                found[tenant] = TenantSettings(tenant, settings.document(), settings=settings)
+                found[tenant] = StoredTenantSettings(tenant, settings.document(), settings=settings)
             except ValueError as exc:
-                found[tenant] = TenantSettings(tenant, None, str(exc))
+                found[tenant] = StoredTenantSettings(tenant, None, str(exc))
     except KafkaException as exc:
         raise TenantError(unreachable(kafka, exc)) from None
     except RuntimeError as exc:
@@ -227,7 +228,7 @@ def read_tenants(kafka: KafkaSettings) -> dict[str, TenantSettings]:
     return dict(sorted(found.items()))
 
 
-def get_tenant(kafka: KafkaSettings, tenant: str) -> TenantSettings:
+def get_tenant(kafka: KafkaSettings, tenant: str) -> StoredTenantSettings:
     """One tenant's settings; ``TenantError`` when it has none (it then follows the worker's default)."""
     if not TENANT_ID.fullmatch(tenant):
         raise TenantError(f"tenant {tenant!r} is not a tenant id (docs/contract.md)")
