@@ -49,6 +49,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.core.contract import ChangeEvent
 from streams.tables.state import PartitionState
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,9 @@ class HeldChange:
     value: bytes
     headers: list[tuple[str, bytes]]
     offset: int  # where it was on the changes topic
-    # ``value`` decoded when it was held (a ``ChangeEvent``): not decoded again when it is released.
-    # None once recovered from the table, where only the bytes are kept.
-    event: Any = field(default=None, compare=False)
+    # ``value`` decoded when it was held: not decoded again when it is released. None once recovered
+    # from the table, where only the bytes are kept.
+    event: ChangeEvent | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {

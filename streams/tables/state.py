@@ -214,13 +214,10 @@ class PartitionState:
     def _apply_link(self, link: LinkUpdate) -> None:
         """One update: unless it says nothing new, the facts of what it says and what was known."""
         tenant, family = link.tenant, link.family
-        read: dict[str, Any] = {}  # each fact read once per update: reads cost, most are misses
 
         def fact(lookup: str, name: str) -> Any:
-            key = link_fact_key(tenant, family, lookup, name)
-            if key not in read:
-                read[key] = self.get("links", key)
-            return read[key]
+            # read again as often as asked: the batch's state answers a second read from memory
+            return self.get("links", link_fact_key(tenant, family, lookup, name))
 
         if all(fact(lookup, name) == value for lookup, name, value in _link_facts(link.code, link.ids)):
             return  # nothing new: most changes are to records already linked

@@ -126,15 +126,18 @@ class TenantSettings:
                     for record in records:
                         self._apply(record.key, record.value, f"{tp.topic}@{tp.partition}:{record.offset}")
                         self._next_offset[tp.partition] = record.offset + 1
-                # The fetch position also moves past offsets compaction removed.
-                for tp in consumer.assignment():
-                    position = await consumer.position(tp)
-                    if position > self._next_offset.get(tp.partition, 0):
-                        self._next_offset[tp.partition] = position
+                await self._read_to_positions(consumer)
                 self._advance(consumer)
         finally:
             self._consumer = None
             await consumer.stop()
+
+    async def _read_to_positions(self, consumer: AIOKafkaConsumer) -> None:
+        """The fetch position also moves past offsets compaction removed: read to there."""
+        for tp in consumer.assignment():
+            position = await consumer.position(tp)
+            if position > self._next_offset.get(tp.partition, 0):
+                self._next_offset[tp.partition] = position
 
     async def _exists(self, consumer: AIOKafkaConsumer) -> None:
         """Return once the broker lists the topic (a fresh metadata request every ``TOPIC_CHECK_S``;
@@ -207,10 +210,7 @@ class TenantSettings:
         while any(self._next_offset.get(partition, 0) < end for partition, end in ends.items()):
             if time.monotonic() > deadline:
                 return True
-            for tp in consumer.assignment():  # a position past offsets compaction removed
-                position = await consumer.position(tp)
-                if position > self._next_offset.get(tp.partition, 0):
-                    self._next_offset[tp.partition] = position
+            await self._read_to_positions(consumer)
             await asyncio.sleep(WAIT_STEP_S)
         self.current_as_of_ms = max(self.current_as_of_ms, asked_ms)
         return True
