@@ -358,8 +358,15 @@ class ProcessingLoop:
             # next batch waits for that commit, which makes what it routed readable here: deciding
             # meanwhile would read those changes (mostly held ones) a batch later.
             messages = self.consumer.consume(size, 0)
+            # read again: a rebalance inside consume (librdkafka calls _on_revoke there) waits for the
+            # committing batch and leaves none
+            committing = self._committing
             if len(messages) < size:
-                if self._committing.routed_here and not self.await_durable(first_offsets=first_offsets(messages)):
+                if (
+                    committing is not None
+                    and committing.routed_here
+                    and not self.await_durable(first_offsets=first_offsets(messages))
+                ):
                     return
                 messages += self.consumer.consume(size - len(messages), POLL_S)
         self.process(messages, now=self.clock())

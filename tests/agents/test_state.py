@@ -117,6 +117,28 @@ def test_the_next_batch_is_decided_while_one_commits_and_sees_its_state(world, w
     assert not any(owned.held.by_record for owned in worker.loop.owned.values())
 
 
+def test_a_rebalance_while_a_batch_commits_ends_that_batch_and_the_next_turn_goes_on(world, worker):
+    """librdkafka calls the revoke callback inside ``consume``: the loop waits there for the batch that
+    is committing, and the turn that called ``consume`` goes on without it (seen in the chaos suite: a
+    worker stopped on the batch it no longer had)."""
+    worker.step()  # the changes topic read to its end: changes are decided where they are read
+    put(world, "cdc.acct.customer", b"t1:A1", change(), at_ms=NOW_MS - 3000)
+    worker.loop.process(worker.pending(), now=NOW_MS / 1000)  # its transaction commits...
+    assert worker.loop._committing is not None
+    consume, revoked = worker.consumer.consume, []
+
+    def rebalanced(num_messages: int = 1, timeout: float = 0):
+        if not revoked:  # ...when the group takes every partition back
+            revoked.append(list(worker.consumer.assignment))
+            worker.loop._on_revoke(worker.consumer, revoked[0])
+        return consume(num_messages, timeout)
+
+    worker.consumer.consume = rebalanced
+    worker.loop.turn()
+    assert revoked and worker.loop._committing is None and not worker.stopped
+    assert [c["rule"] for _, c in sent(world, "commands.crm")] == ["CUS-6"], "the batch before is durable"
+
+
 def test_when_a_committing_batch_fails_the_batch_decided_meanwhile_is_read_again_with_it(world, worker):
     """The first batch's transaction is aborted (the broker was away) while the next one was decided on
     top of its state: neither is visible; both are read again, and each change is decided once."""
